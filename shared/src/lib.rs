@@ -1,0 +1,14 @@
+//! Code shared by callsync's ingest and worker: the canonical [`CallReport`],
+//! the provider formats that parse into it, the webhook signature schemes,
+//! the RabbitMQ topology, and configuration and logging helpers.
+
+pub mod config;
+pub mod phone;
+pub mod report;
+pub mod signature;
+pub mod sources;
+pub mod telemetry;
+pub mod topology;
+
+pub use phone::{Phone, Region};
+pub use report::{CallId, CallReport, Caller, Source, Transcript, TranscriptLine};

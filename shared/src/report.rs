@@ -1,0 +1,199 @@
+//! The canonical call report: what every provider format is parsed into.
+//!
+//! Everything after the parsing boundary works with these types, never with
+//! provider JSON paths, so a new provider is a new parser and nothing else.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+
+use crate::phone::Phone;
+
+/// A webhook source: the `{source}` segment of `POST /webhooks/{source}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// VoiceDock / HMS Sovereign / Flireo: the `{"message": {...}}` envelope.
+    Voicedock,
+    /// The flat Post-Call payload (`callId`, `callerDetails`, `callAnalysis`).
+    Postcall,
+}
+
+impl Source {
+    /// Every built-in source, in a stable order.
+    pub const ALL: [Source; 2] = [Source::Voicedock, Source::Postcall];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Voicedock => "voicedock",
+            Source::Postcall => "postcall",
+        }
+    }
+
+    /// The infix of this source's variables: `CALLSYNC_<UPPER>_...`.
+    pub fn env_name(self) -> &'static str {
+        match self {
+            Source::Voicedock => "VOICEDOCK",
+            Source::Postcall => "POSTCALL",
+        }
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Source {
+    type Err = UnknownSource;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Source::ALL
+            .into_iter()
+            .find(|source| source.as_str() == s)
+            .ok_or_else(|| UnknownSource(s.to_owned()))
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("unknown source {0:?}")]
+pub struct UnknownSource(pub String);
+
+/// The provider's identifier of a call: non-empty, at most 200 printable characters.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct CallId(String);
+
+impl CallId {
+    pub const MAX_LEN: usize = 200;
+
+    /// Accepts a trimmed, non-empty id without control characters.
+    pub fn new(raw: &str) -> Option<Self> {
+        let id = raw.trim();
+        let ok = !id.is_empty()
+            && id.chars().count() <= Self::MAX_LEN
+            && !id.chars().any(char::is_control);
+        ok.then(|| Self(id.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for CallId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The person who called, as far as the provider knows them.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Caller {
+    pub phone: Option<Phone>,
+    pub name: Option<String>,
+    pub email: Option<String>,
+}
+
+impl Caller {
+    /// A name for task subjects: the caller's name, else the masked-free raw
+    /// number, else "unknown caller".
+    pub fn display_name(&self) -> String {
+        self.name
+            .clone()
+            .or_else(|| self.phone.as_ref().map(|p| p.best().to_owned()))
+            .unwrap_or_else(|| "unknown caller".to_owned())
+    }
+}
+
+/// One line of a transcript.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TranscriptLine {
+    pub role: String,
+    pub content: String,
+}
+
+/// A transcript, inline or by reference.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transcript {
+    Lines(Vec<TranscriptLine>),
+    Uri(String),
+}
+
+/// One finished call, in callsync's own terms.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CallReport {
+    pub source: Source,
+    pub call_id: CallId,
+    pub caller: Caller,
+    /// When the call ended; for formats without an end time, when ingest received it.
+    #[serde(with = "time::serde::rfc3339")]
+    pub ended_at: OffsetDateTime,
+    /// True when `ended_at` is the receipt time because the payload has none.
+    pub ended_at_is_receipt_time: bool,
+    pub duration: Option<Duration>,
+    pub summary: Option<String>,
+    /// A short sentiment for the contact's last-call field (`8/10`, `Positive`).
+    pub sentiment: Option<String>,
+    /// The provider's structured analysis, verbatim, unknown keys included.
+    pub analysis: Map<String, Value>,
+    pub recording_url: Option<String>,
+    pub transcript: Option<Transcript>,
+    /// A CRM record id the provider was told about (`assistant.metadata.crm_id`).
+    pub crm_id: Option<String>,
+    /// The number that was called (ours), when the provider sends it.
+    pub called_number: Option<String>,
+    pub follow_up_needed: bool,
+    /// Fields of the payload that callsync does not map, kept for CRMs and
+    /// receivers that want them.
+    pub extra: Map<String, Value>,
+}
+
+impl CallReport {
+    /// The marker written into every CRM record callsync creates for this call,
+    /// so that a record whose creation had an unknown outcome can be found again.
+    pub fn marker(&self) -> String {
+        marker(self.source, &self.call_id)
+    }
+}
+
+/// `callsync:<source>:<call id>`.
+pub fn marker(source: Source, call_id: &CallId) -> String {
+    format!("callsync:{source}:{call_id}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_round_trip_through_their_path_names() {
+        for source in Source::ALL {
+            assert_eq!(source.as_str().parse::<Source>().unwrap(), source);
+        }
+        assert!("vapi".parse::<Source>().is_err());
+    }
+
+    #[test]
+    fn a_call_id_must_be_printable_and_not_empty() {
+        assert!(CallId::new("  ").is_none());
+        assert!(CallId::new("a\u{0}b").is_none());
+        assert!(CallId::new(&"x".repeat(201)).is_none());
+        assert_eq!(CallId::new(" abc ").unwrap().as_str(), "abc");
+    }
+
+    #[test]
+    fn the_marker_names_source_and_call() {
+        let id = CallId::new("693bff62619c51fac21acf50").unwrap();
+        assert_eq!(
+            marker(Source::Postcall, &id),
+            "callsync:postcall:693bff62619c51fac21acf50"
+        );
+    }
+}

@@ -1,0 +1,75 @@
+//! The flat Post-Call payload (seed 002): `callId`, `callerDetails`,
+//! `callAnalysis`. It has one event type and no end time: the call is taken
+//! to have ended when ingest received it.
+
+use serde_json::{Map, Value};
+
+use super::value::{field, flag, object, text, without};
+use super::{ParseContext, ParseError, Parsed};
+use crate::phone::Phone;
+use crate::report::{CallId, CallReport, Caller, Source, Transcript};
+
+const FORMAT: &str = "postcall";
+
+/// Top-level keys that map onto canonical fields; the rest go to `extra`.
+const KNOWN: &[&str] = &[
+    "callId",
+    "recordingUri",
+    "transcriptUri",
+    "callerDetails",
+    "callAnalysis",
+];
+/// Keys of `callerDetails` that map onto canonical fields.
+const KNOWN_CALLER: &[&str] = &["name", "phoneNumber", "email"];
+
+pub(super) fn parse(body: Map<String, Value>, ctx: &ParseContext) -> Result<Parsed, ParseError> {
+    let call_id = text(&body, &["callId"])
+        .and_then(|id| CallId::new(&id))
+        .ok_or(ParseError::MissingCallId {
+            format: FORMAT,
+            path: "callId",
+        })?;
+
+    let details = object(&body, &["callerDetails"]);
+    let caller = Caller {
+        phone: details
+            .and_then(|d| text(d, &["phoneNumber"]))
+            .map(|n| Phone::parse(&n, ctx.region)),
+        name: details.and_then(|d| text(d, &["name"])),
+        email: details.and_then(|d| text(d, &["email"])),
+    };
+
+    let analysis = object(&body, &["callAnalysis"]).cloned().unwrap_or_default();
+    // `mood` is the short human word ("Positive"); the `sentiment` object is
+    // free-form, so it is only used when it is a plain string.
+    let sentiment = text(&analysis, &["mood"]).or_else(|| match field(&analysis, &["sentiment"]) {
+        Some(Value::String(s)) if !s.trim().is_empty() => Some(s.trim().to_owned()),
+        _ => None,
+    });
+
+    let mut extra = without(&body, KNOWN);
+    if let Some(details) = details {
+        let unmapped = without(details, KNOWN_CALLER);
+        if !unmapped.is_empty() {
+            extra.insert("callerDetails".to_owned(), Value::Object(unmapped));
+        }
+    }
+
+    Ok(Parsed::Report(Box::new(CallReport {
+        source: Source::Postcall,
+        call_id,
+        caller,
+        ended_at: ctx.received_at,
+        ended_at_is_receipt_time: true,
+        duration: None,
+        summary: text(&analysis, &["summary"]),
+        sentiment,
+        follow_up_needed: flag(&analysis, &["follow_up_needed", "followUpNeeded"]),
+        analysis,
+        recording_url: text(&body, &["recordingUri"]),
+        transcript: text(&body, &["transcriptUri"]).map(Transcript::Uri),
+        crm_id: None,
+        called_number: None,
+        extra,
+    })))
+}

@@ -1,0 +1,123 @@
+//! The VoiceDock / HMS Sovereign / Flireo `{"message": {...}}` envelope
+//! (seeds 000, 001, 003, 004), in its snake_case and camelCase variants.
+
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::value::{field, flag, object, seconds, text, without};
+use super::{ParseContext, ParseError, Parsed};
+use crate::phone::Phone;
+use crate::report::{CallId, CallReport, Caller, Source, Transcript, TranscriptLine};
+
+const FORMAT: &str = "voicedock";
+/// The only event type that is a final call report.
+pub const FINAL_EVENT: &str = "end-of-call-report";
+
+/// Keys of `message` that map onto canonical fields; the rest go to `extra`.
+const KNOWN: &[&str] = &[
+    "type",
+    "timestamp",
+    "call",
+    "phone_number",
+    "phoneNumber",
+    "customer",
+    "duration_seconds",
+    "durationSeconds",
+    "summary",
+    "analysis",
+    "messages",
+    "recording_url",
+    "recordingUrl",
+    "assistant",
+];
+
+pub(super) fn parse(body: Map<String, Value>, ctx: &ParseContext) -> Result<Parsed, ParseError> {
+    let message = object(&body, &["message"]).ok_or(ParseError::MissingEnvelope {
+        format: FORMAT,
+        path: "\"message\"",
+    })?;
+
+    // A missing type is read as a final report: some senders omit it, and a
+    // payload carrying a call id must never be silently dropped.
+    if let Some(event) = text(message, &["type"]) {
+        if event != FINAL_EVENT {
+            return Ok(Parsed::Ignored { event });
+        }
+    }
+
+    let call_id = object(message, &["call"])
+        .and_then(|call| text(call, &["id"]))
+        .and_then(|id| CallId::new(&id))
+        .ok_or(ParseError::MissingCallId {
+            format: FORMAT,
+            path: "message.call.id",
+        })?;
+
+    let customer = object(message, &["customer"]);
+    let caller = Caller {
+        phone: customer
+            .and_then(|c| text(c, &["number"]))
+            .map(|n| Phone::parse(&n, ctx.region)),
+        name: customer.and_then(|c| text(c, &["name"])),
+        email: customer.and_then(|c| text(c, &["email"])),
+    };
+
+    let (ended_at, ended_at_is_receipt_time) = text(message, &["timestamp"])
+        .and_then(|t| OffsetDateTime::parse(&t, &Rfc3339).ok())
+        .map_or((ctx.received_at, true), |t| (t, false));
+
+    let analysis = object(message, &["analysis"]).cloned().unwrap_or_default();
+    let sentiment = field(&analysis, &["sentiment"]).and_then(sentiment_text);
+    let follow_up_needed = flag(&analysis, &["follow_up_needed", "followUpNeeded"]);
+
+    let transcript = field(message, &["messages"])
+        .and_then(Value::as_array)
+        .map(|lines| {
+            lines
+                .iter()
+                .filter_map(Value::as_object)
+                .filter_map(|line| {
+                    Some(TranscriptLine {
+                        role: text(line, &["role"]).unwrap_or_else(|| "unknown".to_owned()),
+                        content: text(line, &["content"])?,
+                    })
+                })
+                .collect::<Vec<_>>()
+        })
+        .filter(|lines| !lines.is_empty())
+        .map(Transcript::Lines);
+
+    let crm_id = object(message, &["assistant"])
+        .and_then(|a| object(a, &["metadata"]))
+        .and_then(|m| text(m, &["crm_id", "crmId"]));
+
+    Ok(Parsed::Report(Box::new(CallReport {
+        source: Source::Voicedock,
+        call_id,
+        caller,
+        ended_at,
+        ended_at_is_receipt_time,
+        duration: seconds(message, &["duration_seconds", "durationSeconds"]),
+        summary: text(message, &["summary"]),
+        sentiment,
+        analysis,
+        recording_url: text(message, &["recording_url", "recordingUrl"]),
+        transcript,
+        crm_id,
+        called_number: object(message, &["phone_number", "phoneNumber"])
+            .and_then(|n| text(n, &["number"])),
+        follow_up_needed,
+        extra: without(message, KNOWN),
+    })))
+}
+
+/// Sentiment is a 1–10 score in the documented analysis schema; customers
+/// may define it as a word instead, which is kept as written.
+fn sentiment_text(value: &Value) -> Option<String> {
+    match value {
+        Value::Number(n) => Some(format!("{n}/10")),
+        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
+        _ => None,
+    }
+}

@@ -182,7 +182,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// `300s` → `5m`), used for queue names and logs.
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 != 0 {
+    if !ms.is_multiple_of(1000) {
         return format!("{ms}ms");
     }
     let s = d.as_secs();

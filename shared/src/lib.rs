@@ -2,9 +2,11 @@
 //! the provider formats that parse into it, the webhook signature schemes,
 //! the RabbitMQ topology, and configuration and logging helpers.
 
+pub mod broker;
 pub mod config;
 pub mod phone;
 pub mod report;
+pub mod shutdown;
 pub mod signature;
 pub mod sources;
 pub mod telemetry;

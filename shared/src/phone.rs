@@ -48,11 +48,9 @@ pub struct Phone {
 impl Phone {
     /// Normalises `raw` with `region` as the default for national numbers.
     pub fn parse(raw: &str, region: Region) -> Self {
-        let e164 = phonenumber::parse(Some(region.0), raw).ok().map(|n| {
-            n.format()
-                .mode(phonenumber::Mode::E164)
-                .to_string()
-        });
+        let e164 = phonenumber::parse(Some(region.0), raw)
+            .ok()
+            .map(|n| n.format().mode(phonenumber::Mode::E164).to_string());
         Self {
             e164,
             raw: raw.to_owned(),

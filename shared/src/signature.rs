@@ -22,7 +22,9 @@ pub enum AuthError {
     MissingHeader(&'static str),
     #[error("X-Webhook-Timestamp is not a Unix timestamp in seconds")]
     MalformedTimestamp,
-    #[error("X-Webhook-Timestamp is {age_secs}s away from now, outside the {tolerance_secs}s tolerance")]
+    #[error(
+        "X-Webhook-Timestamp is {age_secs}s away from now, outside the {tolerance_secs}s tolerance"
+    )]
     StaleTimestamp { age_secs: u64, tolerance_secs: u64 },
     #[error("X-Webhook-Signature is not of the form sha256=<64 hex digits>")]
     MalformedSignature,
@@ -209,7 +211,14 @@ mod tests {
         }
         let only_new = secrets(&["new-secret"]);
         assert_eq!(
-            verify_timestamped(&only_new, Some(TS), Some(SIG_OLD_SECRET), BODY, 1_765_627_530, 300),
+            verify_timestamped(
+                &only_new,
+                Some(TS),
+                Some(SIG_OLD_SECRET),
+                BODY,
+                1_765_627_530,
+                300
+            ),
             Err(AuthError::SignatureMismatch)
         );
     }
@@ -234,7 +243,14 @@ mod tests {
     #[test]
     fn a_stale_or_future_timestamp_is_rejected() {
         let s = secrets(&["your-secret-for-verification"]);
-        let late = verify_timestamped(&s, Some(TS), Some(SIG_OLD_SECRET), BODY, 1_765_627_530 + 301, 300);
+        let late = verify_timestamped(
+            &s,
+            Some(TS),
+            Some(SIG_OLD_SECRET),
+            BODY,
+            1_765_627_530 + 301,
+            300,
+        );
         assert_eq!(
             late,
             Err(AuthError::StaleTimestamp {
@@ -242,7 +258,14 @@ mod tests {
                 tolerance_secs: 300
             })
         );
-        let early = verify_timestamped(&s, Some(TS), Some(SIG_OLD_SECRET), BODY, 1_765_627_530 - 301, 300);
+        let early = verify_timestamped(
+            &s,
+            Some(TS),
+            Some(SIG_OLD_SECRET),
+            BODY,
+            1_765_627_530 - 301,
+            300,
+        );
         assert!(matches!(early, Err(AuthError::StaleTimestamp { .. })));
     }
 

@@ -63,3 +63,44 @@ impl LogConfig {
         };
     }
 }
+
+/// The process-wide Prometheus recorder, installed on first use.
+///
+/// Both services render it on `GET /metrics`. Tests run ingest and workers in
+/// one process, so installation must be idempotent.
+pub fn prometheus() -> metrics_exporter_prometheus::PrometheusHandle {
+    use std::sync::OnceLock;
+    use std::time::Duration;
+
+    static HANDLE: OnceLock<metrics_exporter_prometheus::PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            // Latency buckets from 1 ms to 5 min cover both a broker confirm and
+            // an end-to-end lag that went through a retry tier.
+            const BUCKETS: &[f64] = &[
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                60.0, 120.0, 300.0, 900.0, 3_600.0,
+            ];
+            let builder = metrics_exporter_prometheus::PrometheusBuilder::new();
+            let builder = match builder.set_buckets(BUCKETS) {
+                Ok(b) => b,
+                Err(_) => metrics_exporter_prometheus::PrometheusBuilder::new(),
+            };
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            // If another recorder is already installed (an embedding program's),
+            // ours still renders what it recorded: nothing, rather than panicking.
+            let _ = metrics::set_global_recorder(recorder);
+            let upkeep = handle.clone();
+            let _ = std::thread::Builder::new()
+                .name("metrics-upkeep".to_owned())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(Duration::from_secs(5));
+                        upkeep.run_upkeep();
+                    }
+                });
+            handle
+        })
+        .clone()
+}

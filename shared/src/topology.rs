@@ -60,6 +60,45 @@ pub mod headers {
     pub const LAST_ERROR: &str = "x-callsync-last-error";
     /// When the message was parked, Unix milliseconds.
     pub const PARKED_AT: &str = "x-callsync-parked-at";
+
+    use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+
+    /// A header's text, whichever string type the publisher used.
+    pub fn text(table: Option<&FieldTable>, key: &str) -> Option<String> {
+        match table?.inner().get(key)? {
+            AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+            AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+            _ => None,
+        }
+    }
+
+    /// A header's integer value, whichever integer type the publisher used.
+    pub fn int(table: Option<&FieldTable>, key: &str) -> Option<i64> {
+        match table?.inner().get(key)? {
+            AMQPValue::ShortShortInt(n) => Some(i64::from(*n)),
+            AMQPValue::ShortShortUInt(n) => Some(i64::from(*n)),
+            AMQPValue::ShortInt(n) => Some(i64::from(*n)),
+            AMQPValue::ShortUInt(n) => Some(i64::from(*n)),
+            AMQPValue::LongInt(n) => Some(i64::from(*n)),
+            AMQPValue::LongUInt(n) => Some(i64::from(*n)),
+            AMQPValue::LongLongInt(n) => Some(*n),
+            AMQPValue::Timestamp(n) => i64::try_from(*n).ok(),
+            _ => None,
+        }
+    }
+
+    /// Sets a text header.
+    pub fn set_text(table: &mut FieldTable, key: &str, value: &str) {
+        table.insert(
+            ShortString::from(key),
+            AMQPValue::LongString(LongString::from(value)),
+        );
+    }
+
+    /// Sets an integer header.
+    pub fn set_int(table: &mut FieldTable, key: &str, value: i64) {
+        table.insert(ShortString::from(key), AMQPValue::LongLongInt(value));
+    }
 }
 
 /// Exchange and queue names under one prefix. Tests use a unique prefix per
@@ -137,14 +176,27 @@ impl Topology {
         bind(channel, &self.parking_queue(), &self.parking_exchange(), "").await?;
 
         let mut calls = quorum_args();
-        calls.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(DELIVERY_LIMIT));
-        insert(&mut calls, "x-dead-letter-exchange", &self.parking_exchange());
+        calls.insert(
+            "x-delivery-limit".into(),
+            AMQPValue::LongLongInt(DELIVERY_LIMIT),
+        );
+        insert(
+            &mut calls,
+            "x-dead-letter-exchange",
+            &self.parking_exchange(),
+        );
         // At-least-once dead-lettering keeps a message in the source queue until
         // the parking queue confirmed it: the broker's own dead-lettering loses nothing.
         insert(&mut calls, "x-dead-letter-strategy", "at-least-once");
         insert(&mut calls, "x-overflow", "reject-publish");
         queue(channel, &self.calls_queue(), calls).await?;
-        bind(channel, &self.calls_queue(), &self.exchange(), CALL_REPORT_KEY).await
+        bind(
+            channel,
+            &self.calls_queue(),
+            &self.exchange(),
+            CALL_REPORT_KEY,
+        )
+        .await
     }
 
     /// Declares the delay queues: each holds messages for its delay, then the
@@ -166,7 +218,13 @@ impl Topology {
             insert(&mut args, "x-overflow", "reject-publish");
             let name = self.retry_queue(*delay);
             queue(channel, &name, args).await?;
-            bind(channel, &name, &self.retry_exchange(), &Self::retry_key(*delay)).await?;
+            bind(
+                channel,
+                &name,
+                &self.retry_exchange(),
+                &Self::retry_key(*delay),
+            )
+            .await?;
         }
         Ok(())
     }
@@ -215,7 +273,12 @@ async fn queue(channel: &Channel, name: &str, args: FieldTable) -> Result<(), la
         .map(drop)
 }
 
-async fn bind(channel: &Channel, queue: &str, exchange: &str, key: &str) -> Result<(), lapin::Error> {
+async fn bind(
+    channel: &Channel,
+    queue: &str,
+    exchange: &str,
+    key: &str,
+) -> Result<(), lapin::Error> {
     channel
         .queue_bind(
             queue.into(),

@@ -38,7 +38,9 @@ fn seed_000_snake_case_report_parses_to_the_expected_report() {
     assert_eq!(r.duration, Some(Duration::from_secs(84)));
     assert_eq!(
         r.summary.as_deref(),
-        Some("Customer asked about opening hours and wanted to schedule an appointment for next week.")
+        Some(
+            "Customer asked about opening hours and wanted to schedule an appointment for next week."
+        )
     );
     assert_eq!(r.sentiment.as_deref(), Some("8/10"));
     assert_eq!(r.analysis["primary_topic"], "Schedule appointment");
@@ -48,12 +50,18 @@ fn seed_000_snake_case_report_parses_to_the_expected_report() {
     assert_eq!(r.recording_url, None);
     assert_eq!(r.transcript, None);
     assert!(!r.follow_up_needed);
-    assert_eq!(r.marker(), "callsync:voicedock:5c4d030f-43e3-4e65-899e-8148521e660f");
+    assert_eq!(
+        r.marker(),
+        "callsync:voicedock:5c4d030f-43e3-4e65-899e-8148521e660f"
+    );
 }
 
 #[test]
 fn seed_001_full_report_carries_crm_id_transcript_and_recording() {
-    let r = report(Source::Voicedock, "voicedock_001_end_of_call_report_full.json");
+    let r = report(
+        Source::Voicedock,
+        "voicedock_001_end_of_call_report_full.json",
+    );
     assert_eq!(r.call_id.as_str(), "5c4d030f-43e3-4e65-899e-8148521e660f");
     assert_eq!(r.crm_id.as_deref(), Some("12345"));
     let Some(Transcript::Lines(lines)) = &r.transcript else {
@@ -77,7 +85,10 @@ fn seed_001_full_report_carries_crm_id_transcript_and_recording() {
 
 #[test]
 fn seed_003_camel_case_report_parses_like_the_snake_case_one() {
-    let r = report(Source::Voicedock, "voicedock_003_end_of_call_report_camel_case.json");
+    let r = report(
+        Source::Voicedock,
+        "voicedock_003_end_of_call_report_camel_case.json",
+    );
     assert_eq!(r.call_id.as_str(), "5c4d030f-43e3-4e65-899e-8148521e660f");
     assert_eq!(r.duration, Some(Duration::from_secs(84)));
     assert_eq!(r.called_number.as_deref(), Some("+31850835037"));
@@ -104,7 +115,10 @@ fn seed_002_post_call_example_uses_the_receipt_time_and_keeps_caller_details() {
     assert_eq!(r.ended_at, ctx().received_at);
     assert!(r.ended_at_is_receipt_time);
     assert_eq!(r.duration, None);
-    assert_eq!(r.summary.as_deref(), Some("Customer called to schedule a product demo..."));
+    assert_eq!(
+        r.summary.as_deref(),
+        Some("Customer called to schedule a product demo...")
+    );
     assert_eq!(r.sentiment.as_deref(), Some("Positive"));
     assert_eq!(r.analysis["score"], 85);
     assert_eq!(r.analysis["callOutcome"], "Demo Scheduled");
@@ -115,10 +129,18 @@ fn seed_002_post_call_example_uses_the_receipt_time_and_keeps_caller_details() {
                 .to_owned()
         ))
     );
-    assert!(r.recording_url.as_deref().unwrap().ends_with("call_recording.ogg"));
+    assert!(
+        r.recording_url
+            .as_deref()
+            .unwrap()
+            .ends_with("call_recording.ogg")
+    );
     // Caller details callsync does not map are kept, not dropped.
     assert_eq!(r.extra["callerDetails"]["city"], "New York");
-    assert_eq!(r.extra["callerDetails"]["scheduledTime"], "2025-01-20T10:00:00Z");
+    assert_eq!(
+        r.extra["callerDetails"]["scheduledTime"],
+        "2025-01-20T10:00:00Z"
+    );
     assert!(!r.follow_up_needed);
 }
 
@@ -127,14 +149,21 @@ fn seed_002_curl_test_payload_parses_without_analysis() {
     let r = report(Source::Postcall, "postcall_002_curl_test.json");
     assert_eq!(r.call_id.as_str(), "test-call-123");
     assert_eq!(r.caller.name.as_deref(), Some("Test User"));
-    assert_eq!(r.caller.phone.unwrap().e164.as_deref(), Some("+15550000000"));
+    assert_eq!(
+        r.caller.phone.unwrap().e164.as_deref(),
+        Some("+15550000000")
+    );
     assert_eq!(r.summary, None);
     assert!(r.analysis.is_empty());
 }
 
 #[test]
 fn seed_004_status_update_is_recognised_as_not_final() {
-    let parsed = parse(Source::Voicedock, &fixture("voicedock_004_status_update.json"), &ctx());
+    let parsed = parse(
+        Source::Voicedock,
+        &fixture("voicedock_004_status_update.json"),
+        &ctx(),
+    );
     assert_eq!(
         parsed,
         Ok(Parsed::Ignored {
@@ -169,10 +198,14 @@ fn a_national_number_is_normalised_with_the_configured_region() {
         region: "NL".parse().unwrap(),
         ..ctx()
     };
-    let Ok(Parsed::Report(r)) = parse(Source::Postcall, &fixture("postcall_follow_up.json"), &ctx) else {
+    let Ok(Parsed::Report(r)) = parse(Source::Postcall, &fixture("postcall_follow_up.json"), &ctx)
+    else {
         panic!("expected a report");
     };
-    assert_eq!(r.caller.phone.unwrap().e164.as_deref(), Some("+31201234567"));
+    assert_eq!(
+        r.caller.phone.unwrap().e164.as_deref(),
+        Some("+31201234567")
+    );
 }
 
 #[test]
@@ -206,7 +239,11 @@ fn an_unnormalisable_phone_number_is_kept_raw_and_flagged() {
 
 #[test]
 fn a_body_without_a_call_id_is_refused_naming_the_expected_path() {
-    let vd = parse(Source::Voicedock, br#"{"message":{"type":"end-of-call-report","call":{}}}"#, &ctx());
+    let vd = parse(
+        Source::Voicedock,
+        br#"{"message":{"type":"end-of-call-report","call":{}}}"#,
+        &ctx(),
+    );
     assert_eq!(
         vd.unwrap_err().to_string(),
         "voicedock payload has no call id (expected a non-empty string at message.call.id)"
@@ -214,7 +251,10 @@ fn a_body_without_a_call_id_is_refused_naming_the_expected_path() {
     let pc = parse(Source::Postcall, br#"{"callId":"   "}"#, &ctx());
     assert!(matches!(pc, Err(ParseError::MissingCallId { .. })));
     let no_envelope = parse(Source::Voicedock, br#"{"callId":"x"}"#, &ctx());
-    assert!(matches!(no_envelope, Err(ParseError::MissingEnvelope { .. })));
+    assert!(matches!(
+        no_envelope,
+        Err(ParseError::MissingEnvelope { .. })
+    ));
     let array = parse(Source::Postcall, b"[1]", &ctx());
     assert_eq!(array, Err(ParseError::NotAnObject));
 }

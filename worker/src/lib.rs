@@ -1,1 +1,13 @@
-pub fn x(){}
+//! `callsync-worker`: consumes call reports, de-duplicates them in the
+//! PostgreSQL ledger and applies each one's CRM effects exactly once.
+
+pub mod app;
+pub mod config;
+pub mod consumer;
+pub mod crm;
+pub mod ledger;
+pub mod retry;
+pub mod sync;
+
+pub use app::Worker;
+pub use config::WorkerConfig;

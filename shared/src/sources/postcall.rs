@@ -39,7 +39,9 @@ pub(super) fn parse(body: Map<String, Value>, ctx: &ParseContext) -> Result<Pars
         email: details.and_then(|d| text(d, &["email"])),
     };
 
-    let analysis = object(&body, &["callAnalysis"]).cloned().unwrap_or_default();
+    let analysis = object(&body, &["callAnalysis"])
+        .cloned()
+        .unwrap_or_default();
     // `mood` is the short human word ("Positive"); the `sentiment` object is
     // free-form, so it is only used when it is a plain string.
     let sentiment = text(&analysis, &["mood"]).or_else(|| match field(&analysis, &["sentiment"]) {

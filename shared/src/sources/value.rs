@@ -5,7 +5,9 @@ use serde_json::{Map, Value};
 
 /// The first of `keys` present in `object` (for snake_case/camelCase twins).
 pub fn field<'a>(object: &'a Map<String, Value>, keys: &[&str]) -> Option<&'a Value> {
-    keys.iter().find_map(|k| object.get(*k)).filter(|v| !v.is_null())
+    keys.iter()
+        .find_map(|k| object.get(*k))
+        .filter(|v| !v.is_null())
 }
 
 pub fn object<'a>(object: &'a Map<String, Value>, keys: &[&str]) -> Option<&'a Map<String, Value>> {
@@ -36,7 +38,9 @@ pub fn seconds(object: &Map<String, Value>, keys: &[&str]) -> Option<std::time::
 pub fn flag(object: &Map<String, Value>, keys: &[&str]) -> bool {
     match field(object, keys) {
         Some(Value::Bool(b)) => *b,
-        Some(Value::String(s)) => matches!(s.trim().to_ascii_lowercase().as_str(), "true" | "yes" | "1"),
+        Some(Value::String(s)) => {
+            matches!(s.trim().to_ascii_lowercase().as_str(), "true" | "yes" | "1")
+        }
         Some(Value::Number(n)) => n.as_i64() == Some(1),
         _ => false,
     }

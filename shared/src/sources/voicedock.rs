@@ -40,10 +40,10 @@ pub(super) fn parse(body: Map<String, Value>, ctx: &ParseContext) -> Result<Pars
 
     // A missing type is read as a final report: some senders omit it, and a
     // payload carrying a call id must never be silently dropped.
-    if let Some(event) = text(message, &["type"]) {
-        if event != FINAL_EVENT {
-            return Ok(Parsed::Ignored { event });
-        }
+    if let Some(event) = text(message, &["type"])
+        && event != FINAL_EVENT
+    {
+        return Ok(Parsed::Ignored { event });
     }
 
     let call_id = object(message, &["call"])

@@ -1,0 +1,113 @@
+//! Ingest's settings, read once from `CALLSYNC_*` variables.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use callsync_shared::Source;
+use callsync_shared::config::{ConfigError, Env, Secret, redact_url};
+use callsync_shared::telemetry::LogConfig;
+use callsync_shared::topology::{DEFAULT_PREFIX, Topology};
+
+use crate::auth::SourceAuth;
+
+/// Everything `callsync-ingest` needs to run.
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    pub amqp_url: AmqpUrl,
+    pub addr: SocketAddr,
+    pub max_body_bytes: usize,
+    /// How long a publish may wait for the broker's confirm before the
+    /// webhook is answered 503.
+    pub confirm_timeout: Duration,
+    /// How long a shutdown waits for in-flight requests to finish.
+    pub shutdown_grace: Duration,
+    pub topology: Topology,
+    pub voicedock: SourceAuth,
+    pub postcall: SourceAuth,
+    pub log: LogConfig,
+}
+
+/// An AMQP URL whose password is hidden in `Debug` output.
+#[derive(Clone)]
+pub struct AmqpUrl(pub Secret);
+
+impl std::fmt::Debug for AmqpUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&redact_url(self.0.expose()))
+    }
+}
+
+impl AmqpUrl {
+    /// Validates the URL syntax at start-up, so a typo fails fast instead of
+    /// surfacing as endless reconnect attempts.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let url = env.string("CALLSYNC_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f");
+        url.parse::<lapin::uri::AMQPUri>()
+            .map_err(|e| ConfigError {
+                var: "CALLSYNC_AMQP_URL".to_owned(),
+                message: format!("not a valid AMQP URL ({e})"),
+            })?;
+        Ok(Self(Secret::new(url)))
+    }
+}
+
+impl IngestConfig {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            amqp_url: AmqpUrl::from_env(env)?,
+            addr: env.parse(
+                "CALLSYNC_INGEST_ADDR",
+                SocketAddr::from(([0, 0, 0, 0], 8080)),
+                "an address such as 0.0.0.0:8080",
+            )?,
+            max_body_bytes: env.parse("CALLSYNC_MAX_BODY_BYTES", 2_097_152, "a number of bytes")?,
+            confirm_timeout: env.duration("CALLSYNC_CONFIRM_TIMEOUT", Duration::from_secs(5))?,
+            shutdown_grace: env.duration("CALLSYNC_SHUTDOWN_GRACE", Duration::from_secs(25))?,
+            topology: Topology::new(env.string("CALLSYNC_AMQP_PREFIX", DEFAULT_PREFIX)),
+            voicedock: SourceAuth::from_env(env, Source::Voicedock)?,
+            postcall: SourceAuth::from_env(env, Source::Postcall)?,
+            log: LogConfig::from_env(env)?,
+        })
+    }
+
+    /// The authentication settings of a source.
+    pub fn auth(&self, source: Source) -> &SourceAuth {
+        match source {
+            Source::Voicedock => &self.voicedock,
+            Source::Postcall => &self.postcall,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let config = IngestConfig::from_env(&Env::default()).unwrap();
+        assert_eq!(config.addr.to_string(), "0.0.0.0:8080");
+        assert_eq!(config.max_body_bytes, 2_097_152);
+        assert_eq!(config.voicedock.tolerance_secs, 300);
+        assert!(!config.voicedock.is_enabled());
+        assert_eq!(config.topology.exchange(), "callsync");
+    }
+
+    #[test]
+    fn an_invalid_amqp_url_is_named_at_start_up() {
+        let env = Env::default().with("CALLSYNC_AMQP_URL", "http://nope");
+        let err = IngestConfig::from_env(&env).unwrap_err();
+        assert_eq!(err.var, "CALLSYNC_AMQP_URL");
+    }
+
+    #[test]
+    fn the_amqp_password_is_hidden_in_debug_output() {
+        let env = Env::default()
+            .with("CALLSYNC_AMQP_URL", "amqp://app:s3cret@rabbit:5672/%2f")
+            .with("CALLSYNC_VOICEDOCK_SECRET", "hmac-key");
+        let config = IngestConfig::from_env(&env).unwrap();
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("s3cret"), "{debug}");
+        assert!(!debug.contains("hmac-key"), "{debug}");
+    }
+}

@@ -1,0 +1,243 @@
+//! Publishing call reports with publisher confirms, over a connection that
+//! is re-established whenever it drops.
+//!
+//! A webhook is answered 202 only after [`Publisher::publish`] returned `Ok`,
+//! which means the broker confirmed the message (persisted to a quorum of its
+//! replicas) and routed it to the calls queue. Anything else, a Nack, a
+//! returned (unroutable) message, a timeout or a lost connection, is an error
+//! and the webhook is answered 503, because the provider may retry but we
+//! would otherwise claim a call we do not have.
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use callsync_shared::broker;
+use callsync_shared::config::Secret;
+use callsync_shared::topology::{CALL_REPORT_KEY, Topology, headers};
+use callsync_shared::{CallId, Source};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Confirmation, Connection};
+use time::OffsetDateTime;
+use tokio::sync::{Notify, watch};
+
+/// One call report on its way to the broker.
+#[derive(Debug, Clone)]
+pub struct OutgoingReport {
+    pub message_id: String,
+    pub source: Source,
+    pub call_id: CallId,
+    pub received_at: OffsetDateTime,
+    pub body: Bytes,
+}
+
+/// Why a report was not accepted by the broker. Every variant means the
+/// report is not ours: the webhook must not be answered 2xx for it.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("not connected to the broker")]
+    Unavailable,
+    #[error("broker did not confirm within {0:?}")]
+    ConfirmTimeout(Duration),
+    #[error("broker refused the message (nack)")]
+    Nacked,
+    #[error("broker could not route the message to the calls queue ({0})")]
+    Unroutable(String),
+    #[error("broker channel error: {0}")]
+    Channel(#[from] lapin::Error),
+}
+
+/// A cheap-to-clone handle on the publishing connection.
+#[derive(Clone, Debug)]
+pub struct Publisher {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    url: Secret,
+    topology: Topology,
+    confirm_timeout: Duration,
+    /// The confirm-mode channel of the live connection, if any.
+    channel: RwLock<Option<Channel>>,
+    connection: RwLock<Option<Arc<Connection>>>,
+    /// Wakes the supervisor when a publish found the channel broken.
+    broken: Notify,
+    stop: watch::Sender<bool>,
+}
+
+impl Publisher {
+    /// Starts the connection supervisor in the background. The publisher is
+    /// not ready until the first connection is up; see [`Publisher::is_ready`].
+    pub fn start(url: Secret, topology: Topology, confirm_timeout: Duration) -> Self {
+        let (stop, _) = watch::channel(false);
+        let inner = Arc::new(Inner {
+            url,
+            topology,
+            confirm_timeout,
+            channel: RwLock::new(None),
+            connection: RwLock::new(None),
+            broken: Notify::new(),
+            stop,
+        });
+        tokio::spawn(supervise(Arc::clone(&inner)));
+        Self { inner }
+    }
+
+    /// True while a connection and a confirm channel are usable and the
+    /// broker has not blocked publishing (memory or disk alarm).
+    pub fn is_ready(&self) -> bool {
+        let channel_ok = read(&self.inner.channel)
+            .as_ref()
+            .is_some_and(|c| c.status().connected());
+        let connection_ok = read(&self.inner.connection)
+            .as_ref()
+            .is_some_and(|c| c.status().connected() && !c.status().blocked());
+        channel_ok && connection_ok
+    }
+
+    /// Publishes one report and waits for the broker's confirm.
+    pub async fn publish(&self, report: &OutgoingReport) -> Result<(), PublishError> {
+        let channel = read(&self.inner.channel)
+            .clone()
+            .ok_or(PublishError::Unavailable)?;
+        let started = Instant::now();
+        let result = tokio::time::timeout(self.inner.confirm_timeout, async {
+            let confirm = channel
+                .basic_publish(
+                    self.inner.topology.exchange().into(),
+                    CALL_REPORT_KEY.into(),
+                    // `mandatory`: an unroutable message comes back to us instead
+                    // of being confirmed and silently dropped by the broker.
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..BasicPublishOptions::default()
+                    },
+                    &report.body,
+                    properties(report),
+                )
+                .await?;
+            confirm.await
+        })
+        .await;
+        metrics::histogram!("callsync_ingest_publish_confirm_seconds")
+            .record(started.elapsed().as_secs_f64());
+
+        match result {
+            Err(_) => Err(PublishError::ConfirmTimeout(self.inner.confirm_timeout)),
+            Ok(Err(error)) => {
+                // The channel or connection is gone; let the supervisor replace it.
+                self.inner.broken.notify_one();
+                Err(PublishError::Channel(error))
+            }
+            Ok(Ok(Confirmation::Ack(None))) => Ok(()),
+            Ok(Ok(Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned)))) => {
+                Err(PublishError::Unroutable(returned.reply_text.to_string()))
+            }
+            Ok(Ok(Confirmation::Nack(None))) => Err(PublishError::Nacked),
+            // Only possible if the channel is not in confirm mode, which the
+            // supervisor guarantees; treat it as not accepted all the same.
+            Ok(Ok(Confirmation::NotRequested)) => Err(PublishError::Nacked),
+        }
+    }
+
+    /// Stops reconnecting and closes the connection. Publishes already
+    /// awaiting a confirm have been drained by the HTTP server's graceful
+    /// shutdown before this is called.
+    pub async fn close(&self) {
+        self.inner.stop.send_replace(true);
+        let connection = write(&self.inner.connection).take();
+        *write(&self.inner.channel) = None;
+        if let Some(connection) = connection {
+            let _ = connection
+                .close(200, "callsync-ingest shutting down".into())
+                .await;
+        }
+    }
+}
+
+fn properties(report: &OutgoingReport) -> BasicProperties {
+    let mut table = FieldTable::default();
+    table.insert(
+        ShortString::from(headers::SOURCE),
+        AMQPValue::LongString(LongString::from(report.source.as_str())),
+    );
+    let received_ms =
+        i64::try_from(report.received_at.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX);
+    table.insert(
+        ShortString::from(headers::RECEIVED_AT),
+        AMQPValue::LongLongInt(received_ms),
+    );
+    table.insert(
+        ShortString::from(headers::CALL_ID),
+        AMQPValue::LongString(LongString::from(report.call_id.as_str())),
+    );
+    BasicProperties::default()
+        // Persistent: the message survives a broker restart once confirmed.
+        .with_delivery_mode(2)
+        .with_content_type("application/json".into())
+        .with_message_id(report.message_id.as_str().into())
+        .with_timestamp(u64::try_from(report.received_at.unix_timestamp()).unwrap_or(0))
+        .with_app_id("callsync-ingest".into())
+        .with_headers(table)
+}
+
+/// Keeps one connection with a confirm channel alive until [`Publisher::close`].
+async fn supervise(inner: Arc<Inner>) {
+    let mut stop = inner.stop.subscribe();
+    let mut delays = broker::reconnect_delays();
+    while !*stop.borrow() {
+        match connect(&inner).await {
+            Ok((connection, channel)) => {
+                let connection = Arc::new(connection);
+                tracing::info!("connected to the broker; publishing with confirms");
+                delays = broker::reconnect_delays();
+                *write(&inner.channel) = Some(channel);
+                *write(&inner.connection) = Some(Arc::clone(&connection));
+                tokio::select! {
+                    () = broker::closed(&connection) => {}
+                    () = inner.broken.notified() => {}
+                    _ = stop.changed() => {}
+                }
+                *write(&inner.channel) = None;
+                write(&inner.connection).take();
+                let _ = connection.close(200, "reconnecting".into()).await;
+                if *stop.borrow() {
+                    break;
+                }
+                tracing::warn!("broker connection lost; reconnecting");
+            }
+            Err(error) => tracing::warn!(%error, "cannot connect to the broker; retrying"),
+        }
+        let delay = delays.next().unwrap_or(Duration::from_secs(5));
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            _ = stop.changed() => {}
+        }
+    }
+}
+
+async fn connect(inner: &Inner) -> Result<(Connection, Channel), lapin::Error> {
+    let connection = broker::connect(inner.url.expose(), "callsync-ingest").await?;
+    let channel = connection.create_channel().await?;
+    // Confirm mode is set when the channel is created, before any publish:
+    // a publish on a channel without it would be "accepted" unconfirmed.
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    inner.topology.declare_core(&channel).await?;
+    Ok((connection, channel))
+}
+
+// A poisoned lock only means another task panicked while holding it; the
+// Option inside is still a valid value, so recover it instead of propagating.
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -1,0 +1,174 @@
+//! The worker application: ledger, CRM, consumer and the operations HTTP
+//! endpoint (`/healthz`, `/readyz`, `/metrics`), built from its config.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::WorkerConfig;
+use crate::consumer::{BrokerHealth, ConsumerLoop};
+use crate::crm::CrmBuildError;
+use crate::ledger::{Ledger, LedgerError};
+use crate::sync::Syncer;
+
+/// Errors that stop the worker from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot open the ledger database: {0}")]
+    Ledger(#[from] LedgerError),
+    #[error(transparent)]
+    Crm(#[from] CrmBuildError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A built, not yet running, worker.
+#[derive(Debug)]
+pub struct Worker {
+    config: Arc<WorkerConfig>,
+    syncer: Arc<Syncer>,
+    listener: TcpListener,
+    health: Arc<BrokerHealth>,
+}
+
+#[derive(Debug, Clone)]
+struct OpsState {
+    ledger: Ledger,
+    health: Arc<BrokerHealth>,
+    metrics: PrometheusHandle,
+}
+
+impl Worker {
+    /// Opens the ledger (creating and migrating the database), builds the CRM
+    /// client and binds the operations endpoint. The database is retried for
+    /// a while at start-up because containers often start before it accepts
+    /// connections; the broker is connected in the background by [`Worker::run_until`].
+    pub async fn build(config: WorkerConfig) -> Result<Self, StartError> {
+        let crm = config.crm.build()?;
+        // One connection per concurrent message plus a few for readiness and leases.
+        let pool_size = u32::from(config.prefetch) + 4;
+        let ledger = connect_ledger(&config, pool_size, crm.name()).await?;
+        let syncer = Syncer::new(ledger, crm, config.follow_up_due, config.crm_index_lag);
+        let listener = TcpListener::bind(config.metrics_addr)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: config.metrics_addr,
+                source,
+            })?;
+        Ok(Self {
+            config: Arc::new(config),
+            syncer: Arc::new(syncer),
+            listener,
+            health: Arc::new(BrokerHealth::default()),
+        })
+    }
+
+    /// The bound operations address (tests bind port 0).
+    pub fn ops_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or(self.config.metrics_addr)
+    }
+
+    pub fn ledger(&self) -> Ledger {
+        self.syncer.ledger().clone()
+    }
+
+    /// Consumes until `shutdown` resolves, then stops consuming, lets
+    /// in-flight messages finish within the grace period and exits.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let consumer = ConsumerLoop {
+            config: Arc::clone(&self.config),
+            syncer: Arc::clone(&self.syncer),
+            health: Arc::clone(&self.health),
+        };
+        let consuming = tokio::spawn(consumer.run(stop_rx.clone()));
+
+        let state = OpsState {
+            ledger: self.syncer.ledger().clone(),
+            health: Arc::clone(&self.health),
+            metrics: callsync_shared::telemetry::prometheus(),
+        };
+        let ops = Router::new()
+            .route("/healthz", get(|| async { (StatusCode::OK, "ok") }))
+            .route("/readyz", get(ready))
+            .route("/metrics", get(render_metrics))
+            .with_state(state);
+        tracing::info!(addr = %self.listener.local_addr()?, crm = self.config.crm_name(), "worker started");
+        let mut ops_stop = stop_rx.clone();
+        let server = axum::serve(self.listener, ops).with_graceful_shutdown(async move {
+            let _ = ops_stop.wait_for(|stopped| *stopped).await;
+        });
+        let server = tokio::spawn(server.into_future());
+
+        shutdown.await;
+        tracing::info!("shutting down: no new messages; finishing in-flight ones");
+        stop_tx.send_replace(true);
+        let _ = consuming.await;
+        match server.await {
+            Ok(result) => result,
+            Err(join) => Err(std::io::Error::other(join)),
+        }
+    }
+}
+
+async fn connect_ledger(
+    config: &WorkerConfig,
+    pool_size: u32,
+    crm: &'static str,
+) -> Result<Ledger, LedgerError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut pause = Duration::from_millis(250);
+    loop {
+        match Ledger::connect(config.database_url.expose(), pool_size, crm, config.lease).await {
+            Ok(ledger) => return Ok(ledger),
+            Err(LedgerError::Database(e))
+                if crate::sync::is_unavailable(&e) && tokio::time::Instant::now() < deadline =>
+            {
+                tracing::warn!(error = %e, "database not reachable yet; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+async fn ready(State(state): State<OpsState>) -> Response {
+    let broker = state.health.is_consuming();
+    let database = tokio::time::timeout(Duration::from_secs(2), state.ledger.ping())
+        .await
+        .is_ok_and(|r| r.is_ok());
+    let body = serde_json::json!({ "broker": broker, "database": database });
+    let status = if broker && database {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+async fn render_metrics(State(state): State<OpsState>) -> Response {
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}

@@ -1,0 +1,202 @@
+//! The worker's settings, read once from `CALLSYNC_*` variables.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use callsync_shared::Region;
+use callsync_shared::config::{ConfigError, Env, Secret, redact_url};
+use callsync_shared::telemetry::LogConfig;
+use callsync_shared::topology::{DEFAULT_PREFIX, DEFAULT_RETRY_DELAYS, Topology};
+
+use crate::crm::CrmConfig;
+
+/// Everything `callsync-worker` needs to run.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub amqp_url: Redacted,
+    pub database_url: Redacted,
+    pub metrics_addr: SocketAddr,
+    pub crm: CrmConfig,
+    pub default_region: Region,
+    /// How long after the call ended a follow-up task is due.
+    pub follow_up_due: Duration,
+    /// Unacknowledged messages per worker: also its concurrency.
+    pub prefetch: u16,
+    pub topology: Topology,
+    /// Delay of each retry tier; after the last one a message is parked.
+    pub retry_delays: Vec<Duration>,
+    /// How long a worker holds a call (and a phone number) exclusively. Every
+    /// CRM request must finish well within it; see `ledger`.
+    pub lease: Duration,
+    /// How long a CRM's search may lag its writes: a create whose outcome is
+    /// unknown is searched for (and only then repeated) after this long.
+    pub crm_index_lag: Duration,
+    pub shutdown_grace: Duration,
+    pub log: LogConfig,
+}
+
+/// A connection URL whose password is hidden in `Debug` output.
+#[derive(Clone)]
+pub struct Redacted(pub Secret);
+
+impl Redacted {
+    pub fn expose(&self) -> &str {
+        self.0.expose()
+    }
+}
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&redact_url(self.0.expose()))
+    }
+}
+
+impl WorkerConfig {
+    /// The value of `CALLSYNC_CRM` in use.
+    pub fn crm_name(&self) -> &'static str {
+        match self.crm {
+            CrmConfig::Hubspot(_) => "hubspot",
+        }
+    }
+
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let amqp_url = env.string("CALLSYNC_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f");
+        amqp_url
+            .parse::<lapin::uri::AMQPUri>()
+            .map_err(|e| ConfigError {
+                var: "CALLSYNC_AMQP_URL".to_owned(),
+                message: format!("not a valid AMQP URL ({e})"),
+            })?;
+        let database_url = env.string(
+            "CALLSYNC_DATABASE_URL",
+            "postgres://postgres@127.0.0.1:5432/callsync",
+        );
+        database_url
+            .parse::<sqlx::postgres::PgConnectOptions>()
+            .map_err(|e| ConfigError {
+                var: "CALLSYNC_DATABASE_URL".to_owned(),
+                message: format!("not a valid PostgreSQL URL ({e})"),
+            })?;
+        let prefetch: u16 = env.parse("CALLSYNC_PREFETCH", 16, "a whole number from 1 to 1000")?;
+        if !(1..=1000).contains(&prefetch) {
+            return Err(ConfigError {
+                var: "CALLSYNC_PREFETCH".to_owned(),
+                message: format!("expected a whole number from 1 to 1000, got {prefetch}"),
+            });
+        }
+        let retry_delays = env.duration_list("CALLSYNC_RETRY_DELAYS", &DEFAULT_RETRY_DELAYS)?;
+        if retry_delays.is_empty() || retry_delays.iter().any(Duration::is_zero) {
+            return Err(ConfigError {
+                var: "CALLSYNC_RETRY_DELAYS".to_owned(),
+                message: "expected at least one non-zero delay, e.g. 5s,30s,2m,10m,1h".to_owned(),
+            });
+        }
+        let crm = CrmConfig::from_env(env)?;
+        let lease = env.duration("CALLSYNC_LEASE", Duration::from_secs(30))?;
+        if lease < crm.timeout() * 2 {
+            return Err(ConfigError {
+                var: "CALLSYNC_LEASE".to_owned(),
+                message: format!(
+                    "must be at least twice CALLSYNC_CRM_TIMEOUT ({:?}) so that a CRM request always ends inside the lease",
+                    crm.timeout()
+                ),
+            });
+        }
+        Ok(Self {
+            amqp_url: Redacted(Secret::new(amqp_url)),
+            database_url: Redacted(Secret::new(database_url)),
+            metrics_addr: env.parse(
+                "CALLSYNC_METRICS_ADDR",
+                SocketAddr::from(([0, 0, 0, 0], 9090)),
+                "an address such as 0.0.0.0:9090",
+            )?,
+            default_region: env.parse(
+                "CALLSYNC_DEFAULT_REGION",
+                Region::US,
+                "an ISO 3166-1 alpha-2 country code such as US or NL",
+            )?,
+            follow_up_due: env.duration("CALLSYNC_FOLLOW_UP_DUE", Duration::from_secs(86_400))?,
+            prefetch,
+            topology: Topology::new(env.string("CALLSYNC_AMQP_PREFIX", DEFAULT_PREFIX)),
+            retry_delays,
+            lease,
+            crm_index_lag: env.duration("CALLSYNC_CRM_INDEX_LAG", crm.default_index_lag())?,
+            crm,
+            shutdown_grace: env.duration("CALLSYNC_SHUTDOWN_GRACE", Duration::from_secs(25))?,
+            log: LogConfig::from_env(env)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hubspot() -> Env {
+        Env::default()
+            .with("CALLSYNC_CRM", "hubspot")
+            .with("CALLSYNC_HUBSPOT_TOKEN", "pat-na1-secret")
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let c = WorkerConfig::from_env(&hubspot()).unwrap();
+        assert_eq!(c.prefetch, 16);
+        assert_eq!(c.follow_up_due, Duration::from_secs(86_400));
+        assert_eq!(c.default_region, Region::US);
+        assert_eq!(c.metrics_addr.to_string(), "0.0.0.0:9090");
+        assert_eq!(c.retry_delays.len(), 5);
+        assert_eq!(
+            format!("{:?}", c.database_url),
+            "postgres://postgres@127.0.0.1:5432/callsync"
+        );
+    }
+
+    #[test]
+    fn a_missing_crm_choice_is_named_at_start_up() {
+        let err = WorkerConfig::from_env(&Env::default()).unwrap_err();
+        assert_eq!(err.var, "CALLSYNC_CRM");
+    }
+
+    #[test]
+    fn a_missing_crm_token_is_named_at_start_up() {
+        let env = Env::default().with("CALLSYNC_CRM", "hubspot");
+        let err = WorkerConfig::from_env(&env).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "CALLSYNC_HUBSPOT_TOKEN: is required but not set"
+        );
+    }
+
+    #[test]
+    fn an_unknown_region_is_refused() {
+        let err = WorkerConfig::from_env(&hubspot().with("CALLSYNC_DEFAULT_REGION", "Holland"))
+            .unwrap_err();
+        assert_eq!(err.var, "CALLSYNC_DEFAULT_REGION");
+    }
+
+    #[test]
+    fn a_zero_prefetch_is_refused() {
+        let err = WorkerConfig::from_env(&hubspot().with("CALLSYNC_PREFETCH", "0")).unwrap_err();
+        assert_eq!(err.var, "CALLSYNC_PREFETCH");
+    }
+
+    #[test]
+    fn a_lease_shorter_than_two_crm_timeouts_is_refused() {
+        let env = hubspot()
+            .with("CALLSYNC_CRM_TIMEOUT", "10s")
+            .with("CALLSYNC_LEASE", "15s");
+        assert_eq!(
+            WorkerConfig::from_env(&env).unwrap_err().var,
+            "CALLSYNC_LEASE"
+        );
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug_output() {
+        let env = hubspot().with("CALLSYNC_AMQP_URL", "amqp://u:rabbit-pw@h:5672/%2f");
+        let debug = format!("{:?}", WorkerConfig::from_env(&env).unwrap());
+        assert!(!debug.contains("pat-na1-secret"), "{debug}");
+        assert!(!debug.contains("rabbit-pw"), "{debug}");
+    }
+}

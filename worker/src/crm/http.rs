@@ -1,0 +1,204 @@
+//! The HTTP plumbing every CRM adapter shares: one client with timeouts,
+//! request metrics, and the classification of failures into [`CrmError`].
+
+use std::time::{Duration, Instant};
+
+use reqwest::{RequestBuilder, Response, StatusCode};
+use serde::de::DeserializeOwned;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc2822;
+
+use super::{Applied, CrmError};
+
+/// A CRM's HTTP client. Cloning shares the connection pool.
+#[derive(Debug, Clone)]
+pub struct CrmHttp {
+    client: reqwest::Client,
+    crm: &'static str,
+}
+
+impl CrmHttp {
+    pub fn new(crm: &'static str, timeout: Duration) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            .user_agent(concat!("callsync/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self { client, crm })
+    }
+
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// Sends a request and returns the response if its status is 2xx or one
+    /// of `accept` (e.g. 404 for an existence check); classifies the rest.
+    pub async fn send(
+        &self,
+        operation: &'static str,
+        request: RequestBuilder,
+        accept: &[StatusCode],
+    ) -> Result<Response, CrmError> {
+        let started = Instant::now();
+        let result = request.send().await;
+        let status_label = match &result {
+            Ok(r) => r.status().as_str().to_owned(),
+            Err(e) if e.is_timeout() => "timeout".to_owned(),
+            Err(_) => "error".to_owned(),
+        };
+        metrics::histogram!(
+            "callsync_worker_crm_request_seconds",
+            "crm" => self.crm,
+            "operation" => operation,
+            "status" => status_label
+        )
+        .record(started.elapsed().as_secs_f64());
+
+        let response = result.map_err(classify_transport)?;
+        let status = response.status();
+        if status.is_success() || accept.contains(&status) {
+            return Ok(response);
+        }
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            metrics::counter!("callsync_worker_crm_rate_limited_total", "crm" => self.crm)
+                .increment(1);
+            let retry_after = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| parse_retry_after(v, OffsetDateTime::now_utc()));
+            return Err(CrmError::RateLimited { retry_after });
+        }
+        let detail = excerpt(response.text().await.unwrap_or_default());
+        Err(match status.as_u16() {
+            401 | 403 => CrmError::Unauthorized {
+                status: status.as_u16(),
+                detail,
+            },
+            // A 5xx may come after the CRM applied the request (a crash while
+            // answering), so its outcome is unknown.
+            500..=599 => CrmError::Unavailable {
+                detail: format!("{status}: {detail}"),
+                applied: Applied::Unknown,
+            },
+            code => CrmError::Rejected {
+                status: code,
+                detail,
+            },
+        })
+    }
+
+    /// [`CrmHttp::send`] and decode the JSON body.
+    pub async fn json<T: DeserializeOwned>(
+        &self,
+        operation: &'static str,
+        request: RequestBuilder,
+    ) -> Result<T, CrmError> {
+        let response = self.send(operation, request, &[]).await?;
+        decode(response).await
+    }
+}
+
+/// Decodes a JSON body; a body that does not match is an invalid response.
+pub async fn decode<T: DeserializeOwned>(response: Response) -> Result<T, CrmError> {
+    let bytes = response.bytes().await.map_err(classify_transport)?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        CrmError::InvalidResponse(format!(
+            "{e}; body: {}",
+            excerpt(String::from_utf8_lossy(&bytes).into_owned())
+        ))
+    })
+}
+
+fn classify_transport(error: reqwest::Error) -> CrmError {
+    // A connect error means nothing was sent; anything later (timeout, reset,
+    // truncated body) may have reached the CRM and been applied.
+    let applied = if error.is_connect() {
+        Applied::No
+    } else {
+        Applied::Unknown
+    };
+    CrmError::Unavailable {
+        detail: without_url(&error),
+        applied,
+    }
+}
+
+/// reqwest's error text includes the URL, which may carry a token as a
+/// query parameter (Pipedrive's `api_token`): keep only the error chain.
+fn without_url(error: &reqwest::Error) -> String {
+    use std::error::Error as _;
+    let mut text = if error.is_timeout() {
+        "request timed out".to_owned()
+    } else if error.is_connect() {
+        "connection failed".to_owned()
+    } else {
+        "request failed".to_owned()
+    };
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn excerpt(mut text: String) -> String {
+    const MAX: usize = 300;
+    if text.len() > MAX {
+        let mut cut = MAX;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push('…');
+    }
+    text
+}
+
+/// `Retry-After` is either delay-seconds or an HTTP date (RFC 9110 §10.2.3).
+pub fn parse_retry_after(value: &str, now: OffsetDateTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = OffsetDateTime::parse(value, &Rfc2822).ok()?;
+    Some(Duration::try_from(at - now).unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn retry_after_accepts_seconds() {
+        let now = datetime!(2026-01-01 00:00:00 UTC);
+        assert_eq!(parse_retry_after("7", now), Some(Duration::from_secs(7)));
+    }
+
+    #[test]
+    fn retry_after_accepts_an_http_date() {
+        let now = datetime!(2015-10-21 07:27:50 UTC);
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now),
+            Some(Duration::from_secs(10))
+        );
+        // A date in the past means "now".
+        let later = datetime!(2015-10-21 08:00:00 UTC);
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", later),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    #[test]
+    fn long_error_bodies_are_cut_on_a_character_boundary() {
+        let text = "é".repeat(400);
+        let cut = excerpt(text);
+        assert!(cut.ends_with('…'));
+        assert!(cut.len() <= 303);
+    }
+}

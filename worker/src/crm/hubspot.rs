@@ -1,0 +1,450 @@
+//! HubSpot (CRM v3 API).
+//!
+//! | step | request |
+//! |---|---|
+//! | find contact | `POST /crm/v3/objects/contacts/search` (phone, mobilephone, email) |
+//! | create contact | `POST /crm/v3/objects/contacts` (409 on a known e-mail: its id is adopted) |
+//! | record call | `POST /crm/v3/objects/calls`, associated to the contact (type 194) |
+//! | update contact | `PATCH /crm/v3/objects/contacts/{id}` (`callsync_last_*`) |
+//! | follow-up | `POST /crm/v3/objects/tasks`, associated to the contact (type 204) |
+//! | find by marker | `POST /crm/v3/objects/{calls,tasks}/search` on `callsync_marker` |
+//!
+//! The custom properties (and a `callsync` property group per object) are
+//! created by [`Crm::prepare`] when missing. The marker is stored in its own
+//! property, `callsync_marker`, because an exact `EQ` filter on a property is
+//! reliable where a token search inside an HTML body is not.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use callsync_shared::CallReport;
+use callsync_shared::config::{ConfigError, Env, Secret};
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use time::OffsetDateTime;
+
+use super::render;
+use super::{ContactLookup, Crm, CrmError, CrmHttp, CrmId, MarkedRecord, NewContact};
+
+/// Association type ids HubSpot defines (call→contact, task→contact).
+const CALL_TO_CONTACT: u32 = 194;
+const TASK_TO_CONTACT: u32 = 204;
+
+/// `CALLSYNC_HUBSPOT_*`.
+#[derive(Debug, Clone)]
+pub struct HubspotConfig {
+    pub token: Secret,
+    pub base_url: String,
+    pub timeout: Duration,
+    /// Owner assigned to follow-up tasks, when set.
+    pub owner_id: Option<String>,
+}
+
+impl HubspotConfig {
+    pub fn from_env(env: &Env, timeout: Duration) -> Result<Self, ConfigError> {
+        Ok(Self {
+            token: env.required_secret("CALLSYNC_HUBSPOT_TOKEN")?,
+            base_url: env
+                .string("CALLSYNC_HUBSPOT_BASE_URL", "https://api.hubapi.com")
+                .trim_end_matches('/')
+                .to_owned(),
+            timeout,
+            owner_id: env.raw("CALLSYNC_HUBSPOT_OWNER_ID").map(str::to_owned),
+        })
+    }
+}
+
+/// The HubSpot adapter.
+#[derive(Debug)]
+pub struct Hubspot {
+    config: HubspotConfig,
+    http: CrmHttp,
+}
+
+/// A custom property callsync needs: object, name, label, type, field type.
+struct Property {
+    object: &'static str,
+    name: &'static str,
+    label: &'static str,
+    kind: &'static str,
+    field: &'static str,
+}
+
+const PROPERTIES: &[Property] = &[
+    Property {
+        object: "contacts",
+        name: "callsync_last_call_at",
+        label: "Last AI call at",
+        kind: "datetime",
+        field: "date",
+    },
+    Property {
+        object: "contacts",
+        name: "callsync_last_call_summary",
+        label: "Last AI call summary",
+        kind: "string",
+        field: "textarea",
+    },
+    Property {
+        object: "contacts",
+        name: "callsync_last_sentiment",
+        label: "Last AI call sentiment",
+        kind: "string",
+        field: "text",
+    },
+    Property {
+        object: "calls",
+        name: "callsync_marker",
+        label: "callsync marker",
+        kind: "string",
+        field: "text",
+    },
+    Property {
+        object: "tasks",
+        name: "callsync_marker",
+        label: "callsync marker",
+        kind: "string",
+        field: "text",
+    },
+];
+
+#[derive(Deserialize)]
+struct Created {
+    id: String,
+}
+
+#[derive(Deserialize)]
+struct SearchResults {
+    results: Vec<SearchHit>,
+}
+
+#[derive(Deserialize)]
+struct SearchHit {
+    id: String,
+    #[serde(default)]
+    properties: Map<String, Value>,
+}
+
+impl Hubspot {
+    pub fn new(config: HubspotConfig) -> Result<Self, reqwest::Error> {
+        let http = CrmHttp::new("hubspot", config.timeout)?;
+        Ok(Self { config, http })
+    }
+
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http
+            .client()
+            .request(method, format!("{}{path}", self.config.base_url))
+            .bearer_auth(self.config.token.expose())
+    }
+
+    async fn create_object(
+        &self,
+        operation: &'static str,
+        object: &str,
+        body: Value,
+    ) -> Result<CrmId, CrmError> {
+        let created: Created = self
+            .http
+            .json(
+                operation,
+                self.request(Method::POST, &format!("/crm/v3/objects/{object}"))
+                    .json(&body),
+            )
+            .await?;
+        Ok(created.id)
+    }
+
+    async fn search(
+        &self,
+        operation: &'static str,
+        object: &str,
+        body: Value,
+    ) -> Result<Vec<SearchHit>, CrmError> {
+        let results: SearchResults = self
+            .http
+            .json(
+                operation,
+                self.request(Method::POST, &format!("/crm/v3/objects/{object}/search"))
+                    .json(&body),
+            )
+            .await?;
+        Ok(results.results)
+    }
+
+    /// POSTs a definition and treats 409 (already exists) as success.
+    async fn ensure(&self, path: String, body: Value) -> Result<(), CrmError> {
+        self.http
+            .send(
+                "prepare",
+                self.request(Method::POST, &path).json(&body),
+                &[StatusCode::CONFLICT],
+            )
+            .await
+            .map(drop)
+    }
+}
+
+/// The last-call properties of a contact for `report`.
+fn last_call_properties(report: &CallReport) -> Map<String, Value> {
+    let mut p = Map::new();
+    let ended_ms = report.ended_at.unix_timestamp_nanos() / 1_000_000;
+    p.insert("callsync_last_call_at".into(), json!(ended_ms.to_string()));
+    p.insert(
+        "callsync_last_call_summary".into(),
+        json!(render::field_summary(report)),
+    );
+    p.insert(
+        "callsync_last_sentiment".into(),
+        json!(report.sentiment.clone().unwrap_or_default()),
+    );
+    p
+}
+
+fn association(contact: &str, type_id: u32) -> Value {
+    json!([{
+        "to": { "id": contact },
+        "types": [{ "associationCategory": "HUBSPOT_DEFINED", "associationTypeId": type_id }]
+    }])
+}
+
+/// HubSpot's 409 on a duplicate e-mail says "Contact already exists. Existing ID: 123".
+fn existing_id(message: &str) -> Option<String> {
+    let (_, tail) = message.split_once("Existing ID:")?;
+    let id: String = tail
+        .trim()
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    (!id.is_empty()).then_some(id)
+}
+
+#[async_trait]
+impl Crm for Hubspot {
+    fn name(&self) -> &'static str {
+        "hubspot"
+    }
+
+    async fn prepare(&self) -> Result<(), CrmError> {
+        for object in ["contacts", "calls", "tasks"] {
+            self.ensure(
+                format!("/crm/v3/properties/{object}/groups"),
+                json!({ "name": "callsync", "label": "callsync" }),
+            )
+            .await?;
+        }
+        for p in PROPERTIES {
+            self.ensure(
+                format!("/crm/v3/properties/{}", p.object),
+                json!({
+                    "name": p.name,
+                    "label": p.label,
+                    "type": p.kind,
+                    "fieldType": p.field,
+                    "groupName": "callsync",
+                }),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn contact_exists(&self, id: &str) -> Result<bool, CrmError> {
+        let response = self
+            .http
+            .send(
+                "get_contact",
+                self.request(Method::GET, &format!("/crm/v3/objects/contacts/{id}")),
+                &[StatusCode::NOT_FOUND],
+            )
+            .await?;
+        Ok(response.status().is_success())
+    }
+
+    async fn find_contact(&self, lookup: &ContactLookup) -> Result<Option<CrmId>, CrmError> {
+        let mut groups = Vec::new();
+        if let Some(phone) = &lookup.phone {
+            for property in ["phone", "mobilephone"] {
+                groups.push(json!({ "filters": [{ "propertyName": property, "operator": "EQ", "value": phone }] }));
+            }
+        }
+        if let Some(email) = &lookup.email {
+            groups.push(json!({ "filters": [{ "propertyName": "email", "operator": "EQ", "value": email }] }));
+        }
+        if groups.is_empty() {
+            return Ok(None);
+        }
+        let hits = self
+            .search(
+                "search_contact",
+                "contacts",
+                json!({
+                    "filterGroups": groups,
+                    "properties": ["phone", "mobilephone", "email"],
+                    "sorts": [{ "propertyName": "createdate", "direction": "ASCENDING" }],
+                    "limit": 10,
+                }),
+            )
+            .await?;
+        // Groups are OR-ed: prefer a phone match (oldest first), then e-mail.
+        let has = |hit: &SearchHit, property: &str, value: &str| {
+            hit.properties.get(property).and_then(Value::as_str) == Some(value)
+        };
+        let by_phone = lookup.phone.as_deref().and_then(|phone| {
+            hits.iter()
+                .find(|h| has(h, "phone", phone) || has(h, "mobilephone", phone))
+        });
+        Ok(by_phone.or_else(|| hits.first()).map(|h| h.id.clone()))
+    }
+
+    async fn create_contact(&self, contact: &NewContact<'_>) -> Result<CrmId, CrmError> {
+        let caller = &contact.report.caller;
+        let mut properties = last_call_properties(contact.report);
+        if let Some(phone) = &caller.phone {
+            properties.insert("phone".into(), json!(phone.best()));
+        }
+        if let Some(email) = &caller.email {
+            properties.insert("email".into(), json!(email));
+        }
+        if let Some(name) = &caller.name {
+            let (first, last) = render::split_name(name);
+            properties.insert("firstname".into(), json!(first));
+            if let Some(last) = last {
+                properties.insert("lastname".into(), json!(last));
+            }
+        }
+        let request = self
+            .request(Method::POST, "/crm/v3/objects/contacts")
+            .json(&json!({ "properties": properties }));
+        let response = self
+            .http
+            .send("create_contact", request, &[StatusCode::CONFLICT])
+            .await?;
+        if response.status() == StatusCode::CONFLICT {
+            // The e-mail belongs to a contact the search did not return yet
+            // (index lag): adopt it rather than fail.
+            let text = response.text().await.unwrap_or_default();
+            return existing_id(&text).ok_or(CrmError::Rejected {
+                status: 409,
+                detail: text,
+            });
+        }
+        let created: Created = super::http::decode(response).await?;
+        Ok(created.id)
+    }
+
+    async fn record_call(&self, contact: &str, report: &CallReport) -> Result<CrmId, CrmError> {
+        let mut properties = Map::new();
+        properties.insert(
+            "hs_timestamp".into(),
+            json!((report.ended_at.unix_timestamp_nanos() / 1_000_000).to_string()),
+        );
+        properties.insert("hs_call_title".into(), json!(render::call_title(report)));
+        properties.insert("hs_call_body".into(), json!(render::call_body_html(report)));
+        properties.insert("hs_call_direction".into(), json!("INBOUND"));
+        properties.insert("hs_call_status".into(), json!("COMPLETED"));
+        properties.insert("callsync_marker".into(), json!(report.marker()));
+        if let Some(duration) = report.duration {
+            properties.insert(
+                "hs_call_duration".into(),
+                json!(duration.as_millis().to_string()),
+            );
+        }
+        if let Some(url) = &report.recording_url {
+            properties.insert("hs_call_recording_url".into(), json!(url));
+        }
+        if let Some(phone) = &report.caller.phone {
+            properties.insert("hs_call_from_number".into(), json!(phone.best()));
+        }
+        if let Some(number) = &report.called_number {
+            properties.insert("hs_call_to_number".into(), json!(number));
+        }
+        self.create_object(
+            "create_call",
+            "calls",
+            json!({ "properties": properties, "associations": association(contact, CALL_TO_CONTACT) }),
+        )
+        .await
+    }
+
+    async fn update_contact(&self, contact: &str, report: &CallReport) -> Result<(), CrmError> {
+        self.http
+            .send(
+                "update_contact",
+                self.request(
+                    Method::PATCH,
+                    &format!("/crm/v3/objects/contacts/{contact}"),
+                )
+                .json(&json!({ "properties": last_call_properties(report) })),
+                &[],
+            )
+            .await
+            .map(drop)
+    }
+
+    async fn create_follow_up(
+        &self,
+        contact: &str,
+        report: &CallReport,
+        due: OffsetDateTime,
+    ) -> Result<CrmId, CrmError> {
+        let mut properties = Map::new();
+        properties.insert(
+            "hs_timestamp".into(),
+            json!((due.unix_timestamp_nanos() / 1_000_000).to_string()),
+        );
+        properties.insert(
+            "hs_task_subject".into(),
+            json!(render::task_subject(report)),
+        );
+        properties.insert("hs_task_body".into(), json!(render::task_body_html(report)));
+        properties.insert("hs_task_status".into(), json!("NOT_STARTED"));
+        properties.insert("hs_task_priority".into(), json!("HIGH"));
+        properties.insert("hs_task_type".into(), json!("CALL"));
+        properties.insert("callsync_marker".into(), json!(report.marker()));
+        if let Some(owner) = &self.config.owner_id {
+            properties.insert("hubspot_owner_id".into(), json!(owner));
+        }
+        self.create_object(
+            "create_task",
+            "tasks",
+            json!({ "properties": properties, "associations": association(contact, TASK_TO_CONTACT) }),
+        )
+        .await
+    }
+
+    async fn find_marked(
+        &self,
+        kind: MarkedRecord,
+        marker: &str,
+    ) -> Result<Option<CrmId>, CrmError> {
+        let object = match kind {
+            MarkedRecord::CallLog => "calls",
+            MarkedRecord::FollowUp => "tasks",
+        };
+        let hits = self
+            .search(
+                "search_marker",
+                object,
+                json!({
+                    "filterGroups": [{ "filters": [{ "propertyName": "callsync_marker", "operator": "EQ", "value": marker }] }],
+                    "limit": 1,
+                }),
+            )
+            .await?;
+        Ok(hits.into_iter().next().map(|h| h.id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_existing_id_is_read_from_a_conflict_message() {
+        let body = r#"{"status":"error","message":"Contact already exists. Existing ID: 5551","category":"CONFLICT"}"#;
+        assert_eq!(existing_id(body).as_deref(), Some("5551"));
+        assert_eq!(existing_id("conflict"), None);
+    }
+}

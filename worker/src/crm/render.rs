@@ -1,0 +1,137 @@
+//! The text callsync writes into CRM records, shared by every adapter so
+//! that a call looks the same whichever CRM it lands in.
+
+use callsync_shared::{CallReport, Transcript};
+use serde_json::Value;
+
+/// Longest summary written into a contact field: CRMs cap text fields
+/// (HubSpot at 65 536 characters) and a last-call field is a glance, not an archive.
+const FIELD_SUMMARY_MAX: usize = 1_000;
+
+/// Escapes text for CRM fields that render HTML (HubSpot call and task
+/// bodies, Pipedrive notes): a summary must never inject markup.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The call record's body: summary, sentiment, analysis, links and the marker.
+pub fn call_body_html(report: &CallReport) -> String {
+    let mut parts = Vec::new();
+    if let Some(summary) = &report.summary {
+        parts.push(format!("<p>{}</p>", escape(summary)));
+    }
+    if let Some(sentiment) = &report.sentiment {
+        parts.push(format!("<p><b>Sentiment:</b> {}</p>", escape(sentiment)));
+    }
+    if !report.analysis.is_empty() {
+        let items: Vec<String> = report
+            .analysis
+            .iter()
+            .map(|(k, v)| format!("<li>{}: {}</li>", escape(k), escape(&value_text(v))))
+            .collect();
+        parts.push(format!("<p><b>Analysis</b></p><ul>{}</ul>", items.join("")));
+    }
+    if let Some(url) = &report.recording_url {
+        parts.push(format!("<p><b>Recording:</b> {}</p>", escape(url)));
+    }
+    match &report.transcript {
+        Some(Transcript::Uri(uri)) => {
+            parts.push(format!("<p><b>Transcript:</b> {}</p>", escape(uri)));
+        }
+        Some(Transcript::Lines(lines)) => {
+            let text: Vec<String> = lines
+                .iter()
+                .map(|l| format!("{}: {}", escape(&l.role), escape(&l.content)))
+                .collect();
+            parts.push(format!("<p><b>Transcript</b><br>{}</p>", text.join("<br>")));
+        }
+        None => {}
+    }
+    parts.push(format!("<p>{}</p>", escape(&report.marker())));
+    parts.join("\n")
+}
+
+/// A one-line title for the call record.
+pub fn call_title(report: &CallReport) -> String {
+    format!(
+        "AI call with {} ({})",
+        report.caller.display_name(),
+        report.source
+    )
+}
+
+/// The follow-up task's subject, naming the caller.
+pub fn task_subject(report: &CallReport) -> String {
+    format!("Follow up: call from {}", report.caller.display_name())
+}
+
+/// The follow-up task's body: the summary and the marker.
+pub fn task_body_html(report: &CallReport) -> String {
+    let summary = report.summary.as_deref().unwrap_or("(no summary)");
+    format!(
+        "<p>{}</p>\n<p>{}</p>",
+        escape(summary),
+        escape(&report.marker())
+    )
+}
+
+/// The summary for a contact's last-call field, shortened on a character boundary.
+pub fn field_summary(report: &CallReport) -> String {
+    let summary = report.summary.as_deref().unwrap_or_default();
+    match summary.char_indices().nth(FIELD_SUMMARY_MAX) {
+        Some((cut, _)) => format!("{}…", &summary[..cut]),
+        None => summary.to_owned(),
+    }
+}
+
+/// First and last name from a full name ("John Smith" → "John", "Smith").
+pub fn split_name(name: &str) -> (String, Option<String>) {
+    match name.trim().split_once(char::is_whitespace) {
+        Some((first, last)) => (first.to_owned(), Some(last.trim().to_owned())),
+        None => (name.trim().to_owned(), None),
+    }
+}
+
+fn value_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markup_in_a_summary_is_escaped() {
+        assert_eq!(
+            escape("<b>hi</b> & 'x'"),
+            "&lt;b&gt;hi&lt;/b&gt; &amp; &#39;x&#39;"
+        );
+    }
+
+    #[test]
+    fn names_split_on_the_first_space() {
+        assert_eq!(
+            split_name("John Smith"),
+            ("John".to_owned(), Some("Smith".to_owned()))
+        );
+        assert_eq!(
+            split_name("Maria van der Berg"),
+            ("Maria".to_owned(), Some("van der Berg".to_owned()))
+        );
+        assert_eq!(split_name("Cher"), ("Cher".to_owned(), None));
+    }
+}

@@ -1,0 +1,550 @@
+//! The PostgreSQL ledger: the memory that makes every CRM effect happen once.
+//!
+//! A call is held by one worker at a time through a **lease** (owner id and
+//! expiry in the `calls` row), and every write that precedes a CRM request
+//! checks and extends that lease in the same statement. A CRM request is
+//! bounded by `CALLSYNC_CRM_TIMEOUT`, at most half the lease, so a request
+//! started under a valid lease ends before anyone else can take the call.
+//! A session advisory lock would be simpler but is released the moment its
+//! connection drops, which can happen while our CRM request is in flight.
+//!
+//! The same scheme serialises contact creation per phone number (`contacts`).
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use callsync_shared::{CallId, Source};
+use sqlx::migrate::MigrateDatabase;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Postgres, Row};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Ledger failures. All are transient from a message's point of view: the
+/// database will come back, or the lease was taken over and the other holder
+/// finishes the call.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("lease on {0} expired or was taken over")]
+    LeaseLost(String),
+}
+
+/// One CRM effect of a call, in the order they are performed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Step {
+    Contact,
+    CallLog,
+    ContactUpdate,
+    FollowUpTask,
+}
+
+impl Step {
+    pub const ALL: [Step; 4] = [
+        Step::Contact,
+        Step::CallLog,
+        Step::ContactUpdate,
+        Step::FollowUpTask,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::Contact => "contact",
+            Step::CallLog => "call_log",
+            Step::ContactUpdate => "contact_update",
+            Step::FollowUpTask => "follow_up_task",
+        }
+    }
+}
+
+impl FromStr for Step {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Step::ALL
+            .into_iter()
+            .find(|step| step.as_str() == s)
+            .ok_or_else(|| format!("unknown step {s:?}"))
+    }
+}
+
+/// What the ledger knows of one step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepState {
+    /// The CRM request was sent (or about to be) without a known outcome.
+    Started { since: OffsetDateTime },
+    /// Done; the CRM object it produced, if any.
+    Done { crm_id: Option<String> },
+}
+
+/// The (source, call id) key of a call.
+#[derive(Debug, Clone, Copy)]
+pub struct CallKey<'a> {
+    pub source: Source,
+    pub call_id: &'a CallId,
+}
+
+impl std::fmt::Display for CallKey<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.source, self.call_id)
+    }
+}
+
+/// The outcome of trying to take a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// This worker holds the call; `attempt` counts claims including this one.
+    Acquired { attempt: i32 },
+    /// The call was synced before: a duplicate delivery.
+    AlreadySynced,
+    /// Another worker holds the call right now.
+    Busy,
+}
+
+/// The outcome of trying to take a contact lookup key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContactClaim {
+    /// The contact is known; no lease was taken.
+    Known(String),
+    /// This worker holds the key; `pending_since` is set when an earlier
+    /// create's outcome is unknown.
+    Acquired {
+        pending_since: Option<OffsetDateTime>,
+    },
+    Busy,
+}
+
+/// Row counts by call status, for `callsync-worker status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LedgerCounts {
+    pub pending: i64,
+    pub synced: i64,
+    pub parked: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Ledger {
+    pool: PgPool,
+    crm: &'static str,
+    lease_secs: f64,
+}
+
+impl Ledger {
+    /// Connects, creating the database if it does not exist, and applies
+    /// the embedded migrations (sqlx serialises concurrent migrators with an
+    /// advisory lock, so replicas may start together).
+    pub async fn connect(
+        url: &str,
+        max_connections: u32,
+        crm: &'static str,
+        lease: Duration,
+    ) -> Result<Self, LedgerError> {
+        ensure_database(url).await?;
+        let options: PgConnectOptions = url.parse()?;
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options.application_name("callsync-worker"))
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Self {
+            pool,
+            crm,
+            lease_secs: lease.as_secs_f64(),
+        })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// A cheap round trip, for readiness.
+    pub async fn ping(&self) -> Result<(), LedgerError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Tries to take the call for `owner`.
+    pub async fn claim(&self, key: CallKey<'_>, owner: Uuid) -> Result<Claim, LedgerError> {
+        let acquired = sqlx::query(
+            "INSERT INTO calls (source, call_id, lease_owner, lease_until, attempts)
+             VALUES ($1, $2, $3, now() + make_interval(secs => $4), 1)
+             ON CONFLICT (source, call_id) DO UPDATE
+                SET lease_owner = EXCLUDED.lease_owner,
+                    lease_until = EXCLUDED.lease_until,
+                    attempts = calls.attempts + 1,
+                    status = 'pending'
+              WHERE calls.status <> 'synced'
+                AND (calls.lease_until IS NULL OR calls.lease_until < now())
+             RETURNING attempts",
+        )
+        .bind(key.source.as_str())
+        .bind(key.call_id.as_str())
+        .bind(owner)
+        .bind(self.lease_secs)
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(row) = acquired {
+            return Ok(Claim::Acquired {
+                attempt: row.try_get("attempts")?,
+            });
+        }
+        let status: Option<String> =
+            sqlx::query_scalar("SELECT status FROM calls WHERE source = $1 AND call_id = $2")
+                .bind(key.source.as_str())
+                .bind(key.call_id.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(match status.as_deref() {
+            Some("synced") => Claim::AlreadySynced,
+            _ => Claim::Busy,
+        })
+    }
+
+    /// Every recorded step of the call.
+    pub async fn steps(&self, key: CallKey<'_>) -> Result<Vec<(Step, StepState)>, LedgerError> {
+        let rows = sqlx::query(
+            "SELECT step, state, crm_object_id, started_at FROM call_steps
+              WHERE source = $1 AND call_id = $2",
+        )
+        .bind(key.source.as_str())
+        .bind(key.call_id.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        let mut steps = Vec::with_capacity(rows.len());
+        for row in rows {
+            let name: String = row.try_get("step")?;
+            let Ok(step) = name.parse::<Step>() else {
+                continue;
+            };
+            let state: String = row.try_get("state")?;
+            let state = if state == "done" {
+                StepState::Done {
+                    crm_id: row.try_get("crm_object_id")?,
+                }
+            } else {
+                StepState::Started {
+                    since: row.try_get("started_at")?,
+                }
+            };
+            steps.push((step, state));
+        }
+        Ok(steps)
+    }
+
+    /// Records that a CRM request for `step` is about to be sent, extending
+    /// the lease in the same statement. Fails with [`LedgerError::LeaseLost`]
+    /// if this worker no longer holds the call: the request must not be sent.
+    pub async fn start_step(
+        &self,
+        key: CallKey<'_>,
+        owner: Uuid,
+        step: Step,
+    ) -> Result<(), LedgerError> {
+        let row = sqlx::query(
+            "WITH lease AS (
+                UPDATE calls SET lease_until = now() + make_interval(secs => $5)
+                 WHERE source = $1 AND call_id = $2 AND lease_owner = $3
+                   AND lease_until > now() AND status = 'pending'
+                RETURNING 1)
+             INSERT INTO call_steps (source, call_id, step, state, started_at)
+             SELECT $1, $2, $4, 'started', now() FROM lease
+             ON CONFLICT (source, call_id, step) DO UPDATE
+                SET state = 'started', started_at = now(), crm_object_id = NULL, done_at = NULL
+             RETURNING 1",
+        )
+        .bind(key.source.as_str())
+        .bind(key.call_id.as_str())
+        .bind(owner)
+        .bind(step.as_str())
+        .bind(self.lease_secs)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(drop)
+            .ok_or_else(|| LedgerError::LeaseLost(key.to_string()))
+    }
+
+    /// Extends the lease before a request that records nothing first (a
+    /// search, an idempotent update).
+    pub async fn renew(&self, key: CallKey<'_>, owner: Uuid) -> Result<(), LedgerError> {
+        let done = sqlx::query(
+            "UPDATE calls SET lease_until = now() + make_interval(secs => $4)
+              WHERE source = $1 AND call_id = $2 AND lease_owner = $3
+                AND lease_until > now() AND status = 'pending'",
+        )
+        .bind(key.source.as_str())
+        .bind(key.call_id.as_str())
+        .bind(owner)
+        .bind(self.lease_secs)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 1 {
+            Ok(())
+        } else {
+            Err(LedgerError::LeaseLost(key.to_string()))
+        }
+    }
+
+    /// Records a finished step and the CRM object it produced. Not fenced by
+    /// the lease: a completed effect is a fact worth keeping whoever holds the call.
+    pub async fn finish_step(
+        &self,
+        key: CallKey<'_>,
+        step: Step,
+        crm_id: Option<&str>,
+    ) -> Result<(), LedgerError> {
+        sqlx::query(
+            "INSERT INTO call_steps (source, call_id, step, state, crm_object_id, started_at, done_at)
+             VALUES ($1, $2, $3, 'done', $4, now(), now())
+             ON CONFLICT (source, call_id, step) DO UPDATE
+                SET state = 'done', crm_object_id = EXCLUDED.crm_object_id, done_at = now()",
+        )
+        .bind(key.source.as_str())
+        .bind(key.call_id.as_str())
+        .bind(step.as_str())
+        .bind(crm_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Forgets a started step whose request certainly was not applied.
+    pub async fn abandon_step(&self, key: CallKey<'_>, step: Step) -> Result<(), LedgerError> {
+        sqlx::query(
+            "DELETE FROM call_steps
+              WHERE source = $1 AND call_id = $2 AND step = $3 AND state = 'started'",
+        )
+        .bind(key.source.as_str())
+        .bind(key.call_id.as_str())
+        .bind(step.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Marks the call synced and releases it.
+    pub async fn complete(&self, key: CallKey<'_>, contact_id: &str) -> Result<(), LedgerError> {
+        sqlx::query(
+            "UPDATE calls SET status = 'synced', synced_at = now(), contact_id = $3,
+                    lease_owner = NULL, lease_until = NULL, last_error = NULL
+              WHERE source = $1 AND call_id = $2",
+        )
+        .bind(key.source.as_str())
+        .bind(key.call_id.as_str())
+        .bind(contact_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Releases the call after a failed attempt, keeping the error for operators.
+    pub async fn release(
+        &self,
+        key: CallKey<'_>,
+        owner: Uuid,
+        error: &str,
+    ) -> Result<(), LedgerError> {
+        sqlx::query(
+            "UPDATE calls SET lease_owner = NULL, lease_until = NULL, last_error = $4
+              WHERE source = $1 AND call_id = $2 AND lease_owner = $3",
+        )
+        .bind(key.source.as_str())
+        .bind(key.call_id.as_str())
+        .bind(owner)
+        .bind(error)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records that the call's message was parked (a replay claims it again).
+    pub async fn mark_parked(&self, key: CallKey<'_>, reason: &str) -> Result<(), LedgerError> {
+        sqlx::query(
+            "UPDATE calls SET status = 'parked', last_error = $3, lease_owner = NULL, lease_until = NULL
+              WHERE source = $1 AND call_id = $2 AND status <> 'synced'",
+        )
+        .bind(key.source.as_str())
+        .bind(key.call_id.as_str())
+        .bind(reason)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Tries to take a contact lookup key (`phone:+31…` or `email:…`).
+    pub async fn claim_contact(
+        &self,
+        lookup_key: &str,
+        owner: Uuid,
+    ) -> Result<ContactClaim, LedgerError> {
+        let acquired = sqlx::query(
+            "INSERT INTO contacts (crm, lookup_key, lease_owner, lease_until)
+             VALUES ($1, $2, $3, now() + make_interval(secs => $4))
+             ON CONFLICT (crm, lookup_key) DO UPDATE
+                SET lease_owner = EXCLUDED.lease_owner, lease_until = EXCLUDED.lease_until
+              WHERE contacts.contact_id IS NULL
+                AND (contacts.lease_until IS NULL OR contacts.lease_until < now())
+             RETURNING pending_since",
+        )
+        .bind(self.crm)
+        .bind(lookup_key)
+        .bind(owner)
+        .bind(self.lease_secs)
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(row) = acquired {
+            return Ok(ContactClaim::Acquired {
+                pending_since: row.try_get("pending_since")?,
+            });
+        }
+        let known: Option<Option<String>> = sqlx::query_scalar(
+            "SELECT contact_id FROM contacts WHERE crm = $1 AND lookup_key = $2",
+        )
+        .bind(self.crm)
+        .bind(lookup_key)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match known.flatten() {
+            Some(id) => ContactClaim::Known(id),
+            None => ContactClaim::Busy,
+        })
+    }
+
+    /// Records that a contact create is about to be sent (fenced, like
+    /// [`Ledger::start_step`]).
+    pub async fn contact_pending(&self, lookup_key: &str, owner: Uuid) -> Result<(), LedgerError> {
+        let done = sqlx::query(
+            "UPDATE contacts SET pending_since = now(), lease_until = now() + make_interval(secs => $4)
+              WHERE crm = $1 AND lookup_key = $2 AND lease_owner = $3 AND lease_until > now()",
+        )
+        .bind(self.crm)
+        .bind(lookup_key)
+        .bind(owner)
+        .bind(self.lease_secs)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 1 {
+            Ok(())
+        } else {
+            Err(LedgerError::LeaseLost(lookup_key.to_owned()))
+        }
+    }
+
+    /// Remembers the contact of a lookup key and releases the key.
+    pub async fn contact_resolved(
+        &self,
+        lookup_key: &str,
+        contact_id: &str,
+    ) -> Result<(), LedgerError> {
+        sqlx::query(
+            "INSERT INTO contacts (crm, lookup_key, contact_id) VALUES ($1, $2, $3)
+             ON CONFLICT (crm, lookup_key) DO UPDATE
+                SET contact_id = EXCLUDED.contact_id, pending_since = NULL,
+                    lease_owner = NULL, lease_until = NULL, updated_at = now()",
+        )
+        .bind(self.crm)
+        .bind(lookup_key)
+        .bind(contact_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Releases a lookup key; `create_not_applied` clears a pending create
+    /// that certainly did not reach the CRM.
+    pub async fn release_contact(
+        &self,
+        lookup_key: &str,
+        owner: Uuid,
+        create_not_applied: bool,
+    ) -> Result<(), LedgerError> {
+        sqlx::query(
+            "UPDATE contacts SET lease_owner = NULL, lease_until = NULL,
+                    pending_since = CASE WHEN $4 THEN NULL ELSE pending_since END
+              WHERE crm = $1 AND lookup_key = $2 AND lease_owner = $3",
+        )
+        .bind(self.crm)
+        .bind(lookup_key)
+        .bind(owner)
+        .bind(create_not_applied)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Forgets a remembered contact (e.g. it was deleted or merged in the CRM).
+    pub async fn forget_contact(&self, contact_id: &str) -> Result<(), LedgerError> {
+        sqlx::query("DELETE FROM contacts WHERE crm = $1 AND contact_id = $2")
+            .bind(self.crm)
+            .bind(contact_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Records `key`'s call as the contact's latest if no newer call was
+    /// written; false means a newer call's fields must be kept.
+    pub async fn claim_latest_call(
+        &self,
+        contact_id: &str,
+        ended_at: OffsetDateTime,
+        key: CallKey<'_>,
+    ) -> Result<bool, LedgerError> {
+        let row = sqlx::query(
+            "INSERT INTO contact_last_call (crm, contact_id, ended_at, source, call_id)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (crm, contact_id) DO UPDATE
+                SET ended_at = EXCLUDED.ended_at, source = EXCLUDED.source, call_id = EXCLUDED.call_id
+              WHERE contact_last_call.ended_at <= EXCLUDED.ended_at
+             RETURNING 1",
+        )
+        .bind(self.crm)
+        .bind(contact_id)
+        .bind(ended_at)
+        .bind(key.source.as_str())
+        .bind(key.call_id.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.is_some())
+    }
+
+    /// Calls by status.
+    pub async fn counts(&self) -> Result<LedgerCounts, LedgerError> {
+        let rows = sqlx::query("SELECT status, count(*) AS n FROM calls GROUP BY status")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut counts = LedgerCounts::default();
+        for row in rows {
+            let status: String = row.try_get("status")?;
+            let n: i64 = row.try_get("n")?;
+            match status.as_str() {
+                "pending" => counts.pending = n,
+                "synced" => counts.synced = n,
+                "parked" => counts.parked = n,
+                _ => {}
+            }
+        }
+        Ok(counts)
+    }
+}
+
+/// Creates the database named in `url` if it does not exist yet. Several
+/// replicas may race here; losing the race (42P04, duplicate database) is fine.
+async fn ensure_database(url: &str) -> Result<(), LedgerError> {
+    if Postgres::database_exists(url).await? {
+        return Ok(());
+    }
+    match Postgres::create_database(url).await {
+        Ok(()) => {
+            tracing::info!("created the ledger database");
+            Ok(())
+        }
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,501 @@
+//! The sync engine: one call report in, its CRM effects applied exactly once.
+//!
+//! Steps run in the contract's order (contact, call record, last-call
+//! fields, follow-up task). Each step is recorded in the ledger, so a
+//! redelivered call resumes at its first unfinished step. A create whose
+//! outcome is unknown (timeout, reset, 5xx after sending) is left `started`;
+//! the next attempt first searches the CRM for the call's marker, once the
+//! CRM's search index has had time to show it, and adopts what it finds.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use callsync_shared::CallReport;
+use time::OffsetDateTime;
+use tokio::sync::OnceCell;
+use uuid::Uuid;
+
+use crate::crm::{Applied, ContactLookup, Crm, CrmError, CrmId, MarkedRecord, NewContact};
+use crate::ledger::{CallKey, Claim, ContactClaim, Ledger, LedgerError, Step, StepState};
+
+/// The longest in-process wait for a rate limit; longer waits go through a
+/// delay queue so that the message does not hold a consumer slot.
+const MAX_IN_PROCESS_WAIT: Duration = Duration::from_secs(10);
+
+/// How long to wait in-process for a call or phone number another worker
+/// holds (the common case is a duplicate delivery finishing in milliseconds).
+const BUSY_WAIT: Duration = Duration::from_secs(3);
+
+/// The result of a successful sync.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The call's effects are now all in the CRM.
+    Synced { contact_id: CrmId },
+    /// The call had been synced before; nothing was done.
+    Duplicate,
+}
+
+/// Why a sync did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("{step}: {error}")]
+    Crm { step: &'static str, error: CrmError },
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error("another worker is processing this call or its caller right now")]
+    Busy,
+    #[error(
+        "{step}: outcome of an earlier request unknown; searching again in {wait:?}, when the CRM's index shows it"
+    )]
+    AwaitingIndex { step: &'static str, wait: Duration },
+    #[error("the report has no phone number, e-mail or CRM id to find or create a contact with")]
+    NoIdentity,
+}
+
+/// What the consumer should do with a message whose sync failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// Try again later through a delay queue; `counts` says whether this
+    /// uses up one of the message's attempts.
+    Retry { counts: bool },
+    /// It will never succeed as it is: park it for an operator.
+    Park,
+    /// The database is unreachable: hold the message until it is back.
+    WaitForDatabase,
+}
+
+impl SyncError {
+    pub fn disposition(&self) -> Disposition {
+        match self {
+            SyncError::Crm { error, .. } if error.is_transient() => {
+                Disposition::Retry { counts: true }
+            }
+            SyncError::Crm { .. } | SyncError::NoIdentity => Disposition::Park,
+            SyncError::Busy | SyncError::AwaitingIndex { .. } => {
+                Disposition::Retry { counts: false }
+            }
+            SyncError::Ledger(LedgerError::Database(e)) if is_unavailable(e) => {
+                Disposition::WaitForDatabase
+            }
+            SyncError::Ledger(_) => Disposition::Retry { counts: true },
+        }
+    }
+
+    /// A short label for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SyncError::Crm { error, .. } => error.kind(),
+            SyncError::Ledger(_) => "ledger",
+            SyncError::Busy => "busy",
+            SyncError::AwaitingIndex { .. } => "awaiting_index",
+            SyncError::NoIdentity => "no_identity",
+        }
+    }
+}
+
+/// True for errors that mean "the database is not reachable right now",
+/// as opposed to a statement the database refused.
+pub fn is_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(e) => e.code().is_some_and(|code| {
+            // 08: connection exception; 57P0x: admin shutdown, crash shutdown,
+            // cannot connect now; 53: insufficient resources.
+            code.starts_with("08") || code.starts_with("57P0") || code.starts_with("53")
+        }),
+        _ => false,
+    }
+}
+
+/// Applies call reports to one CRM, recording progress in the ledger.
+#[derive(Debug)]
+pub struct Syncer {
+    ledger: Ledger,
+    crm: Arc<dyn Crm>,
+    prepared: OnceCell<()>,
+    follow_up_due: Duration,
+    index_lag: Duration,
+}
+
+impl Syncer {
+    pub fn new(
+        ledger: Ledger,
+        crm: Arc<dyn Crm>,
+        follow_up_due: Duration,
+        index_lag: Duration,
+    ) -> Self {
+        Self {
+            ledger,
+            crm,
+            prepared: OnceCell::new(),
+            follow_up_due,
+            index_lag,
+        }
+    }
+
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// Syncs one report. Safe to call any number of times, concurrently, from
+    /// any number of processes, for the same report.
+    pub async fn sync(&self, report: &CallReport) -> Result<Outcome, SyncError> {
+        self.prepared
+            .get_or_try_init(|| async {
+                idempotent(|| self.crm.prepare())
+                    .await
+                    .map_err(|error| SyncError::Crm {
+                        step: "prepare",
+                        error,
+                    })
+            })
+            .await?;
+
+        let key = CallKey {
+            source: report.source,
+            call_id: &report.call_id,
+        };
+        let owner = Uuid::now_v7();
+        match wait_while_busy(|| self.ledger.claim(key, owner), |c| *c == Claim::Busy).await? {
+            Claim::AlreadySynced => return Ok(Outcome::Duplicate),
+            Claim::Busy => return Err(SyncError::Busy),
+            Claim::Acquired { attempt } => {
+                tracing::debug!(attempt, "claimed call");
+            }
+        }
+
+        match self.run_steps(key, owner, report).await {
+            Ok(contact_id) => {
+                self.ledger.complete(key, &contact_id).await?;
+                Ok(Outcome::Synced { contact_id })
+            }
+            Err(error) => {
+                // Best effort: if the database is gone the lease simply expires.
+                if let Err(e) = self.ledger.release(key, owner, &error.to_string()).await {
+                    tracing::debug!(error = %e, "could not release the call's lease");
+                }
+                Err(error)
+            }
+        }
+    }
+
+    async fn run_steps(
+        &self,
+        key: CallKey<'_>,
+        owner: Uuid,
+        report: &CallReport,
+    ) -> Result<CrmId, SyncError> {
+        let steps: HashMap<Step, StepState> = self.ledger.steps(key).await?.into_iter().collect();
+        let done = |step: Step| matches!(steps.get(&step), Some(StepState::Done { .. }));
+        let mut update_done = done(Step::ContactUpdate);
+
+        let contact_id = match steps.get(&Step::Contact) {
+            Some(StepState::Done {
+                crm_id: Some(id), ..
+            }) => id.clone(),
+            _ => {
+                let (id, created) = self.resolve_contact(key, owner, report).await?;
+                self.ledger
+                    .finish_step(key, Step::Contact, Some(&id))
+                    .await?;
+                if created {
+                    // A new contact was created with this call's last-call
+                    // fields already set: the update step is done too.
+                    self.ledger
+                        .claim_latest_call(&id, report.ended_at, key)
+                        .await?;
+                    self.ledger
+                        .finish_step(key, Step::ContactUpdate, Some(&id))
+                        .await?;
+                    update_done = true;
+                }
+                id
+            }
+        };
+
+        if !done(Step::CallLog) {
+            let crm = Arc::clone(&self.crm);
+            self.create_marked(
+                key,
+                owner,
+                report,
+                Step::CallLog,
+                MarkedRecord::CallLog,
+                steps.get(&Step::CallLog),
+                || crm.record_call(&contact_id, report),
+            )
+            .await?;
+        }
+
+        if !update_done {
+            self.ledger.renew(key, owner).await?;
+            if self
+                .ledger
+                .claim_latest_call(&contact_id, report.ended_at, key)
+                .await?
+            {
+                idempotent(|| self.crm.update_contact(&contact_id, report))
+                    .await
+                    .map_err(|error| SyncError::Crm {
+                        step: Step::ContactUpdate.as_str(),
+                        error,
+                    })?;
+            } else {
+                tracing::debug!("a newer call already set the contact's last-call fields");
+            }
+            self.ledger
+                .finish_step(key, Step::ContactUpdate, Some(&contact_id))
+                .await?;
+        }
+
+        if report.follow_up_needed && !done(Step::FollowUpTask) {
+            let due = report.ended_at + self.follow_up_due;
+            let crm = Arc::clone(&self.crm);
+            self.create_marked(
+                key,
+                owner,
+                report,
+                Step::FollowUpTask,
+                MarkedRecord::FollowUp,
+                steps.get(&Step::FollowUpTask),
+                || crm.create_follow_up(&contact_id, report, due),
+            )
+            .await?;
+        }
+        Ok(contact_id)
+    }
+
+    /// Finds or creates the caller's contact; true when it was created now.
+    async fn resolve_contact(
+        &self,
+        key: CallKey<'_>,
+        owner: Uuid,
+        report: &CallReport,
+    ) -> Result<(CrmId, bool), SyncError> {
+        let step = Step::Contact.as_str();
+        let crm_error = |error| SyncError::Crm { step, error };
+
+        if let Some(hint) = &report.crm_id {
+            if idempotent(|| self.crm.contact_exists(hint))
+                .await
+                .map_err(crm_error)?
+            {
+                return Ok((hint.clone(), false));
+            }
+            tracing::warn!(crm_id = %hint, "the provider's CRM id does not exist; looking the caller up instead");
+        }
+
+        let lookup = ContactLookup {
+            phone: report.caller.phone.as_ref().map(|p| p.best().to_owned()),
+            email: report.caller.email.clone(),
+        };
+        let lookup_key = match (&lookup.phone, &lookup.email) {
+            (Some(phone), _) => format!("phone:{phone}"),
+            (None, Some(email)) => format!("email:{}", email.to_lowercase()),
+            (None, None) => return Err(SyncError::NoIdentity),
+        };
+
+        let claim = wait_while_busy(
+            || self.ledger.claim_contact(&lookup_key, owner),
+            |c| *c == ContactClaim::Busy,
+        )
+        .await?;
+        let pending_since = match claim {
+            ContactClaim::Known(id) => return Ok((id, false)),
+            ContactClaim::Busy => return Err(SyncError::Busy),
+            ContactClaim::Acquired { pending_since } => pending_since,
+        };
+
+        let mut create_not_applied = false;
+        let result = async {
+            if let Some(since) = pending_since {
+                let waited = elapsed_since(since);
+                if waited < self.index_lag {
+                    return Err(SyncError::AwaitingIndex {
+                        step,
+                        wait: self.index_lag - waited,
+                    });
+                }
+            }
+            self.ledger.renew(key, owner).await?;
+            if let Some(id) = idempotent(|| self.crm.find_contact(&lookup))
+                .await
+                .map_err(crm_error)?
+            {
+                self.ledger.contact_resolved(&lookup_key, &id).await?;
+                return Ok((id, false));
+            }
+            self.ledger.contact_pending(&lookup_key, owner).await?;
+            let new_contact = NewContact { report };
+            match not_idempotent(|| self.crm.create_contact(&new_contact)).await {
+                Ok(id) => {
+                    self.ledger.contact_resolved(&lookup_key, &id).await?;
+                    Ok((id, true))
+                }
+                Err(error) => {
+                    create_not_applied = error.applied() == Applied::No;
+                    Err(crm_error(error))
+                }
+            }
+        }
+        .await;
+
+        if result.is_err()
+            && let Err(e) = self
+                .ledger
+                .release_contact(&lookup_key, owner, create_not_applied)
+                .await
+        {
+            tracing::debug!(error = %e, "could not release the contact key");
+        }
+        result
+    }
+
+    /// Creates a record carrying the call's marker exactly once.
+    #[allow(clippy::too_many_arguments)]
+    async fn create_marked<F, Fut>(
+        &self,
+        key: CallKey<'_>,
+        owner: Uuid,
+        report: &CallReport,
+        step: Step,
+        kind: MarkedRecord,
+        recorded: Option<&StepState>,
+        create: F,
+    ) -> Result<CrmId, SyncError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<CrmId, CrmError>>,
+    {
+        let name = step.as_str();
+        let marker = report.marker();
+        let mut unknown_since = match recorded {
+            Some(StepState::Started { since }) => Some(*since),
+            _ => None,
+        };
+        // Bounded: with no index lag an unknown outcome is searched for at
+        // once; three rounds of "unknown" in a row go back to the queue.
+        for _ in 0..3 {
+            if let Some(since) = unknown_since {
+                let waited = elapsed_since(since);
+                if waited < self.index_lag {
+                    return Err(SyncError::AwaitingIndex {
+                        step: name,
+                        wait: self.index_lag - waited,
+                    });
+                }
+                self.ledger.renew(key, owner).await?;
+                let found = idempotent(|| self.crm.find_marked(kind, &marker))
+                    .await
+                    .map_err(|error| SyncError::Crm { step: name, error })?;
+                if let Some(id) = found {
+                    tracing::info!(step = name, crm_id = %id, "adopted the record of an earlier attempt whose outcome was unknown");
+                    self.ledger.finish_step(key, step, Some(&id)).await?;
+                    return Ok(id);
+                }
+            }
+            self.ledger.start_step(key, owner, step).await?;
+            match not_idempotent(&create).await {
+                Ok(id) => {
+                    self.ledger.finish_step(key, step, Some(&id)).await?;
+                    return Ok(id);
+                }
+                Err(error) if error.applied() == Applied::No => {
+                    self.ledger.abandon_step(key, step).await?;
+                    return Err(SyncError::Crm { step: name, error });
+                }
+                Err(error) if !self.index_lag.is_zero() => {
+                    return Err(SyncError::Crm { step: name, error });
+                }
+                Err(error) => {
+                    tracing::warn!(step = name, %error, "outcome unknown; searching for the marker");
+                    unknown_since = Some(OffsetDateTime::now_utc());
+                }
+            }
+        }
+        Err(SyncError::AwaitingIndex {
+            step: name,
+            wait: Duration::ZERO,
+        })
+    }
+}
+
+fn elapsed_since(since: OffsetDateTime) -> Duration {
+    Duration::try_from(OffsetDateTime::now_utc() - since).unwrap_or(Duration::ZERO)
+}
+
+/// Polls `claim` while `busy` says another worker holds the resource.
+async fn wait_while_busy<T, F, Fut>(claim: F, busy: impl Fn(&T) -> bool) -> Result<T, LedgerError>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<T, LedgerError>>,
+{
+    let deadline = tokio::time::Instant::now() + BUSY_WAIT;
+    let mut pause = Duration::from_millis(25);
+    loop {
+        let result = claim().await?;
+        if !busy(&result) || tokio::time::Instant::now() >= deadline {
+            return Ok(result);
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(400));
+    }
+}
+
+fn in_process_policy() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(2))
+        .with_max_times(3)
+        .with_jitter()
+}
+
+/// Honours a 429's `Retry-After` when it is short; a long one ends the
+/// in-process retries so that the message waits in a delay queue instead.
+fn rate_limit_delay(error: &CrmError, planned: Option<Duration>) -> Option<Duration> {
+    match (error, planned) {
+        (_, None) => None,
+        (
+            CrmError::RateLimited {
+                retry_after: Some(wait),
+            },
+            Some(_),
+        ) => (*wait <= MAX_IN_PROCESS_WAIT).then_some(*wait),
+        (_, planned) => planned,
+    }
+}
+
+/// Retries a request that may be repeated freely (search, read, PATCH).
+async fn idempotent<T, F, Fut>(request: F) -> Result<T, CrmError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, CrmError>>,
+{
+    request
+        .retry(in_process_policy())
+        .when(CrmError::is_transient)
+        .adjust(rate_limit_delay)
+        .await
+}
+
+/// Retries a create only when the failed attempt certainly was not applied;
+/// an unknown outcome is returned to the caller, which searches before repeating.
+async fn not_idempotent<T, F, Fut>(request: F) -> Result<T, CrmError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, CrmError>>,
+{
+    request
+        .retry(in_process_policy())
+        .when(|e| e.is_transient() && e.applied() == Applied::No)
+        .adjust(rate_limit_delay)
+        .await
+}

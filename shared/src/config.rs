@@ -60,6 +60,17 @@ impl Env {
         self
     }
 
+    /// Every variable, sorted by name (to hand to a child process).
+    pub fn pairs(&self) -> Vec<(String, String)> {
+        let mut pairs: Vec<_> = self
+            .vars
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        pairs.sort();
+        pairs
+    }
+
     fn error(name: &str, message: impl Into<String>) -> ConfigError {
         ConfigError {
             var: name.to_owned(),

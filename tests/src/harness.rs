@@ -1,0 +1,489 @@
+//! Starting callsync for a test: real RabbitMQ and PostgreSQL, a private
+//! `crm-sim`, and names no other test uses.
+//!
+//! Every [`TestEnv`] gets its own exchange and queue prefix on the broker and
+//! its own database, so tests run in parallel and repeatedly; both are
+//! deleted when the environment is dropped. A missing service fails the test
+//! with a message saying how to start it, never a silent skip.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use callsync_ingest::{App, IngestConfig};
+use callsync_shared::config::Env;
+use callsync_shared::signature::sign_timestamped;
+use callsync_shared::topology::Topology;
+use callsync_worker::ledger::Ledger;
+use callsync_worker::{Worker, WorkerConfig};
+use lapin::options::{ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::types::FieldTable;
+use reqwest::StatusCode;
+use sqlx::Connection;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::sim::{CrmSim, SimConfig, Snapshot};
+
+/// The broker tests use.
+pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+/// The PostgreSQL server tests use; each test creates its own database on it.
+pub const PG_SERVER: &str = "postgres://postgres@127.0.0.1:5432";
+
+/// The HMAC secret and tokens every test environment configures.
+pub const VOICEDOCK_SECRET: &str = "test-voicedock-secret";
+pub const POSTCALL_TOKEN: &str = "test-postcall-token";
+
+/// Reads a fixture of the shared crate (the seed examples).
+pub fn fixture(name: &str) -> Vec<u8> {
+    let path = format!("{}/../shared/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read fixture {path}: {e}"))
+}
+
+/// Fails with instructions when RabbitMQ or PostgreSQL is not listening.
+pub async fn require_services() {
+    for (name, addr) in [
+        ("RabbitMQ", "127.0.0.1:5672"),
+        ("PostgreSQL", "127.0.0.1:5432"),
+    ] {
+        let reachable =
+            tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
+                .await
+                .is_ok_and(|r| r.is_ok());
+        assert!(
+            reachable,
+            "{name} is not reachable at {addr}: the end-to-end tests need it. \
+             Start the local services with scripts/services.sh (see README, Testing)."
+        );
+    }
+}
+
+/// One test's private slice of the broker, the database server and a CRM.
+#[derive(Debug)]
+pub struct TestEnv {
+    pub id: String,
+    pub topology: Topology,
+    pub database_url: String,
+    pub sim: CrmSim,
+    /// Extra variables applied to every service started from this environment.
+    pub overrides: Vec<(String, String)>,
+}
+
+impl TestEnv {
+    pub async fn new() -> Self {
+        Self::with_sim(SimConfig::default()).await
+    }
+
+    pub async fn with_sim(config: SimConfig) -> Self {
+        require_services().await;
+        let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+        let sim = CrmSim::start(SocketAddr::from(([127, 0, 0, 1], 0)), config)
+            .await
+            .expect("crm-sim starts");
+        Self {
+            topology: Topology::new(format!("test-{id}")),
+            database_url: format!("{PG_SERVER}/callsync_test_{id}"),
+            sim,
+            overrides: Vec::new(),
+            id,
+        }
+    }
+
+    /// Sets a variable for every service started afterwards.
+    pub fn set(&mut self, name: &str, value: &str) {
+        self.overrides.push((name.to_owned(), value.to_owned()));
+    }
+
+    fn apply_overrides(&self, mut env: Env) -> Env {
+        for (k, v) in &self.overrides {
+            env = env.with(k.clone(), v.clone());
+        }
+        env
+    }
+
+    /// Ingest's variables for this environment.
+    pub fn ingest_env(&self) -> Env {
+        self.apply_overrides(
+            Env::default()
+                .with("CALLSYNC_AMQP_URL", AMQP_URL)
+                .with("CALLSYNC_AMQP_PREFIX", self.topology.prefix())
+                .with("CALLSYNC_INGEST_ADDR", "127.0.0.1:0")
+                .with("CALLSYNC_VOICEDOCK_SECRET", VOICEDOCK_SECRET)
+                .with("CALLSYNC_POSTCALL_TOKEN", POSTCALL_TOKEN)
+                .with("CALLSYNC_SHUTDOWN_GRACE", "5s"),
+        )
+    }
+
+    /// The worker's variables for this environment: short retry delays and
+    /// leases so that recovery paths finish within a test's time.
+    pub fn worker_env(&self) -> Env {
+        self.apply_overrides(
+            Env::default()
+                .with("CALLSYNC_AMQP_URL", AMQP_URL)
+                .with("CALLSYNC_AMQP_PREFIX", self.topology.prefix())
+                .with("CALLSYNC_DATABASE_URL", &self.database_url)
+                .with("CALLSYNC_METRICS_ADDR", "127.0.0.1:0")
+                .with("CALLSYNC_CRM", "hubspot")
+                .with("CALLSYNC_HUBSPOT_TOKEN", self.sim.token())
+                .with("CALLSYNC_HUBSPOT_BASE_URL", self.sim.base_url())
+                .with("CALLSYNC_RETRY_DELAYS", "1s,2s,3s")
+                .with("CALLSYNC_CRM_TIMEOUT", "2s")
+                .with("CALLSYNC_LEASE", "5s")
+                .with("CALLSYNC_CRM_INDEX_LAG", "0s")
+                .with("CALLSYNC_SHUTDOWN_GRACE", "5s")
+                .with("CALLSYNC_PREFETCH", "8"),
+        )
+    }
+
+    /// Starts ingest in-process and waits until it is ready.
+    pub async fn start_ingest(&self) -> Service {
+        let config = IngestConfig::from_env(&self.ingest_env()).expect("ingest config");
+        let app = App::build(config).await.expect("ingest starts");
+        let addr = app.local_addr();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let _ = app
+                .run_until(async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        let service = Service {
+            base_url: format!("http://{addr}"),
+            stop: Some(stop),
+            task: Some(task),
+        };
+        service.wait_ready(Duration::from_secs(20)).await;
+        service
+    }
+
+    /// Starts a worker in-process and waits until it consumes.
+    pub async fn start_worker(&self) -> Service {
+        self.start_worker_with(self.worker_env()).await
+    }
+
+    pub async fn start_worker_with(&self, env: Env) -> Service {
+        let config = WorkerConfig::from_env(&env).expect("worker config");
+        let worker = Worker::build(config).await.expect("worker starts");
+        let addr = worker.ops_addr();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let _ = worker
+                .run_until(async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        let service = Service {
+            base_url: format!("http://{addr}"),
+            stop: Some(stop),
+            task: Some(task),
+        };
+        service.wait_ready(Duration::from_secs(30)).await;
+        service
+    }
+
+    /// Starts the `callsync-worker` binary as a child process (for tests that
+    /// kill it with SIGKILL) and waits until it consumes.
+    pub async fn spawn_worker_process(&self, ops_port: u16) -> WorkerProcess {
+        let env = self
+            .worker_env()
+            .with("CALLSYNC_METRICS_ADDR", format!("127.0.0.1:{ops_port}"))
+            .with("CALLSYNC_LOG", "warn");
+        let mut command = tokio::process::Command::new(binary("callsync-worker"));
+        command.env_clear();
+        if let Ok(path) = std::env::var("PATH") {
+            command.env("PATH", path);
+        }
+        for (k, v) in env_pairs(&env) {
+            command.env(k, v);
+        }
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("callsync-worker binary starts (built by cargo test --workspace)");
+        let base_url = format!("http://127.0.0.1:{ops_port}");
+        let probe = Service {
+            base_url: base_url.clone(),
+            stop: None,
+            task: None,
+        };
+        probe.wait_ready(Duration::from_secs(30)).await;
+        WorkerProcess { child, base_url }
+    }
+
+    /// The ledger of this environment (the worker created the database).
+    pub async fn ledger(&self) -> Ledger {
+        Ledger::connect(&self.database_url, 2, "hubspot", Duration::from_secs(5))
+            .await
+            .expect("ledger opens")
+    }
+
+    /// Messages ready in a queue of this environment.
+    pub async fn queue_depth(&self, queue: &str) -> u32 {
+        let connection = callsync_shared::broker::connect(AMQP_URL, "callsync-tests")
+            .await
+            .expect("broker connection");
+        let channel = connection.create_channel().await.expect("channel");
+        let q = channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("queue exists");
+        let _ = connection.close(200, "done".into()).await;
+        q.message_count()
+    }
+
+    /// Polls the CRM simulator until `done` holds, or fails after `timeout`
+    /// with the last state in the message.
+    pub async fn wait_for_crm(
+        &self,
+        timeout: Duration,
+        done: impl Fn(&Snapshot) -> bool,
+    ) -> Snapshot {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let snapshot = self.sim.snapshot();
+            if done(&snapshot) {
+                return snapshot;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "crm-sim did not reach the expected state within {timeout:?}; it holds {} contacts, {} calls, {} tasks; stats {:?}",
+                snapshot.contacts.len(),
+                snapshot.calls.len(),
+                snapshot.tasks.len(),
+                snapshot.stats
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits `quiet` and checks that nothing more was created in the CRM:
+    /// duplicates arrive late, so "exactly one" needs a settling time.
+    pub async fn assert_settled(&self, quiet: Duration) -> Snapshot {
+        let before = self.sim.snapshot();
+        tokio::time::sleep(quiet).await;
+        let after = self.sim.snapshot();
+        assert_eq!(
+            (
+                before.contacts.len(),
+                before.calls.len(),
+                before.tasks.len()
+            ),
+            (after.contacts.len(), after.calls.len(), after.tasks.len()),
+            "records were still being created after the expected state"
+        );
+        after
+    }
+
+    /// Deletes this environment's queues, exchanges and database.
+    pub async fn cleanup(&self) {
+        cleanup(
+            self.topology.clone(),
+            self.database_url.clone(),
+            self.id.clone(),
+        )
+        .await;
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        // Drop cannot await: clean up on a thread with its own runtime, so that
+        // a failed test leaves nothing behind either.
+        let topology = self.topology.clone();
+        let url = self.database_url.clone();
+        let id = self.id.clone();
+        let _ = std::thread::spawn(move || {
+            if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                runtime.block_on(cleanup(topology, url, id));
+            }
+        })
+        .join();
+    }
+}
+
+async fn cleanup(topology: Topology, _database_url: String, id: String) {
+    if let Ok(connection) =
+        callsync_shared::broker::connect(AMQP_URL, "callsync-tests-cleanup").await
+    {
+        if let Ok(channel) = connection.create_channel().await {
+            let mut queues = vec![topology.calls_queue(), topology.parking_queue()];
+            for secs in [1, 2, 3, 5, 30, 120, 600, 3_600] {
+                queues.push(topology.retry_queue(Duration::from_secs(secs)));
+            }
+            for q in queues {
+                let _ = channel
+                    .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                    .await;
+            }
+            for e in [
+                topology.exchange(),
+                topology.retry_exchange(),
+                topology.parking_exchange(),
+            ] {
+                let _ = channel
+                    .exchange_delete(e.as_str().into(), ExchangeDeleteOptions::default())
+                    .await;
+            }
+        }
+        let _ = connection.close(200, "cleanup".into()).await;
+    }
+    if let Ok(mut admin) = sqlx::PgConnection::connect(&format!("{PG_SERVER}/postgres")).await {
+        // `id` is twelve hex digits made by this harness, never outside input.
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS callsync_test_{id} WITH (FORCE)"
+        )))
+        .execute(&mut admin)
+        .await;
+    }
+}
+
+/// A service running in-process.
+#[derive(Debug)]
+pub struct Service {
+    pub base_url: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Service {
+    async fn wait_ready(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let client = reqwest::Client::new();
+        loop {
+            let ready = client
+                .get(format!("{}/readyz", self.base_url))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == StatusCode::OK);
+            if ready {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not become ready within {timeout:?}",
+                self.base_url
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Graceful shutdown: the same path as SIGTERM.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+/// A `callsync-worker` child process.
+#[derive(Debug)]
+pub struct WorkerProcess {
+    child: tokio::process::Child,
+    pub base_url: String,
+}
+
+impl WorkerProcess {
+    /// SIGKILL: no graceful shutdown, no acknowledgements, no lease release.
+    pub async fn kill(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+/// The path of a workspace binary next to the test executable.
+pub fn binary(name: &str) -> PathBuf {
+    let mut dir = std::env::current_exe().expect("test executable path");
+    dir.pop();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with cargo test --workspace",
+        path.display()
+    );
+    path
+}
+
+fn env_pairs(env: &Env) -> Vec<(String, String)> {
+    env.pairs()
+}
+
+/// Signs a voicedock body like the provider does (seed 004), now.
+pub fn voicedock_headers(body: &[u8]) -> Vec<(&'static str, String)> {
+    let ts = time::OffsetDateTime::now_utc().unix_timestamp().to_string();
+    let signature = sign_timestamped(VOICEDOCK_SECRET, &ts, body);
+    vec![
+        ("X-Webhook-Timestamp", ts),
+        ("X-Webhook-Signature", signature),
+        ("X-Webhook-Event", "end-of-call-report".to_owned()),
+        ("Content-Type", "application/json".to_owned()),
+    ]
+}
+
+/// Posts a webhook to an ingest.
+pub async fn post(
+    client: &reqwest::Client,
+    ingest: &Service,
+    path: &str,
+    headers: &[(&str, String)],
+    body: Vec<u8>,
+) -> (StatusCode, serde_json::Value) {
+    let mut request = client.post(format!("{}{path}", ingest.base_url)).body(body);
+    for (k, v) in headers {
+        request = request.header(*k, v);
+    }
+    let response = request.send().await.expect("ingest answers");
+    let status = response.status();
+    let json = response.json().await.unwrap_or(serde_json::Value::Null);
+    (status, json)
+}
+
+/// Posts a signed voicedock report.
+pub async fn post_voicedock(
+    client: &reqwest::Client,
+    ingest: &Service,
+    body: Vec<u8>,
+) -> (StatusCode, serde_json::Value) {
+    let headers = voicedock_headers(&body);
+    post(client, ingest, "/webhooks/voicedock", &headers, body).await
+}
+
+/// Posts a postcall report with the bearer token.
+pub async fn post_postcall(
+    client: &reqwest::Client,
+    ingest: &Service,
+    body: Vec<u8>,
+) -> (StatusCode, serde_json::Value) {
+    let headers = vec![
+        ("Authorization", format!("Bearer {POSTCALL_TOKEN}")),
+        ("Content-Type", "application/json".to_owned()),
+    ];
+    post(client, ingest, "/webhooks/postcall", &headers, body).await
+}

@@ -1,0 +1,567 @@
+//! `crm-sim`: a stateful CRM simulator for end-to-end tests and demos.
+//!
+//! It keeps records in memory, checks the bearer token, and misbehaves on
+//! request the way real CRMs do: latency, a rolling rate limit answering 429
+//! with `Retry-After`, a search index that lags writes, injected 5xx, and
+//! requests that are applied but never answered (the connection is reset or
+//! hangs), which is what makes "unknown outcome" handling testable.
+//!
+//! `GET /_sim/state` returns every record and request counters, so tests
+//! assert on what the CRM holds, not on what the worker logged.
+
+pub mod hubspot;
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tower::ServiceExt;
+
+/// A rolling-window rate limit: at most `max` requests per `window`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    pub max: usize,
+    pub window: Duration,
+    /// Seconds sent in `Retry-After`; `None` sends no header (HubSpot's habit).
+    pub retry_after_secs: Option<u64>,
+}
+
+impl std::str::FromStr for RateLimit {
+    type Err = String;
+
+    /// `190/10s`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (max, window) = s
+            .split_once('/')
+            .ok_or_else(|| format!("expected <requests>/<window> such as 190/10s, got {s:?}"))?;
+        let max = max
+            .trim()
+            .parse()
+            .map_err(|_| format!("bad request count in {s:?}"))?;
+        let window = callsync_shared::config::parse_duration(window)?;
+        Ok(Self {
+            max,
+            window,
+            retry_after_secs: Some(window.as_secs().max(1)),
+        })
+    }
+}
+
+/// Random misbehaviour, each a probability per request.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct FaultRates {
+    /// Answer 503 without applying.
+    pub server_error: f64,
+    /// Apply, then drop the connection without answering.
+    pub reset_after_apply: f64,
+    /// Add `slow_by` to the answer.
+    pub slow: f64,
+    pub slow_by: Duration,
+}
+
+/// A fault for the next matching requests, for focused tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// 503 without applying.
+    ServerError,
+    /// 429 without applying.
+    RateLimited { retry_after_secs: Option<u64> },
+    /// Apply, then reset the connection.
+    ApplyThenReset,
+    /// Apply, then never answer (the client times out).
+    ApplyThenHang,
+    /// Never answer and do not apply.
+    Hang,
+    /// Answer with this status (e.g. 400) without applying.
+    Status(u16),
+}
+
+#[derive(Debug, Clone)]
+struct ScriptedFault {
+    operation: &'static str,
+    fault: Fault,
+    remaining: u32,
+}
+
+/// How the simulator starts.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub token: String,
+    pub latency: Duration,
+    pub rate_limit: Option<RateLimit>,
+    pub index_lag: Duration,
+    pub faults: FaultRates,
+    pub seed: u64,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            token: "sim-token".to_owned(),
+            latency: Duration::ZERO,
+            rate_limit: None,
+            index_lag: Duration::ZERO,
+            faults: FaultRates::default(),
+            seed: 42,
+        }
+    }
+}
+
+/// One CRM record as the simulator holds it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Record {
+    pub id: String,
+    pub properties: Map<String, Value>,
+    /// Ids of the contacts this record is associated with.
+    pub associations: Vec<String>,
+    #[serde(skip)]
+    pub(crate) created: Option<Instant>,
+}
+
+impl Record {
+    pub fn prop(&self, name: &str) -> Option<&str> {
+        self.properties.get(name).and_then(Value::as_str)
+    }
+}
+
+/// Request counters.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Stats {
+    pub requests: u64,
+    pub by_operation: BTreeMap<String, u64>,
+    pub unauthorized: u64,
+    pub rate_limited: u64,
+    pub server_errors: u64,
+    pub resets: u64,
+    pub hangs: u64,
+}
+
+/// Everything the simulator holds.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Snapshot {
+    pub contacts: Vec<Record>,
+    pub calls: Vec<Record>,
+    pub tasks: Vec<Record>,
+    pub properties: Vec<String>,
+    pub stats: Stats,
+}
+
+#[derive(Debug)]
+pub(crate) struct State {
+    config: SimConfig,
+    next_id: u64,
+    pub(crate) contacts: Vec<Record>,
+    pub(crate) calls: Vec<Record>,
+    pub(crate) tasks: Vec<Record>,
+    pub(crate) properties: HashSet<String>,
+    pub(crate) groups: HashSet<String>,
+    stats: Stats,
+    window: VecDeque<Instant>,
+    scripted: Vec<ScriptedFault>,
+    rng: fastrand::Rng,
+}
+
+impl State {
+    pub(crate) fn new_id(&mut self) -> String {
+        self.next_id += 1;
+        self.next_id.to_string()
+    }
+
+    /// Whether a record is visible to search yet (the index lags writes).
+    pub(crate) fn indexed(&self, record: &Record) -> bool {
+        record
+            .created
+            .is_none_or(|t| t.elapsed() >= self.config.index_lag)
+    }
+
+    pub(crate) fn insert(
+        &mut self,
+        kind: Kind,
+        properties: Map<String, Value>,
+        associations: Vec<String>,
+    ) -> Record {
+        let record = Record {
+            id: self.new_id(),
+            properties,
+            associations,
+            created: Some(Instant::now()),
+        };
+        self.records_mut(kind).push(record.clone());
+        record
+    }
+
+    pub(crate) fn records(&self, kind: Kind) -> &Vec<Record> {
+        match kind {
+            Kind::Contacts => &self.contacts,
+            Kind::Calls => &self.calls,
+            Kind::Tasks => &self.tasks,
+        }
+    }
+
+    pub(crate) fn records_mut(&mut self, kind: Kind) -> &mut Vec<Record> {
+        match kind {
+            Kind::Contacts => &mut self.contacts,
+            Kind::Calls => &mut self.calls,
+            Kind::Tasks => &mut self.tasks,
+        }
+    }
+}
+
+/// The record collections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Contacts,
+    Calls,
+    Tasks,
+}
+
+/// Shared simulator state, handed to every route.
+#[derive(Debug, Clone)]
+pub struct Shared(pub(crate) Arc<Mutex<State>>);
+
+impl Shared {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// What a request should suffer before or after it is applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Decision {
+    Proceed { reset_after: bool, hang_after: bool },
+    Respond(StatusCode, Option<u64>),
+    Hang,
+}
+
+/// Per-connection switch that lets a route drop its own connection.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnectionKill(Arc<Notify>);
+
+impl Shared {
+    /// Counts the request and decides its fate: auth, rate limit, faults.
+    pub(crate) fn admit(&self, operation: &'static str, authorization: Option<&str>) -> Decision {
+        let mut s = self.lock();
+        s.stats.requests += 1;
+        *s.stats
+            .by_operation
+            .entry(operation.to_owned())
+            .or_default() += 1;
+
+        let expected = format!("Bearer {}", s.config.token);
+        if authorization != Some(expected.as_str()) {
+            s.stats.unauthorized += 1;
+            return Decision::Respond(StatusCode::UNAUTHORIZED, None);
+        }
+
+        if let Some(limit) = s.config.rate_limit {
+            let now = Instant::now();
+            while s
+                .window
+                .front()
+                .is_some_and(|t| now.duration_since(*t) >= limit.window)
+            {
+                s.window.pop_front();
+            }
+            if s.window.len() >= limit.max {
+                s.stats.rate_limited += 1;
+                return Decision::Respond(StatusCode::TOO_MANY_REQUESTS, limit.retry_after_secs);
+            }
+            s.window.push_back(now);
+        }
+
+        let scripted = s
+            .scripted
+            .iter_mut()
+            .find(|f| f.remaining > 0 && (f.operation == operation || f.operation == "*"))
+            .map(|f| {
+                f.remaining -= 1;
+                f.fault
+            });
+        s.scripted.retain(|f| f.remaining > 0);
+        let random = s.config.faults;
+        let fault = scripted.or_else(|| {
+            if s.rng.f64() < random.server_error {
+                Some(Fault::ServerError)
+            } else if s.rng.f64() < random.reset_after_apply {
+                Some(Fault::ApplyThenReset)
+            } else {
+                None
+            }
+        });
+        match fault {
+            Some(Fault::ServerError) => {
+                s.stats.server_errors += 1;
+                Decision::Respond(StatusCode::SERVICE_UNAVAILABLE, None)
+            }
+            Some(Fault::RateLimited { retry_after_secs }) => {
+                s.stats.rate_limited += 1;
+                Decision::Respond(StatusCode::TOO_MANY_REQUESTS, retry_after_secs)
+            }
+            Some(Fault::Status(code)) => Decision::Respond(
+                StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST),
+                None,
+            ),
+            Some(Fault::Hang) => {
+                s.stats.hangs += 1;
+                Decision::Hang
+            }
+            Some(Fault::ApplyThenReset) => {
+                s.stats.resets += 1;
+                Decision::Proceed {
+                    reset_after: true,
+                    hang_after: false,
+                }
+            }
+            Some(Fault::ApplyThenHang) => {
+                s.stats.hangs += 1;
+                Decision::Proceed {
+                    reset_after: false,
+                    hang_after: true,
+                }
+            }
+            None => Decision::Proceed {
+                reset_after: false,
+                hang_after: false,
+            },
+        }
+    }
+
+    /// The latency to add to this answer.
+    pub(crate) fn latency(&self) -> Duration {
+        let mut s = self.lock();
+        let f = s.config.faults;
+        let extra = if f.slow > 0.0 && s.rng.f64() < f.slow {
+            f.slow_by
+        } else {
+            Duration::ZERO
+        };
+        s.config.latency + extra
+    }
+}
+
+/// Runs a route with the simulator's latency, limits and faults around it.
+pub(crate) async fn guarded<F>(
+    shared: &Shared,
+    kill: Option<&ConnectionKill>,
+    operation: &'static str,
+    authorization: Option<&str>,
+    apply: F,
+) -> Response
+where
+    F: FnOnce(&mut State) -> Response,
+{
+    let decision = shared.admit(operation, authorization);
+    let latency = shared.latency();
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    match decision {
+        Decision::Respond(status, retry_after) => {
+            let body = match status {
+                StatusCode::TOO_MANY_REQUESTS => json!({
+                    "status": "error",
+                    "errorType": "RATE_LIMIT",
+                    "policyName": "TEN_SECONDLY_ROLLING",
+                    "message": "You have reached your ten_secondly_rolling limit."
+                }),
+                StatusCode::UNAUTHORIZED => json!({
+                    "status": "error",
+                    "category": "INVALID_AUTHENTICATION",
+                    "message": "Authentication credentials not found."
+                }),
+                status if status.is_client_error() => json!({
+                    "status": "error",
+                    "category": "VALIDATION_ERROR",
+                    "message": "injected rejection"
+                }),
+                _ => json!({ "status": "error", "message": "injected failure" }),
+            };
+            let mut response = (status, axum::Json(body)).into_response();
+            if let Some(secs) = retry_after {
+                if let Ok(value) = secs.to_string().parse() {
+                    response.headers_mut().insert("retry-after", value);
+                }
+            }
+            response
+        }
+        Decision::Hang => std::future::pending().await,
+        Decision::Proceed {
+            reset_after,
+            hang_after,
+        } => {
+            let response = {
+                let mut state = shared.lock();
+                apply(&mut state)
+            };
+            if reset_after {
+                if let Some(kill) = kill {
+                    kill.0.notify_one();
+                }
+                return std::future::pending().await;
+            }
+            if hang_after {
+                return std::future::pending().await;
+            }
+            response
+        }
+    }
+}
+
+/// A running simulator.
+#[derive(Debug)]
+pub struct CrmSim {
+    addr: SocketAddr,
+    shared: Shared,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CrmSim {
+    /// Starts a HubSpot simulator on `addr` (port 0 picks a free port).
+    pub async fn start(addr: SocketAddr, config: SimConfig) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let seed = config.seed;
+        let shared = Shared(Arc::new(Mutex::new(State {
+            config,
+            next_id: 1000,
+            contacts: Vec::new(),
+            calls: Vec::new(),
+            tasks: Vec::new(),
+            properties: HashSet::new(),
+            groups: HashSet::new(),
+            stats: Stats::default(),
+            window: VecDeque::new(),
+            scripted: Vec::new(),
+            rng: fastrand::Rng::with_seed(seed),
+        })));
+        let router = hubspot::router(shared.clone()).merge(inspection(shared.clone()));
+        let task = tokio::spawn(serve(listener, router));
+        Ok(Self { addr, shared, task })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The base URL to configure a CRM client with.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn token(&self) -> String {
+        self.shared.lock().config.token.clone()
+    }
+
+    /// Every record and the counters.
+    pub fn snapshot(&self) -> Snapshot {
+        snapshot(&self.shared.lock())
+    }
+
+    /// Injects `fault` into the next `times` requests of `operation`
+    /// (`create_call`, `create_task`, ..., or `*` for any).
+    pub fn inject(&self, operation: &'static str, fault: Fault, times: u32) {
+        self.shared.lock().scripted.push(ScriptedFault {
+            operation,
+            fault,
+            remaining: times,
+        });
+    }
+
+    /// Replaces the random fault rates.
+    pub fn set_faults(&self, faults: FaultRates) {
+        self.shared.lock().config.faults = faults;
+    }
+
+    /// Replaces the rate limit.
+    pub fn set_rate_limit(&self, limit: Option<RateLimit>) {
+        self.shared.lock().config.rate_limit = limit;
+    }
+
+    /// Adds a contact as if a human had created it in the CRM long ago
+    /// (already indexed). Returns its id.
+    pub fn seed_contact(&self, properties: Map<String, Value>) -> String {
+        let mut s = self.shared.lock();
+        let id = s.new_id();
+        s.contacts.push(Record {
+            id: id.clone(),
+            properties,
+            associations: Vec::new(),
+            created: None,
+        });
+        id
+    }
+
+    /// Adds a contact with a given id (for `crm_id` hints).
+    pub fn seed_contact_with_id(&self, id: &str, properties: Map<String, Value>) {
+        self.shared.lock().contacts.push(Record {
+            id: id.to_owned(),
+            properties,
+            associations: Vec::new(),
+            created: None,
+        });
+    }
+}
+
+impl Drop for CrmSim {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn snapshot(s: &State) -> Snapshot {
+    let mut properties: Vec<String> = s.properties.iter().cloned().collect();
+    properties.sort();
+    Snapshot {
+        contacts: s.contacts.clone(),
+        calls: s.calls.clone(),
+        tasks: s.tasks.clone(),
+        properties,
+        stats: s.stats.clone(),
+    }
+}
+
+fn inspection(shared: Shared) -> Router {
+    Router::new().route(
+        "/_sim/state",
+        axum::routing::get(move || {
+            let shared = shared.clone();
+            async move { axum::Json(snapshot(&shared.lock())) }
+        }),
+    )
+}
+
+/// Serves HTTP/1 connections one task each, so that a route can drop its
+/// own connection (the "applied, then reset" fault) through [`ConnectionKill`].
+async fn serve(listener: TcpListener, router: Router) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let router = router.clone();
+        tokio::spawn(async move {
+            let kill = Arc::new(Notify::new());
+            let switch = ConnectionKill(Arc::clone(&kill));
+            let service = hyper::service::service_fn(
+                move |mut request: hyper::Request<hyper::body::Incoming>| {
+                    request.extensions_mut().insert(switch.clone());
+                    router.clone().oneshot(request)
+                },
+            );
+            let connection = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::select! {
+                _ = connection => {}
+                () = kill.notified() => {}
+            }
+        });
+    }
+}

@@ -1,3 +1,6 @@
+// Routes return ready-made error responses; boxing them would only add noise.
+#![allow(clippy::result_large_err)]
+
 //! The HubSpot CRM v3 endpoints the worker uses, with HubSpot's rules:
 //! custom properties must exist before they are written, e-mails are unique
 //! (409 with the existing id), associations need a known contact and the
@@ -276,18 +279,17 @@ async fn create(
             let mut associations = Vec::new();
             match kind {
                 Kind::Contacts => {
-                    if let Some(email) = properties.get("email").and_then(Value::as_str) {
-                        if let Some(existing) = state
+                    if let Some(email) = properties.get("email").and_then(Value::as_str)
+                        && let Some(existing) = state
                             .contacts
                             .iter()
                             .find(|c| c.prop("email") == Some(email))
-                        {
-                            return error(
-                                StatusCode::CONFLICT,
-                                "CONFLICT",
-                                format!("Contact already exists. Existing ID: {}", existing.id),
-                            );
-                        }
+                    {
+                        return error(
+                            StatusCode::CONFLICT,
+                            "CONFLICT",
+                            format!("Contact already exists. Existing ID: {}", existing.id),
+                        );
                     }
                 }
                 Kind::Calls | Kind::Tasks => {

@@ -386,10 +386,10 @@ where
                 _ => json!({ "status": "error", "message": "injected failure" }),
             };
             let mut response = (status, axum::Json(body)).into_response();
-            if let Some(secs) = retry_after {
-                if let Ok(value) = secs.to_string().parse() {
-                    response.headers_mut().insert("retry-after", value);
-                }
+            if let Some(secs) = retry_after
+                && let Ok(value) = secs.to_string().parse()
+            {
+                response.headers_mut().insert("retry-after", value);
             }
             response
         }

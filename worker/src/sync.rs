@@ -382,7 +382,9 @@ impl Syncer {
             _ => None,
         };
         // Bounded: with no index lag an unknown outcome is searched for at
-        // once; three rounds of "unknown" in a row go back to the queue.
+        // once; after three rounds of "unknown" in a row the last error goes
+        // back to the consumer as a (counted) transient failure.
+        let mut last_error = None;
         for _ in 0..3 {
             if let Some(since) = unknown_since {
                 let waited = elapsed_since(since);
@@ -418,12 +420,16 @@ impl Syncer {
                 Err(error) => {
                     tracing::warn!(step = name, %error, "outcome unknown; searching for the marker");
                     unknown_since = Some(OffsetDateTime::now_utc());
+                    last_error = Some(error);
                 }
             }
         }
-        Err(SyncError::AwaitingIndex {
-            step: name,
-            wait: Duration::ZERO,
+        Err(match last_error {
+            Some(error) => SyncError::Crm { step: name, error },
+            None => SyncError::AwaitingIndex {
+                step: name,
+                wait: Duration::ZERO,
+            },
         })
     }
 }

@@ -1,0 +1,326 @@
+//! Each kind of failure on its own: a worker killed mid-call, rate limits,
+//! requests applied but never answered, server errors, permanent rejections
+//! and graceful shutdown. Every test ends by counting the CRM's records.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use callsync_shared::topology::{CALL_REPORT_KEY, headers};
+use callsync_tests::harness::{AMQP_URL, TestEnv, fixture, post_voicedock};
+use callsync_tests::sim::{Fault, SimConfig};
+use lapin::options::{BasicGetOptions, BasicPublishOptions};
+use lapin::types::FieldTable;
+use reqwest::StatusCode;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn free_port() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+async fn wait_for_ledger(env: &TestEnv, synced: i64, parked: i64) {
+    let ledger = env.ledger().await;
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let counts = ledger.counts().await.unwrap();
+        if counts.synced == synced && counts.parked == parked {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ledger stuck at {counts:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The reason header of the one parked message.
+async fn parked_reason(env: &TestEnv) -> String {
+    let connection = callsync_shared::broker::connect(AMQP_URL, "callsync-tests")
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let message = channel
+        .basic_get(
+            env.topology.parking_queue().as_str().into(),
+            BasicGetOptions { no_ack: false },
+        )
+        .await
+        .unwrap()
+        .expect("a parked message");
+    let reason = headers::text(
+        message.delivery.properties.headers().as_ref(),
+        headers::REASON,
+    )
+    .unwrap_or_default();
+    let _ = connection.close(200, "done".into()).await;
+    reason
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_between_steps_and_restarted_completes_the_call_without_duplicating_a_step()
+{
+    let env = TestEnv::new().await;
+    // The task is created in the CRM but its answer never comes: the worker
+    // is stuck after three of four steps when it is killed.
+    env.sim.inject("create_task", Fault::ApplyThenHang, 1);
+    let ingest = env.start_ingest().await;
+    let worker = env.spawn_worker_process(free_port().await).await;
+    let client = reqwest::Client::new();
+    let (status, _) = post_voicedock(&client, &ingest, fixture("voicedock_follow_up.json")).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    env.wait_for_crm(WAIT, |s| s.tasks.len() == 1).await;
+    worker.kill().await;
+
+    let ledger = env.ledger().await;
+    assert_eq!(
+        ledger.counts().await.unwrap().synced,
+        0,
+        "the killed worker did not finish the call"
+    );
+
+    let restarted = env.start_worker().await;
+    wait_for_ledger(&env, 1, 0).await;
+    let s = env.assert_settled(Duration::from_millis(500)).await;
+    assert_eq!((s.contacts.len(), s.calls.len(), s.tasks.len()), (1, 1, 1));
+    assert_eq!(
+        s.stats.by_operation.get("create_call"),
+        Some(&1),
+        "the call step was not repeated"
+    );
+    assert_eq!(
+        s.stats.by_operation.get("create_task"),
+        Some(&1),
+        "the task was adopted, not re-created"
+    );
+    restarted.stop().await;
+    ingest.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limited_request_waits_for_retry_after_and_the_call_is_synced_once() {
+    let env = TestEnv::new().await;
+    env.sim.inject(
+        "create_call",
+        Fault::RateLimited {
+            retry_after_secs: Some(1),
+        },
+        2,
+    );
+    let ingest = env.start_ingest().await;
+    let worker = env.start_worker().await;
+    let started = std::time::Instant::now();
+    post_voicedock(
+        &reqwest::Client::new(),
+        &ingest,
+        fixture("voicedock_000_end_of_call_report.json"),
+    )
+    .await;
+    env.wait_for_crm(WAIT, |s| s.calls.len() == 1).await;
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "two Retry-After: 1 waits were honoured"
+    );
+    let s = env.assert_settled(Duration::from_millis(300)).await;
+    assert_eq!(s.stats.rate_limited, 2);
+    assert_eq!(s.stats.by_operation.get("create_call"), Some(&3));
+    assert_eq!(s.calls.len(), 1);
+    worker.stop().await;
+    ingest.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_applied_but_answered_with_a_reset_is_adopted_not_repeated() {
+    let env = TestEnv::new().await;
+    env.sim.inject("create_call", Fault::ApplyThenReset, 1);
+    let ingest = env.start_ingest().await;
+    let worker = env.start_worker().await;
+    post_voicedock(
+        &reqwest::Client::new(),
+        &ingest,
+        fixture("voicedock_000_end_of_call_report.json"),
+    )
+    .await;
+    wait_for_ledger(&env, 1, 0).await;
+    let s = env.assert_settled(Duration::from_millis(300)).await;
+    assert_eq!(s.stats.resets, 1);
+    assert_eq!(
+        s.calls.len(),
+        1,
+        "the call created before the reset is the only one"
+    );
+    assert_eq!(s.stats.by_operation.get("create_call"), Some(&1));
+    assert!(
+        s.stats
+            .by_operation
+            .get("search_calls")
+            .is_some_and(|n| *n >= 1),
+        "the marker was searched"
+    );
+    worker.stop().await;
+    ingest.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contact_create_applied_but_reset_does_not_create_a_second_contact() {
+    let env = TestEnv::new().await;
+    env.sim.inject("create_contact", Fault::ApplyThenReset, 1);
+    let ingest = env.start_ingest().await;
+    let worker = env.start_worker().await;
+    post_voicedock(
+        &reqwest::Client::new(),
+        &ingest,
+        fixture("voicedock_follow_up.json"),
+    )
+    .await;
+    wait_for_ledger(&env, 1, 0).await;
+    let s = env.assert_settled(Duration::from_millis(300)).await;
+    assert_eq!((s.contacts.len(), s.calls.len(), s.tasks.len()), (1, 1, 1));
+    worker.stop().await;
+    ingest.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_errors_are_retried_and_the_call_is_synced_once() {
+    let env = TestEnv::new().await;
+    env.sim.inject("create_contact", Fault::ServerError, 2);
+    env.sim.inject("create_task", Fault::ServerError, 2);
+    let ingest = env.start_ingest().await;
+    let worker = env.start_worker().await;
+    post_voicedock(
+        &reqwest::Client::new(),
+        &ingest,
+        fixture("voicedock_follow_up.json"),
+    )
+    .await;
+    wait_for_ledger(&env, 1, 0).await;
+    let s = env.assert_settled(Duration::from_millis(300)).await;
+    assert_eq!(s.stats.server_errors, 4);
+    assert_eq!((s.contacts.len(), s.calls.len(), s.tasks.len()), (1, 1, 1));
+    worker.stop().await;
+    ingest.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permanently_rejected_call_is_parked_with_its_reason() {
+    let env = TestEnv::new().await;
+    env.sim.inject("create_call", Fault::Status(400), 1);
+    let ingest = env.start_ingest().await;
+    let worker = env.start_worker().await;
+    post_voicedock(
+        &reqwest::Client::new(),
+        &ingest,
+        fixture("voicedock_000_end_of_call_report.json"),
+    )
+    .await;
+    wait_for_ledger(&env, 0, 1).await;
+    assert_eq!(env.queue_depth(&env.topology.parking_queue()).await, 1);
+    let reason = parked_reason(&env).await;
+    assert!(
+        reason.contains("call_log: CRM rejected the request (400)"),
+        "{reason}"
+    );
+    let s = env.sim.snapshot();
+    assert!(s.calls.is_empty());
+    assert_eq!(
+        s.stats.by_operation.get("create_call"),
+        Some(&1),
+        "a permanent error is not retried"
+    );
+    worker.stop().await;
+    ingest.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transient_failure_that_outlasts_every_retry_tier_is_parked() {
+    let mut env = TestEnv::new().await;
+    env.set("CALLSYNC_RETRY_DELAYS", "1s");
+    env.sim.inject("create_call", Fault::ServerError, 1_000);
+    let ingest = env.start_ingest().await;
+    let worker = env.start_worker().await;
+    post_voicedock(
+        &reqwest::Client::new(),
+        &ingest,
+        fixture("voicedock_000_end_of_call_report.json"),
+    )
+    .await;
+    wait_for_ledger(&env, 0, 1).await;
+    let reason = parked_reason(&env).await;
+    assert!(reason.starts_with("gave up after 2 attempts"), "{reason}");
+    assert!(env.sim.snapshot().calls.is_empty());
+    worker.stop().await;
+    ingest.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_that_cannot_be_parsed_is_parked_at_once() {
+    let env = TestEnv::new().await;
+    let worker = env.start_worker().await;
+    let connection = callsync_shared::broker::connect(AMQP_URL, "callsync-tests")
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let mut table = FieldTable::default();
+    headers::set_text(&mut table, headers::SOURCE, "voicedock");
+    channel
+        .basic_publish(
+            env.topology.exchange().as_str().into(),
+            CALL_REPORT_KEY.into(),
+            BasicPublishOptions::default(),
+            b"not json at all",
+            lapin::BasicProperties::default().with_headers(table),
+        )
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    while env.queue_depth(&env.topology.parking_queue()).await == 0 {
+        assert!(std::time::Instant::now() < deadline, "message not parked");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let reason = parked_reason(&env).await;
+    assert!(
+        reason.starts_with("unparseable: body is not valid JSON"),
+        "{reason}"
+    );
+    assert_eq!(
+        env.sim.snapshot().stats.requests,
+        0,
+        "nothing reached the CRM"
+    );
+    let _ = connection.close(200, "done".into()).await;
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_shutdown_finishes_the_call_in_flight() {
+    let env = TestEnv::with_sim(SimConfig {
+        latency: Duration::from_millis(300),
+        ..SimConfig::default()
+    })
+    .await;
+    let ingest = env.start_ingest().await;
+    let worker = env.start_worker().await;
+    post_voicedock(
+        &reqwest::Client::new(),
+        &ingest,
+        fixture("voicedock_follow_up.json"),
+    )
+    .await;
+    // Stop as soon as the worker is talking to the CRM.
+    env.wait_for_crm(WAIT, |s| s.stats.requests > 0).await;
+    worker.stop().await;
+    let s = env.sim.snapshot();
+    assert_eq!(
+        (s.calls.len(), s.tasks.len()),
+        (1, 1),
+        "the call in flight was finished before exit"
+    );
+    assert_eq!(
+        env.queue_depth(&env.topology.calls_queue()).await,
+        0,
+        "and acknowledged"
+    );
+    ingest.stop().await;
+}

@@ -122,12 +122,12 @@ async fn two_workers_given_two_calls_from_one_new_number_create_one_contact() {
     assert!(
         s.calls
             .iter()
-            .all(|c| &c.associations == &vec![contact.clone()])
+            .all(|c| c.associations == vec![contact.clone()])
     );
     assert!(
         s.tasks
             .iter()
-            .all(|t| &t.associations == &vec![contact.clone()])
+            .all(|t| t.associations == vec![contact.clone()])
     );
     first.stop().await;
     second.stop().await;

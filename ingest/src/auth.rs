@@ -21,19 +21,22 @@ pub struct SourceAuth {
 impl SourceAuth {
     pub fn from_env(env: &Env, source: Source) -> Result<Self, ConfigError> {
         let name = source.env_name();
-        let secrets = match source {
-            // postcall's format has no signature of its own: only tokens apply.
-            Source::Postcall => Vec::new(),
-            Source::Voicedock => env.secrets(&format!("CALLSYNC_{name}_SECRET")),
+        // postcall's format has no signature of its own: only tokens apply.
+        let (secrets, tolerance_secs) = match source {
+            Source::Postcall => (Vec::new(), 0),
+            Source::Voicedock => (
+                env.secrets(&format!("CALLSYNC_{name}_SECRET")),
+                env.parse(
+                    &format!("CALLSYNC_{name}_TOLERANCE_SECS"),
+                    300,
+                    "a number of seconds",
+                )?,
+            ),
         };
         Ok(Self {
             secrets,
             tokens: env.secrets(&format!("CALLSYNC_{name}_TOKEN")),
-            tolerance_secs: env.parse(
-                &format!("CALLSYNC_{name}_TOLERANCE_SECS"),
-                300,
-                "a number of seconds",
-            )?,
+            tolerance_secs,
             allow_unauthenticated: env
                 .bool(&format!("CALLSYNC_{name}_ALLOW_UNAUTHENTICATED"), false)?,
         })

@@ -10,6 +10,19 @@ async fn main() -> anyhow::Result<()> {
             std::process::exit(2);
         }
     };
+    match std::env::args().nth(1).as_deref() {
+        None => {}
+        // For container healthchecks: is this instance ready?
+        Some("healthcheck") => {
+            callsync_shared::health::exit_with_probe(config.addr.port(), "/readyz").await
+        }
+        Some(other) => {
+            eprintln!(
+                "callsync-ingest: unknown command {other:?}; usage: callsync-ingest [healthcheck]"
+            );
+            std::process::exit(2);
+        }
+    }
     config.log.init();
     let app = App::build(config).await?;
     app.run_until(callsync_shared::shutdown::signal()).await?;

@@ -4,6 +4,7 @@
 
 pub mod broker;
 pub mod config;
+pub mod health;
 pub mod phone;
 pub mod report;
 pub mod shutdown;

@@ -64,6 +64,9 @@ async fn main() -> anyhow::Result<()> {
             std::process::exit(2);
         }
     };
+    if std::env::args().nth(1).as_deref() == Some("healthcheck") {
+        callsync_shared::health::exit_with_probe(addr.port(), "/_sim/state").await;
+    }
     let sim = CrmSim::start(addr, config).await?;
     tracing::info!(addr = %sim.addr(), "crm-sim (HubSpot mode) listening; state at /_sim/state");
     callsync_shared::shutdown::signal().await;

@@ -413,6 +413,21 @@ impl WorkerProcess {
     pub async fn kill(mut self) {
         let _ = self.child.kill().await;
     }
+
+    /// SIGTERM, as Docker and Kubernetes send it; waits for the exit.
+    pub async fn terminate(mut self, timeout: Duration) -> std::process::ExitStatus {
+        let pid = self.child.id().expect("running child").to_string();
+        let sent = tokio::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .await
+            .expect("kill command");
+        assert!(sent.success(), "SIGTERM could not be sent");
+        tokio::time::timeout(timeout, self.child.wait())
+            .await
+            .expect("the worker exits within the timeout")
+            .expect("exit status")
+    }
 }
 
 /// The path of a workspace binary next to the test executable.
@@ -486,4 +501,105 @@ pub async fn post_postcall(
         ("Content-Type", "application/json".to_owned()),
     ];
     post(client, ingest, "/webhooks/postcall", &headers, body).await
+}
+
+/// A TCP proxy in front of a service, to cut a service's connections
+/// without touching anyone else's (other tests share the same broker).
+#[derive(Debug)]
+pub struct TcpProxy {
+    addr: SocketAddr,
+    state: std::sync::Arc<ProxyState>,
+    task: JoinHandle<()>,
+}
+
+#[derive(Debug, Default)]
+struct ProxyState {
+    up: std::sync::atomic::AtomicBool,
+    connections: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
+}
+
+impl TcpProxy {
+    /// Starts forwarding a free local port to `upstream`.
+    pub async fn start(upstream: &str) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = std::sync::Arc::new(ProxyState::default());
+        state.up.store(true, std::sync::atomic::Ordering::SeqCst);
+        let upstream = upstream.to_owned();
+        let shared = std::sync::Arc::clone(&state);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    continue;
+                };
+                if !shared.up.load(std::sync::atomic::Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let upstream = upstream.clone();
+                let handle = tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                shared
+                    .connections
+                    .lock()
+                    .unwrap()
+                    .push(handle.abort_handle());
+            }
+        });
+        Self { addr, state, task }
+    }
+
+    /// An AMQP URL through this proxy.
+    pub fn amqp_url(&self) -> String {
+        format!("amqp://guest:guest@{}/%2f", self.addr)
+    }
+
+    /// Drops every open connection and refuses new ones until [`TcpProxy::restore`].
+    pub fn cut(&self) {
+        self.state
+            .up
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        for connection in self.state.connections.lock().unwrap().drain(..) {
+            connection.abort();
+        }
+    }
+
+    /// Accepts connections again.
+    pub fn restore(&self) {
+        self.state
+            .up
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.task.abort();
+    }
+}
+
+/// Polls `GET {base_url}/readyz` until it answers `status`.
+pub async fn wait_for_readiness(base_url: &str, status: StatusCode, timeout: Duration) {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + timeout;
+    loop {
+        let current = client
+            .get(format!("{base_url}/readyz"))
+            .send()
+            .await
+            .map(|r| r.status())
+            .ok();
+        if current == Some(status) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{base_url}/readyz answered {current:?}, not {status}, within {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -324,3 +324,31 @@ async fn a_graceful_shutdown_finishes_the_call_in_flight() {
     );
     ingest.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_process_finishes_its_call_and_exits_cleanly_on_sigterm() {
+    let env = TestEnv::with_sim(SimConfig {
+        latency: Duration::from_millis(300),
+        ..SimConfig::default()
+    })
+    .await;
+    let ingest = env.start_ingest().await;
+    let worker = env.spawn_worker_process(free_port().await).await;
+    post_voicedock(
+        &reqwest::Client::new(),
+        &ingest,
+        fixture("voicedock_follow_up.json"),
+    )
+    .await;
+    env.wait_for_crm(WAIT, |s| s.stats.requests > 0).await;
+    let status = worker.terminate(Duration::from_secs(20)).await;
+    assert!(status.success(), "exit status {status:?}");
+    let s = env.sim.snapshot();
+    assert_eq!(
+        (s.calls.len(), s.tasks.len()),
+        (1, 1),
+        "the call in flight was finished before exit"
+    );
+    assert_eq!(env.queue_depth(&env.topology.calls_queue()).await, 0);
+    ingest.stop().await;
+}

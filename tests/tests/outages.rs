@@ -1,0 +1,78 @@
+//! Broker connections that drop: ingest and workers reconnect, `/readyz`
+//! tells the truth meanwhile, and nothing accepted is lost.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use callsync_tests::harness::{TcpProxy, TestEnv, fixture, post_voicedock, wait_for_readiness};
+use reqwest::StatusCode;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_reports_not_ready_while_the_broker_is_unreachable_and_recovers_after() {
+    let proxy = TcpProxy::start("127.0.0.1:5672").await;
+    let mut env = TestEnv::new().await;
+    env.set("CALLSYNC_AMQP_URL", &proxy.amqp_url());
+    let ingest = env.start_ingest().await;
+    let client = reqwest::Client::new();
+
+    proxy.cut();
+    wait_for_readiness(&ingest.base_url, StatusCode::SERVICE_UNAVAILABLE, WAIT).await;
+    let (status, _) = post_voicedock(
+        &client,
+        &ingest,
+        fixture("voicedock_000_end_of_call_report.json"),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "nothing is accepted without a confirm"
+    );
+    assert_eq!(env.queue_depth(&env.topology.calls_queue()).await, 0);
+
+    proxy.restore();
+    wait_for_readiness(&ingest.base_url, StatusCode::OK, WAIT).await;
+    let (status, _) = post_voicedock(
+        &client,
+        &ingest,
+        fixture("voicedock_000_end_of_call_report.json"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(env.queue_depth(&env.topology.calls_queue()).await, 1);
+    ingest.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_broker_connection_drops_reconnects_and_syncs_what_was_queued() {
+    let proxy = TcpProxy::start("127.0.0.1:5672").await;
+    let env = TestEnv::new().await;
+    let ingest = env.start_ingest().await;
+    let worker_env = env.worker_env().with("CALLSYNC_AMQP_URL", proxy.amqp_url());
+    let worker = env.start_worker_with(worker_env).await;
+    let client = reqwest::Client::new();
+
+    proxy.cut();
+    wait_for_readiness(&worker.base_url, StatusCode::SERVICE_UNAVAILABLE, WAIT).await;
+    // Ingest (direct connection) keeps accepting while the worker is cut off.
+    for fixture_name in [
+        "voicedock_000_end_of_call_report.json",
+        "voicedock_follow_up.json",
+    ] {
+        let (status, _) = post_voicedock(&client, &ingest, fixture(fixture_name)).await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+    }
+    assert_eq!(env.sim.snapshot().calls.len(), 0);
+
+    proxy.restore();
+    wait_for_readiness(&worker.base_url, StatusCode::OK, WAIT).await;
+    env.wait_for_crm(WAIT, |s| s.calls.len() == 2 && s.tasks.len() == 1)
+        .await;
+    let s = env.assert_settled(Duration::from_millis(300)).await;
+    assert_eq!((s.contacts.len(), s.calls.len(), s.tasks.len()), (2, 2, 1));
+    worker.stop().await;
+    ingest.stop().await;
+}

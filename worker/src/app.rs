@@ -17,7 +17,7 @@ use tokio::sync::watch;
 
 use crate::config::WorkerConfig;
 use crate::consumer::{BrokerHealth, ConsumerLoop};
-use crate::crm::CrmBuildError;
+use crate::crm::{CrmBuildError, Limiter};
 use crate::ledger::{Ledger, LedgerError};
 use crate::sync::Syncer;
 
@@ -40,6 +40,7 @@ pub enum StartError {
 pub struct Worker {
     config: Arc<WorkerConfig>,
     syncer: Arc<Syncer>,
+    limiter: Arc<Limiter>,
     listener: TcpListener,
     health: Arc<BrokerHealth>,
 }
@@ -57,7 +58,8 @@ impl Worker {
     /// a while at start-up because containers often start before it accepts
     /// connections; the broker is connected in the background by [`Worker::run_until`].
     pub async fn build(config: WorkerConfig) -> Result<Self, StartError> {
-        let crm = config.crm.build()?;
+        let limiter = Arc::new(Limiter::new(config.crm.http().rate));
+        let crm = config.crm.build(Arc::clone(&limiter))?;
         // One connection per concurrent message plus a few for readiness and leases.
         let pool_size = u32::from(config.prefetch) + 4;
         let ledger = connect_ledger(&config, pool_size, crm.name()).await?;
@@ -71,6 +73,7 @@ impl Worker {
         Ok(Self {
             config: Arc::new(config),
             syncer: Arc::new(syncer),
+            limiter,
             listener,
             health: Arc::new(BrokerHealth::default()),
         })
@@ -100,6 +103,12 @@ impl Worker {
             health: Arc::clone(&self.health),
         };
         let consuming = tokio::spawn(consumer.run(stop_rx.clone()));
+        let worker_id = uuid::Uuid::now_v7();
+        let heartbeat = tokio::spawn(heartbeat(
+            self.syncer.ledger().clone(),
+            Arc::clone(&self.limiter),
+            worker_id,
+        ));
 
         let state = OpsState {
             ledger: self.syncer.ledger().clone(),
@@ -122,6 +131,10 @@ impl Worker {
         tracing::info!("shutting down: no new messages; finishing in-flight ones");
         stop_tx.send_replace(true);
         let _ = consuming.await;
+        heartbeat.abort();
+        if let Err(e) = self.syncer.ledger().leave(worker_id).await {
+            tracing::debug!(error = %e, "could not deregister the worker");
+        }
         match server.await {
             Ok(result) => result,
             Err(join) => Err(std::io::Error::other(join)),
@@ -147,6 +160,33 @@ async fn connect_ledger(
                 pause = (pause * 2).min(Duration::from_secs(5));
             }
             Err(e) => return Err(e),
+        }
+    }
+}
+
+/// How often workers announce themselves, and how long one counts as live.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
+const HEARTBEAT_WINDOW: Duration = Duration::from_secs(15);
+
+/// Keeps this worker's share of the CRM budget equal to 1 ÷ live workers.
+async fn heartbeat(ledger: Ledger, limiter: Arc<Limiter>, id: uuid::Uuid) {
+    let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
+    let mut last = 0;
+    loop {
+        tick.tick().await;
+        match ledger.heartbeat(id, HEARTBEAT_WINDOW).await {
+            Ok(live) => {
+                limiter.set_share(live);
+                metrics::gauge!("callsync_worker_live_workers").set(live as f64);
+                if live != last {
+                    if let Some(rate) = limiter.rate() {
+                        tracing::info!(live_workers = live, budget = %rate, "sharing the CRM request budget");
+                    }
+                    last = live;
+                }
+            }
+            // Keep the last share: the database being away is handled elsewhere.
+            Err(e) => tracing::debug!(error = %e, "heartbeat failed"),
         }
     }
 }

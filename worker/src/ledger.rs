@@ -513,6 +513,40 @@ impl Ledger {
         Ok(row.is_some())
     }
 
+    /// Records that worker `id` is alive and returns how many workers of
+    /// this CRM were seen within `window` (itself included).
+    pub async fn heartbeat(&self, id: Uuid, window: Duration) -> Result<usize, LedgerError> {
+        sqlx::query(
+            "INSERT INTO workers (id, crm, last_seen) VALUES ($1, $2, now())
+             ON CONFLICT (id) DO UPDATE SET last_seen = now()",
+        )
+        .bind(id)
+        .bind(self.crm)
+        .execute(&self.pool)
+        .await?;
+        let live: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM workers WHERE crm = $1 AND last_seen > now() - make_interval(secs => $2)",
+        )
+        .bind(self.crm)
+        .bind(window.as_secs_f64())
+        .fetch_one(&self.pool)
+        .await?;
+        // Forget workers long gone, so the table stays small.
+        sqlx::query("DELETE FROM workers WHERE last_seen < now() - interval '1 hour'")
+            .execute(&self.pool)
+            .await?;
+        Ok(usize::try_from(live).unwrap_or(1).max(1))
+    }
+
+    /// Removes worker `id` at shutdown, so the others take its share at once.
+    pub async fn leave(&self, id: Uuid) -> Result<(), LedgerError> {
+        sqlx::query("DELETE FROM workers WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Calls by status.
     pub async fn counts(&self) -> Result<LedgerCounts, LedgerError> {
         let rows = sqlx::query("SELECT status, count(*) AS n FROM calls GROUP BY status")

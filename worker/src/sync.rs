@@ -70,6 +70,12 @@ pub enum Disposition {
 impl SyncError {
     pub fn disposition(&self) -> Disposition {
         match self {
+            // Being throttled is not a failure of the call: it waits without
+            // using up its attempts.
+            SyncError::Crm {
+                error: CrmError::RateLimited { .. },
+                ..
+            } => Disposition::Retry { counts: false },
             SyncError::Crm { error, .. } if error.is_transient() => {
                 Disposition::Retry { counts: true }
             }

@@ -1,6 +1,7 @@
 //! The HTTP plumbing every CRM adapter shares: one client with timeouts,
 //! request metrics, and the classification of failures into [`CrmError`].
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::{RequestBuilder, Response, StatusCode};
@@ -8,23 +9,36 @@ use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc2822;
 
-use super::{Applied, CrmError};
+use super::{Applied, CrmError, Limiter};
+
+/// How long to pause after a 429 that came without `Retry-After` (HubSpot
+/// sends none; its window is ten seconds rolling).
+const DEFAULT_RATE_LIMIT_PAUSE: Duration = Duration::from_secs(2);
 
 /// A CRM's HTTP client. Cloning shares the connection pool.
 #[derive(Debug, Clone)]
 pub struct CrmHttp {
     client: reqwest::Client,
     crm: &'static str,
+    limiter: Arc<Limiter>,
 }
 
 impl CrmHttp {
-    pub fn new(crm: &'static str, timeout: Duration) -> Result<Self, reqwest::Error> {
+    pub fn new(
+        crm: &'static str,
+        timeout: Duration,
+        limiter: Arc<Limiter>,
+    ) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             .user_agent(concat!("callsync/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(Self { client, crm })
+        Ok(Self {
+            client,
+            crm,
+            limiter,
+        })
     }
 
     pub fn client(&self) -> &reqwest::Client {
@@ -39,6 +53,7 @@ impl CrmHttp {
         request: RequestBuilder,
         accept: &[StatusCode],
     ) -> Result<Response, CrmError> {
+        self.limiter.acquire().await;
         let started = Instant::now();
         let result = request.send().await;
         let status_label = match &result {
@@ -67,6 +82,9 @@ impl CrmHttp {
                 .get(reqwest::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| parse_retry_after(v, OffsetDateTime::now_utc()));
+            // Every request of this worker waits, not only this message's.
+            self.limiter
+                .pause(retry_after.unwrap_or(DEFAULT_RATE_LIMIT_PAUSE));
             return Err(CrmError::RateLimited { retry_after });
         }
         let detail = excerpt(response.text().await.unwrap_or_default());

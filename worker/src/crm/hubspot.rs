@@ -14,7 +14,7 @@
 //! property, `callsync_marker`, because an exact `EQ` filter on a property is
 //! reliable where a token search inside an HTML body is not.
 
-use std::time::Duration;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use callsync_shared::CallReport;
@@ -25,7 +25,9 @@ use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 
 use super::render;
-use super::{ContactLookup, Crm, CrmError, CrmHttp, CrmId, MarkedRecord, NewContact};
+use super::{
+    ContactLookup, Crm, CrmError, CrmHttp, CrmId, HttpSettings, Limiter, MarkedRecord, NewContact,
+};
 
 /// Association type ids HubSpot defines (call→contact, task→contact).
 const CALL_TO_CONTACT: u32 = 194;
@@ -36,20 +38,20 @@ const TASK_TO_CONTACT: u32 = 204;
 pub struct HubspotConfig {
     pub token: Secret,
     pub base_url: String,
-    pub timeout: Duration,
+    pub http: HttpSettings,
     /// Owner assigned to follow-up tasks, when set.
     pub owner_id: Option<String>,
 }
 
 impl HubspotConfig {
-    pub fn from_env(env: &Env, timeout: Duration) -> Result<Self, ConfigError> {
+    pub fn from_env(env: &Env, http: HttpSettings) -> Result<Self, ConfigError> {
         Ok(Self {
             token: env.required_secret("CALLSYNC_HUBSPOT_TOKEN")?,
             base_url: env
                 .string("CALLSYNC_HUBSPOT_BASE_URL", "https://api.hubapi.com")
                 .trim_end_matches('/')
                 .to_owned(),
-            timeout,
+            http,
             owner_id: env.raw("CALLSYNC_HUBSPOT_OWNER_ID").map(str::to_owned),
         })
     }
@@ -127,8 +129,8 @@ struct SearchHit {
 }
 
 impl Hubspot {
-    pub fn new(config: HubspotConfig) -> Result<Self, reqwest::Error> {
-        let http = CrmHttp::new("hubspot", config.timeout)?;
+    pub fn new(config: HubspotConfig, limiter: Arc<Limiter>) -> Result<Self, reqwest::Error> {
+        let http = CrmHttp::new("hubspot", config.http.timeout, limiter)?;
         Ok(Self { config, http })
     }
 

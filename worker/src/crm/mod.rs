@@ -7,6 +7,7 @@
 
 mod http;
 pub mod hubspot;
+pub mod limiter;
 pub mod render;
 
 use std::fmt;
@@ -19,6 +20,7 @@ use callsync_shared::config::{ConfigError, Env};
 use time::OffsetDateTime;
 
 pub use http::CrmHttp;
+pub use limiter::{Limiter, Rate};
 
 /// A CRM's id of a record (contact, call, task).
 pub type CrmId = String;
@@ -154,13 +156,39 @@ pub enum CrmConfig {
 /// The request timeout used when `CALLSYNC_CRM_TIMEOUT` is not set.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Settings every CRM client shares.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    pub timeout: Duration,
+    /// The account-wide request budget (`CALLSYNC_CRM_RATE`), divided among
+    /// the live workers; `None` disables client-side limiting.
+    pub rate: Option<Rate>,
+}
+
+impl HttpSettings {
+    fn from_env(env: &Env, default_rate: &str) -> Result<Self, ConfigError> {
+        let rate = match env.string("CALLSYNC_CRM_RATE", default_rate).as_str() {
+            "off" | "none" => None,
+            text => Some(text.parse::<Rate>().map_err(|message| ConfigError {
+                var: "CALLSYNC_CRM_RATE".to_owned(),
+                message,
+            })?),
+        };
+        Ok(Self {
+            timeout: env.duration("CALLSYNC_CRM_TIMEOUT", DEFAULT_TIMEOUT)?,
+            rate,
+        })
+    }
+}
+
 impl CrmConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let name = env.required("CALLSYNC_CRM")?;
-        let timeout = env.duration("CALLSYNC_CRM_TIMEOUT", DEFAULT_TIMEOUT)?;
         match name.to_ascii_lowercase().as_str() {
+            // HubSpot's lowest tier allows 100 requests per 10 s per app.
             "hubspot" => Ok(CrmConfig::Hubspot(hubspot::HubspotConfig::from_env(
-                env, timeout,
+                env,
+                HttpSettings::from_env(env, "100/10s")?,
             )?)),
             other => Err(ConfigError {
                 var: "CALLSYNC_CRM".to_owned(),
@@ -169,10 +197,14 @@ impl CrmConfig {
         }
     }
 
-    pub fn timeout(&self) -> Duration {
+    pub fn http(&self) -> &HttpSettings {
         match self {
-            CrmConfig::Hubspot(c) => c.timeout,
+            CrmConfig::Hubspot(c) => &c.http,
         }
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.http().timeout
     }
 
     /// How long this CRM's search may take to show a new record.
@@ -183,10 +215,10 @@ impl CrmConfig {
         }
     }
 
-    /// Builds the adapter.
-    pub fn build(&self) -> Result<Arc<dyn Crm>, CrmBuildError> {
+    /// Builds the adapter; its requests go through `limiter`.
+    pub fn build(&self, limiter: Arc<Limiter>) -> Result<Arc<dyn Crm>, CrmBuildError> {
         match self {
-            CrmConfig::Hubspot(c) => Ok(Arc::new(hubspot::Hubspot::new(c.clone())?)),
+            CrmConfig::Hubspot(c) => Ok(Arc::new(hubspot::Hubspot::new(c.clone(), limiter)?)),
         }
     }
 }

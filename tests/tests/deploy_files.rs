@@ -236,7 +236,7 @@ fn the_image_is_multi_stage_and_runs_as_a_non_root_user() {
     let user = dockerfile
         .lines()
         .filter(|l| l.starts_with("USER "))
-        .last()
+        .next_back()
         .expect("a USER instruction");
     let name = user["USER ".len()..].split(':').next().unwrap().trim();
     assert!(

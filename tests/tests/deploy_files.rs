@@ -235,8 +235,7 @@ fn the_image_is_multi_stage_and_runs_as_a_non_root_user() {
     assert!(stages >= 2, "build and runtime stages");
     let user = dockerfile
         .lines()
-        .filter(|l| l.starts_with("USER "))
-        .next_back()
+        .rfind(|l| l.starts_with("USER "))
         .expect("a USER instruction");
     let name = user["USER ".len()..].split(':').next().unwrap().trim();
     assert!(

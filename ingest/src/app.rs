@@ -11,10 +11,16 @@ use tower_http::trace::TraceLayer;
 use crate::config::IngestConfig;
 use crate::publisher::Publisher;
 use crate::routes::{AppState, router};
+use crate::spool::Spool;
 
 /// Errors that stop ingest from starting.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    #[error("cannot open the spool directory {dir}: {source}")]
+    Spool {
+        dir: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -44,9 +50,19 @@ impl App {
             config.topology.clone(),
             config.confirm_timeout,
         );
+        let spool = match &config.spool_dir {
+            None => None,
+            Some(dir) => Some(Arc::new(Spool::open(dir, config.spool_max_bytes).map_err(
+                |source| StartError::Spool {
+                    dir: dir.clone(),
+                    source,
+                },
+            )?)),
+        };
         let state = AppState {
             config: Arc::new(config),
             publisher,
+            spool,
             metrics: callsync_shared::telemetry::prometheus(),
         };
         Ok(Self { listener, state })
@@ -73,6 +89,16 @@ impl App {
     ) -> std::io::Result<()> {
         let grace = self.state.config.shutdown_grace;
         let publisher = self.state.publisher.clone();
+        let (stop_replay, replay_stopped) = tokio::sync::watch::channel(false);
+        let replay = self.state.spool.clone().map(|spool| {
+            if spool.depth() > 0 {
+                tracing::warn!(
+                    entries = spool.depth(),
+                    "spooled reports from a previous run will be replayed"
+                );
+            }
+            tokio::spawn(spool.replay(publisher.clone(), replay_stopped))
+        });
         let app = router(self.state).layer(
             // The span names method and path only: a `?token=` query must never reach the logs.
             TraceLayer::new_for_http().make_span_with(|request: &Request| {
@@ -99,6 +125,10 @@ impl App {
                 Ok(())
             }
         };
+        stop_replay.send_replace(true);
+        if let Some(replay) = replay {
+            let _ = replay.await;
+        }
         publisher.close().await;
         result
     }

@@ -22,6 +22,9 @@ pub struct IngestConfig {
     /// How long a shutdown waits for in-flight requests to finish.
     pub shutdown_grace: Duration,
     pub topology: Topology,
+    /// Where webhooks wait when the broker cannot take them (`None`: answer 503).
+    pub spool_dir: Option<std::path::PathBuf>,
+    pub spool_max_bytes: u64,
     pub voicedock: SourceAuth,
     pub postcall: SourceAuth,
     pub log: LogConfig,
@@ -64,6 +67,12 @@ impl IngestConfig {
             confirm_timeout: env.duration("CALLSYNC_CONFIRM_TIMEOUT", Duration::from_secs(5))?,
             shutdown_grace: env.duration("CALLSYNC_SHUTDOWN_GRACE", Duration::from_secs(25))?,
             topology: Topology::new(env.string("CALLSYNC_AMQP_PREFIX", DEFAULT_PREFIX)),
+            spool_dir: env.raw("CALLSYNC_SPOOL_DIR").map(std::path::PathBuf::from),
+            spool_max_bytes: env.parse(
+                "CALLSYNC_SPOOL_MAX_BYTES",
+                1_073_741_824,
+                "a number of bytes",
+            )?,
             voicedock: SourceAuth::from_env(env, Source::Voicedock)?,
             postcall: SourceAuth::from_env(env, Source::Postcall)?,
             log: LogConfig::from_env(env)?,

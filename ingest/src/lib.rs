@@ -6,6 +6,7 @@ pub mod auth;
 pub mod config;
 pub mod publisher;
 pub mod routes;
+pub mod spool;
 
 pub use app::App;
 pub use config::IngestConfig;

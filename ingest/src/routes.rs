@@ -19,12 +19,14 @@ use time::OffsetDateTime;
 
 use crate::config::IngestConfig;
 use crate::publisher::{OutgoingReport, Publisher};
+use crate::spool::Spool;
 
 /// What every request handler shares.
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub config: Arc<IngestConfig>,
     pub publisher: Publisher,
+    pub spool: Option<Arc<Spool>>,
     pub metrics: PrometheusHandle,
 }
 
@@ -184,14 +186,41 @@ async fn handle(
             )
         }
         Err(e) => {
-            tracing::warn!(%source, call_id = %outgoing.call_id, error = %e, "call report not accepted");
-            (
-                label,
-                error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("call report not accepted, retry later: {e}"),
-                ),
-            )
+            let Some(spool) = &state.spool else {
+                tracing::warn!(%source, call_id = %outgoing.call_id, error = %e, "call report not accepted");
+                return (
+                    label,
+                    error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("call report not accepted, retry later: {e}"),
+                    ),
+                );
+            };
+            // The provider may never retry: keep the report on disk and
+            // deliver it when the broker is back.
+            match spool.append(&outgoing).await {
+                Ok(()) => {
+                    tracing::warn!(%source, call_id = %outgoing.call_id, message_id = %outgoing.message_id, error = %e, "broker unavailable; call report spooled");
+                    (
+                        label,
+                        (
+                            StatusCode::ACCEPTED,
+                            Json(json!({ "accepted": true, "id": outgoing.message_id, "spooled": true })),
+                        )
+                            .into_response(),
+                    )
+                }
+                Err(spool_error) => {
+                    tracing::error!(%source, call_id = %outgoing.call_id, error = %e, %spool_error, "call report not accepted");
+                    (
+                        label,
+                        error(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            format!("call report not accepted, retry later: {e}; {spool_error}"),
+                        ),
+                    )
+                }
+            }
         }
     }
 }

@@ -187,11 +187,16 @@ impl TestEnv {
     /// Starts the `callsync-worker` binary as a child process (for tests that
     /// kill it with SIGKILL) and waits until it consumes.
     pub async fn spawn_worker_process(&self, ops_port: u16) -> WorkerProcess {
-        let env = self
-            .worker_env()
+        self.spawn_worker_process_with(self.worker_env(), ops_port)
+            .await
+    }
+
+    /// [`TestEnv::spawn_worker_process`] with other variables.
+    pub async fn spawn_worker_process_with(&self, env: Env, ops_port: u16) -> WorkerProcess {
+        let env = env
             .with("CALLSYNC_METRICS_ADDR", format!("127.0.0.1:{ops_port}"))
             .with("CALLSYNC_LOG", "warn");
-        let mut command = tokio::process::Command::new(binary("callsync-worker"));
+        let mut command = tokio::process::Command::new(binary("worker-process"));
         command.env_clear();
         if let Ok(path) = std::env::var("PATH") {
             command.env("PATH", path);
@@ -204,7 +209,7 @@ impl TestEnv {
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
             .spawn()
-            .expect("callsync-worker binary starts (built by cargo test --workspace)");
+            .expect("the worker process starts");
         let base_url = format!("http://127.0.0.1:{ops_port}");
         let probe = Service {
             base_url: base_url.clone(),

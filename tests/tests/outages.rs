@@ -76,3 +76,124 @@ async fn a_worker_whose_broker_connection_drops_reconnects_and_syncs_what_was_qu
     worker.stop().await;
     ingest.stop().await;
 }
+
+fn spool_dir(env: &TestEnv) -> String {
+    std::env::temp_dir()
+        .join(format!("callsync-spool-{}", env.id))
+        .to_string_lossy()
+        .into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_spool_reports_arriving_during_a_broker_outage_are_accepted_and_delivered_later() {
+    let proxy = TcpProxy::start("127.0.0.1:5672").await;
+    let mut env = TestEnv::new().await;
+    let dir = spool_dir(&env);
+    env.set("CALLSYNC_AMQP_URL", &proxy.amqp_url());
+    env.set("CALLSYNC_SPOOL_DIR", &dir);
+    let ingest = env.start_ingest().await;
+    // The worker talks to the broker directly: only ingest's link is cut.
+    let worker_env = env
+        .worker_env()
+        .with("CALLSYNC_AMQP_URL", callsync_tests::harness::AMQP_URL);
+    let worker = env.start_worker_with(worker_env).await;
+    let client = reqwest::Client::new();
+
+    proxy.cut();
+    wait_for_readiness(&ingest.base_url, StatusCode::SERVICE_UNAVAILABLE, WAIT).await;
+    for name in [
+        "voicedock_000_end_of_call_report.json",
+        "voicedock_follow_up.json",
+    ] {
+        let (status, answer) = post_voicedock(&client, &ingest, fixture(name)).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+        assert_eq!(answer["spooled"], true);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        env.sim.snapshot().calls.len(),
+        0,
+        "nothing reached the broker yet"
+    );
+
+    proxy.restore();
+    env.wait_for_crm(WAIT, |s| s.calls.len() == 2 && s.tasks.len() == 1)
+        .await;
+    let s = env.assert_settled(Duration::from_millis(300)).await;
+    assert_eq!((s.contacts.len(), s.calls.len(), s.tasks.len()), (2, 2, 1));
+    let segments: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| std::fs::metadata(e.path()).is_ok_and(|m| m.len() > 0))
+        .collect();
+    assert!(
+        segments.is_empty(),
+        "confirmed entries are deleted: {segments:?}"
+    );
+    worker.stop().await;
+    ingest.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spooled_reports_survive_an_ingest_restart() {
+    let proxy = TcpProxy::start("127.0.0.1:5672").await;
+    let mut env = TestEnv::new().await;
+    let dir = spool_dir(&env);
+    env.set("CALLSYNC_AMQP_URL", &proxy.amqp_url());
+    env.set("CALLSYNC_SPOOL_DIR", &dir);
+    let ingest = env.start_ingest().await;
+    let client = reqwest::Client::new();
+    proxy.cut();
+    wait_for_readiness(&ingest.base_url, StatusCode::SERVICE_UNAVAILABLE, WAIT).await;
+    let (status, answer) = post_voicedock(
+        &client,
+        &ingest,
+        fixture("voicedock_000_end_of_call_report.json"),
+    )
+    .await;
+    assert_eq!(
+        (status, answer["spooled"].clone()),
+        (StatusCode::ACCEPTED, serde_json::json!(true))
+    );
+    ingest.stop().await;
+
+    proxy.restore();
+    let restarted = env.start_ingest().await;
+    let deadline = std::time::Instant::now() + WAIT;
+    while env.queue_depth(&env.topology.calls_queue()).await < 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the spooled report was not replayed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(env.queue_depth(&env.topology.calls_queue()).await, 1);
+    restarted.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_spool_answers_503_instead_of_growing() {
+    let proxy = TcpProxy::start("127.0.0.1:5672").await;
+    let mut env = TestEnv::new().await;
+    let dir = spool_dir(&env);
+    env.set("CALLSYNC_AMQP_URL", &proxy.amqp_url());
+    env.set("CALLSYNC_SPOOL_DIR", &dir);
+    env.set("CALLSYNC_SPOOL_MAX_BYTES", "1000");
+    let ingest = env.start_ingest().await;
+    let client = reqwest::Client::new();
+    proxy.cut();
+    wait_for_readiness(&ingest.base_url, StatusCode::SERVICE_UNAVAILABLE, WAIT).await;
+    let body = fixture("voicedock_000_end_of_call_report.json");
+    let (first, _) = post_voicedock(&client, &ingest, body.clone()).await;
+    assert_eq!(first, StatusCode::ACCEPTED);
+    let (second, answer) = post_voicedock(&client, &ingest, body).await;
+    assert_eq!(second, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        answer["error"].as_str().unwrap().contains("spool is full"),
+        "{answer}"
+    );
+    ingest.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
+}

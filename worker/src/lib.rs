@@ -2,6 +2,7 @@
 //! PostgreSQL ledger and applies each one's CRM effects exactly once.
 
 pub mod app;
+pub mod cli;
 pub mod config;
 pub mod consumer;
 pub mod crm;

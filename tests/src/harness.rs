@@ -291,6 +291,23 @@ impl TestEnv {
         after
     }
 
+    /// Terminates every connection to this environment's database (what a
+    /// database restart does to a worker), returning how many there were.
+    pub async fn terminate_database_connections(&self) -> usize {
+        let mut admin = sqlx::PgConnection::connect(&format!("{PG_SERVER}/postgres"))
+            .await
+            .expect("admin connection");
+        let terminated: Vec<bool> = sqlx::query_scalar(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+              WHERE datname = $1 AND pid <> pg_backend_pid()",
+        )
+        .bind(format!("callsync_test_{}", self.id))
+        .fetch_all(&mut admin)
+        .await
+        .expect("pg_terminate_backend");
+        terminated.into_iter().filter(|t| *t).count()
+    }
+
     /// Deletes this environment's queues, exchanges and database.
     pub async fn cleanup(&self) {
         cleanup(
@@ -555,6 +572,11 @@ impl TcpProxy {
             }
         });
         Self { addr, state, task }
+    }
+
+    /// The proxy's own address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
     }
 
     /// An AMQP URL through this proxy.

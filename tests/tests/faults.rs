@@ -352,3 +352,23 @@ async fn a_worker_process_finishes_its_call_and_exits_cleanly_on_sigterm() {
     assert_eq!(env.queue_depth(&env.topology.calls_queue()).await, 0);
     ingest.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_that_times_out_after_being_applied_is_found_by_its_marker_not_repeated() {
+    let env = TestEnv::new().await;
+    env.sim.inject("create_call", Fault::ApplyThenHang, 1);
+    let ingest = env.start_ingest().await;
+    let worker = env.start_worker().await;
+    post_voicedock(
+        &reqwest::Client::new(),
+        &ingest,
+        fixture("voicedock_000_end_of_call_report.json"),
+    )
+    .await;
+    wait_for_ledger(&env, 1, 0).await;
+    let s = env.assert_settled(Duration::from_millis(300)).await;
+    assert_eq!(s.calls.len(), 1);
+    assert_eq!(s.stats.by_operation.get("create_call"), Some(&1));
+    worker.stop().await;
+    ingest.stop().await;
+}

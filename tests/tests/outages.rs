@@ -197,3 +197,67 @@ async fn a_full_spool_answers_503_instead_of_growing() {
     ingest.stop().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_database_connections_are_terminated_finishes_the_call_once() {
+    let env = TestEnv::with_sim(callsync_tests::sim::SimConfig {
+        latency: Duration::from_millis(200),
+        ..callsync_tests::sim::SimConfig::default()
+    })
+    .await;
+    let ingest = env.start_ingest().await;
+    let worker = env.start_worker().await;
+    post_voicedock(
+        &reqwest::Client::new(),
+        &ingest,
+        fixture("voicedock_follow_up.json"),
+    )
+    .await;
+    env.wait_for_crm(WAIT, |s| s.stats.requests > 0).await;
+    let terminated = env.terminate_database_connections().await;
+    assert!(terminated > 0, "the worker's connections were terminated");
+    env.wait_for_crm(WAIT, |s| s.calls.len() == 1 && s.tasks.len() == 1)
+        .await;
+    let s = env.assert_settled(Duration::from_millis(500)).await;
+    assert_eq!((s.contacts.len(), s.calls.len(), s.tasks.len()), (1, 1, 1));
+    worker.stop().await;
+    ingest.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_is_not_ready_while_its_database_is_unreachable_and_syncs_once_it_is_back() {
+    let proxy = TcpProxy::start("127.0.0.1:5432").await;
+    let env = TestEnv::new().await;
+    let ingest = env.start_ingest().await;
+    let url = env
+        .database_url
+        .replace("127.0.0.1:5432", &proxy.addr().to_string());
+    let worker = env
+        .start_worker_with(env.worker_env().with("CALLSYNC_DATABASE_URL", url))
+        .await;
+
+    proxy.cut();
+    wait_for_readiness(&worker.base_url, StatusCode::SERVICE_UNAVAILABLE, WAIT).await;
+    let (status, _) = post_voicedock(
+        &reqwest::Client::new(),
+        &ingest,
+        fixture("voicedock_follow_up.json"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        env.sim.snapshot().calls.len(),
+        0,
+        "nothing is synced without the ledger"
+    );
+
+    proxy.restore();
+    wait_for_readiness(&worker.base_url, StatusCode::OK, WAIT).await;
+    env.wait_for_crm(WAIT, |s| s.calls.len() == 1 && s.tasks.len() == 1)
+        .await;
+    let s = env.assert_settled(Duration::from_millis(500)).await;
+    assert_eq!((s.contacts.len(), s.calls.len(), s.tasks.len()), (1, 1, 1));
+    worker.stop().await;
+    ingest.stop().await;
+}

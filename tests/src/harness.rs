@@ -138,7 +138,12 @@ impl TestEnv {
 
     /// Starts ingest in-process and waits until it is ready.
     pub async fn start_ingest(&self) -> Service {
-        let config = IngestConfig::from_env(&self.ingest_env()).expect("ingest config");
+        self.start_ingest_with(self.ingest_env()).await
+    }
+
+    /// [`TestEnv::start_ingest`] with other variables.
+    pub async fn start_ingest_with(&self, env: Env) -> Service {
+        let config = IngestConfig::from_env(&env).expect("ingest config");
         let app = App::build(config).await.expect("ingest starts");
         let addr = app.local_addr();
         let (stop, stopped) = oneshot::channel::<()>();

@@ -143,6 +143,7 @@ pub struct Stats {
     pub server_errors: u64,
     pub resets: u64,
     pub hangs: u64,
+    pub slow: u64,
 }
 
 /// Everything the simulator holds.
@@ -340,6 +341,7 @@ impl Shared {
         let mut s = self.lock();
         let f = s.config.faults;
         let extra = if f.slow > 0.0 && s.rng.f64() < f.slow {
+            s.stats.slow += 1;
             f.slow_by
         } else {
             Duration::ZERO

@@ -70,10 +70,10 @@ async fn deliver(client: &reqwest::Client, ingest: &str, body: &[u8]) -> bool {
         for (k, v) in voicedock_headers(body) {
             request = request.header(k, v);
         }
-        if let Ok(response) = request.send().await {
-            if response.status() == StatusCode::ACCEPTED {
-                return true;
-            }
+        if let Ok(response) = request.send().await
+            && response.status() == StatusCode::ACCEPTED
+        {
+            return true;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

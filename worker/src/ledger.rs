@@ -431,7 +431,7 @@ impl Ledger {
         if done.rows_affected() == 1 {
             Ok(())
         } else {
-            Err(LedgerError::LeaseLost(lookup_key.to_owned()))
+            Err(LedgerError::LeaseLost(redacted(lookup_key)))
         }
     }
 
@@ -567,6 +567,19 @@ impl Ledger {
     }
 }
 
+/// A contact lookup key fit for logs: the number masked to its last four
+/// digits, the e-mail to its domain.
+fn redacted(lookup_key: &str) -> String {
+    match lookup_key.split_once(':') {
+        Some(("phone", number)) => format!("phone:{}", callsync_shared::phone::mask(number)),
+        Some(("email", address)) => format!(
+            "email:***@{}",
+            address.rsplit_once('@').map_or("", |(_, domain)| domain)
+        ),
+        _ => "contact key".to_owned(),
+    }
+}
+
 /// Creates the database named in `url` if it does not exist yet. Several
 /// replicas may race here; losing the race (42P04, duplicate database) is fine.
 async fn ensure_database(url: &str) -> Result<(), LedgerError> {
@@ -578,7 +591,22 @@ async fn ensure_database(url: &str) -> Result<(), LedgerError> {
             tracing::info!("created the ledger database");
             Ok(())
         }
-        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => Ok(()),
+        // 42P04: duplicate database; 23505: the catalogue's unique index, hit
+        // when two replicas create it at the same instant.
+        Err(sqlx::Error::Database(e)) if matches!(e.code().as_deref(), Some("42P04" | "23505")) => {
+            Ok(())
+        }
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookup_keys_in_errors_hide_personal_data() {
+        assert_eq!(redacted("phone:+31612345678"), "phone:*******5678");
+        assert_eq!(redacted("email:jan@example.com"), "email:***@example.com");
     }
 }

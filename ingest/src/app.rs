@@ -90,6 +90,17 @@ impl App {
         let grace = self.state.config.shutdown_grace;
         let publisher = self.state.publisher.clone();
         let (stop_replay, replay_stopped) = tokio::sync::watch::channel(false);
+        let readiness = {
+            let publisher = publisher.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+                loop {
+                    tick.tick().await;
+                    let ready = if publisher.is_ready() { 1.0 } else { 0.0 };
+                    metrics::gauge!("callsync_ready", "service" => "ingest").set(ready);
+                }
+            })
+        };
         let replay = self.state.spool.clone().map(|spool| {
             if spool.depth() > 0 {
                 tracing::warn!(
@@ -125,6 +136,7 @@ impl App {
                 Ok(())
             }
         };
+        readiness.abort();
         stop_replay.send_replace(true);
         if let Some(replay) = replay {
             let _ = replay.await;

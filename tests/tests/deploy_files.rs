@@ -210,6 +210,9 @@ fn compose_commands_name_binaries_the_image_builds() {
     let dockerfile = read("deploy/Dockerfile");
     let compose = compose();
     for (name, service) in compose["services"].as_mapping().unwrap() {
+        if service["image"].as_str() != Some("callsync:local") {
+            continue;
+        }
         let Some(command) = service["command"].as_sequence() else {
             continue;
         };
@@ -245,5 +248,370 @@ fn the_image_is_multi_stage_and_runs_as_a_non_root_user() {
     assert!(
         dockerfile.contains("--locked"),
         "the image builds from Cargo.lock"
+    );
+}
+
+/// Every YAML document of every file under `deploy/k8s`.
+fn kubernetes_documents() -> Vec<(String, Value)> {
+    let mut documents = Vec::new();
+    let dir = root().join("deploy/k8s");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for document in serde_norway::Deserializer::from_str(&text) {
+            let value = <Value as serde::Deserialize>::deserialize(document)
+                .unwrap_or_else(|e| panic!("{} is not valid YAML: {e}", file.display()));
+            if !value.is_null() {
+                documents.push((
+                    file.file_name().unwrap().to_string_lossy().into_owned(),
+                    value,
+                ));
+            }
+        }
+    }
+    documents
+}
+
+fn of_kind(kind: &str) -> Vec<Value> {
+    kubernetes_documents()
+        .into_iter()
+        .filter(|(_, d)| d["kind"].as_str() == Some(kind))
+        .map(|(_, d)| d)
+        .collect()
+}
+
+#[test]
+fn every_kubernetes_document_parses_and_is_listed_in_the_kustomization() {
+    let documents = kubernetes_documents();
+    assert!(documents.len() >= 12, "found {} documents", documents.len());
+    for (file, document) in &documents {
+        assert!(
+            document["kind"].as_str().is_some(),
+            "{file}: a document without kind"
+        );
+        assert!(
+            document["apiVersion"].as_str().is_some(),
+            "{file}: a document without apiVersion"
+        );
+    }
+    let kustomization = of_kind("Kustomization").pop().expect("kustomization.yaml");
+    let listed: BTreeSet<&str> = kustomization["resources"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for (file, _) in &documents {
+        assert!(
+            file == "kustomization.yaml" || listed.contains(file.as_str()),
+            "{file} is not in kustomization.yaml"
+        );
+    }
+}
+
+#[test]
+fn kubernetes_workloads_probe_readyz_and_healthz_on_the_port_they_listen_on() {
+    let mut workloads = of_kind("Deployment");
+    workloads.extend(of_kind("StatefulSet"));
+    assert_eq!(workloads.len(), 2, "ingest and worker");
+    for workload in workloads {
+        let name = workload["metadata"]["name"].as_str().unwrap().to_owned();
+        let container = &workload["spec"]["template"]["spec"]["containers"][0];
+        let port_name = container["readinessProbe"]["httpGet"]["port"]
+            .as_str()
+            .unwrap();
+        assert_eq!(
+            container["readinessProbe"]["httpGet"]["path"].as_str(),
+            Some("/readyz"),
+            "{name}"
+        );
+        assert_eq!(
+            container["livenessProbe"]["httpGet"]["path"].as_str(),
+            Some("/healthz"),
+            "{name}"
+        );
+        let port =
+            container["ports"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"].as_str() == Some(port_name))
+                .unwrap_or_else(|| {
+                    panic!("{name}: probe port {port_name} is not a container port")
+                })["containerPort"]
+                .as_u64()
+                .unwrap();
+        let addr_var = if name.contains("ingest") {
+            "CALLSYNC_INGEST_ADDR"
+        } else {
+            "CALLSYNC_METRICS_ADDR"
+        };
+        let addr = container["env"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"].as_str() == Some(addr_var))
+            .unwrap_or_else(|| panic!("{name} sets no {addr_var}"))["value"]
+            .as_str()
+            .unwrap();
+        assert!(
+            addr.ends_with(&format!(":{port}")),
+            "{name}: {addr_var}={addr} but the probes use port {port}"
+        );
+        assert!(
+            container["resources"]["requests"]["memory"]
+                .as_str()
+                .is_some(),
+            "{name}: resources"
+        );
+        let grace = workload["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+            .as_u64()
+            .unwrap();
+        assert!(
+            grace > 25,
+            "{name}: the pod must outlive CALLSYNC_SHUTDOWN_GRACE"
+        );
+    }
+}
+
+#[test]
+fn both_kubernetes_workloads_have_a_disruption_budget() {
+    let budgets: BTreeSet<String> = of_kind("PodDisruptionBudget")
+        .iter()
+        .map(|p| {
+            p["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        budgets,
+        BTreeSet::from(["callsync-ingest".to_owned(), "callsync-worker".to_owned()])
+    );
+}
+
+#[test]
+fn every_callsync_variable_in_kubernetes_is_documented() {
+    let documented = documented_variables();
+    let mut names = Vec::new();
+    for (_, document) in kubernetes_documents() {
+        for section in ["data", "stringData"] {
+            if let Some(map) = document[section].as_mapping() {
+                names.extend(map.keys().filter_map(Value::as_str).map(str::to_owned));
+            }
+        }
+        if let Some(containers) = document["spec"]["template"]["spec"]["containers"].as_sequence() {
+            for container in containers {
+                for env in container["env"].as_sequence().into_iter().flatten() {
+                    names.push(env["name"].as_str().unwrap().to_owned());
+                }
+            }
+        }
+    }
+    let undocumented: Vec<_> = names
+        .iter()
+        .filter(|n| n.starts_with("CALLSYNC_") && !documented.contains(*n))
+        .collect();
+    assert!(undocumented.is_empty(), "{undocumented:?}");
+}
+
+#[test]
+fn keda_scales_the_worker_on_the_topologys_work_queue() {
+    let scaled = of_kind("ScaledObject").pop().expect("a KEDA ScaledObject");
+    let target = scaled["spec"]["scaleTargetRef"]["name"].as_str().unwrap();
+    assert!(
+        of_kind("Deployment")
+            .iter()
+            .any(|d| d["metadata"]["name"].as_str() == Some(target))
+    );
+    let trigger = &scaled["spec"]["triggers"][0];
+    assert_eq!(trigger["type"].as_str(), Some("rabbitmq"));
+    assert_eq!(
+        trigger["metadata"]["queueName"].as_str(),
+        Some(
+            callsync_shared::topology::Topology::default()
+                .calls_queue()
+                .as_str()
+        )
+    );
+    let auth = trigger["authenticationRef"]["name"].as_str().unwrap();
+    assert!(
+        of_kind("TriggerAuthentication")
+            .iter()
+            .any(|t| t["metadata"]["name"].as_str() == Some(auth))
+    );
+}
+
+#[test]
+fn rabbitmq_runs_as_a_three_node_cluster() {
+    let cluster = of_kind("RabbitmqCluster").pop().expect("a RabbitmqCluster");
+    assert_eq!(cluster["spec"]["replicas"].as_u64(), Some(3));
+}
+
+/// Metric names the services export, from the `metrics::` macros.
+fn exported_metrics() -> BTreeSet<String> {
+    let mut files = Vec::new();
+    for crate_dir in ["shared/src", "ingest/src", "worker/src"] {
+        rust_files(&root().join(crate_dir), &mut files);
+    }
+    let mut names = BTreeSet::new();
+    for file in files {
+        let text = std::fs::read_to_string(file).unwrap();
+        for (i, _) in text.match_indices("!(\"callsync_") {
+            let name: String = text[i + 3..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                .collect();
+            names.insert(name);
+        }
+        for (i, _) in text.match_indices("!(\n") {
+            let rest = text[i + 3..].trim_start();
+            if let Some(rest) = rest.strip_prefix('"') {
+                let name: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                    .collect();
+                if name.starts_with("callsync_") {
+                    names.insert(name);
+                }
+            }
+        }
+    }
+    names
+}
+
+/// `callsync_*` names in a PromQL text, without histogram suffixes.
+fn metrics_in(promql: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for (i, _) in promql.match_indices("callsync_") {
+        let name: String = promql[i..]
+            .chars()
+            .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+            .collect();
+        let base = ["_bucket", "_count", "_sum"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .unwrap_or(&name)
+            .to_owned();
+        found.push(base);
+    }
+    found
+}
+
+#[test]
+fn the_dashboard_and_the_alerts_only_use_metrics_the_services_export() {
+    let exported = exported_metrics();
+    assert!(
+        exported.contains("callsync_worker_messages_total"),
+        "{exported:?}"
+    );
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&read("deploy/grafana/dashboards/callsync.json")).unwrap();
+    let mut used = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            used.extend(metrics_in(target["expr"].as_str().unwrap()));
+        }
+    }
+    let alerts: Value = serde_norway::from_str(&read("deploy/prometheus/alerts.yml")).unwrap();
+    let rules = alerts["groups"][0]["rules"].as_sequence().unwrap();
+    let names: BTreeSet<&str> = rules.iter().filter_map(|r| r["alert"].as_str()).collect();
+    assert_eq!(
+        names,
+        BTreeSet::from([
+            "CallsyncParkedMessages",
+            "CallsyncSyncLagHigh",
+            "CallsyncNotReady",
+            "CallsyncCrmRateLimited"
+        ])
+    );
+    for rule in rules {
+        used.extend(metrics_in(rule["expr"].as_str().unwrap()));
+    }
+    let unknown: Vec<_> = used.iter().filter(|m| !exported.contains(*m)).collect();
+    assert!(unknown.is_empty(), "used but not exported: {unknown:?}");
+}
+
+#[test]
+fn prometheus_scrapes_both_services_and_loads_the_alert_rules() {
+    let config: Value = serde_norway::from_str(&read("deploy/prometheus/prometheus.yml")).unwrap();
+    assert_eq!(
+        config["rule_files"][0].as_str(),
+        Some("/etc/prometheus/alerts.yml")
+    );
+    let jobs: Vec<(String, u64)> = config["scrape_configs"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|job| {
+            let sd = &job["dns_sd_configs"][0];
+            (
+                sd["names"][0].as_str().unwrap().to_owned(),
+                sd["port"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        jobs,
+        vec![("ingest".to_owned(), 8080), ("worker".to_owned(), 9090)]
+    );
+    let compose = compose();
+    for service in ["prometheus", "grafana"] {
+        assert!(
+            compose["services"][service].is_mapping(),
+            "compose runs {service}"
+        );
+    }
+}
+
+#[test]
+fn the_rabbitmq_definitions_create_the_user_and_vhost_the_services_use() {
+    let definitions: serde_json::Value =
+        serde_json::from_str(&read("deploy/rabbitmq/definitions.json")).unwrap();
+    let compose = compose();
+    let url = compose["services"]["worker"]["environment"]["CALLSYNC_AMQP_URL"]
+        .as_str()
+        .unwrap();
+    let uri: lapin::uri::AMQPUri = url
+        .replace("${RABBITMQ_PASSWORD:-callsync}", "callsync")
+        .parse()
+        .unwrap();
+    assert_eq!(
+        definitions["users"][0]["name"].as_str(),
+        Some(uri.authority.userinfo.username.as_str())
+    );
+    assert_eq!(
+        definitions["vhosts"][0]["name"].as_str(),
+        Some(uri.vhost.as_str())
+    );
+    assert_eq!(
+        definitions["permissions"][0]["vhost"].as_str(),
+        Some(uri.vhost.as_str())
+    );
+}
+
+#[test]
+fn docker_compose_up_runs_the_demo_crm_by_default() {
+    let compose = compose();
+    let profiles = compose["services"]["crm-sim"]["profiles"]
+        .as_sequence()
+        .unwrap();
+    assert_eq!(profiles[0].as_str(), Some("crm-sim"));
+    let dotenv = read(".env");
+    assert!(
+        dotenv
+            .lines()
+            .any(|l| l.trim() == "COMPOSE_PROFILES=crm-sim"),
+        "{dotenv}"
+    );
+    assert_eq!(
+        compose["services"]["worker"]["depends_on"]["crm-sim"]["required"].as_bool(),
+        Some(false),
+        "the worker also starts when the profile is off"
     );
 }

@@ -9,8 +9,10 @@
 //! SIGKILLed and restarted; the workers' and ingest's broker connections cut;
 //! the workers' database connections terminated.
 //!
-//! Size: `CALLSYNC_FAULT_CALLS` (default 300). The 10 000-call run is
-//! `CALLSYNC_FAULT_CALLS=10000 cargo test --release -p callsync-tests --test fault_suite -- --nocapture`.
+//! Size: `CALLSYNC_FAULT_CALLS` (default 300); the simulated CRM's rolling
+//! limit: `CALLSYNC_FAULT_CRM_LIMIT` requests per second (default 80, low
+//! enough that 429s happen). The 10 000-call run:
+//! `CALLSYNC_FAULT_CALLS=10000 CALLSYNC_FAULT_CRM_LIMIT=400 cargo test --release -p callsync-tests --test fault_suite -- --nocapture`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -86,12 +88,16 @@ async fn under_every_fault_at_once_no_call_is_lost_duplicated_or_unexpected() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(300);
+    let crm_limit: usize = std::env::var("CALLSYNC_FAULT_CRM_LIMIT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(80);
     let started = Instant::now();
 
     let mut env = TestEnv::with_sim(SimConfig {
         latency: Duration::from_millis(2),
         rate_limit: Some(RateLimit {
-            max: 80,
+            max: crm_limit,
             window: Duration::from_secs(1),
             retry_after_secs: Some(1),
         }),
@@ -226,7 +232,9 @@ async fn under_every_fault_at_once_no_call_is_lost_duplicated_or_unexpected() {
 
     // Wait until every accepted call is synced or parked.
     let ledger = env.ledger().await;
-    let deadline = Instant::now() + Duration::from_secs(600);
+    // Generous: at least ten minutes, and enough for the CRM's limit.
+    let floor = Duration::from_secs(600);
+    let deadline = Instant::now() + floor.max(Duration::from_secs((n * 8 / crm_limit) as u64));
     loop {
         let counts = ledger.counts().await.unwrap();
         if (counts.synced + counts.parked) as usize >= accepted_ids.len() && counts.pending == 0 {

@@ -107,6 +107,7 @@ impl Worker {
         let heartbeat = tokio::spawn(heartbeat(
             self.syncer.ledger().clone(),
             Arc::clone(&self.limiter),
+            Arc::clone(&self.health),
             worker_id,
         ));
 
@@ -169,12 +170,21 @@ const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
 const HEARTBEAT_WINDOW: Duration = Duration::from_secs(15);
 
 /// Keeps this worker's share of the CRM budget equal to 1 ÷ live workers.
-async fn heartbeat(ledger: Ledger, limiter: Arc<Limiter>, id: uuid::Uuid) {
+/// It also publishes `callsync_ready` for the readiness alert.
+async fn heartbeat(
+    ledger: Ledger,
+    limiter: Arc<Limiter>,
+    health: Arc<BrokerHealth>,
+    id: uuid::Uuid,
+) {
     let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
     let mut last = 0;
     loop {
         tick.tick().await;
-        match ledger.heartbeat(id, HEARTBEAT_WINDOW).await {
+        let beat = ledger.heartbeat(id, HEARTBEAT_WINDOW).await;
+        let ready = beat.is_ok() && health.is_consuming();
+        metrics::gauge!("callsync_ready", "service" => "worker").set(if ready { 1.0 } else { 0.0 });
+        match beat {
             Ok(live) => {
                 limiter.set_share(live);
                 metrics::gauge!("callsync_worker_live_workers").set(live as f64);

@@ -1,36 +1,118 @@
-//! The `callsync-worker` command line: run the worker, or operator commands.
+//! The `callsync-worker` command line: run the worker, or an operator command.
 //!
 //! `main.rs` is a thin wrapper over [`run`], so that the end-to-end tests can
 //! build the very same program as a process they can kill.
 
+use std::io::Write;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use callsync_shared::config::Env;
+use callsync_shared::config::{ConfigError, Env, parse_duration};
+use clap::{Parser, Subcommand};
+use time::OffsetDateTime;
 
+use crate::config::OpsConfig;
+use crate::dlq::{Dlq, Parked, Selection, format_age};
+use crate::ledger::Ledger;
 use crate::{Worker, WorkerConfig};
 
-const USAGE: &str = "usage: callsync-worker [healthcheck]";
+/// Syncs voice-AI call reports from RabbitMQ into a CRM, exactly once.
+///
+/// Without a command, runs the worker. Settings come from CALLSYNC_*
+/// environment variables (see the README).
+#[derive(Debug, Parser)]
+#[command(name = "callsync-worker", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Exit 0 if this host's worker is ready (for container healthchecks).
+    Healthcheck,
+    /// Queue depths and ledger counts.
+    Status,
+    /// Parked messages: calls that could not be synced.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DlqCommand {
+    /// A table of parked messages: id, source, call id, reason, attempts, age.
+    List {
+        /// Show at most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// One parked message in full, by message id or call id.
+    Show { id: String },
+    /// Send parked messages back to the work queue (confirmed), then remove them.
+    Replay {
+        /// Every parked message.
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+        /// Message ids or call ids.
+        ids: Vec<String>,
+    },
+    /// Delete parked messages parked longer ago than the given age (e.g. 7d).
+    Purge {
+        #[arg(long, value_parser = parse_age)]
+        older_than: Duration,
+    },
+}
+
+fn parse_age(text: &str) -> Result<Duration, String> {
+    parse_duration(text)
+}
 
 /// Runs the command given by the process arguments and environment.
 pub async fn run() -> ExitCode {
-    let config = match WorkerConfig::from_env(&Env::from_process()) {
-        Ok(config) => config,
+    let cli = Cli::parse();
+    let env = Env::from_process();
+    match cli.command {
+        None => run_worker(&env).await,
+        Some(Command::Healthcheck) => match WorkerConfig::from_env(&env) {
+            Ok(config) => {
+                callsync_shared::health::exit_with_probe(config.metrics_addr.port(), "/readyz")
+                    .await
+            }
+            Err(e) => config_error(&e),
+        },
+        Some(Command::Status) => match OpsConfig::from_env(&env) {
+            Ok(config) => report(status(&config).await),
+            Err(e) => config_error(&e),
+        },
+        Some(Command::Dlq { command }) => match OpsConfig::from_env(&env) {
+            Ok(config) => report(dlq(&config, command).await),
+            Err(e) => config_error(&e),
+        },
+    }
+}
+
+fn config_error(e: &ConfigError) -> ExitCode {
+    eprintln!("callsync-worker: configuration error: {e}");
+    ExitCode::from(2)
+}
+
+fn report(result: Result<(), String>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("callsync-worker: configuration error: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    match std::env::args().nth(1).as_deref() {
-        None => {}
-        // For container healthchecks: is this instance ready?
-        Some("healthcheck") => {
-            callsync_shared::health::exit_with_probe(config.metrics_addr.port(), "/readyz").await
-        }
-        Some(other) => {
-            eprintln!("callsync-worker: unknown command {other:?}; {USAGE}");
-            return ExitCode::from(2);
+            eprintln!("callsync-worker: {e}");
+            ExitCode::FAILURE
         }
     }
+}
+
+async fn run_worker(env: &Env) -> ExitCode {
+    let config = match WorkerConfig::from_env(env) {
+        Ok(config) => config,
+        Err(e) => return config_error(&e),
+    };
     config.log.init();
     let worker = match Worker::build(config).await {
         Ok(worker) => worker,
@@ -46,5 +128,155 @@ pub async fn run() -> ExitCode {
             eprintln!("callsync-worker: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+async fn status(config: &OpsConfig) -> Result<(), String> {
+    let dlq = Dlq::connect(config.amqp_url.expose(), config.topology.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut queues = vec![config.topology.calls_queue()];
+    queues.extend(
+        config
+            .retry_delays
+            .iter()
+            .map(|d| config.topology.retry_queue(*d)),
+    );
+    queues.push(config.topology.parking_queue());
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{:<32} {:>10}", "QUEUE", "MESSAGES");
+    for queue in queues {
+        let depth = dlq.depth(&queue).await.map_err(|e| e.to_string())?;
+        let depth = depth.map_or_else(|| "missing".to_owned(), |n| n.to_string());
+        let _ = writeln!(out, "{queue:<32} {depth:>10}");
+    }
+    dlq.close().await;
+    let ledger = Ledger::open_existing(config.database_url.expose())
+        .await
+        .map_err(|e| format!("cannot read the ledger: {e}"))?;
+    let counts = ledger.counts().await.map_err(|e| e.to_string())?;
+    let _ = writeln!(
+        out,
+        "\nledger: {} synced, {} pending, {} parked",
+        counts.synced, counts.pending, counts.parked
+    );
+    Ok(())
+}
+
+async fn dlq(config: &OpsConfig, command: DlqCommand) -> Result<(), String> {
+    let dlq = Dlq::connect(config.amqp_url.expose(), config.topology.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    let result = match command {
+        DlqCommand::List { limit } => dlq.list(limit).await.map(|list| print_table(&list)),
+        DlqCommand::Show { id } => dlq.show(&id).await.map(|found| match found {
+            Some(parked) => print_one(&parked),
+            None => println!("no parked message with id or call id {id:?}"),
+        }),
+        DlqCommand::Replay { all, ids } => {
+            if !all && ids.is_empty() {
+                dlq.close().await;
+                return Err("say which messages to replay: --all or one or more ids".to_owned());
+            }
+            let selection = if all {
+                Selection::All
+            } else {
+                Selection::Ids(ids.clone())
+            };
+            dlq.replay(&selection).await.map(|replayed| {
+                for p in &replayed {
+                    println!("replayed {} ({}:{})", p.id, p.source, p.call_id);
+                }
+                println!("{} message(s) replayed", replayed.len());
+                if let Selection::Ids(ids) = &selection {
+                    for id in ids
+                        .iter()
+                        .filter(|id| !replayed.iter().any(|p| p.id == **id || p.call_id == **id))
+                    {
+                        println!("not found: {id}");
+                    }
+                }
+            })
+        }
+        DlqCommand::Purge { older_than } => dlq.purge_older_than(older_than).await.map(|purged| {
+            println!(
+                "{} message(s) parked more than {} ago purged",
+                purged.len(),
+                format_age(older_than)
+            );
+        }),
+    };
+    dlq.close().await;
+    result.map_err(|e| e.to_string())
+}
+
+fn print_table(list: &[Parked]) {
+    let now = OffsetDateTime::now_utc();
+    println!(
+        "{:<36}  {:<9}  {:<36}  {:>8}  {:>7}  REASON",
+        "ID", "SOURCE", "CALL ID", "ATTEMPTS", "AGE"
+    );
+    for p in list {
+        let age = p.age(now).map_or_else(|| "-".to_owned(), format_age);
+        let reason: String = p.reason.chars().take(80).collect();
+        println!(
+            "{:<36}  {:<9}  {:<36}  {:>8}  {:>7}  {reason}",
+            p.id, p.source, p.call_id, p.attempts, age
+        );
+    }
+    println!("{} parked message(s)", list.len());
+}
+
+fn print_one(p: &Parked) {
+    let now = OffsetDateTime::now_utc();
+    println!("id:          {}", p.id);
+    println!("source:      {}", p.source);
+    println!("call id:     {}", p.call_id);
+    println!("reason:      {}", p.reason);
+    println!("attempts:    {}", p.attempts);
+    println!(
+        "parked:      {}",
+        p.age(now).map_or_else(
+            || "unknown".to_owned(),
+            |a| format!("{} ago", format_age(a))
+        )
+    );
+    if let Some(e) = &p.first_error {
+        println!("first error: {e}");
+    }
+    if let Some(e) = &p.last_error {
+        println!("last error:  {e}");
+    }
+    println!("body:\n{}", String::from_utf8_lossy(&p.body));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn replay_takes_ids_or_all_but_not_both() {
+        assert!(Cli::try_parse_from(["callsync-worker", "dlq", "replay", "--all"]).is_ok());
+        assert!(Cli::try_parse_from(["callsync-worker", "dlq", "replay", "a", "b"]).is_ok());
+        assert!(Cli::try_parse_from(["callsync-worker", "dlq", "replay", "--all", "a"]).is_err());
+    }
+
+    #[test]
+    fn purge_reads_an_age() {
+        let cli =
+            Cli::try_parse_from(["callsync-worker", "dlq", "purge", "--older-than", "7d"]).unwrap();
+        let Some(Command::Dlq {
+            command: DlqCommand::Purge { older_than },
+        }) = cli.command
+        else {
+            panic!("expected dlq purge");
+        };
+        assert_eq!(older_than, Duration::from_secs(7 * 86_400));
     }
 }

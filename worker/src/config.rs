@@ -51,6 +51,61 @@ impl std::fmt::Debug for Redacted {
     }
 }
 
+/// What the operator commands (`status`, `dlq`) need: no CRM settings, so
+/// that they run anywhere the broker and database are reachable.
+#[derive(Debug, Clone)]
+pub struct OpsConfig {
+    pub amqp_url: Redacted,
+    pub database_url: Redacted,
+    pub topology: Topology,
+    pub retry_delays: Vec<Duration>,
+}
+
+impl OpsConfig {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            amqp_url: amqp_url(env)?,
+            database_url: database_url(env)?,
+            topology: Topology::new(env.string("CALLSYNC_AMQP_PREFIX", DEFAULT_PREFIX)),
+            retry_delays: retry_delays(env)?,
+        })
+    }
+}
+
+fn amqp_url(env: &Env) -> Result<Redacted, ConfigError> {
+    let url = env.string("CALLSYNC_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f");
+    url.parse::<lapin::uri::AMQPUri>()
+        .map_err(|e| ConfigError {
+            var: "CALLSYNC_AMQP_URL".to_owned(),
+            message: format!("not a valid AMQP URL ({e})"),
+        })?;
+    Ok(Redacted(Secret::new(url)))
+}
+
+fn database_url(env: &Env) -> Result<Redacted, ConfigError> {
+    let url = env.string(
+        "CALLSYNC_DATABASE_URL",
+        "postgres://postgres@127.0.0.1:5432/callsync",
+    );
+    url.parse::<sqlx::postgres::PgConnectOptions>()
+        .map_err(|e| ConfigError {
+            var: "CALLSYNC_DATABASE_URL".to_owned(),
+            message: format!("not a valid PostgreSQL URL ({e})"),
+        })?;
+    Ok(Redacted(Secret::new(url)))
+}
+
+fn retry_delays(env: &Env) -> Result<Vec<Duration>, ConfigError> {
+    let delays = env.duration_list("CALLSYNC_RETRY_DELAYS", &DEFAULT_RETRY_DELAYS)?;
+    if delays.is_empty() || delays.iter().any(Duration::is_zero) {
+        return Err(ConfigError {
+            var: "CALLSYNC_RETRY_DELAYS".to_owned(),
+            message: "expected at least one non-zero delay, e.g. 5s,30s,2m,10m,1h".to_owned(),
+        });
+    }
+    Ok(delays)
+}
+
 impl WorkerConfig {
     /// The value of `CALLSYNC_CRM` in use.
     pub fn crm_name(&self) -> &'static str {
@@ -60,35 +115,11 @@ impl WorkerConfig {
     }
 
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let amqp_url = env.string("CALLSYNC_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f");
-        amqp_url
-            .parse::<lapin::uri::AMQPUri>()
-            .map_err(|e| ConfigError {
-                var: "CALLSYNC_AMQP_URL".to_owned(),
-                message: format!("not a valid AMQP URL ({e})"),
-            })?;
-        let database_url = env.string(
-            "CALLSYNC_DATABASE_URL",
-            "postgres://postgres@127.0.0.1:5432/callsync",
-        );
-        database_url
-            .parse::<sqlx::postgres::PgConnectOptions>()
-            .map_err(|e| ConfigError {
-                var: "CALLSYNC_DATABASE_URL".to_owned(),
-                message: format!("not a valid PostgreSQL URL ({e})"),
-            })?;
         let prefetch: u16 = env.parse("CALLSYNC_PREFETCH", 16, "a whole number from 1 to 1000")?;
         if !(1..=1000).contains(&prefetch) {
             return Err(ConfigError {
                 var: "CALLSYNC_PREFETCH".to_owned(),
                 message: format!("expected a whole number from 1 to 1000, got {prefetch}"),
-            });
-        }
-        let retry_delays = env.duration_list("CALLSYNC_RETRY_DELAYS", &DEFAULT_RETRY_DELAYS)?;
-        if retry_delays.is_empty() || retry_delays.iter().any(Duration::is_zero) {
-            return Err(ConfigError {
-                var: "CALLSYNC_RETRY_DELAYS".to_owned(),
-                message: "expected at least one non-zero delay, e.g. 5s,30s,2m,10m,1h".to_owned(),
             });
         }
         let crm = CrmConfig::from_env(env)?;
@@ -103,8 +134,8 @@ impl WorkerConfig {
             });
         }
         Ok(Self {
-            amqp_url: Redacted(Secret::new(amqp_url)),
-            database_url: Redacted(Secret::new(database_url)),
+            amqp_url: amqp_url(env)?,
+            database_url: database_url(env)?,
             metrics_addr: env.parse(
                 "CALLSYNC_METRICS_ADDR",
                 SocketAddr::from(([0, 0, 0, 0], 9090)),
@@ -118,7 +149,7 @@ impl WorkerConfig {
             follow_up_due: env.duration("CALLSYNC_FOLLOW_UP_DUE", Duration::from_secs(86_400))?,
             prefetch,
             topology: Topology::new(env.string("CALLSYNC_AMQP_PREFIX", DEFAULT_PREFIX)),
-            retry_delays,
+            retry_delays: retry_delays(env)?,
             lease,
             crm_index_lag: env.duration("CALLSYNC_CRM_INDEX_LAG", crm.default_index_lag())?,
             crm,

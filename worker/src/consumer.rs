@@ -142,6 +142,12 @@ impl ConsumerLoop {
                 return false;
             }
         };
+        let depths = tokio::spawn(report_queue_depths(
+            connection.create_channel().await.ok(),
+            self.config.topology.clone(),
+            self.config.retry_delays.clone(),
+        ));
+        let _stop_depths = AbortOnDrop(depths);
         let handler = Arc::new(Handler {
             syncer: Arc::clone(&self.syncer),
             tiers: RetryTiers::new(self.config.retry_delays.clone()),
@@ -203,6 +209,56 @@ impl ConsumerLoop {
                 "grace period over; unfinished messages will be redelivered"
             );
             in_flight.abort_all();
+        }
+    }
+}
+
+/// Aborts a background task when dropped (when consuming stops).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// How often queue depths are published as `callsync_queue_messages`.
+const DEPTH_EVERY: Duration = Duration::from_secs(15);
+
+/// Publishes the depth of the work, retry and parking queues, so that
+/// dashboards and alerts see parked and waiting messages.
+async fn report_queue_depths(
+    channel: Option<Channel>,
+    topology: callsync_shared::topology::Topology,
+    delays: Vec<Duration>,
+) {
+    let Some(channel) = channel else { return };
+    let mut queues = vec![topology.calls_queue(), topology.parking_queue()];
+    queues.extend(delays.iter().map(|d| topology.retry_queue(*d)));
+    let mut tick = tokio::time::interval(DEPTH_EVERY);
+    loop {
+        tick.tick().await;
+        for queue in &queues {
+            // The worker declared these queues, so a passive declare cannot
+            // fail with 404 (which would close the channel).
+            match channel
+                .queue_declare(
+                    queue.as_str().into(),
+                    lapin::options::QueueDeclareOptions {
+                        passive: true,
+                        ..lapin::options::QueueDeclareOptions::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+            {
+                Ok(q) => metrics::gauge!("callsync_queue_messages", "queue" => queue.clone())
+                    .set(f64::from(q.message_count())),
+                Err(error) => {
+                    tracing::debug!(%error, "queue depth probe failed");
+                    return;
+                }
+            }
         }
     }
 }

@@ -159,6 +159,22 @@ impl Ledger {
         })
     }
 
+    /// Opens an existing ledger read-mostly, for operator commands: no
+    /// database creation, no migrations, one connection.
+    pub async fn open_existing(url: &str) -> Result<Self, LedgerError> {
+        let options: PgConnectOptions = url.parse()?;
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options.application_name("callsync-worker-cli"))
+            .await?;
+        Ok(Self {
+            pool,
+            crm: "",
+            lease_secs: 0.0,
+        })
+    }
+
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }

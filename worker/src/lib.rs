@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod consumer;
 pub mod crm;
+pub mod dlq;
 pub mod ledger;
 pub mod retry;
 pub mod sync;

@@ -315,12 +315,26 @@ impl TestEnv {
 
     /// Deletes this environment's queues, exchanges and database.
     pub async fn cleanup(&self) {
-        cleanup(
-            self.topology.clone(),
-            self.database_url.clone(),
-            self.id.clone(),
-        )
-        .await;
+        cleanup(self.topology.clone(), self.retry_delays(), self.id.clone()).await;
+    }
+
+    /// Every retry delay a service of this environment may have declared a
+    /// queue for: the defaults, the test default and any override.
+    fn retry_delays(&self) -> Vec<Duration> {
+        let mut delays: Vec<Duration> = callsync_shared::topology::DEFAULT_RETRY_DELAYS.to_vec();
+        delays.extend([1, 2, 3].map(Duration::from_secs));
+        for (name, value) in &self.overrides {
+            if name == "CALLSYNC_RETRY_DELAYS" {
+                delays.extend(
+                    value
+                        .split(',')
+                        .filter_map(|d| callsync_shared::config::parse_duration(d).ok()),
+                );
+            }
+        }
+        delays.sort();
+        delays.dedup();
+        delays
     }
 }
 
@@ -329,29 +343,27 @@ impl Drop for TestEnv {
         // Drop cannot await: clean up on a thread with its own runtime, so that
         // a failed test leaves nothing behind either.
         let topology = self.topology.clone();
-        let url = self.database_url.clone();
+        let delays = self.retry_delays();
         let id = self.id.clone();
         let _ = std::thread::spawn(move || {
             if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
             {
-                runtime.block_on(cleanup(topology, url, id));
+                runtime.block_on(cleanup(topology, delays, id));
             }
         })
         .join();
     }
 }
 
-async fn cleanup(topology: Topology, _database_url: String, id: String) {
+async fn cleanup(topology: Topology, delays: Vec<Duration>, id: String) {
     if let Ok(connection) =
         callsync_shared::broker::connect(AMQP_URL, "callsync-tests-cleanup").await
     {
         if let Ok(channel) = connection.create_channel().await {
             let mut queues = vec![topology.calls_queue(), topology.parking_queue()];
-            for secs in [1, 2, 3, 5, 30, 120, 600, 3_600] {
-                queues.push(topology.retry_queue(Duration::from_secs(secs)));
-            }
+            queues.extend(delays.iter().map(|d| topology.retry_queue(*d)));
             for q in queues {
                 let _ = channel
                     .queue_delete(q.as_str().into(), QueueDeleteOptions::default())

@@ -577,10 +577,11 @@ fn the_rabbitmq_definitions_create_the_user_and_vhost_the_services_use() {
     let url = compose["services"]["worker"]["environment"]["CALLSYNC_AMQP_URL"]
         .as_str()
         .unwrap();
-    let uri: lapin::uri::AMQPUri = url
-        .replace("${RABBITMQ_PASSWORD:-callsync}", "callsync")
-        .parse()
-        .unwrap();
+    let default = url
+        .strip_prefix("${CALLSYNC_AMQP_URL:-")
+        .and_then(|rest| rest.strip_suffix('}'))
+        .expect("the AMQP URL defaults to the definitions' user");
+    let uri: lapin::uri::AMQPUri = default.parse().unwrap();
     assert_eq!(
         definitions["users"][0]["name"].as_str(),
         Some(uri.authority.userinfo.username.as_str())

@@ -135,6 +135,20 @@ fn every_variable_the_services_read_is_documented_in_the_readme() {
 }
 
 #[test]
+fn the_compose_file_follows_the_compose_specification() {
+    // The same check `docker compose config` makes of the file's shape, done
+    // with the specification's types because no Docker engine runs here.
+    let typed: docker_compose_types::Compose =
+        serde_norway::from_value(compose()).unwrap_or_else(|e| {
+            panic!("docker-compose.yml does not follow the Compose Specification: {e}")
+        });
+    let services = &typed.services.0;
+    assert!(services.contains_key("worker"));
+    let worker = services["worker"].as_ref().unwrap();
+    assert_eq!(worker.deploy.as_ref().and_then(|d| d.replicas), Some(3));
+}
+
+#[test]
 fn the_compose_file_runs_every_service_with_a_healthcheck() {
     let compose = compose();
     let services = compose["services"].as_mapping().expect("services");

@@ -68,7 +68,19 @@ pub struct TestEnv {
     pub sim: CrmSim,
     /// Extra variables applied to every service started from this environment.
     pub overrides: Vec<(String, String)>,
+    /// The `CALLSYNC_CRM` workers of this environment sync to (crm-sim
+    /// serves every supported CRM's API).
+    pub crm: &'static str,
 }
+
+/// Every CRM callsync supports, for the parameterised end-to-end suite.
+pub const CRMS: [&str; 5] = [
+    "hubspot",
+    "pipedrive",
+    "gohighlevel",
+    "salesforce",
+    "webhook",
+];
 
 impl TestEnv {
     pub async fn new() -> Self {
@@ -86,6 +98,7 @@ impl TestEnv {
             database_url: format!("{PG_SERVER}/callsync_test_{id}"),
             sim,
             overrides: Vec::new(),
+            crm: "hubspot",
             id,
         }
     }
@@ -119,14 +132,11 @@ impl TestEnv {
     /// leases so that recovery paths finish within a test's time.
     pub fn worker_env(&self) -> Env {
         self.apply_overrides(
-            Env::default()
+            self.crm_env(Env::default())
                 .with("CALLSYNC_AMQP_URL", AMQP_URL)
                 .with("CALLSYNC_AMQP_PREFIX", self.topology.prefix())
                 .with("CALLSYNC_DATABASE_URL", &self.database_url)
                 .with("CALLSYNC_METRICS_ADDR", "127.0.0.1:0")
-                .with("CALLSYNC_CRM", "hubspot")
-                .with("CALLSYNC_HUBSPOT_TOKEN", self.sim.token())
-                .with("CALLSYNC_HUBSPOT_BASE_URL", self.sim.base_url())
                 .with("CALLSYNC_RETRY_DELAYS", "1s,2s,3s")
                 .with("CALLSYNC_CRM_TIMEOUT", "2s")
                 .with("CALLSYNC_LEASE", "5s")
@@ -134,6 +144,32 @@ impl TestEnv {
                 .with("CALLSYNC_SHUTDOWN_GRACE", "5s")
                 .with("CALLSYNC_PREFETCH", "8"),
         )
+    }
+
+    /// The variables that point a worker at crm-sim as `self.crm`.
+    fn crm_env(&self, env: Env) -> Env {
+        let token = self.sim.token();
+        let base = self.sim.base_url();
+        let env = env.with("CALLSYNC_CRM", self.crm);
+        match self.crm {
+            "hubspot" => env
+                .with("CALLSYNC_HUBSPOT_TOKEN", token)
+                .with("CALLSYNC_HUBSPOT_BASE_URL", base),
+            "pipedrive" => env
+                .with("CALLSYNC_PIPEDRIVE_TOKEN", token)
+                .with("CALLSYNC_PIPEDRIVE_BASE_URL", base),
+            "gohighlevel" => env
+                .with("CALLSYNC_GOHIGHLEVEL_TOKEN", token)
+                .with("CALLSYNC_GOHIGHLEVEL_LOCATION_ID", "loc-callsync-test")
+                .with("CALLSYNC_GOHIGHLEVEL_BASE_URL", base),
+            "salesforce" => env
+                .with("CALLSYNC_SALESFORCE_ACCESS_TOKEN", token)
+                .with("CALLSYNC_SALESFORCE_INSTANCE_URL", base),
+            "webhook" => env
+                .with("CALLSYNC_WEBHOOK_SECRET", token)
+                .with("CALLSYNC_WEBHOOK_URL", format!("{base}/hooks/callsync")),
+            other => panic!("unknown CRM {other}"),
+        }
     }
 
     /// Starts ingest in-process and waits until it is ready.

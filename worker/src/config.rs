@@ -109,9 +109,7 @@ fn retry_delays(env: &Env) -> Result<Vec<Duration>, ConfigError> {
 impl WorkerConfig {
     /// The value of `CALLSYNC_CRM` in use.
     pub fn crm_name(&self) -> &'static str {
-        match self.crm {
-            CrmConfig::Hubspot(_) => "hubspot",
-        }
+        self.crm.name()
     }
 
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
@@ -196,6 +194,59 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "CALLSYNC_HUBSPOT_TOKEN: is required but not set"
+        );
+    }
+
+    #[test]
+    fn each_crm_names_its_first_missing_variable_at_start_up() {
+        for (crm, missing) in [
+            ("pipedrive", "CALLSYNC_PIPEDRIVE_TOKEN"),
+            ("gohighlevel", "CALLSYNC_GOHIGHLEVEL_TOKEN"),
+            ("salesforce", "CALLSYNC_SALESFORCE_ACCESS_TOKEN"),
+            ("webhook", "CALLSYNC_WEBHOOK_URL"),
+        ] {
+            let err =
+                WorkerConfig::from_env(&Env::default().with("CALLSYNC_CRM", crm)).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!("{missing}: is required but not set"),
+                "{crm}"
+            );
+        }
+        let pipedrive = Env::default()
+            .with("CALLSYNC_CRM", "pipedrive")
+            .with("CALLSYNC_PIPEDRIVE_TOKEN", "t");
+        assert_eq!(
+            WorkerConfig::from_env(&pipedrive).unwrap_err().var,
+            "CALLSYNC_PIPEDRIVE_BASE_URL"
+        );
+        let ghl = Env::default()
+            .with("CALLSYNC_CRM", "gohighlevel")
+            .with("CALLSYNC_GOHIGHLEVEL_TOKEN", "t");
+        assert_eq!(
+            WorkerConfig::from_env(&ghl).unwrap_err().var,
+            "CALLSYNC_GOHIGHLEVEL_LOCATION_ID"
+        );
+    }
+
+    #[test]
+    fn an_unknown_crm_lists_the_supported_ones() {
+        let err = WorkerConfig::from_env(&Env::default().with("CALLSYNC_CRM", "zoho")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "CALLSYNC_CRM: \"zoho\" is not a supported CRM; supported: hubspot, pipedrive, gohighlevel, salesforce, webhook"
+        );
+    }
+
+    #[test]
+    fn a_webhook_url_must_be_http() {
+        let env = Env::default()
+            .with("CALLSYNC_CRM", "webhook")
+            .with("CALLSYNC_WEBHOOK_URL", "ftp://example.com")
+            .with("CALLSYNC_WEBHOOK_SECRET", "s");
+        assert_eq!(
+            WorkerConfig::from_env(&env).unwrap_err().var,
+            "CALLSYNC_WEBHOOK_URL"
         );
     }
 

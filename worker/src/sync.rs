@@ -204,6 +204,11 @@ impl Syncer {
         let mut update_done = done(Step::ContactUpdate);
 
         let contact_id = match steps.get(&Step::Contact) {
+            // A target without contacts gets the whole report in one request.
+            _ if !self.crm.manages_contacts() => {
+                update_done = true;
+                String::new()
+            }
             Some(StepState::Done {
                 crm_id: Some(id), ..
             }) => id.clone(),
@@ -235,6 +240,7 @@ impl Syncer {
                 report,
                 Step::CallLog,
                 MarkedRecord::CallLog,
+                &contact_id,
                 steps.get(&Step::CallLog),
                 || crm.record_call(&contact_id, report),
             )
@@ -271,6 +277,7 @@ impl Syncer {
                 report,
                 Step::FollowUpTask,
                 MarkedRecord::FollowUp,
+                &contact_id,
                 steps.get(&Step::FollowUpTask),
                 || crm.create_follow_up(&contact_id, report, due),
             )
@@ -374,6 +381,7 @@ impl Syncer {
         report: &CallReport,
         step: Step,
         kind: MarkedRecord,
+        contact: &str,
         recorded: Option<&StepState>,
         create: F,
     ) -> Result<CrmId, SyncError>
@@ -401,7 +409,7 @@ impl Syncer {
                     });
                 }
                 self.ledger.renew(key, owner).await?;
-                let found = idempotent(|| self.crm.find_marked(kind, &marker))
+                let found = idempotent(|| self.crm.find_marked(kind, contact, &marker))
                     .await
                     .map_err(|error| SyncError::Crm { step: name, error })?;
                 if let Some(id) = found {

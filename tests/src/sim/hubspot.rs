@@ -14,7 +14,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Map, Value, json};
 
-use super::{ConnectionKill, Kind, Record, Shared, State as SimState, guarded};
+use super::{ConnectionKill, Dialect, Kind, Record, Shared, State as SimState, guarded};
 
 pub fn router(shared: Shared) -> Router {
     Router::new()
@@ -24,10 +24,6 @@ pub fn router(shared: Shared) -> Router {
         .route("/crm/v3/objects/{object}", post(create))
         .route("/crm/v3/objects/{object}/{id}", get(read).patch(update))
         .with_state(shared)
-}
-
-fn auth(headers: &HeaderMap) -> Option<&str> {
-    headers.get("authorization").and_then(|v| v.to_str().ok())
 }
 
 fn error(status: StatusCode, category: &str, message: impl Into<String>) -> Response {
@@ -91,7 +87,8 @@ async fn create_group(
         &shared,
         kill.as_deref(),
         "create_group",
-        auth(&headers),
+        Dialect::RetryAfter,
+        shared.bearer_ok(&headers),
         |state| {
             let body = match parse(&body) {
                 Ok(b) => b,
@@ -128,7 +125,8 @@ async fn create_property(
         &shared,
         kill.as_deref(),
         "create_property",
-        auth(&headers),
+        Dialect::RetryAfter,
+        shared.bearer_ok(&headers),
         |state| {
             let body = match parse(&body) {
                 Ok(b) => b,
@@ -183,7 +181,8 @@ async fn search(
         &shared,
         kill.as_deref(),
         operation,
-        auth(&headers),
+        Dialect::RetryAfter,
+        shared.bearer_ok(&headers),
         |state| {
             let Some(kind) = kind(&object) else {
                 return error(
@@ -259,7 +258,8 @@ async fn create(
         &shared,
         kill.as_deref(),
         operation,
-        auth(&headers),
+        Dialect::RetryAfter,
+        shared.bearer_ok(&headers),
         |state| {
             let Some(kind) = kind(&object) else {
                 return error(
@@ -350,7 +350,8 @@ async fn read(
         &shared,
         kill.as_deref(),
         "get_contact",
-        auth(&headers),
+        Dialect::RetryAfter,
+        shared.bearer_ok(&headers),
         |state| {
             let Some(kind) = kind(&object) else {
                 return error(
@@ -383,7 +384,8 @@ async fn update(
         &shared,
         kill.as_deref(),
         "update_contact",
-        auth(&headers),
+        Dialect::RetryAfter,
+        shared.bearer_ok(&headers),
         |state| {
             let Some(kind) = kind(&object) else {
                 return error(

@@ -9,7 +9,11 @@
 //! `GET /_sim/state` returns every record and request counters, so tests
 //! assert on what the CRM holds, not on what the worker logged.
 
+pub mod gohighlevel;
 pub mod hubspot;
+pub mod pipedrive;
+pub mod salesforce;
+pub mod webhook;
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -131,6 +135,23 @@ impl Record {
     pub fn prop(&self, name: &str) -> Option<&str> {
         self.properties.get(name).and_then(Value::as_str)
     }
+
+    /// The callsync marker this record carries, wherever the CRM keeps it
+    /// (a property of its own, a note's HTML, a task's description).
+    pub fn marker(&self) -> Option<String> {
+        self.properties
+            .values()
+            .filter_map(Value::as_str)
+            .find_map(|text| {
+                let start = text.find("callsync:")?;
+                let marker: String = text[start..]
+                    .chars()
+                    .take_while(|c| !c.is_whitespace() && !matches!(c, '<' | '"' | '&'))
+                    .collect();
+                // Salesforce's follow-up external id ends in ":follow-up".
+                Some(marker.trim_end_matches(":follow-up").to_owned())
+            })
+    }
 }
 
 /// Request counters.
@@ -165,6 +186,8 @@ pub(crate) struct State {
     pub(crate) tasks: Vec<Record>,
     pub(crate) properties: HashSet<String>,
     pub(crate) groups: HashSet<String>,
+    /// Pipedrive person fields: (key, name).
+    pub(crate) person_fields: Vec<(String, String)>,
     stats: Stats,
     window: VecDeque<Instant>,
     scripted: Vec<ScriptedFault>,
@@ -249,7 +272,21 @@ pub(crate) struct ConnectionKill(Arc<Notify>);
 
 impl Shared {
     /// Counts the request and decides its fate: auth, rate limit, faults.
-    pub(crate) fn admit(&self, operation: &'static str, authorization: Option<&str>) -> Decision {
+    /// Whether `Authorization: Bearer <token>` carries the simulator's token.
+    pub(crate) fn bearer_ok(&self, headers: &axum::http::HeaderMap) -> bool {
+        let token = self.lock().config.token.clone();
+        headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v == format!("Bearer {token}"))
+    }
+
+    /// The simulator's token (also the webhook secret).
+    pub(crate) fn token(&self) -> String {
+        self.lock().config.token.clone()
+    }
+
+    pub(crate) fn admit(&self, operation: &'static str, authorized: bool) -> Decision {
         let mut s = self.lock();
         s.stats.requests += 1;
         *s.stats
@@ -257,8 +294,7 @@ impl Shared {
             .entry(operation.to_owned())
             .or_default() += 1;
 
-        let expected = format!("Bearer {}", s.config.token);
-        if authorization != Some(expected.as_str()) {
+        if !authorized {
             s.stats.unauthorized += 1;
             return Decision::Respond(StatusCode::UNAUTHORIZED, None);
         }
@@ -351,50 +387,35 @@ impl Shared {
 }
 
 /// Runs a route with the simulator's latency, limits and faults around it.
+/// How a CRM words its refusals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    /// 429 with `Retry-After` (HubSpot, GoHighLevel, webhook receivers).
+    RetryAfter,
+    /// 429 with `x-ratelimit-reset` (Pipedrive).
+    RateLimitReset,
+    /// 403 `REQUEST_LIMIT_EXCEEDED` (Salesforce).
+    Salesforce,
+}
+
 pub(crate) async fn guarded<F>(
     shared: &Shared,
     kill: Option<&ConnectionKill>,
     operation: &'static str,
-    authorization: Option<&str>,
+    dialect: Dialect,
+    authorized: bool,
     apply: F,
 ) -> Response
 where
     F: FnOnce(&mut State) -> Response,
 {
-    let decision = shared.admit(operation, authorization);
+    let decision = shared.admit(operation, authorized);
     let latency = shared.latency();
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
     match decision {
-        Decision::Respond(status, retry_after) => {
-            let body = match status {
-                StatusCode::TOO_MANY_REQUESTS => json!({
-                    "status": "error",
-                    "errorType": "RATE_LIMIT",
-                    "policyName": "TEN_SECONDLY_ROLLING",
-                    "message": "You have reached your ten_secondly_rolling limit."
-                }),
-                StatusCode::UNAUTHORIZED => json!({
-                    "status": "error",
-                    "category": "INVALID_AUTHENTICATION",
-                    "message": "Authentication credentials not found."
-                }),
-                status if status.is_client_error() => json!({
-                    "status": "error",
-                    "category": "VALIDATION_ERROR",
-                    "message": "injected rejection"
-                }),
-                _ => json!({ "status": "error", "message": "injected failure" }),
-            };
-            let mut response = (status, axum::Json(body)).into_response();
-            if let Some(secs) = retry_after
-                && let Ok(value) = secs.to_string().parse()
-            {
-                response.headers_mut().insert("retry-after", value);
-            }
-            response
-        }
+        Decision::Respond(status, retry_after) => refusal(dialect, status, retry_after),
         Decision::Hang => std::future::pending().await,
         Decision::Proceed {
             reset_after,
@@ -416,6 +437,47 @@ where
             response
         }
     }
+}
+
+/// A refusal worded the way `dialect` words it.
+fn refusal(dialect: Dialect, status: StatusCode, retry_after: Option<u64>) -> Response {
+    if status == StatusCode::TOO_MANY_REQUESTS && dialect == Dialect::Salesforce {
+        return (
+            StatusCode::FORBIDDEN,
+            axum::Json(json!([{ "errorCode": "REQUEST_LIMIT_EXCEEDED", "message": "TotalRequests Limit exceeded." }])),
+        )
+            .into_response();
+    }
+    let body = match status {
+        StatusCode::TOO_MANY_REQUESTS => json!({
+            "status": "error",
+            "errorType": "RATE_LIMIT",
+            "policyName": "TEN_SECONDLY_ROLLING",
+            "message": "You have reached your rate limit."
+        }),
+        StatusCode::UNAUTHORIZED => json!({
+            "status": "error",
+            "category": "INVALID_AUTHENTICATION",
+            "message": "Authentication credentials not found."
+        }),
+        status if status.is_client_error() => json!({
+            "status": "error",
+            "category": "VALIDATION_ERROR",
+            "message": "injected rejection"
+        }),
+        _ => json!({ "status": "error", "message": "injected failure" }),
+    };
+    let mut response = (status, axum::Json(body)).into_response();
+    if let Some(secs) = retry_after {
+        let name = match dialect {
+            Dialect::RateLimitReset => "x-ratelimit-reset",
+            _ => "retry-after",
+        };
+        if let Ok(value) = secs.to_string().parse() {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    response
 }
 
 /// A running simulator.
@@ -440,12 +502,20 @@ impl CrmSim {
             tasks: Vec::new(),
             properties: HashSet::new(),
             groups: HashSet::new(),
+            person_fields: Vec::new(),
             stats: Stats::default(),
             window: VecDeque::new(),
             scripted: Vec::new(),
             rng: fastrand::Rng::with_seed(seed),
         })));
-        let router = hubspot::router(shared.clone()).merge(inspection(shared.clone()));
+        // Every CRM's routes at once: their paths do not overlap, and a test
+        // points its worker at the one it exercises.
+        let router = hubspot::router(shared.clone())
+            .merge(pipedrive::router(shared.clone()))
+            .merge(gohighlevel::router(shared.clone()))
+            .merge(salesforce::router(shared.clone()))
+            .merge(webhook::router(shared.clone()))
+            .merge(inspection(shared.clone()));
         let task = tokio::spawn(serve(listener, router));
         Ok(Self { addr, shared, task })
     }

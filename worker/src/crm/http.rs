@@ -45,6 +45,14 @@ impl CrmHttp {
         &self.client
     }
 
+    /// Pauses this worker's requests after a rate-limit answer that is not a
+    /// 429 (Salesforce answers 403 `REQUEST_LIMIT_EXCEEDED`).
+    pub fn pause_for_rate_limit(&self, retry_after: Option<Duration>) {
+        metrics::counter!("callsync_worker_crm_rate_limited_total", "crm" => self.crm).increment(1);
+        self.limiter
+            .pause(retry_after.unwrap_or(DEFAULT_RATE_LIMIT_PAUSE));
+    }
+
     /// Sends a request and returns the response if its status is 2xx or one
     /// of `accept` (e.g. 404 for an existence check); classifies the rest.
     pub async fn send(
@@ -77,11 +85,17 @@ impl CrmHttp {
         if status == StatusCode::TOO_MANY_REQUESTS {
             metrics::counter!("callsync_worker_crm_rate_limited_total", "crm" => self.crm)
                 .increment(1);
-            let retry_after = response
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| parse_retry_after(v, OffsetDateTime::now_utc()));
+            let header = |name: &str| {
+                response
+                    .headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned)
+            };
+            // Pipedrive sends the seconds until its window resets instead.
+            let retry_after = header("retry-after")
+                .or_else(|| header("x-ratelimit-reset"))
+                .and_then(|v| parse_retry_after(&v, OffsetDateTime::now_utc()));
             // Every request of this worker waits, not only this message's.
             self.limiter
                 .pause(retry_after.unwrap_or(DEFAULT_RATE_LIMIT_PAUSE));

@@ -419,6 +419,7 @@ impl Crm for Hubspot {
     async fn find_marked(
         &self,
         kind: MarkedRecord,
+        _contact: &str,
         marker: &str,
     ) -> Result<Option<CrmId>, CrmError> {
         let object = match kind {

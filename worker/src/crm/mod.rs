@@ -3,12 +3,17 @@
 //! The sync engine (`sync.rs`) only speaks this trait. A CRM adapter maps
 //! each operation onto its vendor's API and classifies every failure once,
 //! as [`CrmError`], so that the retry policy never has to read status codes.
-//! Adding a CRM is one new file here plus one arm in [`CrmConfig`].
+//! Adding a CRM is one new file here plus its arm in each `match` of
+//! [`CrmConfig`] (settings, name, defaults, construction).
 
+pub mod gohighlevel;
 mod http;
 pub mod hubspot;
 pub mod limiter;
+pub mod pipedrive;
 pub mod render;
+pub mod salesforce;
+pub mod webhook;
 
 use std::fmt;
 use std::sync::Arc;
@@ -139,19 +144,39 @@ pub trait Crm: Send + Sync + fmt::Debug {
         due: OffsetDateTime,
     ) -> Result<CrmId, CrmError>;
 
-    /// The record of `kind` carrying `marker`, if the CRM has one.
+    /// The record of `kind` carrying `marker` on `contact`, if the CRM has one.
     async fn find_marked(
         &self,
         kind: MarkedRecord,
+        contact: &str,
         marker: &str,
     ) -> Result<Option<CrmId>, CrmError>;
+
+    /// False for targets without contacts (the generic webhook): the
+    /// contact steps are skipped and `contact` arguments are empty.
+    fn manages_contacts(&self) -> bool {
+        true
+    }
 }
 
 /// Which CRM to sync to, with its settings.
 #[derive(Debug, Clone)]
 pub enum CrmConfig {
     Hubspot(hubspot::HubspotConfig),
+    Pipedrive(pipedrive::PipedriveConfig),
+    Gohighlevel(gohighlevel::GohighlevelConfig),
+    Salesforce(salesforce::SalesforceConfig),
+    Webhook(webhook::WebhookConfig),
 }
+
+/// The values `CALLSYNC_CRM` accepts.
+pub const SUPPORTED: [&str; 5] = [
+    "hubspot",
+    "pipedrive",
+    "gohighlevel",
+    "salesforce",
+    "webhook",
+];
 
 /// The request timeout used when `CALLSYNC_CRM_TIMEOUT` is not set.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -184,22 +209,62 @@ impl HttpSettings {
 impl CrmConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let name = env.required("CALLSYNC_CRM")?;
-        match name.to_ascii_lowercase().as_str() {
-            // HubSpot's lowest tier allows 100 requests per 10 s per app.
-            "hubspot" => Ok(CrmConfig::Hubspot(hubspot::HubspotConfig::from_env(
+        // Default budgets are each vendor's lowest documented tier.
+        Ok(match name.to_ascii_lowercase().as_str() {
+            // 100 requests per 10 s per private app.
+            "hubspot" => CrmConfig::Hubspot(hubspot::HubspotConfig::from_env(
                 env,
                 HttpSettings::from_env(env, "100/10s")?,
-            )?)),
-            other => Err(ConfigError {
-                var: "CALLSYNC_CRM".to_owned(),
-                message: format!("{other:?} is not a supported CRM; supported: hubspot"),
-            }),
+            )?),
+            // Token-based limits in 2-second burst windows.
+            "pipedrive" => CrmConfig::Pipedrive(pipedrive::PipedriveConfig::from_env(
+                env,
+                HttpSettings::from_env(env, "20/2s")?,
+            )?),
+            // 100 requests per 10 s per location.
+            "gohighlevel" => CrmConfig::Gohighlevel(gohighlevel::GohighlevelConfig::from_env(
+                env,
+                HttpSettings::from_env(env, "100/10s")?,
+            )?),
+            // Salesforce counts per 24 h; keep bursts modest all the same.
+            "salesforce" => CrmConfig::Salesforce(salesforce::SalesforceConfig::from_env(
+                env,
+                HttpSettings::from_env(env, "100/10s")?,
+            )?),
+            "webhook" => CrmConfig::Webhook(webhook::WebhookConfig::from_env(
+                env,
+                HttpSettings::from_env(env, "off")?,
+            )?),
+            other => {
+                return Err(ConfigError {
+                    var: "CALLSYNC_CRM".to_owned(),
+                    message: format!(
+                        "{other:?} is not a supported CRM; supported: {}",
+                        SUPPORTED.join(", ")
+                    ),
+                });
+            }
+        })
+    }
+
+    /// The value of `CALLSYNC_CRM` this configuration came from.
+    pub fn name(&self) -> &'static str {
+        match self {
+            CrmConfig::Hubspot(_) => "hubspot",
+            CrmConfig::Pipedrive(_) => "pipedrive",
+            CrmConfig::Gohighlevel(_) => "gohighlevel",
+            CrmConfig::Salesforce(_) => "salesforce",
+            CrmConfig::Webhook(_) => "webhook",
         }
     }
 
     pub fn http(&self) -> &HttpSettings {
         match self {
             CrmConfig::Hubspot(c) => &c.http,
+            CrmConfig::Pipedrive(c) => &c.http,
+            CrmConfig::Gohighlevel(c) => &c.http,
+            CrmConfig::Salesforce(c) => &c.http,
+            CrmConfig::Webhook(c) => &c.http,
         }
     }
 
@@ -207,19 +272,32 @@ impl CrmConfig {
         self.http().timeout
     }
 
-    /// How long this CRM's search may take to show a new record.
+    /// How long this CRM's search may take to show a new record, before a
+    /// create whose outcome is unknown is searched for.
     pub fn default_index_lag(&self) -> Duration {
         match self {
             // HubSpot documents seconds and 10–60 s are seen in practice.
             CrmConfig::Hubspot(_) => Duration::from_secs(60),
+            // Notes, tasks and activities are listed per contact, not
+            // searched: they show at once. Give replicas a moment anyway.
+            CrmConfig::Pipedrive(_) | CrmConfig::Gohighlevel(_) => Duration::from_secs(5),
+            // Upserts by External ID and reads by it are immediate; the
+            // webhook target is "searched" by sending again.
+            CrmConfig::Salesforce(_) | CrmConfig::Webhook(_) => Duration::ZERO,
         }
     }
 
     /// Builds the adapter; its requests go through `limiter`.
     pub fn build(&self, limiter: Arc<Limiter>) -> Result<Arc<dyn Crm>, CrmBuildError> {
-        match self {
-            CrmConfig::Hubspot(c) => Ok(Arc::new(hubspot::Hubspot::new(c.clone(), limiter)?)),
-        }
+        Ok(match self {
+            CrmConfig::Hubspot(c) => Arc::new(hubspot::Hubspot::new(c.clone(), limiter)?),
+            CrmConfig::Pipedrive(c) => Arc::new(pipedrive::Pipedrive::new(c.clone(), limiter)?),
+            CrmConfig::Gohighlevel(c) => {
+                Arc::new(gohighlevel::Gohighlevel::new(c.clone(), limiter)?)
+            }
+            CrmConfig::Salesforce(c) => Arc::new(salesforce::Salesforce::new(c.clone(), limiter)?),
+            CrmConfig::Webhook(c) => Arc::new(webhook::Webhook::new(c.clone(), limiter)?),
+        })
     }
 }
 

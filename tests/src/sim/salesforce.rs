@@ -1,0 +1,379 @@
+// Routes return ready-made error responses; boxing them would only add noise.
+#![allow(clippy::result_large_err)]
+
+//! The Salesforce REST endpoints the worker uses: SOSL search over phone
+//! and e-mail fields, Contact create/read/update, and Task upsert and read by
+//! the External ID field `Callsync_Marker__c`. The API limit answers 403
+//! `REQUEST_LIMIT_EXCEEDED`, as Salesforce does.
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::{Extension, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{Map, Value, json};
+
+use super::{ConnectionKill, Dialect, Kind, Shared, State as SimState, guarded};
+
+pub fn router(shared: Shared) -> Router {
+    Router::new()
+        .route("/services/data/{version}/search/", get(search))
+        .route(
+            "/services/data/{version}/sobjects/Contact",
+            post(create_contact),
+        )
+        .route(
+            "/services/data/{version}/sobjects/{object}/{id}",
+            get(read_object).patch(update_object),
+        )
+        .route(
+            "/services/data/{version}/sobjects/Task/Callsync_Marker__c/{marker}",
+            get(read_task).patch(upsert_task),
+        )
+        .with_state(shared)
+}
+
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(json!([{ "errorCode": code, "message": message.into() }])),
+    )
+        .into_response()
+}
+
+fn parse(body: &Bytes) -> Result<Value, Response> {
+    serde_json::from_slice(body)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, "JSON_PARSER_ERROR", e.to_string()))
+}
+
+fn digits(text: &str) -> String {
+    text.chars().filter(char::is_ascii_digit).collect()
+}
+
+/// An 18-character id with Salesforce's key prefix for the object.
+fn sf_id(prefix: &str, n: &str) -> String {
+    format!("{prefix}{n:0>15}")
+}
+
+fn unescape(term: &str) -> String {
+    let mut out = String::new();
+    let mut escaped = false;
+    for c in term.chars() {
+        if c == '\\' && !escaped {
+            escaped = true;
+            continue;
+        }
+        escaped = false;
+        out.push(c);
+    }
+    out
+}
+
+type Kill = Option<Extension<ConnectionKill>>;
+
+async fn search(
+    State(shared): State<Shared>,
+    kill: Kill,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let auth = shared.bearer_ok(&headers);
+    guarded(
+        &shared,
+        kill.as_deref(),
+        "search",
+        Dialect::Salesforce,
+        auth,
+        |state| {
+            let Some(query) = q.get("q") else {
+                return error(StatusCode::BAD_REQUEST, "MALFORMED_SEARCH", "q is required");
+            };
+            let (Some(open), Some(close)) = (query.find('{'), query.rfind('}')) else {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "MALFORMED_SEARCH",
+                    "FIND {term} expected",
+                );
+            };
+            let term = unescape(&query[open + 1..close]);
+            let by_phone = query.contains("IN PHONE FIELDS");
+            let by_email = query.contains("IN EMAIL FIELDS");
+            if !by_phone && !by_email {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "MALFORMED_SEARCH",
+                    "crm-sim supports PHONE and EMAIL fields",
+                );
+            }
+            let records: Vec<Value> = state
+                .contacts
+                .iter()
+                .filter(|r| state.indexed(r))
+                .filter(|r| {
+                    (by_phone && r.prop("Phone").is_some_and(|p| digits(p) == term))
+                        || (by_email
+                            && r.prop("Email")
+                                .is_some_and(|e| e.eq_ignore_ascii_case(&term)))
+                })
+                .map(|r| json!({ "attributes": { "type": "Contact" }, "Id": r.id }))
+                .collect();
+            Json(json!({ "searchRecords": records })).into_response()
+        },
+    )
+    .await
+}
+
+async fn create_contact(
+    State(shared): State<Shared>,
+    kill: Kill,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let auth = shared.bearer_ok(&headers);
+    guarded(
+        &shared,
+        kill.as_deref(),
+        "create_contact",
+        Dialect::Salesforce,
+        auth,
+        |state| {
+            let body = match parse(&body) {
+                Ok(b) => b,
+                Err(r) => return r,
+            };
+            if body["LastName"].as_str().is_none_or(str::is_empty) {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "REQUIRED_FIELD_MISSING",
+                    "Required fields are missing: [LastName]",
+                );
+            }
+            let properties = body.as_object().cloned().unwrap_or_default();
+            let mut record = state.insert(Kind::Contacts, properties, Vec::new());
+            let id = sf_id("003", &record.id);
+            if let Some(stored) = state.contacts.iter_mut().find(|r| r.id == record.id) {
+                stored.id = id.clone();
+            }
+            record.id = id;
+            (
+                StatusCode::CREATED,
+                Json(json!({ "id": record.id, "success": true, "errors": [] })),
+            )
+                .into_response()
+        },
+    )
+    .await
+}
+
+async fn read_object(
+    State(shared): State<Shared>,
+    kill: Kill,
+    headers: HeaderMap,
+    Path((_, object, id)): Path<(String, String, String)>,
+) -> Response {
+    let auth = shared.bearer_ok(&headers);
+    guarded(
+        &shared,
+        kill.as_deref(),
+        "get_contact",
+        Dialect::Salesforce,
+        auth,
+        |state| {
+            if object != "Contact" && object != "Lead" {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    "NOT_FOUND",
+                    "The requested resource does not exist",
+                );
+            }
+            match state.contacts.iter().find(|r| r.id == id) {
+                Some(r) => {
+                    let mut view = r.properties.clone();
+                    view.insert("Id".into(), json!(r.id));
+                    Json(Value::Object(view)).into_response()
+                }
+                None => error(
+                    StatusCode::NOT_FOUND,
+                    "NOT_FOUND",
+                    "The requested resource does not exist",
+                ),
+            }
+        },
+    )
+    .await
+}
+
+async fn update_object(
+    State(shared): State<Shared>,
+    kill: Kill,
+    headers: HeaderMap,
+    Path((_, object, id)): Path<(String, String, String)>,
+    body: Bytes,
+) -> Response {
+    let auth = shared.bearer_ok(&headers);
+    guarded(
+        &shared,
+        kill.as_deref(),
+        "update_contact",
+        Dialect::Salesforce,
+        auth,
+        |state| {
+            if object != "Contact" && object != "Lead" {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    "NOT_FOUND",
+                    "The requested resource does not exist",
+                );
+            }
+            let body = match parse(&body) {
+                Ok(b) => b,
+                Err(r) => return r,
+            };
+            match state.contacts.iter_mut().find(|r| r.id == id) {
+                Some(r) => {
+                    r.properties
+                        .extend(body.as_object().cloned().unwrap_or_default());
+                    StatusCode::NO_CONTENT.into_response()
+                }
+                None => error(
+                    StatusCode::NOT_FOUND,
+                    "NOT_FOUND",
+                    "The requested resource does not exist",
+                ),
+            }
+        },
+    )
+    .await
+}
+
+/// The Task with external id `marker`, in calls (TaskSubtype Call) or tasks.
+fn find_task<'a>(state: &'a mut SimState, marker: &str) -> Option<&'a mut super::Record> {
+    let in_calls = state
+        .calls
+        .iter()
+        .position(|r| r.prop("Callsync_Marker__c") == Some(marker));
+    match in_calls {
+        Some(i) => state.calls.get_mut(i),
+        None => state
+            .tasks
+            .iter_mut()
+            .find(|r| r.prop("Callsync_Marker__c") == Some(marker)),
+    }
+}
+
+async fn read_task(
+    State(shared): State<Shared>,
+    kill: Kill,
+    headers: HeaderMap,
+    Path((_, marker)): Path<(String, String)>,
+) -> Response {
+    let auth = shared.bearer_ok(&headers);
+    guarded(
+        &shared,
+        kill.as_deref(),
+        "get_task",
+        Dialect::Salesforce,
+        auth,
+        |state| match find_task(state, &marker) {
+            Some(r) => Json(json!({ "Id": r.id, "Callsync_Marker__c": marker })).into_response(),
+            None => error(
+                StatusCode::NOT_FOUND,
+                "NOT_FOUND",
+                "Provided external ID field does not exist or is not accessible",
+            ),
+        },
+    )
+    .await
+}
+
+async fn upsert_task(
+    State(shared): State<Shared>,
+    kill: Kill,
+    headers: HeaderMap,
+    Path((_, marker)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let auth = shared.bearer_ok(&headers);
+    let operation = if marker.ends_with(":follow-up") {
+        "upsert_follow_up_task"
+    } else {
+        "upsert_call_task"
+    };
+    guarded(
+        &shared,
+        kill.as_deref(),
+        operation,
+        Dialect::Salesforce,
+        auth,
+        |state| {
+            let body = match parse(&body) {
+                Ok(b) => b,
+                Err(r) => return r,
+            };
+            let mut properties: Map<String, Value> = body.as_object().cloned().unwrap_or_default();
+            properties.insert("Callsync_Marker__c".into(), json!(marker));
+            if let Some(existing) = find_task(state, &marker) {
+                // An update may not change TaskSubtype, as in Salesforce.
+                if properties
+                    .get("TaskSubtype")
+                    .is_some_and(|s| Some(s) != existing.properties.get("TaskSubtype"))
+                {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "INVALID_FIELD_FOR_INSERT_UPDATE",
+                        "TaskSubtype cannot be updated",
+                    );
+                }
+                existing.properties.extend(properties);
+                let id = existing.id.clone();
+                return Json(json!({ "id": id, "success": true, "created": false, "errors": [] }))
+                    .into_response();
+            }
+            let Some(who) = body["WhoId"].as_str() else {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "REQUIRED_FIELD_MISSING",
+                    "WhoId is required",
+                );
+            };
+            if !state.contacts.iter().any(|c| c.id == who) {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "INVALID_CROSS_REFERENCE_KEY",
+                    format!("invalid cross reference id {who}"),
+                );
+            }
+            if body["ActivityDate"].as_str().is_none_or(|d| d.len() != 10) {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "INVALID_TYPE",
+                    "ActivityDate must be YYYY-MM-DD",
+                );
+            }
+            let kind = if body["TaskSubtype"] == "Call" {
+                Kind::Calls
+            } else {
+                Kind::Tasks
+            };
+            let mut record = state.insert(kind, properties, vec![who.to_owned()]);
+            let id = sf_id("00T", &record.id);
+            if let Some(stored) = state
+                .records_mut(kind)
+                .iter_mut()
+                .find(|r| r.id == record.id)
+            {
+                stored.id = id.clone();
+            }
+            record.id = id;
+            (
+                StatusCode::CREATED,
+                Json(json!({ "id": record.id, "success": true, "created": true, "errors": [] })),
+            )
+                .into_response()
+        },
+    )
+    .await
+}

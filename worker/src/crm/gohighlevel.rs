@@ -1,0 +1,404 @@
+//! GoHighLevel (LeadConnector API, `Version: 2021-07-28`).
+//!
+//! | step | request |
+//! |---|---|
+//! | find contact | `GET /contacts/search/duplicate?locationId&number&email` |
+//! | create contact | `POST /contacts/upsert` (GoHighLevel's duplicate rules make it idempotent) |
+//! | record call | `POST /contacts/{id}/notes`: summary, analysis, links, marker |
+//! | update contact | `PUT /contacts/{id}` with `customFields` (last-call fields) |
+//! | follow-up | `POST /contacts/{id}/tasks` with `dueDate` |
+//! | find by marker | `GET /contacts/{id}/notes` / `GET /contacts/{id}/tasks`, marker in the body |
+//!
+//! The request bodies are checked against GoHighLevel's own OpenAPI file
+//! (public domain) by crm-sim in the end-to-end tests. Custom field values
+//! are written by field id, which the OpenAPI file requires; [`Crm::prepare`]
+//! finds the location's `callsync_*` custom fields
+//! (`GET /locations/{id}/customFields`) and creates the missing ones.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use callsync_shared::CallReport;
+use callsync_shared::config::{ConfigError, Env, Secret};
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::render;
+use super::{
+    ContactLookup, Crm, CrmError, CrmHttp, CrmId, HttpSettings, Limiter, MarkedRecord, NewContact,
+};
+
+/// The API version this adapter speaks.
+const API_VERSION: &str = "2021-07-28";
+
+/// `CALLSYNC_GOHIGHLEVEL_*`.
+#[derive(Debug, Clone)]
+pub struct GohighlevelConfig {
+    pub token: Secret,
+    pub location_id: String,
+    pub base_url: String,
+    pub http: HttpSettings,
+}
+
+impl GohighlevelConfig {
+    pub fn from_env(env: &Env, http: HttpSettings) -> Result<Self, ConfigError> {
+        Ok(Self {
+            token: env.required_secret("CALLSYNC_GOHIGHLEVEL_TOKEN")?,
+            location_id: env.required("CALLSYNC_GOHIGHLEVEL_LOCATION_ID")?,
+            base_url: env
+                .string(
+                    "CALLSYNC_GOHIGHLEVEL_BASE_URL",
+                    "https://services.leadconnectorhq.com",
+                )
+                .trim_end_matches('/')
+                .to_owned(),
+            http,
+        })
+    }
+}
+
+/// The contact custom fields callsync writes: field key suffix and name.
+const FIELDS: [(&str, &str); 3] = [
+    ("callsync_last_call_at", "callsync last call at"),
+    ("callsync_last_call_summary", "callsync last call summary"),
+    ("callsync_last_sentiment", "callsync last sentiment"),
+];
+
+#[derive(Debug)]
+pub struct Gohighlevel {
+    config: GohighlevelConfig,
+    http: CrmHttp,
+    /// The location's ids of [`FIELDS`], in the same order.
+    field_ids: tokio::sync::OnceCell<[String; 3]>,
+}
+
+#[derive(Deserialize)]
+struct CustomField {
+    id: String,
+    #[serde(default, rename = "fieldKey")]
+    field_key: String,
+    #[serde(default)]
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct CustomFields {
+    #[serde(default, rename = "customFields")]
+    custom_fields: Vec<CustomField>,
+}
+
+#[derive(Deserialize)]
+struct CreatedField {
+    #[serde(rename = "customField")]
+    custom_field: CustomField,
+}
+
+#[derive(Deserialize)]
+struct Id {
+    id: String,
+}
+
+#[derive(Deserialize)]
+struct Duplicate {
+    contact: Option<Id>,
+}
+
+#[derive(Deserialize)]
+struct ContactEnvelope {
+    contact: Id,
+}
+
+#[derive(Deserialize)]
+struct NoteEnvelope {
+    note: Id,
+}
+
+#[derive(Deserialize)]
+struct TaskEnvelope {
+    task: Id,
+}
+
+#[derive(Deserialize)]
+struct Bodied {
+    id: String,
+    #[serde(default)]
+    body: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Notes {
+    #[serde(default)]
+    notes: Vec<Bodied>,
+}
+
+#[derive(Deserialize)]
+struct Tasks {
+    #[serde(default)]
+    tasks: Vec<Bodied>,
+}
+
+impl Gohighlevel {
+    pub fn new(config: GohighlevelConfig, limiter: Arc<Limiter>) -> Result<Self, reqwest::Error> {
+        let http = CrmHttp::new("gohighlevel", config.http.timeout, limiter)?;
+        Ok(Self {
+            config,
+            http,
+            field_ids: tokio::sync::OnceCell::new(),
+        })
+    }
+
+    async fn field_ids(&self) -> Result<&[String; 3], CrmError> {
+        self.field_ids
+            .get_or_try_init(|| async {
+                let path = format!(
+                    "/locations/{}/customFields",
+                    path_id(&self.config.location_id)?
+                );
+                let existing: CustomFields = self
+                    .http
+                    .json(
+                        "list_fields",
+                        self.request(Method::GET, &path)
+                            .query(&[("model", "contact")]),
+                    )
+                    .await?;
+                let mut ids: [String; 3] = Default::default();
+                for (slot, (key, name)) in ids.iter_mut().zip(FIELDS) {
+                    let found = existing
+                        .custom_fields
+                        .iter()
+                        .find(|f| f.field_key == format!("contact.{key}") || f.name == name);
+                    *slot = match found {
+                        Some(field) => field.id.clone(),
+                        None => {
+                            let created: CreatedField = self
+                                .http
+                                .json(
+                                    "create_field",
+                                    self.request(Method::POST, &path).json(&json!({
+                                        "name": name,
+                                        "dataType": "LARGE_TEXT",
+                                        "model": "contact",
+                                    })),
+                                )
+                                .await?;
+                            created.custom_field.id
+                        }
+                    };
+                }
+                Ok(ids)
+            })
+            .await
+    }
+
+    async fn custom_fields(&self, report: &CallReport) -> Result<Value, CrmError> {
+        let ids = self.field_ids().await?;
+        let values = [
+            report.ended_at.format(&Rfc3339).unwrap_or_default(),
+            render::field_summary(report),
+            report.sentiment.clone().unwrap_or_default(),
+        ];
+        Ok(Value::Array(
+            ids.iter()
+                .zip(FIELDS)
+                .zip(values)
+                .map(
+                    |((id, (key, _)), value)| json!({ "id": id, "key": key, "field_value": value }),
+                )
+                .collect(),
+        ))
+    }
+
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http
+            .client()
+            .request(method, format!("{}{path}", self.config.base_url))
+            .bearer_auth(self.config.token.expose())
+            .header("Version", API_VERSION)
+    }
+}
+
+/// GoHighLevel ids are opaque strings; keep them out of paths unescaped.
+fn path_id(id: &str) -> Result<&str, CrmError> {
+    if !id.is_empty()
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        Ok(id)
+    } else {
+        Err(CrmError::Rejected {
+            status: 400,
+            detail: format!("{id:?} is not a GoHighLevel id"),
+        })
+    }
+}
+
+#[async_trait]
+impl Crm for Gohighlevel {
+    fn name(&self) -> &'static str {
+        "gohighlevel"
+    }
+
+    async fn prepare(&self) -> Result<(), CrmError> {
+        self.field_ids().await.map(drop)
+    }
+
+    async fn contact_exists(&self, id: &str) -> Result<bool, CrmError> {
+        let Ok(id) = path_id(id) else {
+            return Ok(false);
+        };
+        let response = self
+            .http
+            .send(
+                "get_contact",
+                self.request(Method::GET, &format!("/contacts/{id}")),
+                &[StatusCode::NOT_FOUND, StatusCode::BAD_REQUEST],
+            )
+            .await?;
+        Ok(response.status().is_success())
+    }
+
+    async fn find_contact(&self, lookup: &ContactLookup) -> Result<Option<CrmId>, CrmError> {
+        let mut query = vec![("locationId", self.config.location_id.clone())];
+        if let Some(phone) = &lookup.phone {
+            query.push(("number", phone.clone()));
+        }
+        if let Some(email) = &lookup.email {
+            query.push(("email", email.clone()));
+        }
+        let found: Duplicate = self
+            .http
+            .json(
+                "search_duplicate",
+                self.request(Method::GET, "/contacts/search/duplicate")
+                    .query(&query),
+            )
+            .await?;
+        Ok(found.contact.map(|c| c.id))
+    }
+
+    async fn create_contact(&self, contact: &NewContact<'_>) -> Result<CrmId, CrmError> {
+        let caller = &contact.report.caller;
+        let mut body = json!({
+            "locationId": self.config.location_id,
+            "source": "callsync",
+            "customFields": self.custom_fields(contact.report).await?,
+        });
+        if let Some(phone) = &caller.phone {
+            body["phone"] = json!(phone.best());
+        }
+        if let Some(email) = &caller.email {
+            body["email"] = json!(email);
+        }
+        if let Some(name) = &caller.name {
+            let (first, last) = render::split_name(name);
+            body["name"] = json!(name);
+            body["firstName"] = json!(first);
+            if let Some(last) = last {
+                body["lastName"] = json!(last);
+            }
+        }
+        let created: ContactEnvelope = self
+            .http
+            .json(
+                "upsert_contact",
+                self.request(Method::POST, "/contacts/upsert").json(&body),
+            )
+            .await?;
+        Ok(created.contact.id)
+    }
+
+    async fn record_call(&self, contact: &str, report: &CallReport) -> Result<CrmId, CrmError> {
+        let body = format!(
+            "<p><b>{}</b></p>\n{}",
+            render::escape(&render::call_title(report)),
+            render::call_body_html(report)
+        );
+        let created: NoteEnvelope = self
+            .http
+            .json(
+                "create_note",
+                self.request(
+                    Method::POST,
+                    &format!("/contacts/{}/notes", path_id(contact)?),
+                )
+                .json(&json!({ "body": body })),
+            )
+            .await?;
+        Ok(created.note.id)
+    }
+
+    async fn update_contact(&self, contact: &str, report: &CallReport) -> Result<(), CrmError> {
+        self.http
+            .send(
+                "update_contact",
+                self.request(Method::PUT, &format!("/contacts/{}", path_id(contact)?))
+                    .json(&json!({ "customFields": self.custom_fields(report).await? })),
+                &[],
+            )
+            .await
+            .map(drop)
+    }
+
+    async fn create_follow_up(
+        &self,
+        contact: &str,
+        report: &CallReport,
+        due: OffsetDateTime,
+    ) -> Result<CrmId, CrmError> {
+        let created: TaskEnvelope = self
+            .http
+            .json(
+                "create_task",
+                self.request(Method::POST, &format!("/contacts/{}/tasks", path_id(contact)?))
+                    .json(&json!({
+                        "title": render::task_subject(report),
+                        "body": render::task_body_html(report),
+                        "dueDate": due.to_offset(time::UtcOffset::UTC).format(&Rfc3339).unwrap_or_default(),
+                        "completed": false,
+                    })),
+            )
+            .await?;
+        Ok(created.task.id)
+    }
+
+    async fn find_marked(
+        &self,
+        kind: MarkedRecord,
+        contact: &str,
+        marker: &str,
+    ) -> Result<Option<CrmId>, CrmError> {
+        let contact = path_id(contact)?;
+        let escaped = render::escape(marker);
+        let records = match kind {
+            MarkedRecord::CallLog => {
+                let notes: Notes = self
+                    .http
+                    .json(
+                        "list_notes",
+                        self.request(Method::GET, &format!("/contacts/{contact}/notes")),
+                    )
+                    .await?;
+                notes.notes
+            }
+            MarkedRecord::FollowUp => {
+                let tasks: Tasks = self
+                    .http
+                    .json(
+                        "list_tasks",
+                        self.request(Method::GET, &format!("/contacts/{contact}/tasks")),
+                    )
+                    .await?;
+                tasks.tasks
+            }
+        };
+        Ok(records
+            .into_iter()
+            .find(|r| r.body.as_deref().unwrap_or_default().contains(&escaped))
+            .map(|r| r.id))
+    }
+}

@@ -1,0 +1,364 @@
+//! Pipedrive (API v2 where it exists, v1 for notes and person fields).
+//!
+//! | step | request |
+//! |---|---|
+//! | find contact | `GET /api/v2/persons/search?fields=phone&exact_match=true` (digits), then `fields=email` |
+//! | create contact | `POST /api/v2/persons` (name, phone, e-mail, last-call fields) |
+//! | record call | `POST /v1/notes` on the person: summary, analysis, links, marker |
+//! | update contact | `PATCH /api/v2/persons/{id}` (`custom_fields`: last-call fields) |
+//! | follow-up | `POST /api/v2/activities` of type `call`, due date and time, person as participant |
+//! | find by marker | `GET /v1/notes?person_id=` / `GET /api/v2/activities?person_id=`, marker in the content |
+//!
+//! The call is recorded as a note, not a call log: Pipedrive's call logs
+//! cannot be listed by person or searched, so after an unknown outcome there
+//! would be no way to find one again, and exactly-once would be lost.
+//! The last-call person fields are created by [`Crm::prepare`] when missing;
+//! Pipedrive names them by a generated key, which is looked up by name.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use callsync_shared::CallReport;
+use callsync_shared::config::{ConfigError, Env, Secret};
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use time::OffsetDateTime;
+use time::macros::format_description;
+use tokio::sync::OnceCell;
+
+use super::render;
+use super::{
+    ContactLookup, Crm, CrmError, CrmHttp, CrmId, HttpSettings, Limiter, MarkedRecord, NewContact,
+};
+
+/// `CALLSYNC_PIPEDRIVE_*`.
+#[derive(Debug, Clone)]
+pub struct PipedriveConfig {
+    pub token: Secret,
+    /// The company domain, e.g. `https://acme.pipedrive.com`.
+    pub base_url: String,
+    pub http: HttpSettings,
+}
+
+impl PipedriveConfig {
+    pub fn from_env(env: &Env, http: HttpSettings) -> Result<Self, ConfigError> {
+        Ok(Self {
+            token: env.required_secret("CALLSYNC_PIPEDRIVE_TOKEN")?,
+            base_url: env
+                .required("CALLSYNC_PIPEDRIVE_BASE_URL")?
+                .trim_end_matches('/')
+                .to_owned(),
+            http,
+        })
+    }
+}
+
+/// The custom person fields callsync writes, by display name.
+const FIELDS: [(&str, &str); 3] = [
+    ("last_call_at", "callsync last call at"),
+    ("last_call_summary", "callsync last call summary"),
+    ("last_sentiment", "callsync last sentiment"),
+];
+
+/// The generated keys of [`FIELDS`], in the same order.
+#[derive(Debug, Clone)]
+struct FieldKeys([String; 3]);
+
+#[derive(Debug)]
+pub struct Pipedrive {
+    config: PipedriveConfig,
+    http: CrmHttp,
+    fields: OnceCell<FieldKeys>,
+}
+
+#[derive(Deserialize)]
+struct Envelope<T> {
+    data: T,
+}
+
+#[derive(Deserialize)]
+struct Id {
+    id: i64,
+}
+
+#[derive(Deserialize)]
+struct SearchData {
+    #[serde(default)]
+    items: Vec<SearchItem>,
+}
+
+#[derive(Deserialize)]
+struct SearchItem {
+    item: Id,
+}
+
+#[derive(Deserialize)]
+struct Field {
+    key: String,
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct Content {
+    id: i64,
+    #[serde(default)]
+    content: Option<String>,
+    #[serde(default)]
+    note: Option<String>,
+}
+
+impl Pipedrive {
+    pub fn new(config: PipedriveConfig, limiter: Arc<Limiter>) -> Result<Self, reqwest::Error> {
+        let http = CrmHttp::new("pipedrive", config.http.timeout, limiter)?;
+        Ok(Self {
+            config,
+            http,
+            fields: OnceCell::new(),
+        })
+    }
+
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http
+            .client()
+            .request(method, format!("{}{path}", self.config.base_url))
+            .header("x-api-token", self.config.token.expose())
+    }
+
+    async fn field_keys(&self) -> Result<&FieldKeys, CrmError> {
+        self.fields
+            .get_or_try_init(|| async {
+                let existing: Envelope<Option<Vec<Field>>> = self
+                    .http
+                    .json("list_fields", self.request(Method::GET, "/v1/personFields"))
+                    .await?;
+                let existing = existing.data.unwrap_or_default();
+                let mut keys: [String; 3] = Default::default();
+                for (slot, (_, name)) in keys.iter_mut().zip(FIELDS) {
+                    *slot = match existing.iter().find(|f| f.name == name) {
+                        Some(field) => field.key.clone(),
+                        None => {
+                            let created: Envelope<Field> = self
+                                .http
+                                .json(
+                                    "create_field",
+                                    self.request(Method::POST, "/v1/personFields")
+                                        .json(&json!({ "name": name, "field_type": "text" })),
+                                )
+                                .await?;
+                            created.data.key
+                        }
+                    };
+                }
+                Ok(FieldKeys(keys))
+            })
+            .await
+    }
+
+    async fn last_call_fields(&self, report: &CallReport) -> Result<Map<String, Value>, CrmError> {
+        let keys = &self.field_keys().await?.0;
+        let mut fields = Map::new();
+        fields.insert(
+            keys[0].clone(),
+            json!(
+                report
+                    .ended_at
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default()
+            ),
+        );
+        fields.insert(keys[1].clone(), json!(render::field_summary(report)));
+        fields.insert(
+            keys[2].clone(),
+            json!(report.sentiment.clone().unwrap_or_default()),
+        );
+        Ok(fields)
+    }
+
+    async fn search(&self, field: &str, term: &str) -> Result<Option<CrmId>, CrmError> {
+        let found: Envelope<SearchData> = self
+            .http
+            .json(
+                "search_person",
+                self.request(Method::GET, "/api/v2/persons/search").query(&[
+                    ("term", term),
+                    ("fields", field),
+                    ("exact_match", "true"),
+                ]),
+            )
+            .await?;
+        Ok(found.data.items.first().map(|i| i.item.id.to_string()))
+    }
+
+    async fn create(
+        &self,
+        operation: &'static str,
+        path: &str,
+        body: Value,
+    ) -> Result<CrmId, CrmError> {
+        let created: Envelope<Id> = self
+            .http
+            .json(operation, self.request(Method::POST, path).json(&body))
+            .await?;
+        Ok(created.data.id.to_string())
+    }
+}
+
+/// Pipedrive ids are integers; a non-numeric id cannot be one.
+fn person_id(contact: &str) -> Result<i64, CrmError> {
+    contact.parse().map_err(|_| CrmError::Rejected {
+        status: 400,
+        detail: format!("{contact:?} is not a Pipedrive person id"),
+    })
+}
+
+#[async_trait]
+impl Crm for Pipedrive {
+    fn name(&self) -> &'static str {
+        "pipedrive"
+    }
+
+    async fn prepare(&self) -> Result<(), CrmError> {
+        self.field_keys().await.map(drop)
+    }
+
+    async fn contact_exists(&self, id: &str) -> Result<bool, CrmError> {
+        if id.parse::<i64>().is_err() {
+            return Ok(false);
+        }
+        let response = self
+            .http
+            .send(
+                "get_person",
+                self.request(Method::GET, &format!("/api/v2/persons/{id}")),
+                &[StatusCode::NOT_FOUND],
+            )
+            .await?;
+        Ok(response.status().is_success())
+    }
+
+    async fn find_contact(&self, lookup: &ContactLookup) -> Result<Option<CrmId>, CrmError> {
+        if let Some(phone) = &lookup.phone {
+            let digits: String = phone.chars().filter(char::is_ascii_digit).collect();
+            if !digits.is_empty()
+                && let Some(id) = self.search("phone", &digits).await?
+            {
+                return Ok(Some(id));
+            }
+        }
+        match &lookup.email {
+            Some(email) => self.search("email", email).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn create_contact(&self, contact: &NewContact<'_>) -> Result<CrmId, CrmError> {
+        let caller = &contact.report.caller;
+        // Pipedrive requires a name: the caller's, else the number.
+        let mut body = json!({
+            "name": caller.display_name(),
+            "custom_fields": self.last_call_fields(contact.report).await?,
+        });
+        if let Some(phone) = &caller.phone {
+            body["phones"] = json!([{ "value": phone.best(), "primary": true, "label": "mobile" }]);
+        }
+        if let Some(email) = &caller.email {
+            body["emails"] = json!([{ "value": email, "primary": true, "label": "work" }]);
+        }
+        self.create("create_person", "/api/v2/persons", body).await
+    }
+
+    async fn record_call(&self, contact: &str, report: &CallReport) -> Result<CrmId, CrmError> {
+        let content = format!(
+            "<p><b>{}</b></p>\n{}",
+            render::escape(&render::call_title(report)),
+            render::call_body_html(report)
+        );
+        self.create(
+            "create_note",
+            "/v1/notes",
+            json!({ "content": content, "person_id": person_id(contact)? }),
+        )
+        .await
+    }
+
+    async fn update_contact(&self, contact: &str, report: &CallReport) -> Result<(), CrmError> {
+        let fields = self.last_call_fields(report).await?;
+        self.http
+            .send(
+                "update_person",
+                self.request(
+                    Method::PATCH,
+                    &format!("/api/v2/persons/{}", person_id(contact)?),
+                )
+                .json(&json!({ "custom_fields": fields })),
+                &[],
+            )
+            .await
+            .map(drop)
+    }
+
+    async fn create_follow_up(
+        &self,
+        contact: &str,
+        report: &CallReport,
+        due: OffsetDateTime,
+    ) -> Result<CrmId, CrmError> {
+        let due = due.to_offset(time::UtcOffset::UTC);
+        let date = due
+            .format(format_description!("[year]-[month]-[day]"))
+            .unwrap_or_default();
+        let at = due
+            .format(format_description!("[hour]:[minute]"))
+            .unwrap_or_default();
+        self.create(
+            "create_activity",
+            "/api/v2/activities",
+            json!({
+                "subject": render::task_subject(report),
+                "type": "call",
+                "due_date": date,
+                "due_time": at,
+                "done": false,
+                "participants": [{ "person_id": person_id(contact)?, "primary": true }],
+                "note": render::task_body_html(report),
+            }),
+        )
+        .await
+    }
+
+    async fn find_marked(
+        &self,
+        kind: MarkedRecord,
+        contact: &str,
+        marker: &str,
+    ) -> Result<Option<CrmId>, CrmError> {
+        let person = person_id(contact)?.to_string();
+        let (operation, path) = match kind {
+            MarkedRecord::CallLog => ("list_notes", "/v1/notes"),
+            MarkedRecord::FollowUp => ("list_activities", "/api/v2/activities"),
+        };
+        let listed: Envelope<Option<Vec<Content>>> = self
+            .http
+            .json(
+                operation,
+                self.request(Method::GET, path)
+                    .query(&[("person_id", person.as_str()), ("limit", "500")]),
+            )
+            .await?;
+        Ok(listed
+            .data
+            .unwrap_or_default()
+            .into_iter()
+            .find(|c| {
+                let text = c
+                    .content
+                    .as_deref()
+                    .or(c.note.as_deref())
+                    .unwrap_or_default();
+                // The marker is written HTML-escaped.
+                text.contains(&render::escape(marker))
+            })
+            .map(|c| c.id.to_string()))
+    }
+}

@@ -1,0 +1,434 @@
+//! Salesforce (REST API).
+//!
+//! | step | request |
+//! |---|---|
+//! | find contact | SOSL `FIND {digits} IN PHONE FIELDS RETURNING Contact(Id), Lead(Id)`, then the e-mail in EMAIL FIELDS |
+//! | create contact | `POST /sobjects/Contact` |
+//! | record call | upsert `Task` by the External ID field `Callsync_Marker__c` (`TaskSubtype = Call`, completed) |
+//! | update contact | `PATCH /sobjects/{Contact,Lead}/{id}` (`Callsync_Last_*__c`) |
+//! | follow-up | upsert `Task` by `Callsync_Marker__c` = `<marker>:follow-up`, with `ActivityDate` |
+//! | find by marker | `GET /sobjects/Task/Callsync_Marker__c/{marker}` |
+//!
+//! Upserting by an External ID makes the call and the follow-up idempotent
+//! in Salesforce itself. The fields must be created once by an admin
+//! (README lists them). Salesforce signals its API limit with 403
+//! `REQUEST_LIMIT_EXCEEDED`, which is treated as a rate limit.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use callsync_shared::CallReport;
+use callsync_shared::config::{ConfigError, Env, Secret};
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use time::macros::format_description;
+
+use super::render;
+use super::{
+    ContactLookup, Crm, CrmError, CrmHttp, CrmId, HttpSettings, Limiter, MarkedRecord, NewContact,
+};
+
+/// `CALLSYNC_SALESFORCE_*`.
+#[derive(Debug, Clone)]
+pub struct SalesforceConfig {
+    pub access_token: Secret,
+    /// e.g. `https://acme.my.salesforce.com`.
+    pub instance_url: String,
+    pub api_version: String,
+    pub http: HttpSettings,
+}
+
+impl SalesforceConfig {
+    pub fn from_env(env: &Env, http: HttpSettings) -> Result<Self, ConfigError> {
+        Ok(Self {
+            access_token: env.required_secret("CALLSYNC_SALESFORCE_ACCESS_TOKEN")?,
+            instance_url: env
+                .required("CALLSYNC_SALESFORCE_INSTANCE_URL")?
+                .trim_end_matches('/')
+                .to_owned(),
+            api_version: env.string("CALLSYNC_SALESFORCE_API_VERSION", "v60.0"),
+            http,
+        })
+    }
+}
+
+/// The External ID field on Task that makes upserts idempotent.
+const MARKER_FIELD: &str = "Callsync_Marker__c";
+
+#[derive(Debug)]
+pub struct Salesforce {
+    config: SalesforceConfig,
+    http: CrmHttp,
+}
+
+#[derive(Deserialize)]
+struct SearchResult {
+    #[serde(rename = "searchRecords", default)]
+    search_records: Vec<SearchRecord>,
+}
+
+#[derive(Deserialize)]
+struct SearchRecord {
+    #[serde(rename = "Id")]
+    id: String,
+}
+
+#[derive(Deserialize)]
+struct Saved {
+    id: String,
+}
+
+#[derive(Deserialize)]
+struct Fetched {
+    #[serde(rename = "Id")]
+    id: String,
+}
+
+impl Salesforce {
+    pub fn new(config: SalesforceConfig, limiter: Arc<Limiter>) -> Result<Self, reqwest::Error> {
+        let http = CrmHttp::new("salesforce", config.http.timeout, limiter)?;
+        Ok(Self { config, http })
+    }
+
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http
+            .client()
+            .request(
+                method,
+                format!(
+                    "{}/services/data/{}{path}",
+                    self.config.instance_url, self.config.api_version
+                ),
+            )
+            .bearer_auth(self.config.access_token.expose())
+    }
+
+    /// Salesforce's own rate-limit answer is a 403; make it a rate limit.
+    fn limits(&self, error: CrmError) -> CrmError {
+        match error {
+            CrmError::Unauthorized {
+                status: 403,
+                detail,
+            } if detail.contains("REQUEST_LIMIT_EXCEEDED") => {
+                self.http.pause_for_rate_limit(None);
+                CrmError::RateLimited { retry_after: None }
+            }
+            other => other,
+        }
+    }
+
+    async fn send(
+        &self,
+        operation: &'static str,
+        request: RequestBuilder,
+        accept: &[StatusCode],
+    ) -> Result<reqwest::Response, CrmError> {
+        self.http
+            .send(operation, request, accept)
+            .await
+            .map_err(|e| self.limits(e))
+    }
+
+    async fn sosl(&self, query: String) -> Result<Option<CrmId>, CrmError> {
+        let response = self
+            .send(
+                "search",
+                self.request(Method::GET, "/search/").query(&[("q", query)]),
+                &[],
+            )
+            .await?;
+        let result: SearchResult = super::http::decode(response).await?;
+        Ok(result.search_records.into_iter().next().map(|r| r.id))
+    }
+
+    /// Creates or finds the Task with external id `external`.
+    async fn upsert_task(
+        &self,
+        operation: &'static str,
+        external: &str,
+        body: Value,
+    ) -> Result<CrmId, CrmError> {
+        let path = format!("/sobjects/Task/{MARKER_FIELD}/{}", encode(external));
+        let response = self
+            .send(
+                operation,
+                self.request(Method::PATCH, &path).json(&body),
+                &[],
+            )
+            .await?;
+        if response.status() == StatusCode::NO_CONTENT {
+            // Older API versions answer an update with no body: read the id.
+            return self
+                .task_by_marker(external)
+                .await?
+                .ok_or_else(|| CrmError::InvalidResponse("upserted Task not found".to_owned()));
+        }
+        let saved: Saved = super::http::decode(response).await?;
+        Ok(saved.id)
+    }
+
+    async fn task_by_marker(&self, external: &str) -> Result<Option<CrmId>, CrmError> {
+        let path = format!("/sobjects/Task/{MARKER_FIELD}/{}", encode(external));
+        let response = self
+            .send(
+                "get_task",
+                self.request(Method::GET, &path),
+                &[StatusCode::NOT_FOUND],
+            )
+            .await?;
+        if response.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let fetched: Fetched = super::http::decode(response).await?;
+        Ok(Some(fetched.id))
+    }
+}
+
+/// Percent-encodes a path segment.
+fn encode(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    for b in segment.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Escapes SOSL's reserved characters in a search term.
+fn sosl_escape(term: &str) -> String {
+    let mut out = String::with_capacity(term.len());
+    for c in term.chars() {
+        if "?&|!{}[]()^~*:\\\"'+-".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Contact ids start with 003, lead ids with 00Q.
+fn sobject(id: &str) -> &'static str {
+    if id.starts_with("00Q") {
+        "Lead"
+    } else {
+        "Contact"
+    }
+}
+
+fn safe_id(id: &str) -> Result<&str, CrmError> {
+    if (15..=18).contains(&id.len()) && id.chars().all(|c| c.is_ascii_alphanumeric()) {
+        Ok(id)
+    } else {
+        Err(CrmError::Rejected {
+            status: 400,
+            detail: format!("{id:?} is not a Salesforce id"),
+        })
+    }
+}
+
+fn last_call_fields(report: &CallReport) -> Value {
+    json!({
+        "Callsync_Last_Call_At__c": report.ended_at.format(&Rfc3339).unwrap_or_default(),
+        "Callsync_Last_Call_Summary__c": render::field_summary(report),
+        "Callsync_Last_Sentiment__c": report.sentiment.clone().unwrap_or_default(),
+    })
+}
+
+fn plain_text(report: &CallReport) -> String {
+    let mut parts = Vec::new();
+    if let Some(summary) = &report.summary {
+        parts.push(summary.clone());
+    }
+    if let Some(sentiment) = &report.sentiment {
+        parts.push(format!("Sentiment: {sentiment}"));
+    }
+    for (k, v) in &report.analysis {
+        parts.push(format!(
+            "{k}: {}",
+            v.as_str().map_or_else(|| v.to_string(), str::to_owned)
+        ));
+    }
+    if let Some(url) = &report.recording_url {
+        parts.push(format!("Recording: {url}"));
+    }
+    parts.push(report.marker());
+    parts.join("\n")
+}
+
+#[async_trait]
+impl Crm for Salesforce {
+    fn name(&self) -> &'static str {
+        "salesforce"
+    }
+
+    async fn prepare(&self) -> Result<(), CrmError> {
+        Ok(())
+    }
+
+    async fn contact_exists(&self, id: &str) -> Result<bool, CrmError> {
+        let Ok(id) = safe_id(id) else {
+            return Ok(false);
+        };
+        let response = self
+            .send(
+                "get_contact",
+                self.request(Method::GET, &format!("/sobjects/{}/{id}", sobject(id))),
+                &[StatusCode::NOT_FOUND],
+            )
+            .await?;
+        Ok(response.status().is_success())
+    }
+
+    async fn find_contact(&self, lookup: &ContactLookup) -> Result<Option<CrmId>, CrmError> {
+        if let Some(phone) = &lookup.phone {
+            let digits: String = phone.chars().filter(char::is_ascii_digit).collect();
+            if !digits.is_empty() {
+                let query =
+                    format!("FIND {{{digits}}} IN PHONE FIELDS RETURNING Contact(Id), Lead(Id)");
+                if let Some(id) = self.sosl(query).await? {
+                    return Ok(Some(id));
+                }
+            }
+        }
+        match &lookup.email {
+            Some(email) => {
+                let query = format!(
+                    "FIND {{{}}} IN EMAIL FIELDS RETURNING Contact(Id), Lead(Id)",
+                    sosl_escape(email)
+                );
+                self.sosl(query).await
+            }
+            None => Ok(None),
+        }
+    }
+
+    async fn create_contact(&self, contact: &NewContact<'_>) -> Result<CrmId, CrmError> {
+        let caller = &contact.report.caller;
+        let mut body = last_call_fields(contact.report);
+        // LastName is required: the caller's, else the number.
+        match caller.name.as_deref().map(render::split_name) {
+            Some((first, Some(last))) => {
+                body["FirstName"] = json!(first);
+                body["LastName"] = json!(last);
+            }
+            Some((only, None)) => body["LastName"] = json!(only),
+            None => body["LastName"] = json!(caller.display_name()),
+        }
+        if let Some(phone) = &caller.phone {
+            body["Phone"] = json!(phone.best());
+        }
+        if let Some(email) = &caller.email {
+            body["Email"] = json!(email);
+        }
+        let response = self
+            .send(
+                "create_contact",
+                self.request(Method::POST, "/sobjects/Contact").json(&body),
+                &[],
+            )
+            .await?;
+        let saved: Saved = super::http::decode(response).await?;
+        Ok(saved.id)
+    }
+
+    async fn record_call(&self, contact: &str, report: &CallReport) -> Result<CrmId, CrmError> {
+        let mut body = json!({
+            "WhoId": safe_id(contact)?,
+            "Subject": render::call_title(report).chars().take(255).collect::<String>(),
+            "Description": plain_text(report),
+            "TaskSubtype": "Call",
+            "CallType": "Inbound",
+            "Status": "Completed",
+            "ActivityDate": report.ended_at.format(format_description!("[year]-[month]-[day]")).unwrap_or_default(),
+        });
+        if let Some(duration) = report.duration {
+            body["CallDurationInSeconds"] = json!(duration.as_secs());
+        }
+        self.upsert_task("upsert_call_task", &report.marker(), body)
+            .await
+    }
+
+    async fn update_contact(&self, contact: &str, report: &CallReport) -> Result<(), CrmError> {
+        let id = safe_id(contact)?;
+        self.send(
+            "update_contact",
+            self.request(Method::PATCH, &format!("/sobjects/{}/{id}", sobject(id)))
+                .json(&last_call_fields(report)),
+            &[],
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn create_follow_up(
+        &self,
+        contact: &str,
+        report: &CallReport,
+        due: OffsetDateTime,
+    ) -> Result<CrmId, CrmError> {
+        let body = json!({
+            "WhoId": safe_id(contact)?,
+            "Subject": render::task_subject(report).chars().take(255).collect::<String>(),
+            "Description": format!("{}\n{}", report.summary.as_deref().unwrap_or("(no summary)"), report.marker()),
+            "Status": "Not Started",
+            "Priority": "High",
+            "ActivityDate": due.to_offset(time::UtcOffset::UTC).format(format_description!("[year]-[month]-[day]")).unwrap_or_default(),
+        });
+        self.upsert_task(
+            "upsert_follow_up_task",
+            &follow_up_marker(&report.marker()),
+            body,
+        )
+        .await
+    }
+
+    async fn find_marked(
+        &self,
+        kind: MarkedRecord,
+        _contact: &str,
+        marker: &str,
+    ) -> Result<Option<CrmId>, CrmError> {
+        match kind {
+            MarkedRecord::CallLog => self.task_by_marker(marker).await,
+            MarkedRecord::FollowUp => self.task_by_marker(&follow_up_marker(marker)).await,
+        }
+    }
+}
+
+/// The follow-up task's external id: distinct from the call task's.
+fn follow_up_marker(marker: &str) -> String {
+    format!("{marker}:follow-up")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sosl_reserved_characters_are_escaped() {
+        assert_eq!(
+            sosl_escape("jan-de.vries+crm@example.com"),
+            "jan\\-de.vries\\+crm@example.com"
+        );
+    }
+
+    #[test]
+    fn markers_are_encoded_as_path_segments() {
+        assert_eq!(
+            encode("callsync:postcall:abc 1"),
+            "callsync%3Apostcall%3Aabc%201"
+        );
+    }
+
+    #[test]
+    fn lead_ids_are_updated_as_leads() {
+        assert_eq!(sobject("00Q5e00000AbCdEAAX"), "Lead");
+        assert_eq!(sobject("0035e00000AbCdEAAX"), "Contact");
+    }
+}

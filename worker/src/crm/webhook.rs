@@ -1,0 +1,151 @@
+//! The generic target: for any CRM callsync does not support natively, POST
+//! the canonical call report as JSON to `CALLSYNC_WEBHOOK_URL`, signed the
+//! Standard Webhooks way.
+//!
+//! One request carries everything (caller, summary, analysis,
+//! `follow_up_needed`), so there are no contact, update or follow-up
+//! requests. `webhook-id` is the call's marker, stable across every attempt:
+//! a receiver de-duplicates on it, which is why a delivery whose outcome is
+//! unknown is simply sent again. 2xx is done; 429 and 5xx are retried; any
+//! other answer parks the report.
+//!
+//! Body: `{"type":"call.report","timestamp":"<RFC 3339>","data":<CallReport>}`.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use callsync_shared::CallReport;
+use callsync_shared::config::{ConfigError, Env, Secret};
+use callsync_shared::signature::sign_standard_webhook;
+use reqwest::Method;
+use serde_json::json;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::{
+    ContactLookup, Crm, CrmError, CrmHttp, CrmId, HttpSettings, Limiter, MarkedRecord, NewContact,
+};
+
+/// `CALLSYNC_WEBHOOK_*`.
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    pub url: String,
+    /// `whsec_<base64>` as Standard Webhooks issues them, or any string.
+    pub secret: Secret,
+    pub http: HttpSettings,
+}
+
+impl WebhookConfig {
+    pub fn from_env(env: &Env, http: HttpSettings) -> Result<Self, ConfigError> {
+        let url = env.required("CALLSYNC_WEBHOOK_URL")?;
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(ConfigError {
+                var: "CALLSYNC_WEBHOOK_URL".to_owned(),
+                message: format!("expected an http:// or https:// URL, got {url:?}"),
+            });
+        }
+        Ok(Self {
+            url,
+            secret: env.required_secret("CALLSYNC_WEBHOOK_SECRET")?,
+            http,
+        })
+    }
+}
+
+#[derive(Debug)]
+pub struct Webhook {
+    config: WebhookConfig,
+    http: CrmHttp,
+}
+
+impl Webhook {
+    pub fn new(config: WebhookConfig, limiter: Arc<Limiter>) -> Result<Self, reqwest::Error> {
+        let http = CrmHttp::new("webhook", config.http.timeout, limiter)?;
+        Ok(Self { config, http })
+    }
+}
+
+/// What a follow-up "is" for a target that receives the whole report.
+const IN_REPORT: &str = "in-report";
+
+#[async_trait]
+impl Crm for Webhook {
+    fn name(&self) -> &'static str {
+        "webhook"
+    }
+
+    fn manages_contacts(&self) -> bool {
+        false
+    }
+
+    async fn prepare(&self) -> Result<(), CrmError> {
+        Ok(())
+    }
+
+    async fn contact_exists(&self, _id: &str) -> Result<bool, CrmError> {
+        Ok(false)
+    }
+
+    async fn find_contact(&self, _lookup: &ContactLookup) -> Result<Option<CrmId>, CrmError> {
+        Ok(None)
+    }
+
+    async fn create_contact(&self, _contact: &NewContact<'_>) -> Result<CrmId, CrmError> {
+        Err(CrmError::Rejected {
+            status: 400,
+            detail: "the webhook target has no contacts".to_owned(),
+        })
+    }
+
+    async fn record_call(&self, _contact: &str, report: &CallReport) -> Result<CrmId, CrmError> {
+        let id = report.marker();
+        let now = OffsetDateTime::now_utc();
+        let body = serde_json::to_vec(&json!({
+            "type": "call.report",
+            "timestamp": now.format(&Rfc3339).unwrap_or_default(),
+            "data": report,
+        }))
+        .map_err(|e| CrmError::InvalidResponse(format!("cannot encode the report: {e}")))?;
+        let timestamp = now.unix_timestamp();
+        let signature = sign_standard_webhook(self.config.secret.expose(), &id, timestamp, &body);
+        self.http
+            .send(
+                "deliver",
+                self.http
+                    .client()
+                    .request(Method::POST, &self.config.url)
+                    .header("content-type", "application/json")
+                    .header("webhook-id", &id)
+                    .header("webhook-timestamp", timestamp.to_string())
+                    .header("webhook-signature", signature)
+                    .body(body),
+                &[],
+            )
+            .await?;
+        Ok(id)
+    }
+
+    async fn update_contact(&self, _contact: &str, _report: &CallReport) -> Result<(), CrmError> {
+        Ok(())
+    }
+
+    async fn create_follow_up(
+        &self,
+        _contact: &str,
+        _report: &CallReport,
+        _due: OffsetDateTime,
+    ) -> Result<CrmId, CrmError> {
+        // `follow_up_needed` travelled in the report; the receiver acts on it.
+        Ok(IN_REPORT.to_owned())
+    }
+
+    async fn find_marked(
+        &self,
+        _kind: MarkedRecord,
+        _contact: &str,
+        _marker: &str,
+    ) -> Result<Option<CrmId>, CrmError> {
+        // Receivers de-duplicate on webhook-id: sending again is the search.
+        Ok(None)
+    }
+}

@@ -6,5 +6,6 @@
 // A test harness reports failure by panicking.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod bench;
 pub mod harness;
 pub mod sim;

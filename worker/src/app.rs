@@ -166,8 +166,8 @@ async fn connect_ledger(
 }
 
 /// How often workers announce themselves, and how long one counts as live.
-const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
-const HEARTBEAT_WINDOW: Duration = Duration::from_secs(15);
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
+const HEARTBEAT_WINDOW: Duration = Duration::from_secs(6);
 
 /// Keeps this worker's share of the CRM budget equal to 1 ÷ live workers.
 /// It also publishes `callsync_ready` for the readiness alert.

@@ -1,0 +1,175 @@
+//! Load generators: HTTP with a fixed number of connections (the hyper
+//! client inside reqwest, keep-alive), and bare AMQP publishes with confirms.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lapin::options::BasicPublishOptions;
+use lapin::{BasicProperties, Channel, Confirmation};
+use serde::Serialize;
+
+/// What one load run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Measured {
+    pub concurrency: usize,
+    pub accepted: u64,
+    pub failed: u64,
+    pub seconds: f64,
+    pub accepted_per_sec: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+impl Measured {
+    fn from(
+        concurrency: usize,
+        mut latencies: Vec<Duration>,
+        failed: u64,
+        elapsed: Duration,
+    ) -> Self {
+        latencies.sort();
+        let pick = |q: f64| -> f64 {
+            if latencies.is_empty() {
+                return 0.0;
+            }
+            let i = ((latencies.len() as f64 - 1.0) * q).round() as usize;
+            latencies[i].as_secs_f64() * 1_000.0
+        };
+        let accepted = latencies.len() as u64;
+        Self {
+            concurrency,
+            accepted,
+            failed,
+            seconds: elapsed.as_secs_f64(),
+            accepted_per_sec: accepted as f64 / elapsed.as_secs_f64().max(1e-9),
+            p50_ms: pick(0.50),
+            p99_ms: pick(0.99),
+        }
+    }
+}
+
+/// A request to repeat: URL, headers and body.
+#[derive(Debug, Clone)]
+pub struct Shot {
+    pub url: String,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Vec<u8>,
+}
+
+/// `concurrency` connections sending `shot` back to back for `duration`
+/// (after `warmup`, which is not measured). A 2xx counts as accepted.
+pub async fn http(
+    shot: &Shot,
+    concurrency: usize,
+    warmup: Duration,
+    duration: Duration,
+) -> Measured {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()
+        .expect("HTTP client");
+    let shot = Arc::new(shot.clone());
+    let run = |client: reqwest::Client, shot: Arc<Shot>, until: Instant| async move {
+        let mut latencies = Vec::new();
+        let mut failed = 0u64;
+        while Instant::now() < until {
+            let mut request = client.post(&shot.url).body(shot.body.clone());
+            for (k, v) in &shot.headers {
+                request = request.header(*k, v);
+            }
+            let started = Instant::now();
+            match request.send().await {
+                Ok(r) if r.status().is_success() => {
+                    let _ = r.bytes().await;
+                    latencies.push(started.elapsed());
+                }
+                _ => failed += 1,
+            }
+        }
+        (latencies, failed)
+    };
+    // Warm-up: open the connections and let both sides settle.
+    let until = Instant::now() + warmup;
+    let warm: Vec<_> = (0..concurrency)
+        .map(|_| tokio::spawn(run(client.clone(), Arc::clone(&shot), until)))
+        .collect();
+    for w in warm {
+        let _ = w.await;
+    }
+    let started = Instant::now();
+    let until = started + duration;
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| tokio::spawn(run(client.clone(), Arc::clone(&shot), until)))
+        .collect();
+    let mut latencies = Vec::new();
+    let mut failed = 0;
+    for t in tasks {
+        let (l, f) = t.await.expect("load task");
+        latencies.extend(l);
+        failed += f;
+    }
+    Measured::from(concurrency, latencies, failed, started.elapsed())
+}
+
+/// `concurrency` publishes in flight on one confirm channel, each awaiting
+/// its confirm, for `duration`.
+pub async fn publish(
+    channel: &Channel,
+    exchange: &str,
+    key: &str,
+    body: &[u8],
+    concurrency: usize,
+    warmup: Duration,
+    duration: Duration,
+) -> Measured {
+    let run = |until: Instant| {
+        let channel = channel.clone();
+        let (exchange, key, body) = (exchange.to_owned(), key.to_owned(), body.to_vec());
+        async move {
+            let mut latencies = Vec::new();
+            let mut failed = 0u64;
+            while Instant::now() < until {
+                let started = Instant::now();
+                let confirmed = async {
+                    channel
+                        .basic_publish(
+                            exchange.as_str().into(),
+                            key.as_str().into(),
+                            BasicPublishOptions {
+                                mandatory: true,
+                                ..BasicPublishOptions::default()
+                            },
+                            &body,
+                            BasicProperties::default().with_delivery_mode(2),
+                        )
+                        .await?
+                        .await
+                }
+                .await;
+                match confirmed {
+                    Ok(Confirmation::Ack(None)) => latencies.push(started.elapsed()),
+                    _ => failed += 1,
+                }
+            }
+            (latencies, failed)
+        }
+    };
+    let warm: Vec<_> = (0..concurrency)
+        .map(|_| tokio::spawn(run(Instant::now() + warmup)))
+        .collect();
+    for w in warm {
+        let _ = w.await;
+    }
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| tokio::spawn(run(started + duration)))
+        .collect();
+    let mut latencies = Vec::new();
+    let mut failed = 0;
+    for t in tasks {
+        let (l, f) = t.await.expect("publish task");
+        latencies.extend(l);
+        failed += f;
+    }
+    Measured::from(concurrency, latencies, failed, started.elapsed())
+}

@@ -1,0 +1,755 @@
+//! The benchmark: how fast callsync accepts and syncs, as ratios to
+//! ceilings measured in the same run, on loopback only.
+//!
+//! 1. Ingest against its ceilings, at several connection counts: (a) an axum
+//!    endpoint that only checks the HMAC, (b) bare lapin publishes with
+//!    confirms to a quorum queue, (c) an axum endpoint that publishes with a
+//!    confirm and nothing else, (d) `callsync-ingest` with everything on.
+//! 2. Worker throughput with crm-sim answering after 0 and 50 ms, 1 and 3
+//!    replicas; CRM requests per call; lag from queueing to synced.
+//! 3. Rate limits: crm-sim at HubSpot's 190 requests per 10 s, 3 replicas.
+//! 4. Peak RSS of the ingest and worker processes.
+//!
+//! Every server under test runs in a child process (see `roles`).
+
+pub mod load;
+pub mod roles;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use callsync_shared::signature::sign_timestamped;
+use callsync_shared::topology::{CALL_REPORT_KEY, Topology, headers};
+use lapin::options::{
+    BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
+    QueuePurgeOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use serde::Serialize;
+use sqlx::Connection;
+
+use crate::harness::{AMQP_URL, PG_SERVER};
+use crate::sim::{CrmSim, RateLimit, SimConfig};
+use load::{Measured, Shot};
+use roles::{Child, free_addr};
+
+const SECRET: &str = "bench-secret";
+
+/// What to run, and how big.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub seconds_per_cell: f64,
+    pub warmup_seconds: f64,
+    pub concurrencies: Vec<usize>,
+    pub worker_calls: usize,
+    pub rate_limit_calls: usize,
+    /// The simulated CRM's limit for scenario 3 (requests per 10 s).
+    pub rate_limit: usize,
+}
+
+impl Options {
+    /// The full run (a few minutes on two cores).
+    pub fn full() -> Self {
+        Self {
+            seconds_per_cell: 5.0,
+            warmup_seconds: 1.0,
+            concurrencies: vec![1, 16, 64],
+            worker_calls: 2_000,
+            rate_limit_calls: 1_000,
+            rate_limit: 190,
+        }
+    }
+
+    /// Tiny sizes: proves the benchmark runs, measures nothing worth quoting.
+    pub fn smoke() -> Self {
+        Self {
+            seconds_per_cell: 0.5,
+            warmup_seconds: 0.1,
+            concurrencies: vec![1, 4],
+            worker_calls: 30,
+            rate_limit_calls: 40,
+            rate_limit: 100,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    pub cpus: usize,
+    pub cpu_model: String,
+    pub kernel: String,
+    pub postgres: String,
+    pub load_generator: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct IngestRow {
+    pub variant: &'static str,
+    pub cells: Vec<Measured>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Ratio {
+    pub concurrency: usize,
+    pub d_over_c: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkerRow {
+    pub workload: &'static str,
+    pub crm_latency_ms: u64,
+    pub replicas: usize,
+    pub calls: usize,
+    pub seconds: f64,
+    pub synced_per_sec: f64,
+    pub crm_requests_per_call: f64,
+    pub lag_p50_ms: f64,
+    pub lag_p99_ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RateLimitRow {
+    pub calls: usize,
+    pub replicas: usize,
+    pub limit: String,
+    pub crm_requests: u64,
+    pub rate_limited: u64,
+    pub ratio_429: f64,
+    pub seconds: f64,
+    pub theoretical_min_seconds: f64,
+    pub time_over_minimum: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Memory {
+    pub ingest_peak_rss_mib: f64,
+    pub worker_peak_rss_mib: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub machine: Machine,
+    pub ingest: Vec<IngestRow>,
+    pub ratios: Vec<Ratio>,
+    pub workers: Vec<WorkerRow>,
+    pub rate_limit: RateLimitRow,
+    pub memory: Memory,
+}
+
+/// A voicedock end-of-call report of about 2 KiB.
+pub fn body_2k(call_id: &str, phone: &str, follow_up: bool) -> Vec<u8> {
+    let mut value = serde_json::json!({ "message": {
+        "type": "end-of-call-report",
+        "timestamp": time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+        "call": { "id": call_id, "type": "inbound_phone_call", "status": "ended" },
+        "phone_number": { "number": "+31850835037", "name": "Bench" },
+        "customer": { "number": phone },
+        "duration_seconds": 84,
+        "summary": "",
+        "analysis": { "sentiment": 7, "intent": "sales", "resolved": true, "follow_up_needed": follow_up }
+    }});
+    let base = serde_json::to_vec(&value).unwrap_or_default().len();
+    value["message"]["summary"] = serde_json::json!("x".repeat(2048usize.saturating_sub(base)));
+    serde_json::to_vec(&value).unwrap_or_default()
+}
+
+fn signed_shot(addr: SocketAddr) -> Shot {
+    let body = body_2k("bench-call", "+31612345678", false);
+    let ts = time::OffsetDateTime::now_utc().unix_timestamp().to_string();
+    Shot {
+        url: format!("http://{addr}/webhooks/voicedock"),
+        headers: vec![
+            ("X-Webhook-Timestamp", ts.clone()),
+            ("X-Webhook-Signature", sign_timestamped(SECRET, &ts, &body)),
+            ("Content-Type", "application/json".to_owned()),
+        ],
+        body,
+    }
+}
+
+async fn amqp() -> anyhow::Result<(lapin::Connection, lapin::Channel)> {
+    let connection = callsync_shared::broker::connect(AMQP_URL, "callsync-bench").await?;
+    let channel = connection.create_channel().await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    Ok((connection, channel))
+}
+
+async fn purge(channel: &lapin::Channel, queue: &str) {
+    let _ = channel
+        .queue_purge(queue.into(), QueuePurgeOptions::default())
+        .await;
+}
+
+fn pairs(list: &[(&str, String)]) -> Vec<(String, String)> {
+    list.iter()
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect()
+}
+
+/// Runs every scenario and returns the report.
+pub async fn run(options: &Options) -> anyhow::Result<Report> {
+    let machine = machine().await;
+    let (ingest, ratios, ingest_rss) = ingest_scenario(options).await?;
+    let mut workers = Vec::new();
+    let mut worker_rss: f64 = 0.0;
+    for (latency, replicas) in [(0, 1), (0, 3), (50, 1), (50, 3)] {
+        let (row, rss) = worker_scenario(
+            "new contact + follow-up",
+            options.worker_calls,
+            latency,
+            replicas,
+            false,
+        )
+        .await?;
+        worker_rss = worker_rss.max(rss);
+        workers.push(row);
+    }
+    let (row, rss) = worker_scenario(
+        "known contact, no follow-up",
+        options.worker_calls,
+        0,
+        3,
+        true,
+    )
+    .await?;
+    worker_rss = worker_rss.max(rss);
+    workers.push(row);
+    let rate_limit = rate_limit_scenario(options).await?;
+    Ok(Report {
+        machine,
+        ingest,
+        ratios,
+        workers,
+        rate_limit,
+        memory: Memory {
+            ingest_peak_rss_mib: ingest_rss,
+            worker_peak_rss_mib: worker_rss,
+        },
+    })
+}
+
+async fn machine() -> Machine {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu_model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map_or_else(|| "unknown".to_owned(), |m| m.trim().to_owned());
+    let kernel = std::fs::read_to_string("/proc/version")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let postgres = match sqlx::PgConnection::connect(&format!("{PG_SERVER}/postgres")).await {
+        Ok(mut c) => sqlx::query_scalar::<_, String>("SHOW server_version")
+            .fetch_one(&mut c)
+            .await
+            .unwrap_or_default(),
+        Err(_) => "unknown".to_owned(),
+    };
+    Machine {
+        cpus: std::thread::available_parallelism().map_or(1, usize::from),
+        cpu_model,
+        kernel,
+        postgres,
+        load_generator: "in-process Rust: reqwest (hyper) client, fixed connections, keep-alive"
+            .to_owned(),
+    }
+}
+
+async fn ingest_scenario(options: &Options) -> anyhow::Result<(Vec<IngestRow>, Vec<Ratio>, f64)> {
+    let id = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
+    let topology = Topology::new(format!("bench-{id}"));
+    let bare_queue = format!("bench-{id}.bare");
+    let (connection, channel) = amqp().await?;
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString(LongString::from("quorum")),
+    );
+    channel
+        .queue_declare(
+            bare_queue.as_str().into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            args,
+        )
+        .await?;
+    let warmup = Duration::from_secs_f64(options.warmup_seconds);
+    let duration = Duration::from_secs_f64(options.seconds_per_cell);
+    let mut rows = Vec::new();
+
+    // (a) HMAC only.
+    let addr = free_addr().await;
+    let child = Child::start(
+        "hmac-only",
+        &pairs(&[
+            ("BENCH_ADDR", addr.to_string()),
+            ("BENCH_SECRET", SECRET.to_owned()),
+        ]),
+        addr,
+        None,
+    )
+    .await?;
+    let mut cells = Vec::new();
+    for &c in &options.concurrencies {
+        cells.push(load::http(&signed_shot(addr), c, warmup, duration).await);
+    }
+    child.stop().await;
+    rows.push(IngestRow {
+        variant: "(a) axum + HMAC check only",
+        cells,
+    });
+
+    // (b) bare publishes with confirms.
+    let body = body_2k("bench-call", "+31612345678", false);
+    let mut cells = Vec::new();
+    for &c in &options.concurrencies {
+        cells.push(load::publish(&channel, "", &bare_queue, &body, c, warmup, duration).await);
+        purge(&channel, &bare_queue).await;
+    }
+    rows.push(IngestRow {
+        variant: "(b) lapin publish + confirm, quorum queue",
+        cells,
+    });
+
+    // (c) axum + confirm.
+    let addr = free_addr().await;
+    let child = Child::start(
+        "bare-confirm",
+        &pairs(&[
+            ("BENCH_ADDR", addr.to_string()),
+            ("BENCH_AMQP_URL", AMQP_URL.to_owned()),
+            ("BENCH_QUEUE", bare_queue.clone()),
+        ]),
+        addr,
+        None,
+    )
+    .await?;
+    let mut cells = Vec::new();
+    for &c in &options.concurrencies {
+        cells.push(load::http(&signed_shot(addr), c, warmup, duration).await);
+        purge(&channel, &bare_queue).await;
+    }
+    child.stop().await;
+    rows.push(IngestRow {
+        variant: "(c) axum + publish + confirm",
+        cells,
+    });
+
+    // (d) callsync-ingest.
+    let addr = free_addr().await;
+    let child = Child::start(
+        "ingest",
+        &pairs(&[
+            ("CALLSYNC_INGEST_ADDR", addr.to_string()),
+            ("CALLSYNC_AMQP_URL", AMQP_URL.to_owned()),
+            ("CALLSYNC_AMQP_PREFIX", topology.prefix().to_owned()),
+            ("CALLSYNC_VOICEDOCK_SECRET", SECRET.to_owned()),
+        ]),
+        addr,
+        Some("/readyz"),
+    )
+    .await?;
+    let mut cells = Vec::new();
+    for &c in &options.concurrencies {
+        cells.push(load::http(&signed_shot(addr), c, warmup, duration).await);
+        purge(&channel, &topology.calls_queue()).await;
+    }
+    let ingest_rss = child.peak_rss_mib();
+    child.stop().await;
+    rows.push(IngestRow {
+        variant: "(d) callsync-ingest",
+        cells,
+    });
+
+    let ratios = options
+        .concurrencies
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| Ratio {
+            concurrency: c,
+            d_over_c: rows[3].cells[i].accepted_per_sec
+                / rows[2].cells[i].accepted_per_sec.max(1e-9),
+        })
+        .collect();
+
+    for q in [bare_queue, topology.calls_queue(), topology.parking_queue()] {
+        let _ = channel
+            .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+            .await;
+    }
+    for e in [topology.exchange(), topology.parking_exchange()] {
+        let _ = channel
+            .exchange_delete(
+                e.as_str().into(),
+                lapin::options::ExchangeDeleteOptions::default(),
+            )
+            .await;
+    }
+    let _ = connection.close(200, "done".into()).await;
+    Ok((rows, ratios, ingest_rss))
+}
+
+/// A private prefix, database and crm-sim for one worker measurement.
+struct WorkerEnv {
+    topology: Topology,
+    database: String,
+    sim: CrmSim,
+}
+
+impl WorkerEnv {
+    async fn new(latency_ms: u64, rate_limit: Option<RateLimit>) -> anyhow::Result<Self> {
+        let id = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
+        let sim = CrmSim::start(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            SimConfig {
+                latency: Duration::from_millis(latency_ms),
+                rate_limit,
+                ..SimConfig::default()
+            },
+        )
+        .await?;
+        Ok(Self {
+            topology: Topology::new(format!("bench-{id}")),
+            database: format!("callsync_bench_{id}"),
+            sim,
+        })
+    }
+
+    fn worker_vars(&self, ops: SocketAddr, crm_rate: &str) -> Vec<(String, String)> {
+        pairs(&[
+            ("CALLSYNC_AMQP_URL", AMQP_URL.to_owned()),
+            ("CALLSYNC_AMQP_PREFIX", self.topology.prefix().to_owned()),
+            (
+                "CALLSYNC_DATABASE_URL",
+                format!("{PG_SERVER}/{}", self.database),
+            ),
+            ("CALLSYNC_METRICS_ADDR", ops.to_string()),
+            ("CALLSYNC_CRM", "hubspot".to_owned()),
+            ("CALLSYNC_HUBSPOT_TOKEN", self.sim.token()),
+            ("CALLSYNC_HUBSPOT_BASE_URL", self.sim.base_url()),
+            ("CALLSYNC_CRM_INDEX_LAG", "0s".to_owned()),
+            ("CALLSYNC_CRM_RATE", crm_rate.to_owned()),
+            ("CALLSYNC_RETRY_DELAYS", "1s,2s,5s".to_owned()),
+        ])
+    }
+
+    /// Publishes `calls` reports as ingest would.
+    async fn preload(&self, calls: &[Vec<u8>]) -> anyhow::Result<()> {
+        let (connection, channel) = amqp().await?;
+        self.topology.declare_core(&channel).await?;
+        let mut pending = Vec::new();
+        for (i, body) in calls.iter().enumerate() {
+            let mut table = FieldTable::default();
+            headers::set_text(&mut table, headers::SOURCE, "voicedock");
+            headers::set_text(&mut table, headers::CALL_ID, &format!("bench-{i}"));
+            let now_ms =
+                i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
+                    .unwrap_or(0);
+            headers::set_int(&mut table, headers::RECEIVED_AT, now_ms);
+            pending.push(
+                channel
+                    .basic_publish(
+                        self.topology.exchange().as_str().into(),
+                        CALL_REPORT_KEY.into(),
+                        BasicPublishOptions {
+                            mandatory: true,
+                            ..BasicPublishOptions::default()
+                        },
+                        body,
+                        lapin::BasicProperties::default()
+                            .with_delivery_mode(2)
+                            .with_headers(table),
+                    )
+                    .await?,
+            );
+        }
+        for confirm in pending {
+            anyhow::ensure!(confirm.await?.is_ack(), "preload not confirmed");
+        }
+        let _ = connection.close(200, "done".into()).await;
+        Ok(())
+    }
+
+    async fn synced(&self) -> i64 {
+        let Ok(mut c) =
+            sqlx::PgConnection::connect(&format!("{PG_SERVER}/{}", self.database)).await
+        else {
+            return 0;
+        };
+        sqlx::query_scalar("SELECT count(*) FROM calls WHERE status = 'synced'")
+            .fetch_one(&mut c)
+            .await
+            .unwrap_or(0)
+    }
+
+    /// Milliseconds from `since` to each call's sync, sorted.
+    async fn lags_ms(&self, since: time::OffsetDateTime) -> Vec<f64> {
+        let Ok(mut c) =
+            sqlx::PgConnection::connect(&format!("{PG_SERVER}/{}", self.database)).await
+        else {
+            return Vec::new();
+        };
+        let synced: Vec<time::OffsetDateTime> =
+            sqlx::query_scalar("SELECT synced_at FROM calls WHERE synced_at IS NOT NULL")
+                .fetch_all(&mut c)
+                .await
+                .unwrap_or_default();
+        let mut lags: Vec<f64> = synced
+            .iter()
+            .map(|t| (*t - since).as_seconds_f64() * 1_000.0)
+            .collect();
+        lags.sort_by(f64::total_cmp);
+        lags
+    }
+
+    async fn cleanup(&self) {
+        if let Ok((connection, channel)) = amqp().await {
+            for q in [self.topology.calls_queue(), self.topology.parking_queue()]
+                .into_iter()
+                .chain([1, 2, 5].map(|s| self.topology.retry_queue(Duration::from_secs(s))))
+            {
+                let _ = channel
+                    .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                    .await;
+            }
+            let _ = connection.close(200, "done".into()).await;
+        }
+        if let Ok(mut admin) = sqlx::PgConnection::connect(&format!("{PG_SERVER}/postgres")).await {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.database
+            )))
+            .execute(&mut admin)
+            .await;
+        }
+    }
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * q).round() as usize]
+}
+
+/// Requests that are one-time set-up, not per call.
+fn setup_requests(stats: &crate::sim::Stats) -> u64 {
+    ["create_group", "create_property"]
+        .iter()
+        .filter_map(|op| stats.by_operation.get(*op))
+        .sum()
+}
+
+async fn start_workers(
+    env: &WorkerEnv,
+    replicas: usize,
+    crm_rate: &str,
+) -> anyhow::Result<(Vec<Child>, Vec<SocketAddr>)> {
+    let mut workers = Vec::new();
+    let mut addrs = Vec::new();
+    for _ in 0..replicas {
+        let ops = free_addr().await;
+        workers.push(
+            Child::start(
+                "worker",
+                &env.worker_vars(ops, crm_rate),
+                ops,
+                Some("/readyz"),
+            )
+            .await?,
+        );
+        addrs.push(ops);
+    }
+    Ok((workers, addrs))
+}
+
+async fn wait_synced(env: &WorkerEnv, calls: usize, limit: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + limit;
+    while (env.synced().await as usize) < calls {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "calls not synced within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+async fn worker_scenario(
+    workload: &'static str,
+    calls: usize,
+    latency_ms: u64,
+    replicas: usize,
+    known_contacts: bool,
+) -> anyhow::Result<(WorkerRow, f64)> {
+    let env = WorkerEnv::new(latency_ms, None).await?;
+    let bodies: Vec<Vec<u8>> = (0..calls)
+        .map(|i| {
+            body_2k(
+                &format!("bench-{i}"),
+                &format!("+3162{i:07}"),
+                !known_contacts,
+            )
+        })
+        .collect();
+    if known_contacts {
+        for i in 0..calls {
+            env.sim.seed_contact(
+                serde_json::json!({ "phone": format!("+3162{i:07}") })
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default(),
+            );
+        }
+    }
+    // Start the workers first (their start-up is not throughput), then queue the batch.
+    let (workers, _) = start_workers(&env, replicas, "off").await?;
+    let queued_at = time::OffsetDateTime::now_utc();
+    let started = Instant::now();
+    env.preload(&bodies).await?;
+    wait_synced(&env, calls, Duration::from_secs(600)).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    let rss = workers.iter().map(Child::peak_rss_mib).fold(0.0, f64::max);
+    for w in workers {
+        w.stop().await;
+    }
+    let stats = env.sim.snapshot().stats;
+    let lags = env.lags_ms(queued_at).await;
+    env.cleanup().await;
+    Ok((
+        WorkerRow {
+            workload,
+            crm_latency_ms: latency_ms,
+            replicas,
+            calls,
+            seconds,
+            synced_per_sec: calls as f64 / seconds,
+            crm_requests_per_call: (stats.requests - setup_requests(&stats)) as f64 / calls as f64,
+            lag_p50_ms: percentile(&lags, 0.5),
+            lag_p99_ms: percentile(&lags, 0.99),
+        },
+        rss,
+    ))
+}
+
+async fn rate_limit_scenario(options: &Options) -> anyhow::Result<RateLimitRow> {
+    let window = Duration::from_secs(10);
+    let limit = RateLimit {
+        max: options.rate_limit,
+        window,
+        retry_after_secs: None,
+    };
+    let env = WorkerEnv::new(0, Some(limit)).await?;
+    let calls = options.rate_limit_calls;
+    // Realistic traffic: a tenth as many callers as calls, a third flagged.
+    let bodies: Vec<Vec<u8>> = (0..calls)
+        .map(|i| {
+            body_2k(
+                &format!("bench-{i}"),
+                &format!("+3163{:07}", i % (calls / 10).max(1)),
+                i % 3 == 0,
+            )
+        })
+        .collect();
+    let budget = format!("{}/10s", options.rate_limit);
+    let (workers, addrs) = start_workers(&env, 3, &budget).await?;
+    // Let the replicas see each other before the burst, as in steady operation.
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for addr in &addrs {
+        loop {
+            let text = client
+                .get(format!("http://{addr}/metrics"))
+                .send()
+                .await?
+                .text()
+                .await?;
+            if text
+                .lines()
+                .any(|l| l.starts_with("callsync_worker_live_workers") && l.ends_with(" 3"))
+            {
+                break;
+            }
+            anyhow::ensure!(Instant::now() < deadline, "workers did not see each other");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let setup_before = env.sim.snapshot().stats.requests;
+    let started = Instant::now();
+    env.preload(&bodies).await?;
+    wait_synced(&env, calls, Duration::from_secs(900)).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    for w in workers {
+        w.stop().await;
+    }
+    let stats = env.sim.snapshot().stats;
+    env.cleanup().await;
+    let requests = stats.requests - setup_before;
+    let per_second = options.rate_limit as f64 / window.as_secs_f64();
+    let minimum = requests as f64 / per_second;
+    Ok(RateLimitRow {
+        calls,
+        replicas: 3,
+        limit: format!("{}/10s", options.rate_limit),
+        crm_requests: requests,
+        rate_limited: stats.rate_limited,
+        ratio_429: stats.rate_limited as f64 / requests.max(1) as f64,
+        seconds,
+        theoretical_min_seconds: minimum,
+        time_over_minimum: seconds / minimum.max(1e-9),
+    })
+}
+
+/// The report as text tables (also the README's Performance section).
+pub fn render(report: &Report) -> String {
+    let mut out = String::new();
+    let m = &report.machine;
+    out.push_str(&format!(
+        "Machine: {} CPUs ({}), {}, PostgreSQL {}; load generator: {}\n\n",
+        m.cpus, m.cpu_model, m.kernel, m.postgres, m.load_generator
+    ));
+    out.push_str("| ingest variant | connections | accepted/s | p50 ms | p99 ms | failed |\n|---|---:|---:|---:|---:|---:|\n");
+    for row in &report.ingest {
+        for c in &row.cells {
+            out.push_str(&format!(
+                "| {} | {} | {:.0} | {:.2} | {:.2} | {} |\n",
+                row.variant, c.concurrency, c.accepted_per_sec, c.p50_ms, c.p99_ms, c.failed
+            ));
+        }
+    }
+    out.push_str("\n| connections | (d)/(c) |\n|---:|---:|\n");
+    for r in &report.ratios {
+        out.push_str(&format!("| {} | {:.2} |\n", r.concurrency, r.d_over_c));
+    }
+    out.push_str("\n| worker workload | CRM latency | replicas | calls | synced/s | CRM requests/call | lag p50 s | lag p99 s |\n|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    for w in &report.workers {
+        out.push_str(&format!(
+            "| {} | {} ms | {} | {} | {:.1} | {:.2} | {:.2} | {:.2} |\n",
+            w.workload,
+            w.crm_latency_ms,
+            w.replicas,
+            w.calls,
+            w.synced_per_sec,
+            w.crm_requests_per_call,
+            w.lag_p50_ms / 1_000.0,
+            w.lag_p99_ms / 1_000.0
+        ));
+    }
+    let r = &report.rate_limit;
+    out.push_str(&format!(
+        "\n| rate limit | calls | replicas | CRM requests | 429s | 429 ratio | time s | minimum s | time / minimum |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n| {} | {} | {} | {} | {} | {:.4} | {:.1} | {:.1} | {:.2} |\n",
+        r.limit, r.calls, r.replicas, r.crm_requests, r.rate_limited, r.ratio_429, r.seconds, r.theoretical_min_seconds, r.time_over_minimum
+    ));
+    out.push_str(&format!(
+        "\n| process | peak RSS |\n|---|---:|\n| callsync-ingest (scenario 1) | {:.1} MiB |\n| callsync-worker (scenario 2, largest replica) | {:.1} MiB |\n",
+        report.memory.ingest_peak_rss_mib, report.memory.worker_peak_rss_mib
+    ));
+    out
+}

@@ -1,0 +1,207 @@
+//! The servers under test, each in a child process of its own (the bench
+//! binary started again with `--role <name>`), so that each one's memory is
+//! its own and the load generator does not share its runtime.
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use callsync_shared::config::{Env, Secret};
+use callsync_shared::signature::{SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_timestamped};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::{BasicProperties, Channel, Confirmation};
+
+/// Runs the role named on the command line until SIGTERM.
+pub async fn run(role: &str) -> anyhow::Result<()> {
+    let env = Env::from_pairs(
+        std::env::vars().filter(|(k, _)| k.starts_with("CALLSYNC_") || k.starts_with("BENCH_")),
+    );
+    match role {
+        "hmac-only" => serve(hmac_only(&env)?, &env).await,
+        "bare-confirm" => serve(bare_confirm(&env).await?, &env).await,
+        "ingest" => {
+            let config = callsync_ingest::IngestConfig::from_env(&env)?;
+            let app = callsync_ingest::App::build(config).await?;
+            app.run_until(callsync_shared::shutdown::signal()).await?;
+            Ok(())
+        }
+        "worker" => {
+            let config = callsync_worker::WorkerConfig::from_env(&env)?;
+            let worker = callsync_worker::Worker::build(config).await?;
+            worker
+                .run_until(callsync_shared::shutdown::signal())
+                .await?;
+            Ok(())
+        }
+        other => anyhow::bail!("unknown role {other}"),
+    }
+}
+
+async fn serve(router: Router, env: &Env) -> anyhow::Result<()> {
+    let addr: SocketAddr = env.required("BENCH_ADDR")?.parse()?;
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    axum::serve(listener, router)
+        .with_graceful_shutdown(callsync_shared::shutdown::signal())
+        .await?;
+    Ok(())
+}
+
+/// Baseline (a): an endpoint that only checks the HMAC on the raw body.
+fn hmac_only(env: &Env) -> anyhow::Result<Router> {
+    let secrets = Arc::new(vec![Secret::new(env.required("BENCH_SECRET")?)]);
+    Ok(Router::new()
+        .route(
+            "/webhooks/voicedock",
+            post(|State(secrets): State<Arc<Vec<Secret>>>, headers: HeaderMap, body: Bytes| async move {
+                let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
+                let now = time::OffsetDateTime::now_utc().unix_timestamp();
+                match verify_timestamped(&secrets, header(TIMESTAMP_HEADER), header(SIGNATURE_HEADER), &body, now, 300) {
+                    Ok(()) => (StatusCode::ACCEPTED, "{\"accepted\":true}"),
+                    Err(_) => (StatusCode::UNAUTHORIZED, "{}"),
+                }
+            }),
+        )
+        .with_state(secrets))
+}
+
+/// Baseline (c): an endpoint that publishes the body with a confirm and
+/// answers, nothing else (no verification, no parsing, no headers).
+async fn bare_confirm(env: &Env) -> anyhow::Result<Router> {
+    let connection =
+        callsync_shared::broker::connect(&env.required("BENCH_AMQP_URL")?, "bench-bare-confirm")
+            .await?;
+    let channel = connection.create_channel().await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    let queue = env.required("BENCH_QUEUE")?;
+    // The connection must outlive the router.
+    std::mem::forget(connection);
+    Ok(Router::new()
+        .route(
+            "/webhooks/voicedock",
+            post(
+                |State((channel, queue)): State<(Channel, String)>, body: Bytes| async move {
+                    let confirmed = async {
+                        channel
+                            .basic_publish(
+                                "".into(),
+                                queue.as_str().into(),
+                                BasicPublishOptions {
+                                    mandatory: true,
+                                    ..BasicPublishOptions::default()
+                                },
+                                &body,
+                                BasicProperties::default().with_delivery_mode(2),
+                            )
+                            .await?
+                            .await
+                    }
+                    .await;
+                    match confirmed {
+                        Ok(Confirmation::Ack(None)) => {
+                            (StatusCode::ACCEPTED, "{\"accepted\":true}")
+                        }
+                        _ => (StatusCode::SERVICE_UNAVAILABLE, "{}"),
+                    }
+                },
+            ),
+        )
+        .with_state((channel, queue)))
+}
+
+/// A role running as a child process.
+#[derive(Debug)]
+pub struct Child {
+    child: tokio::process::Child,
+    pub name: String,
+}
+
+impl Child {
+    /// Starts `--role role` with `env` and waits until `ready_addr` accepts
+    /// connections (and, when `ready_path` is given, answers it with 200).
+    pub async fn start(
+        role: &str,
+        env: &[(String, String)],
+        ready_addr: SocketAddr,
+        ready_path: Option<&str>,
+    ) -> anyhow::Result<Self> {
+        let mut command = tokio::process::Command::new(std::env::current_exe()?);
+        command
+            .args(["--role", role])
+            .env_clear()
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        if let Ok(path) = std::env::var("PATH") {
+            command.env("PATH", path);
+        }
+        command.env("CALLSYNC_LOG", "warn");
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let child = command.spawn()?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let client = reqwest::Client::new();
+        loop {
+            let up = match ready_path {
+                None => tokio::net::TcpStream::connect(ready_addr).await.is_ok(),
+                Some(path) => client
+                    .get(format!("http://{ready_addr}{path}"))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success()),
+            };
+            if up {
+                return Ok(Self {
+                    child,
+                    name: role.to_owned(),
+                });
+            }
+            anyhow::ensure!(Instant::now() < deadline, "{role} did not become ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Peak resident memory so far (`VmHWM`), in MiB.
+    pub fn peak_rss_mib(&self) -> f64 {
+        let Some(pid) = self.child.id() else {
+            return 0.0;
+        };
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|status| {
+                status
+                    .lines()
+                    .find(|l| l.starts_with("VmHWM:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|kb| kb.parse::<f64>().ok())
+            })
+            .map_or(0.0, |kb| kb / 1024.0)
+    }
+
+    /// SIGTERM and wait, as an orchestrator stops a container.
+    pub async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = tokio::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()
+                .await;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await;
+    }
+}
+
+/// A free loopback port.
+pub async fn free_addr() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    listener.local_addr().expect("addr")
+}

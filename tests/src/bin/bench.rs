@@ -1,0 +1,94 @@
+//! `bench`: how fast callsync accepts and syncs, against ceilings measured
+//! in the same run. Needs the local RabbitMQ and PostgreSQL; loopback only.
+//!
+//! ```sh
+//! cargo run --release -p callsync-tests --bin bench             # full run, a few minutes
+//! cargo run --release -p callsync-tests --bin bench -- --smoke  # tiny sizes
+//! ```
+//!
+//! Prints Markdown tables and writes them as JSON (`--out`, default
+//! `bench-results/bench.json`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use callsync_tests::bench::{self, Options};
+use clap::Parser;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "bench",
+    about = "callsync benchmark: ingest ceilings, worker throughput, rate limits, memory"
+)]
+struct Args {
+    /// Tiny sizes, to check that the benchmark runs.
+    #[arg(long)]
+    smoke: bool,
+    /// Where to write the JSON report.
+    #[arg(long, default_value = "bench-results/bench.json")]
+    out: PathBuf,
+    /// Seconds measured per ingest cell.
+    #[arg(long)]
+    seconds: Option<f64>,
+    /// Calls per worker-throughput measurement.
+    #[arg(long)]
+    calls: Option<usize>,
+    /// Calls in the rate-limit measurement.
+    #[arg(long)]
+    rate_limit_calls: Option<usize>,
+    /// Internal: run one server under test (used by the benchmark itself).
+    #[arg(long, hide = true)]
+    role: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    if let Some(role) = &args.role {
+        return match bench::roles::run(role).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("bench role {role}: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    callsync_tests::harness::require_services().await;
+    let mut options = if args.smoke {
+        Options::smoke()
+    } else {
+        Options::full()
+    };
+    if let Some(s) = args.seconds {
+        options.seconds_per_cell = s;
+    }
+    if let Some(n) = args.calls {
+        options.worker_calls = n;
+    }
+    if let Some(n) = args.rate_limit_calls {
+        options.rate_limit_calls = n;
+    }
+    let started = std::time::Instant::now();
+    let report = match bench::run(&options).await {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("bench: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("{}", bench::render(&report));
+    println!("(ran in {:.0} s)", started.elapsed().as_secs_f64());
+    if let Some(dir) = args.out.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    match serde_json::to_vec_pretty(&report).map(|json| std::fs::write(&args.out, json)) {
+        Ok(Ok(())) => {
+            println!("JSON: {}", args.out.display());
+            ExitCode::SUCCESS
+        }
+        _ => {
+            eprintln!("bench: cannot write {}", args.out.display());
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use callsync_shared::Source;
-use callsync_shared::sources::{self, ParseContext, Parsed};
+use callsync_shared::sources::{self, Envelope};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 use time::OffsetDateTime;
@@ -138,15 +138,11 @@ async fn handle(
         return (label, error(StatusCode::UNAUTHORIZED, reason.to_string()));
     }
 
-    // Ingest parses only to refuse what can never be synced and to skip
-    // non-final events; the worker parses again with its phone region.
-    let ctx = ParseContext {
-        received_at,
-        region: callsync_shared::Region::default(),
-    };
-    let report = match sources::parse(source, &body, &ctx) {
-        Ok(Parsed::Report(report)) => report,
-        Ok(Parsed::Ignored { event }) => {
+    // Ingest reads only the event type and call id, to refuse what can
+    // never be synced and skip non-final events; the worker parses the rest.
+    let call_id = match sources::inspect(source, &body) {
+        Ok(Envelope::Final(call_id)) => call_id,
+        Ok(Envelope::Ignored(event)) => {
             tracing::debug!(%source, %event, "event is not a final call report; not queued");
             return (
                 label,
@@ -169,7 +165,7 @@ async fn handle(
     let outgoing = OutgoingReport {
         message_id: uuid::Uuid::now_v7().to_string(),
         source,
-        call_id: report.call_id.clone(),
+        call_id,
         received_at,
         body,
     };

@@ -266,3 +266,43 @@ fn a_body_that_is_not_json_is_a_syntax_error() {
     let err = parse(Source::Postcall, b"{}", &ctx()).unwrap_err();
     assert!(!err.is_syntax());
 }
+
+#[test]
+fn inspecting_a_body_agrees_with_parsing_it() {
+    use callsync_shared::sources::{Envelope, inspect};
+    let cases: Vec<(Source, Vec<u8>)> = vec![
+        (
+            Source::Voicedock,
+            fixture("voicedock_000_end_of_call_report.json"),
+        ),
+        (
+            Source::Voicedock,
+            fixture("voicedock_001_end_of_call_report_full.json"),
+        ),
+        (
+            Source::Voicedock,
+            fixture("voicedock_003_end_of_call_report_camel_case.json"),
+        ),
+        (
+            Source::Voicedock,
+            fixture("voicedock_004_status_update.json"),
+        ),
+        (
+            Source::Voicedock,
+            fixture("voicedock_004_status_update_as_documented.txt"),
+        ),
+        (Source::Postcall, fixture("postcall_002_example.json")),
+        (Source::Postcall, b"{\"callId\":\"\"}".to_vec()),
+        (Source::Voicedock, b"{\"callId\":\"x\"}".to_vec()),
+        (Source::Postcall, b"[]".to_vec()),
+    ];
+    for (source, body) in cases {
+        let parsed = parse(source, &body, &ctx());
+        match (inspect(source, &body), parsed) {
+            (Ok(Envelope::Final(id)), Ok(Parsed::Report(report))) => assert_eq!(id, report.call_id),
+            (Ok(Envelope::Ignored(a)), Ok(Parsed::Ignored { event: b })) => assert_eq!(a, b),
+            (Err(a), Err(b)) => assert_eq!(a, b),
+            (inspected, parsed) => panic!("inspect {inspected:?} but parse {parsed:?}"),
+        }
+    }
+}

@@ -14,7 +14,7 @@ mod voicedock;
 use time::OffsetDateTime;
 
 use crate::phone::Region;
-use crate::report::{CallReport, Source};
+use crate::report::{CallId, CallReport, Source};
 
 /// What a parser needs besides the body.
 #[derive(Debug, Clone, Copy)]
@@ -32,6 +32,15 @@ pub enum Parsed {
     Report(Box<CallReport>),
     /// A valid event that is not a final call report (`status-update`, ...).
     Ignored { event: String },
+}
+
+/// What ingest needs to know of a body: whether it is a final report, and
+/// of which call. Reading it skips everything else (phone normalisation in
+/// particular), which keeps the webhook's answer fast.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Envelope {
+    Final(CallId),
+    Ignored(String),
 }
 
 /// Why a body cannot be accepted.
@@ -61,13 +70,27 @@ impl ParseError {
     }
 }
 
-/// Parses a webhook body of the given source.
-pub fn parse(source: Source, body: &[u8], ctx: &ParseContext) -> Result<Parsed, ParseError> {
+fn object(body: &[u8]) -> Result<serde_json::Map<String, serde_json::Value>, ParseError> {
     let json: serde_json::Value =
         serde_json::from_slice(body).map_err(|e| ParseError::NotJson(e.to_string()))?;
-    let serde_json::Value::Object(object) = json else {
-        return Err(ParseError::NotAnObject);
-    };
+    match json {
+        serde_json::Value::Object(object) => Ok(object),
+        _ => Err(ParseError::NotAnObject),
+    }
+}
+
+/// Reads only what ingest needs; refuses exactly what [`parse`] refuses.
+pub fn inspect(source: Source, body: &[u8]) -> Result<Envelope, ParseError> {
+    let object = object(body)?;
+    match source {
+        Source::Voicedock => voicedock::inspect(&object),
+        Source::Postcall => postcall::inspect(&object),
+    }
+}
+
+/// Parses a webhook body of the given source.
+pub fn parse(source: Source, body: &[u8], ctx: &ParseContext) -> Result<Parsed, ParseError> {
+    let object = object(body)?;
     match source {
         Source::Voicedock => voicedock::parse(object, ctx),
         Source::Postcall => postcall::parse(object, ctx),

@@ -5,7 +5,7 @@
 use serde_json::{Map, Value};
 
 use super::value::{field, flag, object, text, without};
-use super::{ParseContext, ParseError, Parsed};
+use super::{Envelope, ParseContext, ParseError, Parsed};
 use crate::phone::Phone;
 use crate::report::{CallId, CallReport, Caller, Source, Transcript};
 
@@ -22,13 +22,21 @@ const KNOWN: &[&str] = &[
 /// Keys of `callerDetails` that map onto canonical fields.
 const KNOWN_CALLER: &[&str] = &["name", "phoneNumber", "email"];
 
-pub(super) fn parse(body: Map<String, Value>, ctx: &ParseContext) -> Result<Parsed, ParseError> {
-    let call_id = text(&body, &["callId"])
+/// The call id: the format has one event type only.
+pub(super) fn inspect(body: &Map<String, Value>) -> Result<Envelope, ParseError> {
+    text(body, &["callId"])
         .and_then(|id| CallId::new(&id))
+        .map(Envelope::Final)
         .ok_or(ParseError::MissingCallId {
             format: FORMAT,
             path: "callId",
-        })?;
+        })
+}
+
+pub(super) fn parse(body: Map<String, Value>, ctx: &ParseContext) -> Result<Parsed, ParseError> {
+    let Envelope::Final(call_id) = inspect(&body)? else {
+        unreachable!("postcall has no other event types")
+    };
 
     let details = object(&body, &["callerDetails"]);
     let caller = Caller {

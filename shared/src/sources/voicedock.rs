@@ -6,7 +6,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::value::{field, flag, object, seconds, text, without};
-use super::{ParseContext, ParseError, Parsed};
+use super::{Envelope, ParseContext, ParseError, Parsed};
 use crate::phone::Phone;
 use crate::report::{CallId, CallReport, Caller, Source, Transcript, TranscriptLine};
 
@@ -32,27 +32,39 @@ const KNOWN: &[&str] = &[
     "assistant",
 ];
 
-pub(super) fn parse(body: Map<String, Value>, ctx: &ParseContext) -> Result<Parsed, ParseError> {
-    let message = object(&body, &["message"]).ok_or(ParseError::MissingEnvelope {
+fn message(body: &Map<String, Value>) -> Result<&Map<String, Value>, ParseError> {
+    object(body, &["message"]).ok_or(ParseError::MissingEnvelope {
         format: FORMAT,
         path: "\"message\"",
-    })?;
+    })
+}
 
+/// The event type and call id: all ingest needs to accept or refuse a body.
+pub(super) fn inspect(body: &Map<String, Value>) -> Result<Envelope, ParseError> {
+    let message = message(body)?;
     // A missing type is read as a final report: some senders omit it, and a
     // payload carrying a call id must never be silently dropped.
     if let Some(event) = text(message, &["type"])
         && event != FINAL_EVENT
     {
-        return Ok(Parsed::Ignored { event });
+        return Ok(Envelope::Ignored(event));
     }
-
-    let call_id = object(message, &["call"])
+    object(message, &["call"])
         .and_then(|call| text(call, &["id"]))
         .and_then(|id| CallId::new(&id))
+        .map(Envelope::Final)
         .ok_or(ParseError::MissingCallId {
             format: FORMAT,
             path: "message.call.id",
-        })?;
+        })
+}
+
+pub(super) fn parse(body: Map<String, Value>, ctx: &ParseContext) -> Result<Parsed, ParseError> {
+    let call_id = match inspect(&body)? {
+        Envelope::Ignored(event) => return Ok(Parsed::Ignored { event }),
+        Envelope::Final(call_id) => call_id,
+    };
+    let message = message(&body)?;
 
     let customer = object(message, &["customer"]);
     let caller = Caller {

@@ -1,11 +1,6 @@
 use callsync_ingest::{App, IngestConfig};
 use callsync_shared::config::Env;
 
-// mimalloc: fewer cycles in malloc/free under many concurrent requests than
-// glibc's allocator (measured with the benchmark; README, Performance).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = match IngestConfig::from_env(&Env::from_process()) {

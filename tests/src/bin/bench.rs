@@ -15,11 +15,6 @@ use std::process::ExitCode;
 use callsync_tests::bench::{self, Options};
 use clap::Parser;
 
-// Every server under test runs from this binary (`--role`), so all of them
-// use the same allocator as the real binaries: the ratios stay fair.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Debug, Parser)]
 #[command(
     name = "bench",

@@ -46,7 +46,7 @@ impl App {
                 source,
             })?;
         let publisher = Publisher::start(
-            config.amqp_url.0.clone(),
+            config.amqp_url.clone(),
             config.topology.clone(),
             config.confirm_timeout,
         );

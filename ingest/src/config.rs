@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use callsync_shared::Source;
-use callsync_shared::config::{ConfigError, Env, Secret, redact_url};
+use callsync_shared::config::{ConfigError, Env, SecretUrl};
 use callsync_shared::telemetry::LogConfig;
 use callsync_shared::topology::{DEFAULT_PREFIX, Topology};
 
@@ -13,7 +13,7 @@ use crate::auth::SourceAuth;
 /// Everything `callsync-ingest` needs to run.
 #[derive(Debug, Clone)]
 pub struct IngestConfig {
-    pub amqp_url: AmqpUrl,
+    pub amqp_url: SecretUrl,
     pub addr: SocketAddr,
     pub max_body_bytes: usize,
     /// How long a publish may wait for the broker's confirm before the
@@ -30,34 +30,10 @@ pub struct IngestConfig {
     pub log: LogConfig,
 }
 
-/// An AMQP URL whose password is hidden in `Debug` output.
-#[derive(Clone)]
-pub struct AmqpUrl(pub Secret);
-
-impl std::fmt::Debug for AmqpUrl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&redact_url(self.0.expose()))
-    }
-}
-
-impl AmqpUrl {
-    /// Validates the URL syntax at start-up, so a typo fails fast instead of
-    /// surfacing as endless reconnect attempts.
-    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let url = env.string("CALLSYNC_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f");
-        url.parse::<lapin::uri::AMQPUri>()
-            .map_err(|e| ConfigError {
-                var: "CALLSYNC_AMQP_URL".to_owned(),
-                message: format!("not a valid AMQP URL ({e})"),
-            })?;
-        Ok(Self(Secret::new(url)))
-    }
-}
-
 impl IngestConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
-            amqp_url: AmqpUrl::from_env(env)?,
+            amqp_url: callsync_shared::broker::amqp_url(env)?,
             addr: env.parse(
                 "CALLSYNC_INGEST_ADDR",
                 SocketAddr::from(([0, 0, 0, 0], 8080)),

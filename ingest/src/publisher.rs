@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use callsync_shared::broker;
-use callsync_shared::config::Secret;
+use callsync_shared::config::SecretUrl;
 use callsync_shared::topology::{CALL_REPORT_KEY, Topology, headers};
 use callsync_shared::{CallId, Source};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
@@ -56,7 +56,7 @@ pub struct Publisher {
 
 #[derive(Debug)]
 struct Inner {
-    url: Secret,
+    url: SecretUrl,
     topology: Topology,
     confirm_timeout: Duration,
     /// The confirm-mode channel of the live connection, if any.
@@ -70,7 +70,7 @@ struct Inner {
 impl Publisher {
     /// Starts the connection supervisor in the background. The publisher is
     /// not ready until the first connection is up; see [`Publisher::is_ready`].
-    pub fn start(url: Secret, topology: Topology, confirm_timeout: Duration) -> Self {
+    pub fn start(url: SecretUrl, topology: Topology, confirm_timeout: Duration) -> Self {
         let (stop, _) = watch::channel(false);
         let inner = Arc::new(Inner {
             url,

@@ -11,6 +11,20 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use futures_util::StreamExt;
 use lapin::{Connection, ConnectionProperties, Event};
 
+/// `CALLSYNC_AMQP_URL`, validated at start-up so that a typo fails fast
+/// instead of surfacing as endless reconnect attempts.
+pub fn amqp_url(
+    env: &crate::config::Env,
+) -> Result<crate::config::SecretUrl, crate::config::ConfigError> {
+    let url = env.string("CALLSYNC_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f");
+    url.parse::<lapin::uri::AMQPUri>()
+        .map_err(|e| crate::config::ConfigError {
+            var: "CALLSYNC_AMQP_URL".to_owned(),
+            message: format!("not a valid AMQP URL ({e})"),
+        })?;
+    Ok(crate::config::SecretUrl::new(url))
+}
+
 /// Opens a connection named after the service (visible in the management UI
 /// and in `rabbitmqctl list_connections`).
 pub async fn connect(url: &str, name: &str) -> Result<Connection, lapin::Error> {

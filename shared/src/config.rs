@@ -234,6 +234,27 @@ impl fmt::Display for Secret {
     }
 }
 
+/// A connection URL that may carry a password: `Debug` shows it with the
+/// password hidden (see [`redact_url`]).
+#[derive(Clone)]
+pub struct SecretUrl(Secret);
+
+impl SecretUrl {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(Secret::new(url))
+    }
+
+    pub fn expose(&self) -> &str {
+        self.0.expose()
+    }
+}
+
+impl fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&redact_url(self.0.expose()))
+    }
+}
+
 /// Hides the password of a connection URL (`amqp://user:pw@host` →
 /// `amqp://user:***@host`) so that URLs can be logged.
 pub fn redact_url(url: &str) -> String {

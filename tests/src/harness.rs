@@ -314,6 +314,39 @@ impl TestEnv {
         }
     }
 
+    /// Waits until the ledger counts `synced` synced and `parked` parked calls.
+    pub async fn wait_for_ledger(&self, synced: i64, parked: i64) {
+        let ledger = self.ledger().await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let counts = ledger.counts().await.expect("ledger counts");
+            if counts.synced == synced && counts.parked == parked {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the ledger stayed at {counts:?}, expected {synced} synced and {parked} parked"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until `queue` holds exactly `n` ready messages.
+    pub async fn wait_for_queue_depth(&self, queue: &str, n: u32) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let depth = self.queue_depth(queue).await;
+            if depth == n {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{queue} held {depth} messages, expected {n}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Waits `quiet` and checks that nothing more was created in the CRM:
     /// duplicates arrive late, so "exactly one" needs a settling time.
     pub async fn assert_settled(&self, quiet: Duration) -> Snapshot {

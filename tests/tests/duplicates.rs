@@ -163,14 +163,8 @@ async fn a_late_older_call_does_not_overwrite_the_newer_last_call_fields() {
 }
 
 async fn wait_for_empty_queue(env: &TestEnv) {
-    let deadline = std::time::Instant::now() + WAIT;
-    while env.queue_depth(&env.topology.calls_queue()).await > 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "calls queue did not drain"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    env.wait_for_queue_depth(&env.topology.calls_queue(), 0)
+        .await;
     // Ready count 0 does not mean unacknowledged ones are done; give them time.
     tokio::time::sleep(Duration::from_millis(300)).await;
 }

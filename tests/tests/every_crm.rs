@@ -70,7 +70,8 @@ async fn reports_create_one_contact_one_call_record_and_one_follow_up(crm: &'sta
         let (status, answer) = post_voicedock(&client, &ingest, fixture(name)).await;
         assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
     }
-    env.wait_for_crm(WAIT, |s| s.calls.len() == 2).await;
+    // Synced in the ledger means every step, follow-up included, is done.
+    env.wait_for_ledger(2, 0).await;
     let s = env.assert_settled(Duration::from_millis(500)).await;
     assert_eq!(
         markers(&s.calls),
@@ -144,12 +145,7 @@ async fn five_copies_at_once_give_one_call_record_and_one_follow_up(crm: &'stati
             .all(|(status, _)| *status == StatusCode::ACCEPTED)
     );
     env.wait_for_crm(WAIT, |s| s.calls.len() == 1).await;
-    let ledger = env.ledger().await;
-    let deadline = std::time::Instant::now() + WAIT;
-    while ledger.counts().await.unwrap().synced != 1 {
-        assert!(std::time::Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    env.wait_for_ledger(1, 0).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let s = env.assert_settled(Duration::from_millis(500)).await;
     assert_eq!(s.calls.len(), 1, "{:#?}", s.calls);
@@ -215,11 +211,8 @@ async fn a_permanently_refused_record_is_parked(crm: &'static str) {
         fixture("voicedock_000_end_of_call_report.json"),
     )
     .await;
-    let deadline = std::time::Instant::now() + WAIT;
-    while env.queue_depth(&env.topology.parking_queue()).await != 1 {
-        assert!(std::time::Instant::now() < deadline, "not parked");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    env.wait_for_queue_depth(&env.topology.parking_queue(), 1)
+        .await;
     assert_eq!(env.ledger().await.counts().await.unwrap().parked, 1);
     assert!(env.sim.snapshot().calls.is_empty());
     worker.stop().await;
@@ -263,12 +256,7 @@ async fn a_record_applied_but_answered_with_a_reset_is_not_repeated(crm: &'stati
         fixture("voicedock_follow_up.json"),
     )
     .await;
-    let ledger = env.ledger().await;
-    let deadline = std::time::Instant::now() + WAIT;
-    while ledger.counts().await.unwrap().synced != 1 {
-        assert!(std::time::Instant::now() < deadline, "not synced");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    env.wait_for_ledger(1, 0).await;
     let s = env.assert_settled(Duration::from_millis(300)).await;
     assert_eq!(s.stats.resets, 1);
     if crm == "webhook" {

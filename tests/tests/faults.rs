@@ -20,22 +20,6 @@ async fn free_port() -> u16 {
     listener.local_addr().unwrap().port()
 }
 
-async fn wait_for_ledger(env: &TestEnv, synced: i64, parked: i64) {
-    let ledger = env.ledger().await;
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let counts = ledger.counts().await.unwrap();
-        if counts.synced == synced && counts.parked == parked {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "ledger stuck at {counts:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// The reason header of the one parked message.
 async fn parked_reason(env: &TestEnv) -> String {
     let connection = callsync_shared::broker::connect(AMQP_URL, "callsync-tests")
@@ -82,7 +66,7 @@ async fn a_worker_killed_between_steps_and_restarted_completes_the_call_without_
     );
 
     let restarted = env.start_worker().await;
-    wait_for_ledger(&env, 1, 0).await;
+    env.wait_for_ledger(1, 0).await;
     let s = env.assert_settled(Duration::from_millis(500)).await;
     assert_eq!((s.contacts.len(), s.calls.len(), s.tasks.len()), (1, 1, 1));
     assert_eq!(
@@ -143,7 +127,7 @@ async fn a_create_applied_but_answered_with_a_reset_is_adopted_not_repeated() {
         fixture("voicedock_000_end_of_call_report.json"),
     )
     .await;
-    wait_for_ledger(&env, 1, 0).await;
+    env.wait_for_ledger(1, 0).await;
     let s = env.assert_settled(Duration::from_millis(300)).await;
     assert_eq!(s.stats.resets, 1);
     assert_eq!(
@@ -175,7 +159,7 @@ async fn a_contact_create_applied_but_reset_does_not_create_a_second_contact() {
         fixture("voicedock_follow_up.json"),
     )
     .await;
-    wait_for_ledger(&env, 1, 0).await;
+    env.wait_for_ledger(1, 0).await;
     let s = env.assert_settled(Duration::from_millis(300)).await;
     assert_eq!((s.contacts.len(), s.calls.len(), s.tasks.len()), (1, 1, 1));
     worker.stop().await;
@@ -195,7 +179,7 @@ async fn server_errors_are_retried_and_the_call_is_synced_once() {
         fixture("voicedock_follow_up.json"),
     )
     .await;
-    wait_for_ledger(&env, 1, 0).await;
+    env.wait_for_ledger(1, 0).await;
     let s = env.assert_settled(Duration::from_millis(300)).await;
     assert_eq!(s.stats.server_errors, 4);
     assert_eq!((s.contacts.len(), s.calls.len(), s.tasks.len()), (1, 1, 1));
@@ -215,7 +199,7 @@ async fn a_permanently_rejected_call_is_parked_with_its_reason() {
         fixture("voicedock_000_end_of_call_report.json"),
     )
     .await;
-    wait_for_ledger(&env, 0, 1).await;
+    env.wait_for_ledger(0, 1).await;
     assert_eq!(env.queue_depth(&env.topology.parking_queue()).await, 1);
     let reason = parked_reason(&env).await;
     assert!(
@@ -246,7 +230,7 @@ async fn a_transient_failure_that_outlasts_every_retry_tier_is_parked() {
         fixture("voicedock_000_end_of_call_report.json"),
     )
     .await;
-    wait_for_ledger(&env, 0, 1).await;
+    env.wait_for_ledger(0, 1).await;
     let reason = parked_reason(&env).await;
     assert!(reason.starts_with("gave up after 2 attempts"), "{reason}");
     assert!(env.sim.snapshot().calls.is_empty());
@@ -274,11 +258,8 @@ async fn a_message_that_cannot_be_parsed_is_parked_at_once() {
         )
         .await
         .unwrap();
-    let deadline = std::time::Instant::now() + WAIT;
-    while env.queue_depth(&env.topology.parking_queue()).await == 0 {
-        assert!(std::time::Instant::now() < deadline, "message not parked");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    env.wait_for_queue_depth(&env.topology.parking_queue(), 1)
+        .await;
     let reason = parked_reason(&env).await;
     assert!(
         reason.starts_with("unparseable: body is not valid JSON"),
@@ -365,7 +346,7 @@ async fn a_create_that_times_out_after_being_applied_is_found_by_its_marker_not_
         fixture("voicedock_000_end_of_call_report.json"),
     )
     .await;
-    wait_for_ledger(&env, 1, 0).await;
+    env.wait_for_ledger(1, 0).await;
     let s = env.assert_settled(Duration::from_millis(300)).await;
     assert_eq!(s.calls.len(), 1);
     assert_eq!(s.stats.by_operation.get("create_call"), Some(&1));

@@ -29,17 +29,6 @@ async fn cli(env: &Env, args: &[&str]) -> String {
     stdout
 }
 
-async fn wait_for_parked(env: &TestEnv, n: u32) {
-    let deadline = std::time::Instant::now() + WAIT;
-    while env.queue_depth(&env.topology.parking_queue()).await != n {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "parking queue never held {n}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_parked_call_is_listed_shown_replayed_and_then_synced() {
     let env = TestEnv::new().await;
@@ -53,7 +42,8 @@ async fn a_parked_call_is_listed_shown_replayed_and_then_synced() {
     )
     .await;
     let message_id = answer["id"].as_str().unwrap().to_owned();
-    wait_for_parked(&env, 1).await;
+    env.wait_for_queue_depth(&env.topology.parking_queue(), 1)
+        .await;
     let ops = env.worker_env();
 
     let list = cli(&ops, &["dlq", "list"]).await;
@@ -122,7 +112,8 @@ async fn purge_removes_only_messages_parked_longer_ago_than_asked() {
         fixture("voicedock_000_end_of_call_report.json"),
     )
     .await;
-    wait_for_parked(&env, 1).await;
+    env.wait_for_queue_depth(&env.topology.parking_queue(), 1)
+        .await;
     let ops = env.worker_env();
 
     let kept = cli(&ops, &["dlq", "purge", "--older-than", "1h"]).await;

@@ -160,15 +160,8 @@ async fn spooled_reports_survive_an_ingest_restart() {
 
     proxy.restore();
     let restarted = env.start_ingest().await;
-    let deadline = std::time::Instant::now() + WAIT;
-    while env.queue_depth(&env.topology.calls_queue()).await < 1 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the spooled report was not replayed"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(env.queue_depth(&env.topology.calls_queue()).await, 1);
+    env.wait_for_queue_depth(&env.topology.calls_queue(), 1)
+        .await;
     restarted.stop().await;
     let _ = std::fs::remove_dir_all(dir);
 }

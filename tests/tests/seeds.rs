@@ -10,8 +10,6 @@ use callsync_tests::sim::{Record, Snapshot};
 use reqwest::StatusCode;
 use serde_json::json;
 
-const WAIT: Duration = Duration::from_secs(20);
-
 fn the_only<'a>(records: &'a [Record], what: &str) -> &'a Record {
     assert_eq!(
         records.len(),
@@ -33,11 +31,15 @@ async fn sync_one(env: &TestEnv, source: &str, body: Vec<u8>, expect_task: bool)
     assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
     assert_eq!(answer["accepted"], true);
     assert!(answer["id"].as_str().is_some_and(|id| !id.is_empty()));
-    env.wait_for_crm(WAIT, |s| {
-        s.calls.len() == 1 && (!expect_task || s.tasks.len() == 1)
-    })
-    .await;
+    // Synced in the ledger means every step is done, the contact update included.
+    env.wait_for_ledger(1, 0).await;
     let snapshot = env.assert_settled(Duration::from_millis(500)).await;
+    assert_eq!(snapshot.calls.len(), 1, "one call record");
+    assert_eq!(
+        snapshot.tasks.len(),
+        usize::from(expect_task),
+        "a task only when flagged"
+    );
     worker.stop().await;
     ingest.stop().await;
     snapshot

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use callsync_shared::Region;
-use callsync_shared::config::{ConfigError, Env, Secret, redact_url};
+use callsync_shared::config::{ConfigError, Env, SecretUrl};
 use callsync_shared::telemetry::LogConfig;
 use callsync_shared::topology::{DEFAULT_PREFIX, DEFAULT_RETRY_DELAYS, Topology};
 
@@ -13,8 +13,8 @@ use crate::crm::CrmConfig;
 /// Everything `callsync-worker` needs to run.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
-    pub amqp_url: Redacted,
-    pub database_url: Redacted,
+    pub amqp_url: SecretUrl,
+    pub database_url: SecretUrl,
     pub metrics_addr: SocketAddr,
     pub crm: CrmConfig,
     pub default_region: Region,
@@ -35,28 +35,12 @@ pub struct WorkerConfig {
     pub log: LogConfig,
 }
 
-/// A connection URL whose password is hidden in `Debug` output.
-#[derive(Clone)]
-pub struct Redacted(pub Secret);
-
-impl Redacted {
-    pub fn expose(&self) -> &str {
-        self.0.expose()
-    }
-}
-
-impl std::fmt::Debug for Redacted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&redact_url(self.0.expose()))
-    }
-}
-
 /// What the operator commands (`status`, `dlq`) need: no CRM settings, so
 /// that they run anywhere the broker and database are reachable.
 #[derive(Debug, Clone)]
 pub struct OpsConfig {
-    pub amqp_url: Redacted,
-    pub database_url: Redacted,
+    pub amqp_url: SecretUrl,
+    pub database_url: SecretUrl,
     pub topology: Topology,
     pub retry_delays: Vec<Duration>,
 }
@@ -64,7 +48,7 @@ pub struct OpsConfig {
 impl OpsConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
-            amqp_url: amqp_url(env)?,
+            amqp_url: callsync_shared::broker::amqp_url(env)?,
             database_url: database_url(env)?,
             topology: Topology::new(env.string("CALLSYNC_AMQP_PREFIX", DEFAULT_PREFIX)),
             retry_delays: retry_delays(env)?,
@@ -72,17 +56,7 @@ impl OpsConfig {
     }
 }
 
-fn amqp_url(env: &Env) -> Result<Redacted, ConfigError> {
-    let url = env.string("CALLSYNC_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f");
-    url.parse::<lapin::uri::AMQPUri>()
-        .map_err(|e| ConfigError {
-            var: "CALLSYNC_AMQP_URL".to_owned(),
-            message: format!("not a valid AMQP URL ({e})"),
-        })?;
-    Ok(Redacted(Secret::new(url)))
-}
-
-fn database_url(env: &Env) -> Result<Redacted, ConfigError> {
+fn database_url(env: &Env) -> Result<SecretUrl, ConfigError> {
     let url = env.string(
         "CALLSYNC_DATABASE_URL",
         "postgres://postgres@127.0.0.1:5432/callsync",
@@ -92,7 +66,7 @@ fn database_url(env: &Env) -> Result<Redacted, ConfigError> {
             var: "CALLSYNC_DATABASE_URL".to_owned(),
             message: format!("not a valid PostgreSQL URL ({e})"),
         })?;
-    Ok(Redacted(Secret::new(url)))
+    Ok(SecretUrl::new(url))
 }
 
 fn retry_delays(env: &Env) -> Result<Vec<Duration>, ConfigError> {
@@ -132,7 +106,7 @@ impl WorkerConfig {
             });
         }
         Ok(Self {
-            amqp_url: amqp_url(env)?,
+            amqp_url: callsync_shared::broker::amqp_url(env)?,
             database_url: database_url(env)?,
             metrics_addr: env.parse(
                 "CALLSYNC_METRICS_ADDR",

@@ -225,40 +225,66 @@ impl TestEnv {
         service
     }
 
-    /// Starts the `callsync-worker` binary as a child process (for tests that
-    /// kill it with SIGKILL) and waits until it consumes.
-    pub async fn spawn_worker_process(&self, ops_port: u16) -> WorkerProcess {
-        self.spawn_worker_process_with(self.worker_env(), ops_port)
-            .await
+    /// Starts the worker program as a child process (for tests that kill it
+    /// with SIGKILL) and waits until it consumes.
+    pub async fn spawn_worker_process(&self) -> WorkerProcess {
+        self.spawn_worker_process_with(self.worker_env()).await
     }
 
     /// [`TestEnv::spawn_worker_process`] with other variables.
-    pub async fn spawn_worker_process_with(&self, env: Env, ops_port: u16) -> WorkerProcess {
-        let env = env
-            .with("CALLSYNC_METRICS_ADDR", format!("127.0.0.1:{ops_port}"))
-            .with("CALLSYNC_LOG", "warn");
-        let mut command = tokio::process::Command::new(binary("worker-process"));
-        command.env_clear();
-        if let Ok(path) = std::env::var("PATH") {
-            command.env("PATH", path);
+    ///
+    /// A free port is picked and handed to the child, which may lose it to
+    /// another process before it binds; then the child exits and another
+    /// port is tried. Readiness counts only while our child is alive, so a
+    /// stranger answering on the port is never mistaken for it.
+    pub async fn spawn_worker_process_with(&self, env: Env) -> WorkerProcess {
+        for _ in 0..5 {
+            let port = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .port();
+            let env = env
+                .clone()
+                .with("CALLSYNC_METRICS_ADDR", format!("127.0.0.1:{port}"))
+                .with("CALLSYNC_LOG", "warn");
+            let mut command = tokio::process::Command::new(binary("worker-process"));
+            command.env_clear();
+            if let Ok(path) = std::env::var("PATH") {
+                command.env("PATH", path);
+            }
+            for (k, v) in env.pairs() {
+                command.env(k, v);
+            }
+            let mut child = command
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("the worker process starts");
+            let base_url = format!("http://127.0.0.1:{port}");
+            let client = reqwest::Client::new();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                if child.try_wait().ok().flatten().is_some() {
+                    break; // lost the port (or failed): try another
+                }
+                let ready = client
+                    .get(format!("{base_url}/readyz"))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == StatusCode::OK);
+                if ready && child.try_wait().ok().flatten().is_none() {
+                    return WorkerProcess { child, base_url };
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the worker process did not become ready"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
-        for (k, v) in env_pairs(&env) {
-            command.env(k, v);
-        }
-        let child = command
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("the worker process starts");
-        let base_url = format!("http://127.0.0.1:{ops_port}");
-        let probe = Service {
-            base_url: base_url.clone(),
-            stop: None,
-            task: None,
-        };
-        probe.wait_ready(Duration::from_secs(30)).await;
-        WorkerProcess { child, base_url }
+        panic!("the worker process could not start on a free port in five attempts");
     }
 
     /// The ledger of this environment (the worker created the database).
@@ -552,10 +578,6 @@ pub fn binary(name: &str) -> PathBuf {
         path.display()
     );
     path
-}
-
-fn env_pairs(env: &Env) -> Vec<(String, String)> {
-    env.pairs()
 }
 
 /// Signs a voicedock body like the provider does (seed 004), now.

@@ -133,14 +133,7 @@ async fn under_every_fault_at_once_no_call_is_lost_duplicated_or_unexpected() {
         env.start_worker_with(worker_env.clone().with("CALLSYNC_AMQP_URL", AMQP_URL))
             .await,
     ];
-    let process_port = {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let mut process = Some(
-        env.spawn_worker_process_with(worker_env.clone(), process_port)
-            .await,
-    );
+    let mut process = Some(env.spawn_worker_process_with(worker_env.clone()).await);
 
     let batch = Arc::new(calls(n));
     let sent = Arc::new(AtomicUsize::new(0));
@@ -214,10 +207,7 @@ async fn under_every_fault_at_once_no_call_is_lost_duplicated_or_unexpected() {
     wait_for(at(0.4)).await;
     process.take().unwrap().kill().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    process = Some(
-        env.spawn_worker_process_with(worker_env.clone(), process_port)
-            .await,
-    );
+    process = Some(env.spawn_worker_process_with(worker_env.clone()).await);
 
     wait_for(at(0.6)).await;
     let terminated = env.terminate_database_connections().await;

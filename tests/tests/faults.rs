@@ -15,11 +15,6 @@ use reqwest::StatusCode;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-async fn free_port() -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    listener.local_addr().unwrap().port()
-}
-
 /// The reason header of the one parked message.
 async fn parked_reason(env: &TestEnv) -> String {
     let connection = callsync_shared::broker::connect(AMQP_URL, "callsync-tests")
@@ -51,7 +46,7 @@ async fn a_worker_killed_between_steps_and_restarted_completes_the_call_without_
     // is stuck after three of four steps when it is killed.
     env.sim.inject("create_task", Fault::ApplyThenHang, 1);
     let ingest = env.start_ingest().await;
-    let worker = env.spawn_worker_process(free_port().await).await;
+    let worker = env.spawn_worker_process().await;
     let client = reqwest::Client::new();
     let (status, _) = post_voicedock(&client, &ingest, fixture("voicedock_follow_up.json")).await;
     assert_eq!(status, StatusCode::ACCEPTED);
@@ -314,7 +309,7 @@ async fn a_worker_process_finishes_its_call_and_exits_cleanly_on_sigterm() {
     })
     .await;
     let ingest = env.start_ingest().await;
-    let worker = env.spawn_worker_process(free_port().await).await;
+    let worker = env.spawn_worker_process().await;
     post_voicedock(
         &reqwest::Client::new(),
         &ingest,

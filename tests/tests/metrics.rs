@@ -44,13 +44,7 @@ async fn scrape(base_url: &str) -> String {
 async fn the_metrics_of_both_services_count_what_happened() {
     let env = TestEnv::new().await;
     let ingest = env.start_ingest().await;
-    let port = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let worker = env.spawn_worker_process(port).await;
+    let worker = env.spawn_worker_process().await;
     let client = reqwest::Client::new();
     let before = scrape(&ingest.base_url).await;
 

@@ -31,7 +31,7 @@ use sqlx::Connection;
 use crate::harness::{AMQP_URL, PG_SERVER};
 use crate::sim::{CrmSim, RateLimit, SimConfig};
 use load::{Measured, Shot};
-use roles::{Child, free_addr};
+use roles::Child;
 
 const SECRET: &str = "bench-secret";
 
@@ -285,14 +285,14 @@ async fn ingest_scenario(options: &Options) -> anyhow::Result<(Vec<IngestRow>, V
     let mut rows = Vec::new();
 
     // (a) HMAC only.
-    let addr = free_addr().await;
-    let child = Child::start(
+    let (child, addr) = Child::start(
         "hmac-only",
-        &pairs(&[
-            ("BENCH_ADDR", addr.to_string()),
-            ("BENCH_SECRET", SECRET.to_owned()),
-        ]),
-        addr,
+        |addr| {
+            pairs(&[
+                ("BENCH_ADDR", addr.to_string()),
+                ("BENCH_SECRET", SECRET.to_owned()),
+            ])
+        },
         None,
     )
     .await?;
@@ -319,15 +319,15 @@ async fn ingest_scenario(options: &Options) -> anyhow::Result<(Vec<IngestRow>, V
     });
 
     // (c) axum + confirm.
-    let addr = free_addr().await;
-    let child = Child::start(
+    let (child, addr) = Child::start(
         "bare-confirm",
-        &pairs(&[
-            ("BENCH_ADDR", addr.to_string()),
-            ("BENCH_AMQP_URL", AMQP_URL.to_owned()),
-            ("BENCH_QUEUE", bare_queue.clone()),
-        ]),
-        addr,
+        |addr| {
+            pairs(&[
+                ("BENCH_ADDR", addr.to_string()),
+                ("BENCH_AMQP_URL", AMQP_URL.to_owned()),
+                ("BENCH_QUEUE", bare_queue.clone()),
+            ])
+        },
         None,
     )
     .await?;
@@ -343,16 +343,16 @@ async fn ingest_scenario(options: &Options) -> anyhow::Result<(Vec<IngestRow>, V
     });
 
     // (d) callsync-ingest.
-    let addr = free_addr().await;
-    let child = Child::start(
+    let (child, addr) = Child::start(
         "ingest",
-        &pairs(&[
-            ("CALLSYNC_INGEST_ADDR", addr.to_string()),
-            ("CALLSYNC_AMQP_URL", AMQP_URL.to_owned()),
-            ("CALLSYNC_AMQP_PREFIX", topology.prefix().to_owned()),
-            ("CALLSYNC_VOICEDOCK_SECRET", SECRET.to_owned()),
-        ]),
-        addr,
+        |addr| {
+            pairs(&[
+                ("CALLSYNC_INGEST_ADDR", addr.to_string()),
+                ("CALLSYNC_AMQP_URL", AMQP_URL.to_owned()),
+                ("CALLSYNC_AMQP_PREFIX", topology.prefix().to_owned()),
+                ("CALLSYNC_VOICEDOCK_SECRET", SECRET.to_owned()),
+            ])
+        },
         Some("/readyz"),
     )
     .await?;
@@ -555,16 +555,13 @@ async fn start_workers(
     let mut workers = Vec::new();
     let mut addrs = Vec::new();
     for _ in 0..replicas {
-        let ops = free_addr().await;
-        workers.push(
-            Child::start(
-                "worker",
-                &env.worker_vars(ops, crm_rate),
-                ops,
-                Some("/readyz"),
-            )
-            .await?,
-        );
+        let (worker, ops) = Child::start(
+            "worker",
+            |ops| env.worker_vars(ops, crm_rate),
+            Some("/readyz"),
+        )
+        .await?;
+        workers.push(worker);
         addrs.push(ops);
     }
     Ok((workers, addrs))

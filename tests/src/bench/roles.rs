@@ -81,13 +81,18 @@ async fn bare_confirm(env: &Env) -> anyhow::Result<Router> {
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
     let queue = env.required("BENCH_QUEUE")?;
-    // The connection must outlive the router.
-    std::mem::forget(connection);
+    // The router's state owns the connection, which must live as long as it.
+    let connection = Arc::new(connection);
     Ok(Router::new()
         .route(
             "/webhooks/voicedock",
             post(
-                |State((channel, queue)): State<(Channel, String)>, body: Bytes| async move {
+                |State((channel, queue, _connection)): State<(
+                    Channel,
+                    String,
+                    Arc<lapin::Connection>,
+                )>,
+                 body: Bytes| async move {
                     let confirmed = async {
                         channel
                             .basic_publish(
@@ -113,7 +118,7 @@ async fn bare_confirm(env: &Env) -> anyhow::Result<Router> {
                 },
             ),
         )
-        .with_state((channel, queue)))
+        .with_state((channel, queue, connection)))
 }
 
 /// A role running as a child process.
@@ -124,49 +129,61 @@ pub struct Child {
 }
 
 impl Child {
-    /// Starts `--role role` with `env` and waits until `ready_addr` accepts
-    /// connections (and, when `ready_path` is given, answers it with 200).
+    /// Starts `--role role` on a free port with the variables `env_for`
+    /// gives for that address, and waits until it listens (and, with
+    /// `ready_path`, answers it with 200). A port can be taken by another
+    /// process between choosing and binding it: the child then exits and
+    /// another port is tried; readiness counts only while our child lives.
     pub async fn start(
         role: &str,
-        env: &[(String, String)],
-        ready_addr: SocketAddr,
+        env_for: impl Fn(SocketAddr) -> Vec<(String, String)>,
         ready_path: Option<&str>,
-    ) -> anyhow::Result<Self> {
-        let mut command = tokio::process::Command::new(std::env::current_exe()?);
-        command
-            .args(["--role", role])
-            .env_clear()
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true);
-        if let Ok(path) = std::env::var("PATH") {
-            command.env("PATH", path);
-        }
-        command.env("CALLSYNC_LOG", "warn");
-        for (k, v) in env {
-            command.env(k, v);
-        }
-        let child = command.spawn()?;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let client = reqwest::Client::new();
-        loop {
-            let up = match ready_path {
-                None => tokio::net::TcpStream::connect(ready_addr).await.is_ok(),
-                Some(path) => client
-                    .get(format!("http://{ready_addr}{path}"))
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status().is_success()),
-            };
-            if up {
-                return Ok(Self {
-                    child,
-                    name: role.to_owned(),
-                });
+    ) -> anyhow::Result<(Self, SocketAddr)> {
+        for _ in 0..5 {
+            let addr = free_addr().await;
+            let mut command = tokio::process::Command::new(std::env::current_exe()?);
+            command
+                .args(["--role", role])
+                .env_clear()
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .kill_on_drop(true);
+            if let Ok(path) = std::env::var("PATH") {
+                command.env("PATH", path);
             }
-            anyhow::ensure!(Instant::now() < deadline, "{role} did not become ready");
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            command.env("CALLSYNC_LOG", "warn");
+            for (k, v) in env_for(addr) {
+                command.env(k, v);
+            }
+            let mut child = command.spawn()?;
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let client = reqwest::Client::new();
+            loop {
+                if child.try_wait()?.is_some() {
+                    break;
+                }
+                let up = match ready_path {
+                    None => tokio::net::TcpStream::connect(addr).await.is_ok(),
+                    Some(path) => client
+                        .get(format!("http://{addr}{path}"))
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status().is_success()),
+                };
+                if up && child.try_wait()?.is_none() {
+                    return Ok((
+                        Self {
+                            child,
+                            name: role.to_owned(),
+                        },
+                        addr,
+                    ));
+                }
+                anyhow::ensure!(Instant::now() < deadline, "{role} did not become ready");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
+        anyhow::bail!("{role} could not start on a free port in five attempts")
     }
 
     /// Peak resident memory so far (`VmHWM`), in MiB.

@@ -111,9 +111,27 @@ impl Spool {
                 max_bytes: self.max_bytes,
             });
         }
-        active.file.write_all(frame)?;
         // Durable before the provider hears "accepted".
-        active.file.sync_data()?;
+        let written = active
+            .file
+            .write_all(frame)
+            .and_then(|()| active.file.sync_data());
+        if let Err(error) = written {
+            // Cut the partial frame off: a later, acknowledged frame must
+            // never sit behind a torn one, where replay would stop. If even
+            // that fails, continue in a fresh segment.
+            if active.file.set_len(active.bytes).is_err() {
+                let seq = active.seq + 1;
+                if let Ok(file) = open_segment(&self.dir, seq) {
+                    *active = Active {
+                        seq,
+                        file,
+                        bytes: 0,
+                    };
+                }
+            }
+            return Err(error.into());
+        }
         active.bytes += len;
         self.size.fetch_add(len, Ordering::Relaxed);
         self.entries.fetch_add(1, Ordering::Relaxed);
@@ -199,7 +217,11 @@ impl Spool {
         for (index, report) in frames.iter().enumerate().skip(skip) {
             publisher.publish(report).await.map_err(|e| e.to_string())?;
             *progress = Some((seq, index + 1));
-            self.entries.fetch_sub(1, Ordering::Relaxed);
+            let _ = self
+                .entries
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                    Some(n.saturating_sub(1))
+                });
             metrics::gauge!("callsync_ingest_spool_depth").set(self.depth() as f64);
         }
         let len = fs::metadata(path).map(|m| m.len()).unwrap_or(0);

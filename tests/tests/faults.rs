@@ -348,3 +348,63 @@ async fn a_create_that_times_out_after_being_applied_is_found_by_its_marker_not_
     worker.stop().await;
     ingest.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contact_deleted_in_the_crm_is_looked_up_again_instead_of_reused() {
+    let env = TestEnv::new().await;
+    let ingest = env.start_ingest().await;
+    let worker = env.start_worker().await;
+    let client = reqwest::Client::new();
+    post_voicedock(
+        &client,
+        &ingest,
+        fixture("voicedock_000_end_of_call_report.json"),
+    )
+    .await;
+    env.wait_for_ledger(1, 0).await;
+    let first = env.sim.snapshot().contacts[0].id.clone();
+    // A human merges the contact away; the ledger still remembers it.
+    env.sim.delete_contact(&first);
+    let second_call = String::from_utf8(fixture("voicedock_000_end_of_call_report.json"))
+        .unwrap()
+        .replace("5c4d030f-43e3-4e65-899e-8148521e660f", "after-the-merge");
+    post_voicedock(&client, &ingest, second_call.into_bytes()).await;
+    env.wait_for_ledger(2, 0).await;
+    let s = env.assert_settled(Duration::from_millis(300)).await;
+    assert_eq!(s.contacts.len(), 1, "a new contact for the caller");
+    let replacement = &s.contacts[0].id;
+    assert_ne!(replacement, &first);
+    let latest = s
+        .calls
+        .iter()
+        .find(|c| c.marker().as_deref() == Some("callsync:voicedock:after-the-merge"))
+        .unwrap();
+    assert_eq!(latest.associations, vec![replacement.clone()]);
+    worker.stop().await;
+    ingest.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_whose_follow_up_date_is_out_of_range_is_parked_not_retried_forever() {
+    let env = TestEnv::new().await;
+    let ingest = env.start_ingest().await;
+    let worker = env.start_worker().await;
+    let body = String::from_utf8(fixture("voicedock_follow_up.json"))
+        .unwrap()
+        .replace("2025-12-14T09:15:00.000Z", "9999-12-31T23:00:00.000Z");
+    post_voicedock(&reqwest::Client::new(), &ingest, body.into_bytes()).await;
+    env.wait_for_ledger(0, 1).await;
+    let reason = parked_reason(&env).await;
+    assert!(
+        reason.contains("follow-up due date is out of range"),
+        "{reason}"
+    );
+    let s = env.sim.snapshot();
+    assert_eq!(
+        (s.calls.len(), s.tasks.len()),
+        (1, 0),
+        "the call is recorded; no task at an impossible date"
+    );
+    worker.stop().await;
+    ingest.stop().await;
+}

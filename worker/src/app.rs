@@ -63,7 +63,21 @@ impl Worker {
         // One connection per concurrent message plus a few for readiness and leases.
         let pool_size = u32::from(config.prefetch) + 4;
         let ledger = connect_ledger(&config, pool_size, crm.name()).await?;
-        let syncer = Syncer::new(ledger, crm, config.follow_up_due, config.crm_index_lag);
+        // A create is sent at most `send_window` after its lease was
+        // extended and then takes at most the CRM timeout: both together
+        // stay a second inside the lease.
+        let send_window = config
+            .lease
+            .saturating_sub(config.crm.timeout())
+            .saturating_sub(Duration::from_secs(1))
+            .max(Duration::from_millis(500));
+        let syncer = Syncer::new(
+            ledger,
+            crm,
+            config.follow_up_due,
+            config.crm_index_lag,
+            send_window,
+        );
         let listener = TcpListener::bind(config.metrics_addr)
             .await
             .map_err(|source| StartError::Bind {

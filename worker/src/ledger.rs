@@ -255,7 +255,8 @@ impl Ledger {
 
     /// Records that a CRM request for `step` is about to be sent, extending
     /// the lease in the same statement. Fails with [`LedgerError::LeaseLost`]
-    /// if this worker no longer holds the call: the request must not be sent.
+    /// if this worker no longer holds the call, or another attempt finished
+    /// the step meanwhile: either way the request must not be sent.
     pub async fn start_step(
         &self,
         key: CallKey<'_>,
@@ -268,10 +269,13 @@ impl Ledger {
                  WHERE source = $1 AND call_id = $2 AND lease_owner = $3
                    AND lease_until > now() AND status = 'pending'
                 RETURNING 1)
-             INSERT INTO call_steps (source, call_id, step, state, started_at)
-             SELECT $1, $2, $4, 'started', now() FROM lease
+             INSERT INTO call_steps (source, call_id, step, state, started_at, started_by)
+             SELECT $1, $2, $4, 'started', now(), $3 FROM lease
              ON CONFLICT (source, call_id, step) DO UPDATE
-                SET state = 'started', started_at = now(), crm_object_id = NULL, done_at = NULL
+                SET state = 'started', started_at = now(), started_by = EXCLUDED.started_by,
+                    crm_object_id = NULL, done_at = NULL
+              -- A step another attempt finished is never reopened.
+              WHERE call_steps.state <> 'done'
              RETURNING 1",
         )
         .bind(key.source.as_str())
@@ -329,15 +333,23 @@ impl Ledger {
         Ok(())
     }
 
-    /// Forgets a started step whose request certainly was not applied.
-    pub async fn abandon_step(&self, key: CallKey<'_>, step: Step) -> Result<(), LedgerError> {
+    /// Forgets a step this attempt started whose request certainly was not
+    /// applied (a step another attempt started since is left alone).
+    pub async fn abandon_step(
+        &self,
+        key: CallKey<'_>,
+        owner: Uuid,
+        step: Step,
+    ) -> Result<(), LedgerError> {
         sqlx::query(
             "DELETE FROM call_steps
-              WHERE source = $1 AND call_id = $2 AND step = $3 AND state = 'started'",
+              WHERE source = $1 AND call_id = $2 AND step = $3 AND state = 'started'
+                AND started_by = $4",
         )
         .bind(key.source.as_str())
         .bind(key.call_id.as_str())
         .bind(step.as_str())
+        .bind(owner)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -379,10 +391,13 @@ impl Ledger {
     }
 
     /// Records that the call's message was parked (a replay claims it again).
+    /// A call another worker holds right now (a duplicate delivery) is left
+    /// to that worker.
     pub async fn mark_parked(&self, key: CallKey<'_>, reason: &str) -> Result<(), LedgerError> {
         sqlx::query(
             "UPDATE calls SET status = 'parked', last_error = $3, lease_owner = NULL, lease_until = NULL
-              WHERE source = $1 AND call_id = $2 AND status <> 'synced'",
+              WHERE source = $1 AND call_id = $2 AND status <> 'synced'
+                AND (lease_owner IS NULL OR lease_until < now())",
         )
         .bind(key.source.as_str())
         .bind(key.call_id.as_str())
@@ -488,6 +503,20 @@ impl Ledger {
         .bind(lookup_key)
         .bind(owner)
         .bind(create_not_applied)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Forgets which contact the call resolved to (and its update), so that
+    /// the next attempt resolves the caller again.
+    pub async fn reset_contact_steps(&self, key: CallKey<'_>) -> Result<(), LedgerError> {
+        sqlx::query(
+            "DELETE FROM call_steps
+              WHERE source = $1 AND call_id = $2 AND step IN ('contact', 'contact_update')",
+        )
+        .bind(key.source.as_str())
+        .bind(key.call_id.as_str())
         .execute(&self.pool)
         .await?;
         Ok(())

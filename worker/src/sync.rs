@@ -18,7 +18,9 @@ use time::OffsetDateTime;
 use tokio::sync::OnceCell;
 use uuid::Uuid;
 
-use crate::crm::{Applied, ContactLookup, Crm, CrmError, CrmId, MarkedRecord, NewContact};
+use crate::crm::{
+    Applied, ContactLookup, Crm, CrmError, CrmId, MarkedRecord, NewContact, SEND_DEADLINE,
+};
 use crate::ledger::{CallKey, Claim, ContactClaim, Ledger, LedgerError, Step, StepState};
 
 /// The longest in-process wait for a rate limit; longer waits go through a
@@ -53,6 +55,12 @@ pub enum SyncError {
     AwaitingIndex { step: &'static str, wait: Duration },
     #[error("the report has no phone number, e-mail or CRM id to find or create a contact with")]
     NoIdentity,
+    #[error("{0}")]
+    InvalidReport(String),
+    #[error(
+        "contact {0} no longer exists in the CRM (deleted or merged); looking the caller up again"
+    )]
+    StaleContact(CrmId),
 }
 
 /// What the consumer should do with a message whose sync failed.
@@ -79,7 +87,10 @@ impl SyncError {
             SyncError::Crm { error, .. } if error.is_transient() => {
                 Disposition::Retry { counts: true }
             }
-            SyncError::Crm { .. } | SyncError::NoIdentity => Disposition::Park,
+            SyncError::Crm { .. } | SyncError::NoIdentity | SyncError::InvalidReport(_) => {
+                Disposition::Park
+            }
+            SyncError::StaleContact(_) => Disposition::Retry { counts: true },
             SyncError::Busy | SyncError::AwaitingIndex { .. } => {
                 Disposition::Retry { counts: false }
             }
@@ -98,6 +109,8 @@ impl SyncError {
             SyncError::Busy => "busy",
             SyncError::AwaitingIndex { .. } => "awaiting_index",
             SyncError::NoIdentity => "no_identity",
+            SyncError::InvalidReport(_) => "invalid_report",
+            SyncError::StaleContact(_) => "stale_contact",
         }
     }
 }
@@ -129,14 +142,19 @@ pub struct Syncer {
     prepared: OnceCell<()>,
     follow_up_due: Duration,
     index_lag: Duration,
+    /// How long after extending a lease a create may still be sent.
+    send_window: Duration,
 }
 
 impl Syncer {
+    /// `send_window` bounds the time between extending a lease and sending a
+    /// create; with `CALLSYNC_CRM_TIMEOUT` added it must stay inside the lease.
     pub fn new(
         ledger: Ledger,
         crm: Arc<dyn Crm>,
         follow_up_due: Duration,
         index_lag: Duration,
+        send_window: Duration,
     ) -> Self {
         Self {
             ledger,
@@ -144,6 +162,7 @@ impl Syncer {
             prepared: OnceCell::new(),
             follow_up_due,
             index_lag,
+            send_window,
         }
     }
 
@@ -234,17 +253,35 @@ impl Syncer {
 
         if !done(Step::CallLog) {
             let crm = Arc::clone(&self.crm);
-            self.create_marked(
-                key,
-                owner,
-                report,
-                Step::CallLog,
-                MarkedRecord::CallLog,
-                &contact_id,
-                steps.get(&Step::CallLog),
-                || crm.record_call(&contact_id, report),
-            )
-            .await?;
+            let recorded = self
+                .create_marked(
+                    key,
+                    owner,
+                    report,
+                    Step::CallLog,
+                    MarkedRecord::CallLog,
+                    &contact_id,
+                    steps.get(&Step::CallLog),
+                    || crm.record_call(&contact_id, report),
+                )
+                .await;
+            if let Err(SyncError::Crm {
+                error: CrmError::Rejected { .. },
+                ..
+            }) = &recorded
+                && self.crm.manages_contacts()
+                && !idempotent(|| self.crm.contact_exists(&contact_id))
+                    .await
+                    .unwrap_or(true)
+            {
+                // A contact remembered in the ledger (or named by the
+                // provider) was deleted or merged by a human: forget it and
+                // resolve the caller again on the next attempt.
+                self.ledger.forget_contact(&contact_id).await?;
+                self.ledger.reset_contact_steps(key).await?;
+                return Err(SyncError::StaleContact(contact_id));
+            }
+            recorded?;
         }
 
         if !update_done {
@@ -269,7 +306,15 @@ impl Syncer {
         }
 
         if report.follow_up_needed && !done(Step::FollowUpTask) {
-            let due = report.ended_at + self.follow_up_due;
+            let due = time::Duration::try_from(self.follow_up_due)
+                .ok()
+                .and_then(|after| report.ended_at.checked_add(after))
+                .ok_or_else(|| {
+                    SyncError::InvalidReport(format!(
+                        "the follow-up due date is out of range (call ended at {})",
+                        report.ended_at
+                    ))
+                })?;
             let crm = Arc::clone(&self.crm);
             self.create_marked(
                 key,
@@ -346,14 +391,22 @@ impl Syncer {
                 self.ledger.contact_resolved(&lookup_key, &id).await?;
                 return Ok((id, false));
             }
-            self.ledger.contact_pending(&lookup_key, owner).await?;
             let new_contact = NewContact { report };
-            match not_idempotent(|| self.crm.create_contact(&new_contact)).await {
-                Ok(id) => {
-                    self.ledger.contact_resolved(&lookup_key, &id).await?;
-                    Ok((id, true))
+            let created = self
+                .fenced(
+                    || self.ledger.contact_pending(&lookup_key, owner),
+                    || self.crm.create_contact(&new_contact),
+                )
+                .await;
+            match created {
+                Ok(created) => {
+                    self.ledger
+                        .contact_resolved(&lookup_key, &created.id)
+                        .await?;
+                    Ok((created.id, created.has_last_call))
                 }
-                Err(error) => {
+                Err(Attempt::Fence(e)) => Err(e.into()),
+                Err(Attempt::Crm(error)) => {
                     create_not_applied = error.applied() == Applied::No;
                     Err(crm_error(error))
                 }
@@ -418,20 +471,23 @@ impl Syncer {
                     return Ok(id);
                 }
             }
-            self.ledger.start_step(key, owner, step).await?;
-            match not_idempotent(&create).await {
+            match self
+                .fenced(|| self.ledger.start_step(key, owner, step), &create)
+                .await
+            {
                 Ok(id) => {
                     self.ledger.finish_step(key, step, Some(&id)).await?;
                     return Ok(id);
                 }
-                Err(error) if error.applied() == Applied::No => {
-                    self.ledger.abandon_step(key, step).await?;
+                Err(Attempt::Fence(e)) => return Err(e.into()),
+                Err(Attempt::Crm(error)) if error.applied() == Applied::No => {
+                    self.ledger.abandon_step(key, owner, step).await?;
                     return Err(SyncError::Crm { step: name, error });
                 }
-                Err(error) if !self.index_lag.is_zero() => {
-                    return Err(SyncError::Crm { step: name, error });
-                }
-                Err(error) => {
+                Err(Attempt::Crm(error)) => {
+                    if !self.index_lag.is_zero() {
+                        return Err(SyncError::Crm { step: name, error });
+                    }
                     tracing::warn!(step = name, %error, "outcome unknown; searching for the marker");
                     unknown_since = Some(OffsetDateTime::now_utc());
                     last_error = Some(error);
@@ -446,6 +502,46 @@ impl Syncer {
             },
         })
     }
+
+    /// Sends a create only right after the lease was extended: `fence` runs
+    /// before every attempt (and restarts the "unknown since" clock), and
+    /// the request must start within `send_window` of it, or it gives up
+    /// unsent. So a create never leaves outside its lease, however long a
+    /// rate limit makes it wait. Only attempts that certainly did not reach
+    /// the CRM are retried here.
+    async fn fenced<T, Fe, FeFut, C, CFut>(&self, fence: Fe, create: C) -> Result<T, Attempt>
+    where
+        Fe: Fn() -> FeFut,
+        FeFut: Future<Output = Result<(), LedgerError>>,
+        C: Fn() -> CFut,
+        CFut: Future<Output = Result<T, CrmError>>,
+    {
+        let attempt = || async {
+            fence().await.map_err(Attempt::Fence)?;
+            let deadline = tokio::time::Instant::now() + self.send_window;
+            SEND_DEADLINE
+                .scope(deadline, create())
+                .await
+                .map_err(Attempt::Crm)
+        };
+        attempt
+            .retry(in_process_policy())
+            .when(
+                |e| matches!(e, Attempt::Crm(c) if c.is_transient() && c.applied() == Applied::No),
+            )
+            .adjust(|e: &Attempt, planned| match e {
+                Attempt::Crm(c) => rate_limit_delay(c, planned),
+                Attempt::Fence(_) => None,
+            })
+            .await
+    }
+}
+
+/// Why one fenced create attempt failed.
+enum Attempt {
+    /// The lease could not be extended: the request was not sent.
+    Fence(LedgerError),
+    Crm(CrmError),
 }
 
 fn elapsed_since(since: OffsetDateTime) -> Duration {
@@ -502,20 +598,6 @@ where
     request
         .retry(in_process_policy())
         .when(CrmError::is_transient)
-        .adjust(rate_limit_delay)
-        .await
-}
-
-/// Retries a create only when the failed attempt certainly was not applied;
-/// an unknown outcome is returned to the caller, which searches before repeating.
-async fn not_idempotent<T, F, Fut>(request: F) -> Result<T, CrmError>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, CrmError>>,
-{
-    request
-        .retry(in_process_policy())
-        .when(|e| e.is_transient() && e.applied() == Applied::No)
         .adjust(rate_limit_delay)
         .await
 }

@@ -572,6 +572,11 @@ impl CrmSim {
         id
     }
 
+    /// Deletes a contact, as a human merging or removing it in the CRM would.
+    pub fn delete_contact(&self, id: &str) {
+        self.shared.lock().contacts.retain(|c| c.id != id);
+    }
+
     /// Adds a contact with a given id (for `crm_id` hints).
     pub fn seed_contact_with_id(&self, id: &str, properties: Map<String, Value>) {
         self.shared.lock().contacts.push(Record {

@@ -28,7 +28,8 @@ use time::format_description::well_known::Rfc3339;
 
 use super::render;
 use super::{
-    ContactLookup, Crm, CrmError, CrmHttp, CrmId, HttpSettings, Limiter, MarkedRecord, NewContact,
+    ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, HttpSettings, Limiter, MarkedRecord,
+    NewContact,
 };
 
 /// The API version this adapter speaks.
@@ -281,7 +282,7 @@ impl Crm for Gohighlevel {
         Ok(found.contact.map(|c| c.id))
     }
 
-    async fn create_contact(&self, contact: &NewContact<'_>) -> Result<CrmId, CrmError> {
+    async fn create_contact(&self, contact: &NewContact<'_>) -> Result<Created, CrmError> {
         let caller = &contact.report.caller;
         let mut body = json!({
             "locationId": self.config.location_id,
@@ -309,7 +310,11 @@ impl Crm for Gohighlevel {
                 self.request(Method::POST, "/contacts/upsert").json(&body),
             )
             .await?;
-        Ok(created.contact.id)
+        // An upsert writes the custom fields whether it created or matched.
+        Ok(Created {
+            id: created.contact.id,
+            has_last_call: true,
+        })
     }
 
     async fn record_call(&self, contact: &str, report: &CallReport) -> Result<CrmId, CrmError> {

@@ -61,7 +61,20 @@ impl CrmHttp {
         request: RequestBuilder,
         accept: &[StatusCode],
     ) -> Result<Response, CrmError> {
-        self.limiter.acquire().await;
+        match super::SEND_DEADLINE.try_with(|deadline| *deadline) {
+            Ok(deadline) => {
+                if tokio::time::timeout_at(deadline, self.limiter.acquire())
+                    .await
+                    .is_err()
+                {
+                    return Err(CrmError::Unavailable {
+                        detail: "the rate-limit wait would outlast the lease; not sent".to_owned(),
+                        applied: Applied::No,
+                    });
+                }
+            }
+            Err(_) => self.limiter.acquire().await,
+        }
         let started = Instant::now();
         let result = request.send().await;
         let status_label = match &result {
@@ -108,8 +121,8 @@ impl CrmHttp {
                 detail,
             },
             // A 5xx may come after the CRM applied the request (a crash while
-            // answering), so its outcome is unknown.
-            500..=599 => CrmError::Unavailable {
+            // answering), so its outcome is unknown; so may a 408.
+            408 | 500..=599 => CrmError::Unavailable {
                 detail: format!("{status}: {detail}"),
                 applied: Applied::Unknown,
             },
@@ -224,6 +237,27 @@ mod tests {
             Some(Duration::ZERO)
         );
         assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_that_would_wait_past_its_deadline_is_not_sent() {
+        let limiter = Arc::new(Limiter::new(None));
+        limiter.pause(Duration::from_secs(60));
+        let http = CrmHttp::new("test", Duration::from_secs(1), limiter).unwrap();
+        // Nothing listens on the discard port: a sent request would fail to
+        // connect, not time out at the deadline.
+        let request = http.client().get("http://127.0.0.1:9/");
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(100);
+        let result = super::super::SEND_DEADLINE
+            .scope(deadline, http.send("probe", request, &[]))
+            .await;
+        match result {
+            Err(CrmError::Unavailable { applied, detail }) => {
+                assert_eq!(applied, Applied::No);
+                assert!(detail.contains("outlast the lease"), "{detail}");
+            }
+            other => panic!("expected an unsent request, got {other:?}"),
+        }
     }
 
     #[test]

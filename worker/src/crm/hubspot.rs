@@ -26,7 +26,8 @@ use time::OffsetDateTime;
 
 use super::render;
 use super::{
-    ContactLookup, Crm, CrmError, CrmHttp, CrmId, HttpSettings, Limiter, MarkedRecord, NewContact,
+    ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, HttpSettings, Limiter, MarkedRecord,
+    NewContact,
 };
 
 /// Association type ids HubSpot defines (call→contact, task→contact).
@@ -112,7 +113,7 @@ const PROPERTIES: &[Property] = &[
 ];
 
 #[derive(Deserialize)]
-struct Created {
+struct Saved {
     id: String,
 }
 
@@ -147,7 +148,7 @@ impl Hubspot {
         object: &str,
         body: Value,
     ) -> Result<CrmId, CrmError> {
-        let created: Created = self
+        let created: Saved = self
             .http
             .json(
                 operation,
@@ -300,7 +301,7 @@ impl Crm for Hubspot {
         Ok(by_phone.or_else(|| hits.first()).map(|h| h.id.clone()))
     }
 
-    async fn create_contact(&self, contact: &NewContact<'_>) -> Result<CrmId, CrmError> {
+    async fn create_contact(&self, contact: &NewContact<'_>) -> Result<Created, CrmError> {
         let caller = &contact.report.caller;
         let mut properties = last_call_properties(contact.report);
         if let Some(phone) = &caller.phone {
@@ -327,13 +328,21 @@ impl Crm for Hubspot {
             // The e-mail belongs to a contact the search did not return yet
             // (index lag): adopt it rather than fail.
             let text = response.text().await.unwrap_or_default();
-            return existing_id(&text).ok_or(CrmError::Rejected {
-                status: 409,
-                detail: text,
-            });
+            return existing_id(&text)
+                .map(|id| Created {
+                    id,
+                    has_last_call: false,
+                })
+                .ok_or(CrmError::Rejected {
+                    status: 409,
+                    detail: text,
+                });
         }
-        let created: Created = super::http::decode(response).await?;
-        Ok(created.id)
+        let created: Saved = super::http::decode(response).await?;
+        Ok(Created {
+            id: created.id,
+            has_last_call: true,
+        })
     }
 
     async fn record_call(&self, contact: &str, report: &CallReport) -> Result<CrmId, CrmError> {

@@ -30,6 +30,22 @@ pub use limiter::{Limiter, Rate};
 /// A CRM's id of a record (contact, call, task).
 pub type CrmId = String;
 
+tokio::task_local! {
+    /// The latest moment a create may still be sent. The sync engine sets it
+    /// right after extending the lease; a rate-limit wait that would end
+    /// later gives up unsent, so no request ever starts outside its lease.
+    pub static SEND_DEADLINE: tokio::time::Instant;
+}
+
+/// A contact `create_contact` produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Created {
+    pub id: CrmId,
+    /// False when the CRM answered with an existing contact (HubSpot's 409
+    /// on a known e-mail) that did not get this call's last-call fields.
+    pub has_last_call: bool,
+}
+
 /// How to look a caller up.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContactLookup {
@@ -77,9 +93,13 @@ pub enum CrmError {
     /// Another 4xx: the request itself is wrong for this CRM; permanent.
     #[error("CRM rejected the request ({status}): {detail}")]
     Rejected { status: u16, detail: String },
-    /// A 2xx whose body is not what the API documents.
+    /// A 2xx whose body is not what the API documents. The request was
+    /// applied (or may have been), so a create must be searched for.
     #[error("unexpected CRM response: {0}")]
     InvalidResponse(String),
+    /// The request could not be built; nothing was sent. Permanent.
+    #[error("cannot build the CRM request: {0}")]
+    Request(String),
 }
 
 impl CrmError {
@@ -94,6 +114,7 @@ impl CrmError {
     pub fn applied(&self) -> Applied {
         match self {
             CrmError::Unavailable { applied, .. } => *applied,
+            CrmError::InvalidResponse(_) => Applied::Unknown,
             _ => Applied::No,
         }
     }
@@ -106,6 +127,7 @@ impl CrmError {
             CrmError::Unauthorized { .. } => "unauthorized",
             CrmError::Rejected { .. } => "rejected",
             CrmError::InvalidResponse(_) => "invalid_response",
+            CrmError::Request(_) => "request",
         }
     }
 }
@@ -128,7 +150,7 @@ pub trait Crm: Send + Sync + fmt::Debug {
 
     /// Creates a contact with the caller's details and, so that a new
     /// contact needs no separate update, the last-call fields of `report`.
-    async fn create_contact(&self, contact: &NewContact<'_>) -> Result<CrmId, CrmError>;
+    async fn create_contact(&self, contact: &NewContact<'_>) -> Result<Created, CrmError>;
 
     /// Records the call on the contact, carrying the call's marker.
     async fn record_call(&self, contact: &str, report: &CallReport) -> Result<CrmId, CrmError>;
@@ -281,9 +303,11 @@ impl CrmConfig {
             // Notes, tasks and activities are listed per contact, not
             // searched: they show at once. Give replicas a moment anyway.
             CrmConfig::Pipedrive(_) | CrmConfig::Gohighlevel(_) => Duration::from_secs(5),
-            // Upserts by External ID and reads by it are immediate; the
-            // webhook target is "searched" by sending again.
-            CrmConfig::Salesforce(_) | CrmConfig::Webhook(_) => Duration::ZERO,
+            // Tasks are upserted and read by External ID (immediate), but
+            // contacts are found through SOSL, whose index is asynchronous.
+            CrmConfig::Salesforce(_) => Duration::from_secs(30),
+            // The webhook target is "searched" by sending again.
+            CrmConfig::Webhook(_) => Duration::ZERO,
         }
     }
 

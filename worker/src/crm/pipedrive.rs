@@ -29,7 +29,8 @@ use tokio::sync::OnceCell;
 
 use super::render;
 use super::{
-    ContactLookup, Crm, CrmError, CrmHttp, CrmId, HttpSettings, Limiter, MarkedRecord, NewContact,
+    ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, HttpSettings, Limiter, MarkedRecord,
+    NewContact,
 };
 
 /// `CALLSYNC_PIPEDRIVE_*`.
@@ -252,7 +253,7 @@ impl Crm for Pipedrive {
         }
     }
 
-    async fn create_contact(&self, contact: &NewContact<'_>) -> Result<CrmId, CrmError> {
+    async fn create_contact(&self, contact: &NewContact<'_>) -> Result<Created, CrmError> {
         let caller = &contact.report.caller;
         // Pipedrive requires a name: the caller's, else the number.
         let mut body = json!({
@@ -265,7 +266,13 @@ impl Crm for Pipedrive {
         if let Some(email) = &caller.email {
             body["emails"] = json!([{ "value": email, "primary": true, "label": "work" }]);
         }
-        self.create("create_person", "/api/v2/persons", body).await
+        let id = self
+            .create("create_person", "/api/v2/persons", body)
+            .await?;
+        Ok(Created {
+            id,
+            has_last_call: true,
+        })
     }
 
     async fn record_call(&self, contact: &str, report: &CallReport) -> Result<CrmId, CrmError> {

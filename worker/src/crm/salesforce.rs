@@ -28,7 +28,8 @@ use time::macros::format_description;
 
 use super::render;
 use super::{
-    ContactLookup, Crm, CrmError, CrmHttp, CrmId, HttpSettings, Limiter, MarkedRecord, NewContact,
+    ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, HttpSettings, Limiter, MarkedRecord,
+    NewContact,
 };
 
 /// `CALLSYNC_SALESFORCE_*`.
@@ -308,7 +309,7 @@ impl Crm for Salesforce {
         }
     }
 
-    async fn create_contact(&self, contact: &NewContact<'_>) -> Result<CrmId, CrmError> {
+    async fn create_contact(&self, contact: &NewContact<'_>) -> Result<Created, CrmError> {
         let caller = &contact.report.caller;
         let mut body = last_call_fields(contact.report);
         // LastName is required: the caller's, else the number.
@@ -334,7 +335,10 @@ impl Crm for Salesforce {
             )
             .await?;
         let saved: Saved = super::http::decode(response).await?;
-        Ok(saved.id)
+        Ok(Created {
+            id: saved.id,
+            has_last_call: true,
+        })
     }
 
     async fn record_call(&self, contact: &str, report: &CallReport) -> Result<CrmId, CrmError> {

@@ -23,7 +23,8 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::{
-    ContactLookup, Crm, CrmError, CrmHttp, CrmId, HttpSettings, Limiter, MarkedRecord, NewContact,
+    ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, HttpSettings, Limiter, MarkedRecord,
+    NewContact,
 };
 
 /// `CALLSYNC_WEBHOOK_*`.
@@ -90,7 +91,7 @@ impl Crm for Webhook {
         Ok(None)
     }
 
-    async fn create_contact(&self, _contact: &NewContact<'_>) -> Result<CrmId, CrmError> {
+    async fn create_contact(&self, _contact: &NewContact<'_>) -> Result<Created, CrmError> {
         Err(CrmError::Rejected {
             status: 400,
             detail: "the webhook target has no contacts".to_owned(),
@@ -105,7 +106,7 @@ impl Crm for Webhook {
             "timestamp": now.format(&Rfc3339).unwrap_or_default(),
             "data": report,
         }))
-        .map_err(|e| CrmError::InvalidResponse(format!("cannot encode the report: {e}")))?;
+        .map_err(|e| CrmError::Request(format!("cannot encode the report: {e}")))?;
         let timestamp = now.unix_timestamp();
         let signature = sign_standard_webhook(self.config.secret.expose(), &id, timestamp, &body);
         self.http

@@ -1,0 +1,111 @@
+//! The ledger's fencing, against a real PostgreSQL: what one attempt
+//! records can be undone by that attempt only, and a finished step is never
+//! reopened.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use callsync_shared::{CallId, Source};
+use callsync_tests::harness::TestEnv;
+use callsync_worker::ledger::{CallKey, Claim, Ledger, LedgerError, Step, StepState};
+use uuid::Uuid;
+
+async fn ledger(env: &TestEnv) -> Ledger {
+    Ledger::connect(&env.database_url, 4, "hubspot", Duration::from_secs(5))
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_step_is_never_reopened_by_a_later_attempt() {
+    let env = TestEnv::new().await;
+    let ledger = ledger(&env).await;
+    let id = CallId::new("fenced-1").unwrap();
+    let key = CallKey {
+        source: Source::Voicedock,
+        call_id: &id,
+    };
+    let first = Uuid::now_v7();
+    assert!(matches!(
+        ledger.claim(key, first).await.unwrap(),
+        Claim::Acquired { .. }
+    ));
+    ledger.start_step(key, first, Step::CallLog).await.unwrap();
+    ledger
+        .finish_step(key, Step::CallLog, Some("call-1"))
+        .await
+        .unwrap();
+    let again = ledger.start_step(key, first, Step::CallLog).await;
+    assert!(matches!(again, Err(LedgerError::LeaseLost(_))), "{again:?}");
+    let steps = ledger.steps(key).await.unwrap();
+    assert_eq!(
+        steps,
+        vec![(
+            Step::CallLog,
+            StepState::Done {
+                crm_id: Some("call-1".to_owned())
+            }
+        )]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_attempt_that_started_a_step_can_abandon_it() {
+    let env = TestEnv::new().await;
+    let ledger = ledger(&env).await;
+    let id = CallId::new("fenced-2").unwrap();
+    let key = CallKey {
+        source: Source::Postcall,
+        call_id: &id,
+    };
+    let owner = Uuid::now_v7();
+    ledger.claim(key, owner).await.unwrap();
+    ledger
+        .start_step(key, owner, Step::FollowUpTask)
+        .await
+        .unwrap();
+    ledger
+        .abandon_step(key, Uuid::now_v7(), Step::FollowUpTask)
+        .await
+        .unwrap();
+    assert_eq!(
+        ledger.steps(key).await.unwrap().len(),
+        1,
+        "another attempt's abandon changes nothing"
+    );
+    ledger
+        .abandon_step(key, owner, Step::FollowUpTask)
+        .await
+        .unwrap();
+    assert!(ledger.steps(key).await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_held_by_another_worker_is_not_marked_parked() {
+    let env = TestEnv::new().await;
+    let ledger = ledger(&env).await;
+    let id = CallId::new("fenced-3").unwrap();
+    let key = CallKey {
+        source: Source::Voicedock,
+        call_id: &id,
+    };
+    let holder = Uuid::now_v7();
+    ledger.claim(key, holder).await.unwrap();
+    ledger
+        .mark_parked(key, "a duplicate delivery failed")
+        .await
+        .unwrap();
+    assert_eq!(
+        ledger.counts().await.unwrap().parked,
+        0,
+        "the holder's lease stands"
+    );
+    assert_eq!(
+        ledger.claim(key, Uuid::now_v7()).await.unwrap(),
+        Claim::Busy
+    );
+    ledger.release(key, holder, "done with it").await.unwrap();
+    ledger.mark_parked(key, "gave up").await.unwrap();
+    assert_eq!(ledger.counts().await.unwrap().parked, 1);
+}

@@ -280,6 +280,31 @@ async fn ingest_scenario(options: &Options) -> anyhow::Result<(Vec<IngestRow>, V
             args,
         )
         .await?;
+    let result = measure_ingest(options, &channel, &topology, &bare_queue).await;
+    // Clean up whatever happened (the child processes die with their handles).
+    for q in [bare_queue, topology.calls_queue(), topology.parking_queue()] {
+        let _ = channel
+            .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+            .await;
+    }
+    for e in [topology.exchange(), topology.parking_exchange()] {
+        let _ = channel
+            .exchange_delete(
+                e.as_str().into(),
+                lapin::options::ExchangeDeleteOptions::default(),
+            )
+            .await;
+    }
+    let _ = connection.close(200, "done".into()).await;
+    result
+}
+
+async fn measure_ingest(
+    options: &Options,
+    channel: &lapin::Channel,
+    topology: &Topology,
+    bare_queue: &str,
+) -> anyhow::Result<(Vec<IngestRow>, Vec<Ratio>, f64)> {
     let warmup = Duration::from_secs_f64(options.warmup_seconds);
     let duration = Duration::from_secs_f64(options.seconds_per_cell);
     let mut rows = Vec::new();
@@ -310,8 +335,8 @@ async fn ingest_scenario(options: &Options) -> anyhow::Result<(Vec<IngestRow>, V
     let body = body_2k("bench-call", "+31612345678", false);
     let mut cells = Vec::new();
     for &c in &options.concurrencies {
-        cells.push(load::publish(&channel, "", &bare_queue, &body, c, warmup, duration).await);
-        purge(&channel, &bare_queue).await;
+        cells.push(load::publish(channel, "", bare_queue, &body, c, warmup, duration).await);
+        purge(channel, bare_queue).await;
     }
     rows.push(IngestRow {
         variant: "(b) lapin publish + confirm, quorum queue",
@@ -325,7 +350,7 @@ async fn ingest_scenario(options: &Options) -> anyhow::Result<(Vec<IngestRow>, V
             pairs(&[
                 ("BENCH_ADDR", addr.to_string()),
                 ("BENCH_AMQP_URL", AMQP_URL.to_owned()),
-                ("BENCH_QUEUE", bare_queue.clone()),
+                ("BENCH_QUEUE", bare_queue.to_owned()),
             ])
         },
         None,
@@ -334,7 +359,7 @@ async fn ingest_scenario(options: &Options) -> anyhow::Result<(Vec<IngestRow>, V
     let mut cells = Vec::new();
     for &c in &options.concurrencies {
         cells.push(load::http(&signed_shot(addr), c, warmup, duration).await);
-        purge(&channel, &bare_queue).await;
+        purge(channel, bare_queue).await;
     }
     child.stop().await;
     rows.push(IngestRow {
@@ -359,7 +384,7 @@ async fn ingest_scenario(options: &Options) -> anyhow::Result<(Vec<IngestRow>, V
     let mut cells = Vec::new();
     for &c in &options.concurrencies {
         cells.push(load::http(&signed_shot(addr), c, warmup, duration).await);
-        purge(&channel, &topology.calls_queue()).await;
+        purge(channel, &topology.calls_queue()).await;
     }
     let ingest_rss = child.peak_rss_mib();
     child.stop().await;
@@ -378,21 +403,6 @@ async fn ingest_scenario(options: &Options) -> anyhow::Result<(Vec<IngestRow>, V
                 / rows[2].cells[i].accepted_per_sec.max(1e-9),
         })
         .collect();
-
-    for q in [bare_queue, topology.calls_queue(), topology.parking_queue()] {
-        let _ = channel
-            .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-            .await;
-    }
-    for e in [topology.exchange(), topology.parking_exchange()] {
-        let _ = channel
-            .exchange_delete(
-                e.as_str().into(),
-                lapin::options::ExchangeDeleteOptions::default(),
-            )
-            .await;
-    }
-    let _ = connection.close(200, "done".into()).await;
     Ok((rows, ratios, ingest_rss))
 }
 
@@ -587,6 +597,21 @@ async fn worker_scenario(
     known_contacts: bool,
 ) -> anyhow::Result<(WorkerRow, f64)> {
     let env = WorkerEnv::new(latency_ms, None).await?;
+    // Clean up whatever happened: a failed measurement must not leave
+    // queues and a database behind (its worker processes die with it).
+    let result = measure_workers(&env, workload, calls, latency_ms, replicas, known_contacts).await;
+    env.cleanup().await;
+    result
+}
+
+async fn measure_workers(
+    env: &WorkerEnv,
+    workload: &'static str,
+    calls: usize,
+    latency_ms: u64,
+    replicas: usize,
+    known_contacts: bool,
+) -> anyhow::Result<(WorkerRow, f64)> {
     let bodies: Vec<Vec<u8>> = (0..calls)
         .map(|i| {
             body_2k(
@@ -607,11 +632,11 @@ async fn worker_scenario(
         }
     }
     // Start the workers first (their start-up is not throughput), then queue the batch.
-    let (workers, _) = start_workers(&env, replicas, "off").await?;
+    let (workers, _) = start_workers(env, replicas, "off").await?;
     let queued_at = time::OffsetDateTime::now_utc();
     let started = Instant::now();
     env.preload(&bodies).await?;
-    wait_synced(&env, calls, Duration::from_secs(600)).await?;
+    wait_synced(env, calls, Duration::from_secs(600)).await?;
     let seconds = started.elapsed().as_secs_f64();
     let rss = workers.iter().map(Child::peak_rss_mib).fold(0.0, f64::max);
     for w in workers {
@@ -619,7 +644,6 @@ async fn worker_scenario(
     }
     let stats = env.sim.snapshot().stats;
     let lags = env.lags_ms(queued_at).await;
-    env.cleanup().await;
     Ok((
         WorkerRow {
             workload,
@@ -644,6 +668,16 @@ async fn rate_limit_scenario(options: &Options) -> anyhow::Result<RateLimitRow> 
         retry_after_secs: None,
     };
     let env = WorkerEnv::new(0, Some(limit)).await?;
+    let result = measure_rate_limit(&env, options, window).await;
+    env.cleanup().await;
+    result
+}
+
+async fn measure_rate_limit(
+    env: &WorkerEnv,
+    options: &Options,
+    window: Duration,
+) -> anyhow::Result<RateLimitRow> {
     let calls = options.rate_limit_calls;
     // Realistic traffic: a tenth as many callers as calls, a third flagged.
     let bodies: Vec<Vec<u8>> = (0..calls)
@@ -656,7 +690,7 @@ async fn rate_limit_scenario(options: &Options) -> anyhow::Result<RateLimitRow> 
         })
         .collect();
     let budget = format!("{}/10s", options.rate_limit);
-    let (workers, addrs) = start_workers(&env, 3, &budget).await?;
+    let (workers, addrs) = start_workers(env, 3, &budget).await?;
     // Let the replicas see each other before the burst, as in steady operation.
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -681,13 +715,12 @@ async fn rate_limit_scenario(options: &Options) -> anyhow::Result<RateLimitRow> 
     let setup_before = env.sim.snapshot().stats.requests;
     let started = Instant::now();
     env.preload(&bodies).await?;
-    wait_synced(&env, calls, Duration::from_secs(900)).await?;
+    wait_synced(env, calls, Duration::from_secs(900)).await?;
     let seconds = started.elapsed().as_secs_f64();
     for w in workers {
         w.stop().await;
     }
     let stats = env.sim.snapshot().stats;
-    env.cleanup().await;
     let requests = stats.requests - setup_before;
     let per_second = options.rate_limit as f64 / window.as_secs_f64();
     let minimum = requests as f64 / per_second;

@@ -148,6 +148,50 @@ fn the_compose_file_follows_the_compose_specification() {
     assert_eq!(worker.deploy.as_ref().and_then(|d| d.replicas), Some(3));
 }
 
+/// The Compose Specification's own JSON schema (vendored under
+/// `tests/specs/compose`), which is what `docker compose config` validates
+/// against before it interpolates anything.
+fn compose_schema() -> jsonschema::Validator {
+    let schema: serde_json::Value =
+        serde_json::from_str(&read("tests/specs/compose/compose-spec.json"))
+            .expect("the vendored compose schema is JSON");
+    jsonschema::validator_for(&schema).expect("the compose schema compiles")
+}
+
+fn schema_errors(validator: &jsonschema::Validator, compose: &Value) -> Vec<String> {
+    let instance = serde_json::to_value(compose).expect("the compose file maps to JSON");
+    validator
+        .iter_errors(&instance)
+        .map(|e| format!("{}: {e}", e.instance_path()))
+        .collect()
+}
+
+#[test]
+fn the_compose_file_is_valid_against_the_official_compose_schema() {
+    let errors = schema_errors(&compose_schema(), &compose());
+    assert!(
+        errors.is_empty(),
+        "docker-compose.yml breaks the Compose Specification schema:\n{}",
+        errors.join("\n")
+    );
+}
+
+#[test]
+fn the_compose_schema_check_rejects_a_misspelt_key_and_an_unknown_condition() {
+    // Guards the check above against passing vacuously.
+    let validator = compose_schema();
+    let mut misspelt = compose();
+    misspelt["services"]["worker"]["healthcheck"]
+        .as_mapping_mut()
+        .unwrap()
+        .insert("intervall".into(), "10s".into());
+    assert!(!schema_errors(&validator, &misspelt).is_empty());
+    let mut unknown_condition = compose();
+    unknown_condition["services"]["worker"]["depends_on"]["postgres"]["condition"] =
+        "service_ready".into();
+    assert!(!schema_errors(&validator, &unknown_condition).is_empty());
+}
+
 #[test]
 fn the_compose_file_runs_every_service_with_a_healthcheck() {
     let compose = compose();

@@ -14,10 +14,12 @@ use std::time::{Duration, Instant};
 use callsync_ingest::{App, IngestConfig};
 use callsync_shared::config::Env;
 use callsync_shared::signature::sign_timestamped;
-use callsync_shared::topology::Topology;
+use callsync_shared::topology::{Topology, headers};
 use callsync_worker::ledger::Ledger;
 use callsync_worker::{Worker, WorkerConfig};
-use lapin::options::{ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::options::{
+    BasicGetOptions, ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
 use lapin::types::FieldTable;
 use reqwest::StatusCode;
 use sqlx::Connection;
@@ -313,6 +315,30 @@ impl TestEnv {
             .expect("queue exists");
         let _ = connection.close(200, "done".into()).await;
         q.message_count()
+    }
+
+    /// The `x-callsync-reason` header of the first parked message, which
+    /// stays parked (it is read and requeued, not removed).
+    pub async fn parked_reason(&self) -> String {
+        let connection = callsync_shared::broker::connect(AMQP_URL, "callsync-tests")
+            .await
+            .expect("broker connection");
+        let channel = connection.create_channel().await.expect("channel");
+        let message = channel
+            .basic_get(
+                self.topology.parking_queue().as_str().into(),
+                BasicGetOptions { no_ack: false },
+            )
+            .await
+            .expect("basic.get on the parking queue")
+            .expect("a parked message");
+        let reason = headers::text(
+            message.delivery.properties.headers().as_ref(),
+            headers::REASON,
+        )
+        .unwrap_or_default();
+        let _ = connection.close(200, "done".into()).await;
+        reason
     }
 
     /// Polls the CRM simulator until `done` holds, or fails after `timeout`

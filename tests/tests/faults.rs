@@ -9,34 +9,11 @@ use std::time::Duration;
 use callsync_shared::topology::{CALL_REPORT_KEY, headers};
 use callsync_tests::harness::{AMQP_URL, TestEnv, fixture, post_voicedock};
 use callsync_tests::sim::{Fault, SimConfig};
-use lapin::options::{BasicGetOptions, BasicPublishOptions};
+use lapin::options::BasicPublishOptions;
 use lapin::types::FieldTable;
 use reqwest::StatusCode;
 
 const WAIT: Duration = Duration::from_secs(30);
-
-/// The reason header of the one parked message.
-async fn parked_reason(env: &TestEnv) -> String {
-    let connection = callsync_shared::broker::connect(AMQP_URL, "callsync-tests")
-        .await
-        .unwrap();
-    let channel = connection.create_channel().await.unwrap();
-    let message = channel
-        .basic_get(
-            env.topology.parking_queue().as_str().into(),
-            BasicGetOptions { no_ack: false },
-        )
-        .await
-        .unwrap()
-        .expect("a parked message");
-    let reason = headers::text(
-        message.delivery.properties.headers().as_ref(),
-        headers::REASON,
-    )
-    .unwrap_or_default();
-    let _ = connection.close(200, "done".into()).await;
-    reason
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_between_steps_and_restarted_completes_the_call_without_duplicating_a_step()
@@ -196,7 +173,7 @@ async fn a_permanently_rejected_call_is_parked_with_its_reason() {
     .await;
     env.wait_for_ledger(0, 1).await;
     assert_eq!(env.queue_depth(&env.topology.parking_queue()).await, 1);
-    let reason = parked_reason(&env).await;
+    let reason = env.parked_reason().await;
     assert!(
         reason.contains("call_log: CRM rejected the request (400)"),
         "{reason}"
@@ -226,7 +203,7 @@ async fn a_transient_failure_that_outlasts_every_retry_tier_is_parked() {
     )
     .await;
     env.wait_for_ledger(0, 1).await;
-    let reason = parked_reason(&env).await;
+    let reason = env.parked_reason().await;
     assert!(reason.starts_with("gave up after 2 attempts"), "{reason}");
     assert!(env.sim.snapshot().calls.is_empty());
     worker.stop().await;
@@ -255,7 +232,7 @@ async fn a_message_that_cannot_be_parsed_is_parked_at_once() {
         .unwrap();
     env.wait_for_queue_depth(&env.topology.parking_queue(), 1)
         .await;
-    let reason = parked_reason(&env).await;
+    let reason = env.parked_reason().await;
     assert!(
         reason.starts_with("unparseable: body is not valid JSON"),
         "{reason}"
@@ -394,7 +371,7 @@ async fn a_report_whose_follow_up_date_is_out_of_range_is_parked_not_retried_for
         .replace("2025-12-14T09:15:00.000Z", "9999-12-31T23:00:00.000Z");
     post_voicedock(&reqwest::Client::new(), &ingest, body.into_bytes()).await;
     env.wait_for_ledger(0, 1).await;
-    let reason = parked_reason(&env).await;
+    let reason = env.parked_reason().await;
     assert!(
         reason.contains("follow-up due date is out of range"),
         "{reason}"

@@ -181,10 +181,11 @@ mod tests {
         ] {
             let err =
                 WorkerConfig::from_env(&Env::default().with("CALLSYNC_CRM", crm)).unwrap_err();
-            assert_eq!(
-                err.to_string(),
-                format!("{missing}: is required but not set"),
-                "{crm}"
+            assert_eq!(err.var, missing, "{crm}");
+            assert!(
+                err.to_string()
+                    .starts_with(&format!("{missing}: is required but not set")),
+                "{crm}: {err}"
             );
         }
         let pipedrive = Env::default()

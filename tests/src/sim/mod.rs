@@ -189,6 +189,8 @@ pub(crate) struct State {
     /// Pipedrive person fields: (key, name).
     pub(crate) person_fields: Vec<(String, String)>,
     stats: Stats,
+    /// How many times the token has been replaced (`expire_token`).
+    sessions: u64,
     window: VecDeque<Instant>,
     scripted: Vec<ScriptedFault>,
     rng: fastrand::Rng,
@@ -271,7 +273,6 @@ pub(crate) enum Decision {
 pub(crate) struct ConnectionKill(Arc<Notify>);
 
 impl Shared {
-    /// Counts the request and decides its fate: auth, rate limit, faults.
     /// Whether `Authorization: Bearer <token>` carries the simulator's token.
     pub(crate) fn bearer_ok(&self, headers: &axum::http::HeaderMap) -> bool {
         let token = self.lock().config.token.clone();
@@ -286,6 +287,7 @@ impl Shared {
         self.lock().config.token.clone()
     }
 
+    /// Counts the request and decides its fate: auth, rate limit, faults.
     pub(crate) fn admit(&self, operation: &'static str, authorized: bool) -> Decision {
         let mut s = self.lock();
         s.stats.requests += 1;
@@ -441,12 +443,24 @@ where
 
 /// A refusal worded the way `dialect` words it.
 fn refusal(dialect: Dialect, status: StatusCode, retry_after: Option<u64>) -> Response {
-    if status == StatusCode::TOO_MANY_REQUESTS && dialect == Dialect::Salesforce {
-        return (
-            StatusCode::FORBIDDEN,
-            axum::Json(json!([{ "errorCode": "REQUEST_LIMIT_EXCEEDED", "message": "TotalRequests Limit exceeded." }])),
-        )
-            .into_response();
+    if dialect == Dialect::Salesforce {
+        match status {
+            StatusCode::TOO_MANY_REQUESTS => {
+                return (
+                    StatusCode::FORBIDDEN,
+                    axum::Json(json!([{ "errorCode": "REQUEST_LIMIT_EXCEEDED", "message": "TotalRequests Limit exceeded." }])),
+                )
+                    .into_response();
+            }
+            StatusCode::UNAUTHORIZED => {
+                return (
+                    status,
+                    axum::Json(json!([{ "errorCode": "INVALID_SESSION_ID", "message": "Session expired or invalid" }])),
+                )
+                    .into_response();
+            }
+            _ => {}
+        }
     }
     let body = match status {
         StatusCode::TOO_MANY_REQUESTS => json!({
@@ -504,6 +518,7 @@ impl CrmSim {
             groups: HashSet::new(),
             person_fields: Vec::new(),
             stats: Stats::default(),
+            sessions: 0,
             window: VecDeque::new(),
             scripted: Vec::new(),
             rng: fastrand::Rng::with_seed(seed),
@@ -531,6 +546,16 @@ impl CrmSim {
 
     pub fn token(&self) -> String {
         self.shared.lock().config.token.clone()
+    }
+
+    /// Ends the current session: the token stops working and the OAuth
+    /// token endpoint (Salesforce's) hands out a new one, as when a
+    /// Salesforce session times out. Returns the new token.
+    pub fn expire_token(&self) -> String {
+        let mut s = self.shared.lock();
+        s.sessions += 1;
+        s.config.token = format!("sim-session-{}", s.sessions);
+        s.config.token.clone()
     }
 
     /// Every record and the counters.

@@ -5,6 +5,10 @@
 //! and e-mail fields, Contact create/read/update, and Task upsert and read by
 //! the External ID field `Callsync_Marker__c`. The API limit answers 403
 //! `REQUEST_LIMIT_EXCEEDED`, as Salesforce does.
+//!
+//! `POST /services/oauth2/token` issues the current session token for the
+//! client credentials and refresh-token grants, so the worker's token
+//! renewal can be tested with [`super::CrmSim::expire_token`].
 
 use std::collections::HashMap;
 
@@ -13,13 +17,20 @@ use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Form, Json, Router};
 use serde_json::{Map, Value, json};
 
 use super::{ConnectionKill, Dialect, Kind, Shared, State as SimState, guarded};
 
+/// The connected app crm-sim's token endpoint accepts.
+pub const OAUTH_CLIENT_ID: &str = "crm-sim-client";
+pub const OAUTH_CLIENT_SECRET: &str = "crm-sim-client-secret";
+/// The refresh token it accepts with `grant_type=refresh_token`.
+pub const OAUTH_REFRESH_TOKEN: &str = "crm-sim-refresh-token";
+
 pub fn router(shared: Shared) -> Router {
     Router::new()
+        .route("/services/oauth2/token", post(oauth_token))
         .route("/services/data/{version}/search/", get(search))
         .route(
             "/services/data/{version}/sobjects/Contact",
@@ -73,6 +84,54 @@ fn unescape(term: &str) -> String {
 }
 
 type Kill = Option<Extension<ConnectionKill>>;
+
+/// The OAuth 2.0 token endpoint. Token requests are not API calls (they do
+/// not count against the API limit), so they bypass the rate limit and the
+/// injected faults and are only counted under `oauth_token`.
+async fn oauth_token(
+    State(shared): State<Shared>,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let mut state = shared.lock();
+    *state
+        .stats
+        .by_operation
+        .entry("oauth_token".to_owned())
+        .or_default() += 1;
+    let field = |name: &str| form.get(name).map(String::as_str);
+    let client_ok = field("client_id") == Some(OAUTH_CLIENT_ID)
+        && field("client_secret") == Some(OAUTH_CLIENT_SECRET);
+    let grant_ok = match field("grant_type") {
+        Some("client_credentials") => true,
+        Some("refresh_token") => field("refresh_token") == Some(OAUTH_REFRESH_TOKEN),
+        _ => false,
+    };
+    if !client_ok {
+        let body =
+            json!({ "error": "invalid_client", "error_description": "invalid client credentials" });
+        return (StatusCode::BAD_REQUEST, Json(body)).into_response();
+    }
+    if !grant_ok {
+        let body =
+            json!({ "error": "invalid_grant", "error_description": "authentication failure" });
+        return (StatusCode::BAD_REQUEST, Json(body)).into_response();
+    }
+    let host = headers
+        .get("host")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("127.0.0.1");
+    Json(json!({
+        "access_token": state.config.token.clone(),
+        "instance_url": format!("http://{host}"),
+        "token_type": "Bearer",
+        "issued_at": std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis().to_string())
+            .unwrap_or_default(),
+    }))
+    .into_response()
+}
 
 async fn search(
     State(shared): State<Shared>,

@@ -155,7 +155,7 @@ pub async fn decode<T: DeserializeOwned>(response: Response) -> Result<T, CrmErr
     })
 }
 
-fn classify_transport(error: reqwest::Error) -> CrmError {
+pub(super) fn classify_transport(error: reqwest::Error) -> CrmError {
     // A connect error means nothing was sent; anything later (timeout, reset,
     // truncated body) may have reached the CRM and been applied.
     let applied = if error.is_connect() {
@@ -189,7 +189,7 @@ fn without_url(error: &reqwest::Error) -> String {
     text
 }
 
-fn excerpt(mut text: String) -> String {
+pub(super) fn excerpt(mut text: String) -> String {
     const MAX: usize = 300;
     if text.len() > MAX {
         let mut cut = MAX;

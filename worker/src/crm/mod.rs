@@ -10,6 +10,7 @@ pub mod gohighlevel;
 mod http;
 pub mod hubspot;
 pub mod limiter;
+pub mod oauth;
 pub mod pipedrive;
 pub mod render;
 pub mod salesforce;

@@ -13,6 +13,10 @@
 //! in Salesforce itself. The fields must be created once by an admin
 //! (README lists them). Salesforce signals its API limit with 403
 //! `REQUEST_LIMIT_EXCEEDED`, which is treated as a rate limit.
+//!
+//! Sessions expire, so besides a fixed access token the adapter accepts a
+//! connected app's client credentials (and optionally a refresh token) and
+//! renews the token itself when Salesforce answers 401 (see `oauth.rs`).
 
 use std::sync::Arc;
 
@@ -26,6 +30,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
 
+use super::oauth::{Grant, OAuthClient, TokenSource};
 use super::render;
 use super::{
     ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, HttpSettings, Limiter, MarkedRecord,
@@ -35,7 +40,10 @@ use super::{
 /// `CALLSYNC_SALESFORCE_*`.
 #[derive(Debug, Clone)]
 pub struct SalesforceConfig {
-    pub access_token: Secret,
+    /// A token to start with; with no OAuth client it is the only one.
+    pub access_token: Option<Secret>,
+    /// How to get new tokens, when a connected app is configured.
+    pub oauth: Option<OAuthClient>,
     /// e.g. `https://acme.my.salesforce.com`.
     pub instance_url: String,
     pub api_version: String,
@@ -44,12 +52,43 @@ pub struct SalesforceConfig {
 
 impl SalesforceConfig {
     pub fn from_env(env: &Env, http: HttpSettings) -> Result<Self, ConfigError> {
+        let access_token = env.raw("CALLSYNC_SALESFORCE_ACCESS_TOKEN").map(Secret::new);
+        let client_id = env.raw("CALLSYNC_SALESFORCE_CLIENT_ID");
+        if access_token.is_none() && client_id.is_none() {
+            // Name the simplest way out; the README gives the other.
+            return Err(ConfigError {
+                var: "CALLSYNC_SALESFORCE_ACCESS_TOKEN".to_owned(),
+                message: "is required but not set (or set CALLSYNC_SALESFORCE_CLIENT_ID and \
+                          CALLSYNC_SALESFORCE_CLIENT_SECRET to let the worker fetch tokens)"
+                    .to_owned(),
+            });
+        }
+        let instance_url = env
+            .required("CALLSYNC_SALESFORCE_INSTANCE_URL")?
+            .trim_end_matches('/')
+            .to_owned();
+        let oauth = match client_id {
+            None => None,
+            Some(client_id) => {
+                let login_url = env
+                    .string("CALLSYNC_SALESFORCE_LOGIN_URL", &instance_url)
+                    .trim_end_matches('/')
+                    .to_owned();
+                Some(OAuthClient {
+                    token_url: format!("{login_url}/services/oauth2/token"),
+                    client_id: client_id.to_owned(),
+                    client_secret: env.required_secret("CALLSYNC_SALESFORCE_CLIENT_SECRET")?,
+                    grant: match env.raw("CALLSYNC_SALESFORCE_REFRESH_TOKEN") {
+                        Some(token) => Grant::RefreshToken(Secret::new(token)),
+                        None => Grant::ClientCredentials,
+                    },
+                })
+            }
+        };
         Ok(Self {
-            access_token: env.required_secret("CALLSYNC_SALESFORCE_ACCESS_TOKEN")?,
-            instance_url: env
-                .required("CALLSYNC_SALESFORCE_INSTANCE_URL")?
-                .trim_end_matches('/')
-                .to_owned(),
+            access_token,
+            oauth,
+            instance_url,
             api_version: env.string("CALLSYNC_SALESFORCE_API_VERSION", "v60.0"),
             http,
         })
@@ -63,6 +102,7 @@ const MARKER_FIELD: &str = "Callsync_Marker__c";
 pub struct Salesforce {
     config: SalesforceConfig,
     http: CrmHttp,
+    tokens: TokenSource,
 }
 
 #[derive(Deserialize)]
@@ -91,20 +131,23 @@ struct Fetched {
 impl Salesforce {
     pub fn new(config: SalesforceConfig, limiter: Arc<Limiter>) -> Result<Self, reqwest::Error> {
         let http = CrmHttp::new("salesforce", config.http.timeout, limiter)?;
-        Ok(Self { config, http })
+        let tokens = TokenSource::new(config.access_token.clone(), config.oauth.clone());
+        Ok(Self {
+            config,
+            http,
+            tokens,
+        })
     }
 
+    /// A request without credentials: [`Salesforce::send`] adds the token.
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
-        self.http
-            .client()
-            .request(
-                method,
-                format!(
-                    "{}/services/data/{}{path}",
-                    self.config.instance_url, self.config.api_version
-                ),
-            )
-            .bearer_auth(self.config.access_token.expose())
+        self.http.client().request(
+            method,
+            format!(
+                "{}/services/data/{}{path}",
+                self.config.instance_url, self.config.api_version
+            ),
+        )
     }
 
     /// Salesforce's own rate-limit answer is a 403; make it a rate limit.
@@ -121,16 +164,54 @@ impl Salesforce {
         }
     }
 
+    /// Sends with the current token; on a 401 renews the token (when an
+    /// OAuth client is configured) and sends once more.
     async fn send(
         &self,
         operation: &'static str,
         request: RequestBuilder,
         accept: &[StatusCode],
     ) -> Result<reqwest::Response, CrmError> {
-        self.http
-            .send(operation, request, accept)
-            .await
-            .map_err(|e| self.limits(e))
+        let client = self.http.client();
+        let token = self.tokens.current(client).await?;
+        // JSON and query bodies are buffered, so the clone always succeeds.
+        let again = request.try_clone();
+        let first = self
+            .http
+            .send(
+                operation,
+                request.bearer_auth(token.secret.expose()),
+                accept,
+            )
+            .await;
+        let result = match (first, again) {
+            (
+                Err(CrmError::Unauthorized {
+                    status: 401,
+                    detail,
+                }),
+                Some(again),
+            ) if self.tokens.renewable() => {
+                tracing::info!(operation, %detail, "Salesforce refused the session; renewing the token");
+                match self.tokens.renew(&token, client).await? {
+                    Some(renewed) => {
+                        self.http
+                            .send(
+                                operation,
+                                again.bearer_auth(renewed.secret.expose()),
+                                accept,
+                            )
+                            .await
+                    }
+                    None => Err(CrmError::Unauthorized {
+                        status: 401,
+                        detail,
+                    }),
+                }
+            }
+            (first, _) => first,
+        };
+        result.map_err(|e| self.limits(e))
     }
 
     async fn sosl(&self, query: String) -> Result<Option<CrmId>, CrmError> {
@@ -268,8 +349,10 @@ impl Crm for Salesforce {
         "salesforce"
     }
 
+    /// Fetches the first token now (when the worker fetches its own), so
+    /// wrong client credentials show up with the first call, not later.
     async fn prepare(&self) -> Result<(), CrmError> {
-        Ok(())
+        self.tokens.current(self.http.client()).await.map(drop)
     }
 
     async fn contact_exists(&self, id: &str) -> Result<bool, CrmError> {
@@ -428,6 +511,66 @@ mod tests {
             encode("callsync:postcall:abc 1"),
             "callsync%3Apostcall%3Aabc%201"
         );
+    }
+
+    fn settings() -> HttpSettings {
+        HttpSettings {
+            timeout: std::time::Duration::from_secs(10),
+            rate: None,
+        }
+    }
+
+    fn instance() -> Env {
+        Env::default().with(
+            "CALLSYNC_SALESFORCE_INSTANCE_URL",
+            "https://acme.my.salesforce.com/",
+        )
+    }
+
+    #[test]
+    fn client_credentials_replace_the_access_token_and_ask_the_instance_for_tokens() {
+        let env = instance()
+            .with("CALLSYNC_SALESFORCE_CLIENT_ID", "3MVG9-app")
+            .with("CALLSYNC_SALESFORCE_CLIENT_SECRET", "shh");
+        let config = SalesforceConfig::from_env(&env, settings()).unwrap();
+        assert!(config.access_token.is_none());
+        let oauth = config.oauth.unwrap();
+        assert_eq!(
+            oauth.token_url,
+            "https://acme.my.salesforce.com/services/oauth2/token"
+        );
+        assert_eq!(oauth.grant, Grant::ClientCredentials);
+    }
+
+    #[test]
+    fn a_refresh_token_selects_the_refresh_grant_at_the_login_url() {
+        let env = instance()
+            .with("CALLSYNC_SALESFORCE_CLIENT_ID", "3MVG9-app")
+            .with("CALLSYNC_SALESFORCE_CLIENT_SECRET", "shh")
+            .with("CALLSYNC_SALESFORCE_REFRESH_TOKEN", "5Aep-refresh")
+            .with(
+                "CALLSYNC_SALESFORCE_LOGIN_URL",
+                "https://login.salesforce.com",
+            );
+        let oauth = SalesforceConfig::from_env(&env, settings())
+            .unwrap()
+            .oauth
+            .unwrap();
+        assert_eq!(
+            oauth.token_url,
+            "https://login.salesforce.com/services/oauth2/token"
+        );
+        assert_eq!(
+            oauth.grant,
+            Grant::RefreshToken(Secret::new("5Aep-refresh"))
+        );
+    }
+
+    #[test]
+    fn a_client_id_without_its_secret_is_named_at_start_up() {
+        let env = instance().with("CALLSYNC_SALESFORCE_CLIENT_ID", "3MVG9-app");
+        let err = SalesforceConfig::from_env(&env, settings()).unwrap_err();
+        assert_eq!(err.var, "CALLSYNC_SALESFORCE_CLIENT_SECRET");
     }
 
     #[test]

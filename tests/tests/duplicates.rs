@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use callsync_tests::harness::{TestEnv, fixture, post_voicedock};
-use callsync_tests::sim::SimConfig;
+use callsync_tests::sim::{Fault, SimConfig, Snapshot};
 use futures_util::future::join_all;
 use reqwest::StatusCode;
 
@@ -158,6 +158,61 @@ async fn a_late_older_call_does_not_overwrite_the_newer_last_call_fields() {
         s.contacts[0].prop("callsync_last_call_summary"),
         Some("newer call")
     );
+    worker.stop().await;
+    ingest.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_call_waits_for_an_older_update_in_flight_instead_of_being_overwritten_by_it() {
+    let env = TestEnv::new().await;
+    let contact = env.sim.seed_contact(
+        serde_json::json!({ "phone": "+14155550111" })
+            .as_object()
+            .unwrap()
+            .clone(),
+    );
+    // The older call's update reaches the CRM first but is applied late,
+    // after the newer call's update would have been, had it been sent.
+    env.sim.inject(
+        "update_contact",
+        Fault::Slow(Duration::from_millis(1500)),
+        1,
+    );
+    let ingest = env.start_ingest().await;
+    let worker = env.start_worker().await;
+    let client = reqwest::Client::new();
+    let call = |id: &str, at: &str| {
+        serde_json::to_vec(&serde_json::json!({ "message": {
+            "type": "end-of-call-report", "timestamp": at,
+            "call": { "id": id }, "customer": { "number": "+14155550111" },
+            "summary": format!("{id} call")
+        }}))
+        .unwrap()
+    };
+    let updates = |s: &Snapshot| {
+        s.stats
+            .by_operation
+            .get("update_contact")
+            .copied()
+            .unwrap_or(0)
+    };
+    let slow = Duration::from_millis(1500);
+    post_voicedock(&client, &ingest, call("older", "2026-03-01T10:00:00Z")).await;
+    env.wait_for_crm(WAIT, |s| updates(s) == 1).await;
+    // The older update is now inside the CRM and applied at `applied`.
+    let applied = tokio::time::Instant::now() + slow;
+    post_voicedock(&client, &ingest, call("newer", "2026-03-02T10:00:00Z")).await;
+    env.wait_for_crm(WAIT, |s| s.calls.len() == 2 && updates(s) == 2)
+        .await;
+    tokio::time::sleep_until(applied + Duration::from_millis(500)).await;
+    let s = env.assert_settled(Duration::from_millis(300)).await;
+    assert_eq!(s.contacts.len(), 1);
+    assert_eq!(s.contacts[0].id, contact);
+    assert_eq!(
+        s.contacts[0].prop("callsync_last_call_summary"),
+        Some("newer call")
+    );
+    assert_eq!(s.stats.slow, 1, "the older update was the slow one");
     worker.stop().await;
     ingest.stop().await;
 }

@@ -8,7 +8,8 @@
 //! A session advisory lock would be simpler but is released the moment its
 //! connection drops, which can happen while our CRM request is in flight.
 //!
-//! The same scheme serialises contact creation per phone number (`contacts`).
+//! The same scheme serialises contact creation per phone number (`contacts`)
+//! and the writes of a contact's last-call fields (`contact_last_call`).
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -33,6 +34,17 @@ pub enum LedgerError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("lease on {0} expired or was taken over")]
     LeaseLost(String),
+}
+
+/// Whether a call may write a contact's last-call fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LatestCall {
+    /// It is the newest call seen for the contact: write, then release.
+    Write,
+    /// A newer call has claimed the fields: leave them.
+    Older,
+    /// Another call's write is in flight: wait for it.
+    Busy,
 }
 
 /// One CRM effect of a call, in the order they are performed.
@@ -532,20 +544,30 @@ impl Ledger {
         Ok(())
     }
 
-    /// Records `key`'s call as the contact's latest if no newer call was
-    /// written; false means a newer call's fields must be kept.
+    /// Takes the right to write the contact's last-call fields for `key`'s
+    /// call: granted when no newer call has claimed them and no other call's
+    /// write is in flight. The grant is a lease, like a call's: claiming
+    /// again extends it, and it lapses by itself if the worker dies.
     pub async fn claim_latest_call(
         &self,
         contact_id: &str,
         ended_at: OffsetDateTime,
         key: CallKey<'_>,
-    ) -> Result<bool, LedgerError> {
-        let row = sqlx::query(
-            "INSERT INTO contact_last_call (crm, contact_id, ended_at, source, call_id)
-             VALUES ($1, $2, $3, $4, $5)
+        owner: Uuid,
+    ) -> Result<LatestCall, LedgerError> {
+        let granted = sqlx::query(
+            "INSERT INTO contact_last_call
+                    (crm, contact_id, ended_at, source, call_id, lease_owner, lease_until)
+             VALUES ($1, $2, $3, $4, $5, $6, now() + make_interval(secs => $7))
              ON CONFLICT (crm, contact_id) DO UPDATE
-                SET ended_at = EXCLUDED.ended_at, source = EXCLUDED.source, call_id = EXCLUDED.call_id
+                SET ended_at = EXCLUDED.ended_at, source = EXCLUDED.source,
+                    call_id = EXCLUDED.call_id, lease_owner = EXCLUDED.lease_owner,
+                    lease_until = EXCLUDED.lease_until
               WHERE contact_last_call.ended_at <= EXCLUDED.ended_at
+                AND (contact_last_call.lease_until IS NULL
+                     OR contact_last_call.lease_until < now()
+                     OR (contact_last_call.source = EXCLUDED.source
+                         AND contact_last_call.call_id = EXCLUDED.call_id))
              RETURNING 1",
         )
         .bind(self.crm)
@@ -553,9 +575,43 @@ impl Ledger {
         .bind(ended_at)
         .bind(key.source.as_str())
         .bind(key.call_id.as_str())
+        .bind(owner)
+        .bind(self.lease_secs)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.is_some())
+        if granted.is_some() {
+            return Ok(LatestCall::Write);
+        }
+        let newest: Option<OffsetDateTime> = sqlx::query_scalar(
+            "SELECT ended_at FROM contact_last_call WHERE crm = $1 AND contact_id = $2",
+        )
+        .bind(self.crm)
+        .bind(contact_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match newest {
+            Some(newest) if newest > ended_at => LatestCall::Older,
+            _ => LatestCall::Busy,
+        })
+    }
+
+    /// Gives up the right to write the last-call fields once the write is
+    /// over (the fields stay claimed by the call, only the lease ends).
+    pub async fn release_latest_call(
+        &self,
+        contact_id: &str,
+        owner: Uuid,
+    ) -> Result<(), LedgerError> {
+        sqlx::query(
+            "UPDATE contact_last_call SET lease_owner = NULL, lease_until = NULL
+              WHERE crm = $1 AND contact_id = $2 AND lease_owner = $3",
+        )
+        .bind(self.crm)
+        .bind(contact_id)
+        .bind(owner)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// Records that worker `id` is alive and returns how many workers of

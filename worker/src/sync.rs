@@ -21,7 +21,9 @@ use uuid::Uuid;
 use crate::crm::{
     Applied, ContactLookup, Crm, CrmError, CrmId, MarkedRecord, NewContact, SEND_DEADLINE,
 };
-use crate::ledger::{CallKey, Claim, ContactClaim, Ledger, LedgerError, Step, StepState};
+use crate::ledger::{
+    CallKey, Claim, ContactClaim, LatestCall, Ledger, LedgerError, Step, StepState,
+};
 
 /// The longest in-process wait for a rate limit; longer waits go through a
 /// delay queue so that the message does not hold a consumer slot.
@@ -238,10 +240,20 @@ impl Syncer {
                     .await?;
                 if created {
                     // A new contact was created with this call's last-call
-                    // fields already set: the update step is done too.
-                    self.ledger
-                        .claim_latest_call(&id, report.ended_at, key)
-                        .await?;
+                    // fields already set: the update step is done too. The
+                    // claim only records the call as the newest; nothing is
+                    // sent under it.
+                    let claim = wait_while_busy(
+                        || {
+                            self.ledger
+                                .claim_latest_call(&id, report.ended_at, key, owner)
+                        },
+                        |c| *c == LatestCall::Busy,
+                    )
+                    .await?;
+                    if claim == LatestCall::Write {
+                        self.ledger.release_latest_call(&id, owner).await?;
+                    }
                     self.ledger
                         .finish_step(key, Step::ContactUpdate, Some(&id))
                         .await?;
@@ -286,20 +298,8 @@ impl Syncer {
 
         if !update_done {
             self.ledger.renew(key, owner).await?;
-            if self
-                .ledger
-                .claim_latest_call(&contact_id, report.ended_at, key)
-                .await?
-            {
-                idempotent(|| self.crm.update_contact(&contact_id, report))
-                    .await
-                    .map_err(|error| SyncError::Crm {
-                        step: Step::ContactUpdate.as_str(),
-                        error,
-                    })?;
-            } else {
-                tracing::debug!("a newer call already set the contact's last-call fields");
-            }
+            self.update_last_call(key, owner, &contact_id, report)
+                .await?;
             self.ledger
                 .finish_step(key, Step::ContactUpdate, Some(&contact_id))
                 .await?;
@@ -396,6 +396,7 @@ impl Syncer {
                 .fenced(
                     || self.ledger.contact_pending(&lookup_key, owner),
                     || self.crm.create_contact(&new_contact),
+                    false,
                 )
                 .await;
             match created {
@@ -423,6 +424,57 @@ impl Syncer {
             tracing::debug!(error = %e, "could not release the contact key");
         }
         result
+    }
+
+    /// Writes the call into the contact's last-call fields unless a newer
+    /// call has claimed them. Writes to one contact are serialised through a
+    /// lease in the ledger and each is sent within it (fenced like a
+    /// create), so an older call's update can never land after a newer one.
+    async fn update_last_call(
+        &self,
+        key: CallKey<'_>,
+        owner: Uuid,
+        contact_id: &str,
+        report: &CallReport,
+    ) -> Result<(), SyncError> {
+        let claim = || {
+            self.ledger
+                .claim_latest_call(contact_id, report.ended_at, key, owner)
+        };
+        match wait_while_busy(claim, |c| *c == LatestCall::Busy).await? {
+            LatestCall::Busy => return Err(SyncError::Busy),
+            LatestCall::Older => {
+                tracing::debug!("a newer call already set the contact's last-call fields");
+                return Ok(());
+            }
+            LatestCall::Write => {}
+        }
+        // Every attempt first extends the lease (claiming again does).
+        let fence = || async {
+            match claim().await? {
+                LatestCall::Write => Ok(()),
+                _ => Err(LedgerError::LeaseLost(format!(
+                    "last-call fields of contact {contact_id}"
+                ))),
+            }
+        };
+        let result = self
+            .fenced(fence, || self.crm.update_contact(contact_id, report), true)
+            .await;
+        // An update whose outcome is unknown may still be applied: its lease
+        // is left to expire, so no newer update is sent before that.
+        let settled = !matches!(&result, Err(Attempt::Crm(e)) if e.applied() == Applied::Unknown);
+        if settled && let Err(e) = self.ledger.release_latest_call(contact_id, owner).await {
+            tracing::debug!(error = %e, "could not release the last-call lease; it will expire");
+        }
+        match result {
+            Ok(()) => Ok(()),
+            Err(Attempt::Fence(e)) => Err(e.into()),
+            Err(Attempt::Crm(error)) => Err(SyncError::Crm {
+                step: Step::ContactUpdate.as_str(),
+                error,
+            }),
+        }
     }
 
     /// Creates a record carrying the call's marker exactly once.
@@ -472,7 +524,7 @@ impl Syncer {
                 }
             }
             match self
-                .fenced(|| self.ledger.start_step(key, owner, step), &create)
+                .fenced(|| self.ledger.start_step(key, owner, step), &create, false)
                 .await
             {
                 Ok(id) => {
@@ -508,8 +560,14 @@ impl Syncer {
     /// the request must start within `send_window` of it, or it gives up
     /// unsent. So a create never leaves outside its lease, however long a
     /// rate limit makes it wait. Only attempts that certainly did not reach
-    /// the CRM are retried here.
-    async fn fenced<T, Fe, FeFut, C, CFut>(&self, fence: Fe, create: C) -> Result<T, Attempt>
+    /// the CRM are retried here, unless the request is `repeatable` (an
+    /// update, which may be applied twice).
+    async fn fenced<T, Fe, FeFut, C, CFut>(
+        &self,
+        fence: Fe,
+        create: C,
+        repeatable: bool,
+    ) -> Result<T, Attempt>
     where
         Fe: Fn() -> FeFut,
         FeFut: Future<Output = Result<(), LedgerError>>,
@@ -527,7 +585,7 @@ impl Syncer {
         attempt
             .retry(in_process_policy())
             .when(
-                |e| matches!(e, Attempt::Crm(c) if c.is_transient() && c.applied() == Applied::No),
+                |e| matches!(e, Attempt::Crm(c) if c.is_transient() && (repeatable || c.applied() == Applied::No)),
             )
             .adjust(|e: &Attempt, planned| match e {
                 Attempt::Crm(c) => rate_limit_delay(c, planned),

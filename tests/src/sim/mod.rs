@@ -87,6 +87,9 @@ pub enum Fault {
     Hang,
     /// Answer with this status (e.g. 400) without applying.
     Status(u16),
+    /// Wait this long, then apply and answer (a request overtaken by
+    /// later ones).
+    Slow(Duration),
 }
 
 #[derive(Debug, Clone)]
@@ -263,7 +266,11 @@ impl Shared {
 /// What a request should suffer before or after it is applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Decision {
-    Proceed { reset_after: bool, hang_after: bool },
+    Proceed {
+        delay: Duration,
+        reset_after: bool,
+        hang_after: bool,
+    },
     Respond(StatusCode, Option<u64>),
     Hang,
 }
@@ -356,6 +363,7 @@ impl Shared {
             Some(Fault::ApplyThenReset) => {
                 s.stats.resets += 1;
                 Decision::Proceed {
+                    delay: Duration::ZERO,
                     reset_after: true,
                     hang_after: false,
                 }
@@ -363,11 +371,21 @@ impl Shared {
             Some(Fault::ApplyThenHang) => {
                 s.stats.hangs += 1;
                 Decision::Proceed {
+                    delay: Duration::ZERO,
                     reset_after: false,
                     hang_after: true,
                 }
             }
+            Some(Fault::Slow(delay)) => {
+                s.stats.slow += 1;
+                Decision::Proceed {
+                    delay,
+                    reset_after: false,
+                    hang_after: false,
+                }
+            }
             None => Decision::Proceed {
+                delay: Duration::ZERO,
                 reset_after: false,
                 hang_after: false,
             },
@@ -420,9 +438,13 @@ where
         Decision::Respond(status, retry_after) => refusal(dialect, status, retry_after),
         Decision::Hang => std::future::pending().await,
         Decision::Proceed {
+            delay,
             reset_after,
             hang_after,
         } => {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
             let response = {
                 let mut state = shared.lock();
                 apply(&mut state)

@@ -160,7 +160,16 @@ async fn one_call_at_a_time_writes_a_contacts_last_call_fields_and_the_newest_wi
             .unwrap(),
         LatestCall::Write
     );
-    ledger.release_latest_call("c1", b).await.unwrap();
+    // Finishing the update step releases the fields too.
+    assert!(matches!(
+        ledger.claim(newer, b).await.unwrap(),
+        Claim::Acquired { .. }
+    ));
+    ledger.finish_update(newer, "c1", b).await.unwrap();
+    assert!(matches!(
+        ledger.steps(newer).await.unwrap().as_slice(),
+        [(Step::ContactUpdate, StepState::Done { crm_id: Some(id) })] if id == "c1"
+    ));
     // A later attempt of the older call leaves the newer call's fields alone.
     assert_eq!(
         ledger
@@ -168,6 +177,24 @@ async fn one_call_at_a_time_writes_a_contacts_last_call_fields_and_the_newest_wi
             .await
             .unwrap(),
         LatestCall::Older
+    );
+    // A newer call still is let in at once: nobody holds the fields.
+    let newest_id = CallId::new("newest").unwrap();
+    let newest = CallKey {
+        source: Source::Voicedock,
+        call_id: &newest_id,
+    };
+    assert_eq!(
+        ledger
+            .claim_latest_call(
+                "c1",
+                newer_at + time::Duration::hours(1),
+                newest,
+                Uuid::now_v7()
+            )
+            .await
+            .unwrap(),
+        LatestCall::Write
     );
     // Another contact is independent.
     assert_eq!(

@@ -555,10 +555,35 @@ impl Ledger {
         key: CallKey<'_>,
         owner: Uuid,
     ) -> Result<LatestCall, LedgerError> {
+        self.latest_call(contact_id, ended_at, key, Some(owner))
+            .await
+    }
+
+    /// Records `key`'s call as the contact's newest without holding the
+    /// fields (a contact just created with them needs no update); `Write`
+    /// means it was recorded.
+    pub async fn record_latest_call(
+        &self,
+        contact_id: &str,
+        ended_at: OffsetDateTime,
+        key: CallKey<'_>,
+    ) -> Result<LatestCall, LedgerError> {
+        self.latest_call(contact_id, ended_at, key, None).await
+    }
+
+    async fn latest_call(
+        &self,
+        contact_id: &str,
+        ended_at: OffsetDateTime,
+        key: CallKey<'_>,
+        owner: Option<Uuid>,
+    ) -> Result<LatestCall, LedgerError> {
         let granted = sqlx::query(
             "INSERT INTO contact_last_call
                     (crm, contact_id, ended_at, source, call_id, lease_owner, lease_until)
-             VALUES ($1, $2, $3, $4, $5, $6, now() + make_interval(secs => $7))
+             VALUES ($1, $2, $3, $4, $5, $6,
+                     CASE WHEN $6::uuid IS NULL THEN NULL
+                          ELSE now() + make_interval(secs => $7) END)
              ON CONFLICT (crm, contact_id) DO UPDATE
                 SET ended_at = EXCLUDED.ended_at, source = EXCLUDED.source,
                     call_id = EXCLUDED.call_id, lease_owner = EXCLUDED.lease_owner,
@@ -595,8 +620,37 @@ impl Ledger {
         })
     }
 
-    /// Gives up the right to write the last-call fields once the write is
-    /// over (the fields stay claimed by the call, only the lease ends).
+    /// Records the contact update as done and gives up the right to write
+    /// the last-call fields, in one statement.
+    pub async fn finish_update(
+        &self,
+        key: CallKey<'_>,
+        contact_id: &str,
+        owner: Uuid,
+    ) -> Result<(), LedgerError> {
+        sqlx::query(
+            "WITH released AS (
+                UPDATE contact_last_call SET lease_owner = NULL, lease_until = NULL
+                 WHERE crm = $5 AND contact_id = $4 AND lease_owner = $6
+             )
+             INSERT INTO call_steps (source, call_id, step, state, crm_object_id, started_at, done_at)
+             VALUES ($1, $2, $3, 'done', $4, now(), now())
+             ON CONFLICT (source, call_id, step) DO UPDATE
+                SET state = 'done', crm_object_id = EXCLUDED.crm_object_id, done_at = now()",
+        )
+        .bind(key.source.as_str())
+        .bind(key.call_id.as_str())
+        .bind(Step::ContactUpdate.as_str())
+        .bind(contact_id)
+        .bind(self.crm)
+        .bind(owner)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Gives up the right to write the last-call fields after a failed
+    /// write (the fields stay claimed by the call, only the lease ends).
     pub async fn release_latest_call(
         &self,
         contact_id: &str,

@@ -240,20 +240,13 @@ impl Syncer {
                     .await?;
                 if created {
                     // A new contact was created with this call's last-call
-                    // fields already set: the update step is done too. The
-                    // claim only records the call as the newest; nothing is
-                    // sent under it.
-                    let claim = wait_while_busy(
-                        || {
-                            self.ledger
-                                .claim_latest_call(&id, report.ended_at, key, owner)
-                        },
+                    // fields already set: the update step is done too, once
+                    // the call is recorded as the contact's newest.
+                    wait_while_busy(
+                        || self.ledger.record_latest_call(&id, report.ended_at, key),
                         |c| *c == LatestCall::Busy,
                     )
                     .await?;
-                    if claim == LatestCall::Write {
-                        self.ledger.release_latest_call(&id, owner).await?;
-                    }
                     self.ledger
                         .finish_step(key, Step::ContactUpdate, Some(&id))
                         .await?;
@@ -299,9 +292,6 @@ impl Syncer {
         if !update_done {
             self.ledger.renew(key, owner).await?;
             self.update_last_call(key, owner, &contact_id, report)
-                .await?;
-            self.ledger
-                .finish_step(key, Step::ContactUpdate, Some(&contact_id))
                 .await?;
         }
 
@@ -427,9 +417,10 @@ impl Syncer {
     }
 
     /// Writes the call into the contact's last-call fields unless a newer
-    /// call has claimed them. Writes to one contact are serialised through a
-    /// lease in the ledger and each is sent within it (fenced like a
-    /// create), so an older call's update can never land after a newer one.
+    /// call has claimed them, and records the step. Writes to one contact
+    /// are serialised through a lease in the ledger and each is sent within
+    /// it (fenced like a create), so an older call's update can never land
+    /// after a newer one.
     async fn update_last_call(
         &self,
         key: CallKey<'_>,
@@ -445,12 +436,20 @@ impl Syncer {
             LatestCall::Busy => return Err(SyncError::Busy),
             LatestCall::Older => {
                 tracing::debug!("a newer call already set the contact's last-call fields");
+                self.ledger
+                    .finish_step(key, Step::ContactUpdate, Some(contact_id))
+                    .await?;
                 return Ok(());
             }
             LatestCall::Write => {}
         }
-        // Every attempt first extends the lease (claiming again does).
+        // Every attempt after the first extends the lease (claiming again
+        // does); the first is sent right after the claim above.
+        let fresh = std::sync::atomic::AtomicBool::new(true);
         let fence = || async {
+            if fresh.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                return Ok(());
+            }
             match claim().await? {
                 LatestCall::Write => Ok(()),
                 _ => Err(LedgerError::LeaseLost(format!(
@@ -464,11 +463,14 @@ impl Syncer {
         // An update whose outcome is unknown may still be applied: its lease
         // is left to expire, so no newer update is sent before that.
         let settled = !matches!(&result, Err(Attempt::Crm(e)) if e.applied() == Applied::Unknown);
-        if settled && let Err(e) = self.ledger.release_latest_call(contact_id, owner).await {
+        if result.is_err()
+            && settled
+            && let Err(e) = self.ledger.release_latest_call(contact_id, owner).await
+        {
             tracing::debug!(error = %e, "could not release the last-call lease; it will expire");
         }
         match result {
-            Ok(()) => Ok(()),
+            Ok(()) => Ok(self.ledger.finish_update(key, contact_id, owner).await?),
             Err(Attempt::Fence(e)) => Err(e.into()),
             Err(Attempt::Crm(error)) => Err(SyncError::Crm {
                 step: Step::ContactUpdate.as_str(),

@@ -125,7 +125,13 @@ impl Publisher {
             .record(started.elapsed().as_secs_f64());
 
         match result {
-            Err(_) => Err(PublishError::ConfirmTimeout(self.inner.confirm_timeout)),
+            Err(_) => {
+                // A confirm that does not come within the deadline means the
+                // channel or connection is stuck even if lapin has not
+                // noticed: replace it rather than wait for a heartbeat.
+                self.inner.broken.notify_one();
+                Err(PublishError::ConfirmTimeout(self.inner.confirm_timeout))
+            }
             Ok(Err(error)) => {
                 // The channel or connection is gone; let the supervisor replace it.
                 self.inner.broken.notify_one();
@@ -150,9 +156,7 @@ impl Publisher {
         let connection = write(&self.inner.connection).take();
         *write(&self.inner.channel) = None;
         if let Some(connection) = connection {
-            let _ = connection
-                .close(200, "callsync-ingest shutting down".into())
-                .await;
+            broker::close(&connection, "callsync-ingest shutting down").await;
         }
     }
 }
@@ -202,7 +206,7 @@ async fn supervise(inner: Arc<Inner>) {
                 }
                 *write(&inner.channel) = None;
                 write(&inner.connection).take();
-                let _ = connection.close(200, "reconnecting".into()).await;
+                broker::close(&connection, "reconnecting").await;
                 if *stop.borrow() {
                     break;
                 }
@@ -220,14 +224,24 @@ async fn supervise(inner: Arc<Inner>) {
 
 async fn connect(inner: &Inner) -> Result<(Connection, Channel), lapin::Error> {
     let connection = broker::connect(inner.url.expose(), "callsync-ingest").await?;
-    let channel = connection.create_channel().await?;
-    // Confirm mode is set when the channel is created, before any publish:
-    // a publish on a channel without it would be "accepted" unconfirmed.
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await?;
-    inner.topology.declare_core(&channel).await?;
-    Ok((connection, channel))
+    let setup = async {
+        let channel = connection.create_channel().await?;
+        // Confirm mode is set when the channel is created, before any
+        // publish: a publish on a channel without it would be "accepted"
+        // unconfirmed.
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        inner.topology.declare_core(&channel).await?;
+        Ok(channel)
+    };
+    match broker::within("preparing the confirm channel", setup).await {
+        Ok(channel) => Ok((connection, channel)),
+        Err(error) => {
+            broker::close(&connection, "set-up failed").await;
+            Err(error)
+        }
+    }
 }
 
 // A poisoned lock only means another task panicked while holding it; the

@@ -25,11 +25,48 @@ pub fn amqp_url(
     Ok(crate::config::SecretUrl::new(url))
 }
 
+/// How long opening a connection and preparing its channels may take. A
+/// broker, or anything between us and it, can accept the TCP connection and
+/// then never finish the AMQP handshake; unbounded, a reconnect loop would
+/// wait on that one attempt forever.
+pub const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long closing a connection may wait for the broker's close-ok. A
+/// connection that is already broken may never answer, and a reconnect loop
+/// must not stop on it.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Opens a connection named after the service (visible in the management UI
-/// and in `rabbitmqctl list_connections`).
+/// and in `rabbitmqctl list_connections`), within [`SETUP_TIMEOUT`].
 pub async fn connect(url: &str, name: &str) -> Result<Connection, lapin::Error> {
     let properties = ConnectionProperties::default().with_connection_name(name.into());
-    Connection::connect(url, properties).await
+    within(
+        "connecting to the broker",
+        Connection::connect(url, properties),
+    )
+    .await
+}
+
+/// Runs a connection or channel set-up step within [`SETUP_TIMEOUT`]; a
+/// step that takes longer fails like a broken connection would.
+pub async fn within<T>(
+    what: &str,
+    step: impl Future<Output = Result<T, lapin::Error>>,
+) -> Result<T, lapin::Error> {
+    match tokio::time::timeout(SETUP_TIMEOUT, step).await {
+        Ok(result) => result,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("{what} took longer than {SETUP_TIMEOUT:?}"),
+        )
+        .into()),
+    }
+}
+
+/// Closes a connection, waiting at most [`CLOSE_TIMEOUT`] for the broker.
+/// Dropping the last handle afterwards releases the socket either way.
+pub async fn close(connection: &Connection, reason: &str) {
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, connection.close(200, reason.into())).await;
 }
 
 /// Resolves when `connection` is no longer usable: an error event, or a

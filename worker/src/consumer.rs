@@ -78,12 +78,10 @@ impl ConsumerLoop {
                     self.health.set(false);
                     if stopped {
                         self.drain(&mut in_flight).await;
-                        let _ = connection
-                            .close(200, "callsync-worker shutting down".into())
-                            .await;
+                        broker::close(&connection, "callsync-worker shutting down").await;
                         return;
                     }
-                    let _ = connection.close(200, "reconnecting".into()).await;
+                    broker::close(&connection, "reconnecting").await;
                     tracing::warn!(
                         "broker connection lost; unacknowledged messages return to the queue; reconnecting"
                     );
@@ -101,20 +99,29 @@ impl ConsumerLoop {
 
     async fn connect(&self) -> Result<(Connection, Channel, Channel), lapin::Error> {
         let connection = broker::connect(self.config.amqp_url.expose(), "callsync-worker").await?;
-        let publish = connection.create_channel().await?;
-        publish
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
-        self.config.topology.declare_core(&publish).await?;
-        self.config
-            .topology
-            .declare_retry_tiers(&publish, &self.config.retry_delays)
-            .await?;
-        let consume = connection.create_channel().await?;
-        consume
-            .basic_qos(self.config.prefetch, BasicQosOptions::default())
-            .await?;
-        Ok((connection, consume, publish))
+        let setup = async {
+            let publish = connection.create_channel().await?;
+            publish
+                .confirm_select(ConfirmSelectOptions::default())
+                .await?;
+            self.config.topology.declare_core(&publish).await?;
+            self.config
+                .topology
+                .declare_retry_tiers(&publish, &self.config.retry_delays)
+                .await?;
+            let consume = connection.create_channel().await?;
+            consume
+                .basic_qos(self.config.prefetch, BasicQosOptions::default())
+                .await?;
+            Ok((consume, publish))
+        };
+        match broker::within("preparing the channels", setup).await {
+            Ok((consume, publish)) => Ok((connection, consume, publish)),
+            Err(error) => {
+                broker::close(&connection, "set-up failed").await;
+                Err(error)
+            }
+        }
     }
 
     /// Consumes until the connection fails (false) or shutdown (true).

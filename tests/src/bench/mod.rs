@@ -287,7 +287,11 @@ async fn ingest_scenario(options: &Options) -> anyhow::Result<(Vec<IngestRow>, V
             .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
             .await;
     }
-    for e in [topology.exchange(), topology.parking_exchange()] {
+    for e in [
+        topology.exchange(),
+        topology.retry_exchange(),
+        topology.parking_exchange(),
+    ] {
         let _ = channel
             .exchange_delete(
                 e.as_str().into(),
@@ -527,6 +531,18 @@ impl WorkerEnv {
             {
                 let _ = channel
                     .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                    .await;
+            }
+            for e in [
+                self.topology.exchange(),
+                self.topology.retry_exchange(),
+                self.topology.parking_exchange(),
+            ] {
+                let _ = channel
+                    .exchange_delete(
+                        e.as_str().into(),
+                        lapin::options::ExchangeDeleteOptions::default(),
+                    )
                     .await;
             }
             let _ = connection.close(200, "done".into()).await;

@@ -478,27 +478,33 @@ impl Drop for TestEnv {
     }
 }
 
+/// Deletes what `topology` declared: the work, parking and `delays`' retry
+/// queues, and the three exchanges. Best effort: cleanup must not fail a run.
+pub async fn delete_topology(channel: &lapin::Channel, topology: &Topology, delays: &[Duration]) {
+    let mut queues = vec![topology.calls_queue(), topology.parking_queue()];
+    queues.extend(delays.iter().map(|d| topology.retry_queue(*d)));
+    for q in queues {
+        let _ = channel
+            .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+            .await;
+    }
+    for e in [
+        topology.exchange(),
+        topology.retry_exchange(),
+        topology.parking_exchange(),
+    ] {
+        let _ = channel
+            .exchange_delete(e.as_str().into(), ExchangeDeleteOptions::default())
+            .await;
+    }
+}
+
 async fn cleanup(topology: Topology, delays: Vec<Duration>, id: String) {
     if let Ok(connection) =
         callsync_shared::broker::connect(AMQP_URL, "callsync-tests-cleanup").await
     {
         if let Ok(channel) = connection.create_channel().await {
-            let mut queues = vec![topology.calls_queue(), topology.parking_queue()];
-            queues.extend(delays.iter().map(|d| topology.retry_queue(*d)));
-            for q in queues {
-                let _ = channel
-                    .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-                    .await;
-            }
-            for e in [
-                topology.exchange(),
-                topology.retry_exchange(),
-                topology.parking_exchange(),
-            ] {
-                let _ = channel
-                    .exchange_delete(e.as_str().into(), ExchangeDeleteOptions::default())
-                    .await;
-            }
+            delete_topology(&channel, &topology, &delays).await;
         }
         let _ = connection.close(200, "cleanup".into()).await;
     }

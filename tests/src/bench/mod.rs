@@ -28,12 +28,16 @@ use lapin::types::{AMQPValue, FieldTable, LongString};
 use serde::Serialize;
 use sqlx::Connection;
 
-use crate::harness::{AMQP_URL, PG_SERVER};
+use crate::harness::{AMQP_URL, PG_SERVER, delete_topology};
 use crate::sim::{CrmSim, RateLimit, SimConfig};
 use load::{Measured, Shot};
 use roles::Child;
 
 const SECRET: &str = "bench-secret";
+
+/// The benchmark workers' retry tiers, in seconds (short: nothing should
+/// need them, and cleanup deletes their queues).
+const RETRY_SECS: [u64; 3] = [1, 2, 5];
 
 /// What to run, and how big.
 #[derive(Debug, Clone)]
@@ -282,23 +286,10 @@ async fn ingest_scenario(options: &Options) -> anyhow::Result<(Vec<IngestRow>, V
         .await?;
     let result = measure_ingest(options, &channel, &topology, &bare_queue).await;
     // Clean up whatever happened (the child processes die with their handles).
-    for q in [bare_queue, topology.calls_queue(), topology.parking_queue()] {
-        let _ = channel
-            .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-            .await;
-    }
-    for e in [
-        topology.exchange(),
-        topology.retry_exchange(),
-        topology.parking_exchange(),
-    ] {
-        let _ = channel
-            .exchange_delete(
-                e.as_str().into(),
-                lapin::options::ExchangeDeleteOptions::default(),
-            )
-            .await;
-    }
+    let _ = channel
+        .queue_delete(bare_queue.as_str().into(), QueueDeleteOptions::default())
+        .await;
+    delete_topology(&channel, &topology, &[]).await;
     let _ = connection.close(200, "done".into()).await;
     result
 }
@@ -450,7 +441,10 @@ impl WorkerEnv {
             ("CALLSYNC_HUBSPOT_BASE_URL", self.sim.base_url()),
             ("CALLSYNC_CRM_INDEX_LAG", "0s".to_owned()),
             ("CALLSYNC_CRM_RATE", crm_rate.to_owned()),
-            ("CALLSYNC_RETRY_DELAYS", "1s,2s,5s".to_owned()),
+            (
+                "CALLSYNC_RETRY_DELAYS",
+                RETRY_SECS.map(|s| format!("{s}s")).join(","),
+            ),
         ])
     }
 
@@ -525,26 +519,12 @@ impl WorkerEnv {
 
     async fn cleanup(&self) {
         if let Ok((connection, channel)) = amqp().await {
-            for q in [self.topology.calls_queue(), self.topology.parking_queue()]
-                .into_iter()
-                .chain([1, 2, 5].map(|s| self.topology.retry_queue(Duration::from_secs(s))))
-            {
-                let _ = channel
-                    .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-                    .await;
-            }
-            for e in [
-                self.topology.exchange(),
-                self.topology.retry_exchange(),
-                self.topology.parking_exchange(),
-            ] {
-                let _ = channel
-                    .exchange_delete(
-                        e.as_str().into(),
-                        lapin::options::ExchangeDeleteOptions::default(),
-                    )
-                    .await;
-            }
+            delete_topology(
+                &channel,
+                &self.topology,
+                &RETRY_SECS.map(Duration::from_secs),
+            )
+            .await;
             let _ = connection.close(200, "done".into()).await;
         }
         if let Ok(mut admin) = sqlx::PgConnection::connect(&format!("{PG_SERVER}/postgres")).await {

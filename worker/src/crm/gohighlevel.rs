@@ -252,15 +252,13 @@ impl Crm for Gohighlevel {
         let Ok(id) = path_id(id) else {
             return Ok(false);
         };
-        let response = self
-            .http
-            .send(
+        self.http
+            .exists(
                 "get_contact",
                 self.request(Method::GET, &format!("/contacts/{id}")),
                 &[StatusCode::NOT_FOUND, StatusCode::BAD_REQUEST],
             )
-            .await?;
-        Ok(response.status().is_success())
+            .await
     }
 
     async fn find_contact(&self, lookup: &ContactLookup) -> Result<Option<CrmId>, CrmError> {

@@ -133,6 +133,18 @@ impl CrmHttp {
         })
     }
 
+    /// Whether a record exists: a 2xx says yes, any status in `absent`
+    /// (404, and whatever else the CRM answers for an unknown id) says no.
+    pub async fn exists(
+        &self,
+        operation: &'static str,
+        request: RequestBuilder,
+        absent: &[StatusCode],
+    ) -> Result<bool, CrmError> {
+        let response = self.send(operation, request, absent).await?;
+        Ok(response.status().is_success())
+    }
+
     /// [`CrmHttp::send`] and decode the JSON body.
     pub async fn json<T: DeserializeOwned>(
         &self,

@@ -254,15 +254,13 @@ impl Crm for Hubspot {
     }
 
     async fn contact_exists(&self, id: &str) -> Result<bool, CrmError> {
-        let response = self
-            .http
-            .send(
+        self.http
+            .exists(
                 "get_contact",
                 self.request(Method::GET, &format!("/crm/v3/objects/contacts/{id}")),
                 &[StatusCode::NOT_FOUND],
             )
-            .await?;
-        Ok(response.status().is_success())
+            .await
     }
 
     async fn find_contact(&self, lookup: &ContactLookup) -> Result<Option<CrmId>, CrmError> {

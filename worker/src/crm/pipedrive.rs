@@ -227,15 +227,13 @@ impl Crm for Pipedrive {
         if id.parse::<i64>().is_err() {
             return Ok(false);
         }
-        let response = self
-            .http
-            .send(
+        self.http
+            .exists(
                 "get_person",
                 self.request(Method::GET, &format!("/api/v2/persons/{id}")),
                 &[StatusCode::NOT_FOUND],
             )
-            .await?;
-        Ok(response.status().is_success())
+            .await
     }
 
     async fn find_contact(&self, lookup: &ContactLookup) -> Result<Option<CrmId>, CrmError> {

@@ -33,6 +33,15 @@ pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 /// The PostgreSQL server tests use; each test creates its own database on it.
 pub const PG_SERVER: &str = "postgres://postgres@127.0.0.1:5432";
 
+/// How long [`TestEnv::settle`] waits for callsync to come to rest: long
+/// enough for the longest retry delay a test configures, several times over.
+pub const SETTLE_DEADLINE: Duration = Duration::from_secs(120);
+
+/// The markers of the shared fixtures' calls: seed 000 and the flagged
+/// follow-up report.
+pub const SEED_000_MARKER: &str = "callsync:voicedock:5c4d030f-43e3-4e65-899e-8148521e660f";
+pub const FOLLOW_UP_MARKER: &str = "callsync:voicedock:0b6f1c3e-7a57-4f0e-9d38-3c1de1f0a2b4";
+
 /// The HMAC secret and tokens every test environment configures.
 pub const VOICEDOCK_SECRET: &str = "test-voicedock-secret";
 pub const POSTCALL_TOKEN: &str = "test-postcall-token";
@@ -73,6 +82,9 @@ pub struct TestEnv {
     /// The `CALLSYNC_CRM` workers of this environment sync to (crm-sim
     /// serves every supported CRM's API).
     pub crm: &'static str,
+    /// The operations URLs of every worker started from this environment,
+    /// for [`TestEnv::settle`] to ask what they hold.
+    workers: std::sync::Mutex<Vec<String>>,
 }
 
 /// Every CRM callsync supports, for the parameterised end-to-end suite.
@@ -101,6 +113,7 @@ impl TestEnv {
             sim,
             overrides: Vec::new(),
             crm: "hubspot",
+            workers: std::sync::Mutex::default(),
             id,
         }
     }
@@ -224,6 +237,7 @@ impl TestEnv {
             task: Some(task),
         };
         service.wait_ready(Duration::from_secs(30)).await;
+        self.workers.lock().unwrap().push(service.base_url.clone());
         service
     }
 
@@ -277,6 +291,7 @@ impl TestEnv {
                     .await
                     .is_ok_and(|r| r.status() == StatusCode::OK);
                 if ready && child.try_wait().ok().flatten().is_none() {
+                    self.workers.lock().unwrap().push(base_url.clone());
                     return WorkerProcess { child, base_url };
                 }
                 assert!(
@@ -315,6 +330,26 @@ impl TestEnv {
             .expect("queue exists");
         let _ = connection.close(200, "done".into()).await;
         q.message_count()
+    }
+
+    /// Takes every message ready in `queue` off it and returns their call
+    /// ids (the `call_id` header ingest sets).
+    pub async fn take_call_ids(&self, queue: &str) -> Vec<String> {
+        let connection = callsync_shared::broker::connect(AMQP_URL, "callsync-tests")
+            .await
+            .expect("broker connection");
+        let channel = connection.create_channel().await.expect("channel");
+        let mut ids = Vec::new();
+        while let Some(message) = channel
+            .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+            .await
+            .expect("basic.get")
+        {
+            let table = message.delivery.properties.headers().as_ref();
+            ids.push(headers::text(table, headers::CALL_ID).unwrap_or_default());
+        }
+        let _ = connection.close(200, "done".into()).await;
+        ids
     }
 
     /// The `x-callsync-reason` header of the first parked message, which
@@ -399,22 +434,19 @@ impl TestEnv {
         }
     }
 
-    /// Waits `quiet` and checks that nothing more was created in the CRM:
-    /// duplicates arrive late, so "exactly one" needs a settling time.
-    pub async fn assert_settled(&self, quiet: Duration) -> Snapshot {
-        let before = self.sim.snapshot();
-        tokio::time::sleep(quiet).await;
-        let after = self.sim.snapshot();
-        assert_eq!(
-            (
-                before.contacts.len(),
-                before.calls.len(),
-                before.tasks.len()
-            ),
-            (after.contacts.len(), after.calls.len(), after.tasks.len()),
-            "records were still being created after the expected state"
-        );
-        after
+    /// Waits until nothing can change the CRM any more and returns what it
+    /// holds: duplicates arrive late, so "exactly one" is only judged once
+    /// every queue is empty, no worker holds a delivery, the ledger has no
+    /// call in progress and the simulator nothing left to apply (see
+    /// [`crate::app::settle`]).
+    pub async fn settle(&self) -> Snapshot {
+        self.settle_within(SETTLE_DEADLINE).await
+    }
+
+    /// [`TestEnv::settle`] with another deadline (the long runs).
+    pub async fn settle_within(&self, deadline: Duration) -> Snapshot {
+        let workers = self.workers.lock().unwrap().clone();
+        crate::app::settle(self, &workers, deadline).await
     }
 
     /// Terminates every connection to this environment's database (what a
@@ -441,7 +473,7 @@ impl TestEnv {
 
     /// Every retry delay a service of this environment may have declared a
     /// queue for: the defaults, the test default and any override.
-    fn retry_delays(&self) -> Vec<Duration> {
+    pub fn retry_delays(&self) -> Vec<Duration> {
         let mut delays: Vec<Duration> = callsync_shared::topology::DEFAULT_RETRY_DELAYS.to_vec();
         delays.extend([1, 2, 3].map(Duration::from_secs));
         for (name, value) in &self.overrides {

@@ -6,6 +6,8 @@
 // A test harness reports failure by panicking.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod app;
 pub mod bench;
 pub mod harness;
 pub mod sim;
+pub mod wait;

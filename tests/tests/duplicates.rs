@@ -43,7 +43,7 @@ async fn the_same_delivery_sent_five_times_in_a_row_creates_one_call_and_one_tas
         .await;
     // Wait until all five deliveries were consumed, then check nothing more appeared.
     wait_for_empty_queue(&env).await;
-    let s = env.assert_settled(Duration::from_millis(500)).await;
+    let s = env.settle().await;
     assert_eq!((s.contacts.len(), s.calls.len(), s.tasks.len()), (1, 1, 1));
     worker.stop().await;
     ingest.stop().await;
@@ -72,7 +72,7 @@ async fn the_same_delivery_sent_five_times_at_once_to_two_workers_creates_one_ca
     env.wait_for_crm(WAIT, |s| s.calls.len() == 1 && s.tasks.len() == 1)
         .await;
     wait_for_empty_queue(&env).await;
-    let s = env.assert_settled(Duration::from_secs(1)).await;
+    let s = env.settle().await;
     assert_eq!((s.contacts.len(), s.calls.len(), s.tasks.len()), (1, 1, 1));
     let counts = env.ledger().await.counts().await.unwrap();
     assert_eq!((counts.synced, counts.pending, counts.parked), (1, 0, 0));
@@ -111,7 +111,7 @@ async fn two_workers_given_two_calls_from_one_new_number_create_one_contact() {
     );
     env.wait_for_crm(WAIT, |s| s.calls.len() == 4 && s.tasks.len() == 4)
         .await;
-    let s = env.assert_settled(Duration::from_millis(500)).await;
+    let s = env.settle().await;
     assert_eq!(
         s.contacts.len(),
         1,
@@ -152,7 +152,7 @@ async fn a_late_older_call_does_not_overwrite_the_newer_last_call_fields() {
     env.wait_for_crm(WAIT, |s| s.calls.len() == 1).await;
     post_voicedock(&client, &ingest, serde_json::to_vec(&older).unwrap()).await;
     env.wait_for_crm(WAIT, |s| s.calls.len() == 2).await;
-    let s = env.assert_settled(Duration::from_millis(300)).await;
+    let s = env.settle().await;
     assert_eq!(s.contacts.len(), 1);
     assert_eq!(
         s.contacts[0].prop("callsync_last_call_summary"),
@@ -205,7 +205,7 @@ async fn a_newer_call_waits_for_an_older_update_in_flight_instead_of_being_overw
     env.wait_for_crm(WAIT, |s| s.calls.len() == 2 && updates(s) == 2)
         .await;
     tokio::time::sleep_until(applied + Duration::from_millis(500)).await;
-    let s = env.assert_settled(Duration::from_millis(300)).await;
+    let s = env.settle().await;
     assert_eq!(s.contacts.len(), 1);
     assert_eq!(s.contacts[0].id, contact);
     assert_eq!(

@@ -72,7 +72,7 @@ async fn reports_create_one_contact_one_call_record_and_one_follow_up(crm: &'sta
     }
     // Synced in the ledger means every step, follow-up included, is done.
     env.wait_for_ledger(2, 0).await;
-    let s = env.assert_settled(Duration::from_millis(500)).await;
+    let s = env.settle().await;
     assert_eq!(
         markers(&s.calls),
         vec![FOLLOW_UP_MARKER.to_owned(), SEED_MARKER.to_owned()]
@@ -147,7 +147,7 @@ async fn five_copies_at_once_give_one_call_record_and_one_follow_up(crm: &'stati
     env.wait_for_crm(WAIT, |s| s.calls.len() == 1).await;
     env.wait_for_ledger(1, 0).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let s = env.assert_settled(Duration::from_millis(500)).await;
+    let s = env.settle().await;
     assert_eq!(s.calls.len(), 1, "{:#?}", s.calls);
     if crm == "webhook" {
         assert!(delivery_flags_follow_up(&s, FOLLOW_UP_MARKER));
@@ -182,7 +182,7 @@ async fn two_workers_and_one_new_number_give_one_contact(crm: &'static str) {
         s.calls.len() == 3 && (crm == "webhook" || s.tasks.len() == 3)
     })
     .await;
-    let s = env.assert_settled(Duration::from_millis(500)).await;
+    let s = env.settle().await;
     if crm == "webhook" {
         assert!(s.contacts.is_empty());
     } else {
@@ -237,7 +237,7 @@ async fn a_rate_limited_crm_is_waited_for_and_the_call_synced_once(crm: &'static
     )
     .await;
     env.wait_for_crm(WAIT, |s| s.calls.len() == 1).await;
-    let s = env.assert_settled(Duration::from_millis(300)).await;
+    let s = env.settle().await;
     assert_eq!(s.stats.rate_limited, 2);
     assert_eq!(s.stats.by_operation.get(record_operation(crm)), Some(&3));
     worker.stop().await;
@@ -257,7 +257,7 @@ async fn a_record_applied_but_answered_with_a_reset_is_not_repeated(crm: &'stati
     )
     .await;
     env.wait_for_ledger(1, 0).await;
-    let s = env.assert_settled(Duration::from_millis(300)).await;
+    let s = env.settle().await;
     assert_eq!(s.stats.resets, 1);
     if crm == "webhook" {
         // Sent again with the same webhook-id: the receiver de-duplicates.
@@ -267,7 +267,9 @@ async fn a_record_applied_but_answered_with_a_reset_is_not_repeated(crm: &'stati
             .filter_map(|r| r.prop("webhook-id"))
             .collect();
         assert_eq!(ids.len(), 1);
-        assert!(s.calls.len() <= 2);
+        // The delivery that was applied and its resend, which the worker
+        // cannot tell apart from a lost one (a webhook has no search).
+        assert_eq!(s.calls.len(), 2, "{:#?}", s.calls);
     } else {
         assert_eq!(s.calls.len(), 1, "found by its marker, not created again");
         assert_eq!((s.contacts.len(), s.tasks.len()), (1, 1));

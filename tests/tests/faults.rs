@@ -39,7 +39,7 @@ async fn a_worker_killed_between_steps_and_restarted_completes_the_call_without_
 
     let restarted = env.start_worker().await;
     env.wait_for_ledger(1, 0).await;
-    let s = env.assert_settled(Duration::from_millis(500)).await;
+    let s = env.settle().await;
     assert_eq!((s.contacts.len(), s.calls.len(), s.tasks.len()), (1, 1, 1));
     assert_eq!(
         s.stats.by_operation.get("create_call"),
@@ -79,7 +79,7 @@ async fn a_rate_limited_request_waits_for_retry_after_and_the_call_is_synced_onc
         started.elapsed() >= Duration::from_secs(2),
         "two Retry-After: 1 waits were honoured"
     );
-    let s = env.assert_settled(Duration::from_millis(300)).await;
+    let s = env.settle().await;
     assert_eq!(s.stats.rate_limited, 2);
     assert_eq!(s.stats.by_operation.get("create_call"), Some(&3));
     assert_eq!(s.calls.len(), 1);
@@ -100,7 +100,7 @@ async fn a_create_applied_but_answered_with_a_reset_is_adopted_not_repeated() {
     )
     .await;
     env.wait_for_ledger(1, 0).await;
-    let s = env.assert_settled(Duration::from_millis(300)).await;
+    let s = env.settle().await;
     assert_eq!(s.stats.resets, 1);
     assert_eq!(
         s.calls.len(),
@@ -132,7 +132,7 @@ async fn a_contact_create_applied_but_reset_does_not_create_a_second_contact() {
     )
     .await;
     env.wait_for_ledger(1, 0).await;
-    let s = env.assert_settled(Duration::from_millis(300)).await;
+    let s = env.settle().await;
     assert_eq!((s.contacts.len(), s.calls.len(), s.tasks.len()), (1, 1, 1));
     worker.stop().await;
     ingest.stop().await;
@@ -152,7 +152,7 @@ async fn server_errors_are_retried_and_the_call_is_synced_once() {
     )
     .await;
     env.wait_for_ledger(1, 0).await;
-    let s = env.assert_settled(Duration::from_millis(300)).await;
+    let s = env.settle().await;
     assert_eq!(s.stats.server_errors, 4);
     assert_eq!((s.contacts.len(), s.calls.len(), s.tasks.len()), (1, 1, 1));
     worker.stop().await;
@@ -319,7 +319,7 @@ async fn a_create_that_times_out_after_being_applied_is_found_by_its_marker_not_
     )
     .await;
     env.wait_for_ledger(1, 0).await;
-    let s = env.assert_settled(Duration::from_millis(300)).await;
+    let s = env.settle().await;
     assert_eq!(s.calls.len(), 1);
     assert_eq!(s.stats.by_operation.get("create_call"), Some(&1));
     worker.stop().await;
@@ -347,7 +347,7 @@ async fn a_contact_deleted_in_the_crm_is_looked_up_again_instead_of_reused() {
         .replace("5c4d030f-43e3-4e65-899e-8148521e660f", "after-the-merge");
     post_voicedock(&client, &ingest, second_call.into_bytes()).await;
     env.wait_for_ledger(2, 0).await;
-    let s = env.assert_settled(Duration::from_millis(300)).await;
+    let s = env.settle().await;
     assert_eq!(s.contacts.len(), 1, "a new contact for the caller");
     let replacement = &s.contacts[0].id;
     assert_ne!(replacement, &first);

@@ -165,7 +165,7 @@ async fn one_call_at_a_time_writes_a_contacts_last_call_fields_and_the_newest_wi
         ledger.claim(newer, b).await.unwrap(),
         Claim::Acquired { .. }
     ));
-    ledger.finish_update(newer, "c1", b).await.unwrap();
+    ledger.finish_update(newer, "c1", b, true).await.unwrap();
     assert!(matches!(
         ledger.steps(newer).await.unwrap().as_slice(),
         [(Step::ContactUpdate, StepState::Done { crm_id: Some(id) })] if id == "c1"

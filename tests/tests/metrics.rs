@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use callsync_tests::harness::{TestEnv, fixture, post, post_voicedock};
+use callsync_tests::wait::eventually;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -81,18 +82,19 @@ async fn the_metrics_of_both_services_count_what_happened() {
     )
     .await;
 
-    let worker_text = loop {
-        let text = scrape(&worker.base_url).await;
-        if metric(
-            &text,
-            "callsync_worker_messages_total",
-            &[("outcome", "duplicate")],
-        ) >= 1.0
-        {
-            break text;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let worker_text = eventually(
+        WAIT,
+        "the worker counted the duplicate delivery",
+        || scrape(&worker.base_url),
+        |text| {
+            metric(
+                text,
+                "callsync_worker_messages_total",
+                &[("outcome", "duplicate")],
+            ) >= 1.0
+        },
+    )
+    .await;
     let after = scrape(&ingest.base_url).await;
     let delta = |name: &str, labels: &[(&str, &str)]| {
         metric(&after, name, labels) - metric(&before, name, labels)

@@ -59,7 +59,7 @@ async fn a_worker_with_client_credentials_fetches_its_own_token_and_syncs_the_ca
     .await;
     env.wait_for_crm(WAIT, |s| s.calls.len() == 1 && s.tasks.len() == 1)
         .await;
-    let s = env.assert_settled(Duration::from_millis(300)).await;
+    let s = env.settle().await;
     assert_eq!(s.contacts.len(), 1);
     assert_eq!(s.stats.unauthorized, 0);
     assert_eq!(token_requests(&env), 1);
@@ -91,7 +91,7 @@ async fn an_expired_session_is_renewed_once_for_all_refused_requests_and_nothing
     }))
     .await;
     env.wait_for_crm(WAIT, |s| s.calls.len() == 7).await;
-    let s = env.assert_settled(Duration::from_millis(300)).await;
+    let s = env.settle().await;
     assert_eq!(s.contacts.len(), 7);
     assert!(s.stats.unauthorized >= 1, "the old session was refused");
     assert_eq!(token_requests(&env), 2, "one renewal, shared");

@@ -3,8 +3,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::Duration;
-
 use callsync_tests::harness::{TestEnv, fixture, post_postcall, post_voicedock};
 use callsync_tests::sim::{Record, Snapshot};
 use reqwest::StatusCode;
@@ -33,7 +31,7 @@ async fn sync_one(env: &TestEnv, source: &str, body: Vec<u8>, expect_task: bool)
     assert!(answer["id"].as_str().is_some_and(|id| !id.is_empty()));
     // Synced in the ledger means every step is done, the contact update included.
     env.wait_for_ledger(1, 0).await;
-    let snapshot = env.assert_settled(Duration::from_millis(500)).await;
+    let snapshot = env.settle().await;
     assert_eq!(snapshot.calls.len(), 1, "one call record");
     assert_eq!(
         snapshot.tasks.len(),

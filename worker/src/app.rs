@@ -220,7 +220,11 @@ async fn ready(State(state): State<OpsState>) -> Response {
     let database = tokio::time::timeout(Duration::from_secs(2), state.ledger.ping())
         .await
         .is_ok_and(|r| r.is_ok());
-    let body = serde_json::json!({ "broker": broker, "database": database });
+    let body = serde_json::json!({
+        "broker": broker,
+        "database": database,
+        "in_flight": state.health.in_flight(),
+    });
     let status = if broker && database {
         StatusCode::OK
     } else {

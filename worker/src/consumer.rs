@@ -8,7 +8,7 @@
 //! the consumer reconnects, re-declares the topology and consumes again.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use callsync_shared::sources::{self, ParseContext, Parsed};
@@ -32,10 +32,13 @@ use crate::ledger::CallKey;
 use crate::retry::{History, Republisher, RetryTiers, Route};
 use crate::sync::{Disposition, Outcome, Syncer};
 
-/// Broker connectivity as seen by the consumer, for `/readyz`.
+/// Broker connectivity and work in hand as seen by the consumer, for
+/// `/readyz`: an operator (or a test) can tell an idle worker from one that
+/// still holds unfinished deliveries.
 #[derive(Debug, Default)]
 pub struct BrokerHealth {
     consuming: AtomicBool,
+    in_flight: AtomicUsize,
 }
 
 impl BrokerHealth {
@@ -43,8 +46,29 @@ impl BrokerHealth {
         self.consuming.load(Ordering::Relaxed)
     }
 
+    /// Deliveries received and not yet acknowledged, parked or requeued.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+
     fn set(&self, consuming: bool) {
         self.consuming.store(consuming, Ordering::Relaxed);
+    }
+
+    /// Counts one delivery as in hand until the guard is dropped (also when
+    /// its task is aborted at the end of the grace period).
+    fn hold(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(Arc::clone(self))
+    }
+}
+
+/// One delivery in hand; see [`BrokerHealth::hold`].
+struct InFlight(Arc<BrokerHealth>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -171,7 +195,11 @@ impl ConsumerLoop {
                 delivery = consumer.next() => match delivery {
                     Some(Ok(delivery)) => {
                         let handler = Arc::clone(&handler);
-                        in_flight.spawn(async move { handler.handle(delivery).await });
+                        let held = self.health.hold();
+                        in_flight.spawn(async move {
+                            handler.handle(delivery).await;
+                            drop(held);
+                        });
                     }
                     Some(Err(error)) => {
                         tracing::warn!(%error, "consumer error");

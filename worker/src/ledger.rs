@@ -131,6 +131,28 @@ pub enum ContactClaim {
     Busy,
 }
 
+/// What became of the contact create an attempt sent, when it released the
+/// lookup key after a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SentCreate {
+    /// No create was sent by this attempt.
+    None,
+    /// A create was sent and certainly not applied.
+    NotApplied,
+    /// A create was sent and may have been applied.
+    Unknown,
+}
+
+impl SentCreate {
+    fn as_str(self) -> &'static str {
+        match self {
+            SentCreate::None => "none",
+            SentCreate::NotApplied => "not_applied",
+            SentCreate::Unknown => "unknown",
+        }
+    }
+}
+
 /// Row counts by call status, for `callsync-worker status`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LedgerCounts {
@@ -367,6 +389,31 @@ impl Ledger {
         Ok(())
     }
 
+    /// Restarts the "unknown since" clock of a step this attempt started,
+    /// when its request ended without an answer that says whether it was
+    /// applied. A CRM may still apply a request after the client gave up
+    /// on it, so the wait before searching for its marker counts from the
+    /// moment the request ended, not from the moment it was sent.
+    pub async fn step_outcome_unknown(
+        &self,
+        key: CallKey<'_>,
+        owner: Uuid,
+        step: Step,
+    ) -> Result<(), LedgerError> {
+        sqlx::query(
+            "UPDATE call_steps SET started_at = now()
+              WHERE source = $1 AND call_id = $2 AND step = $3 AND state = 'started'
+                AND started_by = $4",
+        )
+        .bind(key.source.as_str())
+        .bind(key.call_id.as_str())
+        .bind(step.as_str())
+        .bind(owner)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// Marks the call synced and releases it.
     pub async fn complete(&self, key: CallKey<'_>, contact_id: &str) -> Result<(), LedgerError> {
         sqlx::query(
@@ -498,23 +545,27 @@ impl Ledger {
         Ok(())
     }
 
-    /// Releases a lookup key; `create_not_applied` clears a pending create
-    /// that certainly did not reach the CRM.
+    /// Releases a lookup key, saying what became of the create this attempt
+    /// sent, if any: one that certainly did not reach the CRM is forgotten;
+    /// one whose outcome is unknown restarts the pending clock (the CRM may
+    /// apply it after the client gave up, see [`Ledger::step_outcome_unknown`]).
     pub async fn release_contact(
         &self,
         lookup_key: &str,
         owner: Uuid,
-        create_not_applied: bool,
+        create: SentCreate,
     ) -> Result<(), LedgerError> {
         sqlx::query(
             "UPDATE contacts SET lease_owner = NULL, lease_until = NULL,
-                    pending_since = CASE WHEN $4 THEN NULL ELSE pending_since END
+                    pending_since = CASE $4 WHEN 'not_applied' THEN NULL
+                                            WHEN 'unknown' THEN now()
+                                            ELSE pending_since END
               WHERE crm = $1 AND lookup_key = $2 AND lease_owner = $3",
         )
         .bind(self.crm)
         .bind(lookup_key)
         .bind(owner)
-        .bind(create_not_applied)
+        .bind(create.as_str())
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -620,18 +671,22 @@ impl Ledger {
         })
     }
 
-    /// Records the contact update as done and gives up the right to write
-    /// the last-call fields, in one statement.
+    /// Records the contact update as done and, when `release`, gives up the
+    /// right to write the last-call fields, in one statement. Without
+    /// `release` the lease is left to expire: an earlier attempt of the
+    /// same update whose outcome was unknown may still land, and no newer
+    /// call's update may be sent before it could.
     pub async fn finish_update(
         &self,
         key: CallKey<'_>,
         contact_id: &str,
         owner: Uuid,
+        release: bool,
     ) -> Result<(), LedgerError> {
         sqlx::query(
             "WITH released AS (
                 UPDATE contact_last_call SET lease_owner = NULL, lease_until = NULL
-                 WHERE crm = $5 AND contact_id = $4 AND lease_owner = $6
+                 WHERE crm = $5 AND contact_id = $4 AND lease_owner = $6 AND $7
              )
              INSERT INTO call_steps (source, call_id, step, state, crm_object_id, started_at, done_at)
              VALUES ($1, $2, $3, 'done', $4, now(), now())
@@ -644,6 +699,7 @@ impl Ledger {
         .bind(contact_id)
         .bind(self.crm)
         .bind(owner)
+        .bind(release)
         .execute(&self.pool)
         .await?;
         Ok(())

@@ -22,7 +22,7 @@ use crate::crm::{
     Applied, ContactLookup, Crm, CrmError, CrmId, MarkedRecord, NewContact, SEND_DEADLINE,
 };
 use crate::ledger::{
-    CallKey, Claim, ContactClaim, LatestCall, Ledger, LedgerError, Step, StepState,
+    CallKey, Claim, ContactClaim, LatestCall, Ledger, LedgerError, SentCreate, Step, StepState,
 };
 
 /// The longest in-process wait for a rate limit; longer waits go through a
@@ -362,7 +362,7 @@ impl Syncer {
             ContactClaim::Acquired { pending_since } => pending_since,
         };
 
-        let mut create_not_applied = false;
+        let mut sent = SentCreate::None;
         let result = async {
             if let Some(since) = pending_since {
                 let waited = elapsed_since(since);
@@ -398,7 +398,10 @@ impl Syncer {
                 }
                 Err(Attempt::Fence(e)) => Err(e.into()),
                 Err(Attempt::Crm(error)) => {
-                    create_not_applied = error.applied() == Applied::No;
+                    sent = match error.applied() {
+                        Applied::No => SentCreate::NotApplied,
+                        Applied::Unknown => SentCreate::Unknown,
+                    };
                     Err(crm_error(error))
                 }
             }
@@ -406,10 +409,7 @@ impl Syncer {
         .await;
 
         if result.is_err()
-            && let Err(e) = self
-                .ledger
-                .release_contact(&lookup_key, owner, create_not_applied)
-                .await
+            && let Err(e) = self.ledger.release_contact(&lookup_key, owner, sent).await
         {
             tracing::debug!(error = %e, "could not release the contact key");
         }
@@ -457,12 +457,19 @@ impl Syncer {
                 ))),
             }
         };
-        let result = self
-            .fenced(fence, || self.crm.update_contact(contact_id, report), true)
-            .await;
-        // An update whose outcome is unknown may still be applied: its lease
-        // is left to expire, so no newer update is sent before that.
-        let settled = !matches!(&result, Err(Attempt::Crm(e)) if e.applied() == Applied::Unknown);
+        // An update whose outcome is unknown may still be applied later,
+        // even after a retry of it succeeded: then the lease is left to
+        // expire, so that no newer call's update is sent before that.
+        let unknown = std::sync::atomic::AtomicBool::new(false);
+        let update = || async {
+            let result = self.crm.update_contact(contact_id, report).await;
+            if matches!(&result, Err(e) if e.applied() == Applied::Unknown) {
+                unknown.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            result
+        };
+        let result = self.fenced(fence, update, true).await;
+        let settled = !unknown.load(std::sync::atomic::Ordering::Relaxed);
         if result.is_err()
             && settled
             && let Err(e) = self.ledger.release_latest_call(contact_id, owner).await
@@ -470,7 +477,10 @@ impl Syncer {
             tracing::debug!(error = %e, "could not release the last-call lease; it will expire");
         }
         match result {
-            Ok(()) => Ok(self.ledger.finish_update(key, contact_id, owner).await?),
+            Ok(()) => Ok(self
+                .ledger
+                .finish_update(key, contact_id, owner, settled)
+                .await?),
             Err(Attempt::Fence(e)) => Err(e.into()),
             Err(Attempt::Crm(error)) => Err(SyncError::Crm {
                 step: Step::ContactUpdate.as_str(),
@@ -539,6 +549,9 @@ impl Syncer {
                     return Err(SyncError::Crm { step: name, error });
                 }
                 Err(Attempt::Crm(error)) => {
+                    // The clock for "when will the CRM show it" starts now:
+                    // the request may be applied until its connection ended.
+                    self.ledger.step_outcome_unknown(key, owner, step).await?;
                     if !self.index_lag.is_zero() {
                         return Err(SyncError::Crm { step: name, error });
                     }

@@ -2,9 +2,13 @@
 //!
 //! It keeps records in memory, checks the bearer token, and misbehaves on
 //! request the way real CRMs do: latency, a rolling rate limit answering 429
-//! with `Retry-After`, a search index that lags writes, injected 5xx, and
-//! requests that are applied but never answered (the connection is reset or
-//! hangs), which is what makes "unknown outcome" handling testable.
+//! (with or without `Retry-After`, as each vendor does), a search index that
+//! lags writes, injected 5xx, and requests whose outcome the client cannot
+//! know: applied and then answered with a 5xx, applied and never answered
+//! (the connection is reset or hangs), and applied after the client gave up.
+//! Like a real server, the simulator finishes every request it started even
+//! when the client has disconnected: a request answered too slowly is still
+//! applied, later, which is the hardest "unknown outcome" to handle.
 //!
 //! `GET /_sim/state` returns every record and request counters, so tests
 //! assert on what the CRM holds, not on what the worker logged.
@@ -65,9 +69,13 @@ impl std::str::FromStr for RateLimit {
 pub struct FaultRates {
     /// Answer 503 without applying.
     pub server_error: f64,
+    /// Apply, then answer 500 (a server that failed after committing).
+    pub applied_server_error: f64,
     /// Apply, then drop the connection without answering.
     pub reset_after_apply: f64,
-    /// Add `slow_by` to the answer.
+    /// Wait `slow_by` before applying and answering; when that is longer
+    /// than the client's timeout the request is applied after the client
+    /// gave up on it.
     pub slow: f64,
     pub slow_by: Duration,
 }
@@ -87,8 +95,11 @@ pub enum Fault {
     Hang,
     /// Answer with this status (e.g. 400) without applying.
     Status(u16),
-    /// Wait this long, then apply and answer (a request overtaken by
-    /// later ones).
+    /// Apply, then answer 500.
+    ApplyThenServerError,
+    /// Wait this long, then apply and answer. The request is applied even
+    /// when the client gave up meanwhile (a request overtaken by later
+    /// ones, or applied after the client's timeout).
     Slow(Duration),
 }
 
@@ -164,10 +175,18 @@ pub struct Stats {
     pub by_operation: BTreeMap<String, u64>,
     pub unauthorized: u64,
     pub rate_limited: u64,
+    /// 5xx answers to requests that were not applied.
     pub server_errors: u64,
+    /// 5xx answers to requests that were applied.
+    pub applied_server_errors: u64,
     pub resets: u64,
     pub hangs: u64,
     pub slow: u64,
+    /// Requests applied after their client had disconnected.
+    pub applied_after_client_left: u64,
+    /// Requests admitted and not applied yet (slow ones still waiting):
+    /// the CRM's state may still change while this is above zero.
+    pub pending_applies: u64,
 }
 
 /// Everything the simulator holds.
@@ -178,6 +197,31 @@ pub struct Snapshot {
     pub tasks: Vec<Record>,
     pub properties: Vec<String>,
     pub stats: Stats,
+}
+
+impl Snapshot {
+    /// The markers of the call records, sorted: a set to compare, so that
+    /// one lost call plus one duplicate never passes as "two calls".
+    pub fn call_markers(&self) -> Vec<String> {
+        sorted_markers(&self.calls)
+    }
+
+    /// The markers of the follow-up tasks, sorted.
+    pub fn task_markers(&self) -> Vec<String> {
+        sorted_markers(&self.tasks)
+    }
+}
+
+fn sorted_markers(records: &[Record]) -> Vec<String> {
+    let mut markers: Vec<String> = records
+        .iter()
+        .map(|r| {
+            r.marker()
+                .unwrap_or_else(|| format!("<record {} without a marker>", r.id))
+        })
+        .collect();
+    markers.sort();
+    markers
 }
 
 #[derive(Debug)]
@@ -266,18 +310,58 @@ impl Shared {
 /// What a request should suffer before or after it is applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Decision {
-    Proceed {
-        delay: Duration,
-        reset_after: bool,
-        hang_after: bool,
-    },
+    Proceed(Proceed),
     Respond(StatusCode, Option<u64>),
     Hang,
 }
 
-/// Per-connection switch that lets a route drop its own connection.
+/// How an admitted request is applied and answered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Proceed {
+    /// Wait before applying.
+    delay: Duration,
+    /// After applying, drop the connection.
+    reset_after: bool,
+    /// After applying, never answer.
+    hang_after: bool,
+    /// After applying, answer 500.
+    error_after: bool,
+}
+
+/// Per-request handle on the connection: lets a route drop its own
+/// connection, and tells whether the client left before the answer.
 #[derive(Debug, Clone)]
-pub(crate) struct ConnectionKill(Arc<Notify>);
+pub(crate) struct ConnectionKill {
+    notify: Arc<Notify>,
+    left: ClientLeft,
+}
+
+/// Set when the client of a request went away before its answer (the
+/// request itself runs on: see [`serve`]).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ClientLeft(Arc<std::sync::atomic::AtomicBool>);
+
+impl ClientLeft {
+    fn get(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Marks the request's client gone when the connection drops the request's
+/// future before it completed.
+struct LeaveGuard(Option<ClientLeft>);
+
+impl Drop for LeaveGuard {
+    fn drop(&mut self) {
+        if let Some(left) = self.0.take() {
+            left.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
+/// How long a hanging request holds its task before giving up: longer than
+/// any client timeout, bounded so that tasks do not pile up forever.
+const HANG_FOR: Duration = Duration::from_secs(300);
 
 impl Shared {
     /// Whether `Authorization: Bearer <token>` carries the simulator's token.
@@ -296,6 +380,14 @@ impl Shared {
 
     /// Counts the request and decides its fate: auth, rate limit, faults.
     pub(crate) fn admit(&self, operation: &'static str, authorized: bool) -> Decision {
+        let decision = self.decide(operation, authorized);
+        if matches!(decision, Decision::Proceed(_)) {
+            self.lock().stats.pending_applies += 1;
+        }
+        decision
+    }
+
+    fn decide(&self, operation: &'static str, authorized: bool) -> Decision {
         let mut s = self.lock();
         s.stats.requests += 1;
         *s.stats
@@ -339,10 +431,13 @@ impl Shared {
                 Some(Fault::ServerError)
             } else if s.rng.f64() < random.reset_after_apply {
                 Some(Fault::ApplyThenReset)
+            } else if s.rng.f64() < random.applied_server_error {
+                Some(Fault::ApplyThenServerError)
             } else {
                 None
             }
         });
+        let proceed = Proceed::default();
         match fault {
             Some(Fault::ServerError) => {
                 s.stats.server_errors += 1;
@@ -362,33 +457,30 @@ impl Shared {
             }
             Some(Fault::ApplyThenReset) => {
                 s.stats.resets += 1;
-                Decision::Proceed {
-                    delay: Duration::ZERO,
+                Decision::Proceed(Proceed {
                     reset_after: true,
-                    hang_after: false,
-                }
+                    ..proceed
+                })
             }
             Some(Fault::ApplyThenHang) => {
                 s.stats.hangs += 1;
-                Decision::Proceed {
-                    delay: Duration::ZERO,
-                    reset_after: false,
+                Decision::Proceed(Proceed {
                     hang_after: true,
-                }
+                    ..proceed
+                })
+            }
+            Some(Fault::ApplyThenServerError) => {
+                s.stats.applied_server_errors += 1;
+                Decision::Proceed(Proceed {
+                    error_after: true,
+                    ..proceed
+                })
             }
             Some(Fault::Slow(delay)) => {
                 s.stats.slow += 1;
-                Decision::Proceed {
-                    delay,
-                    reset_after: false,
-                    hang_after: false,
-                }
+                Decision::Proceed(Proceed { delay, ..proceed })
             }
-            None => Decision::Proceed {
-                delay: Duration::ZERO,
-                reset_after: false,
-                hang_after: false,
-            },
+            None => Decision::Proceed(proceed),
         }
     }
 
@@ -436,27 +528,42 @@ where
     }
     match decision {
         Decision::Respond(status, retry_after) => refusal(dialect, status, retry_after),
-        Decision::Hang => std::future::pending().await,
-        Decision::Proceed {
+        Decision::Hang => {
+            tokio::time::sleep(HANG_FOR).await;
+            refusal(dialect, StatusCode::GATEWAY_TIMEOUT, None)
+        }
+        Decision::Proceed(Proceed {
             delay,
             reset_after,
             hang_after,
-        } => {
+            error_after,
+        }) => {
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
             let response = {
                 let mut state = shared.lock();
-                apply(&mut state)
+                let response = apply(&mut state);
+                state.stats.pending_applies = state.stats.pending_applies.saturating_sub(1);
+                if kill.is_some_and(|k| k.left.get()) {
+                    state.stats.applied_after_client_left += 1;
+                }
+                response
             };
             if reset_after {
                 if let Some(kill) = kill {
-                    kill.0.notify_one();
+                    kill.notify.notify_one();
                 }
-                return std::future::pending().await;
+                // Never answer: the connection is being dropped, and an
+                // answer written first would win the race against it.
+                tokio::time::sleep(HANG_FOR).await;
+                return response;
             }
             if hang_after {
-                return std::future::pending().await;
+                tokio::time::sleep(HANG_FOR).await;
+            }
+            if error_after {
+                return refusal(dialect, StatusCode::INTERNAL_SERVER_ERROR, None);
             }
             response
         }
@@ -673,11 +780,28 @@ async fn serve(listener: TcpListener, router: Router) {
         let router = router.clone();
         tokio::spawn(async move {
             let kill = Arc::new(Notify::new());
-            let switch = ConnectionKill(Arc::clone(&kill));
+            let notify = Arc::clone(&kill);
             let service = hyper::service::service_fn(
                 move |mut request: hyper::Request<hyper::body::Incoming>| {
-                    request.extensions_mut().insert(switch.clone());
-                    router.clone().oneshot(request)
+                    let left = ClientLeft::default();
+                    request.extensions_mut().insert(ConnectionKill {
+                        notify: Arc::clone(&notify),
+                        left: left.clone(),
+                    });
+                    // The route runs in a task of its own, so a client that
+                    // disconnects does not cancel it: like a real server,
+                    // the simulator applies what it started.
+                    let handler = tokio::spawn(router.clone().oneshot(request));
+                    async move {
+                        let mut guard = LeaveGuard(Some(left));
+                        let result = handler.await;
+                        guard.0 = None;
+                        match result {
+                            Ok(response) => response,
+                            Err(join) => Ok((StatusCode::INTERNAL_SERVER_ERROR, join.to_string())
+                                .into_response()),
+                        }
+                    }
                 },
             );
             let connection = hyper::server::conn::http1::Builder::new()

@@ -689,3 +689,12 @@ async fn serve(listener: TcpListener, router: Router) {
         });
     }
 }
+
+/// A 401 answer worded the vendor's way: [`guarded`] words every refusal
+/// alike, and each vendor module passes the body its real API sends.
+pub(crate) fn reword_unauthorized(response: Response, body: Value) -> Response {
+    if response.status() != StatusCode::UNAUTHORIZED {
+        return response;
+    }
+    (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response()
+}

@@ -1,0 +1,191 @@
+//! crm-sim refuses what the real APIs refuse. Each test talks HTTP to a
+//! started simulator, sends a request the vendor would refuse (or page, or
+//! ignore), and checks the status and the body the vendor would answer with,
+//! and that nothing was stored that the vendor would not store.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+
+use callsync_tests::sim::{CrmSim, SimConfig};
+use reqwest::{Client, Method, RequestBuilder, StatusCode};
+use serde_json::{Value, json};
+
+async fn sim() -> CrmSim {
+    CrmSim::start(SocketAddr::from(([127, 0, 0, 1], 0)), SimConfig::default())
+        .await
+        .expect("crm-sim starts")
+}
+
+/// Sends `request` and returns the status and the JSON body (`Null` when empty).
+async fn send(request: RequestBuilder) -> (StatusCode, Value) {
+    let response = request.send().await.expect("crm-sim answers");
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    let body = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"))
+    };
+    (status, body)
+}
+
+/// A request to HubSpot's API with the simulator's token.
+fn hubspot(sim: &CrmSim, method: Method, path: &str) -> RequestBuilder {
+    Client::new()
+        .request(method, format!("{}{path}", sim.base_url()))
+        .bearer_auth(sim.token())
+}
+
+// HubSpot
+
+/// The property names a HubSpot 400 lists as `PROPERTY_DOESNT_EXIST`.
+fn missing_properties(body: &Value) -> Vec<String> {
+    assert_eq!(body["status"], "error");
+    assert_eq!(body["category"], "VALIDATION_ERROR");
+    let listed = body["message"]
+        .as_str()
+        .and_then(|m| m.strip_prefix("Property values were not valid: "))
+        .unwrap_or_else(|| panic!("not a property validation error: {body}"));
+    let listed: Vec<Value> = serde_json::from_str(listed).unwrap();
+    listed
+        .iter()
+        .filter(|e| e["error"] == "PROPERTY_DOESNT_EXIST")
+        .map(|e| e["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn hubspot_refuses_a_property_that_does_not_exist() {
+    let sim = sim().await;
+    let (status, body) = send(
+        hubspot(&sim, Method::POST, "/crm/v3/objects/contacts").json(&json!({
+            "properties": { "firstname": "Ann", "favourite_colour": "blue" }
+        })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["status"], "error");
+    assert_eq!(body["category"], "VALIDATION_ERROR");
+    let message = body["message"].as_str().unwrap();
+    let listed: Value = serde_json::from_str(
+        message
+            .strip_prefix("Property values were not valid: ")
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        listed,
+        json!([{
+            "isValid": false,
+            "message": "Property \"favourite_colour\" does not exist",
+            "error": "PROPERTY_DOESNT_EXIST",
+            "name": "favourite_colour",
+            "localizedErrorMessage": "Property \"favourite_colour\" does not exist",
+        }]),
+        "only the unknown property is listed"
+    );
+    assert!(sim.snapshot().contacts.is_empty());
+}
+
+#[tokio::test]
+async fn hubspot_refuses_a_call_or_task_property_of_another_object() {
+    let sim = sim().await;
+    // `hs_task_subject` is a task property, not a call property.
+    let (status, body) = send(
+        hubspot(&sim, Method::POST, "/crm/v3/objects/calls").json(&json!({
+            "properties": { "hs_timestamp": "1767225600000", "hs_task_subject": "x" }
+        })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(missing_properties(&body), ["hs_task_subject"]);
+    let (status, body) = send(
+        hubspot(&sim, Method::POST, "/crm/v3/objects/tasks").json(&json!({
+            "properties": { "hs_timestamp": "1767225600000", "hs_call_title": "x" }
+        })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(missing_properties(&body), ["hs_call_title"]);
+    let s = sim.snapshot();
+    assert!(s.calls.is_empty() && s.tasks.is_empty());
+}
+
+#[tokio::test]
+async fn hubspot_accepts_a_custom_property_only_once_it_is_created() {
+    let sim = sim().await;
+    let call = json!({ "properties": {
+        "hs_timestamp": "1767225600000",
+        "hs_call_title": "AI call",
+        "hs_call_body": "<p>hello</p>",
+        "hs_call_direction": "INBOUND",
+        "hs_call_status": "COMPLETED",
+        "callsync_marker": "callsync:test:1",
+    }});
+    let (status, body) =
+        send(hubspot(&sim, Method::POST, "/crm/v3/objects/calls").json(&call)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "not created yet");
+    assert_eq!(missing_properties(&body), ["callsync_marker"]);
+
+    let (status, _) = send(
+        hubspot(&sim, Method::POST, "/crm/v3/properties/calls/groups")
+            .json(&json!({ "name": "callsync", "label": "callsync" })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, _) = send(
+        hubspot(&sim, Method::POST, "/crm/v3/properties/calls").json(&json!({
+            "name": "callsync_marker", "label": "marker", "type": "string",
+            "fieldType": "text", "groupName": "callsync"
+        })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    // HubSpot accepts an engagement with no associations at all.
+    let (status, body) =
+        send(hubspot(&sim, Method::POST, "/crm/v3/objects/calls").json(&call)).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let s = sim.snapshot();
+    assert_eq!(s.calls.len(), 1);
+    assert!(s.calls[0].associations.is_empty());
+    // A custom property of calls is not one of contacts.
+    let (status, body) = send(
+        hubspot(&sim, Method::POST, "/crm/v3/objects/contacts")
+            .json(&json!({ "properties": { "callsync_marker": "x" } })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(missing_properties(&body), ["callsync_marker"]);
+}
+
+#[tokio::test]
+async fn hubspot_refuses_an_unknown_property_on_update_and_keeps_the_record_unchanged() {
+    let sim = sim().await;
+    let (_, created) = send(
+        hubspot(&sim, Method::POST, "/crm/v3/objects/contacts")
+            .json(&json!({ "properties": { "phone": "+14155550100" } })),
+    )
+    .await;
+    let id = created["id"].as_str().unwrap();
+    let (status, body) = send(
+        hubspot(
+            &sim,
+            Method::PATCH,
+            &format!("/crm/v3/objects/contacts/{id}"),
+        )
+        .json(&json!({
+            "properties": { "firstname": "Ann", "last_call_summary": "x" }
+        })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(missing_properties(&body), ["last_call_summary"]);
+    let contact = &sim.snapshot().contacts[0];
+    assert_eq!(
+        contact.prop("firstname"),
+        None,
+        "nothing of a refused write is applied"
+    );
+}

@@ -189,3 +189,116 @@ async fn hubspot_refuses_an_unknown_property_on_update_and_keeps_the_record_unch
         "nothing of a refused write is applied"
     );
 }
+
+// Salesforce
+
+fn salesforce(sim: &CrmSim, method: Method, path: &str) -> RequestBuilder {
+    Client::new()
+        .request(
+            method,
+            format!("{}/services/data/v60.0{path}", sim.base_url()),
+        )
+        .bearer_auth(sim.token())
+}
+
+fn invalid_field(body: &Value, field: &str, sobject: &str) {
+    assert_eq!(
+        body,
+        &json!([{
+            "errorCode": "INVALID_FIELD",
+            "message": format!("No such column '{field}' on sobject of type {sobject}"),
+        }])
+    );
+}
+
+#[tokio::test]
+async fn salesforce_refuses_an_unknown_field_on_a_contact() {
+    let sim = sim().await;
+    let (status, body) = send(
+        salesforce(&sim, Method::POST, "/sobjects/Contact").json(&json!({
+            "LastName": "Smith", "Phone": "+14155550100", "Favourite_Colour__c": "blue"
+        })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    invalid_field(&body, "Favourite_Colour__c", "Contact");
+    assert!(sim.snapshot().contacts.is_empty());
+}
+
+#[tokio::test]
+async fn salesforce_accepts_standard_fields_in_any_case_and_the_admin_created_custom_fields() {
+    let sim = sim().await;
+    let (status, body) = send(
+        salesforce(&sim, Method::POST, "/sobjects/Contact").json(&json!({
+            "attributes": { "type": "Contact" },
+            "firstname": "Ann", "LastName": "Smith", "Phone": "+14155550100",
+            "Callsync_Last_Call_At__c": "2026-05-01T08:00:00Z",
+            "Callsync_Last_Call_Summary__c": "hello",
+            "Callsync_Last_Sentiment__c": "positive",
+        })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(sim.snapshot().contacts.len(), 1);
+}
+
+#[tokio::test]
+async fn salesforce_refuses_an_unknown_field_on_update_and_leaves_the_contact_unchanged() {
+    let sim = sim().await;
+    let (_, created) = send(
+        salesforce(&sim, Method::POST, "/sobjects/Contact").json(&json!({ "LastName": "Smith" })),
+    )
+    .await;
+    let id = created["id"].as_str().unwrap();
+    let (status, body) = send(
+        salesforce(&sim, Method::PATCH, &format!("/sobjects/Contact/{id}")).json(&json!({
+            "Callsync_Last_Call_Summary__c": "hello", "Last_Call_Summary__c": "hello"
+        })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    invalid_field(&body, "Last_Call_Summary__c", "Contact");
+    assert_eq!(
+        sim.snapshot().contacts[0].prop("Callsync_Last_Call_Summary__c"),
+        None
+    );
+    // A Lead has no MailingCity; a Contact does.
+    let (status, body) = send(
+        salesforce(&sim, Method::PATCH, &format!("/sobjects/Lead/{id}"))
+            .json(&json!({ "MailingCity": "Sydney" })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    invalid_field(&body, "MailingCity", "Lead");
+}
+
+#[tokio::test]
+async fn salesforce_refuses_an_unknown_field_on_a_task_upsert() {
+    let sim = sim().await;
+    let (_, contact) = send(
+        salesforce(&sim, Method::POST, "/sobjects/Contact").json(&json!({ "LastName": "Smith" })),
+    )
+    .await;
+    let task = |extra: &str| {
+        let mut body = json!({
+            "WhoId": contact["id"], "Subject": "Call", "TaskSubtype": "Call",
+            "CallType": "Inbound", "Status": "Completed", "ActivityDate": "2026-05-01",
+            "CallDurationInSeconds": 42,
+        });
+        if !extra.is_empty() {
+            body[extra] = json!("x");
+        }
+        salesforce(
+            &sim,
+            Method::PATCH,
+            "/sobjects/Task/Callsync_Marker__c/callsync:test:1",
+        )
+        .json(&body)
+    };
+    let (status, body) = send(task("Recording_Url__c")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    invalid_field(&body, "Recording_Url__c", "Task");
+    assert!(sim.snapshot().calls.is_empty());
+    let (status, body) = send(task("")).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+}

@@ -302,3 +302,185 @@ async fn salesforce_refuses_an_unknown_field_on_a_task_upsert() {
     let (status, body) = send(task("")).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
 }
+
+// Pipedrive
+
+fn pipedrive(sim: &CrmSim, method: Method, path: &str) -> RequestBuilder {
+    Client::new()
+        .request(method, format!("{}{path}", sim.base_url()))
+        .header("x-api-token", sim.token())
+}
+
+/// Creates a Pipedrive person and returns its id.
+async fn pipedrive_person(sim: &CrmSim) -> i64 {
+    let (status, body) = send(
+        pipedrive(sim, Method::POST, "/api/v2/persons").json(&json!({
+            "name": "Ann", "phones": [{ "value": "+14155550100", "primary": true }]
+        })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["data"]["id"].as_i64().unwrap()
+}
+
+fn note_contents(body: &Value) -> Vec<String> {
+    body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["content"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn pipedrive_pages_notes_and_caps_the_limit_at_500() {
+    let sim = sim().await;
+    let person = pipedrive_person(&sim).await;
+    sim.seed_pipedrive_notes(&person.to_string(), (0..1201).map(|i| format!("note {i}")));
+    let page = |query: &str| {
+        pipedrive(
+            &sim,
+            Method::GET,
+            &format!("/v1/notes?person_id={person}{query}"),
+        )
+    };
+
+    let (status, body) = send(page("&limit=1000")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let notes = note_contents(&body);
+    assert_eq!(notes.len(), 500, "at most 500 a page");
+    assert_eq!(
+        (notes[0].as_str(), notes[499].as_str()),
+        ("note 0", "note 499")
+    );
+    assert_eq!(
+        body["additional_data"]["pagination"],
+        json!({ "start": 0, "limit": 500, "more_items_in_collection": true, "next_start": 500 })
+    );
+
+    let (_, body) = send(page("&start=1000&limit=500")).await;
+    let notes = note_contents(&body);
+    assert_eq!(notes.len(), 201);
+    assert_eq!(notes[200], "note 1200");
+    assert_eq!(
+        body["additional_data"]["pagination"],
+        json!({ "start": 1000, "limit": 500, "more_items_in_collection": false })
+    );
+
+    let (_, body) = send(page("")).await;
+    assert_eq!(
+        note_contents(&body).len(),
+        100,
+        "100 when no limit is given"
+    );
+
+    let (_, body) = send(page("&start=1201")).await;
+    assert_eq!(
+        body["data"],
+        Value::Null,
+        "v1 answers an empty page with null"
+    );
+}
+
+#[tokio::test]
+async fn pipedrive_pages_activities_by_cursor_and_refuses_a_limit_over_500() {
+    let sim = sim().await;
+    let person = pipedrive_person(&sim).await;
+    for i in 0..3 {
+        let (status, body) = send(pipedrive(&sim, Method::POST, "/api/v2/activities").json(
+            &json!({
+                "subject": format!("call {i}"), "type": "call", "due_date": "2026-05-01",
+                "note": format!("activity {i}"),
+                "participants": [{ "person_id": person, "primary": true }],
+            }),
+        ))
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let page = |query: &str| {
+        pipedrive(
+            &sim,
+            Method::GET,
+            &format!("/api/v2/activities?person_id={person}{query}"),
+        )
+    };
+    let notes = |body: &Value| -> Vec<String> {
+        body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["note"].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    let (status, first) = send(page("&limit=2")).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert_eq!(notes(&first), ["activity 0", "activity 1"]);
+    let cursor = first["additional_data"]["next_cursor"].as_str().unwrap();
+    let (_, last) = send(page(&format!("&limit=2&cursor={cursor}"))).await;
+    assert_eq!(notes(&last), ["activity 2"]);
+    assert_eq!(last["additional_data"]["next_cursor"], Value::Null);
+
+    for query in ["&limit=501", "&limit=0", "&cursor=not-a-cursor"] {
+        let (status, body) = send(page(query)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
+        assert_eq!(body["success"], false);
+        assert_eq!(body["code"], "ERR_SCHEMA_VALIDATION_FAILED");
+    }
+    let (status, body) = send(page("&limit=500")).await;
+    assert_eq!(status, StatusCode::OK, "500 is allowed: {body}");
+}
+
+#[tokio::test]
+async fn pipedrive_v1_drops_an_unknown_note_key_and_stores_nothing_of_it() {
+    let sim = sim().await;
+    let person = pipedrive_person(&sim).await;
+    let (status, body) = send(pipedrive(&sim, Method::POST, "/v1/notes").json(&json!({
+        "content": "<p>hello</p>", "person_id": person,
+        "pinned_to_person_flag": 1, "subject": "not a note key",
+    })))
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let note = &sim.snapshot().calls[0];
+    assert_eq!(note.prop("content"), Some("<p>hello</p>"));
+    assert_eq!(
+        note.properties.get("pinned_to_person_flag"),
+        Some(&json!(1))
+    );
+    assert!(!note.properties.contains_key("subject"), "{note:?}");
+}
+
+#[tokio::test]
+async fn pipedrive_v2_refuses_an_unknown_person_or_activity_key() {
+    let sim = sim().await;
+    // `phone` is v1's name; v2 calls it `phones`.
+    let (status, body) = send(
+        pipedrive(&sim, Method::POST, "/api/v2/persons").json(&json!({
+            "name": "Ann", "phone": [{ "value": "+14155550100" }]
+        })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["code"], "ERR_SCHEMA_VALIDATION_FAILED");
+    assert!(body["error"].as_str().unwrap().contains("phone"), "{body}");
+    assert!(sim.snapshot().contacts.is_empty());
+
+    let person = pipedrive_person(&sim).await;
+    let (status, body) = send(
+        pipedrive(&sim, Method::PATCH, &format!("/api/v2/persons/{person}"))
+            .json(&json!({ "last_call_summary": "x" })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    // `person_id` is read-only in v2: the person is a participant.
+    let (status, body) = send(
+        pipedrive(&sim, Method::POST, "/api/v2/activities").json(&json!({
+            "subject": "call", "type": "call", "due_date": "2026-05-01", "person_id": person,
+            "participants": [{ "person_id": person, "primary": true }],
+        })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["code"], "ERR_SCHEMA_VALIDATION_FAILED");
+    assert!(sim.snapshot().tasks.is_empty());
+}

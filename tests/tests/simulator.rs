@@ -6,10 +6,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
-use callsync_tests::sim::{CrmSim, SimConfig};
+use callsync_tests::harness::{TestEnv, post_voicedock};
+use callsync_tests::sim::{CrmSim, Fault, SimConfig};
 use reqwest::{Client, Method, RequestBuilder, StatusCode};
 use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(30);
 
 async fn sim() -> CrmSim {
     CrmSim::start(SocketAddr::from(([127, 0, 0, 1], 0)), SimConfig::default())
@@ -35,6 +39,23 @@ fn hubspot(sim: &CrmSim, method: Method, path: &str) -> RequestBuilder {
     Client::new()
         .request(method, format!("{}{path}", sim.base_url()))
         .bearer_auth(sim.token())
+}
+
+/// A VoiceDock end-of-call report for `call_id` from `phone`.
+fn report(call_id: &str, phone: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({ "message": {
+        "type": "end-of-call-report", "timestamp": "2026-05-01T08:00:00Z",
+        "call": { "id": call_id }, "customer": { "number": phone },
+        "summary": format!("Call {call_id}"), "analysis": { "follow_up_needed": true }
+    }}))
+    .unwrap()
+}
+
+/// A test environment whose worker syncs to `crm`.
+async fn env_for(crm: &'static str, config: SimConfig) -> TestEnv {
+    let mut env = TestEnv::with_sim(config).await;
+    env.crm = crm;
+    env
 }
 
 // HubSpot
@@ -483,4 +504,52 @@ async fn pipedrive_v2_refuses_an_unknown_person_or_activity_key() {
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["code"], "ERR_SCHEMA_VALIDATION_FAILED");
     assert!(sim.snapshot().tasks.is_empty());
+}
+
+/// The worker finds a note whose outcome it did not learn even when the
+/// person's notes fill more than one page: it walks every page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipedrive_a_note_applied_but_reset_is_found_past_the_first_page_and_not_repeated() {
+    let env = env_for("pipedrive", SimConfig::default()).await;
+    let person = env.sim.seed_contact(
+        json!({ "name": "Ann", "phones": [{ "value": "+61291234567", "primary": true }] })
+            .as_object()
+            .unwrap()
+            .clone(),
+    );
+    env.sim
+        .seed_pipedrive_notes(&person, (0..600).map(|i| format!("<p>older note {i}</p>")));
+    env.sim.inject("create_note", Fault::ApplyThenReset, 1);
+    let ingest = env.start_ingest().await;
+    let worker = env.start_worker().await;
+    let (status, body) = post_voicedock(
+        &Client::new(),
+        &ingest,
+        report("many-notes", "+61291234567"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    env.wait_for_ledger(1, 0).await;
+    env.wait_for_crm(WAIT, |s| s.tasks.len() == 1).await;
+    let s = env.assert_settled(Duration::from_millis(300)).await;
+    let marked: Vec<_> = s
+        .calls
+        .iter()
+        .filter(|n| n.marker().is_some_and(|m| m.ends_with("many-notes")))
+        .collect();
+    assert_eq!(marked.len(), 1, "adopted, not created again");
+    assert_eq!(s.calls.len(), 601);
+    assert_eq!(s.stats.resets, 1);
+    assert_eq!(s.stats.by_operation.get("create_note"), Some(&1));
+    assert!(
+        s.stats
+            .by_operation
+            .get("list_notes")
+            .is_some_and(|n| *n >= 2),
+        "the second page was read: {:?}",
+        s.stats.by_operation
+    );
+    assert_eq!(s.contacts.len(), 1, "the seeded person was found");
+    worker.stop().await;
+    ingest.stop().await;
 }

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use callsync_tests::harness::{TestEnv, post_voicedock};
+use callsync_tests::sim::gohighlevel::Location;
 use callsync_tests::sim::{CrmSim, Fault, SimConfig};
 use reqwest::{Client, Method, RequestBuilder, StatusCode};
 use serde_json::{Value, json};
@@ -551,5 +552,183 @@ async fn pipedrive_a_note_applied_but_reset_is_found_past_the_first_page_and_not
     );
     assert_eq!(s.contacts.len(), 1, "the seeded person was found");
     worker.stop().await;
+    ingest.stop().await;
+}
+
+// GoHighLevel
+
+fn gohighlevel(sim: &CrmSim, method: Method, path: &str) -> RequestBuilder {
+    Client::new()
+        .request(method, format!("{}{path}", sim.base_url()))
+        .bearer_auth(sim.token())
+        .header("Version", "2021-07-28")
+}
+
+/// A GoHighLevel contact body for `phone` in the test location.
+fn ghl_contact(phone: &str) -> Value {
+    json!({ "locationId": "loc-1", "phone": phone, "name": "Ann" })
+}
+
+fn assert_unprocessable(body: &Value, messages: &[&str]) {
+    assert_eq!(body["statusCode"], 422, "{body}");
+    assert_eq!(body["error"], "Unprocessable Entity");
+    assert_eq!(body["message"], json!(messages));
+}
+
+#[tokio::test]
+async fn gohighlevel_refuses_a_body_key_the_endpoint_does_not_declare_with_422() {
+    let sim = sim().await;
+    let mut contact = ghl_contact("+14155550100");
+    contact["lastCallSummary"] = json!("x");
+    let (status, body) =
+        send(gohighlevel(&sim, Method::POST, "/contacts/upsert").json(&contact)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_unprocessable(&body, &["property lastCallSummary should not exist"]);
+    assert!(sim.snapshot().contacts.is_empty());
+
+    let (_, created) = send(
+        gohighlevel(&sim, Method::POST, "/contacts/upsert").json(&ghl_contact("+14155550100")),
+    )
+    .await;
+    let id = created["contact"]["id"].as_str().unwrap();
+    // `locationId` belongs in a create, not in an update.
+    let (status, body) = send(
+        gohighlevel(&sim, Method::PUT, &format!("/contacts/{id}"))
+            .json(&json!({ "locationId": "loc-1", "companyName": "Acme" })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_unprocessable(&body, &["property locationId should not exist"]);
+    let (status, body) = send(
+        gohighlevel(&sim, Method::POST, &format!("/contacts/{id}/notes"))
+            .json(&json!({ "body": "hello", "marker": "callsync:x" })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_unprocessable(&body, &["property marker should not exist"]);
+    let (status, body) = send(
+        gohighlevel(&sim, Method::POST, &format!("/contacts/{id}/tasks")).json(&json!({
+            "title": "Follow up", "dueDate": "2026-05-02T08:00:00Z", "completed": false,
+            "priority": "high"
+        })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_unprocessable(&body, &["property priority should not exist"]);
+    let s = sim.snapshot();
+    assert!(s.calls.is_empty() && s.tasks.is_empty());
+}
+
+#[tokio::test]
+async fn gohighlevel_create_refuses_a_known_number_by_default_and_adds_one_when_duplicates_are_allowed()
+ {
+    let sim = sim().await;
+    let create =
+        || gohighlevel(&sim, Method::POST, "/contacts/").json(&ghl_contact("+14155550100"));
+    let (status, first) = send(create()).await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    let (status, body) = send(create()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        body,
+        json!({
+            "statusCode": 400,
+            "message": "This location does not allow duplicated contacts.",
+            "meta": {
+                "contactId": first["contact"]["id"],
+                "contactName": "Ann",
+                "matchingField": "phone",
+            }
+        })
+    );
+    assert_eq!(sim.snapshot().contacts.len(), 1);
+
+    sim.set_gohighlevel_location(Location {
+        allow_duplicate_contacts: true,
+        ..Location::default()
+    });
+    let (status, _) = send(create()).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, _) = send(create()).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(sim.snapshot().contacts.len(), 3, "a new contact every time");
+}
+
+#[tokio::test]
+async fn gohighlevel_upsert_updates_the_contact_with_the_number_unless_told_to_add_one() {
+    let sim = sim().await;
+    let upsert = |body: Value| gohighlevel(&sim, Method::POST, "/contacts/upsert").json(&body);
+    let (_, first) = send(upsert(ghl_contact("+14155550100"))).await;
+    assert_eq!(first["new"], true);
+    let (_, again) = send(upsert(ghl_contact("+14155550100"))).await;
+    assert_eq!(again["new"], false);
+    assert_eq!(again["contact"]["id"], first["contact"]["id"]);
+
+    // Asking for a new contact only counts where duplicates are allowed.
+    let mut ask_new = ghl_contact("+14155550100");
+    ask_new["createNewIfDuplicateAllowed"] = json!(true);
+    let (_, body) = send(upsert(ask_new.clone())).await;
+    assert_eq!(body["new"], false);
+    sim.set_gohighlevel_location(Location {
+        allow_duplicate_contacts: true,
+        ..Location::default()
+    });
+    let (_, body) = send(upsert(ask_new)).await;
+    assert_eq!(body["new"], true);
+
+    sim.set_gohighlevel_location(Location {
+        upsert_merges: false,
+        ..Location::default()
+    });
+    let (_, body) = send(upsert(ghl_contact("+14155550100"))).await;
+    assert_eq!(body["new"], true, "the merge is off");
+    assert_eq!(sim.snapshot().contacts.len(), 3);
+}
+
+/// One contact per caller comes from the worker's ledger, not from
+/// GoHighLevel merging upserts: with the merge off, two workers racing on
+/// one new number still create one contact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gohighlevel_two_workers_and_one_new_number_give_one_contact_without_the_upsert_merge() {
+    let env = env_for(
+        "gohighlevel",
+        SimConfig {
+            latency: Duration::from_millis(100),
+            ..SimConfig::default()
+        },
+    )
+    .await;
+    env.sim.set_gohighlevel_location(Location {
+        upsert_merges: false,
+        ..Location::default()
+    });
+    let ingest = env.start_ingest().await;
+    let first = env.start_worker().await;
+    let second = env.start_worker().await;
+    let client = Client::new();
+    let ids = ["race-a", "race-b", "race-c"];
+    futures_util::future::join_all(
+        ids.iter()
+            .map(|id| post_voicedock(&client, &ingest, report(id, "+61291234567"))),
+    )
+    .await;
+    env.wait_for_crm(WAIT, |s| s.calls.len() == 3 && s.tasks.len() == 3)
+        .await;
+    let s = env.assert_settled(Duration::from_millis(500)).await;
+    assert_eq!(s.contacts.len(), 1, "{:#?}", s.contacts);
+    let contact = &s.contacts[0].id;
+    assert!(
+        s.calls
+            .iter()
+            .chain(&s.tasks)
+            .all(|r| r.associations == vec![contact.clone()])
+    );
+    assert_eq!(
+        s.stats.by_operation.get("upsert_contact"),
+        Some(&1),
+        "one upsert, so no merge was needed"
+    );
+    first.stop().await;
+    second.stop().await;
     ingest.stop().await;
 }

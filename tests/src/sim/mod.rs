@@ -191,6 +191,8 @@ pub(crate) struct State {
     pub(crate) groups: HashSet<String>,
     /// Pipedrive person fields: (key, name).
     pub(crate) person_fields: Vec<(String, String)>,
+    /// The GoHighLevel location's contact settings.
+    pub(crate) gohighlevel: gohighlevel::Location,
     stats: Stats,
     /// How many times the token has been replaced (`expire_token`).
     sessions: u64,
@@ -539,6 +541,7 @@ impl CrmSim {
             properties: HashSet::new(),
             groups: HashSet::new(),
             person_fields: Vec::new(),
+            gohighlevel: gohighlevel::Location::default(),
             stats: Stats::default(),
             sessions: 0,
             window: VecDeque::new(),

@@ -732,3 +732,188 @@ async fn gohighlevel_two_workers_and_one_new_number_give_one_contact_without_the
     second.stop().await;
     ingest.stop().await;
 }
+
+// Credentials
+
+/// A request to a representative write of each CRM, and the 401 body that
+/// CRM sends when the credential is missing or wrong.
+fn write_without(sim: &CrmSim, crm: &str, token: Option<&str>) -> (RequestBuilder, Value) {
+    let base = sim.base_url();
+    let client = Client::new();
+    let bearer = |request: RequestBuilder| match token {
+        Some(token) => request.bearer_auth(token),
+        None => request,
+    };
+    match crm {
+        "hubspot" => (
+            bearer(client.post(format!("{base}/crm/v3/objects/contacts")))
+                .json(&json!({ "properties": { "phone": "+14155550100" } })),
+            json!({
+                "status": "error",
+                "message": "Authentication credentials not found. This API supports OAuth 2.0 authentication and you can find more details at https://developers.hubspot.com/docs/methods/auth/oauth-overview",
+                "category": "INVALID_AUTHENTICATION",
+            }),
+        ),
+        "pipedrive" => {
+            let request = client
+                .post(format!("{base}/api/v2/persons"))
+                .json(&json!({ "name": "Ann" }));
+            (
+                match token {
+                    Some(token) => request.header("x-api-token", token),
+                    None => request,
+                },
+                json!({
+                    "success": false,
+                    "error": "unauthorized access",
+                    "errorCode": 401,
+                    "error_info": "Please check developers.pipedrive.com for more information about Pipedrive API.",
+                }),
+            )
+        }
+        "gohighlevel" => (
+            bearer(client.post(format!("{base}/contacts/upsert")))
+                .header("Version", "2021-07-28")
+                // Not HubSpot's number: crm-sim keeps one contact list for all CRMs.
+                .json(&ghl_contact("+14155550199")),
+            json!({
+                "statusCode": 401,
+                "message": "Invalid token: access token is invalid",
+                "error": "Unauthorized",
+            }),
+        ),
+        "salesforce" => (
+            bearer(client.post(format!("{base}/services/data/v60.0/sobjects/Contact")))
+                .json(&json!({ "LastName": "Smith" })),
+            json!([{ "errorCode": "INVALID_SESSION_ID", "message": "Session expired or invalid" }]),
+        ),
+        other => panic!("unknown CRM {other}"),
+    }
+}
+
+#[tokio::test]
+async fn every_crm_refuses_a_missing_or_wrong_token_with_its_own_401() {
+    let sim = sim().await;
+    let mut refused = 0;
+    for crm in ["hubspot", "pipedrive", "gohighlevel", "salesforce"] {
+        for token in [None, Some("wrong-token")] {
+            let (request, expected) = write_without(&sim, crm, token);
+            let (status, mut body) = send(request).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{crm} {token:?}: {body}");
+            // HubSpot's correlation id differs on every answer.
+            if let Some(fields) = body.as_object_mut() {
+                fields.remove("correlationId");
+            }
+            assert_eq!(body, expected, "{crm} {token:?}");
+            refused += 1;
+        }
+        // And the right token passes the same request.
+        let (request, _) = write_without(&sim, crm, Some(&sim.token()));
+        let (status, body) = send(request).await;
+        assert!(status.is_success(), "{crm}: {status} {body}");
+    }
+    let s = sim.snapshot();
+    assert_eq!(s.stats.unauthorized, refused);
+    assert_eq!(
+        s.contacts.len(),
+        4,
+        "only the authorised writes were applied"
+    );
+}
+
+#[tokio::test]
+async fn pipedrive_v2_takes_the_token_only_in_its_header_and_v1_also_as_api_token() {
+    let sim = sim().await;
+    let token = sim.token();
+    let (status, body) = send(
+        Client::new()
+            .post(format!(
+                "{}/api/v2/persons?api_token={token}",
+                sim.base_url()
+            ))
+            .json(&json!({ "name": "Ann" })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(body["error"], "unauthorized access");
+    let (status, body) = send(Client::new().get(format!(
+        "{}/v1/personFields?api_token={token}",
+        sim.base_url()
+    )))
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, _) = send(Client::new().get(format!(
+        "{}/v1/personFields?api_token=wrong",
+        sim.base_url()
+    )))
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+/// A call report event, signed for `secret` at `timestamp`.
+fn signed_delivery(sim: &CrmSim, secret: &str, timestamp: i64) -> RequestBuilder {
+    let body = serde_json::to_vec(&json!({
+        "type": "call.report", "timestamp": "2026-05-01T08:00:00Z",
+        "data": { "source": "voicedock", "call_id": "c1", "summary": "hi", "follow_up_needed": false,
+                  "caller": { "phone": { "e164": "+14155550100" } } }
+    }))
+    .unwrap();
+    let id = "callsync:voicedock:c1";
+    let signature = callsync_shared::signature::sign_standard_webhook(secret, id, timestamp, &body);
+    Client::new()
+        .post(format!("{}/hooks/callsync", sim.base_url()))
+        .header("content-type", "application/json")
+        .header("webhook-id", id)
+        .header("webhook-timestamp", timestamp.to_string())
+        .header("webhook-signature", signature)
+        .body(body)
+}
+
+fn unix_now() -> i64 {
+    i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn the_webhook_receiver_refuses_a_bad_signature_or_a_stale_timestamp_with_401() {
+    let sim = sim().await;
+    let now = unix_now();
+    let cases = [
+        (
+            signed_delivery(&sim, "another-secret", now),
+            "no webhook-signature matches",
+        ),
+        (
+            signed_delivery(&sim, &sim.token(), now - 6 * 60),
+            "webhook-timestamp is more than five minutes from now",
+        ),
+        (
+            signed_delivery(&sim, &sim.token(), now + 6 * 60),
+            "webhook-timestamp is more than five minutes from now",
+        ),
+        (
+            Client::new()
+                .post(format!("{}/hooks/callsync", sim.base_url()))
+                .json(&json!({ "type": "call.report", "data": {} })),
+            "missing webhook-id, webhook-timestamp or webhook-signature",
+        ),
+    ];
+    for (request, reason) in cases {
+        let (status, body) = send(request).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{reason}");
+        assert_eq!(body, json!({ "error": reason }));
+    }
+    assert!(sim.snapshot().calls.is_empty());
+    let (status, body) = send(signed_delivery(&sim, &sim.token(), now - 4 * 60)).await;
+    assert_eq!(
+        status,
+        StatusCode::NO_CONTENT,
+        "within five minutes: {body}"
+    );
+    assert_eq!(sim.snapshot().calls.len(), 1);
+}

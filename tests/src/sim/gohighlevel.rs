@@ -5,6 +5,15 @@
 //! validated against GoHighLevel's own OpenAPI file (`tests/specs/gohighlevel`,
 //! public domain), so a request the real API would refuse for its shape is
 //! refused here too; the `Version` header and the location id are required.
+//!
+//! The OpenAPI file does not forbid extra keys, but the API does: a body key
+//! the endpoint does not declare is a 422 "property X should not exist".
+//!
+//! Contacts follow the location's "Allow Duplicate Contact" setting, off by
+//! default: `POST /contacts/` refuses a phone or e-mail another contact has,
+//! and `POST /contacts/upsert` updates that contact instead of adding one.
+//! [`Location`] changes the setting, and can switch the upsert merge off
+//! entirely so that a test shows what holds without it.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -17,7 +26,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Map, Value, json};
 
-use super::{ConnectionKill, Dialect, Kind, Record, Shared, State as SimState, guarded};
+use super::{
+    ConnectionKill, CrmSim, Dialect, Kind, Record, Shared, State as SimState, guarded,
+    reword_unauthorized,
+};
 
 const SPEC: &str = include_str!("../../specs/gohighlevel/contacts.json");
 
@@ -28,6 +40,7 @@ pub fn router(shared: Shared) -> Router {
             get(list_fields).post(create_field),
         )
         .route("/contacts/search/duplicate", get(duplicate))
+        .route("/contacts/", post(create_contact))
         .route("/contacts/upsert", post(upsert))
         .route("/contacts/{id}", get(read).put(update))
         .route("/contacts/{id}/notes", get(list_notes).post(create_note))
@@ -41,6 +54,7 @@ fn validator(name: &str) -> &'static jsonschema::Validator {
     let all = VALIDATORS.get_or_init(|| {
         let spec: Value = serde_json::from_str(SPEC).expect("the OpenAPI file is JSON");
         [
+            "CreateContactDto",
             "UpsertContactDto",
             "UpdateContactDto",
             "NotesDTO",
@@ -60,20 +74,102 @@ fn validator(name: &str) -> &'static jsonschema::Validator {
     &all[name]
 }
 
-/// Checks a body against its schema; the error names what is wrong.
+/// The body keys the OpenAPI file declares for `schema`, plus the keys the
+/// API accepts without the file declaring them.
+fn declared(schema: &str) -> &'static [String] {
+    static DECLARED: OnceLock<HashMap<String, Vec<String>>> = OnceLock::new();
+    let all = DECLARED.get_or_init(|| {
+        let spec: Value = serde_json::from_str(SPEC).expect("the OpenAPI file is JSON");
+        let schemas = spec["components"]["schemas"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        schemas
+            .into_iter()
+            .map(|(name, schema)| {
+                let mut keys: Vec<String> = schema["properties"]
+                    .as_object()
+                    .map(|p| p.keys().cloned().collect())
+                    .unwrap_or_default();
+                if name == "UpdateContactDto" {
+                    // `PUT /contacts/{id}` takes these though the file omits them.
+                    // https://github.com/GoHighLevel/highlevel-api-docs/issues/314
+                    keys.extend(["companyName", "keyword", "ssn", "type"].map(String::from));
+                }
+                (name, keys)
+            })
+            .collect()
+    });
+    all.get(schema).map_or(&[], Vec::as_slice)
+}
+
+/// Checks a body against its schema and refuses keys the schema does not
+/// declare, the way GoHighLevel's validation does: one 422 listing every
+/// problem, each undeclared key as "property <key> should not exist".
+/// https://github.com/GoHighLevel/highlevel-api-docs/issues/314
+/// https://github.com/GoHighLevel/highlevel-api-docs/issues/262
 fn check(schema: &str, body: &Value) -> Result<(), Response> {
-    let errors: Vec<String> = validator(schema)
-        .iter_errors(body)
-        .map(|e| format!("{} at {}", e, e.instance_path()))
+    let known = declared(schema);
+    let mut errors: Vec<String> = body
+        .as_object()
+        .into_iter()
+        .flat_map(Map::keys)
+        .filter(|key| !known.contains(key))
+        .map(|key| format!("property {key} should not exist"))
         .collect();
+    errors.extend(
+        validator(schema)
+            .iter_errors(body)
+            .map(|e| format!("{} at {}", e, e.instance_path())),
+    );
     if errors.is_empty() {
         Ok(())
     } else {
-        Err(error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!("request does not match {schema}: {}", errors.join("; ")),
-        ))
+        Err(unprocessable(errors))
     }
+}
+
+/// GoHighLevel's 422 (`UnprocessableDTO` of the OpenAPI file's common schemas).
+fn unprocessable(messages: Vec<String>) -> Response {
+    (
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Json(json!({ "statusCode": 422, "message": messages, "error": "Unprocessable Entity" })),
+    )
+        .into_response()
+}
+
+/// GoHighLevel's answer to a missing or wrong token (`UnauthorizedDTO` of
+/// the OpenAPI file's common schemas).
+fn unauthorized() -> Value {
+    json!({
+        "statusCode": 401,
+        "message": "Invalid token: access token is invalid",
+        "error": "Unauthorized"
+    })
+}
+
+/// [`guarded`] with GoHighLevel's bearer token check and 401 body.
+async fn guard<F>(
+    shared: &Shared,
+    kill: &Kill,
+    operation: &'static str,
+    headers: &HeaderMap,
+    apply: F,
+) -> Response
+where
+    F: FnOnce(&mut SimState) -> Response,
+{
+    let authorized = authorized(shared, headers);
+    let response = guarded(
+        shared,
+        kill.as_deref(),
+        operation,
+        Dialect::RetryAfter,
+        authorized,
+        apply,
+    )
+    .await;
+    reword_unauthorized(response, unauthorized())
 }
 
 fn authorized(shared: &Shared, headers: &HeaderMap) -> bool {
@@ -154,10 +250,9 @@ fn apply_custom_fields(
     for field in body["customFields"].as_array().into_iter().flatten() {
         let id = field["id"].as_str().unwrap_or_default();
         let Some((_, key)) = state.person_fields.iter().find(|(i, _)| i == id) else {
-            return Err(error(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                format!("custom field {id:?} does not exist"),
-            ));
+            return Err(unprocessable(vec![format!(
+                "custom field {id:?} does not exist"
+            )]));
         };
         if let Some(value) = field.get("field_value") {
             into.insert(key.trim_start_matches("contact.").to_owned(), value.clone());
@@ -172,8 +267,7 @@ async fn list_fields(
     headers: HeaderMap,
     Path(_location): Path<String>,
 ) -> Response {
-    let auth = authorized(&shared, &headers);
-    guarded(&shared, kill.as_deref(), "list_fields", Dialect::RetryAfter, auth, |state| {
+    guard(&shared, &kill, "list_fields", &headers, |state| {
         if let Err(r) = version_ok(&headers) {
             return r;
         }
@@ -194,34 +288,22 @@ async fn create_field(
     Path(_location): Path<String>,
     body: Bytes,
 ) -> Response {
-    let auth = authorized(&shared, &headers);
-    guarded(
-        &shared,
-        kill.as_deref(),
-        "create_field",
-        Dialect::RetryAfter,
-        auth,
-        |state| {
-            if let Err(r) = version_ok(&headers) {
-                return r;
-            }
-            let body = match parse(&body) {
-                Ok(b) => b,
-                Err(r) => return r,
-            };
-            let (Some(name), Some(_)) = (body["name"].as_str(), body["dataType"].as_str()) else {
-                return error(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "name and dataType are required",
-                );
-            };
-            let key = format!("contact.{}", name.replace(' ', "_"));
-            let id = format!("fld{:0>17}", state.person_fields.len() + 1);
-            state.person_fields.push((id.clone(), key.clone()));
-            Json(json!({ "customField": { "id": id, "fieldKey": key, "name": name } }))
-                .into_response()
-        },
-    )
+    guard(&shared, &kill, "create_field", &headers, |state| {
+        if let Err(r) = version_ok(&headers) {
+            return r;
+        }
+        let body = match parse(&body) {
+            Ok(b) => b,
+            Err(r) => return r,
+        };
+        let (Some(name), Some(_)) = (body["name"].as_str(), body["dataType"].as_str()) else {
+            return unprocessable(vec!["name and dataType are required".into()]);
+        };
+        let key = format!("contact.{}", name.replace(' ', "_"));
+        let id = format!("fld{:0>17}", state.person_fields.len() + 1);
+        state.person_fields.push((id.clone(), key.clone()));
+        Json(json!({ "customField": { "id": id, "fieldKey": key, "name": name } })).into_response()
+    })
     .await
 }
 
@@ -233,99 +315,186 @@ async fn duplicate(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let auth = authorized(&shared, &headers);
-    guarded(
-        &shared,
-        kill.as_deref(),
-        "search_duplicate",
-        Dialect::RetryAfter,
-        auth,
-        |state| {
-            if let Err(r) = version_ok(&headers) {
-                return r;
-            }
-            if q.get("locationId").is_none_or(String::is_empty) {
-                return error(StatusCode::UNPROCESSABLE_ENTITY, "locationId is required");
-            }
-            let found = state
-                .contacts
-                .iter()
-                .filter(|r| state.indexed(r))
-                .find(|r| {
-                    q.get("number")
-                        .is_some_and(|n| r.prop("phone") == Some(n.as_str()))
-                        || q.get("email").is_some_and(|e| {
-                            r.prop("email").is_some_and(|x| x.eq_ignore_ascii_case(e))
-                        })
-                });
-            Json(json!({ "contact": found.map(contact_view) })).into_response()
-        },
-    )
+    guard(&shared, &kill, "search_duplicate", &headers, |state| {
+        if let Err(r) = version_ok(&headers) {
+            return r;
+        }
+        if q.get("locationId").is_none_or(String::is_empty) {
+            return unprocessable(vec!["locationId should not be empty".into()]);
+        }
+        let found = state
+            .contacts
+            .iter()
+            .filter(|r| state.indexed(r))
+            .find(|r| {
+                q.get("number")
+                    .is_some_and(|n| r.prop("phone") == Some(n.as_str()))
+                    || q.get("email")
+                        .is_some_and(|e| r.prop("email").is_some_and(|x| x.eq_ignore_ascii_case(e)))
+            });
+        Json(json!({ "contact": found.map(contact_view) })).into_response()
+    })
     .await
 }
 
+/// The location's contact settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Location {
+    /// "Allow Duplicate Contact" (off by default): when off, a phone or
+    /// e-mail belongs to one contact; when on, `POST /contacts/` and an
+    /// upsert asking `createNewIfDuplicateAllowed` add a contact regardless.
+    /// https://help.gohighlevel.com/support/solutions/articles/48001181714-allow-duplicate-contact-explained
+    /// (and `createNewIfDuplicateAllowed` in the OpenAPI file).
+    pub allow_duplicate_contacts: bool,
+    /// Whether an upsert updates the contact with the same phone or e-mail
+    /// (what GoHighLevel always does unless duplicates are allowed and
+    /// asked for). Off, every upsert adds a contact: harsher than any real
+    /// location, for showing that one contact per caller does not depend
+    /// on the merge.
+    pub upsert_merges: bool,
+}
+
+impl Default for Location {
+    fn default() -> Self {
+        Self {
+            allow_duplicate_contacts: false,
+            upsert_merges: true,
+        }
+    }
+}
+
+impl CrmSim {
+    /// Changes the GoHighLevel location's contact settings.
+    pub fn set_gohighlevel_location(&self, location: Location) {
+        self.shared.lock().gohighlevel = location;
+    }
+}
+
+/// The contact fields the simulator keeps from a create or upsert body.
+fn contact_properties(state: &SimState, body: &Value) -> Result<Map<String, Value>, Response> {
+    let mut properties = Map::new();
+    for key in [
+        "phone",
+        "email",
+        "firstName",
+        "lastName",
+        "name",
+        "locationId",
+        "source",
+    ] {
+        if let Some(v) = body.get(key) {
+            properties.insert(key.into(), v.clone());
+        }
+    }
+    apply_custom_fields(state, body, &mut properties)?;
+    Ok(properties)
+}
+
+/// The contact that already has the body's phone (checked first) or
+/// e-mail, and which of the two matched.
+fn duplicate_of(state: &SimState, body: &Value) -> Option<(usize, &'static str)> {
+    let matching = |field: &'static str| {
+        let value = body[field].as_str()?;
+        let i = state
+            .contacts
+            .iter()
+            .position(|r| r.prop(field) == Some(value))?;
+        Some((i, field))
+    };
+    matching("phone").or_else(|| matching("email"))
+}
+
+/// The checks create and upsert share; the body when it passes.
+fn contact_body(headers: &HeaderMap, body: &Bytes, schema: &str) -> Result<Value, Response> {
+    version_ok(headers)?;
+    let body = parse(body)?;
+    check(schema, &body)?;
+    if body["locationId"].as_str().is_none_or(str::is_empty) {
+        return Err(unprocessable(vec!["locationId should not be empty".into()]));
+    }
+    Ok(body)
+}
+
+/// `POST /contacts/`: adds a contact, or, when the location does not allow
+/// duplicates, refuses one whose phone or e-mail a contact already has with
+/// the 400 GoHighLevel sends, naming that contact.
+async fn create_contact(
+    State(shared): State<Shared>,
+    kill: Kill,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    guard(&shared, &kill, "create_contact", &headers, |state| {
+        let body = match contact_body(&headers, &body, "CreateContactDto") {
+            Ok(b) => b,
+            Err(r) => return r,
+        };
+        let properties = match contact_properties(state, &body) {
+            Ok(p) => p,
+            Err(r) => return r,
+        };
+        if !state.gohighlevel.allow_duplicate_contacts
+            && let Some((i, field)) = duplicate_of(state, &body)
+        {
+            let existing = &state.contacts[i];
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({
+                    "statusCode": 400,
+                    "message": "This location does not allow duplicated contacts.",
+                    "meta": {
+                        "contactId": existing.id,
+                        "contactName": existing.properties.get("name"),
+                        "matchingField": field,
+                    }
+                })),
+            )
+                .into_response();
+        }
+        let record = insert(state, Kind::Contacts, properties, Vec::new());
+        (
+            StatusCode::CREATED,
+            Json(json!({ "contact": contact_view(&record) })),
+        )
+            .into_response()
+    })
+    .await
+}
+
+/// `POST /contacts/upsert`: updates the contact with the body's phone or
+/// e-mail, else adds one (see [`Location`] for when it always adds).
 async fn upsert(
     State(shared): State<Shared>,
     kill: Kill,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let auth = authorized(&shared, &headers);
-    guarded(
-        &shared,
-        kill.as_deref(),
-        "upsert_contact",
-        Dialect::RetryAfter,
-        auth,
-        |state| {
-            if let Err(r) = version_ok(&headers) {
-                return r;
-            }
-            let body = match parse(&body) {
-                Ok(b) => b,
-                Err(r) => return r,
-            };
-            if let Err(r) = check("UpsertContactDto", &body) {
-                return r;
-            }
-            if body["locationId"].as_str().is_none_or(str::is_empty) {
-                return error(StatusCode::UNPROCESSABLE_ENTITY, "locationId is required");
-            }
-            let mut properties = Map::new();
-            for key in [
-                "phone",
-                "email",
-                "firstName",
-                "lastName",
-                "name",
-                "locationId",
-                "source",
-            ] {
-                if let Some(v) = body.get(key) {
-                    properties.insert(key.into(), v.clone());
-                }
-            }
-            if let Err(r) = apply_custom_fields(state, &body, &mut properties) {
-                return r;
-            }
-            // Upsert: GoHighLevel's duplicate rules match on phone or e-mail.
-            let existing = state.contacts.iter_mut().find(|r| {
-                body["phone"]
-                    .as_str()
-                    .is_some_and(|p| r.prop("phone") == Some(p))
-                    || body["email"]
-                        .as_str()
-                        .is_some_and(|e| r.prop("email") == Some(e))
-            });
-            if let Some(existing) = existing {
-                existing.properties.extend(properties);
-                return Json(json!({ "new": false, "contact": contact_view(existing) }))
-                    .into_response();
-            }
-            let record = insert(state, Kind::Contacts, properties, Vec::new());
-            Json(json!({ "new": true, "contact": contact_view(&record) })).into_response()
-        },
-    )
+    guard(&shared, &kill, "upsert_contact", &headers, |state| {
+        let body = match contact_body(&headers, &body, "UpsertContactDto") {
+            Ok(b) => b,
+            Err(r) => return r,
+        };
+        let properties = match contact_properties(state, &body) {
+            Ok(p) => p,
+            Err(r) => return r,
+        };
+        let location = state.gohighlevel;
+        let always_new = !location.upsert_merges
+            || (location.allow_duplicate_contacts && body["createNewIfDuplicateAllowed"] == true);
+        let existing = if always_new {
+            None
+        } else {
+            duplicate_of(state, &body).map(|(i, _)| i)
+        };
+        if let Some(i) = existing {
+            let existing = &mut state.contacts[i];
+            existing.properties.extend(properties);
+            return Json(json!({ "new": false, "contact": contact_view(existing) }))
+                .into_response();
+        }
+        let record = insert(state, Kind::Contacts, properties, Vec::new());
+        Json(json!({ "new": true, "contact": contact_view(&record) })).into_response()
+    })
     .await
 }
 
@@ -335,23 +504,15 @@ async fn read(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let auth = authorized(&shared, &headers);
-    guarded(
-        &shared,
-        kill.as_deref(),
-        "get_contact",
-        Dialect::RetryAfter,
-        auth,
-        |state| {
-            if let Err(r) = version_ok(&headers) {
-                return r;
-            }
-            match state.contacts.iter().find(|r| r.id == id) {
-                Some(r) => Json(json!({ "contact": contact_view(r) })).into_response(),
-                None => error(StatusCode::BAD_REQUEST, "Contact not found"),
-            }
-        },
-    )
+    guard(&shared, &kill, "get_contact", &headers, |state| {
+        if let Err(r) = version_ok(&headers) {
+            return r;
+        }
+        match state.contacts.iter().find(|r| r.id == id) {
+            Some(r) => Json(json!({ "contact": contact_view(r) })).into_response(),
+            None => error(StatusCode::BAD_REQUEST, "Contact not found"),
+        }
+    })
     .await
 }
 
@@ -362,37 +523,29 @@ async fn update(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    let auth = authorized(&shared, &headers);
-    guarded(
-        &shared,
-        kill.as_deref(),
-        "update_contact",
-        Dialect::RetryAfter,
-        auth,
-        |state| {
-            if let Err(r) = version_ok(&headers) {
-                return r;
+    guard(&shared, &kill, "update_contact", &headers, |state| {
+        if let Err(r) = version_ok(&headers) {
+            return r;
+        }
+        let body = match parse(&body) {
+            Ok(b) => b,
+            Err(r) => return r,
+        };
+        if let Err(r) = check("UpdateContactDto", &body) {
+            return r;
+        }
+        let mut changes = Map::new();
+        if let Err(r) = apply_custom_fields(state, &body, &mut changes) {
+            return r;
+        }
+        match state.contacts.iter_mut().find(|r| r.id == id) {
+            Some(r) => {
+                r.properties.extend(changes);
+                Json(json!({ "succeded": true, "contact": contact_view(r) })).into_response()
             }
-            let body = match parse(&body) {
-                Ok(b) => b,
-                Err(r) => return r,
-            };
-            if let Err(r) = check("UpdateContactDto", &body) {
-                return r;
-            }
-            let mut changes = Map::new();
-            if let Err(r) = apply_custom_fields(state, &body, &mut changes) {
-                return r;
-            }
-            match state.contacts.iter_mut().find(|r| r.id == id) {
-                Some(r) => {
-                    r.properties.extend(changes);
-                    Json(json!({ "succeded": true, "contact": contact_view(r) })).into_response()
-                }
-                None => error(StatusCode::BAD_REQUEST, "Contact not found"),
-            }
-        },
-    )
+            None => error(StatusCode::BAD_REQUEST, "Contact not found"),
+        }
+    })
     .await
 }
 
@@ -434,29 +587,21 @@ async fn create_note(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    let auth = authorized(&shared, &headers);
-    guarded(
-        &shared,
-        kill.as_deref(),
-        "create_note",
-        Dialect::RetryAfter,
-        auth,
-        |state| {
-            if let Err(r) = version_ok(&headers) {
-                return r;
-            }
-            let body = match parse(&body) {
-                Ok(b) => b,
-                Err(r) => return r,
-            };
-            if let Err(r) = check("NotesDTO", &body) {
-                return r;
-            }
-            let mut properties = Map::new();
-            properties.insert("body".into(), body["body"].clone());
-            create_child(state, Kind::Calls, &id, properties, "note")
-        },
-    )
+    guard(&shared, &kill, "create_note", &headers, |state| {
+        if let Err(r) = version_ok(&headers) {
+            return r;
+        }
+        let body = match parse(&body) {
+            Ok(b) => b,
+            Err(r) => return r,
+        };
+        if let Err(r) = check("NotesDTO", &body) {
+            return r;
+        }
+        let mut properties = Map::new();
+        properties.insert("body".into(), body["body"].clone());
+        create_child(state, Kind::Calls, &id, properties, "note")
+    })
     .await
 }
 
@@ -466,20 +611,12 @@ async fn list_notes(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let auth = authorized(&shared, &headers);
-    guarded(
-        &shared,
-        kill.as_deref(),
-        "list_notes",
-        Dialect::RetryAfter,
-        auth,
-        |state| {
-            if let Err(r) = version_ok(&headers) {
-                return r;
-            }
-            list_children(state, Kind::Calls, &id, "notes")
-        },
-    )
+    guard(&shared, &kill, "list_notes", &headers, |state| {
+        if let Err(r) = version_ok(&headers) {
+            return r;
+        }
+        list_children(state, Kind::Calls, &id, "notes")
+    })
     .await
 }
 
@@ -490,31 +627,23 @@ async fn create_task(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    let auth = authorized(&shared, &headers);
-    guarded(
-        &shared,
-        kill.as_deref(),
-        "create_task",
-        Dialect::RetryAfter,
-        auth,
-        |state| {
-            if let Err(r) = version_ok(&headers) {
-                return r;
-            }
-            let body = match parse(&body) {
-                Ok(b) => b,
-                Err(r) => return r,
-            };
-            if let Err(r) = check("CreateTaskParams", &body) {
-                return r;
-            }
-            let mut properties = Map::new();
-            for key in ["title", "body", "dueDate", "completed"] {
-                properties.insert(key.into(), body[key].clone());
-            }
-            create_child(state, Kind::Tasks, &id, properties, "task")
-        },
-    )
+    guard(&shared, &kill, "create_task", &headers, |state| {
+        if let Err(r) = version_ok(&headers) {
+            return r;
+        }
+        let body = match parse(&body) {
+            Ok(b) => b,
+            Err(r) => return r,
+        };
+        if let Err(r) = check("CreateTaskParams", &body) {
+            return r;
+        }
+        let mut properties = Map::new();
+        for key in ["title", "body", "dueDate", "completed"] {
+            properties.insert(key.into(), body[key].clone());
+        }
+        create_child(state, Kind::Tasks, &id, properties, "task")
+    })
     .await
 }
 
@@ -524,20 +653,12 @@ async fn list_tasks(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let auth = authorized(&shared, &headers);
-    guarded(
-        &shared,
-        kill.as_deref(),
-        "list_tasks",
-        Dialect::RetryAfter,
-        auth,
-        |state| {
-            if let Err(r) = version_ok(&headers) {
-                return r;
-            }
-            list_children(state, Kind::Tasks, &id, "tasks")
-        },
-    )
+    guard(&shared, &kill, "list_tasks", &headers, |state| {
+        if let Err(r) = version_ok(&headers) {
+            return r;
+        }
+        list_children(state, Kind::Tasks, &id, "tasks")
+    })
     .await
 }
 

@@ -1,10 +1,12 @@
 // Routes return ready-made error responses; boxing them would only add noise.
 #![allow(clippy::result_large_err)]
 
-//! The HubSpot CRM v3 endpoints the worker uses, with HubSpot's rules:
-//! custom properties must exist before they are written, e-mails are unique
-//! (409 with the existing id), associations need a known contact and the
-//! right type id, and search only sees records once they are indexed.
+//! The HubSpot CRM v3 endpoints the worker uses, with HubSpot's rules: a
+//! property must be defined on the object (a default property, or a custom
+//! one created through the properties API) before it is written, e-mails are
+//! unique (409 with the existing id), associations need a known contact and
+//! the right type id, search only sees records once they are indexed, and a
+//! missing or wrong token gets HubSpot's 401.
 
 use axum::body::Bytes;
 use axum::extract::{Extension, Path, State};
@@ -14,7 +16,93 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Map, Value, json};
 
-use super::{ConnectionKill, Dialect, Kind, Record, Shared, State as SimState, guarded};
+use super::{
+    ConnectionKill, Dialect, Kind, Record, Shared, State as SimState, guarded, reword_unauthorized,
+};
+
+/// HubSpot's default contact properties a client can write (the
+/// `contactinformation` group and the common owner, lifecycle and
+/// demographic ones). HubSpot-calculated properties (`hs_object_id`,
+/// `createdate`, `lastmodifieddate`, analytics) are left out: nothing writes them.
+/// https://developers.hubspot.com/docs/api/crm/properties (default properties)
+const CONTACT_PROPERTIES: &[&str] = &[
+    "address",
+    "annualrevenue",
+    "city",
+    "company",
+    "company_size",
+    "country",
+    "date_of_birth",
+    "degree",
+    "email",
+    "fax",
+    "field_of_study",
+    "firstname",
+    "gender",
+    "graduation_date",
+    "hs_buying_role",
+    "hs_language",
+    "hs_lead_status",
+    "hs_persona",
+    "hs_timezone",
+    "hs_whatsapp_phone_number",
+    "hubspot_owner_id",
+    "industry",
+    "job_function",
+    "jobtitle",
+    "lastname",
+    "lifecyclestage",
+    "marital_status",
+    "message",
+    "military_status",
+    "mobilephone",
+    "numemployees",
+    "phone",
+    "relationship_status",
+    "salutation",
+    "school",
+    "seniority",
+    "start_date",
+    "state",
+    "twitterhandle",
+    "website",
+    "work_email",
+    "zip",
+];
+
+/// The default calling properties HubSpot lists for `POST /crm/v3/objects/calls`.
+/// https://developers.hubspot.com/docs/api/crm/calls (Properties)
+const CALL_PROPERTIES: &[&str] = &[
+    "hs_activity_type",
+    "hs_attachment_ids",
+    "hs_call_body",
+    "hs_call_callee_object_id",
+    "hs_call_callee_object_type",
+    "hs_call_direction",
+    "hs_call_disposition",
+    "hs_call_duration",
+    "hs_call_from_number",
+    "hs_call_recording_url",
+    "hs_call_source",
+    "hs_call_status",
+    "hs_call_title",
+    "hs_call_to_number",
+    "hs_timestamp",
+    "hubspot_owner_id",
+];
+
+/// The task properties HubSpot lists for `POST /crm/v3/objects/tasks`.
+/// https://developers.hubspot.com/docs/api/crm/tasks (Properties)
+const TASK_PROPERTIES: &[&str] = &[
+    "hs_task_body",
+    "hs_task_priority",
+    "hs_task_reminders",
+    "hs_task_status",
+    "hs_task_subject",
+    "hs_task_type",
+    "hs_timestamp",
+    "hubspot_owner_id",
+];
 
 pub fn router(shared: Shared) -> Router {
     Router::new()
@@ -53,23 +141,85 @@ fn parse(body: &Bytes) -> Result<Value, Response> {
     })
 }
 
-/// Rejects writes of custom properties that were never defined.
+/// Whether `name` is a property of `object`: a default one, or a custom one
+/// created through the properties API.
+fn defined(state: &SimState, object: &str, name: &str) -> bool {
+    let defaults = match object {
+        "contacts" => CONTACT_PROPERTIES,
+        "calls" => CALL_PROPERTIES,
+        "tasks" => TASK_PROPERTIES,
+        _ => &[],
+    };
+    defaults.contains(&name) || state.properties.contains(&format!("{object}.{name}"))
+}
+
+/// Refuses a write naming any property the object does not have, as HubSpot
+/// does: 400 `VALIDATION_ERROR` whose message lists one
+/// `PROPERTY_DOESNT_EXIST` entry per unknown property (the shape of
+/// https://developers.hubspot.com/changelog/upcoming-property-validations-rules-will-be-enforced-for-apis-and-integrations).
 fn check_properties(
     state: &SimState,
     object: &str,
     properties: &Map<String, Value>,
 ) -> Result<(), Response> {
-    for name in properties.keys() {
-        if name.starts_with("callsync_") && !state.properties.contains(&format!("{object}.{name}"))
-        {
-            return Err(error(
-                StatusCode::BAD_REQUEST,
-                "VALIDATION_ERROR",
-                format!("Property values were not valid: PROPERTY_DOESNT_EXIST \"{name}\""),
-            ));
-        }
+    let errors: Vec<Value> = properties
+        .keys()
+        .filter(|name| !defined(state, object, name))
+        .map(|name| {
+            let message = format!("Property \"{name}\" does not exist");
+            json!({
+                "isValid": false,
+                "message": message,
+                "error": "PROPERTY_DOESNT_EXIST",
+                "name": name,
+                "localizedErrorMessage": message,
+            })
+        })
+        .collect();
+    if errors.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    Err(error(
+        StatusCode::BAD_REQUEST,
+        "VALIDATION_ERROR",
+        format!("Property values were not valid: {}", Value::Array(errors)),
+    ))
+}
+
+/// HubSpot's answer to a missing or wrong token (the error shape of
+/// https://developers.hubspot.com/docs/faq/api-error-responses, the message of
+/// https://developers.hubspot.com/changelog/improvements-to-authentication-errors-for-v3-endpoints-in-developer-preview-program).
+fn unauthorized() -> Value {
+    json!({
+        "status": "error",
+        "message": "Authentication credentials not found. This API supports OAuth 2.0 authentication and you can find more details at https://developers.hubspot.com/docs/methods/auth/oauth-overview",
+        "correlationId": uuid::Uuid::new_v4().to_string(),
+        "category": "INVALID_AUTHENTICATION"
+    })
+}
+
+/// [`guarded`] with HubSpot's bearer token check and 401 body.
+async fn guard<F>(
+    shared: &Shared,
+    kill: Option<&ConnectionKill>,
+    operation: &'static str,
+    headers: &HeaderMap,
+    apply: F,
+) -> Response
+where
+    F: FnOnce(&mut SimState) -> Response,
+{
+    let authorized = shared.bearer_ok(headers);
+    let response = guarded(
+        shared,
+        kill,
+        operation,
+        Dialect::RetryAfter,
+        authorized,
+        apply,
+    )
+    .await;
+    reword_unauthorized(response, unauthorized())
 }
 
 fn view(record: &Record) -> Value {
@@ -83,12 +233,11 @@ async fn create_group(
     Path(object): Path<String>,
     body: Bytes,
 ) -> Response {
-    guarded(
+    guard(
         &shared,
         kill.as_deref(),
         "create_group",
-        Dialect::RetryAfter,
-        shared.bearer_ok(&headers),
+        &headers,
         |state| {
             let body = match parse(&body) {
                 Ok(b) => b,
@@ -121,12 +270,11 @@ async fn create_property(
     Path(object): Path<String>,
     body: Bytes,
 ) -> Response {
-    guarded(
+    guard(
         &shared,
         kill.as_deref(),
         "create_property",
-        Dialect::RetryAfter,
-        shared.bearer_ok(&headers),
+        &headers,
         |state| {
             let body = match parse(&body) {
                 Ok(b) => b,
@@ -177,67 +325,60 @@ async fn search(
         "tasks" => "search_tasks",
         _ => "search_other",
     };
-    guarded(
-        &shared,
-        kill.as_deref(),
-        operation,
-        Dialect::RetryAfter,
-        shared.bearer_ok(&headers),
-        |state| {
-            let Some(kind) = kind(&object) else {
-                return error(
-                    StatusCode::NOT_FOUND,
-                    "OBJECT_NOT_FOUND",
-                    "unknown object type",
-                );
-            };
-            let body = match parse(&body) {
-                Ok(b) => b,
-                Err(r) => return r,
-            };
-            let groups = body["filterGroups"].as_array().cloned().unwrap_or_default();
-            let mut conditions = Vec::new();
-            for group in &groups {
-                let mut all = Vec::new();
-                for filter in group["filters"].as_array().cloned().unwrap_or_default() {
-                    if filter["operator"] != "EQ" {
-                        return error(
-                            StatusCode::BAD_REQUEST,
-                            "VALIDATION_ERROR",
-                            "crm-sim supports EQ only",
-                        );
-                    }
-                    let (Some(property), Some(value)) =
-                        (filter["propertyName"].as_str(), filter["value"].as_str())
-                    else {
-                        return error(
-                            StatusCode::BAD_REQUEST,
-                            "VALIDATION_ERROR",
-                            "filter needs propertyName and value",
-                        );
-                    };
-                    all.push((property.to_owned(), value.to_owned()));
+    guard(&shared, kill.as_deref(), operation, &headers, |state| {
+        let Some(kind) = kind(&object) else {
+            return error(
+                StatusCode::NOT_FOUND,
+                "OBJECT_NOT_FOUND",
+                "unknown object type",
+            );
+        };
+        let body = match parse(&body) {
+            Ok(b) => b,
+            Err(r) => return r,
+        };
+        let groups = body["filterGroups"].as_array().cloned().unwrap_or_default();
+        let mut conditions = Vec::new();
+        for group in &groups {
+            let mut all = Vec::new();
+            for filter in group["filters"].as_array().cloned().unwrap_or_default() {
+                if filter["operator"] != "EQ" {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "VALIDATION_ERROR",
+                        "crm-sim supports EQ only",
+                    );
                 }
-                conditions.push(all);
+                let (Some(property), Some(value)) =
+                    (filter["propertyName"].as_str(), filter["value"].as_str())
+                else {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "VALIDATION_ERROR",
+                        "filter needs propertyName and value",
+                    );
+                };
+                all.push((property.to_owned(), value.to_owned()));
             }
-            let limit = body["limit"].as_u64().unwrap_or(10) as usize;
-            // Records are kept in creation order, which is also createdate ascending.
-            let results: Vec<Value> = state
-                .records(kind)
-                .iter()
-                .filter(|r| state.indexed(r))
-                .filter(|r| {
-                    conditions.is_empty()
-                        || conditions
-                            .iter()
-                            .any(|all| all.iter().all(|(p, v)| r.prop(p) == Some(v.as_str())))
-                })
-                .take(limit)
-                .map(view)
-                .collect();
-            Json(json!({ "total": results.len(), "results": results })).into_response()
-        },
-    )
+            conditions.push(all);
+        }
+        let limit = body["limit"].as_u64().unwrap_or(10) as usize;
+        // Records are kept in creation order, which is also createdate ascending.
+        let results: Vec<Value> = state
+            .records(kind)
+            .iter()
+            .filter(|r| state.indexed(r))
+            .filter(|r| {
+                conditions.is_empty()
+                    || conditions
+                        .iter()
+                        .any(|all| all.iter().all(|(p, v)| r.prop(p) == Some(v.as_str())))
+            })
+            .take(limit)
+            .map(view)
+            .collect();
+        Json(json!({ "total": results.len(), "results": results })).into_response()
+    })
     .await
 }
 
@@ -254,89 +395,81 @@ async fn create(
         "tasks" => "create_task",
         _ => "create_other",
     };
-    guarded(
-        &shared,
-        kill.as_deref(),
-        operation,
-        Dialect::RetryAfter,
-        shared.bearer_ok(&headers),
-        |state| {
-            let Some(kind) = kind(&object) else {
-                return error(
-                    StatusCode::NOT_FOUND,
-                    "OBJECT_NOT_FOUND",
-                    "unknown object type",
-                );
-            };
-            let body = match parse(&body) {
-                Ok(b) => b,
-                Err(r) => return r,
-            };
-            let properties = body["properties"].as_object().cloned().unwrap_or_default();
-            if let Err(r) = check_properties(state, &object, &properties) {
-                return r;
-            }
-            let mut associations = Vec::new();
-            match kind {
-                Kind::Contacts => {
-                    if let Some(email) = properties.get("email").and_then(Value::as_str)
-                        && let Some(existing) = state
-                            .contacts
-                            .iter()
-                            .find(|c| c.prop("email") == Some(email))
-                    {
-                        return error(
-                            StatusCode::CONFLICT,
-                            "CONFLICT",
-                            format!("Contact already exists. Existing ID: {}", existing.id),
-                        );
-                    }
+    guard(&shared, kill.as_deref(), operation, &headers, |state| {
+        let Some(kind) = kind(&object) else {
+            return error(
+                StatusCode::NOT_FOUND,
+                "OBJECT_NOT_FOUND",
+                "unknown object type",
+            );
+        };
+        let body = match parse(&body) {
+            Ok(b) => b,
+            Err(r) => return r,
+        };
+        let properties = body["properties"].as_object().cloned().unwrap_or_default();
+        if let Err(r) = check_properties(state, &object, &properties) {
+            return r;
+        }
+        let mut associations = Vec::new();
+        match kind {
+            Kind::Contacts => {
+                if let Some(email) = properties.get("email").and_then(Value::as_str)
+                    && let Some(existing) = state
+                        .contacts
+                        .iter()
+                        .find(|c| c.prop("email") == Some(email))
+                {
+                    return error(
+                        StatusCode::CONFLICT,
+                        "CONFLICT",
+                        format!("Contact already exists. Existing ID: {}", existing.id),
+                    );
                 }
-                Kind::Calls | Kind::Tasks => {
-                    let expected_type = if kind == Kind::Calls { 194 } else { 204 };
-                    if properties.get("hs_timestamp").is_none() {
+            }
+            Kind::Calls | Kind::Tasks => {
+                let expected_type = if kind == Kind::Calls { 194 } else { 204 };
+                if properties.get("hs_timestamp").is_none() {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "VALIDATION_ERROR",
+                        "hs_timestamp is required",
+                    );
+                }
+                for association in body["associations"].as_array().cloned().unwrap_or_default() {
+                    let Some(to) = association["to"]["id"].as_str() else {
                         return error(
                             StatusCode::BAD_REQUEST,
                             "VALIDATION_ERROR",
-                            "hs_timestamp is required",
+                            "association without to.id",
+                        );
+                    };
+                    let type_ok = association["types"].as_array().is_some_and(|types| {
+                        types
+                            .iter()
+                            .any(|t| t["associationTypeId"] == expected_type)
+                    });
+                    if !type_ok {
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            "VALIDATION_ERROR",
+                            format!("association type must be {expected_type}"),
                         );
                     }
-                    for association in body["associations"].as_array().cloned().unwrap_or_default()
-                    {
-                        let Some(to) = association["to"]["id"].as_str() else {
-                            return error(
-                                StatusCode::BAD_REQUEST,
-                                "VALIDATION_ERROR",
-                                "association without to.id",
-                            );
-                        };
-                        let type_ok = association["types"].as_array().is_some_and(|types| {
-                            types
-                                .iter()
-                                .any(|t| t["associationTypeId"] == expected_type)
-                        });
-                        if !type_ok {
-                            return error(
-                                StatusCode::BAD_REQUEST,
-                                "VALIDATION_ERROR",
-                                format!("association type must be {expected_type}"),
-                            );
-                        }
-                        if !state.contacts.iter().any(|c| c.id == to) {
-                            return error(
-                                StatusCode::BAD_REQUEST,
-                                "VALIDATION_ERROR",
-                                format!("contact {to} does not exist"),
-                            );
-                        }
-                        associations.push(to.to_owned());
+                    if !state.contacts.iter().any(|c| c.id == to) {
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            "VALIDATION_ERROR",
+                            format!("contact {to} does not exist"),
+                        );
                     }
+                    associations.push(to.to_owned());
                 }
             }
-            let record = state.insert(kind, properties, associations);
-            (StatusCode::CREATED, Json(view(&record))).into_response()
-        },
-    )
+        }
+        let record = state.insert(kind, properties, associations);
+        (StatusCode::CREATED, Json(view(&record))).into_response()
+    })
     .await
 }
 
@@ -346,30 +479,23 @@ async fn read(
     headers: HeaderMap,
     Path((object, id)): Path<(String, String)>,
 ) -> Response {
-    guarded(
-        &shared,
-        kill.as_deref(),
-        "get_contact",
-        Dialect::RetryAfter,
-        shared.bearer_ok(&headers),
-        |state| {
-            let Some(kind) = kind(&object) else {
-                return error(
-                    StatusCode::NOT_FOUND,
-                    "OBJECT_NOT_FOUND",
-                    "unknown object type",
-                );
-            };
-            match state.records(kind).iter().find(|r| r.id == id) {
-                Some(record) => Json(view(record)).into_response(),
-                None => error(
-                    StatusCode::NOT_FOUND,
-                    "OBJECT_NOT_FOUND",
-                    "resource not found",
-                ),
-            }
-        },
-    )
+    guard(&shared, kill.as_deref(), "get_contact", &headers, |state| {
+        let Some(kind) = kind(&object) else {
+            return error(
+                StatusCode::NOT_FOUND,
+                "OBJECT_NOT_FOUND",
+                "unknown object type",
+            );
+        };
+        match state.records(kind).iter().find(|r| r.id == id) {
+            Some(record) => Json(view(record)).into_response(),
+            None => error(
+                StatusCode::NOT_FOUND,
+                "OBJECT_NOT_FOUND",
+                "resource not found",
+            ),
+        }
+    })
     .await
 }
 
@@ -380,12 +506,11 @@ async fn update(
     Path((object, id)): Path<(String, String)>,
     body: Bytes,
 ) -> Response {
-    guarded(
+    guard(
         &shared,
         kill.as_deref(),
         "update_contact",
-        Dialect::RetryAfter,
-        shared.bearer_ok(&headers),
+        &headers,
         |state| {
             let Some(kind) = kind(&object) else {
                 return error(

@@ -235,6 +235,8 @@ pub(crate) struct State {
     pub(crate) groups: HashSet<String>,
     /// Pipedrive person fields: (key, name).
     pub(crate) person_fields: Vec<(String, String)>,
+    /// The GoHighLevel location's contact settings.
+    pub(crate) gohighlevel: gohighlevel::Location,
     stats: Stats,
     /// How many times the token has been replaced (`expire_token`).
     sessions: u64,
@@ -646,6 +648,7 @@ impl CrmSim {
             properties: HashSet::new(),
             groups: HashSet::new(),
             person_fields: Vec::new(),
+            gohighlevel: gohighlevel::Location::default(),
             stats: Stats::default(),
             sessions: 0,
             window: VecDeque::new(),
@@ -812,4 +815,13 @@ async fn serve(listener: TcpListener, router: Router) {
             }
         });
     }
+}
+
+/// A 401 answer worded the vendor's way: [`guarded`] words every refusal
+/// alike, and each vendor module passes the body its real API sends.
+pub(crate) fn reword_unauthorized(response: Response, body: Value) -> Response {
+    if response.status() != StatusCode::UNAUTHORIZED {
+        return response;
+    }
+    (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response()
 }

@@ -5,6 +5,13 @@
 //! `x-api-token` header, a required person name, custom fields addressed by
 //! generated keys, exact phone search on digits, notes and activities that
 //! must name an existing person.
+//!
+//! The two API versions differ the way Pipedrive's do. v1 (notes, person
+//! fields) is lenient: a body key it does not know is dropped, and lists page
+//! by `start`/`limit`. v2 (persons, activities) validates its input: an
+//! unknown body key or a `limit` over 500 is a 400, and lists page by cursor.
+//! https://pipedrive.readme.io/docs/pipedrive-api-v2-migration-guide
+//! https://pipedrive.readme.io/docs/core-api-concepts-pagination
 
 use axum::body::Bytes;
 use axum::extract::{Extension, Path, Query, State};
@@ -15,7 +22,74 @@ use axum::{Json, Router};
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 
-use super::{ConnectionKill, Dialect, Kind, Record, Shared, State as SimState, guarded};
+use super::{
+    ConnectionKill, CrmSim, Dialect, Kind, Record, Shared, State as SimState, guarded,
+    reword_unauthorized,
+};
+
+/// The largest page Pipedrive serves, and the page it serves by default.
+/// https://pipedrive.readme.io/docs/core-api-concepts-pagination
+const MAX_LIMIT: usize = 500;
+const DEFAULT_LIMIT: usize = 100;
+
+/// The body keys `POST /v1/notes` documents; v1 drops any other key
+/// without a word (it is not stored, and nothing says so).
+/// https://developers.pipedrive.com/docs/api/v1/Notes#addNote
+const NOTE_KEYS: &[&str] = &[
+    "content",
+    "lead_id",
+    "deal_id",
+    "person_id",
+    "org_id",
+    "project_id",
+    "user_id",
+    "add_time",
+    "pinned_to_lead_flag",
+    "pinned_to_deal_flag",
+    "pinned_to_organization_flag",
+    "pinned_to_person_flag",
+    "pinned_to_project_flag",
+];
+
+/// The body keys `POST`/`PATCH /api/v2/persons` accept.
+/// https://developers.pipedrive.com/docs/api/v1/Persons#addPerson (API v2)
+const PERSON_KEYS: &[&str] = &[
+    "name",
+    "owner_id",
+    "org_id",
+    "add_time",
+    "update_time",
+    "emails",
+    "phones",
+    "visible_to",
+    "label_ids",
+    "marketing_status",
+    "custom_fields",
+];
+
+/// The body keys `POST /api/v2/activities` accepts (`person_id` is
+/// read-only in v2: the person is a participant).
+/// https://developers.pipedrive.com/docs/api/v1/Activities#addActivity (API v2)
+const ACTIVITY_KEYS: &[&str] = &[
+    "subject",
+    "type",
+    "owner_id",
+    "deal_id",
+    "lead_id",
+    "org_id",
+    "project_id",
+    "due_date",
+    "due_time",
+    "duration",
+    "busy",
+    "done",
+    "location",
+    "participants",
+    "attendees",
+    "public_description",
+    "priority",
+    "note",
+];
 
 pub fn router(shared: Shared) -> Router {
     Router::new()
@@ -34,10 +108,52 @@ pub fn router(shared: Shared) -> Router {
         .with_state(shared)
 }
 
+/// The token in the `x-api-token` header; v1 also takes it as the
+/// `api_token` query parameter, v2 only in the header.
+/// https://www.innovaty.co/guide/pipedrive-api-v2-migration (Authentication)
 fn authorized(shared: &Shared, headers: &HeaderMap, query: &HashMap<String, String>) -> bool {
     let token = shared.token();
     headers.get("x-api-token").and_then(|v| v.to_str().ok()) == Some(token.as_str())
         || query.get("api_token") == Some(&token)
+}
+
+fn authorized_v2(shared: &Shared, headers: &HeaderMap) -> bool {
+    authorized(shared, headers, &HashMap::new())
+}
+
+/// Pipedrive's answer to a missing or wrong token, whatever the endpoint
+/// (status: https://pipedrive.readme.io/docs/marketplace-oauth-and-api-proxy-status-codes;
+/// the body as the API gateway sends it).
+fn unauthorized() -> Value {
+    json!({
+        "success": false,
+        "error": "unauthorized access",
+        "errorCode": 401,
+        "error_info": "Please check developers.pipedrive.com for more information about Pipedrive API."
+    })
+}
+
+/// [`guarded`] with Pipedrive's rate-limit headers and 401 body.
+async fn guard<F>(
+    shared: &Shared,
+    kill: &Kill,
+    operation: &'static str,
+    authorized: bool,
+    apply: F,
+) -> Response
+where
+    F: FnOnce(&mut SimState) -> Response,
+{
+    let response = guarded(
+        shared,
+        kill.as_deref(),
+        operation,
+        Dialect::RateLimitReset,
+        authorized,
+        apply,
+    )
+    .await;
+    reword_unauthorized(response, unauthorized())
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -50,6 +166,41 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 
 fn ok(status: StatusCode, data: Value) -> Response {
     (status, Json(json!({ "success": true, "data": data }))).into_response()
+}
+
+/// A v2 input validation failure.
+fn invalid(message: impl Into<String>) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({
+            "success": false,
+            "error": message.into(),
+            "code": "ERR_SCHEMA_VALIDATION_FAILED",
+            "error_info": "Please check developers.pipedrive.com for more information about Pipedrive API.",
+            "data": null,
+            "additional_data": null
+        })),
+    )
+        .into_response()
+}
+
+/// Refuses a v2 body with a key the endpoint does not define: v2 validates
+/// its input strictly (a deleted custom field's key fails the whole request
+/// with `ERR_SCHEMA_VALIDATION_FAILED`).
+/// https://pipedrive.readme.io/docs/pipedrive-api-v2-migration-guide (General API Changes)
+fn check_v2_keys(body: &Value, known: &[&str]) -> Result<(), Response> {
+    let unknown: Vec<&String> = body
+        .as_object()
+        .into_iter()
+        .flat_map(Map::keys)
+        .filter(|key| !known.contains(&key.as_str()))
+        .collect();
+    match unknown.first() {
+        None => Ok(()),
+        Some(key) => Err(invalid(format!(
+            "Validation failed: {key}: Parameter '{key}' is not allowed"
+        ))),
+    }
 }
 
 fn parse(body: &Bytes) -> Result<Value, Response> {
@@ -94,21 +245,14 @@ async fn list_fields(
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     let auth = authorized(&shared, &headers, &q);
-    guarded(
-        &shared,
-        kill.as_deref(),
-        "list_fields",
-        Dialect::RateLimitReset,
-        auth,
-        |state| {
-            let fields: Vec<Value> = state
-                .person_fields
-                .iter()
-                .map(|(key, name)| json!({ "key": key, "name": name, "field_type": "text" }))
-                .collect();
-            ok(StatusCode::OK, json!(fields))
-        },
-    )
+    guard(&shared, &kill, "list_fields", auth, |state| {
+        let fields: Vec<Value> = state
+            .person_fields
+            .iter()
+            .map(|(key, name)| json!({ "key": key, "name": name, "field_type": "text" }))
+            .collect();
+        ok(StatusCode::OK, json!(fields))
+    })
     .await
 }
 
@@ -120,26 +264,19 @@ async fn create_field(
     body: Bytes,
 ) -> Response {
     let auth = authorized(&shared, &headers, &q);
-    guarded(
-        &shared,
-        kill.as_deref(),
-        "create_field",
-        Dialect::RateLimitReset,
-        auth,
-        |state| {
-            let body = match parse(&body) {
-                Ok(b) => b,
-                Err(r) => return r,
-            };
-            let (Some(name), Some(_)) = (body["name"].as_str(), body["field_type"].as_str()) else {
-                return error(StatusCode::BAD_REQUEST, "name and field_type are required");
-            };
-            // Pipedrive keys are 40 hex characters.
-            let key = format!("{:0>40x}", state.person_fields.len() + 0xca11);
-            state.person_fields.push((key.clone(), name.to_owned()));
-            ok(StatusCode::CREATED, json!({ "key": key, "name": name }))
-        },
-    )
+    guard(&shared, &kill, "create_field", auth, |state| {
+        let body = match parse(&body) {
+            Ok(b) => b,
+            Err(r) => return r,
+        };
+        let (Some(name), Some(_)) = (body["name"].as_str(), body["field_type"].as_str()) else {
+            return error(StatusCode::BAD_REQUEST, "name and field_type are required");
+        };
+        // Pipedrive keys are 40 hex characters.
+        let key = format!("{:0>40x}", state.person_fields.len() + 0xca11);
+        state.person_fields.push((key.clone(), name.to_owned()));
+        ok(StatusCode::CREATED, json!({ "key": key, "name": name }))
+    })
     .await
 }
 
@@ -149,46 +286,39 @@ async fn search(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let auth = authorized(&shared, &headers, &q);
-    guarded(
-        &shared,
-        kill.as_deref(),
-        "search_person",
-        Dialect::RateLimitReset,
-        auth,
-        |state| {
-            let (Some(term), Some(field)) = (q.get("term"), q.get("fields")) else {
-                return error(StatusCode::BAD_REQUEST, "term and fields are required");
-            };
-            if q.get("exact_match").map(String::as_str) != Some("true") {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "crm-sim supports exact_match=true only",
-                );
-            }
-            let matches = |r: &Record| -> bool {
-                let values = r
-                    .properties
-                    .get(if field == "phone" { "phones" } else { "emails" });
-                values.and_then(Value::as_array).is_some_and(|list| {
-                    list.iter().filter_map(|v| v["value"].as_str()).any(|v| {
-                        if field == "phone" {
-                            digits(v) == *term
-                        } else {
-                            v.eq_ignore_ascii_case(term)
-                        }
-                    })
+    let auth = authorized_v2(&shared, &headers);
+    guard(&shared, &kill, "search_person", auth, |state| {
+        let (Some(term), Some(field)) = (q.get("term"), q.get("fields")) else {
+            return invalid("term and fields are required");
+        };
+        if q.get("exact_match").map(String::as_str) != Some("true") {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "crm-sim supports exact_match=true only",
+            );
+        }
+        let matches = |r: &Record| -> bool {
+            let values = r
+                .properties
+                .get(if field == "phone" { "phones" } else { "emails" });
+            values.and_then(Value::as_array).is_some_and(|list| {
+                list.iter().filter_map(|v| v["value"].as_str()).any(|v| {
+                    if field == "phone" {
+                        digits(v) == *term
+                    } else {
+                        v.eq_ignore_ascii_case(term)
+                    }
                 })
-            };
-            let items: Vec<Value> = state
-                .contacts
-                .iter()
-                .filter(|r| state.indexed(r) && matches(r))
-                .map(|r| json!({ "result_score": 1.0, "item": person_view(r) }))
-                .collect();
-            ok(StatusCode::OK, json!({ "items": items }))
-        },
-    )
+            })
+        };
+        let items: Vec<Value> = state
+            .contacts
+            .iter()
+            .filter(|r| state.indexed(r) && matches(r))
+            .map(|r| json!({ "result_score": 1.0, "item": person_view(r) }))
+            .collect();
+        ok(StatusCode::OK, json!({ "items": items }))
+    })
     .await
 }
 
@@ -196,41 +326,36 @@ async fn create_person(
     State(shared): State<Shared>,
     kill: Kill,
     headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
     body: Bytes,
 ) -> Response {
-    let auth = authorized(&shared, &headers, &q);
-    guarded(
-        &shared,
-        kill.as_deref(),
-        "create_person",
-        Dialect::RateLimitReset,
-        auth,
-        |state| {
-            let body = match parse(&body) {
-                Ok(b) => b,
-                Err(r) => return r,
-            };
-            let Some(name) = body["name"].as_str().filter(|n| !n.is_empty()) else {
-                return error(StatusCode::BAD_REQUEST, "name is required");
-            };
-            let mut properties = Map::new();
-            properties.insert("name".into(), json!(name));
-            for list in ["phones", "emails"] {
-                if let Some(values) = body[list].as_array() {
-                    properties.insert(list.into(), json!(values));
-                }
+    let auth = authorized_v2(&shared, &headers);
+    guard(&shared, &kill, "create_person", auth, |state| {
+        let body = match parse(&body) {
+            Ok(b) => b,
+            Err(r) => return r,
+        };
+        if let Err(r) = check_v2_keys(&body, PERSON_KEYS) {
+            return r;
+        }
+        let Some(name) = body["name"].as_str().filter(|n| !n.is_empty()) else {
+            return invalid("Validation failed: name: Parameter 'name' is required");
+        };
+        let mut properties = Map::new();
+        properties.insert("name".into(), json!(name));
+        for list in ["phones", "emails"] {
+            if let Some(values) = body[list].as_array() {
+                properties.insert(list.into(), json!(values));
             }
-            if let Some(phone) = body["phones"][0]["value"].as_str() {
-                properties.insert("phone".into(), json!(phone));
-            }
-            if let Err(r) = custom_fields(state, &body, &mut properties) {
-                return r;
-            }
-            let record = state.insert(Kind::Contacts, properties, Vec::new());
-            ok(StatusCode::OK, person_view(&record))
-        },
-    )
+        }
+        if let Some(phone) = body["phones"][0]["value"].as_str() {
+            properties.insert("phone".into(), json!(phone));
+        }
+        if let Err(r) = custom_fields(state, &body, &mut properties) {
+            return r;
+        }
+        let record = state.insert(Kind::Contacts, properties, Vec::new());
+        ok(StatusCode::OK, person_view(&record))
+    })
     .await
 }
 
@@ -238,21 +363,15 @@ async fn read_person(
     State(shared): State<Shared>,
     kill: Kill,
     headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
     Path(id): Path<String>,
 ) -> Response {
-    let auth = authorized(&shared, &headers, &q);
-    guarded(
-        &shared,
-        kill.as_deref(),
-        "get_person",
-        Dialect::RateLimitReset,
-        auth,
-        |state| match state.contacts.iter().find(|r| r.id == id) {
+    let auth = authorized_v2(&shared, &headers);
+    guard(&shared, &kill, "get_person", auth, |state| {
+        match state.contacts.iter().find(|r| r.id == id) {
             Some(r) => ok(StatusCode::OK, person_view(r)),
             None => error(StatusCode::NOT_FOUND, "Person not found"),
-        },
-    )
+        }
+    })
     .await
 }
 
@@ -260,35 +379,30 @@ async fn update_person(
     State(shared): State<Shared>,
     kill: Kill,
     headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    let auth = authorized(&shared, &headers, &q);
-    guarded(
-        &shared,
-        kill.as_deref(),
-        "update_person",
-        Dialect::RateLimitReset,
-        auth,
-        |state| {
-            let body = match parse(&body) {
-                Ok(b) => b,
-                Err(r) => return r,
-            };
-            let mut changes = Map::new();
-            if let Err(r) = custom_fields(state, &body, &mut changes) {
-                return r;
+    let auth = authorized_v2(&shared, &headers);
+    guard(&shared, &kill, "update_person", auth, |state| {
+        let body = match parse(&body) {
+            Ok(b) => b,
+            Err(r) => return r,
+        };
+        if let Err(r) = check_v2_keys(&body, PERSON_KEYS) {
+            return r;
+        }
+        let mut changes = Map::new();
+        if let Err(r) = custom_fields(state, &body, &mut changes) {
+            return r;
+        }
+        match state.contacts.iter_mut().find(|r| r.id == id) {
+            Some(r) => {
+                r.properties.extend(changes);
+                ok(StatusCode::OK, person_view(r))
             }
-            match state.contacts.iter_mut().find(|r| r.id == id) {
-                Some(r) => {
-                    r.properties.extend(changes);
-                    ok(StatusCode::OK, person_view(r))
-                }
-                None => error(StatusCode::NOT_FOUND, "Person not found"),
-            }
-        },
-    )
+            None => error(StatusCode::NOT_FOUND, "Person not found"),
+        }
+    })
     .await
 }
 
@@ -315,22 +429,100 @@ fn create_for_person(
     )
 }
 
-fn list_for_person(
+/// The records of `kind` on the person `q` names (all of them without one),
+/// oldest first, as the list item Pipedrive returns.
+fn for_person(
     state: &SimState,
     kind: Kind,
     q: &HashMap<String, String>,
     field: &str,
-) -> Response {
-    let Some(person) = q.get("person_id") else {
-        return error(StatusCode::BAD_REQUEST, "person_id is required");
-    };
-    let items: Vec<Value> = state
+) -> Vec<(i64, Value)> {
+    let person = q.get("person_id");
+    state
         .records(kind)
         .iter()
-        .filter(|r| r.associations.contains(person))
-        .map(|r| json!({ "id": r.id.parse::<i64>().unwrap_or_default(), field: r.properties.get(field) }))
+        .filter(|r| person.is_none_or(|p| r.associations.contains(p)))
+        .map(|r| {
+            let id = r.id.parse::<i64>().unwrap_or_default();
+            let person_id = r.associations.first().and_then(|p| p.parse::<i64>().ok());
+            (
+                id,
+                json!({ "id": id, "person_id": person_id, field: r.properties.get(field) }),
+            )
+        })
+        .collect()
+}
+
+/// A v1 page: `start`/`limit`, with `limit` capped at 500 (the documented
+/// maximum; v1 serves at most that many and reports the limit it used), an
+/// empty page as `data: null`, and `next_start` only when there is more.
+/// https://pipedrive.readme.io/docs/core-api-concepts-pagination (Offset pagination)
+fn offset_page(items: Vec<(i64, Value)>, q: &HashMap<String, String>) -> Response {
+    let start = q
+        .get("start")
+        .and_then(|s| s.parse::<usize>().ok())
+        .unwrap_or(0);
+    let limit = q
+        .get("limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .filter(|l| *l > 0)
+        .unwrap_or(DEFAULT_LIMIT)
+        .min(MAX_LIMIT);
+    let more = items.len() > start + limit;
+    let page: Vec<Value> = items
+        .into_iter()
+        .skip(start)
+        .take(limit)
+        .map(|(_, item)| item)
         .collect();
-    ok(StatusCode::OK, json!(items))
+    let mut pagination =
+        json!({ "start": start, "limit": limit, "more_items_in_collection": more });
+    if more {
+        pagination["next_start"] = json!(start + limit);
+    }
+    let data = if page.is_empty() {
+        Value::Null
+    } else {
+        json!(page)
+    };
+    Json(json!({ "success": true, "data": data, "additional_data": { "pagination": pagination } }))
+        .into_response()
+}
+
+/// The opaque v2 cursor naming the first item of the next page.
+fn cursor(id: i64) -> String {
+    format!("cs{id:x}")
+}
+
+/// A v2 page: `cursor`/`limit`; a `limit` over 500 (or not a positive
+/// number) and a cursor this API did not issue are 400s, as v2 validates
+/// its parameters; `next_cursor` is null on the last page.
+/// https://pipedrive.readme.io/docs/core-api-concepts-pagination (Cursor pagination)
+fn cursor_page(items: Vec<(i64, Value)>, q: &HashMap<String, String>) -> Response {
+    let limit = match q.get("limit").map(|l| l.parse::<usize>()) {
+        None => DEFAULT_LIMIT,
+        Some(Ok(l)) if (1..=MAX_LIMIT).contains(&l) => l,
+        Some(_) => {
+            return invalid(format!(
+                "Validation failed: limit: Parameter 'limit' must be an integer from 1 to {MAX_LIMIT}"
+            ));
+        }
+    };
+    let from = match q.get("cursor") {
+        None => i64::MIN,
+        Some(c) => match c
+            .strip_prefix("cs")
+            .and_then(|hex| i64::from_str_radix(hex, 16).ok())
+        {
+            Some(id) => id,
+            None => return invalid("Validation failed: cursor: Invalid cursor"),
+        },
+    };
+    let mut rest = items.into_iter().filter(|(id, _)| *id >= from);
+    let page: Vec<Value> = rest.by_ref().take(limit).map(|(_, item)| item).collect();
+    let next = rest.next().map(|(id, _)| cursor(id));
+    Json(json!({ "success": true, "data": page, "additional_data": { "next_cursor": next } }))
+        .into_response()
 }
 
 async fn create_note(
@@ -341,25 +533,24 @@ async fn create_note(
     body: Bytes,
 ) -> Response {
     let auth = authorized(&shared, &headers, &q);
-    guarded(
-        &shared,
-        kill.as_deref(),
-        "create_note",
-        Dialect::RateLimitReset,
-        auth,
-        |state| {
-            let body = match parse(&body) {
-                Ok(b) => b,
-                Err(r) => return r,
-            };
-            let Some(content) = body["content"].as_str() else {
-                return error(StatusCode::BAD_REQUEST, "content is required");
-            };
-            let mut properties = Map::new();
-            properties.insert("content".into(), json!(content));
-            create_for_person(state, Kind::Calls, body["person_id"].as_i64(), properties)
-        },
-    )
+    guard(&shared, &kill, "create_note", auth, |state| {
+        let body = match parse(&body) {
+            Ok(b) => b,
+            Err(r) => return r,
+        };
+        let Some(content) = body["content"].as_str() else {
+            return error(StatusCode::BAD_REQUEST, "content is required");
+        };
+        // v1 keeps the keys it knows and drops the rest.
+        let mut properties = Map::new();
+        for key in NOTE_KEYS.iter().filter(|k| **k != "person_id") {
+            if let Some(value) = body.get(*key) {
+                properties.insert((*key).to_owned(), value.clone());
+            }
+        }
+        properties.insert("content".into(), json!(content));
+        create_for_person(state, Kind::Calls, body["person_id"].as_i64(), properties)
+    })
     .await
 }
 
@@ -370,14 +561,9 @@ async fn list_notes(
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     let auth = authorized(&shared, &headers, &q);
-    guarded(
-        &shared,
-        kill.as_deref(),
-        "list_notes",
-        Dialect::RateLimitReset,
-        auth,
-        |state| list_for_person(state, Kind::Calls, &q, "content"),
-    )
+    guard(&shared, &kill, "list_notes", auth, |state| {
+        offset_page(for_person(state, Kind::Calls, &q, "content"), &q)
+    })
     .await
 }
 
@@ -385,48 +571,41 @@ async fn create_activity(
     State(shared): State<Shared>,
     kill: Kill,
     headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
     body: Bytes,
 ) -> Response {
-    let auth = authorized(&shared, &headers, &q);
-    guarded(
-        &shared,
-        kill.as_deref(),
-        "create_activity",
-        Dialect::RateLimitReset,
-        auth,
-        |state| {
-            let body = match parse(&body) {
-                Ok(b) => b,
-                Err(r) => return r,
-            };
-            let date_ok = body["due_date"]
-                .as_str()
-                .is_some_and(|d| d.len() == 10 && d.as_bytes()[4] == b'-');
-            let time_ok = body["due_time"]
-                .as_str()
-                .is_none_or(|t| t.len() == 5 && t.as_bytes()[2] == b':');
-            if body["subject"].as_str().is_none() || body["type"] != "call" || !date_ok || !time_ok
-            {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "subject, type call, due_date YYYY-MM-DD and due_time HH:MM are required",
-                );
+    let auth = authorized_v2(&shared, &headers);
+    guard(&shared, &kill, "create_activity", auth, |state| {
+        let body = match parse(&body) {
+            Ok(b) => b,
+            Err(r) => return r,
+        };
+        if let Err(r) = check_v2_keys(&body, ACTIVITY_KEYS) {
+            return r;
+        }
+        let date_ok = body["due_date"]
+            .as_str()
+            .is_some_and(|d| d.len() == 10 && d.as_bytes()[4] == b'-');
+        let time_ok = body["due_time"]
+            .as_str()
+            .is_none_or(|t| t.len() == 5 && t.as_bytes()[2] == b':');
+        if body["subject"].as_str().is_none() || body["type"] != "call" || !date_ok || !time_ok {
+            return invalid(
+                "subject, type call, due_date YYYY-MM-DD and due_time HH:MM are required",
+            );
+        }
+        let mut properties = Map::new();
+        for key in ["subject", "type", "due_date", "due_time", "note", "done"] {
+            if let Some(v) = body.get(key) {
+                properties.insert(key.into(), v.clone());
             }
-            let mut properties = Map::new();
-            for key in ["subject", "type", "due_date", "due_time", "note", "done"] {
-                if let Some(v) = body.get(key) {
-                    properties.insert(key.into(), v.clone());
-                }
-            }
-            create_for_person(
-                state,
-                Kind::Tasks,
-                body["participants"][0]["person_id"].as_i64(),
-                properties,
-            )
-        },
-    )
+        }
+        create_for_person(
+            state,
+            Kind::Tasks,
+            body["participants"][0]["person_id"].as_i64(),
+            properties,
+        )
+    })
     .await
 }
 
@@ -436,14 +615,28 @@ async fn list_activities(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let auth = authorized(&shared, &headers, &q);
-    guarded(
-        &shared,
-        kill.as_deref(),
-        "list_activities",
-        Dialect::RateLimitReset,
-        auth,
-        |state| list_for_person(state, Kind::Tasks, &q, "note"),
-    )
+    let auth = authorized_v2(&shared, &headers);
+    guard(&shared, &kill, "list_activities", auth, |state| {
+        cursor_page(for_person(state, Kind::Tasks, &q, "note"), &q)
+    })
     .await
+}
+
+impl CrmSim {
+    /// Adds notes to a Pipedrive person as if humans had written them long
+    /// ago, in order (they list before anything created later).
+    pub fn seed_pipedrive_notes(&self, person: &str, contents: impl IntoIterator<Item = String>) {
+        let mut s = self.shared.lock();
+        for content in contents {
+            let id = s.new_id();
+            let mut properties = Map::new();
+            properties.insert("content".into(), json!(content));
+            s.calls.push(Record {
+                id,
+                properties,
+                associations: vec![person.to_owned()],
+                created: None,
+            });
+        }
+    }
 }

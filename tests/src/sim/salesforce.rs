@@ -6,6 +6,10 @@
 //! the External ID field `Callsync_Marker__c`. The API limit answers 403
 //! `REQUEST_LIMIT_EXCEEDED`, as Salesforce does.
 //!
+//! Every field written must exist on the sObject: a standard field of the
+//! object reference, or one of the custom fields the README asks an admin to
+//! create. Anything else is refused with `INVALID_FIELD`, as Salesforce does.
+//!
 //! `POST /services/oauth2/token` issues the current session token for the
 //! client credentials and refresh-token grants, so the worker's token
 //! renewal can be tested with [`super::CrmSim::expire_token`].
@@ -81,6 +85,141 @@ fn unescape(term: &str) -> String {
         out.push(c);
     }
     out
+}
+
+/// Contact's standard fields a client can set (read-only and
+/// feature-dependent ones such as `RecordTypeId` are left out).
+/// https://developer.salesforce.com/docs/atlas.en-us.230.0.object_reference.meta/object_reference/sforce_api_objects_contact.htm
+const CONTACT_FIELDS: &[&str] = &[
+    "AccountId",
+    "AssistantName",
+    "AssistantPhone",
+    "Birthdate",
+    "Department",
+    "Description",
+    "DoNotCall",
+    "Email",
+    "EmailBouncedDate",
+    "EmailBouncedReason",
+    "Fax",
+    "FirstName",
+    "HasOptedOutOfEmail",
+    "HasOptedOutOfFax",
+    "HomePhone",
+    "LastName",
+    "LeadSource",
+    "MailingCity",
+    "MailingCountry",
+    "MailingPostalCode",
+    "MailingState",
+    "MailingStreet",
+    "MiddleName",
+    "MobilePhone",
+    "OtherCity",
+    "OtherCountry",
+    "OtherPhone",
+    "OtherPostalCode",
+    "OtherState",
+    "OtherStreet",
+    "OwnerId",
+    "Phone",
+    "ReportsToId",
+    "Salutation",
+    "Suffix",
+    "Title",
+];
+
+/// Lead's standard fields a client can set.
+/// https://developer.salesforce.com/docs/platform/field-reference/references/field-reference/salesforce-field-reference-lead.html
+const LEAD_FIELDS: &[&str] = &[
+    "AnnualRevenue",
+    "City",
+    "Company",
+    "Country",
+    "Description",
+    "DoNotCall",
+    "Email",
+    "Fax",
+    "FirstName",
+    "HasOptedOutOfEmail",
+    "HasOptedOutOfFax",
+    "Industry",
+    "LastName",
+    "LeadSource",
+    "MiddleName",
+    "MobilePhone",
+    "NumberOfEmployees",
+    "OwnerId",
+    "Phone",
+    "PostalCode",
+    "Rating",
+    "Salutation",
+    "State",
+    "Status",
+    "Street",
+    "Suffix",
+    "Title",
+    "Website",
+];
+
+/// Task's standard fields a client can set (`AccountId`, `IsClosed` and
+/// `IsHighPriority` are derived and read-only).
+/// https://developer.salesforce.com/docs/atlas.en-us.248.0.api.meta/api/sforce_api_objects_task.htm
+const TASK_FIELDS: &[&str] = &[
+    "ActivityDate",
+    "CallDisposition",
+    "CallDurationInSeconds",
+    "CallObject",
+    "CallType",
+    "Description",
+    "IsReminderSet",
+    "OwnerId",
+    "Priority",
+    "ReminderDateTime",
+    "Status",
+    "Subject",
+    "TaskSubtype",
+    "Type",
+    "WhatId",
+    "WhoId",
+];
+
+/// The custom fields an admin creates once (README, "Salesforce"): the
+/// last-call fields on Contact and Lead, the External ID on Task.
+const LAST_CALL_FIELDS: &[&str] = &[
+    "Callsync_Last_Call_At__c",
+    "Callsync_Last_Call_Summary__c",
+    "Callsync_Last_Sentiment__c",
+];
+const TASK_CUSTOM_FIELDS: &[&str] = &["Callsync_Marker__c"];
+
+/// Refuses a body naming a field `sobject` does not have, as Salesforce
+/// does on create, update and upsert: 400 `INVALID_FIELD`, "No such column
+/// '<field>' on sobject of type <sobject>", for the first such field.
+/// Field names are case-insensitive; `attributes` is the record's metadata.
+/// https://developer.salesforce.com/docs/atlas.en-us.222.0.api_rest.meta/api_rest/errorcodes.htm
+/// (the message as Salesforce words it: https://github.com/MinnPost/object-sync-for-salesforce/issues/194)
+fn check_fields(sobject: &str, body: &Map<String, Value>) -> Result<(), Response> {
+    let (standard, custom) = match sobject {
+        "Contact" => (CONTACT_FIELDS, LAST_CALL_FIELDS),
+        "Lead" => (LEAD_FIELDS, LAST_CALL_FIELDS),
+        _ => (TASK_FIELDS, TASK_CUSTOM_FIELDS),
+    };
+    let known = |name: &str| {
+        name == "attributes"
+            || standard
+                .iter()
+                .chain(custom)
+                .any(|f| f.eq_ignore_ascii_case(name))
+    };
+    match body.keys().find(|name| !known(name)) {
+        None => Ok(()),
+        Some(name) => Err(error(
+            StatusCode::BAD_REQUEST,
+            "INVALID_FIELD",
+            format!("No such column '{name}' on sobject of type {sobject}"),
+        )),
+    }
 }
 
 type Kill = Option<Extension<ConnectionKill>>;
@@ -203,6 +342,9 @@ async fn create_contact(
                 Ok(b) => b,
                 Err(r) => return r,
             };
+            if let Err(r) = check_fields("Contact", body.as_object().unwrap_or(&Map::new())) {
+                return r;
+            }
             if body["LastName"].as_str().is_none_or(str::is_empty) {
                 return error(
                     StatusCode::BAD_REQUEST,
@@ -291,6 +433,9 @@ async fn update_object(
                 Ok(b) => b,
                 Err(r) => return r,
             };
+            if let Err(r) = check_fields(&object, body.as_object().unwrap_or(&Map::new())) {
+                return r;
+            }
             match state.contacts.iter_mut().find(|r| r.id == id) {
                 Some(r) => {
                     r.properties
@@ -373,6 +518,9 @@ async fn upsert_task(
                 Err(r) => return r,
             };
             let mut properties: Map<String, Value> = body.as_object().cloned().unwrap_or_default();
+            if let Err(r) = check_fields("Task", &properties) {
+                return r;
+            }
             properties.insert("Callsync_Marker__c".into(), json!(marker));
             if let Some(existing) = find_task(state, &marker) {
                 // An update may not change TaskSubtype, as in Salesforce.

@@ -1,7 +1,10 @@
 //! A Standard Webhooks receiver: checks `webhook-id`, `webhook-timestamp`
-//! and `webhook-signature` (the simulator's token is the secret) and keeps
-//! every delivery as a call record, duplicates included, so that tests can
-//! count deliveries per `webhook-id`.
+//! and `webhook-signature` (the simulator's token is the secret), refuses a
+//! timestamp more than five minutes from now as a replay, and keeps every
+//! delivery as a call record, duplicates included, so that tests can count
+//! deliveries per `webhook-id`. A delivery that fails verification gets a
+//! 401 saying why.
+//! https://github.com/standard-webhooks/standard-webhooks/blob/main/spec/standard-webhooks.md#verifying-webhook-authenticity
 
 use axum::body::Bytes;
 use axum::extract::{Extension, State};
@@ -12,7 +15,10 @@ use axum::{Json, Router};
 use callsync_shared::signature::sign_standard_webhook;
 use serde_json::{Map, Value, json};
 
-use super::{ConnectionKill, Dialect, Kind, Shared, guarded};
+use super::{ConnectionKill, Dialect, Kind, Shared, guarded, reword_unauthorized};
+
+/// How far `webhook-timestamp` may be from the receiver's clock, either way.
+const TOLERANCE_SECS: i64 = 5 * 60;
 
 pub fn router(shared: Shared) -> Router {
     Router::new()
@@ -24,17 +30,29 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// Verifies the signature as a Standard Webhooks receiver does.
-fn verified(secret: &str, headers: &HeaderMap, body: &[u8]) -> bool {
+/// Verifies a delivery as a Standard Webhooks receiver does; the error
+/// says why it was refused.
+fn verify(secret: &str, headers: &HeaderMap, body: &[u8]) -> Result<(), &'static str> {
     let (Some(id), Some(ts), Some(signatures)) = (
         header(headers, "webhook-id"),
-        header(headers, "webhook-timestamp").and_then(|t| t.parse::<i64>().ok()),
+        header(headers, "webhook-timestamp"),
         header(headers, "webhook-signature"),
     ) else {
-        return false;
+        return Err("missing webhook-id, webhook-timestamp or webhook-signature");
     };
+    let ts: i64 = ts
+        .parse()
+        .map_err(|_| "webhook-timestamp is not Unix seconds")?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    if (now - ts).abs() > TOLERANCE_SECS {
+        return Err("webhook-timestamp is more than five minutes from now");
+    }
     let expected = sign_standard_webhook(secret, id, ts, body);
-    signatures.split(' ').any(|s| s == expected)
+    if signatures.split(' ').any(|s| s == expected) {
+        Ok(())
+    } else {
+        Err("no webhook-signature matches")
+    }
 }
 
 async fn receive(
@@ -43,13 +61,13 @@ async fn receive(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let auth = verified(&shared.token(), &headers, &body);
-    guarded(
+    let verdict = verify(&shared.token(), &headers, &body);
+    let response = guarded(
         &shared,
         kill.as_deref(),
         "deliver",
         Dialect::RetryAfter,
-        auth,
+        verdict.is_ok(),
         |state| {
             let Ok(event) = serde_json::from_slice::<Value>(&body) else {
                 return (
@@ -76,5 +94,7 @@ async fn receive(
             StatusCode::NO_CONTENT.into_response()
         },
     )
-    .await
+    .await;
+    let reason = verdict.err().unwrap_or("refused");
+    reword_unauthorized(response, json!({ "error": reason }))
 }

@@ -7,7 +7,7 @@
 //! | record call | `POST /v1/notes` on the person: summary, analysis, links, marker |
 //! | update contact | `PATCH /api/v2/persons/{id}` (`custom_fields`: last-call fields) |
 //! | follow-up | `POST /api/v2/activities` of type `call`, due date and time, person as participant |
-//! | find by marker | `GET /v1/notes?person_id=` / `GET /api/v2/activities?person_id=`, marker in the content |
+//! | find by marker | `GET /v1/notes?person_id=` / `GET /api/v2/activities?person_id=`, marker in the content, every page |
 //!
 //! The call is recorded as a note, not a call log: Pipedrive's call logs
 //! cannot be listed by person or searched, so after an unknown outcome there
@@ -109,6 +109,69 @@ struct Content {
     note: Option<String>,
 }
 
+/// The largest page Pipedrive serves (v1 and v2 alike).
+/// https://pipedrive.readme.io/docs/core-api-concepts-pagination
+const PAGE: usize = 500;
+
+/// One page of a list: v1 pages by offset, v2 by cursor.
+#[derive(Deserialize)]
+struct Page {
+    #[serde(default)]
+    data: Option<Vec<Content>>,
+    #[serde(default)]
+    additional_data: Option<Paging>,
+}
+
+#[derive(Deserialize)]
+struct Paging {
+    /// v1: `{start, limit, more_items_in_collection, next_start}`.
+    #[serde(default)]
+    pagination: Option<Offset>,
+    /// v2: the first item of the next page, null on the last one.
+    #[serde(default)]
+    next_cursor: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Offset {
+    #[serde(default)]
+    more_items_in_collection: bool,
+    #[serde(default)]
+    next_start: Option<usize>,
+}
+
+/// Where the next page of a list starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Next {
+    Start(usize),
+    Cursor(String),
+}
+
+impl Page {
+    /// The next page after this one, which began at `start` (v1).
+    fn next(&self, start: usize) -> Result<Option<Next>, CrmError> {
+        let Some(paging) = &self.additional_data else {
+            return Ok(None);
+        };
+        if let Some(cursor) = &paging.next_cursor {
+            return Ok(Some(Next::Cursor(cursor.clone())));
+        }
+        match &paging.pagination {
+            Some(Offset {
+                more_items_in_collection: true,
+                next_start,
+            }) => match next_start {
+                // A page that does not move forward would be read forever.
+                Some(next) if *next > start => Ok(Some(Next::Start(*next))),
+                _ => Err(CrmError::InvalidResponse(format!(
+                    "more items after offset {start} but no next_start beyond it"
+                ))),
+            },
+            _ => Ok(None),
+        }
+    }
+}
+
 impl Pipedrive {
     pub fn new(config: PipedriveConfig, limiter: Arc<Limiter>) -> Result<Self, reqwest::Error> {
         let http = CrmHttp::new("pipedrive", config.http.timeout, limiter)?;
@@ -189,6 +252,26 @@ impl Pipedrive {
             )
             .await?;
         Ok(found.data.items.first().map(|i| i.item.id.to_string()))
+    }
+
+    /// One page of a person's notes (v1, by offset) or activities (v2, by cursor).
+    async fn list_page(
+        &self,
+        operation: &'static str,
+        path: &str,
+        person: &str,
+        next: Option<&Next>,
+    ) -> Result<Page, CrmError> {
+        let limit = PAGE.to_string();
+        let mut query = vec![("person_id", person.to_owned()), ("limit", limit)];
+        match next {
+            Some(Next::Start(start)) => query.push(("start", start.to_string())),
+            Some(Next::Cursor(cursor)) => query.push(("cursor", cursor.clone())),
+            None => {}
+        }
+        self.http
+            .json(operation, self.request(Method::GET, path).query(&query))
+            .await
     }
 
     async fn create(
@@ -343,27 +426,76 @@ impl Crm for Pipedrive {
             MarkedRecord::CallLog => ("list_notes", "/v1/notes"),
             MarkedRecord::FollowUp => ("list_activities", "/api/v2/activities"),
         };
-        let listed: Envelope<Option<Vec<Content>>> = self
-            .http
-            .json(
-                operation,
-                self.request(Method::GET, path)
-                    .query(&[("person_id", person.as_str()), ("limit", "500")]),
-            )
-            .await?;
-        Ok(listed
-            .data
-            .unwrap_or_default()
-            .into_iter()
-            .find(|c| {
-                let text = c
-                    .content
+        // The marker is written HTML-escaped.
+        let escaped = render::escape(marker);
+        // A person can have more records than one page holds: walk them all.
+        let mut next = None;
+        loop {
+            let start = match &next {
+                Some(Next::Start(start)) => *start,
+                _ => 0,
+            };
+            let page = self
+                .list_page(operation, path, &person, next.as_ref())
+                .await?;
+            let found = page.data.iter().flatten().find(|c| {
+                c.content
                     .as_deref()
                     .or(c.note.as_deref())
-                    .unwrap_or_default();
-                // The marker is written HTML-escaped.
-                text.contains(&render::escape(marker))
-            })
-            .map(|c| c.id.to_string()))
+                    .is_some_and(|text| text.contains(&escaped))
+            });
+            if let Some(found) = found {
+                return Ok(Some(found.id.to_string()));
+            }
+            next = page.next(start)?;
+            if next.is_none() {
+                return Ok(None);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(additional_data: Value) -> Page {
+        serde_json::from_value(
+            json!({ "success": true, "data": null, "additional_data": additional_data }),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_v1_page_with_more_items_leads_to_its_next_start_and_the_last_page_to_none() {
+        let more = page(
+            json!({ "pagination": { "start": 0, "limit": 500, "more_items_in_collection": true, "next_start": 500 } }),
+        );
+        assert_eq!(more.next(0).unwrap(), Some(Next::Start(500)));
+        let last = page(
+            json!({ "pagination": { "start": 500, "limit": 500, "more_items_in_collection": false } }),
+        );
+        assert_eq!(last.next(500).unwrap(), None);
+    }
+
+    #[test]
+    fn a_v1_page_claiming_more_items_without_moving_forward_is_an_invalid_response() {
+        let stuck = page(
+            json!({ "pagination": { "start": 500, "more_items_in_collection": true, "next_start": 500 } }),
+        );
+        assert!(matches!(stuck.next(500), Err(CrmError::InvalidResponse(_))));
+        let missing = page(json!({ "pagination": { "more_items_in_collection": true } }));
+        assert!(matches!(missing.next(0), Err(CrmError::InvalidResponse(_))));
+    }
+
+    #[test]
+    fn a_v2_page_leads_to_its_next_cursor_until_it_is_null() {
+        let more = page(json!({ "next_cursor": "eyJpZCI6NDJ9" }));
+        assert_eq!(
+            more.next(0).unwrap(),
+            Some(Next::Cursor("eyJpZCI6NDJ9".to_owned()))
+        );
+        assert_eq!(page(json!({ "next_cursor": null })).next(0).unwrap(), None);
+        assert_eq!(page(Value::Null).next(0).unwrap(), None);
     }
 }

@@ -1,0 +1,919 @@
+//! crm-sim refuses what the real APIs refuse. Each test talks HTTP to a
+//! started simulator, sends a request the vendor would refuse (or page, or
+//! ignore), and checks the status and the body the vendor would answer with,
+//! and that nothing was stored that the vendor would not store.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use callsync_tests::harness::{TestEnv, post_voicedock};
+use callsync_tests::sim::gohighlevel::Location;
+use callsync_tests::sim::{CrmSim, Fault, SimConfig};
+use reqwest::{Client, Method, RequestBuilder, StatusCode};
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn sim() -> CrmSim {
+    CrmSim::start(SocketAddr::from(([127, 0, 0, 1], 0)), SimConfig::default())
+        .await
+        .expect("crm-sim starts")
+}
+
+/// Sends `request` and returns the status and the JSON body (`Null` when empty).
+async fn send(request: RequestBuilder) -> (StatusCode, Value) {
+    let response = request.send().await.expect("crm-sim answers");
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    let body = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"))
+    };
+    (status, body)
+}
+
+/// A request to HubSpot's API with the simulator's token.
+fn hubspot(sim: &CrmSim, method: Method, path: &str) -> RequestBuilder {
+    Client::new()
+        .request(method, format!("{}{path}", sim.base_url()))
+        .bearer_auth(sim.token())
+}
+
+/// A VoiceDock end-of-call report for `call_id` from `phone`.
+fn report(call_id: &str, phone: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({ "message": {
+        "type": "end-of-call-report", "timestamp": "2026-05-01T08:00:00Z",
+        "call": { "id": call_id }, "customer": { "number": phone },
+        "summary": format!("Call {call_id}"), "analysis": { "follow_up_needed": true }
+    }}))
+    .unwrap()
+}
+
+/// A test environment whose worker syncs to `crm`.
+async fn env_for(crm: &'static str, config: SimConfig) -> TestEnv {
+    let mut env = TestEnv::with_sim(config).await;
+    env.crm = crm;
+    env
+}
+
+// HubSpot
+
+/// The property names a HubSpot 400 lists as `PROPERTY_DOESNT_EXIST`.
+fn missing_properties(body: &Value) -> Vec<String> {
+    assert_eq!(body["status"], "error");
+    assert_eq!(body["category"], "VALIDATION_ERROR");
+    let listed = body["message"]
+        .as_str()
+        .and_then(|m| m.strip_prefix("Property values were not valid: "))
+        .unwrap_or_else(|| panic!("not a property validation error: {body}"));
+    let listed: Vec<Value> = serde_json::from_str(listed).unwrap();
+    listed
+        .iter()
+        .filter(|e| e["error"] == "PROPERTY_DOESNT_EXIST")
+        .map(|e| e["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn hubspot_refuses_a_property_that_does_not_exist() {
+    let sim = sim().await;
+    let (status, body) = send(
+        hubspot(&sim, Method::POST, "/crm/v3/objects/contacts").json(&json!({
+            "properties": { "firstname": "Ann", "favourite_colour": "blue" }
+        })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["status"], "error");
+    assert_eq!(body["category"], "VALIDATION_ERROR");
+    let message = body["message"].as_str().unwrap();
+    let listed: Value = serde_json::from_str(
+        message
+            .strip_prefix("Property values were not valid: ")
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        listed,
+        json!([{
+            "isValid": false,
+            "message": "Property \"favourite_colour\" does not exist",
+            "error": "PROPERTY_DOESNT_EXIST",
+            "name": "favourite_colour",
+            "localizedErrorMessage": "Property \"favourite_colour\" does not exist",
+        }]),
+        "only the unknown property is listed"
+    );
+    assert!(sim.snapshot().contacts.is_empty());
+}
+
+#[tokio::test]
+async fn hubspot_refuses_a_call_or_task_property_of_another_object() {
+    let sim = sim().await;
+    // `hs_task_subject` is a task property, not a call property.
+    let (status, body) = send(
+        hubspot(&sim, Method::POST, "/crm/v3/objects/calls").json(&json!({
+            "properties": { "hs_timestamp": "1767225600000", "hs_task_subject": "x" }
+        })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(missing_properties(&body), ["hs_task_subject"]);
+    let (status, body) = send(
+        hubspot(&sim, Method::POST, "/crm/v3/objects/tasks").json(&json!({
+            "properties": { "hs_timestamp": "1767225600000", "hs_call_title": "x" }
+        })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(missing_properties(&body), ["hs_call_title"]);
+    let s = sim.snapshot();
+    assert!(s.calls.is_empty() && s.tasks.is_empty());
+}
+
+#[tokio::test]
+async fn hubspot_accepts_a_custom_property_only_once_it_is_created() {
+    let sim = sim().await;
+    let call = json!({ "properties": {
+        "hs_timestamp": "1767225600000",
+        "hs_call_title": "AI call",
+        "hs_call_body": "<p>hello</p>",
+        "hs_call_direction": "INBOUND",
+        "hs_call_status": "COMPLETED",
+        "callsync_marker": "callsync:test:1",
+    }});
+    let (status, body) =
+        send(hubspot(&sim, Method::POST, "/crm/v3/objects/calls").json(&call)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "not created yet");
+    assert_eq!(missing_properties(&body), ["callsync_marker"]);
+
+    let (status, _) = send(
+        hubspot(&sim, Method::POST, "/crm/v3/properties/calls/groups")
+            .json(&json!({ "name": "callsync", "label": "callsync" })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, _) = send(
+        hubspot(&sim, Method::POST, "/crm/v3/properties/calls").json(&json!({
+            "name": "callsync_marker", "label": "marker", "type": "string",
+            "fieldType": "text", "groupName": "callsync"
+        })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    // HubSpot accepts an engagement with no associations at all.
+    let (status, body) =
+        send(hubspot(&sim, Method::POST, "/crm/v3/objects/calls").json(&call)).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let s = sim.snapshot();
+    assert_eq!(s.calls.len(), 1);
+    assert!(s.calls[0].associations.is_empty());
+    // A custom property of calls is not one of contacts.
+    let (status, body) = send(
+        hubspot(&sim, Method::POST, "/crm/v3/objects/contacts")
+            .json(&json!({ "properties": { "callsync_marker": "x" } })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(missing_properties(&body), ["callsync_marker"]);
+}
+
+#[tokio::test]
+async fn hubspot_refuses_an_unknown_property_on_update_and_keeps_the_record_unchanged() {
+    let sim = sim().await;
+    let (_, created) = send(
+        hubspot(&sim, Method::POST, "/crm/v3/objects/contacts")
+            .json(&json!({ "properties": { "phone": "+14155550100" } })),
+    )
+    .await;
+    let id = created["id"].as_str().unwrap();
+    let (status, body) = send(
+        hubspot(
+            &sim,
+            Method::PATCH,
+            &format!("/crm/v3/objects/contacts/{id}"),
+        )
+        .json(&json!({
+            "properties": { "firstname": "Ann", "last_call_summary": "x" }
+        })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(missing_properties(&body), ["last_call_summary"]);
+    let contact = &sim.snapshot().contacts[0];
+    assert_eq!(
+        contact.prop("firstname"),
+        None,
+        "nothing of a refused write is applied"
+    );
+}
+
+// Salesforce
+
+fn salesforce(sim: &CrmSim, method: Method, path: &str) -> RequestBuilder {
+    Client::new()
+        .request(
+            method,
+            format!("{}/services/data/v60.0{path}", sim.base_url()),
+        )
+        .bearer_auth(sim.token())
+}
+
+fn invalid_field(body: &Value, field: &str, sobject: &str) {
+    assert_eq!(
+        body,
+        &json!([{
+            "errorCode": "INVALID_FIELD",
+            "message": format!("No such column '{field}' on sobject of type {sobject}"),
+        }])
+    );
+}
+
+#[tokio::test]
+async fn salesforce_refuses_an_unknown_field_on_a_contact() {
+    let sim = sim().await;
+    let (status, body) = send(
+        salesforce(&sim, Method::POST, "/sobjects/Contact").json(&json!({
+            "LastName": "Smith", "Phone": "+14155550100", "Favourite_Colour__c": "blue"
+        })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    invalid_field(&body, "Favourite_Colour__c", "Contact");
+    assert!(sim.snapshot().contacts.is_empty());
+}
+
+#[tokio::test]
+async fn salesforce_accepts_standard_fields_in_any_case_and_the_admin_created_custom_fields() {
+    let sim = sim().await;
+    let (status, body) = send(
+        salesforce(&sim, Method::POST, "/sobjects/Contact").json(&json!({
+            "attributes": { "type": "Contact" },
+            "firstname": "Ann", "LastName": "Smith", "Phone": "+14155550100",
+            "Callsync_Last_Call_At__c": "2026-05-01T08:00:00Z",
+            "Callsync_Last_Call_Summary__c": "hello",
+            "Callsync_Last_Sentiment__c": "positive",
+        })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(sim.snapshot().contacts.len(), 1);
+}
+
+#[tokio::test]
+async fn salesforce_refuses_an_unknown_field_on_update_and_leaves_the_contact_unchanged() {
+    let sim = sim().await;
+    let (_, created) = send(
+        salesforce(&sim, Method::POST, "/sobjects/Contact").json(&json!({ "LastName": "Smith" })),
+    )
+    .await;
+    let id = created["id"].as_str().unwrap();
+    let (status, body) = send(
+        salesforce(&sim, Method::PATCH, &format!("/sobjects/Contact/{id}")).json(&json!({
+            "Callsync_Last_Call_Summary__c": "hello", "Last_Call_Summary__c": "hello"
+        })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    invalid_field(&body, "Last_Call_Summary__c", "Contact");
+    assert_eq!(
+        sim.snapshot().contacts[0].prop("Callsync_Last_Call_Summary__c"),
+        None
+    );
+    // A Lead has no MailingCity; a Contact does.
+    let (status, body) = send(
+        salesforce(&sim, Method::PATCH, &format!("/sobjects/Lead/{id}"))
+            .json(&json!({ "MailingCity": "Sydney" })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    invalid_field(&body, "MailingCity", "Lead");
+}
+
+#[tokio::test]
+async fn salesforce_refuses_an_unknown_field_on_a_task_upsert() {
+    let sim = sim().await;
+    let (_, contact) = send(
+        salesforce(&sim, Method::POST, "/sobjects/Contact").json(&json!({ "LastName": "Smith" })),
+    )
+    .await;
+    let task = |extra: &str| {
+        let mut body = json!({
+            "WhoId": contact["id"], "Subject": "Call", "TaskSubtype": "Call",
+            "CallType": "Inbound", "Status": "Completed", "ActivityDate": "2026-05-01",
+            "CallDurationInSeconds": 42,
+        });
+        if !extra.is_empty() {
+            body[extra] = json!("x");
+        }
+        salesforce(
+            &sim,
+            Method::PATCH,
+            "/sobjects/Task/Callsync_Marker__c/callsync:test:1",
+        )
+        .json(&body)
+    };
+    let (status, body) = send(task("Recording_Url__c")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    invalid_field(&body, "Recording_Url__c", "Task");
+    assert!(sim.snapshot().calls.is_empty());
+    let (status, body) = send(task("")).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+}
+
+// Pipedrive
+
+fn pipedrive(sim: &CrmSim, method: Method, path: &str) -> RequestBuilder {
+    Client::new()
+        .request(method, format!("{}{path}", sim.base_url()))
+        .header("x-api-token", sim.token())
+}
+
+/// Creates a Pipedrive person and returns its id.
+async fn pipedrive_person(sim: &CrmSim) -> i64 {
+    let (status, body) = send(
+        pipedrive(sim, Method::POST, "/api/v2/persons").json(&json!({
+            "name": "Ann", "phones": [{ "value": "+14155550100", "primary": true }]
+        })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["data"]["id"].as_i64().unwrap()
+}
+
+fn note_contents(body: &Value) -> Vec<String> {
+    body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["content"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn pipedrive_pages_notes_and_caps_the_limit_at_500() {
+    let sim = sim().await;
+    let person = pipedrive_person(&sim).await;
+    sim.seed_pipedrive_notes(&person.to_string(), (0..1201).map(|i| format!("note {i}")));
+    let page = |query: &str| {
+        pipedrive(
+            &sim,
+            Method::GET,
+            &format!("/v1/notes?person_id={person}{query}"),
+        )
+    };
+
+    let (status, body) = send(page("&limit=1000")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let notes = note_contents(&body);
+    assert_eq!(notes.len(), 500, "at most 500 a page");
+    assert_eq!(
+        (notes[0].as_str(), notes[499].as_str()),
+        ("note 0", "note 499")
+    );
+    assert_eq!(
+        body["additional_data"]["pagination"],
+        json!({ "start": 0, "limit": 500, "more_items_in_collection": true, "next_start": 500 })
+    );
+
+    let (_, body) = send(page("&start=1000&limit=500")).await;
+    let notes = note_contents(&body);
+    assert_eq!(notes.len(), 201);
+    assert_eq!(notes[200], "note 1200");
+    assert_eq!(
+        body["additional_data"]["pagination"],
+        json!({ "start": 1000, "limit": 500, "more_items_in_collection": false })
+    );
+
+    let (_, body) = send(page("")).await;
+    assert_eq!(
+        note_contents(&body).len(),
+        100,
+        "100 when no limit is given"
+    );
+
+    let (_, body) = send(page("&start=1201")).await;
+    assert_eq!(
+        body["data"],
+        Value::Null,
+        "v1 answers an empty page with null"
+    );
+}
+
+#[tokio::test]
+async fn pipedrive_pages_activities_by_cursor_and_refuses_a_limit_over_500() {
+    let sim = sim().await;
+    let person = pipedrive_person(&sim).await;
+    for i in 0..3 {
+        let (status, body) = send(pipedrive(&sim, Method::POST, "/api/v2/activities").json(
+            &json!({
+                "subject": format!("call {i}"), "type": "call", "due_date": "2026-05-01",
+                "note": format!("activity {i}"),
+                "participants": [{ "person_id": person, "primary": true }],
+            }),
+        ))
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let page = |query: &str| {
+        pipedrive(
+            &sim,
+            Method::GET,
+            &format!("/api/v2/activities?person_id={person}{query}"),
+        )
+    };
+    let notes = |body: &Value| -> Vec<String> {
+        body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["note"].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    let (status, first) = send(page("&limit=2")).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert_eq!(notes(&first), ["activity 0", "activity 1"]);
+    let cursor = first["additional_data"]["next_cursor"].as_str().unwrap();
+    let (_, last) = send(page(&format!("&limit=2&cursor={cursor}"))).await;
+    assert_eq!(notes(&last), ["activity 2"]);
+    assert_eq!(last["additional_data"]["next_cursor"], Value::Null);
+
+    for query in ["&limit=501", "&limit=0", "&cursor=not-a-cursor"] {
+        let (status, body) = send(page(query)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
+        assert_eq!(body["success"], false);
+        assert_eq!(body["code"], "ERR_SCHEMA_VALIDATION_FAILED");
+    }
+    let (status, body) = send(page("&limit=500")).await;
+    assert_eq!(status, StatusCode::OK, "500 is allowed: {body}");
+}
+
+#[tokio::test]
+async fn pipedrive_v1_drops_an_unknown_note_key_and_stores_nothing_of_it() {
+    let sim = sim().await;
+    let person = pipedrive_person(&sim).await;
+    let (status, body) = send(pipedrive(&sim, Method::POST, "/v1/notes").json(&json!({
+        "content": "<p>hello</p>", "person_id": person,
+        "pinned_to_person_flag": 1, "subject": "not a note key",
+    })))
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let note = &sim.snapshot().calls[0];
+    assert_eq!(note.prop("content"), Some("<p>hello</p>"));
+    assert_eq!(
+        note.properties.get("pinned_to_person_flag"),
+        Some(&json!(1))
+    );
+    assert!(!note.properties.contains_key("subject"), "{note:?}");
+}
+
+#[tokio::test]
+async fn pipedrive_v2_refuses_an_unknown_person_or_activity_key() {
+    let sim = sim().await;
+    // `phone` is v1's name; v2 calls it `phones`.
+    let (status, body) = send(
+        pipedrive(&sim, Method::POST, "/api/v2/persons").json(&json!({
+            "name": "Ann", "phone": [{ "value": "+14155550100" }]
+        })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["code"], "ERR_SCHEMA_VALIDATION_FAILED");
+    assert!(body["error"].as_str().unwrap().contains("phone"), "{body}");
+    assert!(sim.snapshot().contacts.is_empty());
+
+    let person = pipedrive_person(&sim).await;
+    let (status, body) = send(
+        pipedrive(&sim, Method::PATCH, &format!("/api/v2/persons/{person}"))
+            .json(&json!({ "last_call_summary": "x" })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    // `person_id` is read-only in v2: the person is a participant.
+    let (status, body) = send(
+        pipedrive(&sim, Method::POST, "/api/v2/activities").json(&json!({
+            "subject": "call", "type": "call", "due_date": "2026-05-01", "person_id": person,
+            "participants": [{ "person_id": person, "primary": true }],
+        })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["code"], "ERR_SCHEMA_VALIDATION_FAILED");
+    assert!(sim.snapshot().tasks.is_empty());
+}
+
+/// The worker finds a note whose outcome it did not learn even when the
+/// person's notes fill more than one page: it walks every page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipedrive_a_note_applied_but_reset_is_found_past_the_first_page_and_not_repeated() {
+    let env = env_for("pipedrive", SimConfig::default()).await;
+    let person = env.sim.seed_contact(
+        json!({ "name": "Ann", "phones": [{ "value": "+61291234567", "primary": true }] })
+            .as_object()
+            .unwrap()
+            .clone(),
+    );
+    env.sim
+        .seed_pipedrive_notes(&person, (0..600).map(|i| format!("<p>older note {i}</p>")));
+    env.sim.inject("create_note", Fault::ApplyThenReset, 1);
+    let ingest = env.start_ingest().await;
+    let worker = env.start_worker().await;
+    let (status, body) = post_voicedock(
+        &Client::new(),
+        &ingest,
+        report("many-notes", "+61291234567"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    env.wait_for_ledger(1, 0).await;
+    env.wait_for_crm(WAIT, |s| s.tasks.len() == 1).await;
+    let s = env.assert_settled(Duration::from_millis(300)).await;
+    let marked: Vec<_> = s
+        .calls
+        .iter()
+        .filter(|n| n.marker().is_some_and(|m| m.ends_with("many-notes")))
+        .collect();
+    assert_eq!(marked.len(), 1, "adopted, not created again");
+    assert_eq!(s.calls.len(), 601);
+    assert_eq!(s.stats.resets, 1);
+    assert_eq!(s.stats.by_operation.get("create_note"), Some(&1));
+    assert!(
+        s.stats
+            .by_operation
+            .get("list_notes")
+            .is_some_and(|n| *n >= 2),
+        "the second page was read: {:?}",
+        s.stats.by_operation
+    );
+    assert_eq!(s.contacts.len(), 1, "the seeded person was found");
+    worker.stop().await;
+    ingest.stop().await;
+}
+
+// GoHighLevel
+
+fn gohighlevel(sim: &CrmSim, method: Method, path: &str) -> RequestBuilder {
+    Client::new()
+        .request(method, format!("{}{path}", sim.base_url()))
+        .bearer_auth(sim.token())
+        .header("Version", "2021-07-28")
+}
+
+/// A GoHighLevel contact body for `phone` in the test location.
+fn ghl_contact(phone: &str) -> Value {
+    json!({ "locationId": "loc-1", "phone": phone, "name": "Ann" })
+}
+
+fn assert_unprocessable(body: &Value, messages: &[&str]) {
+    assert_eq!(body["statusCode"], 422, "{body}");
+    assert_eq!(body["error"], "Unprocessable Entity");
+    assert_eq!(body["message"], json!(messages));
+}
+
+#[tokio::test]
+async fn gohighlevel_refuses_a_body_key_the_endpoint_does_not_declare_with_422() {
+    let sim = sim().await;
+    let mut contact = ghl_contact("+14155550100");
+    contact["lastCallSummary"] = json!("x");
+    let (status, body) =
+        send(gohighlevel(&sim, Method::POST, "/contacts/upsert").json(&contact)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_unprocessable(&body, &["property lastCallSummary should not exist"]);
+    assert!(sim.snapshot().contacts.is_empty());
+
+    let (_, created) = send(
+        gohighlevel(&sim, Method::POST, "/contacts/upsert").json(&ghl_contact("+14155550100")),
+    )
+    .await;
+    let id = created["contact"]["id"].as_str().unwrap();
+    // `locationId` belongs in a create, not in an update.
+    let (status, body) = send(
+        gohighlevel(&sim, Method::PUT, &format!("/contacts/{id}"))
+            .json(&json!({ "locationId": "loc-1", "companyName": "Acme" })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_unprocessable(&body, &["property locationId should not exist"]);
+    let (status, body) = send(
+        gohighlevel(&sim, Method::POST, &format!("/contacts/{id}/notes"))
+            .json(&json!({ "body": "hello", "marker": "callsync:x" })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_unprocessable(&body, &["property marker should not exist"]);
+    let (status, body) = send(
+        gohighlevel(&sim, Method::POST, &format!("/contacts/{id}/tasks")).json(&json!({
+            "title": "Follow up", "dueDate": "2026-05-02T08:00:00Z", "completed": false,
+            "priority": "high"
+        })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_unprocessable(&body, &["property priority should not exist"]);
+    let s = sim.snapshot();
+    assert!(s.calls.is_empty() && s.tasks.is_empty());
+}
+
+#[tokio::test]
+async fn gohighlevel_create_refuses_a_known_number_by_default_and_adds_one_when_duplicates_are_allowed()
+ {
+    let sim = sim().await;
+    let create =
+        || gohighlevel(&sim, Method::POST, "/contacts/").json(&ghl_contact("+14155550100"));
+    let (status, first) = send(create()).await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    let (status, body) = send(create()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        body,
+        json!({
+            "statusCode": 400,
+            "message": "This location does not allow duplicated contacts.",
+            "meta": {
+                "contactId": first["contact"]["id"],
+                "contactName": "Ann",
+                "matchingField": "phone",
+            }
+        })
+    );
+    assert_eq!(sim.snapshot().contacts.len(), 1);
+
+    sim.set_gohighlevel_location(Location {
+        allow_duplicate_contacts: true,
+        ..Location::default()
+    });
+    let (status, _) = send(create()).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, _) = send(create()).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(sim.snapshot().contacts.len(), 3, "a new contact every time");
+}
+
+#[tokio::test]
+async fn gohighlevel_upsert_updates_the_contact_with_the_number_unless_told_to_add_one() {
+    let sim = sim().await;
+    let upsert = |body: Value| gohighlevel(&sim, Method::POST, "/contacts/upsert").json(&body);
+    let (_, first) = send(upsert(ghl_contact("+14155550100"))).await;
+    assert_eq!(first["new"], true);
+    let (_, again) = send(upsert(ghl_contact("+14155550100"))).await;
+    assert_eq!(again["new"], false);
+    assert_eq!(again["contact"]["id"], first["contact"]["id"]);
+
+    // Asking for a new contact only counts where duplicates are allowed.
+    let mut ask_new = ghl_contact("+14155550100");
+    ask_new["createNewIfDuplicateAllowed"] = json!(true);
+    let (_, body) = send(upsert(ask_new.clone())).await;
+    assert_eq!(body["new"], false);
+    sim.set_gohighlevel_location(Location {
+        allow_duplicate_contacts: true,
+        ..Location::default()
+    });
+    let (_, body) = send(upsert(ask_new)).await;
+    assert_eq!(body["new"], true);
+
+    sim.set_gohighlevel_location(Location {
+        upsert_merges: false,
+        ..Location::default()
+    });
+    let (_, body) = send(upsert(ghl_contact("+14155550100"))).await;
+    assert_eq!(body["new"], true, "the merge is off");
+    assert_eq!(sim.snapshot().contacts.len(), 3);
+}
+
+/// One contact per caller comes from the worker's ledger, not from
+/// GoHighLevel merging upserts: with the merge off, two workers racing on
+/// one new number still create one contact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gohighlevel_two_workers_and_one_new_number_give_one_contact_without_the_upsert_merge() {
+    let env = env_for(
+        "gohighlevel",
+        SimConfig {
+            latency: Duration::from_millis(100),
+            ..SimConfig::default()
+        },
+    )
+    .await;
+    env.sim.set_gohighlevel_location(Location {
+        upsert_merges: false,
+        ..Location::default()
+    });
+    let ingest = env.start_ingest().await;
+    let first = env.start_worker().await;
+    let second = env.start_worker().await;
+    let client = Client::new();
+    let ids = ["race-a", "race-b", "race-c"];
+    futures_util::future::join_all(
+        ids.iter()
+            .map(|id| post_voicedock(&client, &ingest, report(id, "+61291234567"))),
+    )
+    .await;
+    env.wait_for_crm(WAIT, |s| s.calls.len() == 3 && s.tasks.len() == 3)
+        .await;
+    let s = env.assert_settled(Duration::from_millis(500)).await;
+    assert_eq!(s.contacts.len(), 1, "{:#?}", s.contacts);
+    let contact = &s.contacts[0].id;
+    assert!(
+        s.calls
+            .iter()
+            .chain(&s.tasks)
+            .all(|r| r.associations == vec![contact.clone()])
+    );
+    assert_eq!(
+        s.stats.by_operation.get("upsert_contact"),
+        Some(&1),
+        "one upsert, so no merge was needed"
+    );
+    first.stop().await;
+    second.stop().await;
+    ingest.stop().await;
+}
+
+// Credentials
+
+/// A request to a representative write of each CRM, and the 401 body that
+/// CRM sends when the credential is missing or wrong.
+fn write_without(sim: &CrmSim, crm: &str, token: Option<&str>) -> (RequestBuilder, Value) {
+    let base = sim.base_url();
+    let client = Client::new();
+    let bearer = |request: RequestBuilder| match token {
+        Some(token) => request.bearer_auth(token),
+        None => request,
+    };
+    match crm {
+        "hubspot" => (
+            bearer(client.post(format!("{base}/crm/v3/objects/contacts")))
+                .json(&json!({ "properties": { "phone": "+14155550100" } })),
+            json!({
+                "status": "error",
+                "message": "Authentication credentials not found. This API supports OAuth 2.0 authentication and you can find more details at https://developers.hubspot.com/docs/methods/auth/oauth-overview",
+                "category": "INVALID_AUTHENTICATION",
+            }),
+        ),
+        "pipedrive" => {
+            let request = client
+                .post(format!("{base}/api/v2/persons"))
+                .json(&json!({ "name": "Ann" }));
+            (
+                match token {
+                    Some(token) => request.header("x-api-token", token),
+                    None => request,
+                },
+                json!({
+                    "success": false,
+                    "error": "unauthorized access",
+                    "errorCode": 401,
+                    "error_info": "Please check developers.pipedrive.com for more information about Pipedrive API.",
+                }),
+            )
+        }
+        "gohighlevel" => (
+            bearer(client.post(format!("{base}/contacts/upsert")))
+                .header("Version", "2021-07-28")
+                // Not HubSpot's number: crm-sim keeps one contact list for all CRMs.
+                .json(&ghl_contact("+14155550199")),
+            json!({
+                "statusCode": 401,
+                "message": "Invalid token: access token is invalid",
+                "error": "Unauthorized",
+            }),
+        ),
+        "salesforce" => (
+            bearer(client.post(format!("{base}/services/data/v60.0/sobjects/Contact")))
+                .json(&json!({ "LastName": "Smith" })),
+            json!([{ "errorCode": "INVALID_SESSION_ID", "message": "Session expired or invalid" }]),
+        ),
+        other => panic!("unknown CRM {other}"),
+    }
+}
+
+#[tokio::test]
+async fn every_crm_refuses_a_missing_or_wrong_token_with_its_own_401() {
+    let sim = sim().await;
+    let mut refused = 0;
+    for crm in ["hubspot", "pipedrive", "gohighlevel", "salesforce"] {
+        for token in [None, Some("wrong-token")] {
+            let (request, expected) = write_without(&sim, crm, token);
+            let (status, mut body) = send(request).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{crm} {token:?}: {body}");
+            // HubSpot's correlation id differs on every answer.
+            if let Some(fields) = body.as_object_mut() {
+                fields.remove("correlationId");
+            }
+            assert_eq!(body, expected, "{crm} {token:?}");
+            refused += 1;
+        }
+        // And the right token passes the same request.
+        let (request, _) = write_without(&sim, crm, Some(&sim.token()));
+        let (status, body) = send(request).await;
+        assert!(status.is_success(), "{crm}: {status} {body}");
+    }
+    let s = sim.snapshot();
+    assert_eq!(s.stats.unauthorized, refused);
+    assert_eq!(
+        s.contacts.len(),
+        4,
+        "only the authorised writes were applied"
+    );
+}
+
+#[tokio::test]
+async fn pipedrive_v2_takes_the_token_only_in_its_header_and_v1_also_as_api_token() {
+    let sim = sim().await;
+    let token = sim.token();
+    let (status, body) = send(
+        Client::new()
+            .post(format!(
+                "{}/api/v2/persons?api_token={token}",
+                sim.base_url()
+            ))
+            .json(&json!({ "name": "Ann" })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(body["error"], "unauthorized access");
+    let (status, body) = send(Client::new().get(format!(
+        "{}/v1/personFields?api_token={token}",
+        sim.base_url()
+    )))
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, _) = send(Client::new().get(format!(
+        "{}/v1/personFields?api_token=wrong",
+        sim.base_url()
+    )))
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+/// A call report event, signed for `secret` at `timestamp`.
+fn signed_delivery(sim: &CrmSim, secret: &str, timestamp: i64) -> RequestBuilder {
+    let body = serde_json::to_vec(&json!({
+        "type": "call.report", "timestamp": "2026-05-01T08:00:00Z",
+        "data": { "source": "voicedock", "call_id": "c1", "summary": "hi", "follow_up_needed": false,
+                  "caller": { "phone": { "e164": "+14155550100" } } }
+    }))
+    .unwrap();
+    let id = "callsync:voicedock:c1";
+    let signature = callsync_shared::signature::sign_standard_webhook(secret, id, timestamp, &body);
+    Client::new()
+        .post(format!("{}/hooks/callsync", sim.base_url()))
+        .header("content-type", "application/json")
+        .header("webhook-id", id)
+        .header("webhook-timestamp", timestamp.to_string())
+        .header("webhook-signature", signature)
+        .body(body)
+}
+
+fn unix_now() -> i64 {
+    i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn the_webhook_receiver_refuses_a_bad_signature_or_a_stale_timestamp_with_401() {
+    let sim = sim().await;
+    let now = unix_now();
+    let cases = [
+        (
+            signed_delivery(&sim, "another-secret", now),
+            "no webhook-signature matches",
+        ),
+        (
+            signed_delivery(&sim, &sim.token(), now - 6 * 60),
+            "webhook-timestamp is more than five minutes from now",
+        ),
+        (
+            signed_delivery(&sim, &sim.token(), now + 6 * 60),
+            "webhook-timestamp is more than five minutes from now",
+        ),
+        (
+            Client::new()
+                .post(format!("{}/hooks/callsync", sim.base_url()))
+                .json(&json!({ "type": "call.report", "data": {} })),
+            "missing webhook-id, webhook-timestamp or webhook-signature",
+        ),
+    ];
+    for (request, reason) in cases {
+        let (status, body) = send(request).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{reason}");
+        assert_eq!(body, json!({ "error": reason }));
+    }
+    assert!(sim.snapshot().calls.is_empty());
+    let (status, body) = send(signed_delivery(&sim, &sim.token(), now - 4 * 60)).await;
+    assert_eq!(
+        status,
+        StatusCode::NO_CONTENT,
+        "within five minutes: {body}"
+    );
+    assert_eq!(sim.snapshot().calls.len(), 1);
+}

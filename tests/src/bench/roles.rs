@@ -25,14 +25,12 @@ pub async fn run(role: &str) -> anyhow::Result<()> {
     match role {
         "hmac-only" => serve(hmac_only(&env)?, &env).await,
         "bare-confirm" => serve(bare_confirm(&env).await?, &env).await,
-        "ingest" => {
-            let config = callsync_ingest::IngestConfig::from_env(&env)?;
-            let app = callsync_ingest::App::build(config).await?;
-            app.run_until(callsync_shared::shutdown::signal()).await?;
-            Ok(())
-        }
+        // The binary's own start-up, logging included.
+        "ingest" => callsync_ingest::serve(callsync_ingest::IngestConfig::from_env(&env)?).await,
         "worker" => {
             let config = callsync_worker::WorkerConfig::from_env(&env)?;
+            // As `callsync-worker` does before it builds the worker.
+            config.log.init();
             let worker = callsync_worker::Worker::build(config).await?;
             worker
                 .run_until(callsync_shared::shutdown::signal())
@@ -121,6 +119,13 @@ async fn bare_confirm(env: &Env) -> anyhow::Result<Router> {
         .with_state((channel, queue, connection)))
 }
 
+/// The services' logging as the container image sets it (the default
+/// level, JSON lines). Their lines go to the child's stdout, which is
+/// /dev/null: every event is still filtered, formatted and written, as in
+/// production, without a terminal's cost. The baselines install no logging.
+pub const PRODUCTION_LOGGING: [(&str, &str); 2] =
+    [("CALLSYNC_LOG", "info"), ("CALLSYNC_LOG_FORMAT", "json")];
+
 /// A role running as a child process.
 #[derive(Debug)]
 pub struct Child {
@@ -151,7 +156,9 @@ impl Child {
             if let Ok(path) = std::env::var("PATH") {
                 command.env("PATH", path);
             }
-            command.env("CALLSYNC_LOG", "warn");
+            for (k, v) in PRODUCTION_LOGGING {
+                command.env(k, v);
+            }
             for (k, v) in env_for(addr) {
                 command.env(k, v);
             }

@@ -3,8 +3,9 @@
 //!
 //! 1. Ingest against its ceilings, at several connection counts: (a) an axum
 //!    endpoint that only checks the HMAC, (b) bare lapin publishes with
-//!    confirms to a quorum queue, (c) an axum endpoint that publishes with a
-//!    confirm and nothing else, (d) `callsync-ingest` with everything on.
+//!    confirms to a quorum queue, (c) an axum endpoint that checks the HMAC
+//!    as (d) does, publishes with a confirm and nothing else, (d)
+//!    `callsync-ingest` with everything on, logging included.
 //! 2. Worker throughput with crm-sim answering after 0 and 50 ms, 1 and 3
 //!    replicas; CRM requests per call; lag from queueing to synced.
 //! 3. Rate limits: crm-sim at HubSpot's 190 requests per 10 s, 3 replicas.
@@ -310,7 +311,7 @@ async fn measure_ingest(
         |addr| {
             pairs(&[
                 ("BENCH_ADDR", addr.to_string()),
-                ("BENCH_SECRET", SECRET.to_owned()),
+                ("CALLSYNC_VOICEDOCK_SECRET", SECRET.to_owned()),
             ])
         },
         None,
@@ -346,6 +347,7 @@ async fn measure_ingest(
                 ("BENCH_ADDR", addr.to_string()),
                 ("BENCH_AMQP_URL", AMQP_URL.to_owned()),
                 ("BENCH_QUEUE", bare_queue.to_owned()),
+                ("CALLSYNC_VOICEDOCK_SECRET", SECRET.to_owned()),
             ])
         },
         None,
@@ -358,7 +360,7 @@ async fn measure_ingest(
     }
     child.stop().await;
     rows.push(IngestRow {
-        variant: "(c) axum + publish + confirm",
+        variant: "(c) axum + HMAC + publish + confirm",
         cells,
     });
 

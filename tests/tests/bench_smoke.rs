@@ -36,9 +36,11 @@ async fn the_benchmark_runs_at_smoke_size_and_reports_sane_figures() {
             );
         }
     }
-    for ratio in report["ratios"].as_array().unwrap() {
-        let r = ratio["d_over_c"].as_f64().unwrap();
-        assert!(r > 0.0 && r < 10.0, "{ratio}");
+    let ratios = report["ratios"].as_array().unwrap();
+    assert_eq!(ratios.len(), ingest[0]["cells"].as_array().unwrap().len());
+    for ratio in ratios {
+        assert_spread(&ratio["d_over_c"], ratio);
+        assert_spread(&ratio["d_over_b"], ratio);
     }
     let workers = report["workers"].as_array().unwrap();
     assert_eq!(workers.len(), 5);
@@ -52,4 +54,22 @@ async fn the_benchmark_runs_at_smoke_size_and_reports_sane_figures() {
     assert!(rate["time_over_minimum"].as_f64().unwrap() > 0.0);
     assert!(report["memory"]["ingest_peak_rss_mib"].as_f64().unwrap() > 1.0);
     assert!(report["memory"]["worker_peak_rss_mib"].as_f64().unwrap() > 1.0);
+}
+
+/// A median, minimum and maximum over the alternated pairs, each a real
+/// ratio, in order, and one value per pair.
+fn assert_spread(spread: &serde_json::Value, ratio: &serde_json::Value) {
+    let field = |name: &str| spread[name].as_f64().unwrap_or(f64::NAN);
+    let (median, min, max) = (field("median"), field("min"), field("max"));
+    for value in [median, min, max] {
+        assert!(value.is_finite() && value > 0.0, "{ratio}");
+    }
+    assert!(min <= median && median <= max, "{ratio}");
+    let pairs = ratio["pairs"].as_u64().unwrap();
+    assert!(pairs >= 2, "at least two pairs alternated: {ratio}");
+    assert_eq!(
+        spread["values"].as_array().unwrap().len() as u64,
+        pairs,
+        "{ratio}"
+    );
 }

@@ -44,6 +44,9 @@ const RETRY_SECS: [u64; 3] = [1, 2, 5];
 #[derive(Debug, Clone)]
 pub struct Options {
     pub seconds_per_cell: f64,
+    /// How many times (c) and (d) are measured, alternately, per
+    /// connection count: c, d, c, d, ...
+    pub pairs: usize,
     pub warmup_seconds: f64,
     pub concurrencies: Vec<usize>,
     pub worker_calls: usize,
@@ -55,9 +58,13 @@ pub struct Options {
 impl Options {
     /// The full run (a few minutes on two cores).
     pub fn full() -> Self {
+        // Cells are 2 s (they were 5 s) so that five (c)/(d) pairs per
+        // connection count keep the full run near five minutes; pairs
+        // alternated in time say more than one long cell each.
         Self {
-            seconds_per_cell: 5.0,
-            warmup_seconds: 1.0,
+            seconds_per_cell: 2.0,
+            warmup_seconds: 0.5,
+            pairs: 5,
             concurrencies: vec![1, 16, 64],
             worker_calls: 2_000,
             rate_limit_calls: 1_000,
@@ -70,6 +77,7 @@ impl Options {
         Self {
             seconds_per_cell: 0.5,
             warmup_seconds: 0.1,
+            pairs: 2,
             concurrencies: vec![1, 4],
             worker_calls: 30,
             rate_limit_calls: 40,
@@ -93,10 +101,44 @@ pub struct IngestRow {
     pub cells: Vec<Measured>,
 }
 
+/// (d) against its ceilings at one connection count, one value per
+/// alternated pair.
 #[derive(Debug, Clone, Serialize)]
 pub struct Ratio {
     pub concurrency: usize,
-    pub d_over_c: f64,
+    pub pairs: usize,
+    pub d_over_c: Spread,
+    /// (b) is measured once per connection count; each pair's (d) is set
+    /// against it.
+    pub d_over_b: Spread,
+}
+
+/// The median, minimum and maximum of some values, and the values.
+#[derive(Debug, Clone, Serialize)]
+pub struct Spread {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+    pub values: Vec<f64>,
+}
+
+impl Spread {
+    pub fn of(values: Vec<f64>) -> Self {
+        let mut sorted = values.clone();
+        sorted.sort_by(f64::total_cmp);
+        let n = sorted.len();
+        let median = match n {
+            0 => f64::NAN,
+            _ if n % 2 == 1 => sorted[n / 2],
+            _ => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+        };
+        Self {
+            median,
+            min: sorted.first().copied().unwrap_or(f64::NAN),
+            max: sorted.last().copied().unwrap_or(f64::NAN),
+            values,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -301,11 +343,23 @@ async fn measure_ingest(
     topology: &Topology,
     bare_queue: &str,
 ) -> anyhow::Result<(Vec<IngestRow>, Vec<Ratio>, f64)> {
-    let warmup = Duration::from_secs_f64(options.warmup_seconds);
-    let duration = Duration::from_secs_f64(options.seconds_per_cell);
-    let mut rows = Vec::new();
+    let hmac = measure_hmac_only(options).await?;
+    let bare = measure_bare_publish(options, channel, bare_queue).await;
+    let (confirm, ingest, ratios, rss) =
+        alternate_c_and_d(options, channel, topology, bare_queue, &bare).await?;
+    Ok((vec![hmac, bare, confirm, ingest], ratios, rss))
+}
 
-    // (a) HMAC only.
+fn cell_times(options: &Options) -> (Duration, Duration) {
+    (
+        Duration::from_secs_f64(options.warmup_seconds),
+        Duration::from_secs_f64(options.seconds_per_cell),
+    )
+}
+
+/// (a) HMAC only.
+async fn measure_hmac_only(options: &Options) -> anyhow::Result<IngestRow> {
+    let (warmup, duration) = cell_times(options);
     let (child, addr) = Child::start(
         "hmac-only",
         |addr| {
@@ -319,28 +373,102 @@ async fn measure_ingest(
     .await?;
     let mut cells = Vec::new();
     for &c in &options.concurrencies {
-        cells.push(load::http(&signed_shot(addr), c, warmup, duration).await);
+        let sample = load::http(&signed_shot(addr), c, warmup, duration).await;
+        cells.push(Measured::pooled(&[sample]));
     }
     child.stop().await;
-    rows.push(IngestRow {
+    Ok(IngestRow {
         variant: "(a) axum + HMAC check only",
         cells,
-    });
+    })
+}
 
-    // (b) bare publishes with confirms.
+/// (b) bare publishes with confirms.
+async fn measure_bare_publish(
+    options: &Options,
+    channel: &lapin::Channel,
+    bare_queue: &str,
+) -> IngestRow {
+    let (warmup, duration) = cell_times(options);
     let body = body_2k("bench-call", "+31612345678", false);
     let mut cells = Vec::new();
     for &c in &options.concurrencies {
-        cells.push(load::publish(channel, "", bare_queue, &body, c, warmup, duration).await);
+        let sample = load::publish(channel, "", bare_queue, &body, c, warmup, duration).await;
+        cells.push(Measured::pooled(&[sample]));
         purge(channel, bare_queue).await;
     }
-    rows.push(IngestRow {
+    IngestRow {
         variant: "(b) lapin publish + confirm, quorum queue",
         cells,
-    });
+    }
+}
 
-    // (c) axum + confirm.
-    let (child, addr) = Child::start(
+/// (c) and (d), measured alternately (c, d, c, d, ...) at each connection
+/// count, so that whatever else the machine does in the meantime weighs on
+/// both alike. Both servers stay up throughout (the idle one only answers
+/// broker heartbeats), so that no cell pays for a start. The table pools
+/// each variant's runs; the ratios are per pair.
+async fn alternate_c_and_d(
+    options: &Options,
+    channel: &lapin::Channel,
+    topology: &Topology,
+    bare_queue: &str,
+    bare: &IngestRow,
+) -> anyhow::Result<(IngestRow, IngestRow, Vec<Ratio>, f64)> {
+    let (warmup, duration) = cell_times(options);
+    let (confirm, confirm_addr) = start_bare_confirm(bare_queue).await?;
+    let (ingest, ingest_addr) = start_ingest(topology).await?;
+    let mut c_cells = Vec::new();
+    let mut d_cells = Vec::new();
+    let mut ratios = Vec::new();
+    for (i, &conc) in options.concurrencies.iter().enumerate() {
+        let mut c_runs = Vec::new();
+        let mut d_runs = Vec::new();
+        for _ in 0..options.pairs {
+            c_runs.push(load::http(&signed_shot(confirm_addr), conc, warmup, duration).await);
+            purge(channel, bare_queue).await;
+            d_runs.push(load::http(&signed_shot(ingest_addr), conc, warmup, duration).await);
+            purge(channel, &topology.calls_queue()).await;
+        }
+        let b = bare.cells[i].accepted_per_sec;
+        ratios.push(pair_ratios(conc, &c_runs, &d_runs, b));
+        c_cells.push(Measured::pooled(&c_runs));
+        d_cells.push(Measured::pooled(&d_runs));
+    }
+    let ingest_rss = ingest.peak_rss_mib();
+    ingest.stop().await;
+    confirm.stop().await;
+    Ok((
+        IngestRow {
+            variant: "(c) axum + HMAC + publish + confirm",
+            cells: c_cells,
+        },
+        IngestRow {
+            variant: "(d) callsync-ingest",
+            cells: d_cells,
+        },
+        ratios,
+        ingest_rss,
+    ))
+}
+
+fn pair_ratios(concurrency: usize, c: &[load::Sample], d: &[load::Sample], b: f64) -> Ratio {
+    let d_over = |base: &dyn Fn(usize) -> f64| -> Vec<f64> {
+        d.iter()
+            .enumerate()
+            .map(|(i, run)| run.accepted_per_sec() / base(i).max(1e-9))
+            .collect()
+    };
+    Ratio {
+        concurrency,
+        pairs: d.len(),
+        d_over_c: Spread::of(d_over(&|i| c[i].accepted_per_sec())),
+        d_over_b: Spread::of(d_over(&|_| b)),
+    }
+}
+
+async fn start_bare_confirm(bare_queue: &str) -> anyhow::Result<(Child, SocketAddr)> {
+    Child::start(
         "bare-confirm",
         |addr| {
             pairs(&[
@@ -352,20 +480,11 @@ async fn measure_ingest(
         },
         None,
     )
-    .await?;
-    let mut cells = Vec::new();
-    for &c in &options.concurrencies {
-        cells.push(load::http(&signed_shot(addr), c, warmup, duration).await);
-        purge(channel, bare_queue).await;
-    }
-    child.stop().await;
-    rows.push(IngestRow {
-        variant: "(c) axum + HMAC + publish + confirm",
-        cells,
-    });
+    .await
+}
 
-    // (d) callsync-ingest.
-    let (child, addr) = Child::start(
+async fn start_ingest(topology: &Topology) -> anyhow::Result<(Child, SocketAddr)> {
+    Child::start(
         "ingest",
         |addr| {
             pairs(&[
@@ -377,30 +496,7 @@ async fn measure_ingest(
         },
         Some("/readyz"),
     )
-    .await?;
-    let mut cells = Vec::new();
-    for &c in &options.concurrencies {
-        cells.push(load::http(&signed_shot(addr), c, warmup, duration).await);
-        purge(channel, &topology.calls_queue()).await;
-    }
-    let ingest_rss = child.peak_rss_mib();
-    child.stop().await;
-    rows.push(IngestRow {
-        variant: "(d) callsync-ingest",
-        cells,
-    });
-
-    let ratios = options
-        .concurrencies
-        .iter()
-        .enumerate()
-        .map(|(i, &c)| Ratio {
-            concurrency: c,
-            d_over_c: rows[3].cells[i].accepted_per_sec
-                / rows[2].cells[i].accepted_per_sec.max(1e-9),
-        })
-        .collect();
-    Ok((rows, ratios, ingest_rss))
+    .await
 }
 
 /// A private prefix, database and crm-sim for one worker measurement.
@@ -752,9 +848,17 @@ pub fn render(report: &Report) -> String {
             ));
         }
     }
-    out.push_str("\n| connections | (d)/(c) |\n|---:|---:|\n");
+    out.push_str(&format!(
+        "\n(c) and (d): {} runs each per connection count, alternated; the rows above pool them.\n",
+        report.ratios.first().map_or(0, |r| r.pairs)
+    ));
+    out.push_str("\n| connections | (d)/(c) median | min | max | (d)/(b) median | min | max |\n|---:|---:|---:|---:|---:|---:|---:|\n");
     for r in &report.ratios {
-        out.push_str(&format!("| {} | {:.2} |\n", r.concurrency, r.d_over_c));
+        let (c, b) = (&r.d_over_c, &r.d_over_b);
+        out.push_str(&format!(
+            "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |\n",
+            r.concurrency, c.median, c.min, c.max, b.median, b.min, b.max
+        ));
     }
     out.push_str("\n| worker workload | CRM latency | replicas | calls | synced/s | CRM requests/call | lag p50 s | lag p99 s |\n|---|---:|---:|---:|---:|---:|---:|---:|\n");
     for w in &report.workers {

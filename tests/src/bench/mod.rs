@@ -13,10 +13,13 @@
 //!
 //! Every server under test runs in a child process (see `roles`).
 
+pub mod batch;
 pub mod load;
 pub mod roles;
 
 use std::net::SocketAddr;
+
+use anyhow::Context;
 use std::time::{Duration, Instant};
 
 use callsync_shared::signature::sign_timestamped;
@@ -31,6 +34,7 @@ use sqlx::Connection;
 
 use crate::harness::{AMQP_URL, PG_SERVER, delete_topology};
 use crate::sim::{CrmSim, RateLimit, SimConfig};
+use batch::{Batch, CrmHeld, check_crm};
 use load::{Measured, Shot};
 use roles::Child;
 
@@ -149,9 +153,15 @@ pub struct WorkerRow {
     pub calls: usize,
     pub seconds: f64,
     pub synced_per_sec: f64,
+    /// CRM requests for the calls, set-up requests excluded.
+    pub crm_requests: u64,
     pub crm_requests_per_call: f64,
     pub lag_p50_ms: f64,
     pub lag_p99_ms: f64,
+    #[serde(flatten)]
+    pub crm: CrmHeld,
+    /// Messages left in the parking queue.
+    pub parked: u32,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -165,6 +175,10 @@ pub struct RateLimitRow {
     pub seconds: f64,
     pub theoretical_min_seconds: f64,
     pub time_over_minimum: f64,
+    #[serde(flatten)]
+    pub crm: CrmHeld,
+    /// Messages left in the parking queue.
+    pub parked: u32,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -499,6 +513,14 @@ async fn start_ingest(topology: &Topology) -> anyhow::Result<(Child, SocketAddr)
     .await
 }
 
+/// Calls by ledger status, and why one parked call was parked.
+#[derive(Debug, Default)]
+struct Progress {
+    synced: i64,
+    parked: i64,
+    reason: Option<String>,
+}
+
 /// A private prefix, database and crm-sim for one worker measurement.
 struct WorkerEnv {
     topology: Topology,
@@ -554,7 +576,7 @@ impl WorkerEnv {
         for (i, body) in calls.iter().enumerate() {
             let mut table = FieldTable::default();
             headers::set_text(&mut table, headers::SOURCE, "voicedock");
-            headers::set_text(&mut table, headers::CALL_ID, &format!("bench-{i}"));
+            headers::set_text(&mut table, headers::CALL_ID, &batch::call_id(i));
             let now_ms =
                 i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
                     .unwrap_or(0);
@@ -583,16 +605,46 @@ impl WorkerEnv {
         Ok(())
     }
 
-    async fn synced(&self) -> i64 {
+    /// How far the ledger is: synced and parked calls.
+    async fn progress(&self) -> Progress {
         let Ok(mut c) =
             sqlx::PgConnection::connect(&format!("{PG_SERVER}/{}", self.database)).await
         else {
-            return 0;
+            return Progress::default();
         };
-        sqlx::query_scalar("SELECT count(*) FROM calls WHERE status = 'synced'")
-            .fetch_one(&mut c)
-            .await
-            .unwrap_or(0)
+        sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE status = 'synced'),
+                    count(*) FILTER (WHERE status = 'parked'),
+                    max(last_error) FILTER (WHERE status = 'parked')
+             FROM calls",
+        )
+        .fetch_one(&mut c)
+        .await
+        .map(|(synced, parked, reason)| Progress {
+            synced,
+            parked,
+            reason,
+        })
+        .unwrap_or_default()
+    }
+
+    /// Messages in the parking queue: calls an operator would have to
+    /// replay (counted there too, as not every parked message has a
+    /// ledger row).
+    async fn parked_messages(&self) -> anyhow::Result<u32> {
+        let (connection, channel) = amqp().await?;
+        let queue = channel
+            .queue_declare(
+                self.topology.parking_queue().as_str().into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await;
+        let _ = connection.close(200, "done".into()).await;
+        Ok(queue?.message_count())
     }
 
     /// Milliseconds from `since` to each call's sync, sorted.
@@ -673,14 +725,25 @@ async fn start_workers(
 
 async fn wait_synced(env: &WorkerEnv, calls: usize, limit: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + limit;
-    while (env.synced().await as usize) < calls {
+    loop {
+        let progress = env.progress().await;
+        // A parked call never syncs: fail now rather than at the deadline.
+        anyhow::ensure!(
+            progress.parked == 0,
+            "{} calls parked, e.g. because: {}",
+            progress.parked,
+            progress.reason.unwrap_or_default()
+        );
+        if progress.synced as usize >= calls {
+            return Ok(());
+        }
         anyhow::ensure!(
             Instant::now() < deadline,
-            "calls not synced within {limit:?}"
+            "{} of {calls} calls synced within {limit:?}",
+            progress.synced
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Ok(())
 }
 
 async fn worker_scenario(
@@ -706,19 +769,12 @@ async fn measure_workers(
     replicas: usize,
     known_contacts: bool,
 ) -> anyhow::Result<(WorkerRow, f64)> {
-    let bodies: Vec<Vec<u8>> = (0..calls)
-        .map(|i| {
-            body_2k(
-                &format!("bench-{i}"),
-                &format!("+3162{i:07}"),
-                !known_contacts,
-            )
-        })
-        .collect();
+    // Every call from a caller of its own; flagged unless the contact is known.
+    let batch = Batch::new(calls, |i| format!("+3162{i:07}"), |_| !known_contacts);
     if known_contacts {
-        for i in 0..calls {
+        for phone in &batch.callers {
             env.sim.seed_contact(
-                serde_json::json!({ "phone": format!("+3162{i:07}") })
+                serde_json::json!({ "phone": phone })
                     .as_object()
                     .cloned()
                     .unwrap_or_default(),
@@ -729,14 +785,19 @@ async fn measure_workers(
     let (workers, _) = start_workers(env, replicas, "off").await?;
     let queued_at = time::OffsetDateTime::now_utc();
     let started = Instant::now();
-    env.preload(&bodies).await?;
+    env.preload(&batch.bodies).await?;
     wait_synced(env, calls, Duration::from_secs(600)).await?;
     let seconds = started.elapsed().as_secs_f64();
     let rss = workers.iter().map(Child::peak_rss_mib).fold(0.0, f64::max);
     for w in workers {
         w.stop().await;
     }
-    let stats = env.sim.snapshot().stats;
+    let snapshot = env.sim.snapshot();
+    let crm = check_crm(&snapshot, &batch).with_context(|| {
+        format!("worker workload {workload:?}, CRM latency {latency_ms} ms, {replicas} replicas")
+    })?;
+    let stats = snapshot.stats;
+    let crm_requests = stats.requests - setup_requests(&stats);
     let lags = env.lags_ms(queued_at).await;
     Ok((
         WorkerRow {
@@ -746,9 +807,12 @@ async fn measure_workers(
             calls,
             seconds,
             synced_per_sec: calls as f64 / seconds,
-            crm_requests_per_call: (stats.requests - setup_requests(&stats)) as f64 / calls as f64,
+            crm_requests,
+            crm_requests_per_call: crm_requests as f64 / calls as f64,
             lag_p50_ms: percentile(&lags, 0.5),
             lag_p99_ms: percentile(&lags, 0.99),
+            crm,
+            parked: env.parked_messages().await?,
         },
         rss,
     ))
@@ -774,15 +838,12 @@ async fn measure_rate_limit(
 ) -> anyhow::Result<RateLimitRow> {
     let calls = options.rate_limit_calls;
     // Realistic traffic: a tenth as many callers as calls, a third flagged.
-    let bodies: Vec<Vec<u8>> = (0..calls)
-        .map(|i| {
-            body_2k(
-                &format!("bench-{i}"),
-                &format!("+3163{:07}", i % (calls / 10).max(1)),
-                i % 3 == 0,
-            )
-        })
-        .collect();
+    let callers = (calls / 10).max(1);
+    let batch = Batch::new(
+        calls,
+        |i| format!("+3163{:07}", i % callers),
+        |i| i % 3 == 0,
+    );
     let budget = format!("{}/10s", options.rate_limit);
     let (workers, addrs) = start_workers(env, 3, &budget).await?;
     // Let the replicas see each other before the burst, as in steady operation.
@@ -808,13 +869,15 @@ async fn measure_rate_limit(
     }
     let setup_before = env.sim.snapshot().stats.requests;
     let started = Instant::now();
-    env.preload(&bodies).await?;
+    env.preload(&batch.bodies).await?;
     wait_synced(env, calls, Duration::from_secs(900)).await?;
     let seconds = started.elapsed().as_secs_f64();
     for w in workers {
         w.stop().await;
     }
-    let stats = env.sim.snapshot().stats;
+    let snapshot = env.sim.snapshot();
+    let crm = check_crm(&snapshot, &batch).context("rate-limit measurement")?;
+    let stats = snapshot.stats;
     let requests = stats.requests - setup_before;
     let per_second = options.rate_limit as f64 / window.as_secs_f64();
     let minimum = requests as f64 / per_second;
@@ -828,6 +891,8 @@ async fn measure_rate_limit(
         seconds,
         theoretical_min_seconds: minimum,
         time_over_minimum: seconds / minimum.max(1e-9),
+        crm,
+        parked: env.parked_messages().await?,
     })
 }
 
@@ -860,10 +925,10 @@ pub fn render(report: &Report) -> String {
             r.concurrency, c.median, c.min, c.max, b.median, b.min, b.max
         ));
     }
-    out.push_str("\n| worker workload | CRM latency | replicas | calls | synced/s | CRM requests/call | lag p50 s | lag p99 s |\n|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    out.push_str("\n| worker workload | CRM latency | replicas | calls | synced/s | CRM requests/call | lag p50 s | lag p99 s | CRM call records / tasks | parked |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for w in &report.workers {
         out.push_str(&format!(
-            "| {} | {} ms | {} | {} | {:.1} | {:.2} | {:.2} | {:.2} |\n",
+            "| {} | {} ms | {} | {} | {:.1} | {:.2} | {:.2} | {:.2} | {} / {} | {} |\n",
             w.workload,
             w.crm_latency_ms,
             w.replicas,
@@ -871,13 +936,16 @@ pub fn render(report: &Report) -> String {
             w.synced_per_sec,
             w.crm_requests_per_call,
             w.lag_p50_ms / 1_000.0,
-            w.lag_p99_ms / 1_000.0
+            w.lag_p99_ms / 1_000.0,
+            w.crm.crm_call_records,
+            w.crm.crm_tasks,
+            w.parked
         ));
     }
     let r = &report.rate_limit;
     out.push_str(&format!(
-        "\n| rate limit | calls | replicas | CRM requests | 429s | 429 ratio | time s | minimum s | time / minimum |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n| {} | {} | {} | {} | {} | {:.4} | {:.1} | {:.1} | {:.2} |\n",
-        r.limit, r.calls, r.replicas, r.crm_requests, r.rate_limited, r.ratio_429, r.seconds, r.theoretical_min_seconds, r.time_over_minimum
+        "\n| rate limit | calls | replicas | CRM requests | 429s | 429 ratio | time s | minimum s | time / minimum | CRM call records / tasks | parked |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n| {} | {} | {} | {} | {} | {:.4} | {:.1} | {:.1} | {:.2} | {} / {} | {} |\n",
+        r.limit, r.calls, r.replicas, r.crm_requests, r.rate_limited, r.ratio_429, r.seconds, r.theoretical_min_seconds, r.time_over_minimum, r.crm.crm_call_records, r.crm.crm_tasks, r.parked
     ));
     out.push_str(&format!(
         "\n| process | peak RSS |\n|---|---:|\n| callsync-ingest (scenario 1) | {:.1} MiB |\n| callsync-worker (scenario 2, largest replica) | {:.1} MiB |\n",

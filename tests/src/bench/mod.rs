@@ -953,3 +953,22 @@ pub fn render(report: &Report) -> String {
     ));
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Spread;
+
+    #[test]
+    fn the_median_of_five_pairs_is_the_middle_one_and_the_values_keep_their_order() {
+        let spread = Spread::of(vec![0.9, 0.7, 1.1, 0.8, 1.0]);
+        assert_eq!((spread.median, spread.min, spread.max), (0.9, 0.7, 1.1));
+        assert_eq!(spread.values, [0.9, 0.7, 1.1, 0.8, 1.0]);
+    }
+
+    #[test]
+    fn the_median_of_two_pairs_is_their_mean() {
+        let spread = Spread::of(vec![1.2, 0.8]);
+        assert!((spread.median - 1.0).abs() < 1e-12);
+        assert_eq!((spread.min, spread.max), (0.8, 1.2));
+    }
+}

@@ -10,3 +10,13 @@ pub mod spool;
 
 pub use app::App;
 pub use config::IngestConfig;
+
+/// What the `callsync-ingest` binary does once configured: installs the
+/// configured logging, then serves until SIGTERM. The benchmark runs this
+/// same function, so that it measures what users run, logging included.
+pub async fn serve(config: IngestConfig) -> anyhow::Result<()> {
+    config.log.init();
+    let app = App::build(config).await?;
+    app.run_until(callsync_shared::shutdown::signal()).await?;
+    Ok(())
+}

@@ -1,4 +1,4 @@
-use callsync_ingest::{App, IngestConfig};
+use callsync_ingest::IngestConfig;
 use callsync_shared::config::Env;
 
 #[tokio::main]
@@ -23,8 +23,5 @@ async fn main() -> anyhow::Result<()> {
             std::process::exit(2);
         }
     }
-    config.log.init();
-    let app = App::build(config).await?;
-    app.run_until(callsync_shared::shutdown::signal()).await?;
-    Ok(())
+    callsync_ingest::serve(config).await
 }

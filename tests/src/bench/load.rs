@@ -8,10 +8,12 @@ use lapin::options::BasicPublishOptions;
 use lapin::{BasicProperties, Channel, Confirmation};
 use serde::Serialize;
 
-/// What one load run measured.
+/// What one or more load runs at the same concurrency measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct Measured {
     pub concurrency: usize,
+    /// How many runs are pooled here (the alternated cells have several).
+    pub runs: usize,
     pub accepted: u64,
     pub failed: u64,
     pub seconds: f64,
@@ -21,12 +23,13 @@ pub struct Measured {
 }
 
 impl Measured {
-    fn from(
-        concurrency: usize,
-        mut latencies: Vec<Duration>,
-        failed: u64,
-        elapsed: Duration,
-    ) -> Self {
+    /// Pools runs: every latency counts once, and the rate is all accepted
+    /// requests over all measured time.
+    pub fn pooled(samples: &[Sample]) -> Self {
+        let mut latencies: Vec<Duration> = samples
+            .iter()
+            .flat_map(|s| s.latencies.iter().copied())
+            .collect();
         latencies.sort();
         let pick = |q: f64| -> f64 {
             if latencies.is_empty() {
@@ -36,15 +39,32 @@ impl Measured {
             latencies[i].as_secs_f64() * 1_000.0
         };
         let accepted = latencies.len() as u64;
+        let seconds: f64 = samples.iter().map(|s| s.elapsed.as_secs_f64()).sum();
         Self {
-            concurrency,
+            concurrency: samples.first().map_or(0, |s| s.concurrency),
+            runs: samples.len(),
             accepted,
-            failed,
-            seconds: elapsed.as_secs_f64(),
-            accepted_per_sec: accepted as f64 / elapsed.as_secs_f64().max(1e-9),
+            failed: samples.iter().map(|s| s.failed).sum(),
+            seconds,
+            accepted_per_sec: accepted as f64 / seconds.max(1e-9),
             p50_ms: pick(0.50),
             p99_ms: pick(0.99),
         }
+    }
+}
+
+/// One load run as it happened, kept whole so that runs can be pooled.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub concurrency: usize,
+    pub latencies: Vec<Duration>,
+    pub failed: u64,
+    pub elapsed: Duration,
+}
+
+impl Sample {
+    pub fn accepted_per_sec(&self) -> f64 {
+        self.latencies.len() as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 }
 
@@ -58,12 +78,7 @@ pub struct Shot {
 
 /// `concurrency` connections sending `shot` back to back for `duration`
 /// (after `warmup`, which is not measured). A 2xx counts as accepted.
-pub async fn http(
-    shot: &Shot,
-    concurrency: usize,
-    warmup: Duration,
-    duration: Duration,
-) -> Measured {
+pub async fn http(shot: &Shot, concurrency: usize, warmup: Duration, duration: Duration) -> Sample {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(concurrency)
         .build()
@@ -108,7 +123,12 @@ pub async fn http(
         latencies.extend(l);
         failed += f;
     }
-    Measured::from(concurrency, latencies, failed, started.elapsed())
+    Sample {
+        concurrency,
+        latencies,
+        failed,
+        elapsed: started.elapsed(),
+    }
 }
 
 /// `concurrency` publishes in flight on one confirm channel, each awaiting
@@ -121,7 +141,7 @@ pub async fn publish(
     concurrency: usize,
     warmup: Duration,
     duration: Duration,
-) -> Measured {
+) -> Sample {
     let run = |until: Instant| {
         let channel = channel.clone();
         let (exchange, key, body) = (exchange.to_owned(), key.to_owned(), body.to_vec());
@@ -171,5 +191,10 @@ pub async fn publish(
         latencies.extend(l);
         failed += f;
     }
-    Measured::from(concurrency, latencies, failed, started.elapsed())
+    Sample {
+        concurrency,
+        latencies,
+        failed,
+        elapsed: started.elapsed(),
+    }
 }

@@ -3,8 +3,9 @@
 //!
 //! 1. Ingest against its ceilings, at several connection counts: (a) an axum
 //!    endpoint that only checks the HMAC, (b) bare lapin publishes with
-//!    confirms to a quorum queue, (c) an axum endpoint that publishes with a
-//!    confirm and nothing else, (d) `callsync-ingest` with everything on.
+//!    confirms to a quorum queue, (c) an axum endpoint that checks the HMAC
+//!    as (d) does, publishes with a confirm and nothing else, (d)
+//!    `callsync-ingest` with everything on, logging included.
 //! 2. Worker throughput with crm-sim answering after 0 and 50 ms, 1 and 3
 //!    replicas; CRM requests per call; lag from queueing to synced.
 //! 3. Rate limits: crm-sim at HubSpot's 190 requests per 10 s, 3 replicas.
@@ -12,10 +13,13 @@
 //!
 //! Every server under test runs in a child process (see `roles`).
 
+pub mod batch;
 pub mod load;
 pub mod roles;
 
 use std::net::SocketAddr;
+
+use anyhow::Context;
 use std::time::{Duration, Instant};
 
 use callsync_shared::signature::sign_timestamped;
@@ -30,6 +34,7 @@ use sqlx::Connection;
 
 use crate::harness::{AMQP_URL, PG_SERVER, delete_topology};
 use crate::sim::{CrmSim, RateLimit, SimConfig};
+use batch::{Batch, CrmHeld, check_crm};
 use load::{Measured, Shot};
 use roles::Child;
 
@@ -43,6 +48,9 @@ const RETRY_SECS: [u64; 3] = [1, 2, 5];
 #[derive(Debug, Clone)]
 pub struct Options {
     pub seconds_per_cell: f64,
+    /// How many times (c) and (d) are measured, alternately, per
+    /// connection count: c, d, c, d, ...
+    pub pairs: usize,
     pub warmup_seconds: f64,
     pub concurrencies: Vec<usize>,
     pub worker_calls: usize,
@@ -54,9 +62,13 @@ pub struct Options {
 impl Options {
     /// The full run (a few minutes on two cores).
     pub fn full() -> Self {
+        // Cells are 2 s (they were 5 s) so that five (c)/(d) pairs per
+        // connection count keep the full run near five minutes; pairs
+        // alternated in time say more than one long cell each.
         Self {
-            seconds_per_cell: 5.0,
-            warmup_seconds: 1.0,
+            seconds_per_cell: 2.0,
+            warmup_seconds: 0.5,
+            pairs: 5,
             concurrencies: vec![1, 16, 64],
             worker_calls: 2_000,
             rate_limit_calls: 1_000,
@@ -69,6 +81,7 @@ impl Options {
         Self {
             seconds_per_cell: 0.5,
             warmup_seconds: 0.1,
+            pairs: 2,
             concurrencies: vec![1, 4],
             worker_calls: 30,
             rate_limit_calls: 40,
@@ -92,10 +105,44 @@ pub struct IngestRow {
     pub cells: Vec<Measured>,
 }
 
+/// (d) against its ceilings at one connection count, one value per
+/// alternated pair.
 #[derive(Debug, Clone, Serialize)]
 pub struct Ratio {
     pub concurrency: usize,
-    pub d_over_c: f64,
+    pub pairs: usize,
+    pub d_over_c: Spread,
+    /// (b) is measured once per connection count; each pair's (d) is set
+    /// against it.
+    pub d_over_b: Spread,
+}
+
+/// The median, minimum and maximum of some values, and the values.
+#[derive(Debug, Clone, Serialize)]
+pub struct Spread {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+    pub values: Vec<f64>,
+}
+
+impl Spread {
+    pub fn of(values: Vec<f64>) -> Self {
+        let mut sorted = values.clone();
+        sorted.sort_by(f64::total_cmp);
+        let n = sorted.len();
+        let median = match n {
+            0 => f64::NAN,
+            _ if n % 2 == 1 => sorted[n / 2],
+            _ => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+        };
+        Self {
+            median,
+            min: sorted.first().copied().unwrap_or(f64::NAN),
+            max: sorted.last().copied().unwrap_or(f64::NAN),
+            values,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -106,9 +153,15 @@ pub struct WorkerRow {
     pub calls: usize,
     pub seconds: f64,
     pub synced_per_sec: f64,
+    /// CRM requests for the calls, set-up requests excluded.
+    pub crm_requests: u64,
     pub crm_requests_per_call: f64,
     pub lag_p50_ms: f64,
     pub lag_p99_ms: f64,
+    #[serde(flatten)]
+    pub crm: CrmHeld,
+    /// Messages left in the parking queue.
+    pub parked: u32,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -122,6 +175,10 @@ pub struct RateLimitRow {
     pub seconds: f64,
     pub theoretical_min_seconds: f64,
     pub time_over_minimum: f64,
+    #[serde(flatten)]
+    pub crm: CrmHeld,
+    /// Messages left in the parking queue.
+    pub parked: u32,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -300,17 +357,29 @@ async fn measure_ingest(
     topology: &Topology,
     bare_queue: &str,
 ) -> anyhow::Result<(Vec<IngestRow>, Vec<Ratio>, f64)> {
-    let warmup = Duration::from_secs_f64(options.warmup_seconds);
-    let duration = Duration::from_secs_f64(options.seconds_per_cell);
-    let mut rows = Vec::new();
+    let hmac = measure_hmac_only(options).await?;
+    let bare = measure_bare_publish(options, channel, bare_queue).await;
+    let (confirm, ingest, ratios, rss) =
+        alternate_c_and_d(options, channel, topology, bare_queue, &bare).await?;
+    Ok((vec![hmac, bare, confirm, ingest], ratios, rss))
+}
 
-    // (a) HMAC only.
+fn cell_times(options: &Options) -> (Duration, Duration) {
+    (
+        Duration::from_secs_f64(options.warmup_seconds),
+        Duration::from_secs_f64(options.seconds_per_cell),
+    )
+}
+
+/// (a) HMAC only.
+async fn measure_hmac_only(options: &Options) -> anyhow::Result<IngestRow> {
+    let (warmup, duration) = cell_times(options);
     let (child, addr) = Child::start(
         "hmac-only",
         |addr| {
             pairs(&[
                 ("BENCH_ADDR", addr.to_string()),
-                ("BENCH_SECRET", SECRET.to_owned()),
+                ("CALLSYNC_VOICEDOCK_SECRET", SECRET.to_owned()),
             ])
         },
         None,
@@ -318,52 +387,118 @@ async fn measure_ingest(
     .await?;
     let mut cells = Vec::new();
     for &c in &options.concurrencies {
-        cells.push(load::http(&signed_shot(addr), c, warmup, duration).await);
+        let sample = load::http(&signed_shot(addr), c, warmup, duration).await;
+        cells.push(Measured::pooled(&[sample]));
     }
     child.stop().await;
-    rows.push(IngestRow {
+    Ok(IngestRow {
         variant: "(a) axum + HMAC check only",
         cells,
-    });
+    })
+}
 
-    // (b) bare publishes with confirms.
+/// (b) bare publishes with confirms.
+async fn measure_bare_publish(
+    options: &Options,
+    channel: &lapin::Channel,
+    bare_queue: &str,
+) -> IngestRow {
+    let (warmup, duration) = cell_times(options);
     let body = body_2k("bench-call", "+31612345678", false);
     let mut cells = Vec::new();
     for &c in &options.concurrencies {
-        cells.push(load::publish(channel, "", bare_queue, &body, c, warmup, duration).await);
+        let sample = load::publish(channel, "", bare_queue, &body, c, warmup, duration).await;
+        cells.push(Measured::pooled(&[sample]));
         purge(channel, bare_queue).await;
     }
-    rows.push(IngestRow {
+    IngestRow {
         variant: "(b) lapin publish + confirm, quorum queue",
         cells,
-    });
+    }
+}
 
-    // (c) axum + confirm.
-    let (child, addr) = Child::start(
+/// (c) and (d), measured alternately (c, d, c, d, ...) at each connection
+/// count, so that whatever else the machine does in the meantime weighs on
+/// both alike. Both servers stay up throughout (the idle one only answers
+/// broker heartbeats), so that no cell pays for a start. The table pools
+/// each variant's runs; the ratios are per pair.
+async fn alternate_c_and_d(
+    options: &Options,
+    channel: &lapin::Channel,
+    topology: &Topology,
+    bare_queue: &str,
+    bare: &IngestRow,
+) -> anyhow::Result<(IngestRow, IngestRow, Vec<Ratio>, f64)> {
+    let (warmup, duration) = cell_times(options);
+    let (confirm, confirm_addr) = start_bare_confirm(bare_queue).await?;
+    let (ingest, ingest_addr) = start_ingest(topology).await?;
+    let mut c_cells = Vec::new();
+    let mut d_cells = Vec::new();
+    let mut ratios = Vec::new();
+    for (i, &conc) in options.concurrencies.iter().enumerate() {
+        let mut c_runs = Vec::new();
+        let mut d_runs = Vec::new();
+        for _ in 0..options.pairs {
+            c_runs.push(load::http(&signed_shot(confirm_addr), conc, warmup, duration).await);
+            purge(channel, bare_queue).await;
+            d_runs.push(load::http(&signed_shot(ingest_addr), conc, warmup, duration).await);
+            purge(channel, &topology.calls_queue()).await;
+        }
+        let b = bare.cells[i].accepted_per_sec;
+        ratios.push(pair_ratios(conc, &c_runs, &d_runs, b));
+        c_cells.push(Measured::pooled(&c_runs));
+        d_cells.push(Measured::pooled(&d_runs));
+    }
+    let ingest_rss = ingest.peak_rss_mib();
+    ingest.stop().await;
+    confirm.stop().await;
+    Ok((
+        IngestRow {
+            variant: "(c) axum + HMAC + publish + confirm",
+            cells: c_cells,
+        },
+        IngestRow {
+            variant: "(d) callsync-ingest",
+            cells: d_cells,
+        },
+        ratios,
+        ingest_rss,
+    ))
+}
+
+fn pair_ratios(concurrency: usize, c: &[load::Sample], d: &[load::Sample], b: f64) -> Ratio {
+    let d_over = |base: &dyn Fn(usize) -> f64| -> Vec<f64> {
+        d.iter()
+            .enumerate()
+            .map(|(i, run)| run.accepted_per_sec() / base(i).max(1e-9))
+            .collect()
+    };
+    Ratio {
+        concurrency,
+        pairs: d.len(),
+        d_over_c: Spread::of(d_over(&|i| c[i].accepted_per_sec())),
+        d_over_b: Spread::of(d_over(&|_| b)),
+    }
+}
+
+async fn start_bare_confirm(bare_queue: &str) -> anyhow::Result<(Child, SocketAddr)> {
+    Child::start(
         "bare-confirm",
         |addr| {
             pairs(&[
                 ("BENCH_ADDR", addr.to_string()),
                 ("BENCH_AMQP_URL", AMQP_URL.to_owned()),
                 ("BENCH_QUEUE", bare_queue.to_owned()),
+                ("CALLSYNC_VOICEDOCK_SECRET", SECRET.to_owned()),
             ])
         },
         None,
     )
-    .await?;
-    let mut cells = Vec::new();
-    for &c in &options.concurrencies {
-        cells.push(load::http(&signed_shot(addr), c, warmup, duration).await);
-        purge(channel, bare_queue).await;
-    }
-    child.stop().await;
-    rows.push(IngestRow {
-        variant: "(c) axum + publish + confirm",
-        cells,
-    });
+    .await
+}
 
-    // (d) callsync-ingest.
-    let (child, addr) = Child::start(
+async fn start_ingest(topology: &Topology) -> anyhow::Result<(Child, SocketAddr)> {
+    Child::start(
         "ingest",
         |addr| {
             pairs(&[
@@ -375,30 +510,15 @@ async fn measure_ingest(
         },
         Some("/readyz"),
     )
-    .await?;
-    let mut cells = Vec::new();
-    for &c in &options.concurrencies {
-        cells.push(load::http(&signed_shot(addr), c, warmup, duration).await);
-        purge(channel, &topology.calls_queue()).await;
-    }
-    let ingest_rss = child.peak_rss_mib();
-    child.stop().await;
-    rows.push(IngestRow {
-        variant: "(d) callsync-ingest",
-        cells,
-    });
+    .await
+}
 
-    let ratios = options
-        .concurrencies
-        .iter()
-        .enumerate()
-        .map(|(i, &c)| Ratio {
-            concurrency: c,
-            d_over_c: rows[3].cells[i].accepted_per_sec
-                / rows[2].cells[i].accepted_per_sec.max(1e-9),
-        })
-        .collect();
-    Ok((rows, ratios, ingest_rss))
+/// Calls by ledger status, and why one parked call was parked.
+#[derive(Debug, Default)]
+struct Progress {
+    synced: i64,
+    parked: i64,
+    reason: Option<String>,
 }
 
 /// A private prefix, database and crm-sim for one worker measurement.
@@ -456,7 +576,7 @@ impl WorkerEnv {
         for (i, body) in calls.iter().enumerate() {
             let mut table = FieldTable::default();
             headers::set_text(&mut table, headers::SOURCE, "voicedock");
-            headers::set_text(&mut table, headers::CALL_ID, &format!("bench-{i}"));
+            headers::set_text(&mut table, headers::CALL_ID, &batch::call_id(i));
             let now_ms =
                 i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
                     .unwrap_or(0);
@@ -485,16 +605,46 @@ impl WorkerEnv {
         Ok(())
     }
 
-    async fn synced(&self) -> i64 {
+    /// How far the ledger is: synced and parked calls.
+    async fn progress(&self) -> Progress {
         let Ok(mut c) =
             sqlx::PgConnection::connect(&format!("{PG_SERVER}/{}", self.database)).await
         else {
-            return 0;
+            return Progress::default();
         };
-        sqlx::query_scalar("SELECT count(*) FROM calls WHERE status = 'synced'")
-            .fetch_one(&mut c)
-            .await
-            .unwrap_or(0)
+        sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE status = 'synced'),
+                    count(*) FILTER (WHERE status = 'parked'),
+                    max(last_error) FILTER (WHERE status = 'parked')
+             FROM calls",
+        )
+        .fetch_one(&mut c)
+        .await
+        .map(|(synced, parked, reason)| Progress {
+            synced,
+            parked,
+            reason,
+        })
+        .unwrap_or_default()
+    }
+
+    /// Messages in the parking queue: calls an operator would have to
+    /// replay (counted there too, as not every parked message has a
+    /// ledger row).
+    async fn parked_messages(&self) -> anyhow::Result<u32> {
+        let (connection, channel) = amqp().await?;
+        let queue = channel
+            .queue_declare(
+                self.topology.parking_queue().as_str().into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await;
+        let _ = connection.close(200, "done".into()).await;
+        Ok(queue?.message_count())
     }
 
     /// Milliseconds from `since` to each call's sync, sorted.
@@ -575,14 +725,25 @@ async fn start_workers(
 
 async fn wait_synced(env: &WorkerEnv, calls: usize, limit: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + limit;
-    while (env.synced().await as usize) < calls {
+    loop {
+        let progress = env.progress().await;
+        // A parked call never syncs: fail now rather than at the deadline.
+        anyhow::ensure!(
+            progress.parked == 0,
+            "{} calls parked, e.g. because: {}",
+            progress.parked,
+            progress.reason.unwrap_or_default()
+        );
+        if progress.synced as usize >= calls {
+            return Ok(());
+        }
         anyhow::ensure!(
             Instant::now() < deadline,
-            "calls not synced within {limit:?}"
+            "{} of {calls} calls synced within {limit:?}",
+            progress.synced
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Ok(())
 }
 
 async fn worker_scenario(
@@ -608,19 +769,12 @@ async fn measure_workers(
     replicas: usize,
     known_contacts: bool,
 ) -> anyhow::Result<(WorkerRow, f64)> {
-    let bodies: Vec<Vec<u8>> = (0..calls)
-        .map(|i| {
-            body_2k(
-                &format!("bench-{i}"),
-                &format!("+3162{i:07}"),
-                !known_contacts,
-            )
-        })
-        .collect();
+    // Every call from a caller of its own; flagged unless the contact is known.
+    let batch = Batch::new(calls, |i| format!("+3162{i:07}"), |_| !known_contacts);
     if known_contacts {
-        for i in 0..calls {
+        for phone in &batch.callers {
             env.sim.seed_contact(
-                serde_json::json!({ "phone": format!("+3162{i:07}") })
+                serde_json::json!({ "phone": phone })
                     .as_object()
                     .cloned()
                     .unwrap_or_default(),
@@ -631,14 +785,19 @@ async fn measure_workers(
     let (workers, _) = start_workers(env, replicas, "off").await?;
     let queued_at = time::OffsetDateTime::now_utc();
     let started = Instant::now();
-    env.preload(&bodies).await?;
+    env.preload(&batch.bodies).await?;
     wait_synced(env, calls, Duration::from_secs(600)).await?;
     let seconds = started.elapsed().as_secs_f64();
     let rss = workers.iter().map(Child::peak_rss_mib).fold(0.0, f64::max);
     for w in workers {
         w.stop().await;
     }
-    let stats = env.sim.snapshot().stats;
+    let snapshot = env.sim.snapshot();
+    let crm = check_crm(&snapshot, &batch).with_context(|| {
+        format!("worker workload {workload:?}, CRM latency {latency_ms} ms, {replicas} replicas")
+    })?;
+    let stats = snapshot.stats;
+    let crm_requests = stats.requests - setup_requests(&stats);
     let lags = env.lags_ms(queued_at).await;
     Ok((
         WorkerRow {
@@ -648,9 +807,12 @@ async fn measure_workers(
             calls,
             seconds,
             synced_per_sec: calls as f64 / seconds,
-            crm_requests_per_call: (stats.requests - setup_requests(&stats)) as f64 / calls as f64,
+            crm_requests,
+            crm_requests_per_call: crm_requests as f64 / calls as f64,
             lag_p50_ms: percentile(&lags, 0.5),
             lag_p99_ms: percentile(&lags, 0.99),
+            crm,
+            parked: env.parked_messages().await?,
         },
         rss,
     ))
@@ -676,15 +838,12 @@ async fn measure_rate_limit(
 ) -> anyhow::Result<RateLimitRow> {
     let calls = options.rate_limit_calls;
     // Realistic traffic: a tenth as many callers as calls, a third flagged.
-    let bodies: Vec<Vec<u8>> = (0..calls)
-        .map(|i| {
-            body_2k(
-                &format!("bench-{i}"),
-                &format!("+3163{:07}", i % (calls / 10).max(1)),
-                i % 3 == 0,
-            )
-        })
-        .collect();
+    let callers = (calls / 10).max(1);
+    let batch = Batch::new(
+        calls,
+        |i| format!("+3163{:07}", i % callers),
+        |i| i % 3 == 0,
+    );
     let budget = format!("{}/10s", options.rate_limit);
     let (workers, addrs) = start_workers(env, 3, &budget).await?;
     // Let the replicas see each other before the burst, as in steady operation.
@@ -710,13 +869,15 @@ async fn measure_rate_limit(
     }
     let setup_before = env.sim.snapshot().stats.requests;
     let started = Instant::now();
-    env.preload(&bodies).await?;
+    env.preload(&batch.bodies).await?;
     wait_synced(env, calls, Duration::from_secs(900)).await?;
     let seconds = started.elapsed().as_secs_f64();
     for w in workers {
         w.stop().await;
     }
-    let stats = env.sim.snapshot().stats;
+    let snapshot = env.sim.snapshot();
+    let crm = check_crm(&snapshot, &batch).context("rate-limit measurement")?;
+    let stats = snapshot.stats;
     let requests = stats.requests - setup_before;
     let per_second = options.rate_limit as f64 / window.as_secs_f64();
     let minimum = requests as f64 / per_second;
@@ -730,6 +891,8 @@ async fn measure_rate_limit(
         seconds,
         theoretical_min_seconds: minimum,
         time_over_minimum: seconds / minimum.max(1e-9),
+        crm,
+        parked: env.parked_messages().await?,
     })
 }
 
@@ -750,14 +913,22 @@ pub fn render(report: &Report) -> String {
             ));
         }
     }
-    out.push_str("\n| connections | (d)/(c) |\n|---:|---:|\n");
+    out.push_str(&format!(
+        "\n(c) and (d): {} runs each per connection count, alternated; the rows above pool them.\n",
+        report.ratios.first().map_or(0, |r| r.pairs)
+    ));
+    out.push_str("\n| connections | (d)/(c) median | min | max | (d)/(b) median | min | max |\n|---:|---:|---:|---:|---:|---:|---:|\n");
     for r in &report.ratios {
-        out.push_str(&format!("| {} | {:.2} |\n", r.concurrency, r.d_over_c));
+        let (c, b) = (&r.d_over_c, &r.d_over_b);
+        out.push_str(&format!(
+            "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |\n",
+            r.concurrency, c.median, c.min, c.max, b.median, b.min, b.max
+        ));
     }
-    out.push_str("\n| worker workload | CRM latency | replicas | calls | synced/s | CRM requests/call | lag p50 s | lag p99 s |\n|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    out.push_str("\n| worker workload | CRM latency | replicas | calls | synced/s | CRM requests/call | lag p50 s | lag p99 s | CRM call records / tasks | parked |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for w in &report.workers {
         out.push_str(&format!(
-            "| {} | {} ms | {} | {} | {:.1} | {:.2} | {:.2} | {:.2} |\n",
+            "| {} | {} ms | {} | {} | {:.1} | {:.2} | {:.2} | {:.2} | {} / {} | {} |\n",
             w.workload,
             w.crm_latency_ms,
             w.replicas,
@@ -765,17 +936,39 @@ pub fn render(report: &Report) -> String {
             w.synced_per_sec,
             w.crm_requests_per_call,
             w.lag_p50_ms / 1_000.0,
-            w.lag_p99_ms / 1_000.0
+            w.lag_p99_ms / 1_000.0,
+            w.crm.crm_call_records,
+            w.crm.crm_tasks,
+            w.parked
         ));
     }
     let r = &report.rate_limit;
     out.push_str(&format!(
-        "\n| rate limit | calls | replicas | CRM requests | 429s | 429 ratio | time s | minimum s | time / minimum |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n| {} | {} | {} | {} | {} | {:.4} | {:.1} | {:.1} | {:.2} |\n",
-        r.limit, r.calls, r.replicas, r.crm_requests, r.rate_limited, r.ratio_429, r.seconds, r.theoretical_min_seconds, r.time_over_minimum
+        "\n| rate limit | calls | replicas | CRM requests | 429s | 429 ratio | time s | minimum s | time / minimum | CRM call records / tasks | parked |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n| {} | {} | {} | {} | {} | {:.4} | {:.1} | {:.1} | {:.2} | {} / {} | {} |\n",
+        r.limit, r.calls, r.replicas, r.crm_requests, r.rate_limited, r.ratio_429, r.seconds, r.theoretical_min_seconds, r.time_over_minimum, r.crm.crm_call_records, r.crm.crm_tasks, r.parked
     ));
     out.push_str(&format!(
         "\n| process | peak RSS |\n|---|---:|\n| callsync-ingest (scenario 1) | {:.1} MiB |\n| callsync-worker (scenario 2, largest replica) | {:.1} MiB |\n",
         report.memory.ingest_peak_rss_mib, report.memory.worker_peak_rss_mib
     ));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Spread;
+
+    #[test]
+    fn the_median_of_five_pairs_is_the_middle_one_and_the_values_keep_their_order() {
+        let spread = Spread::of(vec![0.9, 0.7, 1.1, 0.8, 1.0]);
+        assert_eq!((spread.median, spread.min, spread.max), (0.9, 0.7, 1.1));
+        assert_eq!(spread.values, [0.9, 0.7, 1.1, 0.8, 1.0]);
+    }
+
+    #[test]
+    fn the_median_of_two_pairs_is_their_mean() {
+        let spread = Spread::of(vec![1.2, 0.8]);
+        assert!((spread.median - 1.0).abs() < 1e-12);
+        assert_eq!((spread.min, spread.max), (0.8, 1.2));
+    }
 }

@@ -12,8 +12,9 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use callsync_shared::config::{Env, Secret};
-use callsync_shared::signature::{SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_timestamped};
+use callsync_ingest::auth::SourceAuth;
+use callsync_shared::Source;
+use callsync_shared::config::Env;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Channel, Confirmation};
 
@@ -25,14 +26,12 @@ pub async fn run(role: &str) -> anyhow::Result<()> {
     match role {
         "hmac-only" => serve(hmac_only(&env)?, &env).await,
         "bare-confirm" => serve(bare_confirm(&env).await?, &env).await,
-        "ingest" => {
-            let config = callsync_ingest::IngestConfig::from_env(&env)?;
-            let app = callsync_ingest::App::build(config).await?;
-            app.run_until(callsync_shared::shutdown::signal()).await?;
-            Ok(())
-        }
+        // The binary's own start-up, logging included.
+        "ingest" => callsync_ingest::serve(callsync_ingest::IngestConfig::from_env(&env)?).await,
         "worker" => {
             let config = callsync_worker::WorkerConfig::from_env(&env)?;
+            // As `callsync-worker` does before it builds the worker.
+            config.log.init();
             let worker = callsync_worker::Worker::build(config).await?;
             worker
                 .run_until(callsync_shared::shutdown::signal())
@@ -52,26 +51,48 @@ async fn serve(router: Router, env: &Env) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The voicedock check `callsync-ingest` makes: its own code, configured
+/// from `CALLSYNC_VOICEDOCK_SECRET` as ingest is.
+fn voicedock_auth(env: &Env) -> anyhow::Result<Arc<SourceAuth>> {
+    Ok(Arc::new(SourceAuth::from_env(env, Source::Voicedock)?))
+}
+
+fn verified(auth: &SourceAuth, headers: &HeaderMap, body: &[u8]) -> bool {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    auth.verify(headers, None, body, now).is_ok()
+}
+
 /// Baseline (a): an endpoint that only checks the HMAC on the raw body.
 fn hmac_only(env: &Env) -> anyhow::Result<Router> {
-    let secrets = Arc::new(vec![Secret::new(env.required("BENCH_SECRET")?)]);
     Ok(Router::new()
         .route(
             "/webhooks/voicedock",
-            post(|State(secrets): State<Arc<Vec<Secret>>>, headers: HeaderMap, body: Bytes| async move {
-                let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
-                let now = time::OffsetDateTime::now_utc().unix_timestamp();
-                match verify_timestamped(&secrets, header(TIMESTAMP_HEADER), header(SIGNATURE_HEADER), &body, now, 300) {
-                    Ok(()) => (StatusCode::ACCEPTED, "{\"accepted\":true}"),
-                    Err(_) => (StatusCode::UNAUTHORIZED, "{}"),
-                }
-            }),
+            post(
+                |State(auth): State<Arc<SourceAuth>>, headers: HeaderMap, body: Bytes| async move {
+                    if verified(&auth, &headers, &body) {
+                        (StatusCode::ACCEPTED, "{\"accepted\":true}")
+                    } else {
+                        (StatusCode::UNAUTHORIZED, "{}")
+                    }
+                },
+            ),
         )
-        .with_state(secrets))
+        .with_state(voicedock_auth(env)?))
 }
 
-/// Baseline (c): an endpoint that publishes the body with a confirm and
-/// answers, nothing else (no verification, no parsing, no headers).
+/// What the (c) endpoint holds: the check, and the channel to publish on.
+#[derive(Clone)]
+struct Confirming {
+    auth: Arc<SourceAuth>,
+    channel: Channel,
+    queue: String,
+    /// Owned here because the channel must not outlive its connection.
+    _connection: Arc<lapin::Connection>,
+}
+
+/// Baseline (c): an endpoint that checks the HMAC as (d) does, publishes
+/// the body with a confirm and answers; nothing else (no parsing, no
+/// headers, no logging), so that (d)/(c) is what the rest of ingest costs.
 async fn bare_confirm(env: &Env) -> anyhow::Result<Router> {
     let connection =
         callsync_shared::broker::connect(&env.required("BENCH_AMQP_URL")?, "bench-bare-confirm")
@@ -80,46 +101,54 @@ async fn bare_confirm(env: &Env) -> anyhow::Result<Router> {
     channel
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
-    let queue = env.required("BENCH_QUEUE")?;
-    // The router's state owns the connection, which must live as long as it.
-    let connection = Arc::new(connection);
+    let state = Confirming {
+        auth: voicedock_auth(env)?,
+        channel,
+        queue: env.required("BENCH_QUEUE")?,
+        _connection: Arc::new(connection),
+    };
     Ok(Router::new()
-        .route(
-            "/webhooks/voicedock",
-            post(
-                |State((channel, queue, _connection)): State<(
-                    Channel,
-                    String,
-                    Arc<lapin::Connection>,
-                )>,
-                 body: Bytes| async move {
-                    let confirmed = async {
-                        channel
-                            .basic_publish(
-                                "".into(),
-                                queue.as_str().into(),
-                                BasicPublishOptions {
-                                    mandatory: true,
-                                    ..BasicPublishOptions::default()
-                                },
-                                &body,
-                                BasicProperties::default().with_delivery_mode(2),
-                            )
-                            .await?
-                            .await
-                    }
-                    .await;
-                    match confirmed {
-                        Ok(Confirmation::Ack(None)) => {
-                            (StatusCode::ACCEPTED, "{\"accepted\":true}")
-                        }
-                        _ => (StatusCode::SERVICE_UNAVAILABLE, "{}"),
-                    }
-                },
-            ),
-        )
-        .with_state((channel, queue, connection)))
+        .route("/webhooks/voicedock", post(publish_confirmed))
+        .with_state(state))
 }
+
+async fn publish_confirmed(
+    State(state): State<Confirming>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, &'static str) {
+    if !verified(&state.auth, &headers, &body) {
+        return (StatusCode::UNAUTHORIZED, "{}");
+    }
+    let confirmed = async {
+        state
+            .channel
+            .basic_publish(
+                "".into(),
+                state.queue.as_str().into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..BasicPublishOptions::default()
+                },
+                &body,
+                BasicProperties::default().with_delivery_mode(2),
+            )
+            .await?
+            .await
+    }
+    .await;
+    match confirmed {
+        Ok(Confirmation::Ack(None)) => (StatusCode::ACCEPTED, "{\"accepted\":true}"),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "{}"),
+    }
+}
+
+/// The services' logging as the container image sets it (the default
+/// level, JSON lines). Their lines go to the child's stdout, which is
+/// /dev/null: every event is still filtered, formatted and written, as in
+/// production, without a terminal's cost. The baselines install no logging.
+pub const PRODUCTION_LOGGING: [(&str, &str); 2] =
+    [("CALLSYNC_LOG", "info"), ("CALLSYNC_LOG_FORMAT", "json")];
 
 /// A role running as a child process.
 #[derive(Debug)]
@@ -151,7 +180,9 @@ impl Child {
             if let Ok(path) = std::env::var("PATH") {
                 command.env("PATH", path);
             }
-            command.env("CALLSYNC_LOG", "warn");
+            for (k, v) in PRODUCTION_LOGGING {
+                command.env(k, v);
+            }
             for (k, v) in env_for(addr) {
                 command.env(k, v);
             }

@@ -30,6 +30,9 @@ struct Args {
     /// Seconds measured per ingest cell.
     #[arg(long)]
     seconds: Option<f64>,
+    /// How many (c)/(d) pairs to alternate per connection count.
+    #[arg(long)]
+    pairs: Option<usize>,
     /// Calls per worker-throughput measurement.
     #[arg(long)]
     calls: Option<usize>,
@@ -61,6 +64,9 @@ async fn main() -> ExitCode {
     };
     if let Some(s) = args.seconds {
         options.seconds_per_cell = s;
+    }
+    if let Some(n) = args.pairs {
+        options.pairs = n.max(1);
     }
     if let Some(n) = args.calls {
         options.worker_calls = n;

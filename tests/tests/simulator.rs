@@ -532,7 +532,7 @@ async fn pipedrive_a_note_applied_but_reset_is_found_past_the_first_page_and_not
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     env.wait_for_ledger(1, 0).await;
     env.wait_for_crm(WAIT, |s| s.tasks.len() == 1).await;
-    let s = env.assert_settled(Duration::from_millis(300)).await;
+    let s = env.settle().await;
     let marked: Vec<_> = s
         .calls
         .iter()
@@ -714,7 +714,7 @@ async fn gohighlevel_two_workers_and_one_new_number_give_one_contact_without_the
     .await;
     env.wait_for_crm(WAIT, |s| s.calls.len() == 3 && s.tasks.len() == 3)
         .await;
-    let s = env.assert_settled(Duration::from_millis(500)).await;
+    let s = env.settle().await;
     assert_eq!(s.contacts.len(), 1, "{:#?}", s.contacts);
     let contact = &s.contacts[0].id;
     assert!(

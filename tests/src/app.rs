@@ -12,18 +12,22 @@
 //!   simulator has no request left to apply, and all of that stayed so for a
 //!   quiet window. A late duplicate has nowhere to hide.
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use callsync_shared::config::Env;
+use callsync_worker::ledger::LedgerCounts;
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::harness::{
-    AMQP_URL, POSTCALL_TOKEN, Service, TestEnv, WorkerProcess, fixture, voicedock_headers,
+    AMQP_URL, CrmState, POSTCALL_TOKEN, Parked, Service, TestEnv, WAIT, WorkerProcess, fixture,
+    voicedock_headers,
 };
 use crate::sim::{SimConfig, Snapshot};
+use crate::wait::{eventually, eventually_every};
 
 /// How long the state must stay unchanged, with nothing in flight, before
 /// [`TestApp::settle`] trusts it. Nothing is waiting in a delay queue at
@@ -38,47 +42,189 @@ enum Worker {
     Process(WorkerProcess),
 }
 
+impl Worker {
+    fn base_url(&self) -> &str {
+        match self {
+            Worker::InProcess(s) => &s.base_url,
+            Worker::Process(p) => &p.base_url,
+        }
+    }
+}
+
 /// callsync running for one test.
 #[derive(Debug)]
 pub struct TestApp {
     pub env: TestEnv,
     pub ingest: Service,
+    /// The app's one HTTP client (the environment's).
     pub client: reqwest::Client,
+    ingest_vars: Vec<(String, String)>,
+    worker_vars: Vec<(String, String)>,
     workers: Vec<Option<Worker>>,
+}
+
+/// What a [`TestApp`] is made of, set before it starts: the simulator, the
+/// CRM, variables for every service or for ingest or the workers only, and
+/// how many workers run in-process and as processes.
+#[derive(Debug)]
+#[must_use]
+pub struct AppBuilder {
+    sim: SimConfig,
+    crm: &'static str,
+    vars: Vec<(String, String)>,
+    ingest_vars: Vec<(String, String)>,
+    worker_vars: Vec<(String, String)>,
+    workers: usize,
+    processes: usize,
+    wait_for_ingest: bool,
+}
+
+impl Default for AppBuilder {
+    fn default() -> Self {
+        Self {
+            sim: SimConfig::default(),
+            crm: "hubspot",
+            vars: Vec::new(),
+            ingest_vars: Vec::new(),
+            worker_vars: Vec::new(),
+            workers: 1,
+            processes: 0,
+            wait_for_ingest: true,
+        }
+    }
+}
+
+impl AppBuilder {
+    /// The simulator's configuration.
+    pub fn sim(mut self, sim: SimConfig) -> Self {
+        self.sim = sim;
+        self
+    }
+
+    /// A simulator that answers every request `latency` late.
+    pub fn latency(self, latency: Duration) -> Self {
+        self.sim(SimConfig {
+            latency,
+            ..SimConfig::default()
+        })
+    }
+
+    /// The CRM the workers sync to (crm-sim speaks them all).
+    pub fn crm(mut self, crm: &'static str) -> Self {
+        self.crm = crm;
+        self
+    }
+
+    /// A variable for every service (see [`TestEnv::set`]).
+    pub fn set(mut self, name: &str, value: &str) -> Self {
+        self.vars.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// A variable for ingest only.
+    pub fn ingest_set(mut self, name: &str, value: &str) -> Self {
+        self.ingest_vars.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// A variable for the workers only, those started later included.
+    pub fn worker_set(mut self, name: &str, value: &str) -> Self {
+        self.worker_vars.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// How many in-process workers start with the app (one unless told).
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = n;
+        self
+    }
+
+    /// How many workers start as child processes, after the in-process ones.
+    pub fn worker_processes(mut self, n: usize) -> Self {
+        self.processes = n;
+        self
+    }
+
+    /// Starts ingest without waiting until it is ready (for a test of an
+    /// ingest that cannot be).
+    pub fn ingest_may_stay_unready(mut self) -> Self {
+        self.wait_for_ingest = false;
+        self
+    }
+
+    /// Starts the simulator, ingest and the workers.
+    pub async fn start(self) -> TestApp {
+        let mut env = TestEnv::with_sim(self.sim).await;
+        env.crm = self.crm;
+        for (name, value) in &self.vars {
+            env.set(name, value);
+        }
+        let ingest_env = with_vars(env.ingest_env(), &self.ingest_vars);
+        let ingest = if self.wait_for_ingest {
+            env.start_ingest_with(ingest_env).await
+        } else {
+            env.launch_ingest(ingest_env).await
+        };
+        let mut app = TestApp {
+            client: env.client.clone(),
+            env,
+            ingest,
+            ingest_vars: self.ingest_vars,
+            worker_vars: self.worker_vars,
+            workers: Vec::new(),
+        };
+        for _ in 0..self.workers {
+            app.add_worker().await;
+        }
+        for _ in 0..self.processes {
+            app.add_worker_process_with(app.worker_env()).await;
+        }
+        app
+    }
+}
+
+fn with_vars(mut env: Env, vars: &[(String, String)]) -> Env {
+    for (name, value) in vars {
+        env = env.with(name.clone(), value.clone());
+    }
+    env
 }
 
 impl TestApp {
     /// Ingest and one in-process worker syncing to HubSpot on a default crm-sim.
     pub async fn spawn() -> Self {
-        Self::spawn_with(TestEnv::new().await, 1).await
+        Self::builder().start().await
+    }
+
+    /// An app to configure before it starts.
+    pub fn builder() -> AppBuilder {
+        AppBuilder::default()
     }
 
     /// Ingest and `workers` in-process workers syncing to `crm` on a
     /// simulator configured by `sim`.
     pub async fn for_crm(crm: &'static str, sim: SimConfig, workers: usize) -> Self {
-        let mut env = TestEnv::with_sim(sim).await;
-        env.crm = crm;
-        Self::spawn_with(env, workers).await
+        Self::builder()
+            .crm(crm)
+            .sim(sim)
+            .workers(workers)
+            .start()
+            .await
     }
 
-    /// Starts ingest and `workers` in-process workers for `env`.
-    pub async fn spawn_with(env: TestEnv, workers: usize) -> Self {
-        let ingest = env.start_ingest().await;
-        let mut app = Self {
-            env,
-            ingest,
-            client: reqwest::Client::new(),
-            workers: Vec::new(),
-        };
-        for _ in 0..workers {
-            app.add_worker().await;
-        }
-        app
+    /// Ingest's variables for this app.
+    pub fn ingest_env(&self) -> Env {
+        with_vars(self.env.ingest_env(), &self.ingest_vars)
+    }
+
+    /// The workers' variables for this app.
+    pub fn worker_env(&self) -> Env {
+        with_vars(self.env.worker_env(), &self.worker_vars)
     }
 
     /// Starts one more in-process worker; returns its index.
     pub async fn add_worker(&mut self) -> usize {
-        let env = self.env.worker_env();
+        let env = self.worker_env();
         self.add_worker_with(env).await
     }
 
@@ -94,6 +240,11 @@ impl TestApp {
         let worker = self.env.spawn_worker_process_with(env).await;
         self.workers.push(Some(Worker::Process(worker)));
         self.workers.len() - 1
+    }
+
+    /// The operations URL (`/readyz`, `/metrics`) of worker `i`.
+    pub fn worker_url(&self, i: usize) -> &str {
+        self.workers[i].as_ref().expect("a live worker").base_url()
     }
 
     /// Kills worker `i` without a graceful shutdown: a process gets SIGKILL,
@@ -117,22 +268,74 @@ impl TestApp {
         }
     }
 
-    /// Posts a body to ingest; returns the status and the JSON answer.
+    /// Stops ingest gracefully, runs `while_stopped`, and starts it again
+    /// with the same variables.
+    pub async fn restart_ingest(&mut self, while_stopped: impl FnOnce()) {
+        self.ingest.halt().await;
+        while_stopped();
+        self.ingest = self.env.start_ingest_with(self.ingest_env()).await;
+    }
+
+    /// Waits until ingest's `/readyz` answers `status`.
+    pub async fn wait_for_ingest_readiness(&self, status: StatusCode) {
+        self.env
+            .wait_for_readiness(&self.ingest.base_url, status)
+            .await;
+    }
+
+    /// Waits until worker `i`'s `/readyz` answers `status`.
+    pub async fn wait_for_worker_readiness(&self, i: usize, status: StatusCode) {
+        self.env
+            .wait_for_readiness(self.worker_url(i), status)
+            .await;
+    }
+
+    /// Posts a body to ingest; returns the status and the JSON answer
+    /// (`Null` when there is none). The caller asserts the status.
     pub async fn post(
         &self,
         path: &str,
         headers: &[(&str, String)],
         body: Vec<u8>,
     ) -> (StatusCode, Value) {
-        crate::harness::post(&self.client, &self.ingest, path, headers, body).await
+        let mut request = self
+            .client
+            .post(format!("{}{path}", self.ingest.base_url))
+            .body(body);
+        for (k, v) in headers {
+            request = request.header(*k, v);
+        }
+        let response = request.send().await.expect("ingest answers");
+        let status = response.status();
+        let json = response.json().await.unwrap_or(Value::Null);
+        (status, json)
+    }
+
+    /// Posts a body to ingest, asserts that it answered `expected` and
+    /// returns the JSON answer.
+    pub async fn post_expecting(
+        &self,
+        expected: StatusCode,
+        path: &str,
+        headers: &[(&str, String)],
+        body: Vec<u8>,
+    ) -> Value {
+        let (status, answer) = self.post(path, headers, body).await;
+        assert_eq!(status, expected, "ingest answered {path}: {answer}");
+        answer
+    }
+
+    /// Posts a signed voicedock report and asserts that ingest answered `expected`.
+    pub async fn post_voicedock_expecting(&self, expected: StatusCode, body: Vec<u8>) -> Value {
+        let headers = voicedock_headers(&body);
+        self.post_expecting(expected, "/webhooks/voicedock", &headers, body)
+            .await
     }
 
     /// Posts a signed voicedock report and asserts it was accepted.
     pub async fn post_voicedock(&self, body: Vec<u8>) -> Value {
-        let headers = voicedock_headers(&body);
-        let (status, answer) = self.post("/webhooks/voicedock", &headers, body).await;
-        assert_eq!(status, StatusCode::ACCEPTED, "ingest refused: {answer}");
-        answer
+        self.post_voicedock_expecting(StatusCode::ACCEPTED, body)
+            .await
     }
 
     /// Posts a postcall report with its token and asserts it was accepted.
@@ -141,9 +344,8 @@ impl TestApp {
             ("Authorization", format!("Bearer {POSTCALL_TOKEN}")),
             ("Content-Type", "application/json".to_owned()),
         ];
-        let (status, answer) = self.post("/webhooks/postcall", &headers, body).await;
-        assert_eq!(status, StatusCode::ACCEPTED, "ingest refused: {answer}");
-        answer
+        self.post_expecting(StatusCode::ACCEPTED, "/webhooks/postcall", &headers, body)
+            .await
     }
 
     /// Posts a fixture of the shared crate (voicedock or postcall by its
@@ -156,11 +358,82 @@ impl TestApp {
         }
     }
 
+    /// What the CRM holds now (for a check in the middle of a test; judge
+    /// the end with [`TestApp::settle`]).
+    pub fn snapshot(&self) -> Snapshot {
+        self.env.sim.snapshot()
+    }
+
+    /// Polls the CRM simulator until `done` holds, or fails after [`WAIT`]
+    /// naming `what` and the simulator's last state.
+    pub async fn wait_for_crm(&self, what: &str, done: impl Fn(&Snapshot) -> bool) -> Snapshot {
+        let seen = eventually(
+            WAIT,
+            what,
+            || async { CrmState(self.snapshot()) },
+            |seen| done(&seen.0),
+        )
+        .await;
+        seen.0
+    }
+
     /// Waits until nothing can change the CRM any more (see the module
     /// comment) and returns what it holds. Fails after `deadline` with what
     /// was still moving.
     pub async fn settle(&self) -> Snapshot {
         self.env.settle().await
+    }
+
+    /// The ledger's calls by status.
+    pub async fn ledger_counts(&self) -> LedgerCounts {
+        self.env
+            .ledger()
+            .await
+            .counts()
+            .await
+            .expect("ledger counts")
+    }
+
+    /// Every parked message's call id and reason; they stay parked.
+    pub async fn parked(&self) -> Vec<Parked> {
+        self.env.parked().await
+    }
+
+    /// The reason of the one parked message, which must be for `call_id`.
+    pub async fn parked_reason(&self, call_id: &str) -> String {
+        let parked = self.parked().await;
+        match parked.as_slice() {
+            [one] if one.call_id == call_id => one.reason.clone(),
+            _ => panic!("expected exactly {call_id} parked, found {parked:#?}"),
+        }
+    }
+
+    /// Takes every message ready in the calls queue off it and returns
+    /// their call ids, in queue order.
+    pub async fn take_queued_call_ids(&self) -> Vec<String> {
+        self.env
+            .take_call_ids(&self.env.topology.calls_queue())
+            .await
+    }
+
+    /// Takes messages off the calls queue until every id of `expected` was
+    /// among them, or fails after [`WAIT`] naming the missing ones; returns
+    /// the ids of every message taken.
+    pub async fn take_queued_until(&self, expected: &BTreeSet<String>) -> BTreeSet<String> {
+        let taken = std::sync::Mutex::new(BTreeSet::new());
+        eventually(
+            WAIT,
+            "every expected call id reaches the calls queue; missing",
+            || async {
+                let ids = self.take_queued_call_ids().await;
+                let mut taken = taken.lock().unwrap();
+                taken.extend(ids);
+                expected.difference(&taken).cloned().collect::<Vec<_>>()
+            },
+            Vec::is_empty,
+        )
+        .await;
+        taken.into_inner().unwrap()
     }
 
     /// Stops every worker gracefully, then ingest.
@@ -195,13 +468,30 @@ impl Motion {
     }
 }
 
+/// One look at callsync by [`settle`]: what was moving, how long it has
+/// been still, and the CRM's state.
+struct Rest {
+    motion: Motion,
+    still_for: Duration,
+    snapshot: Snapshot,
+}
+
+impl std::fmt::Debug for Rest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rest")
+            .field("motion", &self.motion)
+            .field("still_for", &self.still_for)
+            .field("simulator_stats", &self.snapshot.stats)
+            .finish()
+    }
+}
+
 /// [`TestApp::settle`] for a [`TestEnv`] and the operations URLs of the
 /// workers started for it (those that are gone count as holding nothing).
 pub async fn settle(env: &TestEnv, workers: &[String], deadline: Duration) -> Snapshot {
     let connection = callsync_shared::broker::connect(AMQP_URL, "callsync-tests-settle")
         .await
         .expect("broker connection");
-    let channel = connection.create_channel().await.expect("channel");
     let mut queues = vec![env.topology.calls_queue()];
     queues.extend(
         env.retry_delays()
@@ -209,85 +499,103 @@ pub async fn settle(env: &TestEnv, workers: &[String], deadline: Duration) -> Sn
             .map(|d| env.topology.retry_queue(d)),
     );
     let ledger = env.ledger().await;
-    let client = reqwest::Client::new();
-    let until = Instant::now() + deadline;
-    let mut still_since: Option<(Instant, (usize, usize, usize))> = None;
-    loop {
-        let mut queued = 0;
-        for q in &queues {
-            // A tier no service declared is simply empty.
-            let probe = connection.create_channel().await.expect("channel");
-            if let Ok(declared) = probe
-                .queue_declare(
-                    q.as_str().into(),
-                    QueueDeclareOptions {
-                        passive: true,
-                        ..QueueDeclareOptions::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await
-            {
-                queued += declared.message_count();
-                let _ = probe.close(200, "done".into()).await;
-            }
-        }
-        let mut in_flight = Some(0);
-        for url in workers {
-            let held = match client
-                .get(format!("{url}/readyz"))
-                .timeout(Duration::from_secs(2))
-                .send()
-                .await
-            {
-                Ok(r) => r
-                    .json::<Value>()
-                    .await
-                    .ok()
-                    .and_then(|v| v["in_flight"].as_u64())
-                    .map(|n| n as usize),
-                // A worker that is gone holds nothing: the broker returned
-                // its deliveries to the queue, where they are counted.
-                Err(e) if e.is_connect() => Some(0),
-                Err(_) => None,
+    // Since when nothing moved, and the record counts it has held since.
+    let still_since = std::cell::Cell::new(None::<(Instant, (usize, usize, usize))>);
+    let rest = eventually_every(
+        Duration::from_millis(100),
+        deadline,
+        "callsync comes to rest (nothing queued, held, pending or applying, for a quiet window)",
+        || async {
+            let queued = queued(&connection, &queues).await;
+            let in_flight = held(&env.client, workers).await;
+            let pending = ledger.counts().await.expect("ledger counts").pending;
+            let snapshot = env.sim.snapshot();
+            let motion = Motion {
+                queued,
+                in_flight,
+                pending,
+                applying: snapshot.stats.pending_applies,
+                records: (
+                    snapshot.contacts.len(),
+                    snapshot.calls.len(),
+                    snapshot.tasks.len(),
+                ),
             };
-            in_flight = match (in_flight, held) {
-                (Some(sum), Some(n)) => Some(sum + n),
-                _ => None,
-            };
-        }
-        let pending = ledger.counts().await.expect("ledger counts").pending;
-        let snapshot = env.sim.snapshot();
-        let motion = Motion {
-            queued,
-            in_flight,
-            pending,
-            applying: snapshot.stats.pending_applies,
-            records: (
-                snapshot.contacts.len(),
-                snapshot.calls.len(),
-                snapshot.tasks.len(),
-            ),
-        };
-        if motion.still() {
-            match still_since {
-                Some((since, records)) if records == motion.records => {
-                    if since.elapsed() >= QUIET {
-                        let _ = channel.close(200, "done".into()).await;
-                        let _ = connection.close(200, "done".into()).await;
-                        return snapshot;
-                    }
+            let still_for = match still_since.get() {
+                Some((since, records)) if motion.still() && records == motion.records => {
+                    since.elapsed()
                 }
-                _ => still_since = Some((Instant::now(), motion.records)),
+                _ if motion.still() => {
+                    still_since.set(Some((Instant::now(), motion.records)));
+                    Duration::ZERO
+                }
+                _ => {
+                    still_since.set(None);
+                    Duration::ZERO
+                }
+            };
+            Rest {
+                motion,
+                still_for,
+                snapshot,
             }
-        } else {
-            still_since = None;
+        },
+        |rest| rest.motion.still() && rest.still_for >= QUIET,
+    )
+    .await;
+    let _ = connection.close(200, "done".into()).await;
+    rest.snapshot
+}
+
+/// Messages waiting in `queues`; a tier no service declared is simply empty.
+async fn queued(connection: &lapin::Connection, queues: &[String]) -> u32 {
+    let mut queued = 0;
+    for q in queues {
+        // A passive declare of a missing queue closes its channel: one each.
+        let probe = connection.create_channel().await.expect("channel");
+        if let Ok(declared) = probe
+            .queue_declare(
+                q.as_str().into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+        {
+            queued += declared.message_count();
+            let _ = probe.close(200, "done".into()).await;
         }
-        assert!(
-            Instant::now() < until,
-            "callsync did not settle within {deadline:?}; still moving: {motion:?}; simulator stats: {:?}",
-            snapshot.stats
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    queued
+}
+
+/// Deliveries the workers at `workers` hold; `None` when one did not answer.
+async fn held(client: &reqwest::Client, workers: &[String]) -> Option<usize> {
+    let mut in_flight = Some(0);
+    for url in workers {
+        let held = match client
+            .get(format!("{url}/readyz"))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+        {
+            Ok(r) => r
+                .json::<Value>()
+                .await
+                .ok()
+                .and_then(|v| v["in_flight"].as_u64())
+                .map(|n| n as usize),
+            // A worker that is gone holds nothing: the broker returned
+            // its deliveries to the queue, where they are counted.
+            Err(e) if e.is_connect() => Some(0),
+            Err(_) => None,
+        };
+        in_flight = match (in_flight, held) {
+            (Some(sum), Some(n)) => Some(sum + n),
+            _ => None,
+        };
+    }
+    in_flight
 }

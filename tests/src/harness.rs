@@ -6,10 +6,11 @@
 //! deleted when the environment is dropped. A missing service fails the test
 //! with a message saying how to start it, never a silent skip.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use callsync_ingest::{App, IngestConfig};
 use callsync_shared::config::Env;
@@ -27,6 +28,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::sim::{CrmSim, SimConfig, Snapshot};
+use crate::wait::eventually;
 
 /// The broker tests use.
 pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
@@ -37,10 +39,39 @@ pub const PG_SERVER: &str = "postgres://postgres@127.0.0.1:5432";
 /// enough for the longest retry delay a test configures, several times over.
 pub const SETTLE_DEADLINE: Duration = Duration::from_secs(120);
 
-/// The markers of the shared fixtures' calls: seed 000 and the flagged
-/// follow-up report.
+/// How long a test waits for one expected state before it fails with what
+/// it last saw.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// The call ids and markers of the shared fixtures' calls: seed 000 (and
+/// seeds 001 and 003, the same call) and the flagged follow-up report.
+pub const SEED_000_CALL_ID: &str = "5c4d030f-43e3-4e65-899e-8148521e660f";
 pub const SEED_000_MARKER: &str = "callsync:voicedock:5c4d030f-43e3-4e65-899e-8148521e660f";
+pub const FOLLOW_UP_CALL_ID: &str = "0b6f1c3e-7a57-4f0e-9d38-3c1de1f0a2b4";
 pub const FOLLOW_UP_MARKER: &str = "callsync:voicedock:0b6f1c3e-7a57-4f0e-9d38-3c1de1f0a2b4";
+
+/// The marker callsync writes on the records of a voicedock call.
+pub fn voicedock_marker(call_id: &str) -> String {
+    format!("callsync:voicedock:{call_id}")
+}
+
+/// A voicedock end-of-call report for `call_id` from `phone`, ended
+/// 2026-05-01T08:00:00Z, summarised as "Call {call_id}", asking for a
+/// follow-up or not.
+pub fn voicedock_report(call_id: &str, phone: &str, follow_up: bool) -> Vec<u8> {
+    voicedock_report_at(call_id, phone, follow_up, "2026-05-01T08:00:00Z")
+}
+
+/// [`voicedock_report`] for a call that ended at `ended_at`.
+pub fn voicedock_report_at(call_id: &str, phone: &str, follow_up: bool, ended_at: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({ "message": {
+        "type": "end-of-call-report", "timestamp": ended_at,
+        "call": { "id": call_id }, "customer": { "number": phone },
+        "summary": format!("Call {call_id}"),
+        "analysis": { "follow_up_needed": follow_up }
+    }}))
+    .expect("a report serialises")
+}
 
 /// The HMAC secret and tokens every test environment configures.
 pub const VOICEDOCK_SECRET: &str = "test-voicedock-secret";
@@ -82,6 +113,8 @@ pub struct TestEnv {
     /// The `CALLSYNC_CRM` workers of this environment sync to (crm-sim
     /// serves every supported CRM's API).
     pub crm: &'static str,
+    /// The one HTTP client of this environment (and of its [`crate::app::TestApp`]).
+    pub client: reqwest::Client,
     /// The operations URLs of every worker started from this environment,
     /// for [`TestEnv::settle`] to ask what they hold.
     workers: std::sync::Mutex<Vec<String>>,
@@ -113,6 +146,11 @@ impl TestEnv {
             sim,
             overrides: Vec::new(),
             crm: "hubspot",
+            // No request of a test may hang it: every one has a deadline.
+            client: reqwest::Client::builder()
+                .timeout(WAIT)
+                .build()
+                .expect("an HTTP client"),
             workers: std::sync::Mutex::default(),
             id,
         }
@@ -194,24 +232,20 @@ impl TestEnv {
 
     /// [`TestEnv::start_ingest`] with other variables.
     pub async fn start_ingest_with(&self, env: Env) -> Service {
+        let service = self.launch_ingest(env).await;
+        self.wait_for_readiness(&service.base_url, StatusCode::OK)
+            .await;
+        service
+    }
+
+    /// Starts ingest in-process without waiting until it is ready (for a
+    /// test of an ingest that cannot be).
+    pub async fn launch_ingest(&self, env: Env) -> Service {
         let config = IngestConfig::from_env(&env).expect("ingest config");
         let app = App::build(config).await.expect("ingest starts");
-        let addr = app.local_addr();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let _ = app
-                .run_until(async {
-                    let _ = stopped.await;
-                })
-                .await;
-        });
-        let service = Service {
-            base_url: format!("http://{addr}"),
-            stop: Some(stop),
-            task: Some(task),
-        };
-        service.wait_ready(Duration::from_secs(20)).await;
-        service
+        Service::spawn(app.local_addr(), |stopped| async move {
+            let _ = app.run_until(stopped).await;
+        })
     }
 
     /// Starts a worker in-process and waits until it consumes.
@@ -222,21 +256,11 @@ impl TestEnv {
     pub async fn start_worker_with(&self, env: Env) -> Service {
         let config = WorkerConfig::from_env(&env).expect("worker config");
         let worker = Worker::build(config).await.expect("worker starts");
-        let addr = worker.ops_addr();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let _ = worker
-                .run_until(async {
-                    let _ = stopped.await;
-                })
-                .await;
+        let service = Service::spawn(worker.ops_addr(), |stopped| async move {
+            let _ = worker.run_until(stopped).await;
         });
-        let service = Service {
-            base_url: format!("http://{addr}"),
-            stop: Some(stop),
-            task: Some(task),
-        };
-        service.wait_ready(Duration::from_secs(30)).await;
+        self.wait_for_readiness(&service.base_url, StatusCode::OK)
+            .await;
         self.workers.lock().unwrap().push(service.base_url.clone());
         service
     }
@@ -264,41 +288,42 @@ impl TestEnv {
                 .clone()
                 .with("CALLSYNC_METRICS_ADDR", format!("127.0.0.1:{port}"))
                 .with("CALLSYNC_LOG", "warn");
-            let mut command = tokio::process::Command::new(binary("worker-process"));
-            command.env_clear();
-            if let Ok(path) = std::env::var("PATH") {
-                command.env("PATH", path);
-            }
-            for (k, v) in env.pairs() {
-                command.env(k, v);
-            }
-            let mut child = command
+            let child = worker_command(&env)
                 .stdout(Stdio::null())
                 .stderr(Stdio::inherit())
                 .kill_on_drop(true)
                 .spawn()
                 .expect("the worker process starts");
+            let child = std::sync::Mutex::new(child);
             let base_url = format!("http://127.0.0.1:{port}");
-            let client = reqwest::Client::new();
-            let deadline = Instant::now() + Duration::from_secs(30);
-            loop {
-                if child.try_wait().ok().flatten().is_some() {
-                    break; // lost the port (or failed): try another
-                }
-                let ready = client
-                    .get(format!("{base_url}/readyz"))
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status() == StatusCode::OK);
-                if ready && child.try_wait().ok().flatten().is_none() {
-                    self.workers.lock().unwrap().push(base_url.clone());
-                    return WorkerProcess { child, base_url };
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "the worker process did not become ready"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
+            let exited = || child.lock().unwrap().try_wait().ok().flatten().is_some();
+            let seen = eventually(
+                WAIT,
+                "the worker process answers /readyz with 200 or exits",
+                || {
+                    let gone = exited();
+                    let readyz = self.client.get(format!("{base_url}/readyz")).send();
+                    async move {
+                        if gone {
+                            return ProcessStart::Exited;
+                        }
+                        ProcessStart::Answered(readyz.await.map(|r| r.status()).ok())
+                    }
+                },
+                |seen| {
+                    matches!(
+                        seen,
+                        ProcessStart::Exited | ProcessStart::Answered(Some(StatusCode::OK))
+                    )
+                },
+            )
+            .await;
+            // Lost the port (or failed): try another. Ready counts only
+            // while our child is alive, never for a stranger on the port.
+            if matches!(seen, ProcessStart::Answered(_)) && !exited() {
+                self.workers.lock().unwrap().push(base_url.clone());
+                let child = child.into_inner().unwrap();
+                return WorkerProcess { child, base_url };
             }
         }
         panic!("the worker process could not start on a free port in five attempts");
@@ -352,86 +377,100 @@ impl TestEnv {
         ids
     }
 
-    /// The `x-callsync-reason` header of the first parked message, which
-    /// stays parked (it is read and requeued, not removed).
-    pub async fn parked_reason(&self) -> String {
+    /// Every parked message's call id and reason (the `call_id` and
+    /// `x-callsync-reason` headers), in queue order. They stay parked: each
+    /// is read unacknowledged and returned when the channel closes.
+    pub async fn parked(&self) -> Vec<Parked> {
         let connection = callsync_shared::broker::connect(AMQP_URL, "callsync-tests")
             .await
             .expect("broker connection");
         let channel = connection.create_channel().await.expect("channel");
-        let message = channel
+        let mut parked = Vec::new();
+        while let Some(message) = channel
             .basic_get(
                 self.topology.parking_queue().as_str().into(),
                 BasicGetOptions { no_ack: false },
             )
             .await
             .expect("basic.get on the parking queue")
-            .expect("a parked message");
-        let reason = headers::text(
-            message.delivery.properties.headers().as_ref(),
-            headers::REASON,
-        )
-        .unwrap_or_default();
+        {
+            let table = message.delivery.properties.headers().as_ref();
+            parked.push(Parked {
+                call_id: headers::text(table, headers::CALL_ID).unwrap_or_default(),
+                reason: headers::text(table, headers::REASON).unwrap_or_default(),
+            });
+        }
         let _ = connection.close(200, "done".into()).await;
-        reason
+        parked
     }
 
     /// Polls the CRM simulator until `done` holds, or fails after `timeout`
-    /// with the last state in the message.
+    /// with the simulator's last state.
     pub async fn wait_for_crm(
         &self,
         timeout: Duration,
         done: impl Fn(&Snapshot) -> bool,
     ) -> Snapshot {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let snapshot = self.sim.snapshot();
-            if done(&snapshot) {
-                return snapshot;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "crm-sim did not reach the expected state within {timeout:?}; it holds {} contacts, {} calls, {} tasks; stats {:?}",
-                snapshot.contacts.len(),
-                snapshot.calls.len(),
-                snapshot.tasks.len(),
-                snapshot.stats
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let seen = eventually(
+            timeout,
+            "crm-sim reaches the expected state",
+            || async { CrmState(self.sim.snapshot()) },
+            |seen| done(&seen.0),
+        )
+        .await;
+        seen.0
     }
 
     /// Waits until the ledger counts `synced` synced and `parked` parked calls.
     pub async fn wait_for_ledger(&self, synced: i64, parked: i64) {
         let ledger = self.ledger().await;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let counts = ledger.counts().await.expect("ledger counts");
-            if counts.synced == synced && counts.parked == parked {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the ledger stayed at {counts:?}, expected {synced} synced and {parked} parked"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        eventually(
+            WAIT,
+            &format!("the ledger counts {synced} synced and {parked} parked"),
+            || async { ledger.counts().await.expect("ledger counts") },
+            |counts| counts.synced == synced && counts.parked == parked,
+        )
+        .await;
     }
 
     /// Waits until `queue` holds exactly `n` ready messages.
     pub async fn wait_for_queue_depth(&self, queue: &str, n: u32) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let depth = self.queue_depth(queue).await;
-            if depth == n {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{queue} held {depth} messages, expected {n}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        eventually(
+            WAIT,
+            &format!("{queue} holds {n} messages"),
+            || self.queue_depth(queue),
+            |depth| *depth == n,
+        )
+        .await;
+    }
+
+    /// The reason of the first parked message, which stays parked.
+    pub async fn parked_reason(&self) -> String {
+        self.parked()
+            .await
+            .into_iter()
+            .next()
+            .expect("a parked message")
+            .reason
+    }
+
+    /// Polls `GET {base_url}/readyz` until it answers `status`, or fails
+    /// after [`WAIT`] with what it last answered.
+    pub async fn wait_for_readiness(&self, base_url: &str, status: StatusCode) {
+        let _answered = eventually(
+            WAIT,
+            &format!("{base_url}/readyz answers {status}"),
+            || async {
+                self.client
+                    .get(format!("{base_url}/readyz"))
+                    .send()
+                    .await
+                    .map(|r| r.status())
+                    .map_err(|e| e.to_string())
+            },
+            |answer| answer.as_ref().is_ok_and(|s| *s == status),
+        )
+        .await;
     }
 
     /// Waits until nothing can change the CRM any more and returns what it
@@ -559,29 +598,33 @@ pub struct Service {
 }
 
 impl Service {
-    async fn wait_ready(&self, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        let client = reqwest::Client::new();
-        loop {
-            let ready = client
-                .get(format!("{}/readyz", self.base_url))
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == StatusCode::OK);
-            if ready {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} did not become ready within {timeout:?}",
-                self.base_url
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+    /// Runs `run` on the runtime; it ends when the future it is given
+    /// completes, which [`Service::stop`] makes happen.
+    fn spawn<Fut>(
+        addr: SocketAddr,
+        run: impl FnOnce(std::pin::Pin<Box<dyn Future<Output = ()> + Send>>) -> Fut,
+    ) -> Self
+    where
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(run(Box::pin(async {
+            let _ = stopped.await;
+        })));
+        Self {
+            base_url: format!("http://{addr}"),
+            stop: Some(stop),
+            task: Some(task),
         }
     }
 
     /// Graceful shutdown: the same path as SIGTERM.
     pub async fn stop(mut self) {
+        self.halt().await;
+    }
+
+    /// [`Service::stop`], keeping the value (to put another in its place).
+    pub async fn halt(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -654,47 +697,6 @@ pub fn voicedock_headers(body: &[u8]) -> Vec<(&'static str, String)> {
         ("X-Webhook-Event", "end-of-call-report".to_owned()),
         ("Content-Type", "application/json".to_owned()),
     ]
-}
-
-/// Posts a webhook to an ingest.
-pub async fn post(
-    client: &reqwest::Client,
-    ingest: &Service,
-    path: &str,
-    headers: &[(&str, String)],
-    body: Vec<u8>,
-) -> (StatusCode, serde_json::Value) {
-    let mut request = client.post(format!("{}{path}", ingest.base_url)).body(body);
-    for (k, v) in headers {
-        request = request.header(*k, v);
-    }
-    let response = request.send().await.expect("ingest answers");
-    let status = response.status();
-    let json = response.json().await.unwrap_or(serde_json::Value::Null);
-    (status, json)
-}
-
-/// Posts a signed voicedock report.
-pub async fn post_voicedock(
-    client: &reqwest::Client,
-    ingest: &Service,
-    body: Vec<u8>,
-) -> (StatusCode, serde_json::Value) {
-    let headers = voicedock_headers(&body);
-    post(client, ingest, "/webhooks/voicedock", &headers, body).await
-}
-
-/// Posts a postcall report with the bearer token.
-pub async fn post_postcall(
-    client: &reqwest::Client,
-    ingest: &Service,
-    body: Vec<u8>,
-) -> (StatusCode, serde_json::Value) {
-    let headers = vec![
-        ("Authorization", format!("Bearer {POSTCALL_TOKEN}")),
-        ("Content-Type", "application/json".to_owned()),
-    ];
-    post(client, ingest, "/webhooks/postcall", &headers, body).await
 }
 
 /// A TCP proxy in front of a service, to cut a service's connections
@@ -781,24 +783,107 @@ impl Drop for TcpProxy {
     }
 }
 
+/// The worker program (`callsync-worker`, built as `worker-process`) with
+/// exactly the variables of `env` (and `PATH`), for the tests that run it as
+/// a process or call its operator commands.
+pub fn worker_command(env: &Env) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(binary("worker-process"));
+    command.env_clear();
+    if let Ok(path) = std::env::var("PATH") {
+        command.env("PATH", path);
+    }
+    for (k, v) in env.pairs() {
+        command.env(k, v);
+    }
+    command
+}
+
+/// One parked message, as [`TestEnv::parked`] reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parked {
+    pub call_id: String,
+    pub reason: String,
+}
+
+/// What a worker process showed while it started.
+#[derive(Debug)]
+enum ProcessStart {
+    Exited,
+    Answered(Option<StatusCode>),
+}
+
+/// The simulator's state as a failed wait prints it: the counts, the
+/// markers and the request counters, not every property of every record.
+pub struct CrmState(pub Snapshot);
+
+impl std::fmt::Debug for CrmState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = &self.0;
+        f.debug_struct("CrmState")
+            .field("contacts", &s.contacts.len())
+            .field("call_markers", &s.call_markers())
+            .field("task_markers", &s.task_markers())
+            .field("stats", &s.stats)
+            .finish()
+    }
+}
+
+/// Posts a webhook to an ingest.
+pub async fn post(
+    client: &reqwest::Client,
+    ingest: &Service,
+    path: &str,
+    headers: &[(&str, String)],
+    body: Vec<u8>,
+) -> (StatusCode, serde_json::Value) {
+    let mut request = client.post(format!("{}{path}", ingest.base_url)).body(body);
+    for (k, v) in headers {
+        request = request.header(*k, v);
+    }
+    let response = request.send().await.expect("ingest answers");
+    let status = response.status();
+    let json = response.json().await.unwrap_or(serde_json::Value::Null);
+    (status, json)
+}
+
+/// Posts a signed voicedock report.
+pub async fn post_voicedock(
+    client: &reqwest::Client,
+    ingest: &Service,
+    body: Vec<u8>,
+) -> (StatusCode, serde_json::Value) {
+    let headers = voicedock_headers(&body);
+    post(client, ingest, "/webhooks/voicedock", &headers, body).await
+}
+
+/// Posts a postcall report with the bearer token.
+pub async fn post_postcall(
+    client: &reqwest::Client,
+    ingest: &Service,
+    body: Vec<u8>,
+) -> (StatusCode, serde_json::Value) {
+    let headers = vec![
+        ("Authorization", format!("Bearer {POSTCALL_TOKEN}")),
+        ("Content-Type", "application/json".to_owned()),
+    ];
+    post(client, ingest, "/webhooks/postcall", &headers, body).await
+}
+
 /// Polls `GET {base_url}/readyz` until it answers `status`.
 pub async fn wait_for_readiness(base_url: &str, status: StatusCode, timeout: Duration) {
     let client = reqwest::Client::new();
-    let deadline = Instant::now() + timeout;
-    loop {
-        let current = client
-            .get(format!("{base_url}/readyz"))
-            .send()
-            .await
-            .map(|r| r.status())
-            .ok();
-        if current == Some(status) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{base_url}/readyz answered {current:?}, not {status}, within {timeout:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        timeout,
+        &format!("{base_url}/readyz answers {status}"),
+        || async {
+            client
+                .get(format!("{base_url}/readyz"))
+                .send()
+                .await
+                .map(|r| r.status())
+                .ok()
+        },
+        |current| *current == Some(status),
+    )
+    .await;
 }

@@ -6,12 +6,29 @@ use std::fmt::Debug;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-/// How often [`eventually`] looks again.
+/// How often [`eventually`] and [`throughout`] look again.
 const POLL: Duration = Duration::from_millis(50);
 
 /// Polls `observe` until `done` holds for what it returns, and returns that.
 /// Past `deadline` it panics naming `what` and the last observation.
 pub async fn eventually<T, F, Fut>(
+    deadline: Duration,
+    what: &str,
+    observe: F,
+    done: impl Fn(&T) -> bool,
+) -> T
+where
+    T: Debug,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = T>,
+{
+    eventually_every(POLL, deadline, what, observe, done).await
+}
+
+/// [`eventually`], looking every `poll` (for observations that cost more
+/// than a read of memory).
+pub async fn eventually_every<T, F, Fut>(
+    poll: Duration,
     deadline: Duration,
     what: &str,
     mut observe: F,
@@ -32,6 +49,31 @@ where
             Instant::now() < until,
             "{what}: not reached within {deadline:?}; last seen: {seen:#?}"
         );
+        tokio::time::sleep(poll).await;
+    }
+}
+
+/// Polls `observe` for the whole of `window` and fails, with what it saw,
+/// the first time `holds` does not: "nothing happened" checked all along
+/// instead of once after a sleep. Returns the last observation.
+pub async fn throughout<T, F, Fut>(
+    window: Duration,
+    what: &str,
+    mut observe: F,
+    holds: impl Fn(&T) -> bool,
+) -> T
+where
+    T: Debug,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = T>,
+{
+    let until = Instant::now() + window;
+    loop {
+        let seen = observe().await;
+        assert!(holds(&seen), "{what}: broken; seen: {seen:#?}");
+        if Instant::now() >= until {
+            return seen;
+        }
         tokio::time::sleep(POLL).await;
     }
 }

@@ -9,45 +9,45 @@
 use std::time::Duration;
 
 use callsync_tests::app::TestApp;
-use callsync_tests::harness::TestEnv;
+use callsync_tests::harness::SEED_000_MARKER;
 use callsync_tests::sim::{Fault, SimConfig};
-
-const SEED_MARKER: &str = "callsync:voicedock:5c4d030f-43e3-4e65-899e-8148521e660f";
 
 /// Sends seed 000 once while the simulator's index lags two seconds and
 /// its call record's create is applied but answered with a reset; returns
-/// how many call records carry the call's marker once everything settled.
-async fn call_records_after_a_reset_create(worker_index_lag: &str) -> usize {
-    let mut env = TestEnv::with_sim(SimConfig {
-        index_lag: Duration::from_secs(2),
-        ..SimConfig::default()
-    })
-    .await;
-    env.set("CALLSYNC_CRM_INDEX_LAG", worker_index_lag);
-    let app = TestApp::spawn_with(env, 1).await;
+/// the markers of the call records once everything settled.
+async fn call_records_after_a_reset_create(worker_index_lag: &str) -> Vec<String> {
+    let app = TestApp::builder()
+        .sim(SimConfig {
+            index_lag: Duration::from_secs(2),
+            ..SimConfig::default()
+        })
+        .set("CALLSYNC_CRM_INDEX_LAG", worker_index_lag)
+        .start()
+        .await;
     app.env.sim.inject("create_call", Fault::ApplyThenReset, 1);
     app.post_fixture("voicedock_000_end_of_call_report.json")
         .await;
     let s = app.settle().await;
     assert_eq!(s.stats.resets, 1, "the reset was injected");
     assert_eq!(s.contacts.len(), 1, "{:#?}", s.contacts);
-    let records = s
-        .calls
-        .iter()
-        .filter(|r| r.marker().as_deref() == Some(SEED_MARKER))
-        .count();
     app.shutdown().await;
-    records
+    s.call_markers()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_that_waits_out_the_index_lag_adopts_the_record_its_reset_create_made() {
-    assert_eq!(call_records_after_a_reset_create("3s").await, 1);
+    assert_eq!(
+        call_records_after_a_reset_create("3s").await,
+        [SEED_000_MARKER]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_told_the_index_has_no_lag_creates_the_record_twice_under_a_lagging_index() {
-    // The negative control: if this ever gives 1, the simulator's lag is
+    // The negative control: if this ever gives one record, the simulator's lag is
     // not being exercised and the test above proves nothing.
-    assert_eq!(call_records_after_a_reset_create("0s").await, 2);
+    assert_eq!(
+        call_records_after_a_reset_create("0s").await,
+        [SEED_000_MARKER, SEED_000_MARKER]
+    );
 }

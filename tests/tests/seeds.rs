@@ -3,10 +3,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use callsync_tests::harness::{TestEnv, fixture, post_postcall, post_voicedock};
+use callsync_tests::app::TestApp;
+use callsync_tests::harness::{FOLLOW_UP_MARKER, SEED_000_MARKER};
 use callsync_tests::sim::{Record, Snapshot};
-use reqwest::StatusCode;
-use serde_json::json;
+use callsync_worker::ledger::LedgerCounts;
+use serde_json::{Map, Value, json};
 
 fn the_only<'a>(records: &'a [Record], what: &str) -> &'a Record {
     assert_eq!(
@@ -17,39 +18,43 @@ fn the_only<'a>(records: &'a [Record], what: &str) -> &'a Record {
     &records[0]
 }
 
-/// Runs one body through a fresh environment and returns the CRM's state.
-async fn sync_one(env: &TestEnv, source: &str, body: Vec<u8>, expect_task: bool) -> Snapshot {
-    let ingest = env.start_ingest().await;
-    let worker = env.start_worker().await;
-    let client = reqwest::Client::new();
-    let (status, answer) = match source {
-        "voicedock" => post_voicedock(&client, &ingest, body).await,
-        _ => post_postcall(&client, &ingest, body).await,
-    };
-    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
-    assert_eq!(answer["accepted"], true);
-    assert!(answer["id"].as_str().is_some_and(|id| !id.is_empty()));
-    // Synced in the ledger means every step is done, the contact update included.
-    env.wait_for_ledger(1, 0).await;
-    let snapshot = env.settle().await;
-    assert_eq!(snapshot.calls.len(), 1, "one call record");
-    assert_eq!(
-        snapshot.tasks.len(),
-        usize::from(expect_task),
-        "a task only when flagged"
+fn properties(value: Value) -> Map<String, Value> {
+    value.as_object().unwrap().clone()
+}
+
+/// Sends one fixture through `app` and returns the CRM's state once it
+/// settled: the call's record carries `marker`, and so does a task exactly
+/// when the call asked for a follow-up.
+async fn sync_one(app: TestApp, name: &str, marker: &str, follow_up: bool) -> Snapshot {
+    let answer = app.post_fixture(name).await;
+    assert_eq!(answer["accepted"], true, "{answer}");
+    assert!(
+        answer["id"].as_str().is_some_and(|id| !id.is_empty()),
+        "{answer}"
     );
-    worker.stop().await;
-    ingest.stop().await;
+    let snapshot = app.settle().await;
+    assert_eq!(snapshot.call_markers(), [marker], "one call record");
+    let tasks: &[&str] = if follow_up { &[marker] } else { &[] };
+    assert_eq!(snapshot.task_markers(), tasks, "a task only when flagged");
+    // Synced in the ledger means every step is done, the contact update included.
+    assert_eq!(
+        app.ledger_counts().await,
+        LedgerCounts {
+            synced: 1,
+            pending: 0,
+            parked: 0
+        }
+    );
+    app.shutdown().await;
     snapshot
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_000_creates_one_contact_and_one_call_with_the_report_fields() {
-    let env = TestEnv::new().await;
     let s = sync_one(
-        &env,
-        "voicedock",
-        fixture("voicedock_000_end_of_call_report.json"),
+        TestApp::spawn().await,
+        "voicedock_000_end_of_call_report.json",
+        SEED_000_MARKER,
         false,
     )
     .await;
@@ -67,10 +72,7 @@ async fn seed_000_creates_one_contact_and_one_call_with_the_report_fields() {
 
     let call = the_only(&s.calls, "call record");
     assert_eq!(call.associations, vec![contact.id.clone()]);
-    assert_eq!(
-        call.prop("callsync_marker"),
-        Some("callsync:voicedock:5c4d030f-43e3-4e65-899e-8148521e660f")
-    );
+    assert_eq!(call.prop("callsync_marker"), Some(SEED_000_MARKER));
     assert_eq!(call.prop("hs_timestamp"), Some("1765627530000"));
     assert_eq!(call.prop("hs_call_duration"), Some("84000"));
     assert_eq!(call.prop("hs_call_from_number"), Some("+31612345678"));
@@ -85,30 +87,22 @@ async fn seed_000_creates_one_contact_and_one_call_with_the_report_fields() {
         body.contains("primary_topic: Schedule appointment"),
         "{body}"
     );
-    assert!(
-        body.contains("callsync:voicedock:5c4d030f-43e3-4e65-899e-8148521e660f"),
-        "{body}"
-    );
+    assert!(body.contains(SEED_000_MARKER), "{body}");
 
     assert!(s.tasks.is_empty(), "seed 000 does not ask for a follow-up");
-    let ledger = env.ledger().await;
-    assert_eq!(ledger.counts().await.unwrap().synced, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_001_uses_the_crm_id_hint_and_records_the_recording() {
-    let env = TestEnv::new().await;
-    env.sim.seed_contact_with_id(
+    let app = TestApp::spawn().await;
+    app.env.sim.seed_contact_with_id(
         "12345",
-        json!({ "phone": "+31600000000", "firstname": "Known" })
-            .as_object()
-            .unwrap()
-            .clone(),
+        properties(json!({ "phone": "+31600000000", "firstname": "Known" })),
     );
     let s = sync_one(
-        &env,
-        "voicedock",
-        fixture("voicedock_001_end_of_call_report_full.json"),
+        app,
+        "voicedock_001_end_of_call_report_full.json",
+        SEED_000_MARKER,
         false,
     )
     .await;
@@ -136,11 +130,10 @@ async fn seed_001_uses_the_crm_id_hint_and_records_the_recording() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_003_camel_case_report_lands_like_the_snake_case_one() {
-    let env = TestEnv::new().await;
     let s = sync_one(
-        &env,
-        "voicedock",
-        fixture("voicedock_003_end_of_call_report_camel_case.json"),
+        TestApp::spawn().await,
+        "voicedock_003_end_of_call_report_camel_case.json",
+        SEED_000_MARKER,
         false,
     )
     .await;
@@ -162,12 +155,12 @@ async fn seed_003_camel_case_report_lands_like_the_snake_case_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_002_post_call_example_creates_a_named_contact_with_email() {
-    let env = TestEnv::new().await;
+    let app = TestApp::spawn().await;
     let before = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
     let s = sync_one(
-        &env,
-        "postcall",
-        fixture("postcall_002_example.json"),
+        app,
+        "postcall_002_example.json",
+        "callsync:postcall:693bff62619c51fac21acf50",
         false,
     )
     .await;
@@ -201,11 +194,10 @@ async fn seed_002_post_call_example_creates_a_named_contact_with_email() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_002_curl_test_payload_creates_a_contact_without_analysis() {
-    let env = TestEnv::new().await;
     let s = sync_one(
-        &env,
-        "postcall",
-        fixture("postcall_002_curl_test.json"),
+        TestApp::spawn().await,
+        "postcall_002_curl_test.json",
+        "callsync:postcall:test-call-123",
         false,
     )
     .await;
@@ -221,8 +213,13 @@ async fn seed_002_curl_test_payload_creates_a_contact_without_analysis() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flagged_voicedock_call_creates_one_follow_up_task_due_a_day_after_the_call() {
-    let env = TestEnv::new().await;
-    let s = sync_one(&env, "voicedock", fixture("voicedock_follow_up.json"), true).await;
+    let s = sync_one(
+        TestApp::spawn().await,
+        "voicedock_follow_up.json",
+        FOLLOW_UP_MARKER,
+        true,
+    )
+    .await;
     let contact = the_only(&s.contacts, "contact");
     assert_eq!(contact.prop("phone"), Some("+31687654321"));
     let task = the_only(&s.tasks, "task");
@@ -237,18 +234,23 @@ async fn a_flagged_voicedock_call_creates_one_follow_up_task_due_a_day_after_the
     );
     let body = task.prop("hs_task_body").unwrap();
     assert!(body.contains("billing error"), "{body}");
-    assert!(
-        body.contains("callsync:voicedock:0b6f1c3e-7a57-4f0e-9d38-3c1de1f0a2b4"),
-        "{body}"
-    );
+    assert!(body.contains(FOLLOW_UP_MARKER), "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flagged_postcall_call_uses_the_default_region_and_names_the_caller_in_the_task() {
-    let mut env = TestEnv::new().await;
-    env.set("CALLSYNC_DEFAULT_REGION", "NL");
-    env.set("CALLSYNC_FOLLOW_UP_DUE", "2h");
-    let s = sync_one(&env, "postcall", fixture("postcall_follow_up.json"), true).await;
+    let app = TestApp::builder()
+        .set("CALLSYNC_DEFAULT_REGION", "NL")
+        .set("CALLSYNC_FOLLOW_UP_DUE", "2h")
+        .start()
+        .await;
+    let s = sync_one(
+        app,
+        "postcall_follow_up.json",
+        "callsync:postcall:65a1c0ffee0ddba11c0ffee1",
+        true,
+    )
+    .await;
     let contact = the_only(&s.contacts, "contact");
     assert_eq!(contact.prop("phone"), Some("+31201234567"));
     let call = the_only(&s.calls, "call record");
@@ -268,17 +270,14 @@ async fn a_flagged_postcall_call_uses_the_default_region_and_names_the_caller_in
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_known_caller_is_found_by_phone_and_not_created_again() {
-    let env = TestEnv::new().await;
-    let existing = env.sim.seed_contact(
-        json!({ "mobilephone": "+31612345678", "firstname": "Anna" })
-            .as_object()
-            .unwrap()
-            .clone(),
-    );
+    let app = TestApp::spawn().await;
+    let existing = app.env.sim.seed_contact(properties(
+        json!({ "mobilephone": "+31612345678", "firstname": "Anna" }),
+    ));
     let s = sync_one(
-        &env,
-        "voicedock",
-        fixture("voicedock_000_end_of_call_report.json"),
+        app,
+        "voicedock_000_end_of_call_report.json",
+        SEED_000_MARKER,
         false,
     )
     .await;

@@ -5,20 +5,57 @@
 
 use std::time::Duration;
 
-use callsync_ingest::{App, IngestConfig};
 use callsync_shared::signature::sign_timestamped;
+use callsync_tests::app::{AppBuilder, TestApp};
 use callsync_tests::harness::{
-    POSTCALL_TOKEN, Service, TestEnv, VOICEDOCK_SECRET, fixture, post, post_voicedock,
+    POSTCALL_TOKEN, SEED_000_CALL_ID, VOICEDOCK_SECRET, fixture, voicedock_headers,
 };
+use callsync_tests::wait::throughout;
 use reqwest::StatusCode;
-use serde_json::Value;
+use serde_json::{Value, json};
 
-async fn assert_nothing_queued(env: &TestEnv) {
-    // Publishing is confirmed before the answer, so a queued message would
-    // already be counted here.
+const SEED_000: &str = "voicedock_000_end_of_call_report.json";
+
+/// Ingest alone: what it queues stays in the queue for the test to read.
+fn ingest_only() -> AppBuilder {
+    TestApp::builder().workers(0)
+}
+
+async fn ingest() -> TestApp {
+    ingest_only().start().await
+}
+
+/// Posts `body` to `path`, asserts ingest answered `status` with a JSON
+/// error and queued nothing, and returns the error's text. Publishing is
+/// confirmed before the answer, so a queued message would already be there.
+async fn refused(
+    app: &TestApp,
+    status: StatusCode,
+    path: &str,
+    headers: &[(&str, String)],
+    body: Vec<u8>,
+) -> String {
+    let answer = app.post_expecting(status, path, headers, body).await;
+    assert_nothing_queued(app).await;
+    error_text(&answer).to_owned()
+}
+
+/// [`refused`] for a voicedock report signed like the provider signs it.
+async fn refused_voicedock(app: &TestApp, status: StatusCode, body: Vec<u8>) -> String {
+    refused(
+        app,
+        status,
+        "/webhooks/voicedock",
+        &voicedock_headers(&body),
+        body,
+    )
+    .await
+}
+
+async fn assert_nothing_queued(app: &TestApp) {
     assert_eq!(
-        env.queue_depth(&env.topology.calls_queue()).await,
-        0,
+        app.take_queued_call_ids().await,
+        Vec::<String>::new(),
         "nothing may be queued"
     );
 }
@@ -29,297 +66,279 @@ fn error_text(answer: &Value) -> &str {
         .unwrap_or_else(|| panic!("no error message in {answer}"))
 }
 
-fn now() -> String {
-    time::OffsetDateTime::now_utc().unix_timestamp().to_string()
+/// Signature headers for `body` signed with `secret` at `timestamp`.
+fn signed(secret: &str, timestamp: i64, body: &[u8]) -> [(&'static str, String); 2] {
+    let ts = timestamp.to_string();
+    let signature = sign_timestamped(secret, &ts, body);
+    [
+        ("X-Webhook-Timestamp", ts),
+        ("X-Webhook-Signature", signature),
+    ]
 }
 
-async fn setup() -> (TestEnv, Service, reqwest::Client) {
-    let env = TestEnv::new().await;
-    let ingest = env.start_ingest().await;
-    (env, ingest, reqwest::Client::new())
+fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_valid_signed_report_is_queued_once() {
-    let (env, ingest, client) = setup().await;
-    let (status, answer) = post_voicedock(
-        &client,
-        &ingest,
-        fixture("voicedock_000_end_of_call_report.json"),
-    )
-    .await;
-    assert_eq!(status, StatusCode::ACCEPTED);
+    let app = ingest().await;
+    let answer = app.post_voicedock(fixture(SEED_000)).await;
     assert_eq!(answer["accepted"], true);
-    assert_eq!(env.queue_depth(&env.topology.calls_queue()).await, 1);
+    assert_eq!(app.take_queued_call_ids().await, [SEED_000_CALL_ID]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_report_without_a_signature_is_rejected_with_401() {
-    let (env, ingest, client) = setup().await;
-    let (status, answer) = post(
-        &client,
-        &ingest,
+    let app = ingest().await;
+    let error = refused(
+        &app,
+        StatusCode::UNAUTHORIZED,
         "/webhooks/voicedock",
         &[],
-        fixture("voicedock_000_end_of_call_report.json"),
+        fixture(SEED_000),
     )
     .await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
-    assert_eq!(error_text(&answer), "missing X-Webhook-Timestamp header");
-    assert_nothing_queued(&env).await;
+    assert_eq!(error, "missing X-Webhook-Timestamp header");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_report_signed_with_another_secret_is_rejected_with_401() {
-    let (env, ingest, client) = setup().await;
-    let body = fixture("voicedock_000_end_of_call_report.json");
-    let ts = now();
-    let headers = [
-        ("X-Webhook-Timestamp", ts.clone()),
-        (
-            "X-Webhook-Signature",
-            sign_timestamped("not-the-secret", &ts, &body),
-        ),
-    ];
-    let (status, answer) = post(&client, &ingest, "/webhooks/voicedock", &headers, body).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
-    assert_eq!(
-        error_text(&answer),
-        "signature does not match any configured secret"
-    );
-    assert_nothing_queued(&env).await;
+    let app = ingest().await;
+    let body = fixture(SEED_000);
+    let headers = signed("not-the-secret", now(), &body);
+    let error = refused(
+        &app,
+        StatusCode::UNAUTHORIZED,
+        "/webhooks/voicedock",
+        &headers,
+        body,
+    )
+    .await;
+    assert_eq!(error, "signature does not match any configured secret");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_changed_after_signing_is_rejected_with_401() {
-    let (env, ingest, client) = setup().await;
-    let body = fixture("voicedock_000_end_of_call_report.json");
-    let ts = now();
-    let signature = sign_timestamped(VOICEDOCK_SECRET, &ts, &body);
+    let app = ingest().await;
+    let body = fixture(SEED_000);
+    let headers = signed(VOICEDOCK_SECRET, now(), &body);
     let mut tampered = body.clone();
     let at = tampered.iter().position(|b| *b == b'8').unwrap();
     tampered[at] = b'9';
-    let headers = [
-        ("X-Webhook-Timestamp", ts),
-        ("X-Webhook-Signature", signature),
-    ];
-    let (status, _) = post(&client, &ingest, "/webhooks/voicedock", &headers, tampered).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
-    assert_nothing_queued(&env).await;
+    let error = refused(
+        &app,
+        StatusCode::UNAUTHORIZED,
+        "/webhooks/voicedock",
+        &headers,
+        tampered,
+    )
+    .await;
+    assert_eq!(error, "signature does not match any configured secret");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_signature_is_rejected_with_401() {
-    let (env, ingest, client) = setup().await;
-    let body = fixture("voicedock_000_end_of_call_report.json");
-    let old = (time::OffsetDateTime::now_utc().unix_timestamp() - 600).to_string();
-    let headers = [
-        ("X-Webhook-Timestamp", old.clone()),
-        (
-            "X-Webhook-Signature",
-            sign_timestamped(VOICEDOCK_SECRET, &old, &body),
-        ),
-    ];
-    let (status, answer) = post(&client, &ingest, "/webhooks/voicedock", &headers, body).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
-    assert!(
-        error_text(&answer).contains("outside the 300s tolerance"),
-        "{answer}"
-    );
-    assert_nothing_queued(&env).await;
+    let app = ingest().await;
+    let body = fixture(SEED_000);
+    let headers = signed(VOICEDOCK_SECRET, now() - 600, &body);
+    let error = refused(
+        &app,
+        StatusCode::UNAUTHORIZED,
+        "/webhooks/voicedock",
+        &headers,
+        body,
+    )
+    .await;
+    assert!(error.contains("outside the 300s tolerance"), "{error}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postcall_report_with_a_wrong_token_is_rejected_with_401_and_a_query_token_is_accepted() {
-    let (env, ingest, client) = setup().await;
+    let app = ingest().await;
     let body = fixture("postcall_002_example.json");
     let wrong = [("Authorization", "Bearer guessed".to_owned())];
-    let (status, answer) = post(&client, &ingest, "/webhooks/postcall", &wrong, body.clone()).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
-    assert_eq!(
-        error_text(&answer),
-        "bearer token does not match any configured token"
-    );
-    let (status, _) = post(&client, &ingest, "/webhooks/postcall", &[], body.clone()).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
-    assert_nothing_queued(&env).await;
+    let error = refused(
+        &app,
+        StatusCode::UNAUTHORIZED,
+        "/webhooks/postcall",
+        &wrong,
+        body.clone(),
+    )
+    .await;
+    assert_eq!(error, "bearer token does not match any configured token");
+    refused(
+        &app,
+        StatusCode::UNAUTHORIZED,
+        "/webhooks/postcall",
+        &[],
+        body.clone(),
+    )
+    .await;
 
     let path = format!("/webhooks/postcall?token={POSTCALL_TOKEN}");
-    let (status, _) = post(&client, &ingest, &path, &[], body).await;
-    assert_eq!(status, StatusCode::ACCEPTED);
-    assert_eq!(env.queue_depth(&env.topology.calls_queue()).await, 1);
+    app.post_expecting(StatusCode::ACCEPTED, &path, &[], body)
+        .await;
+    assert_eq!(
+        app.take_queued_call_ids().await,
+        ["693bff62619c51fac21acf50"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_secret_and_a_token_configured_both_are_required() {
-    let mut env = TestEnv::new().await;
-    env.set("CALLSYNC_VOICEDOCK_TOKEN", "vd-token");
-    let ingest = env.start_ingest().await;
-    let client = reqwest::Client::new();
-    let body = fixture("voicedock_000_end_of_call_report.json");
-    let (status, answer) = post_voicedock(&client, &ingest, body.clone()).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
-    assert!(error_text(&answer).contains("missing bearer token"));
-    assert_nothing_queued(&env).await;
-    let mut headers = callsync_tests::harness::voicedock_headers(&body);
+    let app = ingest_only()
+        .set("CALLSYNC_VOICEDOCK_TOKEN", "vd-token")
+        .start()
+        .await;
+    let body = fixture(SEED_000);
+    let error = refused_voicedock(&app, StatusCode::UNAUTHORIZED, body.clone()).await;
+    assert!(error.contains("missing bearer token"), "{error}");
+    let mut headers = voicedock_headers(&body);
     headers.push(("Authorization", "Bearer vd-token".to_owned()));
-    let (status, _) = post(&client, &ingest, "/webhooks/voicedock", &headers, body).await;
-    assert_eq!(status, StatusCode::ACCEPTED);
+    app.post_expecting(StatusCode::ACCEPTED, "/webhooks/voicedock", &headers, body)
+        .await;
+    assert_eq!(app.take_queued_call_ids().await, [SEED_000_CALL_ID]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_source_is_rejected_with_404() {
-    let (env, ingest, client) = setup().await;
-    let (status, answer) = post(&client, &ingest, "/webhooks/vapi", &[], b"{}".to_vec()).await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
+    let app = ingest().await;
+    let error = refused(
+        &app,
+        StatusCode::NOT_FOUND,
+        "/webhooks/vapi",
+        &[],
+        b"{}".to_vec(),
+    )
+    .await;
     assert_eq!(
-        error_text(&answer),
+        error,
         "unknown source \"vapi\"; built-in sources are voicedock, postcall"
     );
-    assert_nothing_queued(&env).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_source_without_credentials_is_refused_with_404() {
-    let mut env = TestEnv::new().await;
-    env.set("CALLSYNC_POSTCALL_TOKEN", "");
-    let ingest = env.start_ingest().await;
-    let client = reqwest::Client::new();
-    let (status, answer) = post(
-        &client,
-        &ingest,
+    let app = ingest_only()
+        .set("CALLSYNC_POSTCALL_TOKEN", "")
+        .start()
+        .await;
+    let error = refused(
+        &app,
+        StatusCode::NOT_FOUND,
         "/webhooks/postcall",
         &[],
         fixture("postcall_002_example.json"),
     )
     .await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
-    assert!(
-        error_text(&answer).contains("set CALLSYNC_POSTCALL_TOKEN"),
-        "{answer}"
-    );
-    assert_nothing_queued(&env).await;
+    assert!(error.contains("set CALLSYNC_POSTCALL_TOKEN"), "{error}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_explicitly_opened_source_accepts_unauthenticated_reports() {
-    let mut env = TestEnv::new().await;
-    env.set("CALLSYNC_POSTCALL_TOKEN", "");
-    env.set("CALLSYNC_POSTCALL_ALLOW_UNAUTHENTICATED", "true");
-    let ingest = env.start_ingest().await;
-    let client = reqwest::Client::new();
-    let (status, _) = post(
-        &client,
-        &ingest,
+    let app = ingest_only()
+        .set("CALLSYNC_POSTCALL_TOKEN", "")
+        .set("CALLSYNC_POSTCALL_ALLOW_UNAUTHENTICATED", "true")
+        .start()
+        .await;
+    app.post_expecting(
+        StatusCode::ACCEPTED,
         "/webhooks/postcall",
         &[],
         fixture("postcall_002_example.json"),
     )
     .await;
-    assert_eq!(status, StatusCode::ACCEPTED);
-    assert_eq!(env.queue_depth(&env.topology.calls_queue()).await, 1);
+    assert_eq!(
+        app.take_queued_call_ids().await,
+        ["693bff62619c51fac21acf50"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_over_the_limit_is_rejected_with_413() {
-    let mut env = TestEnv::new().await;
-    env.set("CALLSYNC_MAX_BODY_BYTES", "1024");
-    let ingest = env.start_ingest().await;
-    let client = reqwest::Client::new();
+    let app = ingest_only()
+        .set("CALLSYNC_MAX_BODY_BYTES", "1024")
+        .start()
+        .await;
     let big = fixture("voicedock_001_end_of_call_report_full.json");
     assert!(big.len() > 1024);
-    let (status, answer) = post_voicedock(&client, &ingest, big).await;
-    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    let error = refused_voicedock(&app, StatusCode::PAYLOAD_TOO_LARGE, big).await;
     assert_eq!(
-        error_text(&answer),
+        error,
         "body is larger than 1024 bytes (CALLSYNC_MAX_BODY_BYTES)"
     );
-    assert_nothing_queued(&env).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_that_is_not_json_is_rejected_with_400() {
-    let (env, ingest, client) = setup().await;
-    let (status, answer) = post_voicedock(&client, &ingest, b"message=hello".to_vec()).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(
-        error_text(&answer).starts_with("body is not valid JSON"),
-        "{answer}"
-    );
+    let app = ingest().await;
+    let error = refused_voicedock(&app, StatusCode::BAD_REQUEST, b"message=hello".to_vec()).await;
+    assert!(error.starts_with("body is not valid JSON"), "{error}");
     // The documented status-update example, with its `{ ... }` placeholders.
-    let (status, _) = post_voicedock(
-        &client,
-        &ingest,
+    refused_voicedock(
+        &app,
+        StatusCode::BAD_REQUEST,
         fixture("voicedock_004_status_update_as_documented.txt"),
     )
     .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_nothing_queued(&env).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_without_a_call_id_is_rejected_with_422() {
-    let (env, ingest, client) = setup().await;
+    let app = ingest().await;
     let body = br#"{"message":{"type":"end-of-call-report","summary":"no id"}}"#.to_vec();
-    let (status, answer) = post_voicedock(&client, &ingest, body).await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let error = refused_voicedock(&app, StatusCode::UNPROCESSABLE_ENTITY, body).await;
     assert_eq!(
-        error_text(&answer),
+        error,
         "voicedock payload has no call id (expected a non-empty string at message.call.id)"
     );
-    assert_nothing_queued(&env).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_status_update_is_acknowledged_but_not_queued() {
-    let (env, ingest, client) = setup().await;
-    let (status, answer) = post_voicedock(
-        &client,
-        &ingest,
-        fixture("voicedock_004_status_update.json"),
-    )
-    .await;
-    assert_eq!(status, StatusCode::ACCEPTED);
+    let app = ingest().await;
+    let answer = app
+        .post_voicedock(fixture("voicedock_004_status_update.json"))
+        .await;
     assert_eq!(
         answer,
-        serde_json::json!({ "accepted": false, "ignored": "status-update" })
+        json!({ "accepted": false, "ignored": "status-update" })
     );
-    assert_nothing_queued(&env).await;
+    assert_nothing_queued(&app).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_broker_ingest_is_not_ready_and_answers_503() {
-    let mut env = TestEnv::new().await;
     // Port 1 on loopback: nothing listens, connections are refused at once.
-    env.set("CALLSYNC_AMQP_URL", "amqp://guest:guest@127.0.0.1:1/%2f");
-    let config = IngestConfig::from_env(&env.ingest_env()).unwrap();
-    let app = App::build(config).await.unwrap();
-    let base = format!("http://{}", app.local_addr());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(app.run_until(async {
-        let _ = stopped.await;
-    }));
-    let client = reqwest::Client::new();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let ready = client.get(format!("{base}/readyz")).send().await.unwrap();
-    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let health = client.get(format!("{base}/healthz")).send().await.unwrap();
-    assert_eq!(health.status(), StatusCode::OK);
+    let app = ingest_only()
+        .set("CALLSYNC_AMQP_URL", "amqp://guest:guest@127.0.0.1:1/%2f")
+        .ingest_may_stay_unready()
+        .start()
+        .await;
+    let status = |path: &'static str| {
+        let request = app
+            .client
+            .get(format!("{}{path}", app.ingest.base_url))
+            .send();
+        async move { request.await.map(|r| r.status()).ok() }
+    };
+    // Long enough for the publisher's first connection attempts to fail.
+    throughout(
+        Duration::from_millis(200),
+        "ingest stays unready without a broker",
+        || status("/readyz"),
+        |s| *s == Some(StatusCode::SERVICE_UNAVAILABLE),
+    )
+    .await;
+    assert_eq!(status("/healthz").await, Some(StatusCode::OK));
 
-    let body = fixture("voicedock_000_end_of_call_report.json");
-    let mut request = client
-        .post(format!("{base}/webhooks/voicedock"))
-        .body(body.clone());
-    for (k, v) in callsync_tests::harness::voicedock_headers(&body) {
-        request = request.header(k, v);
-    }
-    let response = request.send().await.unwrap();
-    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let answer: Value = response.json().await.unwrap();
+    // No queue to look into: the broker never saw this test's topology.
+    let answer = app
+        .post_voicedock_expecting(StatusCode::SERVICE_UNAVAILABLE, fixture(SEED_000))
+        .await;
     assert!(
         error_text(&answer).contains("not connected to the broker"),
         "{answer}"
     );
-    let _ = stop.send(());
-    let _ = task.await;
 }

@@ -261,7 +261,7 @@ impl TestApp {
     pub async fn stop_worker(&mut self, i: usize) {
         match self.workers[i].take().expect("a live worker") {
             Worker::Process(p) => {
-                let status = p.terminate(Duration::from_secs(30)).await;
+                let status = p.terminate(Duration::from_secs(20)).await;
                 assert!(status.success(), "the worker exits cleanly: {status}");
             }
             Worker::InProcess(s) => s.stop().await,
@@ -392,6 +392,20 @@ impl TestApp {
             .counts()
             .await
             .expect("ledger counts")
+    }
+
+    /// Asserts that the ledger counts `synced` synced and `parked` parked
+    /// calls and none in progress (as it does once the app settled).
+    pub async fn assert_ledger(&self, synced: i64, parked: i64) {
+        assert_eq!(
+            self.ledger_counts().await,
+            LedgerCounts {
+                synced,
+                pending: 0,
+                parked
+            },
+            "the ledger's calls: synced, pending, parked"
+        );
     }
 
     /// Every parked message's call id and reason; they stay parked.

@@ -8,20 +8,31 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use callsync_tests::harness::{TestEnv, fixture, post_voicedock};
+use callsync_tests::app::TestApp;
+use callsync_tests::harness::{
+    FOLLOW_UP_MARKER, SEED_000_CALL_ID, SEED_000_MARKER, voicedock_marker, voicedock_report,
+};
 use callsync_tests::sim::{Fault, SimConfig, Snapshot};
 use futures_util::future::join_all;
-use reqwest::StatusCode;
 use serde_json::Value;
 
-const WAIT: Duration = Duration::from_secs(30);
-const FOLLOW_UP_MARKER: &str = "callsync:voicedock:0b6f1c3e-7a57-4f0e-9d38-3c1de1f0a2b4";
-const SEED_MARKER: &str = "callsync:voicedock:5c4d030f-43e3-4e65-899e-8148521e660f";
+const SEED_000: &str = "voicedock_000_end_of_call_report.json";
+const FOLLOW_UP: &str = "voicedock_follow_up.json";
 
-async fn env_for(crm: &'static str, config: SimConfig) -> TestEnv {
-    let mut env = TestEnv::with_sim(config).await;
-    env.crm = crm;
-    env
+/// An app syncing to `crm` with one worker and a default simulator.
+async fn app_for(crm: &'static str) -> TestApp {
+    TestApp::for_crm(crm, SimConfig::default(), 1).await
+}
+
+/// An app syncing to `crm` with two workers racing on a simulator that
+/// answers `latency` late.
+async fn racing_app_for(crm: &'static str, latency: Duration) -> TestApp {
+    TestApp::builder()
+        .crm(crm)
+        .latency(latency)
+        .workers(2)
+        .start()
+        .await
 }
 
 /// The request that records the call, per CRM (for injecting faults).
@@ -35,12 +46,6 @@ fn record_operation(crm: &str) -> &'static str {
     }
 }
 
-fn markers(records: &[callsync_tests::sim::Record]) -> Vec<String> {
-    let mut m: Vec<String> = records.iter().filter_map(|r| r.marker()).collect();
-    m.sort();
-    m
-}
-
 /// Whether a delivered report (webhook) asked for a follow-up.
 fn delivery_flags_follow_up(s: &Snapshot, marker: &str) -> bool {
     s.calls
@@ -49,34 +54,22 @@ fn delivery_flags_follow_up(s: &Snapshot, marker: &str) -> bool {
         .is_some_and(|r| r.properties.get("follow_up_needed") == Some(&Value::Bool(true)))
 }
 
-fn report(call_id: &str, phone: &str) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({ "message": {
-        "type": "end-of-call-report", "timestamp": "2026-05-01T08:00:00Z",
-        "call": { "id": call_id }, "customer": { "number": phone },
-        "summary": format!("Call {call_id}"), "analysis": { "follow_up_needed": true }
-    }}))
-    .unwrap()
+/// The distinct `webhook-id`s of the deliveries the receiver got.
+fn webhook_ids(s: &Snapshot) -> BTreeSet<&str> {
+    s.calls
+        .iter()
+        .filter_map(|r| r.prop("webhook-id"))
+        .collect()
 }
 
 async fn reports_create_one_contact_one_call_record_and_one_follow_up(crm: &'static str) {
-    let env = env_for(crm, SimConfig::default()).await;
-    let ingest = env.start_ingest().await;
-    let worker = env.start_worker().await;
-    let client = reqwest::Client::new();
-    for name in [
-        "voicedock_follow_up.json",
-        "voicedock_000_end_of_call_report.json",
-    ] {
-        let (status, answer) = post_voicedock(&client, &ingest, fixture(name)).await;
-        assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
-    }
+    let app = app_for(crm).await;
+    app.post_fixture(FOLLOW_UP).await;
+    app.post_fixture(SEED_000).await;
+    let s = app.settle().await;
     // Synced in the ledger means every step, follow-up included, is done.
-    env.wait_for_ledger(2, 0).await;
-    let s = env.settle().await;
-    assert_eq!(
-        markers(&s.calls),
-        vec![FOLLOW_UP_MARKER.to_owned(), SEED_MARKER.to_owned()]
-    );
+    app.assert_ledger(2, 0).await;
+    assert_eq!(s.call_markers(), [FOLLOW_UP_MARKER, SEED_000_MARKER]);
 
     if crm == "webhook" {
         assert!(
@@ -84,16 +77,15 @@ async fn reports_create_one_contact_one_call_record_and_one_follow_up(crm: &'sta
             "one request per call, nothing else"
         );
         assert!(delivery_flags_follow_up(&s, FOLLOW_UP_MARKER));
-        assert!(!delivery_flags_follow_up(&s, SEED_MARKER));
-        let ids: BTreeSet<_> = s
-            .calls
-            .iter()
-            .filter_map(|r| r.prop("webhook-id"))
-            .collect();
-        assert_eq!(ids.len(), 2, "a stable, distinct webhook-id per call");
+        assert!(!delivery_flags_follow_up(&s, SEED_000_MARKER));
+        assert_eq!(
+            webhook_ids(&s).len(),
+            2,
+            "a stable, distinct webhook-id per call"
+        );
     } else {
         assert_eq!(s.contacts.len(), 2, "{:#?}", s.contacts);
-        assert_eq!(markers(&s.tasks), vec![FOLLOW_UP_MARKER.to_owned()]);
+        assert_eq!(s.task_markers(), [FOLLOW_UP_MARKER]);
         let task = &s.tasks[0];
         let call = s
             .calls
@@ -120,71 +112,39 @@ async fn reports_create_one_contact_one_call_record_and_one_follow_up(crm: &'sta
             contact.properties
         );
     }
-    worker.stop().await;
-    ingest.stop().await;
+    app.shutdown().await;
 }
 
 async fn five_copies_at_once_give_one_call_record_and_one_follow_up(crm: &'static str) {
-    let env = env_for(
-        crm,
-        SimConfig {
-            latency: Duration::from_millis(50),
-            ..SimConfig::default()
-        },
-    )
-    .await;
-    let ingest = env.start_ingest().await;
-    let first = env.start_worker().await;
-    let second = env.start_worker().await;
-    let client = reqwest::Client::new();
-    let body = fixture("voicedock_follow_up.json");
-    let answers = join_all((0..5).map(|_| post_voicedock(&client, &ingest, body.clone()))).await;
-    assert!(
-        answers
-            .iter()
-            .all(|(status, _)| *status == StatusCode::ACCEPTED)
-    );
-    env.wait_for_crm(WAIT, |s| s.calls.len() == 1).await;
-    env.wait_for_ledger(1, 0).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let s = env.settle().await;
-    assert_eq!(s.calls.len(), 1, "{:#?}", s.calls);
+    let app = racing_app_for(crm, Duration::from_millis(50)).await;
+    let body = callsync_tests::harness::fixture(FOLLOW_UP);
+    join_all((0..5).map(|_| app.post_voicedock(body.clone()))).await;
+    let s = app.settle().await;
+    app.assert_ledger(1, 0).await;
+    assert_eq!(s.call_markers(), [FOLLOW_UP_MARKER]);
     if crm == "webhook" {
         assert!(delivery_flags_follow_up(&s, FOLLOW_UP_MARKER));
     } else {
-        assert_eq!((s.contacts.len(), s.tasks.len()), (1, 1));
+        assert_eq!(s.contacts.len(), 1, "{:#?}", s.contacts);
+        assert_eq!(s.task_markers(), [FOLLOW_UP_MARKER]);
     }
-    first.stop().await;
-    second.stop().await;
-    ingest.stop().await;
+    app.shutdown().await;
 }
 
 async fn two_workers_and_one_new_number_give_one_contact(crm: &'static str) {
-    let env = env_for(
-        crm,
-        SimConfig {
-            latency: Duration::from_millis(100),
-            ..SimConfig::default()
-        },
-    )
-    .await;
-    let ingest = env.start_ingest().await;
-    let first = env.start_worker().await;
-    let second = env.start_worker().await;
-    let client = reqwest::Client::new();
+    let app = racing_app_for(crm, Duration::from_millis(100)).await;
     let ids = ["one-number-a", "one-number-b", "one-number-c"];
     join_all(
         ids.iter()
-            .map(|id| post_voicedock(&client, &ingest, report(id, "+61291234567"))),
+            .map(|id| app.post_voicedock(voicedock_report(id, "+61291234567", true))),
     )
     .await;
-    env.wait_for_crm(WAIT, |s| {
-        s.calls.len() == 3 && (crm == "webhook" || s.tasks.len() == 3)
-    })
-    .await;
-    let s = env.settle().await;
+    let s = app.settle().await;
+    app.assert_ledger(3, 0).await;
+    let markers: Vec<String> = ids.iter().map(|id| voicedock_marker(id)).collect();
+    assert_eq!(s.call_markers(), markers);
     if crm == "webhook" {
-        assert!(s.contacts.is_empty());
+        assert!(s.contacts.is_empty() && s.tasks.is_empty());
     } else {
         assert_eq!(s.contacts.len(), 1, "{:#?}", s.contacts);
         let contact = &s.contacts[0].id;
@@ -193,89 +153,70 @@ async fn two_workers_and_one_new_number_give_one_contact(crm: &'static str) {
                 .iter()
                 .all(|c| c.associations == vec![contact.clone()])
         );
-        assert_eq!(s.tasks.len(), 3);
+        assert_eq!(s.task_markers(), markers);
     }
-    first.stop().await;
-    second.stop().await;
-    ingest.stop().await;
+    app.shutdown().await;
 }
 
 async fn a_permanently_refused_record_is_parked(crm: &'static str) {
-    let env = env_for(crm, SimConfig::default()).await;
-    env.sim.inject(record_operation(crm), Fault::Status(400), 1);
-    let ingest = env.start_ingest().await;
-    let worker = env.start_worker().await;
-    post_voicedock(
-        &reqwest::Client::new(),
-        &ingest,
-        fixture("voicedock_000_end_of_call_report.json"),
-    )
-    .await;
-    env.wait_for_queue_depth(&env.topology.parking_queue(), 1)
-        .await;
-    assert_eq!(env.ledger().await.counts().await.unwrap().parked, 1);
-    assert!(env.sim.snapshot().calls.is_empty());
-    worker.stop().await;
-    ingest.stop().await;
+    let app = app_for(crm).await;
+    app.env
+        .sim
+        .inject(record_operation(crm), Fault::Status(400), 1);
+    app.post_fixture(SEED_000).await;
+    let s = app.settle().await;
+    app.assert_ledger(0, 1).await;
+    let parked: Vec<String> = app.parked().await.into_iter().map(|p| p.call_id).collect();
+    assert_eq!(parked, [SEED_000_CALL_ID]);
+    assert_eq!(s.call_markers(), Vec::<String>::new());
+    app.shutdown().await;
 }
 
 async fn a_rate_limited_crm_is_waited_for_and_the_call_synced_once(crm: &'static str) {
-    let env = env_for(crm, SimConfig::default()).await;
-    env.sim.inject(
-        record_operation(crm),
-        Fault::RateLimited {
-            retry_after_secs: Some(1),
-        },
-        2,
-    );
-    let ingest = env.start_ingest().await;
-    let worker = env.start_worker().await;
-    post_voicedock(
-        &reqwest::Client::new(),
-        &ingest,
-        fixture("voicedock_000_end_of_call_report.json"),
-    )
-    .await;
-    env.wait_for_crm(WAIT, |s| s.calls.len() == 1).await;
-    let s = env.settle().await;
+    let app = app_for(crm).await;
+    let limited = Fault::RateLimited {
+        retry_after_secs: Some(1),
+    };
+    app.env.sim.inject(record_operation(crm), limited, 2);
+    app.post_fixture(SEED_000).await;
+    let s = app.settle().await;
+    app.assert_ledger(1, 0).await;
+    assert_eq!(s.call_markers(), [SEED_000_MARKER]);
     assert_eq!(s.stats.rate_limited, 2);
     assert_eq!(s.stats.by_operation.get(record_operation(crm)), Some(&3));
-    worker.stop().await;
-    ingest.stop().await;
+    app.shutdown().await;
 }
 
 async fn a_record_applied_but_answered_with_a_reset_is_not_repeated(crm: &'static str) {
-    let env = env_for(crm, SimConfig::default()).await;
-    env.sim
+    let app = app_for(crm).await;
+    app.env
+        .sim
         .inject(record_operation(crm), Fault::ApplyThenReset, 1);
-    let ingest = env.start_ingest().await;
-    let worker = env.start_worker().await;
-    post_voicedock(
-        &reqwest::Client::new(),
-        &ingest,
-        fixture("voicedock_follow_up.json"),
-    )
-    .await;
-    env.wait_for_ledger(1, 0).await;
-    let s = env.settle().await;
+    app.post_fixture(FOLLOW_UP).await;
+    let s = app.settle().await;
+    app.assert_ledger(1, 0).await;
     assert_eq!(s.stats.resets, 1);
     if crm == "webhook" {
         // Sent again with the same webhook-id: the receiver de-duplicates.
-        let ids: BTreeSet<_> = s
-            .calls
-            .iter()
-            .filter_map(|r| r.prop("webhook-id"))
-            .collect();
-        assert_eq!(ids.len(), 1);
+        assert_eq!(webhook_ids(&s).len(), 1);
         // The delivery that was applied and its resend, which the worker
         // cannot tell apart from a lost one (a webhook has no search).
-        assert_eq!(s.calls.len(), 2, "{:#?}", s.calls);
+        assert_eq!(
+            s.call_markers(),
+            [FOLLOW_UP_MARKER, FOLLOW_UP_MARKER],
+            "{:#?}",
+            s.calls
+        );
     } else {
-        assert_eq!(s.calls.len(), 1, "found by its marker, not created again");
-        assert_eq!((s.contacts.len(), s.tasks.len()), (1, 1));
+        assert_eq!(
+            s.call_markers(),
+            [FOLLOW_UP_MARKER],
+            "found by its marker, not created again"
+        );
+        assert_eq!(s.contacts.len(), 1, "{:#?}", s.contacts);
+        assert_eq!(s.task_markers(), [FOLLOW_UP_MARKER]);
     }
-    worker.stop().await;
-    ingest.stop().await;
+    app.shutdown().await;
 }
 
 macro_rules! for_every_crm {

@@ -6,40 +6,27 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::Duration;
-
-use callsync_tests::harness::{TestEnv, fixture, post_voicedock};
-use callsync_tests::sim::SimConfig;
+use callsync_tests::app::{AppBuilder, TestApp};
+use callsync_tests::harness::{
+    FOLLOW_UP_MARKER, SEED_000_CALL_ID, SEED_000_MARKER, voicedock_marker, voicedock_report,
+};
+use callsync_tests::sim::Snapshot;
 use callsync_tests::sim::salesforce::{OAUTH_CLIENT_ID, OAUTH_CLIENT_SECRET, OAUTH_REFRESH_TOKEN};
 use futures_util::future::join_all;
 
-const WAIT: Duration = Duration::from_secs(30);
-
-/// A Salesforce environment whose worker has no access token, only the
-/// connected app's credentials.
-async fn oauth_env(client_secret: &str) -> TestEnv {
-    let mut env = TestEnv::with_sim(SimConfig::default()).await;
-    env.crm = "salesforce";
-    // An empty value counts as unset.
-    env.set("CALLSYNC_SALESFORCE_ACCESS_TOKEN", "");
-    env.set("CALLSYNC_SALESFORCE_CLIENT_ID", OAUTH_CLIENT_ID);
-    env.set("CALLSYNC_SALESFORCE_CLIENT_SECRET", client_secret);
-    env
+/// A Salesforce app whose worker has no access token, only the connected
+/// app's credentials.
+fn oauth_app(client_secret: &str) -> AppBuilder {
+    TestApp::builder()
+        .crm("salesforce")
+        // An empty value counts as unset.
+        .set("CALLSYNC_SALESFORCE_ACCESS_TOKEN", "")
+        .set("CALLSYNC_SALESFORCE_CLIENT_ID", OAUTH_CLIENT_ID)
+        .set("CALLSYNC_SALESFORCE_CLIENT_SECRET", client_secret)
 }
 
-fn report(call_id: &str, phone: &str) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({ "message": {
-        "type": "end-of-call-report", "timestamp": "2026-05-01T08:00:00Z",
-        "call": { "id": call_id }, "customer": { "number": phone },
-        "summary": format!("Call {call_id}"), "analysis": { "follow_up_needed": false }
-    }}))
-    .unwrap()
-}
-
-fn token_requests(env: &TestEnv) -> u64 {
-    env.sim
-        .snapshot()
-        .stats
+fn token_requests(s: &Snapshot) -> u64 {
+    s.stats
         .by_operation
         .get("oauth_token")
         .copied()
@@ -48,95 +35,73 @@ fn token_requests(env: &TestEnv) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_with_client_credentials_fetches_its_own_token_and_syncs_the_call() {
-    let env = oauth_env(OAUTH_CLIENT_SECRET).await;
-    let ingest = env.start_ingest().await;
-    let worker = env.start_worker().await;
-    post_voicedock(
-        &reqwest::Client::new(),
-        &ingest,
-        fixture("voicedock_follow_up.json"),
-    )
-    .await;
-    env.wait_for_crm(WAIT, |s| s.calls.len() == 1 && s.tasks.len() == 1)
-        .await;
-    let s = env.settle().await;
+    let app = oauth_app(OAUTH_CLIENT_SECRET).start().await;
+    app.post_fixture("voicedock_follow_up.json").await;
+    let s = app.settle().await;
+    app.assert_ledger(1, 0).await;
+    assert_eq!(s.call_markers(), [FOLLOW_UP_MARKER]);
+    assert_eq!(s.task_markers(), [FOLLOW_UP_MARKER]);
     assert_eq!(s.contacts.len(), 1);
     assert_eq!(s.stats.unauthorized, 0);
-    assert_eq!(token_requests(&env), 1);
-    worker.stop().await;
-    ingest.stop().await;
+    assert_eq!(token_requests(&s), 1);
+    app.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_session_is_renewed_once_for_all_refused_requests_and_nothing_is_lost() {
-    let env = oauth_env(OAUTH_CLIENT_SECRET).await;
-    let ingest = env.start_ingest().await;
-    let worker = env.start_worker().await;
-    let client = reqwest::Client::new();
-    post_voicedock(&client, &ingest, report("first", "+31611000000")).await;
-    env.wait_for_crm(WAIT, |s| s.calls.len() == 1).await;
-    assert_eq!(token_requests(&env), 1);
+    let app = oauth_app(OAUTH_CLIENT_SECRET).start().await;
+    app.post_voicedock(voicedock_report("first", "+31611000000", false))
+        .await;
+    let s = app.settle().await;
+    assert_eq!(s.call_markers(), [voicedock_marker("first")]);
+    assert_eq!(token_requests(&s), 1);
 
-    env.sim.expire_token();
+    app.env.sim.expire_token();
     // Several calls at once: their requests meet the expired session together.
-    join_all((0..6).map(|i| {
-        post_voicedock(
-            &client,
-            &ingest,
-            report(
-                &format!("after-expiry-{i}"),
-                &format!("+3161100000{}", i + 1),
-            ),
-        )
+    let ids: Vec<String> = (0..6).map(|i| format!("after-expiry-{i}")).collect();
+    join_all(ids.iter().enumerate().map(|(i, id)| {
+        app.post_voicedock(voicedock_report(
+            id,
+            &format!("+3161100000{}", i + 1),
+            false,
+        ))
     }))
     .await;
-    env.wait_for_crm(WAIT, |s| s.calls.len() == 7).await;
-    let s = env.settle().await;
+    let s = app.settle().await;
+    let mut markers: Vec<String> = ids.iter().map(|id| voicedock_marker(id)).collect();
+    markers.push(voicedock_marker("first"));
+    assert_eq!(s.call_markers(), markers);
     assert_eq!(s.contacts.len(), 7);
     assert!(s.stats.unauthorized >= 1, "the old session was refused");
-    assert_eq!(token_requests(&env), 2, "one renewal, shared");
-    let counts = env.ledger().await.counts().await.unwrap();
-    assert_eq!((counts.synced, counts.parked), (7, 0));
-    worker.stop().await;
-    ingest.stop().await;
+    assert_eq!(token_requests(&s), 2, "one renewal, shared");
+    app.assert_ledger(7, 0).await;
+    app.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refresh_token_is_exchanged_for_the_session() {
-    let mut env = oauth_env(OAUTH_CLIENT_SECRET).await;
-    env.set("CALLSYNC_SALESFORCE_REFRESH_TOKEN", OAUTH_REFRESH_TOKEN);
-    let ingest = env.start_ingest().await;
-    let worker = env.start_worker().await;
-    post_voicedock(
-        &reqwest::Client::new(),
-        &ingest,
-        fixture("voicedock_000_end_of_call_report.json"),
-    )
-    .await;
-    env.wait_for_crm(WAIT, |s| s.calls.len() == 1).await;
-    assert_eq!(token_requests(&env), 1);
-    worker.stop().await;
-    ingest.stop().await;
+    let app = oauth_app(OAUTH_CLIENT_SECRET)
+        .set("CALLSYNC_SALESFORCE_REFRESH_TOKEN", OAUTH_REFRESH_TOKEN)
+        .start()
+        .await;
+    app.post_fixture("voicedock_000_end_of_call_report.json")
+        .await;
+    let s = app.settle().await;
+    app.assert_ledger(1, 0).await;
+    assert_eq!(s.call_markers(), [SEED_000_MARKER]);
+    assert_eq!(token_requests(&s), 1);
+    app.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_client_credentials_park_the_call_with_the_token_endpoints_reason() {
-    let env = oauth_env("not-the-secret").await;
-    let ingest = env.start_ingest().await;
-    let worker = env.start_worker().await;
-    post_voicedock(
-        &reqwest::Client::new(),
-        &ingest,
-        fixture("voicedock_000_end_of_call_report.json"),
-    )
-    .await;
-    env.wait_for_queue_depth(&env.topology.parking_queue(), 1)
+    let app = oauth_app("not-the-secret").start().await;
+    app.post_fixture("voicedock_000_end_of_call_report.json")
         .await;
-    let reason = env.parked_reason().await;
+    let s = app.settle().await;
+    let reason = app.parked_reason(SEED_000_CALL_ID).await;
     assert!(reason.contains("invalid_client"), "{reason}");
-    let s = env.sim.snapshot();
     assert!(s.contacts.is_empty() && s.calls.is_empty());
     assert_eq!(s.stats.requests, 0, "no API request without a token");
-    worker.stop().await;
-    ingest.stop().await;
+    app.shutdown().await;
 }

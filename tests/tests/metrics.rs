@@ -4,12 +4,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::Duration;
-
-use callsync_tests::harness::{TestEnv, fixture, post, post_voicedock};
+use callsync_tests::app::TestApp;
+use callsync_tests::harness::{FOLLOW_UP_MARKER, SEED_000_MARKER, WAIT};
 use callsync_tests::wait::eventually;
-
-const WAIT: Duration = Duration::from_secs(30);
+use reqwest::StatusCode;
 
 /// The sum of every series of `name` whose labels include all of `labels`.
 fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
@@ -32,8 +30,10 @@ fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
-async fn scrape(base_url: &str) -> String {
-    reqwest::get(format!("{base_url}/metrics"))
+async fn scrape(app: &TestApp, base_url: &str) -> String {
+    app.client
+        .get(format!("{base_url}/metrics"))
+        .send()
         .await
         .unwrap()
         .text()
@@ -43,36 +43,27 @@ async fn scrape(base_url: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_metrics_of_both_services_count_what_happened() {
-    let env = TestEnv::new().await;
-    let ingest = env.start_ingest().await;
-    let worker = env.spawn_worker_process().await;
-    let client = reqwest::Client::new();
-    let before = scrape(&ingest.base_url).await;
-
-    post_voicedock(
-        &client,
-        &ingest,
-        fixture("voicedock_000_end_of_call_report.json"),
-    )
-    .await;
-    post_voicedock(&client, &ingest, fixture("voicedock_follow_up.json")).await;
-    env.wait_for_crm(WAIT, |s| s.calls.len() == 2 && s.tasks.len() == 1)
+    let app = TestApp::builder()
+        .workers(0)
+        .worker_processes(1)
+        .start()
         .await;
-    post_voicedock(
-        &client,
-        &ingest,
-        fixture("voicedock_000_end_of_call_report.json"),
-    )
-    .await;
-    post_voicedock(
-        &client,
-        &ingest,
-        fixture("voicedock_004_status_update.json"),
-    )
-    .await;
-    post(
-        &client,
-        &ingest,
+    let (ingest, worker) = (app.ingest.base_url.as_str(), app.worker_url(0));
+    let before = scrape(&app, ingest).await;
+
+    app.post_fixture("voicedock_000_end_of_call_report.json")
+        .await;
+    app.post_fixture("voicedock_follow_up.json").await;
+    let s = app.settle().await;
+    assert_eq!(s.call_markers(), [FOLLOW_UP_MARKER, SEED_000_MARKER]);
+    assert_eq!(s.task_markers(), [FOLLOW_UP_MARKER]);
+    // A duplicate, an ignored status update and a stale signature.
+    app.post_fixture("voicedock_000_end_of_call_report.json")
+        .await;
+    let ignored = app.post_fixture("voicedock_004_status_update.json").await;
+    assert_eq!(ignored["accepted"], false, "{ignored}");
+    app.post_expecting(
+        StatusCode::UNAUTHORIZED,
         "/webhooks/voicedock",
         &[
             ("X-Webhook-Timestamp", "1".to_owned()),
@@ -85,7 +76,7 @@ async fn the_metrics_of_both_services_count_what_happened() {
     let worker_text = eventually(
         WAIT,
         "the worker counted the duplicate delivery",
-        || scrape(&worker.base_url),
+        || scrape(&app, worker),
         |text| {
             metric(
                 text,
@@ -95,7 +86,7 @@ async fn the_metrics_of_both_services_count_what_happened() {
         },
     )
     .await;
-    let after = scrape(&ingest.base_url).await;
+    let after = scrape(&app, ingest).await;
     let delta = |name: &str, labels: &[(&str, &str)]| {
         metric(&after, name, labels) - metric(&before, name, labels)
     };
@@ -160,6 +151,6 @@ async fn the_metrics_of_both_services_count_what_happened() {
     assert_eq!(w("callsync_worker_sync_lag_seconds_count", &[]), 2.0);
     assert_eq!(w("callsync_worker_in_flight", &[]), 0.0);
     assert!(!worker_text.contains("5c4d030f"), "no call ids in labels");
-    worker.kill().await;
-    ingest.stop().await;
+    assert_eq!(app.settle().await.call_markers(), s.call_markers());
+    app.shutdown().await;
 }

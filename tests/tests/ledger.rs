@@ -8,24 +8,52 @@ use std::time::Duration;
 
 use callsync_shared::{CallId, Source};
 use callsync_tests::harness::TestEnv;
+use callsync_tests::wait::eventually;
 use callsync_worker::ledger::{CallKey, Claim, LatestCall, Ledger, LedgerError, Step, StepState};
+use time::OffsetDateTime;
 use uuid::Uuid;
 
-async fn ledger(env: &TestEnv) -> Ledger {
-    Ledger::connect(&env.database_url, 4, "hubspot", Duration::from_secs(5))
+/// A ledger on a database of its own (the environment drops it), whose
+/// leases last `lease`.
+async fn ledger_with_lease(lease: Duration) -> (TestEnv, Ledger) {
+    let env = TestEnv::new().await;
+    let ledger = Ledger::connect(&env.database_url, 4, "hubspot", lease)
+        .await
+        .unwrap();
+    (env, ledger)
+}
+
+async fn ledger() -> (TestEnv, Ledger) {
+    ledger_with_lease(Duration::from_secs(5)).await
+}
+
+fn call_id(id: &str) -> CallId {
+    CallId::new(id).unwrap()
+}
+
+fn key(source: Source, call_id: &CallId) -> CallKey<'_> {
+    CallKey { source, call_id }
+}
+
+/// Asks for `contact`'s last-call fields for the call `key`, which ended `at`.
+async fn latest(
+    ledger: &Ledger,
+    contact: &str,
+    at: OffsetDateTime,
+    key: CallKey<'_>,
+    attempt: Uuid,
+) -> LatestCall {
+    ledger
+        .claim_latest_call(contact, at, key, attempt)
         .await
         .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_finished_step_is_never_reopened_by_a_later_attempt() {
-    let env = TestEnv::new().await;
-    let ledger = ledger(&env).await;
-    let id = CallId::new("fenced-1").unwrap();
-    let key = CallKey {
-        source: Source::Voicedock,
-        call_id: &id,
-    };
+    let (_env, ledger) = ledger().await;
+    let id = call_id("fenced-1");
+    let key = key(Source::Voicedock, &id);
     let first = Uuid::now_v7();
     assert!(matches!(
         ledger.claim(key, first).await.unwrap(),
@@ -52,13 +80,9 @@ async fn a_finished_step_is_never_reopened_by_a_later_attempt() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_attempt_that_started_a_step_can_abandon_it() {
-    let env = TestEnv::new().await;
-    let ledger = ledger(&env).await;
-    let id = CallId::new("fenced-2").unwrap();
-    let key = CallKey {
-        source: Source::Postcall,
-        call_id: &id,
-    };
+    let (_env, ledger) = ledger().await;
+    let id = call_id("fenced-2");
+    let key = key(Source::Postcall, &id);
     let owner = Uuid::now_v7();
     ledger.claim(key, owner).await.unwrap();
     ledger
@@ -69,10 +93,13 @@ async fn only_the_attempt_that_started_a_step_can_abandon_it() {
         .abandon_step(key, Uuid::now_v7(), Step::FollowUpTask)
         .await
         .unwrap();
-    assert_eq!(
-        ledger.steps(key).await.unwrap().len(),
-        1,
-        "another attempt's abandon changes nothing"
+    let steps = ledger.steps(key).await.unwrap();
+    assert!(
+        matches!(
+            steps.as_slice(),
+            [(Step::FollowUpTask, StepState::Started { .. })]
+        ),
+        "another attempt's abandon changes nothing: {steps:?}"
     );
     ledger
         .abandon_step(key, owner, Step::FollowUpTask)
@@ -83,13 +110,9 @@ async fn only_the_attempt_that_started_a_step_can_abandon_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_held_by_another_worker_is_not_marked_parked() {
-    let env = TestEnv::new().await;
-    let ledger = ledger(&env).await;
-    let id = CallId::new("fenced-3").unwrap();
-    let key = CallKey {
-        source: Source::Voicedock,
-        call_id: &id,
-    };
+    let (_env, ledger) = ledger().await;
+    let id = call_id("fenced-3");
+    let key = key(Source::Voicedock, &id);
     let holder = Uuid::now_v7();
     ledger.claim(key, holder).await.unwrap();
     ledger
@@ -112,17 +135,10 @@ async fn a_call_held_by_another_worker_is_not_marked_parked() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_call_at_a_time_writes_a_contacts_last_call_fields_and_the_newest_wins() {
-    let env = TestEnv::new().await;
-    let ledger = ledger(&env).await;
-    let (older_id, newer_id) = (CallId::new("older").unwrap(), CallId::new("newer").unwrap());
-    let older = CallKey {
-        source: Source::Voicedock,
-        call_id: &older_id,
-    };
-    let newer = CallKey {
-        source: Source::Voicedock,
-        call_id: &newer_id,
-    };
+    let (_env, ledger) = ledger().await;
+    let (older_id, newer_id) = (call_id("older"), call_id("newer"));
+    let older = key(Source::Voicedock, &older_id);
+    let newer = key(Source::Voicedock, &newer_id);
     let (older_at, newer_at) = (
         time::macros::datetime!(2026-03-01 10:00 UTC),
         time::macros::datetime!(2026-03-02 10:00 UTC),
@@ -130,34 +146,22 @@ async fn one_call_at_a_time_writes_a_contacts_last_call_fields_and_the_newest_wi
     let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
 
     assert_eq!(
-        ledger
-            .claim_latest_call("c1", older_at, older, a)
-            .await
-            .unwrap(),
+        latest(&ledger, "c1", older_at, older, a).await,
         LatestCall::Write
     );
     // The older call's write is in flight: the newer one waits for it.
     assert_eq!(
-        ledger
-            .claim_latest_call("c1", newer_at, newer, b)
-            .await
-            .unwrap(),
+        latest(&ledger, "c1", newer_at, newer, b).await,
         LatestCall::Busy
     );
     // The holder may claim again (to extend its lease before a retry).
     assert_eq!(
-        ledger
-            .claim_latest_call("c1", older_at, older, a)
-            .await
-            .unwrap(),
+        latest(&ledger, "c1", older_at, older, a).await,
         LatestCall::Write
     );
     ledger.release_latest_call("c1", a).await.unwrap();
     assert_eq!(
-        ledger
-            .claim_latest_call("c1", newer_at, newer, b)
-            .await
-            .unwrap(),
+        latest(&ledger, "c1", newer_at, newer, b).await,
         LatestCall::Write
     );
     // Finishing the update step releases the fields too.
@@ -172,74 +176,62 @@ async fn one_call_at_a_time_writes_a_contacts_last_call_fields_and_the_newest_wi
     ));
     // A later attempt of the older call leaves the newer call's fields alone.
     assert_eq!(
-        ledger
-            .claim_latest_call("c1", older_at, older, Uuid::now_v7())
-            .await
-            .unwrap(),
+        latest(&ledger, "c1", older_at, older, Uuid::now_v7()).await,
         LatestCall::Older
     );
     // A newer call still is let in at once: nobody holds the fields.
-    let newest_id = CallId::new("newest").unwrap();
-    let newest = CallKey {
-        source: Source::Voicedock,
-        call_id: &newest_id,
-    };
+    let newest_id = call_id("newest");
+    let newest_at = newer_at + time::Duration::hours(1);
     assert_eq!(
-        ledger
-            .claim_latest_call(
-                "c1",
-                newer_at + time::Duration::hours(1),
-                newest,
-                Uuid::now_v7()
-            )
-            .await
-            .unwrap(),
+        latest(
+            &ledger,
+            "c1",
+            newest_at,
+            key(Source::Voicedock, &newest_id),
+            Uuid::now_v7()
+        )
+        .await,
         LatestCall::Write
     );
     // Another contact is independent.
     assert_eq!(
-        ledger
-            .claim_latest_call("c2", older_at, older, a)
-            .await
-            .unwrap(),
+        latest(&ledger, "c2", older_at, older, a).await,
         LatestCall::Write
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_last_call_lease_left_by_a_dead_worker_lapses() {
-    let env = TestEnv::new().await;
-    let ledger = Ledger::connect(&env.database_url, 4, "hubspot", Duration::from_secs(1))
-        .await
-        .unwrap();
-    let (older_id, newer_id) = (CallId::new("older").unwrap(), CallId::new("newer").unwrap());
-    let key = |id| CallKey {
-        source: Source::Postcall,
-        call_id: id,
-    };
+    let lease = Duration::from_secs(1);
+    let (_env, ledger) = ledger_with_lease(lease).await;
+    let (older_id, newer_id) = (call_id("older"), call_id("newer"));
+    let (older, newer) = (
+        key(Source::Postcall, &older_id),
+        key(Source::Postcall, &newer_id),
+    );
     let at = time::macros::datetime!(2026-03-01 10:00 UTC);
+    let later = at + time::Duration::hours(1);
     let dead = Uuid::now_v7();
     assert_eq!(
-        ledger
-            .claim_latest_call("c1", at, key(&older_id), dead)
-            .await
-            .unwrap(),
+        latest(&ledger, "c1", at, older, dead).await,
         LatestCall::Write
     );
-    let later = at + time::Duration::hours(1);
+    let claimed = std::time::Instant::now();
     assert_eq!(
-        ledger
-            .claim_latest_call("c1", later, key(&newer_id), Uuid::now_v7())
-            .await
-            .unwrap(),
+        latest(&ledger, "c1", later, newer, Uuid::now_v7()).await,
         LatestCall::Busy
     );
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    assert_eq!(
-        ledger
-            .claim_latest_call("c1", later, key(&newer_id), Uuid::now_v7())
-            .await
-            .unwrap(),
-        LatestCall::Write
+    // The newer call is let in once the lease lapsed, and not much later.
+    eventually(
+        lease + Duration::from_millis(200),
+        "the dead worker's last-call lease lapses",
+        || latest(&ledger, "c1", later, newer, Uuid::now_v7()),
+        |seen| *seen == LatestCall::Write,
+    )
+    .await;
+    assert!(
+        claimed.elapsed() >= lease - Duration::from_millis(100),
+        "the lease held for its length: {:?}",
+        claimed.elapsed()
     );
 }

@@ -8,18 +8,65 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use callsync_tests::harness::{TestEnv, post_voicedock};
+use callsync_tests::app::TestApp;
+use callsync_tests::harness::{voicedock_marker, voicedock_report};
 use callsync_tests::sim::gohighlevel::Location;
 use callsync_tests::sim::{CrmSim, Fault, SimConfig};
 use reqwest::{Client, Method, RequestBuilder, StatusCode};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
-const WAIT: Duration = Duration::from_secs(30);
+/// A started simulator and the one HTTP client a test talks to it with.
+struct Sim {
+    sim: CrmSim,
+    client: Client,
+}
 
-async fn sim() -> CrmSim {
-    CrmSim::start(SocketAddr::from(([127, 0, 0, 1], 0)), SimConfig::default())
+impl std::ops::Deref for Sim {
+    type Target = CrmSim;
+
+    fn deref(&self) -> &CrmSim {
+        &self.sim
+    }
+}
+
+impl Sim {
+    /// A request to `path` of the simulator, without credentials.
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.client
+            .request(method, format!("{}{path}", self.sim.base_url()))
+    }
+
+    /// A request to HubSpot's API with the simulator's token.
+    fn hubspot(&self, method: Method, path: &str) -> RequestBuilder {
+        self.request(method, path).bearer_auth(self.sim.token())
+    }
+
+    /// A request to Salesforce's REST API (v60.0) with the simulator's token.
+    fn salesforce(&self, method: Method, path: &str) -> RequestBuilder {
+        self.request(method, &format!("/services/data/v60.0{path}"))
+            .bearer_auth(self.sim.token())
+    }
+
+    /// A request to Pipedrive's API with the simulator's token in its header.
+    fn pipedrive(&self, method: Method, path: &str) -> RequestBuilder {
+        self.request(method, path)
+            .header("x-api-token", self.sim.token())
+    }
+
+    /// A request to GoHighLevel's API (version 2021-07-28) with the token.
+    fn gohighlevel(&self, method: Method, path: &str) -> RequestBuilder {
+        self.hubspot(method, path).header("Version", "2021-07-28")
+    }
+}
+
+async fn sim() -> Sim {
+    let sim = CrmSim::start(SocketAddr::from(([127, 0, 0, 1], 0)), SimConfig::default())
         .await
-        .expect("crm-sim starts")
+        .expect("crm-sim starts");
+    Sim {
+        sim,
+        client: Client::new(),
+    }
 }
 
 /// Sends `request` and returns the status and the JSON body (`Null` when empty).
@@ -35,28 +82,8 @@ async fn send(request: RequestBuilder) -> (StatusCode, Value) {
     (status, body)
 }
 
-/// A request to HubSpot's API with the simulator's token.
-fn hubspot(sim: &CrmSim, method: Method, path: &str) -> RequestBuilder {
-    Client::new()
-        .request(method, format!("{}{path}", sim.base_url()))
-        .bearer_auth(sim.token())
-}
-
-/// A VoiceDock end-of-call report for `call_id` from `phone`.
-fn report(call_id: &str, phone: &str) -> Vec<u8> {
-    serde_json::to_vec(&json!({ "message": {
-        "type": "end-of-call-report", "timestamp": "2026-05-01T08:00:00Z",
-        "call": { "id": call_id }, "customer": { "number": phone },
-        "summary": format!("Call {call_id}"), "analysis": { "follow_up_needed": true }
-    }}))
-    .unwrap()
-}
-
-/// A test environment whose worker syncs to `crm`.
-async fn env_for(crm: &'static str, config: SimConfig) -> TestEnv {
-    let mut env = TestEnv::with_sim(config).await;
-    env.crm = crm;
-    env
+fn properties(value: Value) -> Map<String, Value> {
+    value.as_object().unwrap().clone()
 }
 
 // HubSpot
@@ -81,9 +108,10 @@ fn missing_properties(body: &Value) -> Vec<String> {
 async fn hubspot_refuses_a_property_that_does_not_exist() {
     let sim = sim().await;
     let (status, body) = send(
-        hubspot(&sim, Method::POST, "/crm/v3/objects/contacts").json(&json!({
-            "properties": { "firstname": "Ann", "favourite_colour": "blue" }
-        })),
+        sim.hubspot(Method::POST, "/crm/v3/objects/contacts")
+            .json(&json!({
+                "properties": { "firstname": "Ann", "favourite_colour": "blue" }
+            })),
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
@@ -115,17 +143,19 @@ async fn hubspot_refuses_a_call_or_task_property_of_another_object() {
     let sim = sim().await;
     // `hs_task_subject` is a task property, not a call property.
     let (status, body) = send(
-        hubspot(&sim, Method::POST, "/crm/v3/objects/calls").json(&json!({
-            "properties": { "hs_timestamp": "1767225600000", "hs_task_subject": "x" }
-        })),
+        sim.hubspot(Method::POST, "/crm/v3/objects/calls")
+            .json(&json!({
+                "properties": { "hs_timestamp": "1767225600000", "hs_task_subject": "x" }
+            })),
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(missing_properties(&body), ["hs_task_subject"]);
     let (status, body) = send(
-        hubspot(&sim, Method::POST, "/crm/v3/objects/tasks").json(&json!({
-            "properties": { "hs_timestamp": "1767225600000", "hs_call_title": "x" }
-        })),
+        sim.hubspot(Method::POST, "/crm/v3/objects/tasks")
+            .json(&json!({
+                "properties": { "hs_timestamp": "1767225600000", "hs_call_title": "x" }
+            })),
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
@@ -145,36 +175,43 @@ async fn hubspot_accepts_a_custom_property_only_once_it_is_created() {
         "hs_call_status": "COMPLETED",
         "callsync_marker": "callsync:test:1",
     }});
-    let (status, body) =
-        send(hubspot(&sim, Method::POST, "/crm/v3/objects/calls").json(&call)).await;
+    let (status, body) = send(
+        sim.hubspot(Method::POST, "/crm/v3/objects/calls")
+            .json(&call),
+    )
+    .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "not created yet");
     assert_eq!(missing_properties(&body), ["callsync_marker"]);
 
     let (status, _) = send(
-        hubspot(&sim, Method::POST, "/crm/v3/properties/calls/groups")
+        sim.hubspot(Method::POST, "/crm/v3/properties/calls/groups")
             .json(&json!({ "name": "callsync", "label": "callsync" })),
     )
     .await;
     assert_eq!(status, StatusCode::CREATED);
     let (status, _) = send(
-        hubspot(&sim, Method::POST, "/crm/v3/properties/calls").json(&json!({
-            "name": "callsync_marker", "label": "marker", "type": "string",
-            "fieldType": "text", "groupName": "callsync"
-        })),
+        sim.hubspot(Method::POST, "/crm/v3/properties/calls")
+            .json(&json!({
+                "name": "callsync_marker", "label": "marker", "type": "string",
+                "fieldType": "text", "groupName": "callsync"
+            })),
     )
     .await;
     assert_eq!(status, StatusCode::CREATED);
 
     // HubSpot accepts an engagement with no associations at all.
-    let (status, body) =
-        send(hubspot(&sim, Method::POST, "/crm/v3/objects/calls").json(&call)).await;
+    let (status, body) = send(
+        sim.hubspot(Method::POST, "/crm/v3/objects/calls")
+            .json(&call),
+    )
+    .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let s = sim.snapshot();
     assert_eq!(s.calls.len(), 1);
     assert!(s.calls[0].associations.is_empty());
     // A custom property of calls is not one of contacts.
     let (status, body) = send(
-        hubspot(&sim, Method::POST, "/crm/v3/objects/contacts")
+        sim.hubspot(Method::POST, "/crm/v3/objects/contacts")
             .json(&json!({ "properties": { "callsync_marker": "x" } })),
     )
     .await;
@@ -186,20 +223,16 @@ async fn hubspot_accepts_a_custom_property_only_once_it_is_created() {
 async fn hubspot_refuses_an_unknown_property_on_update_and_keeps_the_record_unchanged() {
     let sim = sim().await;
     let (_, created) = send(
-        hubspot(&sim, Method::POST, "/crm/v3/objects/contacts")
+        sim.hubspot(Method::POST, "/crm/v3/objects/contacts")
             .json(&json!({ "properties": { "phone": "+14155550100" } })),
     )
     .await;
     let id = created["id"].as_str().unwrap();
     let (status, body) = send(
-        hubspot(
-            &sim,
-            Method::PATCH,
-            &format!("/crm/v3/objects/contacts/{id}"),
-        )
-        .json(&json!({
-            "properties": { "firstname": "Ann", "last_call_summary": "x" }
-        })),
+        sim.hubspot(Method::PATCH, &format!("/crm/v3/objects/contacts/{id}"))
+            .json(&json!({
+                "properties": { "firstname": "Ann", "last_call_summary": "x" }
+            })),
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
@@ -213,15 +246,6 @@ async fn hubspot_refuses_an_unknown_property_on_update_and_keeps_the_record_unch
 }
 
 // Salesforce
-
-fn salesforce(sim: &CrmSim, method: Method, path: &str) -> RequestBuilder {
-    Client::new()
-        .request(
-            method,
-            format!("{}/services/data/v60.0{path}", sim.base_url()),
-        )
-        .bearer_auth(sim.token())
-}
 
 fn invalid_field(body: &Value, field: &str, sobject: &str) {
     assert_eq!(
@@ -237,9 +261,10 @@ fn invalid_field(body: &Value, field: &str, sobject: &str) {
 async fn salesforce_refuses_an_unknown_field_on_a_contact() {
     let sim = sim().await;
     let (status, body) = send(
-        salesforce(&sim, Method::POST, "/sobjects/Contact").json(&json!({
-            "LastName": "Smith", "Phone": "+14155550100", "Favourite_Colour__c": "blue"
-        })),
+        sim.salesforce(Method::POST, "/sobjects/Contact")
+            .json(&json!({
+                "LastName": "Smith", "Phone": "+14155550100", "Favourite_Colour__c": "blue"
+            })),
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
@@ -251,13 +276,14 @@ async fn salesforce_refuses_an_unknown_field_on_a_contact() {
 async fn salesforce_accepts_standard_fields_in_any_case_and_the_admin_created_custom_fields() {
     let sim = sim().await;
     let (status, body) = send(
-        salesforce(&sim, Method::POST, "/sobjects/Contact").json(&json!({
-            "attributes": { "type": "Contact" },
-            "firstname": "Ann", "LastName": "Smith", "Phone": "+14155550100",
-            "Callsync_Last_Call_At__c": "2026-05-01T08:00:00Z",
-            "Callsync_Last_Call_Summary__c": "hello",
-            "Callsync_Last_Sentiment__c": "positive",
-        })),
+        sim.salesforce(Method::POST, "/sobjects/Contact")
+            .json(&json!({
+                "attributes": { "type": "Contact" },
+                "firstname": "Ann", "LastName": "Smith", "Phone": "+14155550100",
+                "Callsync_Last_Call_At__c": "2026-05-01T08:00:00Z",
+                "Callsync_Last_Call_Summary__c": "hello",
+                "Callsync_Last_Sentiment__c": "positive",
+            })),
     )
     .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
@@ -268,14 +294,16 @@ async fn salesforce_accepts_standard_fields_in_any_case_and_the_admin_created_cu
 async fn salesforce_refuses_an_unknown_field_on_update_and_leaves_the_contact_unchanged() {
     let sim = sim().await;
     let (_, created) = send(
-        salesforce(&sim, Method::POST, "/sobjects/Contact").json(&json!({ "LastName": "Smith" })),
+        sim.salesforce(Method::POST, "/sobjects/Contact")
+            .json(&json!({ "LastName": "Smith" })),
     )
     .await;
     let id = created["id"].as_str().unwrap();
     let (status, body) = send(
-        salesforce(&sim, Method::PATCH, &format!("/sobjects/Contact/{id}")).json(&json!({
-            "Callsync_Last_Call_Summary__c": "hello", "Last_Call_Summary__c": "hello"
-        })),
+        sim.salesforce(Method::PATCH, &format!("/sobjects/Contact/{id}"))
+            .json(&json!({
+                "Callsync_Last_Call_Summary__c": "hello", "Last_Call_Summary__c": "hello"
+            })),
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
@@ -286,7 +314,7 @@ async fn salesforce_refuses_an_unknown_field_on_update_and_leaves_the_contact_un
     );
     // A Lead has no MailingCity; a Contact does.
     let (status, body) = send(
-        salesforce(&sim, Method::PATCH, &format!("/sobjects/Lead/{id}"))
+        sim.salesforce(Method::PATCH, &format!("/sobjects/Lead/{id}"))
             .json(&json!({ "MailingCity": "Sydney" })),
     )
     .await;
@@ -298,7 +326,8 @@ async fn salesforce_refuses_an_unknown_field_on_update_and_leaves_the_contact_un
 async fn salesforce_refuses_an_unknown_field_on_a_task_upsert() {
     let sim = sim().await;
     let (_, contact) = send(
-        salesforce(&sim, Method::POST, "/sobjects/Contact").json(&json!({ "LastName": "Smith" })),
+        sim.salesforce(Method::POST, "/sobjects/Contact")
+            .json(&json!({ "LastName": "Smith" })),
     )
     .await;
     let task = |extra: &str| {
@@ -310,8 +339,7 @@ async fn salesforce_refuses_an_unknown_field_on_a_task_upsert() {
         if !extra.is_empty() {
             body[extra] = json!("x");
         }
-        salesforce(
-            &sim,
+        sim.salesforce(
             Method::PATCH,
             "/sobjects/Task/Callsync_Marker__c/callsync:test:1",
         )
@@ -327,19 +355,11 @@ async fn salesforce_refuses_an_unknown_field_on_a_task_upsert() {
 
 // Pipedrive
 
-fn pipedrive(sim: &CrmSim, method: Method, path: &str) -> RequestBuilder {
-    Client::new()
-        .request(method, format!("{}{path}", sim.base_url()))
-        .header("x-api-token", sim.token())
-}
-
 /// Creates a Pipedrive person and returns its id.
-async fn pipedrive_person(sim: &CrmSim) -> i64 {
-    let (status, body) = send(
-        pipedrive(sim, Method::POST, "/api/v2/persons").json(&json!({
-            "name": "Ann", "phones": [{ "value": "+14155550100", "primary": true }]
-        })),
-    )
+async fn pipedrive_person(sim: &Sim) -> i64 {
+    let (status, body) = send(sim.pipedrive(Method::POST, "/api/v2/persons").json(&json!({
+        "name": "Ann", "phones": [{ "value": "+14155550100", "primary": true }]
+    })))
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     body["data"]["id"].as_i64().unwrap()
@@ -359,13 +379,8 @@ async fn pipedrive_pages_notes_and_caps_the_limit_at_500() {
     let sim = sim().await;
     let person = pipedrive_person(&sim).await;
     sim.seed_pipedrive_notes(&person.to_string(), (0..1201).map(|i| format!("note {i}")));
-    let page = |query: &str| {
-        pipedrive(
-            &sim,
-            Method::GET,
-            &format!("/v1/notes?person_id={person}{query}"),
-        )
-    };
+    let page =
+        |query: &str| sim.pipedrive(Method::GET, &format!("/v1/notes?person_id={person}{query}"));
 
     let (status, body) = send(page("&limit=1000")).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -409,19 +424,19 @@ async fn pipedrive_pages_activities_by_cursor_and_refuses_a_limit_over_500() {
     let sim = sim().await;
     let person = pipedrive_person(&sim).await;
     for i in 0..3 {
-        let (status, body) = send(pipedrive(&sim, Method::POST, "/api/v2/activities").json(
-            &json!({
-                "subject": format!("call {i}"), "type": "call", "due_date": "2026-05-01",
-                "note": format!("activity {i}"),
-                "participants": [{ "person_id": person, "primary": true }],
-            }),
-        ))
+        let (status, body) = send(
+            sim.pipedrive(Method::POST, "/api/v2/activities")
+                .json(&json!({
+                    "subject": format!("call {i}"), "type": "call", "due_date": "2026-05-01",
+                    "note": format!("activity {i}"),
+                    "participants": [{ "person_id": person, "primary": true }],
+                })),
+        )
         .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
     }
     let page = |query: &str| {
-        pipedrive(
-            &sim,
+        sim.pipedrive(
             Method::GET,
             &format!("/api/v2/activities?person_id={person}{query}"),
         )
@@ -457,7 +472,7 @@ async fn pipedrive_pages_activities_by_cursor_and_refuses_a_limit_over_500() {
 async fn pipedrive_v1_drops_an_unknown_note_key_and_stores_nothing_of_it() {
     let sim = sim().await;
     let person = pipedrive_person(&sim).await;
-    let (status, body) = send(pipedrive(&sim, Method::POST, "/v1/notes").json(&json!({
+    let (status, body) = send(sim.pipedrive(Method::POST, "/v1/notes").json(&json!({
         "content": "<p>hello</p>", "person_id": person,
         "pinned_to_person_flag": 1, "subject": "not a note key",
     })))
@@ -476,11 +491,9 @@ async fn pipedrive_v1_drops_an_unknown_note_key_and_stores_nothing_of_it() {
 async fn pipedrive_v2_refuses_an_unknown_person_or_activity_key() {
     let sim = sim().await;
     // `phone` is v1's name; v2 calls it `phones`.
-    let (status, body) = send(
-        pipedrive(&sim, Method::POST, "/api/v2/persons").json(&json!({
-            "name": "Ann", "phone": [{ "value": "+14155550100" }]
-        })),
-    )
+    let (status, body) = send(sim.pipedrive(Method::POST, "/api/v2/persons").json(&json!({
+        "name": "Ann", "phone": [{ "value": "+14155550100" }]
+    })))
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["code"], "ERR_SCHEMA_VALIDATION_FAILED");
@@ -489,17 +502,18 @@ async fn pipedrive_v2_refuses_an_unknown_person_or_activity_key() {
 
     let person = pipedrive_person(&sim).await;
     let (status, body) = send(
-        pipedrive(&sim, Method::PATCH, &format!("/api/v2/persons/{person}"))
+        sim.pipedrive(Method::PATCH, &format!("/api/v2/persons/{person}"))
             .json(&json!({ "last_call_summary": "x" })),
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     // `person_id` is read-only in v2: the person is a participant.
     let (status, body) = send(
-        pipedrive(&sim, Method::POST, "/api/v2/activities").json(&json!({
-            "subject": "call", "type": "call", "due_date": "2026-05-01", "person_id": person,
-            "participants": [{ "person_id": person, "primary": true }],
-        })),
+        sim.pipedrive(Method::POST, "/api/v2/activities")
+            .json(&json!({
+                "subject": "call", "type": "call", "due_date": "2026-05-01", "person_id": person,
+                "participants": [{ "person_id": person, "primary": true }],
+            })),
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
@@ -511,28 +525,19 @@ async fn pipedrive_v2_refuses_an_unknown_person_or_activity_key() {
 /// person's notes fill more than one page: it walks every page.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipedrive_a_note_applied_but_reset_is_found_past_the_first_page_and_not_repeated() {
-    let env = env_for("pipedrive", SimConfig::default()).await;
-    let person = env.sim.seed_contact(
-        json!({ "name": "Ann", "phones": [{ "value": "+61291234567", "primary": true }] })
-            .as_object()
-            .unwrap()
-            .clone(),
-    );
-    env.sim
+    let app = TestApp::builder().crm("pipedrive").start().await;
+    let person = app.env.sim.seed_contact(properties(
+        json!({ "name": "Ann", "phones": [{ "value": "+61291234567", "primary": true }] }),
+    ));
+    app.env
+        .sim
         .seed_pipedrive_notes(&person, (0..600).map(|i| format!("<p>older note {i}</p>")));
-    env.sim.inject("create_note", Fault::ApplyThenReset, 1);
-    let ingest = env.start_ingest().await;
-    let worker = env.start_worker().await;
-    let (status, body) = post_voicedock(
-        &Client::new(),
-        &ingest,
-        report("many-notes", "+61291234567"),
-    )
-    .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
-    env.wait_for_ledger(1, 0).await;
-    env.wait_for_crm(WAIT, |s| s.tasks.len() == 1).await;
-    let s = env.settle().await;
+    app.env.sim.inject("create_note", Fault::ApplyThenReset, 1);
+    app.post_voicedock(voicedock_report("many-notes", "+61291234567", true))
+        .await;
+    let s = app.settle().await;
+    app.assert_ledger(1, 0).await;
+    assert_eq!(s.task_markers(), [voicedock_marker("many-notes")]);
     let marked: Vec<_> = s
         .calls
         .iter()
@@ -551,18 +556,10 @@ async fn pipedrive_a_note_applied_but_reset_is_found_past_the_first_page_and_not
         s.stats.by_operation
     );
     assert_eq!(s.contacts.len(), 1, "the seeded person was found");
-    worker.stop().await;
-    ingest.stop().await;
+    app.shutdown().await;
 }
 
 // GoHighLevel
-
-fn gohighlevel(sim: &CrmSim, method: Method, path: &str) -> RequestBuilder {
-    Client::new()
-        .request(method, format!("{}{path}", sim.base_url()))
-        .bearer_auth(sim.token())
-        .header("Version", "2021-07-28")
-}
 
 /// A GoHighLevel contact body for `phone` in the test location.
 fn ghl_contact(phone: &str) -> Value {
@@ -580,37 +577,42 @@ async fn gohighlevel_refuses_a_body_key_the_endpoint_does_not_declare_with_422()
     let sim = sim().await;
     let mut contact = ghl_contact("+14155550100");
     contact["lastCallSummary"] = json!("x");
-    let (status, body) =
-        send(gohighlevel(&sim, Method::POST, "/contacts/upsert").json(&contact)).await;
+    let (status, body) = send(
+        sim.gohighlevel(Method::POST, "/contacts/upsert")
+            .json(&contact),
+    )
+    .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_unprocessable(&body, &["property lastCallSummary should not exist"]);
     assert!(sim.snapshot().contacts.is_empty());
 
     let (_, created) = send(
-        gohighlevel(&sim, Method::POST, "/contacts/upsert").json(&ghl_contact("+14155550100")),
+        sim.gohighlevel(Method::POST, "/contacts/upsert")
+            .json(&ghl_contact("+14155550100")),
     )
     .await;
     let id = created["contact"]["id"].as_str().unwrap();
     // `locationId` belongs in a create, not in an update.
     let (status, body) = send(
-        gohighlevel(&sim, Method::PUT, &format!("/contacts/{id}"))
+        sim.gohighlevel(Method::PUT, &format!("/contacts/{id}"))
             .json(&json!({ "locationId": "loc-1", "companyName": "Acme" })),
     )
     .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_unprocessable(&body, &["property locationId should not exist"]);
     let (status, body) = send(
-        gohighlevel(&sim, Method::POST, &format!("/contacts/{id}/notes"))
+        sim.gohighlevel(Method::POST, &format!("/contacts/{id}/notes"))
             .json(&json!({ "body": "hello", "marker": "callsync:x" })),
     )
     .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_unprocessable(&body, &["property marker should not exist"]);
     let (status, body) = send(
-        gohighlevel(&sim, Method::POST, &format!("/contacts/{id}/tasks")).json(&json!({
-            "title": "Follow up", "dueDate": "2026-05-02T08:00:00Z", "completed": false,
-            "priority": "high"
-        })),
+        sim.gohighlevel(Method::POST, &format!("/contacts/{id}/tasks"))
+            .json(&json!({
+                "title": "Follow up", "dueDate": "2026-05-02T08:00:00Z", "completed": false,
+                "priority": "high"
+            })),
     )
     .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
@@ -623,8 +625,10 @@ async fn gohighlevel_refuses_a_body_key_the_endpoint_does_not_declare_with_422()
 async fn gohighlevel_create_refuses_a_known_number_by_default_and_adds_one_when_duplicates_are_allowed()
  {
     let sim = sim().await;
-    let create =
-        || gohighlevel(&sim, Method::POST, "/contacts/").json(&ghl_contact("+14155550100"));
+    let create = || {
+        sim.gohighlevel(Method::POST, "/contacts/")
+            .json(&ghl_contact("+14155550100"))
+    };
     let (status, first) = send(create()).await;
     assert_eq!(status, StatusCode::CREATED, "{first}");
     let (status, body) = send(create()).await;
@@ -657,7 +661,10 @@ async fn gohighlevel_create_refuses_a_known_number_by_default_and_adds_one_when_
 #[tokio::test]
 async fn gohighlevel_upsert_updates_the_contact_with_the_number_unless_told_to_add_one() {
     let sim = sim().await;
-    let upsert = |body: Value| gohighlevel(&sim, Method::POST, "/contacts/upsert").json(&body);
+    let upsert = |body: Value| {
+        sim.gohighlevel(Method::POST, "/contacts/upsert")
+            .json(&body)
+    };
     let (_, first) = send(upsert(ghl_contact("+14155550100"))).await;
     assert_eq!(first["new"], true);
     let (_, again) = send(upsert(ghl_contact("+14155550100"))).await;
@@ -690,31 +697,27 @@ async fn gohighlevel_upsert_updates_the_contact_with_the_number_unless_told_to_a
 /// one new number still create one contact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gohighlevel_two_workers_and_one_new_number_give_one_contact_without_the_upsert_merge() {
-    let env = env_for(
-        "gohighlevel",
-        SimConfig {
-            latency: Duration::from_millis(100),
-            ..SimConfig::default()
-        },
-    )
-    .await;
-    env.sim.set_gohighlevel_location(Location {
+    let app = TestApp::builder()
+        .crm("gohighlevel")
+        .latency(Duration::from_millis(100))
+        .workers(2)
+        .start()
+        .await;
+    app.env.sim.set_gohighlevel_location(Location {
         upsert_merges: false,
         ..Location::default()
     });
-    let ingest = env.start_ingest().await;
-    let first = env.start_worker().await;
-    let second = env.start_worker().await;
-    let client = Client::new();
     let ids = ["race-a", "race-b", "race-c"];
     futures_util::future::join_all(
         ids.iter()
-            .map(|id| post_voicedock(&client, &ingest, report(id, "+61291234567"))),
+            .map(|id| app.post_voicedock(voicedock_report(id, "+61291234567", true))),
     )
     .await;
-    env.wait_for_crm(WAIT, |s| s.calls.len() == 3 && s.tasks.len() == 3)
-        .await;
-    let s = env.settle().await;
+    let s = app.settle().await;
+    app.assert_ledger(3, 0).await;
+    let markers: Vec<String> = ids.iter().map(|id| voicedock_marker(id)).collect();
+    assert_eq!(s.call_markers(), markers);
+    assert_eq!(s.task_markers(), markers);
     assert_eq!(s.contacts.len(), 1, "{:#?}", s.contacts);
     let contact = &s.contacts[0].id;
     assert!(
@@ -728,25 +731,21 @@ async fn gohighlevel_two_workers_and_one_new_number_give_one_contact_without_the
         Some(&1),
         "one upsert, so no merge was needed"
     );
-    first.stop().await;
-    second.stop().await;
-    ingest.stop().await;
+    app.shutdown().await;
 }
 
 // Credentials
 
 /// A request to a representative write of each CRM, and the 401 body that
 /// CRM sends when the credential is missing or wrong.
-fn write_without(sim: &CrmSim, crm: &str, token: Option<&str>) -> (RequestBuilder, Value) {
-    let base = sim.base_url();
-    let client = Client::new();
+fn write_without(sim: &Sim, crm: &str, token: Option<&str>) -> (RequestBuilder, Value) {
     let bearer = |request: RequestBuilder| match token {
         Some(token) => request.bearer_auth(token),
         None => request,
     };
     match crm {
         "hubspot" => (
-            bearer(client.post(format!("{base}/crm/v3/objects/contacts")))
+            bearer(sim.request(Method::POST, "/crm/v3/objects/contacts"))
                 .json(&json!({ "properties": { "phone": "+14155550100" } })),
             json!({
                 "status": "error",
@@ -755,8 +754,8 @@ fn write_without(sim: &CrmSim, crm: &str, token: Option<&str>) -> (RequestBuilde
             }),
         ),
         "pipedrive" => {
-            let request = client
-                .post(format!("{base}/api/v2/persons"))
+            let request = sim
+                .request(Method::POST, "/api/v2/persons")
                 .json(&json!({ "name": "Ann" }));
             (
                 match token {
@@ -772,7 +771,7 @@ fn write_without(sim: &CrmSim, crm: &str, token: Option<&str>) -> (RequestBuilde
             )
         }
         "gohighlevel" => (
-            bearer(client.post(format!("{base}/contacts/upsert")))
+            bearer(sim.request(Method::POST, "/contacts/upsert"))
                 .header("Version", "2021-07-28")
                 // Not HubSpot's number: crm-sim keeps one contact list for all CRMs.
                 .json(&ghl_contact("+14155550199")),
@@ -783,7 +782,7 @@ fn write_without(sim: &CrmSim, crm: &str, token: Option<&str>) -> (RequestBuilde
             }),
         ),
         "salesforce" => (
-            bearer(client.post(format!("{base}/services/data/v60.0/sobjects/Contact")))
+            bearer(sim.request(Method::POST, "/services/data/v60.0/sobjects/Contact"))
                 .json(&json!({ "LastName": "Smith" })),
             json!([{ "errorCode": "INVALID_SESSION_ID", "message": "Session expired or invalid" }]),
         ),
@@ -826,32 +825,21 @@ async fn pipedrive_v2_takes_the_token_only_in_its_header_and_v1_also_as_api_toke
     let sim = sim().await;
     let token = sim.token();
     let (status, body) = send(
-        Client::new()
-            .post(format!(
-                "{}/api/v2/persons?api_token={token}",
-                sim.base_url()
-            ))
+        sim.request(Method::POST, &format!("/api/v2/persons?api_token={token}"))
             .json(&json!({ "name": "Ann" })),
     )
     .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
     assert_eq!(body["error"], "unauthorized access");
-    let (status, body) = send(Client::new().get(format!(
-        "{}/v1/personFields?api_token={token}",
-        sim.base_url()
-    )))
-    .await;
+    let (status, body) =
+        send(sim.request(Method::GET, &format!("/v1/personFields?api_token={token}"))).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let (status, _) = send(Client::new().get(format!(
-        "{}/v1/personFields?api_token=wrong",
-        sim.base_url()
-    )))
-    .await;
+    let (status, _) = send(sim.request(Method::GET, "/v1/personFields?api_token=wrong")).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 
 /// A call report event, signed for `secret` at `timestamp`.
-fn signed_delivery(sim: &CrmSim, secret: &str, timestamp: i64) -> RequestBuilder {
+fn signed_delivery(sim: &Sim, secret: &str, timestamp: i64) -> RequestBuilder {
     let body = serde_json::to_vec(&json!({
         "type": "call.report", "timestamp": "2026-05-01T08:00:00Z",
         "data": { "source": "voicedock", "call_id": "c1", "summary": "hi", "follow_up_needed": false,
@@ -860,8 +848,7 @@ fn signed_delivery(sim: &CrmSim, secret: &str, timestamp: i64) -> RequestBuilder
     .unwrap();
     let id = "callsync:voicedock:c1";
     let signature = callsync_shared::signature::sign_standard_webhook(secret, id, timestamp, &body);
-    Client::new()
-        .post(format!("{}/hooks/callsync", sim.base_url()))
+    sim.request(Method::POST, "/hooks/callsync")
         .header("content-type", "application/json")
         .header("webhook-id", id)
         .header("webhook-timestamp", timestamp.to_string())
@@ -897,8 +884,7 @@ async fn the_webhook_receiver_refuses_a_bad_signature_or_a_stale_timestamp_with_
             "webhook-timestamp is more than five minutes from now",
         ),
         (
-            Client::new()
-                .post(format!("{}/hooks/callsync", sim.base_url()))
+            sim.request(Method::POST, "/hooks/callsync")
                 .json(&json!({ "type": "call.report", "data": {} })),
             "missing webhook-id, webhook-timestamp or webhook-signature",
         ),

@@ -225,12 +225,7 @@ impl TestEnv {
         }
     }
 
-    /// Starts ingest in-process and waits until it is ready.
-    pub async fn start_ingest(&self) -> Service {
-        self.start_ingest_with(self.ingest_env()).await
-    }
-
-    /// [`TestEnv::start_ingest`] with other variables.
+    /// Starts ingest in-process with `env` and waits until it is ready.
     pub async fn start_ingest_with(&self, env: Env) -> Service {
         let service = self.launch_ingest(env).await;
         self.wait_for_readiness(&service.base_url, StatusCode::OK)
@@ -248,11 +243,7 @@ impl TestEnv {
         })
     }
 
-    /// Starts a worker in-process and waits until it consumes.
-    pub async fn start_worker(&self) -> Service {
-        self.start_worker_with(self.worker_env()).await
-    }
-
+    /// Starts a worker in-process with `env` and waits until it consumes.
     pub async fn start_worker_with(&self, env: Env) -> Service {
         let config = WorkerConfig::from_env(&env).expect("worker config");
         let worker = Worker::build(config).await.expect("worker starts");
@@ -265,13 +256,8 @@ impl TestEnv {
         service
     }
 
-    /// Starts the worker program as a child process (for tests that kill it
-    /// with SIGKILL) and waits until it consumes.
-    pub async fn spawn_worker_process(&self) -> WorkerProcess {
-        self.spawn_worker_process_with(self.worker_env()).await
-    }
-
-    /// [`TestEnv::spawn_worker_process`] with other variables.
+    /// Starts the worker program with `env` as a child process (for tests
+    /// that kill it with SIGKILL) and waits until it consumes.
     ///
     /// A free port is picked and handed to the child, which may lose it to
     /// another process before it binds; then the child exits and another
@@ -402,56 +388,6 @@ impl TestEnv {
         }
         let _ = connection.close(200, "done".into()).await;
         parked
-    }
-
-    /// Polls the CRM simulator until `done` holds, or fails after `timeout`
-    /// with the simulator's last state.
-    pub async fn wait_for_crm(
-        &self,
-        timeout: Duration,
-        done: impl Fn(&Snapshot) -> bool,
-    ) -> Snapshot {
-        let seen = eventually(
-            timeout,
-            "crm-sim reaches the expected state",
-            || async { CrmState(self.sim.snapshot()) },
-            |seen| done(&seen.0),
-        )
-        .await;
-        seen.0
-    }
-
-    /// Waits until the ledger counts `synced` synced and `parked` parked calls.
-    pub async fn wait_for_ledger(&self, synced: i64, parked: i64) {
-        let ledger = self.ledger().await;
-        eventually(
-            WAIT,
-            &format!("the ledger counts {synced} synced and {parked} parked"),
-            || async { ledger.counts().await.expect("ledger counts") },
-            |counts| counts.synced == synced && counts.parked == parked,
-        )
-        .await;
-    }
-
-    /// Waits until `queue` holds exactly `n` ready messages.
-    pub async fn wait_for_queue_depth(&self, queue: &str, n: u32) {
-        eventually(
-            WAIT,
-            &format!("{queue} holds {n} messages"),
-            || self.queue_depth(queue),
-            |depth| *depth == n,
-        )
-        .await;
-    }
-
-    /// The reason of the first parked message, which stays parked.
-    pub async fn parked_reason(&self) -> String {
-        self.parked()
-            .await
-            .into_iter()
-            .next()
-            .expect("a parked message")
-            .reason
     }
 
     /// Polls `GET {base_url}/readyz` until it answers `status`, or fails
@@ -826,64 +762,4 @@ impl std::fmt::Debug for CrmState {
             .field("stats", &s.stats)
             .finish()
     }
-}
-
-/// Posts a webhook to an ingest.
-pub async fn post(
-    client: &reqwest::Client,
-    ingest: &Service,
-    path: &str,
-    headers: &[(&str, String)],
-    body: Vec<u8>,
-) -> (StatusCode, serde_json::Value) {
-    let mut request = client.post(format!("{}{path}", ingest.base_url)).body(body);
-    for (k, v) in headers {
-        request = request.header(*k, v);
-    }
-    let response = request.send().await.expect("ingest answers");
-    let status = response.status();
-    let json = response.json().await.unwrap_or(serde_json::Value::Null);
-    (status, json)
-}
-
-/// Posts a signed voicedock report.
-pub async fn post_voicedock(
-    client: &reqwest::Client,
-    ingest: &Service,
-    body: Vec<u8>,
-) -> (StatusCode, serde_json::Value) {
-    let headers = voicedock_headers(&body);
-    post(client, ingest, "/webhooks/voicedock", &headers, body).await
-}
-
-/// Posts a postcall report with the bearer token.
-pub async fn post_postcall(
-    client: &reqwest::Client,
-    ingest: &Service,
-    body: Vec<u8>,
-) -> (StatusCode, serde_json::Value) {
-    let headers = vec![
-        ("Authorization", format!("Bearer {POSTCALL_TOKEN}")),
-        ("Content-Type", "application/json".to_owned()),
-    ];
-    post(client, ingest, "/webhooks/postcall", &headers, body).await
-}
-
-/// Polls `GET {base_url}/readyz` until it answers `status`.
-pub async fn wait_for_readiness(base_url: &str, status: StatusCode, timeout: Duration) {
-    let client = reqwest::Client::new();
-    eventually(
-        timeout,
-        &format!("{base_url}/readyz answers {status}"),
-        || async {
-            client
-                .get(format!("{base_url}/readyz"))
-                .send()
-                .await
-                .map(|r| r.status())
-                .ok()
-        },
-        |current| *current == Some(status),
-    )
-    .await;
 }

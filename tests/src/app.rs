@@ -24,7 +24,7 @@ use serde_json::Value;
 
 use crate::harness::{
     AMQP_URL, CrmState, POSTCALL_TOKEN, Parked, Service, TestEnv, WAIT, WorkerProcess, fixture,
-    voicedock_headers,
+    voicedock_headers, voicedock_marker, voicedock_report,
 };
 use crate::sim::{SimConfig, Snapshot};
 use crate::wait::{eventually, eventually_every};
@@ -212,6 +212,23 @@ impl TestApp {
             .await
     }
 
+    /// Ingest and one worker syncing to HubSpot on a simulator that
+    /// answers every request `latency` late.
+    pub async fn with_latency(latency: Duration) -> Self {
+        Self::builder().latency(latency).start().await
+    }
+
+    /// Ingest and two workers racing on `crm`, on a simulator that answers
+    /// every request `latency` late (so that deliveries overlap).
+    pub async fn racing(crm: &'static str, latency: Duration) -> Self {
+        Self::builder()
+            .crm(crm)
+            .latency(latency)
+            .workers(2)
+            .start()
+            .await
+    }
+
     /// Ingest's variables for this app.
     pub fn ingest_env(&self) -> Env {
         with_vars(self.env.ingest_env(), &self.ingest_vars)
@@ -346,6 +363,24 @@ impl TestApp {
         ];
         self.post_expecting(StatusCode::ACCEPTED, "/webhooks/postcall", &headers, body)
             .await
+    }
+
+    /// Posts a voicedock report for each of `call_ids`, all from `phone`
+    /// and all at once, asserting each was accepted; returns their markers,
+    /// sorted, to compare with the CRM's.
+    pub async fn post_reports_at_once(
+        &self,
+        call_ids: &[&str],
+        phone: &str,
+        follow_up: bool,
+    ) -> Vec<String> {
+        let posts = call_ids
+            .iter()
+            .map(|id| self.post_voicedock(voicedock_report(id, phone, follow_up)));
+        futures_util::future::join_all(posts).await;
+        let mut markers: Vec<String> = call_ids.iter().map(|id| voicedock_marker(id)).collect();
+        markers.sort();
+        markers
     }
 
     /// Posts a fixture of the shared crate (voicedock or postcall by its

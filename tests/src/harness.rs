@@ -205,16 +205,17 @@ impl TestEnv {
         let base = self.sim.base_url();
         let env = env.with("CALLSYNC_CRM", self.crm);
         match self.crm {
-            "hubspot" => env
-                .with("CALLSYNC_HUBSPOT_TOKEN", token)
-                .with("CALLSYNC_HUBSPOT_BASE_URL", base),
-            "pipedrive" => env
-                .with("CALLSYNC_PIPEDRIVE_TOKEN", token)
-                .with("CALLSYNC_PIPEDRIVE_BASE_URL", base),
-            "gohighlevel" => env
-                .with("CALLSYNC_GOHIGHLEVEL_TOKEN", token)
-                .with("CALLSYNC_GOHIGHLEVEL_LOCATION_ID", "loc-callsync-test")
-                .with("CALLSYNC_GOHIGHLEVEL_BASE_URL", base),
+            "hubspot" | "pipedrive" | "gohighlevel" => {
+                let prefix = format!("CALLSYNC_{}", self.crm.to_uppercase());
+                let env = env
+                    .with(format!("{prefix}_TOKEN"), token)
+                    .with(format!("{prefix}_BASE_URL"), base);
+                if self.crm == "gohighlevel" {
+                    env.with("CALLSYNC_GOHIGHLEVEL_LOCATION_ID", "loc-callsync-test")
+                } else {
+                    env
+                }
+            }
             "salesforce" => env
                 .with("CALLSYNC_SALESFORCE_ACCESS_TOKEN", token)
                 .with("CALLSYNC_SALESFORCE_INSTANCE_URL", base),

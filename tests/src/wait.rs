@@ -31,7 +31,7 @@ pub async fn eventually_every<T, F, Fut>(
     poll: Duration,
     deadline: Duration,
     what: &str,
-    mut observe: F,
+    observe: F,
     done: impl Fn(&T) -> bool,
 ) -> T
 where
@@ -39,18 +39,17 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = T>,
 {
-    let until = Instant::now() + deadline;
-    loop {
-        let seen = observe().await;
+    watch(poll, deadline, observe, |seen, past| {
         if done(&seen) {
-            return seen;
+            return Some(seen);
         }
         assert!(
-            Instant::now() < until,
+            !past,
             "{what}: not reached within {deadline:?}; last seen: {seen:#?}"
         );
-        tokio::time::sleep(poll).await;
-    }
+        None
+    })
+    .await
 }
 
 /// Polls `observe` for the whole of `window` and fails, with what it saw,
@@ -59,7 +58,7 @@ where
 pub async fn throughout<T, F, Fut>(
     window: Duration,
     what: &str,
-    mut observe: F,
+    observe: F,
     holds: impl Fn(&T) -> bool,
 ) -> T
 where
@@ -67,14 +66,33 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = T>,
 {
-    let until = Instant::now() + window;
+    watch(POLL, window, observe, |seen, past| {
+        assert!(holds(&seen), "{what}: broken; seen: {seen:#?}");
+        past.then_some(seen)
+    })
+    .await
+}
+
+/// Observes every `poll` and hands each observation to `judge`, with
+/// whether `span` has passed, until `judge` returns a result.
+async fn watch<T, F, Fut>(
+    poll: Duration,
+    span: Duration,
+    mut observe: F,
+    mut judge: impl FnMut(T, bool) -> Option<T>,
+) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = T>,
+{
+    let until = Instant::now() + span;
     loop {
         let seen = observe().await;
-        assert!(holds(&seen), "{what}: broken; seen: {seen:#?}");
-        if Instant::now() >= until {
-            return seen;
+        let past = Instant::now() >= until;
+        if let Some(result) = judge(seen, past) {
+            return result;
         }
-        tokio::time::sleep(POLL).await;
+        tokio::time::sleep(poll).await;
     }
 }
 

@@ -6,11 +6,8 @@
 use std::time::Duration;
 
 use callsync_tests::app::TestApp;
-use callsync_tests::harness::{
-    FOLLOW_UP_MARKER, voicedock_marker, voicedock_report, voicedock_report_at,
-};
+use callsync_tests::harness::{FOLLOW_UP_MARKER, voicedock_marker, voicedock_report_at};
 use callsync_tests::sim::{Fault, Snapshot};
-use callsync_worker::ledger::LedgerCounts;
 use futures_util::future::join_all;
 use serde_json::json;
 
@@ -30,14 +27,7 @@ async fn one_call_and_one_task_from(app: TestApp, copies: usize, at_once: bool) 
     assert_eq!(s.call_markers(), [FOLLOW_UP_MARKER]);
     assert_eq!(s.task_markers(), [FOLLOW_UP_MARKER]);
     assert_eq!(s.contacts.len(), 1, "{:#?}", s.contacts);
-    assert_eq!(
-        app.ledger_counts().await,
-        LedgerCounts {
-            synced: 1,
-            pending: 0,
-            parked: 0
-        }
-    );
+    app.assert_ledger(1, 0).await;
     app.shutdown().await;
 }
 
@@ -49,35 +39,24 @@ async fn the_same_delivery_sent_five_times_in_a_row_creates_one_call_and_one_tas
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_delivery_sent_five_times_at_once_to_two_workers_creates_one_call_and_one_task() {
     // Latency keeps the first delivery in flight while the others arrive.
-    let app = TestApp::builder()
-        .latency(Duration::from_millis(100))
-        .workers(2)
-        .start()
-        .await;
+    let app = TestApp::racing("hubspot", Duration::from_millis(100)).await;
     one_call_and_one_task_from(app, 5, true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_workers_given_two_calls_from_one_new_number_create_one_contact() {
-    let app = TestApp::builder()
-        .latency(Duration::from_millis(150))
-        .workers(2)
-        .start()
-        .await;
+    let app = TestApp::racing("hubspot", Duration::from_millis(150)).await;
     let calls = [
         "same-number-a",
         "same-number-b",
         "same-number-c",
         "same-number-d",
     ];
-    join_all(
-        calls
-            .iter()
-            .map(|id| app.post_voicedock(voicedock_report(id, "+442071838750", true))),
-    )
-    .await;
+    let markers = app
+        .post_reports_at_once(&calls, "+442071838750", true)
+        .await;
     let s = app.settle().await;
-    let markers: Vec<String> = calls.iter().map(|id| voicedock_marker(id)).collect();
+    app.assert_ledger(4, 0).await;
     assert_eq!(s.call_markers(), markers);
     assert_eq!(s.task_markers(), markers);
     assert_eq!(

@@ -9,9 +9,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use callsync_tests::app::TestApp;
-use callsync_tests::harness::{
-    FOLLOW_UP_MARKER, SEED_000_CALL_ID, SEED_000_MARKER, voicedock_marker, voicedock_report,
-};
+use callsync_tests::harness::{FOLLOW_UP_MARKER, SEED_000_CALL_ID, SEED_000_MARKER};
 use callsync_tests::sim::{Fault, SimConfig, Snapshot};
 use futures_util::future::join_all;
 use serde_json::Value;
@@ -22,17 +20,6 @@ const FOLLOW_UP: &str = "voicedock_follow_up.json";
 /// An app syncing to `crm` with one worker and a default simulator.
 async fn app_for(crm: &'static str) -> TestApp {
     TestApp::for_crm(crm, SimConfig::default(), 1).await
-}
-
-/// An app syncing to `crm` with two workers racing on a simulator that
-/// answers `latency` late.
-async fn racing_app_for(crm: &'static str, latency: Duration) -> TestApp {
-    TestApp::builder()
-        .crm(crm)
-        .latency(latency)
-        .workers(2)
-        .start()
-        .await
 }
 
 /// The request that records the call, per CRM (for injecting faults).
@@ -116,7 +103,7 @@ async fn reports_create_one_contact_one_call_record_and_one_follow_up(crm: &'sta
 }
 
 async fn five_copies_at_once_give_one_call_record_and_one_follow_up(crm: &'static str) {
-    let app = racing_app_for(crm, Duration::from_millis(50)).await;
+    let app = TestApp::racing(crm, Duration::from_millis(50)).await;
     let body = callsync_tests::harness::fixture(FOLLOW_UP);
     join_all((0..5).map(|_| app.post_voicedock(body.clone()))).await;
     let s = app.settle().await;
@@ -132,16 +119,11 @@ async fn five_copies_at_once_give_one_call_record_and_one_follow_up(crm: &'stati
 }
 
 async fn two_workers_and_one_new_number_give_one_contact(crm: &'static str) {
-    let app = racing_app_for(crm, Duration::from_millis(100)).await;
+    let app = TestApp::racing(crm, Duration::from_millis(100)).await;
     let ids = ["one-number-a", "one-number-b", "one-number-c"];
-    join_all(
-        ids.iter()
-            .map(|id| app.post_voicedock(voicedock_report(id, "+61291234567", true))),
-    )
-    .await;
+    let markers = app.post_reports_at_once(&ids, "+61291234567", true).await;
     let s = app.settle().await;
     app.assert_ledger(3, 0).await;
-    let markers: Vec<String> = ids.iter().map(|id| voicedock_marker(id)).collect();
     assert_eq!(s.call_markers(), markers);
     if crm == "webhook" {
         assert!(s.contacts.is_empty() && s.tasks.is_empty());

@@ -86,6 +86,14 @@ fn properties(value: Value) -> Map<String, Value> {
     value.as_object().unwrap().clone()
 }
 
+/// Sends `request`, asserts the simulator answered `status` and returns
+/// the JSON body (`Null` when empty).
+async fn expect(status: StatusCode, request: RequestBuilder) -> Value {
+    let (answered, body) = send(request).await;
+    assert_eq!(answered, status, "{body}");
+    body
+}
+
 // HubSpot
 
 /// The property names a HubSpot 400 lists as `PROPERTY_DOESNT_EXIST`.
@@ -107,14 +115,14 @@ fn missing_properties(body: &Value) -> Vec<String> {
 #[tokio::test]
 async fn hubspot_refuses_a_property_that_does_not_exist() {
     let sim = sim().await;
-    let (status, body) = send(
+    let body = expect(
+        StatusCode::BAD_REQUEST,
         sim.hubspot(Method::POST, "/crm/v3/objects/contacts")
             .json(&json!({
                 "properties": { "firstname": "Ann", "favourite_colour": "blue" }
             })),
     )
     .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["status"], "error");
     assert_eq!(body["category"], "VALIDATION_ERROR");
     let message = body["message"].as_str().unwrap();
@@ -142,23 +150,23 @@ async fn hubspot_refuses_a_property_that_does_not_exist() {
 async fn hubspot_refuses_a_call_or_task_property_of_another_object() {
     let sim = sim().await;
     // `hs_task_subject` is a task property, not a call property.
-    let (status, body) = send(
+    let body = expect(
+        StatusCode::BAD_REQUEST,
         sim.hubspot(Method::POST, "/crm/v3/objects/calls")
             .json(&json!({
                 "properties": { "hs_timestamp": "1767225600000", "hs_task_subject": "x" }
             })),
     )
     .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(missing_properties(&body), ["hs_task_subject"]);
-    let (status, body) = send(
+    let body = expect(
+        StatusCode::BAD_REQUEST,
         sim.hubspot(Method::POST, "/crm/v3/objects/tasks")
             .json(&json!({
                 "properties": { "hs_timestamp": "1767225600000", "hs_call_title": "x" }
             })),
     )
     .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(missing_properties(&body), ["hs_call_title"]);
     let s = sim.snapshot();
     assert!(s.calls.is_empty() && s.tasks.is_empty());
@@ -200,12 +208,12 @@ async fn hubspot_accepts_a_custom_property_only_once_it_is_created() {
     assert_eq!(status, StatusCode::CREATED);
 
     // HubSpot accepts an engagement with no associations at all.
-    let (status, body) = send(
+    expect(
+        StatusCode::CREATED,
         sim.hubspot(Method::POST, "/crm/v3/objects/calls")
             .json(&call),
     )
     .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
     let s = sim.snapshot();
     assert_eq!(s.calls.len(), 1);
     assert!(s.calls[0].associations.is_empty());
@@ -228,14 +236,14 @@ async fn hubspot_refuses_an_unknown_property_on_update_and_keeps_the_record_unch
     )
     .await;
     let id = created["id"].as_str().unwrap();
-    let (status, body) = send(
+    let body = expect(
+        StatusCode::BAD_REQUEST,
         sim.hubspot(Method::PATCH, &format!("/crm/v3/objects/contacts/{id}"))
             .json(&json!({
                 "properties": { "firstname": "Ann", "last_call_summary": "x" }
             })),
     )
     .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(missing_properties(&body), ["last_call_summary"]);
     let contact = &sim.snapshot().contacts[0];
     assert_eq!(
@@ -275,7 +283,8 @@ async fn salesforce_refuses_an_unknown_field_on_a_contact() {
 #[tokio::test]
 async fn salesforce_accepts_standard_fields_in_any_case_and_the_admin_created_custom_fields() {
     let sim = sim().await;
-    let (status, body) = send(
+    expect(
+        StatusCode::CREATED,
         sim.salesforce(Method::POST, "/sobjects/Contact")
             .json(&json!({
                 "attributes": { "type": "Contact" },
@@ -286,7 +295,6 @@ async fn salesforce_accepts_standard_fields_in_any_case_and_the_admin_created_cu
             })),
     )
     .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(sim.snapshot().contacts.len(), 1);
 }
 
@@ -349,19 +357,20 @@ async fn salesforce_refuses_an_unknown_field_on_a_task_upsert() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     invalid_field(&body, "Recording_Url__c", "Task");
     assert!(sim.snapshot().calls.is_empty());
-    let (status, body) = send(task("")).await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
+    expect(StatusCode::CREATED, task("")).await;
 }
 
 // Pipedrive
 
 /// Creates a Pipedrive person and returns its id.
 async fn pipedrive_person(sim: &Sim) -> i64 {
-    let (status, body) = send(sim.pipedrive(Method::POST, "/api/v2/persons").json(&json!({
-        "name": "Ann", "phones": [{ "value": "+14155550100", "primary": true }]
-    })))
+    let body = expect(
+        StatusCode::OK,
+        sim.pipedrive(Method::POST, "/api/v2/persons").json(&json!({
+            "name": "Ann", "phones": [{ "value": "+14155550100", "primary": true }]
+        })),
+    )
     .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
     body["data"]["id"].as_i64().unwrap()
 }
 
@@ -382,8 +391,7 @@ async fn pipedrive_pages_notes_and_caps_the_limit_at_500() {
     let page =
         |query: &str| sim.pipedrive(Method::GET, &format!("/v1/notes?person_id={person}{query}"));
 
-    let (status, body) = send(page("&limit=1000")).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    let body = expect(StatusCode::OK, page("&limit=1000")).await;
     let notes = note_contents(&body);
     assert_eq!(notes.len(), 500, "at most 500 a page");
     assert_eq!(
@@ -424,7 +432,8 @@ async fn pipedrive_pages_activities_by_cursor_and_refuses_a_limit_over_500() {
     let sim = sim().await;
     let person = pipedrive_person(&sim).await;
     for i in 0..3 {
-        let (status, body) = send(
+        expect(
+            StatusCode::CREATED,
             sim.pipedrive(Method::POST, "/api/v2/activities")
                 .json(&json!({
                     "subject": format!("call {i}"), "type": "call", "due_date": "2026-05-01",
@@ -433,7 +442,6 @@ async fn pipedrive_pages_activities_by_cursor_and_refuses_a_limit_over_500() {
                 })),
         )
         .await;
-        assert_eq!(status, StatusCode::CREATED, "{body}");
     }
     let page = |query: &str| {
         sim.pipedrive(
@@ -450,8 +458,7 @@ async fn pipedrive_pages_activities_by_cursor_and_refuses_a_limit_over_500() {
             .collect()
     };
 
-    let (status, first) = send(page("&limit=2")).await;
-    assert_eq!(status, StatusCode::OK, "{first}");
+    let first = expect(StatusCode::OK, page("&limit=2")).await;
     assert_eq!(notes(&first), ["activity 0", "activity 1"]);
     let cursor = first["additional_data"]["next_cursor"].as_str().unwrap();
     let (_, last) = send(page(&format!("&limit=2&cursor={cursor}"))).await;
@@ -472,12 +479,14 @@ async fn pipedrive_pages_activities_by_cursor_and_refuses_a_limit_over_500() {
 async fn pipedrive_v1_drops_an_unknown_note_key_and_stores_nothing_of_it() {
     let sim = sim().await;
     let person = pipedrive_person(&sim).await;
-    let (status, body) = send(sim.pipedrive(Method::POST, "/v1/notes").json(&json!({
-        "content": "<p>hello</p>", "person_id": person,
-        "pinned_to_person_flag": 1, "subject": "not a note key",
-    })))
+    expect(
+        StatusCode::CREATED,
+        sim.pipedrive(Method::POST, "/v1/notes").json(&json!({
+            "content": "<p>hello</p>", "person_id": person,
+            "pinned_to_person_flag": 1, "subject": "not a note key",
+        })),
+    )
     .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
     let note = &sim.snapshot().calls[0];
     assert_eq!(note.prop("content"), Some("<p>hello</p>"));
     assert_eq!(
@@ -491,24 +500,27 @@ async fn pipedrive_v1_drops_an_unknown_note_key_and_stores_nothing_of_it() {
 async fn pipedrive_v2_refuses_an_unknown_person_or_activity_key() {
     let sim = sim().await;
     // `phone` is v1's name; v2 calls it `phones`.
-    let (status, body) = send(sim.pipedrive(Method::POST, "/api/v2/persons").json(&json!({
-        "name": "Ann", "phone": [{ "value": "+14155550100" }]
-    })))
+    let body = expect(
+        StatusCode::BAD_REQUEST,
+        sim.pipedrive(Method::POST, "/api/v2/persons").json(&json!({
+            "name": "Ann", "phone": [{ "value": "+14155550100" }]
+        })),
+    )
     .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["code"], "ERR_SCHEMA_VALIDATION_FAILED");
     assert!(body["error"].as_str().unwrap().contains("phone"), "{body}");
     assert!(sim.snapshot().contacts.is_empty());
 
     let person = pipedrive_person(&sim).await;
-    let (status, body) = send(
+    expect(
+        StatusCode::BAD_REQUEST,
         sim.pipedrive(Method::PATCH, &format!("/api/v2/persons/{person}"))
             .json(&json!({ "last_call_summary": "x" })),
     )
     .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     // `person_id` is read-only in v2: the person is a participant.
-    let (status, body) = send(
+    let body = expect(
+        StatusCode::BAD_REQUEST,
         sim.pipedrive(Method::POST, "/api/v2/activities")
             .json(&json!({
                 "subject": "call", "type": "call", "due_date": "2026-05-01", "person_id": person,
@@ -516,7 +528,6 @@ async fn pipedrive_v2_refuses_an_unknown_person_or_activity_key() {
             })),
     )
     .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["code"], "ERR_SCHEMA_VALIDATION_FAILED");
     assert!(sim.snapshot().tasks.is_empty());
 }
@@ -629,8 +640,7 @@ async fn gohighlevel_create_refuses_a_known_number_by_default_and_adds_one_when_
         sim.gohighlevel(Method::POST, "/contacts/")
             .json(&ghl_contact("+14155550100"))
     };
-    let (status, first) = send(create()).await;
-    assert_eq!(status, StatusCode::CREATED, "{first}");
+    let first = expect(StatusCode::CREATED, create()).await;
     let (status, body) = send(create()).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(
@@ -697,25 +707,15 @@ async fn gohighlevel_upsert_updates_the_contact_with_the_number_unless_told_to_a
 /// one new number still create one contact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gohighlevel_two_workers_and_one_new_number_give_one_contact_without_the_upsert_merge() {
-    let app = TestApp::builder()
-        .crm("gohighlevel")
-        .latency(Duration::from_millis(100))
-        .workers(2)
-        .start()
-        .await;
+    let app = TestApp::racing("gohighlevel", Duration::from_millis(100)).await;
     app.env.sim.set_gohighlevel_location(Location {
         upsert_merges: false,
         ..Location::default()
     });
     let ids = ["race-a", "race-b", "race-c"];
-    futures_util::future::join_all(
-        ids.iter()
-            .map(|id| app.post_voicedock(voicedock_report(id, "+61291234567", true))),
-    )
-    .await;
+    let markers = app.post_reports_at_once(&ids, "+61291234567", true).await;
     let s = app.settle().await;
     app.assert_ledger(3, 0).await;
-    let markers: Vec<String> = ids.iter().map(|id| voicedock_marker(id)).collect();
     assert_eq!(s.call_markers(), markers);
     assert_eq!(s.task_markers(), markers);
     assert_eq!(s.contacts.len(), 1, "{:#?}", s.contacts);
@@ -824,12 +824,12 @@ async fn every_crm_refuses_a_missing_or_wrong_token_with_its_own_401() {
 async fn pipedrive_v2_takes_the_token_only_in_its_header_and_v1_also_as_api_token() {
     let sim = sim().await;
     let token = sim.token();
-    let (status, body) = send(
+    let body = expect(
+        StatusCode::UNAUTHORIZED,
         sim.request(Method::POST, &format!("/api/v2/persons?api_token={token}"))
             .json(&json!({ "name": "Ann" })),
     )
     .await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
     assert_eq!(body["error"], "unauthorized access");
     let (status, body) =
         send(sim.request(Method::GET, &format!("/v1/personFields?api_token={token}"))).await;

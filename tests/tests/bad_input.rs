@@ -25,6 +25,14 @@ async fn ingest() -> TestApp {
     ingest_only().start().await
 }
 
+/// Ingest alone with the variable `name` set to `value`.
+async fn ingest_with(name: &str, value: &str) -> TestApp {
+    ingest_only().set(name, value).start().await
+}
+
+/// The call id of the postcall example (seed 002).
+const POSTCALL_002_CALL_ID: &str = "693bff62619c51fac21acf50";
+
 /// Posts `body` to `path`, asserts ingest answered `status` with a JSON
 /// error and queued nothing, and returns the error's text. Publishing is
 /// confirmed before the answer, so a queued message would already be there.
@@ -179,18 +187,12 @@ async fn a_postcall_report_with_a_wrong_token_is_rejected_with_401_and_a_query_t
     let path = format!("/webhooks/postcall?token={POSTCALL_TOKEN}");
     app.post_expecting(StatusCode::ACCEPTED, &path, &[], body)
         .await;
-    assert_eq!(
-        app.take_queued_call_ids().await,
-        ["693bff62619c51fac21acf50"]
-    );
+    assert_eq!(app.take_queued_call_ids().await, [POSTCALL_002_CALL_ID]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_secret_and_a_token_configured_both_are_required() {
-    let app = ingest_only()
-        .set("CALLSYNC_VOICEDOCK_TOKEN", "vd-token")
-        .start()
-        .await;
+    let app = ingest_with("CALLSYNC_VOICEDOCK_TOKEN", "vd-token").await;
     let body = fixture(SEED_000);
     let error = refused_voicedock(&app, StatusCode::UNAUTHORIZED, body.clone()).await;
     assert!(error.contains("missing bearer token"), "{error}");
@@ -220,10 +222,7 @@ async fn an_unknown_source_is_rejected_with_404() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_source_without_credentials_is_refused_with_404() {
-    let app = ingest_only()
-        .set("CALLSYNC_POSTCALL_TOKEN", "")
-        .start()
-        .await;
+    let app = ingest_with("CALLSYNC_POSTCALL_TOKEN", "").await;
     let error = refused(
         &app,
         StatusCode::NOT_FOUND,
@@ -249,18 +248,12 @@ async fn an_explicitly_opened_source_accepts_unauthenticated_reports() {
         fixture("postcall_002_example.json"),
     )
     .await;
-    assert_eq!(
-        app.take_queued_call_ids().await,
-        ["693bff62619c51fac21acf50"]
-    );
+    assert_eq!(app.take_queued_call_ids().await, [POSTCALL_002_CALL_ID]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_over_the_limit_is_rejected_with_413() {
-    let app = ingest_only()
-        .set("CALLSYNC_MAX_BODY_BYTES", "1024")
-        .start()
-        .await;
+    let app = ingest_with("CALLSYNC_MAX_BODY_BYTES", "1024").await;
     let big = fixture("voicedock_001_end_of_call_report_full.json");
     assert!(big.len() > 1024);
     let error = refused_voicedock(&app, StatusCode::PAYLOAD_TOO_LARGE, big).await;

@@ -45,6 +45,15 @@ fn requests(s: &Snapshot, operation: &str) -> u64 {
     s.stats.by_operation.get(operation).copied().unwrap_or(0)
 }
 
+/// Asserts how many requests of each of the named operations the CRM received.
+fn assert_requests(s: &Snapshot, expected: &[(&str, u64)], why: &str) {
+    let received: Vec<(&str, u64)> = expected
+        .iter()
+        .map(|(operation, _)| (*operation, requests(s, operation)))
+        .collect();
+    assert_eq!(received, expected, "{why}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_between_steps_and_restarted_completes_the_call_without_duplicating_a_step()
 {
@@ -70,15 +79,10 @@ async fn a_worker_killed_between_steps_and_restarted_completes_the_call_without_
     let s = app.settle().await;
     assert_follow_up_synced_once(&s);
     app.assert_ledger(1, 0).await;
-    assert_eq!(
-        requests(&s, "create_call"),
-        1,
-        "the call step was not repeated"
-    );
-    assert_eq!(
-        requests(&s, "create_task"),
-        1,
-        "the task was adopted, not re-created"
+    assert_requests(
+        &s,
+        &[("create_call", 1), ("create_task", 1)],
+        "the call step was not repeated and the task was adopted, not re-created",
     );
     app.shutdown().await;
 }
@@ -153,10 +157,10 @@ async fn a_permanently_rejected_call_is_parked_with_its_reason() {
         "{reason}"
     );
     assert_eq!(s.call_markers(), Vec::<String>::new());
-    assert_eq!(
-        requests(&s, "create_call"),
-        1,
-        "a permanent error is not retried"
+    assert_requests(
+        &s,
+        &[("create_call", 1)],
+        "a permanent error is not retried",
     );
     app.shutdown().await;
 }
@@ -237,11 +241,8 @@ async fn a_stopped_worker_finishes_its_call(mut app: TestApp) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_graceful_shutdown_finishes_the_call_in_flight() {
-    let app = TestApp::builder()
-        .latency(Duration::from_millis(300))
-        .start()
+    a_stopped_worker_finishes_its_call(TestApp::with_latency(Duration::from_millis(300)).await)
         .await;
-    a_stopped_worker_finishes_its_call(app).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

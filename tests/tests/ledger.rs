@@ -27,6 +27,12 @@ async fn ledger() -> (TestEnv, Ledger) {
     ledger_with_lease(Duration::from_secs(5)).await
 }
 
+/// A fresh ledger and the id of a call to record in it.
+async fn ledger_and_call(id: &str) -> (TestEnv, Ledger, CallId) {
+    let (env, ledger) = ledger().await;
+    (env, ledger, call_id(id))
+}
+
 fn call_id(id: &str) -> CallId {
     CallId::new(id).unwrap()
 }
@@ -51,8 +57,7 @@ async fn latest(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_finished_step_is_never_reopened_by_a_later_attempt() {
-    let (_env, ledger) = ledger().await;
-    let id = call_id("fenced-1");
+    let (_env, ledger, id) = ledger_and_call("fenced-1").await;
     let key = key(Source::Voicedock, &id);
     let first = Uuid::now_v7();
     assert!(matches!(
@@ -80,8 +85,7 @@ async fn a_finished_step_is_never_reopened_by_a_later_attempt() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_attempt_that_started_a_step_can_abandon_it() {
-    let (_env, ledger) = ledger().await;
-    let id = call_id("fenced-2");
+    let (_env, ledger, id) = ledger_and_call("fenced-2").await;
     let key = key(Source::Postcall, &id);
     let owner = Uuid::now_v7();
     ledger.claim(key, owner).await.unwrap();
@@ -110,8 +114,7 @@ async fn only_the_attempt_that_started_a_step_can_abandon_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_held_by_another_worker_is_not_marked_parked() {
-    let (_env, ledger) = ledger().await;
-    let id = call_id("fenced-3");
+    let (_env, ledger, id) = ledger_and_call("fenced-3").await;
     let key = key(Source::Voicedock, &id);
     let holder = Uuid::now_v7();
     ledger.claim(key, holder).await.unwrap();

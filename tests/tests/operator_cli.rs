@@ -32,13 +32,15 @@ async fn cli(app: &TestApp, args: &[&str]) -> String {
         .output()
         .await
         .expect("the CLI runs");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
     assert!(
         output.status.success(),
-        "callsync-worker {args:?} failed: {}\n{stdout}",
-        String::from_utf8_lossy(&output.stderr)
+        "callsync-worker {args:?} failed: {stderr}\n{stdout}"
     );
-    stdout
+    stdout.into_owned()
 }
 
 /// The call ids of the parked messages (which stay parked).

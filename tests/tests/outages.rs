@@ -62,6 +62,20 @@ fn ingest_through(proxy: &TcpProxy, spool: Option<&SpoolDir>) -> AppBuilder {
     }
 }
 
+/// A proxy to the broker, a spool directory, and an app (configured
+/// further by `configure`) whose ingest reaches the broker through the
+/// proxy and spools there.
+async fn spooling_app(
+    configure: impl FnOnce(AppBuilder) -> AppBuilder,
+) -> (TcpProxy, SpoolDir, TestApp) {
+    let proxy = TcpProxy::start("127.0.0.1:5672").await;
+    let spool = SpoolDir::new();
+    let app = configure(ingest_through(&proxy, Some(&spool)))
+        .start()
+        .await;
+    (proxy, spool, app)
+}
+
 /// Cuts ingest off the broker and waits until it says so.
 async fn cut_ingest(proxy: &TcpProxy, app: &TestApp) {
     proxy.cut();
@@ -141,10 +155,8 @@ async fn a_worker_whose_broker_connection_drops_reconnects_and_syncs_what_was_qu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_spool_reports_arriving_during_a_broker_outage_are_accepted_and_delivered_later() {
-    let proxy = TcpProxy::start("127.0.0.1:5672").await;
-    let spool = SpoolDir::new();
     // The worker talks to the broker directly: only ingest's link is cut.
-    let app = ingest_through(&proxy, Some(&spool)).start().await;
+    let (proxy, spool, app) = spooling_app(|app| app).await;
 
     cut_ingest(&proxy, &app).await;
     post_spooled(&app, SEED_000).await;
@@ -195,13 +207,11 @@ async fn spooled_reports_survive_an_ingest_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_spool_answers_503_instead_of_growing() {
-    let proxy = TcpProxy::start("127.0.0.1:5672").await;
-    let spool = SpoolDir::new();
-    let app = ingest_through(&proxy, Some(&spool))
-        .ingest_set("CALLSYNC_SPOOL_MAX_BYTES", "1000")
-        .workers(0)
-        .start()
-        .await;
+    let (proxy, _spool, app) = spooling_app(|app| {
+        app.ingest_set("CALLSYNC_SPOOL_MAX_BYTES", "1000")
+            .workers(0)
+    })
+    .await;
     cut_ingest(&proxy, &app).await;
     post_spooled(&app, SEED_000).await;
     let answer = app
@@ -216,10 +226,7 @@ async fn a_full_spool_answers_503_instead_of_growing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_whose_database_connections_are_terminated_finishes_the_call_once() {
-    let app = TestApp::builder()
-        .latency(Duration::from_millis(200))
-        .start()
-        .await;
+    let app = TestApp::with_latency(Duration::from_millis(200)).await;
     app.post_fixture(FOLLOW_UP).await;
     app.wait_for_crm("the worker talks to the CRM", |s| s.stats.requests > 0)
         .await;
@@ -261,13 +268,8 @@ async fn a_worker_is_not_ready_while_its_database_is_unreachable_and_syncs_once_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ingest_under_load_recovers_from_many_broker_cuts_and_delivers_everything_it_accepted() {
-    let proxy = TcpProxy::start("127.0.0.1:5672").await;
-    let spool = SpoolDir::new();
-    let app = ingest_through(&proxy, Some(&spool))
-        .ingest_set("CALLSYNC_CONFIRM_TIMEOUT", "1s")
-        .workers(0)
-        .start()
-        .await;
+    let (proxy, _spool, app) =
+        spooling_app(|app| app.ingest_set("CALLSYNC_CONFIRM_TIMEOUT", "1s").workers(0)).await;
 
     // Sixteen senders post distinct reports while the link is cut and
     // restored again and again, so cuts land in every phase: publishes

@@ -48,6 +48,22 @@ async fn refused(
     error_text(&answer).to_owned()
 }
 
+/// [`refused`] with 401 for a voicedock report sent with `headers`.
+async fn unauthorized_voicedock(
+    app: &TestApp,
+    headers: &[(&str, String)],
+    body: Vec<u8>,
+) -> String {
+    refused(
+        app,
+        StatusCode::UNAUTHORIZED,
+        "/webhooks/voicedock",
+        headers,
+        body,
+    )
+    .await
+}
+
 /// [`refused`] for a voicedock report signed like the provider signs it.
 async fn refused_voicedock(app: &TestApp, status: StatusCode, body: Vec<u8>) -> String {
     refused(
@@ -115,14 +131,7 @@ async fn a_report_signed_with_another_secret_is_rejected_with_401() {
     let app = ingest().await;
     let body = fixture(SEED_000);
     let headers = signed("not-the-secret", now(), &body);
-    let error = refused(
-        &app,
-        StatusCode::UNAUTHORIZED,
-        "/webhooks/voicedock",
-        &headers,
-        body,
-    )
-    .await;
+    let error = unauthorized_voicedock(&app, &headers, body).await;
     assert_eq!(error, "signature does not match any configured secret");
 }
 
@@ -134,14 +143,7 @@ async fn a_body_changed_after_signing_is_rejected_with_401() {
     let mut tampered = body.clone();
     let at = tampered.iter().position(|b| *b == b'8').unwrap();
     tampered[at] = b'9';
-    let error = refused(
-        &app,
-        StatusCode::UNAUTHORIZED,
-        "/webhooks/voicedock",
-        &headers,
-        tampered,
-    )
-    .await;
+    let error = unauthorized_voicedock(&app, &headers, tampered).await;
     assert_eq!(error, "signature does not match any configured secret");
 }
 
@@ -150,14 +152,7 @@ async fn an_expired_signature_is_rejected_with_401() {
     let app = ingest().await;
     let body = fixture(SEED_000);
     let headers = signed(VOICEDOCK_SECRET, now() - 600, &body);
-    let error = refused(
-        &app,
-        StatusCode::UNAUTHORIZED,
-        "/webhooks/voicedock",
-        &headers,
-        body,
-    )
-    .await;
+    let error = unauthorized_voicedock(&app, &headers, body).await;
     assert!(error.contains("outside the 300s tolerance"), "{error}");
 }
 

@@ -31,6 +31,17 @@ async fn one_call_and_one_task_from(app: TestApp, copies: usize, at_once: bool) 
     app.shutdown().await;
 }
 
+/// Posts a report for `call_id` from `phone` that ended `at`.
+async fn post_call(app: &TestApp, call_id: &str, phone: &str, at: &str) {
+    app.post_voicedock(voicedock_report_at(call_id, phone, false, at))
+        .await;
+}
+
+/// The markers of the calls "newer" and "older", sorted.
+fn newer_and_older() -> [String; 2] {
+    [voicedock_marker("newer"), voicedock_marker("older")]
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_delivery_sent_five_times_in_a_row_creates_one_call_and_one_task() {
     one_call_and_one_task_from(TestApp::spawn().await, 5, false).await;
@@ -80,30 +91,15 @@ async fn two_workers_given_two_calls_from_one_new_number_create_one_contact() {
 async fn a_late_older_call_does_not_overwrite_the_newer_last_call_fields() {
     let app = TestApp::spawn().await;
     let phone = "+14155550100";
-    app.post_voicedock(voicedock_report_at(
-        "newer",
-        phone,
-        false,
-        "2026-03-02T10:00:00Z",
-    ))
-    .await;
+    post_call(&app, "newer", phone, "2026-03-02T10:00:00Z").await;
     // The newer call is synced completely before the older one arrives.
     assert_eq!(
         app.settle().await.call_markers(),
         [voicedock_marker("newer")]
     );
-    app.post_voicedock(voicedock_report_at(
-        "older",
-        phone,
-        false,
-        "2026-03-01T10:00:00Z",
-    ))
-    .await;
+    post_call(&app, "older", phone, "2026-03-01T10:00:00Z").await;
     let s = app.settle().await;
-    assert_eq!(
-        s.call_markers(),
-        [voicedock_marker("newer"), voicedock_marker("older")]
-    );
+    assert_eq!(s.call_markers(), newer_and_older());
     assert_eq!(s.contacts.len(), 1, "{:#?}", s.contacts);
     assert_eq!(
         s.contacts[0].prop("callsync_last_call_summary"),
@@ -134,31 +130,16 @@ async fn a_newer_call_waits_for_an_older_update_in_flight_instead_of_being_overw
             .copied()
             .unwrap_or(0)
     };
-    app.post_voicedock(voicedock_report_at(
-        "older",
-        phone,
-        false,
-        "2026-03-01T10:00:00Z",
-    ))
-    .await;
+    post_call(&app, "older", phone, "2026-03-01T10:00:00Z").await;
     app.wait_for_crm("the older call's update reached the CRM", |s| {
         updates(s) == 1
     })
     .await;
     // The older update is inside the CRM, not applied yet.
-    app.post_voicedock(voicedock_report_at(
-        "newer",
-        phone,
-        false,
-        "2026-03-02T10:00:00Z",
-    ))
-    .await;
+    post_call(&app, "newer", phone, "2026-03-02T10:00:00Z").await;
     // Settling waits for the slow update to be applied, too.
     let s = app.settle().await;
-    assert_eq!(
-        s.call_markers(),
-        [voicedock_marker("newer"), voicedock_marker("older")]
-    );
+    assert_eq!(s.call_markers(), newer_and_older());
     assert_eq!(updates(&s), 2, "{:?}", s.stats.by_operation);
     assert_eq!(s.contacts.len(), 1);
     assert_eq!(s.contacts[0].id, contact);

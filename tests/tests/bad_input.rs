@@ -170,11 +170,14 @@ async fn with_a_secret_and_a_token_configured_both_are_required() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_source_is_rejected_with_404() {
     let (env, ingest, client) = setup().await;
-    let (status, answer) = post(&client, &ingest, "/webhooks/vapi", &[], b"{}".to_vec()).await;
+    let (status, answer) = post(&client, &ingest, "/webhooks/nosuch", &[], b"{}".to_vec()).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(
         error_text(&answer),
-        "unknown source \"vapi\"; built-in sources are voicedock, postcall"
+        format!(
+            "unknown source \"nosuch\"; built-in sources are {}",
+            callsync_shared::Source::names()
+        )
     );
     assert_nothing_queued(&env).await;
 }

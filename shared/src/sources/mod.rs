@@ -57,6 +57,10 @@ macro_rules! registry {
 registry! {
     Voicedock => voicedock,
     Postcall => postcall,
+    Vapi => vapi,
+    Retell => retell,
+    Elevenlabs => elevenlabs,
+    Bland => bland,
 }
 
 /// One source's definition. Everything outside this module reads a source

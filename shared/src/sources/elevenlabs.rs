@@ -9,10 +9,12 @@ use serde_json::{Map, Value};
 use super::value::{
     Hints, end_of, field, flag, object, seconds, sentiment, text, turns, unix_seconds, without,
 };
-use super::{Credential, Envelope, ParseContext, ParseError, Parsed, Provider, Source};
+use super::{
+    Credential, Envelope, ParseContext, ParseError, Parsed, Provider, Source, typed_envelope,
+};
 use crate::config::Secret;
 use crate::phone::Phone;
-use crate::report::{CallId, CallReport, Caller};
+use crate::report::{CallReport, Caller};
 use crate::signature::{AuthError, Request, Verifier, any_secret_signs, hex_digest, within_tolerance};
 
 const FORMAT: &str = "elevenlabs";
@@ -111,18 +113,13 @@ fn data(body: &Map<String, Value>) -> Result<&Map<String, Value>, ParseError> {
 }
 
 fn inspect(body: &Map<String, Value>) -> Result<Envelope, ParseError> {
-    if let Some(event) = text(body, &["type"])
-        && event != FINAL_EVENT
-    {
-        return Ok(Envelope::Ignored(event));
+    let event = text(body, &["type"]);
+    if event.as_deref().is_some_and(|e| e != FINAL_EVENT) {
+        // Other events may come without the data object.
+        return typed_envelope(event, FINAL_EVENT, None, FORMAT, "data.conversation_id");
     }
-    text(data(body)?, &["conversation_id"])
-        .and_then(|id| CallId::new(&id))
-        .map(Envelope::Final)
-        .ok_or(ParseError::MissingCallId {
-            format: FORMAT,
-            path: "data.conversation_id",
-        })
+    let call_id = text(data(body)?, &["conversation_id"]);
+    typed_envelope(event, FINAL_EVENT, call_id, FORMAT, "data.conversation_id")
 }
 
 fn parse(body: Map<String, Value>, ctx: &ParseContext) -> Result<Parsed, ParseError> {

@@ -202,6 +202,28 @@ impl ParseError {
     }
 }
 
+/// The common shape of a typed format's `inspect`: an event type other
+/// than `final_event` is ignored; otherwise the call id is required. A
+/// missing type is read as a final report: some senders omit it, and a
+/// payload carrying a call id must never be silently dropped.
+fn typed_envelope(
+    event: Option<String>,
+    final_event: &str,
+    call_id: Option<String>,
+    format: &'static str,
+    path: &'static str,
+) -> Result<Envelope, ParseError> {
+    if let Some(event) = event
+        && event != final_event
+    {
+        return Ok(Envelope::Ignored(event));
+    }
+    call_id
+        .and_then(|id| CallId::new(&id))
+        .map(Envelope::Final)
+        .ok_or(ParseError::MissingCallId { format, path })
+}
+
 fn object(body: &[u8]) -> Result<Map<String, Value>, ParseError> {
     let json: Value =
         serde_json::from_slice(body).map_err(|e| ParseError::NotJson(e.to_string()))?;

@@ -10,10 +10,12 @@ use super::value::{
     Hints, end_of, field, flag, number, object, sentiment, text, text_transcript, unix_millis,
     without,
 };
-use super::{Credential, Envelope, ParseContext, ParseError, Parsed, Provider, Source};
+use super::{
+    Credential, Envelope, ParseContext, ParseError, Parsed, Provider, Source, typed_envelope,
+};
 use crate::config::Secret;
 use crate::phone::Phone;
-use crate::report::{CallId, CallReport, Caller};
+use crate::report::{CallReport, Caller};
 use crate::signature::{AuthError, Request, Verifier, any_secret_signs, hex_digest, within_tolerance};
 
 const FORMAT: &str = "retell";
@@ -97,18 +99,13 @@ fn call(body: &Map<String, Value>) -> Result<&Map<String, Value>, ParseError> {
 }
 
 fn inspect(body: &Map<String, Value>) -> Result<Envelope, ParseError> {
-    if let Some(event) = text(body, &["event"])
-        && event != FINAL_EVENT
-    {
-        return Ok(Envelope::Ignored(event));
+    let event = text(body, &["event"]);
+    if event.as_deref().is_some_and(|e| e != FINAL_EVENT) {
+        // Other events may come without the call object.
+        return typed_envelope(event, FINAL_EVENT, None, FORMAT, "call.call_id");
     }
-    text(call(body)?, &["call_id"])
-        .and_then(|id| CallId::new(&id))
-        .map(Envelope::Final)
-        .ok_or(ParseError::MissingCallId {
-            format: FORMAT,
-            path: "call.call_id",
-        })
+    let call_id = text(call(body)?, &["call_id"]);
+    typed_envelope(event, FINAL_EVENT, call_id, FORMAT, "call.call_id")
 }
 
 fn parse(body: Map<String, Value>, ctx: &ParseContext) -> Result<Parsed, ParseError> {

@@ -10,9 +10,11 @@ use super::value::{
     Hints, end_of, field, flag, number, object, rfc3339, seconds, sentiment, text,
     text_transcript, turns, unix_millis, without,
 };
-use super::{Credential, Envelope, ParseContext, ParseError, Parsed, Provider, Source};
+use super::{
+    Credential, Envelope, ParseContext, ParseError, Parsed, Provider, Source, typed_envelope,
+};
 use crate::phone::Phone;
-use crate::report::{CallId, CallReport, Caller};
+use crate::report::{CallReport, Caller};
 use crate::signature::{
     Bearer, TimestampUnit, TimestampedHmac, TimestampedScheme, TokenPlaces,
 };
@@ -95,21 +97,13 @@ fn message(body: &Map<String, Value>) -> Result<&Map<String, Value>, ParseError>
 
 fn inspect(body: &Map<String, Value>) -> Result<Envelope, ParseError> {
     let message = message(body)?;
-    // As for voicedock: a message without a type that carries a call id is
-    // read as a report rather than dropped.
-    if let Some(event) = text(message, &["type"])
-        && event != FINAL_EVENT
-    {
-        return Ok(Envelope::Ignored(event));
-    }
-    object(message, &["call"])
-        .and_then(|call| text(call, &["id"]))
-        .and_then(|id| CallId::new(&id))
-        .map(Envelope::Final)
-        .ok_or(ParseError::MissingCallId {
-            format: FORMAT,
-            path: "message.call.id",
-        })
+    typed_envelope(
+        text(message, &["type"]),
+        FINAL_EVENT,
+        object(message, &["call"]).and_then(|call| text(call, &["id"])),
+        FORMAT,
+        "message.call.id",
+    )
 }
 
 fn parse(body: Map<String, Value>, ctx: &ParseContext) -> Result<Parsed, ParseError> {

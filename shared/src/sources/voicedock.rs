@@ -8,9 +8,11 @@ use time::format_description::well_known::Rfc3339;
 use std::sync::Arc;
 
 use super::value::{field, flag, object, seconds, text, without};
-use super::{Credential, Envelope, ParseContext, ParseError, Parsed, Provider, Source};
+use super::{
+    Credential, Envelope, ParseContext, ParseError, Parsed, Provider, Source, typed_envelope,
+};
 use crate::phone::Phone;
-use crate::report::{CallId, CallReport, Caller, Transcript, TranscriptLine};
+use crate::report::{CallReport, Caller, Transcript, TranscriptLine};
 use crate::signature::{SEED_004, TimestampedHmac, bearer_or_query};
 
 const FORMAT: &str = "voicedock";
@@ -71,21 +73,13 @@ fn message(body: &Map<String, Value>) -> Result<&Map<String, Value>, ParseError>
 /// The event type and call id: all ingest needs to accept or refuse a body.
 fn inspect(body: &Map<String, Value>) -> Result<Envelope, ParseError> {
     let message = message(body)?;
-    // A missing type is read as a final report: some senders omit it, and a
-    // payload carrying a call id must never be silently dropped.
-    if let Some(event) = text(message, &["type"])
-        && event != FINAL_EVENT
-    {
-        return Ok(Envelope::Ignored(event));
-    }
-    object(message, &["call"])
-        .and_then(|call| text(call, &["id"]))
-        .and_then(|id| CallId::new(&id))
-        .map(Envelope::Final)
-        .ok_or(ParseError::MissingCallId {
-            format: FORMAT,
-            path: "message.call.id",
-        })
+    typed_envelope(
+        text(message, &["type"]),
+        FINAL_EVENT,
+        object(message, &["call"]).and_then(|call| text(call, &["id"])),
+        FORMAT,
+        "message.call.id",
+    )
 }
 
 fn parse(body: Map<String, Value>, ctx: &ParseContext) -> Result<Parsed, ParseError> {

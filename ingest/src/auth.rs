@@ -1,97 +1,115 @@
-//! Per-source authentication: which credentials a source requires and the
-//! check of one request against them.
+//! Per-source authentication: the checks a source's configured credentials
+//! require, built from the source's [`Provider`](callsync_shared::sources::Provider),
+//! and the check of one request against all of them.
+
+use std::sync::Arc;
 
 use axum::http::HeaderMap;
 use callsync_shared::Source;
-use callsync_shared::config::{ConfigError, Env, Secret};
-use callsync_shared::signature::{self, AuthError, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+use callsync_shared::config::{ConfigError, Env};
+use callsync_shared::signature::{AuthError, Headers, Request, Verifier};
+use time::OffsetDateTime;
 
 /// The credentials configured for one source.
 #[derive(Debug, Clone)]
 pub struct SourceAuth {
-    /// HMAC secrets (seed 004 scheme); any one may match.
-    pub secrets: Vec<Secret>,
-    /// Bearer tokens; any one may match.
-    pub tokens: Vec<Secret>,
-    pub tolerance_secs: u64,
+    pub source: Source,
+    /// One check per configured credential; all must pass.
+    checks: Vec<Arc<dyn Verifier>>,
+    /// The replay window of the source's timestamped schemes, if it has any.
+    pub tolerance_secs: Option<u64>,
     /// Accept requests without credentials when none are configured.
     pub allow_unauthenticated: bool,
 }
 
 impl SourceAuth {
+    /// Reads `CALLSYNC_<SOURCE>_<credential>` for each credential the source
+    /// accepts, its tolerance and `CALLSYNC_<SOURCE>_ALLOW_UNAUTHENTICATED`.
     pub fn from_env(env: &Env, source: Source) -> Result<Self, ConfigError> {
-        let name = source.env_name();
-        // postcall's format has no signature of its own: only tokens apply.
-        let (secrets, tolerance_secs) = match source {
-            Source::Postcall => (Vec::new(), 0),
-            Source::Voicedock => (
-                env.secrets(&format!("CALLSYNC_{name}_SECRET")),
+        let provider = source.provider();
+        let tolerance_secs = provider
+            .tolerance_secs
+            .map(|default| {
                 env.parse(
-                    &format!("CALLSYNC_{name}_TOLERANCE_SECS"),
-                    300,
+                    &source.var("TOLERANCE_SECS"),
+                    default,
                     "a number of seconds",
-                )?,
-            ),
-        };
+                )
+            })
+            .transpose()?;
+        let checks = provider
+            .credentials
+            .iter()
+            .filter_map(|credential| {
+                let values = env.secrets(&source.var(credential.suffix));
+                (!values.is_empty())
+                    .then(|| (credential.verifier)(values, tolerance_secs.unwrap_or(0)))
+            })
+            .collect();
         Ok(Self {
-            secrets,
-            tokens: env.secrets(&format!("CALLSYNC_{name}_TOKEN")),
+            source,
+            checks,
             tolerance_secs,
-            allow_unauthenticated: env
-                .bool(&format!("CALLSYNC_{name}_ALLOW_UNAUTHENTICATED"), false)?,
+            allow_unauthenticated: env.bool(&source.var("ALLOW_UNAUTHENTICATED"), false)?,
         })
     }
 
     /// A source with no credentials is refused unless explicitly opened, so
     /// that forgetting a secret never silently exposes an open endpoint.
     pub fn is_enabled(&self) -> bool {
-        !self.secrets.is_empty() || !self.tokens.is_empty() || self.allow_unauthenticated
+        !self.checks.is_empty() || self.allow_unauthenticated
     }
 
-    /// Checks every configured credential; all must pass.
+    /// The variables that configure this source's credentials, for the
+    /// message that tells an operator how to enable it.
+    pub fn credential_vars(&self) -> String {
+        self.source
+            .provider()
+            .credentials
+            .iter()
+            .map(|c| self.source.var(c.suffix))
+            .collect::<Vec<_>>()
+            .join(" or ")
+    }
+
+    /// Checks every configured credential on the raw request; all must pass.
     pub fn verify(
         &self,
         headers: &HeaderMap,
-        query_token: Option<&str>,
+        query: Option<&str>,
         body: &[u8],
-        now_unix: i64,
+        now: OffsetDateTime,
     ) -> Result<(), AuthError> {
-        if !self.secrets.is_empty() {
-            signature::verify_timestamped(
-                &self.secrets,
-                header(headers, TIMESTAMP_HEADER),
-                header(headers, SIGNATURE_HEADER),
-                body,
-                now_unix,
-                self.tolerance_secs,
-            )?;
-        }
-        if !self.tokens.is_empty() {
-            let presented = header(headers, "authorization")
-                .and_then(signature::bearer_token)
-                .or(query_token);
-            signature::verify_token(&self.tokens, presented)?;
-        }
-        Ok(())
+        let request = Request {
+            headers: &HttpHeaders(headers),
+            query,
+            body,
+            now,
+        };
+        self.checks
+            .iter()
+            .try_for_each(|check| check.verify(&request))
     }
 }
 
-fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|v| v.to_str().ok())
+/// An HTTP request's headers as verifiers read them.
+struct HttpHeaders<'a>(&'a HeaderMap);
+
+impl Headers for HttpHeaders<'_> {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.0.get(name).and_then(|v| v.to_str().ok())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use axum::http::HeaderValue;
+    use callsync_shared::signature::{SIGNATURE_HEADER, TIMESTAMP_HEADER};
 
-    fn both() -> SourceAuth {
-        SourceAuth {
-            secrets: vec![Secret::new("k")],
-            tokens: vec![Secret::new("tok")],
-            tolerance_secs: 300,
-            allow_unauthenticated: false,
-        }
+    fn voicedock(pairs: &[(&str, &str)]) -> SourceAuth {
+        let env = Env::from_pairs(pairs.iter().copied());
+        SourceAuth::from_env(&env, Source::Voicedock).unwrap()
     }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
@@ -102,20 +120,27 @@ mod tests {
         map
     }
 
+    fn at(unix: i64) -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp(unix).unwrap()
+    }
+
     // sha256= HMAC-SHA256(b'k', b'1.body'), computed with Python's hmac module.
     const SIG: &str = "sha256=6e005234e2e9b8d2d4963e861925cbc22f29be0a65e4d9ba7cd6b8af0115dae2";
 
     #[test]
     fn with_both_credentials_configured_both_are_required() {
-        let auth = both();
+        let auth = voicedock(&[
+            ("CALLSYNC_VOICEDOCK_SECRET", "k"),
+            ("CALLSYNC_VOICEDOCK_TOKEN", "tok"),
+        ]);
         let signed_only = headers(&[(TIMESTAMP_HEADER, "1"), (SIGNATURE_HEADER, SIG)]);
-        assert_eq!(
-            auth.verify(&signed_only, None, b"body", 1),
-            Err(AuthError::MissingToken)
-        );
+        assert!(matches!(
+            auth.verify(&signed_only, None, b"body", at(1)),
+            Err(AuthError::MissingToken(_))
+        ));
         let token_only = headers(&[("authorization", "Bearer tok")]);
         assert!(matches!(
-            auth.verify(&token_only, None, b"body", 1),
+            auth.verify(&token_only, None, b"body", at(1)),
             Err(AuthError::MissingHeader(_))
         ));
         let all = headers(&[
@@ -123,36 +148,52 @@ mod tests {
             (SIGNATURE_HEADER, SIG),
             ("authorization", "Bearer tok"),
         ]);
-        assert_eq!(auth.verify(&all, None, b"body", 1), Ok(()));
+        assert_eq!(auth.verify(&all, None, b"body", at(1)), Ok(()));
+    }
+
+    #[test]
+    fn the_tolerance_variable_sets_the_replay_window() {
+        let auth = voicedock(&[
+            ("CALLSYNC_VOICEDOCK_SECRET", "k"),
+            ("CALLSYNC_VOICEDOCK_TOLERANCE_SECS", "10"),
+        ]);
+        assert_eq!(auth.tolerance_secs, Some(10));
+        let signed = headers(&[(TIMESTAMP_HEADER, "1"), (SIGNATURE_HEADER, SIG)]);
+        assert_eq!(auth.verify(&signed, None, b"body", at(11)), Ok(()));
+        assert!(matches!(
+            auth.verify(&signed, None, b"body", at(12)),
+            Err(AuthError::StaleTimestamp { .. })
+        ));
     }
 
     #[test]
     fn a_token_may_come_in_the_query_string() {
-        let auth = SourceAuth {
-            secrets: vec![],
-            ..both()
-        };
-        assert_eq!(auth.verify(&HeaderMap::new(), Some("tok"), b"", 0), Ok(()));
+        let auth = voicedock(&[("CALLSYNC_VOICEDOCK_TOKEN", "tok")]);
+        let none = HeaderMap::new();
+        assert_eq!(auth.verify(&none, Some("token=tok"), b"", at(0)), Ok(()));
         assert_eq!(
-            auth.verify(&HeaderMap::new(), Some("nope"), b"", 0),
+            auth.verify(&none, Some("token=nope"), b"", at(0)),
             Err(AuthError::TokenMismatch)
         );
     }
 
     #[test]
     fn a_source_without_credentials_is_disabled_unless_opened() {
-        let none = SourceAuth {
-            secrets: vec![],
-            tokens: vec![],
-            tolerance_secs: 300,
-            allow_unauthenticated: false,
-        };
+        let none = voicedock(&[]);
         assert!(!none.is_enabled());
-        let open = SourceAuth {
-            allow_unauthenticated: true,
-            ..none
-        };
+        assert_eq!(
+            none.credential_vars(),
+            "CALLSYNC_VOICEDOCK_SECRET or CALLSYNC_VOICEDOCK_TOKEN"
+        );
+        let open = voicedock(&[("CALLSYNC_VOICEDOCK_ALLOW_UNAUTHENTICATED", "true")]);
         assert!(open.is_enabled());
-        assert_eq!(open.verify(&HeaderMap::new(), None, b"", 0), Ok(()));
+        assert_eq!(open.verify(&HeaderMap::new(), None, b"", at(0)), Ok(()));
+    }
+
+    #[test]
+    fn a_source_without_a_timestamped_scheme_reads_no_tolerance() {
+        let env = Env::default().with("CALLSYNC_POSTCALL_TOLERANCE_SECS", "not a number");
+        let auth = SourceAuth::from_env(&env, Source::Postcall).unwrap();
+        assert_eq!(auth.tolerance_secs, None);
     }
 }

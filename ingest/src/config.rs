@@ -25,8 +25,11 @@ pub struct IngestConfig {
     /// Where webhooks wait when the broker cannot take them (`None`: answer 503).
     pub spool_dir: Option<std::path::PathBuf>,
     pub spool_max_bytes: u64,
-    pub voicedock: SourceAuth,
-    pub postcall: SourceAuth,
+    /// How long a client may take to send a webhook's body: a slow (or
+    /// malicious) sender must not hold a connection and a task forever.
+    pub request_timeout: Duration,
+    /// Every built-in source's credentials, in [`Source::ALL`] order.
+    sources: Vec<SourceAuth>,
     pub log: LogConfig,
 }
 
@@ -49,18 +52,20 @@ impl IngestConfig {
                 1_073_741_824,
                 "a number of bytes",
             )?,
-            voicedock: SourceAuth::from_env(env, Source::Voicedock)?,
-            postcall: SourceAuth::from_env(env, Source::Postcall)?,
+            request_timeout: env.duration("CALLSYNC_REQUEST_TIMEOUT", Duration::from_secs(10))?,
+            sources: Source::ALL
+                .into_iter()
+                .map(|source| SourceAuth::from_env(env, source))
+                .collect::<Result<_, _>>()?,
             log: LogConfig::from_env(env)?,
         })
     }
 
     /// The authentication settings of a source.
     pub fn auth(&self, source: Source) -> &SourceAuth {
-        match source {
-            Source::Voicedock => &self.voicedock,
-            Source::Postcall => &self.postcall,
-        }
+        // `sources` holds one entry per source in `Source::ALL` order, which
+        // is the enum's declaration order.
+        &self.sources[source as usize]
     }
 }
 
@@ -73,8 +78,13 @@ mod tests {
         let config = IngestConfig::from_env(&Env::default()).unwrap();
         assert_eq!(config.addr.to_string(), "0.0.0.0:8080");
         assert_eq!(config.max_body_bytes, 2_097_152);
-        assert_eq!(config.voicedock.tolerance_secs, 300);
-        assert!(!config.voicedock.is_enabled());
+        assert_eq!(config.request_timeout, Duration::from_secs(10));
+        for source in Source::ALL {
+            let auth = config.auth(source);
+            assert_eq!(auth.source, source, "looked up by position");
+            assert!(!auth.is_enabled(), "{source} needs a credential");
+        }
+        assert_eq!(config.auth(Source::Voicedock).tolerance_secs, Some(300));
         assert_eq!(config.topology.exchange(), "callsync");
     }
 

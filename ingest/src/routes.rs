@@ -5,8 +5,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -16,7 +15,9 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 use time::OffsetDateTime;
 
+use crate::auth::SourceAuth;
 use crate::config::IngestConfig;
+use crate::error::{WebhookError, error_response, status_label};
 use crate::publisher::{OutgoingReport, Publisher};
 use crate::spool::Spool;
 
@@ -40,41 +41,20 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The `token` parameter of a query string, decoded. Read only when a
-/// source has tokens, instead of building a map for every request.
-fn query_token(query: &str) -> Option<String> {
-    form_urlencoded::parse(query.as_bytes())
-        .find(|(key, _)| key == "token")
-        .map(|(_, value)| value.into_owned())
-}
-
-/// Bounded, allocation-free status labels for the request counter.
-fn status_label(status: StatusCode) -> &'static str {
-    match status.as_u16() {
-        202 => "202",
-        400 => "400",
-        401 => "401",
-        404 => "404",
-        413 => "413",
-        422 => "422",
-        503 => "503",
-        _ => "other",
-    }
-}
-
-/// An answer with the contract's JSON error body.
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({ "error": message.into() }))).into_response()
-}
-
 async fn receive(
     State(state): State<AppState>,
     Path(source_name): Path<String>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    request: Request,
 ) -> Response {
-    let (label, response) = handle(&state, &source_name, &query, &headers, body).await;
+    let response = match handle(&state, &source_name, query.as_deref(), &headers, request).await {
+        Ok(answer) => answer.into_response(),
+        Err(error) => error.into_response(),
+    };
+    let label = source_name
+        .parse::<Source>()
+        .map_or("unknown", Source::as_str);
     metrics::counter!(
         "callsync_ingest_requests_total",
         "source" => label,
@@ -84,160 +64,154 @@ async fn receive(
     response
 }
 
-/// Returns the bounded metric label of the source with the response.
+/// A webhook that was not refused.
+#[derive(Debug)]
+enum Answer {
+    /// Confirmed by the broker.
+    Queued { id: String },
+    /// Kept on disk until the broker is back.
+    Spooled { id: String },
+    /// A valid event that is not a final call report; not queued.
+    Ignored { event: String },
+}
+
+impl IntoResponse for Answer {
+    fn into_response(self) -> Response {
+        let body = match self {
+            Answer::Queued { id } => json!({ "accepted": true, "id": id }),
+            Answer::Spooled { id } => json!({ "accepted": true, "id": id, "spooled": true }),
+            Answer::Ignored { event } => json!({ "accepted": false, "ignored": event }),
+        };
+        (StatusCode::ACCEPTED, Json(body)).into_response()
+    }
+}
+
+/// The webhook's steps: source, credentials, body, verify, inspect, publish.
 async fn handle(
     state: &AppState,
     source_name: &str,
-    query: &Option<String>,
+    query: Option<&str>,
     headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> (&'static str, Response) {
-    let Ok(source) = source_name.parse::<Source>() else {
-        let known: Vec<_> = Source::ALL.iter().map(|s| s.as_str()).collect();
-        return (
-            "unknown",
-            error(
-                StatusCode::NOT_FOUND,
-                format!(
-                    "unknown source {source_name:?}; built-in sources are {}",
-                    known.join(", ")
-                ),
-            ),
-        );
-    };
-    let label = source.as_str();
-    let auth = state.config.auth(source);
-    if !auth.is_enabled() {
-        let name = source.env_name();
-        let credentials = match source {
-            Source::Voicedock => format!("CALLSYNC_{name}_SECRET or CALLSYNC_{name}_TOKEN"),
-            Source::Postcall => format!("CALLSYNC_{name}_TOKEN"),
-        };
-        return (
-            label,
-            error(
-                StatusCode::NOT_FOUND,
-                format!(
-                    "source {source} is not configured: set {credentials} (or CALLSYNC_{name}_ALLOW_UNAUTHENTICATED=true)"
-                ),
-            ),
-        );
-    }
-
-    let body = match body {
-        Ok(body) => body,
-        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return (
-                label,
-                error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!(
-                        "body is larger than {} bytes (CALLSYNC_MAX_BODY_BYTES)",
-                        state.config.max_body_bytes
-                    ),
-                ),
-            );
-        }
-        Err(rejection) => return (label, error(rejection.status(), rejection.body_text())),
-    };
-
+    request: Request,
+) -> Result<Answer, WebhookError> {
+    let source = source(source_name)?;
+    let auth = credentials(state, source)?;
+    let body = body(state, request).await?;
     let received_at = OffsetDateTime::now_utc();
-    // Authentication runs on the raw bytes, before anything reads them as JSON.
-    if let Err(reason) = auth.verify(
-        headers,
-        query.as_deref().and_then(query_token).as_deref(),
-        &body,
-        received_at.unix_timestamp(),
-    ) {
+    verify(auth, headers, query, &body, received_at)?;
+    // Ingest reads only the event type and call id, to refuse what can
+    // never be synced and skip non-final events; the worker parses the rest.
+    let call_id = match sources::inspect(source, &body)? {
+        Envelope::Final(call_id) => call_id,
+        Envelope::Ignored(event) => {
+            tracing::debug!(%source, %event, "event is not a final call report; not queued");
+            return Ok(Answer::Ignored { event });
+        }
+    };
+    publish(
+        state,
+        OutgoingReport {
+            message_id: uuid::Uuid::now_v7().to_string(),
+            source,
+            call_id,
+            received_at,
+            body,
+        },
+    )
+    .await
+}
+
+fn source(name: &str) -> Result<Source, WebhookError> {
+    name.parse().map_err(|_| WebhookError::UnknownSource {
+        name: name.to_owned(),
+    })
+}
+
+fn credentials(state: &AppState, source: Source) -> Result<&SourceAuth, WebhookError> {
+    let auth = state.config.auth(source);
+    if auth.is_enabled() {
+        Ok(auth)
+    } else {
+        Err(WebhookError::Unconfigured {
+            unconfigured: source,
+            variables: auth.credential_vars(),
+        })
+    }
+}
+
+/// Reads the whole body within `CALLSYNC_REQUEST_TIMEOUT`: only the read is
+/// bounded, so that a publish that has started is never cut off halfway
+/// (it has its own confirm timeout).
+async fn body(state: &AppState, request: Request) -> Result<Bytes, WebhookError> {
+    let timeout = state.config.request_timeout;
+    match tokio::time::timeout(timeout, Bytes::from_request(request, &())).await {
+        Err(_) => Err(WebhookError::SlowBody { timeout }),
+        Ok(Ok(body)) => Ok(body),
+        Ok(Err(rejection)) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            Err(WebhookError::TooLarge {
+                limit: state.config.max_body_bytes,
+            })
+        }
+        Ok(Err(rejection)) => Err(WebhookError::UnreadableBody {
+            status: rejection.status(),
+            message: rejection.body_text(),
+        }),
+    }
+}
+
+/// Authentication runs on the raw bytes, before anything reads them as JSON.
+fn verify(
+    auth: &SourceAuth,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    body: &[u8],
+    now: OffsetDateTime,
+) -> Result<(), WebhookError> {
+    auth.verify(headers, query, body, now).map_err(|reason| {
+        let source = auth.source;
         metrics::counter!(
             "callsync_ingest_signature_failures_total",
-            "source" => label,
+            "source" => source.as_str(),
             "reason" => reason.reason()
         )
         .increment(1);
         tracing::info!(%source, reason = reason.reason(), "webhook refused: {reason}");
-        return (label, error(StatusCode::UNAUTHORIZED, reason.to_string()));
-    }
+        WebhookError::Unauthorized(reason)
+    })
+}
 
-    // Ingest reads only the event type and call id, to refuse what can
-    // never be synced and skip non-final events; the worker parses the rest.
-    let call_id = match sources::inspect(source, &body) {
-        Ok(Envelope::Final(call_id)) => call_id,
-        Ok(Envelope::Ignored(event)) => {
-            tracing::debug!(%source, %event, "event is not a final call report; not queued");
-            return (
-                label,
-                (
-                    StatusCode::ACCEPTED,
-                    Json(json!({ "accepted": false, "ignored": event })),
-                )
-                    .into_response(),
-            );
-        }
-        Err(e) if e.is_syntax() => return (label, error(StatusCode::BAD_REQUEST, e.to_string())),
-        Err(e) => {
-            return (
-                label,
-                error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
-            );
-        }
-    };
-
-    let outgoing = OutgoingReport {
-        message_id: uuid::Uuid::now_v7().to_string(),
+/// Publishes with a confirm; when the broker cannot take the report, keeps
+/// it in the spool (if configured), since the provider may never retry.
+async fn publish(state: &AppState, outgoing: OutgoingReport) -> Result<Answer, WebhookError> {
+    let OutgoingReport {
         source,
-        call_id,
-        received_at,
-        body,
-    };
-    match state.publisher.publish(&outgoing).await {
+        ref call_id,
+        ref message_id,
+        ..
+    } = outgoing;
+    let error = match state.publisher.publish(&outgoing).await {
         Ok(()) => {
-            tracing::info!(%source, call_id = %outgoing.call_id, message_id = %outgoing.message_id, "call report accepted");
-            (
-                label,
-                (
-                    StatusCode::ACCEPTED,
-                    Json(json!({ "accepted": true, "id": outgoing.message_id })),
-                )
-                    .into_response(),
-            )
+            tracing::info!(%source, %call_id, %message_id, "call report accepted");
+            return Ok(Answer::Queued {
+                id: outgoing.message_id,
+            });
         }
-        Err(e) => {
-            let Some(spool) = &state.spool else {
-                tracing::warn!(%source, call_id = %outgoing.call_id, error = %e, "call report not accepted");
-                return (
-                    label,
-                    error(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        format!("call report not accepted, retry later: {e}"),
-                    ),
-                );
-            };
-            // The provider may never retry: keep the report on disk and
-            // deliver it when the broker is back.
-            match spool.append(&outgoing).await {
-                Ok(()) => {
-                    tracing::warn!(%source, call_id = %outgoing.call_id, message_id = %outgoing.message_id, error = %e, "broker unavailable; call report spooled");
-                    (
-                        label,
-                        (
-                            StatusCode::ACCEPTED,
-                            Json(json!({ "accepted": true, "id": outgoing.message_id, "spooled": true })),
-                        )
-                            .into_response(),
-                    )
-                }
-                Err(spool_error) => {
-                    tracing::error!(%source, call_id = %outgoing.call_id, error = %e, %spool_error, "call report not accepted");
-                    (
-                        label,
-                        error(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            format!("call report not accepted, retry later: {e}; {spool_error}"),
-                        ),
-                    )
-                }
-            }
+        Err(error) => error,
+    };
+    let Some(spool) = &state.spool else {
+        tracing::warn!(%source, %call_id, %error, "call report not accepted");
+        return Err(WebhookError::NotAccepted(error.to_string()));
+    };
+    match spool.append(&outgoing).await {
+        Ok(()) => {
+            tracing::warn!(%source, %call_id, %message_id, %error, "broker unavailable; call report spooled");
+            Ok(Answer::Spooled {
+                id: outgoing.message_id,
+            })
+        }
+        Err(spool_error) => {
+            tracing::error!(%source, %call_id, %error, %spool_error, "call report not accepted");
+            Err(WebhookError::NotAccepted(format!("{error}; {spool_error}")))
         }
     }
 }
@@ -246,7 +220,7 @@ async fn ready(State(state): State<AppState>) -> Response {
     if state.publisher.is_ready() {
         (StatusCode::OK, "ready").into_response()
     } else {
-        error(
+        error_response(
             StatusCode::SERVICE_UNAVAILABLE,
             "no usable broker connection with a confirm channel",
         )

@@ -1,10 +1,9 @@
 //! The canonical call report: what every provider format is parsed into.
 //!
 //! Everything after the parsing boundary works with these types, never with
-//! provider JSON paths, so a new provider is a new parser and nothing else.
+//! provider JSON paths, so a new provider is a new source file and nothing else.
 
 use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -12,57 +11,7 @@ use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
 use crate::phone::Phone;
-
-/// A webhook source: the `{source}` segment of `POST /webhooks/{source}`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Source {
-    /// VoiceDock / HMS Sovereign / Flireo: the `{"message": {...}}` envelope.
-    Voicedock,
-    /// The flat Post-Call payload (`callId`, `callerDetails`, `callAnalysis`).
-    Postcall,
-}
-
-impl Source {
-    /// Every built-in source, in a stable order.
-    pub const ALL: [Source; 2] = [Source::Voicedock, Source::Postcall];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Source::Voicedock => "voicedock",
-            Source::Postcall => "postcall",
-        }
-    }
-
-    /// The infix of this source's variables: `CALLSYNC_<UPPER>_...`.
-    pub fn env_name(self) -> &'static str {
-        match self {
-            Source::Voicedock => "VOICEDOCK",
-            Source::Postcall => "POSTCALL",
-        }
-    }
-}
-
-impl fmt::Display for Source {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Source {
-    type Err = UnknownSource;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Source::ALL
-            .into_iter()
-            .find(|source| source.as_str() == s)
-            .ok_or_else(|| UnknownSource(s.to_owned()))
-    }
-}
-
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("unknown source {0:?}")]
-pub struct UnknownSource(pub String);
+pub use crate::sources::{Source, UnknownSource};
 
 /// The provider's identifier of a call: non-empty, at most 200 printable characters.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -171,14 +120,6 @@ pub fn marker(source: Source, call_id: &CallId) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sources_round_trip_through_their_path_names() {
-        for source in Source::ALL {
-            assert_eq!(source.as_str().parse::<Source>().unwrap(), source);
-        }
-        assert!("vapi".parse::<Source>().is_err());
-    }
 
     #[test]
     fn a_call_id_must_be_printable_and_not_empty() {

@@ -10,4 +10,5 @@ pub mod app;
 pub mod bench;
 pub mod harness;
 pub mod sim;
+pub mod sources;
 pub mod wait;

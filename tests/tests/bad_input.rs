@@ -204,14 +204,17 @@ async fn an_unknown_source_is_rejected_with_404() {
     let error = refused(
         &app,
         StatusCode::NOT_FOUND,
-        "/webhooks/vapi",
+        "/webhooks/nosuch",
         &[],
         b"{}".to_vec(),
     )
     .await;
     assert_eq!(
         error,
-        "unknown source \"vapi\"; built-in sources are voicedock, postcall"
+        format!(
+            "unknown source \"nosuch\"; built-in sources are {}",
+            callsync_shared::Source::names()
+        )
     );
 }
 

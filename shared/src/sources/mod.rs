@@ -1,20 +1,152 @@
 //! Provider formats: raw webhook bytes in, a [`CallReport`] (or the news that
 //! the event is not a final report) out.
 //!
+//! A source is one file: a [`Provider`] holding its name, the credentials it
+//! accepts (and so its variables), how it tells a final report from other
+//! events, and how it parses one. Registering it is one line of
+//! [`registry!`]; ingest's routes, configuration, metric labels and error
+//! messages, and the worker's parsing, all come from here.
+//!
 //! Parsers are lenient about everything except the call id: a field with an
 //! unexpected type is ignored, unknown fields are kept in `analysis` or
 //! `extra`, and a phone number that cannot be normalised is kept raw. The call
 //! id is the one thing without which a report cannot be de-duplicated, so its
 //! absence is the only reason (besides invalid JSON) to refuse a body.
 
-mod postcall;
 mod value;
-mod voicedock;
 
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
+use crate::config::Secret;
 use crate::phone::Region;
-use crate::report::{CallId, CallReport, Source};
+use crate::report::{CallId, CallReport};
+use crate::signature::Verifier;
+
+/// Declares every built-in source: `Variant => module`, one line each.
+/// Generates the [`Source`] enum, [`Source::ALL`] and [`Source::provider`].
+macro_rules! registry {
+    ($($variant:ident => $module:ident),* $(,)?) => {
+        $(mod $module;)*
+
+        /// A webhook source: the `{source}` segment of `POST /webhooks/{source}`.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Source {
+            $($variant),*
+        }
+
+        impl Source {
+            /// Every built-in source, in registration order.
+            pub const ALL: [Source; [$(stringify!($variant)),*].len()] = [$(Source::$variant),*];
+
+            /// What this source is: its name, credentials and parser.
+            pub fn provider(self) -> &'static Provider {
+                match self {
+                    $(Source::$variant => &$module::PROVIDER),*
+                }
+            }
+        }
+    };
+}
+
+registry! {
+    Voicedock => voicedock,
+    Postcall => postcall,
+    Vapi => vapi,
+    Retell => retell,
+    Elevenlabs => elevenlabs,
+    Bland => bland,
+}
+
+/// One source's definition. Everything outside this module reads a source
+/// through it instead of matching on its name.
+#[derive(Debug)]
+pub struct Provider {
+    /// The path segment, the marker's middle part and the metric label.
+    pub name: &'static str,
+    /// The platform's own name, for people reading CRM records.
+    pub platform: &'static str,
+    /// Every credential the source can be configured with; each one
+    /// configured must pass.
+    pub credentials: &'static [Credential],
+    /// The default replay window, when a scheme carries a timestamp
+    /// (`CALLSYNC_<SOURCE>_TOLERANCE_SECS` overrides it).
+    pub tolerance_secs: Option<u64>,
+    /// Reads the event type and call id only: what ingest needs.
+    pub inspect: fn(&Map<String, Value>) -> Result<Envelope, ParseError>,
+    /// Reads a whole body: what the worker needs.
+    pub parse: fn(Map<String, Value>, &ParseContext) -> Result<Parsed, ParseError>,
+}
+
+/// One way a source can authenticate its webhooks, configured by one variable.
+#[derive(Debug)]
+pub struct Credential {
+    /// The variable's last part: `CALLSYNC_<SOURCE>_<suffix>`.
+    pub suffix: &'static str,
+    /// The check, from the configured values (a comma-separated list, for
+    /// rotation) and the replay window.
+    pub verifier: fn(Vec<Secret>, u64) -> Arc<dyn Verifier>,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        self.provider().name
+    }
+
+    /// The platform's own name ("Vapi", "Retell AI").
+    pub fn platform(self) -> &'static str {
+        self.provider().platform
+    }
+
+    /// `CALLSYNC_<SOURCE>_<suffix>`: the name of one of this source's variables.
+    pub fn var(self, suffix: &str) -> String {
+        format!("CALLSYNC_{}_{suffix}", self.as_str().to_ascii_uppercase())
+    }
+
+    /// The built-in sources' names, for error messages.
+    pub fn names() -> String {
+        Source::ALL.map(Source::as_str).join(", ")
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Source {
+    type Err = UnknownSource;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Source::ALL
+            .into_iter()
+            .find(|source| source.as_str() == s)
+            .ok_or_else(|| UnknownSource(s.to_owned()))
+    }
+}
+
+impl Serialize for Source {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Source {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        name.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("unknown source {0:?}")]
+pub struct UnknownSource(pub String);
 
 /// What a parser needs besides the body.
 #[derive(Debug, Clone, Copy)]
@@ -70,29 +202,81 @@ impl ParseError {
     }
 }
 
-fn object(body: &[u8]) -> Result<serde_json::Map<String, serde_json::Value>, ParseError> {
-    let json: serde_json::Value =
+/// The common shape of a typed format's `inspect`: an event type other
+/// than `final_event` is ignored; otherwise the call id is required. A
+/// missing type is read as a final report: some senders omit it, and a
+/// payload carrying a call id must never be silently dropped.
+fn typed_envelope(
+    event: Option<String>,
+    final_event: &str,
+    call_id: Option<String>,
+    format: &'static str,
+    path: &'static str,
+) -> Result<Envelope, ParseError> {
+    if let Some(event) = event
+        && event != final_event
+    {
+        return Ok(Envelope::Ignored(event));
+    }
+    call_id
+        .and_then(|id| CallId::new(&id))
+        .map(Envelope::Final)
+        .ok_or(ParseError::MissingCallId { format, path })
+}
+
+fn object(body: &[u8]) -> Result<Map<String, Value>, ParseError> {
+    let json: Value =
         serde_json::from_slice(body).map_err(|e| ParseError::NotJson(e.to_string()))?;
     match json {
-        serde_json::Value::Object(object) => Ok(object),
+        Value::Object(object) => Ok(object),
         _ => Err(ParseError::NotAnObject),
     }
 }
 
 /// Reads only what ingest needs; refuses exactly what [`parse`] refuses.
 pub fn inspect(source: Source, body: &[u8]) -> Result<Envelope, ParseError> {
-    let object = object(body)?;
-    match source {
-        Source::Voicedock => voicedock::inspect(&object),
-        Source::Postcall => postcall::inspect(&object),
-    }
+    (source.provider().inspect)(&object(body)?)
 }
 
 /// Parses a webhook body of the given source.
 pub fn parse(source: Source, body: &[u8], ctx: &ParseContext) -> Result<Parsed, ParseError> {
-    let object = object(body)?;
-    match source {
-        Source::Voicedock => voicedock::parse(object, ctx),
-        Source::Postcall => postcall::parse(object, ctx),
+    (source.provider().parse)(object(body)?, ctx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_round_trip_through_their_path_names() {
+        for source in Source::ALL {
+            assert_eq!(source.as_str().parse::<Source>().unwrap(), source);
+            let json = serde_json::to_string(&source).unwrap();
+            assert_eq!(json, format!("\"{source}\""));
+            assert_eq!(serde_json::from_str::<Source>(&json).unwrap(), source);
+        }
+        assert!("nosuch".parse::<Source>().is_err());
+        assert!("Vapi".parse::<Source>().is_err(), "names are lowercase");
+    }
+
+    #[test]
+    fn names_and_variables_are_unique_and_lowercase() {
+        let mut names: Vec<_> = Source::ALL.map(Source::as_str).to_vec();
+        assert!(
+            names
+                .iter()
+                .all(|n| n.chars().all(|c| c.is_ascii_lowercase()))
+        );
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), Source::ALL.len());
+        assert_eq!(Source::Postcall.var("TOKEN"), "CALLSYNC_POSTCALL_TOKEN");
+    }
+
+    #[test]
+    fn every_source_accepts_at_least_one_credential() {
+        for source in Source::ALL {
+            assert!(!source.provider().credentials.is_empty(), "{source}");
+        }
     }
 }

@@ -5,11 +5,25 @@
 use serde_json::{Map, Value};
 
 use super::value::{field, flag, object, text, without};
-use super::{Envelope, ParseContext, ParseError, Parsed};
+use super::{Credential, Envelope, ParseContext, ParseError, Parsed, Provider, Source};
 use crate::phone::Phone;
-use crate::report::{CallId, CallReport, Caller, Source, Transcript};
+use crate::report::{CallId, CallReport, Caller, Transcript};
+use crate::signature::bearer_or_query;
 
 const FORMAT: &str = "postcall";
+
+pub(super) const PROVIDER: Provider = Provider {
+    name: FORMAT,
+    platform: "Post-Call",
+    // The format has no signature of its own: only tokens apply.
+    credentials: &[Credential {
+        suffix: "TOKEN",
+        verifier: bearer_or_query,
+    }],
+    tolerance_secs: None,
+    inspect,
+    parse,
+};
 
 /// Top-level keys that map onto canonical fields; the rest go to `extra`.
 const KNOWN: &[&str] = &[
@@ -23,7 +37,7 @@ const KNOWN: &[&str] = &[
 const KNOWN_CALLER: &[&str] = &["name", "phoneNumber", "email"];
 
 /// The call id: the format has one event type only.
-pub(super) fn inspect(body: &Map<String, Value>) -> Result<Envelope, ParseError> {
+fn inspect(body: &Map<String, Value>) -> Result<Envelope, ParseError> {
     text(body, &["callId"])
         .and_then(|id| CallId::new(&id))
         .map(Envelope::Final)
@@ -33,7 +47,7 @@ pub(super) fn inspect(body: &Map<String, Value>) -> Result<Envelope, ParseError>
         })
 }
 
-pub(super) fn parse(body: Map<String, Value>, ctx: &ParseContext) -> Result<Parsed, ParseError> {
+fn parse(body: Map<String, Value>, ctx: &ParseContext) -> Result<Parsed, ParseError> {
     let Envelope::Final(call_id) = inspect(&body)? else {
         unreachable!("postcall has no other event types")
     };

@@ -54,3 +54,114 @@ pub fn without(object: &Map<String, Value>, known: &[&str]) -> Map<String, Value
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
 }
+
+/// A non-negative finite number, from a number or a numeric string.
+pub fn number(object: &Map<String, Value>, keys: &[&str]) -> Option<f64> {
+    let value = match field(object, keys)? {
+        Value::Number(n) => n.as_f64()?,
+        Value::String(s) => s.trim().parse().ok()?,
+        _ => return None,
+    };
+    (value.is_finite() && value >= 0.0).then_some(value)
+}
+
+/// An RFC 3339 / ISO 8601 date-time string.
+pub fn rfc3339(object: &Map<String, Value>, keys: &[&str]) -> Option<time::OffsetDateTime> {
+    let text = text(object, keys)?;
+    time::OffsetDateTime::parse(&text, &time::format_description::well_known::Rfc3339).ok()
+}
+
+/// A Unix time in milliseconds.
+pub fn unix_millis(object: &Map<String, Value>, keys: &[&str]) -> Option<time::OffsetDateTime> {
+    let ms = number(object, keys)?;
+    time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000).ok()
+}
+
+/// A Unix time in seconds.
+pub fn unix_seconds(object: &Map<String, Value>, keys: &[&str]) -> Option<time::OffsetDateTime> {
+    let secs = number(object, keys)?;
+    time::OffsetDateTime::from_unix_timestamp_nanos((secs * 1e9) as i128).ok()
+}
+
+/// `start + duration`, for platforms that send a start and a length only.
+pub fn end_of(
+    start: Option<time::OffsetDateTime>,
+    duration: Option<std::time::Duration>,
+) -> Option<time::OffsetDateTime> {
+    Some(start? + duration?)
+}
+
+/// A sentiment word or score as the platform wrote it.
+pub fn sentiment(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// A transcript sent as text, one `Role: words` turn per line (Vapi,
+/// Retell, Bland). A line without a short role prefix keeps role `unknown`.
+pub fn text_transcript(text: &str) -> Option<crate::report::Transcript> {
+    use crate::report::{Transcript, TranscriptLine};
+    let lines: Vec<TranscriptLine> = text
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .map(|line| match line.split_once(':') {
+            Some((role, content))
+                if !role.is_empty()
+                    && role.len() <= 20
+                    && role.chars().all(|c| c.is_alphanumeric() || c == '_') =>
+            {
+                TranscriptLine {
+                    role: role.to_lowercase(),
+                    content: content.trim().to_owned(),
+                }
+            }
+            _ => TranscriptLine {
+                role: "unknown".to_owned(),
+                content: line.to_owned(),
+            },
+        })
+        .collect();
+    (!lines.is_empty()).then_some(Transcript::Lines(lines))
+}
+
+/// A transcript sent as an array of turns (`{role, <content_key>}`).
+pub fn turns(value: Option<&Value>, content_keys: &[&str]) -> Option<crate::report::Transcript> {
+    use crate::report::{Transcript, TranscriptLine};
+    let lines: Vec<TranscriptLine> = value?
+        .as_array()?
+        .iter()
+        .filter_map(Value::as_object)
+        .filter_map(|turn| {
+            Some(TranscriptLine {
+                role: text(turn, &["role"]).unwrap_or_else(|| "unknown".to_owned()),
+                content: text(turn, content_keys)?,
+            })
+        })
+        .collect();
+    (!lines.is_empty()).then_some(Transcript::Lines(lines))
+}
+
+/// What a call's metadata may tell about the contact: a CRM record id
+/// (`crm_id`), a name and an e-mail.
+#[derive(Debug, Default)]
+pub struct Hints {
+    pub crm_id: Option<String>,
+    pub name: Option<String>,
+    pub email: Option<String>,
+}
+
+impl Hints {
+    /// Reads the first of `objects` that has each hint.
+    pub fn from(objects: &[Option<&Map<String, Value>>]) -> Self {
+        let first = |keys: &[&str]| objects.iter().flatten().find_map(|m| text(m, keys));
+        Self {
+            crm_id: first(&["crm_id", "crmId"]),
+            name: first(&["name", "customer_name", "customerName"]),
+            email: first(&["email", "customer_email", "customerEmail"]),
+        }
+    }
+}

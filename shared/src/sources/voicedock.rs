@@ -5,12 +5,43 @@ use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use std::sync::Arc;
+
 use super::value::{field, flag, object, seconds, text, without};
-use super::{Envelope, ParseContext, ParseError, Parsed};
+use super::{
+    Credential, Envelope, ParseContext, ParseError, Parsed, Provider, Source, typed_envelope,
+};
 use crate::phone::Phone;
-use crate::report::{CallId, CallReport, Caller, Source, Transcript, TranscriptLine};
+use crate::report::{CallReport, Caller, Transcript, TranscriptLine};
+use crate::signature::{SEED_004, TimestampedHmac, bearer_or_query};
 
 const FORMAT: &str = "voicedock";
+
+pub(super) const PROVIDER: Provider = Provider {
+    name: FORMAT,
+    platform: "VoiceDock",
+    credentials: &[
+        // Seed 004: a timestamped HMAC.
+        Credential {
+            suffix: "SECRET",
+            verifier: |secrets, tolerance_secs| {
+                Arc::new(TimestampedHmac {
+                    scheme: SEED_004,
+                    secrets,
+                    tolerance_secs,
+                })
+            },
+        },
+        // Seed 001: a bearer token.
+        Credential {
+            suffix: "TOKEN",
+            verifier: bearer_or_query,
+        },
+    ],
+    tolerance_secs: Some(300),
+    inspect,
+    parse,
+};
 /// The only event type that is a final call report.
 pub const FINAL_EVENT: &str = "end-of-call-report";
 
@@ -40,26 +71,18 @@ fn message(body: &Map<String, Value>) -> Result<&Map<String, Value>, ParseError>
 }
 
 /// The event type and call id: all ingest needs to accept or refuse a body.
-pub(super) fn inspect(body: &Map<String, Value>) -> Result<Envelope, ParseError> {
+fn inspect(body: &Map<String, Value>) -> Result<Envelope, ParseError> {
     let message = message(body)?;
-    // A missing type is read as a final report: some senders omit it, and a
-    // payload carrying a call id must never be silently dropped.
-    if let Some(event) = text(message, &["type"])
-        && event != FINAL_EVENT
-    {
-        return Ok(Envelope::Ignored(event));
-    }
-    object(message, &["call"])
-        .and_then(|call| text(call, &["id"]))
-        .and_then(|id| CallId::new(&id))
-        .map(Envelope::Final)
-        .ok_or(ParseError::MissingCallId {
-            format: FORMAT,
-            path: "message.call.id",
-        })
+    typed_envelope(
+        text(message, &["type"]),
+        FINAL_EVENT,
+        object(message, &["call"]).and_then(|call| text(call, &["id"])),
+        FORMAT,
+        "message.call.id",
+    )
 }
 
-pub(super) fn parse(body: Map<String, Value>, ctx: &ParseContext) -> Result<Parsed, ParseError> {
+fn parse(body: Map<String, Value>, ctx: &ParseContext) -> Result<Parsed, ParseError> {
     let call_id = match inspect(&body)? {
         Envelope::Ignored(event) => return Ok(Parsed::Ignored { event }),
         Envelope::Final(call_id) => call_id,

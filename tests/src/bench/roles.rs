@@ -58,8 +58,8 @@ fn voicedock_auth(env: &Env) -> anyhow::Result<Arc<SourceAuth>> {
 }
 
 fn verified(auth: &SourceAuth, headers: &HeaderMap, body: &[u8]) -> bool {
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    auth.verify(headers, None, body, now).is_ok()
+    auth.verify(headers, None, body, time::OffsetDateTime::now_utc())
+        .is_ok()
 }
 
 /// Baseline (a): an endpoint that only checks the HMAC on the raw body.

@@ -25,9 +25,14 @@ pub fn escape(text: &str) -> String {
     out
 }
 
-/// The call record's body: summary, sentiment, analysis, links and the marker.
+/// The call record's body: the platform, summary, sentiment, analysis,
+/// links and the marker.
 pub fn call_body_html(report: &CallReport) -> String {
-    let mut parts = Vec::new();
+    // A salesperson sees calls from several platforms on one contact.
+    let mut parts = vec![format!(
+        "<p><b>Platform:</b> {}</p>",
+        escape(report.source.platform())
+    )];
     if let Some(summary) = &report.summary {
         parts.push(format!("<p>{}</p>", escape(summary)));
     }
@@ -62,12 +67,12 @@ pub fn call_body_html(report: &CallReport) -> String {
     parts.join("\n")
 }
 
-/// A one-line title for the call record.
+/// A one-line title for the call record, naming the platform.
 pub fn call_title(report: &CallReport) -> String {
     format!(
         "AI call with {} ({})",
         report.caller.display_name(),
-        report.source
+        report.source.platform()
     )
 }
 
@@ -120,6 +125,37 @@ mod tests {
             escape("<b>hi</b> & 'x'"),
             "&lt;b&gt;hi&lt;/b&gt; &amp; &#39;x&#39;"
         );
+    }
+
+    #[test]
+    fn the_call_record_names_the_platform() {
+        let report = CallReport {
+            source: callsync_shared::Source::Retell,
+            call_id: callsync_shared::CallId::new("c-1").unwrap(),
+            caller: callsync_shared::Caller {
+                name: Some("Jordan".into()),
+                ..Default::default()
+            },
+            ended_at: time::OffsetDateTime::UNIX_EPOCH,
+            ended_at_is_receipt_time: false,
+            duration: None,
+            summary: None,
+            sentiment: None,
+            analysis: Default::default(),
+            recording_url: None,
+            transcript: None,
+            crm_id: None,
+            called_number: None,
+            follow_up_needed: false,
+            extra: Default::default(),
+        };
+        assert_eq!(call_title(&report), "AI call with Jordan (Retell AI)");
+        let body = call_body_html(&report);
+        assert!(
+            body.starts_with("<p><b>Platform:</b> Retell AI</p>"),
+            "{body}"
+        );
+        assert!(body.ends_with("<p>callsync:retell:c-1</p>"), "{body}");
     }
 
     #[test]

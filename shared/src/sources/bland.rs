@@ -1,0 +1,232 @@
+//! Bland post-call webhooks: the call object itself, with no event field.
+//! Every body with a `call_id` is a report of that call; Bland posts a
+//! second one 30–60 s later that adds `corrected_transcript`, which the
+//! ledger then treats as a duplicate of the first. Live `webhook_events`
+//! (log entries with a `category`) are not reports.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use super::value::{
+    Hints, end_of, field, flag, number, object, rfc3339, seconds, sentiment, text,
+    text_transcript, without,
+};
+use super::{Credential, Envelope, ParseContext, ParseError, Parsed, Provider, Source};
+use crate::config::Secret;
+use crate::phone::{Phone, Region};
+use crate::report::{CallId, CallReport, Caller};
+use crate::signature::{AuthError, Request, Verifier, any_secret_signs, bearer_or_query, hex_digest};
+
+const FORMAT: &str = "bland";
+pub const SIGNATURE_HEADER: &str = "X-Webhook-Signature";
+
+pub(super) const PROVIDER: Provider = Provider {
+    name: FORMAT,
+    platform: "Bland AI",
+    credentials: &[
+        Credential {
+            suffix: "SECRET",
+            verifier: |secrets, _| Arc::new(BlandSignature { secrets }),
+        },
+        Credential {
+            suffix: "TOKEN",
+            verifier: bearer_or_query,
+        },
+    ],
+    // Bland's signature has no timestamp, so there is no replay window.
+    tolerance_secs: None,
+    inspect,
+    parse,
+};
+
+/// Bland's webhook signing: `X-Webhook-Signature` is the hex HMAC-SHA256
+/// of the raw body under the signing secret. With no timestamp signed, a
+/// replayed body verifies; the ledger makes it a duplicate.
+#[derive(Debug, Clone)]
+pub struct BlandSignature {
+    pub secrets: Vec<Secret>,
+}
+
+impl Verifier for BlandSignature {
+    fn verify(&self, request: &Request<'_>) -> Result<(), AuthError> {
+        let header = request
+            .header(SIGNATURE_HEADER)
+            .ok_or(AuthError::MissingHeader(SIGNATURE_HEADER))?;
+        let presented = hex_digest(header, false).ok_or(AuthError::MalformedSignature {
+            header: SIGNATURE_HEADER,
+            expected: "<64 hex digits>",
+        })?;
+        if any_secret_signs(&self.secrets, &[request.body], &presented) {
+            Ok(())
+        } else {
+            Err(AuthError::SignatureMismatch)
+        }
+    }
+}
+
+/// Top-level keys that map onto canonical fields; the rest go to `extra`.
+const KNOWN: &[&str] = &[
+    "call_id",
+    "inbound",
+    "from",
+    "to",
+    "started_at",
+    "created_at",
+    "call_length",
+    "corrected_duration",
+    "summary",
+    "analysis",
+    "concatenated_transcript",
+    "corrected_transcript",
+    "transcripts",
+    "recording_url",
+    "metadata",
+];
+
+fn inspect(body: &Map<String, Value>) -> Result<Envelope, ParseError> {
+    if let Some(category) = text(body, &["category"]) {
+        return Ok(Envelope::Ignored(category));
+    }
+    text(body, &["call_id"])
+        .and_then(|id| CallId::new(&id))
+        .map(Envelope::Final)
+        .ok_or(ParseError::MissingCallId {
+            format: FORMAT,
+            path: "call_id",
+        })
+}
+
+fn parse(body: Map<String, Value>, ctx: &ParseContext) -> Result<Parsed, ParseError> {
+    let call_id = match inspect(&body)? {
+        Envelope::Ignored(event) => return Ok(Parsed::Ignored { event }),
+        Envelope::Final(call_id) => call_id,
+    };
+    // The customer is `from` on an inbound call and `to` on an outbound one.
+    let inbound = field(&body, &["inbound"]).and_then(Value::as_bool) == Some(true);
+    let (customer, ours) = if inbound { ("from", "to") } else { ("to", "from") };
+    let metadata = object(&body, &["metadata"]);
+    let hints = Hints::from(&[metadata]);
+
+    let analysis = object(&body, &["analysis"]).cloned().unwrap_or_default();
+    let variables = object(&body, &["variables"]);
+    let follow_up_needed = flag(&analysis, &["follow_up_needed", "followUpNeeded"])
+        || variables.is_some_and(|v| flag(v, &["follow_up_needed", "followUpNeeded"]));
+
+    // `call_length` is in minutes; `end_at` is the scheduled cut-off, not
+    // when the call ended, so the end is the start plus the length.
+    let duration = number(&body, &["call_length"])
+        .map(|minutes| std::time::Duration::from_secs_f64(minutes * 60.0))
+        .or_else(|| seconds(&body, &["corrected_duration"]));
+    let started = rfc3339(&body, &["started_at", "created_at"]);
+    let (ended_at, ended_at_is_receipt_time) = end_of(started, duration)
+        .map_or((ctx.received_at, true), |t| (t, false));
+
+    Ok(Parsed::Report(Box::new(CallReport {
+        source: Source::Bland,
+        call_id,
+        caller: Caller {
+            phone: text(&body, &[customer]).map(|n| phone(&n, ctx.region)),
+            name: hints.name,
+            email: hints.email,
+        },
+        ended_at,
+        ended_at_is_receipt_time,
+        duration,
+        summary: text(&body, &["summary"]),
+        sentiment: field(&analysis, &["sentiment"]).and_then(sentiment),
+        follow_up_needed,
+        analysis,
+        recording_url: text(&body, &["recording_url"]),
+        transcript: text(&body, &["corrected_transcript", "concatenated_transcript"])
+            .and_then(|t| text_transcript(&t)),
+        crm_id: hints.crm_id,
+        called_number: text(&body, &[ours]),
+        extra: without(&body, KNOWN),
+    })))
+}
+
+/// Bland may send an international number without its `+`: eleven or more
+/// bare digits are read as such, since no national plan is that long.
+fn phone(raw: &str, region: Region) -> Phone {
+    let digits_only = raw.len() >= 11 && raw.bytes().all(|b| b.is_ascii_digit());
+    if digits_only {
+        let international = Phone::parse(&format!("+{raw}"), region);
+        if international.e164.is_some() {
+            return Phone {
+                raw: raw.to_owned(),
+                ..international
+            };
+        }
+    }
+    Phone::parse(raw, region)
+}
+
+#[cfg(test)]
+mod tests {
+    use time::OffsetDateTime;
+
+    use super::*;
+
+    // Computed independently:
+    //   printf '%s' '{"call_id":"c-1","inbound":true}' | openssl dgst -sha256 -hmac bland-secret
+    // and with -hmac bland-old for OLD.
+    const BODY: &[u8] = br#"{"call_id":"c-1","inbound":true}"#;
+    const SIG: &str = "636821ccaeeed967ebc38888771b3c775f0c9003321b1de646efa7bbec509308";
+    const OLD: &str = "e276ea955118c492908d1fe178fbd73ec6b8b5a72c836aeb6331dad6e6101c4e";
+
+    fn check(secrets: &[&str], headers: &[(&str, &str)], body: &[u8]) -> Result<(), AuthError> {
+        let v = BlandSignature {
+            secrets: secrets.iter().map(|s| Secret::new(*s)).collect(),
+        };
+        v.verify(&Request {
+            headers: &headers,
+            query: None,
+            body,
+            now: OffsetDateTime::UNIX_EPOCH,
+        })
+    }
+
+    #[test]
+    fn a_body_signed_with_any_configured_secret_verifies() {
+        let both = ["bland-secret", "bland-old"];
+        assert_eq!(check(&both, &[(SIGNATURE_HEADER, SIG)], BODY), Ok(()));
+        assert_eq!(check(&both, &[("x-webhook-signature", OLD)], BODY), Ok(()));
+        assert_eq!(
+            check(&["bland-secret"], &[(SIGNATURE_HEADER, OLD)], BODY),
+            Err(AuthError::SignatureMismatch)
+        );
+    }
+
+    #[test]
+    fn a_changed_byte_a_short_digest_or_a_missing_header_is_refused() {
+        let mut body = BODY.to_vec();
+        body[2] ^= 1;
+        assert_eq!(
+            check(&["bland-secret"], &[(SIGNATURE_HEADER, SIG)], &body),
+            Err(AuthError::SignatureMismatch)
+        );
+        assert!(matches!(
+            check(&["bland-secret"], &[(SIGNATURE_HEADER, &SIG[..60])], BODY),
+            Err(AuthError::MalformedSignature { .. })
+        ));
+        let prefixed = format!("sha256={SIG}");
+        assert!(matches!(
+            check(&["bland-secret"], &[(SIGNATURE_HEADER, &prefixed)], BODY),
+            Err(AuthError::MalformedSignature { .. })
+        ));
+        assert_eq!(
+            check(&["bland-secret"], &[], BODY),
+            Err(AuthError::MissingHeader(SIGNATURE_HEADER))
+        );
+    }
+
+    #[test]
+    fn a_number_without_its_plus_is_read_as_international() {
+        let uk = phone("447700900123", Region::US);
+        assert_eq!(uk.e164.as_deref(), Some("+447700900123"));
+        assert_eq!(uk.raw, "447700900123");
+        let national = phone("(415) 555-0132", Region::US);
+        assert_eq!(national.e164.as_deref(), Some("+14155550132"));
+    }
+}

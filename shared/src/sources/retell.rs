@@ -1,0 +1,294 @@
+//! Retell webhooks (`{"event", "call"}`); the final report is
+//! `call_analyzed` (`call_ended` comes first, without the analysis).
+//! Retell signs with the API key: `x-retell-signature: v=<ms>,d=<hex>`.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use super::value::{
+    Hints, end_of, field, flag, number, object, sentiment, text, text_transcript, unix_millis,
+    without,
+};
+use super::{
+    Credential, Envelope, ParseContext, ParseError, Parsed, Provider, Source, typed_envelope,
+};
+use crate::config::Secret;
+use crate::phone::Phone;
+use crate::report::{CallReport, Caller};
+use crate::signature::{AuthError, Request, Verifier, any_secret_signs, hex_digest, within_tolerance};
+
+const FORMAT: &str = "retell";
+/// The only event that is a final call report.
+pub const FINAL_EVENT: &str = "call_analyzed";
+pub const SIGNATURE_HEADER: &str = "x-retell-signature";
+
+pub(super) const PROVIDER: Provider = Provider {
+    name: FORMAT,
+    platform: "Retell AI",
+    credentials: &[Credential {
+        suffix: "API_KEY",
+        verifier: |keys, tolerance_secs| Arc::new(RetellSignature { keys, tolerance_secs }),
+    }],
+    // The SDK's `verify` allows five minutes either way.
+    tolerance_secs: Some(300),
+    inspect,
+    parse,
+};
+
+/// Retell's signature, as its SDKs' `verify` checks it: the header matches
+/// `v=(\d+),d=([0-9a-f]{64})` exactly, the timestamp (ms) is within the
+/// tolerance either way, and the digest is HMAC-SHA256 under the API key of
+/// the raw body immediately followed by the timestamp's digits.
+#[derive(Debug, Clone)]
+pub struct RetellSignature {
+    pub keys: Vec<Secret>,
+    pub tolerance_secs: u64,
+}
+
+impl Verifier for RetellSignature {
+    fn verify(&self, request: &Request<'_>) -> Result<(), AuthError> {
+        let header = request
+            .header(SIGNATURE_HEADER)
+            .ok_or(AuthError::MissingHeader(SIGNATURE_HEADER))?;
+        let malformed = AuthError::MalformedSignature {
+            header: SIGNATURE_HEADER,
+            expected: "v=<ms>,d=<64 lowercase hex digits>",
+        };
+        let (stamp, digest) = header
+            .strip_prefix("v=")
+            .and_then(|rest| rest.split_once(",d="))
+            .ok_or(malformed.clone())?;
+        if stamp.is_empty() || !stamp.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(malformed);
+        }
+        let presented = hex_digest(digest, true).ok_or(malformed.clone())?;
+        let sent_ms: i128 = stamp.parse().map_err(|_| malformed)?;
+        within_tolerance(SIGNATURE_HEADER, sent_ms, request.now_ms(), self.tolerance_secs)?;
+        if any_secret_signs(&self.keys, &[request.body, stamp.as_bytes()], &presented) {
+            Ok(())
+        } else {
+            Err(AuthError::SignatureMismatch)
+        }
+    }
+}
+
+/// Keys of `call` that map onto canonical fields; the rest go to `extra`.
+const KNOWN: &[&str] = &[
+    "call_id",
+    "direction",
+    "from_number",
+    "to_number",
+    "start_timestamp",
+    "end_timestamp",
+    "duration_ms",
+    "call_analysis",
+    "transcript",
+    "transcript_object",
+    "transcript_with_tool_calls",
+    "recording_url",
+    "metadata",
+    "retell_llm_dynamic_variables",
+];
+
+fn call(body: &Map<String, Value>) -> Result<&Map<String, Value>, ParseError> {
+    object(body, &["call"]).ok_or(ParseError::MissingEnvelope {
+        format: FORMAT,
+        path: "\"call\"",
+    })
+}
+
+fn inspect(body: &Map<String, Value>) -> Result<Envelope, ParseError> {
+    let event = text(body, &["event"]);
+    if event.as_deref().is_some_and(|e| e != FINAL_EVENT) {
+        // Other events may come without the call object.
+        return typed_envelope(event, FINAL_EVENT, None, FORMAT, "call.call_id");
+    }
+    let call_id = text(call(body)?, &["call_id"]);
+    typed_envelope(event, FINAL_EVENT, call_id, FORMAT, "call.call_id")
+}
+
+fn parse(body: Map<String, Value>, ctx: &ParseContext) -> Result<Parsed, ParseError> {
+    let call_id = match inspect(&body)? {
+        Envelope::Ignored(event) => return Ok(Parsed::Ignored { event }),
+        Envelope::Final(call_id) => call_id,
+    };
+    let call = call(&body)?;
+
+    // The customer is the caller of an inbound call and the number called
+    // by an outbound one; web calls have neither number.
+    let outbound = text(call, &["direction"]).is_some_and(|d| d.eq_ignore_ascii_case("outbound"));
+    let (customer, ours) = if outbound {
+        ("to_number", "from_number")
+    } else {
+        ("from_number", "to_number")
+    };
+    let hints = Hints::from(&[
+        object(call, &["metadata"]),
+        object(call, &["retell_llm_dynamic_variables"]),
+    ]);
+
+    let call_analysis = object(call, &["call_analysis"]);
+    let mut analysis = call_analysis
+        .and_then(|a| object(a, &["custom_analysis_data"]))
+        .cloned()
+        .unwrap_or_default();
+    let follow_up_needed = flag(&analysis, &["follow_up_needed", "followUpNeeded"]);
+    // Retell's own verdict belongs with the customer's analysis in the CRM.
+    if let Some(successful) = call_analysis.and_then(|a| field(a, &["call_successful"])) {
+        analysis
+            .entry("call_successful")
+            .or_insert_with(|| successful.clone());
+    }
+
+    let started = unix_millis(call, &["start_timestamp"]);
+    let duration = number(call, &["duration_ms"])
+        .map(|ms| std::time::Duration::from_secs_f64(ms / 1_000.0));
+    let (ended_at, ended_at_is_receipt_time) = unix_millis(call, &["end_timestamp"])
+        .or_else(|| end_of(started, duration))
+        .map_or((ctx.received_at, true), |t| (t, false));
+
+    Ok(Parsed::Report(Box::new(CallReport {
+        source: Source::Retell,
+        call_id,
+        caller: Caller {
+            phone: text(call, &[customer]).map(|n| Phone::parse(&n, ctx.region)),
+            name: hints.name,
+            email: hints.email,
+        },
+        ended_at,
+        ended_at_is_receipt_time,
+        duration,
+        summary: call_analysis.and_then(|a| text(a, &["call_summary"])),
+        sentiment: call_analysis
+            .and_then(|a| field(a, &["user_sentiment"]))
+            .and_then(sentiment),
+        follow_up_needed,
+        analysis,
+        recording_url: text(call, &["recording_url"]),
+        transcript: text(call, &["transcript"]).and_then(|t| text_transcript(&t)),
+        crm_id: hints.crm_id,
+        called_number: text(call, &[ours]),
+        extra: without(call, KNOWN),
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use time::OffsetDateTime;
+
+    use super::*;
+
+    // Retell's own test vector (retell-python-sdk, tests/test_webhook_auth.py):
+    // BODY, API_KEY and TIMESTAMP below sign to EXPECTED_DIGEST; also checked
+    // with Python's hmac: hmac.new(b'test-api-key',
+    //   b'{"event":"call_ended"}1700000000000', hashlib.sha256).hexdigest()
+    const BODY: &[u8] = br#"{"event":"call_ended"}"#;
+    const API_KEY: &str = "test-api-key";
+    const TIMESTAMP: i64 = 1_700_000_000_000;
+    const EXPECTED_DIGEST: &str =
+        "07024cabe7dd8f6d1c6e4a8324ca92c812e6ad4a7ee506c04f7e462e3321823e";
+
+    fn verifier(keys: &[&str]) -> RetellSignature {
+        RetellSignature {
+            keys: keys.iter().map(|k| Secret::new(*k)).collect(),
+            tolerance_secs: 300,
+        }
+    }
+
+    fn check(v: &RetellSignature, signature: &str, body: &[u8], now_ms: i64) -> Result<(), AuthError> {
+        let headers: &[(&str, &str)] = &[("X-Retell-Signature", signature)];
+        v.verify(&Request {
+            headers: &headers,
+            query: None,
+            body,
+            now: OffsetDateTime::from_unix_timestamp_nanos(i128::from(now_ms) * 1_000_000).unwrap(),
+        })
+    }
+
+    fn signature() -> String {
+        format!("v={TIMESTAMP},d={EXPECTED_DIGEST}")
+    }
+
+    #[test]
+    fn the_sdk_test_vector_verifies() {
+        assert_eq!(check(&verifier(&[API_KEY]), &signature(), BODY, TIMESTAMP), Ok(()));
+    }
+
+    #[test]
+    fn rotation_accepts_any_configured_api_key() {
+        let v = verifier(&["key-new", API_KEY]);
+        assert_eq!(check(&v, &signature(), BODY, TIMESTAMP), Ok(()));
+        assert_eq!(
+            check(&verifier(&["wrong-api-key"]), &signature(), BODY, TIMESTAMP),
+            Err(AuthError::SignatureMismatch)
+        );
+    }
+
+    #[test]
+    fn a_tampered_body_is_refused() {
+        let v = verifier(&[API_KEY]);
+        assert_eq!(
+            check(&v, &signature(), br#"{"event":"call_ended"} "#, TIMESTAMP),
+            Err(AuthError::SignatureMismatch)
+        );
+        assert_eq!(
+            check(&v, &signature(), br#"{"event":"call_endee"}"#, TIMESTAMP),
+            Err(AuthError::SignatureMismatch)
+        );
+    }
+
+    #[test]
+    fn the_window_is_five_minutes_inclusive_either_way() {
+        let v = verifier(&[API_KEY]);
+        let timeout = 300_000;
+        assert_eq!(check(&v, &signature(), BODY, TIMESTAMP + timeout), Ok(()));
+        assert!(matches!(
+            check(&v, &signature(), BODY, TIMESTAMP + timeout + 1),
+            Err(AuthError::StaleTimestamp { .. })
+        ));
+        assert_eq!(check(&v, &signature(), BODY, TIMESTAMP - timeout), Ok(()));
+        assert!(matches!(
+            check(&v, &signature(), BODY, TIMESTAMP - timeout - 1),
+            Err(AuthError::StaleTimestamp { .. })
+        ));
+    }
+
+    #[test]
+    fn malformed_signatures_from_the_sdk_tests_are_refused() {
+        let v = verifier(&[API_KEY]);
+        for bad in [
+            String::new(),
+            format!("v={TIMESTAMP}"),
+            format!("d={EXPECTED_DIGEST},v={TIMESTAMP}"),
+            format!("prefix-v={TIMESTAMP},d={EXPECTED_DIGEST}"),
+            format!("v={TIMESTAMP},d={EXPECTED_DIGEST}-suffix"),
+            format!("v={TIMESTAMP},d=not-hex"),
+            format!("v={TIMESTAMP},d={}", &EXPECTED_DIGEST[2..]),
+            format!("v=-{TIMESTAMP},d={EXPECTED_DIGEST}"),
+            format!("v={TIMESTAMP},d={EXPECTED_DIGEST},extra=value"),
+            format!("v={TIMESTAMP},d={}", EXPECTED_DIGEST.to_uppercase()),
+        ] {
+            assert!(
+                matches!(
+                    check(&v, &bad, BODY, TIMESTAMP),
+                    Err(AuthError::MalformedSignature { .. })
+                ),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_missing_header_is_named() {
+        let v = verifier(&[API_KEY]);
+        let none: &[(&str, &str)] = &[];
+        let result = v.verify(&Request {
+            headers: &none,
+            query: None,
+            body: BODY,
+            now: OffsetDateTime::UNIX_EPOCH,
+        });
+        assert_eq!(result, Err(AuthError::MissingHeader(SIGNATURE_HEADER)));
+    }
+}

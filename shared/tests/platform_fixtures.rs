@@ -1,0 +1,320 @@
+//! Every platform's documented examples (final report, another event, an
+//! outbound call, a web call) parse to the expected canonical report.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use callsync_shared::sources::{Envelope, ParseContext, Parsed, inspect, parse};
+use callsync_shared::{CallReport, Region, Source, Transcript};
+use serde_json::json;
+use time::macros::datetime;
+
+fn fixture(name: &str) -> Vec<u8> {
+    let path = format!("{}/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"))
+}
+
+fn ctx() -> ParseContext {
+    ParseContext {
+        received_at: datetime!(2026-02-01 00:00:00 UTC),
+        region: Region::US,
+    }
+}
+
+fn report(source: Source, name: &str) -> CallReport {
+    match parse(source, &fixture(name), &ctx()) {
+        Ok(Parsed::Report(report)) => *report,
+        other => panic!("{name}: expected a call report, got {other:?}"),
+    }
+}
+
+fn ignored(source: Source, name: &str) -> String {
+    let body = fixture(name);
+    let Ok(Envelope::Ignored(event)) = inspect(source, &body) else {
+        panic!("{name}: expected an ignored event");
+    };
+    assert_eq!(
+        parse(source, &body, &ctx()),
+        Ok(Parsed::Ignored {
+            event: event.clone()
+        })
+    );
+    event
+}
+
+fn phone(r: &CallReport) -> Option<&str> {
+    r.caller.phone.as_ref().and_then(|p| p.e164.as_deref())
+}
+
+fn lines(r: &CallReport) -> Vec<(String, String)> {
+    match &r.transcript {
+        Some(Transcript::Lines(lines)) => lines
+            .iter()
+            .map(|l| (l.role.clone(), l.content.clone()))
+            .collect(),
+        other => panic!("expected transcript lines, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_vapi_end_of_call_report_parses_to_the_expected_report() {
+    let r = report(Source::Vapi, "vapi_end_of_call_report.json");
+    assert_eq!(r.source, Source::Vapi);
+    assert_eq!(r.call_id.as_str(), "7b1c3a52-2f0e-4d8e-9a51-0c6f2d9e4b17");
+    assert_eq!(phone(&r), Some("+14155550132"));
+    assert_eq!(r.caller.name.as_deref(), Some("Dana Whitfield"));
+    assert_eq!(
+        r.caller.email.as_deref(),
+        Some("dana.whitfield@example.com")
+    );
+    assert_eq!(r.called_number.as_deref(), Some("+14155550100"));
+    assert_eq!(r.ended_at, datetime!(2026-01-01 08:01:57.4 UTC));
+    assert!(!r.ended_at_is_receipt_time);
+    assert_eq!(r.duration, Some(Duration::from_secs_f64(117.4)));
+    assert!(r.summary.as_deref().unwrap().starts_with("Dana asked why"));
+    assert_eq!(r.sentiment.as_deref(), Some("negative"));
+    assert_eq!(r.analysis["intent"], json!("billing_dispute"));
+    assert!(r.follow_up_needed);
+    assert_eq!(
+        r.recording_url.as_deref(),
+        Some("https://storage.vapi.ai/7b1c3a52-2f0e-4d8e-9a51-0c6f2d9e4b17-1767254517.wav")
+    );
+    let turns = lines(&r);
+    assert_eq!(turns.len(), 4);
+    assert_eq!(turns[2].0, "user");
+    assert_eq!(r.crm_id, None, "metadata without crm_id");
+    assert_eq!(r.extra["endedReason"], json!("customer-ended-call"));
+}
+
+#[test]
+fn a_vapi_status_update_is_not_a_report() {
+    assert_eq!(
+        ignored(Source::Vapi, "vapi_status_update.json"),
+        "status-update"
+    );
+}
+
+#[test]
+fn a_vapi_outbound_call_names_the_number_called_and_the_crm_hint() {
+    let r = report(Source::Vapi, "vapi_outbound_call.json");
+    assert_eq!(phone(&r), Some("+14155550177"));
+    assert_eq!(r.called_number.as_deref(), Some("+14155550100"));
+    assert_eq!(r.crm_id.as_deref(), Some("901"));
+    assert_eq!(
+        r.duration,
+        Some(Duration::from_secs(12)),
+        "endedAt - startedAt"
+    );
+    assert!(!r.follow_up_needed);
+    assert_eq!(lines(&r)[0].0, "ai");
+}
+
+#[test]
+fn a_vapi_web_call_has_no_number() {
+    let r = report(Source::Vapi, "vapi_web_call.json");
+    assert!(r.caller.phone.is_none() && r.caller.email.is_none() && r.crm_id.is_none());
+    assert_eq!(r.ended_at, datetime!(2026-01-03 09:06:40 UTC));
+}
+
+#[test]
+fn a_retell_call_analyzed_event_parses_to_the_expected_report() {
+    let r = report(Source::Retell, "retell_call_analyzed.json");
+    assert_eq!(r.source, Source::Retell);
+    assert_eq!(r.call_id.as_str(), "Jabr9TXYYJHfvl6Syypi88rdAHYHmcq6");
+    assert_eq!(
+        phone(&r),
+        Some("+12137771234"),
+        "from_number on an inbound call"
+    );
+    assert_eq!(r.called_number.as_deref(), Some("+12137770000"));
+    assert_eq!(r.caller.name.as_deref(), Some("Jordan Alvarez"));
+    assert_eq!(r.ended_at, datetime!(2026-01-01 10:01:55.736 UTC));
+    assert_eq!(r.duration, Some(Duration::from_millis(115_736)));
+    assert!(r.summary.as_deref().unwrap().starts_with("Jordan wants"));
+    assert_eq!(r.sentiment.as_deref(), Some("Neutral"));
+    assert_eq!(r.analysis["appointment_change"], json!("reschedule"));
+    assert_eq!(r.analysis["call_successful"], json!(true));
+    assert!(r.follow_up_needed);
+    assert_eq!(r.crm_id.as_deref(), Some("5521"));
+    assert!(
+        r.recording_url
+            .as_deref()
+            .unwrap()
+            .ends_with("recording.wav")
+    );
+    assert_eq!(lines(&r)[1].0, "user");
+    assert_eq!(r.extra["disconnection_reason"], json!("user_hangup"));
+}
+
+#[test]
+fn a_retell_call_ended_event_is_not_the_final_report() {
+    assert_eq!(
+        ignored(Source::Retell, "retell_call_ended.json"),
+        "call_ended"
+    );
+}
+
+#[test]
+fn a_retell_outbound_call_takes_the_customer_from_to_number() {
+    let r = report(Source::Retell, "retell_outbound_call.json");
+    assert_eq!(phone(&r), Some("+12137775678"));
+    assert_eq!(r.called_number.as_deref(), Some("+12137770000"));
+    assert_eq!(r.sentiment.as_deref(), Some("Positive"));
+    assert!(!r.follow_up_needed);
+}
+
+#[test]
+fn a_retell_web_call_has_no_number() {
+    let r = report(Source::Retell, "retell_web_call.json");
+    assert!(r.caller.phone.is_none() && r.crm_id.is_none() && r.called_number.is_none());
+}
+
+#[test]
+fn an_elevenlabs_post_call_transcription_parses_to_the_expected_report() {
+    let r = report(
+        Source::Elevenlabs,
+        "elevenlabs_post_call_transcription.json",
+    );
+    assert_eq!(r.source, Source::Elevenlabs);
+    assert_eq!(r.call_id.as_str(), "conv_01jxk1wejhenk8x8tt9enzxw4a");
+    assert_eq!(phone(&r), Some("+14155550143"));
+    assert_eq!(r.called_number.as_deref(), Some("+14155550199"));
+    assert_eq!(r.caller.name.as_deref(), Some("Sam Okafor"));
+    assert_eq!(r.crm_id.as_deref(), Some("8812"));
+    // start_time_unix_secs + call_duration_secs
+    assert_eq!(r.ended_at, datetime!(2026-01-01 12:00:58 UTC));
+    assert_eq!(r.duration, Some(Duration::from_secs(58)));
+    assert!(
+        r.summary
+            .as_deref()
+            .unwrap()
+            .starts_with("The caller wants a solar quote")
+    );
+    assert!(r.follow_up_needed);
+    assert_eq!(r.analysis["roof_type"], json!("pitched"));
+    assert_eq!(r.analysis["call_successful"], json!("success"));
+    assert_eq!(r.sentiment, None, "ElevenLabs has no sentiment of its own");
+    assert_eq!(r.recording_url, None);
+    assert_eq!(lines(&r).len(), 3);
+}
+
+#[test]
+fn an_elevenlabs_audio_event_is_not_a_report() {
+    assert_eq!(
+        ignored(Source::Elevenlabs, "elevenlabs_post_call_audio.json"),
+        "post_call_audio"
+    );
+}
+
+#[test]
+fn an_elevenlabs_outbound_call_takes_the_external_number() {
+    let r = report(Source::Elevenlabs, "elevenlabs_outbound_call.json");
+    assert_eq!(phone(&r), Some("+14155550188"));
+    assert!(!r.follow_up_needed);
+    assert_eq!(r.crm_id, None);
+}
+
+#[test]
+fn an_elevenlabs_web_conversation_has_no_number() {
+    let r = report(Source::Elevenlabs, "elevenlabs_web_call.json");
+    assert!(r.caller.phone.is_none() && r.crm_id.is_none());
+    assert_eq!(r.ended_at, datetime!(2026-01-03 08:47:20 UTC));
+}
+
+#[test]
+fn a_bland_post_call_webhook_parses_to_the_expected_report() {
+    let r = report(Source::Bland, "bland_post_call.json");
+    assert_eq!(r.source, Source::Bland);
+    assert_eq!(r.call_id.as_str(), "9d404c1b-6a23-4426-953a-a52c392ff8f1");
+    assert_eq!(
+        phone(&r),
+        Some("+14155550154"),
+        "from on an inbound call, + added"
+    );
+    assert_eq!(r.called_number.as_deref(), Some("+14155550100"));
+    // started_at + call_length minutes, not the scheduled end_at
+    assert_eq!(r.ended_at, datetime!(2026-01-01 10:02:24 UTC));
+    assert_eq!(r.duration, Some(Duration::from_secs(144)));
+    assert!(
+        r.summary
+            .as_deref()
+            .unwrap()
+            .starts_with("The caller wants pricing")
+    );
+    assert_eq!(r.sentiment.as_deref(), Some("positive"));
+    assert_eq!(r.analysis["seats"], json!(40));
+    assert!(r.follow_up_needed, "flagged in variables");
+    assert_eq!(r.crm_id.as_deref(), Some("30412"));
+    assert!(r.recording_url.is_some());
+    assert_eq!(lines(&r)[0].0, "user");
+}
+
+#[test]
+fn blands_second_post_is_a_report_of_the_same_call_with_the_corrected_transcript() {
+    let first = report(Source::Bland, "bland_post_call.json");
+    let second = report(Source::Bland, "bland_post_call_corrected.json");
+    assert_eq!(first.marker(), second.marker());
+    assert!(lines(&second)[0].1.contains("forty seats"));
+}
+
+#[test]
+fn a_bland_live_event_is_not_a_report() {
+    assert_eq!(ignored(Source::Bland, "bland_live_event.json"), "queue");
+}
+
+#[test]
+fn a_bland_outbound_call_takes_the_customer_from_to() {
+    let r = report(Source::Bland, "bland_outbound_call.json");
+    assert_eq!(phone(&r), Some("+14155550166"));
+    assert_eq!(r.called_number.as_deref(), Some("+14155550100"));
+    assert_eq!(r.duration, Some(Duration::from_secs(45)));
+    assert!(!r.follow_up_needed);
+    assert!(r.analysis.is_empty(), "analysis: null");
+}
+
+#[test]
+fn a_bland_web_call_has_no_number() {
+    let r = report(Source::Bland, "bland_web_call.json");
+    assert!(r.caller.phone.is_none() && r.crm_id.is_none());
+}
+
+#[test]
+fn a_body_without_the_call_id_is_refused_for_every_new_platform() {
+    for (source, body, path) in [
+        (
+            Source::Vapi,
+            json!({"message": {"type": "end-of-call-report", "call": {}}}),
+            "message.call.id",
+        ),
+        (
+            Source::Retell,
+            json!({"event": "call_analyzed", "call": {"call_id": " "}}),
+            "call.call_id",
+        ),
+        (
+            Source::Elevenlabs,
+            json!({"type": "post_call_transcription", "data": {}}),
+            "data.conversation_id",
+        ),
+        (Source::Bland, json!({"summary": "no id"}), "call_id"),
+    ] {
+        let body = serde_json::to_vec(&body).unwrap();
+        let error = parse(source, &body, &ctx()).unwrap_err();
+        assert!(!error.is_syntax());
+        assert!(error.to_string().contains(path), "{source}: {error}");
+        assert_eq!(inspect(source, &body).unwrap_err(), error);
+    }
+}
+
+#[test]
+fn a_missing_envelope_is_named() {
+    for (source, path) in [
+        (Source::Vapi, "\"message\""),
+        (Source::Retell, "\"call\""),
+        (Source::Elevenlabs, "\"data\""),
+    ] {
+        let error = parse(source, b"{}", &ctx()).unwrap_err();
+        assert!(error.to_string().contains(path), "{source}: {error}");
+    }
+}

@@ -42,7 +42,16 @@ fn documented_variables() -> BTreeSet<String> {
     for line in readme.lines().filter(|l| l.starts_with("| `CALLSYNC_")) {
         let first_cell = line.split('|').nth(1).unwrap();
         for part in first_cell.split('`').filter(|p| p.starts_with("CALLSYNC_")) {
-            names.insert(part.to_owned());
+            // A row for `CALLSYNC_<SOURCE>_...` documents it for every
+            // registered source.
+            if part.contains("<SOURCE>") {
+                for source in callsync_shared::Source::ALL {
+                    let name = source.as_str().to_uppercase();
+                    names.insert(part.replace("<SOURCE>", &name));
+                }
+            } else {
+                names.insert(part.to_owned());
+            }
         }
     }
     names
@@ -105,9 +114,13 @@ fn variables_in_code() -> BTreeSet<String> {
             }
         }
     }
+    // Names the registry builds per source rather than spelling out.
+    for source in callsync_shared::Source::ALL {
+        let source = source.as_str().to_uppercase();
+        names.insert(format!("CALLSYNC_{source}_ALLOW_UNAUTHENTICATED"));
+    }
     for source in ["VOICEDOCK", "POSTCALL"] {
         names.insert(format!("CALLSYNC_{source}_TOKEN"));
-        names.insert(format!("CALLSYNC_{source}_ALLOW_UNAUTHENTICATED"));
     }
     names.insert("CALLSYNC_VOICEDOCK_SECRET".to_owned());
     names.insert("CALLSYNC_VOICEDOCK_TOLERANCE_SECS".to_owned());

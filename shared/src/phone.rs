@@ -5,6 +5,8 @@
 //! is kept raw and flagged instead of being dropped: the call is still synced,
 //! and the flag tells the worker not to treat the raw text as a unique key.
 
+pub mod matching;
+
 use std::fmt;
 use std::str::FromStr;
 

@@ -341,13 +341,11 @@ impl Syncer {
             tracing::warn!(crm_id = %hint, "the provider's CRM id does not exist; looking the caller up instead");
         }
 
-        let lookup = ContactLookup {
-            phone: report.caller.phone.as_ref().map(|p| p.best().to_owned()),
-            email: report.caller.email.clone(),
-        };
+        let lookup =
+            ContactLookup::new(report.caller.phone.as_ref(), report.caller.email.as_deref());
         let lookup_key = match (&lookup.phone, &lookup.email) {
             (Some(phone), _) => format!("phone:{phone}"),
-            (None, Some(email)) => format!("email:{}", email.to_lowercase()),
+            (None, Some(email)) => format!("email:{email}"),
             (None, None) => return Err(SyncError::NoIdentity),
         };
 

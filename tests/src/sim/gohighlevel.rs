@@ -40,6 +40,7 @@ pub fn router(shared: Shared) -> Router {
             get(list_fields).post(create_field),
         )
         .route("/contacts/search/duplicate", get(duplicate))
+        .route("/contacts/search", post(search))
         .route("/contacts/", post(create_contact))
         .route("/contacts/upsert", post(upsert))
         .route("/contacts/{id}", get(read).put(update))
@@ -209,6 +210,8 @@ fn contact_view(r: &Record) -> Value {
         "lastName",
         "name",
         "locationId",
+        "country",
+        "dateUpdated",
     ] {
         if let Some(v) = r.properties.get(key) {
             view.insert(key.into(), v.clone());
@@ -335,6 +338,91 @@ async fn duplicate(
         Json(json!({ "contact": found.map(contact_view) })).into_response()
     })
     .await
+}
+
+/// `POST /contacts/search`: filters, nested in `AND`/`OR` groups, on the
+/// contact's phone (`eq`: the stored string; `contains`: its digits contain
+/// the value's) or e-mail. Other fields and operators are refused with a 422.
+/// https://highlevel.stoplight.io/docs/integrations/dbe4f3a00a106-search-contacts
+async fn search(
+    State(shared): State<Shared>,
+    kill: Kill,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    guard(&shared, &kill, "search_contacts", &headers, |state| {
+        if let Err(r) = version_ok(&headers) {
+            return r;
+        }
+        let body = match parse(&body) {
+            Ok(b) => b,
+            Err(r) => return r,
+        };
+        if body["locationId"].as_str().is_none_or(str::is_empty) {
+            return unprocessable(vec!["locationId should not be empty".into()]);
+        }
+        let group = json!({ "group": "AND", "filters": body["filters"].clone() });
+        if let Err(message) = check_filter(&group) {
+            return unprocessable(vec![message]);
+        }
+        let limit = body["pageLimit"].as_u64().unwrap_or(20) as usize;
+        let contacts: Vec<Value> = state
+            .contacts
+            .iter()
+            .filter(|r| state.indexed(r) && filter_matches(&group, r))
+            .take(limit)
+            .map(contact_view)
+            .collect();
+        Json(json!({ "contacts": contacts, "total": contacts.len() })).into_response()
+    })
+    .await
+}
+
+fn check_filter(filter: &Value) -> Result<(), String> {
+    if let Some(group) = filter["group"].as_str() {
+        if !matches!(group, "AND" | "OR") {
+            return Err(format!("group must be AND or OR, not {group}"));
+        }
+        return filter["filters"]
+            .as_array()
+            .ok_or("a group needs filters")?
+            .iter()
+            .try_for_each(check_filter);
+    }
+    match (filter["field"].as_str(), filter["operator"].as_str()) {
+        (Some("phone" | "email"), Some("eq" | "contains")) if filter["value"].is_string() => Ok(()),
+        _ => Err(format!(
+            "crm-sim supports eq and contains on phone and email: {filter}"
+        )),
+    }
+}
+
+fn filter_matches(filter: &Value, record: &Record) -> bool {
+    let children = || filter["filters"].as_array().into_iter().flatten();
+    match filter["group"].as_str() {
+        Some("OR") => children().any(|f| filter_matches(f, record)),
+        Some(_) => children().all(|f| filter_matches(f, record)),
+        None => {
+            let field = filter["field"].as_str().unwrap_or_default();
+            let value = filter["value"].as_str().unwrap_or_default();
+            let stored = record.prop(field).unwrap_or_default();
+            match (field, filter["operator"].as_str()) {
+                (_, Some("eq")) => !stored.is_empty() && stored.eq_ignore_ascii_case(value),
+                ("phone", Some("contains")) => {
+                    let wanted = digits(value);
+                    !wanted.is_empty() && digits(stored).contains(&wanted)
+                }
+                (_, Some("contains")) => {
+                    !stored.is_empty() && stored.to_lowercase().contains(&value.to_lowercase())
+                }
+                _ => false,
+            }
+        }
+    }
+}
+
+fn digits(text: &str) -> String {
+    text.chars().filter(char::is_ascii_digit).collect()
 }
 
 /// The location's contact settings.

@@ -16,6 +16,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Map, Value, json};
 
+use callsync_shared::phone::matching::CallerNumber;
+
 use super::{
     ConnectionKill, Dialect, Kind, Record, Shared, State as SimState, guarded, reword_unauthorized,
 };
@@ -338,27 +340,17 @@ async fn search(
             Err(r) => return r,
         };
         let groups = body["filterGroups"].as_array().cloned().unwrap_or_default();
+        if let Err(r) = check_limits(&groups) {
+            return r;
+        }
         let mut conditions = Vec::new();
         for group in &groups {
             let mut all = Vec::new();
             for filter in group["filters"].as_array().cloned().unwrap_or_default() {
-                if filter["operator"] != "EQ" {
-                    return error(
-                        StatusCode::BAD_REQUEST,
-                        "VALIDATION_ERROR",
-                        "crm-sim supports EQ only",
-                    );
+                match Filter::parse(&filter) {
+                    Ok(f) => all.push(f),
+                    Err(r) => return r,
                 }
-                let (Some(property), Some(value)) =
-                    (filter["propertyName"].as_str(), filter["value"].as_str())
-                else {
-                    return error(
-                        StatusCode::BAD_REQUEST,
-                        "VALIDATION_ERROR",
-                        "filter needs propertyName and value",
-                    );
-                };
-                all.push((property.to_owned(), value.to_owned()));
             }
             conditions.push(all);
         }
@@ -372,7 +364,7 @@ async fn search(
                 conditions.is_empty()
                     || conditions
                         .iter()
-                        .any(|all| all.iter().all(|(p, v)| r.prop(p) == Some(v.as_str())))
+                        .any(|all| all.iter().all(|f| f.matches(r)))
             })
             .take(limit)
             .map(view)
@@ -541,4 +533,116 @@ async fn update(
         },
     )
     .await
+}
+
+/// HubSpot's search limits: at most 5 filterGroups, 6 filters in a group
+/// and 18 filters in all; more is a 400.
+/// https://developers.hubspot.com/docs/api-reference/search/guide
+fn check_limits(groups: &[Value]) -> Result<(), Response> {
+    let sizes: Vec<usize> = groups
+        .iter()
+        .map(|g| g["filters"].as_array().map_or(0, Vec::len))
+        .collect();
+    let total: usize = sizes.iter().sum();
+    if groups.len() > 5 || sizes.iter().any(|n| *n > 6) || total > 18 {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+            format!(
+                "Search request exceeds limits: {} filterGroups (max 5), {total} filters (max 18, 6 per group)",
+                groups.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// One search filter: `EQ`, `IN` or `CONTAINS_TOKEN` (with `*` wildcards).
+enum Filter {
+    Eq(String, String),
+    In(String, Vec<String>),
+    ContainsToken(String, String),
+}
+
+impl Filter {
+    fn parse(filter: &Value) -> Result<Self, Response> {
+        let invalid = |message: &str| error(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", message);
+        let Some(property) = filter["propertyName"].as_str().map(str::to_owned) else {
+            return Err(invalid("filter needs propertyName"));
+        };
+        let value = filter["value"].as_str().map(str::to_owned);
+        match (filter["operator"].as_str(), value) {
+            (Some("EQ"), Some(v)) => Ok(Filter::Eq(property, v)),
+            (Some("CONTAINS_TOKEN"), Some(v)) => Ok(Filter::ContainsToken(property, v)),
+            (Some("IN"), _) => {
+                let values = filter["values"]
+                    .as_array()
+                    .map(|vs| {
+                        vs.iter()
+                            .filter_map(Value::as_str)
+                            .map(str::to_owned)
+                            .collect()
+                    })
+                    .ok_or_else(|| invalid("IN needs values"))?;
+                Ok(Filter::In(property, values))
+            }
+            (Some("EQ" | "CONTAINS_TOKEN"), None) => Err(invalid("filter needs a value")),
+            _ => Err(invalid("crm-sim supports EQ, IN and CONTAINS_TOKEN only")),
+        }
+    }
+
+    fn matches(&self, record: &Record) -> bool {
+        match self {
+            // HubSpot compares string values case-insensitively.
+            Filter::Eq(p, v) => value_of(record, p).is_some_and(|x| x.eq_ignore_ascii_case(v)),
+            Filter::In(p, vs) => {
+                value_of(record, p).is_some_and(|x| vs.iter().any(|v| x.eq_ignore_ascii_case(v)))
+            }
+            Filter::ContainsToken(p, v) => value_of(record, p)
+                .is_some_and(|x| x.split_whitespace().any(|token| token_matches(token, v))),
+        }
+    }
+}
+
+/// A token against a `CONTAINS_TOKEN` value, where `*` stands for any text.
+fn token_matches(token: &str, pattern: &str) -> bool {
+    let token = token.to_ascii_lowercase();
+    let pattern = pattern.to_ascii_lowercase();
+    match (pattern.strip_prefix('*'), pattern.strip_suffix('*')) {
+        (Some(rest), _) if rest.ends_with('*') => token.contains(rest.trim_end_matches('*')),
+        (Some(rest), _) => token.ends_with(rest),
+        (None, Some(rest)) => token.starts_with(rest),
+        (None, None) => token == pattern,
+    }
+}
+
+/// A property's value, HubSpot's calculated phone properties included.
+fn value_of(record: &Record, property: &str) -> Option<String> {
+    match property {
+        "hs_searchable_calculated_phone_number" => record.prop("phone").map(searchable_number),
+        "hs_searchable_calculated_mobile_number" => {
+            record.prop("mobilephone").map(searchable_number)
+        }
+        _ => record.prop(property).map(str::to_owned),
+    }
+}
+
+/// What HubSpot stores in `hs_searchable_calculated_*`: "HubSpot only uses
+/// the area code and local number", digits only; a `+`/`00` country code
+/// and a trunk `0` are dropped, a country code typed without them is kept
+/// (`513-227-1572` → `5132271572`, `+33655555555` → `655555555`,
+/// `08180854296` → `8180854296`).
+/// https://developers.hubspot.com/docs/api-reference/search/guide
+pub fn searchable_number(typed: &str) -> String {
+    let trimmed = typed.trim();
+    let international = trimmed
+        .strip_prefix('+')
+        .or_else(|| trimmed.strip_prefix("00"));
+    if let Some(rest) = international
+        && let Some(number) = CallerNumber::parse(&format!("+{rest}"), callsync_shared::Region::US)
+    {
+        return number.nsn().to_owned();
+    }
+    let digits: String = trimmed.chars().filter(char::is_ascii_digit).collect();
+    digits.trim_start_matches('0').to_owned()
 }

@@ -3,7 +3,7 @@
 
 //! The Pipedrive endpoints the worker uses, with Pipedrive's rules: the
 //! `x-api-token` header, a required person name, custom fields addressed by
-//! generated keys, exact phone search on digits, notes and activities that
+//! generated keys, phone search on digits (partial unless `exact_match`), notes and activities that
 //! must name an existing person.
 //!
 //! The two API versions differ the way Pipedrive's do. v1 (notes, person
@@ -213,7 +213,26 @@ fn digits(text: &str) -> String {
 }
 
 fn person_view(r: &Record) -> Value {
-    json!({ "id": r.id.parse::<i64>().unwrap_or_default(), "name": r.properties.get("name"), "phones": r.properties.get("phones"), "emails": r.properties.get("emails") })
+    json!({ "id": r.id.parse::<i64>().unwrap_or_default(), "name": r.properties.get("name"), "phones": r.properties.get("phones"), "emails": r.properties.get("emails"), "update_time": r.properties.get("update_time") })
+}
+
+/// A person as a search item shows it: phones and e-mails as plain strings.
+fn search_item(r: &Record) -> Value {
+    let values = |list: &str| -> Vec<Value> {
+        r.properties
+            .get(list)
+            .and_then(Value::as_array)
+            .map(|l| l.iter().map(|v| v["value"].clone()).collect())
+            .unwrap_or_default()
+    };
+    json!({
+        "id": r.id.parse::<i64>().unwrap_or_default(),
+        "type": "person",
+        "name": r.properties.get("name"),
+        "phones": values("phones"),
+        "emails": values("emails"),
+        "update_time": r.properties.get("update_time"),
+    })
 }
 
 /// Checks custom field keys and flattens them into the record's properties.
@@ -291,31 +310,38 @@ async fn search(
         let (Some(term), Some(field)) = (q.get("term"), q.get("fields")) else {
             return invalid("term and fields are required");
         };
-        if q.get("exact_match").map(String::as_str) != Some("true") {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "crm-sim supports exact_match=true only",
-            );
+        if term.chars().count() < 2 {
+            return invalid("term must be at least 2 characters long");
         }
+        // `exact_match=true` is a full, case-insensitive match; without it a
+        // partial one. Pipedrive documents no phone normalisation, so a phone
+        // term is compared with the stored digits.
+        // https://developers.pipedrive.com/docs/api/v1/Persons#searchPersons
+        let exact = q.get("exact_match").map(String::as_str) == Some("true");
         let matches = |r: &Record| -> bool {
             let values = r
                 .properties
                 .get(if field == "phone" { "phones" } else { "emails" });
             values.and_then(Value::as_array).is_some_and(|list| {
                 list.iter().filter_map(|v| v["value"].as_str()).any(|v| {
-                    if field == "phone" {
-                        digits(v) == *term
-                    } else {
-                        v.eq_ignore_ascii_case(term)
+                    match (field.as_str(), exact) {
+                        ("phone", true) => digits(v) == *term,
+                        ("phone", false) => {
+                            let wanted = digits(term);
+                            !wanted.is_empty() && digits(v).contains(&wanted)
+                        }
+                        (_, true) => v.eq_ignore_ascii_case(term),
+                        (_, false) => v.to_lowercase().contains(&term.to_lowercase()),
                     }
                 })
             })
         };
+        // Search items list phones and e-mails as typed strings.
         let items: Vec<Value> = state
             .contacts
             .iter()
             .filter(|r| state.indexed(r) && matches(r))
-            .map(|r| json!({ "result_score": 1.0, "item": person_view(r) }))
+            .map(|r| json!({ "result_score": 1.0, "item": search_item(r) }))
             .collect();
         ok(StatusCode::OK, json!({ "items": items }))
     })

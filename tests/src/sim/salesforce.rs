@@ -311,17 +311,63 @@ async fn search(
                 .iter()
                 .filter(|r| state.indexed(r))
                 .filter(|r| {
-                    (by_phone && r.prop("Phone").is_some_and(|p| digits(p) == term))
+                    (by_phone && has_phone_digits(r, &term))
                         || (by_email
                             && r.prop("Email")
                                 .is_some_and(|e| e.eq_ignore_ascii_case(&term)))
                 })
-                .map(|r| json!({ "attributes": { "type": "Contact" }, "Id": r.id }))
+                .map(|r| {
+                    let mut view = Map::new();
+                    view.insert("attributes".into(), json!({ "type": "Contact" }));
+                    view.insert("Id".into(), json!(r.id));
+                    // Values come back as stored, in the fields RETURNING names.
+                    for field in returned_fields(query) {
+                        if let Some(v) = r.properties.get(&field) {
+                            view.insert(field, v.clone());
+                        }
+                    }
+                    Value::Object(view)
+                })
                 .collect();
             Json(json!({ "searchRecords": records })).into_response()
         },
     )
     .await
+}
+
+/// The phone fields SOSL's `IN PHONE FIELDS` searches.
+const PHONE_FIELDS: &[&str] = &[
+    "Phone",
+    "MobilePhone",
+    "HomePhone",
+    "OtherPhone",
+    "AssistantPhone",
+];
+
+/// SOSL matches a phone search term against the digits of every phone field,
+/// partial matches included, whatever punctuation the number was typed with.
+/// https://developer.salesforce.com/docs/atlas.en-us.soql_sosl.meta/soql_sosl/sforce_api_calls_sosl_find.htm
+fn has_phone_digits(record: &super::Record, term: &str) -> bool {
+    let wanted = digits(term);
+    !wanted.is_empty()
+        && PHONE_FIELDS
+            .iter()
+            .filter_map(|f| record.prop(f))
+            .any(|p| digits(p).contains(&wanted))
+}
+
+/// The fields the `Contact(...)` part of a RETURNING clause names.
+fn returned_fields(query: &str) -> Vec<String> {
+    let Some(start) = query.find("Contact(") else {
+        return Vec::new();
+    };
+    let rest = &query[start + "Contact(".len()..];
+    let list = rest.split(')').next().unwrap_or_default();
+    let list = list.split(" ORDER BY").next().unwrap_or_default();
+    list.split(',')
+        .map(|f| f.trim().to_owned())
+        .filter(|f| !f.is_empty() && f != "Id")
+        .collect()
 }
 
 async fn create_contact(

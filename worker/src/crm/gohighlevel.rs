@@ -2,7 +2,7 @@
 //!
 //! | step | request |
 //! |---|---|
-//! | find contact | `GET /contacts/search/duplicate?locationId&number&email` |
+//! | find contact | `POST /contacts/search`: phone `eq` E.164 or `contains` the national number, hits verified locally; then `GET /contacts/search/duplicate?locationId&email` |
 //! | create contact | `POST /contacts/upsert` (GoHighLevel's duplicate rules make it idempotent) |
 //! | record call | `POST /contacts/{id}/notes`: summary, analysis, links, marker |
 //! | update contact | `PUT /contacts/{id}` with `customFields` (last-call fields) |
@@ -20,6 +20,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use callsync_shared::CallReport;
 use callsync_shared::config::{ConfigError, Env, Secret};
+use callsync_shared::phone::matching::{
+    CallerNumber, Candidate, PhoneField, choose, parse_updated,
+};
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -108,6 +111,49 @@ struct Duplicate {
 }
 
 #[derive(Deserialize)]
+struct SearchResults {
+    #[serde(default)]
+    contacts: Vec<FoundContact>,
+}
+
+/// A contact as `POST /contacts/search` returns it.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FoundContact {
+    id: String,
+    #[serde(default)]
+    phone: Option<String>,
+    #[serde(default)]
+    additional_phones: Vec<AdditionalPhone>,
+    #[serde(default)]
+    country: Option<String>,
+    #[serde(default)]
+    date_updated: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct AdditionalPhone {
+    #[serde(default)]
+    phone: Option<String>,
+}
+
+impl FoundContact {
+    fn candidate(&self) -> Candidate {
+        let main = self.phone.clone().map(|p| (PhoneField::Main, p));
+        let others = self
+            .additional_phones
+            .iter()
+            .filter_map(|a| Some((PhoneField::Other, a.phone.clone()?)));
+        Candidate {
+            id: self.id.clone(),
+            phones: main.into_iter().chain(others).collect(),
+            country: self.country.clone(),
+            updated: self.date_updated.as_deref().and_then(parse_updated),
+        }
+    }
+}
+
+#[derive(Deserialize)]
 struct ContactEnvelope {
     contact: Id,
 }
@@ -142,6 +188,37 @@ struct Tasks {
 }
 
 impl Gohighlevel {
+    /// One search OR-ing the E.164 form (`eq`, as the docs ask) with the
+    /// national significant number (`contains`): a known API issue has `eq`
+    /// miss stored E.164 numbers, and `contains` finds the national forms.
+    /// Hits are verified locally.
+    /// https://highlevel.stoplight.io/docs/integrations/dbe4f3a00a106-search-contacts
+    async fn find_by_number(&self, caller: &CallerNumber) -> Result<Option<CrmId>, CrmError> {
+        let body = json!({
+            "locationId": self.config.location_id,
+            "page": 1,
+            "pageLimit": 100,
+            "filters": [{
+                "group": "OR",
+                "filters": [
+                    { "field": "phone", "operator": "eq", "value": caller.e164() },
+                    { "field": "phone", "operator": "contains", "value": caller.nsn() },
+                ],
+            }],
+            "sort": [{ "field": "dateUpdated", "direction": "desc" }],
+        });
+        let found: SearchResults = self
+            .http
+            .json(
+                "search_contacts",
+                self.request(Method::POST, "/contacts/search").json(&body),
+            )
+            .await?;
+        let candidates: Vec<Candidate> =
+            found.contacts.iter().map(FoundContact::candidate).collect();
+        Ok(choose(caller, &candidates).map(|c| c.id.clone()))
+    }
+
     pub fn new(config: GohighlevelConfig, limiter: Arc<Limiter>) -> Result<Self, reqwest::Error> {
         let http = CrmHttp::new("gohighlevel", config.http.timeout, limiter)?;
         Ok(Self {
@@ -262,12 +339,22 @@ impl Crm for Gohighlevel {
     }
 
     async fn find_contact(&self, lookup: &ContactLookup) -> Result<Option<CrmId>, CrmError> {
+        if let Some(caller) = &lookup.caller
+            && let Some(id) = self.find_by_number(caller).await?
+        {
+            return Ok(Some(id));
+        }
         let mut query = vec![("locationId", self.config.location_id.clone())];
-        if let Some(phone) = &lookup.phone {
+        if lookup.caller.is_none()
+            && let Some(phone) = &lookup.phone
+        {
             query.push(("number", phone.clone()));
         }
         if let Some(email) = &lookup.email {
             query.push(("email", email.clone()));
+        }
+        if query.len() == 1 {
+            return Ok(None);
         }
         let found: Duplicate = self
             .http

@@ -2,7 +2,7 @@
 //!
 //! | step | request |
 //! |---|---|
-//! | find contact | `POST /crm/v3/objects/contacts/search` (phone, mobilephone, email) |
+//! | find contact | `POST /crm/v3/objects/contacts/search`: the caller's national number on the calculated phone properties, verified locally; then e-mail |
 //! | create contact | `POST /crm/v3/objects/contacts` (409 on a known e-mail: its id is adopted) |
 //! | record call | `POST /crm/v3/objects/calls`, associated to the contact (type 194) |
 //! | update contact | `PATCH /crm/v3/objects/contacts/{id}` (`callsync_last_*`) |
@@ -19,6 +19,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use callsync_shared::CallReport;
 use callsync_shared::config::{ConfigError, Env, Secret};
+use callsync_shared::phone::matching::{
+    CallerNumber, Candidate, PhoneField, choose, parse_updated,
+};
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -29,6 +32,10 @@ use super::{
     ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, HttpSettings, Limiter, MarkedRecord,
     NewContact,
 };
+
+/// HubSpot's normalised copies of `phone` and `mobilephone`, made for search.
+const SEARCHABLE_PHONE: &str = "hs_searchable_calculated_phone_number";
+const SEARCHABLE_MOBILE: &str = "hs_searchable_calculated_mobile_number";
 
 /// Association type ids HubSpot defines (call→contact, task→contact).
 const CALL_TO_CONTACT: u32 = 194;
@@ -176,6 +183,80 @@ impl Hubspot {
         Ok(results.results)
     }
 
+    /// One search for every contact that may hold `caller`'s number, then
+    /// local verification. HubSpot indexes numbers in calculated properties
+    /// holding the national significant number (digits only, no country
+    /// code or trunk 0), so `EQ` on those finds every typed format; the
+    /// leading-wildcard token finds a number typed with its country code but
+    /// without `+`, which HubSpot keeps whole; `phone EQ` the E.164 covers a
+    /// contact written before its calculated property was. Five groups is
+    /// HubSpot's limit per request.
+    /// https://developers.hubspot.com/docs/api-reference/search/guide
+    async fn find_by_number(&self, caller: &CallerNumber) -> Result<Option<CrmId>, CrmError> {
+        let nsn = caller.nsn();
+        let wildcard = format!("*{nsn}");
+        let filter = |property: &str, operator: &str, value: &str| json!({ "filters": [{ "propertyName": property, "operator": operator, "value": value }] });
+        let groups = json!([
+            filter(SEARCHABLE_PHONE, "EQ", nsn),
+            filter(SEARCHABLE_MOBILE, "EQ", nsn),
+            filter(SEARCHABLE_PHONE, "CONTAINS_TOKEN", &wildcard),
+            filter(SEARCHABLE_MOBILE, "CONTAINS_TOKEN", &wildcard),
+            filter("phone", "EQ", caller.e164()),
+        ]);
+        let hits = self
+            .search(
+                "search_contact",
+                "contacts",
+                json!({
+                    "filterGroups": groups,
+                    "properties": ["phone", "mobilephone", "country", "lastmodifieddate"],
+                    "sorts": [{ "propertyName": "lastmodifieddate", "direction": "DESCENDING" }],
+                    "limit": 100,
+                }),
+            )
+            .await?;
+        let text = |hit: &SearchHit, property: &str| {
+            hit.properties
+                .get(property)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        let candidates: Vec<Candidate> = hits
+            .iter()
+            .map(|hit| Candidate {
+                id: hit.id.clone(),
+                phones: [
+                    (PhoneField::Main, text(hit, "phone")),
+                    (PhoneField::Mobile, text(hit, "mobilephone")),
+                ]
+                .into_iter()
+                .filter_map(|(field, value)| Some((field, value?)))
+                .collect(),
+                country: text(hit, "country"),
+                updated: text(hit, "lastmodifieddate").and_then(|t| parse_updated(&t)),
+            })
+            .collect();
+        Ok(choose(caller, &candidates).map(|c| c.id.clone()))
+    }
+
+    /// The oldest contact whose `property` is `value` (HubSpot compares
+    /// e-mails case-insensitively; a raw number must be stored as typed).
+    async fn find_exact(&self, property: &str, value: &str) -> Result<Option<CrmId>, CrmError> {
+        let hits = self
+            .search(
+                "search_contact",
+                "contacts",
+                json!({
+                    "filterGroups": [{ "filters": [{ "propertyName": property, "operator": "EQ", "value": value }] }],
+                    "properties": [property],
+                    "sorts": [{ "propertyName": "createdate", "direction": "ASCENDING" }],
+                    "limit": 1,
+                }),
+            )
+            .await?;
+        Ok(hits.into_iter().next().map(|h| h.id))
+    }
+
     /// POSTs a definition and treats 409 (already exists) as success.
     async fn ensure(&self, path: String, body: Value) -> Result<(), CrmError> {
         self.http
@@ -264,39 +345,19 @@ impl Crm for Hubspot {
     }
 
     async fn find_contact(&self, lookup: &ContactLookup) -> Result<Option<CrmId>, CrmError> {
-        let mut groups = Vec::new();
-        if let Some(phone) = &lookup.phone {
-            for property in ["phone", "mobilephone"] {
-                groups.push(json!({ "filters": [{ "propertyName": property, "operator": "EQ", "value": phone }] }));
+        if let Some(caller) = &lookup.caller {
+            if let Some(id) = self.find_by_number(caller).await? {
+                return Ok(Some(id));
             }
+        } else if let Some(raw) = &lookup.phone
+            && let Some(id) = self.find_exact("phone", raw).await?
+        {
+            return Ok(Some(id));
         }
-        if let Some(email) = &lookup.email {
-            groups.push(json!({ "filters": [{ "propertyName": "email", "operator": "EQ", "value": email }] }));
+        match &lookup.email {
+            Some(email) => self.find_exact("email", email).await,
+            None => Ok(None),
         }
-        if groups.is_empty() {
-            return Ok(None);
-        }
-        let hits = self
-            .search(
-                "search_contact",
-                "contacts",
-                json!({
-                    "filterGroups": groups,
-                    "properties": ["phone", "mobilephone", "email"],
-                    "sorts": [{ "propertyName": "createdate", "direction": "ASCENDING" }],
-                    "limit": 10,
-                }),
-            )
-            .await?;
-        // Groups are OR-ed: prefer a phone match (oldest first), then e-mail.
-        let has = |hit: &SearchHit, property: &str, value: &str| {
-            hit.properties.get(property).and_then(Value::as_str) == Some(value)
-        };
-        let by_phone = lookup.phone.as_deref().and_then(|phone| {
-            hits.iter()
-                .find(|h| has(h, "phone", phone) || has(h, "mobilephone", phone))
-        });
-        Ok(by_phone.or_else(|| hits.first()).map(|h| h.id.clone()))
     }
 
     async fn create_contact(&self, contact: &NewContact<'_>) -> Result<Created, CrmError> {

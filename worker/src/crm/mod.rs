@@ -21,8 +21,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use callsync_shared::CallReport;
 use callsync_shared::config::{ConfigError, Env};
+use callsync_shared::phone::matching::CallerNumber;
+use callsync_shared::{CallReport, Phone};
 use time::OffsetDateTime;
 
 pub use http::CrmHttp;
@@ -48,11 +49,32 @@ pub struct Created {
 }
 
 /// How to look a caller up.
+///
+/// By phone, each CRM runs one broad search (the national significant
+/// number, whatever the stored format) and every hit is verified with
+/// [`CallerNumber::is`]: only a record holding the same number counts, and
+/// [`choose`](callsync_shared::phone::matching::choose) picks among several. A number that could not be
+/// normalised is searched as typed and must be stored exactly so.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContactLookup {
     /// E.164 when the number could be normalised, else the raw text.
     pub phone: Option<String>,
+    /// The caller's number, parsed, when it could be normalised.
+    pub caller: Option<CallerNumber>,
+    /// Trimmed and lower-cased: every CRM compares e-mails case-insensitively.
     pub email: Option<String>,
+}
+
+impl ContactLookup {
+    pub fn new(phone: Option<&Phone>, email: Option<&str>) -> Self {
+        Self {
+            phone: phone.map(|p| p.best().to_owned()),
+            caller: phone.and_then(CallerNumber::from_phone),
+            email: email
+                .map(|e| e.trim().to_lowercase())
+                .filter(|e| !e.is_empty()),
+        }
+    }
 }
 
 /// A contact to create.

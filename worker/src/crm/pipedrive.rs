@@ -2,7 +2,7 @@
 //!
 //! | step | request |
 //! |---|---|
-//! | find contact | `GET /api/v2/persons/search?fields=phone&exact_match=true` (digits), then `fields=email` |
+//! | find contact | `GET /api/v2/persons/search?fields=phone&term=<national number>` (partial), hits verified locally; then `fields=email&exact_match=true` |
 //! | create contact | `POST /api/v2/persons` (name, phone, e-mail, last-call fields) |
 //! | record call | `POST /v1/notes` on the person: summary, analysis, links, marker |
 //! | update contact | `PATCH /api/v2/persons/{id}` (`custom_fields`: last-call fields) |
@@ -20,6 +20,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use callsync_shared::CallReport;
 use callsync_shared::config::{ConfigError, Env, Secret};
+use callsync_shared::phone::matching::{
+    CallerNumber, Candidate, PhoneField, choose, parse_updated,
+};
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -91,7 +94,81 @@ struct SearchData {
 
 #[derive(Deserialize)]
 struct SearchItem {
-    item: Id,
+    item: Person,
+}
+
+/// A person as search and `GET /api/v2/persons/{id}` return it.
+#[derive(Deserialize)]
+struct Person {
+    id: i64,
+    #[serde(default)]
+    phones: Option<Vec<PersonPhone>>,
+    #[serde(default)]
+    update_time: Option<String>,
+}
+
+/// A search item lists phones as typed strings; a person read lists
+/// objects with their primary flag and label. Both are accepted.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum PersonPhone {
+    Text(String),
+    Entry {
+        #[serde(default)]
+        value: Option<String>,
+        #[serde(default)]
+        primary: bool,
+        #[serde(default)]
+        label: Option<String>,
+    },
+}
+
+impl Person {
+    fn has_phones(&self) -> bool {
+        self.phones.as_ref().is_some_and(|p| !p.is_empty())
+    }
+
+    /// The person's numbers, ranked: the primary one is the main phone
+    /// (the first, when only strings are given).
+    fn candidate(&self) -> Candidate {
+        let phones = self
+            .phones
+            .iter()
+            .flatten()
+            .enumerate()
+            .filter_map(|(i, phone)| match phone {
+                PersonPhone::Text(value) => {
+                    let field = if i == 0 {
+                        PhoneField::Main
+                    } else {
+                        PhoneField::Other
+                    };
+                    Some((field, value.clone()))
+                }
+                PersonPhone::Entry {
+                    value,
+                    primary,
+                    label,
+                } => {
+                    let field = if *primary {
+                        PhoneField::Main
+                    } else if label.as_deref() == Some("mobile") {
+                        PhoneField::Mobile
+                    } else {
+                        PhoneField::Other
+                    };
+                    Some((field, value.clone()?))
+                }
+            })
+            .collect();
+        Candidate {
+            id: self.id.to_string(),
+            phones,
+            // Pipedrive persons have no country of their own.
+            country: None,
+            updated: self.update_time.as_deref().and_then(parse_updated),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -239,19 +316,45 @@ impl Pipedrive {
         Ok(fields)
     }
 
-    async fn search(&self, field: &str, term: &str) -> Result<Option<CrmId>, CrmError> {
+    async fn search(&self, field: &str, term: &str, exact: bool) -> Result<Vec<Person>, CrmError> {
+        let mut query = vec![("term", term), ("fields", field)];
+        if exact {
+            query.push(("exact_match", "true"));
+        }
         let found: Envelope<SearchData> = self
             .http
             .json(
                 "search_person",
-                self.request(Method::GET, "/api/v2/persons/search").query(&[
-                    ("term", term),
-                    ("fields", field),
-                    ("exact_match", "true"),
-                ]),
+                self.request(Method::GET, "/api/v2/persons/search")
+                    .query(&query),
             )
             .await?;
-        Ok(found.data.items.first().map(|i| i.item.id.to_string()))
+        Ok(found.data.items.into_iter().map(|i| i.item).collect())
+    }
+
+    /// Pipedrive documents no phone normalisation and `exact_match` needs
+    /// the number exactly as typed, so the national significant number is
+    /// searched as a partial term and every hit verified locally.
+    /// https://pipedrive.readme.io/docs/core-api-concepts-rate-limiting
+    /// (search budget) and `GET /api/v2/persons/search` in the API reference.
+    async fn find_by_number(&self, caller: &CallerNumber) -> Result<Option<CrmId>, CrmError> {
+        let mut candidates = Vec::new();
+        for person in self.search("phone", caller.nsn(), false).await? {
+            let person = if person.has_phones() {
+                person
+            } else {
+                let read: Envelope<Person> = self
+                    .http
+                    .json(
+                        "get_person",
+                        self.request(Method::GET, &format!("/api/v2/persons/{}", person.id)),
+                    )
+                    .await?;
+                read.data
+            };
+            candidates.push(person.candidate());
+        }
+        Ok(choose(caller, &candidates).map(|c| c.id.clone()))
     }
 
     /// One page of a person's notes (v1, by offset) or activities (v2, by cursor).
@@ -320,16 +423,23 @@ impl Crm for Pipedrive {
     }
 
     async fn find_contact(&self, lookup: &ContactLookup) -> Result<Option<CrmId>, CrmError> {
-        if let Some(phone) = &lookup.phone {
-            let digits: String = phone.chars().filter(char::is_ascii_digit).collect();
-            if !digits.is_empty()
-                && let Some(id) = self.search("phone", &digits).await?
-            {
+        if let Some(caller) = &lookup.caller {
+            if let Some(id) = self.find_by_number(caller).await? {
                 return Ok(Some(id));
             }
+        } else if let Some(raw) = &lookup.phone
+            && let digits = raw.chars().filter(char::is_ascii_digit).collect::<String>()
+            && digits.len() >= 2
+            && let Some(person) = self.search("phone", &digits, true).await?.first()
+        {
+            return Ok(Some(person.id.to_string()));
         }
         match &lookup.email {
-            Some(email) => self.search("email", email).await,
+            Some(email) => Ok(self
+                .search("email", email, true)
+                .await?
+                .first()
+                .map(|p| p.id.to_string())),
             None => Ok(None),
         }
     }

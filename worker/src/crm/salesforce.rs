@@ -2,7 +2,7 @@
 //!
 //! | step | request |
 //! |---|---|
-//! | find contact | SOSL `FIND {digits} IN PHONE FIELDS RETURNING Contact(Id), Lead(Id)`, then the e-mail in EMAIL FIELDS |
+//! | find contact | SOSL `FIND {<national number>} IN PHONE FIELDS RETURNING Contact(…phones, country, LastModifiedDate), Lead(…)`, hits verified locally; then the e-mail in EMAIL FIELDS |
 //! | create contact | `POST /sobjects/Contact` |
 //! | record call | upsert `Task` by the External ID field `Callsync_Marker__c` (`TaskSubtype = Call`, completed) |
 //! | update contact | `PATCH /sobjects/{Contact,Lead}/{id}` (`Callsync_Last_*__c`) |
@@ -23,6 +23,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use callsync_shared::CallReport;
 use callsync_shared::config::{ConfigError, Env, Secret};
+use callsync_shared::phone::matching::{Candidate, PhoneField, choose, parse_updated};
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -112,9 +113,61 @@ struct SearchResult {
 }
 
 #[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
 struct SearchRecord {
-    #[serde(rename = "Id")]
     id: String,
+    #[serde(default)]
+    phone: Option<String>,
+    #[serde(default)]
+    mobile_phone: Option<String>,
+    #[serde(default)]
+    home_phone: Option<String>,
+    #[serde(default)]
+    other_phone: Option<String>,
+    /// A Contact's country.
+    #[serde(default)]
+    mailing_country: Option<String>,
+    /// A Lead's country.
+    #[serde(default)]
+    country: Option<String>,
+    #[serde(default)]
+    last_modified_date: Option<String>,
+}
+
+impl SearchRecord {
+    fn candidate(&self) -> Candidate {
+        let phones = [
+            (PhoneField::Main, &self.phone),
+            (PhoneField::Mobile, &self.mobile_phone),
+            (PhoneField::Other, &self.home_phone),
+            (PhoneField::Other, &self.other_phone),
+        ]
+        .into_iter()
+        .filter_map(|(field, value)| Some((field, value.clone()?)))
+        .collect();
+        Candidate {
+            id: self.id.clone(),
+            phones,
+            country: self
+                .mailing_country
+                .clone()
+                .or_else(|| self.country.clone()),
+            updated: self.last_modified_date.as_deref().and_then(parse_updated),
+        }
+    }
+}
+
+/// SOSL over every phone field for the national significant number, digits
+/// only (`+` and `-` are reserved in SOSL). The search tokenises stored
+/// numbers, so it finds them whatever their punctuation; hits are verified
+/// locally. https://developer.salesforce.com/docs/atlas.en-us.soql_sosl.meta/soql_sosl/sforce_api_calls_sosl_find.htm
+fn phone_search(nsn: &str) -> String {
+    let digits: String = nsn.chars().filter(char::is_ascii_digit).collect();
+    format!(
+        "FIND {{{digits}}} IN PHONE FIELDS RETURNING \
+         Contact(Id, Phone, MobilePhone, HomePhone, OtherPhone, MailingCountry, LastModifiedDate ORDER BY LastModifiedDate DESC), \
+         Lead(Id, Phone, MobilePhone, Country, LastModifiedDate ORDER BY LastModifiedDate DESC)"
+    )
 }
 
 #[derive(Deserialize)]
@@ -215,6 +268,15 @@ impl Salesforce {
     }
 
     async fn sosl(&self, query: String) -> Result<Option<CrmId>, CrmError> {
+        Ok(self
+            .sosl_records(query)
+            .await?
+            .into_iter()
+            .next()
+            .map(|r| r.id))
+    }
+
+    async fn sosl_records(&self, query: String) -> Result<Vec<SearchRecord>, CrmError> {
         let response = self
             .send(
                 "search",
@@ -223,7 +285,7 @@ impl Salesforce {
             )
             .await?;
         let result: SearchResult = super::http::decode(response).await?;
-        Ok(result.search_records.into_iter().next().map(|r| r.id))
+        Ok(result.search_records)
     }
 
     /// Creates or finds the Task with external id `external`.
@@ -370,13 +432,30 @@ impl Crm for Salesforce {
     }
 
     async fn find_contact(&self, lookup: &ContactLookup) -> Result<Option<CrmId>, CrmError> {
-        if let Some(phone) = &lookup.phone {
-            let digits: String = phone.chars().filter(char::is_ascii_digit).collect();
+        if let Some(caller) = &lookup.caller {
+            let candidates: Vec<Candidate> = self
+                .sosl_records(phone_search(caller.nsn()))
+                .await?
+                .iter()
+                .map(SearchRecord::candidate)
+                .collect();
+            if let Some(found) = choose(caller, &candidates) {
+                return Ok(Some(found.id.clone()));
+            }
+        } else if let Some(raw) = &lookup.phone {
+            // Not a phone number callsync can parse: only the same digits count.
+            let digits: String = raw.chars().filter(char::is_ascii_digit).collect();
             if !digits.is_empty() {
-                let query =
-                    format!("FIND {{{digits}}} IN PHONE FIELDS RETURNING Contact(Id), Lead(Id)");
-                if let Some(id) = self.sosl(query).await? {
-                    return Ok(Some(id));
+                let query = format!(
+                    "FIND {{{digits}}} IN PHONE FIELDS RETURNING Contact(Id, Phone), Lead(Id, Phone)"
+                );
+                let exact = self.sosl_records(query).await?.into_iter().find(|r| {
+                    r.phone
+                        .as_deref()
+                        .is_some_and(|p| p.chars().filter(char::is_ascii_digit).eq(digits.chars()))
+                });
+                if let Some(record) = exact {
+                    return Ok(Some(record.id));
                 }
             }
         }

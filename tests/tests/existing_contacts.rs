@@ -1,0 +1,341 @@
+//! A caller whose number a human typed into the CRM in any format lands on
+//! that contact, for every CRM with contacts: HubSpot, Pipedrive,
+//! GoHighLevel and Salesforce, each against crm-sim storing numbers as
+//! typed and searching them as the vendor documents. Test names read
+//! `<scenario>::<crm>`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use callsync_tests::harness::{TestEnv, post_voicedock};
+use callsync_tests::sim::{SimConfig, Snapshot};
+use reqwest::StatusCode;
+use serde_json::{Map, Value, json};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Where a number was typed: the record's main phone field, or its mobile.
+#[derive(Clone, Copy)]
+enum Field {
+    Main,
+    Mobile,
+}
+
+async fn env_for(crm: &'static str) -> TestEnv {
+    let mut env = TestEnv::with_sim(SimConfig::default()).await;
+    env.crm = crm;
+    env
+}
+
+/// A contact as a human would have typed it into `crm`, last modified at
+/// `updated` (RFC 3339).
+fn typed_contact(
+    crm: &str,
+    name: &str,
+    number: &str,
+    field: Field,
+    updated: &str,
+) -> Map<String, Value> {
+    let contact = match (crm, field) {
+        ("hubspot", Field::Main) => {
+            json!({ "firstname": name, "phone": number, "lastmodifieddate": updated })
+        }
+        ("hubspot", Field::Mobile) => {
+            json!({ "firstname": name, "mobilephone": number, "lastmodifieddate": updated })
+        }
+        ("pipedrive", Field::Main) => json!({
+            "name": name, "phones": [{ "value": number, "primary": true, "label": "work" }], "update_time": updated
+        }),
+        ("pipedrive", Field::Mobile) => json!({
+            "name": name,
+            "phones": [{ "value": "", "primary": true, "label": "work" }, { "value": number, "primary": false, "label": "mobile" }],
+            "update_time": updated
+        }),
+        // A GoHighLevel contact has one phone field.
+        ("gohighlevel", _) => json!({ "name": name, "phone": number, "dateUpdated": updated }),
+        ("salesforce", Field::Main) => json!({
+            "LastName": name, "Phone": number, "LastModifiedDate": salesforce_time(updated)
+        }),
+        ("salesforce", Field::Mobile) => json!({
+            "LastName": name, "MobilePhone": number, "LastModifiedDate": salesforce_time(updated)
+        }),
+        (other, _) => panic!("unknown CRM {other}"),
+    };
+    contact.as_object().unwrap().clone()
+}
+
+/// Seeds a contact; Salesforce ids carry the Contact key prefix `003`.
+fn seed(env: &TestEnv, contact: Map<String, Value>) -> String {
+    if env.crm != "salesforce" {
+        return env.sim.seed_contact(contact);
+    }
+    let n = env.sim.snapshot().contacts.len();
+    let id = format!("003{n:0>15}");
+    env.sim.seed_contact_with_id(&id, contact);
+    id
+}
+
+/// Salesforce writes `2026-01-01T00:00:00.000+0000`.
+fn salesforce_time(rfc3339: &str) -> String {
+    rfc3339.replace('Z', ".000+0000")
+}
+
+/// The request that searches contacts, per CRM.
+fn search_operation(crm: &str) -> &'static str {
+    match crm {
+        "hubspot" | "gohighlevel" => "search_contacts",
+        "pipedrive" => "search_person",
+        "salesforce" => "search",
+        other => panic!("unknown CRM {other}"),
+    }
+}
+
+fn report(call_id: &str, phone: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({ "message": {
+        "type": "end-of-call-report", "timestamp": "2026-05-01T08:00:00Z",
+        "call": { "id": call_id }, "customer": { "number": phone },
+        "summary": format!("Call {call_id}")
+    }}))
+    .unwrap()
+}
+
+/// The contacts the call `call_id` was recorded on.
+fn call_contacts(s: &Snapshot, call_id: &str) -> Vec<String> {
+    let marker = format!("callsync:voicedock:{call_id}");
+    s.calls
+        .iter()
+        .find(|c| c.marker().as_deref() == Some(marker.as_str()))
+        .map(|c| c.associations.clone())
+        .unwrap_or_else(|| panic!("no call record for {call_id}: {:#?}", s.calls))
+}
+
+async fn send_calls(env: &TestEnv, calls: &[(&str, &str)]) {
+    let ingest = env.start_ingest().await;
+    let worker = env.start_worker().await;
+    let client = reqwest::Client::new();
+    for (call_id, caller) in calls {
+        let (status, answer) = post_voicedock(&client, &ingest, report(call_id, caller)).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    }
+    env.wait_for_ledger(calls.len() as i64, 0).await;
+    worker.stop().await;
+    ingest.stop().await;
+}
+
+async fn a_number_typed_in_any_format_finds_its_contact_and_creates_none(crm: &'static str) {
+    let env = env_for(crm).await;
+    let typed = [
+        (
+            "national-trunk-zero",
+            "06 12345678",
+            Field::Main,
+            "+31612345678",
+        ),
+        (
+            "international-spaces",
+            "+31 6 2345 6789",
+            Field::Main,
+            "+31623456789",
+        ),
+        ("idd-prefix", "0031634567890", Field::Main, "+31634567890"),
+        (
+            "bracketed-trunk",
+            "+31 (0)6 45678901",
+            Field::Main,
+            "+31645678901",
+        ),
+        (
+            "us-parentheses",
+            "(415) 555-0123",
+            Field::Main,
+            "+14155550123",
+        ),
+        ("us-dashes", "513-227-1572", Field::Main, "+15132271572"),
+        ("mobile-only", "06 56789012", Field::Mobile, "+31656789012"),
+        (
+            "country-code-without-plus",
+            "31667890123",
+            Field::Main,
+            "+31667890123",
+        ),
+    ];
+    let mut expected = Vec::new();
+    for (name, number, field, caller) in typed {
+        let id = seed(
+            &env,
+            typed_contact(crm, name, number, field, "2025-01-01T00:00:00Z"),
+        );
+        expected.push((name, id, caller));
+    }
+    let calls: Vec<(&str, &str)> = expected.iter().map(|(n, _, c)| (*n, *c)).collect();
+    send_calls(&env, &calls).await;
+    let s = env.settle().await;
+    assert_eq!(
+        s.contacts.len(),
+        typed.len(),
+        "no contact created: {:#?}",
+        s.contacts
+    );
+    for (name, id, _) in &expected {
+        assert_eq!(
+            call_contacts(&s, name),
+            vec![id.clone()],
+            "the {name} call is on its contact"
+        );
+    }
+}
+
+async fn a_number_sharing_only_the_last_seven_digits_is_another_person(crm: &'static str) {
+    let env = env_for(crm).await;
+    // Both hold 2345678 at the end; the first even holds the caller's whole
+    // national number inside its digits, so every CRM's search returns it.
+    let decoys = [
+        seed(
+            &env,
+            typed_contact(
+                crm,
+                "Decoy US",
+                "+1 (961) 234-5678",
+                Field::Main,
+                "2025-01-01T00:00:00Z",
+            ),
+        ),
+        seed(
+            &env,
+            typed_contact(
+                crm,
+                "Decoy NL",
+                "+31 6 9234 5678",
+                Field::Main,
+                "2025-01-01T00:00:00Z",
+            ),
+        ),
+    ];
+    send_calls(&env, &[("new-caller", "+31612345678")]).await;
+    let s = env.settle().await;
+    assert_eq!(
+        s.contacts.len(),
+        3,
+        "a contact is created for the caller: {:#?}",
+        s.contacts
+    );
+    let on = call_contacts(&s, "new-caller");
+    assert_eq!(on.len(), 1);
+    assert!(!decoys.contains(&on[0]), "the call is not on a decoy");
+    let created = s.contacts.iter().find(|c| c.id == on[0]).unwrap();
+    assert!(
+        created
+            .properties
+            .values()
+            .any(|v| v.to_string().contains("+31612345678")),
+        "the new contact holds the number in E.164: {:#?}",
+        created.properties
+    );
+}
+
+async fn of_two_contacts_with_the_number_the_main_phone_most_recently_updated_wins(
+    crm: &'static str,
+) {
+    let env = env_for(crm).await;
+    seed(
+        &env,
+        typed_contact(
+            crm,
+            "Older",
+            "06 12345678",
+            Field::Main,
+            "2025-01-01T00:00:00Z",
+        ),
+    );
+    let newer = seed(
+        &env,
+        typed_contact(
+            crm,
+            "Newer",
+            "+31 6 1234 5678",
+            Field::Main,
+            "2026-01-01T00:00:00Z",
+        ),
+    );
+    if crm != "gohighlevel" {
+        // Updated last of all, but the number is only its mobile.
+        seed(
+            &env,
+            typed_contact(
+                crm,
+                "Mobile",
+                "0612345678",
+                Field::Mobile,
+                "2026-06-01T00:00:00Z",
+            ),
+        );
+    }
+    send_calls(&env, &[("twice-known", "+31612345678")]).await;
+    let s = env.settle().await;
+    assert_eq!(call_contacts(&s, "twice-known"), vec![newer]);
+    assert_eq!(s.contacts.len(), if crm == "gohighlevel" { 2 } else { 3 });
+}
+
+async fn a_repeat_caller_costs_no_search(crm: &'static str) {
+    let env = env_for(crm).await;
+    let contact = seed(
+        &env,
+        typed_contact(
+            crm,
+            "Known",
+            "06 12345678",
+            Field::Main,
+            "2025-01-01T00:00:00Z",
+        ),
+    );
+    let ingest = env.start_ingest().await;
+    let worker = env.start_worker().await;
+    let client = reqwest::Client::new();
+    let searches = |s: &Snapshot| {
+        s.stats
+            .by_operation
+            .get(search_operation(crm))
+            .copied()
+            .unwrap_or(0)
+    };
+    post_voicedock(&client, &ingest, report("first", "+31612345678")).await;
+    env.wait_for_ledger(1, 0).await;
+    let after_first = searches(&env.wait_for_crm(WAIT, |s| s.calls.len() == 1).await);
+    assert!(after_first >= 1, "the first call searched");
+    post_voicedock(&client, &ingest, report("second", "+31612345678")).await;
+    env.wait_for_ledger(2, 0).await;
+    let s = env.settle().await;
+    assert_eq!(
+        searches(&s),
+        after_first,
+        "the second call searched nothing"
+    );
+    assert_eq!(call_contacts(&s, "first"), vec![contact.clone()]);
+    assert_eq!(call_contacts(&s, "second"), vec![contact]);
+    assert_eq!(s.contacts.len(), 1);
+    worker.stop().await;
+    ingest.stop().await;
+}
+
+macro_rules! for_every_crm_with_contacts {
+    ($($scenario:ident),* $(,)?) => {$(
+        mod $scenario {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn hubspot() { super::$scenario("hubspot").await }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn pipedrive() { super::$scenario("pipedrive").await }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn gohighlevel() { super::$scenario("gohighlevel").await }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn salesforce() { super::$scenario("salesforce").await }
+        }
+    )*};
+}
+
+for_every_crm_with_contacts!(
+    a_number_typed_in_any_format_finds_its_contact_and_creates_none,
+    a_number_sharing_only_the_last_seven_digits_is_another_person,
+    of_two_contacts_with_the_number_the_main_phone_most_recently_updated_wins,
+    a_repeat_caller_costs_no_search,
+);

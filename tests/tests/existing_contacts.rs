@@ -6,14 +6,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::Duration;
-
-use callsync_tests::harness::{TestEnv, post_voicedock};
-use callsync_tests::sim::{SimConfig, Snapshot};
-use reqwest::StatusCode;
+use callsync_tests::app::TestApp;
+use callsync_tests::harness::TestEnv;
+use callsync_tests::sim::Snapshot;
 use serde_json::{Map, Value, json};
-
-const WAIT: Duration = Duration::from_secs(30);
 
 /// Where a number was typed: the record's main phone field, or its mobile.
 #[derive(Clone, Copy)]
@@ -22,10 +18,10 @@ enum Field {
     Mobile,
 }
 
-async fn env_for(crm: &'static str) -> TestEnv {
-    let mut env = TestEnv::with_sim(SimConfig::default()).await;
-    env.crm = crm;
-    env
+/// Ingest and one worker syncing to `crm`; contacts are seeded before
+/// the first report is posted.
+async fn app_for(crm: &'static str) -> TestApp {
+    TestApp::builder().crm(crm).workers(1).start().await
 }
 
 /// A contact as a human would have typed it into `crm`, last modified at
@@ -110,21 +106,19 @@ fn call_contacts(s: &Snapshot, call_id: &str) -> Vec<String> {
         .unwrap_or_else(|| panic!("no call record for {call_id}: {:#?}", s.calls))
 }
 
-async fn send_calls(env: &TestEnv, calls: &[(&str, &str)]) {
-    let ingest = env.start_ingest().await;
-    let worker = env.start_worker().await;
-    let client = reqwest::Client::new();
+/// Posts one report per (call id, caller) and returns the settled CRM.
+async fn send_calls(app: &TestApp, calls: &[(&str, &str)]) -> Snapshot {
     for (call_id, caller) in calls {
-        let (status, answer) = post_voicedock(&client, &ingest, report(call_id, caller)).await;
-        assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+        app.post_voicedock(report(call_id, caller)).await;
     }
-    env.wait_for_ledger(calls.len() as i64, 0).await;
-    worker.stop().await;
-    ingest.stop().await;
+    let s = app.settle().await;
+    app.assert_ledger(calls.len() as i64, 0).await;
+    s
 }
 
 async fn a_number_typed_in_any_format_finds_its_contact_and_creates_none(crm: &'static str) {
-    let env = env_for(crm).await;
+    let app = app_for(crm).await;
+    let env = &app.env;
     let typed = [
         (
             "national-trunk-zero",
@@ -163,14 +157,13 @@ async fn a_number_typed_in_any_format_finds_its_contact_and_creates_none(crm: &'
     let mut expected = Vec::new();
     for (name, number, field, caller) in typed {
         let id = seed(
-            &env,
+            env,
             typed_contact(crm, name, number, field, "2025-01-01T00:00:00Z"),
         );
         expected.push((name, id, caller));
     }
     let calls: Vec<(&str, &str)> = expected.iter().map(|(n, _, c)| (*n, *c)).collect();
-    send_calls(&env, &calls).await;
-    let s = env.settle().await;
+    let s = send_calls(&app, &calls).await;
     assert_eq!(
         s.contacts.len(),
         typed.len(),
@@ -187,12 +180,13 @@ async fn a_number_typed_in_any_format_finds_its_contact_and_creates_none(crm: &'
 }
 
 async fn a_number_sharing_only_the_last_seven_digits_is_another_person(crm: &'static str) {
-    let env = env_for(crm).await;
+    let app = app_for(crm).await;
+    let env = &app.env;
     // Both hold 2345678 at the end; the first even holds the caller's whole
     // national number inside its digits, so every CRM's search returns it.
     let decoys = [
         seed(
-            &env,
+            env,
             typed_contact(
                 crm,
                 "Decoy US",
@@ -202,7 +196,7 @@ async fn a_number_sharing_only_the_last_seven_digits_is_another_person(crm: &'st
             ),
         ),
         seed(
-            &env,
+            env,
             typed_contact(
                 crm,
                 "Decoy NL",
@@ -212,8 +206,7 @@ async fn a_number_sharing_only_the_last_seven_digits_is_another_person(crm: &'st
             ),
         ),
     ];
-    send_calls(&env, &[("new-caller", "+31612345678")]).await;
-    let s = env.settle().await;
+    let s = send_calls(&app, &[("new-caller", "+31612345678")]).await;
     assert_eq!(
         s.contacts.len(),
         3,
@@ -237,9 +230,10 @@ async fn a_number_sharing_only_the_last_seven_digits_is_another_person(crm: &'st
 async fn of_two_contacts_with_the_number_the_main_phone_most_recently_updated_wins(
     crm: &'static str,
 ) {
-    let env = env_for(crm).await;
+    let app = app_for(crm).await;
+    let env = &app.env;
     seed(
-        &env,
+        env,
         typed_contact(
             crm,
             "Older",
@@ -249,7 +243,7 @@ async fn of_two_contacts_with_the_number_the_main_phone_most_recently_updated_wi
         ),
     );
     let newer = seed(
-        &env,
+        env,
         typed_contact(
             crm,
             "Newer",
@@ -261,7 +255,7 @@ async fn of_two_contacts_with_the_number_the_main_phone_most_recently_updated_wi
     if crm != "gohighlevel" {
         // Updated last of all, but the number is only its mobile.
         seed(
-            &env,
+            env,
             typed_contact(
                 crm,
                 "Mobile",
@@ -271,16 +265,16 @@ async fn of_two_contacts_with_the_number_the_main_phone_most_recently_updated_wi
             ),
         );
     }
-    send_calls(&env, &[("twice-known", "+31612345678")]).await;
-    let s = env.settle().await;
+    let s = send_calls(&app, &[("twice-known", "+31612345678")]).await;
     assert_eq!(call_contacts(&s, "twice-known"), vec![newer]);
     assert_eq!(s.contacts.len(), if crm == "gohighlevel" { 2 } else { 3 });
 }
 
 async fn a_repeat_caller_costs_no_search(crm: &'static str) {
-    let env = env_for(crm).await;
+    let app = app_for(crm).await;
+    let env = &app.env;
     let contact = seed(
-        &env,
+        env,
         typed_contact(
             crm,
             "Known",
@@ -289,9 +283,6 @@ async fn a_repeat_caller_costs_no_search(crm: &'static str) {
             "2025-01-01T00:00:00Z",
         ),
     );
-    let ingest = env.start_ingest().await;
-    let worker = env.start_worker().await;
-    let client = reqwest::Client::new();
     let searches = |s: &Snapshot| {
         s.stats
             .by_operation
@@ -299,13 +290,11 @@ async fn a_repeat_caller_costs_no_search(crm: &'static str) {
             .copied()
             .unwrap_or(0)
     };
-    post_voicedock(&client, &ingest, report("first", "+31612345678")).await;
-    env.wait_for_ledger(1, 0).await;
-    let after_first = searches(&env.wait_for_crm(WAIT, |s| s.calls.len() == 1).await);
+    let after_first = searches(&send_calls(&app, &[("first", "+31612345678")]).await);
     assert!(after_first >= 1, "the first call searched");
-    post_voicedock(&client, &ingest, report("second", "+31612345678")).await;
-    env.wait_for_ledger(2, 0).await;
-    let s = env.settle().await;
+    app.post_voicedock(report("second", "+31612345678")).await;
+    let s = app.settle().await;
+    app.assert_ledger(2, 0).await;
     assert_eq!(
         searches(&s),
         after_first,
@@ -314,8 +303,7 @@ async fn a_repeat_caller_costs_no_search(crm: &'static str) {
     assert_eq!(call_contacts(&s, "first"), vec![contact.clone()]);
     assert_eq!(call_contacts(&s, "second"), vec![contact]);
     assert_eq!(s.contacts.len(), 1);
-    worker.stop().await;
-    ingest.stop().await;
+    app.shutdown().await;
 }
 
 macro_rules! for_every_crm_with_contacts {

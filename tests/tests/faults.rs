@@ -126,6 +126,23 @@ async fn a_create_applied_but_answered_with_a_reset_is_adopted_not_repeated() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_applied_but_answered_500_is_adopted_not_repeated() {
+    // A 5xx may come after the CRM committed the request: its outcome is
+    // unknown, so the marker is searched before anything is created again.
+    let faults = [
+        ("create_call", Fault::ApplyThenServerError, 1),
+        ("create_task", Fault::ApplyThenServerError, 1),
+    ];
+    let (app, s) = settled_after(FOLLOW_UP, &faults).await;
+    app.assert_ledger(1, 0).await;
+    assert_eq!(s.stats.applied_server_errors, 2);
+    assert_follow_up_synced_once(&s);
+    assert_eq!(requests(&s, "create_call"), 1);
+    assert_eq!(requests(&s, "create_task"), 1);
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_contact_create_applied_but_reset_does_not_create_a_second_contact() {
     let (app, s) = settled_after(FOLLOW_UP, &[("create_contact", Fault::ApplyThenReset, 1)]).await;
     app.assert_ledger(1, 0).await;

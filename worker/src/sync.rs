@@ -672,3 +672,43 @@ where
         .adjust(rate_limit_delay)
         .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_lost_connection_counts_as_the_database_being_unavailable() {
+        let io = || std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        assert!(is_unavailable(&sqlx::Error::Io(io())));
+        assert!(is_unavailable(&sqlx::Error::PoolTimedOut));
+        assert!(is_unavailable(&sqlx::Error::PoolClosed));
+        // A statement the database answered is not an outage: holding the
+        // message until "the database is back" would hold it for ever.
+        assert!(!is_unavailable(&sqlx::Error::RowNotFound));
+        assert!(!is_unavailable(&sqlx::Error::ColumnNotFound("x".into())));
+    }
+
+    #[test]
+    fn each_kind_of_failure_has_its_own_label() {
+        let errors = [
+            SyncError::Busy,
+            SyncError::NoIdentity,
+            SyncError::InvalidReport("bad".into()),
+            SyncError::StaleContact("1".into()),
+            SyncError::AwaitingIndex {
+                step: "call_log",
+                wait: Duration::ZERO,
+            },
+            SyncError::Ledger(LedgerError::LeaseLost("call".into())),
+        ];
+        let labels: std::collections::BTreeSet<&str> = errors.iter().map(SyncError::kind).collect();
+        assert_eq!(labels.len(), errors.len(), "{labels:?}");
+        assert!(
+            labels
+                .iter()
+                .all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+        );
+        assert!(labels.contains("busy") && labels.contains("no_identity"));
+    }
+}

@@ -13,13 +13,20 @@ pub const RETELL_API_KEY: &str = "key_test_retell";
 pub const ELEVENLABS_SECRET: &str = "wsec_test_elevenlabs";
 pub const BLAND_SECRET: &str = "test-bland-signing-secret";
 
-/// Configures the credentials of the sources the harness does not (it
-/// configures voicedock and postcall) for every service of the app.
+/// The credentials of the sources the harness does not configure (it
+/// configures voicedock and postcall).
+pub const CREDENTIALS: [(&str, &str); 4] = [
+    ("CALLSYNC_VAPI_SECRET", VAPI_SECRET),
+    ("CALLSYNC_RETELL_API_KEY", RETELL_API_KEY),
+    ("CALLSYNC_ELEVENLABS_SECRET", ELEVENLABS_SECRET),
+    ("CALLSYNC_BLAND_SECRET", BLAND_SECRET),
+];
+
+/// Configures [`CREDENTIALS`] for every service of the app.
 pub fn configure_every_source(app: AppBuilder) -> AppBuilder {
-    app.set("CALLSYNC_VAPI_SECRET", VAPI_SECRET)
-        .set("CALLSYNC_RETELL_API_KEY", RETELL_API_KEY)
-        .set("CALLSYNC_ELEVENLABS_SECRET", ELEVENLABS_SECRET)
-        .set("CALLSYNC_BLAND_SECRET", BLAND_SECRET)
+    CREDENTIALS
+        .iter()
+        .fold(app, |app, (name, value)| app.set(name, value))
 }
 
 /// The headers `source` signs `body` with, now, under the test credentials.

@@ -5,6 +5,10 @@
 //! the right content, every contact's last-call fields from its newest call,
 //! and nothing parked.
 //!
+//! The calls come from all six sources in turn (voicedock, postcall, Vapi,
+//! Retell, ElevenLabs, Bland), each in its platform's own shape and signed
+//! its own way, so every parser and verifier is in the run.
+//!
 //! Faults, all in one run: every call delivered 1–3 times, some deliveries
 //! concurrent; three workers (one a process); crm-sim answering with random
 //! 5xx that were not applied, 5xx that were, 429s beyond a rolling limit
@@ -30,8 +34,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use callsync_tests::harness::{AMQP_URL, Service, TcpProxy, TestEnv, voicedock_headers};
+use callsync_shared::Source;
+use callsync_tests::harness::{AMQP_URL, Service, TcpProxy, TestEnv};
 use callsync_tests::sim::{FaultRates, RateLimit, Record, SimConfig, Snapshot};
+use callsync_tests::sources::{CREDENTIALS, signed_headers};
 use callsync_tests::wait::env_usize;
 use reqwest::StatusCode;
 use tokio::sync::Semaphore;
@@ -40,62 +46,132 @@ use tokio::sync::Semaphore;
 const CRM_TIMEOUT: Duration = Duration::from_secs(2);
 
 struct Call {
+    source: Source,
     id: String,
     phone: String,
     follow_up: bool,
     summary: String,
-    duration_ms: u64,
+    /// `None` where the format carries no duration (postcall).
+    duration_ms: Option<u64>,
     /// Unix milliseconds: every call ends at its own second, so each
-    /// number's newest call is well defined.
-    ended_ms: i64,
+    /// number's newest call is well defined. `None` where the format
+    /// carries no end time (postcall: the end is when ingest received it).
+    ended_ms: Option<i64>,
     body: Vec<u8>,
+}
+
+impl Call {
+    fn marker(&self) -> String {
+        format!("callsync:{}:{}", self.source, self.id)
+    }
+}
+
+/// The number that answered the calls, for formats that name it.
+const OUR_NUMBER: &str = "+31201234567";
+
+fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
+
+/// The body `source` would post for a call, in that platform's shape (see
+/// the fixtures in shared/fixtures for the full documented examples).
+fn body(source: Source, c: &Call, ended: time::OffsetDateTime, secs: i64) -> Vec<u8> {
+    let (id, phone, summary, follow_up) = (&c.id, &c.phone, &c.summary, c.follow_up);
+    let started = ended - time::Duration::seconds(secs);
+    let end_ms = (ended.unix_timestamp_nanos() / 1_000_000) as i64;
+    let json = match source {
+        Source::Voicedock => serde_json::json!({ "message": {
+            "type": "end-of-call-report", "timestamp": rfc3339(ended),
+            "call": { "id": id }, "customer": { "number": phone },
+            "duration_seconds": secs, "summary": summary,
+            "analysis": { "sentiment": 7, "follow_up_needed": follow_up }
+        }}),
+        Source::Postcall => serde_json::json!({
+            "callId": id, "callerDetails": { "phoneNumber": phone },
+            "callAnalysis": { "summary": summary, "followUpNeeded": follow_up }
+        }),
+        Source::Vapi => serde_json::json!({ "message": {
+            "type": "end-of-call-report",
+            "call": { "id": id, "type": "inboundPhoneCall", "customer": { "number": phone } },
+            "customer": { "number": phone }, "phoneNumber": { "number": OUR_NUMBER },
+            "startedAt": rfc3339(started), "endedAt": rfc3339(ended), "durationSeconds": secs,
+            "analysis": { "summary": summary, "structuredData": { "follow_up_needed": follow_up } }
+        }}),
+        Source::Retell => serde_json::json!({ "event": "call_analyzed", "call": {
+            "call_type": "phone_call", "call_id": id, "direction": "inbound",
+            "from_number": phone, "to_number": OUR_NUMBER,
+            "start_timestamp": end_ms - secs * 1000, "end_timestamp": end_ms, "duration_ms": secs * 1000,
+            "call_analysis": { "call_summary": summary, "custom_analysis_data": { "follow_up_needed": follow_up } }
+        }}),
+        Source::Elevenlabs => serde_json::json!({
+            "type": "post_call_transcription", "event_timestamp": ended.unix_timestamp(),
+            "data": {
+                "conversation_id": id, "status": "done",
+                "metadata": {
+                    "start_time_unix_secs": started.unix_timestamp(), "call_duration_secs": secs,
+                    "phone_call": { "direction": "inbound", "external_number": phone, "agent_number": OUR_NUMBER }
+                },
+                "analysis": {
+                    "transcript_summary": summary,
+                    "data_collection_results": { "follow_up_needed": { "value": follow_up } }
+                }
+            }
+        }),
+        // Bland counts the call's length in minutes.
+        Source::Bland => serde_json::json!({
+            "call_id": id, "from": phone, "to": OUR_NUMBER, "inbound": true,
+            "started_at": rfc3339(started), "call_length": secs as f64 / 60.0,
+            "completed": true, "status": "completed", "summary": summary,
+            "variables": { "follow_up_needed": follow_up }
+        }),
+    };
+    serde_json::to_vec(&json).unwrap()
 }
 
 fn calls(n: usize) -> Vec<Call> {
     let start = time::macros::datetime!(2026-04-01 00:00:00 UTC);
+    let sources = Source::ALL;
     (0..n)
         .map(|i| {
-            let id = format!("fault-{i:06}");
+            let source = sources[i % sources.len()];
+            let has_times = source != Source::Postcall;
             // A third as many numbers as calls: contacts are shared, so
             // replicas race to create the same contact and to write its
-            // last-call fields.
-            let phone = format!("+3161{:07}", i % (n / 3).max(1));
-            let follow_up = i % 3 == 0;
-            let summary = format!("Fault suite call {i}");
-            let duration = 20 + (i % 100) as u64;
+            // last-call fields. A postcall report ends when ingest receives
+            // it, so its caller has a number of its own and "newest" stays
+            // well defined.
+            let phone = if has_times {
+                format!("+3161{:07}", i % (n / 3).max(1))
+            } else {
+                format!("+3162{i:07}")
+            };
+            // Multiples of 15 s: exact as Bland's minutes too.
+            let secs = 15 * (1 + (i % 8) as i64);
             let ended = start + time::Duration::seconds(i as i64);
-            let body = serde_json::to_vec(&serde_json::json!({
-                "message": {
-                    "type": "end-of-call-report",
-                    "timestamp": ended.format(&time::format_description::well_known::Rfc3339).unwrap(),
-                    "call": { "id": id },
-                    "customer": { "number": phone },
-                    "duration_seconds": duration,
-                    "summary": summary,
-                    "analysis": { "sentiment": 1 + i % 10, "follow_up_needed": follow_up }
-                }
-            }))
-            .unwrap();
-            Call {
-                id,
+            let mut call = Call {
+                source,
+                id: format!("fault-{i:06}"),
                 phone,
-                follow_up,
-                summary,
-                duration_ms: duration * 1000,
-                ended_ms: (ended.unix_timestamp_nanos() / 1_000_000) as i64,
-                body,
-            }
+                follow_up: i % 3 == 0,
+                summary: format!("Fault suite call {i}"),
+                duration_ms: has_times.then_some(secs as u64 * 1000),
+                ended_ms: has_times.then(|| (ended.unix_timestamp_nanos() / 1_000_000) as i64),
+                body: Vec::new(),
+            };
+            call.body = body(source, &call, ended, secs);
+            call
         })
         .collect()
 }
 
 /// Posts one delivery like a provider that retries until it gets a 2xx.
-async fn deliver(client: &reqwest::Client, ingest: &str, body: &[u8]) -> bool {
+async fn deliver(client: &reqwest::Client, ingest: &str, call: &Call) -> bool {
     for _ in 0..100 {
         let mut request = client
-            .post(format!("{ingest}/webhooks/voicedock"))
-            .body(body.to_vec());
-        for (k, v) in voicedock_headers(body) {
+            .post(format!("{ingest}/webhooks/{}", call.source))
+            .body(call.body.clone());
+        for (k, v) in signed_headers(call.source, &call.body) {
             request = request.header(k, v);
         }
         if let Ok(response) = request.send().await
@@ -136,10 +212,6 @@ struct Verdict {
     stale_last_call: usize,
     /// Calls parked (ledger) or messages in the parking queue.
     parked: usize,
-}
-
-fn marker(id: &str) -> String {
-    format!("callsync:voicedock:{id}")
 }
 
 fn by_marker(records: &[Record]) -> BTreeMap<String, Vec<&Record>> {
@@ -187,7 +259,7 @@ fn judge(batch: &[Call], snapshot: &Snapshot, parked: usize) -> Verdict {
     };
 
     for call in batch {
-        let m = marker(&call.id);
+        let m = call.marker();
         let records = calls.get(&m).map(Vec::as_slice).unwrap_or_default();
         if records.is_empty() {
             v.lost += 1;
@@ -200,7 +272,8 @@ fn judge(batch: &[Call], snapshot: &Snapshot, parked: usize) -> Verdict {
             let body_has_summary = r
                 .prop("hs_call_body")
                 .is_some_and(|b| b.contains(&format!("<p>{}</p>", call.summary)));
-            let duration = r.prop("hs_call_duration") == Some(&call.duration_ms.to_string());
+            let duration =
+                r.prop("hs_call_duration") == call.duration_ms.map(|ms| ms.to_string()).as_deref();
             if !(body_has_summary && duration) {
                 v.wrong_content += 1;
             }
@@ -219,7 +292,7 @@ fn judge(batch: &[Call], snapshot: &Snapshot, parked: usize) -> Verdict {
             v.unexpected += flagged.len();
         }
     }
-    let sent: BTreeSet<String> = batch.iter().map(|c| marker(&c.id)).collect();
+    let sent: BTreeSet<String> = batch.iter().map(Call::marker).collect();
     for records in [&calls, &tasks] {
         v.unexpected += records
             .iter()
@@ -241,7 +314,11 @@ fn judge(batch: &[Call], snapshot: &Snapshot, parked: usize) -> Verdict {
             continue; // counted as lost above
         };
         for c in contacts {
-            let at = c.prop("callsync_last_call_at") == Some(&call.ended_ms.to_string());
+            // A postcall report's end is when ingest received it: its
+            // caller has that one call, so only the summary is compared.
+            let at = call
+                .ended_ms
+                .is_none_or(|ms| c.prop("callsync_last_call_at") == Some(ms.to_string().as_str()));
             let summary = c.prop("callsync_last_call_summary") == Some(call.summary.as_str());
             if !(at && summary) {
                 v.stale_last_call += 1;
@@ -281,6 +358,9 @@ async fn run(settings: Run) -> (Verdict, Snapshot) {
     let ingest_proxy = TcpProxy::start("127.0.0.1:5672").await;
     let worker_proxy = TcpProxy::start("127.0.0.1:5672").await;
     env.set("CALLSYNC_SPOOL_DIR", spool.to_str().unwrap());
+    for (name, value) in CREDENTIALS {
+        env.set(name, value);
+    }
     env.set("CALLSYNC_RETRY_DELAYS", "1s,2s,3s,5s,8s,13s");
     env.set("CALLSYNC_CRM_TIMEOUT", "2s");
     env.set(
@@ -290,6 +370,16 @@ async fn run(settings: Run) -> (Verdict, Snapshot) {
     // No client-side budget: the simulator's limit must be hit to test 429s.
     env.set("CALLSYNC_CRM_RATE", "off");
 
+    // The rolling limit answers 429 only when the load reaches it, which a
+    // small or slow run may not: three scripted ones make sure the suite
+    // always sees HubSpot's 429 without Retry-After.
+    env.sim.inject(
+        "*",
+        callsync_tests::sim::Fault::RateLimited {
+            retry_after_secs: None,
+        },
+        3,
+    );
     let ingest = env
         .start_ingest_with(
             env.ingest_env()
@@ -332,7 +422,7 @@ async fn run(settings: Run) -> (Verdict, Snapshot) {
                     let copies = 1 + i % 3;
                     let accepted = if i % 2 == 0 {
                         futures_util::future::join_all(
-                            (0..copies).map(|_| deliver(&client, &base, &call.body)),
+                            (0..copies).map(|_| deliver(&client, &base, call)),
                         )
                         .await
                         .into_iter()
@@ -340,7 +430,7 @@ async fn run(settings: Run) -> (Verdict, Snapshot) {
                     } else {
                         let mut all = true;
                         for _ in 0..copies {
-                            all &= deliver(&client, &base, &call.body).await;
+                            all &= deliver(&client, &base, call).await;
                         }
                         all
                     };

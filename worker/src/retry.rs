@@ -47,10 +47,6 @@ impl RetryTiers {
         Self { delays }
     }
 
-    pub fn delays(&self) -> &[Duration] {
-        &self.delays
-    }
-
     /// `failed_attempts` counted failures so far (≥ 1 after a counted failure,
     /// 0 for a retry that does not count). After the last tier: park.
     pub fn route(&self, failed_attempts: u32) -> Route {

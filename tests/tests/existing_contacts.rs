@@ -306,24 +306,34 @@ async fn a_repeat_caller_costs_no_search(crm: &'static str) {
     app.shutdown().await;
 }
 
-macro_rules! for_every_crm_with_contacts {
-    ($($scenario:ident),* $(,)?) => {$(
-        mod $scenario {
+/// One module per scenario holding one test per CRM in the bracketed list.
+/// Test names must be identifiers, so the list is written out; the test
+/// below holds it equal to the worker's registry.
+macro_rules! for_crms {
+    (@listed [$($crm:ident),* $(,)?]) => {
+        const LISTED_CRMS: &[&str] = &[$(stringify!($crm)),*];
+    };
+    (@scenario $scenario:ident [$($crm:ident),* $(,)?]) => {
+        mod $scenario {$(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn hubspot() { super::$scenario("hubspot").await }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn pipedrive() { super::$scenario("pipedrive").await }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn gohighlevel() { super::$scenario("gohighlevel").await }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn salesforce() { super::$scenario("salesforce").await }
-        }
-    )*};
+            async fn $crm() { super::$scenario(stringify!($crm)).await }
+        )*}
+    };
+    ($crms:tt: $($scenario:ident),* $(,)?) => {
+        for_crms!(@listed $crms);
+        $(for_crms!(@scenario $scenario $crms);)*
+    };
 }
 
-for_every_crm_with_contacts!(
+for_crms!(
+    [hubspot, pipedrive, gohighlevel, salesforce]:
     a_number_typed_in_any_format_finds_its_contact_and_creates_none,
     a_number_sharing_only_the_last_seven_digits_is_another_person,
     of_two_contacts_with_the_number_the_main_phone_most_recently_updated_wins,
     a_repeat_caller_costs_no_search,
 );
+
+#[test]
+fn the_suite_runs_every_registered_crm_that_keeps_contacts() {
+    assert_eq!(LISTED_CRMS, callsync_tests::harness::crms_with_contacts());
+}

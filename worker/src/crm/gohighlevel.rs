@@ -16,6 +16,7 @@
 //! (`GET /locations/{id}/customFields`) and creates the missing ones.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use callsync_shared::CallReport;
@@ -31,8 +32,8 @@ use time::format_description::well_known::Rfc3339;
 
 use super::render;
 use super::{
-    ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, HttpSettings, Limiter, MarkedRecord,
-    NewContact,
+    ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, CrmSettings, CrmSpec, HttpSettings,
+    Limiter, MarkedRecord, NewContact,
 };
 
 /// The API version this adapter speaks.
@@ -45,6 +46,27 @@ pub struct GohighlevelConfig {
     pub location_id: String,
     pub base_url: String,
     pub http: HttpSettings,
+}
+
+/// How `CALLSYNC_CRM=gohighlevel` is read and built.
+pub const SPEC: CrmSpec = CrmSpec {
+    name: "gohighlevel",
+    // 100 requests per 10 s per location.
+    default_rate: "100/10s",
+    // Notes and tasks are listed per contact, not searched: they show at
+    // once. Give replicas a moment anyway.
+    default_index_lag: Duration::from_secs(5),
+    configure: |env, http| Ok(Arc::new(GohighlevelConfig::from_env(env, http)?)),
+};
+
+impl CrmSettings for GohighlevelConfig {
+    fn http(&self) -> &HttpSettings {
+        &self.http
+    }
+
+    fn build(&self, limiter: Arc<Limiter>) -> Result<Arc<dyn Crm>, reqwest::Error> {
+        Ok(Arc::new(Gohighlevel::new(self.clone(), limiter)?))
+    }
 }
 
 impl GohighlevelConfig {

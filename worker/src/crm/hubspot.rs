@@ -15,6 +15,7 @@
 //! reliable where a token search inside an HTML body is not.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use callsync_shared::CallReport;
@@ -29,8 +30,8 @@ use time::OffsetDateTime;
 
 use super::render;
 use super::{
-    ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, HttpSettings, Limiter, MarkedRecord,
-    NewContact,
+    ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, CrmSettings, CrmSpec, HttpSettings,
+    Limiter, MarkedRecord, NewContact,
 };
 
 /// HubSpot's normalised copies of `phone` and `mobilephone`, made for search.
@@ -49,6 +50,26 @@ pub struct HubspotConfig {
     pub http: HttpSettings,
     /// Owner assigned to follow-up tasks, when set.
     pub owner_id: Option<String>,
+}
+
+/// How `CALLSYNC_CRM=hubspot` is read and built.
+pub const SPEC: CrmSpec = CrmSpec {
+    name: "hubspot",
+    // 100 requests per 10 s per private app.
+    default_rate: "100/10s",
+    // HubSpot documents seconds and 10–60 s are seen in practice.
+    default_index_lag: Duration::from_secs(60),
+    configure: |env, http| Ok(Arc::new(HubspotConfig::from_env(env, http)?)),
+};
+
+impl CrmSettings for HubspotConfig {
+    fn http(&self) -> &HttpSettings {
+        &self.http
+    }
+
+    fn build(&self, limiter: Arc<Limiter>) -> Result<Arc<dyn Crm>, reqwest::Error> {
+        Ok(Arc::new(Hubspot::new(self.clone(), limiter)?))
+    }
 }
 
 impl HubspotConfig {

@@ -16,6 +16,7 @@
 //! Pipedrive names them by a generated key, which is looked up by name.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use callsync_shared::CallReport;
@@ -32,8 +33,8 @@ use tokio::sync::OnceCell;
 
 use super::render;
 use super::{
-    ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, HttpSettings, Limiter, MarkedRecord,
-    NewContact,
+    ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, CrmSettings, CrmSpec, HttpSettings,
+    Limiter, MarkedRecord, NewContact,
 };
 
 /// `CALLSYNC_PIPEDRIVE_*`.
@@ -43,6 +44,27 @@ pub struct PipedriveConfig {
     /// The company domain, e.g. `https://acme.pipedrive.com`.
     pub base_url: String,
     pub http: HttpSettings,
+}
+
+/// How `CALLSYNC_CRM=pipedrive` is read and built.
+pub const SPEC: CrmSpec = CrmSpec {
+    name: "pipedrive",
+    // Token-based limits in 2-second burst windows.
+    default_rate: "20/2s",
+    // Notes, tasks and activities are listed per contact, not searched:
+    // they show at once. Give replicas a moment anyway.
+    default_index_lag: Duration::from_secs(5),
+    configure: |env, http| Ok(Arc::new(PipedriveConfig::from_env(env, http)?)),
+};
+
+impl CrmSettings for PipedriveConfig {
+    fn http(&self) -> &HttpSettings {
+        &self.http
+    }
+
+    fn build(&self, limiter: Arc<Limiter>) -> Result<Arc<dyn Crm>, reqwest::Error> {
+        Ok(Arc::new(Pipedrive::new(self.clone(), limiter)?))
+    }
 }
 
 impl PipedriveConfig {

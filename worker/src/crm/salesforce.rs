@@ -19,6 +19,7 @@
 //! renews the token itself when Salesforce answers 401 (see `oauth.rs`).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use callsync_shared::CallReport;
@@ -34,8 +35,8 @@ use time::macros::format_description;
 use super::oauth::{Grant, OAuthClient, TokenSource};
 use super::render;
 use super::{
-    ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, HttpSettings, Limiter, MarkedRecord,
-    NewContact,
+    ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, CrmSettings, CrmSpec, HttpSettings,
+    Limiter, MarkedRecord, NewContact,
 };
 
 /// `CALLSYNC_SALESFORCE_*`.
@@ -49,6 +50,27 @@ pub struct SalesforceConfig {
     pub instance_url: String,
     pub api_version: String,
     pub http: HttpSettings,
+}
+
+/// How `CALLSYNC_CRM=salesforce` is read and built.
+pub const SPEC: CrmSpec = CrmSpec {
+    name: "salesforce",
+    // Salesforce counts per 24 h; keep bursts modest all the same.
+    default_rate: "100/10s",
+    // Tasks are upserted and read by External ID (immediate), but contacts
+    // are found through SOSL, whose index is asynchronous.
+    default_index_lag: Duration::from_secs(30),
+    configure: |env, http| Ok(Arc::new(SalesforceConfig::from_env(env, http)?)),
+};
+
+impl CrmSettings for SalesforceConfig {
+    fn http(&self) -> &HttpSettings {
+        &self.http
+    }
+
+    fn build(&self, limiter: Arc<Limiter>) -> Result<Arc<dyn Crm>, reqwest::Error> {
+        Ok(Arc::new(Salesforce::new(self.clone(), limiter)?))
+    }
 }
 
 impl SalesforceConfig {

@@ -12,6 +12,7 @@
 //! Body: `{"type":"call.report","timestamp":"<RFC 3339>","data":<CallReport>}`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use callsync_shared::CallReport;
@@ -23,8 +24,8 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::{
-    ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, HttpSettings, Limiter, MarkedRecord,
-    NewContact,
+    ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, CrmSettings, CrmSpec, HttpSettings,
+    Limiter, MarkedRecord, NewContact,
 };
 
 /// `CALLSYNC_WEBHOOK_*`.
@@ -34,6 +35,26 @@ pub struct WebhookConfig {
     /// `whsec_<base64>` as Standard Webhooks issues them, or any string.
     pub secret: Secret,
     pub http: HttpSettings,
+}
+
+/// How `CALLSYNC_CRM=webhook` is read and built.
+pub const SPEC: CrmSpec = CrmSpec {
+    name: "webhook",
+    // The receiver is the operator's own; it sets any limit it needs.
+    default_rate: "off",
+    // The webhook target is "searched" by sending again.
+    default_index_lag: Duration::ZERO,
+    configure: |env, http| Ok(Arc::new(WebhookConfig::from_env(env, http)?)),
+};
+
+impl CrmSettings for WebhookConfig {
+    fn http(&self) -> &HttpSettings {
+        &self.http
+    }
+
+    fn build(&self, limiter: Arc<Limiter>) -> Result<Arc<dyn Crm>, reqwest::Error> {
+        Ok(Arc::new(Webhook::new(self.clone(), limiter)?))
+    }
 }
 
 impl WebhookConfig {

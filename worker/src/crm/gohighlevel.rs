@@ -32,8 +32,8 @@ use time::format_description::well_known::Rfc3339;
 
 use super::render;
 use super::{
-    ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, CrmSettings, CrmSpec, HttpSettings,
-    Limiter, MarkedRecord, NewContact,
+    Budgets, ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, CrmSettings, CrmSpec,
+    HttpSettings, MarkedRecord, NewContact, Operation,
 };
 
 /// The API version this adapter speaks.
@@ -53,6 +53,9 @@ pub const SPEC: CrmSpec = CrmSpec {
     name: "gohighlevel",
     // 100 requests per 10 s per location.
     default_rate: "100/10s",
+    // No search limit is documented apart from the general 100 per 10 s
+    // per location, which searches already draw on.
+    default_search_rate: "off",
     // Notes and tasks are listed per contact, not searched: they show at
     // once. Give replicas a moment anyway.
     default_index_lag: Duration::from_secs(5),
@@ -64,8 +67,8 @@ impl CrmSettings for GohighlevelConfig {
         &self.http
     }
 
-    fn build(&self, limiter: Arc<Limiter>) -> Result<Arc<dyn Crm>, reqwest::Error> {
-        Ok(Arc::new(Gohighlevel::new(self.clone(), limiter)?))
+    fn build(&self, budgets: Arc<Budgets>) -> Result<Arc<dyn Crm>, reqwest::Error> {
+        Ok(Arc::new(Gohighlevel::new(self.clone(), budgets)?))
     }
 }
 
@@ -232,7 +235,7 @@ impl Gohighlevel {
         let found: SearchResults = self
             .http
             .json(
-                "search_contacts",
+                Operation::search("search_contacts"),
                 self.request(Method::POST, "/contacts/search").json(&body),
             )
             .await?;
@@ -241,8 +244,8 @@ impl Gohighlevel {
         Ok(choose(caller, &candidates).map(|c| c.id.clone()))
     }
 
-    pub fn new(config: GohighlevelConfig, limiter: Arc<Limiter>) -> Result<Self, reqwest::Error> {
-        let http = CrmHttp::new("gohighlevel", config.http.timeout, limiter)?;
+    pub fn new(config: GohighlevelConfig, budgets: Arc<Budgets>) -> Result<Self, reqwest::Error> {
+        let http = CrmHttp::new("gohighlevel", config.http.timeout, budgets)?;
         Ok(Self {
             config,
             http,
@@ -381,7 +384,7 @@ impl Crm for Gohighlevel {
         let found: Duplicate = self
             .http
             .json(
-                "search_duplicate",
+                Operation::search("search_duplicate"),
                 self.request(Method::GET, "/contacts/search/duplicate")
                     .query(&query),
             )

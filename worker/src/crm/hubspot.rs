@@ -30,8 +30,8 @@ use time::OffsetDateTime;
 
 use super::render;
 use super::{
-    ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, CrmSettings, CrmSpec, HttpSettings,
-    Limiter, MarkedRecord, NewContact,
+    Budgets, ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, CrmSettings, CrmSpec,
+    HttpSettings, MarkedRecord, NewContact, Operation,
 };
 
 /// HubSpot's normalised copies of `phone` and `mobilephone`, made for search.
@@ -57,6 +57,10 @@ pub const SPEC: CrmSpec = CrmSpec {
     name: "hubspot",
     // 100 requests per 10 s per private app.
     default_rate: "100/10s",
+    // Search endpoints allow 5 requests per second per account, and their
+    // answers carry no rate-limit headers to pace by.
+    // https://developers.hubspot.com/docs/api/crm/search (limits)
+    default_search_rate: "5/1s",
     // HubSpot documents seconds and 10–60 s are seen in practice.
     default_index_lag: Duration::from_secs(60),
     configure: |env, http| Ok(Arc::new(HubspotConfig::from_env(env, http)?)),
@@ -67,8 +71,8 @@ impl CrmSettings for HubspotConfig {
         &self.http
     }
 
-    fn build(&self, limiter: Arc<Limiter>) -> Result<Arc<dyn Crm>, reqwest::Error> {
-        Ok(Arc::new(Hubspot::new(self.clone(), limiter)?))
+    fn build(&self, budgets: Arc<Budgets>) -> Result<Arc<dyn Crm>, reqwest::Error> {
+        Ok(Arc::new(Hubspot::new(self.clone(), budgets)?))
     }
 }
 
@@ -158,8 +162,8 @@ struct SearchHit {
 }
 
 impl Hubspot {
-    pub fn new(config: HubspotConfig, limiter: Arc<Limiter>) -> Result<Self, reqwest::Error> {
-        let http = CrmHttp::new("hubspot", config.http.timeout, limiter)?;
+    pub fn new(config: HubspotConfig, budgets: Arc<Budgets>) -> Result<Self, reqwest::Error> {
+        let http = CrmHttp::new("hubspot", config.http.timeout, budgets)?;
         Ok(Self { config, http })
     }
 
@@ -196,7 +200,7 @@ impl Hubspot {
         let results: SearchResults = self
             .http
             .json(
-                operation,
+                Operation::search(operation),
                 self.request(Method::POST, &format!("/crm/v3/objects/{object}/search"))
                     .json(&body),
             )

@@ -27,7 +27,8 @@ use callsync_shared::{CallReport, Phone};
 use time::OffsetDateTime;
 
 pub use http::CrmHttp;
-pub use limiter::{Limiter, Rate};
+pub use http::Operation;
+pub use limiter::{Budgets, Limiter, Rate, RequestKind};
 
 /// A CRM's id of a record (contact, call, task).
 pub type CrmId = String;
@@ -214,6 +215,10 @@ pub struct CrmSpec {
     pub name: &'static str,
     /// `CALLSYNC_CRM_RATE` when unset: the vendor's lowest documented tier.
     pub default_rate: &'static str,
+    /// `CALLSYNC_CRM_SEARCH_RATE` when unset: the vendor's documented limit
+    /// on search requests, or `off` when it documents none beyond the
+    /// general one.
+    pub default_search_rate: &'static str,
     /// `CALLSYNC_CRM_INDEX_LAG` when unset: how long its search may take to
     /// show a new record.
     pub default_index_lag: Duration,
@@ -228,8 +233,8 @@ pub type Configure = fn(&Env, HttpSettings) -> Result<Arc<dyn CrmSettings>, Conf
 pub trait CrmSettings: fmt::Debug + Send + Sync {
     fn http(&self) -> &HttpSettings;
 
-    /// Builds the adapter; its requests go through `limiter`.
-    fn build(&self, limiter: Arc<Limiter>) -> Result<Arc<dyn Crm>, reqwest::Error>;
+    /// Builds the adapter; its requests draw on `budgets`.
+    fn build(&self, budgets: Arc<Budgets>) -> Result<Arc<dyn Crm>, reqwest::Error>;
 }
 
 /// Every supported CRM. Adding one is its adapter file (with its `SPEC`)
@@ -264,6 +269,10 @@ pub struct HttpSettings {
     /// The account-wide request budget (`CALLSYNC_CRM_RATE`), divided among
     /// the live workers; `None` disables client-side limiting.
     pub rate: Option<Rate>,
+    /// The account-wide budget of search requests
+    /// (`CALLSYNC_CRM_SEARCH_RATE`), divided the same way. A search also
+    /// counts against `rate`.
+    pub search_rate: Option<Rate>,
 }
 
 impl HttpSettings {
@@ -271,6 +280,7 @@ impl HttpSettings {
         Ok(Self {
             timeout: env.duration("CALLSYNC_CRM_TIMEOUT", DEFAULT_TIMEOUT)?,
             rate: rate(env, "CALLSYNC_CRM_RATE", spec.default_rate)?,
+            search_rate: rate(env, "CALLSYNC_CRM_SEARCH_RATE", spec.default_search_rate)?,
         })
     }
 }
@@ -329,9 +339,9 @@ impl CrmConfig {
         self.spec.default_index_lag
     }
 
-    /// Builds the adapter; its requests go through `limiter`.
-    pub fn build(&self, limiter: Arc<Limiter>) -> Result<Arc<dyn Crm>, CrmBuildError> {
-        Ok(self.settings.build(limiter)?)
+    /// Builds the adapter; its requests draw on `budgets`.
+    pub fn build(&self, budgets: Arc<Budgets>) -> Result<Arc<dyn Crm>, CrmBuildError> {
+        Ok(self.settings.build(budgets)?)
     }
 }
 
@@ -350,12 +360,13 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), REGISTRY.len(), "duplicate CRM names");
         for spec in &REGISTRY {
-            assert!(
-                spec.default_rate == "off" || spec.default_rate.parse::<Rate>().is_ok(),
-                "{}: {}",
-                spec.name,
-                spec.default_rate
-            );
+            for rate in [spec.default_rate, spec.default_search_rate] {
+                assert!(
+                    rate == "off" || rate.parse::<Rate>().is_ok(),
+                    "{}: {rate}",
+                    spec.name
+                );
+            }
         }
     }
 

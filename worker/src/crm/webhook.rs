@@ -24,8 +24,8 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::{
-    ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, CrmSettings, CrmSpec, HttpSettings,
-    Limiter, MarkedRecord, NewContact,
+    Budgets, ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, CrmSettings, CrmSpec,
+    HttpSettings, MarkedRecord, NewContact,
 };
 
 /// `CALLSYNC_WEBHOOK_*`.
@@ -42,6 +42,8 @@ pub const SPEC: CrmSpec = CrmSpec {
     name: "webhook",
     // The receiver is the operator's own; it sets any limit it needs.
     default_rate: "off",
+    // Nothing is searched.
+    default_search_rate: "off",
     // The webhook target is "searched" by sending again.
     default_index_lag: Duration::ZERO,
     configure: |env, http| Ok(Arc::new(WebhookConfig::from_env(env, http)?)),
@@ -52,8 +54,8 @@ impl CrmSettings for WebhookConfig {
         &self.http
     }
 
-    fn build(&self, limiter: Arc<Limiter>) -> Result<Arc<dyn Crm>, reqwest::Error> {
-        Ok(Arc::new(Webhook::new(self.clone(), limiter)?))
+    fn build(&self, budgets: Arc<Budgets>) -> Result<Arc<dyn Crm>, reqwest::Error> {
+        Ok(Arc::new(Webhook::new(self.clone(), budgets)?))
     }
 }
 
@@ -81,8 +83,8 @@ pub struct Webhook {
 }
 
 impl Webhook {
-    pub fn new(config: WebhookConfig, limiter: Arc<Limiter>) -> Result<Self, reqwest::Error> {
-        let http = CrmHttp::new("webhook", config.http.timeout, limiter)?;
+    pub fn new(config: WebhookConfig, budgets: Arc<Budgets>) -> Result<Self, reqwest::Error> {
+        let http = CrmHttp::new("webhook", config.http.timeout, budgets)?;
         Ok(Self { config, http })
     }
 }

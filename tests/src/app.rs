@@ -601,7 +601,7 @@ async fn queued(connection: &lapin::Connection, queues: &[String]) -> u32 {
     let mut queued = 0;
     for q in queues {
         // A passive declare of a missing queue closes its channel: one each.
-        let probe = connection.create_channel().await.expect("channel");
+        let probe = probe_channel(connection).await;
         if let Ok(declared) = probe
             .queue_declare(
                 q.as_str().into(),
@@ -618,6 +618,24 @@ async fn queued(connection: &lapin::Connection, queues: &[String]) -> u32 {
         }
     }
     queued
+}
+
+/// A new channel. The broker's close of the previous probe (a missing queue)
+/// can reach the client after it handed out the next channel, which then
+/// reports that close: try again a few times.
+async fn probe_channel(connection: &lapin::Connection) -> lapin::Channel {
+    let mut attempt = 0;
+    loop {
+        match connection.create_channel().await {
+            Ok(channel) => return channel,
+            Err(e) if attempt < 5 => {
+                attempt += 1;
+                tracing::debug!(error = %e, "probe channel refused; trying again");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("channel: {e}"),
+        }
+    }
 }
 
 /// Deliveries the workers at `workers` hold; `None` when one did not answer.

@@ -120,14 +120,17 @@ pub struct TestEnv {
     workers: std::sync::Mutex<Vec<String>>,
 }
 
-/// Every CRM callsync supports, for the parameterised end-to-end suite.
-pub const CRMS: [&str; 5] = [
-    "hubspot",
-    "pipedrive",
-    "gohighlevel",
-    "salesforce",
-    "webhook",
-];
+/// Every CRM callsync supports, for the parameterised end-to-end suite:
+/// the worker's registry, so a new CRM cannot be left out.
+pub fn crms() -> Vec<&'static str> {
+    callsync_worker::crm::supported().collect()
+}
+
+/// The CRMs that keep contacts: all but the generic webhook, which only
+/// receives calls.
+pub fn crms_with_contacts() -> Vec<&'static str> {
+    crms().into_iter().filter(|crm| *crm != "webhook").collect()
+}
 
 impl TestEnv {
     pub async fn new() -> Self {

@@ -687,3 +687,67 @@ fn docker_compose_up_runs_the_demo_crm_by_default() {
         "the worker also starts when the profile is off"
     );
 }
+
+/// The README's default for `var`, per CRM: each backticked value names
+/// the CRMs it applies to in the parentheses after it.
+fn readme_defaults_per_crm(var: &str) -> Vec<(String, String)> {
+    let readme = read("README.md");
+    let row = readme
+        .lines()
+        .find(|l| l.starts_with(&format!("| `{var}` |")))
+        .unwrap_or_else(|| panic!("README has no row for {var}"));
+    let cell = row.split('|').nth(2).unwrap();
+    let parts: Vec<&str> = cell.split('`').collect();
+    let mut defaults = Vec::new();
+    for pair in parts[1..].chunks(2) {
+        let [value, after] = pair else { continue };
+        let applies_to = after
+            .trim_start()
+            .strip_prefix('(')
+            .and_then(|a| a.split(')').next())
+            .unwrap_or_default()
+            .to_lowercase();
+        for spec in &callsync_worker::crm::REGISTRY {
+            if applies_to.contains(spec.name) {
+                defaults.push((spec.name.to_owned(), (*value).to_owned()));
+            }
+        }
+    }
+    defaults
+}
+
+/// The README's one default for `var` that names `crm`.
+fn readme_default(var: &str, crm: &str) -> String {
+    let stated: Vec<String> = readme_defaults_per_crm(var)
+        .into_iter()
+        .filter(|(named, _)| named == crm)
+        .map(|(_, value)| value)
+        .collect();
+    assert_eq!(stated.len(), 1, "{var} for {crm}: {stated:?}");
+    stated[0].clone()
+}
+
+#[test]
+fn the_readme_states_each_registered_crms_default_budgets_and_index_lag() {
+    for spec in &callsync_worker::crm::REGISTRY {
+        assert_eq!(
+            readme_default("CALLSYNC_CRM_RATE", spec.name),
+            spec.default_rate,
+            "{}",
+            spec.name
+        );
+        assert_eq!(
+            readme_default("CALLSYNC_CRM_SEARCH_RATE", spec.name),
+            spec.default_search_rate,
+            "{}",
+            spec.name
+        );
+        let lag = readme_default("CALLSYNC_CRM_INDEX_LAG", spec.name);
+        assert_eq!(
+            callsync_shared::config::parse_duration(&lag).unwrap(),
+            spec.default_index_lag,
+            "{}",
+            spec.name
+        );
+    }
+}

@@ -201,24 +201,27 @@ async fn a_record_applied_but_answered_with_a_reset_is_not_repeated(crm: &'stati
     app.shutdown().await;
 }
 
-macro_rules! for_every_crm {
-    ($($scenario:ident),* $(,)?) => {$(
-        mod $scenario {
+/// One module per scenario holding one test per CRM in the bracketed list.
+/// Test names must be identifiers, so the list is written out; the test
+/// below holds it equal to the worker's registry.
+macro_rules! for_crms {
+    (@listed [$($crm:ident),* $(,)?]) => {
+        const LISTED_CRMS: &[&str] = &[$(stringify!($crm)),*];
+    };
+    (@scenario $scenario:ident [$($crm:ident),* $(,)?]) => {
+        mod $scenario {$(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn hubspot() { super::$scenario("hubspot").await }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn pipedrive() { super::$scenario("pipedrive").await }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn gohighlevel() { super::$scenario("gohighlevel").await }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn salesforce() { super::$scenario("salesforce").await }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn webhook() { super::$scenario("webhook").await }
-        }
-    )*};
+            async fn $crm() { super::$scenario(stringify!($crm)).await }
+        )*}
+    };
+    ($crms:tt: $($scenario:ident),* $(,)?) => {
+        for_crms!(@listed $crms);
+        $(for_crms!(@scenario $scenario $crms);)*
+    };
 }
 
-for_every_crm!(
+for_crms!(
+    [hubspot, pipedrive, gohighlevel, salesforce, webhook]:
     reports_create_one_contact_one_call_record_and_one_follow_up,
     five_copies_at_once_give_one_call_record_and_one_follow_up,
     two_workers_and_one_new_number_give_one_contact,
@@ -226,3 +229,8 @@ for_every_crm!(
     a_rate_limited_crm_is_waited_for_and_the_call_synced_once,
     a_record_applied_but_answered_with_a_reset_is_not_repeated,
 );
+
+#[test]
+fn the_suite_runs_every_registered_crm() {
+    assert_eq!(LISTED_CRMS, callsync_tests::harness::crms());
+}

@@ -6,9 +6,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::BTreeMap;
+use std::time::Instant;
+
 use callsync_tests::app::TestApp;
-use callsync_tests::harness::TestEnv;
-use callsync_tests::sim::Snapshot;
+use callsync_tests::harness::{TestEnv, WAIT};
+use callsync_tests::sim::{RateLimit, SimConfig, Snapshot};
+use callsync_tests::wait::eventually;
 use serde_json::{Map, Value, json};
 
 /// Where a number was typed: the record's main phone field, or its mobile.
@@ -306,24 +310,170 @@ async fn a_repeat_caller_costs_no_search(crm: &'static str) {
     app.shutdown().await;
 }
 
-macro_rules! for_every_crm_with_contacts {
-    ($($scenario:ident),* $(,)?) => {$(
-        mod $scenario {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn hubspot() { super::$scenario("hubspot").await }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn pipedrive() { super::$scenario("pipedrive").await }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn gohighlevel() { super::$scenario("gohighlevel").await }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn salesforce() { super::$scenario("salesforce").await }
-        }
-    )*};
+/// Waits until every worker's heartbeat has seen all `n`, so that each
+/// takes its share of the budgets before the backlog arrives, as in steady
+/// operation.
+async fn wait_until_workers_see_each_other(app: &TestApp, n: usize) {
+    for i in 0..n {
+        let url = format!("{}/metrics", app.worker_url(i));
+        eventually(
+            WAIT,
+            "the workers see each other",
+            || async {
+                let text = app
+                    .env
+                    .client
+                    .get(&url)
+                    .send()
+                    .await
+                    .unwrap()
+                    .text()
+                    .await
+                    .unwrap();
+                text.lines()
+                    .find(|l| l.starts_with("callsync_worker_live_workers"))
+                    .map(str::to_owned)
+            },
+            |line| {
+                line.as_deref()
+                    .is_some_and(|l| l.ends_with(&format!(" {n}")))
+            },
+        )
+        .await;
+    }
 }
 
-for_every_crm_with_contacts!(
+/// A backlog on HubSpot's real limits (190 per 10 s, and 5 searches per
+/// second per account) with three replicas and the default search budget:
+/// nearly nothing is refused. 50 known callers (typed in mixed formats) and
+/// 25 new ones call twice each: 150 calls, some 430 requests (23 s of the
+/// general budget) of which 75–100 are searches, and the search budget is
+/// what paces it: each replica takes 5 ÷ 3, i.e. one search per 1.25 s
+/// window, so about 40 s. More calls would take the test past a minute.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_on_hubspot_limits_with_three_replicas_is_almost_never_refused() {
+    const WORKERS: usize = 3;
+    let app = TestApp::builder()
+        .crm("hubspot")
+        .sim(SimConfig {
+            rate_limit: Some("190/10s".parse().unwrap()),
+            search_rate_limit: Some(RateLimit::HUBSPOT_SEARCH),
+            ..SimConfig::default()
+        })
+        .workers(WORKERS)
+        .worker_set("CALLSYNC_CRM_RATE", "190/10s")
+        .start()
+        .await;
+    let env = &app.env;
+
+    // Dutch mobiles +31 6 1000 0000…: each known one typed in one of four ways.
+    let mut known = BTreeMap::new();
+    for i in 0..50 {
+        let typed = match i % 4 {
+            0 => format!("06 1000{i:04}"),
+            1 => format!("+31 6 1000 {i:04}"),
+            2 => format!("003161000{i:04}"),
+            _ => format!("+31 (0)6 1000{i:04}"),
+        };
+        let contact = typed_contact(
+            "hubspot",
+            &format!("Known {i}"),
+            &typed,
+            Field::Main,
+            "2026-01-01T00:00:00Z",
+        );
+        known.insert(format!("+3161000{i:04}"), seed(env, contact));
+    }
+    let new: Vec<String> = (0..25).map(|i| format!("+3162000{i:04}")).collect();
+    wait_until_workers_see_each_other(&app, WORKERS).await;
+    let before = env.sim.snapshot().stats;
+
+    let callers: Vec<&String> = known.keys().chain(new.iter()).collect();
+    let mut calls = Vec::new();
+    for round in 0..2 {
+        for (n, caller) in callers.iter().enumerate() {
+            calls.push((format!("backlog-{round}-{n}"), caller.as_str()));
+        }
+    }
+    let started = Instant::now();
+    for (call_id, caller) in &calls {
+        app.post_voicedock(report(call_id, caller)).await;
+    }
+    let s = app.settle().await;
+    let elapsed = started.elapsed();
+    app.assert_ledger(calls.len() as i64, 0).await;
+
+    for (call_id, caller) in &calls {
+        let marker = format!("callsync:voicedock:{call_id}");
+        let records = s
+            .calls
+            .iter()
+            .filter(|c| c.marker().as_deref() == Some(marker.as_str()))
+            .count();
+        assert_eq!(records, 1, "{call_id} synced once");
+        if let Some(contact) = known.get(*caller) {
+            assert_eq!(
+                call_contacts(&s, call_id),
+                vec![contact.clone()],
+                "{call_id}"
+            );
+        }
+    }
+    assert_eq!(s.calls.len(), calls.len());
+    assert_eq!(
+        s.contacts.len(),
+        known.len() + new.len(),
+        "one contact per new caller, none for a known one"
+    );
+
+    let requests = s.stats.requests - before.requests;
+    let refused = s.stats.rate_limited - before.rate_limited;
+    let ratio = refused as f64 / requests as f64;
+    println!(
+        "requests={requests} refused={refused} (search: {}) ratio={ratio:.4} searches={} elapsed={elapsed:.1?}",
+        s.stats.search_rate_limited,
+        s.stats
+            .by_operation
+            .get("search_contacts")
+            .copied()
+            .unwrap_or(0),
+    );
+    assert!(
+        ratio < 0.01,
+        "{refused} of {requests} requests refused ({ratio:.4}); by operation: {:?}",
+        s.stats.by_operation
+    );
+    app.shutdown().await;
+}
+
+/// One module per scenario holding one test per CRM in the bracketed list.
+/// Test names must be identifiers, so the list is written out; the test
+/// below holds it equal to the worker's registry.
+macro_rules! for_crms {
+    (@listed [$($crm:ident),* $(,)?]) => {
+        const LISTED_CRMS: &[&str] = &[$(stringify!($crm)),*];
+    };
+    (@scenario $scenario:ident [$($crm:ident),* $(,)?]) => {
+        mod $scenario {$(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $crm() { super::$scenario(stringify!($crm)).await }
+        )*}
+    };
+    ($crms:tt: $($scenario:ident),* $(,)?) => {
+        for_crms!(@listed $crms);
+        $(for_crms!(@scenario $scenario $crms);)*
+    };
+}
+
+for_crms!(
+    [hubspot, pipedrive, gohighlevel, salesforce]:
     a_number_typed_in_any_format_finds_its_contact_and_creates_none,
     a_number_sharing_only_the_last_seven_digits_is_another_person,
     of_two_contacts_with_the_number_the_main_phone_most_recently_updated_wins,
     a_repeat_caller_costs_no_search,
 );
+
+#[test]
+fn the_suite_runs_every_registered_crm_that_keeps_contacts() {
+    assert_eq!(LISTED_CRMS, callsync_tests::harness::crms_with_contacts());
+}

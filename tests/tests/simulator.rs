@@ -11,7 +11,7 @@ use std::time::Duration;
 use callsync_tests::app::TestApp;
 use callsync_tests::harness::{voicedock_marker, voicedock_report};
 use callsync_tests::sim::gohighlevel::Location;
-use callsync_tests::sim::{CrmSim, Fault, SimConfig};
+use callsync_tests::sim::{CrmSim, Fault, RateLimit, SimConfig};
 use reqwest::{Client, Method, RequestBuilder, StatusCode};
 use serde_json::{Map, Value, json};
 
@@ -60,7 +60,11 @@ impl Sim {
 }
 
 async fn sim() -> Sim {
-    let sim = CrmSim::start(SocketAddr::from(([127, 0, 0, 1], 0)), SimConfig::default())
+    sim_with(SimConfig::default()).await
+}
+
+async fn sim_with(config: SimConfig) -> Sim {
+    let sim = CrmSim::start(SocketAddr::from(([127, 0, 0, 1], 0)), config)
         .await
         .expect("crm-sim starts");
     Sim {
@@ -95,6 +99,52 @@ async fn expect(status: StatusCode, request: RequestBuilder) -> Value {
 }
 
 // HubSpot
+
+/// HubSpot's search endpoints allow five requests per second per account,
+/// apart from the general limit, and refuse the sixth with 429, the
+/// `SECONDLY` policy and no `Retry-After`.
+/// https://developers.hubspot.com/docs/api/crm/search (limits)
+#[tokio::test]
+async fn hubspot_refuses_the_sixth_search_in_a_second_but_not_a_request_that_is_no_search() {
+    let sim = sim_with(SimConfig {
+        rate_limit: Some("190/10s".parse().unwrap()),
+        search_rate_limit: Some(RateLimit::HUBSPOT_SEARCH),
+        ..SimConfig::default()
+    })
+    .await;
+    let search = || {
+        sim.hubspot(Method::POST, "/crm/v3/objects/contacts/search")
+            .json(&json!({ "filterGroups": [{ "filters": [
+                { "propertyName": "email", "operator": "EQ", "value": "ann@example.com" }
+            ]}]}))
+    };
+    for n in 1..=5 {
+        let (status, body) = send(search()).await;
+        assert_eq!(status, StatusCode::OK, "search {n}: {body}");
+    }
+    let refused = search().send().await.unwrap();
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(
+        refused.headers().get("retry-after").is_none(),
+        "HubSpot sends no Retry-After on a search refusal"
+    );
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["errorType"], "RATE_LIMIT");
+    assert_eq!(body["policyName"], "SECONDLY");
+
+    expect(
+        StatusCode::CREATED,
+        sim.hubspot(Method::POST, "/crm/v3/objects/contacts")
+            .json(&json!({ "properties": { "email": "bob@example.com" } })),
+    )
+    .await;
+    let stats = sim.snapshot().stats;
+    assert_eq!(stats.search_rate_limited, 1);
+    assert_eq!(stats.rate_limited, 1);
+
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    expect(StatusCode::OK, search()).await;
+}
 
 /// The property names a HubSpot 400 lists as `PROPERTY_DOESNT_EXIST`.
 fn missing_properties(body: &Value) -> Vec<String> {

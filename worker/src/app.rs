@@ -17,7 +17,7 @@ use tokio::sync::watch;
 
 use crate::config::WorkerConfig;
 use crate::consumer::{BrokerHealth, ConsumerLoop};
-use crate::crm::{CrmBuildError, Limiter};
+use crate::crm::{Budgets, CrmBuildError};
 use crate::ledger::{Ledger, LedgerError};
 use crate::sync::Syncer;
 
@@ -40,7 +40,7 @@ pub enum StartError {
 pub struct Worker {
     config: Arc<WorkerConfig>,
     syncer: Arc<Syncer>,
-    limiter: Arc<Limiter>,
+    budgets: Arc<Budgets>,
     listener: TcpListener,
     health: Arc<BrokerHealth>,
 }
@@ -58,8 +58,9 @@ impl Worker {
     /// a while at start-up because containers often start before it accepts
     /// connections; the broker is connected in the background by [`Worker::run_until`].
     pub async fn build(config: WorkerConfig) -> Result<Self, StartError> {
-        let limiter = Arc::new(Limiter::new(config.crm.http().rate));
-        let crm = config.crm.build(Arc::clone(&limiter))?;
+        let http = config.crm.http();
+        let budgets = Arc::new(Budgets::new(http.rate, http.search_rate));
+        let crm = config.crm.build(Arc::clone(&budgets))?;
         // One connection per concurrent message plus a few for readiness and leases.
         let pool_size = u32::from(config.prefetch) + 4;
         let ledger = connect_ledger(&config, pool_size, crm.name()).await?;
@@ -87,7 +88,7 @@ impl Worker {
         Ok(Self {
             config: Arc::new(config),
             syncer: Arc::new(syncer),
-            limiter,
+            budgets,
             listener,
             health: Arc::new(BrokerHealth::default()),
         })
@@ -120,7 +121,7 @@ impl Worker {
         let worker_id = uuid::Uuid::now_v7();
         let heartbeat = tokio::spawn(heartbeat(
             self.syncer.ledger().clone(),
-            Arc::clone(&self.limiter),
+            Arc::clone(&self.budgets),
             Arc::clone(&self.health),
             worker_id,
         ));
@@ -183,11 +184,12 @@ async fn connect_ledger(
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
 const HEARTBEAT_WINDOW: Duration = Duration::from_secs(6);
 
-/// Keeps this worker's share of the CRM budget equal to 1 ÷ live workers.
+/// Keeps this worker's share of the CRM budgets (general and search) equal
+/// to 1 ÷ live workers.
 /// It also publishes `callsync_ready` for the readiness alert.
 async fn heartbeat(
     ledger: Ledger,
-    limiter: Arc<Limiter>,
+    budgets: Arc<Budgets>,
     health: Arc<BrokerHealth>,
     id: uuid::Uuid,
 ) {
@@ -200,11 +202,14 @@ async fn heartbeat(
         metrics::gauge!("callsync_ready", "service" => "worker").set(if ready { 1.0 } else { 0.0 });
         match beat {
             Ok(live) => {
-                limiter.set_share(live);
+                budgets.set_share(live);
                 metrics::gauge!("callsync_worker_live_workers").set(live as f64);
                 if live != last {
-                    if let Some(rate) = limiter.rate() {
+                    if let Some(rate) = budgets.rate() {
                         tracing::info!(live_workers = live, budget = %rate, "sharing the CRM request budget");
+                    }
+                    if let Some(rate) = budgets.search_rate() {
+                        tracing::info!(live_workers = live, budget = %rate, "sharing the CRM search budget");
                     }
                     last = live;
                 }

@@ -214,6 +214,37 @@ mod tests {
     }
 
     #[test]
+    fn each_crm_gets_its_documented_search_budget_unless_set() {
+        let c = WorkerConfig::from_env(&hubspot()).unwrap();
+        assert_eq!(
+            c.crm.http().search_rate.map(|r| r.to_string()).as_deref(),
+            Some("5/1s")
+        );
+        let pipedrive = Env::default()
+            .with("CALLSYNC_CRM", "pipedrive")
+            .with("CALLSYNC_PIPEDRIVE_TOKEN", "t")
+            .with("CALLSYNC_PIPEDRIVE_BASE_URL", "https://acme.pipedrive.com");
+        let c = WorkerConfig::from_env(&pipedrive).unwrap();
+        assert_eq!(
+            c.crm.http().search_rate.map(|r| r.to_string()).as_deref(),
+            Some("10/2s")
+        );
+        let off =
+            WorkerConfig::from_env(&hubspot().with("CALLSYNC_CRM_SEARCH_RATE", "off")).unwrap();
+        assert_eq!(off.crm.http().search_rate, None);
+        let set =
+            WorkerConfig::from_env(&hubspot().with("CALLSYNC_CRM_SEARCH_RATE", "4/1s")).unwrap();
+        assert_eq!(set.crm.http().search_rate.map(|r| r.max), Some(4));
+    }
+
+    #[test]
+    fn a_malformed_search_budget_is_named_at_start_up() {
+        let err = WorkerConfig::from_env(&hubspot().with("CALLSYNC_CRM_SEARCH_RATE", "fast"))
+            .unwrap_err();
+        assert_eq!(err.var, "CALLSYNC_CRM_SEARCH_RATE");
+    }
+
+    #[test]
     fn a_webhook_url_must_be_http() {
         let env = Env::default()
             .with("CALLSYNC_CRM", "webhook")

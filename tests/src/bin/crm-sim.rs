@@ -7,6 +7,7 @@
 //! | `CRMSIM_TOKEN` | `sim-token` | the bearer token it accepts |
 //! | `CRMSIM_LATENCY` | `0ms` | added to every answer |
 //! | `CRMSIM_RATE_LIMIT` | — | e.g. `190/10s` (429 with `Retry-After` beyond it) |
+//! | `CRMSIM_SEARCH_RATE_LIMIT` | `5/1s` | HubSpot's search limit (429 `SECONDLY` without `Retry-After` beyond it), or `off` |
 //! | `CRMSIM_INDEX_LAG` | `0s` | how long new records stay invisible to search |
 //! | `CRMSIM_ERROR_RATE` | `0` | probability of an injected 503 |
 //! | `CRMSIM_RESET_RATE` | `0` | probability of "applied, then connection reset" |
@@ -32,12 +33,25 @@ fn config(env: &Env) -> Result<(SocketAddr, SimConfig), ConfigError> {
             message,
         })?),
     };
+    // HubSpot's own limit by default, so that demos meet it as production does.
+    let search_rate_limit = match env.string("CRMSIM_SEARCH_RATE_LIMIT", "5/1s").as_str() {
+        "off" => None,
+        text => Some(RateLimit {
+            // HubSpot sends no Retry-After on search refusals.
+            retry_after_secs: None,
+            ..text.parse::<RateLimit>().map_err(|message| ConfigError {
+                var: "CRMSIM_SEARCH_RATE_LIMIT".to_owned(),
+                message: format!("{message}, or off"),
+            })?
+        }),
+    };
     Ok((
         addr,
         SimConfig {
             token: env.string("CRMSIM_TOKEN", "sim-token"),
             latency: env.duration("CRMSIM_LATENCY", Duration::ZERO)?,
             rate_limit,
+            search_rate_limit,
             index_lag: env.duration("CRMSIM_INDEX_LAG", Duration::ZERO)?,
             faults: FaultRates {
                 server_error: env.parse("CRMSIM_ERROR_RATE", 0.0, "a probability from 0 to 1")?,

@@ -19,7 +19,8 @@ use serde_json::{Map, Value, json};
 use callsync_shared::phone::matching::CallerNumber;
 
 use super::{
-    ConnectionKill, Dialect, Kind, Record, Shared, State as SimState, guarded, reword_unauthorized,
+    ConnectionKill, Dialect, Kind, Limits, Record, Shared, State as SimState, guarded_within,
+    reword_unauthorized,
 };
 
 /// HubSpot's default contact properties a client can write (the
@@ -211,11 +212,27 @@ async fn guard<F>(
 where
     F: FnOnce(&mut SimState) -> Response,
 {
+    guard_within(shared, kill, operation, Limits::General, headers, apply).await
+}
+
+/// [`guard`] for the search endpoints, which HubSpot limits apart.
+async fn guard_within<F>(
+    shared: &Shared,
+    kill: Option<&ConnectionKill>,
+    operation: &'static str,
+    limits: Limits,
+    headers: &HeaderMap,
+    apply: F,
+) -> Response
+where
+    F: FnOnce(&mut SimState) -> Response,
+{
     let authorized = shared.bearer_ok(headers);
-    let response = guarded(
+    let response = guarded_within(
         shared,
         kill,
         operation,
+        limits,
         Dialect::RetryAfter,
         authorized,
         apply,
@@ -327,50 +344,57 @@ async fn search(
         "tasks" => "search_tasks",
         _ => "search_other",
     };
-    guard(&shared, kill.as_deref(), operation, &headers, |state| {
-        let Some(kind) = kind(&object) else {
-            return error(
-                StatusCode::NOT_FOUND,
-                "OBJECT_NOT_FOUND",
-                "unknown object type",
-            );
-        };
-        let body = match parse(&body) {
-            Ok(b) => b,
-            Err(r) => return r,
-        };
-        let groups = body["filterGroups"].as_array().cloned().unwrap_or_default();
-        if let Err(r) = check_limits(&groups) {
-            return r;
-        }
-        let mut conditions = Vec::new();
-        for group in &groups {
-            let mut all = Vec::new();
-            for filter in group["filters"].as_array().cloned().unwrap_or_default() {
-                match Filter::parse(&filter) {
-                    Ok(f) => all.push(f),
-                    Err(r) => return r,
-                }
+    guard_within(
+        &shared,
+        kill.as_deref(),
+        operation,
+        Limits::Search,
+        &headers,
+        |state| {
+            let Some(kind) = kind(&object) else {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    "OBJECT_NOT_FOUND",
+                    "unknown object type",
+                );
+            };
+            let body = match parse(&body) {
+                Ok(b) => b,
+                Err(r) => return r,
+            };
+            let groups = body["filterGroups"].as_array().cloned().unwrap_or_default();
+            if let Err(r) = check_limits(&groups) {
+                return r;
             }
-            conditions.push(all);
-        }
-        let limit = body["limit"].as_u64().unwrap_or(10) as usize;
-        // Records are kept in creation order, which is also createdate ascending.
-        let results: Vec<Value> = state
-            .records(kind)
-            .iter()
-            .filter(|r| state.indexed(r))
-            .filter(|r| {
-                conditions.is_empty()
-                    || conditions
-                        .iter()
-                        .any(|all| all.iter().all(|f| f.matches(r)))
-            })
-            .take(limit)
-            .map(view)
-            .collect();
-        Json(json!({ "total": results.len(), "results": results })).into_response()
-    })
+            let mut conditions = Vec::new();
+            for group in &groups {
+                let mut all = Vec::new();
+                for filter in group["filters"].as_array().cloned().unwrap_or_default() {
+                    match Filter::parse(&filter) {
+                        Ok(f) => all.push(f),
+                        Err(r) => return r,
+                    }
+                }
+                conditions.push(all);
+            }
+            let limit = body["limit"].as_u64().unwrap_or(10) as usize;
+            // Records are kept in creation order, which is also createdate ascending.
+            let results: Vec<Value> = state
+                .records(kind)
+                .iter()
+                .filter(|r| state.indexed(r))
+                .filter(|r| {
+                    conditions.is_empty()
+                        || conditions
+                            .iter()
+                            .any(|all| all.iter().all(|f| f.matches(r)))
+                })
+                .take(limit)
+                .map(view)
+                .collect();
+            Json(json!({ "total": results.len(), "results": results })).into_response()
+        },
+    )
     .await
 }
 

@@ -64,6 +64,27 @@ impl std::str::FromStr for RateLimit {
     }
 }
 
+impl RateLimit {
+    /// HubSpot's search limit: "The search endpoints are rate limited to
+    /// five requests per second per account", answered 429 without
+    /// `Retry-After` (HubSpot sends none) and with the `SECONDLY` policy.
+    /// https://developers.hubspot.com/docs/api/crm/search (limits)
+    pub const HUBSPOT_SEARCH: RateLimit = RateLimit {
+        max: 5,
+        window: Duration::from_secs(1),
+        retry_after_secs: None,
+    };
+}
+
+/// Which of the simulator's limits a request counts against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Limits {
+    /// The general rolling limit only.
+    General,
+    /// The search limit first, then the general one (a HubSpot search).
+    Search,
+}
+
 /// Random misbehaviour, each a probability per request.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct FaultRates {
@@ -116,6 +137,10 @@ pub struct SimConfig {
     pub token: String,
     pub latency: Duration,
     pub rate_limit: Option<RateLimit>,
+    /// The limit on HubSpot's search endpoints, apart from `rate_limit`
+    /// (usually [`RateLimit::HUBSPOT_SEARCH`]); refusals carry HubSpot's
+    /// `SECONDLY` policy.
+    pub search_rate_limit: Option<RateLimit>,
     pub index_lag: Duration,
     pub faults: FaultRates,
     pub seed: u64,
@@ -127,6 +152,7 @@ impl Default for SimConfig {
             token: "sim-token".to_owned(),
             latency: Duration::ZERO,
             rate_limit: None,
+            search_rate_limit: None,
             index_lag: Duration::ZERO,
             faults: FaultRates::default(),
             seed: 42,
@@ -174,7 +200,10 @@ pub struct Stats {
     pub requests: u64,
     pub by_operation: BTreeMap<String, u64>,
     pub unauthorized: u64,
+    /// Every 429, whichever limit refused it.
     pub rate_limited: u64,
+    /// The 429s of the search limit (also counted in `rate_limited`).
+    pub search_rate_limited: u64,
     /// 5xx answers to requests that were not applied.
     pub server_errors: u64,
     /// 5xx answers to requests that were applied.
@@ -241,6 +270,7 @@ pub(crate) struct State {
     /// How many times the token has been replaced (`expire_token`).
     sessions: u64,
     window: VecDeque<Instant>,
+    search_window: VecDeque<Instant>,
     scripted: Vec<ScriptedFault>,
     rng: fastrand::Rng,
 }
@@ -314,6 +344,8 @@ impl Shared {
 pub(crate) enum Decision {
     Proceed(Proceed),
     Respond(StatusCode, Option<u64>),
+    /// 429 from HubSpot's search limit.
+    SearchLimited,
     Hang,
 }
 
@@ -381,15 +413,20 @@ impl Shared {
     }
 
     /// Counts the request and decides its fate: auth, rate limit, faults.
-    pub(crate) fn admit(&self, operation: &'static str, authorized: bool) -> Decision {
-        let decision = self.decide(operation, authorized);
+    pub(crate) fn admit(
+        &self,
+        operation: &'static str,
+        limits: Limits,
+        authorized: bool,
+    ) -> Decision {
+        let decision = self.decide(operation, limits, authorized);
         if matches!(decision, Decision::Proceed(_)) {
             self.lock().stats.pending_applies += 1;
         }
         decision
     }
 
-    fn decide(&self, operation: &'static str, authorized: bool) -> Decision {
+    fn decide(&self, operation: &'static str, limits: Limits, authorized: bool) -> Decision {
         let mut s = self.lock();
         s.stats.requests += 1;
         *s.stats
@@ -402,20 +439,20 @@ impl Shared {
             return Decision::Respond(StatusCode::UNAUTHORIZED, None);
         }
 
-        if let Some(limit) = s.config.rate_limit {
-            let now = Instant::now();
-            while s
-                .window
-                .front()
-                .is_some_and(|t| now.duration_since(*t) >= limit.window)
-            {
-                s.window.pop_front();
-            }
-            if s.window.len() >= limit.max {
-                s.stats.rate_limited += 1;
-                return Decision::Respond(StatusCode::TOO_MANY_REQUESTS, limit.retry_after_secs);
-            }
-            s.window.push_back(now);
+        let now = Instant::now();
+        if limits == Limits::Search
+            && let Some(limit) = s.config.search_rate_limit
+            && !admitted(&mut s.search_window, limit, now)
+        {
+            s.stats.rate_limited += 1;
+            s.stats.search_rate_limited += 1;
+            return Decision::SearchLimited;
+        }
+        if let Some(limit) = s.config.rate_limit
+            && !admitted(&mut s.window, limit, now)
+        {
+            s.stats.rate_limited += 1;
+            return Decision::Respond(StatusCode::TOO_MANY_REQUESTS, limit.retry_after_secs);
         }
 
         let scripted = s
@@ -500,6 +537,22 @@ impl Shared {
     }
 }
 
+/// Whether a request arriving at `now` fits in `limit`'s rolling window,
+/// counting it when it does.
+fn admitted(window: &mut VecDeque<Instant>, limit: RateLimit, now: Instant) -> bool {
+    while window
+        .front()
+        .is_some_and(|t| now.duration_since(*t) >= limit.window)
+    {
+        window.pop_front();
+    }
+    if window.len() >= limit.max {
+        return false;
+    }
+    window.push_back(now);
+    true
+}
+
 /// Runs a route with the simulator's latency, limits and faults around it.
 /// How a CRM words its refusals.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -523,13 +576,39 @@ pub(crate) async fn guarded<F>(
 where
     F: FnOnce(&mut State) -> Response,
 {
-    let decision = shared.admit(operation, authorized);
+    guarded_within(
+        shared,
+        kill,
+        operation,
+        Limits::General,
+        dialect,
+        authorized,
+        apply,
+    )
+    .await
+}
+
+/// [`guarded`], counting the request against `limits`.
+pub(crate) async fn guarded_within<F>(
+    shared: &Shared,
+    kill: Option<&ConnectionKill>,
+    operation: &'static str,
+    limits: Limits,
+    dialect: Dialect,
+    authorized: bool,
+    apply: F,
+) -> Response
+where
+    F: FnOnce(&mut State) -> Response,
+{
+    let decision = shared.admit(operation, limits, authorized);
     let latency = shared.latency();
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
     match decision {
         Decision::Respond(status, retry_after) => refusal(dialect, status, retry_after),
+        Decision::SearchLimited => secondly_refusal(),
         Decision::Hang => {
             tokio::time::sleep(HANG_FOR).await;
             refusal(dialect, StatusCode::GATEWAY_TIMEOUT, None)
@@ -570,6 +649,21 @@ where
             response
         }
     }
+}
+
+/// HubSpot's answer beyond its search limit: no `Retry-After`, and the
+/// `SECONDLY` policy instead of the ten-second one.
+fn secondly_refusal() -> Response {
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        axum::Json(json!({
+            "status": "error",
+            "message": "You have reached your secondly limit.",
+            "errorType": "RATE_LIMIT",
+            "policyName": "SECONDLY"
+        })),
+    )
+        .into_response()
 }
 
 /// A refusal worded the way `dialect` words it.
@@ -652,6 +746,7 @@ impl CrmSim {
             stats: Stats::default(),
             sessions: 0,
             window: VecDeque::new(),
+            search_window: VecDeque::new(),
             scripted: Vec::new(),
             rng: fastrand::Rng::with_seed(seed),
         })));
@@ -713,6 +808,11 @@ impl CrmSim {
     /// Replaces the rate limit.
     pub fn set_rate_limit(&self, limit: Option<RateLimit>) {
         self.shared.lock().config.rate_limit = limit;
+    }
+
+    /// Replaces the limit on HubSpot's search endpoints.
+    pub fn set_search_rate_limit(&self, limit: Option<RateLimit>) {
+        self.shared.lock().config.search_rate_limit = limit;
     }
 
     /// Adds a contact as if a human had created it in the CRM long ago

@@ -16,6 +16,7 @@
 //! (`GET /locations/{id}/customFields`) and creates the missing ones.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use callsync_shared::CallReport;
@@ -31,8 +32,8 @@ use time::format_description::well_known::Rfc3339;
 
 use super::render;
 use super::{
-    ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, HttpSettings, Limiter, MarkedRecord,
-    NewContact,
+    Budgets, ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, CrmSettings, CrmSpec,
+    HttpSettings, MarkedRecord, NewContact, Operation,
 };
 
 /// The API version this adapter speaks.
@@ -45,6 +46,30 @@ pub struct GohighlevelConfig {
     pub location_id: String,
     pub base_url: String,
     pub http: HttpSettings,
+}
+
+/// How `CALLSYNC_CRM=gohighlevel` is read and built.
+pub const SPEC: CrmSpec = CrmSpec {
+    name: "gohighlevel",
+    // 100 requests per 10 s per location.
+    default_rate: "100/10s",
+    // No search limit is documented apart from the general 100 per 10 s
+    // per location, which searches already draw on.
+    default_search_rate: "off",
+    // Notes and tasks are listed per contact, not searched: they show at
+    // once. Give replicas a moment anyway.
+    default_index_lag: Duration::from_secs(5),
+    configure: |env, http| Ok(Arc::new(GohighlevelConfig::from_env(env, http)?)),
+};
+
+impl CrmSettings for GohighlevelConfig {
+    fn http(&self) -> &HttpSettings {
+        &self.http
+    }
+
+    fn build(&self, budgets: Arc<Budgets>) -> Result<Arc<dyn Crm>, reqwest::Error> {
+        Ok(Arc::new(Gohighlevel::new(self.clone(), budgets)?))
+    }
 }
 
 impl GohighlevelConfig {
@@ -210,7 +235,7 @@ impl Gohighlevel {
         let found: SearchResults = self
             .http
             .json(
-                "search_contacts",
+                Operation::search("search_contacts"),
                 self.request(Method::POST, "/contacts/search").json(&body),
             )
             .await?;
@@ -219,8 +244,8 @@ impl Gohighlevel {
         Ok(choose(caller, &candidates).map(|c| c.id.clone()))
     }
 
-    pub fn new(config: GohighlevelConfig, limiter: Arc<Limiter>) -> Result<Self, reqwest::Error> {
-        let http = CrmHttp::new("gohighlevel", config.http.timeout, limiter)?;
+    pub fn new(config: GohighlevelConfig, budgets: Arc<Budgets>) -> Result<Self, reqwest::Error> {
+        let http = CrmHttp::new("gohighlevel", config.http.timeout, budgets)?;
         Ok(Self {
             config,
             http,
@@ -359,7 +384,7 @@ impl Crm for Gohighlevel {
         let found: Duplicate = self
             .http
             .json(
-                "search_duplicate",
+                Operation::search("search_duplicate"),
                 self.request(Method::GET, "/contacts/search/duplicate")
                     .query(&query),
             )

@@ -9,25 +9,62 @@ use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc2822;
 
-use super::{Applied, CrmError, Limiter};
+use super::limiter::RequestKind;
+use super::{Applied, Budgets, CrmError};
 
 /// How long to pause after a 429 that came without `Retry-After` (HubSpot
 /// sends none; its window is ten seconds rolling).
 const DEFAULT_RATE_LIMIT_PAUSE: Duration = Duration::from_secs(2);
+
+/// What a request does, for metrics and for the budgets it draws on. A
+/// plain name is a general request; searches say so with
+/// [`Operation::search`], because they also draw on the search budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Operation {
+    name: &'static str,
+    kind: RequestKind,
+}
+
+impl Operation {
+    /// A search request (contact search, marker search).
+    pub const fn search(name: &'static str) -> Self {
+        Self {
+            name,
+            kind: RequestKind::Search,
+        }
+    }
+
+    pub const fn name(&self) -> &'static str {
+        self.name
+    }
+
+    pub const fn kind(&self) -> RequestKind {
+        self.kind
+    }
+}
+
+impl From<&'static str> for Operation {
+    fn from(name: &'static str) -> Self {
+        Self {
+            name,
+            kind: RequestKind::General,
+        }
+    }
+}
 
 /// A CRM's HTTP client. Cloning shares the connection pool.
 #[derive(Debug, Clone)]
 pub struct CrmHttp {
     client: reqwest::Client,
     crm: &'static str,
-    limiter: Arc<Limiter>,
+    budgets: Arc<Budgets>,
 }
 
 impl CrmHttp {
     pub fn new(
         crm: &'static str,
         timeout: Duration,
-        limiter: Arc<Limiter>,
+        budgets: Arc<Budgets>,
     ) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
             .timeout(timeout)
@@ -37,7 +74,7 @@ impl CrmHttp {
         Ok(Self {
             client,
             crm,
-            limiter,
+            budgets,
         })
     }
 
@@ -49,7 +86,7 @@ impl CrmHttp {
     /// 429 (Salesforce answers 403 `REQUEST_LIMIT_EXCEEDED`).
     pub fn pause_for_rate_limit(&self, retry_after: Option<Duration>) {
         metrics::counter!("callsync_worker_crm_rate_limited_total", "crm" => self.crm).increment(1);
-        self.limiter
+        self.budgets
             .pause(retry_after.unwrap_or(DEFAULT_RATE_LIMIT_PAUSE));
     }
 
@@ -57,23 +94,22 @@ impl CrmHttp {
     /// of `accept` (e.g. 404 for an existence check); classifies the rest.
     pub async fn send(
         &self,
-        operation: &'static str,
+        operation: impl Into<Operation>,
         request: RequestBuilder,
         accept: &[StatusCode],
     ) -> Result<Response, CrmError> {
+        let operation = operation.into();
+        let acquire = self.budgets.acquire(operation.kind());
         match super::SEND_DEADLINE.try_with(|deadline| *deadline) {
             Ok(deadline) => {
-                if tokio::time::timeout_at(deadline, self.limiter.acquire())
-                    .await
-                    .is_err()
-                {
+                if tokio::time::timeout_at(deadline, acquire).await.is_err() {
                     return Err(CrmError::Unavailable {
                         detail: "the rate-limit wait would outlast the lease; not sent".to_owned(),
                         applied: Applied::No,
                     });
                 }
             }
-            Err(_) => self.limiter.acquire().await,
+            Err(_) => acquire.await,
         }
         let started = Instant::now();
         let result = request.send().await;
@@ -85,7 +121,7 @@ impl CrmHttp {
         metrics::histogram!(
             "callsync_worker_crm_request_seconds",
             "crm" => self.crm,
-            "operation" => operation,
+            "operation" => operation.name(),
             "status" => status_label
         )
         .record(started.elapsed().as_secs_f64());
@@ -110,7 +146,7 @@ impl CrmHttp {
                 .or_else(|| header("x-ratelimit-reset"))
                 .and_then(|v| parse_retry_after(&v, OffsetDateTime::now_utc()));
             // Every request of this worker waits, not only this message's.
-            self.limiter
+            self.budgets
                 .pause(retry_after.unwrap_or(DEFAULT_RATE_LIMIT_PAUSE));
             return Err(CrmError::RateLimited { retry_after });
         }
@@ -137,7 +173,7 @@ impl CrmHttp {
     /// (404, and whatever else the CRM answers for an unknown id) says no.
     pub async fn exists(
         &self,
-        operation: &'static str,
+        operation: impl Into<Operation>,
         request: RequestBuilder,
         absent: &[StatusCode],
     ) -> Result<bool, CrmError> {
@@ -148,7 +184,7 @@ impl CrmHttp {
     /// [`CrmHttp::send`] and decode the JSON body.
     pub async fn json<T: DeserializeOwned>(
         &self,
-        operation: &'static str,
+        operation: impl Into<Operation>,
         request: RequestBuilder,
     ) -> Result<T, CrmError> {
         let response = self.send(operation, request, &[]).await?;
@@ -253,9 +289,9 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_request_that_would_wait_past_its_deadline_is_not_sent() {
-        let limiter = Arc::new(Limiter::new(None));
-        limiter.pause(Duration::from_secs(60));
-        let http = CrmHttp::new("test", Duration::from_secs(1), limiter).unwrap();
+        let budgets = Arc::new(Budgets::unlimited());
+        budgets.pause(Duration::from_secs(60));
+        let http = CrmHttp::new("test", Duration::from_secs(1), budgets).unwrap();
         // Nothing listens on the discard port: a sent request would fail to
         // connect, not time out at the deadline.
         let request = http.client().get("http://127.0.0.1:9/");

@@ -15,6 +15,7 @@
 //! reliable where a token search inside an HTML body is not.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use callsync_shared::CallReport;
@@ -29,8 +30,8 @@ use time::OffsetDateTime;
 
 use super::render;
 use super::{
-    ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, HttpSettings, Limiter, MarkedRecord,
-    NewContact,
+    Budgets, ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, CrmSettings, CrmSpec,
+    HttpSettings, MarkedRecord, NewContact, Operation,
 };
 
 /// HubSpot's normalised copies of `phone` and `mobilephone`, made for search.
@@ -49,6 +50,30 @@ pub struct HubspotConfig {
     pub http: HttpSettings,
     /// Owner assigned to follow-up tasks, when set.
     pub owner_id: Option<String>,
+}
+
+/// How `CALLSYNC_CRM=hubspot` is read and built.
+pub const SPEC: CrmSpec = CrmSpec {
+    name: "hubspot",
+    // 100 requests per 10 s per private app.
+    default_rate: "100/10s",
+    // Search endpoints allow 5 requests per second per account, and their
+    // answers carry no rate-limit headers to pace by.
+    // https://developers.hubspot.com/docs/api/crm/search (limits)
+    default_search_rate: "5/1s",
+    // HubSpot documents seconds and 10–60 s are seen in practice.
+    default_index_lag: Duration::from_secs(60),
+    configure: |env, http| Ok(Arc::new(HubspotConfig::from_env(env, http)?)),
+};
+
+impl CrmSettings for HubspotConfig {
+    fn http(&self) -> &HttpSettings {
+        &self.http
+    }
+
+    fn build(&self, budgets: Arc<Budgets>) -> Result<Arc<dyn Crm>, reqwest::Error> {
+        Ok(Arc::new(Hubspot::new(self.clone(), budgets)?))
+    }
 }
 
 impl HubspotConfig {
@@ -137,8 +162,8 @@ struct SearchHit {
 }
 
 impl Hubspot {
-    pub fn new(config: HubspotConfig, limiter: Arc<Limiter>) -> Result<Self, reqwest::Error> {
-        let http = CrmHttp::new("hubspot", config.http.timeout, limiter)?;
+    pub fn new(config: HubspotConfig, budgets: Arc<Budgets>) -> Result<Self, reqwest::Error> {
+        let http = CrmHttp::new("hubspot", config.http.timeout, budgets)?;
         Ok(Self { config, http })
     }
 
@@ -175,7 +200,7 @@ impl Hubspot {
         let results: SearchResults = self
             .http
             .json(
-                operation,
+                Operation::search(operation),
                 self.request(Method::POST, &format!("/crm/v3/objects/{object}/search"))
                     .json(&body),
             )

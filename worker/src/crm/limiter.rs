@@ -12,11 +12,15 @@
 //! `limit ÷ live workers`, with the live count read from the ledger's
 //! heartbeat table (see `crate::ledger`). A 429 pauses all of this worker's
 //! CRM requests (not just the message that got it) for `Retry-After`.
+//!
+//! Searches have a budget of their own beside the general one (HubSpot
+//! allows 5 searches per second per account whatever the general limit),
+//! shared the same way; a search draws on both ([`Budgets`]).
 
 use std::collections::VecDeque;
 use std::str::FromStr;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -61,7 +65,74 @@ impl std::fmt::Display for Rate {
     }
 }
 
-/// The limiter of one worker process, shared by all its CRM requests.
+/// Which budgets a request draws on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestKind {
+    /// Only the general budget.
+    General,
+    /// The search budget and the general one: CRMs limit searches apart
+    /// (HubSpot: 5 per second per account) and count them in the general
+    /// limit too.
+    Search,
+}
+
+/// The budgets one worker's CRM requests draw on: the general request
+/// budget (`CALLSYNC_CRM_RATE`) and the search budget
+/// (`CALLSYNC_CRM_SEARCH_RATE`), both divided among the live workers.
+#[derive(Debug)]
+pub struct Budgets {
+    general: Limiter,
+    search: Limiter,
+}
+
+impl Budgets {
+    /// `None` leaves that budget unlimited on our side.
+    pub fn new(rate: Option<Rate>, search_rate: Option<Rate>) -> Self {
+        Self {
+            general: Limiter::new(rate),
+            search: Limiter::new(search_rate),
+        }
+    }
+
+    /// Unlimited: for adapters under test.
+    pub fn unlimited() -> Self {
+        Self::new(None, None)
+    }
+
+    pub fn rate(&self) -> Option<Rate> {
+        self.general.rate()
+    }
+
+    pub fn search_rate(&self) -> Option<Rate> {
+        self.search.rate()
+    }
+
+    /// Sets how many workers share both budgets.
+    pub fn set_share(&self, workers: usize) {
+        self.general.set_share(workers);
+        self.search.set_share(workers);
+    }
+
+    /// Waits until a request of `kind` may be sent, and counts it in every
+    /// budget it draws on at the same instant: counting a search in one
+    /// budget while it still waits for the other would let that budget's
+    /// window free the slot before the CRM's does.
+    pub async fn acquire(&self, kind: RequestKind) {
+        match kind {
+            RequestKind::General => acquire_all(&[&self.general]).await,
+            // Always locked in this order: search, then general.
+            RequestKind::Search => acquire_all(&[&self.search, &self.general]).await,
+        }
+    }
+
+    /// Pauses every request of this worker (searches draw on the general
+    /// budget, so they wait too).
+    pub fn pause(&self, duration: Duration) {
+        self.general.pause(duration);
+    }
+}
+
+/// The limiter of one budget in one worker process.
 #[derive(Debug)]
 pub struct Limiter {
     rate: Option<Rate>,
@@ -101,64 +172,87 @@ impl Limiter {
         (rate.max as usize / share).max(1)
     }
 
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// How long until a request may be sent (`None`: now), without
+    /// counting it.
+    fn wait(&self, state: &mut State, now: Instant) -> Option<Duration> {
+        if let Some(until) = state.paused_until {
+            if until > now {
+                return Some(until - now);
+            }
+            state.paused_until = None;
+        }
+        let rate = self.rate?;
+        let window = rate.window + ARRIVAL_MARGIN;
+        while state
+            .sent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= window)
+        {
+            state.sent.pop_front();
+        }
+        if state.sent.len() < self.own_max(rate) {
+            None
+        } else {
+            // The oldest request leaves the window at `front + window`.
+            state.sent.front().map(|t| (*t + window) - now)
+        }
+    }
+
+    fn count(&self, state: &mut State, now: Instant) {
+        if self.rate.is_some() {
+            state.sent.push_back(now);
+        }
+    }
+
     /// Waits until a request may be sent, and counts it.
     pub async fn acquire(&self) {
-        loop {
-            let wait = {
-                let mut state = self
-                    .state
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                let now = Instant::now();
-                match state.paused_until {
-                    Some(until) if until > now => Some(until - now),
-                    _ => {
-                        state.paused_until = None;
-                        match self.rate {
-                            None => None,
-                            Some(rate) => {
-                                let window = rate.window + ARRIVAL_MARGIN;
-                                while state
-                                    .sent
-                                    .front()
-                                    .is_some_and(|t| now.duration_since(*t) >= window)
-                                {
-                                    state.sent.pop_front();
-                                }
-                                let max = self.own_max(rate);
-                                if state.sent.len() < max {
-                                    state.sent.push_back(now);
-                                    None
-                                } else {
-                                    // The oldest request leaves the window at `front + window`.
-                                    state.sent.front().map(|t| (*t + window) - now)
-                                }
-                            }
-                        }
-                    }
-                }
-            };
-            match wait {
-                None => return,
-                Some(wait) => {
-                    metrics::histogram!("callsync_worker_crm_throttled_seconds")
-                        .record(wait.as_secs_f64());
-                    tokio::time::sleep(wait).await;
-                }
-            }
-        }
+        acquire_all(&[self]).await;
     }
 
     /// Pauses every request of this worker for `duration` (a 429's
     /// `Retry-After`, or a default when the CRM sent none).
     pub fn pause(&self, duration: Duration) {
-        let mut state = self
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut state = self.lock();
         let until = Instant::now() + duration;
         if state.paused_until.is_none_or(|current| current < until) {
             state.paused_until = Some(until);
+        }
+    }
+}
+
+/// Waits until every one of `limiters` has room, then counts the request in
+/// all of them at once. Callers pass limiters in one fixed order, so two
+/// requests never lock them in opposite orders.
+async fn acquire_all(limiters: &[&Limiter]) {
+    loop {
+        let wait = {
+            let mut states: Vec<_> = limiters.iter().map(|l| l.lock()).collect();
+            let now = Instant::now();
+            let wait = limiters
+                .iter()
+                .zip(states.iter_mut())
+                .filter_map(|(limiter, state)| limiter.wait(state, now))
+                .max();
+            if wait.is_none() {
+                for (limiter, state) in limiters.iter().zip(states.iter_mut()) {
+                    limiter.count(state, now);
+                }
+            }
+            wait
+        };
+        match wait {
+            None => return,
+            Some(wait) => {
+                metrics::histogram!("callsync_worker_crm_throttled_seconds")
+                    .record(wait.as_secs_f64());
+                tokio::time::sleep(wait).await;
+            }
         }
     }
 }
@@ -230,6 +324,76 @@ mod tests {
             start.elapsed(),
             Duration::from_secs(7),
             "a shorter pause does not shorten a longer one"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_search_waits_for_the_search_budget_while_other_requests_go_on() {
+        let budgets = Budgets::new(
+            Some(Rate {
+                max: 100,
+                window: Duration::from_secs(10),
+            }),
+            Some(Rate {
+                max: 5,
+                window: Duration::from_secs(1),
+            }),
+        );
+        let start = Instant::now();
+        for _ in 0..5 {
+            budgets.acquire(RequestKind::Search).await;
+        }
+        budgets.acquire(RequestKind::General).await;
+        assert_eq!(start.elapsed(), Duration::ZERO, "five searches and a write");
+        budgets.acquire(RequestKind::Search).await;
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_secs(1) + ARRIVAL_MARGIN,
+            "the sixth search waits for the search window"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_search_counts_against_the_general_budget_too() {
+        let budgets = Budgets::new(
+            Some(Rate {
+                max: 2,
+                window: Duration::from_secs(10),
+            }),
+            Some(Rate {
+                max: 5,
+                window: Duration::from_secs(1),
+            }),
+        );
+        let start = Instant::now();
+        budgets.acquire(RequestKind::Search).await;
+        budgets.acquire(RequestKind::Search).await;
+        budgets.acquire(RequestKind::General).await;
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_secs(10) + ARRIVAL_MARGIN,
+            "two searches used the general budget up"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_search_budget_is_divided_among_workers() {
+        let budgets = Budgets::new(
+            None,
+            Some(Rate {
+                max: 5,
+                window: Duration::from_secs(1),
+            }),
+        );
+        budgets.set_share(3);
+        let start = Instant::now();
+        budgets.acquire(RequestKind::Search).await;
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        budgets.acquire(RequestKind::Search).await;
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_secs(1) + ARRIVAL_MARGIN,
+            "a third of five is one search per second"
         );
     }
 }

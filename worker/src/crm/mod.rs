@@ -3,8 +3,8 @@
 //! The sync engine (`sync.rs`) only speaks this trait. A CRM adapter maps
 //! each operation onto its vendor's API and classifies every failure once,
 //! as [`CrmError`], so that the retry policy never has to read status codes.
-//! Adding a CRM is one new file here plus its arm in each `match` of
-//! [`CrmConfig`] (settings, name, defaults, construction).
+//! Adding a CRM is one new file here, declaring its [`CrmSpec`], plus its
+//! line in [`REGISTRY`].
 
 pub mod gohighlevel;
 mod http;
@@ -27,7 +27,8 @@ use callsync_shared::{CallReport, Phone};
 use time::OffsetDateTime;
 
 pub use http::CrmHttp;
-pub use limiter::{Limiter, Rate};
+pub use http::Operation;
+pub use limiter::{Budgets, Limiter, Rate, RequestKind};
 
 /// A CRM's id of a record (contact, call, task).
 pub type CrmId = String;
@@ -204,24 +205,59 @@ pub trait Crm: Send + Sync + fmt::Debug {
     }
 }
 
-/// Which CRM to sync to, with its settings.
-#[derive(Debug, Clone)]
-pub enum CrmConfig {
-    Hubspot(hubspot::HubspotConfig),
-    Pipedrive(pipedrive::PipedriveConfig),
-    Gohighlevel(gohighlevel::GohighlevelConfig),
-    Salesforce(salesforce::SalesforceConfig),
-    Webhook(webhook::WebhookConfig),
+/// A CRM callsync can sync to: its `CALLSYNC_CRM` name, its defaults, and
+/// how to read its settings. Every list of CRMs (the values `CALLSYNC_CRM`
+/// accepts, the start-up error for an unknown one, the test suites) is
+/// derived from [`REGISTRY`].
+#[derive(Debug)]
+pub struct CrmSpec {
+    /// The value of `CALLSYNC_CRM` that selects it.
+    pub name: &'static str,
+    /// `CALLSYNC_CRM_RATE` when unset: the vendor's lowest documented tier.
+    pub default_rate: &'static str,
+    /// `CALLSYNC_CRM_SEARCH_RATE` when unset: the vendor's documented limit
+    /// on search requests, or `off` when it documents none beyond the
+    /// general one.
+    pub default_search_rate: &'static str,
+    /// `CALLSYNC_CRM_INDEX_LAG` when unset: how long its search may take to
+    /// show a new record.
+    pub default_index_lag: Duration,
+    /// Reads the CRM's own variables.
+    pub configure: Configure,
 }
 
-/// The values `CALLSYNC_CRM` accepts.
-pub const SUPPORTED: [&str; 5] = [
-    "hubspot",
-    "pipedrive",
-    "gohighlevel",
-    "salesforce",
-    "webhook",
+/// Reads a CRM's own variables, given the settings every CRM shares.
+pub type Configure = fn(&Env, HttpSettings) -> Result<Arc<dyn CrmSettings>, ConfigError>;
+
+/// One CRM's settings, read from the environment, able to build its adapter.
+pub trait CrmSettings: fmt::Debug + Send + Sync {
+    fn http(&self) -> &HttpSettings;
+
+    /// Builds the adapter; its requests draw on `budgets`.
+    fn build(&self, budgets: Arc<Budgets>) -> Result<Arc<dyn Crm>, reqwest::Error>;
+}
+
+/// Every supported CRM. Adding one is its adapter file (with its `SPEC`)
+/// and a line here.
+pub const REGISTRY: [CrmSpec; 5] = [
+    hubspot::SPEC,
+    pipedrive::SPEC,
+    gohighlevel::SPEC,
+    salesforce::SPEC,
+    webhook::SPEC,
 ];
+
+/// The values `CALLSYNC_CRM` accepts, in registry order.
+pub fn supported() -> impl Iterator<Item = &'static str> {
+    REGISTRY.iter().map(|spec| spec.name)
+}
+
+/// The registered CRM called `name` (case-insensitive).
+pub fn spec(name: &str) -> Option<&'static CrmSpec> {
+    REGISTRY
+        .iter()
+        .find(|spec| spec.name.eq_ignore_ascii_case(name))
+}
 
 /// The request timeout used when `CALLSYNC_CRM_TIMEOUT` is not set.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -233,84 +269,64 @@ pub struct HttpSettings {
     /// The account-wide request budget (`CALLSYNC_CRM_RATE`), divided among
     /// the live workers; `None` disables client-side limiting.
     pub rate: Option<Rate>,
+    /// The account-wide budget of search requests
+    /// (`CALLSYNC_CRM_SEARCH_RATE`), divided the same way. A search also
+    /// counts against `rate`.
+    pub search_rate: Option<Rate>,
 }
 
 impl HttpSettings {
-    fn from_env(env: &Env, default_rate: &str) -> Result<Self, ConfigError> {
-        let rate = match env.string("CALLSYNC_CRM_RATE", default_rate).as_str() {
-            "off" | "none" => None,
-            text => Some(text.parse::<Rate>().map_err(|message| ConfigError {
-                var: "CALLSYNC_CRM_RATE".to_owned(),
-                message,
-            })?),
-        };
+    fn from_env(env: &Env, spec: &CrmSpec) -> Result<Self, ConfigError> {
         Ok(Self {
             timeout: env.duration("CALLSYNC_CRM_TIMEOUT", DEFAULT_TIMEOUT)?,
-            rate,
+            rate: rate(env, "CALLSYNC_CRM_RATE", spec.default_rate)?,
+            search_rate: rate(env, "CALLSYNC_CRM_SEARCH_RATE", spec.default_search_rate)?,
         })
     }
+}
+
+/// A budget variable: `<requests>/<window>`, or `off`.
+fn rate(env: &Env, var: &str, default: &str) -> Result<Option<Rate>, ConfigError> {
+    match env.string(var, default).as_str() {
+        "off" | "none" => Ok(None),
+        text => text
+            .parse::<Rate>()
+            .map(Some)
+            .map_err(|message| ConfigError {
+                var: var.to_owned(),
+                message,
+            }),
+    }
+}
+
+/// Which CRM to sync to, with its settings.
+#[derive(Debug, Clone)]
+pub struct CrmConfig {
+    spec: &'static CrmSpec,
+    settings: Arc<dyn CrmSettings>,
 }
 
 impl CrmConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let name = env.required("CALLSYNC_CRM")?;
-        // Default budgets are each vendor's lowest documented tier.
-        Ok(match name.to_ascii_lowercase().as_str() {
-            // 100 requests per 10 s per private app.
-            "hubspot" => CrmConfig::Hubspot(hubspot::HubspotConfig::from_env(
-                env,
-                HttpSettings::from_env(env, "100/10s")?,
-            )?),
-            // Token-based limits in 2-second burst windows.
-            "pipedrive" => CrmConfig::Pipedrive(pipedrive::PipedriveConfig::from_env(
-                env,
-                HttpSettings::from_env(env, "20/2s")?,
-            )?),
-            // 100 requests per 10 s per location.
-            "gohighlevel" => CrmConfig::Gohighlevel(gohighlevel::GohighlevelConfig::from_env(
-                env,
-                HttpSettings::from_env(env, "100/10s")?,
-            )?),
-            // Salesforce counts per 24 h; keep bursts modest all the same.
-            "salesforce" => CrmConfig::Salesforce(salesforce::SalesforceConfig::from_env(
-                env,
-                HttpSettings::from_env(env, "100/10s")?,
-            )?),
-            "webhook" => CrmConfig::Webhook(webhook::WebhookConfig::from_env(
-                env,
-                HttpSettings::from_env(env, "off")?,
-            )?),
-            other => {
-                return Err(ConfigError {
-                    var: "CALLSYNC_CRM".to_owned(),
-                    message: format!(
-                        "{other:?} is not a supported CRM; supported: {}",
-                        SUPPORTED.join(", ")
-                    ),
-                });
-            }
-        })
+        let spec = spec(&name).ok_or_else(|| ConfigError {
+            var: "CALLSYNC_CRM".to_owned(),
+            message: format!(
+                "{name:?} is not a supported CRM; supported: {}",
+                supported().collect::<Vec<_>>().join(", ")
+            ),
+        })?;
+        let settings = (spec.configure)(env, HttpSettings::from_env(env, spec)?)?;
+        Ok(Self { spec, settings })
     }
 
     /// The value of `CALLSYNC_CRM` this configuration came from.
     pub fn name(&self) -> &'static str {
-        match self {
-            CrmConfig::Hubspot(_) => "hubspot",
-            CrmConfig::Pipedrive(_) => "pipedrive",
-            CrmConfig::Gohighlevel(_) => "gohighlevel",
-            CrmConfig::Salesforce(_) => "salesforce",
-            CrmConfig::Webhook(_) => "webhook",
-        }
+        self.spec.name
     }
 
     pub fn http(&self) -> &HttpSettings {
-        match self {
-            CrmConfig::Hubspot(c) => &c.http,
-            CrmConfig::Pipedrive(c) => &c.http,
-            CrmConfig::Gohighlevel(c) => &c.http,
-            CrmConfig::Salesforce(c) => &c.http,
-            CrmConfig::Webhook(c) => &c.http,
-        }
+        self.settings.http()
     }
 
     pub fn timeout(&self) -> Duration {
@@ -320,34 +336,43 @@ impl CrmConfig {
     /// How long this CRM's search may take to show a new record, before a
     /// create whose outcome is unknown is searched for.
     pub fn default_index_lag(&self) -> Duration {
-        match self {
-            // HubSpot documents seconds and 10–60 s are seen in practice.
-            CrmConfig::Hubspot(_) => Duration::from_secs(60),
-            // Notes, tasks and activities are listed per contact, not
-            // searched: they show at once. Give replicas a moment anyway.
-            CrmConfig::Pipedrive(_) | CrmConfig::Gohighlevel(_) => Duration::from_secs(5),
-            // Tasks are upserted and read by External ID (immediate), but
-            // contacts are found through SOSL, whose index is asynchronous.
-            CrmConfig::Salesforce(_) => Duration::from_secs(30),
-            // The webhook target is "searched" by sending again.
-            CrmConfig::Webhook(_) => Duration::ZERO,
-        }
+        self.spec.default_index_lag
     }
 
-    /// Builds the adapter; its requests go through `limiter`.
-    pub fn build(&self, limiter: Arc<Limiter>) -> Result<Arc<dyn Crm>, CrmBuildError> {
-        Ok(match self {
-            CrmConfig::Hubspot(c) => Arc::new(hubspot::Hubspot::new(c.clone(), limiter)?),
-            CrmConfig::Pipedrive(c) => Arc::new(pipedrive::Pipedrive::new(c.clone(), limiter)?),
-            CrmConfig::Gohighlevel(c) => {
-                Arc::new(gohighlevel::Gohighlevel::new(c.clone(), limiter)?)
-            }
-            CrmConfig::Salesforce(c) => Arc::new(salesforce::Salesforce::new(c.clone(), limiter)?),
-            CrmConfig::Webhook(c) => Arc::new(webhook::Webhook::new(c.clone(), limiter)?),
-        })
+    /// Builds the adapter; its requests draw on `budgets`.
+    pub fn build(&self, budgets: Arc<Budgets>) -> Result<Arc<dyn Crm>, CrmBuildError> {
+        Ok(self.settings.build(budgets)?)
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot build the CRM HTTP client: {0}")]
 pub struct CrmBuildError(#[from] reqwest::Error);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_registered_crm_has_a_unique_name_and_defaults_that_parse() {
+        let mut names: Vec<_> = supported().collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), REGISTRY.len(), "duplicate CRM names");
+        for spec in &REGISTRY {
+            for rate in [spec.default_rate, spec.default_search_rate] {
+                assert!(
+                    rate == "off" || rate.parse::<Rate>().is_ok(),
+                    "{}: {rate}",
+                    spec.name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_crm_is_chosen_case_insensitively() {
+        assert_eq!(spec("HubSpot").map(|s| s.name), Some("hubspot"));
+        assert!(spec("zoho").is_none());
+    }
+}

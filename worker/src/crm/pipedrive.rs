@@ -16,6 +16,7 @@
 //! Pipedrive names them by a generated key, which is looked up by name.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use callsync_shared::CallReport;
@@ -32,8 +33,8 @@ use tokio::sync::OnceCell;
 
 use super::render;
 use super::{
-    ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, HttpSettings, Limiter, MarkedRecord,
-    NewContact,
+    Budgets, ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, CrmSettings, CrmSpec,
+    HttpSettings, MarkedRecord, NewContact, Operation,
 };
 
 /// `CALLSYNC_PIPEDRIVE_*`.
@@ -43,6 +44,30 @@ pub struct PipedriveConfig {
     /// The company domain, e.g. `https://acme.pipedrive.com`.
     pub base_url: String,
     pub http: HttpSettings,
+}
+
+/// How `CALLSYNC_CRM=pipedrive` is read and built.
+pub const SPEC: CrmSpec = CrmSpec {
+    name: "pipedrive",
+    // Token-based limits in 2-second burst windows.
+    default_rate: "20/2s",
+    // The search API allows 10 requests per 2 s per token.
+    // https://pipedrive.readme.io/docs/core-api-concepts-rate-limiting
+    default_search_rate: "10/2s",
+    // Notes, tasks and activities are listed per contact, not searched:
+    // they show at once. Give replicas a moment anyway.
+    default_index_lag: Duration::from_secs(5),
+    configure: |env, http| Ok(Arc::new(PipedriveConfig::from_env(env, http)?)),
+};
+
+impl CrmSettings for PipedriveConfig {
+    fn http(&self) -> &HttpSettings {
+        &self.http
+    }
+
+    fn build(&self, budgets: Arc<Budgets>) -> Result<Arc<dyn Crm>, reqwest::Error> {
+        Ok(Arc::new(Pipedrive::new(self.clone(), budgets)?))
+    }
 }
 
 impl PipedriveConfig {
@@ -250,8 +275,8 @@ impl Page {
 }
 
 impl Pipedrive {
-    pub fn new(config: PipedriveConfig, limiter: Arc<Limiter>) -> Result<Self, reqwest::Error> {
-        let http = CrmHttp::new("pipedrive", config.http.timeout, limiter)?;
+    pub fn new(config: PipedriveConfig, budgets: Arc<Budgets>) -> Result<Self, reqwest::Error> {
+        let http = CrmHttp::new("pipedrive", config.http.timeout, budgets)?;
         Ok(Self {
             config,
             http,
@@ -324,7 +349,7 @@ impl Pipedrive {
         let found: Envelope<SearchData> = self
             .http
             .json(
-                "search_person",
+                Operation::search("search_person"),
                 self.request(Method::GET, "/api/v2/persons/search")
                     .query(&query),
             )

@@ -19,6 +19,7 @@
 //! renews the token itself when Salesforce answers 401 (see `oauth.rs`).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use callsync_shared::CallReport;
@@ -34,8 +35,8 @@ use time::macros::format_description;
 use super::oauth::{Grant, OAuthClient, TokenSource};
 use super::render;
 use super::{
-    ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, HttpSettings, Limiter, MarkedRecord,
-    NewContact,
+    Budgets, ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, CrmSettings, CrmSpec,
+    HttpSettings, MarkedRecord, NewContact, Operation,
 };
 
 /// `CALLSYNC_SALESFORCE_*`.
@@ -49,6 +50,30 @@ pub struct SalesforceConfig {
     pub instance_url: String,
     pub api_version: String,
     pub http: HttpSettings,
+}
+
+/// How `CALLSYNC_CRM=salesforce` is read and built.
+pub const SPEC: CrmSpec = CrmSpec {
+    name: "salesforce",
+    // Salesforce counts per 24 h; keep bursts modest all the same.
+    default_rate: "100/10s",
+    // SOSL searches count against the daily API allocation like any
+    // request; no separate per-second search limit is documented.
+    default_search_rate: "off",
+    // Tasks are upserted and read by External ID (immediate), but contacts
+    // are found through SOSL, whose index is asynchronous.
+    default_index_lag: Duration::from_secs(30),
+    configure: |env, http| Ok(Arc::new(SalesforceConfig::from_env(env, http)?)),
+};
+
+impl CrmSettings for SalesforceConfig {
+    fn http(&self) -> &HttpSettings {
+        &self.http
+    }
+
+    fn build(&self, budgets: Arc<Budgets>) -> Result<Arc<dyn Crm>, reqwest::Error> {
+        Ok(Arc::new(Salesforce::new(self.clone(), budgets)?))
+    }
 }
 
 impl SalesforceConfig {
@@ -182,8 +207,8 @@ struct Fetched {
 }
 
 impl Salesforce {
-    pub fn new(config: SalesforceConfig, limiter: Arc<Limiter>) -> Result<Self, reqwest::Error> {
-        let http = CrmHttp::new("salesforce", config.http.timeout, limiter)?;
+    pub fn new(config: SalesforceConfig, budgets: Arc<Budgets>) -> Result<Self, reqwest::Error> {
+        let http = CrmHttp::new("salesforce", config.http.timeout, budgets)?;
         let tokens = TokenSource::new(config.access_token.clone(), config.oauth.clone());
         Ok(Self {
             config,
@@ -221,10 +246,11 @@ impl Salesforce {
     /// OAuth client is configured) and sends once more.
     async fn send(
         &self,
-        operation: &'static str,
+        operation: impl Into<Operation>,
         request: RequestBuilder,
         accept: &[StatusCode],
     ) -> Result<reqwest::Response, CrmError> {
+        let operation = operation.into();
         let client = self.http.client();
         let token = self.tokens.current(client).await?;
         // JSON and query bodies are buffered, so the clone always succeeds.
@@ -245,7 +271,7 @@ impl Salesforce {
                 }),
                 Some(again),
             ) if self.tokens.renewable() => {
-                tracing::info!(operation, %detail, "Salesforce refused the session; renewing the token");
+                tracing::info!(operation = operation.name(), %detail, "Salesforce refused the session; renewing the token");
                 match self.tokens.renew(&token, client).await? {
                     Some(renewed) => {
                         self.http
@@ -279,7 +305,7 @@ impl Salesforce {
     async fn sosl_records(&self, query: String) -> Result<Vec<SearchRecord>, CrmError> {
         let response = self
             .send(
-                "search",
+                Operation::search("search"),
                 self.request(Method::GET, "/search/").query(&[("q", query)]),
                 &[],
             )
@@ -596,6 +622,7 @@ mod tests {
         HttpSettings {
             timeout: std::time::Duration::from_secs(10),
             rate: None,
+            search_rate: None,
         }
     }
 

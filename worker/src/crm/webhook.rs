@@ -12,6 +12,7 @@
 //! Body: `{"type":"call.report","timestamp":"<RFC 3339>","data":<CallReport>}`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use callsync_shared::CallReport;
@@ -23,8 +24,8 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::{
-    ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, HttpSettings, Limiter, MarkedRecord,
-    NewContact,
+    Budgets, ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, CrmSettings, CrmSpec,
+    HttpSettings, MarkedRecord, NewContact,
 };
 
 /// `CALLSYNC_WEBHOOK_*`.
@@ -34,6 +35,28 @@ pub struct WebhookConfig {
     /// `whsec_<base64>` as Standard Webhooks issues them, or any string.
     pub secret: Secret,
     pub http: HttpSettings,
+}
+
+/// How `CALLSYNC_CRM=webhook` is read and built.
+pub const SPEC: CrmSpec = CrmSpec {
+    name: "webhook",
+    // The receiver is the operator's own; it sets any limit it needs.
+    default_rate: "off",
+    // Nothing is searched.
+    default_search_rate: "off",
+    // The webhook target is "searched" by sending again.
+    default_index_lag: Duration::ZERO,
+    configure: |env, http| Ok(Arc::new(WebhookConfig::from_env(env, http)?)),
+};
+
+impl CrmSettings for WebhookConfig {
+    fn http(&self) -> &HttpSettings {
+        &self.http
+    }
+
+    fn build(&self, budgets: Arc<Budgets>) -> Result<Arc<dyn Crm>, reqwest::Error> {
+        Ok(Arc::new(Webhook::new(self.clone(), budgets)?))
+    }
 }
 
 impl WebhookConfig {
@@ -60,8 +83,8 @@ pub struct Webhook {
 }
 
 impl Webhook {
-    pub fn new(config: WebhookConfig, limiter: Arc<Limiter>) -> Result<Self, reqwest::Error> {
-        let http = CrmHttp::new("webhook", config.http.timeout, limiter)?;
+    pub fn new(config: WebhookConfig, budgets: Arc<Budgets>) -> Result<Self, reqwest::Error> {
+        let http = CrmHttp::new("webhook", config.http.timeout, budgets)?;
         Ok(Self { config, http })
     }
 }

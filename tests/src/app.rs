@@ -538,9 +538,6 @@ impl std::fmt::Debug for Rest {
 /// [`TestApp::settle`] for a [`TestEnv`] and the operations URLs of the
 /// workers started for it (those that are gone count as holding nothing).
 pub async fn settle(env: &TestEnv, workers: &[String], deadline: Duration) -> Snapshot {
-    let connection = callsync_shared::broker::connect(AMQP_URL, "callsync-tests-settle")
-        .await
-        .expect("broker connection");
     let mut queues = vec![env.topology.calls_queue()];
     queues.extend(
         env.retry_delays()
@@ -555,7 +552,7 @@ pub async fn settle(env: &TestEnv, workers: &[String], deadline: Duration) -> Sn
         deadline,
         "callsync comes to rest (nothing queued, held, pending or applying, for a quiet window)",
         || async {
-            let queued = queued(&connection, &queues).await;
+            let queued = queued(&queues).await;
             let in_flight = held(&env.client, workers).await;
             let pending = ledger.counts().await.expect("ledger counts").pending;
             let snapshot = env.sim.snapshot();
@@ -592,12 +589,18 @@ pub async fn settle(env: &TestEnv, workers: &[String], deadline: Duration) -> Sn
         |rest| rest.motion.still() && rest.still_for >= QUIET,
     )
     .await;
-    let _ = connection.close(200, "done".into()).await;
     rest.snapshot
 }
 
 /// Messages waiting in `queues`; a tier no service declared is simply empty.
-async fn queued(connection: &lapin::Connection, queues: &[String]) -> u32 {
+/// Each look uses a connection of its own: the broker closes the channel of
+/// every probe of a missing queue, and a connection has a bounded number of
+/// channels, which a long settle would otherwise use up.
+async fn queued(queues: &[String]) -> u32 {
+    let connection = callsync_shared::broker::connect(AMQP_URL, "callsync-tests-settle")
+        .await
+        .expect("broker connection");
+    let connection = &connection;
     let mut queued = 0;
     for q in queues {
         // A passive declare of a missing queue closes its channel: one each.
@@ -617,6 +620,7 @@ async fn queued(connection: &lapin::Connection, queues: &[String]) -> u32 {
             let _ = probe.close(200, "done".into()).await;
         }
     }
+    let _ = connection.close(200, "done".into()).await;
     queued
 }
 

@@ -367,8 +367,9 @@ async fn run(settings: Run) -> (Verdict, Snapshot) {
         "CALLSYNC_CRM_INDEX_LAG",
         &format!("{}ms", settings.worker_index_lag.as_millis()),
     );
-    // No client-side budget: the simulator's limit must be hit to test 429s.
+    // No client-side budgets: the simulator's limit must be hit to test 429s.
     env.set("CALLSYNC_CRM_RATE", "off");
+    env.set("CALLSYNC_CRM_SEARCH_RATE", "off");
 
     // The rolling limit answers 429 only when the load reaches it, which a
     // small or slow run may not: three scripted ones make sure the suite

@@ -106,10 +106,7 @@ const KNOWN: &[&str] = &[
 ];
 
 fn data(body: &Map<String, Value>) -> Result<&Map<String, Value>, ParseError> {
-    object(body, &["data"]).ok_or(ParseError::MissingEnvelope {
-        format: FORMAT,
-        path: "\"data\"",
-    })
+    super::value::envelope(body, "data", FORMAT, "\"data\"")
 }
 
 fn inspect(body: &Map<String, Value>) -> Result<Envelope, ParseError> {

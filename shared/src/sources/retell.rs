@@ -92,10 +92,7 @@ const KNOWN: &[&str] = &[
 ];
 
 fn call(body: &Map<String, Value>) -> Result<&Map<String, Value>, ParseError> {
-    object(body, &["call"]).ok_or(ParseError::MissingEnvelope {
-        format: FORMAT,
-        path: "\"call\"",
-    })
+    super::value::envelope(body, "call", FORMAT, "\"call\"")
 }
 
 fn inspect(body: &Map<String, Value>) -> Result<Envelope, ParseError> {

@@ -14,6 +14,18 @@ pub fn object<'a>(object: &'a Map<String, Value>, keys: &[&str]) -> Option<&'a M
     field(object, keys).and_then(Value::as_object)
 }
 
+/// The object a format wraps its report in (`message`, `call`, `data`):
+/// unlike the lenient accessors, its absence refuses the body. `path` is
+/// how the error names it.
+pub fn envelope<'a>(
+    body: &'a Map<String, Value>,
+    key: &str,
+    format: &'static str,
+    path: &'static str,
+) -> Result<&'a Map<String, Value>, super::ParseError> {
+    object(body, &[key]).ok_or(super::ParseError::MissingEnvelope { format, path })
+}
+
 /// A non-empty string; numbers are accepted and written in decimal, because
 /// providers are not consistent about ids (`"12345"` vs `12345`).
 pub fn text(object: &Map<String, Value>, keys: &[&str]) -> Option<String> {

@@ -89,10 +89,7 @@ const KNOWN: &[&str] = &[
 ];
 
 fn message(body: &Map<String, Value>) -> Result<&Map<String, Value>, ParseError> {
-    object(body, &["message"]).ok_or(ParseError::MissingEnvelope {
-        format: FORMAT,
-        path: "\"message\"",
-    })
+    super::value::envelope(body, "message", FORMAT, "\"message\"")
 }
 
 fn inspect(body: &Map<String, Value>) -> Result<Envelope, ParseError> {

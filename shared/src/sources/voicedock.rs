@@ -64,10 +64,7 @@ const KNOWN: &[&str] = &[
 ];
 
 fn message(body: &Map<String, Value>) -> Result<&Map<String, Value>, ParseError> {
-    object(body, &["message"]).ok_or(ParseError::MissingEnvelope {
-        format: FORMAT,
-        path: "\"message\"",
-    })
+    super::value::envelope(body, "message", FORMAT, "\"message\"")
 }
 
 /// The event type and call id: all ingest needs to accept or refuse a body.

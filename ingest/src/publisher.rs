@@ -14,11 +14,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use callsync_shared::broker;
 use callsync_shared::config::SecretUrl;
+use callsync_shared::publish::{self, Destination};
 use callsync_shared::topology::{CALL_REPORT_KEY, Topology, headers};
 use callsync_shared::{CallId, Source};
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::options::ConfirmSelectOptions;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Channel, Confirmation, Connection};
+use lapin::{BasicProperties, Channel, Connection};
 use time::OffsetDateTime;
 use tokio::sync::{Notify, watch};
 
@@ -38,14 +39,8 @@ pub struct OutgoingReport {
 pub enum PublishError {
     #[error("not connected to the broker")]
     Unavailable,
-    #[error("broker did not confirm within {0:?}")]
-    ConfirmTimeout(Duration),
-    #[error("broker refused the message (nack)")]
-    Nacked,
-    #[error("broker could not route the message to the calls queue ({0})")]
-    Unroutable(String),
-    #[error("broker channel error: {0}")]
-    Channel(#[from] lapin::Error),
+    #[error(transparent)]
+    Broker(#[from] publish::PublishError),
 }
 
 /// A cheap-to-clone handle on the publishing connection.
@@ -103,49 +98,28 @@ impl Publisher {
             .clone()
             .ok_or(PublishError::Unavailable)?;
         let started = Instant::now();
-        let result = tokio::time::timeout(self.inner.confirm_timeout, async {
-            let confirm = channel
-                .basic_publish(
-                    self.inner.topology.exchange().into(),
-                    CALL_REPORT_KEY.into(),
-                    // `mandatory`: an unroutable message comes back to us instead
-                    // of being confirmed and silently dropped by the broker.
-                    BasicPublishOptions {
-                        mandatory: true,
-                        ..BasicPublishOptions::default()
-                    },
-                    &report.body,
-                    properties(report),
-                )
-                .await?;
-            confirm.await
-        })
+        let result = publish::publish_confirmed(
+            &channel,
+            Destination {
+                exchange: self.inner.topology.exchange().as_str(),
+                routing_key: CALL_REPORT_KEY,
+            },
+            &report.body,
+            properties(report),
+            self.inner.confirm_timeout,
+        )
         .await;
         metrics::histogram!("callsync_ingest_publish_confirm_seconds")
             .record(started.elapsed().as_secs_f64());
-
-        match result {
-            Err(_) => {
-                // A confirm that does not come within the deadline means the
-                // channel or connection is stuck even if lapin has not
-                // noticed: replace it rather than wait for a heartbeat.
-                self.inner.broken.notify_one();
-                Err(PublishError::ConfirmTimeout(self.inner.confirm_timeout))
-            }
-            Ok(Err(error)) => {
-                // The channel or connection is gone; let the supervisor replace it.
-                self.inner.broken.notify_one();
-                Err(PublishError::Channel(error))
-            }
-            Ok(Ok(Confirmation::Ack(None))) => Ok(()),
-            Ok(Ok(Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned)))) => {
-                Err(PublishError::Unroutable(returned.reply_text.to_string()))
-            }
-            Ok(Ok(Confirmation::Nack(None))) => Err(PublishError::Nacked),
-            // Only possible if the channel is not in confirm mode, which the
-            // supervisor guarantees; treat it as not accepted all the same.
-            Ok(Ok(Confirmation::NotRequested)) => Err(PublishError::Nacked),
+        if let Err(error) = &result
+            && error.channel_is_broken()
+        {
+            // No answer within the deadline, or an error on the channel: it
+            // is stuck or gone even if lapin has not noticed yet. Replace it
+            // rather than wait for a heartbeat.
+            self.inner.broken.notify_one();
         }
+        Ok(result?)
     }
 
     /// Stops reconnecting and closes the connection. Publishes already

@@ -6,6 +6,7 @@ pub mod broker;
 pub mod config;
 pub mod health;
 pub mod phone;
+pub mod publish;
 pub mod report;
 pub mod shutdown;
 pub mod signature;

@@ -259,6 +259,43 @@ impl TestApp {
         self.workers.len() - 1
     }
 
+    /// [`TestApp::add_worker_process_with`], writing the worker's log to
+    /// `log`.
+    pub async fn add_logged_worker_process(&mut self, env: Env, log: &std::path::Path) -> usize {
+        let worker = self.env.spawn_worker_process_logging(env, Some(log)).await;
+        self.workers.push(Some(Worker::Process(worker)));
+        self.workers.len() - 1
+    }
+
+    /// Worker `i`'s `/readyz`: its status and JSON body.
+    pub async fn worker_readiness(&self, i: usize) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .get(format!("{}/readyz", self.worker_url(i)))
+            .send()
+            .await
+            .expect("the worker answers /readyz");
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Worker `i`'s `/metrics` text.
+    pub async fn worker_metrics(&self, i: usize) -> String {
+        self.client
+            .get(format!("{}/metrics", self.worker_url(i)))
+            .send()
+            .await
+            .expect("the worker answers /metrics")
+            .text()
+            .await
+            .expect("a metrics body")
+    }
+
+    /// Messages ready in the app's calls queue.
+    pub async fn calls_waiting(&self) -> u32 {
+        self.env.queue_depth(&self.env.topology.calls_queue()).await
+    }
+
     /// The operations URL (`/readyz`, `/metrics`) of worker `i`.
     pub fn worker_url(&self, i: usize) -> &str {
         self.workers[i].as_ref().expect("a live worker").base_url()

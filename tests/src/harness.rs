@@ -268,18 +268,33 @@ impl TestEnv {
     /// port is tried. Readiness counts only while our child is alive, so a
     /// stranger answering on the port is never mistaken for it.
     pub async fn spawn_worker_process_with(&self, env: Env) -> WorkerProcess {
+        self.spawn_worker_process_logging(env, None).await
+    }
+
+    /// [`TestEnv::spawn_worker_process_with`], writing the worker's log
+    /// (at `CALLSYNC_LOG` from `env`, `warn` when unset) to `log` when given.
+    pub async fn spawn_worker_process_logging(
+        &self,
+        env: Env,
+        log: Option<&std::path::Path>,
+    ) -> WorkerProcess {
         for _ in 0..5 {
             let port = tokio::net::TcpListener::bind("127.0.0.1:0")
                 .await
                 .and_then(|l| l.local_addr())
                 .expect("a free port")
                 .port();
+            let level = env.raw("CALLSYNC_LOG").unwrap_or("warn").to_owned();
             let env = env
                 .clone()
                 .with("CALLSYNC_METRICS_ADDR", format!("127.0.0.1:{port}"))
-                .with("CALLSYNC_LOG", "warn");
+                .with("CALLSYNC_LOG", level);
+            let stdout = match log {
+                Some(path) => Stdio::from(std::fs::File::create(path).expect("a log file")),
+                None => Stdio::null(),
+            };
             let child = worker_command(&env)
-                .stdout(Stdio::null())
+                .stdout(stdout)
                 .stderr(Stdio::inherit())
                 .kill_on_drop(true)
                 .spawn()

@@ -596,6 +596,7 @@ fn the_dashboard_and_the_alerts_only_use_metrics_the_services_export() {
         names,
         BTreeSet::from([
             "CallsyncParkedMessages",
+            "CallsyncWorkerPaused",
             "CallsyncSyncLagHigh",
             "CallsyncNotReady",
             "CallsyncCrmRateLimited"

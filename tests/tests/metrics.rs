@@ -9,25 +9,8 @@ use callsync_tests::harness::{FOLLOW_UP_MARKER, SEED_000_MARKER, WAIT};
 use callsync_tests::wait::eventually;
 use reqwest::StatusCode;
 
-/// The sum of every series of `name` whose labels include all of `labels`.
 fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            let (series_name, series_labels) = match series.split_once('{') {
-                Some((n, rest)) => (n, rest.trim_end_matches('}')),
-                None => (series, ""),
-            };
-            let matches = series_name == name
-                && labels.iter().all(|(k, v)| {
-                    series_labels
-                        .split(',')
-                        .any(|pair| pair == format!("{k}=\"{v}\""))
-                });
-            matches.then(|| value.parse::<f64>().ok()).flatten()
-        })
-        .sum()
+    callsync_tests::prometheus::value(text, name, labels)
 }
 
 async fn scrape(app: &TestApp, base_url: &str) -> String {

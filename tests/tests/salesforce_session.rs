@@ -1,18 +1,21 @@
 //! Salesforce sessions expire. A worker configured with a connected app's
 //! client credentials fetches its own token, renews it once when Salesforce
 //! answers 401 (however many requests were refused at the same moment), and
-//! sends the refused request again; wrong credentials park the call with the
-//! token endpoint's reason. crm-sim plays Salesforce and its token endpoint.
+//! sends the refused request again; wrong credentials pause the worker
+//! with the token endpoint's reason, the call waiting in the queue. crm-sim plays Salesforce and its token endpoint.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use callsync_tests::app::{AppBuilder, TestApp};
+use callsync_tests::harness::WAIT;
 use callsync_tests::harness::{
-    FOLLOW_UP_MARKER, SEED_000_CALL_ID, SEED_000_MARKER, voicedock_marker, voicedock_report,
+    FOLLOW_UP_MARKER, SEED_000_MARKER, voicedock_marker, voicedock_report,
 };
 use callsync_tests::sim::Snapshot;
 use callsync_tests::sim::salesforce::{OAUTH_CLIENT_ID, OAUTH_CLIENT_SECRET, OAUTH_REFRESH_TOKEN};
+use callsync_tests::wait::eventually;
 use futures_util::future::join_all;
+use reqwest::StatusCode;
 
 /// A Salesforce app whose worker has no access token, only the connected
 /// app's credentials.
@@ -94,13 +97,34 @@ async fn a_refresh_token_is_exchanged_for_the_session() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wrong_client_credentials_park_the_call_with_the_token_endpoints_reason() {
+async fn wrong_client_credentials_pause_the_worker_with_the_token_endpoints_reason() {
     let app = oauth_app("not-the-secret").start().await;
     app.post_fixture("voicedock_000_end_of_call_report.json")
         .await;
-    let s = app.settle().await;
-    let reason = app.parked_reason(SEED_000_CALL_ID).await;
-    assert!(reason.contains("invalid_client"), "{reason}");
+    let (_, body) = eventually(
+        WAIT,
+        "the worker reports the pause",
+        || app.worker_readiness(0),
+        |(status, body)| {
+            *status == StatusCode::SERVICE_UNAVAILABLE && body["paused"]["reason"] == "credential"
+        },
+    )
+    .await;
+    assert!(
+        body["paused"]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("invalid_client")),
+        "{body}"
+    );
+    eventually(
+        WAIT,
+        "the call waits in the queue",
+        || app.calls_waiting(),
+        |n| *n == 1,
+    )
+    .await;
+    assert!(app.parked().await.is_empty());
+    let s = app.snapshot();
     assert!(s.contacts.is_empty() && s.calls.is_empty());
     assert_eq!(s.stats.requests, 0, "no API request without a token");
     app.shutdown().await;

@@ -13,12 +13,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 use crate::config::WorkerConfig;
 use crate::consumer::{BrokerHealth, ConsumerLoop};
-use crate::crm::{Budgets, CrmBuildError};
+use crate::crm::{Budgets, CrmBuildError, CrmHealth, Shared};
 use crate::ledger::{Ledger, LedgerError};
+use crate::lifecycle::Lifecycle;
 use crate::sync::Syncer;
 
 /// Errors that stop the worker from starting.
@@ -41,14 +41,17 @@ pub struct Worker {
     config: Arc<WorkerConfig>,
     syncer: Arc<Syncer>,
     budgets: Arc<Budgets>,
+    crm_health: Arc<CrmHealth>,
     listener: TcpListener,
     health: Arc<BrokerHealth>,
+    lifecycle: Arc<Lifecycle>,
 }
 
 #[derive(Debug, Clone)]
 struct OpsState {
     ledger: Ledger,
     health: Arc<BrokerHealth>,
+    lifecycle: Arc<Lifecycle>,
     metrics: PrometheusHandle,
 }
 
@@ -60,7 +63,11 @@ impl Worker {
     pub async fn build(config: WorkerConfig) -> Result<Self, StartError> {
         let http = config.crm.http();
         let budgets = Arc::new(Budgets::new(http.rate, http.search_rate));
-        let crm = config.crm.build(Arc::clone(&budgets))?;
+        let crm_health = Arc::new(CrmHealth::new(config.crm_outage_after));
+        let crm = config.crm.build(Shared {
+            budgets: Arc::clone(&budgets),
+            health: Arc::clone(&crm_health),
+        })?;
         // One connection per concurrent message plus a few for readiness and leases.
         let pool_size = u32::from(config.prefetch) + 4;
         let ledger = connect_ledger(&config, pool_size, crm.name()).await?;
@@ -89,8 +96,10 @@ impl Worker {
             config: Arc::new(config),
             syncer: Arc::new(syncer),
             budgets,
+            crm_health,
             listener,
             health: Arc::new(BrokerHealth::default()),
+            lifecycle: Arc::new(Lifecycle::new()),
         })
     }
 
@@ -111,24 +120,27 @@ impl Worker {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let (stop_tx, stop_rx) = watch::channel(false);
         let consumer = ConsumerLoop {
             config: Arc::clone(&self.config),
             syncer: Arc::clone(&self.syncer),
             health: Arc::clone(&self.health),
+            crm_health: Arc::clone(&self.crm_health),
+            lifecycle: Arc::clone(&self.lifecycle),
         };
-        let consuming = tokio::spawn(consumer.run(stop_rx.clone()));
+        let consuming = tokio::spawn(consumer.run());
         let worker_id = uuid::Uuid::now_v7();
         let heartbeat = tokio::spawn(heartbeat(
             self.syncer.ledger().clone(),
             Arc::clone(&self.budgets),
             Arc::clone(&self.health),
+            Arc::clone(&self.lifecycle),
             worker_id,
         ));
 
         let state = OpsState {
             ledger: self.syncer.ledger().clone(),
             health: Arc::clone(&self.health),
+            lifecycle: Arc::clone(&self.lifecycle),
             metrics: callsync_shared::telemetry::prometheus(),
         };
         let ops = Router::new()
@@ -137,15 +149,14 @@ impl Worker {
             .route("/metrics", get(render_metrics))
             .with_state(state);
         tracing::info!(addr = %self.listener.local_addr()?, crm = self.config.crm_name(), "worker started");
-        let mut ops_stop = stop_rx.clone();
-        let server = axum::serve(self.listener, ops).with_graceful_shutdown(async move {
-            let _ = ops_stop.wait_for(|stopped| *stopped).await;
-        });
+        let lifecycle = Arc::clone(&self.lifecycle);
+        let server = axum::serve(self.listener, ops)
+            .with_graceful_shutdown(async move { lifecycle.shutting_down().await });
         let server = tokio::spawn(server.into_future());
 
         shutdown.await;
         tracing::info!("shutting down: no new messages; finishing in-flight ones");
-        stop_tx.send_replace(true);
+        self.lifecycle.shut_down();
         let _ = consuming.await;
         heartbeat.abort();
         if let Err(e) = self.syncer.ledger().leave(worker_id).await {
@@ -191,6 +202,7 @@ async fn heartbeat(
     ledger: Ledger,
     budgets: Arc<Budgets>,
     health: Arc<BrokerHealth>,
+    lifecycle: Arc<Lifecycle>,
     id: uuid::Uuid,
 ) {
     let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
@@ -198,7 +210,7 @@ async fn heartbeat(
     loop {
         tick.tick().await;
         let beat = ledger.heartbeat(id, HEARTBEAT_WINDOW).await;
-        let ready = beat.is_ok() && health.is_consuming();
+        let ready = beat.is_ok() && health.is_consuming() && !lifecycle.is_paused();
         metrics::gauge!("callsync_ready", "service" => "worker").set(if ready { 1.0 } else { 0.0 });
         match beat {
             Ok(live) => {
@@ -225,12 +237,17 @@ async fn ready(State(state): State<OpsState>) -> Response {
     let database = tokio::time::timeout(Duration::from_secs(2), state.ledger.ping())
         .await
         .is_ok_and(|r| r.is_ok());
+    let paused = state.lifecycle.paused();
     let body = serde_json::json!({
         "broker": broker,
         "database": database,
         "in_flight": state.health.in_flight(),
+        "paused": paused.as_ref().map(|reason| serde_json::json!({
+            "reason": reason.label(),
+            "detail": reason.detail(),
+        })),
     });
-    let status = if broker && database {
+    let status = if broker && database && paused.is_none() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

@@ -31,6 +31,10 @@ struct Cli {
 enum Command {
     /// Exit 0 if this host's worker is ready (for container healthchecks).
     Healthcheck,
+    /// Check the set-up (database, broker, CRM credential, permissions,
+    /// custom fields, a search): one line per requirement, exit 0 only when
+    /// all hold. Run it first after configuring a CRM.
+    Check,
     /// Queue depths and ledger counts.
     Status,
     /// Parked messages: calls that could not be synced.
@@ -82,6 +86,10 @@ pub async fn run() -> ExitCode {
             }
             Err(e) => config_error(&e),
         },
+        Some(Command::Check) => match WorkerConfig::from_env(&env) {
+            Ok(config) => check(&config).await,
+            Err(e) => config_error(&e),
+        },
         Some(Command::Status) => match OpsConfig::from_env(&env) {
             Ok(config) => report(status(&config).await),
             Err(e) => config_error(&e),
@@ -128,6 +136,22 @@ async fn run_worker(env: &Env) -> ExitCode {
             eprintln!("callsync-worker: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+async fn check(config: &WorkerConfig) -> ExitCode {
+    println!("checking the set-up for CALLSYNC_CRM={}", config.crm_name());
+    let lines = crate::check::run(config).await;
+    for line in &lines {
+        println!("{line}");
+    }
+    let failed = lines.iter().filter(|l| !l.holds()).count();
+    if failed == 0 {
+        println!("all {} requirements hold", lines.len());
+        ExitCode::SUCCESS
+    } else {
+        println!("{failed} of {} requirements do not hold", lines.len());
+        ExitCode::FAILURE
     }
 }
 

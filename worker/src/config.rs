@@ -32,6 +32,11 @@ pub struct WorkerConfig {
     /// unknown is searched for (and only then repeated) after this long.
     pub crm_index_lag: Duration,
     pub shutdown_grace: Duration,
+    /// How long every CRM request must have failed (no connection, timeout,
+    /// 5xx) before the worker pauses instead of retrying call by call.
+    pub crm_outage_after: Duration,
+    /// The longest wait between two probes of a paused worker.
+    pub pause_probe_max: Duration,
     pub log: LogConfig,
 }
 
@@ -80,6 +85,19 @@ fn retry_delays(env: &Env) -> Result<Vec<Duration>, ConfigError> {
     Ok(delays)
 }
 
+/// A duration that must not be zero (a zero probe interval would hammer a
+/// CRM that refuses us).
+fn positive(env: &Env, var: &str, default: Duration) -> Result<Duration, ConfigError> {
+    let value = env.duration(var, default)?;
+    if value.is_zero() {
+        return Err(ConfigError {
+            var: var.to_owned(),
+            message: "must be longer than zero, e.g. 1m".to_owned(),
+        });
+    }
+    Ok(value)
+}
+
 impl WorkerConfig {
     /// The value of `CALLSYNC_CRM` in use.
     pub fn crm_name(&self) -> &'static str {
@@ -126,6 +144,9 @@ impl WorkerConfig {
             crm_index_lag: env.duration("CALLSYNC_CRM_INDEX_LAG", crm.default_index_lag())?,
             crm,
             shutdown_grace: env.duration("CALLSYNC_SHUTDOWN_GRACE", Duration::from_secs(25))?,
+            crm_outage_after: env
+                .duration("CALLSYNC_CRM_OUTAGE_AFTER", Duration::from_secs(120))?,
+            pause_probe_max: positive(env, "CALLSYNC_PAUSE_PROBE_MAX", Duration::from_secs(60))?,
             log: LogConfig::from_env(env)?,
         })
     }
@@ -149,6 +170,8 @@ mod tests {
         assert_eq!(c.default_region, Region::US);
         assert_eq!(c.metrics_addr.to_string(), "0.0.0.0:9090");
         assert_eq!(c.retry_delays.len(), 5);
+        assert_eq!(c.crm_outage_after, Duration::from_secs(120));
+        assert_eq!(c.pause_probe_max, Duration::from_secs(60));
         assert_eq!(
             format!("{:?}", c.database_url),
             "postgres://postgres@127.0.0.1:5432/callsync"

@@ -6,6 +6,12 @@
 //! worker's concurrency), one in confirm mode for retry and parking copies.
 //! When the connection drops, unacknowledged messages return to the queue;
 //! the consumer reconnects, re-declares the topology and consumes again.
+//!
+//! When the worker pauses (see `lifecycle.rs`), the consumer cancels its
+//! subscription, every message in hand is put back on the calls queue
+//! unharmed (a fresh copy with the same attempt count, then the original
+//! acknowledged), and it probes the CRM until it may consume again. The
+//! connection stays open meanwhile, so queue depths are still reported.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -15,6 +21,7 @@ use callsync_shared::sources::{self, ParseContext, Parsed};
 use callsync_shared::topology::headers;
 use callsync_shared::{Region, Source, broker};
 use futures_util::StreamExt;
+use lapin::Consumer;
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
@@ -23,14 +30,16 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use time::OffsetDateTime;
-use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::config::WorkerConfig;
+use crate::crm::CrmHealth;
 use crate::ledger::CallKey;
+use crate::lifecycle::{Lifecycle, PauseReason};
 use crate::retry::{History, Republisher, RetryTiers, Route};
-use crate::sync::{Disposition, Outcome, Syncer};
+use crate::sync::{Disposition, Outcome, SyncError, Syncer};
 
 /// Broker connectivity and work in hand as seen by the consumer, for
 /// `/readyz`: an operator (or a test) can tell an idle worker from one that
@@ -72,35 +81,46 @@ impl Drop for InFlight {
     }
 }
 
-/// Runs the consume loop until `shutdown` flips to true.
+/// Why a consuming run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stopped {
+    Shutdown,
+    Paused,
+    ConnectionLost,
+}
+
+/// How long a paused worker waits before its first probe; the wait doubles
+/// up to `CALLSYNC_PAUSE_PROBE_MAX`.
+const FIRST_PROBE: Duration = Duration::from_secs(5);
+
+/// How long to wait, after cancelling the subscription, for deliveries the
+/// broker had already sent.
+const IN_TRANSIT: Duration = Duration::from_millis(500);
+
+/// Runs the consume loop until the worker shuts down.
 #[derive(Debug)]
 pub struct ConsumerLoop {
     pub config: Arc<WorkerConfig>,
     pub syncer: Arc<Syncer>,
     pub health: Arc<BrokerHealth>,
+    pub crm_health: Arc<CrmHealth>,
+    pub lifecycle: Arc<Lifecycle>,
 }
 
 impl ConsumerLoop {
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(self) {
         let mut delays = broker::reconnect_delays();
         let mut in_flight: JoinSet<()> = JoinSet::new();
-        while !*shutdown.borrow() {
+        while !self.lifecycle.is_shutting_down() {
             match self.connect().await {
                 Ok((connection, consume, publish)) => {
                     delays = broker::reconnect_delays();
                     self.health.set(true);
-                    tracing::info!(queue = %self.config.topology.calls_queue(), prefetch = self.config.prefetch, "consuming");
                     let stopped = self
-                        .consume(
-                            &connection,
-                            &consume,
-                            publish,
-                            &mut in_flight,
-                            &mut shutdown,
-                        )
+                        .serve_connection(&connection, &consume, publish, &mut in_flight)
                         .await;
                     self.health.set(false);
-                    if stopped {
+                    if stopped == Stopped::Shutdown {
                         self.drain(&mut in_flight).await;
                         broker::close(&connection, "callsync-worker shutting down").await;
                         return;
@@ -115,10 +135,69 @@ impl ConsumerLoop {
             let delay = delays.next().unwrap_or(Duration::from_secs(5));
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
-                _ = shutdown.changed() => {}
+                () = self.lifecycle.shutting_down() => {}
             }
         }
         self.drain(&mut in_flight).await;
+    }
+
+    /// Consumes on one connection, pausing and resuming as often as needed,
+    /// until shutdown or until the connection is lost.
+    async fn serve_connection(
+        &self,
+        connection: &Connection,
+        channel: &Channel,
+        publish: Channel,
+        in_flight: &mut JoinSet<()>,
+    ) -> Stopped {
+        let depths = tokio::spawn(report_queue_depths(
+            connection.create_channel().await.ok(),
+            self.config.topology.clone(),
+            self.config.retry_delays.clone(),
+        ));
+        let _stop_depths = AbortOnDrop(depths);
+        let handler = Arc::new(Handler {
+            syncer: Arc::clone(&self.syncer),
+            tiers: RetryTiers::new(self.config.retry_delays.clone()),
+            region: self.config.default_region,
+            republisher: Republisher::new(
+                publish,
+                self.config.topology.clone(),
+                Duration::from_secs(10),
+            ),
+            lifecycle: Arc::clone(&self.lifecycle),
+            crm_health: Arc::clone(&self.crm_health),
+            credential_help: self.config.crm.credential_help(),
+        });
+        loop {
+            let run = self.lifecycle.run_token();
+            let stopped = if run.is_cancelled() {
+                if self.lifecycle.is_shutting_down() {
+                    Stopped::Shutdown
+                } else {
+                    Stopped::Paused
+                }
+            } else {
+                tracing::info!(queue = %self.config.topology.calls_queue(), prefetch = self.config.prefetch, "consuming");
+                self.consume(connection, channel, &handler, in_flight, &run)
+                    .await
+            };
+            if stopped != Stopped::Paused {
+                return stopped;
+            }
+            // Every message in hand is put back by its handler, which sees
+            // the pause (or finishes, if it got past the CRM already): wait
+            // for all of them, however long, before probing. Aborting one
+            // would leave its delivery unacknowledged on a channel that
+            // stays open.
+            if !self.settle(in_flight).await {
+                return Stopped::Shutdown;
+            }
+            match self.probe_until_resumed(connection).await {
+                Stopped::Paused => {}
+                other => return other,
+            }
+        }
     }
 
     async fn connect(&self) -> Result<(Connection, Channel, Channel), lapin::Error> {
@@ -148,15 +227,16 @@ impl ConsumerLoop {
         }
     }
 
-    /// Consumes until the connection fails (false) or shutdown (true).
+    /// Consumes until the connection fails, or `run` is cancelled (pause or
+    /// shutdown).
     async fn consume(
         &self,
         connection: &Connection,
         channel: &Channel,
-        publish: Channel,
+        handler: &Arc<Handler>,
         in_flight: &mut JoinSet<()>,
-        shutdown: &mut watch::Receiver<bool>,
-    ) -> bool {
+        run: &CancellationToken,
+    ) -> Stopped {
         let tag = format!("callsync-worker-{}", uuid::Uuid::now_v7());
         let mut consumer = match channel
             .basic_consume(
@@ -170,54 +250,95 @@ impl ConsumerLoop {
             Ok(consumer) => consumer,
             Err(error) => {
                 tracing::warn!(%error, "cannot start consuming");
-                return false;
+                return Stopped::ConnectionLost;
             }
         };
-        let depths = tokio::spawn(report_queue_depths(
-            connection.create_channel().await.ok(),
-            self.config.topology.clone(),
-            self.config.retry_delays.clone(),
-        ));
-        let _stop_depths = AbortOnDrop(depths);
-        let handler = Arc::new(Handler {
-            syncer: Arc::clone(&self.syncer),
-            tiers: RetryTiers::new(self.config.retry_delays.clone()),
-            region: self.config.default_region,
-            republisher: Republisher::new(
-                publish,
-                self.config.topology.clone(),
-                Duration::from_secs(10),
-            ),
-            shutdown: shutdown.clone(),
-        });
         loop {
             tokio::select! {
                 delivery = consumer.next() => match delivery {
-                    Some(Ok(delivery)) => {
-                        let handler = Arc::clone(&handler);
-                        let held = self.health.hold();
-                        in_flight.spawn(async move {
-                            handler.handle(delivery).await;
-                            drop(held);
-                        });
-                    }
+                    Some(Ok(delivery)) => self.spawn(handler, delivery, in_flight),
                     Some(Err(error)) => {
                         tracing::warn!(%error, "consumer error");
-                        return false;
+                        return Stopped::ConnectionLost;
                     }
-                    None => return false,
+                    None => return Stopped::ConnectionLost,
                 },
-                () = broker::closed(connection) => return false,
-                _ = shutdown.changed() => {
+                () = broker::closed(connection) => return Stopped::ConnectionLost,
+                () = run.cancelled() => {
                     // Stop deliveries first, so nothing new starts while in-flight work finishes.
                     if let Err(error) = channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await {
                         tracing::debug!(%error, "basic.cancel failed");
                     }
-                    return true;
+                    if self.lifecycle.is_shutting_down() {
+                        return Stopped::Shutdown;
+                    }
+                    self.hand_over_in_transit(&mut consumer, handler, in_flight).await;
+                    return Stopped::Paused;
                 }
                 // Reap finished tasks so the set does not grow without bound.
                 Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
             }
+        }
+    }
+
+    fn spawn(&self, handler: &Arc<Handler>, delivery: Delivery, in_flight: &mut JoinSet<()>) {
+        let handler = Arc::clone(handler);
+        let held = self.health.hold();
+        in_flight.spawn(async move {
+            handler.handle(delivery).await;
+            drop(held);
+        });
+    }
+
+    /// Deliveries the broker sent before it saw the cancel: handed to
+    /// handlers, which put them back because the worker is paused.
+    async fn hand_over_in_transit(
+        &self,
+        consumer: &mut Consumer,
+        handler: &Arc<Handler>,
+        in_flight: &mut JoinSet<()>,
+    ) {
+        while let Ok(Some(Ok(delivery))) = tokio::time::timeout(IN_TRANSIT, consumer.next()).await {
+            self.spawn(handler, delivery, in_flight);
+        }
+    }
+
+    /// Probes the CRM with growing pauses until it works again (then
+    /// resumes and returns `Paused`, meaning "go on consuming"), or until
+    /// shutdown or a lost connection.
+    async fn probe_until_resumed(&self, connection: &Connection) -> Stopped {
+        let max = self.config.pause_probe_max;
+        let mut wait = FIRST_PROBE.min(max);
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = self.lifecycle.shutting_down() => return Stopped::Shutdown,
+                () = broker::closed(connection) => return Stopped::ConnectionLost,
+            }
+            match self.syncer.probe().await {
+                Ok(()) => {
+                    metrics::counter!("callsync_worker_probes_total", "outcome" => "ok")
+                        .increment(1);
+                    self.lifecycle.resume();
+                    tracing::info!("the CRM accepts requests again; resuming");
+                    return Stopped::Paused;
+                }
+                Err(error) => {
+                    metrics::counter!("callsync_worker_probes_total", "outcome" => "failed")
+                        .increment(1);
+                    tracing::info!(%error, next_probe_in = ?(wait * 2).min(max), "still paused");
+                }
+            }
+            wait = (wait * 2).min(max);
+        }
+    }
+
+    /// Waits until no message is in hand; false when shutdown began first
+    /// (the shutdown drain then takes over, with its grace period).
+    async fn settle(&self, in_flight: &mut JoinSet<()>) -> bool {
+        tokio::select! {
+            () = async { while in_flight.join_next().await.is_some() {} } => true,
+            () = self.lifecycle.shutting_down() => false,
         }
     }
 
@@ -305,7 +426,10 @@ struct Handler {
     tiers: RetryTiers,
     region: Region,
     republisher: Republisher,
-    shutdown: watch::Receiver<bool>,
+    lifecycle: Arc<Lifecycle>,
+    crm_health: Arc<CrmHealth>,
+    /// What to fix when the CRM refuses the credential.
+    credential_help: &'static str,
 }
 
 /// What finally happened to a message, for metrics.
@@ -316,6 +440,8 @@ enum Fate {
     Ignored,
     Retried,
     Parked,
+    /// Put back on the calls queue unharmed because the worker paused.
+    PutBack,
     Requeued,
     Abandoned,
 }
@@ -328,6 +454,7 @@ impl Fate {
             Fate::Ignored => "ignored",
             Fate::Retried => "retried",
             Fate::Parked => "parked",
+            Fate::PutBack => "put_back",
             Fate::Requeued => "requeued",
             Fate::Abandoned => "abandoned",
         }
@@ -356,6 +483,9 @@ impl Handler {
     }
 
     async fn process(&self, delivery: &Delivery, source_name: &str, history: &History) -> Fate {
+        if self.lifecycle.is_paused() {
+            return self.put_back(delivery).await;
+        }
         let Ok(source) = source_name.parse::<Source>() else {
             let reason = format!("message has no known source header (got {source_name:?})");
             return self.park(delivery, history.attempts, &reason, None).await;
@@ -415,6 +545,15 @@ impl Handler {
                             // Shutting down: leave it unacknowledged for redelivery.
                             return Fate::Abandoned;
                         }
+                    }
+                    Disposition::PauseForCredential => {
+                        self.pause(PauseReason::Credential {
+                            detail: error.to_string(),
+                        });
+                        return self.put_back(delivery).await;
+                    }
+                    Disposition::Retry { .. } if self.outage(&error) => {
+                        return self.put_back(delivery).await;
                     }
                     Disposition::Park => {
                         let key = CallKey {
@@ -513,10 +652,9 @@ impl Handler {
 
     /// Polls the database until it answers (true) or shutdown begins (false).
     async fn wait_for_database(&self) -> bool {
-        let mut shutdown = self.shutdown.clone();
         let mut pause = Duration::from_millis(250);
         loop {
-            if *shutdown.borrow() {
+            if self.lifecycle.is_shutting_down() {
                 return false;
             }
             if self.syncer.ledger().ping().await.is_ok() {
@@ -524,9 +662,60 @@ impl Handler {
             }
             tokio::select! {
                 () = tokio::time::sleep(pause) => {}
-                _ = shutdown.changed() => return false,
+                () = self.lifecycle.shutting_down() => return false,
             }
             pause = (pause * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// Pauses the worker, telling the operator once what happened and what
+    /// to do.
+    fn pause(&self, reason: PauseReason) {
+        if !self.lifecycle.pause(reason.clone()) {
+            return;
+        }
+        match reason {
+            PauseReason::Credential { .. } => tracing::error!(
+                %reason,
+                fix = self.credential_help,
+                "syncing paused: the CRM refuses callsync's credential. Calls wait in the queue and nothing is parked; \
+                 fix the credential (`callsync-worker check` tells what is missing) and the worker resumes by itself"
+            ),
+            PauseReason::Outage { .. } => tracing::warn!(
+                %reason,
+                "syncing paused: the CRM has not answered for a sustained period. Calls wait in the queue and nothing \
+                 is parked; the worker probes the CRM and resumes by itself"
+            ),
+        }
+    }
+
+    /// Whether `error` is one more failure of a CRM that is down; if so,
+    /// the worker pauses.
+    fn outage(&self, error: &SyncError) -> bool {
+        if !error.is_crm_unavailable() {
+            return false;
+        }
+        match self.crm_health.outage() {
+            Some(detail) => {
+                self.pause(PauseReason::Outage { detail });
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Puts the message back on the calls queue as it came (same attempt
+    /// count), then acknowledges it: a paused worker must not use up the
+    /// message's attempts, and a plain requeue would count towards the
+    /// queue's delivery limit on every pause.
+    async fn put_back(&self, delivery: &Delivery) -> Fate {
+        match self
+            .republisher
+            .put_back(&delivery.data, &delivery.properties)
+            .await
+        {
+            Ok(()) => self.ack(delivery, Fate::PutBack).await,
+            Err(e) => self.requeue(delivery, &e.to_string()).await,
         }
     }
 }

@@ -11,23 +11,27 @@
 use std::time::Duration;
 
 use callsync_shared::broker;
+use callsync_shared::publish::{Destination, PublishError, publish_confirmed};
 use callsync_shared::topology::{CALL_REPORT_KEY, Topology, headers};
 use lapin::message::BasicGetMessage;
 use lapin::options::{
-    BasicAckOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions, ConfirmSelectOptions,
-    QueueDeclareOptions,
+    BasicAckOptions, BasicGetOptions, BasicNackOptions, ConfirmSelectOptions, QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Confirmation, Connection};
+use lapin::{BasicProperties, Channel, Connection};
 use time::OffsetDateTime;
+
+/// How long a replayed copy may wait for the broker's confirm: a broker
+/// that stopped answering fails the replay instead of hanging it.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Errors of the parked-message commands.
 #[derive(Debug, thiserror::Error)]
 pub enum DlqError {
     #[error("broker error: {0}")]
     Broker(#[from] lapin::Error),
-    #[error("the broker did not confirm the replayed copy of {0}; it stays parked")]
-    NotConfirmed(String),
+    #[error("the broker did not take the replayed copy of {id} ({source}); it stays parked")]
+    NotConfirmed { id: String, source: PublishError },
 }
 
 /// One parked message as an operator sees it.
@@ -224,25 +228,21 @@ impl Dlq {
     }
 
     async fn republish(&self, message: &BasicGetMessage) -> Result<(), DlqError> {
-        let properties = fresh_start(&message.delivery.properties);
-        let confirm = self
-            .channel
-            .basic_publish(
-                self.topology.exchange().as_str().into(),
-                CALL_REPORT_KEY.into(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..BasicPublishOptions::default()
-                },
-                &message.delivery.data,
-                properties,
-            )
-            .await?
-            .await?;
-        match confirm {
-            Confirmation::Ack(None) => Ok(()),
-            _ => Err(DlqError::NotConfirmed(Parked::of(message).id)),
-        }
+        publish_confirmed(
+            &self.channel,
+            Destination {
+                exchange: self.topology.exchange().as_str(),
+                routing_key: CALL_REPORT_KEY,
+            },
+            &message.delivery.data,
+            fresh_start(&message.delivery.properties),
+            CONFIRM_TIMEOUT,
+        )
+        .await
+        .map_err(|source| DlqError::NotConfirmed {
+            id: Parked::of(message).id,
+            source,
+        })
     }
 
     /// Deletes parked messages parked longer ago than `age`; returns them.

@@ -2,12 +2,14 @@
 //! PostgreSQL ledger and applies each one's CRM effects exactly once.
 
 pub mod app;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod consumer;
 pub mod crm;
 pub mod dlq;
 pub mod ledger;
+pub mod lifecycle;
 pub mod retry;
 pub mod sync;
 

@@ -1,29 +1,19 @@
 //! Moving a message on: to a delay queue for a later attempt, or to the
 //! parking queue with the reason it cannot be processed.
 //!
-//! Both publish a copy with confirms *before* the original is acknowledged:
+//! Both publish a copy with confirms *before* the original is acknowledged
+//! (an error means the copy is not the broker's, and the original must be
+//! returned to the queue, never acknowledged):
 //! a crash between the two leaves both copies, and the ledger turns the extra
 //! one into a duplicate. The reverse order could lose the call.
 
 use std::time::Duration;
 
-use callsync_shared::topology::{Topology, headers};
-use lapin::options::BasicPublishOptions;
+use callsync_shared::publish::{Destination, PublishError, publish_confirmed};
+use callsync_shared::topology::{CALL_REPORT_KEY, Topology, headers};
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Confirmation};
+use lapin::{BasicProperties, Channel};
 use time::OffsetDateTime;
-
-/// Why a copy could not be published; the original must then be returned to
-/// the queue (nack with requeue), never acknowledged.
-#[derive(Debug, thiserror::Error)]
-pub enum RepublishError {
-    #[error("broker error: {0}")]
-    Broker(#[from] lapin::Error),
-    #[error("broker did not confirm the copy")]
-    NotConfirmed,
-    #[error("broker did not confirm the copy within {0:?}")]
-    Timeout(Duration),
-}
 
 /// Where a failed message goes next.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,13 +95,29 @@ impl Republisher {
         attempts: u32,
         error: &str,
         delay: Duration,
-    ) -> Result<(), RepublishError> {
+    ) -> Result<(), PublishError> {
         let props = with_history(properties, attempts, error, None);
         self.publish(
             &self.topology.retry_exchange(),
             &Topology::retry_key(delay),
             body,
             props,
+        )
+        .await
+    }
+
+    /// Publishes an unchanged copy to the calls queue: the message goes
+    /// back to work with its history (and attempt count) as it was.
+    pub async fn put_back(
+        &self,
+        body: &[u8],
+        properties: &BasicProperties,
+    ) -> Result<(), PublishError> {
+        self.publish(
+            self.topology.exchange().as_str(),
+            CALL_REPORT_KEY,
+            body,
+            properties.clone(),
         )
         .await
     }
@@ -123,7 +129,7 @@ impl Republisher {
         properties: &BasicProperties,
         attempts: u32,
         reason: &str,
-    ) -> Result<(), RepublishError> {
+    ) -> Result<(), PublishError> {
         let props = with_history(properties, attempts, reason, Some(reason));
         self.publish(&self.topology.parking_exchange(), "", body, props)
             .await
@@ -132,31 +138,21 @@ impl Republisher {
     async fn publish(
         &self,
         exchange: &str,
-        key: &str,
+        routing_key: &str,
         body: &[u8],
         properties: BasicProperties,
-    ) -> Result<(), RepublishError> {
-        let confirm = tokio::time::timeout(self.confirm_timeout, async {
-            self.channel
-                .basic_publish(
-                    exchange.into(),
-                    key.into(),
-                    BasicPublishOptions {
-                        mandatory: true,
-                        ..BasicPublishOptions::default()
-                    },
-                    body,
-                    properties,
-                )
-                .await?
-                .await
-        })
+    ) -> Result<(), PublishError> {
+        publish_confirmed(
+            &self.channel,
+            Destination {
+                exchange,
+                routing_key,
+            },
+            body,
+            properties,
+            self.confirm_timeout,
+        )
         .await
-        .map_err(|_| RepublishError::Timeout(self.confirm_timeout))??;
-        match confirm {
-            Confirmation::Ack(None) => Ok(()),
-            _ => Err(RepublishError::NotConfirmed),
-        }
     }
 }
 

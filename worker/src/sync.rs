@@ -75,6 +75,9 @@ pub enum Disposition {
     Park,
     /// The database is unreachable: hold the message until it is back.
     WaitForDatabase,
+    /// The CRM refused the credential: no call can sync until an operator
+    /// fixes it. Pause the worker and put the message back unharmed.
+    PauseForCredential,
 }
 
 impl SyncError {
@@ -89,6 +92,10 @@ impl SyncError {
             SyncError::Crm { error, .. } if error.is_transient() => {
                 Disposition::Retry { counts: true }
             }
+            SyncError::Crm {
+                error: CrmError::Unauthorized { .. },
+                ..
+            } => Disposition::PauseForCredential,
             SyncError::Crm { .. } | SyncError::NoIdentity | SyncError::InvalidReport(_) => {
                 Disposition::Park
             }
@@ -101,6 +108,18 @@ impl SyncError {
             }
             SyncError::Ledger(_) => Disposition::Retry { counts: true },
         }
+    }
+
+    /// True when the CRM did not answer (no connection, timeout, 5xx): the
+    /// failures that, sustained, make an outage.
+    pub fn is_crm_unavailable(&self) -> bool {
+        matches!(
+            self,
+            SyncError::Crm {
+                error: CrmError::Unavailable { .. },
+                ..
+            }
+        )
     }
 
     /// A short label for metrics and logs.
@@ -170,6 +189,11 @@ impl Syncer {
 
     pub fn ledger(&self) -> &Ledger {
         &self.ledger
+    }
+
+    /// One cheap authenticated request to the CRM (see [`Crm::probe`]).
+    pub async fn probe(&self) -> Result<(), CrmError> {
+        self.crm.probe().await
     }
 
     /// Syncs one report. Safe to call any number of times, concurrently, from
@@ -687,6 +711,30 @@ mod tests {
         // message until "the database is back" would hold it for ever.
         assert!(!is_unavailable(&sqlx::Error::RowNotFound));
         assert!(!is_unavailable(&sqlx::Error::ColumnNotFound("x".into())));
+    }
+
+    #[test]
+    fn a_refused_credential_pauses_and_a_refused_record_parks() {
+        let crm = |error| SyncError::Crm {
+            step: "call_log",
+            error,
+        };
+        let credential = crm(CrmError::Unauthorized {
+            status: 401,
+            detail: "revoked".into(),
+        });
+        assert_eq!(credential.disposition(), Disposition::PauseForCredential);
+        let record = crm(CrmError::Forbidden {
+            detail: "not your record".into(),
+        });
+        assert_eq!(record.disposition(), Disposition::Park);
+        let down = crm(CrmError::Unavailable {
+            detail: "refused".into(),
+            applied: crate::crm::Applied::No,
+        });
+        assert!(down.is_crm_unavailable());
+        assert_eq!(down.disposition(), Disposition::Retry { counts: true });
+        assert!(!credential.is_crm_unavailable());
     }
 
     #[test]

@@ -112,7 +112,11 @@ pub fn router(shared: Shared) -> Router {
         .route("/crm/v3/properties/{object}/groups", post(create_group))
         .route("/crm/v3/properties/{object}", post(create_property))
         .route("/crm/v3/objects/{object}/search", post(search))
-        .route("/crm/v3/objects/{object}", post(create))
+        .route("/crm/v3/objects/{object}", post(create).get(list))
+        .route(
+            "/oauth/v2/private-apps/get/access-token-info",
+            post(token_info),
+        )
         .route("/crm/v3/objects/{object}/{id}", get(read).patch(update))
         .with_state(shared)
 }
@@ -228,6 +232,7 @@ where
     F: FnOnce(&mut SimState) -> Response,
 {
     let authorized = shared.bearer_ok(headers);
+    let scope = required_scope(operation);
     let response = guarded_within(
         shared,
         kill,
@@ -235,10 +240,115 @@ where
         limits,
         Dialect::RetryAfter,
         authorized,
-        apply,
+        |state| match scope.filter(|scope| !state.hubspot_scopes.iter().any(|s| s == scope)) {
+            Some(scope) => missing_scope(scope),
+            None => apply(state),
+        },
     )
     .await;
     reword_unauthorized(response, unauthorized())
+}
+
+/// The scopes HubSpot's API reference lists for each endpoint the worker
+/// uses: reading and writing contacts, calls and tasks need the contacts
+/// object scopes (the calls and tasks references list
+/// `crm.objects.contacts.read` and `.write`); the properties API on
+/// contacts needs `crm.schemas.contacts.write` (checked in its handlers,
+/// which know the object).
+fn required_scope(operation: &str) -> Option<&'static str> {
+    match operation {
+        "get_contact" | "list_objects" => Some("crm.objects.contacts.read"),
+        op if op.starts_with("search_") => Some("crm.objects.contacts.read"),
+        op if op.starts_with("create_") && op != "create_group" && op != "create_property" => {
+            Some("crm.objects.contacts.write")
+        }
+        "update_contact" => Some("crm.objects.contacts.write"),
+        _ => None,
+    }
+}
+
+/// Every scope a complete callsync private app has; a new simulator's
+/// token holds them all.
+pub const ALL_SCOPES: [&str; 3] = [
+    "crm.objects.contacts.read",
+    "crm.objects.contacts.write",
+    "crm.schemas.contacts.write",
+];
+
+/// HubSpot's 403 for a token without a scope the endpoint needs.
+fn missing_scope(scope: &str) -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        Json(json!({
+            "status": "error",
+            "message": "This app hasn't been granted all required scopes to make this call. Read more about required scopes here: https://developers.hubspot.com/scopes.",
+            "category": "MISSING_SCOPES",
+            "errors": [{
+                "message": "One or more of the following scopes are required.",
+                "context": { "requiredGranularScopes": [scope] }
+            }]
+        })),
+    )
+        .into_response()
+}
+
+/// Properties and groups on contacts need the contacts schema scope.
+fn schema_scope_missing(state: &SimState, object: &str) -> Option<Response> {
+    const SCHEMA: &str = "crm.schemas.contacts.write";
+    (object == "contacts" && !state.hubspot_scopes.iter().any(|s| s == SCHEMA))
+        .then(|| missing_scope(SCHEMA))
+}
+
+/// `GET /crm/v3/objects/{object}?limit=n`: the first records, oldest first.
+async fn list(
+    State(shared): State<Shared>,
+    kill: Option<Extension<ConnectionKill>>,
+    headers: HeaderMap,
+    Path(object): Path<String>,
+    axum::extract::Query(query): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    guard(
+        &shared,
+        kill.as_deref(),
+        "list_objects",
+        &headers,
+        |state| {
+            let Some(kind) = kind(&object) else {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    "OBJECT_NOT_FOUND",
+                    "unknown object type",
+                );
+            };
+            let limit = query
+                .get("limit")
+                .and_then(|l| l.parse::<usize>().ok())
+                .unwrap_or(10)
+                .clamp(1, 100);
+            let results: Vec<Value> = state.records(kind).iter().take(limit).map(view).collect();
+            Json(json!({ "results": results })).into_response()
+        },
+    )
+    .await
+}
+
+/// `POST /oauth/v2/private-apps/get/access-token-info` with `tokenKey`: the
+/// private app token's scopes (developers.hubspot.com/docs/api/private-apps).
+async fn token_info(State(shared): State<Shared>, body: Bytes) -> Response {
+    let state = shared.lock();
+    let key = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|b| b["tokenKey"].as_str().map(str::to_owned));
+    if key.as_deref() != Some(state.config.token.as_str()) {
+        return (StatusCode::UNAUTHORIZED, Json(unauthorized())).into_response();
+    }
+    Json(json!({
+        "userId": 1,
+        "hubId": 1,
+        "appId": 1,
+        "scopes": state.hubspot_scopes,
+    }))
+    .into_response()
 }
 
 fn view(record: &Record) -> Value {
@@ -258,6 +368,9 @@ async fn create_group(
         "create_group",
         &headers,
         |state| {
+            if let Some(refused) = schema_scope_missing(state, &object) {
+                return refused;
+            }
             let body = match parse(&body) {
                 Ok(b) => b,
                 Err(r) => return r,
@@ -295,6 +408,9 @@ async fn create_property(
         "create_property",
         &headers,
         |state| {
+            if let Some(refused) = schema_scope_missing(state, &object) {
+                return refused;
+            }
             let body = match parse(&body) {
                 Ok(b) => b,
                 Err(r) => return r,

@@ -269,6 +269,11 @@ pub(crate) struct State {
     stats: Stats,
     /// How many times the token has been replaced (`expire_token`).
     sessions: u64,
+    /// The scopes HubSpot's token holds ([`CrmSim::grant_hubspot_scopes`]).
+    pub(crate) hubspot_scopes: Vec<String>,
+    /// Whether the OAuth token endpoint refuses every grant (Salesforce's
+    /// connected app revoked; [`CrmSim::revoke_oauth`]).
+    pub(crate) oauth_revoked: bool,
     window: VecDeque<Instant>,
     search_window: VecDeque<Instant>,
     scripted: Vec<ScriptedFault>,
@@ -745,6 +750,8 @@ impl CrmSim {
             gohighlevel: gohighlevel::Location::default(),
             stats: Stats::default(),
             sessions: 0,
+            hubspot_scopes: hubspot::ALL_SCOPES.map(str::to_owned).to_vec(),
+            oauth_revoked: false,
             window: VecDeque::new(),
             search_window: VecDeque::new(),
             scripted: Vec::new(),
@@ -783,6 +790,27 @@ impl CrmSim {
         s.sessions += 1;
         s.config.token = format!("sim-session-{}", s.sessions);
         s.config.token.clone()
+    }
+
+    /// From now on the CRM accepts `token` only, as when a token is rotated
+    /// or revoked in the CRM's settings: a worker holding the old one is
+    /// refused until the CRM accepts its token again.
+    pub fn set_token(&self, token: &str) {
+        self.shared.lock().config.token = token.to_owned();
+    }
+
+    /// The scopes HubSpot's private app token holds from now on (a new
+    /// simulator's token holds [`hubspot::ALL_SCOPES`]).
+    pub fn grant_hubspot_scopes(&self, scopes: &[&str]) {
+        self.shared.lock().hubspot_scopes = scopes.iter().map(|s| (*s).to_owned()).collect();
+    }
+
+    /// Revokes (or restores) the OAuth grant: the token endpoint answers
+    /// Salesforce's `invalid_grant` to every request while revoked, as
+    /// when an admin revokes the connected app's access. Sessions already
+    /// issued keep working until [`CrmSim::expire_token`].
+    pub fn revoke_oauth(&self, revoked: bool) {
+        self.shared.lock().oauth_revoked = revoked;
     }
 
     /// Every record and the counters.

@@ -93,6 +93,7 @@ const ACTIVITY_KEYS: &[&str] = &[
 
 pub fn router(shared: Shared) -> Router {
     Router::new()
+        .route("/v1/users/me", get(current_user))
         .route("/v1/personFields", get(list_fields).post(create_field))
         .route("/api/v2/persons/search", get(search))
         .route("/api/v2/persons", axum::routing::post(create_person))
@@ -256,6 +257,24 @@ fn custom_fields(
 }
 
 type Kill = Option<Extension<ConnectionKill>>;
+
+/// `GET /v1/users/me`: the token's own user (Pipedrive API reference,
+/// Users: "Get current user data").
+async fn current_user(
+    State(shared): State<Shared>,
+    kill: Kill,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let auth = authorized(&shared, &headers, &q);
+    guard(&shared, &kill, "current_user", auth, |_| {
+        ok(
+            StatusCode::OK,
+            json!({ "id": 1, "name": "crm-sim user", "company_id": 1, "active_flag": true }),
+        )
+    })
+    .await
+}
 
 async fn list_fields(
     State(shared): State<Shared>,

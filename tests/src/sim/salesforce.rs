@@ -35,6 +35,7 @@ pub const OAUTH_REFRESH_TOKEN: &str = "crm-sim-refresh-token";
 pub fn router(shared: Shared) -> Router {
     Router::new()
         .route("/services/oauth2/token", post(oauth_token))
+        .route("/services/data/{version}/", get(resources))
         .route("/services/data/{version}/search/", get(search))
         .route(
             "/services/data/{version}/sobjects/Contact",
@@ -251,6 +252,12 @@ async fn oauth_token(
             json!({ "error": "invalid_client", "error_description": "invalid client credentials" });
         return (StatusCode::BAD_REQUEST, Json(body)).into_response();
     }
+    if state.oauth_revoked {
+        // Salesforce's answer for a revoked or expired refresh token (OAuth
+        // 2.0 token flow errors, "expired access/refresh token").
+        let body = json!({ "error": "invalid_grant", "error_description": "expired access/refresh token" });
+        return (StatusCode::BAD_REQUEST, Json(body)).into_response();
+    }
     if !grant_ok {
         let body =
             json!({ "error": "invalid_grant", "error_description": "authentication failure" });
@@ -270,6 +277,33 @@ async fn oauth_token(
             .unwrap_or_default(),
     }))
     .into_response()
+}
+
+/// `GET /services/data/vXX.X/`: the resources of an API version (REST API
+/// developer guide, "Resources by Version"). Authenticated and read-only.
+async fn resources(
+    State(shared): State<Shared>,
+    kill: Kill,
+    headers: HeaderMap,
+    Path(version): Path<String>,
+) -> Response {
+    let auth = shared.bearer_ok(&headers);
+    guarded(
+        &shared,
+        kill.as_deref(),
+        "resources",
+        Dialect::Salesforce,
+        auth,
+        |_| {
+            Json(json!({
+                "sobjects": format!("/services/data/{version}/sobjects"),
+                "search": format!("/services/data/{version}/search"),
+                "limits": format!("/services/data/{version}/limits"),
+            }))
+            .into_response()
+        },
+    )
+    .await
 }
 
 async fn search(

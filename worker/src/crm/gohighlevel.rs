@@ -32,8 +32,8 @@ use time::format_description::well_known::Rfc3339;
 
 use super::render;
 use super::{
-    Budgets, ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, CrmSettings, CrmSpec,
-    HttpSettings, MarkedRecord, NewContact, Operation,
+    ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, CrmSettings, CrmSpec, HttpSettings,
+    MarkedRecord, NewContact, Operation, Shared,
 };
 
 /// The API version this adapter speaks.
@@ -60,6 +60,8 @@ pub const SPEC: CrmSpec = CrmSpec {
     // once. Give replicas a moment anyway.
     default_index_lag: Duration::from_secs(5),
     configure: |env, http| Ok(Arc::new(GohighlevelConfig::from_env(env, http)?)),
+    credential_help: "set CALLSYNC_GOHIGHLEVEL_TOKEN to a private integration token of \
+        location CALLSYNC_GOHIGHLEVEL_LOCATION_ID with the contacts read and write scopes",
 };
 
 impl CrmSettings for GohighlevelConfig {
@@ -67,8 +69,8 @@ impl CrmSettings for GohighlevelConfig {
         &self.http
     }
 
-    fn build(&self, budgets: Arc<Budgets>) -> Result<Arc<dyn Crm>, reqwest::Error> {
-        Ok(Arc::new(Gohighlevel::new(self.clone(), budgets)?))
+    fn build(&self, shared: Shared) -> Result<Arc<dyn Crm>, reqwest::Error> {
+        Ok(Arc::new(Gohighlevel::new(self.clone(), shared)?))
     }
 }
 
@@ -244,8 +246,8 @@ impl Gohighlevel {
         Ok(choose(caller, &candidates).map(|c| c.id.clone()))
     }
 
-    pub fn new(config: GohighlevelConfig, budgets: Arc<Budgets>) -> Result<Self, reqwest::Error> {
-        let http = CrmHttp::new("gohighlevel", config.http.timeout, budgets)?;
+    pub fn new(config: GohighlevelConfig, shared: Shared) -> Result<Self, reqwest::Error> {
+        let http = CrmHttp::new("gohighlevel", config.http.timeout, shared)?;
         Ok(Self {
             config,
             http,
@@ -344,6 +346,20 @@ fn path_id(id: &str) -> Result<&str, CrmError> {
 impl Crm for Gohighlevel {
     fn name(&self) -> &'static str {
         "gohighlevel"
+    }
+
+    /// One contact of the location: read-only, and refused without the
+    /// contacts scope or for another location's token.
+    async fn probe(&self) -> Result<(), CrmError> {
+        let body = json!({ "locationId": self.config.location_id, "page": 1, "pageLimit": 1, "filters": [] });
+        self.http
+            .send(
+                "probe",
+                self.request(Method::POST, "/contacts/search").json(&body),
+                &[],
+            )
+            .await
+            .map(drop)
     }
 
     async fn prepare(&self) -> Result<(), CrmError> {

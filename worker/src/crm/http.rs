@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc2822;
 
 use super::limiter::RequestKind;
-use super::{Applied, Budgets, CrmError};
+use super::{Applied, Budgets, CrmError, CrmHealth, Shared};
 
 /// How long to pause after a 429 that came without `Retry-After` (HubSpot
 /// sends none; its window is ten seconds rolling).
@@ -58,13 +58,14 @@ pub struct CrmHttp {
     client: reqwest::Client,
     crm: &'static str,
     budgets: Arc<Budgets>,
+    health: Arc<CrmHealth>,
 }
 
 impl CrmHttp {
     pub fn new(
         crm: &'static str,
         timeout: Duration,
-        budgets: Arc<Budgets>,
+        shared: Shared,
     ) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
             .timeout(timeout)
@@ -74,7 +75,8 @@ impl CrmHttp {
         Ok(Self {
             client,
             crm,
-            budgets,
+            budgets: shared.budgets,
+            health: shared.health,
         })
     }
 
@@ -126,8 +128,16 @@ impl CrmHttp {
         )
         .record(started.elapsed().as_secs_f64());
 
-        let response = result.map_err(classify_transport)?;
+        let response = result.map_err(|error| {
+            self.health.failed();
+            classify_transport(error)
+        })?;
         let status = response.status();
+        if status.is_server_error() {
+            self.health.failed();
+        } else {
+            self.health.answered();
+        }
         if status.is_success() || accept.contains(&status) {
             return Ok(response);
         }
@@ -150,12 +160,19 @@ impl CrmHttp {
                 .pause(retry_after.unwrap_or(DEFAULT_RATE_LIMIT_PAUSE));
             return Err(CrmError::RateLimited { retry_after });
         }
-        let detail = excerpt(response.text().await.unwrap_or_default());
+        let body = response.text().await.unwrap_or_default();
+        let credential_wide = refuses_the_credential(&body);
+        let detail = excerpt(body);
         Err(match status.as_u16() {
-            401 | 403 => CrmError::Unauthorized {
-                status: status.as_u16(),
+            401 => CrmError::Unauthorized {
+                status: 401,
                 detail,
             },
+            403 if credential_wide => CrmError::Unauthorized {
+                status: 403,
+                detail,
+            },
+            403 => CrmError::Forbidden { detail },
             // A 5xx may come after the CRM applied the request (a crash while
             // answering), so its outcome is unknown; so may a 408.
             408 | 500..=599 => CrmError::Unavailable {
@@ -190,6 +207,27 @@ impl CrmHttp {
         let response = self.send(operation, request, &[]).await?;
         decode(response).await
     }
+}
+
+/// Whether a 403 refuses the credential itself rather than one record: the
+/// vendors' words for a token that lacks a scope or an API that is off for
+/// the whole account. Every call would get the same answer, so the worker
+/// pauses instead of parking them one by one.
+/// - HubSpot: `"category": "MISSING_SCOPES"` with the scopes required
+///   (developers.hubspot.com, error handling).
+/// - Salesforce: `API_DISABLED_FOR_ORG`, `API_CURRENTLY_DISABLED` (the user
+///   or the org has no API access; REST API developer guide, status codes).
+/// - Pipedrive OAuth apps: "Scope and URL mismatch" (a scope not granted).
+///
+/// Any other 403 (a record the user may not see or edit) concerns one call.
+fn refuses_the_credential(body: &str) -> bool {
+    const MARKERS: [&str; 4] = [
+        "MISSING_SCOPES",
+        "API_DISABLED_FOR_ORG",
+        "API_CURRENTLY_DISABLED",
+        "Scope and URL mismatch",
+    ];
+    MARKERS.iter().any(|marker| body.contains(marker))
 }
 
 /// Decodes a JSON body; a body that does not match is an invalid response.
@@ -291,7 +329,11 @@ mod tests {
     async fn a_request_that_would_wait_past_its_deadline_is_not_sent() {
         let budgets = Arc::new(Budgets::unlimited());
         budgets.pause(Duration::from_secs(60));
-        let http = CrmHttp::new("test", Duration::from_secs(1), budgets).unwrap();
+        let shared = Shared {
+            budgets,
+            health: Arc::new(CrmHealth::new(Duration::from_secs(60))),
+        };
+        let http = CrmHttp::new("test", Duration::from_secs(1), shared).unwrap();
         // Nothing listens on the discard port: a sent request would fail to
         // connect, not time out at the deadline.
         let request = http.client().get("http://127.0.0.1:9/");
@@ -306,6 +348,21 @@ mod tests {
             }
             other => panic!("expected an unsent request, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_403_naming_a_missing_scope_refuses_the_credential_and_others_one_record() {
+        let hubspot = r#"{"status":"error","message":"This app hasn't been granted all required scopes to make this call.","category":"MISSING_SCOPES","errors":[{"message":"One or more of the following scopes are required.","context":{"requiredGranularScopes":["crm.objects.contacts.write"]}}]}"#;
+        assert!(refuses_the_credential(hubspot));
+        assert!(refuses_the_credential(
+            r#"[{"errorCode":"API_DISABLED_FOR_ORG","message":"API is not enabled for this Organization or Partner"}]"#
+        ));
+        assert!(!refuses_the_credential(
+            r#"[{"errorCode":"INSUFFICIENT_ACCESS_OR_READONLY","message":"insufficient access rights on object id"}]"#
+        ));
+        assert!(!refuses_the_credential(
+            r#"{"success":false,"error":"You do not have permission to access this item"}"#
+        ));
     }
 
     #[test]

@@ -30,8 +30,8 @@ use time::OffsetDateTime;
 
 use super::render;
 use super::{
-    Budgets, ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, CrmSettings, CrmSpec,
-    HttpSettings, MarkedRecord, NewContact, Operation,
+    ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, CrmSettings, CrmSpec, HttpSettings,
+    MarkedRecord, NewContact, Operation, Permission, Shared,
 };
 
 /// HubSpot's normalised copies of `phone` and `mobilephone`, made for search.
@@ -52,6 +52,32 @@ pub struct HubspotConfig {
     pub owner_id: Option<String>,
 }
 
+/// The scopes a private app needs, and what for. The contacts scopes also
+/// cover calls and tasks (the calls and tasks API references list
+/// `crm.objects.contacts.read` and `crm.objects.contacts.write` as their
+/// scope requirements); creating the callsync properties needs the
+/// contacts schema scope.
+pub const SCOPES: [(&str, &str); 3] = [
+    (
+        "crm.objects.contacts.read",
+        "finding callers, and the call and task markers",
+    ),
+    (
+        "crm.objects.contacts.write",
+        "creating contacts, calls and tasks and updating last-call fields",
+    ),
+    (
+        "crm.schemas.contacts.write",
+        "creating the callsync custom properties",
+    ),
+];
+
+/// The answer of the token information endpoint (the fields used).
+#[derive(Deserialize)]
+struct TokenInfo {
+    scopes: Vec<String>,
+}
+
 /// How `CALLSYNC_CRM=hubspot` is read and built.
 pub const SPEC: CrmSpec = CrmSpec {
     name: "hubspot",
@@ -64,6 +90,9 @@ pub const SPEC: CrmSpec = CrmSpec {
     // HubSpot documents seconds and 10–60 s are seen in practice.
     default_index_lag: Duration::from_secs(60),
     configure: |env, http| Ok(Arc::new(HubspotConfig::from_env(env, http)?)),
+    credential_help: "set CALLSYNC_HUBSPOT_TOKEN to the private app's access token; \
+        the app needs the scopes crm.objects.contacts.read, crm.objects.contacts.write and \
+        crm.schemas.contacts.write (a token changes when its scopes are edited)",
 };
 
 impl CrmSettings for HubspotConfig {
@@ -71,8 +100,8 @@ impl CrmSettings for HubspotConfig {
         &self.http
     }
 
-    fn build(&self, budgets: Arc<Budgets>) -> Result<Arc<dyn Crm>, reqwest::Error> {
-        Ok(Arc::new(Hubspot::new(self.clone(), budgets)?))
+    fn build(&self, shared: Shared) -> Result<Arc<dyn Crm>, reqwest::Error> {
+        Ok(Arc::new(Hubspot::new(self.clone(), shared)?))
     }
 }
 
@@ -162,8 +191,8 @@ struct SearchHit {
 }
 
 impl Hubspot {
-    pub fn new(config: HubspotConfig, budgets: Arc<Budgets>) -> Result<Self, reqwest::Error> {
-        let http = CrmHttp::new("hubspot", config.http.timeout, budgets)?;
+    pub fn new(config: HubspotConfig, shared: Shared) -> Result<Self, reqwest::Error> {
+        let http = CrmHttp::new("hubspot", config.http.timeout, shared)?;
         Ok(Self { config, http })
     }
 
@@ -333,6 +362,41 @@ fn existing_id(message: &str) -> Option<String> {
 impl Crm for Hubspot {
     fn name(&self) -> &'static str {
         "hubspot"
+    }
+
+    /// Lists one contact: read-only, and refused without contacts read.
+    async fn probe(&self) -> Result<(), CrmError> {
+        self.http
+            .send(
+                "probe",
+                self.request(Method::GET, "/crm/v3/objects/contacts?limit=1"),
+                &[],
+            )
+            .await
+            .map(drop)
+    }
+
+    /// The private app token's scopes, from HubSpot's token information
+    /// endpoint (developers.hubspot.com/docs/api/private-apps: "POST
+    /// /oauth/v2/private-apps/get/access-token-info" with the token as
+    /// `tokenKey`), against [`SCOPES`].
+    async fn permissions(&self) -> Result<Vec<Permission>, CrmError> {
+        let info: TokenInfo = self
+            .http
+            .json(
+                "token_info",
+                self.request(Method::POST, "/oauth/v2/private-apps/get/access-token-info")
+                    .json(&json!({ "tokenKey": self.config.token.expose() })),
+            )
+            .await?;
+        Ok(SCOPES
+            .iter()
+            .map(|&(name, needed_for)| Permission {
+                name,
+                needed_for,
+                granted: info.scopes.iter().any(|s| s == name),
+            })
+            .collect())
     }
 
     async fn prepare(&self) -> Result<(), CrmError> {

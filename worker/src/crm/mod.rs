@@ -7,6 +7,7 @@
 //! line in [`REGISTRY`].
 
 pub mod gohighlevel;
+pub mod health;
 mod http;
 pub mod hubspot;
 pub mod limiter;
@@ -26,9 +27,18 @@ use callsync_shared::phone::matching::CallerNumber;
 use callsync_shared::{CallReport, Phone};
 use time::OffsetDateTime;
 
+pub use health::CrmHealth;
 pub use http::CrmHttp;
 pub use http::Operation;
 pub use limiter::{Budgets, Limiter, Rate, RequestKind};
+
+/// What every CRM request of this worker shares: the request budgets it
+/// draws on and the CRM's health it reports to.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    pub budgets: Arc<Budgets>,
+    pub health: Arc<CrmHealth>,
+}
 
 /// A CRM's id of a record (contact, call, task).
 pub type CrmId = String;
@@ -91,6 +101,16 @@ pub enum MarkedRecord {
     FollowUp,
 }
 
+/// One permission an adapter needs, and whether the credential holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Permission {
+    /// The vendor's name for it (a HubSpot scope).
+    pub name: &'static str,
+    /// What callsync uses it for.
+    pub needed_for: &'static str,
+    pub granted: bool,
+}
+
 /// Whether a failed request may have been applied by the CRM anyway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applied {
@@ -110,10 +130,15 @@ pub enum CrmError {
     /// Network trouble or a 5xx: worth retrying.
     #[error("CRM unavailable: {detail}")]
     Unavailable { detail: String, applied: Applied },
-    /// 401/403: the credentials are wrong or lack a scope. Retrying will not
-    /// help until an operator fixes the configuration.
+    /// 401, or a 403 naming a missing scope: the credential is wrong,
+    /// revoked or too narrow. Every call would get the same answer, so the
+    /// worker pauses until an operator fixes it (see `lifecycle.rs`).
     #[error("CRM refused the credentials ({status}): {detail}")]
     Unauthorized { status: u16, detail: String },
+    /// Any other 403: this request is not allowed (a record the integration
+    /// user may not see or change). Permanent for this call only.
+    #[error("CRM refused this request (403): {detail}")]
+    Forbidden { detail: String },
     /// Another 4xx: the request itself is wrong for this CRM; permanent.
     #[error("CRM rejected the request ({status}): {detail}")]
     Rejected { status: u16, detail: String },
@@ -149,6 +174,7 @@ impl CrmError {
             CrmError::RateLimited { .. } => "rate_limited",
             CrmError::Unavailable { .. } => "unavailable",
             CrmError::Unauthorized { .. } => "unauthorized",
+            CrmError::Forbidden { .. } => "forbidden",
             CrmError::Rejected { .. } => "rejected",
             CrmError::InvalidResponse(_) => "invalid_response",
             CrmError::Request(_) => "request",
@@ -161,6 +187,18 @@ impl CrmError {
 pub trait Crm: Send + Sync + fmt::Debug {
     /// The value of `CALLSYNC_CRM` that selects this adapter.
     fn name(&self) -> &'static str;
+
+    /// One cheap authenticated read: proves the credential works and the
+    /// CRM answers. A paused worker sends it to learn that it may resume;
+    /// `callsync-worker check` reports it as the credential's line.
+    async fn probe(&self) -> Result<(), CrmError>;
+
+    /// The permissions the adapter needs, as far as the CRM can say which
+    /// the credential holds (HubSpot lists a token's scopes); empty when
+    /// it cannot, and the other checks prove them by use.
+    async fn permissions(&self) -> Result<Vec<Permission>, CrmError> {
+        Ok(Vec::new())
+    }
 
     /// One-time, idempotent set-up (e.g. custom properties). Called before
     /// the first sync of each process; a failure is retried with the message.
@@ -224,6 +262,9 @@ pub struct CrmSpec {
     pub default_index_lag: Duration,
     /// Reads the CRM's own variables.
     pub configure: Configure,
+    /// What an operator should check when the CRM refuses the credential:
+    /// the variables and, where the vendor has them, the scopes.
+    pub credential_help: &'static str,
 }
 
 /// Reads a CRM's own variables, given the settings every CRM shares.
@@ -233,8 +274,8 @@ pub type Configure = fn(&Env, HttpSettings) -> Result<Arc<dyn CrmSettings>, Conf
 pub trait CrmSettings: fmt::Debug + Send + Sync {
     fn http(&self) -> &HttpSettings;
 
-    /// Builds the adapter; its requests draw on `budgets`.
-    fn build(&self, budgets: Arc<Budgets>) -> Result<Arc<dyn Crm>, reqwest::Error>;
+    /// Builds the adapter; its requests draw on `shared`.
+    fn build(&self, shared: Shared) -> Result<Arc<dyn Crm>, reqwest::Error>;
 }
 
 /// Every supported CRM. Adding one is its adapter file (with its `SPEC`)
@@ -333,15 +374,20 @@ impl CrmConfig {
         self.http().timeout
     }
 
+    /// What to check when the CRM refuses the credential.
+    pub fn credential_help(&self) -> &'static str {
+        self.spec.credential_help
+    }
+
     /// How long this CRM's search may take to show a new record, before a
     /// create whose outcome is unknown is searched for.
     pub fn default_index_lag(&self) -> Duration {
         self.spec.default_index_lag
     }
 
-    /// Builds the adapter; its requests draw on `budgets`.
-    pub fn build(&self, budgets: Arc<Budgets>) -> Result<Arc<dyn Crm>, CrmBuildError> {
-        Ok(self.settings.build(budgets)?)
+    /// Builds the adapter; its requests draw on `shared`.
+    pub fn build(&self, shared: Shared) -> Result<Arc<dyn Crm>, CrmBuildError> {
+        Ok(self.settings.build(shared)?)
     }
 }
 

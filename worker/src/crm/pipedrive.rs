@@ -33,8 +33,8 @@ use tokio::sync::OnceCell;
 
 use super::render;
 use super::{
-    Budgets, ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, CrmSettings, CrmSpec,
-    HttpSettings, MarkedRecord, NewContact, Operation,
+    ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, CrmSettings, CrmSpec, HttpSettings,
+    MarkedRecord, NewContact, Operation, Shared,
 };
 
 /// `CALLSYNC_PIPEDRIVE_*`.
@@ -58,6 +58,8 @@ pub const SPEC: CrmSpec = CrmSpec {
     // they show at once. Give replicas a moment anyway.
     default_index_lag: Duration::from_secs(5),
     configure: |env, http| Ok(Arc::new(PipedriveConfig::from_env(env, http)?)),
+    credential_help: "set CALLSYNC_PIPEDRIVE_TOKEN to a valid API token (Personal \
+        preferences > API) of a user who may add persons, notes and activities",
 };
 
 impl CrmSettings for PipedriveConfig {
@@ -65,8 +67,8 @@ impl CrmSettings for PipedriveConfig {
         &self.http
     }
 
-    fn build(&self, budgets: Arc<Budgets>) -> Result<Arc<dyn Crm>, reqwest::Error> {
-        Ok(Arc::new(Pipedrive::new(self.clone(), budgets)?))
+    fn build(&self, shared: Shared) -> Result<Arc<dyn Crm>, reqwest::Error> {
+        Ok(Arc::new(Pipedrive::new(self.clone(), shared)?))
     }
 }
 
@@ -275,8 +277,8 @@ impl Page {
 }
 
 impl Pipedrive {
-    pub fn new(config: PipedriveConfig, budgets: Arc<Budgets>) -> Result<Self, reqwest::Error> {
-        let http = CrmHttp::new("pipedrive", config.http.timeout, budgets)?;
+    pub fn new(config: PipedriveConfig, shared: Shared) -> Result<Self, reqwest::Error> {
+        let http = CrmHttp::new("pipedrive", config.http.timeout, shared)?;
         Ok(Self {
             config,
             http,
@@ -428,6 +430,14 @@ fn person_id(contact: &str) -> Result<i64, CrmError> {
 impl Crm for Pipedrive {
     fn name(&self) -> &'static str {
         "pipedrive"
+    }
+
+    /// The token's own user: read-only, and refused for a wrong token.
+    async fn probe(&self) -> Result<(), CrmError> {
+        self.http
+            .send("probe", self.request(Method::GET, "/v1/users/me"), &[])
+            .await
+            .map(drop)
     }
 
     async fn prepare(&self) -> Result<(), CrmError> {

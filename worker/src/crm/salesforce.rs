@@ -35,8 +35,8 @@ use time::macros::format_description;
 use super::oauth::{Grant, OAuthClient, TokenSource};
 use super::render;
 use super::{
-    Budgets, ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, CrmSettings, CrmSpec,
-    HttpSettings, MarkedRecord, NewContact, Operation,
+    ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, CrmSettings, CrmSpec, HttpSettings,
+    MarkedRecord, NewContact, Operation, Shared,
 };
 
 /// `CALLSYNC_SALESFORCE_*`.
@@ -64,6 +64,9 @@ pub const SPEC: CrmSpec = CrmSpec {
     // are found through SOSL, whose index is asynchronous.
     default_index_lag: Duration::from_secs(30),
     configure: |env, http| Ok(Arc::new(SalesforceConfig::from_env(env, http)?)),
+    credential_help: "check CALLSYNC_SALESFORCE_CLIENT_ID, CALLSYNC_SALESFORCE_CLIENT_SECRET \
+        and CALLSYNC_SALESFORCE_REFRESH_TOKEN (or CALLSYNC_SALESFORCE_ACCESS_TOKEN): the connected \
+        app must allow the api and refresh_token scopes, and its user needs API Enabled",
 };
 
 impl CrmSettings for SalesforceConfig {
@@ -71,8 +74,8 @@ impl CrmSettings for SalesforceConfig {
         &self.http
     }
 
-    fn build(&self, budgets: Arc<Budgets>) -> Result<Arc<dyn Crm>, reqwest::Error> {
-        Ok(Arc::new(Salesforce::new(self.clone(), budgets)?))
+    fn build(&self, shared: Shared) -> Result<Arc<dyn Crm>, reqwest::Error> {
+        Ok(Arc::new(Salesforce::new(self.clone(), shared)?))
     }
 }
 
@@ -207,8 +210,8 @@ struct Fetched {
 }
 
 impl Salesforce {
-    pub fn new(config: SalesforceConfig, budgets: Arc<Budgets>) -> Result<Self, reqwest::Error> {
-        let http = CrmHttp::new("salesforce", config.http.timeout, budgets)?;
+    pub fn new(config: SalesforceConfig, shared: Shared) -> Result<Self, reqwest::Error> {
+        let http = CrmHttp::new("salesforce", config.http.timeout, shared)?;
         let tokens = TokenSource::new(config.access_token.clone(), config.oauth.clone());
         Ok(Self {
             config,
@@ -231,10 +234,7 @@ impl Salesforce {
     /// Salesforce's own rate-limit answer is a 403; make it a rate limit.
     fn limits(&self, error: CrmError) -> CrmError {
         match error {
-            CrmError::Unauthorized {
-                status: 403,
-                detail,
-            } if detail.contains("REQUEST_LIMIT_EXCEEDED") => {
+            CrmError::Forbidden { detail } if detail.contains("REQUEST_LIMIT_EXCEEDED") => {
                 self.http.pause_for_rate_limit(None);
                 CrmError::RateLimited { retry_after: None }
             }
@@ -439,6 +439,14 @@ impl Crm for Salesforce {
 
     /// Fetches the first token now (when the worker fetches its own), so
     /// wrong client credentials show up with the first call, not later.
+    /// The API version's resource list: read-only, needs no permission
+    /// beyond API access, and renews the session like any request.
+    async fn probe(&self) -> Result<(), CrmError> {
+        self.send("probe", self.request(Method::GET, "/"), &[])
+            .await
+            .map(drop)
+    }
+
     async fn prepare(&self) -> Result<(), CrmError> {
         self.tokens.current(self.http.client()).await.map(drop)
     }

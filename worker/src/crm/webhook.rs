@@ -24,8 +24,8 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::{
-    Budgets, ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, CrmSettings, CrmSpec,
-    HttpSettings, MarkedRecord, NewContact,
+    ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, CrmSettings, CrmSpec, HttpSettings,
+    MarkedRecord, NewContact, Shared,
 };
 
 /// `CALLSYNC_WEBHOOK_*`.
@@ -47,6 +47,8 @@ pub const SPEC: CrmSpec = CrmSpec {
     // The webhook target is "searched" by sending again.
     default_index_lag: Duration::ZERO,
     configure: |env, http| Ok(Arc::new(WebhookConfig::from_env(env, http)?)),
+    credential_help: "the target refused callsync's requests: check CALLSYNC_WEBHOOK_URL \
+        and that the receiver verifies with the same CALLSYNC_WEBHOOK_SECRET",
 };
 
 impl CrmSettings for WebhookConfig {
@@ -54,8 +56,8 @@ impl CrmSettings for WebhookConfig {
         &self.http
     }
 
-    fn build(&self, budgets: Arc<Budgets>) -> Result<Arc<dyn Crm>, reqwest::Error> {
-        Ok(Arc::new(Webhook::new(self.clone(), budgets)?))
+    fn build(&self, shared: Shared) -> Result<Arc<dyn Crm>, reqwest::Error> {
+        Ok(Arc::new(Webhook::new(self.clone(), shared)?))
     }
 }
 
@@ -83,8 +85,8 @@ pub struct Webhook {
 }
 
 impl Webhook {
-    pub fn new(config: WebhookConfig, budgets: Arc<Budgets>) -> Result<Self, reqwest::Error> {
-        let http = CrmHttp::new("webhook", config.http.timeout, budgets)?;
+    pub fn new(config: WebhookConfig, shared: Shared) -> Result<Self, reqwest::Error> {
+        let http = CrmHttp::new("webhook", config.http.timeout, shared)?;
         Ok(Self { config, http })
     }
 }
@@ -100,6 +102,14 @@ impl Crm for Webhook {
 
     fn manages_contacts(&self) -> bool {
         false
+    }
+
+    /// The target is a URL that takes reports; there is nothing to read
+    /// from it without sending one, so the probe sends nothing. A worker
+    /// paused for this target resumes after one probe interval and pauses
+    /// again if it is still refused.
+    async fn probe(&self) -> Result<(), CrmError> {
+        Ok(())
     }
 
     async fn prepare(&self) -> Result<(), CrmError> {

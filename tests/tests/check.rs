@@ -1,0 +1,184 @@
+//! `callsync-worker check` against crm-sim, the local broker and database:
+//! every line ✓ and exit 0 for a good set-up of each CRM; for each kind of
+//! fault (wrong token, missing scope, database down, broker down) its ✗
+//! line, naming what to fix, and a non-zero exit. Test names read
+//! `<scenario>::<crm>` where they run per CRM.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use callsync_shared::config::Env;
+use callsync_tests::app::TestApp;
+use callsync_tests::harness::worker_command;
+
+/// What one run of `check` printed, and whether it exited 0.
+#[derive(Debug)]
+struct Checked {
+    success: bool,
+    lines: Vec<String>,
+}
+
+impl Checked {
+    /// The one line about `requirement` (its text after the mark).
+    fn line(&self, requirement: &str) -> &str {
+        let found: Vec<&String> = self
+            .lines
+            .iter()
+            .filter(|l| {
+                // "<mark> <requirement>: <detail>"
+                let rest: String = l.chars().skip(2).collect();
+                rest.starts_with(&format!("{requirement}:"))
+            })
+            .collect();
+        assert_eq!(found.len(), 1, "one line about {requirement}: {self:#?}");
+        found[0]
+    }
+
+    fn marks(&self) -> Vec<char> {
+        self.lines
+            .iter()
+            .filter_map(|l| l.chars().next())
+            .filter(|c| matches!(c, '✓' | '✗' | '·'))
+            .collect()
+    }
+}
+
+async fn check(env: &Env) -> Checked {
+    let output = worker_command(env)
+        .arg("check")
+        .output()
+        .await
+        .expect("the CLI runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    Checked {
+        success: output.status.success(),
+        lines: stdout.lines().map(str::to_owned).collect(),
+    }
+}
+
+async fn a_good_set_up_passes_every_check(crm: &'static str) {
+    let app = TestApp::builder().crm(crm).workers(0).start().await;
+    let checked = check(&app.worker_env()).await;
+    assert!(checked.success, "{checked:#?}");
+    let marks = checked.marks();
+    assert!(
+        marks.len() >= 5 && marks.iter().all(|m| *m == '✓'),
+        "{checked:#?}"
+    );
+    assert!(
+        checked
+            .lines
+            .last()
+            .is_some_and(|l| l.starts_with("all ") && l.ends_with("requirements hold")),
+        "{checked:#?}"
+    );
+    // Creating the custom fields is the only change in the CRM.
+    let s = app.snapshot();
+    assert!(
+        s.contacts.is_empty() && s.calls.is_empty() && s.tasks.is_empty(),
+        "{s:?}"
+    );
+    app.shutdown().await;
+}
+
+async fn a_refused_token_fails_the_credential_line_and_names_the_variable(crm: &'static str) {
+    let app = TestApp::builder().crm(crm).workers(0).start().await;
+    // The worker keeps the token it was given; the CRM stops accepting it.
+    let env = app.worker_env();
+    app.env.sim.set_token("rotated-in-the-crm");
+    let checked = check(&env).await;
+    assert!(!checked.success, "{checked:#?}");
+    let line = checked.line(&format!("{crm} credential accepted"));
+    assert!(line.starts_with('✗'), "{line}");
+    assert!(
+        line.contains("CALLSYNC_"),
+        "the line names what to set: {line}"
+    );
+    assert!(
+        checked.line("contact search accepted").starts_with('·'),
+        "what needs the credential is not checked again: {checked:#?}"
+    );
+    app.shutdown().await;
+}
+
+callsync_tests::for_crms!(
+    [hubspot, pipedrive, gohighlevel, salesforce]:
+    a_good_set_up_passes_every_check,
+    a_refused_token_fails_the_credential_line_and_names_the_variable,
+);
+
+#[test]
+fn the_suite_runs_every_registered_crm_that_keeps_contacts() {
+    assert_eq!(LISTED_CRMS, callsync_tests::harness::crms_with_contacts());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hubspot_token_without_a_scope_fails_that_scopes_line() {
+    let app = TestApp::builder().crm("hubspot").workers(0).start().await;
+    app.env
+        .sim
+        .grant_hubspot_scopes(&["crm.objects.contacts.read", "crm.objects.contacts.write"]);
+    let checked = check(&app.worker_env()).await;
+    assert!(!checked.success, "{checked:#?}");
+    let scope = checked.line("permission crm.schemas.contacts.write");
+    assert!(
+        scope.starts_with('✗') && scope.contains("missing"),
+        "{scope}"
+    );
+    assert!(
+        checked
+            .line("permission crm.objects.contacts.read")
+            .starts_with('✓')
+    );
+    // Creating the custom fields is refused for the same reason, and says so.
+    let fields = checked.line("custom fields present or created");
+    assert!(
+        fields.starts_with('✗') && fields.contains("MISSING_SCOPES"),
+        "{fields}"
+    );
+    assert!(checked.line("contact search accepted").starts_with('✓'));
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_database_fails_the_database_line() {
+    let app = TestApp::builder().crm("hubspot").workers(0).start().await;
+    // Port 1 on loopback: nothing listens, the connection is refused.
+    let env = app.worker_env().with(
+        "CALLSYNC_DATABASE_URL",
+        "postgres://postgres@127.0.0.1:1/callsync",
+    );
+    let checked = check(&env).await;
+    assert!(!checked.success, "{checked:#?}");
+    let line = checked.line("database reachable and migrated");
+    assert!(
+        line.starts_with('✗') && line.contains("CALLSYNC_DATABASE_URL"),
+        "{line}"
+    );
+    assert!(
+        checked
+            .line("broker reachable and queues declared")
+            .starts_with('✓')
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_broker_fails_the_broker_line() {
+    let app = TestApp::builder().crm("hubspot").workers(0).start().await;
+    let env = app
+        .worker_env()
+        .with("CALLSYNC_AMQP_URL", "amqp://guest:guest@127.0.0.1:1/%2f");
+    let checked = check(&env).await;
+    assert!(!checked.success, "{checked:#?}");
+    let line = checked.line("broker reachable and queues declared");
+    assert!(
+        line.starts_with('✗') && line.contains("CALLSYNC_AMQP_URL"),
+        "{line}"
+    );
+    assert!(
+        checked
+            .line("database reachable and migrated")
+            .starts_with('✓')
+    );
+    app.shutdown().await;
+}

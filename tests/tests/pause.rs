@@ -1,0 +1,305 @@
+//! A refused credential or an unreachable CRM pauses the worker instead of
+//! parking every call: the calls wait in the queue with their attempts
+//! untouched, `/readyz` says why, `callsync_worker_paused` is set, and the
+//! worker resumes by itself when its probe succeeds (or when restarted with
+//! the right credential). Workers run as processes so that their metrics
+//! are their own. Test names read `<scenario>::<crm>`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use callsync_shared::config::Env;
+use callsync_tests::app::TestApp;
+use callsync_tests::harness::{TcpProxy, WAIT, voicedock_marker, voicedock_report};
+use callsync_tests::prometheus;
+use callsync_tests::sim::salesforce::{OAUTH_CLIENT_ID, OAUTH_CLIENT_SECRET};
+use callsync_tests::wait::{eventually, throughout};
+use reqwest::StatusCode;
+use serde_json::Value;
+
+/// Probes come at most a second apart in these tests (a minute in
+/// production), so a fixed credential is noticed quickly.
+const PROBE_MAX: &str = "1s";
+
+/// `n` reports of new callers, the first with a follow-up; their markers.
+fn reports(tag: &str, n: usize) -> (Vec<Vec<u8>>, Vec<String>) {
+    (0..n)
+        .map(|i| {
+            let id = format!("pause-{tag}-{i}");
+            let body = voicedock_report(&id, &format!("+3161234{i:04}"), i == 0);
+            (body, voicedock_marker(&id))
+        })
+        .unzip()
+}
+
+/// Waits until worker `i` reports a pause for `reason` on `/readyz`.
+async fn paused_for(app: &TestApp, i: usize, reason: &str) -> Value {
+    let (_, body) = eventually(
+        WAIT,
+        &format!("worker {i} reports a pause for {reason}"),
+        || app.worker_readiness(i),
+        |(status, body)| {
+            *status == StatusCode::SERVICE_UNAVAILABLE && body["paused"]["reason"] == reason
+        },
+    )
+    .await;
+    body
+}
+
+/// Waits until all `n` calls wait in the calls queue (none held by a worker).
+async fn all_waiting(app: &TestApp, n: u32) {
+    eventually(
+        WAIT,
+        "every call waits in the calls queue",
+        || app.calls_waiting(),
+        |depth| *depth == n,
+    )
+    .await;
+}
+
+/// The checks every pause ends with: each call synced exactly once (the
+/// first with its follow-up task, where the CRM has tasks), nothing
+/// parked, no attempt used (no message went through a retry tier), the
+/// pause over.
+async fn assert_resumed_and_synced(app: &TestApp, markers: &[String]) {
+    let s = app.settle().await;
+    let mut expected = markers.to_vec();
+    expected.sort();
+    assert_eq!(s.call_markers(), expected);
+    // The generic webhook carries the follow-up inside the report.
+    let tasks = if app.env.crm == "webhook" {
+        Vec::new()
+    } else {
+        vec![markers[0].clone()]
+    };
+    assert_eq!(s.task_markers(), tasks);
+    app.assert_ledger(i64::try_from(markers.len()).unwrap(), 0)
+        .await;
+    assert!(app.parked().await.is_empty(), "nothing is parked");
+    let metrics = app.worker_metrics(0).await;
+    assert_eq!(
+        prometheus::value(&metrics, "callsync_worker_retries_total", &[]),
+        0.0,
+        "no call used up an attempt"
+    );
+    assert_eq!(
+        prometheus::value(&metrics, "callsync_worker_paused", &[]),
+        0.0
+    );
+    let (status, body) = app.worker_readiness(0).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+/// The CRM stops accepting the worker's token (rotated or revoked in the
+/// CRM), three calls arrive, then the CRM accepts the token again.
+async fn a_refused_token_pauses_the_worker_and_parks_nothing(crm: &'static str) {
+    let app = TestApp::builder()
+        .crm(crm)
+        .workers(0)
+        .worker_processes(1)
+        .worker_set("CALLSYNC_PAUSE_PROBE_MAX", PROBE_MAX)
+        .start()
+        .await;
+    let token = app.env.sim.token();
+    app.env.sim.set_token("rotated-in-the-crm");
+    let (bodies, markers) = reports(crm, 3);
+    for body in bodies {
+        app.post_voicedock(body).await;
+    }
+
+    let body = paused_for(&app, 0, "credential").await;
+    assert!(
+        body["paused"]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("401")),
+        "{body}"
+    );
+    all_waiting(&app, 3).await;
+    let metrics = app.worker_metrics(0).await;
+    assert_eq!(
+        prometheus::value(
+            &metrics,
+            "callsync_worker_paused",
+            &[("reason", "credential")]
+        ),
+        1.0
+    );
+    assert!(app.parked().await.is_empty());
+    let s = app.snapshot();
+    assert!(s.calls.is_empty() && s.tasks.is_empty(), "{s:?}");
+
+    app.env.sim.set_token(&token);
+    assert_resumed_and_synced(&app, &markers).await;
+    app.shutdown().await;
+}
+
+callsync_tests::for_crms!(
+    [hubspot, pipedrive, gohighlevel, salesforce, webhook]:
+    a_refused_token_pauses_the_worker_and_parks_nothing,
+);
+
+#[test]
+fn the_suite_runs_every_registered_crm() {
+    assert_eq!(LISTED_CRMS, callsync_tests::harness::crms());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_without_a_scope_pauses_hubspot_until_the_scope_is_granted() {
+    let app = TestApp::builder()
+        .crm("hubspot")
+        .workers(0)
+        .worker_processes(1)
+        .worker_set("CALLSYNC_PAUSE_PROBE_MAX", PROBE_MAX)
+        .start()
+        .await;
+    // The app may read but not write contacts (nor calls or tasks).
+    app.env
+        .sim
+        .grant_hubspot_scopes(&["crm.objects.contacts.read", "crm.schemas.contacts.write"]);
+    let (bodies, markers) = reports("scope", 2);
+    for body in bodies {
+        app.post_voicedock(body).await;
+    }
+    let body = paused_for(&app, 0, "credential").await;
+    let detail = body["paused"]["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("MISSING_SCOPES") && detail.contains("crm.objects.contacts.write"),
+        "the pause names the missing scope: {body}"
+    );
+    all_waiting(&app, 2).await;
+    assert!(app.parked().await.is_empty());
+
+    // Only a probe that writes nothing runs while paused, and reading is
+    // allowed: the worker resumes, is refused again and pauses again until
+    // the scope is granted. Calls never park meanwhile.
+    throughout(
+        Duration::from_secs(3),
+        "nothing is parked while the scope is missing",
+        || app.parked(),
+        |parked| parked.is_empty(),
+    )
+    .await;
+    app.env
+        .sim
+        .grant_hubspot_scopes(&callsync_tests::sim::hubspot::ALL_SCOPES);
+    assert_resumed_and_synced(&app, &markers).await;
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_salesforce_grant_pauses_until_the_token_endpoint_issues_one_again() {
+    let app = TestApp::builder()
+        .crm("salesforce")
+        .workers(0)
+        .worker_processes(1)
+        // An empty value counts as unset: the worker fetches its own session.
+        .set("CALLSYNC_SALESFORCE_ACCESS_TOKEN", "")
+        .set("CALLSYNC_SALESFORCE_CLIENT_ID", OAUTH_CLIENT_ID)
+        .set("CALLSYNC_SALESFORCE_CLIENT_SECRET", OAUTH_CLIENT_SECRET)
+        .worker_set("CALLSYNC_PAUSE_PROBE_MAX", PROBE_MAX)
+        .start()
+        .await;
+    app.env.sim.revoke_oauth(true);
+    let (bodies, markers) = reports("grant", 2);
+    for body in bodies {
+        app.post_voicedock(body).await;
+    }
+    let body = paused_for(&app, 0, "credential").await;
+    assert!(
+        body["paused"]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("invalid_grant")),
+        "{body}"
+    );
+    all_waiting(&app, 2).await;
+    assert!(app.parked().await.is_empty());
+    assert_eq!(
+        app.snapshot().stats.requests,
+        0,
+        "no API request without a session"
+    );
+
+    app.env.sim.revoke_oauth(false);
+    assert_resumed_and_synced(&app, &markers).await;
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_restarted_with_the_right_token_syncs_what_waited() {
+    let mut app = TestApp::builder().crm("pipedrive").workers(0).start().await;
+    let wrong = app
+        .worker_env()
+        .with("CALLSYNC_PIPEDRIVE_TOKEN", "a-token-with-a-typo");
+    let first = app.add_worker_process_with(wrong).await;
+    let (bodies, markers) = reports("restart", 2);
+    for body in bodies {
+        app.post_voicedock(body).await;
+    }
+    paused_for(&app, first, "credential").await;
+    all_waiting(&app, 2).await;
+
+    app.stop_worker(first).await;
+    let fixed = app.worker_env();
+    app.add_worker_process_with(fixed).await;
+    let s = app.settle().await;
+    let mut expected = markers.clone();
+    expected.sort();
+    assert_eq!(s.call_markers(), expected);
+    app.assert_ledger(2, 0).await;
+    assert!(app.parked().await.is_empty());
+    app.shutdown().await;
+}
+
+/// The CRM cannot be reached (every connection dropped) for longer than
+/// the retry tiers take to run out; the worker pauses instead of parking,
+/// and syncs everything once the CRM is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_crm_outlasting_the_retry_tiers_parks_nothing() {
+    let mut app = TestApp::builder().crm("hubspot").workers(0).start().await;
+    let proxy = TcpProxy::start(&app.env.sim.addr().to_string()).await;
+    // Tiers of 1 s and 2 s: without the pause, every call would be parked
+    // three seconds into the outage.
+    let env: Env = app
+        .worker_env()
+        .with(
+            "CALLSYNC_HUBSPOT_BASE_URL",
+            format!("http://{}", proxy.addr()),
+        )
+        .with("CALLSYNC_RETRY_DELAYS", "1s,2s")
+        .with("CALLSYNC_CRM_OUTAGE_AFTER", "2s")
+        .with("CALLSYNC_CRM_TIMEOUT", "2s")
+        .with("CALLSYNC_LEASE", "10s")
+        .with("CALLSYNC_PAUSE_PROBE_MAX", PROBE_MAX);
+    app.add_worker_process_with(env).await;
+    proxy.cut();
+    let (bodies, markers) = reports("outage", 4);
+    for body in bodies {
+        app.post_voicedock(body).await;
+    }
+    let body = paused_for(&app, 0, "crm_outage").await;
+    assert!(
+        body["paused"]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("none answered")),
+        "{body}"
+    );
+    throughout(
+        Duration::from_secs(6),
+        "nothing is parked while the CRM is unreachable, well past the last tier",
+        || app.parked(),
+        |parked| parked.is_empty(),
+    )
+    .await;
+
+    proxy.restore();
+    let s = app.settle().await;
+    let mut expected = markers.clone();
+    expected.sort();
+    assert_eq!(s.call_markers(), expected);
+    app.assert_ledger(4, 0).await;
+    assert!(app.parked().await.is_empty());
+    let (status, _) = app.worker_readiness(0).await;
+    assert_eq!(status, StatusCode::OK);
+    app.shutdown().await;
+}

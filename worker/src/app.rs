@@ -64,13 +64,15 @@ impl Worker {
         let http = config.crm.http();
         let budgets = Arc::new(Budgets::new(http.rate, http.search_rate));
         let crm_health = Arc::new(CrmHealth::new(config.crm_outage_after));
+        // One connection per concurrent message plus a few for readiness,
+        // leases and token renewals.
+        let pool_size = u32::from(config.prefetch) + 4;
+        let ledger = connect_ledger(&config, pool_size, config.crm_name()).await?;
         let crm = config.crm.build(Shared {
             budgets: Arc::clone(&budgets),
             health: Arc::clone(&crm_health),
+            ledger: Some(ledger.pool().clone()),
         })?;
-        // One connection per concurrent message plus a few for readiness and leases.
-        let pool_size = u32::from(config.prefetch) + 4;
-        let ledger = connect_ledger(&config, pool_size, crm.name()).await?;
         // A create is sent at most `send_window` after its lease was
         // extended and then takes at most the CRM timeout: both together
         // stay a second inside the lease.

@@ -71,11 +71,14 @@ impl fmt::Display for Line {
 
 /// Checks every requirement of `config`; all hold when every line does.
 pub async fn run(config: &WorkerConfig) -> Vec<Line> {
-    let mut lines = vec![database(config).await, broker_and_queues(config).await];
+    let (database, ledger) = database(config).await;
+    let mut lines = vec![database, broker_and_queues(config).await];
     let http = config.crm.http();
     let shared = Shared {
         budgets: Arc::new(Budgets::new(http.rate, http.search_rate)),
         health: Arc::new(CrmHealth::new(config.crm_outage_after)),
+        // Rotated refresh tokens are kept in the ledger, as the worker does.
+        ledger: ledger.map(|l| l.pool().clone()),
     };
     match config.crm.build(shared) {
         Ok(crm) => {
@@ -89,7 +92,7 @@ pub async fn run(config: &WorkerConfig) -> Vec<Line> {
     lines
 }
 
-async fn database(config: &WorkerConfig) -> Line {
+async fn database(config: &WorkerConfig) -> (Line, Option<Ledger>) {
     let requirement = "database reachable and migrated";
     let opened = tokio::time::timeout(
         STEP_TIMEOUT,
@@ -101,19 +104,31 @@ async fn database(config: &WorkerConfig) -> Line {
         ),
     )
     .await;
-    let verdict = match opened {
+    let (verdict, ledger) = match opened {
         Ok(Ok(ledger)) => match ledger.ping().await {
-            Ok(()) => Verdict::Holds("the ledger's schema is up to date".to_owned()),
-            Err(e) => Verdict::Fails(format!("{e}; check CALLSYNC_DATABASE_URL")),
+            Ok(()) => (
+                Verdict::Holds("the ledger's schema is up to date".to_owned()),
+                Some(ledger),
+            ),
+            Err(e) => (
+                Verdict::Fails(format!("{e}; check CALLSYNC_DATABASE_URL")),
+                None,
+            ),
         },
-        Ok(Err(e)) => Verdict::Fails(format!(
-            "{e}; check CALLSYNC_DATABASE_URL and that PostgreSQL accepts connections"
-        )),
-        Err(_) => Verdict::Fails(format!(
-            "no answer within {STEP_TIMEOUT:?}; check CALLSYNC_DATABASE_URL"
-        )),
+        Ok(Err(e)) => (
+            Verdict::Fails(format!(
+                "{e}; check CALLSYNC_DATABASE_URL and that PostgreSQL accepts connections"
+            )),
+            None,
+        ),
+        Err(_) => (
+            Verdict::Fails(format!(
+                "no answer within {STEP_TIMEOUT:?}; check CALLSYNC_DATABASE_URL"
+            )),
+            None,
+        ),
     };
-    Line::new(requirement, verdict)
+    (Line::new(requirement, verdict), ledger)
 }
 
 async fn broker_and_queues(config: &WorkerConfig) -> Line {

@@ -33,12 +33,19 @@ use super::{
 
 const SPEC: &str = include_str!("../../specs/gohighlevel/contacts.json");
 
+/// The marketplace app crm-sim's token endpoint accepts.
+pub const OAUTH_CLIENT_ID: &str = "crm-sim-ghl-client";
+pub const OAUTH_CLIENT_SECRET: &str = "crm-sim-ghl-client-secret";
+/// The refresh token a new simulator accepts (once: it rotates).
+pub const OAUTH_REFRESH_TOKEN: &str = "crm-sim-ghl-refresh-0";
+
 pub fn router(shared: Shared) -> Router {
     Router::new()
         .route(
             "/locations/{location}/customFields",
             get(list_fields).post(create_field),
         )
+        .route("/oauth/token", post(oauth_token))
         .route("/contacts/search/duplicate", get(duplicate))
         .route("/contacts/search", post(search))
         .route("/contacts/", post(create_contact))
@@ -451,7 +458,65 @@ impl Default for Location {
     }
 }
 
+/// `POST /oauth/token`, GoHighLevel's token endpoint (OAuth 2.0: Get
+/// Access Token): form fields `client_id`, `client_secret`,
+/// `grant_type=refresh_token`, `refresh_token`, `user_type`. Each exchange
+/// issues the current access token and a **new** refresh token; the one
+/// used stops working, as GoHighLevel's do. Token requests are not API
+/// calls: no rate limit, no faults, counted under `oauth_token`.
+async fn oauth_token(
+    State(shared): State<Shared>,
+    axum::extract::Form(form): axum::extract::Form<HashMap<String, String>>,
+) -> Response {
+    let mut state = shared.lock();
+    *state
+        .stats
+        .by_operation
+        .entry("oauth_token".to_owned())
+        .or_default() += 1;
+    let field = |name: &str| form.get(name).map(String::as_str);
+    let refused = |error: &str, description: &str| {
+        (
+            StatusCode::BAD_REQUEST,
+            Json(json!({ "error": error, "error_description": description })),
+        )
+            .into_response()
+    };
+    if field("client_id") != Some(OAUTH_CLIENT_ID)
+        || field("client_secret") != Some(OAUTH_CLIENT_SECRET)
+    {
+        return refused("invalid_client", "client credentials are invalid");
+    }
+    if field("grant_type") != Some("refresh_token")
+        || !matches!(field("user_type"), Some("Location" | "Company"))
+    {
+        return refused("invalid_request", "grant_type and user_type are required");
+    }
+    if state.oauth_revoked
+        || field("refresh_token") != Some(state.gohighlevel_refresh_token.as_str())
+    {
+        return refused("invalid_grant", "refresh token is invalid");
+    }
+    let rotation = state.stats.by_operation["oauth_token"];
+    state.gohighlevel_refresh_token = format!("crm-sim-ghl-refresh-{rotation}");
+    Json(json!({
+        "access_token": state.config.token.clone(),
+        "token_type": "Bearer",
+        "expires_in": 86399,
+        "refresh_token": state.gohighlevel_refresh_token.clone(),
+        "scope": "contacts.readonly contacts.write locations/customFields.readonly locations/customFields.write",
+        "userType": "Location",
+        "locationId": "loc-callsync-test",
+    }))
+    .into_response()
+}
+
 impl CrmSim {
+    /// The refresh token GoHighLevel's token endpoint accepts now.
+    pub fn gohighlevel_refresh_token(&self) -> String {
+        self.shared.lock().gohighlevel_refresh_token.clone()
+    }
+
     /// Changes the GoHighLevel location's contact settings.
     pub fn set_gohighlevel_location(&self, location: Location) {
         self.shared.lock().gohighlevel = location;

@@ -274,6 +274,9 @@ pub(crate) struct State {
     /// Whether the OAuth token endpoint refuses every grant (Salesforce's
     /// connected app revoked; [`CrmSim::revoke_oauth`]).
     pub(crate) oauth_revoked: bool,
+    /// The one refresh token GoHighLevel's token endpoint accepts now: each
+    /// exchange replaces it.
+    pub(crate) gohighlevel_refresh_token: String,
     window: VecDeque<Instant>,
     search_window: VecDeque<Instant>,
     scripted: Vec<ScriptedFault>,
@@ -752,6 +755,7 @@ impl CrmSim {
             sessions: 0,
             hubspot_scopes: hubspot::ALL_SCOPES.map(str::to_owned).to_vec(),
             oauth_revoked: false,
+            gohighlevel_refresh_token: gohighlevel::OAUTH_REFRESH_TOKEN.to_owned(),
             window: VecDeque::new(),
             search_window: VecDeque::new(),
             scripted: Vec::new(),

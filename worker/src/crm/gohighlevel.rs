@@ -30,6 +30,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use super::oauth::{Authorized, Grant, OAuthClient, TokenSource};
 use super::render;
 use super::{
     ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, CrmSettings, CrmSpec, HttpSettings,
@@ -42,7 +43,11 @@ const API_VERSION: &str = "2021-07-28";
 /// `CALLSYNC_GOHIGHLEVEL_*`.
 #[derive(Debug, Clone)]
 pub struct GohighlevelConfig {
-    pub token: Secret,
+    /// A private integration token, used as given.
+    pub token: Option<Secret>,
+    /// A marketplace app's OAuth client and refresh token, renewed as
+    /// GoHighLevel rotates them.
+    pub oauth: Option<OAuthClient>,
     pub location_id: String,
     pub base_url: String,
     pub http: HttpSettings,
@@ -61,7 +66,9 @@ pub const SPEC: CrmSpec = CrmSpec {
     default_index_lag: Duration::from_secs(5),
     configure: |env, http| Ok(Arc::new(GohighlevelConfig::from_env(env, http)?)),
     credential_help: "set CALLSYNC_GOHIGHLEVEL_TOKEN to a private integration token of \
-        location CALLSYNC_GOHIGHLEVEL_LOCATION_ID with the contacts read and write scopes",
+        location CALLSYNC_GOHIGHLEVEL_LOCATION_ID with the contacts read and write scopes, or \
+        CALLSYNC_GOHIGHLEVEL_CLIENT_ID, _CLIENT_SECRET and a fresh _REFRESH_TOKEN of the \
+        marketplace app installed on that location",
 };
 
 impl CrmSettings for GohighlevelConfig {
@@ -76,16 +83,44 @@ impl CrmSettings for GohighlevelConfig {
 
 impl GohighlevelConfig {
     pub fn from_env(env: &Env, http: HttpSettings) -> Result<Self, ConfigError> {
+        let base_url = env
+            .string(
+                "CALLSYNC_GOHIGHLEVEL_BASE_URL",
+                "https://services.leadconnectorhq.com",
+            )
+            .trim_end_matches('/')
+            .to_owned();
+        let token = env.raw("CALLSYNC_GOHIGHLEVEL_TOKEN").map(Secret::new);
+        // A marketplace app (OAuth 2.0): "POST /oauth/token" with
+        // grant_type=refresh_token and user_type=Location answers a day-long
+        // access token and a new refresh token; the used one stops working
+        // (highlevel.stoplight.io, OAuth 2.0: Get Access Token).
+        let oauth = match (token.is_some(), env.raw("CALLSYNC_GOHIGHLEVEL_CLIENT_ID")) {
+            (false, Some(client_id)) => Some(OAuthClient {
+                token_url: format!("{base_url}/oauth/token"),
+                client_id: client_id.to_owned(),
+                client_secret: env.required_secret("CALLSYNC_GOHIGHLEVEL_CLIENT_SECRET")?,
+                grant: Grant::RefreshToken(
+                    env.required_secret("CALLSYNC_GOHIGHLEVEL_REFRESH_TOKEN")?,
+                ),
+                extra_form: &[("user_type", "Location")],
+            }),
+            (false, None) => {
+                return Err(ConfigError {
+                    var: "CALLSYNC_GOHIGHLEVEL_TOKEN".to_owned(),
+                    message: "is required but not set (or set CALLSYNC_GOHIGHLEVEL_CLIENT_ID, \
+                              CALLSYNC_GOHIGHLEVEL_CLIENT_SECRET and \
+                              CALLSYNC_GOHIGHLEVEL_REFRESH_TOKEN for a marketplace app)"
+                        .to_owned(),
+                });
+            }
+            (true, _) => None,
+        };
         Ok(Self {
-            token: env.required_secret("CALLSYNC_GOHIGHLEVEL_TOKEN")?,
+            token,
+            oauth,
             location_id: env.required("CALLSYNC_GOHIGHLEVEL_LOCATION_ID")?,
-            base_url: env
-                .string(
-                    "CALLSYNC_GOHIGHLEVEL_BASE_URL",
-                    "https://services.leadconnectorhq.com",
-                )
-                .trim_end_matches('/')
-                .to_owned(),
+            base_url,
             http,
         })
     }
@@ -101,7 +136,8 @@ const FIELDS: [(&str, &str); 3] = [
 #[derive(Debug)]
 pub struct Gohighlevel {
     config: GohighlevelConfig,
-    http: CrmHttp,
+    /// Requests carry the token (renewed on a 401 for a marketplace app).
+    http: Authorized,
     /// The location's ids of [`FIELDS`], in the same order.
     field_ids: tokio::sync::OnceCell<[String; 3]>,
 }
@@ -247,10 +283,12 @@ impl Gohighlevel {
     }
 
     pub fn new(config: GohighlevelConfig, shared: Shared) -> Result<Self, reqwest::Error> {
+        let tokens = TokenSource::new(config.token.clone(), config.oauth.clone())
+            .rotating_in(shared.refresh_tokens("gohighlevel"));
         let http = CrmHttp::new("gohighlevel", config.http.timeout, shared)?;
         Ok(Self {
             config,
-            http,
+            http: Authorized::new(http, tokens),
             field_ids: tokio::sync::OnceCell::new(),
         })
     }
@@ -317,11 +355,11 @@ impl Gohighlevel {
         ))
     }
 
+    /// A request without credentials: [`Authorized`] adds the token.
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
         self.http
             .client()
             .request(method, format!("{}{path}", self.config.base_url))
-            .bearer_auth(self.config.token.expose())
             .header("Version", API_VERSION)
     }
 }

@@ -332,6 +332,7 @@ mod tests {
         let shared = Shared {
             budgets,
             health: Arc::new(CrmHealth::new(Duration::from_secs(60))),
+            ledger: None,
         };
         let http = CrmHttp::new("test", Duration::from_secs(1), shared).unwrap();
         // Nothing listens on the discard port: a sent request would fail to

@@ -38,6 +38,18 @@ pub use limiter::{Budgets, Limiter, Rate, RequestKind};
 pub struct Shared {
     pub budgets: Arc<Budgets>,
     pub health: Arc<CrmHealth>,
+    /// The ledger's pool, where rotated OAuth refresh tokens are kept
+    /// (absent in unit tests, which rotate nothing).
+    pub ledger: Option<sqlx::PgPool>,
+}
+
+impl Shared {
+    /// Where `crm`'s rotated refresh tokens are kept, if there is a ledger.
+    pub fn refresh_tokens(&self, crm: &'static str) -> Option<oauth::RefreshTokenStore> {
+        self.ledger
+            .clone()
+            .map(|pool| oauth::RefreshTokenStore::new(pool, crm))
+    }
 }
 
 /// A CRM's id of a record (contact, call, task).

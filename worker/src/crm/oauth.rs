@@ -1,21 +1,31 @@
 //! OAuth 2.0 access tokens that renew themselves.
 //!
-//! Salesforce sessions expire (two hours by default), and a worker runs for
-//! months: a fixed access token would turn every call after the expiry into
-//! a 401 and park it. With client credentials (or a refresh token) the
-//! worker fetches a token when it first needs one and a fresh one when the
-//! CRM answers 401, then repeats the refused request once. A 401 means the
-//! request was not applied, so repeating it cannot duplicate anything.
+//! Salesforce sessions expire (two hours by default) and GoHighLevel's
+//! access tokens after a day, and a worker runs for months: a fixed access
+//! token would turn every call after the expiry into a 401. With client
+//! credentials (or a refresh token) the worker fetches a token when it first
+//! needs one and a fresh one when the CRM answers 401, then repeats the
+//! refused request once. A 401 means the request was not applied, so
+//! repeating it cannot duplicate anything.
 //!
 //! Renewal is single-flight: every request that saw the expired token waits
-//! for the one renewal, instead of each fetching its own token.
+//! for the one renewal, instead of each fetching its own token. Where the
+//! token endpoint rotates refresh tokens (GoHighLevel: each exchange returns
+//! a new one and spends the old), the newest lives in the ledger
+//! ([`RefreshTokenStore`]) and renewals are single-flight across replicas.
+
+use std::future::Future;
 
 use callsync_shared::config::Secret;
+use reqwest::{RequestBuilder, Response, StatusCode};
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
 use tokio::sync::Mutex;
 
-use super::CrmError;
-use super::http::{classify_transport, excerpt};
+use super::http::{classify_transport, decode, excerpt};
+use super::{CrmError, CrmHttp, Operation};
 
 /// How the worker obtains a new access token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +44,9 @@ pub struct OAuthClient {
     pub client_id: String,
     pub client_secret: Secret,
     pub grant: Grant,
+    /// Fields the vendor's token endpoint wants besides the standard ones
+    /// (GoHighLevel: `user_type=Location`).
+    pub extra_form: &'static [(&'static str, &'static str)],
 }
 
 /// A token, numbered so that a renewal can tell whether somebody else has
@@ -54,12 +67,25 @@ struct Current {
 #[derive(Debug)]
 pub struct TokenSource {
     client: Option<OAuthClient>,
+    /// Where rotated refresh tokens are kept, for endpoints that rotate them.
+    store: Option<RefreshTokenStore>,
     current: Mutex<Current>,
 }
 
 #[derive(Deserialize)]
 struct TokenResponse {
     access_token: String,
+    /// Present when the endpoint rotates refresh tokens: the one to use
+    /// next time (the one just used no longer works).
+    #[serde(default)]
+    refresh_token: Option<String>,
+}
+
+/// What one exchange at the token endpoint issued.
+#[derive(Debug)]
+pub struct Issued {
+    pub access_token: Secret,
+    pub refresh_token: Option<Secret>,
 }
 
 #[derive(Deserialize)]
@@ -75,11 +101,19 @@ impl TokenSource {
     pub fn new(initial: Option<Secret>, client: Option<OAuthClient>) -> Self {
         Self {
             client,
+            store: None,
             current: Mutex::new(Current {
                 generation: 0,
                 token: initial,
             }),
         }
+    }
+
+    /// Keeps rotated refresh tokens in `store` (see [`RefreshTokenStore`]).
+    #[must_use]
+    pub fn rotating_in(mut self, store: Option<RefreshTokenStore>) -> Self {
+        self.store = store;
+        self
     }
 
     /// Whether a refused token can be replaced.
@@ -134,7 +168,19 @@ impl TokenSource {
                 detail: "no access token and no OAuth client configured".to_owned(),
             });
         };
-        let secret = fetch(client, http).await?;
+        let secret = match (&client.grant, &self.store) {
+            (Grant::RefreshToken(configured), Some(store)) => {
+                store
+                    .exchange(configured, |refresh| fetch(client, http, Some(refresh)))
+                    .await?
+            }
+            (Grant::RefreshToken(configured), None) => {
+                fetch(client, http, Some(configured.clone()))
+                    .await?
+                    .access_token
+            }
+            (Grant::ClientCredentials, _) => fetch(client, http, None).await?.access_token,
+        };
         current.generation += 1;
         current.token = Some(secret.clone());
         tracing::info!(
@@ -148,19 +194,25 @@ impl TokenSource {
     }
 }
 
-/// One request to the token endpoint (RFC 6749 §4.4 and §6).
-async fn fetch(client: &OAuthClient, http: &reqwest::Client) -> Result<Secret, CrmError> {
+/// One request to the token endpoint (RFC 6749 §4.4 and §6), with
+/// `refresh` for the refresh-token grant.
+async fn fetch(
+    client: &OAuthClient,
+    http: &reqwest::Client,
+    refresh: Option<Secret>,
+) -> Result<Issued, CrmError> {
     let mut form = vec![
         ("client_id", client.client_id.as_str()),
         ("client_secret", client.client_secret.expose()),
     ];
-    match &client.grant {
-        Grant::ClientCredentials => form.push(("grant_type", "client_credentials")),
-        Grant::RefreshToken(token) => {
+    match &refresh {
+        None => form.push(("grant_type", "client_credentials")),
+        Some(token) => {
             form.push(("grant_type", "refresh_token"));
             form.push(("refresh_token", token.expose()));
         }
     }
+    form.extend(client.extra_form.iter().copied());
     let response = http
         .post(&client.token_url)
         .form(&form)
@@ -173,7 +225,10 @@ async fn fetch(client: &OAuthClient, http: &reqwest::Client) -> Result<Secret, C
         let token: TokenResponse = serde_json::from_slice(&body).map_err(|e| {
             CrmError::InvalidResponse(format!("token endpoint answered {status}: {e}"))
         })?;
-        return Ok(Secret::new(token.access_token));
+        return Ok(Issued {
+            access_token: Secret::new(token.access_token),
+            refresh_token: token.refresh_token.map(Secret::new),
+        });
     }
     let detail = match serde_json::from_slice::<TokenError>(&body) {
         Ok(e) => format!("token endpoint: {} {}", e.error, e.error_description),
@@ -194,6 +249,192 @@ async fn fetch(client: &OAuthClient, http: &reqwest::Client) -> Result<Secret, C
             applied: super::Applied::No,
         },
     })
+}
+
+/// The newest refresh token of a CRM whose token endpoint rotates them, in
+/// the ledger (table `oauth_refresh_tokens`).
+///
+/// An exchange holds the CRM's row locked from reading the newest token to
+/// storing the one the endpoint returned, so two replicas never spend the
+/// same token (the second waits and then uses the first one's result). The
+/// configured refresh token seeds the row; an operator who configures a
+/// different one (after installing the app again) replaces it.
+///
+/// One gap remains: if the database fails between the endpoint's answer and
+/// the commit, the new refresh token is lost and the stored one is spent.
+/// The worker then pauses on `invalid_grant`, and a new refresh token must be
+/// configured (the README's runbook says how).
+#[derive(Debug, Clone)]
+pub struct RefreshTokenStore {
+    pool: PgPool,
+    crm: &'static str,
+}
+
+impl RefreshTokenStore {
+    pub fn new(pool: PgPool, crm: &'static str) -> Self {
+        Self { pool, crm }
+    }
+
+    /// Runs `exchange` with the refresh token to use now, stores the one it
+    /// returns, and gives back the access token.
+    pub async fn exchange<F, Fut>(
+        &self,
+        configured: &Secret,
+        exchange: F,
+    ) -> Result<Secret, CrmError>
+    where
+        F: FnOnce(Secret) -> Fut,
+        Fut: Future<Output = Result<Issued, CrmError>>,
+    {
+        let fingerprint = hex::encode(Sha256::digest(configured.expose().as_bytes()));
+        let mut tx = self.pool.begin().await.map_err(ledger)?;
+        sqlx::query(
+            "INSERT INTO oauth_refresh_tokens (crm, configured, refresh_token) VALUES ($1, $2, $3)
+             ON CONFLICT (crm) DO NOTHING",
+        )
+        .bind(self.crm)
+        .bind(&fingerprint)
+        .bind(configured.expose())
+        .execute(&mut *tx)
+        .await
+        .map_err(ledger)?;
+        let (stored_for, stored): (String, String) = sqlx::query_as(
+            "SELECT configured, refresh_token FROM oauth_refresh_tokens WHERE crm = $1 FOR UPDATE",
+        )
+        .bind(self.crm)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(ledger)?;
+        let current = if stored_for == fingerprint {
+            Secret::new(stored)
+        } else {
+            tracing::info!("a new refresh token is configured; it replaces the stored one");
+            configured.clone()
+        };
+        let issued = exchange(current.clone()).await?;
+        let next = issued.refresh_token.unwrap_or(current);
+        sqlx::query(
+            "UPDATE oauth_refresh_tokens SET configured = $2, refresh_token = $3, rotated_at = now()
+             WHERE crm = $1",
+        )
+        .bind(self.crm)
+        .bind(&fingerprint)
+        .bind(next.expose())
+        .execute(&mut *tx)
+        .await
+        .map_err(ledger)?;
+        tx.commit().await.map_err(ledger)?;
+        Ok(issued.access_token)
+    }
+}
+
+/// The ledger is unreachable: no token can be exchanged safely right now.
+fn ledger(error: sqlx::Error) -> CrmError {
+    CrmError::Unavailable {
+        detail: format!("cannot read the stored refresh token: {error}"),
+        applied: super::Applied::No,
+    }
+}
+
+/// A CRM's HTTP client whose requests carry the current access token and,
+/// when the CRM answers 401 and the token can be renewed, are sent once
+/// more with a new one.
+#[derive(Debug)]
+pub struct Authorized {
+    http: CrmHttp,
+    tokens: TokenSource,
+}
+
+impl Authorized {
+    pub fn new(http: CrmHttp, tokens: TokenSource) -> Self {
+        Self { http, tokens }
+    }
+
+    pub fn http(&self) -> &CrmHttp {
+        &self.http
+    }
+
+    pub fn client(&self) -> &reqwest::Client {
+        self.http.client()
+    }
+
+    /// The current token, fetching the first one if there is none yet.
+    pub async fn token(&self) -> Result<Token, CrmError> {
+        self.tokens.current(self.http.client()).await
+    }
+
+    /// [`CrmHttp::send`] with the token; on a 401 renews it (when it can)
+    /// and sends once more.
+    pub async fn send(
+        &self,
+        operation: impl Into<Operation>,
+        request: RequestBuilder,
+        accept: &[StatusCode],
+    ) -> Result<Response, CrmError> {
+        let operation = operation.into();
+        let client = self.http.client();
+        let token = self.tokens.current(client).await?;
+        // JSON, form and query bodies are buffered, so the clone succeeds.
+        let again = request.try_clone();
+        let first = self
+            .http
+            .send(
+                operation,
+                request.bearer_auth(token.secret.expose()),
+                accept,
+            )
+            .await;
+        match (first, again) {
+            (
+                Err(CrmError::Unauthorized {
+                    status: 401,
+                    detail,
+                }),
+                Some(again),
+            ) if self.tokens.renewable() => {
+                tracing::info!(operation = operation.name(), %detail, "the CRM refused the access token; renewing it");
+                match self.tokens.renew(&token, client).await? {
+                    Some(renewed) => {
+                        self.http
+                            .send(
+                                operation,
+                                again.bearer_auth(renewed.secret.expose()),
+                                accept,
+                            )
+                            .await
+                    }
+                    None => Err(CrmError::Unauthorized {
+                        status: 401,
+                        detail,
+                    }),
+                }
+            }
+            (first, _) => first,
+        }
+    }
+
+    /// [`Authorized::send`] and decode the JSON body.
+    pub async fn json<T: DeserializeOwned>(
+        &self,
+        operation: impl Into<Operation>,
+        request: RequestBuilder,
+    ) -> Result<T, CrmError> {
+        decode(self.send(operation, request, &[]).await?).await
+    }
+
+    /// Whether a record exists: a 2xx says yes, a status in `absent` no.
+    pub async fn exists(
+        &self,
+        operation: impl Into<Operation>,
+        request: RequestBuilder,
+        absent: &[StatusCode],
+    ) -> Result<bool, CrmError> {
+        Ok(self
+            .send(operation, request, absent)
+            .await?
+            .status()
+            .is_success())
+    }
 }
 
 /// A failed token request changed nothing in the CRM, whenever it failed.
@@ -230,6 +471,7 @@ mod tests {
             client_id: "id".to_owned(),
             client_secret: Secret::new("secret"),
             grant: Grant::ClientCredentials,
+            extra_form: &[],
         };
         let source = TokenSource::new(Some(Secret::new("newer")), Some(client));
         {

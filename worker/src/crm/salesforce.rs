@@ -32,7 +32,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
 
-use super::oauth::{Grant, OAuthClient, TokenSource};
+use super::oauth::{Authorized, Grant, OAuthClient, TokenSource};
 use super::render;
 use super::{
     ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, CrmSettings, CrmSpec, HttpSettings,
@@ -111,6 +111,7 @@ impl SalesforceConfig {
                         Some(token) => Grant::RefreshToken(Secret::new(token)),
                         None => Grant::ClientCredentials,
                     },
+                    extra_form: &[],
                 })
             }
         };
@@ -130,8 +131,8 @@ const MARKER_FIELD: &str = "Callsync_Marker__c";
 #[derive(Debug)]
 pub struct Salesforce {
     config: SalesforceConfig,
-    http: CrmHttp,
-    tokens: TokenSource,
+    /// Requests carry the session token, renewed on a 401.
+    http: Authorized,
 }
 
 #[derive(Deserialize)]
@@ -211,12 +212,14 @@ struct Fetched {
 
 impl Salesforce {
     pub fn new(config: SalesforceConfig, shared: Shared) -> Result<Self, reqwest::Error> {
+        // Salesforce can rotate refresh tokens too (a connected app
+        // setting); the newest is then kept in the ledger.
+        let tokens = TokenSource::new(config.access_token.clone(), config.oauth.clone())
+            .rotating_in(shared.refresh_tokens("salesforce"));
         let http = CrmHttp::new("salesforce", config.http.timeout, shared)?;
-        let tokens = TokenSource::new(config.access_token.clone(), config.oauth.clone());
         Ok(Self {
             config,
-            http,
-            tokens,
+            http: Authorized::new(http, tokens),
         })
     }
 
@@ -235,62 +238,25 @@ impl Salesforce {
     fn limits(&self, error: CrmError) -> CrmError {
         match error {
             CrmError::Forbidden { detail } if detail.contains("REQUEST_LIMIT_EXCEEDED") => {
-                self.http.pause_for_rate_limit(None);
+                self.http.http().pause_for_rate_limit(None);
                 CrmError::RateLimited { retry_after: None }
             }
             other => other,
         }
     }
 
-    /// Sends with the current token; on a 401 renews the token (when an
-    /// OAuth client is configured) and sends once more.
+    /// Sends with the session token (renewed on a 401), Salesforce's
+    /// rate-limit answer made a rate limit.
     async fn send(
         &self,
         operation: impl Into<Operation>,
         request: RequestBuilder,
         accept: &[StatusCode],
     ) -> Result<reqwest::Response, CrmError> {
-        let operation = operation.into();
-        let client = self.http.client();
-        let token = self.tokens.current(client).await?;
-        // JSON and query bodies are buffered, so the clone always succeeds.
-        let again = request.try_clone();
-        let first = self
-            .http
-            .send(
-                operation,
-                request.bearer_auth(token.secret.expose()),
-                accept,
-            )
-            .await;
-        let result = match (first, again) {
-            (
-                Err(CrmError::Unauthorized {
-                    status: 401,
-                    detail,
-                }),
-                Some(again),
-            ) if self.tokens.renewable() => {
-                tracing::info!(operation = operation.name(), %detail, "Salesforce refused the session; renewing the token");
-                match self.tokens.renew(&token, client).await? {
-                    Some(renewed) => {
-                        self.http
-                            .send(
-                                operation,
-                                again.bearer_auth(renewed.secret.expose()),
-                                accept,
-                            )
-                            .await
-                    }
-                    None => Err(CrmError::Unauthorized {
-                        status: 401,
-                        detail,
-                    }),
-                }
-            }
-            (first, _) => first,
-        };
-        result.map_err(|e| self.limits(e))
+        self.http
+            .send(operation, request, accept)
+            .await
+            .map_err(|e| self.limits(e))
     }
 
     async fn sosl(&self, query: String) -> Result<Option<CrmId>, CrmError> {
@@ -448,7 +414,7 @@ impl Crm for Salesforce {
     }
 
     async fn prepare(&self) -> Result<(), CrmError> {
-        self.tokens.current(self.http.client()).await.map(drop)
+        self.http.token().await.map(drop)
     }
 
     async fn contact_exists(&self, id: &str) -> Result<bool, CrmError> {

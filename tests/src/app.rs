@@ -279,6 +279,24 @@ impl TestApp {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// Waits until worker `i` reports a pause for `reason` on `/readyz`;
+    /// returns the pause's detail.
+    pub async fn wait_for_pause(&self, i: usize, reason: &str) -> String {
+        let (_, body) = eventually(
+            WAIT,
+            &format!("worker {i} reports a pause for {reason}"),
+            || self.worker_readiness(i),
+            |(status, body)| {
+                *status == StatusCode::SERVICE_UNAVAILABLE && body["paused"]["reason"] == reason
+            },
+        )
+        .await;
+        body["paused"]["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
     /// Worker `i`'s `/metrics` text.
     pub async fn worker_metrics(&self, i: usize) -> String {
         self.client

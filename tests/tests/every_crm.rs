@@ -201,26 +201,7 @@ async fn a_record_applied_but_answered_with_a_reset_is_not_repeated(crm: &'stati
     app.shutdown().await;
 }
 
-/// One module per scenario holding one test per CRM in the bracketed list.
-/// Test names must be identifiers, so the list is written out; the test
-/// below holds it equal to the worker's registry.
-macro_rules! for_crms {
-    (@listed [$($crm:ident),* $(,)?]) => {
-        const LISTED_CRMS: &[&str] = &[$(stringify!($crm)),*];
-    };
-    (@scenario $scenario:ident [$($crm:ident),* $(,)?]) => {
-        mod $scenario {$(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $crm() { super::$scenario(stringify!($crm)).await }
-        )*}
-    };
-    ($crms:tt: $($scenario:ident),* $(,)?) => {
-        for_crms!(@listed $crms);
-        $(for_crms!(@scenario $scenario $crms);)*
-    };
-}
-
-for_crms!(
+callsync_tests::for_crms!(
     [hubspot, pipedrive, gohighlevel, salesforce, webhook]:
     reports_create_one_contact_one_call_record_and_one_follow_up,
     five_copies_at_once_give_one_call_record_and_one_follow_up,

@@ -23,11 +23,7 @@ fn marketplace_app() -> AppBuilder {
 }
 
 fn token_requests(s: &Snapshot) -> u64 {
-    s.stats
-        .by_operation
-        .get("oauth_token")
-        .copied()
-        .unwrap_or(0)
+    s.requests_of("oauth_token")
 }
 
 async fn post_calls(app: &TestApp, tag: &str, n: usize) -> Vec<String> {

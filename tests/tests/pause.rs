@@ -16,7 +16,6 @@ use callsync_tests::prometheus;
 use callsync_tests::sim::salesforce::{OAUTH_CLIENT_ID, OAUTH_CLIENT_SECRET};
 use callsync_tests::wait::{eventually, throughout};
 use reqwest::StatusCode;
-use serde_json::Value;
 
 /// Probes come at most a second apart in these tests (a minute in
 /// production), so a fixed credential is noticed quickly.
@@ -33,22 +32,15 @@ fn reports(tag: &str, n: usize) -> (Vec<Vec<u8>>, Vec<String>) {
         .unzip()
 }
 
-/// Waits until worker `i` reports a pause for `reason` on `/readyz`.
-async fn paused_for(app: &TestApp, i: usize, reason: &str) -> Value {
-    let (_, body) = eventually(
-        WAIT,
-        &format!("worker {i} reports a pause for {reason}"),
-        || app.worker_readiness(i),
-        |(status, body)| {
-            *status == StatusCode::SERVICE_UNAVAILABLE && body["paused"]["reason"] == reason
-        },
-    )
-    .await;
-    body
-}
-
-/// Waits until all `n` calls wait in the calls queue (none held by a worker).
-async fn all_waiting(app: &TestApp, n: u32) {
+/// Waits until worker 0 pauses for `reason`, with a detail naming
+/// `names`, and all `n` calls wait in the calls queue (none held by a
+/// worker, none parked, none in the CRM).
+async fn assert_paused(app: &TestApp, reason: &str, names: &[&str], n: u32) {
+    let detail = app.wait_for_pause(0, reason).await;
+    assert!(
+        names.iter().all(|name| detail.contains(name)),
+        "the pause names {names:?}: {detail}"
+    );
     eventually(
         WAIT,
         "every call waits in the calls queue",
@@ -56,6 +48,25 @@ async fn all_waiting(app: &TestApp, n: u32) {
         |depth| *depth == n,
     )
     .await;
+    assert!(app.parked().await.is_empty(), "nothing is parked");
+    let s = app.snapshot();
+    assert!(s.calls.is_empty() && s.tasks.is_empty(), "{s:?}");
+}
+
+/// A worker process that probes at most [`PROBE_MAX`] apart.
+fn paused_app(crm: &'static str) -> callsync_tests::app::AppBuilder {
+    TestApp::builder()
+        .crm(crm)
+        .workers(0)
+        .worker_processes(1)
+        .worker_set("CALLSYNC_PAUSE_PROBE_MAX", PROBE_MAX)
+}
+
+/// Posts the reports.
+async fn post_all(app: &TestApp, bodies: Vec<Vec<u8>>) {
+    for body in bodies {
+        app.post_voicedock(body).await;
+    }
 }
 
 /// The checks every pause ends with: each call synced exactly once (the
@@ -94,28 +105,13 @@ async fn assert_resumed_and_synced(app: &TestApp, markers: &[String]) {
 /// The CRM stops accepting the worker's token (rotated or revoked in the
 /// CRM), three calls arrive, then the CRM accepts the token again.
 async fn a_refused_token_pauses_the_worker_and_parks_nothing(crm: &'static str) {
-    let app = TestApp::builder()
-        .crm(crm)
-        .workers(0)
-        .worker_processes(1)
-        .worker_set("CALLSYNC_PAUSE_PROBE_MAX", PROBE_MAX)
-        .start()
-        .await;
+    let app = paused_app(crm).start().await;
     let token = app.env.sim.token();
     app.env.sim.set_token("rotated-in-the-crm");
     let (bodies, markers) = reports(crm, 3);
-    for body in bodies {
-        app.post_voicedock(body).await;
-    }
+    post_all(&app, bodies).await;
 
-    let body = paused_for(&app, 0, "credential").await;
-    assert!(
-        body["paused"]["detail"]
-            .as_str()
-            .is_some_and(|d| d.contains("401")),
-        "{body}"
-    );
-    all_waiting(&app, 3).await;
+    assert_paused(&app, "credential", &["401"], 3).await;
     let metrics = app.worker_metrics(0).await;
     assert_eq!(
         prometheus::value(
@@ -125,9 +121,6 @@ async fn a_refused_token_pauses_the_worker_and_parks_nothing(crm: &'static str) 
         ),
         1.0
     );
-    assert!(app.parked().await.is_empty());
-    let s = app.snapshot();
-    assert!(s.calls.is_empty() && s.tasks.is_empty(), "{s:?}");
 
     app.env.sim.set_token(&token);
     assert_resumed_and_synced(&app, &markers).await;
@@ -146,29 +139,20 @@ fn the_suite_runs_every_registered_crm() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_without_a_scope_pauses_hubspot_until_the_scope_is_granted() {
-    let app = TestApp::builder()
-        .crm("hubspot")
-        .workers(0)
-        .worker_processes(1)
-        .worker_set("CALLSYNC_PAUSE_PROBE_MAX", PROBE_MAX)
-        .start()
-        .await;
+    let app = paused_app("hubspot").start().await;
     // The app may read but not write contacts (nor calls or tasks).
     app.env
         .sim
         .grant_hubspot_scopes(&["crm.objects.contacts.read", "crm.schemas.contacts.write"]);
     let (bodies, markers) = reports("scope", 2);
-    for body in bodies {
-        app.post_voicedock(body).await;
-    }
-    let body = paused_for(&app, 0, "credential").await;
-    let detail = body["paused"]["detail"].as_str().unwrap_or_default();
-    assert!(
-        detail.contains("MISSING_SCOPES") && detail.contains("crm.objects.contacts.write"),
-        "the pause names the missing scope: {body}"
-    );
-    all_waiting(&app, 2).await;
-    assert!(app.parked().await.is_empty());
+    post_all(&app, bodies).await;
+    assert_paused(
+        &app,
+        "credential",
+        &["MISSING_SCOPES", "crm.objects.contacts.write"],
+        2,
+    )
+    .await;
 
     // Only a probe that writes nothing runs while paused, and reading is
     // allowed: the worker resumes, is refused again and pauses again until
@@ -189,31 +173,17 @@ async fn a_token_without_a_scope_pauses_hubspot_until_the_scope_is_granted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_salesforce_grant_pauses_until_the_token_endpoint_issues_one_again() {
-    let app = TestApp::builder()
-        .crm("salesforce")
-        .workers(0)
-        .worker_processes(1)
+    let app = paused_app("salesforce")
         // An empty value counts as unset: the worker fetches its own session.
         .set("CALLSYNC_SALESFORCE_ACCESS_TOKEN", "")
         .set("CALLSYNC_SALESFORCE_CLIENT_ID", OAUTH_CLIENT_ID)
         .set("CALLSYNC_SALESFORCE_CLIENT_SECRET", OAUTH_CLIENT_SECRET)
-        .worker_set("CALLSYNC_PAUSE_PROBE_MAX", PROBE_MAX)
         .start()
         .await;
     app.env.sim.revoke_oauth(true);
     let (bodies, markers) = reports("grant", 2);
-    for body in bodies {
-        app.post_voicedock(body).await;
-    }
-    let body = paused_for(&app, 0, "credential").await;
-    assert!(
-        body["paused"]["detail"]
-            .as_str()
-            .is_some_and(|d| d.contains("invalid_grant")),
-        "{body}"
-    );
-    all_waiting(&app, 2).await;
-    assert!(app.parked().await.is_empty());
+    post_all(&app, bodies).await;
+    assert_paused(&app, "credential", &["invalid_grant"], 2).await;
     assert_eq!(
         app.snapshot().stats.requests,
         0,
@@ -233,11 +203,8 @@ async fn a_worker_restarted_with_the_right_token_syncs_what_waited() {
         .with("CALLSYNC_PIPEDRIVE_TOKEN", "a-token-with-a-typo");
     let first = app.add_worker_process_with(wrong).await;
     let (bodies, markers) = reports("restart", 2);
-    for body in bodies {
-        app.post_voicedock(body).await;
-    }
-    paused_for(&app, first, "credential").await;
-    all_waiting(&app, 2).await;
+    post_all(&app, bodies).await;
+    assert_paused(&app, "credential", &["401"], 2).await;
 
     app.stop_worker(first).await;
     let fixed = app.worker_env();
@@ -274,16 +241,9 @@ async fn an_unreachable_crm_outlasting_the_retry_tiers_parks_nothing() {
     app.add_worker_process_with(env).await;
     proxy.cut();
     let (bodies, markers) = reports("outage", 4);
-    for body in bodies {
-        app.post_voicedock(body).await;
-    }
-    let body = paused_for(&app, 0, "crm_outage").await;
-    assert!(
-        body["paused"]["detail"]
-            .as_str()
-            .is_some_and(|d| d.contains("none answered")),
-        "{body}"
-    );
+    post_all(&app, bodies).await;
+    let detail = app.wait_for_pause(0, "crm_outage").await;
+    assert!(detail.contains("none answered"), "{detail}");
     throughout(
         Duration::from_secs(6),
         "nothing is parked while the CRM is unreachable, well past the last tier",

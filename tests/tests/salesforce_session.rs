@@ -15,7 +15,6 @@ use callsync_tests::sim::Snapshot;
 use callsync_tests::sim::salesforce::{OAUTH_CLIENT_ID, OAUTH_CLIENT_SECRET, OAUTH_REFRESH_TOKEN};
 use callsync_tests::wait::eventually;
 use futures_util::future::join_all;
-use reqwest::StatusCode;
 
 /// A Salesforce app whose worker has no access token, only the connected
 /// app's credentials.
@@ -29,11 +28,7 @@ fn oauth_app(client_secret: &str) -> AppBuilder {
 }
 
 fn token_requests(s: &Snapshot) -> u64 {
-    s.stats
-        .by_operation
-        .get("oauth_token")
-        .copied()
-        .unwrap_or(0)
+    s.requests_of("oauth_token")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -101,21 +96,8 @@ async fn wrong_client_credentials_pause_the_worker_with_the_token_endpoints_reas
     let app = oauth_app("not-the-secret").start().await;
     app.post_fixture("voicedock_000_end_of_call_report.json")
         .await;
-    let (_, body) = eventually(
-        WAIT,
-        "the worker reports the pause",
-        || app.worker_readiness(0),
-        |(status, body)| {
-            *status == StatusCode::SERVICE_UNAVAILABLE && body["paused"]["reason"] == "credential"
-        },
-    )
-    .await;
-    assert!(
-        body["paused"]["detail"]
-            .as_str()
-            .is_some_and(|d| d.contains("invalid_client")),
-        "{body}"
-    );
+    let detail = app.wait_for_pause(0, "credential").await;
+    assert!(detail.contains("invalid_client"), "{detail}");
     eventually(
         WAIT,
         "the call waits in the queue",

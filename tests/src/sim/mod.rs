@@ -235,6 +235,12 @@ impl Snapshot {
         sorted_markers(&self.calls)
     }
 
+    /// How many requests of `operation` (`oauth_token`, `create_call`, …)
+    /// the simulator received.
+    pub fn requests_of(&self, operation: &str) -> u64 {
+        self.stats.by_operation.get(operation).copied().unwrap_or(0)
+    }
+
     /// The markers of the follow-up tasks, sorted.
     pub fn task_markers(&self) -> Vec<String> {
         sorted_markers(&self.tasks)

@@ -182,3 +182,23 @@ async fn an_unreachable_broker_fails_the_broker_line() {
     );
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_target_passes_when_its_url_answers_and_fails_when_it_does_not() {
+    let app = TestApp::builder().crm("webhook").workers(0).start().await;
+    let checked = check(&app.worker_env()).await;
+    assert!(checked.success, "{checked:#?}");
+    assert!(checked.line("webhook target answers").starts_with('✓'));
+
+    let env = app
+        .worker_env()
+        .with("CALLSYNC_WEBHOOK_URL", "http://127.0.0.1:1/hooks/callsync");
+    let checked = check(&env).await;
+    assert!(!checked.success, "{checked:#?}");
+    let line = checked.line("webhook target answers");
+    assert!(
+        line.starts_with('✗') && line.contains("reachable"),
+        "{line}"
+    );
+    app.shutdown().await;
+}

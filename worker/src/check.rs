@@ -174,7 +174,11 @@ async fn broker_and_queues(config: &WorkerConfig) -> Line {
 /// The CRM's requirements: the credential first, then what needs it.
 async fn crm_requirements(crm: &dyn Crm, credential_help: &str) -> Vec<Line> {
     let name = crm.name();
-    let credential = format!("{name} credential accepted");
+    let credential = if crm.manages_contacts() {
+        format!("{name} credential accepted")
+    } else {
+        format!("{name} target answers")
+    };
     if let Err(e) = timed(crm.probe()).await {
         let fix = match &e {
             CrmError::Unauthorized { .. } => format!("{e}; {credential_help}"),
@@ -186,12 +190,25 @@ async fn crm_requirements(crm: &dyn Crm, credential_help: &str) -> Vec<Line> {
                 Verdict::Unchecked("needs an accepted credential".to_owned()),
             )
         };
-        return vec![
-            Line::new(credential, Verdict::Fails(fix)),
-            unchecked("permissions"),
-            unchecked("custom fields present or created"),
-            unchecked("contact search accepted"),
-        ];
+        let mut lines = vec![Line::new(credential, Verdict::Fails(fix))];
+        if crm.manages_contacts() {
+            lines.extend([
+                unchecked("permissions"),
+                unchecked("custom fields present or created"),
+                unchecked("contact search accepted"),
+            ]);
+        }
+        return lines;
+    }
+    if !crm.manages_contacts() {
+        // A target that only receives reports (the webhook) has no fields
+        // or search to check, and nothing more to ask without sending one.
+        return vec![Line::new(
+            credential,
+            Verdict::Holds(
+                "its URL answered; the signature is proven by the first report".to_owned(),
+            ),
+        )];
     }
     let mut lines = vec![Line::new(
         credential,

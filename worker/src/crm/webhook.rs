@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use callsync_shared::CallReport;
 use callsync_shared::config::{ConfigError, Env, Secret};
 use callsync_shared::signature::sign_standard_webhook;
-use reqwest::Method;
+use reqwest::{Method, StatusCode};
 use serde_json::json;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -104,12 +104,21 @@ impl Crm for Webhook {
         false
     }
 
-    /// The target is a URL that takes reports; there is nothing to read
-    /// from it without sending one, so the probe sends nothing. A worker
-    /// paused for this target resumes after one probe interval and pauses
-    /// again if it is still refused.
+    /// A `HEAD` of the target URL: proves it answers (any status below 500;
+    /// a receiver that takes only POST answers 405) without sending a
+    /// report. It cannot prove the signing secret: a worker paused because
+    /// the target refused its signature resumes after one probe and pauses
+    /// again while the secret is still wrong.
     async fn probe(&self) -> Result<(), CrmError> {
-        Ok(())
+        let accept = [
+            StatusCode::NOT_FOUND,
+            StatusCode::METHOD_NOT_ALLOWED,
+            StatusCode::BAD_REQUEST,
+        ];
+        self.http
+            .send("probe", self.http.client().head(&self.config.url), &accept)
+            .await
+            .map(drop)
     }
 
     async fn prepare(&self) -> Result<(), CrmError> {

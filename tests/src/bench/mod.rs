@@ -12,11 +12,14 @@
 //! 4. Peak RSS of the ingest and worker processes.
 //! 5. Each source's signature verification against voicedock's, and
 //!    (d) per source (see `per_source`).
+//! 6. Known callers in mixed formats on HubSpot's general and search
+//!    limits, 3 replicas (see `known_callers`).
 //!
 //! Every server under test runs in a child process (see `roles`). Any
 //! subset of the scenarios can be run ([`Scenario`]).
 
 pub mod batch;
+pub mod known_callers;
 pub mod load;
 pub mod per_source;
 pub mod roles;
@@ -60,14 +63,17 @@ pub enum Scenario {
     RateLimit,
     /// 5: each source's verification cost and ingest throughput.
     Sources,
+    /// 6: known callers in mixed formats on HubSpot's limits.
+    KnownCallers,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 4] = [
+    pub const ALL: [Scenario; 5] = [
         Scenario::Ingest,
         Scenario::Workers,
         Scenario::RateLimit,
         Scenario::Sources,
+        Scenario::KnownCallers,
     ];
 }
 
@@ -93,6 +99,8 @@ pub struct Options {
     /// at how many connections.
     pub source_rounds: usize,
     pub source_connections: usize,
+    /// Scenario 6: calls, from a fifth as many known callers.
+    pub known_callers_calls: usize,
 }
 
 impl Options {
@@ -115,6 +123,7 @@ impl Options {
             verify_iterations: 20_000,
             source_rounds: 3,
             source_connections: 16,
+            known_callers_calls: 1_000,
         }
     }
 
@@ -133,6 +142,7 @@ impl Options {
             verify_iterations: 200,
             source_rounds: 1,
             source_connections: 4,
+            known_callers_calls: 40,
         }
     }
 }
@@ -245,6 +255,7 @@ pub struct Report {
     pub workers: Vec<WorkerRow>,
     pub rate_limit: Option<RateLimitRow>,
     pub sources: Vec<per_source::SourceRow>,
+    pub known_callers: Option<known_callers::KnownCallersRow>,
     pub memory: Memory,
 }
 
@@ -311,6 +322,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
         workers: Vec::new(),
         rate_limit: None,
         sources: Vec::new(),
+        known_callers: None,
         memory: Memory {
             ingest_peak_rss_mib: None,
             worker_peak_rss_mib: None,
@@ -331,6 +343,9 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
     }
     if chosen(Scenario::RateLimit) {
         report.rate_limit = Some(rate_limit_scenario(options).await?);
+    }
+    if chosen(Scenario::KnownCallers) {
+        report.known_callers = Some(known_callers::run(options).await?);
     }
     Ok(report)
 }
@@ -1037,6 +1052,9 @@ pub fn render(report: &Report) -> String {
             "\n| rate limit | calls | replicas | CRM requests | 429s | 429 ratio | time s | minimum s | time / minimum | CRM call records / tasks | parked |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n| {} | {} | {} | {} | {} | {:.4} | {:.1} | {:.1} | {:.2} | {} / {} | {} |\n",
             r.limit, r.calls, r.replicas, r.crm_requests, r.rate_limited, r.ratio_429, r.seconds, r.theoretical_min_seconds, r.time_over_minimum, r.crm.crm_call_records, r.crm.crm_tasks, r.parked
         ));
+    }
+    if let Some(k) = &report.known_callers {
+        out.push_str(&known_callers::render(k));
     }
     let rss =
         |mib: Option<f64>| mib.map_or_else(|| "not measured".to_owned(), |m| format!("{m:.1} MiB"));

@@ -4,7 +4,7 @@
 //! ```sh
 //! cargo run --release -p callsync-tests --bin bench             # full run, a few minutes
 //! cargo run --release -p callsync-tests --bin bench -- --smoke  # tiny sizes
-//! cargo run --release -p callsync-tests --bin bench -- --scenario sources
+//! cargo run --release -p callsync-tests --bin bench -- --scenario sources --scenario known-callers
 //! ```
 //!
 //! Prints Markdown tables and writes them as JSON (`--out`, default
@@ -19,7 +19,7 @@ use clap::Parser;
 #[derive(Debug, Parser)]
 #[command(
     name = "bench",
-    about = "callsync benchmark: ingest ceilings, worker throughput, rate limits, memory, signature schemes"
+    about = "callsync benchmark: ingest ceilings, worker throughput, rate limits, memory, signature schemes, known callers"
 )]
 struct Args {
     /// Tiny sizes, to check that the benchmark runs.
@@ -43,6 +43,9 @@ struct Args {
     /// Calls in the rate-limit measurement.
     #[arg(long)]
     rate_limit_calls: Option<usize>,
+    /// Calls in the known-callers workload (from a fifth as many callers).
+    #[arg(long)]
+    known_callers_calls: Option<usize>,
     /// Internal: run one server under test (used by the benchmark itself).
     #[arg(long, hide = true)]
     role: Option<String>,
@@ -77,6 +80,9 @@ async fn main() -> ExitCode {
     }
     if let Some(n) = args.rate_limit_calls {
         options.rate_limit_calls = n;
+    }
+    if let Some(n) = args.known_callers_calls {
+        options.known_callers_calls = n.max(1);
     }
     if !args.scenario.is_empty() {
         options.scenarios = args.scenario.clone();

@@ -79,8 +79,14 @@ pub const POSTCALL_TOKEN: &str = "test-postcall-token";
 
 /// Reads a fixture of the shared crate (the seed examples).
 pub fn fixture(name: &str) -> Vec<u8> {
-    let path = format!("{}/../shared/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
-    std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read fixture {path}: {e}"))
+    let path = fixtures_dir().join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read fixture {}: {e}", path.display()))
+}
+
+/// The shared crate's fixtures: the seed examples and every platform's
+/// documented webhooks, named `<source>_<what>.json`.
+pub fn fixtures_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures")
 }
 
 /// Fails with instructions when RabbitMQ or PostgreSQL is not listening.

@@ -8,6 +8,7 @@
 
 pub mod app;
 pub mod bench;
+pub mod contacts;
 pub mod harness;
 pub mod prometheus;
 pub mod sim;

@@ -22,6 +22,17 @@ pub const CREDENTIALS: [(&str, &str); 4] = [
     ("CALLSYNC_BLAND_SECRET", BLAND_SECRET),
 ];
 
+/// Every source's test credential as a variable: [`CREDENTIALS`] and the
+/// two the harness configures, what a test ingest holds.
+pub fn every_source_credentials() -> Vec<(&'static str, &'static str)> {
+    let mut all = vec![
+        ("CALLSYNC_VOICEDOCK_SECRET", VOICEDOCK_SECRET),
+        ("CALLSYNC_POSTCALL_TOKEN", POSTCALL_TOKEN),
+    ];
+    all.extend(CREDENTIALS);
+    all
+}
+
 /// Configures [`CREDENTIALS`] for every service of the app.
 pub fn configure_every_source(app: AppBuilder) -> AppBuilder {
     CREDENTIALS

@@ -6,6 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use callsync_shared::Source;
 use callsync_tests::harness::{binary, require_services};
 use serde_json::Value;
 
@@ -23,9 +24,26 @@ async fn the_benchmark_at_smoke_size_loses_nothing_and_spends_the_designed_crm_r
     assert!(stdout.contains("| (d) callsync-ingest |"), "{stdout}");
     assert!(stdout.contains("(d)/(c) median"), "{stdout}");
 
+    assert_eq!(
+        report["scenarios"],
+        serde_json::json!([
+            "ingest",
+            "workers",
+            "rate-limit",
+            "sources",
+            "known-callers"
+        ])
+    );
     check_ingest(&report);
+    check_sources(&report["sources"]);
     check_workers(&report["workers"]);
     check_rate_limit(&report["rate_limit"]);
+    check_known_callers(&report["known_callers"]);
+    assert!(stdout.contains("÷ voicedock"), "{stdout}");
+    assert!(
+        stdout.contains("| known callers in mixed formats |"),
+        "{stdout}"
+    );
     // Zero would mean the process was gone before it was measured.
     assert!(report["memory"]["ingest_peak_rss_mib"].as_f64().unwrap() > 1.0);
     assert!(report["memory"]["worker_peak_rss_mib"].as_f64().unwrap() > 1.0);
@@ -84,18 +102,67 @@ fn check_ingest(report: &Value) {
 /// A median, minimum and maximum over the alternated pairs, each a real
 /// ratio, in order, and one value per pair.
 fn assert_spread(spread: &Value, ratio: &Value) {
+    assert_spread_of(spread, ratio["pairs"].as_u64().unwrap(), ratio);
+}
+
+/// A median, minimum and maximum of `n` values, each positive and finite,
+/// in order.
+fn assert_spread_of(spread: &Value, n: u64, row: &Value) {
     let field = |name: &str| spread[name].as_f64().unwrap_or(f64::NAN);
     let (median, min, max) = (field("median"), field("min"), field("max"));
     for value in [median, min, max] {
-        assert!(value.is_finite() && value > 0.0, "{ratio}");
+        assert!(value.is_finite() && value > 0.0, "{row}");
     }
-    assert!(min <= median && median <= max, "{ratio}");
-    let pairs = ratio["pairs"].as_u64().unwrap();
-    assert_eq!(
-        spread["values"].as_array().unwrap().len() as u64,
-        pairs,
-        "{ratio}"
-    );
+    assert!(min <= median && median <= max, "{row}");
+    let values = spread["values"].as_array().unwrap();
+    assert_eq!(values.len() as u64, n, "{row}");
+    for value in values {
+        let value = value.as_f64().unwrap_or(f64::NAN);
+        assert!(value.is_finite() && value > 0.0, "{row}");
+    }
+}
+
+/// One row per registered source, in registration order: every
+/// verification of its platform's signed report passed, its cost and its
+/// ratio to voicedock's are real figures (voicedock's own ratio is 1 in
+/// every round), and ingest accepted the source's reports with no failure.
+fn check_sources(sources: &Value) {
+    let rows = sources.as_array().unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r["source"].as_str().unwrap()).collect();
+    assert_eq!(names, Source::ALL.map(Source::as_str), "{sources}");
+    for row in rows {
+        let fixture = row["fixture"].as_str().unwrap();
+        assert!(
+            fixture.starts_with(row["source"].as_str().unwrap()),
+            "{row}"
+        );
+        assert!(row["body_bytes"].as_u64().unwrap() > 100, "{row}");
+        let verify = &row["verify"];
+        let batches = verify["batches"].as_u64().unwrap();
+        let attempted = verify["iterations"].as_u64().unwrap() * batches;
+        assert!(attempted > 0, "{row}");
+        assert_eq!(verify["attempted"].as_u64(), Some(attempted), "{row}");
+        assert_eq!(verify["verified"].as_u64(), Some(attempted), "{row}");
+        assert_spread_of(&verify["ns"], batches, row);
+        assert_spread_of(&verify["over_voicedock"], batches, row);
+
+        let ingest = &row["ingest"];
+        let pooled = &ingest["pooled"];
+        assert_eq!(pooled["failed"].as_u64(), Some(0), "{row}");
+        assert!(pooled["accepted"].as_u64().unwrap() > 0, "{row}");
+        let rounds = pooled["runs"].as_u64().unwrap();
+        assert_spread_of(&ingest["accepted_per_sec"], rounds, row);
+        assert_spread_of(&ingest["over_voicedock"], rounds, row);
+    }
+    let voicedock = &rows[0];
+    for ratio in [
+        &voicedock["verify"]["over_voicedock"],
+        &voicedock["ingest"]["over_voicedock"],
+    ] {
+        for value in ratio["values"].as_array().unwrap() {
+            assert!((value.as_f64().unwrap() - 1.0).abs() < 1e-12, "{ratio}");
+        }
+    }
 }
 
 /// Each workload: exactly the designed CRM requests per call, one call
@@ -146,4 +213,89 @@ fn check_rate_limit(rate: &Value) {
         Some((calls / 10).max(1)),
         "{rate}"
     );
+}
+
+/// Known callers in mixed formats on HubSpot's limits: every call on its
+/// caller's seeded contact (the benchmark fails otherwise) and no contact
+/// created; each caller searched once, a call costing the call record, at
+/// most one last-call update and the task when flagged; the refusals
+/// counted in the requests; figures consistent with each other.
+fn check_known_callers(row: &Value) {
+    let n = |name: &str| {
+        row[name]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{name}: {row}"))
+    };
+    let f = |name: &str| {
+        row[name]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{name}: {row}"))
+    };
+    let (calls, callers, flagged) = (n("calls"), n("callers"), n("flagged"));
+    assert_eq!(callers, calls / 5, "{row}");
+    assert_eq!(flagged, calls.div_ceil(3), "{row}");
+    assert_eq!(n("replicas"), 3, "{row}");
+    assert_eq!(
+        (row["limit"].as_str(), row["search_limit"].as_str()),
+        (Some("190/10s"), Some("5/1s"))
+    );
+    assert_eq!(n("crm_contacts"), callers, "no contact created: {row}");
+    assert_eq!(n("crm_call_records"), calls, "{row}");
+    assert_eq!(n("crm_tasks"), flagged, "{row}");
+    assert_eq!(n("parked"), 0, "{row}");
+
+    // Every request is one of these; a refused one was sent again.
+    let refused = n("rate_limited");
+    let ops = row["by_operation"].as_object().unwrap();
+    let op = |name: &str| ops.get(name).and_then(Value::as_u64).unwrap_or(0);
+    let requests = n("crm_requests");
+    assert_eq!(
+        ops.values().map(|v| v.as_u64().unwrap()).sum::<u64>(),
+        requests,
+        "{row}"
+    );
+    for name in ops.keys() {
+        assert!(
+            [
+                "search_contacts",
+                "create_call",
+                "update_contact",
+                "create_task"
+            ]
+            .contains(&name.as_str()),
+            "a call of a known caller makes no {name}: {row}"
+        );
+    }
+    let within = |value: u64, least: u64| (least..=least + refused).contains(&value);
+    assert!(
+        within(op("search_contacts"), callers),
+        "one search per caller: {row}"
+    );
+    assert!(within(op("create_call"), calls), "{row}");
+    assert!(within(op("create_task"), flagged), "{row}");
+    assert!(op("update_contact") <= calls + refused, "{row}");
+    assert_eq!(n("searches"), op("search_contacts"), "{row}");
+
+    let close = |a: f64, b: f64| (a - b).abs() < 1e-9;
+    assert!(
+        close(f("crm_requests_per_call"), requests as f64 / calls as f64),
+        "{row}"
+    );
+    assert!(
+        close(
+            f("searches_per_caller"),
+            n("searches") as f64 / callers as f64
+        ),
+        "{row}"
+    );
+    assert!(
+        f("besides_search_and_task_per_call") <= 2.0 + refused as f64 / calls as f64,
+        "{row}"
+    );
+    let sent = requests + n("setup_requests");
+    assert!(close(f("ratio_429"), refused as f64 / sent as f64), "{row}");
+    assert!(n("search_rate_limited") <= refused, "{row}");
+    for name in ["seconds", "minimum_seconds", "time_over_minimum"] {
+        assert!(f(name).is_finite() && f(name) > 0.0, "{name}: {row}");
+    }
 }

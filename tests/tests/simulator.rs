@@ -433,6 +433,46 @@ fn note_contents(body: &Value) -> Vec<String> {
         .collect()
 }
 
+/// Pipedrive's Search API allows 10 requests per 2 seconds per token on
+/// every plan, apart from the general limit, and refuses the eleventh with
+/// 429 and `x-ratelimit-reset`; a request that is no search still passes.
+/// https://pipedrive.readme.io/docs/core-api-concepts-rate-limiting
+#[tokio::test]
+async fn pipedrive_refuses_the_eleventh_search_in_two_seconds_but_not_a_request_that_is_no_search()
+{
+    let sim = sim_with(SimConfig {
+        rate_limit: Some(RateLimit::PIPEDRIVE),
+        search_rate_limit: Some(RateLimit::PIPEDRIVE_SEARCH),
+        ..SimConfig::default()
+    })
+    .await;
+    let search = || {
+        sim.pipedrive(
+            Method::GET,
+            "/api/v2/persons/search?term=4155550100&fields=phone",
+        )
+    };
+    for n in 1..=10 {
+        let (status, body) = send(search()).await;
+        assert_eq!(status, StatusCode::OK, "search {n}: {body}");
+    }
+    let refused = search().send().await.unwrap();
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        refused
+            .headers()
+            .get("x-ratelimit-reset")
+            .and_then(|v| v.to_str().ok()),
+        Some("2"),
+        "Pipedrive says when its window resets"
+    );
+
+    pipedrive_person(&sim).await;
+    let stats = sim.snapshot().stats;
+    assert_eq!(stats.search_rate_limited, 1);
+    assert_eq!(stats.rate_limited, 1);
+}
+
 #[tokio::test]
 async fn pipedrive_pages_notes_and_caps_the_limit_at_500() {
     let sim = sim().await;

@@ -57,7 +57,7 @@ pub fn call_id(i: usize) -> String {
 }
 
 /// The marker the worker writes into each record it creates for the call.
-fn marker(call_id: &str) -> String {
+pub fn marker(call_id: &str) -> String {
     CallId::new(call_id).map_or_else(String::new, |id| {
         callsync_shared::report::marker(Source::Voicedock, &id)
     })

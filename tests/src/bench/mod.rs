@@ -10,11 +10,18 @@
 //!    replicas; CRM requests per call; lag from queueing to synced.
 //! 3. Rate limits: crm-sim at HubSpot's 190 requests per 10 s, 3 replicas.
 //! 4. Peak RSS of the ingest and worker processes.
+//! 5. Each source's signature verification against voicedock's, and
+//!    (d) per source (see `per_source`).
+//! 6. Known callers in mixed formats on HubSpot's general and search
+//!    limits, 3 replicas (see `known_callers`).
 //!
-//! Every server under test runs in a child process (see `roles`).
+//! Every server under test runs in a child process (see `roles`). Any
+//! subset of the scenarios can be run ([`Scenario`]).
 
 pub mod batch;
+pub mod known_callers;
 pub mod load;
+pub mod per_source;
 pub mod roles;
 
 use std::net::SocketAddr;
@@ -44,9 +51,37 @@ const SECRET: &str = "bench-secret";
 /// need them, and cleanup deletes their queues).
 const RETRY_SECS: [u64; 3] = [1, 2, 5];
 
+/// The scenarios, by the name `--scenario` takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    /// 1: ingest against its ceilings (and ingest's memory).
+    Ingest,
+    /// 2: worker throughput (and the workers' memory).
+    Workers,
+    /// 3: HubSpot's general limit, new callers.
+    RateLimit,
+    /// 5: each source's verification cost and ingest throughput.
+    Sources,
+    /// 6: known callers in mixed formats on HubSpot's limits.
+    KnownCallers,
+}
+
+impl Scenario {
+    pub const ALL: [Scenario; 5] = [
+        Scenario::Ingest,
+        Scenario::Workers,
+        Scenario::RateLimit,
+        Scenario::Sources,
+        Scenario::KnownCallers,
+    ];
+}
+
 /// What to run, and how big.
 #[derive(Debug, Clone)]
 pub struct Options {
+    /// The scenarios to run, in [`Scenario::ALL`]'s order whatever this one.
+    pub scenarios: Vec<Scenario>,
     pub seconds_per_cell: f64,
     /// How many times (c) and (d) are measured, alternately, per
     /// connection count: c, d, c, d, ...
@@ -57,6 +92,15 @@ pub struct Options {
     pub rate_limit_calls: usize,
     /// The simulated CRM's limit for scenario 3 (requests per 10 s).
     pub rate_limit: usize,
+    /// Scenario 5: timed batches per source, and verifications per batch.
+    pub verify_batches: usize,
+    pub verify_iterations: u64,
+    /// Scenario 5: rounds of (d) per source (0: verification only), and
+    /// at how many connections.
+    pub source_rounds: usize,
+    pub source_connections: usize,
+    /// Scenario 6: calls, from a fifth as many known callers.
+    pub known_callers_calls: usize,
 }
 
 impl Options {
@@ -66,6 +110,7 @@ impl Options {
         // connection count keep the full run near five minutes; pairs
         // alternated in time say more than one long cell each.
         Self {
+            scenarios: Scenario::ALL.to_vec(),
             seconds_per_cell: 2.0,
             warmup_seconds: 0.5,
             pairs: 5,
@@ -73,12 +118,19 @@ impl Options {
             worker_calls: 2_000,
             rate_limit_calls: 1_000,
             rate_limit: 190,
+            // About 10 s of verifying in all.
+            verify_batches: 15,
+            verify_iterations: 20_000,
+            source_rounds: 3,
+            source_connections: 16,
+            known_callers_calls: 1_000,
         }
     }
 
     /// Tiny sizes: proves the benchmark runs, measures nothing worth quoting.
     pub fn smoke() -> Self {
         Self {
+            scenarios: Scenario::ALL.to_vec(),
             seconds_per_cell: 0.5,
             warmup_seconds: 0.1,
             pairs: 2,
@@ -86,6 +138,11 @@ impl Options {
             worker_calls: 30,
             rate_limit_calls: 40,
             rate_limit: 100,
+            verify_batches: 3,
+            verify_iterations: 200,
+            source_rounds: 1,
+            source_connections: 4,
+            known_callers_calls: 40,
         }
     }
 }
@@ -181,19 +238,24 @@ pub struct RateLimitRow {
     pub parked: u32,
 }
 
+/// Peak RSS; `None` when the scenario that measures it did not run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Memory {
-    pub ingest_peak_rss_mib: f64,
-    pub worker_peak_rss_mib: f64,
+    pub ingest_peak_rss_mib: Option<f64>,
+    pub worker_peak_rss_mib: Option<f64>,
 }
 
+/// What a run measured; a scenario that did not run leaves its part empty.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub machine: Machine,
+    pub scenarios: Vec<Scenario>,
     pub ingest: Vec<IngestRow>,
     pub ratios: Vec<Ratio>,
     pub workers: Vec<WorkerRow>,
-    pub rate_limit: RateLimitRow,
+    pub rate_limit: Option<RateLimitRow>,
+    pub sources: Vec<per_source::SourceRow>,
+    pub known_callers: Option<known_callers::KnownCallersRow>,
     pub memory: Memory,
 }
 
@@ -249,10 +311,47 @@ fn pairs(list: &[(&str, String)]) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Runs every scenario and returns the report.
+/// Runs the chosen scenarios and returns the report.
 pub async fn run(options: &Options) -> anyhow::Result<Report> {
-    let machine = machine().await;
-    let (ingest, ratios, ingest_rss) = ingest_scenario(options).await?;
+    let chosen = |scenario| options.scenarios.contains(&scenario);
+    let mut report = Report {
+        machine: machine().await,
+        scenarios: Scenario::ALL.into_iter().filter(|s| chosen(*s)).collect(),
+        ingest: Vec::new(),
+        ratios: Vec::new(),
+        workers: Vec::new(),
+        rate_limit: None,
+        sources: Vec::new(),
+        known_callers: None,
+        memory: Memory {
+            ingest_peak_rss_mib: None,
+            worker_peak_rss_mib: None,
+        },
+    };
+    if chosen(Scenario::Ingest) {
+        let (ingest, ratios, rss) = ingest_scenario(options).await?;
+        (report.ingest, report.ratios) = (ingest, ratios);
+        report.memory.ingest_peak_rss_mib = Some(rss);
+    }
+    if chosen(Scenario::Sources) {
+        report.sources = per_source::run(options).await?;
+    }
+    if chosen(Scenario::Workers) {
+        let (workers, rss) = worker_scenarios(options).await?;
+        report.workers = workers;
+        report.memory.worker_peak_rss_mib = Some(rss);
+    }
+    if chosen(Scenario::RateLimit) {
+        report.rate_limit = Some(rate_limit_scenario(options).await?);
+    }
+    if chosen(Scenario::KnownCallers) {
+        report.known_callers = Some(known_callers::run(options).await?);
+    }
+    Ok(report)
+}
+
+/// Scenario 2's workloads; returns them and the largest worker's peak RSS.
+async fn worker_scenarios(options: &Options) -> anyhow::Result<(Vec<WorkerRow>, f64)> {
     let mut workers = Vec::new();
     let mut worker_rss: f64 = 0.0;
     for (latency, replicas) in [(0, 1), (0, 3), (50, 1), (50, 3)] {
@@ -277,18 +376,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
     .await?;
     worker_rss = worker_rss.max(rss);
     workers.push(row);
-    let rate_limit = rate_limit_scenario(options).await?;
-    Ok(Report {
-        machine,
-        ingest,
-        ratios,
-        workers,
-        rate_limit,
-        memory: Memory {
-            ingest_peak_rss_mib: ingest_rss,
-            worker_peak_rss_mib: worker_rss,
-        },
-    })
+    Ok((workers, worker_rss))
 }
 
 async fn machine() -> Machine {
@@ -431,7 +519,7 @@ async fn alternate_c_and_d(
 ) -> anyhow::Result<(IngestRow, IngestRow, Vec<Ratio>, f64)> {
     let (warmup, duration) = cell_times(options);
     let (confirm, confirm_addr) = start_bare_confirm(bare_queue).await?;
-    let (ingest, ingest_addr) = start_ingest(topology).await?;
+    let (ingest, ingest_addr) = start_ingest(topology, &[]).await?;
     let mut c_cells = Vec::new();
     let mut d_cells = Vec::new();
     let mut ratios = Vec::new();
@@ -497,16 +585,23 @@ async fn start_bare_confirm(bare_queue: &str) -> anyhow::Result<(Child, SocketAd
     .await
 }
 
-async fn start_ingest(topology: &Topology) -> anyhow::Result<(Child, SocketAddr)> {
+/// `callsync-ingest` on `topology`, voicedock signed with the bench's
+/// secret unless `credentials` say otherwise.
+async fn start_ingest(
+    topology: &Topology,
+    credentials: &[(String, String)],
+) -> anyhow::Result<(Child, SocketAddr)> {
     Child::start(
         "ingest",
         |addr| {
-            pairs(&[
+            let mut vars = pairs(&[
                 ("CALLSYNC_INGEST_ADDR", addr.to_string()),
                 ("CALLSYNC_AMQP_URL", AMQP_URL.to_owned()),
                 ("CALLSYNC_AMQP_PREFIX", topology.prefix().to_owned()),
                 ("CALLSYNC_VOICEDOCK_SECRET", SECRET.to_owned()),
-            ])
+            ]);
+            vars.extend_from_slice(credentials);
+            vars
         },
         Some("/readyz"),
     )
@@ -529,17 +624,9 @@ struct WorkerEnv {
 }
 
 impl WorkerEnv {
-    async fn new(latency_ms: u64, rate_limit: Option<RateLimit>) -> anyhow::Result<Self> {
+    async fn new(sim: SimConfig) -> anyhow::Result<Self> {
         let id = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
-        let sim = CrmSim::start(
-            SocketAddr::from(([127, 0, 0, 1], 0)),
-            SimConfig {
-                latency: Duration::from_millis(latency_ms),
-                rate_limit,
-                ..SimConfig::default()
-            },
-        )
-        .await?;
+        let sim = CrmSim::start(SocketAddr::from(([127, 0, 0, 1], 0)), sim).await?;
         Ok(Self {
             topology: Topology::new(format!("bench-{id}")),
             database: format!("callsync_bench_{id}"),
@@ -547,7 +634,9 @@ impl WorkerEnv {
         })
     }
 
-    fn worker_vars(&self, ops: SocketAddr, crm_rate: &str) -> Vec<(String, String)> {
+    /// The variables of a worker whose operations listen on `ops`, with
+    /// its CRM budgets (`off`, or a rate such as `190/10s`).
+    fn worker_vars(&self, ops: SocketAddr, budgets: &Budgets) -> Vec<(String, String)> {
         pairs(&[
             ("CALLSYNC_AMQP_URL", AMQP_URL.to_owned()),
             ("CALLSYNC_AMQP_PREFIX", self.topology.prefix().to_owned()),
@@ -560,7 +649,8 @@ impl WorkerEnv {
             ("CALLSYNC_HUBSPOT_TOKEN", self.sim.token()),
             ("CALLSYNC_HUBSPOT_BASE_URL", self.sim.base_url()),
             ("CALLSYNC_CRM_INDEX_LAG", "0s".to_owned()),
-            ("CALLSYNC_CRM_RATE", crm_rate.to_owned()),
+            ("CALLSYNC_CRM_RATE", budgets.general.clone()),
+            ("CALLSYNC_CRM_SEARCH_RATE", budgets.search.clone()),
             (
                 "CALLSYNC_RETRY_DELAYS",
                 RETRY_SECS.map(|s| format!("{s}s")).join(","),
@@ -695,25 +785,53 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * q).round() as usize]
 }
 
+/// The operations that are a worker's one-time set-up (its custom
+/// properties ensured on its first call), not any call's.
+const SETUP_OPERATIONS: [&str; 2] = ["create_group", "create_property"];
+
 /// Requests that are one-time set-up, not per call.
 fn setup_requests(stats: &crate::sim::Stats) -> u64 {
-    ["create_group", "create_property"]
+    SETUP_OPERATIONS
         .iter()
         .filter_map(|op| stats.by_operation.get(*op))
         .sum()
 }
 
+/// The workers' client-side CRM budgets (`CALLSYNC_CRM_RATE` and
+/// `CALLSYNC_CRM_SEARCH_RATE`).
+#[derive(Debug, Clone)]
+struct Budgets {
+    general: String,
+    search: String,
+}
+
+impl Budgets {
+    fn new(general: impl Into<String>, search: impl Into<String>) -> Self {
+        Self {
+            general: general.into(),
+            search: search.into(),
+        }
+    }
+
+    /// Against a CRM without limits, the worker needs none of its own (a
+    /// search budget left at HubSpot's default would pace every workload at
+    /// five searches a second).
+    fn off() -> Self {
+        Self::new("off", "off")
+    }
+}
+
 async fn start_workers(
     env: &WorkerEnv,
     replicas: usize,
-    crm_rate: &str,
+    budgets: &Budgets,
 ) -> anyhow::Result<(Vec<Child>, Vec<SocketAddr>)> {
     let mut workers = Vec::new();
     let mut addrs = Vec::new();
     for _ in 0..replicas {
         let (worker, ops) = Child::start(
             "worker",
-            |ops| env.worker_vars(ops, crm_rate),
+            |ops| env.worker_vars(ops, budgets),
             Some("/readyz"),
         )
         .await?;
@@ -721,6 +839,34 @@ async fn start_workers(
         addrs.push(ops);
     }
     Ok((workers, addrs))
+}
+
+/// Waits until every worker's heartbeat has seen all of them, so that each
+/// takes its share of the budgets before the backlog arrives, as in steady
+/// operation.
+async fn wait_for_replicas(addrs: &[SocketAddr]) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let all = format!(" {}", addrs.len());
+    for addr in addrs {
+        loop {
+            let text = client
+                .get(format!("http://{addr}/metrics"))
+                .send()
+                .await?
+                .text()
+                .await?;
+            if text
+                .lines()
+                .any(|l| l.starts_with("callsync_worker_live_workers") && l.ends_with(&all))
+            {
+                break;
+            }
+            anyhow::ensure!(Instant::now() < deadline, "workers did not see each other");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    Ok(())
 }
 
 async fn wait_synced(env: &WorkerEnv, calls: usize, limit: Duration) -> anyhow::Result<()> {
@@ -753,7 +899,11 @@ async fn worker_scenario(
     replicas: usize,
     known_contacts: bool,
 ) -> anyhow::Result<(WorkerRow, f64)> {
-    let env = WorkerEnv::new(latency_ms, None).await?;
+    let env = WorkerEnv::new(SimConfig {
+        latency: Duration::from_millis(latency_ms),
+        ..SimConfig::default()
+    })
+    .await?;
     // Clean up whatever happened: a failed measurement must not leave
     // queues and a database behind (its worker processes die with it).
     let result = measure_workers(&env, workload, calls, latency_ms, replicas, known_contacts).await;
@@ -782,7 +932,7 @@ async fn measure_workers(
         }
     }
     // Start the workers first (their start-up is not throughput), then queue the batch.
-    let (workers, _) = start_workers(env, replicas, "off").await?;
+    let (workers, _) = start_workers(env, replicas, &Budgets::off()).await?;
     let queued_at = time::OffsetDateTime::now_utc();
     let started = Instant::now();
     env.preload(&batch.bodies).await?;
@@ -825,7 +975,11 @@ async fn rate_limit_scenario(options: &Options) -> anyhow::Result<RateLimitRow> 
         window,
         retry_after_secs: None,
     };
-    let env = WorkerEnv::new(0, Some(limit)).await?;
+    let env = WorkerEnv::new(SimConfig {
+        rate_limit: Some(limit),
+        ..SimConfig::default()
+    })
+    .await?;
     let result = measure_rate_limit(&env, options, window).await;
     env.cleanup().await;
     result
@@ -844,29 +998,10 @@ async fn measure_rate_limit(
         |i| format!("+3163{:07}", i % callers),
         |i| i % 3 == 0,
     );
-    let budget = format!("{}/10s", options.rate_limit);
-    let (workers, addrs) = start_workers(env, 3, &budget).await?;
-    // Let the replicas see each other before the burst, as in steady operation.
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    for addr in &addrs {
-        loop {
-            let text = client
-                .get(format!("http://{addr}/metrics"))
-                .send()
-                .await?
-                .text()
-                .await?;
-            if text
-                .lines()
-                .any(|l| l.starts_with("callsync_worker_live_workers") && l.ends_with(" 3"))
-            {
-                break;
-            }
-            anyhow::ensure!(Instant::now() < deadline, "workers did not see each other");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
+    // The simulated CRM limits no search here, so neither do the workers.
+    let budgets = Budgets::new(format!("{}/10s", options.rate_limit), "off");
+    let (workers, addrs) = start_workers(env, 3, &budgets).await?;
+    wait_for_replicas(&addrs).await?;
     let setup_before = env.sim.snapshot().stats.requests;
     let started = Instant::now();
     env.preload(&batch.bodies).await?;
@@ -896,15 +1031,46 @@ async fn measure_rate_limit(
     })
 }
 
-/// The report as text tables (also the README's Performance section).
+/// The report as text tables (also the README's Performance section);
+/// a scenario that did not run has no table.
 pub fn render(report: &Report) -> String {
     let mut out = String::new();
     let m = &report.machine;
     out.push_str(&format!(
-        "Machine: {} CPUs ({}), {}, PostgreSQL {}; load generator: {}\n\n",
+        "Machine: {} CPUs ({}), {}, PostgreSQL {}; load generator: {}\n",
         m.cpus, m.cpu_model, m.kernel, m.postgres, m.load_generator
     ));
-    out.push_str("| ingest variant | connections | accepted/s | p50 ms | p99 ms | failed |\n|---|---:|---:|---:|---:|---:|\n");
+    if !report.ingest.is_empty() {
+        out.push_str(&render_ingest(report));
+    }
+    out.push_str(&per_source::render(&report.sources));
+    if !report.workers.is_empty() {
+        out.push_str(&render_workers(&report.workers));
+    }
+    if let Some(r) = &report.rate_limit {
+        out.push_str(&format!(
+            "\n| rate limit | calls | replicas | CRM requests | 429s | 429 ratio | time s | minimum s | time / minimum | CRM call records / tasks | parked |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n| {} | {} | {} | {} | {} | {:.4} | {:.1} | {:.1} | {:.2} | {} / {} | {} |\n",
+            r.limit, r.calls, r.replicas, r.crm_requests, r.rate_limited, r.ratio_429, r.seconds, r.theoretical_min_seconds, r.time_over_minimum, r.crm.crm_call_records, r.crm.crm_tasks, r.parked
+        ));
+    }
+    if let Some(k) = &report.known_callers {
+        out.push_str(&known_callers::render(k));
+    }
+    let rss =
+        |mib: Option<f64>| mib.map_or_else(|| "not measured".to_owned(), |m| format!("{m:.1} MiB"));
+    if report.memory.ingest_peak_rss_mib.is_some() || report.memory.worker_peak_rss_mib.is_some() {
+        out.push_str(&format!(
+            "\n| process | peak RSS |\n|---|---:|\n| callsync-ingest (scenario 1) | {} |\n| callsync-worker (scenario 2, largest replica) | {} |\n",
+            rss(report.memory.ingest_peak_rss_mib),
+            rss(report.memory.worker_peak_rss_mib)
+        ));
+    }
+    out
+}
+
+fn render_ingest(report: &Report) -> String {
+    let mut out = String::new();
+    out.push_str("\n| ingest variant | connections | accepted/s | p50 ms | p99 ms | failed |\n|---|---:|---:|---:|---:|---:|\n");
     for row in &report.ingest {
         for c in &row.cells {
             out.push_str(&format!(
@@ -925,8 +1091,13 @@ pub fn render(report: &Report) -> String {
             r.concurrency, c.median, c.min, c.max, b.median, b.min, b.max
         ));
     }
+    out
+}
+
+fn render_workers(workers: &[WorkerRow]) -> String {
+    let mut out = String::new();
     out.push_str("\n| worker workload | CRM latency | replicas | calls | synced/s | CRM requests/call | lag p50 s | lag p99 s | CRM call records / tasks | parked |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
-    for w in &report.workers {
+    for w in workers {
         out.push_str(&format!(
             "| {} | {} ms | {} | {} | {:.1} | {:.2} | {:.2} | {:.2} | {} / {} | {} |\n",
             w.workload,
@@ -942,15 +1113,6 @@ pub fn render(report: &Report) -> String {
             w.parked
         ));
     }
-    let r = &report.rate_limit;
-    out.push_str(&format!(
-        "\n| rate limit | calls | replicas | CRM requests | 429s | 429 ratio | time s | minimum s | time / minimum | CRM call records / tasks | parked |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n| {} | {} | {} | {} | {} | {:.4} | {:.1} | {:.1} | {:.2} | {} / {} | {} |\n",
-        r.limit, r.calls, r.replicas, r.crm_requests, r.rate_limited, r.ratio_429, r.seconds, r.theoretical_min_seconds, r.time_over_minimum, r.crm.crm_call_records, r.crm.crm_tasks, r.parked
-    ));
-    out.push_str(&format!(
-        "\n| process | peak RSS |\n|---|---:|\n| callsync-ingest (scenario 1) | {:.1} MiB |\n| callsync-worker (scenario 2, largest replica) | {:.1} MiB |\n",
-        report.memory.ingest_peak_rss_mib, report.memory.worker_peak_rss_mib
-    ));
     out
 }
 

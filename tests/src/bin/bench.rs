@@ -4,6 +4,7 @@
 //! ```sh
 //! cargo run --release -p callsync-tests --bin bench             # full run, a few minutes
 //! cargo run --release -p callsync-tests --bin bench -- --smoke  # tiny sizes
+//! cargo run --release -p callsync-tests --bin bench -- --scenario sources --scenario known-callers
 //! ```
 //!
 //! Prints Markdown tables and writes them as JSON (`--out`, default
@@ -12,18 +13,21 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use callsync_tests::bench::{self, Options};
+use callsync_tests::bench::{self, Options, Scenario};
 use clap::Parser;
 
 #[derive(Debug, Parser)]
 #[command(
     name = "bench",
-    about = "callsync benchmark: ingest ceilings, worker throughput, rate limits, memory"
+    about = "callsync benchmark: ingest ceilings, worker throughput, rate limits, memory, signature schemes, known callers"
 )]
 struct Args {
     /// Tiny sizes, to check that the benchmark runs.
     #[arg(long)]
     smoke: bool,
+    /// Run only this scenario (repeat for several); all when not given.
+    #[arg(long, value_enum)]
+    scenario: Vec<Scenario>,
     /// Where to write the JSON report.
     #[arg(long, default_value = "bench-results/bench.json")]
     out: PathBuf,
@@ -39,6 +43,9 @@ struct Args {
     /// Calls in the rate-limit measurement.
     #[arg(long)]
     rate_limit_calls: Option<usize>,
+    /// Calls in the known-callers workload (from a fifth as many callers).
+    #[arg(long)]
+    known_callers_calls: Option<usize>,
     /// Internal: run one server under test (used by the benchmark itself).
     #[arg(long, hide = true)]
     role: Option<String>,
@@ -73,6 +80,12 @@ async fn main() -> ExitCode {
     }
     if let Some(n) = args.rate_limit_calls {
         options.rate_limit_calls = n;
+    }
+    if let Some(n) = args.known_callers_calls {
+        options.known_callers_calls = n.max(1);
+    }
+    if !args.scenario.is_empty() {
+        options.scenarios = args.scenario.clone();
     }
     let started = std::time::Instant::now();
     let report = match bench::run(&options).await {

@@ -7,7 +7,7 @@
 //! | `CRMSIM_TOKEN` | `sim-token` | the bearer token it accepts |
 //! | `CRMSIM_LATENCY` | `0ms` | added to every answer |
 //! | `CRMSIM_RATE_LIMIT` | — | e.g. `190/10s` (429 with `Retry-After` beyond it) |
-//! | `CRMSIM_SEARCH_RATE_LIMIT` | `5/1s` | HubSpot's search limit (429 `SECONDLY` without `Retry-After` beyond it), or `off` |
+//! | `CRMSIM_SEARCH_RATE_LIMIT` | `5/1s` | the limit on HubSpot's search endpoints (429 `SECONDLY` without `Retry-After` beyond it) and Pipedrive's Search API (whose own limit is `10/2s`), or `off` |
 //! | `CRMSIM_INDEX_LAG` | `0s` | how long new records stay invisible to search |
 //! | `CRMSIM_ERROR_RATE` | `0` | probability of an injected 503 |
 //! | `CRMSIM_RESET_RATE` | `0` | probability of "applied, then connection reset" |

@@ -74,6 +74,58 @@ impl RateLimit {
         window: Duration::from_secs(1),
         retry_after_secs: None,
     };
+
+    /// HubSpot's general burst limit at the Professional and Enterprise
+    /// tiers, 190 requests per rolling 10 s per private app (the lowest
+    /// tier allows 100), refused with 429 and no `Retry-After`.
+    /// https://developers.hubspot.com/docs/guides/apps/api-usage/usage-details
+    /// https://developers.hubspot.com/changelog/increasing-our-api-limits
+    pub const HUBSPOT: RateLimit = RateLimit {
+        max: 190,
+        window: Duration::from_secs(10),
+        retry_after_secs: None,
+    };
+
+    /// Pipedrive's limit on the Essential plan with an API token: 20
+    /// requests per 2-second window, refused with 429 and the seconds to
+    /// the window's end in `x-ratelimit-reset`.
+    /// https://pipedrive.readme.io/docs/core-api-concepts-rate-limiting
+    pub const PIPEDRIVE: RateLimit = RateLimit {
+        max: 20,
+        window: Duration::from_secs(2),
+        retry_after_secs: Some(2),
+    };
+
+    /// Pipedrive's Search API limit on every plan: 10 requests per 2
+    /// seconds per token, apart from the general one.
+    /// https://pipedrive.readme.io/docs/core-api-concepts-rate-limiting
+    pub const PIPEDRIVE_SEARCH: RateLimit = RateLimit {
+        max: 10,
+        window: Duration::from_secs(2),
+        retry_after_secs: Some(2),
+    };
+
+    /// GoHighLevel's burst limit: 100 requests per 10 seconds per app and
+    /// location, searches included (no search limit of its own is
+    /// documented); its 429 carries `X-RateLimit-*` headers, no
+    /// `Retry-After`.
+    /// https://marketplace.gohighlevel.com/docs/other/rate-limits
+    pub const GOHIGHLEVEL: RateLimit = RateLimit {
+        max: 100,
+        window: Duration::from_secs(10),
+        retry_after_secs: None,
+    };
+
+    /// Salesforce has no burst limit: an org's API requests are counted
+    /// against an allocation per rolling 24 hours, 15 000 in a Developer
+    /// Edition org (the smallest; production orgs start at 100 000),
+    /// refused with 403 `REQUEST_LIMIT_EXCEEDED`.
+    /// https://developer.salesforce.com/docs/atlas.en-us.salesforce_app_limits_cheatsheet.meta/salesforce_app_limits_cheatsheet/salesforce_app_limits_platform_api.htm
+    pub const SALESFORCE_DEVELOPER_EDITION: RateLimit = RateLimit {
+        max: 15_000,
+        window: Duration::from_secs(24 * 60 * 60),
+        retry_after_secs: None,
+    };
 }
 
 /// Which of the simulator's limits a request counts against.
@@ -81,7 +133,8 @@ impl RateLimit {
 pub(crate) enum Limits {
     /// The general rolling limit only.
     General,
-    /// The search limit first, then the general one (a HubSpot search).
+    /// The search limit first, then the general one (a HubSpot search,
+    /// a Pipedrive Search API request).
     Search,
 }
 
@@ -137,9 +190,10 @@ pub struct SimConfig {
     pub token: String,
     pub latency: Duration,
     pub rate_limit: Option<RateLimit>,
-    /// The limit on HubSpot's search endpoints, apart from `rate_limit`
-    /// (usually [`RateLimit::HUBSPOT_SEARCH`]); refusals carry HubSpot's
-    /// `SECONDLY` policy.
+    /// The limit on the search endpoints of the CRMs that limit searches
+    /// apart from `rate_limit`: HubSpot's ([`RateLimit::HUBSPOT_SEARCH`],
+    /// refused with its `SECONDLY` policy) and Pipedrive's Search API
+    /// ([`RateLimit::PIPEDRIVE_SEARCH`], refused as its other 429s are).
     pub search_rate_limit: Option<RateLimit>,
     pub index_lag: Duration,
     pub faults: FaultRates,
@@ -202,6 +256,8 @@ pub struct Stats {
     pub unauthorized: u64,
     /// Every 429, whichever limit refused it.
     pub rate_limited: u64,
+    /// The 429s by the operation refused.
+    pub rate_limited_by_operation: BTreeMap<String, u64>,
     /// The 429s of the search limit (also counted in `rate_limited`).
     pub search_rate_limited: u64,
     /// 5xx answers to requests that were not applied.
@@ -216,6 +272,18 @@ pub struct Stats {
     /// Requests admitted and not applied yet (slow ones still waiting):
     /// the CRM's state may still change while this is above zero.
     pub pending_applies: u64,
+}
+
+impl Stats {
+    /// Counts a 429 (or Salesforce's 403 `REQUEST_LIMIT_EXCEEDED`) for
+    /// `operation`.
+    fn count_refusal(&mut self, operation: &str) {
+        self.rate_limited += 1;
+        *self
+            .rate_limited_by_operation
+            .entry(operation.to_owned())
+            .or_default() += 1;
+    }
 }
 
 /// Everything the simulator holds.
@@ -358,8 +426,8 @@ impl Shared {
 pub(crate) enum Decision {
     Proceed(Proceed),
     Respond(StatusCode, Option<u64>),
-    /// 429 from HubSpot's search limit.
-    SearchLimited,
+    /// 429 from the search limit, with the limit's `Retry-After` seconds.
+    SearchLimited(Option<u64>),
     Hang,
 }
 
@@ -458,14 +526,14 @@ impl Shared {
             && let Some(limit) = s.config.search_rate_limit
             && !admitted(&mut s.search_window, limit, now)
         {
-            s.stats.rate_limited += 1;
+            s.stats.count_refusal(operation);
             s.stats.search_rate_limited += 1;
-            return Decision::SearchLimited;
+            return Decision::SearchLimited(limit.retry_after_secs);
         }
         if let Some(limit) = s.config.rate_limit
             && !admitted(&mut s.window, limit, now)
         {
-            s.stats.rate_limited += 1;
+            s.stats.count_refusal(operation);
             return Decision::Respond(StatusCode::TOO_MANY_REQUESTS, limit.retry_after_secs);
         }
 
@@ -497,7 +565,7 @@ impl Shared {
                 Decision::Respond(StatusCode::SERVICE_UNAVAILABLE, None)
             }
             Some(Fault::RateLimited { retry_after_secs }) => {
-                s.stats.rate_limited += 1;
+                s.stats.count_refusal(operation);
                 Decision::Respond(StatusCode::TOO_MANY_REQUESTS, retry_after_secs)
             }
             Some(Fault::Status(code)) => Decision::Respond(
@@ -622,7 +690,12 @@ where
     }
     match decision {
         Decision::Respond(status, retry_after) => refusal(dialect, status, retry_after),
-        Decision::SearchLimited => secondly_refusal(),
+        // HubSpot's search refusal names its own policy; Pipedrive's is
+        // worded as its other 429s.
+        Decision::SearchLimited(_) if dialect == Dialect::RetryAfter => secondly_refusal(),
+        Decision::SearchLimited(retry_after) => {
+            refusal(dialect, StatusCode::TOO_MANY_REQUESTS, retry_after)
+        }
         Decision::Hang => {
             tokio::time::sleep(HANG_FOR).await;
             refusal(dialect, StatusCode::GATEWAY_TIMEOUT, None)

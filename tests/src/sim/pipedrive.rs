@@ -23,8 +23,8 @@ use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 
 use super::{
-    ConnectionKill, CrmSim, Dialect, Kind, Record, Shared, State as SimState, guarded,
-    reword_unauthorized,
+    ConnectionKill, CrmSim, Dialect, Kind, Limits, Record, Shared, State as SimState,
+    guarded_within, reword_unauthorized,
 };
 
 /// The largest page Pipedrive serves, and the page it serves by default.
@@ -145,10 +145,28 @@ async fn guard<F>(
 where
     F: FnOnce(&mut SimState) -> Response,
 {
-    let response = guarded(
+    guard_within(shared, kill, operation, Limits::General, authorized, apply).await
+}
+
+/// [`guard`] counting the request against `limits`: the Search API
+/// endpoints have a limit of their own (10 requests per 2 s per token).
+/// https://pipedrive.readme.io/docs/core-api-concepts-rate-limiting
+async fn guard_within<F>(
+    shared: &Shared,
+    kill: &Kill,
+    operation: &'static str,
+    limits: Limits,
+    authorized: bool,
+    apply: F,
+) -> Response
+where
+    F: FnOnce(&mut SimState) -> Response,
+{
+    let response = guarded_within(
         shared,
         kill.as_deref(),
         operation,
+        limits,
         Dialect::RateLimitReset,
         authorized,
         apply,
@@ -325,45 +343,52 @@ async fn search(
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     let auth = authorized_v2(&shared, &headers);
-    guard(&shared, &kill, "search_person", auth, |state| {
-        let (Some(term), Some(field)) = (q.get("term"), q.get("fields")) else {
-            return invalid("term and fields are required");
-        };
-        if term.chars().count() < 2 {
-            return invalid("term must be at least 2 characters long");
-        }
-        // `exact_match=true` is a full, case-insensitive match; without it a
-        // partial one. Pipedrive documents no phone normalisation, so a phone
-        // term is compared with the stored digits.
-        // https://developers.pipedrive.com/docs/api/v1/Persons#searchPersons
-        let exact = q.get("exact_match").map(String::as_str) == Some("true");
-        let matches = |r: &Record| -> bool {
-            let values = r
-                .properties
-                .get(if field == "phone" { "phones" } else { "emails" });
-            values.and_then(Value::as_array).is_some_and(|list| {
-                list.iter().filter_map(|v| v["value"].as_str()).any(|v| {
-                    match (field.as_str(), exact) {
-                        ("phone", true) => digits(v) == *term,
-                        ("phone", false) => {
-                            let wanted = digits(term);
-                            !wanted.is_empty() && digits(v).contains(&wanted)
+    guard_within(
+        &shared,
+        &kill,
+        "search_person",
+        Limits::Search,
+        auth,
+        |state| {
+            let (Some(term), Some(field)) = (q.get("term"), q.get("fields")) else {
+                return invalid("term and fields are required");
+            };
+            if term.chars().count() < 2 {
+                return invalid("term must be at least 2 characters long");
+            }
+            // `exact_match=true` is a full, case-insensitive match; without it a
+            // partial one. Pipedrive documents no phone normalisation, so a phone
+            // term is compared with the stored digits.
+            // https://developers.pipedrive.com/docs/api/v1/Persons#searchPersons
+            let exact = q.get("exact_match").map(String::as_str) == Some("true");
+            let matches = |r: &Record| -> bool {
+                let values = r
+                    .properties
+                    .get(if field == "phone" { "phones" } else { "emails" });
+                values.and_then(Value::as_array).is_some_and(|list| {
+                    list.iter().filter_map(|v| v["value"].as_str()).any(|v| {
+                        match (field.as_str(), exact) {
+                            ("phone", true) => digits(v) == *term,
+                            ("phone", false) => {
+                                let wanted = digits(term);
+                                !wanted.is_empty() && digits(v).contains(&wanted)
+                            }
+                            (_, true) => v.eq_ignore_ascii_case(term),
+                            (_, false) => v.to_lowercase().contains(&term.to_lowercase()),
                         }
-                        (_, true) => v.eq_ignore_ascii_case(term),
-                        (_, false) => v.to_lowercase().contains(&term.to_lowercase()),
-                    }
+                    })
                 })
-            })
-        };
-        // Search items list phones and e-mails as typed strings.
-        let items: Vec<Value> = state
-            .contacts
-            .iter()
-            .filter(|r| state.indexed(r) && matches(r))
-            .map(|r| json!({ "result_score": 1.0, "item": search_item(r) }))
-            .collect();
-        ok(StatusCode::OK, json!({ "items": items }))
-    })
+            };
+            // Search items list phones and e-mails as typed strings.
+            let items: Vec<Value> = state
+                .contacts
+                .iter()
+                .filter(|r| state.indexed(r) && matches(r))
+                .map(|r| json!({ "result_score": 1.0, "item": search_item(r) }))
+                .collect();
+            ok(StatusCode::OK, json!({ "items": items }))
+        },
+    )
     .await
 }
 

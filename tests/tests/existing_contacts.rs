@@ -509,26 +509,7 @@ async fn a_worker_told_the_index_has_no_lag_creates_a_new_callers_contact_twice_
     );
 }
 
-/// One module per scenario holding one test per CRM in the bracketed list.
-/// Test names must be identifiers, so the list is written out; the test
-/// below holds it equal to the worker's registry.
-macro_rules! for_crms {
-    (@listed [$($crm:ident),* $(,)?]) => {
-        const LISTED_CRMS: &[&str] = &[$(stringify!($crm)),*];
-    };
-    (@scenario $scenario:ident [$($crm:ident),* $(,)?]) => {
-        mod $scenario {$(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $crm() { super::$scenario(stringify!($crm)).await }
-        )*}
-    };
-    ($crms:tt: $($scenario:ident),* $(,)?) => {
-        for_crms!(@listed $crms);
-        $(for_crms!(@scenario $scenario $crms);)*
-    };
-}
-
-for_crms!(
+callsync_tests::for_crms!(
     [hubspot, pipedrive, gohighlevel, salesforce]:
     a_number_typed_in_any_format_finds_its_contact_and_creates_none,
     a_number_sharing_only_the_last_seven_digits_is_another_person,

@@ -197,8 +197,8 @@ async fn connect_ledger(
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
 const HEARTBEAT_WINDOW: Duration = Duration::from_secs(6);
 
-/// Keeps this worker's share of the CRM budgets (general and search) equal
-/// to 1 ÷ live workers.
+/// Keeps this worker's share of the CRM budgets (general and search) at
+/// its part of the live workers' (see `crm::limiter::Share`).
 /// It also publishes `callsync_ready` for the readiness alert.
 async fn heartbeat(
     ledger: Ledger,
@@ -215,8 +215,9 @@ async fn heartbeat(
         let ready = beat.is_ok() && health.is_consuming() && !lifecycle.is_paused();
         metrics::gauge!("callsync_ready", "service" => "worker").set(if ready { 1.0 } else { 0.0 });
         match beat {
-            Ok(live) => {
-                budgets.set_share(live);
+            Ok(share) => {
+                budgets.set_share(share);
+                let live = share.workers;
                 metrics::gauge!("callsync_worker_live_workers").set(live as f64);
                 if live != last {
                     if let Some(rate) = budgets.rate() {

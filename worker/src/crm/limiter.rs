@@ -10,8 +10,12 @@
 //!
 //! The budget is shared by every worker replica: each worker takes
 //! `limit ÷ live workers`, with the live count read from the ledger's
-//! heartbeat table (see `crate::ledger`). A 429 pauses all of this worker's
-//! CRM requests (not just the message that got it) for `Retry-After`.
+//! heartbeat table (see `crate::ledger`); when the division leaves a
+//! remainder, the first workers in id order take one more each, so that
+//! the parts add up to the whole limit ([`Share::part`]: HubSpot's 5
+//! searches a second among three workers are 2 + 2 + 1, not 1 + 1 + 1). A
+//! 429 pauses all of this worker's CRM requests (not just the message that
+//! got it) for `Retry-After`.
 //!
 //! Searches have a budget of their own beside the general one (HubSpot
 //! allows 5 searches per second per account whatever the general limit),
@@ -19,7 +23,6 @@
 
 use std::collections::VecDeque;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -65,6 +68,33 @@ impl std::fmt::Display for Rate {
     }
 }
 
+/// This worker's place among the live workers sharing the budgets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Share {
+    /// Live workers, this one included (≥ 1).
+    pub workers: usize,
+    /// How many live workers come before this one in id order.
+    pub rank: usize,
+}
+
+impl Share {
+    /// A worker on its own.
+    pub const ALONE: Share = Share {
+        workers: 1,
+        rank: 0,
+    };
+
+    /// This worker's part of `max` requests: the even share, plus one for
+    /// the first `max % workers` workers, so that the parts add up to
+    /// `max`; at least one, so that no worker is starved (more workers than
+    /// requests per window then overshoot, and the CRM's 429 is honoured).
+    pub fn part(self, max: usize) -> usize {
+        let workers = self.workers.max(1);
+        let extra = usize::from(self.rank < max % workers);
+        (max / workers + extra).max(1)
+    }
+}
+
 /// Which budgets a request draws on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RequestKind {
@@ -107,10 +137,10 @@ impl Budgets {
         self.search.rate()
     }
 
-    /// Sets how many workers share both budgets.
-    pub fn set_share(&self, workers: usize) {
-        self.general.set_share(workers);
-        self.search.set_share(workers);
+    /// Sets this worker's share of both budgets.
+    pub fn set_share(&self, share: Share) {
+        self.general.set_share(share);
+        self.search.set_share(share);
     }
 
     /// Waits until a request of `kind` may be sent, and counts it in every
@@ -136,8 +166,8 @@ impl Budgets {
 #[derive(Debug)]
 pub struct Limiter {
     rate: Option<Rate>,
-    /// How many workers share the budget (≥ 1), refreshed from the ledger.
-    share: AtomicUsize,
+    /// This worker's share, refreshed from the ledger.
+    share: Mutex<Share>,
     state: Mutex<State>,
 }
 
@@ -152,7 +182,7 @@ impl Limiter {
     pub fn new(rate: Option<Rate>) -> Self {
         Self {
             rate,
-            share: AtomicUsize::new(1),
+            share: Mutex::new(Share::ALONE),
             state: Mutex::new(State::default()),
         }
     }
@@ -161,15 +191,20 @@ impl Limiter {
         self.rate
     }
 
-    /// Sets how many workers share the budget.
-    pub fn set_share(&self, workers: usize) {
-        self.share.store(workers.max(1), Ordering::Relaxed);
+    /// Sets this worker's share of the budget.
+    pub fn set_share(&self, share: Share) {
+        *self
+            .share
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = share;
     }
 
-    /// This worker's part of the budget: at least one request per window.
+    /// This worker's part of the budget (see [`Share::part`]).
     fn own_max(&self, rate: Rate) -> usize {
-        let share = self.share.load(Ordering::Relaxed).max(1);
-        (rate.max as usize / share).max(1)
+        self.share
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .part(rate.max as usize)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -305,7 +340,10 @@ mod tests {
             max: 4,
             window: Duration::from_secs(10),
         }));
-        limiter.set_share(2);
+        limiter.set_share(Share {
+            workers: 2,
+            rank: 0,
+        });
         let start = Instant::now();
         limiter.acquire().await;
         limiter.acquire().await;
@@ -385,7 +423,11 @@ mod tests {
                 window: Duration::from_secs(1),
             }),
         );
-        budgets.set_share(3);
+        // The last of three workers: five searches are 2 + 2 + 1.
+        budgets.set_share(Share {
+            workers: 3,
+            rank: 2,
+        });
         let start = Instant::now();
         budgets.acquire(RequestKind::Search).await;
         assert_eq!(start.elapsed(), Duration::ZERO);
@@ -393,7 +435,23 @@ mod tests {
         assert_eq!(
             start.elapsed(),
             Duration::from_secs(1) + ARRIVAL_MARGIN,
-            "a third of five is one search per second"
+            "the third worker's part of five is one search per second"
         );
+    }
+
+    #[test]
+    fn the_parts_of_a_budget_add_up_to_the_whole() {
+        for max in 1..=20 {
+            for workers in 1..=max {
+                let parts: usize = (0..workers)
+                    .map(|rank| Share { workers, rank }.part(max))
+                    .sum();
+                assert_eq!(parts, max, "{max} among {workers}");
+            }
+        }
+        let part = |rank| Share { workers: 3, rank }.part(5);
+        assert_eq!((part(0), part(1), part(2)), (2, 2, 1));
+        // More workers than requests: each still gets one.
+        assert_eq!(Share { workers: 7, rank: 6 }.part(5), 1);
     }
 }

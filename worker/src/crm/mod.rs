@@ -30,7 +30,7 @@ use time::OffsetDateTime;
 pub use health::CrmHealth;
 pub use http::CrmHttp;
 pub use http::Operation;
-pub use limiter::{Budgets, Limiter, Rate, RequestKind};
+pub use limiter::{Budgets, Limiter, Rate, RequestKind, Share};
 
 /// What every CRM request of this worker shares: the request budgets it
 /// draws on and the CRM's health it reports to.

@@ -452,6 +452,13 @@ mod tests {
         let part = |rank| Share { workers: 3, rank }.part(5);
         assert_eq!((part(0), part(1), part(2)), (2, 2, 1));
         // More workers than requests: each still gets one.
-        assert_eq!(Share { workers: 7, rank: 6 }.part(5), 1);
+        assert_eq!(
+            Share {
+                workers: 7,
+                rank: 6
+            }
+            .part(5),
+            1
+        );
     }
 }

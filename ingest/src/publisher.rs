@@ -127,8 +127,12 @@ impl Publisher {
     /// shutdown before this is called.
     pub async fn close(&self) {
         self.inner.stop.send_replace(true);
+        let channel = write(&self.inner.channel).take();
         let connection = write(&self.inner.connection).take();
-        *write(&self.inner.channel) = None;
+        // The channel before its connection (see `broker::close_channel`).
+        if let Some(channel) = channel {
+            broker::close_channel(&channel, "callsync-ingest shutting down").await;
+        }
         if let Some(connection) = connection {
             broker::close(&connection, "callsync-ingest shutting down").await;
         }
@@ -178,8 +182,11 @@ async fn supervise(inner: Arc<Inner>) {
                     () = inner.broken.notified() => {}
                     _ = stop.changed() => {}
                 }
-                *write(&inner.channel) = None;
+                let channel = write(&inner.channel).take();
                 write(&inner.connection).take();
+                if let Some(channel) = channel {
+                    broker::close_channel(&channel, "reconnecting").await;
+                }
                 broker::close(&connection, "reconnecting").await;
                 if *stop.borrow() {
                     break;

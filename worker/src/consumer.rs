@@ -121,7 +121,8 @@ impl ConsumerLoop {
                         .await;
                     self.health.set(false);
                     if stopped == Stopped::Shutdown {
-                        self.drain(&mut in_flight).await;
+                        // The channels were closed after the drain, in
+                        // `serve_connection`; the connection is the last.
                         broker::close(&connection, "callsync-worker shutting down").await;
                         return;
                     }
@@ -150,18 +151,18 @@ impl ConsumerLoop {
         publish: Channel,
         in_flight: &mut JoinSet<()>,
     ) -> Stopped {
-        let depths = tokio::spawn(report_queue_depths(
-            connection.create_channel().await.ok(),
+        let depth_channel = connection.create_channel().await.ok();
+        let depths = AbortOnDrop(tokio::spawn(report_queue_depths(
+            depth_channel.clone(),
             self.config.topology.clone(),
             self.config.retry_delays.clone(),
-        ));
-        let _stop_depths = AbortOnDrop(depths);
+        )));
         let handler = Arc::new(Handler {
             syncer: Arc::clone(&self.syncer),
             tiers: RetryTiers::new(self.config.retry_delays.clone()),
             region: self.config.default_region,
             republisher: Republisher::new(
-                publish,
+                publish.clone(),
                 self.config.topology.clone(),
                 Duration::from_secs(10),
             ),
@@ -171,7 +172,7 @@ impl ConsumerLoop {
         });
         loop {
             let run = self.lifecycle.run_token();
-            let stopped = if run.is_cancelled() {
+            let mut stopped = if run.is_cancelled() {
                 if self.lifecycle.is_shutting_down() {
                     Stopped::Shutdown
                 } else {
@@ -182,21 +183,31 @@ impl ConsumerLoop {
                 self.consume(connection, channel, &handler, in_flight, &run)
                     .await
             };
-            if stopped != Stopped::Paused {
-                return stopped;
+            if stopped == Stopped::Paused {
+                // Every message in hand is put back by its handler, which
+                // sees the pause (or finishes, if it got past the CRM
+                // already): wait for all of them, however long, before
+                // probing. Aborting one would leave its delivery
+                // unacknowledged on a channel that stays open.
+                stopped = if self.settle(in_flight).await {
+                    match self.probe_until_resumed(connection).await {
+                        None => continue,
+                        Some(stopped) => stopped,
+                    }
+                } else {
+                    Stopped::Shutdown
+                };
             }
-            // Every message in hand is put back by its handler, which sees
-            // the pause (or finishes, if it got past the CRM already): wait
-            // for all of them, however long, before probing. Aborting one
-            // would leave its delivery unacknowledged on a channel that
-            // stays open.
-            if !self.settle(in_flight).await {
-                return Stopped::Shutdown;
+            if stopped == Stopped::Shutdown {
+                // In-flight calls finish (or are abandoned) first: they ack
+                // and publish on these channels.
+                self.drain(in_flight).await;
+                drop(depths);
+                for channel in depth_channel.iter().chain([channel, &publish]) {
+                    broker::close_channel(channel, "callsync-worker shutting down").await;
+                }
             }
-            match self.probe_until_resumed(connection).await {
-                Stopped::Paused => {}
-                other => return other,
-            }
+            return stopped;
         }
     }
 
@@ -304,16 +315,16 @@ impl ConsumerLoop {
     }
 
     /// Probes the CRM with growing pauses until it works again (then
-    /// resumes and returns `Paused`, meaning "go on consuming"), or until
-    /// shutdown or a lost connection.
-    async fn probe_until_resumed(&self, connection: &Connection) -> Stopped {
+    /// resumes and returns `None`: go on consuming), or until shutdown or a
+    /// lost connection (returned).
+    async fn probe_until_resumed(&self, connection: &Connection) -> Option<Stopped> {
         let max = self.config.pause_probe_max;
         let mut wait = FIRST_PROBE.min(max);
         loop {
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
-                () = self.lifecycle.shutting_down() => return Stopped::Shutdown,
-                () = broker::closed(connection) => return Stopped::ConnectionLost,
+                () = self.lifecycle.shutting_down() => return Some(Stopped::Shutdown),
+                () = broker::closed(connection) => return Some(Stopped::ConnectionLost),
             }
             match self.syncer.probe().await {
                 Ok(()) => {
@@ -321,7 +332,7 @@ impl ConsumerLoop {
                         .increment(1);
                     self.lifecycle.resume();
                     tracing::info!("the CRM accepts requests again; resuming");
-                    return Stopped::Paused;
+                    return None;
                 }
                 Err(error) => {
                     metrics::counter!("callsync_worker_probes_total", "outcome" => "failed")

@@ -469,11 +469,7 @@ async fn oauth_token(
     axum::extract::Form(form): axum::extract::Form<HashMap<String, String>>,
 ) -> Response {
     let mut state = shared.lock();
-    *state
-        .stats
-        .by_operation
-        .entry("oauth_token".to_owned())
-        .or_default() += 1;
+    let requests = state.count_unguarded("oauth_token");
     let field = |name: &str| form.get(name).map(String::as_str);
     let refused = |error: &str, description: &str| {
         (
@@ -497,8 +493,7 @@ async fn oauth_token(
     {
         return refused("invalid_grant", "refresh token is invalid");
     }
-    let rotation = state.stats.by_operation["oauth_token"];
-    state.gohighlevel_refresh_token = format!("crm-sim-ghl-refresh-{rotation}");
+    state.gohighlevel_refresh_token = format!("crm-sim-ghl-refresh-{requests}");
     Json(json!({
         "access_token": state.config.token.clone(),
         "token_type": "Bearer",

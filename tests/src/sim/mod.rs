@@ -358,6 +358,19 @@ pub(crate) struct State {
 }
 
 impl State {
+    /// Counts a request that bypasses [`guarded`] (a token endpoint's:
+    /// not an API call, so no rate limit and no fault) under `operation`;
+    /// returns how many there have been.
+    pub(crate) fn count_unguarded(&mut self, operation: &str) -> u64 {
+        let n = self
+            .stats
+            .by_operation
+            .entry(operation.to_owned())
+            .or_default();
+        *n += 1;
+        *n
+    }
+
     pub(crate) fn new_id(&mut self) -> String {
         self.next_id += 1;
         self.next_id.to_string()

@@ -234,11 +234,7 @@ async fn oauth_token(
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
     let mut state = shared.lock();
-    *state
-        .stats
-        .by_operation
-        .entry("oauth_token".to_owned())
-        .or_default() += 1;
+    state.count_unguarded("oauth_token");
     let field = |name: &str| form.get(name).map(String::as_str);
     let client_ok = field("client_id") == Some(OAUTH_CLIENT_ID)
         && field("client_secret") == Some(OAUTH_CLIENT_SECRET);

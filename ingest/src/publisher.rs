@@ -15,10 +15,9 @@ use bytes::Bytes;
 use callsync_shared::broker;
 use callsync_shared::config::SecretUrl;
 use callsync_shared::publish::{self, Destination};
-use callsync_shared::topology::{CALL_REPORT_KEY, Topology, headers};
+use callsync_shared::topology::{CALL_REPORT_KEY, Topology};
 use callsync_shared::{CallId, Source};
 use lapin::options::ConfirmSelectOptions;
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection};
 use time::OffsetDateTime;
 use tokio::sync::{Notify, watch};
@@ -140,29 +139,13 @@ impl Publisher {
 }
 
 fn properties(report: &OutgoingReport) -> BasicProperties {
-    let mut table = FieldTable::default();
-    table.insert(
-        ShortString::from(headers::SOURCE),
-        AMQPValue::LongString(LongString::from(report.source.as_str())),
-    );
-    let received_ms =
-        i64::try_from(report.received_at.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX);
-    table.insert(
-        ShortString::from(headers::RECEIVED_AT),
-        AMQPValue::LongLongInt(received_ms),
-    );
-    table.insert(
-        ShortString::from(headers::CALL_ID),
-        AMQPValue::LongString(LongString::from(report.call_id.as_str())),
-    );
-    BasicProperties::default()
-        // Persistent: the message survives a broker restart once confirmed.
-        .with_delivery_mode(2)
-        .with_content_type("application/json".into())
-        .with_message_id(report.message_id.as_str().into())
-        .with_timestamp(u64::try_from(report.received_at.unix_timestamp()).unwrap_or(0))
-        .with_app_id("callsync-ingest".into())
-        .with_headers(table)
+    publish::report_properties(
+        report.source,
+        &report.call_id,
+        &report.message_id,
+        report.received_at,
+        "callsync-ingest",
+    )
 }
 
 /// Keeps one connection with a confirm channel alive until [`Publisher::close`].

@@ -13,7 +13,13 @@
 use std::time::Duration;
 
 use lapin::options::BasicPublishOptions;
+use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Confirmation};
+use time::OffsetDateTime;
+
+use crate::report::CallId;
+use crate::sources::Source;
+use crate::topology::headers;
 
 /// Why the broker did not take a message. Every variant means "not taken".
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +77,34 @@ pub async fn publish_confirmed(
     .await
     .map_err(|_| PublishError::ConfirmTimeout(timeout))??;
     interpret(confirmation)
+}
+
+/// The properties of a call report on the calls queue: what the worker
+/// reads (source, receipt time) and what operators' tooling shows (call id,
+/// who published it). Ingest and the reconciler publish through this one
+/// function, so that a report found by polling a platform is the same
+/// message as one that came by webhook.
+pub fn report_properties(
+    source: Source,
+    call_id: &CallId,
+    message_id: &str,
+    received_at: OffsetDateTime,
+    app_id: &str,
+) -> BasicProperties {
+    let mut table = FieldTable::default();
+    headers::set_text(&mut table, headers::SOURCE, source.as_str());
+    let received_ms =
+        i64::try_from(received_at.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX);
+    headers::set_int(&mut table, headers::RECEIVED_AT, received_ms);
+    headers::set_text(&mut table, headers::CALL_ID, call_id.as_str());
+    BasicProperties::default()
+        // Persistent: the message survives a broker restart once confirmed.
+        .with_delivery_mode(2)
+        .with_content_type("application/json".into())
+        .with_message_id(message_id.into())
+        .with_timestamp(u64::try_from(received_at.unix_timestamp()).unwrap_or(0))
+        .with_app_id(app_id.into())
+        .with_headers(table)
 }
 
 /// What a confirmation means for the message.

@@ -19,6 +19,9 @@ use crate::consumer::{BrokerHealth, ConsumerLoop};
 use crate::crm::{Budgets, CrmBuildError, CrmHealth, Shared};
 use crate::ledger::{Ledger, LedgerError};
 use crate::lifecycle::Lifecycle;
+use crate::reconcile::schedule::Reconciler;
+use crate::reconcile::state::Rounds;
+use crate::reconcile::{Platform, REQUEST_TIMEOUT};
 use crate::sync::Syncer;
 
 /// Errors that stop the worker from starting.
@@ -28,6 +31,11 @@ pub enum StartError {
     Ledger(#[from] LedgerError),
     #[error(transparent)]
     Crm(#[from] CrmBuildError),
+    #[error("cannot build the {platform} API client: {error}")]
+    Platform {
+        platform: callsync_shared::Source,
+        error: reqwest::Error,
+    },
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -45,6 +53,8 @@ pub struct Worker {
     listener: TcpListener,
     health: Arc<BrokerHealth>,
     lifecycle: Arc<Lifecycle>,
+    /// The platforms whose call lists this replica may reconcile.
+    platforms: Vec<Arc<dyn Platform>>,
 }
 
 #[derive(Debug, Clone)]
@@ -88,6 +98,19 @@ impl Worker {
             config.crm_index_lag,
             send_window,
         );
+        let platforms = config
+            .reconcile
+            .platforms
+            .iter()
+            .map(|platform| {
+                platform
+                    .build(REQUEST_TIMEOUT)
+                    .map_err(|error| StartError::Platform {
+                        platform: platform.source,
+                        error,
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let listener = TcpListener::bind(config.metrics_addr)
             .await
             .map_err(|source| StartError::Bind {
@@ -102,6 +125,7 @@ impl Worker {
             listener,
             health: Arc::new(BrokerHealth::default()),
             lifecycle: Arc::new(Lifecycle::new()),
+            platforms,
         })
     }
 
@@ -131,6 +155,23 @@ impl Worker {
         };
         let consuming = tokio::spawn(consumer.run());
         let worker_id = uuid::Uuid::now_v7();
+        let reconciling = (!self.platforms.is_empty()).then(|| {
+            let reconciler = Reconciler {
+                platforms: self.platforms.clone(),
+                config: self.config.reconcile.clone(),
+                rounds: Rounds::new(
+                    self.syncer.ledger().pool().clone(),
+                    worker_id,
+                    self.config.lease,
+                ),
+                ledger: self.syncer.ledger().clone(),
+                amqp_url: self.config.amqp_url.clone(),
+                topology: self.config.topology.clone(),
+                confirm_timeout: Duration::from_secs(10),
+                lease: self.config.lease,
+            };
+            tokio::spawn(reconciler.run(Arc::clone(&self.lifecycle)))
+        });
         let heartbeat = tokio::spawn(heartbeat(
             self.syncer.ledger().clone(),
             Arc::clone(&self.budgets),
@@ -160,6 +201,9 @@ impl Worker {
         tracing::info!("shutting down: no new messages; finishing in-flight ones");
         self.lifecycle.shut_down();
         let _ = consuming.await;
+        if let Some(reconciling) = reconciling {
+            let _ = reconciling.await;
+        }
         heartbeat.abort();
         if let Err(e) = self.syncer.ledger().leave(worker_id).await {
             tracing::debug!(error = %e, "could not deregister the worker");

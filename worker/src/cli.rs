@@ -14,7 +14,10 @@ use time::OffsetDateTime;
 use crate::config::OpsConfig;
 use crate::dlq::{Dlq, Parked, Selection, format_age};
 use crate::ledger::Ledger;
+use crate::reconcile::round::Counts;
+use crate::reconcile::{self, Outbox, PlatformConfig, ReconcileConfig, backfill};
 use crate::{Worker, WorkerConfig};
+use callsync_shared::Source;
 
 /// Syncs voice-AI call reports from RabbitMQ into a CRM, exactly once.
 ///
@@ -37,6 +40,23 @@ enum Command {
     Check,
     /// Queue depths and ledger counts.
     Status,
+    /// Find calls whose webhook never arrived: list a platform's calls in a
+    /// window and queue those the ledger does not know, exactly as ingest
+    /// would have. Needs CALLSYNC_<SOURCE>_API_KEY.
+    Backfill {
+        /// The source whose platform to list: vapi, retell, elevenlabs or bland.
+        #[arg(long)]
+        source: Source,
+        /// From when: a duration before now (2h, 3d) or an RFC 3339 time.
+        #[arg(long)]
+        since: String,
+        /// Until when (default: now), in the same forms.
+        #[arg(long)]
+        until: Option<String>,
+        /// Count only: list and compare with the ledger, queue nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Parked messages: calls that could not be synced.
     Dlq {
         #[command(subcommand)]
@@ -92,6 +112,22 @@ pub async fn run() -> ExitCode {
         },
         Some(Command::Status) => match OpsConfig::from_env(&env) {
             Ok(config) => report(status(&config).await),
+            Err(e) => config_error(&e),
+        },
+        Some(Command::Backfill {
+            source,
+            since,
+            until,
+            dry_run,
+        }) => match BackfillConfig::from_env(&env, source) {
+            Ok(config) => {
+                let request = BackfillRequest {
+                    since,
+                    until,
+                    dry_run,
+                };
+                report(backfill(&config, &request).await)
+            }
             Err(e) => config_error(&e),
         },
         Some(Command::Dlq { command }) => match OpsConfig::from_env(&env) {
@@ -234,6 +270,147 @@ async fn dlq(config: &OpsConfig, command: DlqCommand) -> Result<(), String> {
     result.map_err(|e| e.to_string())
 }
 
+/// What `backfill` needs: the queue and the ledger, and one platform.
+struct BackfillConfig {
+    ops: OpsConfig,
+    platform: PlatformConfig,
+    grace: Duration,
+}
+
+impl BackfillConfig {
+    fn from_env(env: &Env, source: Source) -> Result<Self, ConfigError> {
+        let key_var = source.var("API_KEY");
+        if reconcile::api(source).is_none() {
+            return Err(ConfigError {
+                var: "--source".to_owned(),
+                message: format!(
+                    "{} documents no API to list past calls; sources with one: {}",
+                    source.platform(),
+                    Source::ALL
+                        .into_iter()
+                        .filter(|s| reconcile::api(*s).is_some())
+                        .map(Source::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            });
+        }
+        let platform = PlatformConfig::from_env(env, source)?.ok_or_else(|| ConfigError {
+            var: key_var,
+            message: format!("required to list {}'s calls", source.platform()),
+        })?;
+        Ok(Self {
+            ops: OpsConfig::from_env(env)?,
+            platform,
+            grace: ReconcileConfig::from_env(env)?.grace,
+        })
+    }
+}
+
+struct BackfillRequest {
+    since: String,
+    until: Option<String>,
+    dry_run: bool,
+}
+
+async fn backfill(config: &BackfillConfig, request: &BackfillRequest) -> Result<(), String> {
+    let now = OffsetDateTime::now_utc();
+    let since = backfill::parse_time(&request.since, now).map_err(|e| format!("--since: {e}"))?;
+    let until = match &request.until {
+        Some(until) => backfill::parse_time(until, now).map_err(|e| format!("--until: {e}"))?,
+        None => now,
+    };
+    let window = backfill::window(since, until)?;
+    let source = config.platform.source;
+    let platform = config
+        .platform
+        .build(reconcile::REQUEST_TIMEOUT)
+        .map_err(|e| format!("cannot build the {source} API client: {e}"))?;
+    let ledger = Ledger::open_existing(config.ops.database_url.expose())
+        .await
+        .map_err(|e| format!("cannot read the ledger: {e}"))?;
+    let outbox = if request.dry_run {
+        None
+    } else {
+        Some(
+            Outbox::connect(
+                config.ops.amqp_url.expose(),
+                config.ops.topology.clone(),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|e| format!("cannot reach the broker: {e}"))?,
+        )
+    };
+    println!(
+        "{} {} calls started {} to {}{}",
+        if request.dry_run {
+            "counting"
+        } else {
+            "backfilling"
+        },
+        source,
+        format_time(window.start),
+        format_time(window.end),
+        if request.dry_run {
+            " (dry run: nothing is queued)"
+        } else {
+            ""
+        },
+    );
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let verb = if request.dry_run {
+        "to queue"
+    } else {
+        "queued"
+    };
+    let result = backfill::walk(
+        platform.as_ref(),
+        &ledger,
+        outbox.as_ref(),
+        &window,
+        config.grace,
+        |counts| bar.set_message(summary(counts, verb)),
+    )
+    .await;
+    bar.finish_and_clear();
+    if let Some(outbox) = outbox {
+        outbox.close().await;
+    }
+    match result {
+        Ok(counts) => {
+            println!("{}", summary(&counts, verb));
+            if counts.unfinished > 0 {
+                println!(
+                    "{} call(s) still in progress, not yet analysed or ended less than {} ago: run again later",
+                    counts.unfinished,
+                    callsync_shared::config::format_duration(config.grace)
+                );
+            }
+            Ok(())
+        }
+        Err((error, counts)) => {
+            println!("{}", summary(&counts, verb));
+            Err(format!(
+                "backfill stopped: {error}; the calls counted above as {verb} are in the queue, run it again to finish"
+            ))
+        }
+    }
+}
+
+fn summary(counts: &Counts, verb: &str) -> String {
+    format!(
+        "listed {}, known {}, {verb} {}, unfinished {}, unreadable {}",
+        counts.listed, counts.known, counts.queued, counts.unfinished, counts.unreadable
+    )
+}
+
+fn format_time(at: OffsetDateTime) -> String {
+    at.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
 fn print_table(list: &[Parked]) {
     let now = OffsetDateTime::now_utc();
     println!(
@@ -289,6 +466,40 @@ mod tests {
         assert!(Cli::try_parse_from(["callsync-worker", "dlq", "replay", "--all"]).is_ok());
         assert!(Cli::try_parse_from(["callsync-worker", "dlq", "replay", "a", "b"]).is_ok());
         assert!(Cli::try_parse_from(["callsync-worker", "dlq", "replay", "--all", "a"]).is_err());
+    }
+
+    #[test]
+    fn backfill_needs_a_source_and_a_start() {
+        let cli = Cli::try_parse_from([
+            "callsync-worker",
+            "backfill",
+            "--source",
+            "vapi",
+            "--since",
+            "2h",
+            "--dry-run",
+        ])
+        .unwrap();
+        let Some(Command::Backfill {
+            source, dry_run, ..
+        }) = cli.command
+        else {
+            panic!("expected backfill");
+        };
+        assert_eq!(source, Source::Vapi);
+        assert!(dry_run);
+        assert!(Cli::try_parse_from(["callsync-worker", "backfill", "--source", "vapi"]).is_err());
+        assert!(
+            Cli::try_parse_from([
+                "callsync-worker",
+                "backfill",
+                "--source",
+                "nosuch",
+                "--since",
+                "1h"
+            ])
+            .is_err()
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@ use callsync_shared::telemetry::LogConfig;
 use callsync_shared::topology::{DEFAULT_PREFIX, DEFAULT_RETRY_DELAYS, Topology};
 
 use crate::crm::CrmConfig;
+use crate::reconcile::ReconcileConfig;
 
 /// Everything `callsync-worker` needs to run.
 #[derive(Debug, Clone)]
@@ -37,6 +38,8 @@ pub struct WorkerConfig {
     pub crm_outage_after: Duration,
     /// The longest wait between two probes of a paused worker.
     pub pause_probe_max: Duration,
+    /// The platforms whose call lists are reconciled, and how often.
+    pub reconcile: ReconcileConfig,
     pub log: LogConfig,
 }
 
@@ -147,6 +150,7 @@ impl WorkerConfig {
             crm_outage_after: env
                 .duration("CALLSYNC_CRM_OUTAGE_AFTER", Duration::from_secs(120))?,
             pause_probe_max: positive(env, "CALLSYNC_PAUSE_PROBE_MAX", Duration::from_secs(60))?,
+            reconcile: ReconcileConfig::from_env(env)?,
             log: LogConfig::from_env(env)?,
         })
     }

@@ -11,6 +11,7 @@
 //! The same scheme serialises contact creation per phone number (`contacts`)
 //! and the writes of a contact's last-call fields (`contact_last_call`).
 
+use std::collections::HashSet;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -764,6 +765,23 @@ impl Ledger {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    /// Which of `call_ids` of `source` the ledger has a row for, whatever
+    /// its status: synced, pending (being or to be synced) or parked. The
+    /// reconciler queues only the others.
+    pub async fn known_calls(
+        &self,
+        source: Source,
+        call_ids: &[String],
+    ) -> Result<HashSet<String>, LedgerError> {
+        let known: Vec<String> =
+            sqlx::query_scalar("SELECT call_id FROM calls WHERE source = $1 AND call_id = ANY($2)")
+                .bind(source.as_str())
+                .bind(call_ids)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(known.into_iter().collect())
     }
 
     /// Calls by status.

@@ -32,7 +32,7 @@ use crate::signature::Verifier;
 /// Generates the [`Source`] enum, [`Source::ALL`] and [`Source::provider`].
 macro_rules! registry {
     ($($variant:ident => $module:ident),* $(,)?) => {
-        $(mod $module;)*
+        $(pub mod $module;)*
 
         /// A webhook source: the `{source}` segment of `POST /webhooks/{source}`.
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

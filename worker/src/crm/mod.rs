@@ -8,7 +8,7 @@
 
 pub mod gohighlevel;
 pub mod health;
-mod http;
+pub(crate) mod http;
 pub mod hubspot;
 pub mod limiter;
 pub mod oauth;

@@ -1,0 +1,187 @@
+//! Vapi: `GET /call` with a `createdAt` window (Bearer private key).
+//!
+//! The list holds whole calls (`analysis`, `artifact`), so no call is
+//! fetched again. Vapi documents no cursor and no order, only `limit`
+//! (at most 1000) and `createdAtGe`/`createdAtLt`: a window that fills a
+//! page is split in two and each half listed, until every window fits in
+//! one page. The cursor is the stack of windows still to list.
+//! (Vapi API reference, `GET /call`, operation `CallController_findAll`.)
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use callsync_shared::Source;
+use callsync_shared::sources::vapi::FINAL_EVENT;
+use serde_json::{Map, Value, json};
+use time::OffsetDateTime;
+
+use super::http::Auth;
+use super::{Api, Listed, Page, Platform, PlatformClient, PlatformError, Window};
+
+pub(super) const API: Api = Api {
+    default_url: "https://api.vapi.ai",
+    auth: Auth::Bearer,
+    max_page_size: 1000,
+    build: |client| Arc::new(Vapi { client }),
+};
+
+#[derive(Debug)]
+struct Vapi {
+    client: PlatformClient,
+}
+
+/// A window in Unix milliseconds, `[start, end)`.
+type Span = (i64, i64);
+
+#[async_trait]
+impl Platform for Vapi {
+    fn source(&self) -> Source {
+        Source::Vapi
+    }
+
+    async fn page(&self, window: &Window, cursor: Option<&str>) -> Result<Page, PlatformError> {
+        let mut spans: Vec<Span> = match cursor {
+            None => vec![(super::millis(window.start), super::millis(window.end))],
+            Some(cursor) => serde_json::from_str(cursor)
+                .map_err(|e| unexpected(format!("unreadable checkpoint {cursor:?}: {e}")))?,
+        };
+        let Some((start, end)) = spans.pop() else {
+            return Ok(Page::default());
+        };
+        let limit = self.client.page_size();
+        let query = [
+            ("createdAtGe", super::iso_millis(start)),
+            ("createdAtLt", super::iso_millis(end)),
+            ("limit", limit.to_string()),
+        ];
+        let body = self
+            .client
+            .json(
+                "list_calls",
+                || self.client.get("/call").query(&query),
+                false,
+            )
+            .await?
+            .unwrap_or_default();
+        let Value::Array(items) = body else {
+            return Err(unexpected("GET /call did not answer a list".to_owned()));
+        };
+        let calls = if items.len() < limit as usize {
+            items.into_iter().filter_map(listed).collect()
+        } else if end - start > 1 {
+            // The window may hold more calls than the page showed: list its
+            // halves instead (the older one first).
+            let middle = start + (end - start) / 2;
+            spans.push((middle, end));
+            spans.push((start, middle));
+            Vec::new()
+        } else {
+            return Err(unexpected(format!(
+                "more than {limit} calls created in one millisecond; raise CALLSYNC_RECONCILE_PAGE_SIZE"
+            )));
+        };
+        let next = if spans.is_empty() {
+            None
+        } else {
+            Some(json!(spans).to_string())
+        };
+        Ok(Page { calls, next })
+    }
+
+    async fn report(&self, call: &Listed) -> Result<Option<Vec<u8>>, PlatformError> {
+        Ok(Some(end_of_call_report(&call.item)))
+    }
+}
+
+fn listed(item: Value) -> Option<Listed> {
+    let call_id = item.get("id")?.as_str()?.to_owned();
+    Some(Listed {
+        call_id,
+        finished: item.get("status").and_then(Value::as_str) == Some("ended"),
+        ended_at: item.get("endedAt").and_then(super::rfc3339),
+        item,
+    })
+}
+
+/// The `end-of-call-report` server message Vapi sends for `call`: the
+/// message repeats the call's customer, number, times, analysis and
+/// artifact at its top level.
+fn end_of_call_report(call: &Value) -> Vec<u8> {
+    let mut message = Map::new();
+    message.insert("type".to_owned(), json!(FINAL_EVENT));
+    message.insert(
+        "timestamp".to_owned(),
+        json!(super::millis(OffsetDateTime::now_utc())),
+    );
+    for key in [
+        "customer",
+        "phoneNumber",
+        "startedAt",
+        "endedAt",
+        "endedReason",
+        "analysis",
+        "artifact",
+        "assistant",
+    ] {
+        if let Some(value) = call.get(key) {
+            message.insert(key.to_owned(), value.clone());
+        }
+    }
+    message.insert("call".to_owned(), call.clone());
+    json!({ "message": message }).to_string().into_bytes()
+}
+
+fn unexpected(detail: String) -> PlatformError {
+    PlatformError::Unexpected {
+        platform: "Vapi",
+        detail,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use callsync_shared::Region;
+    use callsync_shared::sources::{self, ParseContext, Parsed};
+
+    use super::*;
+
+    #[test]
+    fn a_listed_call_makes_a_report_the_vapi_parser_reads() {
+        let call = json!({
+            "id": "call-1",
+            "status": "ended",
+            "customer": {"number": "+14155550123", "name": "Ada"},
+            "phoneNumber": {"number": "+14155550999"},
+            "startedAt": "2026-08-01T10:00:02.000Z",
+            "endedAt": "2026-08-01T10:03:58.000Z",
+            "analysis": {"summary": "Booked a cleaning.", "structuredData": {"follow_up_needed": true}},
+            "artifact": {"transcript": "AI: Hi\nUser: Hello"}
+        });
+        let listed = listed(call.clone()).unwrap();
+        assert!(listed.finished);
+        let body = end_of_call_report(&listed.item);
+        let ctx = ParseContext {
+            received_at: OffsetDateTime::now_utc(),
+            region: Region::US,
+        };
+        let Parsed::Report(report) = sources::parse(Source::Vapi, &body, &ctx).unwrap() else {
+            panic!("not a report");
+        };
+        assert_eq!(report.call_id.as_str(), "call-1");
+        assert_eq!(report.summary.as_deref(), Some("Booked a cleaning."));
+        assert!(report.follow_up_needed);
+        assert_eq!(report.called_number.as_deref(), Some("+14155550999"));
+        assert_eq!(report.duration, Some(std::time::Duration::from_secs(236)));
+        assert!(!report.ended_at_is_receipt_time);
+    }
+
+    #[test]
+    fn a_call_in_progress_is_not_finished() {
+        let call = listed(json!({"id": "call-2", "status": "in-progress"})).unwrap();
+        assert!(!call.finished);
+        assert!(
+            listed(json!({"status": "ended"})).is_none(),
+            "no id, no call"
+        );
+    }
+}

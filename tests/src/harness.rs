@@ -13,6 +13,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use callsync_ingest::{App, IngestConfig};
+use callsync_shared::Source;
 use callsync_shared::config::Env;
 use callsync_shared::signature::sign_timestamped;
 use callsync_shared::topology::{Topology, headers};
@@ -194,7 +195,7 @@ impl TestEnv {
     /// leases so that recovery paths finish within a test's time.
     pub fn worker_env(&self) -> Env {
         self.apply_overrides(
-            self.crm_env(Env::default())
+            self.crm_env(no_platform_apis(Env::default()))
                 .with("CALLSYNC_AMQP_URL", AMQP_URL)
                 .with("CALLSYNC_AMQP_PREFIX", self.topology.prefix())
                 .with("CALLSYNC_DATABASE_URL", &self.database_url)
@@ -747,6 +748,19 @@ impl Drop for TcpProxy {
 /// The worker program (`callsync-worker`, built as `worker-process`) with
 /// exactly the variables of `env` (and `PATH`), for the tests that run it as
 /// a process or call its operator commands.
+/// Points every platform's call-list API at a closed local port, so that a
+/// worker given an API key by a test that does not also give it
+/// platform-sim's URL fails its rounds here instead of calling a vendor.
+/// A test that reconciles sets `CALLSYNC_<SOURCE>_API_URL` itself.
+fn no_platform_apis(env: Env) -> Env {
+    Source::ALL
+        .into_iter()
+        .filter(|s| callsync_worker::reconcile::api(*s).is_some())
+        .fold(env, |env, source| {
+            env.with(source.var("API_URL"), "http://127.0.0.1:9/no-platform-api")
+        })
+}
+
 pub fn worker_command(env: &Env) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(binary("worker-process"));
     command.env_clear();

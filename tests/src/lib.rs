@@ -10,6 +10,7 @@ pub mod app;
 pub mod bench;
 pub mod contacts;
 pub mod harness;
+pub mod platforms;
 pub mod prometheus;
 pub mod sim;
 pub mod sources;

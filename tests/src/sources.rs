@@ -33,11 +33,13 @@ pub fn every_source_credentials() -> Vec<(&'static str, &'static str)> {
     all
 }
 
-/// Configures [`CREDENTIALS`] for every service of the app.
+/// Configures [`CREDENTIALS`] for the app's ingest, the service that
+/// verifies webhooks. (A worker given `CALLSYNC_RETELL_API_KEY` would also
+/// reconcile Retell's call list: the reconciliation tests say so themselves.)
 pub fn configure_every_source(app: AppBuilder) -> AppBuilder {
     CREDENTIALS
         .iter()
-        .fold(app, |app, (name, value)| app.set(name, value))
+        .fold(app, |app, (name, value)| app.ingest_set(name, value))
 }
 
 /// The headers `source` signs `body` with, now, under the test credentials.

@@ -155,6 +155,22 @@ impl Worker {
         };
         let consuming = tokio::spawn(consumer.run());
         let worker_id = uuid::Uuid::now_v7();
+        let heartbeat = tokio::spawn(heartbeat(
+            self.syncer.ledger().clone(),
+            Arc::clone(&self.budgets),
+            Arc::clone(&self.health),
+            Arc::clone(&self.lifecycle),
+            worker_id,
+        ));
+
+        let state = OpsState {
+            ledger: self.syncer.ledger().clone(),
+            health: Arc::clone(&self.health),
+            lifecycle: Arc::clone(&self.lifecycle),
+            metrics: callsync_shared::telemetry::prometheus(),
+        };
+        // After the metrics recorder is installed (above), so that the
+        // reconciler's first gauges are recorded.
         let reconciling = (!self.platforms.is_empty()).then(|| {
             let reconciler = Reconciler {
                 platforms: self.platforms.clone(),
@@ -172,20 +188,6 @@ impl Worker {
             };
             tokio::spawn(reconciler.run(Arc::clone(&self.lifecycle)))
         });
-        let heartbeat = tokio::spawn(heartbeat(
-            self.syncer.ledger().clone(),
-            Arc::clone(&self.budgets),
-            Arc::clone(&self.health),
-            Arc::clone(&self.lifecycle),
-            worker_id,
-        ));
-
-        let state = OpsState {
-            ledger: self.syncer.ledger().clone(),
-            health: Arc::clone(&self.health),
-            lifecycle: Arc::clone(&self.lifecycle),
-            metrics: callsync_shared::telemetry::prometheus(),
-        };
         let ops = Router::new()
             .route("/healthz", get(|| async { (StatusCode::OK, "ok") }))
             .route("/readyz", get(ready))

@@ -326,9 +326,16 @@ async fn backfill(config: &BackfillConfig, request: &BackfillRequest) -> Result<
         .platform
         .build(reconcile::REQUEST_TIMEOUT)
         .map_err(|e| format!("cannot build the {source} API client: {e}"))?;
-    let ledger = Ledger::open_existing(config.ops.database_url.expose())
-        .await
-        .map_err(|e| format!("cannot read the ledger: {e}"))?;
+    // Created and migrated if need be, as the worker would: a backfill
+    // before the first worker started knows no call and queues them all.
+    let ledger = Ledger::connect(
+        config.ops.database_url.expose(),
+        2,
+        "",
+        Duration::from_secs(30),
+    )
+    .await
+    .map_err(|e| format!("cannot open the ledger: {e}"))?;
     let outbox = if request.dry_run {
         None
     } else {

@@ -41,12 +41,13 @@ impl Platform for ElevenLabs {
     }
 
     async fn page(&self, window: &Window, cursor: Option<&str>) -> Result<Page, PlatformError> {
-        // Whole seconds: the start rounded down, the end up, so that the
-        // window loses no call (a call listed twice is counted once).
+        // Whole seconds, a second wider on each side: whether the bounds
+        // are inclusive is not documented, and a call listed twice is
+        // counted once while a call left out is missed.
         let mut query = vec![
             (
                 "call_start_after_unix",
-                window.start.unix_timestamp().to_string(),
+                (window.start.unix_timestamp() - 1).to_string(),
             ),
             (
                 "call_start_before_unix",

@@ -157,10 +157,18 @@ impl PlatformConfig {
                 message: "must be at least 1".to_owned(),
             });
         }
+        // A comma-separated list is a rotation (Retell's webhooks are
+        // verified with the API key, and ingest reads the same variable):
+        // the first key is the current one.
+        let key = key
+            .split(',')
+            .map(str::trim)
+            .find(|k| !k.is_empty())
+            .unwrap_or_default();
         Ok(Some(Self {
             source,
             api,
-            api_key: Secret::new(key.trim()),
+            api_key: Secret::new(key),
             api_url: api_url.trim_end_matches('/').to_owned(),
             page_size: page_size.min(api.max_page_size),
         }))

@@ -71,7 +71,9 @@ impl RoundError {
 #[derive(Debug, Clone, Copy)]
 pub enum Sink<'a> {
     Queue(&'a Outbox),
-    /// Count only (`backfill --dry-run`).
+    /// Count only (`backfill --dry-run`), from the list alone: no call is
+    /// fetched, so a call the list shows finished and its details do not
+    /// is counted as to queue.
     DryRun,
 }
 
@@ -135,6 +137,12 @@ impl<'a> Walker<'a> {
         for call in ready {
             if known.contains(&call.call_id) {
                 counts.known += 1;
+                continue;
+            }
+            if matches!(self.sink, Sink::DryRun) {
+                // Counted from the list alone: a dry run costs no request
+                // per call.
+                counts.queued += 1;
                 continue;
             }
             match self.platform.report(&call).await? {

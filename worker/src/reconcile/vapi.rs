@@ -5,6 +5,11 @@
 //! (at most 1000) and `createdAtGe`/`createdAtLt`: a window that fills a
 //! page is split in two and each half listed, until every window fits in
 //! one page. The cursor is the stack of windows still to list.
+//!
+//! Vapi sends its `end-of-call-report` once the call's analysis is done,
+//! and the call has no flag saying so: an ended call counts as finished
+//! once its `analysis` is filled in, or [`ANALYSIS_WAIT`] after it ended
+//! (an assistant without an analysis plan never gets one).
 //! (Vapi API reference, `GET /call`, operation `CallController_findAll`.)
 
 use std::sync::Arc;
@@ -24,6 +29,10 @@ pub(super) const API: Api = Api {
     max_page_size: 1000,
     build: |client| Arc::new(Vapi { client }),
 };
+
+/// How long after its end an ended call without an analysis is taken to
+/// have none coming.
+pub const ANALYSIS_WAIT: std::time::Duration = std::time::Duration::from_secs(10 * 60);
 
 #[derive(Debug)]
 struct Vapi {
@@ -66,8 +75,12 @@ impl Platform for Vapi {
         let Value::Array(items) = body else {
             return Err(unexpected("GET /call did not answer a list".to_owned()));
         };
+        let now = OffsetDateTime::now_utc();
         let calls = if items.len() < limit as usize {
-            items.into_iter().filter_map(listed).collect()
+            items
+                .into_iter()
+                .filter_map(|item| listed(item, now))
+                .collect()
         } else if end - start > 1 {
             // The window may hold more calls than the page showed: list its
             // halves instead (the older one first).
@@ -93,12 +106,19 @@ impl Platform for Vapi {
     }
 }
 
-fn listed(item: Value) -> Option<Listed> {
+fn listed(item: Value, now: OffsetDateTime) -> Option<Listed> {
     let call_id = item.get("id")?.as_str()?.to_owned();
+    let ended = item.get("status").and_then(Value::as_str) == Some("ended");
+    let ended_at = item.get("endedAt").and_then(super::rfc3339);
+    let analysed = item
+        .get("analysis")
+        .and_then(Value::as_object)
+        .is_some_and(|analysis| !analysis.is_empty());
+    let waited = ended_at.is_some_and(|at| at + ANALYSIS_WAIT <= now);
     Some(Listed {
         call_id,
-        finished: item.get("status").and_then(Value::as_str) == Some("ended"),
-        ended_at: item.get("endedAt").and_then(super::rfc3339),
+        finished: ended && (analysed || waited),
+        ended_at,
         item,
     })
 }
@@ -157,7 +177,7 @@ mod tests {
             "analysis": {"summary": "Booked a cleaning.", "structuredData": {"follow_up_needed": true}},
             "artifact": {"transcript": "AI: Hi\nUser: Hello"}
         });
-        let listed = listed(call.clone()).unwrap();
+        let listed = listed(call.clone(), OffsetDateTime::now_utc()).unwrap();
         assert!(listed.finished);
         let body = end_of_call_report(&listed.item);
         let ctx = ParseContext {
@@ -177,11 +197,31 @@ mod tests {
 
     #[test]
     fn a_call_in_progress_is_not_finished() {
-        let call = listed(json!({"id": "call-2", "status": "in-progress"})).unwrap();
+        let now = OffsetDateTime::now_utc();
+        let call = listed(json!({"id": "call-2", "status": "in-progress"}), now).unwrap();
         assert!(!call.finished);
         assert!(
-            listed(json!({"status": "ended"})).is_none(),
+            listed(json!({"status": "ended"}), now).is_none(),
             "no id, no call"
         );
+    }
+
+    #[test]
+    fn an_ended_call_waits_for_its_analysis_until_none_is_coming() {
+        let ended_at = time::macros::datetime!(2026-08-01 10:00 UTC);
+        let call = json!({"id": "c", "status": "ended", "endedAt": "2026-08-01T10:00:00.000Z"});
+        assert!(
+            !listed(call.clone(), ended_at + ANALYSIS_WAIT / 2)
+                .unwrap()
+                .finished
+        );
+        assert!(
+            listed(call.clone(), ended_at + ANALYSIS_WAIT)
+                .unwrap()
+                .finished
+        );
+        let mut analysed = call;
+        analysed["analysis"] = json!({"summary": "Booked."});
+        assert!(listed(analysed, ended_at).unwrap().finished);
     }
 }

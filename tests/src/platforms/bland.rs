@@ -1,0 +1,151 @@
+//! Bland's `GET /v1/calls` and `GET /v1/calls/{call_id}` (API reference):
+//! `authorization: <key>` without "Bearer"; the list is ordered by
+//! `created_at`, newest first unless `ascending=true`, and paged by index
+//! (`from` inclusive, `to` exclusive, `limit` default 1000); list rows hold
+//! no summary or transcript. The post-call webhook's body is the call
+//! object the details answer. Parameters the reference does not list are
+//! refused (400).
+
+use axum::Router;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::routing::get;
+use callsync_shared::Source;
+use serde_json::{Value, json};
+use time::format_description::well_known::Rfc3339;
+
+use super::{AGENT_NUMBER, Shared, SimCall, Stage, ok, page_of, query_params, refuse};
+
+const PARAMS: &[&str] = &[
+    "from_number",
+    "to_number",
+    "from",
+    "to",
+    "limit",
+    "ascending",
+    "sort_by",
+];
+
+pub(super) fn router() -> Router<Shared> {
+    Router::new()
+        .route("/v1/calls", get(list))
+        .route("/v1/calls/{call_id}", get(get_one))
+}
+
+async fn list(
+    State(sim): State<Shared>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let calls = match sim.admit(
+        Source::Bland,
+        &headers,
+        "list",
+        query.clone().unwrap_or_default(),
+    ) {
+        Ok(calls) => calls,
+        Err(refusal) => return refusal,
+    };
+    match select(&calls, query.as_deref()) {
+        Ok(answer) => sim.listing(Source::Bland, || ok(answer)).await,
+        Err(message) => sim.refused(Source::Bland, refuse(StatusCode::BAD_REQUEST, &message)),
+    }
+}
+
+async fn get_one(
+    State(sim): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let calls = match sim.admit(Source::Bland, &headers, "get", id.clone()) {
+        Ok(calls) => calls,
+        Err(refusal) => return refusal,
+    };
+    match calls.iter().find(|c| c.id == id) {
+        Some(call) => ok(details(call)),
+        None => sim.refused(
+            Source::Bland,
+            refuse(StatusCode::NOT_FOUND, "Call not found"),
+        ),
+    }
+}
+
+fn select(calls: &[SimCall], query: Option<&str>) -> Result<Value, String> {
+    let params = query_params(query, PARAMS)?;
+    let index = |name: &str| -> Result<Option<usize>, String> {
+        params
+            .get(name)
+            .map(|v| {
+                v.parse()
+                    .map_err(|_| format!("{name} must be a whole number"))
+            })
+            .transpose()
+    };
+    let from = index("from")?.unwrap_or(0);
+    let limit = index("limit")?.unwrap_or(1000);
+    let to = index("to")?.unwrap_or(usize::MAX);
+    if to < from {
+        return Err("to must not be less than from".to_owned());
+    }
+    let ascending = match params.get("ascending").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => return Err(format!("ascending must be true or false, not {other}")),
+    };
+    let mut chosen: Vec<&SimCall> = calls.iter().collect();
+    chosen.sort_by_key(|c| (c.started_at, c.id.clone()));
+    if !ascending {
+        chosen.reverse();
+    }
+    let calls: Vec<Value> = page_of(&chosen, from, (to - from).min(limit))
+        .into_iter()
+        .map(row)
+        .collect();
+    Ok(json!({ "count": chosen.len(), "calls": calls }))
+}
+
+fn created_at(call: &SimCall) -> String {
+    call.started_at
+        .format(&Rfc3339)
+        .expect("a formattable time")
+}
+
+fn completed(call: &SimCall) -> bool {
+    call.stage != Stage::InProgress
+}
+
+/// A call as the list shows it.
+fn row(call: &SimCall) -> Value {
+    json!({
+        "call_id": call.id,
+        "created_at": created_at(call),
+        "call_length": if completed(call) { call.duration.as_secs_f64() / 60.0 } else { 0.0 },
+        "to": AGENT_NUMBER,
+        "from": call.phone,
+        "completed": completed(call),
+        "queue_status": if completed(call) { "complete" } else { "started" },
+        "error_message": null,
+        "answered_by": "human",
+        "batch_id": null,
+    })
+}
+
+/// A call as the details answer it: also the post-call webhook's body.
+pub(super) fn details(call: &SimCall) -> Value {
+    let mut details = row(call);
+    details["c_id"] = json!(call.id);
+    details["inbound"] = json!(true);
+    details["started_at"] = json!(created_at(call));
+    details["variables"] = json!({"follow_up_needed": call.follow_up});
+    details["metadata"] = json!({});
+    details["analysis"] = Value::Null;
+    if completed(call) {
+        details["concatenated_transcript"] =
+            json!(format!("assistant: Hello. user: {}", call.summary));
+    }
+    if call.stage == Stage::Analysed {
+        details["summary"] = json!(call.summary);
+    }
+    details
+}

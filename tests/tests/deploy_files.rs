@@ -122,6 +122,13 @@ fn variables_in_code() -> BTreeSet<String> {
     for source in ["VOICEDOCK", "POSTCALL"] {
         names.insert(format!("CALLSYNC_{source}_TOKEN"));
     }
+    for source in callsync_shared::Source::ALL {
+        if callsync_worker::reconcile::api(source).is_some() {
+            let source = source.as_str().to_uppercase();
+            names.insert(format!("CALLSYNC_{source}_API_KEY"));
+            names.insert(format!("CALLSYNC_{source}_API_URL"));
+        }
+    }
     names.insert("CALLSYNC_VOICEDOCK_SECRET".to_owned());
     names.insert("CALLSYNC_VOICEDOCK_TOLERANCE_SECS".to_owned());
     names
@@ -599,7 +606,9 @@ fn the_dashboard_and_the_alerts_only_use_metrics_the_services_export() {
             "CallsyncWorkerPaused",
             "CallsyncSyncLagHigh",
             "CallsyncNotReady",
-            "CallsyncCrmRateLimited"
+            "CallsyncCrmRateLimited",
+            "CallsyncWebhooksLost",
+            "CallsyncReconcileStalled"
         ])
     );
     for rule in rules {

@@ -1,0 +1,254 @@
+//! platform-sim refuses what each platform's API refuses, so that a
+//! reconciliation test passing against it says something about the real
+//! APIs. Each rule cites the vendor documentation in `tests/src/platforms`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use callsync_shared::Source;
+use callsync_tests::platforms::{PlatformSim, SOURCES, SimCall, api_key};
+use reqwest::{RequestBuilder, StatusCode};
+use serde_json::{Value, json};
+
+/// A list request to `source`, with `query` (or, for Retell, `body`), and
+/// the key sent as `auth` does it.
+fn list(
+    client: &reqwest::Client,
+    sim: &PlatformSim,
+    source: Source,
+    query: &[(&str, &str)],
+    body: Value,
+) -> RequestBuilder {
+    let base = sim.api_url(source);
+    match source {
+        Source::Vapi => client.get(format!("{base}/call")).query(query),
+        Source::Retell => client.post(format!("{base}/v3/list-calls")).json(&body),
+        Source::Elevenlabs => client
+            .get(format!("{base}/v1/convai/conversations"))
+            .query(query),
+        Source::Bland => client.get(format!("{base}/v1/calls")).query(query),
+        other => panic!("{other} has no list API"),
+    }
+}
+
+/// The key as the platform wants it.
+fn keyed(source: Source, request: RequestBuilder, key: &str) -> RequestBuilder {
+    match source {
+        Source::Vapi | Source::Retell => request.bearer_auth(key),
+        Source::Elevenlabs => request.header("xi-api-key", key),
+        Source::Bland => request.header("authorization", key),
+        other => panic!("{other} has no list API"),
+    }
+}
+
+async fn status(request: RequestBuilder) -> StatusCode {
+    request.send().await.expect("platform-sim answers").status()
+}
+
+#[tokio::test]
+async fn every_platform_answers_its_key_and_refuses_a_wrong_or_missing_one() {
+    let sim = PlatformSim::start().await;
+    let client = reqwest::Client::new();
+    for source in SOURCES {
+        let request = || list(&client, &sim, source, &[], json!({}));
+        assert_eq!(
+            status(keyed(source, request(), api_key(source))).await,
+            StatusCode::OK,
+            "{source} with its key"
+        );
+        assert_eq!(
+            status(keyed(source, request(), "not-the-key")).await,
+            StatusCode::UNAUTHORIZED,
+            "{source} with a wrong key"
+        );
+        assert_eq!(
+            status(request()).await,
+            StatusCode::UNAUTHORIZED,
+            "{source} without a key"
+        );
+    }
+    // Bland wants the key alone; "Bearer <key>" is another key.
+    let bearer =
+        list(&client, &sim, Source::Bland, &[], json!({})).bearer_auth(api_key(Source::Bland));
+    assert_eq!(status(bearer).await, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn each_platform_refuses_a_page_larger_than_its_maximum_and_parameters_it_does_not_know() {
+    let sim = PlatformSim::start().await;
+    let client = reqwest::Client::new();
+    let send = |source: Source, query: &[(&str, &str)], body: Value| {
+        keyed(
+            source,
+            list(&client, &sim, source, query, body),
+            api_key(source),
+        )
+    };
+    // Vapi: `limit` at most 1000; validation refuses unknown properties.
+    assert_eq!(
+        status(send(Source::Vapi, &[("limit", "1000")], json!({}))).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        status(send(Source::Vapi, &[("limit", "1001")], json!({}))).await,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        status(send(Source::Vapi, &[("page", "2")], json!({}))).await,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        status(send(
+            Source::Vapi,
+            &[("createdAtGe", "yesterday")],
+            json!({})
+        ))
+        .await,
+        StatusCode::BAD_REQUEST
+    );
+    // Retell: a typed body; unknown keys and a limit over 1000 refused.
+    assert_eq!(
+        status(send(Source::Retell, &[], json!({"limit": 1000}))).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        status(send(Source::Retell, &[], json!({"limit": 1001}))).await,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        status(send(Source::Retell, &[], json!({"cursor": "x"}))).await,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        status(send(
+            Source::Retell,
+            &[],
+            json!({"filter_criteria": {"start_timestamp": {"lower_threshold": 1}}})
+        ))
+        .await,
+        StatusCode::BAD_REQUEST,
+        "v2's filter shape is not v3's"
+    );
+    // ElevenLabs: `page_size` at most 100, answered 422 as FastAPI does.
+    assert_eq!(
+        status(send(Source::Elevenlabs, &[("page_size", "100")], json!({}))).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        status(send(Source::Elevenlabs, &[("page_size", "101")], json!({}))).await,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    // Bland: only the parameters its reference lists.
+    assert_eq!(
+        status(send(
+            Source::Bland,
+            &[("from", "0"), ("to", "10")],
+            json!({})
+        ))
+        .await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        status(send(
+            Source::Bland,
+            &[("start_date", "2026-11-30")],
+            json!({})
+        ))
+        .await,
+        StatusCode::BAD_REQUEST
+    );
+}
+
+#[tokio::test]
+async fn pages_hold_at_most_what_was_asked_and_a_cursor_leads_on() {
+    let sim = PlatformSim::start().await;
+    let client = reqwest::Client::new();
+    for i in 0..5 {
+        let call = SimCall::analysed(
+            &format!("page-{i}"),
+            "+31612000009",
+            Duration::from_secs(600 + i * 60),
+        );
+        sim.add(Source::Retell, call.clone());
+        sim.add(Source::Elevenlabs, call);
+    }
+    let first: Value = keyed(
+        Source::Retell,
+        list(&client, &sim, Source::Retell, &[], json!({"limit": 2})),
+        api_key(Source::Retell),
+    )
+    .send()
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(first["items"].as_array().unwrap().len(), 2);
+    assert_eq!(first["has_more"], json!(true));
+    let key = first["pagination_key"].as_str().unwrap();
+    let last: Value = keyed(
+        Source::Retell,
+        list(
+            &client,
+            &sim,
+            Source::Retell,
+            &[],
+            json!({"limit": 3, "pagination_key": key}),
+        ),
+        api_key(Source::Retell),
+    )
+    .send()
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(last["items"].as_array().unwrap().len(), 3);
+    assert_eq!(last["has_more"], json!(false));
+
+    let page: Value = keyed(
+        Source::Elevenlabs,
+        list(
+            &client,
+            &sim,
+            Source::Elevenlabs,
+            &[("page_size", "4")],
+            json!({}),
+        ),
+        api_key(Source::Elevenlabs),
+    )
+    .send()
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(page["conversations"].as_array().unwrap().len(), 4);
+    assert_eq!(page["has_more"], json!(true));
+    assert!(
+        page["conversations"][0].get("external_number").is_none()
+            && page["conversations"][0].get("analysis").is_none(),
+        "the list holds summaries only: {page}"
+    );
+}
+
+#[tokio::test]
+async fn an_injected_429_carries_no_retry_after_as_no_platform_documents_one() {
+    let sim = PlatformSim::start().await;
+    let client = reqwest::Client::new();
+    for source in SOURCES {
+        sim.rate_limit_next(source, 1);
+        let response = keyed(
+            source,
+            list(&client, &sim, source, &[], json!({})),
+            api_key(source),
+        )
+        .send()
+        .await
+        .unwrap();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(response.headers().get("retry-after").is_none());
+        assert_eq!(sim.rate_limited(source), 1);
+    }
+}

@@ -46,6 +46,22 @@ async fn status(request: RequestBuilder) -> StatusCode {
     request.send().await.expect("platform-sim answers").status()
 }
 
+/// The JSON answer to a list request of `source` sent with its key.
+async fn listed(sim: &PlatformSim, source: Source, query: &[(&str, &str)], body: Value) -> Value {
+    let client = reqwest::Client::new();
+    keyed(
+        source,
+        list(&client, sim, source, query, body),
+        api_key(source),
+    )
+    .send()
+    .await
+    .expect("platform-sim answers")
+    .json()
+    .await
+    .expect("a JSON answer")
+}
+
 #[tokio::test]
 async fn every_platform_answers_its_key_and_refuses_a_wrong_or_missing_one() {
     let sim = PlatformSim::start().await;
@@ -163,7 +179,6 @@ async fn each_platform_refuses_a_page_larger_than_its_maximum_and_parameters_it_
 #[tokio::test]
 async fn pages_hold_at_most_what_was_asked_and_a_cursor_leads_on() {
     let sim = PlatformSim::start().await;
-    let client = reqwest::Client::new();
     for i in 0..5 {
         let call = SimCall::analysed(
             &format!("page-{i}"),
@@ -173,57 +188,16 @@ async fn pages_hold_at_most_what_was_asked_and_a_cursor_leads_on() {
         sim.add(Source::Retell, call.clone());
         sim.add(Source::Elevenlabs, call);
     }
-    let first: Value = keyed(
-        Source::Retell,
-        list(&client, &sim, Source::Retell, &[], json!({"limit": 2})),
-        api_key(Source::Retell),
-    )
-    .send()
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+    let first = listed(&sim, Source::Retell, &[], json!({"limit": 2})).await;
     assert_eq!(first["items"].as_array().unwrap().len(), 2);
     assert_eq!(first["has_more"], json!(true));
     let key = first["pagination_key"].as_str().unwrap();
-    let last: Value = keyed(
-        Source::Retell,
-        list(
-            &client,
-            &sim,
-            Source::Retell,
-            &[],
-            json!({"limit": 3, "pagination_key": key}),
-        ),
-        api_key(Source::Retell),
-    )
-    .send()
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+    let body = json!({"limit": 3, "pagination_key": key});
+    let last = listed(&sim, Source::Retell, &[], body).await;
     assert_eq!(last["items"].as_array().unwrap().len(), 3);
     assert_eq!(last["has_more"], json!(false));
 
-    let page: Value = keyed(
-        Source::Elevenlabs,
-        list(
-            &client,
-            &sim,
-            Source::Elevenlabs,
-            &[("page_size", "4")],
-            json!({}),
-        ),
-        api_key(Source::Elevenlabs),
-    )
-    .send()
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+    let page = listed(&sim, Source::Elevenlabs, &[("page_size", "4")], json!({})).await;
     assert_eq!(page["conversations"].as_array().unwrap().len(), 4);
     assert_eq!(page["has_more"], json!(true));
     assert!(

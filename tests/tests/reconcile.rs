@@ -72,6 +72,37 @@ fn markers(source: Source, calls: &[SimCall]) -> Vec<String> {
     markers
 }
 
+/// An app with `workers` workers that do not reconcile, and platform-sim
+/// holding `n` analysed calls of `source` (see [`calls`]).
+async fn rig(
+    source: Source,
+    workers: usize,
+    prefix: &str,
+    n: usize,
+) -> (TestApp, PlatformSim, Vec<SimCall>) {
+    let app = app(workers).await;
+    let sim = PlatformSim::start().await;
+    let calls = calls(prefix, n);
+    for call in &calls {
+        sim.add(source, call.clone());
+    }
+    (app, sim, calls)
+}
+
+/// Once everything settled: each of `calls` is in the CRM once, with its
+/// follow-up, and the ledger has them all synced and nothing parked.
+async fn assert_each_synced_once(app: &TestApp, source: Source, calls: &[SimCall]) {
+    let s = app.settle().await;
+    assert_eq!(s.call_markers(), markers(source, calls), "every call once");
+    assert_eq!(
+        s.task_markers(),
+        markers(source, calls),
+        "every follow-up once"
+    );
+    let counts = app.ledger_counts().await;
+    assert_eq!((counts.synced, counts.parked), (calls.len() as i64, 0));
+}
+
 /// An app whose ingest knows every source's credentials and whose
 /// `workers` in-process workers do not reconcile.
 async fn app(workers: usize) -> TestApp {
@@ -163,12 +194,7 @@ fn reconciled(metrics: &str, source: Source, outcome: &str) -> f64 {
 }
 
 async fn calls_whose_webhook_never_arrived_reach_the_crm_once_after_one_round(source: Source) {
-    let mut app = app(1).await;
-    let sim = PlatformSim::start().await;
-    let calls = calls("lost", 200);
-    for call in &calls {
-        sim.add(source, call.clone());
-    }
+    let (mut app, sim, calls) = rig(source, 1, "lost", 200).await;
     // 70 % arrive by webhook, 30 % are lost on the way.
     let (delivered, lost): (Vec<&SimCall>, Vec<&SimCall>) = calls
         .iter()
@@ -186,15 +212,7 @@ async fn calls_whose_webhook_never_arrived_reach_the_crm_once_after_one_round(so
         .await;
     let row = round_done(&app, source, started).await;
     assert_eq!(row.last_error, None);
-    let s = app.settle().await;
-    assert_eq!(s.call_markers(), markers(source, &calls), "every call once");
-    assert_eq!(
-        s.task_markers(),
-        markers(source, &calls),
-        "every follow-up once"
-    );
-    let counts = app.ledger_counts().await;
-    assert_eq!((counts.synced, counts.parked), (200, 0));
+    assert_each_synced_once(&app, source, &calls).await;
 
     let metrics = app.worker_metrics(reconciler).await;
     assert_eq!(reconciled(&metrics, source, "queued"), 60.0, "{metrics}");
@@ -231,17 +249,13 @@ async fn a_webhook_and_the_reconciler_delivering_the_same_calls_sync_each_once(s
         .await;
     app.add_worker().await;
     round_done(&app, source, started).await;
-    let s = app.settle().await;
-    assert_eq!(s.call_markers(), markers(source, &calls), "each call once");
-    assert_eq!(s.task_markers(), markers(source, &calls));
+    assert_each_synced_once(&app, source, &calls).await;
     let metrics = app.worker_metrics(reconciler).await;
     let queued = reconciled(&metrics, source, "queued");
     assert!(
         queued > 0.0,
         "the reconciler must have delivered calls the webhooks also delivered: {metrics}"
     );
-    let counts = app.ledger_counts().await;
-    assert_eq!((counts.synced, counts.parked), (40, 0));
     app.shutdown().await;
 }
 
@@ -279,22 +293,12 @@ async fn a_call_in_progress_or_not_yet_analysed_is_left_for_the_next_round(sourc
     sim.set_stage(source, &calls[1].id, Stage::Analysed);
     let now = OffsetDateTime::now_utc();
     round_done(&app, source, now).await;
-    let s = app.settle().await;
-    assert_eq!(
-        s.call_markers(),
-        markers(source, &calls),
-        "synced at the next round, once"
-    );
+    assert_each_synced_once(&app, source, &calls).await;
     app.shutdown().await;
 }
 
 async fn a_rate_limited_list_is_waited_out_and_the_round_completes(source: Source) {
-    let mut app = app(1).await;
-    let sim = PlatformSim::start().await;
-    let calls = calls("limited", 30);
-    for call in &calls {
-        sim.add(source, call.clone());
-    }
+    let (mut app, sim, calls) = rig(source, 1, "limited", 30).await;
     sim.rate_limit_next(source, 3);
     let started = OffsetDateTime::now_utc();
     let reconciler = app
@@ -306,8 +310,7 @@ async fn a_rate_limited_list_is_waited_out_and_the_round_completes(source: Sourc
         "the 429s were waited out within the round"
     );
     assert_eq!(sim.rate_limited(source), 3);
-    let s = app.settle().await;
-    assert_eq!(s.call_markers(), markers(source, &calls));
+    assert_each_synced_once(&app, source, &calls).await;
     let metrics = app.worker_metrics(reconciler).await;
     assert_eq!(
         prometheus::value(
@@ -327,12 +330,7 @@ async fn a_rate_limited_list_is_waited_out_and_the_round_completes(source: Sourc
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reconciler_killed_mid_round_is_resumed_from_its_checkpoint() {
     let source = Source::Retell;
-    let mut app = app(1).await;
-    let sim = PlatformSim::start().await;
-    let calls = calls("resume", 60);
-    for call in &calls {
-        sim.add(source, call.clone());
-    }
+    let (mut app, sim, calls) = rig(source, 1, "resume", 60).await;
     sim.slow_lists(source, Duration::from_millis(600));
     let env = reconciling(&app, &sim, source, 10, "1h");
     let first = app.add_worker_process_with(env.clone()).await;
@@ -374,10 +372,7 @@ async fn a_reconciler_killed_mid_round_is_resumed_from_its_checkpoint() {
         lists.iter().all(|body| body.contains("pagination_key")),
         "no page of the round was listed from the start again: {lists:#?}"
     );
-    let s = app.settle().await;
-    assert_eq!(s.call_markers(), markers(source, &calls));
-    let counts = app.ledger_counts().await;
-    assert_eq!((counts.synced, counts.parked), (60, 0));
+    assert_each_synced_once(&app, source, &calls).await;
     app.shutdown().await;
 }
 
@@ -386,12 +381,7 @@ async fn a_reconciler_killed_mid_round_is_resumed_from_its_checkpoint() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_never_reconcile_a_platform_at_once() {
     let source = Source::Elevenlabs;
-    let mut app = app(0).await;
-    let sim = PlatformSim::start().await;
-    let calls = calls("replicas", 30);
-    for call in &calls {
-        sim.add(source, call.clone());
-    }
+    let (mut app, sim, calls) = rig(source, 0, "replicas", 30).await;
     sim.slow_lists(source, Duration::from_millis(200));
     let env = reconciling(&app, &sim, source, 10, "1s");
     app.add_worker_with(env.clone()).await;
@@ -408,8 +398,7 @@ async fn two_replicas_never_reconcile_a_platform_at_once() {
         1,
         "two rounds of one platform ran at the same time"
     );
-    let s = app.settle().await;
-    assert_eq!(s.call_markers(), markers(source, &calls));
+    assert_each_synced_once(&app, source, &calls).await;
     app.shutdown().await;
 }
 
@@ -432,12 +421,7 @@ async fn backfill(env: &Env, args: &[&str]) -> (i32, String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backfill_dry_run_counts_without_queuing_and_backfill_queues_and_sums_up() {
     let source = Source::Bland;
-    let mut app = app(1).await;
-    let sim = PlatformSim::start().await;
-    let calls = calls("backfill", 30);
-    for call in &calls {
-        sim.add(source, call.clone());
-    }
+    let (mut app, sim, calls) = rig(source, 1, "backfill", 30).await;
     for call in &calls[..10] {
         deliver(&app, source, call).await;
     }

@@ -6,16 +6,12 @@
 //! object the details answer. Parameters the reference does not list are
 //! refused (400).
 
-use axum::Router;
-use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
-use axum::routing::get;
+use axum::http::StatusCode;
 use callsync_shared::Source;
 use serde_json::{Value, json};
 use time::format_description::well_known::Rfc3339;
 
-use super::{AGENT_NUMBER, Shared, SimCall, Stage, ok, page_of, query_params, refuse};
+use super::{AGENT_NUMBER, Api, SimCall, Stage, page_of, query_params};
 
 const PARAMS: &[&str] = &[
     "from_number",
@@ -27,51 +23,18 @@ const PARAMS: &[&str] = &[
     "sort_by",
 ];
 
-pub(super) fn router() -> Router<Shared> {
-    Router::new()
-        .route("/v1/calls", get(list))
-        .route("/v1/calls/{call_id}", get(get_one))
-}
+pub(super) const API: Api = Api {
+    source: Source::Bland,
+    list_path: "/v1/calls",
+    list_by_post: false,
+    get_path: Some("/v1/calls/{call_id}"),
+    invalid: StatusCode::BAD_REQUEST,
+    select,
+    details,
+    missing: "Call not found",
+};
 
-async fn list(
-    State(sim): State<Shared>,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
-) -> Response {
-    let calls = match sim.admit(
-        Source::Bland,
-        &headers,
-        "list",
-        query.clone().unwrap_or_default(),
-    ) {
-        Ok(calls) => calls,
-        Err(refusal) => return refusal,
-    };
-    match select(&calls, query.as_deref()) {
-        Ok(answer) => sim.listing(Source::Bland, || ok(answer)).await,
-        Err(message) => sim.refused(Source::Bland, refuse(StatusCode::BAD_REQUEST, &message)),
-    }
-}
-
-async fn get_one(
-    State(sim): State<Shared>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    let calls = match sim.admit(Source::Bland, &headers, "get", id.clone()) {
-        Ok(calls) => calls,
-        Err(refusal) => return refusal,
-    };
-    match calls.iter().find(|c| c.id == id) {
-        Some(call) => ok(details(call)),
-        None => sim.refused(
-            Source::Bland,
-            refuse(StatusCode::NOT_FOUND, "Call not found"),
-        ),
-    }
-}
-
-fn select(calls: &[SimCall], query: Option<&str>) -> Result<Value, String> {
+fn select(calls: &[SimCall], query: &str) -> Result<Value, String> {
     let params = query_params(query, PARAMS)?;
     let index = |name: &str| -> Result<Option<usize>, String> {
         params

@@ -6,67 +6,27 @@
 //! (no phone numbers). A bad parameter is answered 422, as FastAPI
 //! validation answers; unknown parameters are ignored, as FastAPI ignores them.
 
-use axum::Router;
-use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
-use axum::routing::get;
+use axum::http::StatusCode;
 use callsync_shared::Source;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
-use super::{AGENT_NUMBER, Shared, SimCall, Stage, ok, page_of, refuse};
+use super::{AGENT_NUMBER, Api, SimCall, Stage, page_of};
 
-pub(super) fn router() -> Router<Shared> {
-    Router::new()
-        .route("/v1/convai/conversations", get(list))
-        .route("/v1/convai/conversations/{conversation_id}", get(get_one))
-}
+pub(super) const API: Api = Api {
+    source: Source::Elevenlabs,
+    list_path: "/v1/convai/conversations",
+    list_by_post: false,
+    get_path: Some("/v1/convai/conversations/{conversation_id}"),
+    invalid: StatusCode::UNPROCESSABLE_ENTITY,
+    select,
+    details,
+    missing: "Conversation not found",
+};
 
-async fn list(
-    State(sim): State<Shared>,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
-) -> Response {
-    let calls = match sim.admit(
-        Source::Elevenlabs,
-        &headers,
-        "list",
-        query.clone().unwrap_or_default(),
-    ) {
-        Ok(calls) => calls,
-        Err(refusal) => return refusal,
-    };
-    match select(&calls, query.as_deref()) {
-        Ok(answer) => sim.listing(Source::Elevenlabs, || ok(answer)).await,
-        Err(message) => sim.refused(
-            Source::Elevenlabs,
-            refuse(StatusCode::UNPROCESSABLE_ENTITY, &message),
-        ),
-    }
-}
-
-async fn get_one(
-    State(sim): State<Shared>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    let calls = match sim.admit(Source::Elevenlabs, &headers, "get", id.clone()) {
-        Ok(calls) => calls,
-        Err(refusal) => return refusal,
-    };
-    match calls.iter().find(|c| c.id == id) {
-        Some(call) => ok(details(call)),
-        None => sim.refused(
-            Source::Elevenlabs,
-            refuse(StatusCode::NOT_FOUND, "Conversation not found"),
-        ),
-    }
-}
-
-fn select(calls: &[SimCall], query: Option<&str>) -> Result<Value, String> {
+fn select(calls: &[SimCall], query: &str) -> Result<Value, String> {
     let params: std::collections::BTreeMap<String, String> =
-        form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        form_urlencoded::parse(query.as_bytes())
             .into_owned()
             .collect();
     let int = |name: &str| -> Result<Option<i64>, String> {

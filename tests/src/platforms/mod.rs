@@ -24,8 +24,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::{self, Path, RawQuery};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use callsync_shared::Source;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -118,6 +120,63 @@ pub struct Seen {
     pub status: u16,
 }
 
+/// One platform's API: where it lists and gets calls, and how it answers.
+#[derive(Debug)]
+struct Api {
+    source: Source,
+    list_path: &'static str,
+    /// Retell lists by `POST` with a JSON body; the others by `GET` with a
+    /// query string.
+    list_by_post: bool,
+    /// Where one call is fetched, for platforms whose list holds summaries.
+    get_path: Option<&'static str>,
+    /// The status of a request whose parameters the platform refuses.
+    invalid: StatusCode,
+    /// Answers a list request (its query string or body) from the calls.
+    select: fn(&[SimCall], &str) -> Result<Value, String>,
+    /// A call as its get-one answers it.
+    details: fn(&SimCall) -> Value,
+    /// The message of a get-one for an unknown call (404).
+    missing: &'static str,
+}
+
+impl Api {
+    fn routes(&'static self) -> Router<Shared> {
+        let list = move |extract::State(sim): extract::State<Shared>,
+                         headers: HeaderMap,
+                         RawQuery(query): RawQuery,
+                         body: String| async move {
+            let request = if self.list_by_post {
+                body
+            } else {
+                query.unwrap_or_default()
+            };
+            sim.list(self, &headers, request).await
+        };
+        let router = Router::new().route(
+            self.list_path,
+            if self.list_by_post {
+                post(list)
+            } else {
+                get(list)
+            },
+        );
+        match self.get_path {
+            None => router,
+            Some(path) => router.route(
+                path,
+                get(
+                    move |extract::State(sim): extract::State<Shared>,
+                          headers: HeaderMap,
+                          Path(id): Path<String>| async move {
+                        sim.get_one(self, &headers, &id)
+                    },
+                ),
+            ),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Platform {
     calls: Vec<SimCall>,
@@ -155,11 +214,11 @@ impl PlatformSim {
             .expect("a port for platform-sim");
         let addr = listener.local_addr().expect("a bound address");
         let shared = Shared::default();
-        let router = Router::new()
-            .nest("/vapi", vapi::router())
-            .nest("/retell", retell::router())
-            .nest("/elevenlabs", elevenlabs::router())
-            .nest("/bland", bland::router())
+        let router = [&vapi::API, &retell::API, &elevenlabs::API, &bland::API]
+            .into_iter()
+            .fold(Router::new(), |router, api| {
+                router.nest(&format!("/{}", api.source), api.routes())
+            })
             .with_state(shared.clone());
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
@@ -292,6 +351,31 @@ impl Shared {
         response
     }
 
+    /// Answers a list request: admitted, then selected from the calls; what
+    /// the platform refuses is answered with its status and reason.
+    async fn list(&self, api: &Api, headers: &HeaderMap, request: String) -> Response {
+        let calls = match self.admit(api.source, headers, "list", request.clone()) {
+            Ok(calls) => calls,
+            Err(refusal) => return refusal,
+        };
+        match (api.select)(&calls, &request) {
+            Ok(answer) => self.listing(api.source, || ok(answer)).await,
+            Err(message) => self.refused(api.source, refuse(api.invalid, &message)),
+        }
+    }
+
+    /// Answers a request for call `id`: admitted, then rendered, or 404.
+    fn get_one(&self, api: &Api, headers: &HeaderMap, id: &str) -> Response {
+        let calls = match self.admit(api.source, headers, "get", id.to_owned()) {
+            Ok(calls) => calls,
+            Err(refusal) => return refusal,
+        };
+        match calls.iter().find(|c| c.id == id) {
+            Some(call) => ok((api.details)(call)),
+            None => self.refused(api.source, refuse(StatusCode::NOT_FOUND, api.missing)),
+        }
+    }
+
     /// Runs a list request: counted in flight, after the configured delay.
     async fn listing<T>(&self, source: Source, answer: impl FnOnce() -> T) -> T {
         let delay = self.with(source, |p| {
@@ -337,9 +421,9 @@ fn rate_limited(source: Source) -> Response {
 
 /// A query string's parameters, refusing any not in `allowed` (what a
 /// validating API answers 400 to).
-fn query_params(query: Option<&str>, allowed: &[&str]) -> Result<BTreeMap<String, String>, String> {
+fn query_params(query: &str, allowed: &[&str]) -> Result<BTreeMap<String, String>, String> {
     let mut params = BTreeMap::new();
-    for (name, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+    for (name, value) in form_urlencoded::parse(query.as_bytes()) {
         if !allowed.contains(&name.as_ref()) {
             return Err(format!("property {name} should not exist"));
         }

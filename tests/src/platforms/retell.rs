@@ -6,15 +6,11 @@
 //! same object the `call_analyzed` webhook carries. Unknown keys, filters
 //! this simulator does not model and a limit over 1000 are refused (400).
 
-use axum::Router;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
-use axum::routing::{get, post};
+use axum::http::StatusCode;
 use callsync_shared::Source;
 use serde_json::{Map, Value, json};
 
-use super::{AGENT_NUMBER, Shared, SimCall, Stage, millis, ok, page_of, refuse};
+use super::{AGENT_NUMBER, Api, SimCall, Stage, millis, page_of};
 
 const KEYS: &[&str] = &[
     "filter_criteria",
@@ -25,40 +21,16 @@ const KEYS: &[&str] = &[
     "include_total",
 ];
 
-pub(super) fn router() -> Router<Shared> {
-    Router::new()
-        .route("/v3/list-calls", post(list))
-        .route("/v2/get-call/{call_id}", get(get_call))
-}
-
-async fn list(State(sim): State<Shared>, headers: HeaderMap, body: String) -> Response {
-    let calls = match sim.admit(Source::Retell, &headers, "list", body.clone()) {
-        Ok(calls) => calls,
-        Err(refusal) => return refusal,
-    };
-    match select(&calls, &body) {
-        Ok(answer) => sim.listing(Source::Retell, || ok(answer)).await,
-        Err(message) => sim.refused(Source::Retell, refuse(StatusCode::BAD_REQUEST, &message)),
-    }
-}
-
-async fn get_call(
-    State(sim): State<Shared>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    let calls = match sim.admit(Source::Retell, &headers, "get", id.clone()) {
-        Ok(calls) => calls,
-        Err(refusal) => return refusal,
-    };
-    match calls.iter().find(|c| c.id == id) {
-        Some(call) => ok(details(call)),
-        None => sim.refused(
-            Source::Retell,
-            refuse(StatusCode::NOT_FOUND, "Call not found"),
-        ),
-    }
-}
+pub(super) const API: Api = Api {
+    source: Source::Retell,
+    list_path: "/v3/list-calls",
+    list_by_post: true,
+    get_path: Some("/v2/get-call/{call_id}"),
+    invalid: StatusCode::BAD_REQUEST,
+    select,
+    details,
+    missing: "Call not found",
+};
 
 fn select(calls: &[SimCall], body: &str) -> Result<Value, String> {
     let request: Map<String, Value> = if body.trim().is_empty() {

@@ -5,17 +5,13 @@
 //! refused, as Vapi's validation refuses them (400, "property … should not
 //! exist").
 
-use axum::Router;
-use axum::extract::{RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
-use axum::routing::get;
+use axum::http::StatusCode;
 use callsync_shared::Source;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::{AGENT_NUMBER, Shared, SimCall, Stage, iso, ok, query_params, refuse};
+use super::{AGENT_NUMBER, Api, SimCall, Stage, iso, query_params};
 
 const PARAMS: &[&str] = &[
     "id",
@@ -32,27 +28,18 @@ const PARAMS: &[&str] = &[
     "updatedAtLe",
 ];
 
-pub(super) fn router() -> Router<Shared> {
-    Router::new().route("/call", get(list))
-}
+pub(super) const API: Api = Api {
+    source: Source::Vapi,
+    list_path: "/call",
+    list_by_post: false,
+    get_path: None,
+    invalid: StatusCode::BAD_REQUEST,
+    select,
+    details: item,
+    missing: "Call not found",
+};
 
-async fn list(
-    State(sim): State<Shared>,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
-) -> Response {
-    let request = query.clone().unwrap_or_default();
-    let calls = match sim.admit(Source::Vapi, &headers, "list", request) {
-        Ok(calls) => calls,
-        Err(refusal) => return refusal,
-    };
-    match select(&calls, query.as_deref()) {
-        Ok(items) => sim.listing(Source::Vapi, || ok(Value::Array(items))).await,
-        Err(message) => sim.refused(Source::Vapi, refuse(StatusCode::BAD_REQUEST, &message)),
-    }
-}
-
-fn select(calls: &[SimCall], query: Option<&str>) -> Result<Vec<Value>, String> {
+fn select(calls: &[SimCall], query: &str) -> Result<Value, String> {
     let params = query_params(query, PARAMS)?;
     let limit: usize = match params.get("limit") {
         None => 100,
@@ -89,7 +76,9 @@ fn select(calls: &[SimCall], query: Option<&str>) -> Result<Vec<Value>, String> 
         .collect();
     // No documented order: one that has nothing to do with time.
     chosen.sort_by_key(|c| scramble(&c.id));
-    Ok(chosen.into_iter().take(limit).map(item).collect())
+    Ok(Value::Array(
+        chosen.into_iter().take(limit).map(item).collect(),
+    ))
 }
 
 fn scramble(id: &str) -> u64 {

@@ -551,3 +551,48 @@ async fn every_replica_reports_the_last_successful_round_and_the_interval() {
     }
     app.shutdown().await;
 }
+
+/// A refused API key fails every round with a reason naming the variable,
+/// and the stall alert's input still moves: before any round succeeded,
+/// the last success reported is when the worker started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_api_key_fails_the_round_naming_the_variable_and_the_stall_alert_can_fire() {
+    let source = Source::Vapi;
+    let (mut app, sim, _calls) = rig(source, 0, "refused", 3).await;
+    let env = reconciling(&app, &sim, source, 100, "1h").with("CALLSYNC_VAPI_API_KEY", "revoked");
+    let started = OffsetDateTime::now_utc().unix_timestamp() as f64;
+    let worker = app.add_worker_process_with(env).await;
+    let row = eventually(
+        ROUND,
+        "the round to fail",
+        || round_row(&app, source),
+        |row| row.as_ref().is_some_and(|r| r.last_error.is_some()),
+    )
+    .await
+    .expect("a round row");
+    assert_eq!(
+        row.last_error.as_deref(),
+        Some("Vapi refused the API key (401): check CALLSYNC_VAPI_API_KEY")
+    );
+    assert_eq!(row.last_success_at, None);
+    let metrics = app.worker_metrics(worker).await;
+    let reported = prometheus::value(
+        &metrics,
+        "callsync_reconcile_last_success_timestamp_seconds",
+        &[("source", "vapi")],
+    );
+    assert!(
+        (started - 5.0..=started + 30.0).contains(&reported),
+        "reported {reported}, started {started}"
+    );
+    assert_eq!(
+        prometheus::value(
+            &metrics,
+            "callsync_reconcile_rounds_total",
+            &[("source", "vapi"), ("outcome", "failed")]
+        ),
+        1.0
+    );
+    assert_eq!(app.take_queued_call_ids().await, Vec::<String>::new());
+    app.shutdown().await;
+}

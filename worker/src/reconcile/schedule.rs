@@ -61,12 +61,13 @@ impl Reconciler {
             tracing::info!(%source, every = ?self.config.every, lookback = ?self.config.lookback, "reconciling the platform's call list");
         }
         let look_every = self.config.every.min(LOOK_EVERY);
+        let started = OffsetDateTime::now_utc();
         loop {
             for platform in &self.platforms {
                 if lifecycle.is_shutting_down() {
                     return;
                 }
-                self.publish_last_success(platform.source()).await;
+                self.publish_last_success(platform.source(), started).await;
                 match self.rounds.take(platform.source()).await {
                     Ok(Some(held)) => self.run_round(platform.as_ref(), held, &lifecycle).await,
                     Ok(None) => {}
@@ -84,13 +85,16 @@ impl Reconciler {
 
     /// Every replica reports when any replica last finished a round, so the
     /// "no round for three intervals" alert holds whichever replica ran it.
-    async fn publish_last_success(&self, source: Source) {
-        if let Ok(Some(at)) = self.rounds.last_success(source).await {
+    /// Before the first round ever succeeded it reports `since` (when this
+    /// replica started), so that a reconciler failing from the start
+    /// alerts too instead of exporting nothing.
+    async fn publish_last_success(&self, source: Source, since: OffsetDateTime) {
+        if let Ok(at) = self.rounds.last_success(source).await {
             metrics::gauge!(
                 "callsync_reconcile_last_success_timestamp_seconds",
                 "source" => source.as_str(),
             )
-            .set(at.unix_timestamp() as f64);
+            .set(at.unwrap_or(since).unix_timestamp() as f64);
         }
     }
 
@@ -104,7 +108,8 @@ impl Reconciler {
         match outcome {
             Ok(Ended::Done(counts)) => {
                 metrics::counter!("callsync_reconcile_rounds_total", "source" => source.as_str(), "outcome" => "succeeded").increment(1);
-                self.publish_last_success(source).await;
+                self.publish_last_success(source, OffsetDateTime::now_utc())
+                    .await;
                 if counts.queued > 0 {
                     tracing::warn!(
                         %source,

@@ -263,3 +263,35 @@ async fn an_unreachable_crm_outlasting_the_retry_tiers_parks_nothing() {
     assert_eq!(status, StatusCode::OK);
     app.shutdown().await;
 }
+
+/// A paused worker probes 5 s after pausing, then 10 s later, the wait
+/// doubling up to `CALLSYNC_PAUSE_PROBE_MAX`: exactly two probes in its
+/// first 20 s paused, however long the CRM keeps refusing, never a
+/// request a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_worker_probes_less_and_less_often() {
+    let app = paused_app("hubspot")
+        .worker_set("CALLSYNC_PAUSE_PROBE_MAX", "1m")
+        .start()
+        .await;
+    app.env.sim.set_token("rotated-in-the-crm");
+    let (bodies, _) = reports("backoff", 1);
+    post_all(&app, bodies).await;
+    assert_paused(&app, "credential", &["401"], 1).await;
+    let probes = || async {
+        prometheus::value(
+            &app.worker_metrics(0).await,
+            "callsync_worker_probes_total",
+            &[("outcome", "failed")],
+        )
+    };
+    throughout(
+        Duration::from_secs(20),
+        "at most two probes in the first 20 s paused",
+        probes,
+        |n| *n <= 2.0,
+    )
+    .await;
+    assert_eq!(probes().await, 2.0, "the paused worker kept probing");
+    app.shutdown().await;
+}

@@ -520,6 +520,16 @@ impl TestApp {
             .await
     }
 
+    /// Asserts that the calls queue is empty. Publishing is confirmed
+    /// before ingest answers, so a queued message would already be there.
+    pub async fn assert_nothing_queued(&self) {
+        assert_eq!(
+            self.take_queued_call_ids().await,
+            Vec::<String>::new(),
+            "nothing may be queued"
+        );
+    }
+
     /// Takes messages off the calls queue until every id of `expected` was
     /// among them, or fails after [`WAIT`] naming the missing ones; returns
     /// the ids of every message taken.

@@ -44,7 +44,7 @@ async fn refused(
     body: Vec<u8>,
 ) -> String {
     let answer = app.post_expecting(status, path, headers, body).await;
-    assert_nothing_queued(app).await;
+    app.assert_nothing_queued().await;
     error_text(&answer).to_owned()
 }
 
@@ -64,6 +64,11 @@ async fn unauthorized_voicedock(
     .await
 }
 
+/// [`refused`] for a request without signature or token headers.
+async fn refused_unsigned(app: &TestApp, status: StatusCode, path: &str, body: Vec<u8>) -> String {
+    refused(app, status, path, &[], body).await
+}
+
 /// [`refused`] for a voicedock report signed like the provider signs it.
 async fn refused_voicedock(app: &TestApp, status: StatusCode, body: Vec<u8>) -> String {
     refused(
@@ -74,14 +79,6 @@ async fn refused_voicedock(app: &TestApp, status: StatusCode, body: Vec<u8>) -> 
         body,
     )
     .await
-}
-
-async fn assert_nothing_queued(app: &TestApp) {
-    assert_eq!(
-        app.take_queued_call_ids().await,
-        Vec::<String>::new(),
-        "nothing may be queued"
-    );
 }
 
 fn error_text(answer: &Value) -> &str {
@@ -115,11 +112,10 @@ async fn a_valid_signed_report_is_queued_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_report_without_a_signature_is_rejected_with_401() {
     let app = ingest().await;
-    let error = refused(
+    let error = refused_unsigned(
         &app,
         StatusCode::UNAUTHORIZED,
         "/webhooks/voicedock",
-        &[],
         fixture(SEED_000),
     )
     .await;
@@ -170,11 +166,10 @@ async fn a_postcall_report_with_a_wrong_token_is_rejected_with_401_and_a_query_t
     )
     .await;
     assert_eq!(error, "bearer token does not match any configured token");
-    refused(
+    refused_unsigned(
         &app,
         StatusCode::UNAUTHORIZED,
         "/webhooks/postcall",
-        &[],
         body.clone(),
     )
     .await;
@@ -201,11 +196,10 @@ async fn with_a_secret_and_a_token_configured_both_are_required() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_source_is_rejected_with_404() {
     let app = ingest().await;
-    let error = refused(
+    let error = refused_unsigned(
         &app,
         StatusCode::NOT_FOUND,
         "/webhooks/nosuch",
-        &[],
         b"{}".to_vec(),
     )
     .await;
@@ -221,11 +215,10 @@ async fn an_unknown_source_is_rejected_with_404() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_source_without_credentials_is_refused_with_404() {
     let app = ingest_with("CALLSYNC_POSTCALL_TOKEN", "").await;
-    let error = refused(
+    let error = refused_unsigned(
         &app,
         StatusCode::NOT_FOUND,
         "/webhooks/postcall",
-        &[],
         fixture("postcall_002_example.json"),
     )
     .await;
@@ -296,7 +289,7 @@ async fn a_status_update_is_acknowledged_but_not_queued() {
         answer,
         json!({ "accepted": false, "ignored": "status-update" })
     );
-    assert_nothing_queued(&app).await;
+    app.assert_nothing_queued().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

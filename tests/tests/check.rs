@@ -139,48 +139,44 @@ async fn a_hubspot_token_without_a_scope_fails_that_scopes_line() {
     app.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unreachable_database_fails_the_database_line() {
+/// `check` with `variable` set to `url`, a service on port 1 on loopback
+/// (nothing listens: the connection is refused): the `failing` line fails
+/// and names the variable, the `passing` line still passes.
+async fn an_unreachable_service_fails_its_line(
+    variable: &str,
+    url: &str,
+    failing: &str,
+    passing: &str,
+) {
     let app = TestApp::builder().crm("hubspot").workers(0).start().await;
-    // Port 1 on loopback: nothing listens, the connection is refused.
-    let env = app.worker_env().with(
-        "CALLSYNC_DATABASE_URL",
-        "postgres://postgres@127.0.0.1:1/callsync",
-    );
-    let checked = check(&env).await;
+    let checked = check(&app.worker_env().with(variable, url)).await;
     assert!(!checked.success, "{checked:#?}");
-    let line = checked.line("database reachable and migrated");
-    assert!(
-        line.starts_with('✗') && line.contains("CALLSYNC_DATABASE_URL"),
-        "{line}"
-    );
-    assert!(
-        checked
-            .line("broker reachable and queues declared")
-            .starts_with('✓')
-    );
+    let line = checked.line(failing);
+    assert!(line.starts_with('✗') && line.contains(variable), "{line}");
+    assert!(checked.line(passing).starts_with('✓'));
     app.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_database_fails_the_database_line() {
+    an_unreachable_service_fails_its_line(
+        "CALLSYNC_DATABASE_URL",
+        "postgres://postgres@127.0.0.1:1/callsync",
+        "database reachable and migrated",
+        "broker reachable and queues declared",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_broker_fails_the_broker_line() {
-    let app = TestApp::builder().crm("hubspot").workers(0).start().await;
-    let env = app
-        .worker_env()
-        .with("CALLSYNC_AMQP_URL", "amqp://guest:guest@127.0.0.1:1/%2f");
-    let checked = check(&env).await;
-    assert!(!checked.success, "{checked:#?}");
-    let line = checked.line("broker reachable and queues declared");
-    assert!(
-        line.starts_with('✗') && line.contains("CALLSYNC_AMQP_URL"),
-        "{line}"
-    );
-    assert!(
-        checked
-            .line("database reachable and migrated")
-            .starts_with('✓')
-    );
-    app.shutdown().await;
+    an_unreachable_service_fails_its_line(
+        "CALLSYNC_AMQP_URL",
+        "amqp://guest:guest@127.0.0.1:1/%2f",
+        "broker reachable and queues declared",
+        "database reachable and migrated",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -86,16 +86,6 @@ async fn deliver(app: &TestApp, source: Source, body: Vec<u8>) -> (StatusCode, V
         .await
 }
 
-async fn assert_nothing_queued(app: &TestApp) {
-    // Publishing is confirmed before the answer, so a queued message would
-    // already be in the queue here.
-    assert_eq!(
-        app.take_queued_call_ids().await,
-        Vec::<String>::new(),
-        "nothing may be queued"
-    );
-}
-
 async fn a_signed_final_report_creates_the_contact_the_call_and_the_follow_up(source: Source) {
     let app = app(1).await;
     let (status, answer) = deliver(&app, source, fixture(case(source).final_report)).await;
@@ -140,7 +130,7 @@ async fn an_event_that_is_not_a_final_report_is_answered_and_not_queued(source: 
         answer,
         serde_json::json!({ "accepted": false, "ignored": event })
     );
-    assert_nothing_queued(&app).await;
+    app.assert_nothing_queued().await;
     app.shutdown().await;
 }
 
@@ -176,7 +166,7 @@ async fn a_bad_signature_is_refused_with_401_and_nothing_is_queued(source: Sourc
         StatusCode::UNAUTHORIZED,
         "no credentials at all: {answer}"
     );
-    assert_nothing_queued(&app).await;
+    app.assert_nothing_queued().await;
     app.shutdown().await;
 }
 
@@ -287,6 +277,6 @@ async fn a_body_sent_too_slowly_gets_a_408_and_nothing_is_queued() {
         "{answer}"
     );
     assert!(started.elapsed() < Duration::from_secs(5));
-    assert_nothing_queued(&app).await;
+    app.assert_nothing_queued().await;
     app.shutdown().await;
 }

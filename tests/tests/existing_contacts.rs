@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use callsync_tests::app::{AppBuilder, TestApp};
 use callsync_tests::contacts::{Field, search_operation, seed, typed_contact, typed_dutch_mobile};
-use callsync_tests::harness::WAIT;
+use callsync_tests::harness::{TestEnv, WAIT};
 use callsync_tests::sim::{Fault, RateLimit, SimConfig, Snapshot};
 use callsync_tests::wait::eventually;
 use serde_json::json;
@@ -61,6 +61,33 @@ fn call_contacts(s: &Snapshot, call_id: &str) -> Vec<String> {
         .find(|c| c.marker().as_deref() == Some(marker.as_str()))
         .map(|c| c.associations.clone())
         .unwrap_or_else(|| panic!("no call record for {call_id}: {:#?}", s.calls))
+}
+
+/// Seeds "Known", a contact long in the CRM with the main phone typed
+/// `06 12345678` (the Dutch national way); returns its id.
+fn seed_known(env: &TestEnv, crm: &str) -> String {
+    seed(
+        env,
+        typed_contact(
+            crm,
+            "Known",
+            "06 12345678",
+            Field::Main,
+            "2025-01-01T00:00:00Z",
+        ),
+    )
+}
+
+/// Asserts that the CRM holds `count` contacts; `which` says whose.
+fn assert_contacts(s: &Snapshot, count: usize, which: &str) {
+    assert_eq!(s.contacts.len(), count, "{which}: {:#?}", s.contacts);
+}
+
+/// The one contact the call `call_id` was recorded on.
+fn the_contact_of(s: &Snapshot, call_id: &str) -> String {
+    let on = call_contacts(s, call_id);
+    assert_eq!(on.len(), 1);
+    on[0].clone()
 }
 
 /// Posts one report per (call id, caller) and returns the settled CRM.
@@ -121,12 +148,7 @@ async fn a_number_typed_in_any_format_finds_its_contact_and_creates_none(crm: &'
     }
     let calls: Vec<(&str, &str)> = expected.iter().map(|(n, _, c)| (*n, *c)).collect();
     let s = send_calls(&app, &calls).await;
-    assert_eq!(
-        s.contacts.len(),
-        typed.len(),
-        "no contact created: {:#?}",
-        s.contacts
-    );
+    assert_contacts(&s, typed.len(), "no contact created");
     for (name, id, _) in &expected {
         assert_eq!(
             call_contacts(&s, name),
@@ -164,16 +186,10 @@ async fn a_number_sharing_only_the_last_seven_digits_is_another_person(crm: &'st
         ),
     ];
     let s = send_calls(&app, &[("new-caller", "+31612345678")]).await;
-    assert_eq!(
-        s.contacts.len(),
-        3,
-        "a contact is created for the caller: {:#?}",
-        s.contacts
-    );
-    let on = call_contacts(&s, "new-caller");
-    assert_eq!(on.len(), 1);
-    assert!(!decoys.contains(&on[0]), "the call is not on a decoy");
-    let created = s.contacts.iter().find(|c| c.id == on[0]).unwrap();
+    assert_contacts(&s, 3, "a contact is created for the caller");
+    let on = the_contact_of(&s, "new-caller");
+    assert!(!decoys.contains(&on), "the call is not on a decoy");
+    let created = s.contacts.iter().find(|c| c.id == on).unwrap();
     assert!(
         created
             .properties
@@ -230,16 +246,7 @@ async fn of_two_contacts_with_the_number_the_main_phone_most_recently_updated_wi
 async fn a_repeat_caller_costs_no_search(crm: &'static str) {
     let app = app_for(crm).await;
     let env = &app.env;
-    let contact = seed(
-        env,
-        typed_contact(
-            crm,
-            "Known",
-            "06 12345678",
-            Field::Main,
-            "2025-01-01T00:00:00Z",
-        ),
-    );
+    let contact = seed_known(env, crm);
     let searches = |s: &Snapshot| {
         s.stats
             .by_operation
@@ -444,16 +451,7 @@ async fn after_a_reset_contact_create(crm: &'static str, told: Option<&str>) -> 
     }
     let app = app.start().await;
     // A known contact beside the new caller, so that the search answers.
-    let known = seed(
-        &app.env,
-        typed_contact(
-            crm,
-            "Known",
-            "06 12345678",
-            Field::Main,
-            "2025-01-01T00:00:00Z",
-        ),
-    );
+    let known = seed_known(&app.env, crm);
     app.env
         .sim
         .inject(create_operation(crm), Fault::ApplyThenReset, 1);
@@ -476,12 +474,7 @@ async fn a_contact_created_but_answered_with_a_reset_is_found_once_the_index_sho
     crm: &'static str,
 ) {
     let (s, seeded) = after_a_reset_contact_create(crm, None).await;
-    assert_eq!(
-        s.contacts.len(),
-        2,
-        "the seeded contact and the caller's: {:#?}",
-        s.contacts
-    );
+    assert_contacts(&s, 2, "the seeded contact and the caller's");
     assert_eq!(call_contacts(&s, "reset-create"), created(&s, &seeded));
 }
 
@@ -495,16 +488,9 @@ async fn a_contact_created_but_answered_with_a_reset_is_found_once_the_index_sho
 async fn a_worker_told_the_index_has_no_lag_creates_a_new_callers_contact_twice_under_a_lagging_index()
  {
     let (s, seeded) = after_a_reset_contact_create("hubspot", Some("0s")).await;
-    assert_eq!(
-        s.contacts.len(),
-        3,
-        "the seeded contact and the caller's, twice: {:#?}",
-        s.contacts
-    );
-    let on = call_contacts(&s, "reset-create");
-    assert_eq!(on.len(), 1);
+    assert_contacts(&s, 3, "the seeded contact and the caller's, twice");
     assert!(
-        created(&s, &seeded).contains(&on[0]),
+        created(&s, &seeded).contains(&the_contact_of(&s, "reset-create")),
         "the call is on a new contact"
     );
 }

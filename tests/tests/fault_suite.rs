@@ -552,16 +552,10 @@ fn assert_every_fault_happened(s: &Snapshot) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn under_every_fault_at_once_no_call_is_lost_duplicated_misattributed_or_parked() {
-    let (verdict, snapshot) = run(Run {
-        calls: env_usize("CALLSYNC_FAULT_CALLS", 300),
-        crm_limit: env_usize("CALLSYNC_FAULT_CRM_LIMIT", 80),
-        sim_index_lag: Duration::ZERO,
-        // Covers requests applied up to a second after the client gave up.
-        worker_index_lag: Duration::from_secs(1),
-    })
-    .await;
+/// Runs `run` and asserts that the CRM holds exactly the calls sent and
+/// that every kind of fault happened on the way.
+async fn assert_each_call_once_under_every_fault(settings: Run) {
+    let (verdict, snapshot) = run(settings).await;
     assert_eq!(
         verdict,
         Verdict::default(),
@@ -571,18 +565,24 @@ async fn under_every_fault_at_once_no_call_is_lost_duplicated_misattributed_or_p
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn under_every_fault_at_once_no_call_is_lost_duplicated_misattributed_or_parked() {
+    assert_each_call_once_under_every_fault(Run {
+        calls: env_usize("CALLSYNC_FAULT_CALLS", 300),
+        crm_limit: env_usize("CALLSYNC_FAULT_CRM_LIMIT", 80),
+        sim_index_lag: Duration::ZERO,
+        // Covers requests applied up to a second after the client gave up.
+        worker_index_lag: Duration::from_secs(1),
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn with_a_search_index_lagging_two_seconds_every_fault_still_gives_each_call_once() {
-    let (verdict, snapshot) = run(Run {
+    assert_each_call_once_under_every_fault(Run {
         calls: env_usize("CALLSYNC_FAULT_LAG_CALLS", 120),
         crm_limit: env_usize("CALLSYNC_FAULT_CRM_LIMIT", 80),
         sim_index_lag: Duration::from_secs(2),
         worker_index_lag: Duration::from_secs(3),
     })
     .await;
-    assert_eq!(
-        verdict,
-        Verdict::default(),
-        "the CRM holds exactly the calls sent"
-    );
-    assert_every_fault_happened(&snapshot);
 }

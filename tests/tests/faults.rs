@@ -32,6 +32,21 @@ async fn settled_after(name: &str, faults: &[(&'static str, Fault, u32)]) -> (Te
     (app, s)
 }
 
+/// [`settled_after`] for the follow-up report, asserting that it was synced
+/// (nothing parked) and left exactly its call record, its task and one
+/// contact, whatever `operations` suffered: `fault` `times` times each.
+async fn follow_up_synced_once_after(
+    operations: &[&'static str],
+    fault: Fault,
+    times: u32,
+) -> (TestApp, Snapshot) {
+    let faults: Vec<_> = operations.iter().map(|op| (*op, fault, times)).collect();
+    let (app, s) = settled_after(FOLLOW_UP, &faults).await;
+    app.assert_ledger(1, 0).await;
+    assert_follow_up_synced_once(&s);
+    (app, s)
+}
+
 /// Asserts that the follow-up report left exactly its call record, its
 /// task and one contact.
 fn assert_follow_up_synced_once(s: &Snapshot) {
@@ -129,14 +144,10 @@ async fn a_create_applied_but_answered_with_a_reset_is_adopted_not_repeated() {
 async fn a_create_applied_but_answered_500_is_adopted_not_repeated() {
     // A 5xx may come after the CRM committed the request: its outcome is
     // unknown, so the marker is searched before anything is created again.
-    let faults = [
-        ("create_call", Fault::ApplyThenServerError, 1),
-        ("create_task", Fault::ApplyThenServerError, 1),
-    ];
-    let (app, s) = settled_after(FOLLOW_UP, &faults).await;
-    app.assert_ledger(1, 0).await;
+    let applied_then_500 = Fault::ApplyThenServerError;
+    let (app, s) =
+        follow_up_synced_once_after(&["create_call", "create_task"], applied_then_500, 1).await;
     assert_eq!(s.stats.applied_server_errors, 2);
-    assert_follow_up_synced_once(&s);
     assert_eq!(requests(&s, "create_call"), 1);
     assert_eq!(requests(&s, "create_task"), 1);
     app.shutdown().await;
@@ -144,23 +155,17 @@ async fn a_create_applied_but_answered_500_is_adopted_not_repeated() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_contact_create_applied_but_reset_does_not_create_a_second_contact() {
-    let (app, s) = settled_after(FOLLOW_UP, &[("create_contact", Fault::ApplyThenReset, 1)]).await;
-    app.assert_ledger(1, 0).await;
+    let (app, s) = follow_up_synced_once_after(&["create_contact"], Fault::ApplyThenReset, 1).await;
     assert_eq!(s.stats.resets, 1);
-    assert_follow_up_synced_once(&s);
     app.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_errors_are_retried_and_the_call_is_synced_once() {
-    let faults = [
-        ("create_contact", Fault::ServerError, 2),
-        ("create_task", Fault::ServerError, 2),
-    ];
-    let (app, s) = settled_after(FOLLOW_UP, &faults).await;
-    app.assert_ledger(1, 0).await;
+    let (app, s) =
+        follow_up_synced_once_after(&["create_contact", "create_task"], Fault::ServerError, 2)
+            .await;
     assert_eq!(s.stats.server_errors, 4);
-    assert_follow_up_synced_once(&s);
     app.shutdown().await;
 }
 

@@ -42,6 +42,20 @@ fn keyed(source: Source, request: RequestBuilder, key: &str) -> RequestBuilder {
     }
 }
 
+/// A list request and what the platform answers it: the platform, the
+/// query (or, for Retell, the body), and the status.
+type ListCase = (
+    Source,
+    &'static [(&'static str, &'static str)],
+    Value,
+    StatusCode,
+);
+
+/// `request` with the platform's own key.
+fn with_key(source: Source, request: RequestBuilder) -> RequestBuilder {
+    keyed(source, request, api_key(source))
+}
+
 async fn status(request: RequestBuilder) -> StatusCode {
     request.send().await.expect("platform-sim answers").status()
 }
@@ -49,17 +63,13 @@ async fn status(request: RequestBuilder) -> StatusCode {
 /// The JSON answer to a list request of `source` sent with its key.
 async fn listed(sim: &PlatformSim, source: Source, query: &[(&str, &str)], body: Value) -> Value {
     let client = reqwest::Client::new();
-    keyed(
-        source,
-        list(&client, sim, source, query, body),
-        api_key(source),
-    )
-    .send()
-    .await
-    .expect("platform-sim answers")
-    .json()
-    .await
-    .expect("a JSON answer")
+    with_key(source, list(&client, sim, source, query, body))
+        .send()
+        .await
+        .expect("platform-sim answers")
+        .json()
+        .await
+        .expect("a JSON answer")
 }
 
 #[tokio::test]
@@ -69,7 +79,11 @@ async fn every_platform_answers_its_key_and_refuses_a_wrong_or_missing_one() {
     for source in SOURCES {
         let request = || list(&client, &sim, source, &[], json!({}));
         assert_eq!(
-            status(keyed(source, request(), api_key(source))).await,
+            status(with_key(
+                source,
+                list(&client, &sim, source, &[], json!({}))
+            ))
+            .await,
             StatusCode::OK,
             "{source} with its key"
         );
@@ -94,86 +108,49 @@ async fn every_platform_answers_its_key_and_refuses_a_wrong_or_missing_one() {
 async fn each_platform_refuses_a_page_larger_than_its_maximum_and_parameters_it_does_not_know() {
     let sim = PlatformSim::start().await;
     let client = reqwest::Client::new();
-    let send = |source: Source, query: &[(&str, &str)], body: Value| {
-        keyed(
-            source,
-            list(&client, &sim, source, query, body),
-            api_key(source),
-        )
-    };
-    // Vapi: `limit` at most 1000; validation refuses unknown properties.
-    assert_eq!(
-        status(send(Source::Vapi, &[("limit", "1000")], json!({}))).await,
-        StatusCode::OK
-    );
-    assert_eq!(
-        status(send(Source::Vapi, &[("limit", "1001")], json!({}))).await,
-        StatusCode::BAD_REQUEST
-    );
-    assert_eq!(
-        status(send(Source::Vapi, &[("page", "2")], json!({}))).await,
-        StatusCode::BAD_REQUEST
-    );
-    assert_eq!(
-        status(send(
+    let ok = StatusCode::OK;
+    let refused = StatusCode::BAD_REQUEST;
+    let retell_v2_filter = json!({"filter_criteria": {"start_timestamp": {"lower_threshold": 1}}});
+    // (platform, query, body (Retell's), what the platform answers)
+    let cases: [ListCase; 12] = [
+        // Vapi: `limit` at most 1000; validation refuses unknown properties.
+        (Source::Vapi, &[("limit", "1000")], json!({}), ok),
+        (Source::Vapi, &[("limit", "1001")], json!({}), refused),
+        (Source::Vapi, &[("page", "2")], json!({}), refused),
+        (
             Source::Vapi,
             &[("createdAtGe", "yesterday")],
-            json!({})
-        ))
-        .await,
-        StatusCode::BAD_REQUEST
-    );
-    // Retell: a typed body; unknown keys and a limit over 1000 refused.
-    assert_eq!(
-        status(send(Source::Retell, &[], json!({"limit": 1000}))).await,
-        StatusCode::OK
-    );
-    assert_eq!(
-        status(send(Source::Retell, &[], json!({"limit": 1001}))).await,
-        StatusCode::BAD_REQUEST
-    );
-    assert_eq!(
-        status(send(Source::Retell, &[], json!({"cursor": "x"}))).await,
-        StatusCode::BAD_REQUEST
-    );
-    assert_eq!(
-        status(send(
-            Source::Retell,
-            &[],
-            json!({"filter_criteria": {"start_timestamp": {"lower_threshold": 1}}})
-        ))
-        .await,
-        StatusCode::BAD_REQUEST,
-        "v2's filter shape is not v3's"
-    );
-    // ElevenLabs: `page_size` at most 100, answered 422 as FastAPI does.
-    assert_eq!(
-        status(send(Source::Elevenlabs, &[("page_size", "100")], json!({}))).await,
-        StatusCode::OK
-    );
-    assert_eq!(
-        status(send(Source::Elevenlabs, &[("page_size", "101")], json!({}))).await,
-        StatusCode::UNPROCESSABLE_ENTITY
-    );
-    // Bland: only the parameters its reference lists.
-    assert_eq!(
-        status(send(
-            Source::Bland,
-            &[("from", "0"), ("to", "10")],
-            json!({})
-        ))
-        .await,
-        StatusCode::OK
-    );
-    assert_eq!(
-        status(send(
+            json!({}),
+            refused,
+        ),
+        // Retell: a typed body; unknown keys and a limit over 1000 refused
+        // (v2's filter shape is not v3's).
+        (Source::Retell, &[], json!({"limit": 1000}), ok),
+        (Source::Retell, &[], json!({"limit": 1001}), refused),
+        (Source::Retell, &[], json!({"cursor": "x"}), refused),
+        (Source::Retell, &[], retell_v2_filter, refused),
+        // ElevenLabs: `page_size` at most 100, answered 422 as FastAPI does.
+        (Source::Elevenlabs, &[("page_size", "100")], json!({}), ok),
+        (
+            Source::Elevenlabs,
+            &[("page_size", "101")],
+            json!({}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        // Bland: only the parameters its reference lists.
+        (Source::Bland, &[("from", "0"), ("to", "10")], json!({}), ok),
+        (
             Source::Bland,
             &[("start_date", "2026-11-30")],
-            json!({})
-        ))
-        .await,
-        StatusCode::BAD_REQUEST
-    );
+            json!({}),
+            refused,
+        ),
+    ];
+    for (source, query, body, expected) in cases {
+        let what = format!("{source} {query:?} {body}");
+        let request = with_key(source, list(&client, &sim, source, query, body));
+        assert_eq!(status(request).await, expected, "{what}");
+    }
 }
 
 #[tokio::test]
@@ -213,14 +190,10 @@ async fn an_injected_429_carries_no_retry_after_as_no_platform_documents_one() {
     let client = reqwest::Client::new();
     for source in SOURCES {
         sim.rate_limit_next(source, 1);
-        let response = keyed(
-            source,
-            list(&client, &sim, source, &[], json!({})),
-            api_key(source),
-        )
-        .send()
-        .await
-        .unwrap();
+        let response = with_key(source, list(&client, &sim, source, &[], json!({})))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
         assert!(response.headers().get("retry-after").is_none());
         assert_eq!(sim.rate_limited(source), 1);

@@ -98,6 +98,18 @@ async fn expect(status: StatusCode, request: RequestBuilder) -> Value {
     body
 }
 
+/// Sends `allowed` requests of `request`, each answered 200, and one more,
+/// answered 429; returns that refusal.
+async fn refused_after(allowed: u32, request: impl Fn() -> RequestBuilder) -> reqwest::Response {
+    for n in 1..=allowed {
+        let (status, body) = send(request()).await;
+        assert_eq!(status, StatusCode::OK, "request {n}: {body}");
+    }
+    let refused = request().send().await.unwrap();
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    refused
+}
+
 // HubSpot
 
 /// HubSpot's search endpoints allow five requests per second per account,
@@ -118,12 +130,7 @@ async fn hubspot_refuses_the_sixth_search_in_a_second_but_not_a_request_that_is_
                 { "propertyName": "email", "operator": "EQ", "value": "ann@example.com" }
             ]}]}))
     };
-    for n in 1..=5 {
-        let (status, body) = send(search()).await;
-        assert_eq!(status, StatusCode::OK, "search {n}: {body}");
-    }
-    let refused = search().send().await.unwrap();
-    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    let refused = refused_after(5, search).await;
     assert!(
         refused.headers().get("retry-after").is_none(),
         "HubSpot sends no Retry-After on a search refusal"
@@ -146,16 +153,28 @@ async fn hubspot_refuses_the_sixth_search_in_a_second_but_not_a_request_that_is_
     expect(StatusCode::OK, search()).await;
 }
 
-/// The property names a HubSpot 400 lists as `PROPERTY_DOESNT_EXIST`.
-fn missing_properties(body: &Value) -> Vec<String> {
+/// Sends `body` to HubSpot with `method` on `path`, asserts the 400
+/// `VALIDATION_ERROR` HubSpot answers a write of unknown properties with,
+/// and returns the entries its message lists.
+async fn refused_properties(sim: &Sim, method: Method, path: &str, body: &Value) -> Vec<Value> {
+    let body = expect(
+        StatusCode::BAD_REQUEST,
+        sim.hubspot(method, path).json(body),
+    )
+    .await;
     assert_eq!(body["status"], "error");
     assert_eq!(body["category"], "VALIDATION_ERROR");
     let listed = body["message"]
         .as_str()
         .and_then(|m| m.strip_prefix("Property values were not valid: "))
         .unwrap_or_else(|| panic!("not a property validation error: {body}"));
-    let listed: Vec<Value> = serde_json::from_str(listed).unwrap();
-    listed
+    serde_json::from_str(listed).unwrap()
+}
+
+/// The property names [`refused_properties`] lists as `PROPERTY_DOESNT_EXIST`.
+async fn missing_properties(sim: &Sim, method: Method, path: &str, body: &Value) -> Vec<String> {
+    refused_properties(sim, method, path, body)
+        .await
         .iter()
         .filter(|e| e["error"] == "PROPERTY_DOESNT_EXIST")
         .map(|e| e["name"].as_str().unwrap().to_owned())
@@ -165,25 +184,10 @@ fn missing_properties(body: &Value) -> Vec<String> {
 #[tokio::test]
 async fn hubspot_refuses_a_property_that_does_not_exist() {
     let sim = sim().await;
-    let body = expect(
-        StatusCode::BAD_REQUEST,
-        sim.hubspot(Method::POST, "/crm/v3/objects/contacts")
-            .json(&json!({
-                "properties": { "firstname": "Ann", "favourite_colour": "blue" }
-            })),
-    )
-    .await;
-    assert_eq!(body["status"], "error");
-    assert_eq!(body["category"], "VALIDATION_ERROR");
-    let message = body["message"].as_str().unwrap();
-    let listed: Value = serde_json::from_str(
-        message
-            .strip_prefix("Property values were not valid: ")
-            .unwrap(),
-    )
-    .unwrap();
+    let contact = json!({ "properties": { "firstname": "Ann", "favourite_colour": "blue" } });
+    let listed = refused_properties(&sim, Method::POST, "/crm/v3/objects/contacts", &contact).await;
     assert_eq!(
-        listed,
+        Value::Array(listed),
         json!([{
             "isValid": false,
             "message": "Property \"favourite_colour\" does not exist",
@@ -200,24 +204,12 @@ async fn hubspot_refuses_a_property_that_does_not_exist() {
 async fn hubspot_refuses_a_call_or_task_property_of_another_object() {
     let sim = sim().await;
     // `hs_task_subject` is a task property, not a call property.
-    let body = expect(
-        StatusCode::BAD_REQUEST,
-        sim.hubspot(Method::POST, "/crm/v3/objects/calls")
-            .json(&json!({
-                "properties": { "hs_timestamp": "1767225600000", "hs_task_subject": "x" }
-            })),
-    )
-    .await;
-    assert_eq!(missing_properties(&body), ["hs_task_subject"]);
-    let body = expect(
-        StatusCode::BAD_REQUEST,
-        sim.hubspot(Method::POST, "/crm/v3/objects/tasks")
-            .json(&json!({
-                "properties": { "hs_timestamp": "1767225600000", "hs_call_title": "x" }
-            })),
-    )
-    .await;
-    assert_eq!(missing_properties(&body), ["hs_call_title"]);
+    let call = json!({ "properties": { "hs_timestamp": "1767225600000", "hs_task_subject": "x" } });
+    let missing = missing_properties(&sim, Method::POST, "/crm/v3/objects/calls", &call).await;
+    assert_eq!(missing, ["hs_task_subject"]);
+    let task = json!({ "properties": { "hs_timestamp": "1767225600000", "hs_call_title": "x" } });
+    let missing = missing_properties(&sim, Method::POST, "/crm/v3/objects/tasks", &task).await;
+    assert_eq!(missing, ["hs_call_title"]);
     let s = sim.snapshot();
     assert!(s.calls.is_empty() && s.tasks.is_empty());
 }
@@ -233,21 +225,18 @@ async fn hubspot_accepts_a_custom_property_only_once_it_is_created() {
         "hs_call_status": "COMPLETED",
         "callsync_marker": "callsync:test:1",
     }});
-    let (status, body) = send(
-        sim.hubspot(Method::POST, "/crm/v3/objects/calls")
-            .json(&call),
-    )
-    .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "not created yet");
-    assert_eq!(missing_properties(&body), ["callsync_marker"]);
+    // Not created yet.
+    let missing = missing_properties(&sim, Method::POST, "/crm/v3/objects/calls", &call).await;
+    assert_eq!(missing, ["callsync_marker"]);
 
-    let (status, _) = send(
+    expect(
+        StatusCode::CREATED,
         sim.hubspot(Method::POST, "/crm/v3/properties/calls/groups")
             .json(&json!({ "name": "callsync", "label": "callsync" })),
     )
     .await;
-    assert_eq!(status, StatusCode::CREATED);
-    let (status, _) = send(
+    expect(
+        StatusCode::CREATED,
         sim.hubspot(Method::POST, "/crm/v3/properties/calls")
             .json(&json!({
                 "name": "callsync_marker", "label": "marker", "type": "string",
@@ -255,7 +244,6 @@ async fn hubspot_accepts_a_custom_property_only_once_it_is_created() {
             })),
     )
     .await;
-    assert_eq!(status, StatusCode::CREATED);
 
     // HubSpot accepts an engagement with no associations at all.
     expect(
@@ -268,13 +256,10 @@ async fn hubspot_accepts_a_custom_property_only_once_it_is_created() {
     assert_eq!(s.calls.len(), 1);
     assert!(s.calls[0].associations.is_empty());
     // A custom property of calls is not one of contacts.
-    let (status, body) = send(
-        sim.hubspot(Method::POST, "/crm/v3/objects/contacts")
-            .json(&json!({ "properties": { "callsync_marker": "x" } })),
-    )
-    .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_eq!(missing_properties(&body), ["callsync_marker"]);
+    let contact = json!({ "properties": { "callsync_marker": "x" } });
+    let missing =
+        missing_properties(&sim, Method::POST, "/crm/v3/objects/contacts", &contact).await;
+    assert_eq!(missing, ["callsync_marker"]);
 }
 
 #[tokio::test]
@@ -286,15 +271,10 @@ async fn hubspot_refuses_an_unknown_property_on_update_and_keeps_the_record_unch
     )
     .await;
     let id = created["id"].as_str().unwrap();
-    let body = expect(
-        StatusCode::BAD_REQUEST,
-        sim.hubspot(Method::PATCH, &format!("/crm/v3/objects/contacts/{id}"))
-            .json(&json!({
-                "properties": { "firstname": "Ann", "last_call_summary": "x" }
-            })),
-    )
-    .await;
-    assert_eq!(missing_properties(&body), ["last_call_summary"]);
+    let path = format!("/crm/v3/objects/contacts/{id}");
+    let change = json!({ "properties": { "firstname": "Ann", "last_call_summary": "x" } });
+    let missing = missing_properties(&sim, Method::PATCH, &path, &change).await;
+    assert_eq!(missing, ["last_call_summary"]);
     let contact = &sim.snapshot().contacts[0];
     assert_eq!(
         contact.prop("firstname"),
@@ -315,17 +295,27 @@ fn invalid_field(body: &Value, field: &str, sobject: &str) {
     );
 }
 
+/// Creates a Salesforce contact "Smith" and returns its id.
+async fn salesforce_contact(sim: &Sim) -> String {
+    let (_, created) = send(
+        sim.salesforce(Method::POST, "/sobjects/Contact")
+            .json(&json!({ "LastName": "Smith" })),
+    )
+    .await;
+    created["id"].as_str().unwrap().to_owned()
+}
+
 #[tokio::test]
 async fn salesforce_refuses_an_unknown_field_on_a_contact() {
     let sim = sim().await;
-    let (status, body) = send(
+    let body = expect(
+        StatusCode::BAD_REQUEST,
         sim.salesforce(Method::POST, "/sobjects/Contact")
             .json(&json!({
                 "LastName": "Smith", "Phone": "+14155550100", "Favourite_Colour__c": "blue"
             })),
     )
     .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
     invalid_field(&body, "Favourite_Colour__c", "Contact");
     assert!(sim.snapshot().contacts.is_empty());
 }
@@ -351,46 +341,37 @@ async fn salesforce_accepts_standard_fields_in_any_case_and_the_admin_created_cu
 #[tokio::test]
 async fn salesforce_refuses_an_unknown_field_on_update_and_leaves_the_contact_unchanged() {
     let sim = sim().await;
-    let (_, created) = send(
-        sim.salesforce(Method::POST, "/sobjects/Contact")
-            .json(&json!({ "LastName": "Smith" })),
-    )
-    .await;
-    let id = created["id"].as_str().unwrap();
-    let (status, body) = send(
+    let id = salesforce_contact(&sim).await;
+    let body = expect(
+        StatusCode::BAD_REQUEST,
         sim.salesforce(Method::PATCH, &format!("/sobjects/Contact/{id}"))
             .json(&json!({
                 "Callsync_Last_Call_Summary__c": "hello", "Last_Call_Summary__c": "hello"
             })),
     )
     .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
     invalid_field(&body, "Last_Call_Summary__c", "Contact");
     assert_eq!(
         sim.snapshot().contacts[0].prop("Callsync_Last_Call_Summary__c"),
         None
     );
     // A Lead has no MailingCity; a Contact does.
-    let (status, body) = send(
+    let body = expect(
+        StatusCode::BAD_REQUEST,
         sim.salesforce(Method::PATCH, &format!("/sobjects/Lead/{id}"))
             .json(&json!({ "MailingCity": "Sydney" })),
     )
     .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
     invalid_field(&body, "MailingCity", "Lead");
 }
 
 #[tokio::test]
 async fn salesforce_refuses_an_unknown_field_on_a_task_upsert() {
     let sim = sim().await;
-    let (_, contact) = send(
-        sim.salesforce(Method::POST, "/sobjects/Contact")
-            .json(&json!({ "LastName": "Smith" })),
-    )
-    .await;
+    let contact = salesforce_contact(&sim).await;
     let task = |extra: &str| {
         let mut body = json!({
-            "WhoId": contact["id"], "Subject": "Call", "TaskSubtype": "Call",
+            "WhoId": contact, "Subject": "Call", "TaskSubtype": "Call",
             "CallType": "Inbound", "Status": "Completed", "ActivityDate": "2026-05-01",
             "CallDurationInSeconds": 42,
         });
@@ -452,12 +433,7 @@ async fn pipedrive_refuses_the_eleventh_search_in_two_seconds_but_not_a_request_
             "/api/v2/persons/search?term=4155550100&fields=phone",
         )
     };
-    for n in 1..=10 {
-        let (status, body) = send(search()).await;
-        assert_eq!(status, StatusCode::OK, "search {n}: {body}");
-    }
-    let refused = search().send().await.unwrap();
-    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    let refused = refused_after(10, search).await;
     assert_eq!(
         refused
             .headers()
@@ -667,6 +643,20 @@ fn ghl_contact(phone: &str) -> Value {
     json!({ "locationId": "loc-1", "phone": phone, "name": "Ann" })
 }
 
+/// Sends `body` to GoHighLevel with `method` on `path` and asserts the 422
+/// listing `messages`.
+async fn assert_ghl_refuses(
+    sim: &Sim,
+    method: Method,
+    path: &str,
+    body: &Value,
+    messages: &[&str],
+) {
+    let request = sim.gohighlevel(method, path).json(body);
+    let body = expect(StatusCode::UNPROCESSABLE_ENTITY, request).await;
+    assert_unprocessable(&body, messages);
+}
+
 fn assert_unprocessable(body: &Value, messages: &[&str]) {
     assert_eq!(body["statusCode"], 422, "{body}");
     assert_eq!(body["error"], "Unprocessable Entity");
@@ -678,13 +668,8 @@ async fn gohighlevel_refuses_a_body_key_the_endpoint_does_not_declare_with_422()
     let sim = sim().await;
     let mut contact = ghl_contact("+14155550100");
     contact["lastCallSummary"] = json!("x");
-    let (status, body) = send(
-        sim.gohighlevel(Method::POST, "/contacts/upsert")
-            .json(&contact),
-    )
-    .await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_unprocessable(&body, &["property lastCallSummary should not exist"]);
+    let refusal = ["property lastCallSummary should not exist"];
+    assert_ghl_refuses(&sim, Method::POST, "/contacts/upsert", &contact, &refusal).await;
     assert!(sim.snapshot().contacts.is_empty());
 
     let (_, created) = send(
@@ -693,31 +678,35 @@ async fn gohighlevel_refuses_a_body_key_the_endpoint_does_not_declare_with_422()
     )
     .await;
     let id = created["contact"]["id"].as_str().unwrap();
-    // `locationId` belongs in a create, not in an update.
-    let (status, body) = send(
-        sim.gohighlevel(Method::PUT, &format!("/contacts/{id}"))
-            .json(&json!({ "locationId": "loc-1", "companyName": "Acme" })),
-    )
-    .await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_unprocessable(&body, &["property locationId should not exist"]);
-    let (status, body) = send(
-        sim.gohighlevel(Method::POST, &format!("/contacts/{id}/notes"))
-            .json(&json!({ "body": "hello", "marker": "callsync:x" })),
-    )
-    .await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_unprocessable(&body, &["property marker should not exist"]);
-    let (status, body) = send(
-        sim.gohighlevel(Method::POST, &format!("/contacts/{id}/tasks"))
-            .json(&json!({
-                "title": "Follow up", "dueDate": "2026-05-02T08:00:00Z", "completed": false,
-                "priority": "high"
-            })),
-    )
-    .await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_unprocessable(&body, &["property priority should not exist"]);
+    let task = json!({
+        "title": "Follow up", "dueDate": "2026-05-02T08:00:00Z", "completed": false,
+        "priority": "high"
+    });
+    // (method, path, body, the one message of the 422)
+    let writes = [
+        // `locationId` belongs in a create, not in an update.
+        (
+            Method::PUT,
+            format!("/contacts/{id}"),
+            json!({ "locationId": "loc-1", "companyName": "Acme" }),
+            "property locationId should not exist",
+        ),
+        (
+            Method::POST,
+            format!("/contacts/{id}/notes"),
+            json!({ "body": "hello", "marker": "callsync:x" }),
+            "property marker should not exist",
+        ),
+        (
+            Method::POST,
+            format!("/contacts/{id}/tasks"),
+            task,
+            "property priority should not exist",
+        ),
+    ];
+    for (method, path, body, message) in writes {
+        assert_ghl_refuses(&sim, method, &path, &body, &[message]).await;
+    }
     let s = sim.snapshot();
     assert!(s.calls.is_empty() && s.tasks.is_empty());
 }

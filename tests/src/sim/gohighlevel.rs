@@ -19,15 +19,15 @@ use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use axum::body::Bytes;
-use axum::extract::{Extension, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use axum::{Json, Router};
 use serde_json::{Map, Value, json};
 
 use super::{
-    ConnectionKill, CrmSim, Dialect, Kind, Record, Shared, State as SimState, guarded,
+    Answer, Call, CrmSim, Dialect, Kind, Limits, Record, Shared, State as SimState,
     reword_unauthorized,
 };
 
@@ -51,8 +51,8 @@ pub fn router(shared: Shared) -> Router {
         .route("/contacts/", post(create_contact))
         .route("/contacts/upsert", post(upsert))
         .route("/contacts/{id}", get(read).put(update))
-        .route("/contacts/{id}/notes", get(list_notes).post(create_note))
-        .route("/contacts/{id}/tasks", get(list_tasks).post(create_task))
+        .route("/contacts/{id}/notes", children(&NOTE))
+        .route("/contacts/{id}/tasks", children(&TASK))
         .with_state(shared)
 }
 
@@ -156,32 +156,27 @@ fn unauthorized() -> Value {
     })
 }
 
-/// [`guarded`] with GoHighLevel's bearer token check and 401 body.
-async fn guard<F>(
-    shared: &Shared,
-    kill: &Kill,
-    operation: &'static str,
-    headers: &HeaderMap,
-    apply: F,
-) -> Response
+/// [`Call::guarded`] with GoHighLevel's bearer token, the `Version`
+/// header every endpoint requires (checked once admitted, as the API checks
+/// its input), and GoHighLevel's 401 body.
+async fn guard<F>(call: &Call, operation: &'static str, apply: F) -> Response
 where
-    F: FnOnce(&mut SimState) -> Response,
+    F: FnOnce(&mut SimState) -> Answer,
 {
-    let authorized = authorized(shared, headers);
-    let response = guarded(
-        shared,
-        kill.as_deref(),
-        operation,
-        Dialect::RetryAfter,
-        authorized,
-        apply,
-    )
-    .await;
+    let authorized = call.shared.bearer_ok(&call.headers);
+    let response = call
+        .guarded(
+            operation,
+            Limits::General,
+            Dialect::RetryAfter,
+            authorized,
+            |state| {
+                version_ok(&call.headers)?;
+                apply(state)
+            },
+        )
+        .await;
     reword_unauthorized(response, unauthorized())
-}
-
-fn authorized(shared: &Shared, headers: &HeaderMap) -> bool {
-    shared.bearer_ok(headers)
 }
 
 fn version_ok(headers: &HeaderMap) -> Result<(), Response> {
@@ -207,23 +202,32 @@ fn parse(body: &Bytes) -> Result<Value, Response> {
         .map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}")))
 }
 
+/// The contact fields the simulator keeps from a create or upsert body and
+/// shows in a contact, less those only one of the two has.
+const CONTACT_FIELDS: [&str; 6] = [
+    "phone",
+    "email",
+    "firstName",
+    "lastName",
+    "name",
+    "locationId",
+];
+
+/// The fields of `from` named in `keys`, those it has.
+fn pick<'a>(
+    from: &Map<String, Value>,
+    keys: impl IntoIterator<Item = &'a str>,
+) -> Map<String, Value> {
+    keys.into_iter()
+        .filter_map(|key| Some((key.to_owned(), from.get(key)?.clone())))
+        .collect()
+}
+
 fn contact_view(r: &Record) -> Value {
     let mut view = Map::new();
     view.insert("id".into(), json!(r.id));
-    for key in [
-        "phone",
-        "email",
-        "firstName",
-        "lastName",
-        "name",
-        "locationId",
-        "country",
-        "dateUpdated",
-    ] {
-        if let Some(v) = r.properties.get(key) {
-            view.insert(key.into(), v.clone());
-        }
-    }
+    let shown = CONTACT_FIELDS.into_iter().chain(["country", "dateUpdated"]);
+    view.extend(pick(&r.properties, shown));
     Value::Object(view)
 }
 
@@ -238,25 +242,12 @@ fn insert(
     properties: Map<String, Value>,
     associations: Vec<String>,
 ) -> Record {
-    let mut record = state.insert(kind, properties, associations);
-    let id = ghl_id(&record.id);
-    if let Some(stored) = state
-        .records_mut(kind)
-        .iter_mut()
-        .find(|r| r.id == record.id)
-    {
-        stored.id = id.clone();
-    }
-    record.id = id;
-    record
+    state.insert_as(kind, properties, associations, ghl_id)
 }
 
 /// Custom fields are written by id; the stored property is the field's key.
-fn apply_custom_fields(
-    state: &SimState,
-    body: &Value,
-    into: &mut Map<String, Value>,
-) -> Result<(), Response> {
+fn custom_fields(state: &SimState, body: &Value) -> Result<Map<String, Value>, Response> {
+    let mut into = Map::new();
     for field in body["customFields"].as_array().into_iter().flatten() {
         let id = field["id"].as_str().unwrap_or_default();
         let Some((_, key)) = state.person_fields.iter().find(|(i, _)| i == id) else {
@@ -268,69 +259,42 @@ fn apply_custom_fields(
             into.insert(key.trim_start_matches("contact.").to_owned(), value.clone());
         }
     }
-    Ok(())
+    Ok(into)
 }
 
-async fn list_fields(
-    State(shared): State<Shared>,
-    kill: Kill,
-    headers: HeaderMap,
-    Path(_location): Path<String>,
-) -> Response {
-    guard(&shared, &kill, "list_fields", &headers, |state| {
-        if let Err(r) = version_ok(&headers) {
-            return r;
-        }
+async fn list_fields(call: Call, Path(_location): Path<String>) -> Response {
+    guard(&call, "list_fields", |state| {
         let fields: Vec<Value> = state
             .person_fields
             .iter()
             .map(|(id, key)| json!({ "id": id, "fieldKey": key, "name": key.trim_start_matches("contact.").replace('_', " ") }))
             .collect();
-        Json(json!({ "customFields": fields })).into_response()
+        Ok(Json(json!({ "customFields": fields })).into_response())
     })
     .await
 }
 
-async fn create_field(
-    State(shared): State<Shared>,
-    kill: Kill,
-    headers: HeaderMap,
-    Path(_location): Path<String>,
-    body: Bytes,
-) -> Response {
-    guard(&shared, &kill, "create_field", &headers, |state| {
-        if let Err(r) = version_ok(&headers) {
-            return r;
-        }
-        let body = match parse(&body) {
-            Ok(b) => b,
-            Err(r) => return r,
-        };
+async fn create_field(call: Call, Path(_location): Path<String>, body: Bytes) -> Response {
+    guard(&call, "create_field", |state| {
+        let body = parse(&body)?;
         let (Some(name), Some(_)) = (body["name"].as_str(), body["dataType"].as_str()) else {
-            return unprocessable(vec!["name and dataType are required".into()]);
+            return Err(unprocessable(vec!["name and dataType are required".into()]));
         };
         let key = format!("contact.{}", name.replace(' ', "_"));
         let id = format!("fld{:0>17}", state.person_fields.len() + 1);
         state.person_fields.push((id.clone(), key.clone()));
-        Json(json!({ "customField": { "id": id, "fieldKey": key, "name": name } })).into_response()
+        Ok(
+            Json(json!({ "customField": { "id": id, "fieldKey": key, "name": name } }))
+                .into_response(),
+        )
     })
     .await
 }
 
-type Kill = Option<Extension<ConnectionKill>>;
-
-async fn duplicate(
-    State(shared): State<Shared>,
-    kill: Kill,
-    headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    guard(&shared, &kill, "search_duplicate", &headers, |state| {
-        if let Err(r) = version_ok(&headers) {
-            return r;
-        }
+async fn duplicate(call: Call, Query(q): Query<HashMap<String, String>>) -> Response {
+    guard(&call, "search_duplicate", |state| {
         if q.get("locationId").is_none_or(String::is_empty) {
-            return unprocessable(vec!["locationId should not be empty".into()]);
+            return Err(location_missing());
         }
         let found = state
             .contacts
@@ -342,7 +306,7 @@ async fn duplicate(
                     || q.get("email")
                         .is_some_and(|e| r.prop("email").is_some_and(|x| x.eq_ignore_ascii_case(e)))
             });
-        Json(json!({ "contact": found.map(contact_view) })).into_response()
+        Ok(Json(json!({ "contact": found.map(contact_view) })).into_response())
     })
     .await
 }
@@ -351,27 +315,12 @@ async fn duplicate(
 /// contact's phone (`eq`: the stored string; `contains`: its digits contain
 /// the value's) or e-mail. Other fields and operators are refused with a 422.
 /// https://highlevel.stoplight.io/docs/integrations/dbe4f3a00a106-search-contacts
-async fn search(
-    State(shared): State<Shared>,
-    kill: Kill,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    guard(&shared, &kill, "search_contacts", &headers, |state| {
-        if let Err(r) = version_ok(&headers) {
-            return r;
-        }
-        let body = match parse(&body) {
-            Ok(b) => b,
-            Err(r) => return r,
-        };
-        if body["locationId"].as_str().is_none_or(str::is_empty) {
-            return unprocessable(vec!["locationId should not be empty".into()]);
-        }
+async fn search(call: Call, body: Bytes) -> Response {
+    guard(&call, "search_contacts", |state| {
+        let body = parse(&body)?;
+        located(&body)?;
         let group = json!({ "group": "AND", "filters": body["filters"].clone() });
-        if let Err(message) = check_filter(&group) {
-            return unprocessable(vec![message]);
-        }
+        check_filter(&group).map_err(|message| unprocessable(vec![message]))?;
         let limit = body["pageLimit"].as_u64().unwrap_or(20) as usize;
         let contacts: Vec<Value> = state
             .contacts
@@ -380,7 +329,7 @@ async fn search(
             .take(limit)
             .map(contact_view)
             .collect();
-        Json(json!({ "contacts": contacts, "total": contacts.len() })).into_response()
+        Ok(Json(json!({ "contacts": contacts, "total": contacts.len() })).into_response())
     })
     .await
 }
@@ -520,21 +469,9 @@ impl CrmSim {
 
 /// The contact fields the simulator keeps from a create or upsert body.
 fn contact_properties(state: &SimState, body: &Value) -> Result<Map<String, Value>, Response> {
-    let mut properties = Map::new();
-    for key in [
-        "phone",
-        "email",
-        "firstName",
-        "lastName",
-        "name",
-        "locationId",
-        "source",
-    ] {
-        if let Some(v) = body.get(key) {
-            properties.insert(key.into(), v.clone());
-        }
-    }
-    apply_custom_fields(state, body, &mut properties)?;
+    let kept = CONTACT_FIELDS.into_iter().chain(["source"]);
+    let mut properties = pick(body.as_object().unwrap_or(&Map::new()), kept);
+    properties.extend(custom_fields(state, body)?);
     Ok(properties)
 }
 
@@ -553,39 +490,43 @@ fn duplicate_of(state: &SimState, body: &Value) -> Option<(usize, &'static str)>
 }
 
 /// The checks create and upsert share; the body when it passes.
-fn contact_body(headers: &HeaderMap, body: &Bytes, schema: &str) -> Result<Value, Response> {
-    version_ok(headers)?;
+fn contact_body(body: &Bytes, schema: &str) -> Result<Value, Response> {
+    let body = checked(body, schema)?;
+    located(&body)?;
+    Ok(body)
+}
+
+/// A body parsed and checked against `schema` of the OpenAPI file.
+fn checked(body: &Bytes, schema: &str) -> Result<Value, Response> {
     let body = parse(body)?;
     check(schema, &body)?;
-    if body["locationId"].as_str().is_none_or(str::is_empty) {
-        return Err(unprocessable(vec!["locationId should not be empty".into()]));
-    }
     Ok(body)
+}
+
+/// Refuses a body without the location id every contact request names.
+fn located(body: &Value) -> Result<(), Response> {
+    if body["locationId"].as_str().is_none_or(str::is_empty) {
+        return Err(location_missing());
+    }
+    Ok(())
+}
+
+fn location_missing() -> Response {
+    unprocessable(vec!["locationId should not be empty".into()])
 }
 
 /// `POST /contacts/`: adds a contact, or, when the location does not allow
 /// duplicates, refuses one whose phone or e-mail a contact already has with
 /// the 400 GoHighLevel sends, naming that contact.
-async fn create_contact(
-    State(shared): State<Shared>,
-    kill: Kill,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    guard(&shared, &kill, "create_contact", &headers, |state| {
-        let body = match contact_body(&headers, &body, "CreateContactDto") {
-            Ok(b) => b,
-            Err(r) => return r,
-        };
-        let properties = match contact_properties(state, &body) {
-            Ok(p) => p,
-            Err(r) => return r,
-        };
+async fn create_contact(call: Call, body: Bytes) -> Response {
+    guard(&call, "create_contact", |state| {
+        let body = contact_body(&body, "CreateContactDto")?;
+        let properties = contact_properties(state, &body)?;
         if !state.gohighlevel.allow_duplicate_contacts
             && let Some((i, field)) = duplicate_of(state, &body)
         {
             let existing = &state.contacts[i];
-            return (
+            return Err((
                 StatusCode::BAD_REQUEST,
                 Json(json!({
                     "statusCode": 400,
@@ -597,35 +538,24 @@ async fn create_contact(
                     }
                 })),
             )
-                .into_response();
+                .into_response());
         }
         let record = insert(state, Kind::Contacts, properties, Vec::new());
-        (
+        Ok((
             StatusCode::CREATED,
             Json(json!({ "contact": contact_view(&record) })),
         )
-            .into_response()
+            .into_response())
     })
     .await
 }
 
 /// `POST /contacts/upsert`: updates the contact with the body's phone or
 /// e-mail, else adds one (see [`Location`] for when it always adds).
-async fn upsert(
-    State(shared): State<Shared>,
-    kill: Kill,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    guard(&shared, &kill, "upsert_contact", &headers, |state| {
-        let body = match contact_body(&headers, &body, "UpsertContactDto") {
-            Ok(b) => b,
-            Err(r) => return r,
-        };
-        let properties = match contact_properties(state, &body) {
-            Ok(p) => p,
-            Err(r) => return r,
-        };
+async fn upsert(call: Call, body: Bytes) -> Response {
+    guard(&call, "upsert_contact", |state| {
+        let body = contact_body(&body, "UpsertContactDto")?;
+        let properties = contact_properties(state, &body)?;
         let location = state.gohighlevel;
         let always_new = !location.upsert_merges
             || (location.allow_duplicate_contacts && body["createNewIfDuplicateAllowed"] == true);
@@ -637,175 +567,121 @@ async fn upsert(
         if let Some(i) = existing {
             let existing = &mut state.contacts[i];
             existing.properties.extend(properties);
-            return Json(json!({ "new": false, "contact": contact_view(existing) }))
-                .into_response();
+            return Ok(
+                Json(json!({ "new": false, "contact": contact_view(existing) })).into_response(),
+            );
         }
         let record = insert(state, Kind::Contacts, properties, Vec::new());
-        Json(json!({ "new": true, "contact": contact_view(&record) })).into_response()
+        Ok(Json(json!({ "new": true, "contact": contact_view(&record) })).into_response())
     })
     .await
 }
 
-async fn read(
-    State(shared): State<Shared>,
-    kill: Kill,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    guard(&shared, &kill, "get_contact", &headers, |state| {
-        if let Err(r) = version_ok(&headers) {
-            return r;
-        }
-        match state.contacts.iter().find(|r| r.id == id) {
-            Some(r) => Json(json!({ "contact": contact_view(r) })).into_response(),
-            None => error(StatusCode::BAD_REQUEST, "Contact not found"),
-        }
+async fn read(call: Call, Path(id): Path<String>) -> Response {
+    guard(&call, "get_contact", |state| {
+        let contact = state
+            .find(Kind::Contacts, &id)
+            .ok_or_else(contact_not_found)?;
+        Ok(Json(json!({ "contact": contact_view(contact) })).into_response())
     })
     .await
 }
 
-async fn update(
-    State(shared): State<Shared>,
-    kill: Kill,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Response {
-    guard(&shared, &kill, "update_contact", &headers, |state| {
-        if let Err(r) = version_ok(&headers) {
-            return r;
-        }
-        let body = match parse(&body) {
-            Ok(b) => b,
-            Err(r) => return r,
-        };
-        if let Err(r) = check("UpdateContactDto", &body) {
-            return r;
-        }
-        let mut changes = Map::new();
-        if let Err(r) = apply_custom_fields(state, &body, &mut changes) {
-            return r;
-        }
-        match state.contacts.iter_mut().find(|r| r.id == id) {
-            Some(r) => {
-                r.properties.extend(changes);
-                Json(json!({ "succeded": true, "contact": contact_view(r) })).into_response()
-            }
-            None => error(StatusCode::BAD_REQUEST, "Contact not found"),
-        }
+fn contact_not_found() -> Response {
+    error(StatusCode::BAD_REQUEST, "Contact not found")
+}
+
+async fn update(call: Call, Path(id): Path<String>, body: Bytes) -> Response {
+    guard(&call, "update_contact", |state| {
+        let body = checked(&body, "UpdateContactDto")?;
+        let changes = custom_fields(state, &body)?;
+        let contact = state
+            .update(Kind::Contacts, &id, changes)
+            .ok_or_else(contact_not_found)?;
+        Ok(Json(json!({ "succeded": true, "contact": contact_view(contact) })).into_response())
     })
     .await
 }
 
-fn create_child(
-    state: &mut SimState,
+/// What a contact's notes and tasks differ in: where they are kept, what
+/// their requests count as, their body schema and fields, and the keys
+/// their answers use.
+#[derive(Debug)]
+struct Child {
     kind: Kind,
-    contact: &str,
-    properties: Map<String, Value>,
-    key: &str,
-) -> Response {
-    if !state.contacts.iter().any(|c| c.id == contact) {
-        return error(StatusCode::BAD_REQUEST, "Contact not found");
-    }
-    let record = insert(state, kind, properties, vec![contact.to_owned()]);
-    let mut view = record.properties.clone();
-    view.insert("id".into(), json!(record.id));
-    view.insert("contactId".into(), json!(contact));
-    (StatusCode::CREATED, Json(json!({ key: view }))).into_response()
+    create: &'static str,
+    list: &'static str,
+    schema: &'static str,
+    /// The body fields kept (a missing one is kept as null).
+    fields: &'static [&'static str],
+    one: &'static str,
+    many: &'static str,
 }
 
-fn list_children(state: &SimState, kind: Kind, contact: &str, key: &str) -> Response {
-    let items: Vec<Value> = state
-        .records(kind)
-        .iter()
-        .filter(|r| r.associations.iter().any(|a| a == contact))
-        .map(|r| {
-            let mut view = r.properties.clone();
-            view.insert("id".into(), json!(r.id));
-            Value::Object(view)
-        })
-        .collect();
-    Json(json!({ key: items })).into_response()
+/// Notes are where the worker writes calls.
+const NOTE: Child = Child {
+    kind: Kind::Calls,
+    create: "create_note",
+    list: "list_notes",
+    schema: "NotesDTO",
+    fields: &["body"],
+    one: "note",
+    many: "notes",
+};
+
+const TASK: Child = Child {
+    kind: Kind::Tasks,
+    create: "create_task",
+    list: "list_tasks",
+    schema: "CreateTaskParams",
+    fields: &["title", "body", "dueDate", "completed"],
+    one: "task",
+    many: "tasks",
+};
+
+/// The routes of a contact's notes or tasks.
+fn children(child: &'static Child) -> MethodRouter<Shared> {
+    get(move |call: Call, Path(id): Path<String>| list_children(call, id, child)).post(
+        move |call: Call, Path(id): Path<String>, body: Bytes| create_child(call, id, body, child),
+    )
 }
 
-async fn create_note(
-    State(shared): State<Shared>,
-    kill: Kill,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Response {
-    guard(&shared, &kill, "create_note", &headers, |state| {
-        if let Err(r) = version_ok(&headers) {
-            return r;
+/// `POST /contacts/{id}/notes` and `…/tasks`: a note or task on an
+/// existing contact.
+async fn create_child(call: Call, contact: String, body: Bytes, child: &Child) -> Response {
+    guard(&call, child.create, |state| {
+        let body = checked(&body, child.schema)?;
+        if !state.contacts.iter().any(|c| c.id == contact) {
+            return Err(contact_not_found());
         }
-        let body = match parse(&body) {
-            Ok(b) => b,
-            Err(r) => return r,
-        };
-        if let Err(r) = check("NotesDTO", &body) {
-            return r;
-        }
-        let mut properties = Map::new();
-        properties.insert("body".into(), body["body"].clone());
-        create_child(state, Kind::Calls, &id, properties, "note")
+        let properties = child
+            .fields
+            .iter()
+            .map(|key| ((*key).to_owned(), body[*key].clone()))
+            .collect();
+        let record = insert(state, child.kind, properties, vec![contact.clone()]);
+        let mut view = record.properties.clone();
+        view.insert("id".into(), json!(record.id));
+        view.insert("contactId".into(), json!(contact));
+        Ok((StatusCode::CREATED, Json(json!({ child.one: view }))).into_response())
     })
     .await
 }
 
-async fn list_notes(
-    State(shared): State<Shared>,
-    kill: Kill,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    guard(&shared, &kill, "list_notes", &headers, |state| {
-        if let Err(r) = version_ok(&headers) {
-            return r;
-        }
-        list_children(state, Kind::Calls, &id, "notes")
-    })
-    .await
-}
-
-async fn create_task(
-    State(shared): State<Shared>,
-    kill: Kill,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Response {
-    guard(&shared, &kill, "create_task", &headers, |state| {
-        if let Err(r) = version_ok(&headers) {
-            return r;
-        }
-        let body = match parse(&body) {
-            Ok(b) => b,
-            Err(r) => return r,
-        };
-        if let Err(r) = check("CreateTaskParams", &body) {
-            return r;
-        }
-        let mut properties = Map::new();
-        for key in ["title", "body", "dueDate", "completed"] {
-            properties.insert(key.into(), body[key].clone());
-        }
-        create_child(state, Kind::Tasks, &id, properties, "task")
-    })
-    .await
-}
-
-async fn list_tasks(
-    State(shared): State<Shared>,
-    kill: Kill,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    guard(&shared, &kill, "list_tasks", &headers, |state| {
-        if let Err(r) = version_ok(&headers) {
-            return r;
-        }
-        list_children(state, Kind::Tasks, &id, "tasks")
+/// `GET /contacts/{id}/notes` and `…/tasks`.
+async fn list_children(call: Call, contact: String, child: &Child) -> Response {
+    guard(&call, child.list, |state| {
+        let items: Vec<Value> = state
+            .records(child.kind)
+            .iter()
+            .filter(|r| r.associations.contains(&contact))
+            .map(|r| {
+                let mut view = r.properties.clone();
+                view.insert("id".into(), json!(r.id));
+                Value::Object(view)
+            })
+            .collect();
+        Ok(Json(json!({ child.many: items })).into_response())
     })
     .await
 }

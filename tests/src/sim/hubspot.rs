@@ -12,8 +12,8 @@ use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 
 use axum::body::Bytes;
-use axum::extract::{Extension, Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -22,8 +22,7 @@ use serde_json::{Map, Value, json};
 use callsync_shared::phone::matching::CallerNumber;
 
 use super::{
-    ConnectionKill, Dialect, Kind, Limits, Record, Shared, State as SimState, guarded_within,
-    reword_unauthorized,
+    Answer, Call, Dialect, Kind, Limits, Record, Shared, State as SimState, reword_unauthorized,
 };
 
 /// HubSpot's default contact properties a client can write (the
@@ -132,23 +131,71 @@ fn error(status: StatusCode, category: &str, message: impl Into<String>) -> Resp
         .into_response()
 }
 
-fn kind(object: &str) -> Option<Kind> {
+/// The collection of `object`; any other object type is a 404.
+fn kind(object: &str) -> Result<Kind, Response> {
     match object {
-        "contacts" => Some(Kind::Contacts),
-        "calls" => Some(Kind::Calls),
-        "tasks" => Some(Kind::Tasks),
-        _ => None,
+        "contacts" => Ok(Kind::Contacts),
+        "calls" => Ok(Kind::Calls),
+        "tasks" => Ok(Kind::Tasks),
+        _ => Err(not_found("unknown object type")),
+    }
+}
+
+fn not_found(message: &str) -> Response {
+    error(StatusCode::NOT_FOUND, "OBJECT_NOT_FOUND", message)
+}
+
+/// HubSpot's 400 for a request it will not apply.
+fn invalid(message: impl Into<String>) -> Response {
+    error(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", message)
+}
+
+/// HubSpot's 409 for a record that already exists.
+fn conflict(category: &str, message: impl Into<String>) -> Response {
+    error(StatusCode::CONFLICT, category, message)
+}
+
+/// What a search and a create count as, on contacts, calls, tasks and any
+/// other object type, in the order [`operation_on`] takes them.
+const SEARCHES: [&str; 4] = [
+    "search_contacts",
+    "search_calls",
+    "search_tasks",
+    "search_other",
+];
+const CREATES: [&str; 4] = [
+    "create_contact",
+    "create_call",
+    "create_task",
+    "create_other",
+];
+
+/// The operation a request on `object` counts as, from `operations` (one
+/// of [`SEARCHES`] and [`CREATES`]).
+fn operation_on(object: &str, operations: [&'static str; 4]) -> &'static str {
+    let [contacts, calls, tasks, other] = operations;
+    match object {
+        "contacts" => contacts,
+        "calls" => calls,
+        "tasks" => tasks,
+        _ => other,
     }
 }
 
 fn parse(body: &Bytes) -> Result<Value, Response> {
-    serde_json::from_slice(body).map_err(|e| {
-        error(
-            StatusCode::BAD_REQUEST,
-            "VALIDATION_ERROR",
-            format!("invalid JSON: {e}"),
-        )
-    })
+    serde_json::from_slice(body).map_err(|e| invalid(format!("invalid JSON: {e}")))
+}
+
+/// The `properties` of a create or update body, refused if the object does
+/// not have them all.
+fn written_properties(
+    state: &SimState,
+    object: &str,
+    body: &Value,
+) -> Result<Map<String, Value>, Response> {
+    let properties = body["properties"].as_object().cloned().unwrap_or_default();
+    check_properties(state, object, &properties)?;
+    Ok(properties)
 }
 
 /// Whether `name` is a property of `object`: a default one, or a custom one
@@ -189,11 +236,10 @@ fn check_properties(
     if errors.is_empty() {
         return Ok(());
     }
-    Err(error(
-        StatusCode::BAD_REQUEST,
-        "VALIDATION_ERROR",
-        format!("Property values were not valid: {}", Value::Array(errors)),
-    ))
+    Err(invalid(format!(
+        "Property values were not valid: {}",
+        Value::Array(errors)
+    )))
 }
 
 /// HubSpot's answer to a missing or wrong token (the error shape of
@@ -208,47 +254,27 @@ fn unauthorized() -> Value {
     })
 }
 
-/// [`guarded`] with HubSpot's bearer token check and 401 body.
-async fn guard<F>(
-    shared: &Shared,
-    kill: Option<&ConnectionKill>,
-    operation: &'static str,
-    headers: &HeaderMap,
-    apply: F,
-) -> Response
+/// [`Call::guarded`] with HubSpot's bearer token and scope checks and its
+/// 401 body; the search endpoints count against `Limits::Search`, as
+/// HubSpot limits them apart.
+async fn guard<F>(call: &Call, operation: &'static str, limits: Limits, apply: F) -> Response
 where
-    F: FnOnce(&mut SimState) -> Response,
+    F: FnOnce(&mut SimState) -> Answer,
 {
-    guard_within(shared, kill, operation, Limits::General, headers, apply).await
-}
-
-/// [`guard`] for the search endpoints, which HubSpot limits apart.
-async fn guard_within<F>(
-    shared: &Shared,
-    kill: Option<&ConnectionKill>,
-    operation: &'static str,
-    limits: Limits,
-    headers: &HeaderMap,
-    apply: F,
-) -> Response
-where
-    F: FnOnce(&mut SimState) -> Response,
-{
-    let authorized = shared.bearer_ok(headers);
+    let authorized = call.shared.bearer_ok(&call.headers);
     let scope = required_scope(operation);
-    let response = guarded_within(
-        shared,
-        kill,
-        operation,
-        limits,
-        Dialect::RetryAfter,
-        authorized,
-        |state| match scope.filter(|scope| !state.hubspot_scopes.iter().any(|s| s == scope)) {
-            Some(scope) => missing_scope(scope),
-            None => apply(state),
-        },
-    )
-    .await;
+    let response = call
+        .guarded(
+            operation,
+            limits,
+            Dialect::RetryAfter,
+            authorized,
+            |state| match scope.filter(|scope| !state.hubspot_scopes.iter().any(|s| s == scope)) {
+                Some(scope) => Err(missing_scope(scope)),
+                None => apply(state),
+            },
+        )
+        .await;
     reword_unauthorized(response, unauthorized())
 }
 
@@ -296,42 +322,30 @@ fn missing_scope(scope: &str) -> Response {
 }
 
 /// Properties and groups on contacts need the contacts schema scope.
-fn schema_scope_missing(state: &SimState, object: &str) -> Option<Response> {
+fn schema_scope(state: &SimState, object: &str) -> Result<(), Response> {
     const SCHEMA: &str = "crm.schemas.contacts.write";
-    (object == "contacts" && !state.hubspot_scopes.iter().any(|s| s == SCHEMA))
-        .then(|| missing_scope(SCHEMA))
+    if object == "contacts" && !state.hubspot_scopes.iter().any(|s| s == SCHEMA) {
+        return Err(missing_scope(SCHEMA));
+    }
+    Ok(())
 }
 
 /// `GET /crm/v3/objects/{object}?limit=n`: the first records, oldest first.
 async fn list(
-    State(shared): State<Shared>,
-    kill: Option<Extension<ConnectionKill>>,
-    headers: HeaderMap,
+    call: Call,
     Path(object): Path<String>,
-    axum::extract::Query(query): axum::extract::Query<std::collections::HashMap<String, String>>,
+    Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    guard(
-        &shared,
-        kill.as_deref(),
-        "list_objects",
-        &headers,
-        |state| {
-            let Some(kind) = kind(&object) else {
-                return error(
-                    StatusCode::NOT_FOUND,
-                    "OBJECT_NOT_FOUND",
-                    "unknown object type",
-                );
-            };
-            let limit = query
-                .get("limit")
-                .and_then(|l| l.parse::<usize>().ok())
-                .unwrap_or(10)
-                .clamp(1, 100);
-            let results: Vec<Value> = state.records(kind).iter().take(limit).map(view).collect();
-            Json(json!({ "results": results })).into_response()
-        },
-    )
+    guard(&call, "list_objects", Limits::General, |state| {
+        let kind = kind(&object)?;
+        let limit = query
+            .get("limit")
+            .and_then(|l| l.parse::<usize>().ok())
+            .unwrap_or(10)
+            .clamp(1, 100);
+        let results: Vec<Value> = state.records(kind).iter().take(limit).map(view).collect();
+        Ok(Json(json!({ "results": results })).into_response())
+    })
     .await
 }
 
@@ -358,323 +372,180 @@ fn view(record: &Record) -> Value {
     json!({ "id": record.id, "properties": record.properties, "archived": false })
 }
 
-async fn create_group(
-    State(shared): State<Shared>,
-    kill: Option<Extension<ConnectionKill>>,
-    headers: HeaderMap,
-    Path(object): Path<String>,
-    body: Bytes,
-) -> Response {
-    guard(
-        &shared,
-        kill.as_deref(),
-        "create_group",
-        &headers,
-        |state| {
-            if let Some(refused) = schema_scope_missing(state, &object) {
-                return refused;
-            }
-            let body = match parse(&body) {
-                Ok(b) => b,
-                Err(r) => return r,
-            };
-            let Some(name) = body["name"].as_str() else {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "VALIDATION_ERROR",
-                    "name is required",
-                );
-            };
-            if !state.groups.insert(format!("{object}.{name}")) {
-                return error(
-                    StatusCode::CONFLICT,
-                    "OBJECT_ALREADY_EXISTS",
-                    "Property group already exists",
-                );
-            }
-            (StatusCode::CREATED, Json(json!({ "name": name }))).into_response()
-        },
-    )
-    .await
-}
-
-async fn create_property(
-    State(shared): State<Shared>,
-    kill: Option<Extension<ConnectionKill>>,
-    headers: HeaderMap,
-    Path(object): Path<String>,
-    body: Bytes,
-) -> Response {
-    guard(
-        &shared,
-        kill.as_deref(),
-        "create_property",
-        &headers,
-        |state| {
-            if let Some(refused) = schema_scope_missing(state, &object) {
-                return refused;
-            }
-            let body = match parse(&body) {
-                Ok(b) => b,
-                Err(r) => return r,
-            };
-            let (Some(name), Some(_), Some(_), Some(group)) = (
-                body["name"].as_str(),
-                body["type"].as_str(),
-                body["fieldType"].as_str(),
-                body["groupName"].as_str(),
-            ) else {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "VALIDATION_ERROR",
-                    "name, type, fieldType and groupName are required",
-                );
-            };
-            if !state.groups.contains(&format!("{object}.{group}")) {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "VALIDATION_ERROR",
-                    format!("property group {group} does not exist"),
-                );
-            }
-            if !state.properties.insert(format!("{object}.{name}")) {
-                return error(
-                    StatusCode::CONFLICT,
-                    "OBJECT_ALREADY_EXISTS",
-                    format!("Property {name} already exists"),
-                );
-            }
-            (StatusCode::CREATED, Json(json!({ "name": name }))).into_response()
-        },
-    )
-    .await
-}
-
-async fn search(
-    State(shared): State<Shared>,
-    kill: Option<Extension<ConnectionKill>>,
-    headers: HeaderMap,
-    Path(object): Path<String>,
-    body: Bytes,
-) -> Response {
-    let operation = match object.as_str() {
-        "contacts" => "search_contacts",
-        "calls" => "search_calls",
-        "tasks" => "search_tasks",
-        _ => "search_other",
-    };
-    guard_within(
-        &shared,
-        kill.as_deref(),
-        operation,
-        Limits::Search,
-        &headers,
-        |state| {
-            let Some(kind) = kind(&object) else {
-                return error(
-                    StatusCode::NOT_FOUND,
-                    "OBJECT_NOT_FOUND",
-                    "unknown object type",
-                );
-            };
-            let body = match parse(&body) {
-                Ok(b) => b,
-                Err(r) => return r,
-            };
-            let groups = body["filterGroups"].as_array().cloned().unwrap_or_default();
-            if let Err(r) = check_limits(&groups) {
-                return r;
-            }
-            let mut conditions = Vec::new();
-            for group in &groups {
-                let mut all = Vec::new();
-                for filter in group["filters"].as_array().cloned().unwrap_or_default() {
-                    match Filter::parse(&filter) {
-                        Ok(f) => all.push(f),
-                        Err(r) => return r,
-                    }
-                }
-                conditions.push(all);
-            }
-            let limit = body["limit"].as_u64().unwrap_or(10) as usize;
-            // Records are kept in creation order, which is also createdate ascending.
-            let results: Vec<Value> = state
-                .records(kind)
-                .iter()
-                .filter(|r| state.indexed(r))
-                .filter(|r| {
-                    conditions.is_empty()
-                        || conditions
-                            .iter()
-                            .any(|all| all.iter().all(|f| f.matches(r)))
-                })
-                .take(limit)
-                .map(view)
-                .collect();
-            Json(json!({ "total": results.len(), "results": results })).into_response()
-        },
-    )
-    .await
-}
-
-async fn create(
-    State(shared): State<Shared>,
-    kill: Option<Extension<ConnectionKill>>,
-    headers: HeaderMap,
-    Path(object): Path<String>,
-    body: Bytes,
-) -> Response {
-    let operation = match object.as_str() {
-        "contacts" => "create_contact",
-        "calls" => "create_call",
-        "tasks" => "create_task",
-        _ => "create_other",
-    };
-    guard(&shared, kill.as_deref(), operation, &headers, |state| {
-        let Some(kind) = kind(&object) else {
-            return error(
-                StatusCode::NOT_FOUND,
-                "OBJECT_NOT_FOUND",
-                "unknown object type",
-            );
+async fn create_group(call: Call, Path(object): Path<String>, body: Bytes) -> Response {
+    guard(&call, "create_group", Limits::General, |state| {
+        schema_scope(state, &object)?;
+        let body = parse(&body)?;
+        let Some(name) = body["name"].as_str() else {
+            return Err(invalid("name is required"));
         };
-        let body = match parse(&body) {
-            Ok(b) => b,
-            Err(r) => return r,
-        };
-        let properties = body["properties"].as_object().cloned().unwrap_or_default();
-        if let Err(r) = check_properties(state, &object, &properties) {
-            return r;
+        if !state.groups.insert(format!("{object}.{name}")) {
+            return Err(conflict(
+                "OBJECT_ALREADY_EXISTS",
+                "Property group already exists",
+            ));
         }
-        let mut associations = Vec::new();
-        match kind {
+        Ok((StatusCode::CREATED, Json(json!({ "name": name }))).into_response())
+    })
+    .await
+}
+
+async fn create_property(call: Call, Path(object): Path<String>, body: Bytes) -> Response {
+    guard(&call, "create_property", Limits::General, |state| {
+        schema_scope(state, &object)?;
+        let body = parse(&body)?;
+        let (Some(name), Some(_), Some(_), Some(group)) = (
+            body["name"].as_str(),
+            body["type"].as_str(),
+            body["fieldType"].as_str(),
+            body["groupName"].as_str(),
+        ) else {
+            return Err(invalid("name, type, fieldType and groupName are required"));
+        };
+        if !state.groups.contains(&format!("{object}.{group}")) {
+            return Err(invalid(format!("property group {group} does not exist")));
+        }
+        if !state.properties.insert(format!("{object}.{name}")) {
+            return Err(conflict(
+                "OBJECT_ALREADY_EXISTS",
+                format!("Property {name} already exists"),
+            ));
+        }
+        Ok((StatusCode::CREATED, Json(json!({ "name": name }))).into_response())
+    })
+    .await
+}
+
+async fn search(call: Call, Path(object): Path<String>, body: Bytes) -> Response {
+    let operation = operation_on(&object, SEARCHES);
+    guard(&call, operation, Limits::Search, |state| {
+        let kind = kind(&object)?;
+        search_in(state, kind, &parse(&body)?)
+    })
+    .await
+}
+
+/// The records of `kind` a search body's filters match, once indexed,
+/// oldest first and at most `limit` of them.
+fn search_in(state: &SimState, kind: Kind, body: &Value) -> Answer {
+    let groups = body["filterGroups"].as_array().cloned().unwrap_or_default();
+    check_limits(&groups)?;
+    let conditions = groups
+        .iter()
+        .map(|group| {
+            group["filters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(Filter::parse)
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let limit = body["limit"].as_u64().unwrap_or(10) as usize;
+    // Records are kept in creation order, which is also createdate ascending.
+    let results: Vec<Value> = state
+        .records(kind)
+        .iter()
+        .filter(|r| state.indexed(r))
+        .filter(|r| {
+            conditions.is_empty()
+                || conditions
+                    .iter()
+                    .any(|all| all.iter().all(|f| f.matches(r)))
+        })
+        .take(limit)
+        .map(view)
+        .collect();
+    Ok(Json(json!({ "total": results.len(), "results": results })).into_response())
+}
+
+async fn create(call: Call, Path(object): Path<String>, body: Bytes) -> Response {
+    let operation = operation_on(&object, CREATES);
+    guard(&call, operation, Limits::General, |state| {
+        let kind = kind(&object)?;
+        let body = parse(&body)?;
+        let properties = written_properties(state, &object, &body)?;
+        let associations = match kind {
             Kind::Contacts => {
-                if let Some(email) = properties.get("email").and_then(Value::as_str)
-                    && let Some(existing) = state
-                        .contacts
-                        .iter()
-                        .find(|c| c.prop("email") == Some(email))
-                {
-                    return error(
-                        StatusCode::CONFLICT,
-                        "CONFLICT",
-                        format!("Contact already exists. Existing ID: {}", existing.id),
-                    );
-                }
+                unique_email(state, &properties)?;
+                Vec::new()
             }
             Kind::Calls | Kind::Tasks => {
-                let expected_type = if kind == Kind::Calls { 194 } else { 204 };
                 if properties.get("hs_timestamp").is_none() {
-                    return error(
-                        StatusCode::BAD_REQUEST,
-                        "VALIDATION_ERROR",
-                        "hs_timestamp is required",
-                    );
+                    return Err(invalid("hs_timestamp is required"));
                 }
-                for association in body["associations"].as_array().cloned().unwrap_or_default() {
-                    let Some(to) = association["to"]["id"].as_str() else {
-                        return error(
-                            StatusCode::BAD_REQUEST,
-                            "VALIDATION_ERROR",
-                            "association without to.id",
-                        );
-                    };
-                    let type_ok = association["types"].as_array().is_some_and(|types| {
-                        types
-                            .iter()
-                            .any(|t| t["associationTypeId"] == expected_type)
-                    });
-                    if !type_ok {
-                        return error(
-                            StatusCode::BAD_REQUEST,
-                            "VALIDATION_ERROR",
-                            format!("association type must be {expected_type}"),
-                        );
-                    }
-                    if !state.contacts.iter().any(|c| c.id == to) {
-                        return error(
-                            StatusCode::BAD_REQUEST,
-                            "VALIDATION_ERROR",
-                            format!("contact {to} does not exist"),
-                        );
-                    }
-                    associations.push(to.to_owned());
-                }
+                associations(state, kind, &body)?
             }
-        }
-        let record = state.insert(kind, properties, associations);
-        (StatusCode::CREATED, Json(view(&record))).into_response()
-    })
-    .await
-}
-
-async fn read(
-    State(shared): State<Shared>,
-    kill: Option<Extension<ConnectionKill>>,
-    headers: HeaderMap,
-    Path((object, id)): Path<(String, String)>,
-) -> Response {
-    guard(&shared, kill.as_deref(), "get_contact", &headers, |state| {
-        let Some(kind) = kind(&object) else {
-            return error(
-                StatusCode::NOT_FOUND,
-                "OBJECT_NOT_FOUND",
-                "unknown object type",
-            );
         };
-        match state.records(kind).iter().find(|r| r.id == id) {
-            Some(record) => Json(view(record)).into_response(),
-            None => error(
-                StatusCode::NOT_FOUND,
-                "OBJECT_NOT_FOUND",
-                "resource not found",
-            ),
-        }
+        let record = state.insert(kind, properties, associations);
+        Ok((StatusCode::CREATED, Json(view(&record))).into_response())
     })
     .await
 }
 
-async fn update(
-    State(shared): State<Shared>,
-    kill: Option<Extension<ConnectionKill>>,
-    headers: HeaderMap,
-    Path((object, id)): Path<(String, String)>,
-    body: Bytes,
-) -> Response {
-    guard(
-        &shared,
-        kill.as_deref(),
-        "update_contact",
-        &headers,
-        |state| {
-            let Some(kind) = kind(&object) else {
-                return error(
-                    StatusCode::NOT_FOUND,
-                    "OBJECT_NOT_FOUND",
-                    "unknown object type",
-                );
-            };
-            let body = match parse(&body) {
-                Ok(b) => b,
-                Err(r) => return r,
-            };
-            let properties = body["properties"].as_object().cloned().unwrap_or_default();
-            if let Err(r) = check_properties(state, &object, &properties) {
-                return r;
-            }
-            match state.records_mut(kind).iter_mut().find(|r| r.id == id) {
-                Some(record) => {
-                    record.properties.extend(properties);
-                    Json(view(record)).into_response()
-                }
-                None => error(
-                    StatusCode::NOT_FOUND,
-                    "OBJECT_NOT_FOUND",
-                    "resource not found",
-                ),
-            }
-        },
-    )
+/// Refuses a contact whose e-mail another contact has: 409 naming it.
+fn unique_email(state: &SimState, properties: &Map<String, Value>) -> Result<(), Response> {
+    if let Some(email) = properties.get("email").and_then(Value::as_str)
+        && let Some(existing) = state
+            .contacts
+            .iter()
+            .find(|c| c.prop("email") == Some(email))
+    {
+        return Err(conflict(
+            "CONFLICT",
+            format!("Contact already exists. Existing ID: {}", existing.id),
+        ));
+    }
+    Ok(())
+}
+
+/// The contacts a call or task body associates it with, each checked: a
+/// known contact, with the association type of the object (194 for a
+/// call, 204 for a task).
+fn associations(state: &SimState, kind: Kind, body: &Value) -> Result<Vec<String>, Response> {
+    let expected_type = if kind == Kind::Calls { 194 } else { 204 };
+    let mut associations = Vec::new();
+    for association in body["associations"].as_array().into_iter().flatten() {
+        let Some(to) = association["to"]["id"].as_str() else {
+            return Err(invalid("association without to.id"));
+        };
+        let type_ok = association["types"].as_array().is_some_and(|types| {
+            types
+                .iter()
+                .any(|t| t["associationTypeId"] == expected_type)
+        });
+        if !type_ok {
+            return Err(invalid(format!("association type must be {expected_type}")));
+        }
+        if !state.contacts.iter().any(|c| c.id == to) {
+            return Err(invalid(format!("contact {to} does not exist")));
+        }
+        associations.push(to.to_owned());
+    }
+    Ok(associations)
+}
+
+async fn read(call: Call, Path((object, id)): Path<(String, String)>) -> Response {
+    guard(&call, "get_contact", Limits::General, |state| {
+        let kind = kind(&object)?;
+        let record = state
+            .find(kind, &id)
+            .ok_or_else(|| not_found("resource not found"))?;
+        Ok(Json(view(record)).into_response())
+    })
+    .await
+}
+
+async fn update(call: Call, Path((object, id)): Path<(String, String)>, body: Bytes) -> Response {
+    guard(&call, "update_contact", Limits::General, |state| {
+        let kind = kind(&object)?;
+        let body = parse(&body)?;
+        let properties = written_properties(state, &object, &body)?;
+        let record = state
+            .update(kind, &id, properties)
+            .ok_or_else(|| not_found("resource not found"))?;
+        Ok(Json(view(record)).into_response())
+    })
     .await
 }
 
@@ -688,14 +559,10 @@ fn check_limits(groups: &[Value]) -> Result<(), Response> {
         .collect();
     let total: usize = sizes.iter().sum();
     if groups.len() > 5 || sizes.iter().any(|n| *n > 6) || total > 18 {
-        return Err(error(
-            StatusCode::BAD_REQUEST,
-            "VALIDATION_ERROR",
-            format!(
-                "Search request exceeds limits: {} filterGroups (max 5), {total} filters (max 18, 6 per group)",
-                groups.len()
-            ),
-        ));
+        return Err(invalid(format!(
+            "Search request exceeds limits: {} filterGroups (max 5), {total} filters (max 18, 6 per group)",
+            groups.len()
+        )));
     }
     Ok(())
 }
@@ -709,7 +576,6 @@ enum Filter {
 
 impl Filter {
     fn parse(filter: &Value) -> Result<Self, Response> {
-        let invalid = |message: &str| error(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", message);
         let Some(property) = filter["propertyName"].as_str().map(str::to_owned) else {
             return Err(invalid("filter needs propertyName"));
         };

@@ -25,7 +25,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::http::StatusCode;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
@@ -65,67 +67,53 @@ impl std::str::FromStr for RateLimit {
 }
 
 impl RateLimit {
+    /// `max` requests per `window_secs` seconds, refused with
+    /// `retry_after_secs` in the vendor's header (`None`: no header).
+    const fn per(max: usize, window_secs: u64, retry_after_secs: Option<u64>) -> Self {
+        Self {
+            max,
+            window: Duration::from_secs(window_secs),
+            retry_after_secs,
+        }
+    }
+
     /// HubSpot's search limit: "The search endpoints are rate limited to
     /// five requests per second per account", answered 429 without
     /// `Retry-After` (HubSpot sends none) and with the `SECONDLY` policy.
     /// https://developers.hubspot.com/docs/api/crm/search (limits)
-    pub const HUBSPOT_SEARCH: RateLimit = RateLimit {
-        max: 5,
-        window: Duration::from_secs(1),
-        retry_after_secs: None,
-    };
+    pub const HUBSPOT_SEARCH: RateLimit = RateLimit::per(5, 1, None);
 
     /// HubSpot's general burst limit at the Professional and Enterprise
     /// tiers, 190 requests per rolling 10 s per private app (the lowest
     /// tier allows 100), refused with 429 and no `Retry-After`.
     /// https://developers.hubspot.com/docs/guides/apps/api-usage/usage-details
     /// https://developers.hubspot.com/changelog/increasing-our-api-limits
-    pub const HUBSPOT: RateLimit = RateLimit {
-        max: 190,
-        window: Duration::from_secs(10),
-        retry_after_secs: None,
-    };
+    pub const HUBSPOT: RateLimit = RateLimit::per(190, 10, None);
 
     /// Pipedrive's limit on the Essential plan with an API token: 20
     /// requests per 2-second window, refused with 429 and the seconds to
     /// the window's end in `x-ratelimit-reset`.
     /// https://pipedrive.readme.io/docs/core-api-concepts-rate-limiting
-    pub const PIPEDRIVE: RateLimit = RateLimit {
-        max: 20,
-        window: Duration::from_secs(2),
-        retry_after_secs: Some(2),
-    };
+    pub const PIPEDRIVE: RateLimit = RateLimit::per(20, 2, Some(2));
 
     /// Pipedrive's Search API limit on every plan: 10 requests per 2
     /// seconds per token, apart from the general one.
     /// https://pipedrive.readme.io/docs/core-api-concepts-rate-limiting
-    pub const PIPEDRIVE_SEARCH: RateLimit = RateLimit {
-        max: 10,
-        window: Duration::from_secs(2),
-        retry_after_secs: Some(2),
-    };
+    pub const PIPEDRIVE_SEARCH: RateLimit = RateLimit::per(10, 2, Some(2));
 
     /// GoHighLevel's burst limit: 100 requests per 10 seconds per app and
     /// location, searches included (no search limit of its own is
     /// documented); its 429 carries `X-RateLimit-*` headers, no
     /// `Retry-After`.
     /// https://marketplace.gohighlevel.com/docs/other/rate-limits
-    pub const GOHIGHLEVEL: RateLimit = RateLimit {
-        max: 100,
-        window: Duration::from_secs(10),
-        retry_after_secs: None,
-    };
+    pub const GOHIGHLEVEL: RateLimit = RateLimit::per(100, 10, None);
 
     /// Salesforce has no burst limit: an org's API requests are counted
     /// against an allocation per rolling 24 hours, 15 000 in a Developer
     /// Edition org (the smallest; production orgs start at 100 000),
     /// refused with 403 `REQUEST_LIMIT_EXCEEDED`.
     /// https://developer.salesforce.com/docs/atlas.en-us.salesforce_app_limits_cheatsheet.meta/salesforce_app_limits_cheatsheet/salesforce_app_limits_platform_api.htm
-    pub const SALESFORCE_DEVELOPER_EDITION: RateLimit = RateLimit {
-        max: 15_000,
-        window: Duration::from_secs(24 * 60 * 60),
-        retry_after_secs: None,
-    };
+    pub const SALESFORCE_DEVELOPER_EDITION: RateLimit = RateLimit::per(15_000, 24 * 60 * 60, None);
 }
 
 /// Which of the simulator's limits a request counts against.
@@ -358,7 +346,7 @@ pub(crate) struct State {
 }
 
 impl State {
-    /// Counts a request that bypasses [`guarded`] (a token endpoint's:
+    /// Counts a request that bypasses [`Call::guarded`] (a token endpoint's:
     /// not an API call, so no rate limit and no fault) under `operation`;
     /// returns how many there have been.
     pub(crate) fn count_unguarded(&mut self, operation: &str) -> u64 {
@@ -389,8 +377,21 @@ impl State {
         properties: Map<String, Value>,
         associations: Vec<String>,
     ) -> Record {
+        self.insert_as(kind, properties, associations, str::to_owned)
+    }
+
+    /// [`State::insert`] under an id in the vendor's format, made from the
+    /// simulator's next number (GoHighLevel's and Salesforce's ids are not
+    /// bare numbers).
+    pub(crate) fn insert_as(
+        &mut self,
+        kind: Kind,
+        properties: Map<String, Value>,
+        associations: Vec<String>,
+        id: impl FnOnce(&str) -> String,
+    ) -> Record {
         let record = Record {
-            id: self.new_id(),
+            id: id(&self.new_id()),
             properties,
             associations,
             created: Some(Instant::now()),
@@ -405,6 +406,29 @@ impl State {
             Kind::Calls => &self.calls,
             Kind::Tasks => &self.tasks,
         }
+    }
+
+    /// The record of `kind` with this id.
+    pub(crate) fn find(&self, kind: Kind, id: &str) -> Option<&Record> {
+        self.records(kind).iter().find(|r| r.id == id)
+    }
+
+    /// Adds `changes` to the properties of the record of `kind` with this
+    /// id; the record as it is now.
+    pub(crate) fn update(
+        &mut self,
+        kind: Kind,
+        id: &str,
+        changes: Map<String, Value>,
+    ) -> Option<&mut Record> {
+        let record = self.find_mut(kind, id)?;
+        record.properties.extend(changes);
+        Some(record)
+    }
+
+    /// [`State::find`], to change the record.
+    pub(crate) fn find_mut(&mut self, kind: Kind, id: &str) -> Option<&mut Record> {
+        self.records_mut(kind).iter_mut().find(|r| r.id == id)
     }
 
     pub(crate) fn records_mut(&mut self, kind: Kind) -> &mut Vec<Record> {
@@ -494,7 +518,7 @@ const HANG_FOR: Duration = Duration::from_secs(300);
 
 impl Shared {
     /// Whether `Authorization: Bearer <token>` carries the simulator's token.
-    pub(crate) fn bearer_ok(&self, headers: &axum::http::HeaderMap) -> bool {
+    pub(crate) fn bearer_ok(&self, headers: &HeaderMap) -> bool {
         let token = self.lock().config.token.clone();
         headers
             .get("authorization")
@@ -648,7 +672,6 @@ fn admitted(window: &mut VecDeque<Instant>, limit: RateLimit, now: Instant) -> b
     true
 }
 
-/// Runs a route with the simulator's latency, limits and faults around it.
 /// How a CRM words its refusals.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Dialect {
@@ -660,93 +683,105 @@ pub(crate) enum Dialect {
     Salesforce,
 }
 
-pub(crate) async fn guarded<F>(
-    shared: &Shared,
-    kill: Option<&ConnectionKill>,
-    operation: &'static str,
-    dialect: Dialect,
-    authorized: bool,
-    apply: F,
-) -> Response
-where
-    F: FnOnce(&mut State) -> Response,
-{
-    guarded_within(
-        shared,
-        kill,
-        operation,
-        Limits::General,
-        dialect,
-        authorized,
-        apply,
-    )
-    .await
+/// What a route answers once admitted. `Err` is a refusal (a malformed
+/// body, an unknown record) answered as it is, so that a route's checks
+/// chain with `?` instead of repeating `match … { Err(r) => return r }`.
+pub(crate) type Answer = Result<Response, Response>;
+
+/// What every guarded route takes from its request: the simulator, the
+/// connection handle of the faults that drop or outlive the connection, and
+/// the headers the vendor's token check reads. One extractor, so that each
+/// route names only its own path, query and body.
+#[derive(Debug, Clone)]
+pub(crate) struct Call {
+    pub(crate) shared: Shared,
+    kill: Option<ConnectionKill>,
+    pub(crate) headers: HeaderMap,
 }
 
-/// [`guarded`], counting the request against `limits`.
-pub(crate) async fn guarded_within<F>(
-    shared: &Shared,
-    kill: Option<&ConnectionKill>,
-    operation: &'static str,
-    limits: Limits,
-    dialect: Dialect,
-    authorized: bool,
-    apply: F,
-) -> Response
-where
-    F: FnOnce(&mut State) -> Response,
-{
-    let decision = shared.admit(operation, limits, authorized);
-    let latency = shared.latency();
-    if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
+impl FromRequestParts<Shared> for Call {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        shared: &Shared,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self {
+            shared: shared.clone(),
+            kill: parts.extensions.get::<ConnectionKill>().cloned(),
+            headers: parts.headers.clone(),
+        })
     }
-    match decision {
-        Decision::Respond(status, retry_after) => refusal(dialect, status, retry_after),
-        // HubSpot's search refusal names its own policy; Pipedrive's is
-        // worded as its other 429s.
-        Decision::SearchLimited(_) if dialect == Dialect::RetryAfter => secondly_refusal(),
-        Decision::SearchLimited(retry_after) => {
-            refusal(dialect, StatusCode::TOO_MANY_REQUESTS, retry_after)
+}
+
+impl Call {
+    /// Runs a route with the simulator's latency, limits and faults around
+    /// it, counting the request under `operation` and against `limits`.
+    pub(crate) async fn guarded<F>(
+        &self,
+        operation: &'static str,
+        limits: Limits,
+        dialect: Dialect,
+        authorized: bool,
+        apply: F,
+    ) -> Response
+    where
+        F: FnOnce(&mut State) -> Answer,
+    {
+        let shared = &self.shared;
+        let kill = self.kill.as_ref();
+        let decision = shared.admit(operation, limits, authorized);
+        let latency = shared.latency();
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
         }
-        Decision::Hang => {
-            tokio::time::sleep(HANG_FOR).await;
-            refusal(dialect, StatusCode::GATEWAY_TIMEOUT, None)
-        }
-        Decision::Proceed(Proceed {
-            delay,
-            reset_after,
-            hang_after,
-            error_after,
-        }) => {
-            if !delay.is_zero() {
-                tokio::time::sleep(delay).await;
+        match decision {
+            Decision::Respond(status, retry_after) => refusal(dialect, status, retry_after),
+            // HubSpot's search refusal names its own policy; Pipedrive's is
+            // worded as its other 429s.
+            Decision::SearchLimited(_) if dialect == Dialect::RetryAfter => secondly_refusal(),
+            Decision::SearchLimited(retry_after) => {
+                refusal(dialect, StatusCode::TOO_MANY_REQUESTS, retry_after)
             }
-            let response = {
-                let mut state = shared.lock();
-                let response = apply(&mut state);
-                state.stats.pending_applies = state.stats.pending_applies.saturating_sub(1);
-                if kill.is_some_and(|k| k.left.get()) {
-                    state.stats.applied_after_client_left += 1;
+            Decision::Hang => {
+                tokio::time::sleep(HANG_FOR).await;
+                refusal(dialect, StatusCode::GATEWAY_TIMEOUT, None)
+            }
+            Decision::Proceed(Proceed {
+                delay,
+                reset_after,
+                hang_after,
+                error_after,
+            }) => {
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                let response = {
+                    let mut state = shared.lock();
+                    let response = apply(&mut state).unwrap_or_else(|refused| refused);
+                    state.stats.pending_applies = state.stats.pending_applies.saturating_sub(1);
+                    if kill.is_some_and(|k| k.left.get()) {
+                        state.stats.applied_after_client_left += 1;
+                    }
+                    response
+                };
+                if reset_after {
+                    if let Some(kill) = kill {
+                        kill.notify.notify_one();
+                    }
+                    // Never answer: the connection is being dropped, and an
+                    // answer written first would win the race against it.
+                    tokio::time::sleep(HANG_FOR).await;
+                    return response;
+                }
+                if hang_after {
+                    tokio::time::sleep(HANG_FOR).await;
+                }
+                if error_after {
+                    return refusal(dialect, StatusCode::INTERNAL_SERVER_ERROR, None);
                 }
                 response
-            };
-            if reset_after {
-                if let Some(kill) = kill {
-                    kill.notify.notify_one();
-                }
-                // Never answer: the connection is being dropped, and an
-                // answer written first would win the race against it.
-                tokio::time::sleep(HANG_FOR).await;
-                return response;
             }
-            if hang_after {
-                tokio::time::sleep(HANG_FOR).await;
-            }
-            if error_after {
-                return refusal(dialect, StatusCode::INTERNAL_SERVER_ERROR, None);
-            }
-            response
         }
     }
 }
@@ -1041,7 +1076,7 @@ async fn serve(listener: TcpListener, router: Router) {
     }
 }
 
-/// A 401 answer worded the vendor's way: [`guarded`] words every refusal
+/// A 401 answer worded the vendor's way: [`Call::guarded`] words every refusal
 /// alike, and each vendor module passes the body its real API sends.
 pub(crate) fn reword_unauthorized(response: Response, body: Value) -> Response {
     if response.status() != StatusCode::UNAUTHORIZED {

@@ -14,8 +14,8 @@
 //! https://pipedrive.readme.io/docs/core-api-concepts-pagination
 
 use axum::body::Bytes;
-use axum::extract::{Extension, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Path, Query};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -23,8 +23,8 @@ use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 
 use super::{
-    ConnectionKill, CrmSim, Dialect, Kind, Limits, Record, Shared, State as SimState,
-    guarded_within, reword_unauthorized,
+    Answer, Call, CrmSim, Dialect, Kind, Limits, Record, Shared, State as SimState,
+    reword_unauthorized,
 };
 
 /// The largest page Pipedrive serves, and the page it serves by default.
@@ -109,17 +109,21 @@ pub fn router(shared: Shared) -> Router {
         .with_state(shared)
 }
 
-/// The token in the `x-api-token` header; v1 also takes it as the
-/// `api_token` query parameter, v2 only in the header.
+/// The query of a v1 request, where v1 also takes the token (as
+/// `api_token`); v2 takes it in the `x-api-token` header only.
 /// https://www.innovaty.co/guide/pipedrive-api-v2-migration (Authentication)
-fn authorized(shared: &Shared, headers: &HeaderMap, query: &HashMap<String, String>) -> bool {
-    let token = shared.token();
-    headers.get("x-api-token").and_then(|v| v.to_str().ok()) == Some(token.as_str())
-        || query.get("api_token") == Some(&token)
-}
+/// A request's query parameters.
+type Params = Query<HashMap<String, String>>;
 
-fn authorized_v2(shared: &Shared, headers: &HeaderMap) -> bool {
-    authorized(shared, headers, &HashMap::new())
+type V1Query<'a> = Option<&'a HashMap<String, String>>;
+
+fn authorized(call: &Call, query: V1Query<'_>) -> bool {
+    let token = call.shared.token();
+    call.headers
+        .get("x-api-token")
+        .and_then(|v| v.to_str().ok())
+        == Some(token.as_str())
+        || query.and_then(|q| q.get("api_token")) == Some(&token)
 }
 
 /// Pipedrive's answer to a missing or wrong token, whatever the endpoint
@@ -134,44 +138,30 @@ fn unauthorized() -> Value {
     })
 }
 
-/// [`guarded`] with Pipedrive's rate-limit headers and 401 body.
-async fn guard<F>(
-    shared: &Shared,
-    kill: &Kill,
-    operation: &'static str,
-    authorized: bool,
-    apply: F,
-) -> Response
-where
-    F: FnOnce(&mut SimState) -> Response,
-{
-    guard_within(shared, kill, operation, Limits::General, authorized, apply).await
-}
-
-/// [`guard`] counting the request against `limits`: the Search API
+/// [`Call::guarded`] with Pipedrive's token check, rate-limit headers and
+/// 401 body, counting the request against `limits`: the Search API
 /// endpoints have a limit of their own (10 requests per 2 s per token).
 /// https://pipedrive.readme.io/docs/core-api-concepts-rate-limiting
-async fn guard_within<F>(
-    shared: &Shared,
-    kill: &Kill,
+async fn guard<F>(
+    call: &Call,
     operation: &'static str,
     limits: Limits,
-    authorized: bool,
+    query: V1Query<'_>,
     apply: F,
 ) -> Response
 where
-    F: FnOnce(&mut SimState) -> Response,
+    F: FnOnce(&mut SimState) -> Answer,
 {
-    let response = guarded_within(
-        shared,
-        kill.as_deref(),
-        operation,
-        limits,
-        Dialect::RateLimitReset,
-        authorized,
-        apply,
-    )
-    .await;
+    let authorized = authorized(call, query);
+    let response = call
+        .guarded(
+            operation,
+            limits,
+            Dialect::RateLimitReset,
+            authorized,
+            apply,
+        )
+        .await;
     reword_unauthorized(response, unauthorized())
 }
 
@@ -227,6 +217,13 @@ fn parse(body: &Bytes) -> Result<Value, Response> {
         .map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}")))
 }
 
+/// A v2 body, parsed and refused for any key beyond `known`.
+fn v2_body(body: &Bytes, known: &[&str]) -> Result<Value, Response> {
+    let body = parse(body)?;
+    check_v2_keys(&body, known)?;
+    Ok(body)
+}
+
 fn digits(text: &str) -> String {
     text.chars().filter(char::is_ascii_digit).collect()
 }
@@ -255,11 +252,8 @@ fn search_item(r: &Record) -> Value {
 }
 
 /// Checks custom field keys and flattens them into the record's properties.
-fn custom_fields(
-    state: &SimState,
-    body: &Value,
-    into: &mut Map<String, Value>,
-) -> Result<(), Response> {
+fn custom_fields(state: &SimState, body: &Value) -> Result<Map<String, Value>, Response> {
+    let mut into = Map::new();
     if let Some(fields) = body["custom_fields"].as_object() {
         for (key, value) in fields {
             if !state.person_fields.iter().any(|(k, _)| k == key) {
@@ -271,144 +265,100 @@ fn custom_fields(
             into.insert(key.clone(), value.clone());
         }
     }
-    Ok(())
+    Ok(into)
 }
-
-type Kill = Option<Extension<ConnectionKill>>;
 
 /// `GET /v1/users/me`: the token's own user (Pipedrive API reference,
 /// Users: "Get current user data").
-async fn current_user(
-    State(shared): State<Shared>,
-    kill: Kill,
-    headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    let auth = authorized(&shared, &headers, &q);
-    guard(&shared, &kill, "current_user", auth, |_| {
-        ok(
+async fn current_user(call: Call, Query(q): Params) -> Response {
+    guard(&call, "current_user", Limits::General, Some(&q), |_| {
+        Ok(ok(
             StatusCode::OK,
             json!({ "id": 1, "name": "crm-sim user", "company_id": 1, "active_flag": true }),
-        )
+        ))
     })
     .await
 }
 
-async fn list_fields(
-    State(shared): State<Shared>,
-    kill: Kill,
-    headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    let auth = authorized(&shared, &headers, &q);
-    guard(&shared, &kill, "list_fields", auth, |state| {
+async fn list_fields(call: Call, Query(q): Params) -> Response {
+    guard(&call, "list_fields", Limits::General, Some(&q), |state| {
         let fields: Vec<Value> = state
             .person_fields
             .iter()
             .map(|(key, name)| json!({ "key": key, "name": name, "field_type": "text" }))
             .collect();
-        ok(StatusCode::OK, json!(fields))
+        Ok(ok(StatusCode::OK, json!(fields)))
     })
     .await
 }
 
-async fn create_field(
-    State(shared): State<Shared>,
-    kill: Kill,
-    headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
-    body: Bytes,
-) -> Response {
-    let auth = authorized(&shared, &headers, &q);
-    guard(&shared, &kill, "create_field", auth, |state| {
-        let body = match parse(&body) {
-            Ok(b) => b,
-            Err(r) => return r,
-        };
+async fn create_field(call: Call, Query(q): Params, body: Bytes) -> Response {
+    guard(&call, "create_field", Limits::General, Some(&q), |state| {
+        let body = parse(&body)?;
         let (Some(name), Some(_)) = (body["name"].as_str(), body["field_type"].as_str()) else {
-            return error(StatusCode::BAD_REQUEST, "name and field_type are required");
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "name and field_type are required",
+            ));
         };
         // Pipedrive keys are 40 hex characters.
         let key = format!("{:0>40x}", state.person_fields.len() + 0xca11);
         state.person_fields.push((key.clone(), name.to_owned()));
-        ok(StatusCode::CREATED, json!({ "key": key, "name": name }))
+        Ok(ok(StatusCode::CREATED, json!({ "key": key, "name": name })))
     })
     .await
 }
 
-async fn search(
-    State(shared): State<Shared>,
-    kill: Kill,
-    headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    let auth = authorized_v2(&shared, &headers);
-    guard_within(
-        &shared,
-        &kill,
-        "search_person",
-        Limits::Search,
-        auth,
-        |state| {
-            let (Some(term), Some(field)) = (q.get("term"), q.get("fields")) else {
-                return invalid("term and fields are required");
-            };
-            if term.chars().count() < 2 {
-                return invalid("term must be at least 2 characters long");
-            }
-            // `exact_match=true` is a full, case-insensitive match; without it a
-            // partial one. Pipedrive documents no phone normalisation, so a phone
-            // term is compared with the stored digits.
-            // https://developers.pipedrive.com/docs/api/v1/Persons#searchPersons
-            let exact = q.get("exact_match").map(String::as_str) == Some("true");
-            let matches = |r: &Record| -> bool {
-                let values = r
-                    .properties
-                    .get(if field == "phone" { "phones" } else { "emails" });
-                values.and_then(Value::as_array).is_some_and(|list| {
-                    list.iter().filter_map(|v| v["value"].as_str()).any(|v| {
-                        match (field.as_str(), exact) {
-                            ("phone", true) => digits(v) == *term,
-                            ("phone", false) => {
-                                let wanted = digits(term);
-                                !wanted.is_empty() && digits(v).contains(&wanted)
-                            }
-                            (_, true) => v.eq_ignore_ascii_case(term),
-                            (_, false) => v.to_lowercase().contains(&term.to_lowercase()),
+async fn search(call: Call, Query(q): Params) -> Response {
+    guard(&call, "search_person", Limits::Search, None, |state| {
+        let (Some(term), Some(field)) = (q.get("term"), q.get("fields")) else {
+            return Err(invalid("term and fields are required"));
+        };
+        if term.chars().count() < 2 {
+            return Err(invalid("term must be at least 2 characters long"));
+        }
+        // `exact_match=true` is a full, case-insensitive match; without it a
+        // partial one. Pipedrive documents no phone normalisation, so a phone
+        // term is compared with the stored digits.
+        // https://developers.pipedrive.com/docs/api/v1/Persons#searchPersons
+        let exact = q.get("exact_match").map(String::as_str) == Some("true");
+        let matches = |r: &Record| -> bool {
+            let values = r
+                .properties
+                .get(if field == "phone" { "phones" } else { "emails" });
+            values.and_then(Value::as_array).is_some_and(|list| {
+                list.iter().filter_map(|v| v["value"].as_str()).any(|v| {
+                    match (field.as_str(), exact) {
+                        ("phone", true) => digits(v) == *term,
+                        ("phone", false) => {
+                            let wanted = digits(term);
+                            !wanted.is_empty() && digits(v).contains(&wanted)
                         }
-                    })
+                        (_, true) => v.eq_ignore_ascii_case(term),
+                        (_, false) => v.to_lowercase().contains(&term.to_lowercase()),
+                    }
                 })
-            };
-            // Search items list phones and e-mails as typed strings.
-            let items: Vec<Value> = state
-                .contacts
-                .iter()
-                .filter(|r| state.indexed(r) && matches(r))
-                .map(|r| json!({ "result_score": 1.0, "item": search_item(r) }))
-                .collect();
-            ok(StatusCode::OK, json!({ "items": items }))
-        },
-    )
+            })
+        };
+        // Search items list phones and e-mails as typed strings.
+        let items: Vec<Value> = state
+            .contacts
+            .iter()
+            .filter(|r| state.indexed(r) && matches(r))
+            .map(|r| json!({ "result_score": 1.0, "item": search_item(r) }))
+            .collect();
+        Ok(ok(StatusCode::OK, json!({ "items": items })))
+    })
     .await
 }
 
-async fn create_person(
-    State(shared): State<Shared>,
-    kill: Kill,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let auth = authorized_v2(&shared, &headers);
-    guard(&shared, &kill, "create_person", auth, |state| {
-        let body = match parse(&body) {
-            Ok(b) => b,
-            Err(r) => return r,
-        };
-        if let Err(r) = check_v2_keys(&body, PERSON_KEYS) {
-            return r;
-        }
+async fn create_person(call: Call, body: Bytes) -> Response {
+    guard(&call, "create_person", Limits::General, None, |state| {
+        let body = v2_body(&body, PERSON_KEYS)?;
         let Some(name) = body["name"].as_str().filter(|n| !n.is_empty()) else {
-            return invalid("Validation failed: name: Parameter 'name' is required");
+            return Err(invalid(
+                "Validation failed: name: Parameter 'name' is required",
+            ));
         };
         let mut properties = Map::new();
         properties.insert("name".into(), json!(name));
@@ -420,58 +370,35 @@ async fn create_person(
         if let Some(phone) = body["phones"][0]["value"].as_str() {
             properties.insert("phone".into(), json!(phone));
         }
-        if let Err(r) = custom_fields(state, &body, &mut properties) {
-            return r;
-        }
+        properties.extend(custom_fields(state, &body)?);
         let record = state.insert(Kind::Contacts, properties, Vec::new());
-        ok(StatusCode::OK, person_view(&record))
+        Ok(ok(StatusCode::OK, person_view(&record)))
     })
     .await
 }
 
-async fn read_person(
-    State(shared): State<Shared>,
-    kill: Kill,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    let auth = authorized_v2(&shared, &headers);
-    guard(&shared, &kill, "get_person", auth, |state| {
-        match state.contacts.iter().find(|r| r.id == id) {
-            Some(r) => ok(StatusCode::OK, person_view(r)),
-            None => error(StatusCode::NOT_FOUND, "Person not found"),
-        }
+async fn read_person(call: Call, Path(id): Path<String>) -> Response {
+    guard(&call, "get_person", Limits::General, None, |state| {
+        let person = state
+            .find(Kind::Contacts, &id)
+            .ok_or_else(person_not_found)?;
+        Ok(ok(StatusCode::OK, person_view(person)))
     })
     .await
 }
 
-async fn update_person(
-    State(shared): State<Shared>,
-    kill: Kill,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Response {
-    let auth = authorized_v2(&shared, &headers);
-    guard(&shared, &kill, "update_person", auth, |state| {
-        let body = match parse(&body) {
-            Ok(b) => b,
-            Err(r) => return r,
-        };
-        if let Err(r) = check_v2_keys(&body, PERSON_KEYS) {
-            return r;
-        }
-        let mut changes = Map::new();
-        if let Err(r) = custom_fields(state, &body, &mut changes) {
-            return r;
-        }
-        match state.contacts.iter_mut().find(|r| r.id == id) {
-            Some(r) => {
-                r.properties.extend(changes);
-                ok(StatusCode::OK, person_view(r))
-            }
-            None => error(StatusCode::NOT_FOUND, "Person not found"),
-        }
+fn person_not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "Person not found")
+}
+
+async fn update_person(call: Call, Path(id): Path<String>, body: Bytes) -> Response {
+    guard(&call, "update_person", Limits::General, None, |state| {
+        let body = v2_body(&body, PERSON_KEYS)?;
+        let changes = custom_fields(state, &body)?;
+        let person = state
+            .update(Kind::Contacts, &id, changes)
+            .ok_or_else(person_not_found)?;
+        Ok(ok(StatusCode::OK, person_view(person)))
     })
     .await
 }
@@ -595,21 +522,11 @@ fn cursor_page(items: Vec<(i64, Value)>, q: &HashMap<String, String>) -> Respons
         .into_response()
 }
 
-async fn create_note(
-    State(shared): State<Shared>,
-    kill: Kill,
-    headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
-    body: Bytes,
-) -> Response {
-    let auth = authorized(&shared, &headers, &q);
-    guard(&shared, &kill, "create_note", auth, |state| {
-        let body = match parse(&body) {
-            Ok(b) => b,
-            Err(r) => return r,
-        };
+async fn create_note(call: Call, Query(q): Params, body: Bytes) -> Response {
+    guard(&call, "create_note", Limits::General, Some(&q), |state| {
+        let body = parse(&body)?;
         let Some(content) = body["content"].as_str() else {
-            return error(StatusCode::BAD_REQUEST, "content is required");
+            return Err(error(StatusCode::BAD_REQUEST, "content is required"));
         };
         // v1 keeps the keys it knows and drops the rest.
         let mut properties = Map::new();
@@ -619,39 +536,29 @@ async fn create_note(
             }
         }
         properties.insert("content".into(), json!(content));
-        create_for_person(state, Kind::Calls, body["person_id"].as_i64(), properties)
+        Ok(create_for_person(
+            state,
+            Kind::Calls,
+            body["person_id"].as_i64(),
+            properties,
+        ))
     })
     .await
 }
 
-async fn list_notes(
-    State(shared): State<Shared>,
-    kill: Kill,
-    headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    let auth = authorized(&shared, &headers, &q);
-    guard(&shared, &kill, "list_notes", auth, |state| {
-        offset_page(for_person(state, Kind::Calls, &q, "content"), &q)
+async fn list_notes(call: Call, Query(q): Params) -> Response {
+    guard(&call, "list_notes", Limits::General, Some(&q), |state| {
+        Ok(offset_page(
+            for_person(state, Kind::Calls, &q, "content"),
+            &q,
+        ))
     })
     .await
 }
 
-async fn create_activity(
-    State(shared): State<Shared>,
-    kill: Kill,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let auth = authorized_v2(&shared, &headers);
-    guard(&shared, &kill, "create_activity", auth, |state| {
-        let body = match parse(&body) {
-            Ok(b) => b,
-            Err(r) => return r,
-        };
-        if let Err(r) = check_v2_keys(&body, ACTIVITY_KEYS) {
-            return r;
-        }
+async fn create_activity(call: Call, body: Bytes) -> Response {
+    guard(&call, "create_activity", Limits::General, None, |state| {
+        let body = v2_body(&body, ACTIVITY_KEYS)?;
         let date_ok = body["due_date"]
             .as_str()
             .is_some_and(|d| d.len() == 10 && d.as_bytes()[4] == b'-');
@@ -659,9 +566,9 @@ async fn create_activity(
             .as_str()
             .is_none_or(|t| t.len() == 5 && t.as_bytes()[2] == b':');
         if body["subject"].as_str().is_none() || body["type"] != "call" || !date_ok || !time_ok {
-            return invalid(
+            return Err(invalid(
                 "subject, type call, due_date YYYY-MM-DD and due_time HH:MM are required",
-            );
+            ));
         }
         let mut properties = Map::new();
         for key in ["subject", "type", "due_date", "due_time", "note", "done"] {
@@ -669,25 +576,19 @@ async fn create_activity(
                 properties.insert(key.into(), v.clone());
             }
         }
-        create_for_person(
+        Ok(create_for_person(
             state,
             Kind::Tasks,
             body["participants"][0]["person_id"].as_i64(),
             properties,
-        )
+        ))
     })
     .await
 }
 
-async fn list_activities(
-    State(shared): State<Shared>,
-    kill: Kill,
-    headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    let auth = authorized_v2(&shared, &headers);
-    guard(&shared, &kill, "list_activities", auth, |state| {
-        cursor_page(for_person(state, Kind::Tasks, &q, "note"), &q)
+async fn list_activities(call: Call, Query(q): Params) -> Response {
+    guard(&call, "list_activities", Limits::General, None, |state| {
+        Ok(cursor_page(for_person(state, Kind::Tasks, &q, "note"), &q))
     })
     .await
 }

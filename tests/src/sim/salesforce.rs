@@ -17,14 +17,14 @@
 use std::collections::HashMap;
 
 use axum::body::Bytes;
-use axum::extract::{Extension, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Form, Json, Router};
 use serde_json::{Map, Value, json};
 
-use super::{ConnectionKill, Dialect, Kind, Shared, State as SimState, guarded};
+use super::{Answer, Call, Dialect, Kind, Limits, Shared, State as SimState};
 
 /// The connected app crm-sim's token endpoint accepts.
 pub const OAUTH_CLIENT_ID: &str = "crm-sim-client";
@@ -63,6 +63,48 @@ fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response
 fn parse(body: &Bytes) -> Result<Value, Response> {
     serde_json::from_slice(body)
         .map_err(|e| error(StatusCode::BAD_REQUEST, "JSON_PARSER_ERROR", e.to_string()))
+}
+
+/// A body's fields, parsed and refused if `sobject` lacks any of them.
+fn fields_of(sobject: &str, body: &Bytes) -> Result<Map<String, Value>, Response> {
+    let fields = parse(body)?.as_object().cloned().unwrap_or_default();
+    check_fields(sobject, &fields)?;
+    Ok(fields)
+}
+
+/// Salesforce's 400 for a request it will not apply.
+fn bad_request(code: &str, message: impl Into<String>) -> Response {
+    error(StatusCode::BAD_REQUEST, code, message)
+}
+
+fn not_found(message: &str) -> Response {
+    error(StatusCode::NOT_FOUND, "NOT_FOUND", message)
+}
+
+/// The records the `{object}/{id}` routes serve: contacts and leads, both
+/// kept with the contacts; any other sObject is a 404.
+fn contact_like(object: &str) -> Result<(), Response> {
+    if object != "Contact" && object != "Lead" {
+        return Err(not_found("The requested resource does not exist"));
+    }
+    Ok(())
+}
+
+/// [`Call::guarded`] with Salesforce's bearer token check and wording
+/// (a 401 `INVALID_SESSION_ID`, the API limit as 403).
+async fn guard<F>(call: &Call, operation: &'static str, apply: F) -> Response
+where
+    F: FnOnce(&mut SimState) -> Answer,
+{
+    let authorized = call.shared.bearer_ok(&call.headers);
+    call.guarded(
+        operation,
+        Limits::General,
+        Dialect::Salesforce,
+        authorized,
+        apply,
+    )
+    .await
 }
 
 fn digits(text: &str) -> String {
@@ -223,8 +265,6 @@ fn check_fields(sobject: &str, body: &Map<String, Value>) -> Result<(), Response
     }
 }
 
-type Kill = Option<Extension<ConnectionKill>>;
-
 /// The OAuth 2.0 token endpoint. Token requests are not API calls (they do
 /// not count against the API limit), so they bypass the rate limit and the
 /// injected faults and are only counted under `oauth_token`.
@@ -277,91 +317,56 @@ async fn oauth_token(
 
 /// `GET /services/data/vXX.X/`: the resources of an API version (REST API
 /// developer guide, "Resources by Version"). Authenticated and read-only.
-async fn resources(
-    State(shared): State<Shared>,
-    kill: Kill,
-    headers: HeaderMap,
-    Path(version): Path<String>,
-) -> Response {
-    let auth = shared.bearer_ok(&headers);
-    guarded(
-        &shared,
-        kill.as_deref(),
-        "resources",
-        Dialect::Salesforce,
-        auth,
-        |_| {
-            Json(json!({
-                "sobjects": format!("/services/data/{version}/sobjects"),
-                "search": format!("/services/data/{version}/search"),
-                "limits": format!("/services/data/{version}/limits"),
-            }))
-            .into_response()
-        },
-    )
+async fn resources(call: Call, Path(version): Path<String>) -> Response {
+    guard(&call, "resources", |_| {
+        Ok(Json(json!({
+            "sobjects": format!("/services/data/{version}/sobjects"),
+            "search": format!("/services/data/{version}/search"),
+            "limits": format!("/services/data/{version}/limits"),
+        }))
+        .into_response())
+    })
     .await
 }
 
-async fn search(
-    State(shared): State<Shared>,
-    kill: Kill,
-    headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    let auth = shared.bearer_ok(&headers);
-    guarded(
-        &shared,
-        kill.as_deref(),
-        "search",
-        Dialect::Salesforce,
-        auth,
-        |state| {
-            let Some(query) = q.get("q") else {
-                return error(StatusCode::BAD_REQUEST, "MALFORMED_SEARCH", "q is required");
-            };
-            let (Some(open), Some(close)) = (query.find('{'), query.rfind('}')) else {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "MALFORMED_SEARCH",
-                    "FIND {term} expected",
-                );
-            };
-            let term = unescape(&query[open + 1..close]);
-            let by_phone = query.contains("IN PHONE FIELDS");
-            let by_email = query.contains("IN EMAIL FIELDS");
-            if !by_phone && !by_email {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "MALFORMED_SEARCH",
-                    "crm-sim supports PHONE and EMAIL fields",
-                );
-            }
-            let records: Vec<Value> = state
-                .contacts
-                .iter()
-                .filter(|r| state.indexed(r))
-                .filter(|r| {
-                    (by_phone && has_phone_digits(r, &term))
-                        || (by_email
-                            && r.prop("Email")
-                                .is_some_and(|e| e.eq_ignore_ascii_case(&term)))
-                })
-                .map(|r| {
-                    let mut view = Map::new();
-                    view.insert("attributes".into(), json!({ "type": "Contact" }));
-                    view.insert("Id".into(), json!(r.id));
-                    // Values come back as stored, in the fields RETURNING names.
-                    for field in returned_fields(query) {
-                        if let Some(v) = r.properties.get(&field) {
-                            view.insert(field, v.clone());
-                        }
+async fn search(call: Call, Query(q): Query<HashMap<String, String>>) -> Response {
+    guard(&call, "search", |state| {
+        let malformed = |message: &str| bad_request("MALFORMED_SEARCH", message);
+        let query = q.get("q").ok_or_else(|| malformed("q is required"))?;
+        let (Some(open), Some(close)) = (query.find('{'), query.rfind('}')) else {
+            return Err(malformed("FIND {term} expected"));
+        };
+        let term = unescape(&query[open + 1..close]);
+        let by_phone = query.contains("IN PHONE FIELDS");
+        let by_email = query.contains("IN EMAIL FIELDS");
+        if !by_phone && !by_email {
+            return Err(malformed("crm-sim supports PHONE and EMAIL fields"));
+        }
+        let records: Vec<Value> = state
+            .contacts
+            .iter()
+            .filter(|r| state.indexed(r))
+            .filter(|r| {
+                (by_phone && has_phone_digits(r, &term))
+                    || (by_email
+                        && r.prop("Email")
+                            .is_some_and(|e| e.eq_ignore_ascii_case(&term)))
+            })
+            .map(|r| {
+                let mut view = Map::new();
+                view.insert("attributes".into(), json!({ "type": "Contact" }));
+                view.insert("Id".into(), json!(r.id));
+                // Values come back as stored, in the fields RETURNING names.
+                for field in returned_fields(query) {
+                    if let Some(v) = r.properties.get(&field) {
+                        view.insert(field, v.clone());
                     }
-                    Value::Object(view)
-                })
-                .collect();
-            Json(json!({ "searchRecords": records })).into_response()
-        },
-    )
+                }
+                Value::Object(view)
+            })
+            .collect();
+        Ok(Json(json!({ "searchRecords": records })).into_response())
+    })
     .await
 }
 
@@ -400,132 +405,58 @@ fn returned_fields(query: &str) -> Vec<String> {
         .collect()
 }
 
-async fn create_contact(
-    State(shared): State<Shared>,
-    kill: Kill,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let auth = shared.bearer_ok(&headers);
-    guarded(
-        &shared,
-        kill.as_deref(),
-        "create_contact",
-        Dialect::Salesforce,
-        auth,
-        |state| {
-            let body = match parse(&body) {
-                Ok(b) => b,
-                Err(r) => return r,
-            };
-            if let Err(r) = check_fields("Contact", body.as_object().unwrap_or(&Map::new())) {
-                return r;
-            }
-            if body["LastName"].as_str().is_none_or(str::is_empty) {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "REQUIRED_FIELD_MISSING",
-                    "Required fields are missing: [LastName]",
-                );
-            }
-            let properties = body.as_object().cloned().unwrap_or_default();
-            let mut record = state.insert(Kind::Contacts, properties, Vec::new());
-            let id = sf_id("003", &record.id);
-            if let Some(stored) = state.contacts.iter_mut().find(|r| r.id == record.id) {
-                stored.id = id.clone();
-            }
-            record.id = id;
-            (
-                StatusCode::CREATED,
-                Json(json!({ "id": record.id, "success": true, "errors": [] })),
-            )
-                .into_response()
-        },
-    )
+async fn create_contact(call: Call, body: Bytes) -> Response {
+    guard(&call, "create_contact", |state| {
+        let properties = fields_of("Contact", &body)?;
+        if properties
+            .get("LastName")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
+            return Err(bad_request(
+                "REQUIRED_FIELD_MISSING",
+                "Required fields are missing: [LastName]",
+            ));
+        }
+        let record = state.insert_as(Kind::Contacts, properties, Vec::new(), |n| sf_id("003", n));
+        Ok((
+            StatusCode::CREATED,
+            Json(json!({ "id": record.id, "success": true, "errors": [] })),
+        )
+            .into_response())
+    })
     .await
 }
 
 async fn read_object(
-    State(shared): State<Shared>,
-    kill: Kill,
-    headers: HeaderMap,
+    call: Call,
     Path((_, object, id)): Path<(String, String, String)>,
 ) -> Response {
-    let auth = shared.bearer_ok(&headers);
-    guarded(
-        &shared,
-        kill.as_deref(),
-        "get_contact",
-        Dialect::Salesforce,
-        auth,
-        |state| {
-            if object != "Contact" && object != "Lead" {
-                return error(
-                    StatusCode::NOT_FOUND,
-                    "NOT_FOUND",
-                    "The requested resource does not exist",
-                );
-            }
-            match state.contacts.iter().find(|r| r.id == id) {
-                Some(r) => {
-                    let mut view = r.properties.clone();
-                    view.insert("Id".into(), json!(r.id));
-                    Json(Value::Object(view)).into_response()
-                }
-                None => error(
-                    StatusCode::NOT_FOUND,
-                    "NOT_FOUND",
-                    "The requested resource does not exist",
-                ),
-            }
-        },
-    )
+    guard(&call, "get_contact", |state| {
+        contact_like(&object)?;
+        let record = state
+            .find(Kind::Contacts, &id)
+            .ok_or_else(|| not_found("The requested resource does not exist"))?;
+        let mut view = record.properties.clone();
+        view.insert("Id".into(), json!(record.id));
+        Ok(Json(Value::Object(view)).into_response())
+    })
     .await
 }
 
 async fn update_object(
-    State(shared): State<Shared>,
-    kill: Kill,
-    headers: HeaderMap,
+    call: Call,
     Path((_, object, id)): Path<(String, String, String)>,
     body: Bytes,
 ) -> Response {
-    let auth = shared.bearer_ok(&headers);
-    guarded(
-        &shared,
-        kill.as_deref(),
-        "update_contact",
-        Dialect::Salesforce,
-        auth,
-        |state| {
-            if object != "Contact" && object != "Lead" {
-                return error(
-                    StatusCode::NOT_FOUND,
-                    "NOT_FOUND",
-                    "The requested resource does not exist",
-                );
-            }
-            let body = match parse(&body) {
-                Ok(b) => b,
-                Err(r) => return r,
-            };
-            if let Err(r) = check_fields(&object, body.as_object().unwrap_or(&Map::new())) {
-                return r;
-            }
-            match state.contacts.iter_mut().find(|r| r.id == id) {
-                Some(r) => {
-                    r.properties
-                        .extend(body.as_object().cloned().unwrap_or_default());
-                    StatusCode::NO_CONTENT.into_response()
-                }
-                None => error(
-                    StatusCode::NOT_FOUND,
-                    "NOT_FOUND",
-                    "The requested resource does not exist",
-                ),
-            }
-        },
-    )
+    guard(&call, "update_contact", |state| {
+        contact_like(&object)?;
+        let fields = fields_of(&object, &body)?;
+        state
+            .update(Kind::Contacts, &id, fields)
+            .ok_or_else(|| not_found("The requested resource does not exist"))?;
+        Ok(StatusCode::NO_CONTENT.into_response())
+    })
     .await
 }
 
@@ -544,119 +475,84 @@ fn find_task<'a>(state: &'a mut SimState, marker: &str) -> Option<&'a mut super:
     }
 }
 
-async fn read_task(
-    State(shared): State<Shared>,
-    kill: Kill,
-    headers: HeaderMap,
-    Path((_, marker)): Path<(String, String)>,
-) -> Response {
-    let auth = shared.bearer_ok(&headers);
-    guarded(
-        &shared,
-        kill.as_deref(),
-        "get_task",
-        Dialect::Salesforce,
-        auth,
-        |state| match find_task(state, &marker) {
-            Some(r) => Json(json!({ "Id": r.id, "Callsync_Marker__c": marker })).into_response(),
-            None => error(
-                StatusCode::NOT_FOUND,
-                "NOT_FOUND",
-                "Provided external ID field does not exist or is not accessible",
-            ),
-        },
-    )
+async fn read_task(call: Call, Path((_, marker)): Path<(String, String)>) -> Response {
+    guard(&call, "get_task", |state| {
+        let task = find_task(state, &marker).ok_or_else(|| {
+            not_found("Provided external ID field does not exist or is not accessible")
+        })?;
+        Ok(Json(json!({ "Id": task.id, "Callsync_Marker__c": marker })).into_response())
+    })
     .await
 }
 
 async fn upsert_task(
-    State(shared): State<Shared>,
-    kill: Kill,
-    headers: HeaderMap,
+    call: Call,
     Path((_, marker)): Path<(String, String)>,
     body: Bytes,
 ) -> Response {
-    let auth = shared.bearer_ok(&headers);
     let operation = if marker.ends_with(":follow-up") {
         "upsert_follow_up_task"
     } else {
         "upsert_call_task"
     };
-    guarded(
-        &shared,
-        kill.as_deref(),
-        operation,
-        Dialect::Salesforce,
-        auth,
-        |state| {
-            let body = match parse(&body) {
-                Ok(b) => b,
-                Err(r) => return r,
-            };
-            let mut properties: Map<String, Value> = body.as_object().cloned().unwrap_or_default();
-            if let Err(r) = check_fields("Task", &properties) {
-                return r;
-            }
-            properties.insert("Callsync_Marker__c".into(), json!(marker));
-            if let Some(existing) = find_task(state, &marker) {
-                // An update may not change TaskSubtype, as in Salesforce.
-                if properties
-                    .get("TaskSubtype")
-                    .is_some_and(|s| Some(s) != existing.properties.get("TaskSubtype"))
-                {
-                    return error(
-                        StatusCode::BAD_REQUEST,
-                        "INVALID_FIELD_FOR_INSERT_UPDATE",
-                        "TaskSubtype cannot be updated",
-                    );
-                }
-                existing.properties.extend(properties);
-                let id = existing.id.clone();
-                return Json(json!({ "id": id, "success": true, "created": false, "errors": [] }))
-                    .into_response();
-            }
-            let Some(who) = body["WhoId"].as_str() else {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "REQUIRED_FIELD_MISSING",
-                    "WhoId is required",
-                );
-            };
-            if !state.contacts.iter().any(|c| c.id == who) {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "INVALID_CROSS_REFERENCE_KEY",
-                    format!("invalid cross reference id {who}"),
-                );
-            }
-            if body["ActivityDate"].as_str().is_none_or(|d| d.len() != 10) {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "INVALID_TYPE",
-                    "ActivityDate must be YYYY-MM-DD",
-                );
-            }
-            let kind = if body["TaskSubtype"] == "Call" {
-                Kind::Calls
-            } else {
-                Kind::Tasks
-            };
-            let mut record = state.insert(kind, properties, vec![who.to_owned()]);
-            let id = sf_id("00T", &record.id);
-            if let Some(stored) = state
-                .records_mut(kind)
-                .iter_mut()
-                .find(|r| r.id == record.id)
+    guard(&call, operation, |state| {
+        let mut properties = fields_of("Task", &body)?;
+        properties.insert("Callsync_Marker__c".into(), json!(marker));
+        if let Some(existing) = find_task(state, &marker) {
+            // An update may not change TaskSubtype, as in Salesforce.
+            if properties
+                .get("TaskSubtype")
+                .is_some_and(|s| Some(s) != existing.properties.get("TaskSubtype"))
             {
-                stored.id = id.clone();
+                return Err(bad_request(
+                    "INVALID_FIELD_FOR_INSERT_UPDATE",
+                    "TaskSubtype cannot be updated",
+                ));
             }
-            record.id = id;
-            (
-                StatusCode::CREATED,
-                Json(json!({ "id": record.id, "success": true, "created": true, "errors": [] })),
-            )
-                .into_response()
-        },
-    )
+            existing.properties.extend(properties);
+            let id = existing.id.clone();
+            return Ok(
+                Json(json!({ "id": id, "success": true, "created": false, "errors": [] }))
+                    .into_response(),
+            );
+        }
+        let who = new_task_owner(state, &properties)?;
+        let kind = if properties.get("TaskSubtype") == Some(&json!("Call")) {
+            Kind::Calls
+        } else {
+            Kind::Tasks
+        };
+        let record = state.insert_as(kind, properties, vec![who], |n| sf_id("00T", n));
+        Ok((
+            StatusCode::CREATED,
+            Json(json!({ "id": record.id, "success": true, "created": true, "errors": [] })),
+        )
+            .into_response())
+    })
     .await
+}
+
+/// The contact a new Task belongs to (`WhoId`, required and existing),
+/// once its `ActivityDate` is a date.
+fn new_task_owner(state: &SimState, task: &Map<String, Value>) -> Result<String, Response> {
+    let Some(who) = task.get("WhoId").and_then(Value::as_str) else {
+        return Err(bad_request("REQUIRED_FIELD_MISSING", "WhoId is required"));
+    };
+    if !state.contacts.iter().any(|c| c.id == who) {
+        return Err(bad_request(
+            "INVALID_CROSS_REFERENCE_KEY",
+            format!("invalid cross reference id {who}"),
+        ));
+    }
+    if task
+        .get("ActivityDate")
+        .and_then(Value::as_str)
+        .is_none_or(|d| d.len() != 10)
+    {
+        return Err(bad_request(
+            "INVALID_TYPE",
+            "ActivityDate must be YYYY-MM-DD",
+        ));
+    }
+    Ok(who.to_owned())
 }

@@ -1,3 +1,6 @@
+// Routes return ready-made error responses; boxing them would only add noise.
+#![allow(clippy::result_large_err)]
+
 //! A Standard Webhooks receiver: checks `webhook-id`, `webhook-timestamp`
 //! and `webhook-signature` (the simulator's token is the secret), refuses a
 //! timestamp more than five minutes from now as a replay, and keeps every
@@ -7,7 +10,6 @@
 //! https://github.com/standard-webhooks/standard-webhooks/blob/main/spec/standard-webhooks.md#verifying-webhook-authenticity
 
 use axum::body::Bytes;
-use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -15,7 +17,7 @@ use axum::{Json, Router};
 use callsync_shared::signature::sign_standard_webhook;
 use serde_json::{Map, Value, json};
 
-use super::{ConnectionKill, Dialect, Kind, Shared, guarded, reword_unauthorized};
+use super::{Call, Dialect, Kind, Limits, Shared, reword_unauthorized};
 
 /// How far `webhook-timestamp` may be from the receiver's clock, either way.
 const TOLERANCE_SECS: i64 = 5 * 60;
@@ -55,46 +57,38 @@ fn verify(secret: &str, headers: &HeaderMap, body: &[u8]) -> Result<(), &'static
     }
 }
 
-async fn receive(
-    State(shared): State<Shared>,
-    kill: Option<Extension<ConnectionKill>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let verdict = verify(&shared.token(), &headers, &body);
-    let response = guarded(
-        &shared,
-        kill.as_deref(),
-        "deliver",
-        Dialect::RetryAfter,
-        verdict.is_ok(),
-        |state| {
-            let Ok(event) = serde_json::from_slice::<Value>(&body) else {
-                return (
-                    StatusCode::BAD_REQUEST,
-                    Json(json!({ "error": "not JSON" })),
-                )
-                    .into_response();
-            };
-            if event["type"] != "call.report" || !event["data"].is_object() {
-                return (
-                    StatusCode::BAD_REQUEST,
-                    Json(json!({ "error": "not a call report" })),
-                )
-                    .into_response();
-            }
-            let data = &event["data"];
-            let mut properties = Map::new();
-            properties.insert("webhook-id".into(), json!(header(&headers, "webhook-id")));
-            for key in ["source", "call_id", "summary", "follow_up_needed"] {
-                properties.insert(key.into(), data[key].clone());
-            }
-            properties.insert("phone".into(), data["caller"]["phone"]["e164"].clone());
-            state.insert(Kind::Calls, properties, Vec::new());
-            StatusCode::NO_CONTENT.into_response()
-        },
-    )
-    .await;
+async fn receive(call: Call, body: Bytes) -> Response {
+    let verdict = verify(&call.shared.token(), &call.headers, &body);
+    let response = call
+        .guarded(
+            "deliver",
+            Limits::General,
+            Dialect::RetryAfter,
+            verdict.is_ok(),
+            |state| {
+                let refused = |error: &str| {
+                    (StatusCode::BAD_REQUEST, Json(json!({ "error": error }))).into_response()
+                };
+                let event =
+                    serde_json::from_slice::<Value>(&body).map_err(|_| refused("not JSON"))?;
+                if event["type"] != "call.report" || !event["data"].is_object() {
+                    return Err(refused("not a call report"));
+                }
+                let data = &event["data"];
+                let mut properties = Map::new();
+                properties.insert(
+                    "webhook-id".into(),
+                    json!(header(&call.headers, "webhook-id")),
+                );
+                for key in ["source", "call_id", "summary", "follow_up_needed"] {
+                    properties.insert(key.into(), data[key].clone());
+                }
+                properties.insert("phone".into(), data["caller"]["phone"]["e164"].clone());
+                state.insert(Kind::Calls, properties, Vec::new());
+                Ok(StatusCode::NO_CONTENT.into_response())
+            },
+        )
+        .await;
     let reason = verdict.err().unwrap_or("refused");
     reword_unauthorized(response, json!({ "error": reason }))
 }

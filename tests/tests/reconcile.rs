@@ -104,9 +104,13 @@ async fn assert_each_synced_once(app: &TestApp, source: Source, calls: &[SimCall
 }
 
 /// An app whose ingest knows every source's credentials and whose
-/// `workers` in-process workers do not reconcile.
+/// `workers` in-process workers do not reconcile. The simulated CRM limits
+/// nothing here, and the workers are told so: the subject is what reaches
+/// the CRM, not how fast (HubSpot's budgets would make 200 calls take 80 s).
 async fn app(workers: usize) -> TestApp {
     configure_every_source(TestApp::builder().workers(workers))
+        .worker_set("CALLSYNC_CRM_RATE", "off")
+        .worker_set("CALLSYNC_CRM_SEARCH_RATE", "off")
         .start()
         .await
 }

@@ -12,14 +12,13 @@
 //! the least time the two limits allow.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde::Serialize;
 
 use super::batch::{Batch, CrmHeld, call_id, check_crm, marker};
 use super::{
-    Budgets, Options, SETUP_OPERATIONS, WorkerEnv, start_workers, wait_for_replicas, wait_synced,
+    Budgets, Drained, Options, SETUP_OPERATIONS, WorkerEnv, drain_on_limits, in_worker_env,
 };
 use crate::contacts::{Field, typed_contact, typed_dutch_mobile};
 use crate::sim::{RateLimit, SimConfig, Snapshot, Stats};
@@ -79,7 +78,7 @@ fn caller(k: usize) -> String {
 
 pub async fn run(options: &Options) -> anyhow::Result<KnownCallersRow> {
     let general: RateLimit = LIMIT.parse().map_err(anyhow::Error::msg)?;
-    let env = WorkerEnv::new(SimConfig {
+    let sim = SimConfig {
         // HubSpot answers a 429 without `Retry-After`.
         rate_limit: Some(RateLimit {
             retry_after_secs: None,
@@ -87,11 +86,9 @@ pub async fn run(options: &Options) -> anyhow::Result<KnownCallersRow> {
         }),
         search_rate_limit: Some(RateLimit::HUBSPOT_SEARCH),
         ..SimConfig::default()
-    })
-    .await?;
-    let result = measure(&env, options.known_callers_calls, general).await;
-    env.cleanup().await;
-    result
+    };
+    let calls = options.known_callers_calls;
+    in_worker_env(sim, async |env| measure(env, calls, general).await).await
 }
 
 async fn measure(
@@ -116,17 +113,12 @@ async fn measure(
     // that repeat calls arrive while the first may still be in flight.
     let batch = Batch::new(calls, |i| caller(i % callers), |i| i % 3 == 0);
 
-    let (workers, addrs) = start_workers(env, REPLICAS, &Budgets::new(LIMIT, SEARCH_LIMIT)).await?;
-    wait_for_replicas(&addrs).await?;
-    let before = env.sim.snapshot().stats;
-    let started = Instant::now();
-    env.preload(&batch.bodies).await?;
-    wait_synced(env, calls, Duration::from_secs(900)).await?;
-    let seconds = started.elapsed().as_secs_f64();
-    for w in workers {
-        w.stop().await;
-    }
-    let snapshot = env.sim.snapshot();
+    let budgets = Budgets::new(LIMIT, SEARCH_LIMIT);
+    let Drained {
+        before,
+        snapshot,
+        seconds,
+    } = drain_on_limits(env, REPLICAS, &budgets, &batch).await?;
     let crm = check_crm(&snapshot, &batch).context("known callers")?;
     check_on_their_contacts(&snapshot, calls, callers, &contact_of)?;
 

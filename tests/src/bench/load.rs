@@ -103,32 +103,11 @@ pub async fn http(shot: &Shot, concurrency: usize, warmup: Duration, duration: D
         }
         (latencies, failed)
     };
-    // Warm-up: open the connections and let both sides settle.
-    let until = Instant::now() + warmup;
-    let warm: Vec<_> = (0..concurrency)
-        .map(|_| tokio::spawn(run(client.clone(), Arc::clone(&shot), until)))
-        .collect();
-    for w in warm {
-        let _ = w.await;
-    }
-    let started = Instant::now();
-    let until = started + duration;
-    let tasks: Vec<_> = (0..concurrency)
-        .map(|_| tokio::spawn(run(client.clone(), Arc::clone(&shot), until)))
-        .collect();
-    let mut latencies = Vec::new();
-    let mut failed = 0;
-    for t in tasks {
-        let (l, f) = t.await.expect("load task");
-        latencies.extend(l);
-        failed += f;
-    }
-    Sample {
-        concurrency,
-        latencies,
-        failed,
-        elapsed: started.elapsed(),
-    }
+    // The warm-up opens the connections and lets both sides settle.
+    measured(concurrency, warmup, duration, move |until| {
+        run(client.clone(), Arc::clone(&shot), until)
+    })
+    .await
 }
 
 /// `concurrency` publishes in flight on one confirm channel, each awaiting
@@ -150,44 +129,43 @@ pub async fn publish(
             let mut failed = 0u64;
             while Instant::now() < until {
                 let started = Instant::now();
-                let confirmed = async {
-                    channel
-                        .basic_publish(
-                            exchange.as_str().into(),
-                            key.as_str().into(),
-                            BasicPublishOptions {
-                                mandatory: true,
-                                ..BasicPublishOptions::default()
-                            },
-                            &body,
-                            BasicProperties::default().with_delivery_mode(2),
-                        )
-                        .await?
-                        .await
-                }
-                .await;
-                match confirmed {
-                    Ok(Confirmation::Ack(None)) => latencies.push(started.elapsed()),
-                    _ => failed += 1,
+                if confirmed_publish(&channel, &exchange, &key, &body).await {
+                    latencies.push(started.elapsed());
+                } else {
+                    failed += 1;
                 }
             }
             (latencies, failed)
         }
     };
-    let warm: Vec<_> = (0..concurrency)
-        .map(|_| tokio::spawn(run(Instant::now() + warmup)))
-        .collect();
+    measured(concurrency, warmup, duration, run).await
+}
+
+/// Runs `concurrency` copies of `run` (a loop sending until the instant it
+/// is given, returning its latencies and failures) for `warmup`, not
+/// measured, then for `duration`, and pools the measured copies: the one
+/// timing both load generators share, so HTTP and AMQP cells compare.
+async fn measured<Fut>(
+    concurrency: usize,
+    warmup: Duration,
+    duration: Duration,
+    run: impl Fn(Instant) -> Fut,
+) -> Sample
+where
+    Fut: Future<Output = (Vec<Duration>, u64)> + Send + 'static,
+{
+    let until = Instant::now() + warmup;
+    let warm: Vec<_> = (0..concurrency).map(|_| tokio::spawn(run(until))).collect();
     for w in warm {
         let _ = w.await;
     }
     let started = Instant::now();
-    let tasks: Vec<_> = (0..concurrency)
-        .map(|_| tokio::spawn(run(started + duration)))
-        .collect();
+    let until = started + duration;
+    let tasks: Vec<_> = (0..concurrency).map(|_| tokio::spawn(run(until))).collect();
     let mut latencies = Vec::new();
     let mut failed = 0;
     for t in tasks {
-        let (l, f) = t.await.expect("publish task");
+        let (l, f) = t.await.expect("load task");
         latencies.extend(l);
         failed += f;
     }
@@ -197,4 +175,28 @@ pub async fn publish(
         failed,
         elapsed: started.elapsed(),
     }
+}
+
+/// Publishes `body` persistent and mandatory on a confirm channel and
+/// waits for the broker: true when it was acknowledged and not returned,
+/// the only outcome ingest answers 202 to. Shared by the publish load and
+/// the bare-confirm baseline, so that both publish exactly as ingest does.
+pub async fn confirmed_publish(channel: &Channel, exchange: &str, key: &str, body: &[u8]) -> bool {
+    let confirmed = async {
+        channel
+            .basic_publish(
+                exchange.into(),
+                key.into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..BasicPublishOptions::default()
+                },
+                body,
+                BasicProperties::default().with_delivery_mode(2),
+            )
+            .await?
+            .await
+    }
+    .await;
+    matches!(confirmed, Ok(Confirmation::Ack(None)))
 }

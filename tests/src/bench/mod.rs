@@ -350,32 +350,34 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
     Ok(report)
 }
 
+/// Scenario 2's workloads, in the order of the table: what they are, the
+/// CRM's latency in ms, the replicas, and whether the callers are known
+/// contacts.
+const WORKLOADS: [(&str, u64, usize, bool); 5] = [
+    ("new contact + follow-up", 0, 1, false),
+    ("new contact + follow-up", 0, 3, false),
+    ("new contact + follow-up", 50, 1, false),
+    ("new contact + follow-up", 50, 3, false),
+    ("known contact, no follow-up", 0, 3, true),
+];
+
 /// Scenario 2's workloads; returns them and the largest worker's peak RSS.
 async fn worker_scenarios(options: &Options) -> anyhow::Result<(Vec<WorkerRow>, f64)> {
     let mut workers = Vec::new();
     let mut worker_rss: f64 = 0.0;
-    for (latency, replicas) in [(0, 1), (0, 3), (50, 1), (50, 3)] {
-        let (row, rss) = worker_scenario(
-            "new contact + follow-up",
-            options.worker_calls,
-            latency,
-            replicas,
-            false,
-        )
+    for (workload, latency_ms, replicas, known_contacts) in WORKLOADS {
+        let sim = SimConfig {
+            latency: Duration::from_millis(latency_ms),
+            ..SimConfig::default()
+        };
+        let calls = options.worker_calls;
+        let (row, rss) = in_worker_env(sim, async |env| {
+            measure_workers(env, workload, calls, latency_ms, replicas, known_contacts).await
+        })
         .await?;
         worker_rss = worker_rss.max(rss);
         workers.push(row);
     }
-    let (row, rss) = worker_scenario(
-        "known contact, no follow-up",
-        options.worker_calls,
-        0,
-        3,
-        true,
-    )
-    .await?;
-    worker_rss = worker_rss.max(rss);
-    workers.push(row);
     Ok((workers, worker_rss))
 }
 
@@ -410,30 +412,43 @@ async fn machine() -> Machine {
 }
 
 async fn ingest_scenario(options: &Options) -> anyhow::Result<(Vec<IngestRow>, Vec<Ratio>, f64)> {
+    with_topology(async |channel, topology| {
+        let bare_queue = format!("{}.bare", topology.prefix());
+        let mut args = FieldTable::default();
+        args.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString(LongString::from("quorum")),
+        );
+        channel
+            .queue_declare(
+                bare_queue.as_str().into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..QueueDeclareOptions::default()
+                },
+                args,
+            )
+            .await?;
+        let result = measure_ingest(options, channel, topology, &bare_queue).await;
+        let _ = channel
+            .queue_delete(bare_queue.as_str().into(), QueueDeleteOptions::default())
+            .await;
+        result
+    })
+    .await
+}
+
+/// Runs `measure` with a confirm channel and a topology of a prefix of its
+/// own, then deletes the topology and closes the connection, whatever
+/// happened (the child processes die with their handles): the ingest
+/// scenarios must not leave exchanges and queues behind.
+async fn with_topology<T>(
+    measure: impl AsyncFnOnce(&lapin::Channel, &Topology) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
     let id = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
     let topology = Topology::new(format!("bench-{id}"));
-    let bare_queue = format!("bench-{id}.bare");
     let (connection, channel) = amqp().await?;
-    let mut args = FieldTable::default();
-    args.insert(
-        "x-queue-type".into(),
-        AMQPValue::LongString(LongString::from("quorum")),
-    );
-    channel
-        .queue_declare(
-            bare_queue.as_str().into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..QueueDeclareOptions::default()
-            },
-            args,
-        )
-        .await?;
-    let result = measure_ingest(options, &channel, &topology, &bare_queue).await;
-    // Clean up whatever happened (the child processes die with their handles).
-    let _ = channel
-        .queue_delete(bare_queue.as_str().into(), QueueDeleteOptions::default())
-        .await;
+    let result = measure(&channel, &topology).await;
     delete_topology(&channel, &topology, &[]).await;
     let _ = connection.close(200, "done".into()).await;
     result
@@ -892,23 +907,53 @@ async fn wait_synced(env: &WorkerEnv, calls: usize, limit: Duration) -> anyhow::
     }
 }
 
-async fn worker_scenario(
-    workload: &'static str,
-    calls: usize,
-    latency_ms: u64,
-    replicas: usize,
-    known_contacts: bool,
-) -> anyhow::Result<(WorkerRow, f64)> {
-    let env = WorkerEnv::new(SimConfig {
-        latency: Duration::from_millis(latency_ms),
-        ..SimConfig::default()
-    })
-    .await?;
-    // Clean up whatever happened: a failed measurement must not leave
-    // queues and a database behind (its worker processes die with it).
-    let result = measure_workers(&env, workload, calls, latency_ms, replicas, known_contacts).await;
+/// Runs `measure` in a [`WorkerEnv`] of its own on a simulator configured
+/// by `sim`, and cleans up whatever happened: a failed measurement must not
+/// leave queues and a database behind (its worker processes die with it).
+async fn in_worker_env<T>(
+    sim: SimConfig,
+    measure: impl AsyncFnOnce(&WorkerEnv) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let env = WorkerEnv::new(sim).await?;
+    let result = measure(&env).await;
     env.cleanup().await;
     result
+}
+
+/// What a backlog drained on the CRM's limits left.
+struct Drained {
+    /// The simulator's counters once the workers were up, before the backlog.
+    before: crate::sim::Stats,
+    /// The simulator once the workers stopped.
+    snapshot: crate::sim::Snapshot,
+    seconds: f64,
+}
+
+/// Starts `replicas` workers with `budgets` and waits until they see one
+/// another, then times `batch` from queued to all synced, and stops them:
+/// how the scenarios on the CRM's limits measure (each replica takes its
+/// share of the budgets before the backlog arrives, as in steady operation).
+async fn drain_on_limits(
+    env: &WorkerEnv,
+    replicas: usize,
+    budgets: &Budgets,
+    batch: &Batch,
+) -> anyhow::Result<Drained> {
+    let (workers, addrs) = start_workers(env, replicas, budgets).await?;
+    wait_for_replicas(&addrs).await?;
+    let before = env.sim.snapshot().stats;
+    let started = Instant::now();
+    env.preload(&batch.bodies).await?;
+    wait_synced(env, batch.bodies.len(), Duration::from_secs(900)).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    for w in workers {
+        w.stop().await;
+    }
+    Ok(Drained {
+        before,
+        snapshot: env.sim.snapshot(),
+        seconds,
+    })
 }
 
 async fn measure_workers(
@@ -975,14 +1020,14 @@ async fn rate_limit_scenario(options: &Options) -> anyhow::Result<RateLimitRow> 
         window,
         retry_after_secs: None,
     };
-    let env = WorkerEnv::new(SimConfig {
+    let sim = SimConfig {
         rate_limit: Some(limit),
         ..SimConfig::default()
+    };
+    in_worker_env(sim, async |env| {
+        measure_rate_limit(env, options, window).await
     })
-    .await?;
-    let result = measure_rate_limit(&env, options, window).await;
-    env.cleanup().await;
-    result
+    .await
 }
 
 async fn measure_rate_limit(
@@ -1000,20 +1045,14 @@ async fn measure_rate_limit(
     );
     // The simulated CRM limits no search here, so neither do the workers.
     let budgets = Budgets::new(format!("{}/10s", options.rate_limit), "off");
-    let (workers, addrs) = start_workers(env, 3, &budgets).await?;
-    wait_for_replicas(&addrs).await?;
-    let setup_before = env.sim.snapshot().stats.requests;
-    let started = Instant::now();
-    env.preload(&batch.bodies).await?;
-    wait_synced(env, calls, Duration::from_secs(900)).await?;
-    let seconds = started.elapsed().as_secs_f64();
-    for w in workers {
-        w.stop().await;
-    }
-    let snapshot = env.sim.snapshot();
+    let Drained {
+        before,
+        snapshot,
+        seconds,
+    } = drain_on_limits(env, 3, &budgets, &batch).await?;
     let crm = check_crm(&snapshot, &batch).context("rate-limit measurement")?;
     let stats = snapshot.stats;
-    let requests = stats.requests - setup_before;
+    let requests = stats.requests - before.requests;
     let per_second = options.rate_limit as f64 / window.as_secs_f64();
     let minimum = requests as f64 / per_second;
     Ok(RateLimitRow {

@@ -11,7 +11,7 @@
 //! same holds for the ingest cells.
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
@@ -23,8 +23,8 @@ use callsync_shared::topology::Topology;
 use serde::Serialize;
 
 use super::load::{self, Measured, Shot};
-use super::{Options, Spread, amqp, purge, start_ingest};
-use crate::harness::{delete_topology, fixtures_dir};
+use super::{Options, Spread, cell_times, purge, start_ingest, with_topology};
+use crate::harness::fixtures_dir;
 use crate::sources::{every_source_credentials, signed_headers};
 
 /// One source's row.
@@ -224,13 +224,7 @@ fn voicedock_index(subjects: &[Subject]) -> anyhow::Result<usize> {
 /// `callsync-ingest` with every source configured, each source's report
 /// sent in turn at one connection count, `source_rounds` times.
 async fn measure_ingest(options: &Options) -> anyhow::Result<Vec<IngestBySource>> {
-    let id = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
-    let topology = Topology::new(format!("bench-{id}"));
-    let (connection, channel) = amqp().await?;
-    let result = ingest_rounds(options, &channel, &topology).await;
-    delete_topology(&channel, &topology, &[]).await;
-    let _ = connection.close(200, "done".into()).await;
-    result
+    with_topology(async |channel, topology| ingest_rounds(options, channel, topology).await).await
 }
 
 async fn ingest_rounds(
@@ -244,8 +238,7 @@ async fn ingest_rounds(
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
     let (ingest, addr) = start_ingest(topology, &credentials).await?;
-    let warmup = Duration::from_secs_f64(options.warmup_seconds);
-    let duration = Duration::from_secs_f64(options.seconds_per_cell);
+    let (warmup, duration) = cell_times(options);
     let connections = options.source_connections;
     let mut runs = vec![Vec::new(); subjects.len()];
     for _ in 0..options.source_rounds {

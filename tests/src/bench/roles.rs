@@ -15,8 +15,10 @@ use axum::routing::post;
 use callsync_ingest::auth::SourceAuth;
 use callsync_shared::Source;
 use callsync_shared::config::Env;
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::{BasicProperties, Channel, Confirmation};
+use lapin::Channel;
+use lapin::options::ConfirmSelectOptions;
+
+use super::load::confirmed_publish;
 
 /// Runs the role named on the command line until SIGTERM.
 pub async fn run(role: &str) -> anyhow::Result<()> {
@@ -120,26 +122,10 @@ async fn publish_confirmed(
     if !verified(&state.auth, &headers, &body) {
         return (StatusCode::UNAUTHORIZED, "{}");
     }
-    let confirmed = async {
-        state
-            .channel
-            .basic_publish(
-                "".into(),
-                state.queue.as_str().into(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..BasicPublishOptions::default()
-                },
-                &body,
-                BasicProperties::default().with_delivery_mode(2),
-            )
-            .await?
-            .await
-    }
-    .await;
-    match confirmed {
-        Ok(Confirmation::Ack(None)) => (StatusCode::ACCEPTED, "{\"accepted\":true}"),
-        _ => (StatusCode::SERVICE_UNAVAILABLE, "{}"),
+    if confirmed_publish(&state.channel, "", &state.queue, &body).await {
+        (StatusCode::ACCEPTED, "{\"accepted\":true}")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "{}")
     }
 }
 

@@ -9,36 +9,43 @@ use std::time::{Duration, Instant};
 /// How often [`eventually`] and [`throughout`] look again.
 const POLL: Duration = Duration::from_millis(50);
 
-/// Polls `observe` until `done` holds for what it returns, and returns that.
-/// Past `deadline` it panics naming `what` and the last observation.
-pub async fn eventually<T, F, Fut>(
-    deadline: Duration,
-    what: &str,
-    observe: F,
-    done: impl Fn(&T) -> bool,
-) -> T
+/// Something to look at again and again: an async closure or a function
+/// returning a future. The one bound every wait here takes, so that a
+/// wait's signature says what it waits for and not how it is called.
+pub trait Observe<T> {
+    fn observe(&mut self) -> impl Future<Output = T>;
+}
+
+impl<T, F, Fut> Observe<T> for F
 where
-    T: Debug,
     F: FnMut() -> Fut,
     Fut: Future<Output = T>,
 {
+    fn observe(&mut self) -> impl Future<Output = T> {
+        self()
+    }
+}
+
+/// Polls `observe` until `done` holds for what it returns, and returns that.
+/// Past `deadline` it panics naming `what` and the last observation.
+pub async fn eventually<T: Debug>(
+    deadline: Duration,
+    what: &str,
+    observe: impl Observe<T>,
+    done: impl Fn(&T) -> bool,
+) -> T {
     eventually_every(POLL, deadline, what, observe, done).await
 }
 
 /// [`eventually`], looking every `poll` (for observations that cost more
 /// than a read of memory).
-pub async fn eventually_every<T, F, Fut>(
+pub async fn eventually_every<T: Debug>(
     poll: Duration,
     deadline: Duration,
     what: &str,
-    observe: F,
+    observe: impl Observe<T>,
     done: impl Fn(&T) -> bool,
-) -> T
-where
-    T: Debug,
-    F: FnMut() -> Fut,
-    Fut: Future<Output = T>,
-{
+) -> T {
     watch(poll, deadline, observe, |seen, past| {
         if done(&seen) {
             return Some(seen);
@@ -55,17 +62,12 @@ where
 /// Polls `observe` for the whole of `window` and fails, with what it saw,
 /// the first time `holds` does not: "nothing happened" checked all along
 /// instead of once after a sleep. Returns the last observation.
-pub async fn throughout<T, F, Fut>(
+pub async fn throughout<T: Debug>(
     window: Duration,
     what: &str,
-    observe: F,
+    observe: impl Observe<T>,
     holds: impl Fn(&T) -> bool,
-) -> T
-where
-    T: Debug,
-    F: FnMut() -> Fut,
-    Fut: Future<Output = T>,
-{
+) -> T {
     watch(POLL, window, observe, |seen, past| {
         assert!(holds(&seen), "{what}: broken; seen: {seen:#?}");
         past.then_some(seen)
@@ -75,19 +77,15 @@ where
 
 /// Observes every `poll` and hands each observation to `judge`, with
 /// whether `span` has passed, until `judge` returns a result.
-async fn watch<T, F, Fut>(
+async fn watch<T>(
     poll: Duration,
     span: Duration,
-    mut observe: F,
+    mut observe: impl Observe<T>,
     mut judge: impl FnMut(T, bool) -> Option<T>,
-) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = T>,
-{
+) -> T {
     let until = Instant::now() + span;
     loop {
-        let seen = observe().await;
+        let seen = observe.observe().await;
         let past = Instant::now() >= until;
         if let Some(result) = judge(seen, past) {
             return result;

@@ -11,7 +11,7 @@ use callsync_shared::Source;
 use serde_json::{Value, json};
 use time::format_description::well_known::Rfc3339;
 
-use super::{AGENT_NUMBER, Api, SimCall, Stage, page_of, query_params};
+use super::{AGENT_NUMBER, Api, SimCall, Stage, page_of, query_params, whole};
 
 const PARAMS: &[&str] = &[
     "from_number",
@@ -36,15 +36,7 @@ pub(super) const API: Api = Api {
 
 fn select(calls: &[SimCall], query: &str) -> Result<Value, String> {
     let params = query_params(query, PARAMS)?;
-    let index = |name: &str| -> Result<Option<usize>, String> {
-        params
-            .get(name)
-            .map(|v| {
-                v.parse()
-                    .map_err(|_| format!("{name} must be a whole number"))
-            })
-            .transpose()
-    };
+    let index = |name: &str| whole(&params, name, format!("{name} must be a whole number"));
     let from = index("from")?.unwrap_or(0);
     let limit = index("limit")?.unwrap_or(1000);
     let to = index("to")?.unwrap_or(usize::MAX);

@@ -11,7 +11,7 @@ use callsync_shared::Source;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
-use super::{AGENT_NUMBER, Api, SimCall, Stage, page_of};
+use super::{AGENT_NUMBER, Api, SimCall, Stage, page_of, token_offset, whole};
 
 pub(super) const API: Api = Api {
     source: Source::Elevenlabs,
@@ -29,14 +29,12 @@ fn select(calls: &[SimCall], query: &str) -> Result<Value, String> {
         form_urlencoded::parse(query.as_bytes())
             .into_owned()
             .collect();
-    let int = |name: &str| -> Result<Option<i64>, String> {
-        params
-            .get(name)
-            .map(|v| {
-                v.parse()
-                    .map_err(|_| format!("{name}: value is not a valid integer"))
-            })
-            .transpose()
+    let int = |name: &str| {
+        whole(
+            &params,
+            name,
+            format!("{name}: value is not a valid integer"),
+        )
     };
     let page_size = int("page_size")?.unwrap_or(30);
     if !(1..=100).contains(&page_size) {
@@ -44,13 +42,8 @@ fn select(calls: &[SimCall], query: &str) -> Result<Value, String> {
     }
     let after = int("call_start_after_unix")?;
     let before = int("call_start_before_unix")?;
-    let offset = match params.get("cursor") {
-        None => 0,
-        Some(cursor) => cursor
-            .strip_prefix("cur_")
-            .and_then(|n| n.parse().ok())
-            .ok_or("cursor: invalid cursor")?,
-    };
+    let cursor = params.get("cursor").map(String::as_str);
+    let offset = token_offset(cursor, "cur_", "cursor: invalid cursor")?;
     let mut chosen: Vec<&SimCall> = calls
         .iter()
         .filter(|c| {

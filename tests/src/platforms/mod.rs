@@ -432,6 +432,33 @@ fn query_params(query: &str, allowed: &[&str]) -> Result<BTreeMap<String, String
     Ok(params)
 }
 
+/// The whole-number parameter `name`, if given; one that does not parse is
+/// refused with `refusal`, worded as the vendor words it. Bland and
+/// ElevenLabs read their paging and time parameters alike.
+fn whole<T: std::str::FromStr>(
+    params: &BTreeMap<String, String>,
+    name: &str,
+    refusal: String,
+) -> Result<Option<T>, String> {
+    params
+        .get(name)
+        .map(|v| v.parse().map_err(|_| refusal))
+        .transpose()
+}
+
+/// The offset a page token of this simulator, `prefix` and the offset,
+/// stands for (clients treat it as opaque, as the vendors document); no
+/// token is the first page, and one not of that form is refused with
+/// `refusal`.
+fn token_offset(token: Option<&str>, prefix: &str, refusal: &str) -> Result<usize, String> {
+    token.map_or(Ok(0), |token| {
+        token
+            .strip_prefix(prefix)
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| refusal.to_owned())
+    })
+}
+
 /// A page of `items` from `offset`, at most `size`.
 fn page_of<T: Clone>(items: &[T], offset: usize, size: usize) -> Vec<T> {
     items.iter().skip(offset).take(size).cloned().collect()

@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use callsync_shared::Source;
 use serde_json::{Map, Value, json};
 
-use super::{AGENT_NUMBER, Api, SimCall, Stage, millis, page_of};
+use super::{AGENT_NUMBER, Api, SimCall, Stage, millis, page_of, token_offset};
 
 const KEYS: &[&str] = &[
     "filter_criteria",
@@ -61,13 +61,8 @@ fn select(calls: &[SimCall], body: &str) -> Result<Value, String> {
             ));
         }
     };
-    let offset = match request.get("pagination_key").and_then(Value::as_str) {
-        None => 0,
-        Some(key) => key
-            .strip_prefix("pk_")
-            .and_then(|n| n.parse().ok())
-            .ok_or("invalid pagination_key")?,
-    };
+    let key = request.get("pagination_key").and_then(Value::as_str);
+    let offset = token_offset(key, "pk_", "invalid pagination_key")?;
     let mut chosen: Vec<&SimCall> = calls
         .iter()
         .filter(|c| (lower..=upper).contains(&millis(c.started_at)))

@@ -372,48 +372,21 @@ impl TestEnv {
     /// Takes every message ready in `queue` off it and returns their call
     /// ids (the `call_id` header ingest sets).
     pub async fn take_call_ids(&self, queue: &str) -> Vec<String> {
-        let connection = callsync_shared::broker::connect(AMQP_URL, "callsync-tests")
-            .await
-            .expect("broker connection");
-        let channel = connection.create_channel().await.expect("channel");
-        let mut ids = Vec::new();
-        while let Some(message) = channel
-            .basic_get(queue.into(), BasicGetOptions { no_ack: true })
-            .await
-            .expect("basic.get")
-        {
-            let table = message.delivery.properties.headers().as_ref();
-            ids.push(headers::text(table, headers::CALL_ID).unwrap_or_default());
-        }
-        let _ = connection.close(200, "done".into()).await;
-        ids
+        read_headers(queue, true, |table| {
+            headers::text(table, headers::CALL_ID).unwrap_or_default()
+        })
+        .await
     }
 
     /// Every parked message's call id and reason (the `call_id` and
     /// `x-callsync-reason` headers), in queue order. They stay parked: each
     /// is read unacknowledged and returned when the channel closes.
     pub async fn parked(&self) -> Vec<Parked> {
-        let connection = callsync_shared::broker::connect(AMQP_URL, "callsync-tests")
-            .await
-            .expect("broker connection");
-        let channel = connection.create_channel().await.expect("channel");
-        let mut parked = Vec::new();
-        while let Some(message) = channel
-            .basic_get(
-                self.topology.parking_queue().as_str().into(),
-                BasicGetOptions { no_ack: false },
-            )
-            .await
-            .expect("basic.get on the parking queue")
-        {
-            let table = message.delivery.properties.headers().as_ref();
-            parked.push(Parked {
-                call_id: headers::text(table, headers::CALL_ID).unwrap_or_default(),
-                reason: headers::text(table, headers::REASON).unwrap_or_default(),
-            });
-        }
-        let _ = connection.close(200, "done".into()).await;
-        parked
+        read_headers(&self.topology.parking_queue(), false, |table| Parked {
+            call_id: headers::text(table, headers::CALL_ID).unwrap_or_default(),
+            reason: headers::text(table, headers::REASON).unwrap_or_default(),
+        })
+        .await
     }
 
     /// Polls `GET {base_url}/readyz` until it answers `status`, or fails
@@ -509,6 +482,32 @@ impl Drop for TestEnv {
         })
         .join();
     }
+}
+
+/// Reads every message ready in `queue`, in order, on a connection of its
+/// own, and returns `read` of each one's headers: with `take` the messages
+/// are acknowledged as read (gone), without it they return to the queue
+/// when the connection closes: taking a queue's call ids and listing the
+/// parked messages differ in that only.
+async fn read_headers<T>(
+    queue: &str,
+    take: bool,
+    read: impl Fn(Option<&FieldTable>) -> T,
+) -> Vec<T> {
+    let connection = callsync_shared::broker::connect(AMQP_URL, "callsync-tests")
+        .await
+        .expect("broker connection");
+    let channel = connection.create_channel().await.expect("channel");
+    let mut read_ones = Vec::new();
+    while let Some(message) = channel
+        .basic_get(queue.into(), BasicGetOptions { no_ack: take })
+        .await
+        .unwrap_or_else(|e| panic!("basic.get on {queue}: {e}"))
+    {
+        read_ones.push(read(message.delivery.properties.headers().as_ref()));
+    }
+    let _ = connection.close(200, "done".into()).await;
+    read_ones
 }
 
 /// Deletes what `topology` declared: the work, parking and `delays`' retry

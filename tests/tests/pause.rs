@@ -13,6 +13,7 @@ use callsync_shared::config::Env;
 use callsync_tests::app::TestApp;
 use callsync_tests::harness::{TcpProxy, WAIT, voicedock_marker, voicedock_report};
 use callsync_tests::prometheus;
+use callsync_tests::sim::Snapshot;
 use callsync_tests::sim::salesforce::{OAUTH_CLIENT_ID, OAUTH_CLIENT_SECRET};
 use callsync_tests::wait::{eventually, throughout};
 use reqwest::StatusCode;
@@ -53,6 +54,18 @@ async fn assert_paused(app: &TestApp, reason: &str, names: &[&str], n: u32) {
     assert!(s.calls.is_empty() && s.tasks.is_empty(), "{s:?}");
 }
 
+/// Checks for `seconds` that nothing is parked `while_` the CRM refuses
+/// or is away: a paused worker holds its calls back instead of parking them.
+async fn nothing_parked_for(app: &TestApp, seconds: u64, while_: &str) {
+    throughout(
+        Duration::from_secs(seconds),
+        &format!("nothing is parked while {while_}"),
+        || app.parked(),
+        |parked| parked.is_empty(),
+    )
+    .await;
+}
+
 /// A worker process that probes at most [`PROBE_MAX`] apart.
 fn paused_app(crm: &'static str) -> callsync_tests::app::AppBuilder {
     TestApp::builder()
@@ -69,15 +82,26 @@ async fn post_all(app: &TestApp, bodies: Vec<Vec<u8>>) {
     }
 }
 
+/// Once the app settled, each call of `markers` has one call record, the
+/// ledger holds them all synced and nothing is parked: what every test
+/// here ends with, whatever else it checks. Returns the settled CRM.
+async fn assert_all_synced(app: &TestApp, markers: &[String]) -> Snapshot {
+    let s = app.settle().await;
+    let mut expected = markers.to_vec();
+    expected.sort();
+    assert_eq!(s.call_markers(), expected);
+    app.assert_ledger(i64::try_from(markers.len()).unwrap(), 0)
+        .await;
+    assert!(app.parked().await.is_empty(), "nothing is parked");
+    s
+}
+
 /// The checks every pause ends with: each call synced exactly once (the
 /// first with its follow-up task, where the CRM has tasks), nothing
 /// parked, no attempt used (no message went through a retry tier), the
 /// pause over.
 async fn assert_resumed_and_synced(app: &TestApp, markers: &[String]) {
-    let s = app.settle().await;
-    let mut expected = markers.to_vec();
-    expected.sort();
-    assert_eq!(s.call_markers(), expected);
+    let s = assert_all_synced(app, markers).await;
     // The generic webhook carries the follow-up inside the report.
     let tasks = if app.env.crm == "webhook" {
         Vec::new()
@@ -85,9 +109,6 @@ async fn assert_resumed_and_synced(app: &TestApp, markers: &[String]) {
         vec![markers[0].clone()]
     };
     assert_eq!(s.task_markers(), tasks);
-    app.assert_ledger(i64::try_from(markers.len()).unwrap(), 0)
-        .await;
-    assert!(app.parked().await.is_empty(), "nothing is parked");
     let metrics = app.worker_metrics(0).await;
     assert_eq!(
         prometheus::value(&metrics, "callsync_worker_retries_total", &[]),
@@ -157,13 +178,7 @@ async fn a_token_without_a_scope_pauses_hubspot_until_the_scope_is_granted() {
     // Only a probe that writes nothing runs while paused, and reading is
     // allowed: the worker resumes, is refused again and pauses again until
     // the scope is granted. Calls never park meanwhile.
-    throughout(
-        Duration::from_secs(3),
-        "nothing is parked while the scope is missing",
-        || app.parked(),
-        |parked| parked.is_empty(),
-    )
-    .await;
+    nothing_parked_for(&app, 3, "the scope is missing").await;
     app.env
         .sim
         .grant_hubspot_scopes(&callsync_tests::sim::hubspot::ALL_SCOPES);
@@ -209,12 +224,7 @@ async fn a_worker_restarted_with_the_right_token_syncs_what_waited() {
     app.stop_worker(first).await;
     let fixed = app.worker_env();
     app.add_worker_process_with(fixed).await;
-    let s = app.settle().await;
-    let mut expected = markers.clone();
-    expected.sort();
-    assert_eq!(s.call_markers(), expected);
-    app.assert_ledger(2, 0).await;
-    assert!(app.parked().await.is_empty());
+    assert_all_synced(&app, &markers).await;
     app.shutdown().await;
 }
 
@@ -244,21 +254,10 @@ async fn an_unreachable_crm_outlasting_the_retry_tiers_parks_nothing() {
     post_all(&app, bodies).await;
     let detail = app.wait_for_pause(0, "crm_outage").await;
     assert!(detail.contains("none answered"), "{detail}");
-    throughout(
-        Duration::from_secs(6),
-        "nothing is parked while the CRM is unreachable, well past the last tier",
-        || app.parked(),
-        |parked| parked.is_empty(),
-    )
-    .await;
+    nothing_parked_for(&app, 6, "the CRM is unreachable, well past the last tier").await;
 
     proxy.restore();
-    let s = app.settle().await;
-    let mut expected = markers.clone();
-    expected.sort();
-    assert_eq!(s.call_markers(), expected);
-    app.assert_ledger(4, 0).await;
-    assert!(app.parked().await.is_empty());
+    assert_all_synced(&app, &markers).await;
     let (status, _) = app.worker_readiness(0).await;
     assert_eq!(status, StatusCode::OK);
     app.shutdown().await;

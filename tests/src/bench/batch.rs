@@ -139,20 +139,24 @@ mod tests {
         Batch::new(2, |i| format!("+3161000000{i}"), |i| i == 0)
     }
 
+    /// Records `(id, i)`, each marked as the bench's call `i`, written out
+    /// rather than made by [`marker`] so that the format is checked too.
+    fn marked(records: &[(&str, usize)]) -> Vec<Record> {
+        records
+            .iter()
+            .map(|(id, i)| record(id, Some(&format!("callsync:voicedock:bench-{i}"))))
+            .collect()
+    }
+
+    /// [`check_crm`] of [`two_calls_one_flagged`] on a CRM holding these
+    /// call records and tasks and `contacts` contacts.
+    fn check(calls: Vec<Record>, tasks: Vec<Record>, contacts: usize) -> anyhow::Result<CrmHeld> {
+        check_crm(&snapshot(calls, tasks, contacts), &two_calls_one_flagged())
+    }
+
     #[test]
     fn a_crm_holding_one_record_per_call_and_one_task_per_flagged_call_passes() {
-        let held = check_crm(
-            &snapshot(
-                vec![
-                    record("1", Some("callsync:voicedock:bench-0")),
-                    record("2", Some("callsync:voicedock:bench-1")),
-                ],
-                vec![record("3", Some("callsync:voicedock:bench-0"))],
-                2,
-            ),
-            &two_calls_one_flagged(),
-        )
-        .unwrap();
+        let held = check(marked(&[("1", 0), ("2", 1)]), marked(&[("3", 0)]), 2).unwrap();
         assert_eq!(
             (held.crm_contacts, held.crm_call_records, held.crm_tasks),
             (2, 2, 1)
@@ -161,43 +165,22 @@ mod tests {
 
     #[test]
     fn a_call_recorded_twice_in_place_of_another_fails() {
-        let error = check_crm(
-            &snapshot(
-                vec![
-                    record("1", Some("callsync:voicedock:bench-0")),
-                    record("2", Some("callsync:voicedock:bench-0")),
-                ],
-                vec![record("3", Some("callsync:voicedock:bench-0"))],
-                2,
-            ),
-            &two_calls_one_flagged(),
-        )
-        .unwrap_err();
+        let error = check(marked(&[("1", 0), ("2", 0)]), marked(&[("3", 0)]), 2).unwrap_err();
         assert!(error.to_string().contains("bench-1"), "{error}");
     }
 
     #[test]
     fn an_unmarked_extra_record_fails() {
-        let calls = vec![
-            record("1", Some("callsync:voicedock:bench-0")),
-            record("2", Some("callsync:voicedock:bench-1")),
-            record("9", None),
-        ];
-        let tasks = vec![record("3", Some("callsync:voicedock:bench-0"))];
-        assert!(check_crm(&snapshot(calls, tasks, 2), &two_calls_one_flagged()).is_err());
+        let mut calls = marked(&[("1", 0), ("2", 1)]);
+        calls.push(record("9", None));
+        assert!(check(calls, marked(&[("3", 0)]), 2).is_err());
     }
 
     #[test]
     fn a_missing_task_or_a_doubled_contact_fails() {
-        let calls = || {
-            vec![
-                record("1", Some("callsync:voicedock:bench-0")),
-                record("2", Some("callsync:voicedock:bench-1")),
-            ]
-        };
-        let task = vec![record("3", Some("callsync:voicedock:bench-0"))];
-        assert!(check_crm(&snapshot(calls(), Vec::new(), 2), &two_calls_one_flagged()).is_err());
-        assert!(check_crm(&snapshot(calls(), task, 3), &two_calls_one_flagged()).is_err());
+        let calls = || marked(&[("1", 0), ("2", 1)]);
+        assert!(check(calls(), Vec::new(), 2).is_err());
+        assert!(check(calls(), marked(&[("3", 0)]), 3).is_err());
     }
 
     #[test]

@@ -93,15 +93,24 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// Every `"CALLSYNC_..."` literal the services read, plus the per-source names.
-fn variables_in_code() -> BTreeSet<String> {
+/// The text of every Rust file of the services (shared, ingest and
+/// worker): where the variables they read and the metrics they export are
+/// named.
+fn service_sources() -> Vec<String> {
     let mut files = Vec::new();
     for crate_dir in ["shared/src", "ingest/src", "worker/src"] {
         rust_files(&root().join(crate_dir), &mut files);
     }
+    files
+        .iter()
+        .map(|file| std::fs::read_to_string(file).unwrap())
+        .collect()
+}
+
+/// Every `"CALLSYNC_..."` literal the services read, plus the per-source names.
+fn variables_in_code() -> BTreeSet<String> {
     let mut names = BTreeSet::new();
-    for file in files {
-        let text = std::fs::read_to_string(&file).unwrap();
+    for text in service_sources() {
         // Unit tests use made-up names; only the code above them counts.
         let text = text.split("#[cfg(test)]").next().unwrap_or_default();
         for (i, _) in text.match_indices("\"CALLSYNC_") {
@@ -533,13 +542,8 @@ fn rabbitmq_runs_as_a_three_node_cluster() {
 
 /// Metric names the services export, from the `metrics::` macros.
 fn exported_metrics() -> BTreeSet<String> {
-    let mut files = Vec::new();
-    for crate_dir in ["shared/src", "ingest/src", "worker/src"] {
-        rust_files(&root().join(crate_dir), &mut files);
-    }
     let mut names = BTreeSet::new();
-    for file in files {
-        let text = std::fs::read_to_string(file).unwrap();
+    for text in service_sources() {
         for (i, _) in text.match_indices("!(\"callsync_") {
             let name: String = text[i + 3..]
                 .chars()

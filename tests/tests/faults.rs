@@ -393,3 +393,41 @@ async fn a_graceful_shutdown_under_load_logs_no_error() {
     app.assert_ledger(40, 0).await;
     app.shutdown().await;
 }
+
+/// A retry the broker cannot route (the first tier lost its binding, as
+/// after an operator's mistake) is not dropped: the delivery goes back to
+/// the calls queue, and the call syncs when it comes round again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_the_broker_cannot_route_returns_the_call_to_its_queue() {
+    let app = TestApp::spawn().await;
+    app.wait_for_worker_readiness(0, reqwest::StatusCode::OK)
+        .await;
+    let topology = &app.env.topology;
+    let first_tier = app.env.retry_delays()[0];
+    let connection = callsync_shared::broker::connect(AMQP_URL, "callsync-tests")
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .queue_unbind(
+            topology.retry_queue(first_tier).as_str().into(),
+            topology.retry_exchange().as_str().into(),
+            callsync_shared::topology::Topology::retry_key(first_tier)
+                .as_str()
+                .into(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let _ = connection.close(200, "done".into()).await;
+    // The contact search is tried four times in-process; four 503s send
+    // the call to the first tier, which cannot take it.
+    app.env.sim.inject("search_contacts", Fault::ServerError, 4);
+    app.post_fixture(SEED_000).await;
+    let s = app.settle().await;
+    app.assert_ledger(1, 0).await;
+    assert_eq!(s.call_markers(), [SEED_000_MARKER]);
+    assert_eq!(s.stats.server_errors, 4, "the 503s did happen");
+    assert!(app.parked().await.is_empty(), "nothing is parked");
+    app.shutdown().await;
+}

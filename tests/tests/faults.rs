@@ -431,3 +431,22 @@ async fn a_retry_the_broker_cannot_route_returns_the_call_to_its_queue() {
     assert!(app.parked().await.is_empty(), "nothing is parked");
     app.shutdown().await;
 }
+
+/// A 403 for one record (a record the integration user may not touch),
+/// without a scope or API refusal in its body, parks that call alone: the
+/// worker does not pause, and the next call syncs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_the_crm_forbids_parks_that_call_and_the_worker_goes_on() {
+    let (app, s) = settled_after(SEED_000, &[("create_call", Fault::Status(403), 1)]).await;
+    app.assert_ledger(0, 1).await;
+    let reason = app.parked_reason(SEED_000_CALL_ID).await;
+    assert!(reason.contains("403"), "{reason}");
+    assert_eq!(s.call_markers(), Vec::<String>::new());
+    let (status, body) = app.worker_readiness(0).await;
+    assert_eq!(status, reqwest::StatusCode::OK, "not paused: {body}");
+    app.post_fixture(FOLLOW_UP).await;
+    let s = app.settle().await;
+    assert_eq!(s.call_markers(), [FOLLOW_UP_MARKER]);
+    app.assert_ledger(1, 1).await;
+    app.shutdown().await;
+}

@@ -76,6 +76,21 @@ pub async fn close(connection: &Connection, reason: &str) {
 /// close is still queued as the connection starts closing, it fails
 /// ("invalid channel state: Closing") and lapin logs the failure at ERROR,
 /// on a perfectly clean stop. A channel closed first is left alone.
+/// A channel in confirm mode on which the exchanges and the calls and
+/// parking queues are declared: what every publisher of call reports
+/// outside the consume loop (operator replay, reconciliation) needs.
+pub async fn confirm_channel(
+    connection: &Connection,
+    topology: &crate::topology::Topology,
+) -> Result<lapin::Channel, lapin::Error> {
+    let channel = connection.create_channel().await?;
+    channel
+        .confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await?;
+    topology.declare_core(&channel).await?;
+    Ok(channel)
+}
+
 pub async fn close_channel(channel: &lapin::Channel, reason: &str) {
     if !channel.status().connected() {
         return;

@@ -90,7 +90,7 @@ fn retry_delays(env: &Env) -> Result<Vec<Duration>, ConfigError> {
 
 /// A duration that must not be zero (a zero probe interval would hammer a
 /// CRM that refuses us).
-fn positive(env: &Env, var: &str, default: Duration) -> Result<Duration, ConfigError> {
+pub(crate) fn positive(env: &Env, var: &str, default: Duration) -> Result<Duration, ConfigError> {
     let value = env.duration(var, default)?;
     if value.is_zero() {
         return Err(ConfigError {

@@ -14,9 +14,7 @@ use callsync_shared::broker;
 use callsync_shared::publish::{Destination, PublishError, publish_confirmed};
 use callsync_shared::topology::{CALL_REPORT_KEY, Topology, headers};
 use lapin::message::BasicGetMessage;
-use lapin::options::{
-    BasicAckOptions, BasicGetOptions, BasicNackOptions, ConfirmSelectOptions, QueueDeclareOptions,
-};
+use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection};
 use time::OffsetDateTime;
@@ -124,11 +122,7 @@ struct Held {
 impl Dlq {
     pub async fn connect(url: &str, topology: Topology) -> Result<Self, DlqError> {
         let connection = broker::connect(url, "callsync-worker-dlq").await?;
-        let channel = connection.create_channel().await?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
-        topology.declare_core(&channel).await?;
+        let channel = broker::confirm_channel(&connection, &topology).await?;
         Ok(Self {
             connection,
             channel,

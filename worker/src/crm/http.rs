@@ -275,7 +275,8 @@ fn without_url(error: &reqwest::Error) -> String {
     text
 }
 
-pub(super) fn excerpt(mut text: String) -> String {
+/// The start of an error body, for a log line or an error message.
+pub(crate) fn excerpt(mut text: String) -> String {
     const MAX: usize = 300;
     if text.len() > MAX {
         let mut cut = MAX;

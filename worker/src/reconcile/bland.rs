@@ -122,8 +122,6 @@ fn listed(item: Value) -> Option<Listed> {
 
 #[cfg(test)]
 mod tests {
-    use callsync_shared::Region;
-    use callsync_shared::sources::{self, ParseContext, Parsed};
     use serde_json::json;
 
     use super::*;
@@ -144,13 +142,7 @@ mod tests {
             "concatenated_transcript": "user: hello\nassistant: hi"
         });
         let body = serde_json::to_vec(&details).unwrap();
-        let ctx = ParseContext {
-            received_at: OffsetDateTime::now_utc(),
-            region: Region::US,
-        };
-        let Parsed::Report(report) = sources::parse(Source::Bland, &body, &ctx).unwrap() else {
-            panic!("not a report");
-        };
+        let report = super::super::read_back(Source::Bland, &body);
         assert_eq!(report.call_id.as_str(), "c1234567");
         assert_eq!(report.summary.as_deref(), Some("Booked Tuesday."));
         assert!(report.follow_up_needed);

@@ -76,12 +76,7 @@ impl Platform for ElevenLabs {
             .cloned()
             .filter_map(listed)
             .collect();
-        let more = body.get("has_more").and_then(Value::as_bool) == Some(true);
-        let next = match body.get("next_cursor").and_then(Value::as_str) {
-            Some(cursor) if more => Some(cursor.to_owned()),
-            None if more => return Err(unexpected("the list has more but gave no next_cursor")),
-            _ => None,
-        };
+        let next = super::cursor_after(&body, "next_cursor", "ElevenLabs")?;
         Ok(Page { calls, next })
     }
 
@@ -135,8 +130,6 @@ fn unexpected(detail: &str) -> PlatformError {
 
 #[cfg(test)]
 mod tests {
-    use callsync_shared::Region;
-    use callsync_shared::sources::{self, ParseContext, Parsed};
 
     use super::*;
 
@@ -156,14 +149,7 @@ mod tests {
                          "data_collection_results": {"follow_up_needed": {"value": true}}}
         });
         let body = transcription(conversation);
-        let ctx = ParseContext {
-            received_at: OffsetDateTime::now_utc(),
-            region: Region::US,
-        };
-        let Parsed::Report(report) = sources::parse(Source::Elevenlabs, &body, &ctx).unwrap()
-        else {
-            panic!("not a report");
-        };
+        let report = super::super::read_back(Source::Elevenlabs, &body);
         assert_eq!(report.call_id.as_str(), "conv_01");
         assert_eq!(report.summary.as_deref(), Some("Booked Tuesday."));
         assert!(report.follow_up_needed);

@@ -16,7 +16,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 use super::PlatformConfig;
-use crate::crm::http::parse_retry_after;
+use crate::crm::http::{excerpt, parse_retry_after};
 
 /// How many 429s in a row one request outlasts.
 pub const RATE_LIMITED_TRIES: usize = 8;
@@ -213,7 +213,7 @@ impl PlatformClient {
                         _ => PlatformError::Refused {
                             platform,
                             status: code.as_u16(),
-                            detail: format!("{operation}: {}", excerpt(&body)),
+                            detail: format!("{operation}: {}", excerpt(body)),
                         },
                     });
                 }
@@ -230,14 +230,5 @@ impl PlatformClient {
             tracing::warn!(source = %self.source, error = %failure, wait = ?wait, "platform API failed; trying again");
             tokio::time::sleep(wait).await;
         }
-    }
-}
-
-/// The start of an error body, for a log line.
-fn excerpt(body: &str) -> String {
-    const MAX: usize = 300;
-    match body.char_indices().nth(MAX) {
-        Some((end, _)) => format!("{}…", &body[..end]),
-        None => body.to_owned(),
     }
 }

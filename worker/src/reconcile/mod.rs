@@ -38,6 +38,7 @@ use time::OffsetDateTime;
 
 pub use self::http::{PlatformClient, PlatformError};
 pub use self::outbox::Outbox;
+use crate::config::positive;
 
 /// The calls a round asks for: those started (or created) in `[start, end)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -235,6 +236,26 @@ impl ReconcileConfig {
     }
 }
 
+/// The cursor of the next page of a list answered `{…, "has_more": bool,
+/// "<field>": cursor}` (Retell, ElevenLabs): `None` on the last page; an
+/// error when the platform says there is more but gives no cursor, since
+/// stopping there would leave calls unlisted.
+fn cursor_after(
+    body: &serde_json::Value,
+    field: &str,
+    platform: &'static str,
+) -> Result<Option<String>, PlatformError> {
+    let more = body.get("has_more").and_then(serde_json::Value::as_bool) == Some(true);
+    match body.get(field).and_then(serde_json::Value::as_str) {
+        Some(cursor) if more => Ok(Some(cursor.to_owned())),
+        None if more => Err(PlatformError::Unexpected {
+            platform,
+            detail: format!("the list has more but gave no {field}"),
+        }),
+        _ => Ok(None),
+    }
+}
+
 /// Unix milliseconds.
 fn millis(at: OffsetDateTime) -> i64 {
     i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
@@ -267,15 +288,17 @@ fn from_millis(value: &serde_json::Value) -> Option<OffsetDateTime> {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
 }
 
-fn positive(env: &Env, var: &str, default: Duration) -> Result<Duration, ConfigError> {
-    let value = env.duration(var, default)?;
-    if value.is_zero() {
-        return Err(ConfigError {
-            var: var.to_owned(),
-            message: "must be longer than zero".to_owned(),
-        });
+/// A body as the worker will read it: the source's own parser (tests).
+#[cfg(test)]
+fn read_back(source: Source, body: &[u8]) -> Box<callsync_shared::CallReport> {
+    let ctx = callsync_shared::sources::ParseContext {
+        received_at: OffsetDateTime::now_utc(),
+        region: callsync_shared::Region::US,
+    };
+    match callsync_shared::sources::parse(source, body, &ctx) {
+        Ok(callsync_shared::sources::Parsed::Report(report)) => report,
+        other => panic!("not a report: {other:?}"),
     }
-    Ok(value)
 }
 
 #[cfg(test)]

@@ -6,7 +6,6 @@ use std::time::Duration;
 use callsync_shared::publish::{self, Destination, PublishError};
 use callsync_shared::topology::{CALL_REPORT_KEY, Topology};
 use callsync_shared::{CallId, Source, broker};
-use lapin::options::ConfirmSelectOptions;
 use lapin::{Channel, Connection};
 use time::OffsetDateTime;
 
@@ -30,11 +29,7 @@ impl Outbox {
         confirm_timeout: Duration,
     ) -> Result<Self, lapin::Error> {
         let connection = broker::connect(url, APP_ID).await?;
-        let channel = connection.create_channel().await?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
-        topology.declare_core(&channel).await?;
+        let channel = broker::confirm_channel(&connection, &topology).await?;
         Ok(Self {
             connection,
             channel,

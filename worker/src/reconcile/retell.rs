@@ -66,14 +66,7 @@ impl Platform for Retell {
             return Err(unexpected("list-calls answered no `items` list"));
         };
         let calls = items.iter().cloned().filter_map(listed).collect();
-        let more = body.get("has_more").and_then(Value::as_bool) == Some(true);
-        let next = match body.get("pagination_key").and_then(Value::as_str) {
-            Some(key) if more => Some(key.to_owned()),
-            None if more => {
-                return Err(unexpected("list-calls has more but gave no pagination_key"));
-            }
-            _ => None,
-        };
+        let next = super::cursor_after(&body, "pagination_key", "Retell AI")?;
         Ok(Page { calls, next })
     }
 
@@ -125,9 +118,6 @@ fn unexpected(detail: &str) -> PlatformError {
 
 #[cfg(test)]
 mod tests {
-    use callsync_shared::Region;
-    use callsync_shared::sources::{self, ParseContext, Parsed};
-    use time::OffsetDateTime;
 
     use super::*;
 
@@ -146,13 +136,7 @@ mod tests {
         });
         assert!(listed(call.clone()).unwrap().finished);
         let body = call_analyzed(call);
-        let ctx = ParseContext {
-            received_at: OffsetDateTime::now_utc(),
-            region: Region::US,
-        };
-        let Parsed::Report(report) = sources::parse(Source::Retell, &body, &ctx).unwrap() else {
-            panic!("not a report");
-        };
+        let report = super::super::read_back(Source::Retell, &body);
         assert_eq!(report.call_id.as_str(), "call_5a8");
         assert_eq!(report.summary.as_deref(), Some("Booked Tuesday."));
         assert!(report.follow_up_needed);

@@ -160,8 +160,6 @@ fn unexpected(detail: String) -> PlatformError {
 
 #[cfg(test)]
 mod tests {
-    use callsync_shared::Region;
-    use callsync_shared::sources::{self, ParseContext, Parsed};
 
     use super::*;
 
@@ -180,13 +178,7 @@ mod tests {
         let listed = listed(call.clone(), OffsetDateTime::now_utc()).unwrap();
         assert!(listed.finished);
         let body = end_of_call_report(&listed.item);
-        let ctx = ParseContext {
-            received_at: OffsetDateTime::now_utc(),
-            region: Region::US,
-        };
-        let Parsed::Report(report) = sources::parse(Source::Vapi, &body, &ctx).unwrap() else {
-            panic!("not a report");
-        };
+        let report = super::super::read_back(Source::Vapi, &body);
         assert_eq!(report.call_id.as_str(), "call-1");
         assert_eq!(report.summary.as_deref(), Some("Booked a cleaning."));
         assert!(report.follow_up_needed);

@@ -303,6 +303,8 @@ pub fn parse_retry_after(value: &str, now: OffsetDateTime) -> Option<Duration> {
 mod tests {
     use super::*;
     use time::macros::datetime;
+    use wiremock::matchers::{any, header};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
 
     #[test]
     fn retry_after_accepts_seconds() {
@@ -369,9 +371,208 @@ mod tests {
 
     #[test]
     fn long_error_bodies_are_cut_on_a_character_boundary() {
-        let text = "é".repeat(400);
-        let cut = excerpt(text);
-        assert!(cut.ends_with('…'));
-        assert!(cut.len() <= 303);
+        // Byte 300 falls inside an "é" (one ASCII byte, then two-byte
+        // characters), so the cut must step back to byte 299.
+        let text = format!("a{}", "é".repeat(200));
+        assert_eq!(excerpt(text), format!("a{}…", "é".repeat(149)));
+    }
+
+    #[test]
+    fn an_error_body_of_exactly_the_limit_is_kept_whole() {
+        let text = "x".repeat(300);
+        assert_eq!(excerpt(text.clone()), text);
+        assert_eq!(excerpt("x".repeat(301)), format!("{text}…"));
+    }
+
+    #[test]
+    fn an_operation_keeps_its_name_and_says_whether_it_searches() {
+        let general = Operation::from("create_note");
+        assert_eq!(general.name(), "create_note");
+        assert_eq!(general.kind(), RequestKind::General);
+        let search = Operation::search("search_contacts");
+        assert_eq!(search.name(), "search_contacts");
+        assert_eq!(search.kind(), RequestKind::Search);
+    }
+
+    /// A client on its own budgets (returned too, to observe pauses) and a
+    /// mock CRM answering every request with `answer`.
+    async fn client_answering(answer: ResponseTemplate) -> (CrmHttp, Arc<Budgets>, MockServer) {
+        let server = MockServer::start().await;
+        Mock::given(any()).respond_with(answer).mount(&server).await;
+        let budgets = Arc::new(Budgets::unlimited());
+        let shared = Shared {
+            budgets: budgets.clone(),
+            health: Arc::new(CrmHealth::new(Duration::from_secs(60))),
+            ledger: None,
+        };
+        let http = CrmHttp::new("test", Duration::from_secs(5), shared).unwrap();
+        (http, budgets, server)
+    }
+
+    async fn send_to(answer: ResponseTemplate, accept: &[StatusCode]) -> Result<u16, CrmError> {
+        let (http, _budgets, server) = client_answering(answer).await;
+        let request = http.client().post(format!("{}/records", server.uri()));
+        http.send("create", request, accept)
+            .await
+            .map(|r| r.status().as_u16())
+    }
+
+    /// Whether `budgets` hold every request back for at least `at_least`.
+    async fn paused_for(budgets: &Budgets, at_least: Duration) -> bool {
+        tokio::time::timeout(at_least, budgets.acquire(RequestKind::General))
+            .await
+            .is_err()
+    }
+
+    #[tokio::test]
+    async fn a_2xx_and_an_accepted_status_are_answers_and_any_other_status_is_an_error() {
+        assert_eq!(send_to(ResponseTemplate::new(201), &[]).await.unwrap(), 201);
+        let not_found = ResponseTemplate::new(404);
+        assert_eq!(
+            send_to(not_found.clone(), &[StatusCode::NOT_FOUND])
+                .await
+                .unwrap(),
+            404
+        );
+        match send_to(not_found, &[]).await {
+            Err(CrmError::Rejected { status: 404, .. }) => {}
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_existence_check_reads_a_2xx_as_present_and_an_absent_status_as_missing() {
+        for (status, present) in [(200, true), (404, false)] {
+            let (http, _budgets, server) = client_answering(ResponseTemplate::new(status)).await;
+            let request = http.client().get(format!("{}/records/1", server.uri()));
+            let found = http
+                .exists("get", request, &[StatusCode::NOT_FOUND])
+                .await
+                .unwrap();
+            assert_eq!(found, present, "status {status}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_429_without_retry_after_pauses_the_worker_for_the_default_time() {
+        let (http, budgets, server) = client_answering(ResponseTemplate::new(429)).await;
+        let request = http.client().post(format!("{}/records", server.uri()));
+        match http.send("create", request, &[]).await {
+            Err(CrmError::RateLimited { retry_after: None }) => {}
+            other => panic!("expected a rate limit without a delay, got {other:?}"),
+        }
+        assert!(paused_for(&budgets, DEFAULT_RATE_LIMIT_PAUSE / 2).await);
+    }
+
+    #[tokio::test]
+    async fn a_429_s_retry_after_or_reset_header_is_the_delay_it_asks_for() {
+        for header in ["retry-after", "x-ratelimit-reset"] {
+            let answer = ResponseTemplate::new(429).insert_header(header, "7");
+            match send_to(answer, &[]).await {
+                Err(CrmError::RateLimited { retry_after }) => {
+                    assert_eq!(retry_after, Some(Duration::from_secs(7)), "{header}");
+                }
+                other => panic!("expected a rate limit, got {other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_403_naming_a_missing_scope_is_a_refused_credential_and_another_403_forbids_one_record()
+     {
+        let scope = ResponseTemplate::new(403).set_body_string(r#"{"category":"MISSING_SCOPES"}"#);
+        match send_to(scope, &[]).await {
+            Err(CrmError::Unauthorized { status: 403, .. }) => {}
+            other => panic!("expected a refused credential, got {other:?}"),
+        }
+        let record = ResponseTemplate::new(403).set_body_string("no access to this record");
+        match send_to(record, &[]).await {
+            Err(CrmError::Forbidden { detail }) => assert_eq!(detail, "no access to this record"),
+            other => panic!("expected a forbidden record, got {other:?}"),
+        }
+        match send_to(ResponseTemplate::new(401), &[]).await {
+            Err(CrmError::Unauthorized { status: 401, .. }) => {}
+            other => panic!("expected a refused credential, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_5xx_or_a_408_may_have_been_applied_and_another_4xx_is_a_rejection() {
+        for status in [500, 503, 408] {
+            match send_to(ResponseTemplate::new(status), &[]).await {
+                Err(CrmError::Unavailable { applied, .. }) => {
+                    assert_eq!(applied, Applied::Unknown, "status {status}");
+                }
+                other => panic!("status {status}: expected unavailable, got {other:?}"),
+            }
+        }
+        match send_to(ResponseTemplate::new(422).set_body_string("bad field"), &[]).await {
+            Err(CrmError::Rejected {
+                status: 422,
+                detail,
+            }) => assert_eq!(detail, "bad field"),
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_was_not_applied_and_its_error_leaves_out_the_url() {
+        let shared = Shared {
+            budgets: Arc::new(Budgets::unlimited()),
+            health: Arc::new(CrmHealth::new(Duration::from_secs(60))),
+            ledger: None,
+        };
+        let http = CrmHttp::new("test", Duration::from_secs(1), shared).unwrap();
+        // Nothing listens on the discard port; the token must not leak.
+        let request = http
+            .client()
+            .get("http://127.0.0.1:9/v1/persons?api_token=s3cret");
+        match http.send("search", request, &[]).await {
+            Err(CrmError::Unavailable { applied, detail }) => {
+                assert_eq!(applied, Applied::No);
+                assert!(detail.starts_with("connection failed"), "{detail}");
+                assert!(!detail.contains("s3cret"), "{detail}");
+            }
+            other => panic!("expected a failed connection, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn requests_name_callsync_as_their_user_agent() {
+        let server = MockServer::start().await;
+        Mock::given(header(
+            "user-agent",
+            concat!("callsync/", env!("CARGO_PKG_VERSION")),
+        ))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&server)
+        .await;
+        let (http, _budgets, _other) = client_answering(ResponseTemplate::new(500)).await;
+        let request = http.client().get(server.uri());
+        assert_eq!(
+            http.send("get", request, &[]).await.unwrap().status(),
+            StatusCode::NO_CONTENT
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rate_limit_that_is_not_a_429_pauses_every_request_of_the_worker() {
+        let budgets = Arc::new(Budgets::unlimited());
+        let shared = Shared {
+            budgets: budgets.clone(),
+            health: Arc::new(CrmHealth::new(Duration::from_secs(60))),
+            ledger: None,
+        };
+        let http = CrmHttp::new("test", Duration::from_secs(1), shared).unwrap();
+        http.pause_for_rate_limit(Some(Duration::from_secs(5)));
+        let started = tokio::time::Instant::now();
+        budgets.acquire(RequestKind::Search).await;
+        assert!(started.elapsed() >= Duration::from_secs(5));
+
+        http.pause_for_rate_limit(None);
+        let started = tokio::time::Instant::now();
+        budgets.acquire(RequestKind::General).await;
+        let waited = started.elapsed();
+        assert!(waited >= DEFAULT_RATE_LIMIT_PAUSE && waited < Duration::from_secs(3));
     }
 }

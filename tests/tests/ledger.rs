@@ -1,17 +1,45 @@
-//! The ledger's fencing, against a real PostgreSQL: what one attempt
-//! records can be undone by that attempt only, and a finished step is never
-//! reopened; one call at a time writes a contact's last-call fields.
+//! The ledger's contract, against a real PostgreSQL: every public function
+//! of `callsync_worker::ledger` and each of its outcomes, read back from the
+//! ledger itself or, where an effect shows nowhere else, from its tables.
+//!
+//! Fencing above all: a lease holds for its length (longer when renewed) and
+//! no longer; what one attempt records can be undone by that attempt only; a
+//! finished step is never reopened and a synced call never claimed again;
+//! one owner at a time creates a number's contact, and one call at a time
+//! writes a contact's last-call fields, the newest winning.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::Duration;
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use callsync_shared::{CallId, Source};
 use callsync_tests::harness::TestEnv;
-use callsync_tests::wait::eventually;
-use callsync_worker::ledger::{CallKey, Claim, LatestCall, Ledger, LedgerError, Step, StepState};
+use callsync_tests::wait::{eventually, throughout};
+use callsync_worker::crm::Share;
+use callsync_worker::ledger::{
+    CallKey, Claim, ContactClaim, LatestCall, Ledger, LedgerCounts, LedgerError, SentCreate, Step,
+    StepState,
+};
+use serde_json::Value;
 use time::OffsetDateTime;
+use time::macros::datetime;
 use uuid::Uuid;
+
+/// What a test returns: a ledger error fails it with the error.
+type Outcome = Result<(), LedgerError>;
+
+/// The lease of [`ledger`]: longer than any test takes to see it hold.
+const LEASE: Duration = Duration::from_secs(5);
+/// The lease of the tests that wait for one to lapse.
+const SHORT: Duration = Duration::from_secs(1);
+/// A phone number's lookup key, and what errors may say of it.
+const PHONE: &str = "phone:+31612345678";
+const PHONE_REDACTED: &str = "phone:*******5678";
+/// A lookup key acquired with no create pending.
+const FREE: ContactClaim = ContactClaim::Acquired {
+    pending_since: None,
+};
 
 /// A ledger on a database of its own (the environment drops it), whose
 /// leases last `lease`.
@@ -24,21 +52,119 @@ async fn ledger_with_lease(lease: Duration) -> (TestEnv, Ledger) {
 }
 
 async fn ledger() -> (TestEnv, Ledger) {
-    ledger_with_lease(Duration::from_secs(5)).await
+    ledger_with_lease(LEASE).await
 }
 
-/// A fresh ledger and the id of a call to record in it.
-async fn ledger_and_call(id: &str) -> (TestEnv, Ledger, CallId) {
+/// A fresh ledger and the key of a call to record in it.
+async fn ledger_and_call(source: Source, id: &str) -> (TestEnv, Ledger, CallKey<'static>) {
     let (env, ledger) = ledger().await;
-    (env, ledger, call_id(id))
+    let [call] = calls(source, [id]);
+    (env, ledger, call)
 }
 
-fn call_id(id: &str) -> CallId {
-    CallId::new(id).unwrap()
+/// The keys of calls of `source` with these ids. The ids are leaked (a few
+/// bytes a test) so that a key needs no owner kept alive beside it.
+fn calls<const N: usize>(source: Source, ids: [&str; N]) -> [CallKey<'static>; N] {
+    ids.map(|id| key(source, Box::leak(Box::new(CallId::new(id).unwrap()))))
 }
 
 fn key(source: Source, call_id: &CallId) -> CallKey<'_> {
     CallKey { source, call_id }
+}
+
+/// A new owner: another worker, or another attempt of the same.
+fn other() -> Uuid {
+    Uuid::now_v7()
+}
+
+/// Claims `key`'s call for a new owner, which must get it, and returns it.
+async fn held(ledger: &Ledger, key: CallKey<'_>) -> Uuid {
+    let owner = other();
+    let claim = ledger.claim(key, owner).await.unwrap();
+    assert!(matches!(claim, Claim::Acquired { .. }), "{claim:?}");
+    owner
+}
+
+/// Asserts that `result` is a lost lease on `on` (a call or a lookup key).
+fn assert_lease_lost(result: Outcome, on: &str) {
+    assert!(
+        matches!(&result, Err(LedgerError::LeaseLost(what)) if what == on),
+        "a lost lease on {on} expected: {result:?}"
+    );
+}
+
+/// `key`'s row in `calls`, with `lapsed`: whether its lease has run out.
+async fn call_row(ledger: &Ledger, key: CallKey<'_>) -> Value {
+    sqlx::query_scalar(
+        "SELECT to_jsonb(calls) || jsonb_build_object('lapsed', lease_until < now())
+           FROM calls WHERE source = $1 AND call_id = $2",
+    )
+    .bind(key.source.as_str())
+    .bind(key.call_id.as_str())
+    .fetch_one(ledger.pool())
+    .await
+    .unwrap()
+}
+
+/// The database's clock.
+async fn db_now(ledger: &Ledger) -> OffsetDateTime {
+    sqlx::query_scalar("SELECT now()")
+        .fetch_one(ledger.pool())
+        .await
+        .unwrap()
+}
+
+/// The steps recorded for `key`'s call, by step (each at most once).
+async fn steps(ledger: &Ledger, key: CallKey<'_>) -> HashMap<Step, StepState> {
+    let steps = ledger.steps(key).await.unwrap();
+    let by_step: HashMap<_, _> = steps.iter().cloned().collect();
+    assert_eq!(by_step.len(), steps.len(), "{steps:?}");
+    by_step
+}
+
+/// Since when `step` of `key`'s call has been started.
+async fn since(ledger: &Ledger, key: CallKey<'_>, step: Step) -> OffsetDateTime {
+    match steps(ledger, key).await.remove(&step) {
+        Some(StepState::Started { since }) => since,
+        other => panic!("{step:?} is not started: {other:?}"),
+    }
+}
+
+/// A claim that got the call, as its `attempt`th.
+fn attempt(attempt: i32) -> Claim {
+    Claim::Acquired { attempt }
+}
+
+/// A step done, having made the CRM object `crm_id`.
+fn done(crm_id: &str) -> StepState {
+    StepState::Done {
+        crm_id: Some(crm_id.to_owned()),
+    }
+}
+
+/// Records one call of `source` per id, left in the status the id starts
+/// with: pending (held by an owner), synced or parked.
+async fn calls_in(ledger: &Ledger, source: Source, ids: &[&str]) {
+    for id in ids {
+        let [call] = calls(source, [id]);
+        let owner = held(ledger, call).await;
+        if id.starts_with("synced") {
+            ledger.complete(call, "contact-1").await.unwrap();
+        } else if id.starts_with("parked") {
+            ledger.release(call, owner, "failed").await.unwrap();
+            ledger.mark_parked(call, "gave up").await.unwrap();
+        }
+    }
+}
+
+/// The ledger's counts as (pending, synced, parked).
+async fn counts(ledger: &Ledger) -> (i64, i64, i64) {
+    let LedgerCounts {
+        pending,
+        synced,
+        parked,
+    } = ledger.counts().await.unwrap();
+    (pending, synced, parked)
 }
 
 /// Asks for `contact`'s last-call fields for the call `key`, which ended `at`.
@@ -55,186 +181,525 @@ async fn latest(
         .unwrap()
 }
 
+// Calls: claims, leases, completion.
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_finished_step_is_never_reopened_by_a_later_attempt() {
-    let (_env, ledger, id) = ledger_and_call("fenced-1").await;
-    let key = key(Source::Voicedock, &id);
-    let first = Uuid::now_v7();
-    assert!(matches!(
-        ledger.claim(key, first).await.unwrap(),
-        Claim::Acquired { .. }
-    ));
-    ledger.start_step(key, first, Step::CallLog).await.unwrap();
-    ledger
-        .finish_step(key, Step::CallLog, Some("call-1"))
-        .await
-        .unwrap();
-    let again = ledger.start_step(key, first, Step::CallLog).await;
-    assert!(matches!(again, Err(LedgerError::LeaseLost(_))), "{again:?}");
-    let steps = ledger.steps(key).await.unwrap();
-    assert_eq!(
-        steps,
-        vec![(
-            Step::CallLog,
-            StepState::Done {
-                crm_id: Some("call-1".to_owned())
-            }
-        )]
-    );
+async fn a_first_claim_is_attempt_one_and_every_other_is_busy_while_the_lease_stands() -> Outcome {
+    let (_env, ledger, call) = ledger_and_call(Source::Voicedock, "claim-1").await;
+    let owner = other();
+    assert_eq!(ledger.claim(call, owner).await?, attempt(1));
+    // A duplicate delivery waits, even one to the same attempt.
+    for again in [other(), owner] {
+        assert_eq!(ledger.claim(call, again).await?, Claim::Busy);
+    }
+    let row = call_row(&ledger, call).await;
+    assert_eq!(row["status"], "pending");
+    assert_eq!(row["attempts"], 1);
+    // The same id from another source is another call.
+    let postcall = key(Source::Postcall, call.call_id);
+    assert_eq!(ledger.claim(postcall, other()).await?, attempt(1));
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn only_the_attempt_that_started_a_step_can_abandon_it() {
-    let (_env, ledger, id) = ledger_and_call("fenced-2").await;
-    let key = key(Source::Postcall, &id);
-    let owner = Uuid::now_v7();
-    ledger.claim(key, owner).await.unwrap();
-    ledger
-        .start_step(key, owner, Step::FollowUpTask)
-        .await
-        .unwrap();
-    ledger
-        .abandon_step(key, Uuid::now_v7(), Step::FollowUpTask)
-        .await
-        .unwrap();
-    let steps = ledger.steps(key).await.unwrap();
-    assert!(
-        matches!(
-            steps.as_slice(),
-            [(Step::FollowUpTask, StepState::Started { .. })]
-        ),
-        "another attempt's abandon changes nothing: {steps:?}"
-    );
-    ledger
-        .abandon_step(key, owner, Step::FollowUpTask)
-        .await
-        .unwrap();
-    assert!(ledger.steps(key).await.unwrap().is_empty());
+async fn a_call_synced_once_is_claimed_as_already_synced_by_every_later_delivery() -> Outcome {
+    let (_env, ledger, call) = ledger_and_call(Source::Voicedock, "synced-1").await;
+    let first = held(&ledger, call).await;
+    ledger.release(call, first, "CRM unavailable").await?;
+    let owner = held(&ledger, call).await;
+    ledger.complete(call, "contact-7").await?;
+    for later in [owner, other()] {
+        assert_eq!(ledger.claim(call, later).await?, Claim::AlreadySynced);
+    }
+    let row = call_row(&ledger, call).await;
+    assert_eq!(row["status"], "synced");
+    assert_eq!(row["contact_id"], "contact-7");
+    assert!(row["synced_at"].is_string(), "{row}");
+    // The lease is released and the earlier attempt's error cleared.
+    assert_eq!([&row["lease_owner"], &row["last_error"]], [&Value::Null; 2]);
+    // Nothing is started, renewed or parked on a synced call.
+    let lost = "voicedock:synced-1";
+    assert_lease_lost(ledger.start_step(call, owner, Step::CallLog).await, lost);
+    assert_lease_lost(ledger.renew(call, owner).await, lost);
+    ledger.mark_parked(call, "a late failure").await?;
+    assert_eq!(counts(&ledger).await, (0, 1, 0));
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_call_held_by_another_worker_is_not_marked_parked() {
-    let (_env, ledger, id) = ledger_and_call("fenced-3").await;
-    let key = key(Source::Voicedock, &id);
-    let holder = Uuid::now_v7();
-    ledger.claim(key, holder).await.unwrap();
-    ledger
-        .mark_parked(key, "a duplicate delivery failed")
-        .await
-        .unwrap();
-    assert_eq!(
-        ledger.counts().await.unwrap().parked,
-        0,
-        "the holder's lease stands"
-    );
-    assert_eq!(
-        ledger.claim(key, Uuid::now_v7()).await.unwrap(),
-        Claim::Busy
-    );
-    ledger.release(key, holder, "done with it").await.unwrap();
-    ledger.mark_parked(key, "gave up").await.unwrap();
-    assert_eq!(ledger.counts().await.unwrap().parked, 1);
+async fn a_call_released_by_its_holder_keeps_its_error_and_is_claimed_as_attempt_two() -> Outcome {
+    let (_env, ledger, call) = ledger_and_call(Source::Postcall, "released-1").await;
+    let holder = held(&ledger, call).await;
+    let error = || async { call_row(&ledger, call).await["last_error"].clone() };
+    ledger.release(call, other(), "not mine").await?;
+    assert_eq!(error().await, Value::Null);
+    assert_eq!(ledger.claim(call, other()).await?, Claim::Busy);
+
+    ledger.release(call, holder, "CRM answered 503").await?;
+    assert_eq!(error().await, "CRM answered 503");
+    let next = other();
+    assert_eq!(ledger.claim(call, next).await?, attempt(2));
+    // The released attempt is fenced out, the new one is not.
+    let started = ledger.start_step(call, holder, Step::Contact).await;
+    assert_lease_lost(started, "postcall:released-1");
+    ledger.start_step(call, next, Step::Contact).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_call_at_a_time_writes_a_contacts_last_call_fields_and_the_newest_wins() {
+async fn a_call_lease_left_by_a_dead_worker_lapses_and_the_next_owner_takes_over() -> Outcome {
+    let (_env, ledger) = ledger_with_lease(SHORT).await;
+    let [call] = calls(Source::Voicedock, ["lapsed-1"]);
+    let dead = held(&ledger, call).await;
+    let claimed = Instant::now();
+    ledger.start_step(call, dead, Step::CallLog).await?;
+    assert_eq!(ledger.claim(call, other()).await?, Claim::Busy);
+    let next = other();
+    let taken = eventually(
+        SHORT + Duration::from_millis(500),
+        "the dead worker's call lease lapses",
+        || ledger.claim(call, next),
+        |seen| !matches!(seen, Ok(Claim::Busy)),
+    )
+    .await;
+    assert_eq!(taken?, attempt(2));
+    assert!(claimed.elapsed() >= SHORT - Duration::from_millis(100));
+    // The next owner starts the step again; the dead one can neither
+    // renew, nor start, nor abandon what is now the next owner's.
+    ledger.start_step(call, next, Step::CallLog).await?;
+    let lost = "voicedock:lapsed-1";
+    assert_lease_lost(ledger.renew(call, dead).await, lost);
+    assert_lease_lost(ledger.start_step(call, dead, Step::Contact).await, lost);
+    ledger.abandon_step(call, dead, Step::CallLog).await?;
+    since(&ledger, call, Step::CallLog).await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewed_call_lease_outlasts_its_length_and_only_its_live_holder_renews_it() -> Outcome {
+    let (_env, ledger) = ledger_with_lease(SHORT).await;
+    let [call] = calls(Source::Postcall, ["renewed-1"]);
+    let holder = held(&ledger, call).await;
+    let lost = "postcall:renewed-1";
+    assert_lease_lost(ledger.renew(call, other()).await, lost);
+    let ledger = &ledger;
+    throughout(
+        SHORT * 2,
+        "a call lease renewed all along stays with its holder",
+        || async move {
+            ledger.renew(call, holder).await.unwrap();
+            ledger.claim(call, other()).await.unwrap()
+        },
+        |seen| *seen == Claim::Busy,
+    )
+    .await;
+    // Left alone, it lapses, and then even its holder cannot renew it.
+    eventually(
+        SHORT * 2,
+        "the call lease lapses",
+        || call_row(ledger, call),
+        |row| row["lapsed"] == true,
+    )
+    .await;
+    assert_lease_lost(ledger.renew(call, holder).await, lost);
+    assert_lease_lost(ledger.start_step(call, holder, Step::CallLog).await, lost);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_held_by_another_worker_is_not_marked_parked() -> Outcome {
+    let (_env, ledger, call) = ledger_and_call(Source::Voicedock, "fenced-3").await;
+    let holder = held(&ledger, call).await;
+    ledger.mark_parked(call, "a copy failed").await?;
+    // The holder's lease stands.
+    assert_eq!(counts(&ledger).await, (1, 0, 0));
+    assert_eq!(ledger.claim(call, other()).await?, Claim::Busy);
+    ledger.release(call, holder, "done with it").await?;
+    ledger.mark_parked(call, "gave up").await?;
+    assert_eq!(counts(&ledger).await, (0, 0, 1));
+    assert_eq!(call_row(&ledger, call).await["last_error"], "gave up");
+    Ok(())
+}
+
+// Steps: what a call's attempts sent to the CRM.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_step_is_read_back_as_recorded_started_or_done_with_its_crm_object() -> Outcome {
+    let (_env, ledger, call) = ledger_and_call(Source::Voicedock, "steps-1").await;
+    let owner = held(&ledger, call).await;
+    let before = db_now(&ledger).await;
+    for step in Step::ALL {
+        ledger.start_step(call, owner, step).await?;
+    }
+    let after = db_now(&ledger).await;
+    let finish = |step, crm_id| ledger.finish_step(call, step, crm_id);
+    finish(Step::Contact, Some("contact-1")).await?;
+    finish(Step::FollowUpTask, None).await?;
+
+    let steps = steps(&ledger, call).await;
+    assert_eq!(steps.len(), Step::ALL.len(), "{steps:?}");
+    assert_eq!(steps[&Step::Contact], done("contact-1"));
+    assert_eq!(steps[&Step::FollowUpTask], StepState::Done { crm_id: None });
+    for step in [Step::CallLog, Step::ContactUpdate] {
+        let state = &steps[&step];
+        assert!(
+            matches!(state, StepState::Started { since } if (before..=after).contains(since)),
+            "{step:?} started between {before} and {after}: {state:?}"
+        );
+    }
+    // Each step's name reads back as that step, and an unknown name as none.
+    for step in Step::ALL {
+        assert_eq!(step.as_str().parse::<Step>(), Ok(step));
+    }
+    assert!("contact-update".parse::<Step>().is_err());
+    // Another call's steps are its own.
+    let postcall = key(Source::Postcall, call.call_id);
+    assert!(ledger.steps(postcall).await?.is_empty());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_is_started_only_by_the_holder_of_the_calls_lease() -> Outcome {
+    let (_env, ledger, call) = ledger_and_call(Source::Voicedock, "fenced-4").await;
+    let holder = held(&ledger, call).await;
+    let started = ledger.start_step(call, other(), Step::CallLog).await;
+    assert_lease_lost(started, "voicedock:fenced-4");
+    // A refused start records nothing.
+    assert!(ledger.steps(call).await?.is_empty());
+    ledger.start_step(call, holder, Step::CallLog).await?;
+    since(&ledger, call, Step::CallLog).await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_step_is_never_reopened_by_a_later_attempt() -> Outcome {
+    let (_env, ledger, call) = ledger_and_call(Source::Voicedock, "fenced-1").await;
+    let first = held(&ledger, call).await;
+    ledger.start_step(call, first, Step::CallLog).await?;
+    ledger.finish_step(call, Step::CallLog, Some("c")).await?;
+    let again = ledger.start_step(call, first, Step::CallLog).await;
+    assert_lease_lost(again, "voicedock:fenced-1");
+    assert_eq!(ledger.steps(call).await?, [(Step::CallLog, done("c"))]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_attempt_that_started_a_step_can_abandon_it() -> Outcome {
+    let (_env, ledger, call) = ledger_and_call(Source::Postcall, "fenced-2").await;
+    let owner = held(&ledger, call).await;
+    ledger.start_step(call, owner, Step::FollowUpTask).await?;
+    let abandon = |owner| ledger.abandon_step(call, owner, Step::FollowUpTask);
+    abandon(other()).await?;
+    // Another attempt's abandon changes nothing.
+    since(&ledger, call, Step::FollowUpTask).await;
+    abandon(owner).await?;
+    assert!(ledger.steps(call).await?.is_empty());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_outcome_restarts_the_clock_of_a_step_its_own_attempt_started() -> Outcome {
+    let (_env, ledger, call) = ledger_and_call(Source::Postcall, "unknown-1").await;
+    let owner = held(&ledger, call).await;
+    ledger.start_step(call, owner, Step::Contact).await?;
+    let since = || since(&ledger, call, Step::Contact);
+    let unknown = |owner| ledger.step_outcome_unknown(call, owner, Step::Contact);
+    let sent = since().await;
+    // Another attempt's unknown outcome changes nothing.
+    unknown(other()).await?;
+    assert_eq!(since().await, sent);
+    let ended = db_now(&ledger).await;
+    unknown(owner).await?;
+    let restarted = since().await;
+    assert!(sent < ended && ended <= restarted, "{ended} {restarted}");
+    // A step that is done stays done.
+    ledger.finish_step(call, Step::Contact, Some("c")).await?;
+    unknown(owner).await?;
+    assert_eq!(steps(&ledger, call).await[&Step::Contact], done("c"));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resetting_contact_steps_forgets_a_calls_contact_and_update_and_nothing_else() -> Outcome {
     let (_env, ledger) = ledger().await;
-    let (older_id, newer_id) = (call_id("older"), call_id("newer"));
-    let older = key(Source::Voicedock, &older_id);
-    let newer = key(Source::Voicedock, &newer_id);
-    let (older_at, newer_at) = (
-        time::macros::datetime!(2026-03-01 10:00 UTC),
-        time::macros::datetime!(2026-03-02 10:00 UTC),
-    );
-    let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+    let [reset, untouched] = calls(Source::Voicedock, ["reset", "untouched"]);
+    for call in [reset, untouched] {
+        held(&ledger, call).await;
+        for step in Step::ALL {
+            ledger.finish_step(call, step, Some(step.as_str())).await?;
+        }
+    }
+    ledger.reset_contact_steps(reset).await?;
+    let kept: HashSet<Step> = steps(&ledger, reset).await.into_keys().collect();
+    assert_eq!(kept, HashSet::from([Step::CallLog, Step::FollowUpTask]));
+    assert_eq!(steps(&ledger, untouched).await.len(), Step::ALL.len());
+    Ok(())
+}
 
-    assert_eq!(
-        latest(&ledger, "c1", older_at, older, a).await,
-        LatestCall::Write
-    );
+// Contacts: one owner at a time looks up or creates a number's contact.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contact_key_is_held_by_one_owner_until_resolved_then_known_to_every_owner() -> Outcome {
+    let (_env, ledger) = ledger().await;
+    let (first, second) = (other(), other());
+    let contact = |owner| ledger.claim_contact(PHONE, owner);
+    assert_eq!(contact(first).await?, FREE);
+    assert_eq!(contact(second).await?, ContactClaim::Busy);
+    ledger.contact_resolved(PHONE, "contact-1").await?;
+    let known = ContactClaim::Known("contact-1".to_owned());
+    for owner in [first, second] {
+        assert_eq!(contact(owner).await?, known);
+    }
+    // The key's lease ended with it: its holder sends no create any more.
+    assert_lease_lost(ledger.contact_pending(PHONE, first).await, PHONE_REDACTED);
+    // Another number is another key.
+    let another = ledger.claim_contact("phone:+31687654321", second).await?;
+    assert_eq!(another, FREE);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contact_create_of_unknown_outcome_stays_pending_until_known_not_applied() -> Outcome {
+    let (_env, ledger) = ledger().await;
+    let [a, b, c, d] = [(); 4].map(|()| other());
+    let contact = |owner| ledger.claim_contact(PHONE, owner);
+    let release = |owner, create| ledger.release_contact(PHONE, owner, create);
+    assert_eq!(contact(a).await?, FREE);
+    ledger.contact_pending(PHONE, a).await?;
+    // Only the holder records or releases a create; the error hides the number.
+    assert_lease_lost(ledger.contact_pending(PHONE, b).await, PHONE_REDACTED);
+    release(b, SentCreate::Unknown).await?;
+    assert_eq!(contact(b).await?, ContactClaim::Busy);
+
+    // The create's outcome is unknown: its clock restarts at the release.
+    let sent = db_now(&ledger).await;
+    release(a, SentCreate::Unknown).await?;
+    let pending = match contact(b).await? {
+        ContactClaim::Acquired {
+            pending_since: Some(since),
+        } => since,
+        claim => panic!("the create is pending for the next owner: {claim:?}"),
+    };
+    assert!(pending > sent, "{pending} > {sent}");
+    // An attempt that sent no create leaves the clock alone.
+    release(b, SentCreate::None).await?;
+    let still = ContactClaim::Acquired {
+        pending_since: Some(pending),
+    };
+    assert_eq!(contact(c).await?, still);
+    // A create certainly not applied is forgotten.
+    ledger.contact_pending(PHONE, c).await?;
+    release(c, SentCreate::NotApplied).await?;
+    assert_eq!(contact(d).await?, FREE);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forgetting_a_contact_makes_its_key_claimable_again_and_leaves_others_known() -> Outcome {
+    let (_env, ledger) = ledger().await;
+    let email = "email:jan@example.com";
+    ledger.contact_resolved(PHONE, "contact-1").await?;
+    ledger.contact_resolved(email, "contact-2").await?;
+    ledger.forget_contact("contact-3").await?;
+    let contact = |key| ledger.claim_contact(key, other());
+    let known = |id: &str| ContactClaim::Known(id.to_owned());
+    assert_eq!(contact(PHONE).await?, known("contact-1"));
+    ledger.forget_contact("contact-1").await?;
+    assert_eq!(contact(PHONE).await?, FREE);
+    assert_eq!(contact(email).await?, known("contact-2"));
+    Ok(())
+}
+
+// Last-call fields: one call at a time writes them, the newest winning.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_call_at_a_time_writes_a_contacts_last_call_fields_and_the_newest_wins() -> Outcome {
+    let (_env, ledger) = ledger().await;
+    let [older, newer, newest] = calls(Source::Voicedock, ["older", "newer", "newest"]);
+    let older_at = datetime!(2026-03-01 10:00 UTC);
+    let newer_at = datetime!(2026-03-02 10:00 UTC);
+    let c1 = |at, call, owner| latest(&ledger, "c1", at, call, owner);
+    let (a, b) = (other(), other());
+
+    assert_eq!(c1(older_at, older, a).await, LatestCall::Write);
     // The older call's write is in flight: the newer one waits for it.
-    assert_eq!(
-        latest(&ledger, "c1", newer_at, newer, b).await,
-        LatestCall::Busy
-    );
+    assert_eq!(c1(newer_at, newer, b).await, LatestCall::Busy);
     // The holder may claim again (to extend its lease before a retry).
-    assert_eq!(
-        latest(&ledger, "c1", older_at, older, a).await,
-        LatestCall::Write
-    );
-    ledger.release_latest_call("c1", a).await.unwrap();
-    assert_eq!(
-        latest(&ledger, "c1", newer_at, newer, b).await,
-        LatestCall::Write
-    );
+    assert_eq!(c1(older_at, older, a).await, LatestCall::Write);
+    ledger.release_latest_call("c1", a).await?;
+    assert_eq!(c1(newer_at, newer, b).await, LatestCall::Write);
     // Finishing the update step releases the fields too.
-    assert!(matches!(
-        ledger.claim(newer, b).await.unwrap(),
-        Claim::Acquired { .. }
-    ));
-    ledger.finish_update(newer, "c1", b, true).await.unwrap();
-    assert!(matches!(
-        ledger.steps(newer).await.unwrap().as_slice(),
-        [(Step::ContactUpdate, StepState::Done { crm_id: Some(id) })] if id == "c1"
-    ));
+    assert_eq!(ledger.claim(newer, b).await?, attempt(1));
+    ledger.finish_update(newer, "c1", b, true).await?;
+    let updated = [(Step::ContactUpdate, done("c1"))];
+    assert_eq!(ledger.steps(newer).await?, updated);
     // A later attempt of the older call leaves the newer call's fields alone.
-    assert_eq!(
-        latest(&ledger, "c1", older_at, older, Uuid::now_v7()).await,
-        LatestCall::Older
-    );
+    assert_eq!(c1(older_at, older, other()).await, LatestCall::Older);
     // A newer call still is let in at once: nobody holds the fields.
-    let newest_id = call_id("newest");
     let newest_at = newer_at + time::Duration::hours(1);
-    assert_eq!(
-        latest(
-            &ledger,
-            "c1",
-            newest_at,
-            key(Source::Voicedock, &newest_id),
-            Uuid::now_v7()
-        )
-        .await,
-        LatestCall::Write
-    );
+    assert_eq!(c1(newest_at, newest, other()).await, LatestCall::Write);
     // Another contact is independent.
-    assert_eq!(
-        latest(&ledger, "c2", older_at, older, a).await,
-        LatestCall::Write
-    );
+    let c2 = latest(&ledger, "c2", older_at, older, a).await;
+    assert_eq!(c2, LatestCall::Write);
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_last_call_lease_left_by_a_dead_worker_lapses() {
-    let lease = Duration::from_secs(1);
-    let (_env, ledger) = ledger_with_lease(lease).await;
-    let (older_id, newer_id) = (call_id("older"), call_id("newer"));
-    let (older, newer) = (
-        key(Source::Postcall, &older_id),
-        key(Source::Postcall, &newer_id),
-    );
-    let at = time::macros::datetime!(2026-03-01 10:00 UTC);
+    let (_env, ledger) = ledger_with_lease(SHORT).await;
+    let [older, newer] = calls(Source::Postcall, ["older", "newer"]);
+    let at = datetime!(2026-03-01 10:00 UTC);
     let later = at + time::Duration::hours(1);
-    let dead = Uuid::now_v7();
-    assert_eq!(
-        latest(&ledger, "c1", at, older, dead).await,
-        LatestCall::Write
-    );
-    let claimed = std::time::Instant::now();
-    assert_eq!(
-        latest(&ledger, "c1", later, newer, Uuid::now_v7()).await,
-        LatestCall::Busy
-    );
+    let c1 = |at, call, owner| latest(&ledger, "c1", at, call, owner);
+    let dead = other();
+    assert_eq!(c1(at, older, dead).await, LatestCall::Write);
+    let claimed = Instant::now();
+    let newer_claim = || c1(later, newer, other());
+    assert_eq!(newer_claim().await, LatestCall::Busy);
     // The newer call is let in once the lease lapsed, and not much later.
     eventually(
-        lease + Duration::from_millis(200),
+        SHORT + Duration::from_millis(200),
         "the dead worker's last-call lease lapses",
-        || latest(&ledger, "c1", later, newer, Uuid::now_v7()),
+        newer_claim,
         |seen| *seen == LatestCall::Write,
     )
     .await;
     assert!(
-        claimed.elapsed() >= lease - Duration::from_millis(100),
+        claimed.elapsed() >= SHORT - Duration::from_millis(100),
         "the lease held for its length: {:?}",
         claimed.elapsed()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_ended_at_the_same_moment_as_the_holders_waits_and_only_an_earlier_one_is_older() {
+    let (_env, ledger) = ledger().await;
+    let [holder, same, earlier] = calls(Source::Voicedock, ["holder", "same", "earlier"]);
+    let at = datetime!(2026-03-01 10:00 UTC);
+    let c1 = |at, call| latest(&ledger, "c1", at, call, other());
+    assert_eq!(c1(at, holder).await, LatestCall::Write);
+    assert_eq!(c1(at, same).await, LatestCall::Busy);
+    let before = at - time::Duration::seconds(1);
+    assert_eq!(c1(before, earlier).await, LatestCall::Older);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_finished_without_release_holds_the_fields_until_its_holder_lets_go() -> Outcome {
+    let (_env, ledger) = ledger().await;
+    let [update, newer] = calls(Source::Postcall, ["update", "newer"]);
+    let at = datetime!(2026-03-01 10:00 UTC);
+    let later = at + time::Duration::hours(1);
+    let [owner, next] = [held(&ledger, update).await, held(&ledger, newer).await];
+    let claimed = latest(&ledger, "c1", at, update, owner).await;
+    assert_eq!(claimed, LatestCall::Write);
+    ledger.finish_update(update, "c1", owner, false).await?;
+    let updated = [(Step::ContactUpdate, done("c1"))];
+    assert_eq!(ledger.steps(update).await?, updated);
+    let newer_claim = || latest(&ledger, "c1", later, newer, next);
+    assert_eq!(newer_claim().await, LatestCall::Busy);
+    // Nobody but the holder releases the fields.
+    ledger.release_latest_call("c1", next).await?;
+    ledger.finish_update(newer, "c1", next, true).await?;
+    assert_eq!(newer_claim().await, LatestCall::Busy);
+    ledger.release_latest_call("c1", owner).await?;
+    assert_eq!(newer_claim().await, LatestCall::Write);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorded_last_call_holds_no_lease_but_keeps_older_calls_out() -> Outcome {
+    let (_env, ledger) = ledger().await;
+    let [recorded, older, newer] = calls(Source::Voicedock, ["recorded", "older", "newer"]);
+    let (at, hour) = (datetime!(2026-03-01 10:00 UTC), time::Duration::hours(1));
+    let record = |at, call| ledger.record_latest_call("c1", at, call);
+    let c1 = |at, call| latest(&ledger, "c1", at, call, other());
+    assert_eq!(record(at, recorded).await?, LatestCall::Write);
+    assert_eq!(record(at - hour, older).await?, LatestCall::Older);
+    assert_eq!(c1(at - hour, older).await, LatestCall::Older);
+    // Nobody holds the fields: a newer call writes at once, and holds them.
+    assert_eq!(c1(at + hour, newer).await, LatestCall::Write);
+    assert_eq!(record(at + hour * 2, recorded).await?, LatestCall::Busy);
+    Ok(())
+}
+
+// Workers: each takes its share of the CRM's request budget.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_share_the_budget_in_id_order_until_one_leaves_or_falls_silent() -> Outcome {
+    let (env, ledger) = ledger().await;
+    let [first, second] = [1, 2].map(Uuid::from_u128);
+    let window = Duration::from_secs(30);
+    let beat = |id| ledger.heartbeat(id, window);
+    let two = |rank| Share { workers: 2, rank };
+    assert_eq!(beat(first).await?, Share::ALONE);
+    assert_eq!(beat(second).await?, two(1));
+    assert_eq!(beat(first).await?, two(0));
+    // Another CRM's workers have budgets of their own.
+    let pipedrive = Ledger::connect(&env.database_url, 1, "pipedrive", LEASE).await?;
+    let alone = pipedrive.heartbeat(Uuid::nil(), window).await?;
+    assert_eq!(alone, Share::ALONE);
+
+    ledger.leave(second).await?;
+    assert_eq!(beat(first).await?, Share::ALONE);
+    assert_eq!(beat(second).await?, two(1));
+    // One not seen within the window no longer counts.
+    sqlx::query("UPDATE workers SET last_seen = now() - interval '1 minute' WHERE id = $1")
+        .bind(second)
+        .execute(ledger.pool())
+        .await?;
+    assert_eq!(beat(first).await?, Share::ALONE);
+    Ok(())
+}
+
+// Reading the ledger: for the reconciler, operators and readiness.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn known_calls_are_exactly_the_ids_held_for_that_source_whatever_their_status() -> Outcome {
+    let (_env, ledger) = ledger().await;
+    let held_here = ["pending-1", "synced-1", "parked-1"];
+    calls_in(&ledger, Source::Voicedock, &held_here).await;
+    calls_in(&ledger, Source::Postcall, &["pending-2"]).await;
+    let asked = ["pending-1", "synced-1", "parked-1", "pending-2", "never"].map(String::from);
+    let known = |source| ledger.known_calls(source, &asked);
+    let ids = |ids: &[&str]| ids.iter().map(|id| id.to_string()).collect::<HashSet<_>>();
+    assert_eq!(known(Source::Voicedock).await?, ids(&held_here));
+    assert_eq!(known(Source::Postcall).await?, ids(&["pending-2"]));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_tell_pending_synced_and_parked_calls_apart_and_a_replay_unparks_one() -> Outcome {
+    let (_env, ledger) = ledger().await;
+    let voicedock = ["pending-1", "pending-2", "synced-1", "synced-2", "parked-1"];
+    calls_in(&ledger, Source::Voicedock, &voicedock).await;
+    calls_in(&ledger, Source::Postcall, &["pending-3"]).await;
+    assert_eq!(counts(&ledger).await, (3, 2, 1));
+    let [parked] = calls(Source::Voicedock, ["parked-1"]);
+    assert_eq!(ledger.claim(parked, other()).await?, attempt(2));
+    assert_eq!(counts(&ledger).await, (4, 2, 0));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_creates_the_database_and_its_tables_open_existing_creates_nothing() -> Outcome {
+    let env = TestEnv::new().await;
+    let url = &env.database_url;
+    assert!(Ledger::open_existing(url).await.is_err(), "no database yet");
+    let ledger = Ledger::connect(url, 2, "hubspot", LEASE).await?;
+    let tables: Vec<String> =
+        sqlx::query_scalar("SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'")
+            .fetch_all(ledger.pool())
+            .await?;
+    for table in ["calls", "call_steps", "contacts", "contact_last_call"] {
+        assert!(tables.iter().any(|t| t == table), "{table} in {tables:?}");
+    }
+    // Another replica finds it ready; an operator command opens it as it is.
+    let replica = Ledger::connect(url, 1, "hubspot", LEASE).await?;
+    replica.ping().await?;
+    let existing = Ledger::open_existing(url).await?;
+    existing.ping().await?;
+    assert_eq!(existing.counts().await?, LedgerCounts::default());
+    existing.pool().close().await;
+    let closed = existing.ping().await;
+    assert!(matches!(closed, Err(LedgerError::Database(_))));
+    Ok(())
 }

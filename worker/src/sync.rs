@@ -759,4 +759,106 @@ mod tests {
         );
         assert!(labels.contains("busy") && labels.contains("no_identity"));
     }
+
+    fn rate_limited(after: u64) -> CrmError {
+        CrmError::RateLimited {
+            retry_after: Some(Duration::from_secs(after)),
+        }
+    }
+
+    #[test]
+    fn a_short_retry_after_is_waited_out_in_process_and_a_long_one_is_not() {
+        let planned = Some(Duration::from_millis(200));
+        assert_eq!(
+            rate_limit_delay(&rate_limited(1), planned),
+            Some(Duration::from_secs(1))
+        );
+        let longest = MAX_IN_PROCESS_WAIT.as_secs();
+        assert_eq!(
+            rate_limit_delay(&rate_limited(longest), planned),
+            Some(MAX_IN_PROCESS_WAIT)
+        );
+        assert_eq!(rate_limit_delay(&rate_limited(longest + 1), planned), None);
+        // Out of retries: nothing more is planned, whatever the CRM asks.
+        assert_eq!(rate_limit_delay(&rate_limited(1), None), None);
+        let down = CrmError::Unavailable {
+            detail: "reset".into(),
+            applied: Applied::Unknown,
+        };
+        assert_eq!(rate_limit_delay(&down, planned), planned);
+    }
+
+    #[test]
+    fn the_time_since_a_moment_is_never_negative() {
+        let waited = elapsed_since(OffsetDateTime::now_utc() - time::Duration::seconds(3));
+        assert!(
+            waited >= Duration::from_secs(3) && waited < Duration::from_secs(4),
+            "{waited:?}"
+        );
+        let ahead = OffsetDateTime::now_utc() + time::Duration::seconds(3);
+        assert_eq!(elapsed_since(ahead), Duration::ZERO);
+    }
+
+    /// Runs `wait_while_busy` on a claim that is busy `busy_for` times,
+    /// then free: how many claims were made and how long it waited.
+    async fn claims_while_busy(busy_for: u32) -> (u32, Duration) {
+        let claims = std::sync::atomic::AtomicU32::new(0);
+        let started = tokio::time::Instant::now();
+        let last = wait_while_busy(
+            || async {
+                Ok::<_, LedgerError>(claims.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1)
+            },
+            |n| *n <= busy_for,
+        )
+        .await
+        .unwrap();
+        assert_eq!(last, claims.load(std::sync::atomic::Ordering::SeqCst));
+        (last, started.elapsed())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_free_resource_is_taken_at_once_and_a_busy_one_polled_with_doubling_pauses() {
+        assert_eq!(claims_while_busy(0).await, (1, Duration::ZERO));
+        // Busy twice: pauses of 25 ms and 50 ms, then the third claim.
+        let (claims, waited) = claims_while_busy(2).await;
+        assert_eq!(claims, 3);
+        assert!(
+            waited >= Duration::from_millis(75) && waited < Duration::from_millis(80),
+            "{waited:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_resource_busy_for_longer_than_the_busy_wait_is_given_up_on_at_its_end() {
+        let (claims, waited) = claims_while_busy(u32::MAX).await;
+        // 25 + 50 + 100 + 200 ms, then 400 ms pauses: the twelfth claim, at
+        // 3.175 s, is the first past the three seconds.
+        assert!(
+            waited >= BUSY_WAIT && waited < BUSY_WAIT + Duration::from_millis(400),
+            "{waited:?}"
+        );
+        assert_eq!(claims, 12);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_transient_failure_is_retried_three_times_within_seconds() {
+        let tries = std::sync::atomic::AtomicU32::new(0);
+        let started = tokio::time::Instant::now();
+        let result: Result<(), CrmError> = idempotent(|| async {
+            tries.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Err(CrmError::Unavailable {
+                detail: "reset".into(),
+                applied: Applied::Unknown,
+            })
+        })
+        .await;
+        assert!(matches!(result, Err(CrmError::Unavailable { .. })));
+        assert_eq!(tries.load(std::sync::atomic::Ordering::SeqCst), 4);
+        // 200 ms, 400 ms and 800 ms, each with up to as much again of jitter.
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(1400) && waited <= Duration::from_millis(2800),
+            "{waited:?}"
+        );
+    }
 }

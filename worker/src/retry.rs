@@ -241,6 +241,16 @@ mod tests {
             headers::text(table, headers::REASON).as_deref(),
             Some("gave up")
         );
-        assert!(headers::int(table, headers::PARKED_AT).is_some());
+        // Milliseconds since the epoch: `dlq list` shows when it was parked.
+        let now_ms = OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
+        let parked_at = i128::from(headers::int(table, headers::PARKED_AT).unwrap());
+        assert!(
+            (now_ms - parked_at).abs() < 60_000,
+            "{parked_at} vs {now_ms}"
+        );
+        // The consumer reads the history back from the headers.
+        let history = History::of(&second);
+        assert_eq!(history.attempts, 2);
+        assert_eq!(history.first_error.as_deref(), Some("boom 1"));
     }
 }

@@ -505,9 +505,14 @@ impl TestApp {
 
     /// The reason of the one parked message, which must be for `call_id`.
     pub async fn parked_reason(&self, call_id: &str) -> String {
-        let parked = self.parked().await;
+        self.the_parked(call_id).await.reason
+    }
+
+    /// The one parked message, which must be for `call_id`.
+    pub async fn the_parked(&self, call_id: &str) -> Parked {
+        let mut parked = self.parked().await;
         match parked.as_slice() {
-            [one] if one.call_id == call_id => one.reason.clone(),
+            [one] if one.call_id == call_id => parked.remove(0),
             _ => panic!("expected exactly {call_id} parked, found {parked:#?}"),
         }
     }

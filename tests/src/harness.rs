@@ -378,13 +378,14 @@ impl TestEnv {
         .await
     }
 
-    /// Every parked message's call id and reason (the `call_id` and
-    /// `x-callsync-reason` headers), in queue order. They stay parked: each
+    /// Every parked message's call id, reason and attempts (the `call_id`,
+    /// `x-callsync-reason` and `x-callsync-attempts` headers), in queue order. They stay parked: each
     /// is read unacknowledged and returned when the channel closes.
     pub async fn parked(&self) -> Vec<Parked> {
         read_headers(&self.topology.parking_queue(), false, |table| Parked {
             call_id: headers::text(table, headers::CALL_ID).unwrap_or_default(),
             reason: headers::text(table, headers::REASON).unwrap_or_default(),
+            attempts: headers::int(table, headers::ATTEMPTS),
         })
         .await
     }
@@ -777,6 +778,8 @@ pub fn worker_command(env: &Env) -> tokio::process::Command {
 pub struct Parked {
     pub call_id: String,
     pub reason: String,
+    /// The deliveries that failed, as the message's history counts them.
+    pub attempts: Option<i64>,
 }
 
 /// What a worker process showed while it started.

@@ -197,8 +197,12 @@ async fn a_transient_failure_that_outlasts_every_retry_tier_is_parked() {
     app.post_fixture(SEED_000).await;
     let s = app.settle().await;
     app.assert_ledger(0, 1).await;
-    let reason = app.parked_reason(SEED_000_CALL_ID).await;
-    assert!(reason.starts_with("gave up after 2 attempts"), "{reason}");
+    let parked = app.the_parked(SEED_000_CALL_ID).await;
+    assert!(
+        parked.reason.starts_with("gave up after 2 attempts"),
+        "{parked:?}"
+    );
+    assert_eq!(parked.attempts, Some(2));
     assert_eq!(s.call_markers(), Vec::<String>::new());
     app.shutdown().await;
 }
@@ -439,8 +443,10 @@ async fn a_retry_the_broker_cannot_route_returns_the_call_to_its_queue() {
 async fn a_record_the_crm_forbids_parks_that_call_and_the_worker_goes_on() {
     let (app, s) = settled_after(SEED_000, &[("create_call", Fault::Status(403), 1)]).await;
     app.assert_ledger(0, 1).await;
-    let reason = app.parked_reason(SEED_000_CALL_ID).await;
-    assert!(reason.contains("403"), "{reason}");
+    let parked = app.the_parked(SEED_000_CALL_ID).await;
+    assert!(parked.reason.contains("403"), "{parked:?}");
+    // Parked at its first delivery: one attempt, which a replay counts on from.
+    assert_eq!(parked.attempts, Some(1));
     assert_eq!(s.call_markers(), Vec::<String>::new());
     let (status, body) = app.worker_readiness(0).await;
     assert_eq!(status, reqwest::StatusCode::OK, "not paused: {body}");

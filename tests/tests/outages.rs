@@ -251,9 +251,12 @@ async fn a_worker_is_not_ready_while_its_database_is_unreachable_and_syncs_once_
     app.wait_for_worker_readiness(worker, StatusCode::SERVICE_UNAVAILABLE)
         .await;
     app.post_fixture(FOLLOW_UP).await;
-    // Only time can show that nothing is synced without the ledger.
+    // Only time can show that nothing is synced without the ledger. The
+    // outage outlasts the pool's five-second wait for a connection, so the
+    // worker's claim fails and it holds the message until the database is
+    // back (a shorter one is only a slow connection).
     throughout(
-        Duration::from_secs(1),
+        Duration::from_secs(7),
         "nothing is synced without the ledger",
         || async { app.snapshot().call_markers() },
         Vec::is_empty,

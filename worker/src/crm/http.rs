@@ -330,14 +330,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_request_that_would_wait_past_its_deadline_is_not_sent() {
-        let budgets = Arc::new(Budgets::unlimited());
+        let (http, budgets) = client(Duration::from_secs(1));
         budgets.pause(Duration::from_secs(60));
-        let shared = Shared {
-            budgets,
-            health: Arc::new(CrmHealth::new(Duration::from_secs(60))),
-            ledger: None,
-        };
-        let http = CrmHttp::new("test", Duration::from_secs(1), shared).unwrap();
         // Nothing listens on the discard port: a sent request would fail to
         // connect, not time out at the deadline.
         let request = http.client().get("http://127.0.0.1:9/");
@@ -394,18 +388,25 @@ mod tests {
         assert_eq!(search.kind(), RequestKind::Search);
     }
 
-    /// A client on its own budgets (returned too, to observe pauses) and a
-    /// mock CRM answering every request with `answer`.
-    async fn client_answering(answer: ResponseTemplate) -> (CrmHttp, Arc<Budgets>, MockServer) {
-        let server = MockServer::start().await;
-        Mock::given(any()).respond_with(answer).mount(&server).await;
+    /// A client with `timeout` on its own budgets, returned too so a test
+    /// can pause them or observe a pause.
+    fn client(timeout: Duration) -> (CrmHttp, Arc<Budgets>) {
         let budgets = Arc::new(Budgets::unlimited());
         let shared = Shared {
             budgets: budgets.clone(),
             health: Arc::new(CrmHealth::new(Duration::from_secs(60))),
             ledger: None,
         };
-        let http = CrmHttp::new("test", Duration::from_secs(5), shared).unwrap();
+        let http = CrmHttp::new("test", timeout, shared).unwrap();
+        (http, budgets)
+    }
+
+    /// A client (see [`client`]) and a mock CRM answering every request
+    /// with `answer`.
+    async fn client_answering(answer: ResponseTemplate) -> (CrmHttp, Arc<Budgets>, MockServer) {
+        let server = MockServer::start().await;
+        Mock::given(any()).respond_with(answer).mount(&server).await;
+        let (http, budgets) = client(Duration::from_secs(5));
         (http, budgets, server)
     }
 
@@ -517,12 +518,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_refused_connection_was_not_applied_and_its_error_leaves_out_the_url() {
-        let shared = Shared {
-            budgets: Arc::new(Budgets::unlimited()),
-            health: Arc::new(CrmHealth::new(Duration::from_secs(60))),
-            ledger: None,
-        };
-        let http = CrmHttp::new("test", Duration::from_secs(1), shared).unwrap();
+        let (http, _budgets) = client(Duration::from_secs(1));
         // Nothing listens on the discard port; the token must not leak.
         let request = http
             .client()
@@ -557,13 +553,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_rate_limit_that_is_not_a_429_pauses_every_request_of_the_worker() {
-        let budgets = Arc::new(Budgets::unlimited());
-        let shared = Shared {
-            budgets: budgets.clone(),
-            health: Arc::new(CrmHealth::new(Duration::from_secs(60))),
-            ledger: None,
-        };
-        let http = CrmHttp::new("test", Duration::from_secs(1), shared).unwrap();
+        let (http, budgets) = client(Duration::from_secs(1));
         http.pause_for_rate_limit(Some(Duration::from_secs(5)));
         let started = tokio::time::Instant::now();
         budgets.acquire(RequestKind::Search).await;

@@ -15,6 +15,15 @@ amqp_port=${AMQP_PORT:-5672}
 
 listening() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 
+# Whether the broker answers the AMQP 0-9-1 protocol header with a frame
+# (Connection.Start is a method frame, type 1). A broker out of file
+# descriptors keeps listening but never answers, and every test would then
+# wait out its own deadline instead of failing here with the reason.
+answers_amqp() {
+  timeout 5 bash -c 'exec 3<>"/dev/tcp/$0/$1" && printf "AMQP\000\000\011\001" >&3 && head -c 1 <&3' "$1" "$2" 2>/dev/null |
+    od -An -tx1 | grep -q 01
+}
+
 wait_for() { # name host port seconds
   local i
   for ((i = 0; i < $4 * 2; i++)); do
@@ -47,3 +56,16 @@ if ! listening "$amqp_host" "$amqp_port"; then
   fi
 fi
 wait_for RabbitMQ "$amqp_host" "$amqp_port" 90
+
+for ((i = 0; i < 6; i++)); do
+  answers_amqp "$amqp_host" "$amqp_port" && { echo "RabbitMQ answers AMQP"; exit 0; }
+  sleep 5
+done
+cat >&2 <<EOF
+error: RabbitMQ listens on $amqp_host:$amqp_port but does not answer the AMQP handshake.
+The usual cause is a broker out of file descriptors, held by connections of
+test processes that were killed: \`rabbitmq-diagnostics status\` shows the
+count against the limit. Restart the broker (and raise its limit with
+\`ulimit -n\` before starting it) to recover.
+EOF
+exit 1

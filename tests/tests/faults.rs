@@ -14,6 +14,7 @@ use callsync_tests::harness::{
     voicedock_marker, voicedock_report,
 };
 use callsync_tests::sim::{Fault, Snapshot};
+use callsync_tests::wait::eventually;
 use lapin::options::BasicPublishOptions;
 use lapin::types::FieldTable;
 
@@ -454,5 +455,51 @@ async fn a_record_the_crm_forbids_parks_that_call_and_the_worker_goes_on() {
     let s = app.settle().await;
     assert_eq!(s.call_markers(), [FOLLOW_UP_MARKER]);
     app.assert_ledger(1, 1).await;
+    app.shutdown().await;
+}
+
+/// The queue depths are what dashboards and the parked-messages alert read:
+/// a parked call shows as one message in the parking queue, and the work
+/// queue it left is reported, empty. (The worker runs as its own process so
+/// that its registry holds only its own gauges.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_call_counts_in_the_published_depth_of_the_parking_queue() {
+    let app = TestApp::builder()
+        .workers(0)
+        .worker_processes(1)
+        .start()
+        .await;
+    app.env.sim.inject("create_call", Fault::Status(400), 1);
+    app.post_fixture(SEED_000).await;
+    app.settle().await;
+    app.assert_ledger(0, 1).await;
+
+    let metrics = format!("{}/metrics", app.worker_url(0));
+    let parking = app.env.topology.parking_queue();
+    let calls = app.env.topology.calls_queue();
+    let depth = |text: &str, queue: &str| {
+        callsync_tests::prometheus::value(text, "callsync_queue_messages", &[("queue", queue)])
+    };
+    // Depths are read every 15 s, the first time when the worker connects.
+    let text = eventually(
+        Duration::from_secs(45),
+        "the parking queue's depth is published as 1",
+        // Only the depth series, so that a failure prints what matters.
+        || async {
+            let text = app.client.get(&metrics).send().await.unwrap();
+            let text = text.text().await.unwrap();
+            text.lines()
+                .filter(|line| line.starts_with("callsync_queue_messages"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        },
+        |text| depth(text, &parking) == 1.0,
+    )
+    .await;
+    assert!(
+        callsync_tests::prometheus::exposed(&text, "callsync_queue_messages", &[("queue", &calls)]),
+        "the work queue's depth is published: {text}"
+    );
+    assert_eq!(depth(&text, &calls), 0.0);
     app.shutdown().await;
 }

@@ -1,5 +1,6 @@
 //! The deployment files, checked without a Docker engine: the compose file
-//! and the Dockerfile against the contract, the workspace and the README.
+//! and the Dockerfile against the contract, the workspace and the operations
+//! guide (`docs/operations.md`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -35,11 +36,14 @@ fn compose() -> Value {
     value
 }
 
-/// Every `CALLSYNC_*` name in the README's configuration table.
+/// The guide whose configuration table documents every variable.
+const OPERATIONS_GUIDE: &str = "docs/operations.md";
+
+/// Every `CALLSYNC_*` name in the operations guide's configuration table.
 fn documented_variables() -> BTreeSet<String> {
-    let readme = read("README.md");
+    let guide = read(OPERATIONS_GUIDE);
     let mut names = BTreeSet::new();
-    for line in readme.lines().filter(|l| l.starts_with("| `CALLSYNC_")) {
+    for line in guide.lines().filter(|l| l.starts_with("| `CALLSYNC_")) {
         let first_cell = line.split('|').nth(1).unwrap();
         for part in first_cell.split('`').filter(|p| p.starts_with("CALLSYNC_")) {
             // A row for `CALLSYNC_<SOURCE>_...` documents it for every
@@ -144,23 +148,23 @@ fn variables_in_code() -> BTreeSet<String> {
 }
 
 #[test]
-fn every_contract_variable_is_documented_in_the_readme() {
+fn every_contract_variable_is_documented_in_the_operations_guide() {
     let documented = documented_variables();
     let missing: Vec<_> = CONTRACT_VARIABLES
         .iter()
         .filter(|v| !documented.contains(**v))
         .collect();
-    assert!(missing.is_empty(), "README lacks {missing:?}");
+    assert!(missing.is_empty(), "{OPERATIONS_GUIDE} lacks {missing:?}");
 }
 
 #[test]
-fn every_variable_the_services_read_is_documented_in_the_readme() {
+fn every_variable_the_services_read_is_documented_in_the_operations_guide() {
     let documented = documented_variables();
     let missing: Vec<_> = variables_in_code()
         .into_iter()
         .filter(|v| !documented.contains(v))
         .collect();
-    assert!(missing.is_empty(), "README lacks {missing:?}");
+    assert!(missing.is_empty(), "{OPERATIONS_GUIDE} lacks {missing:?}");
 }
 
 #[test]
@@ -286,7 +290,7 @@ fn every_variable_in_the_compose_file_is_documented() {
         {
             assert!(
                 documented.contains(key),
-                "{name:?} sets {key}, which the README does not document"
+                "{name:?} sets {key}, which {OPERATIONS_GUIDE} does not document"
             );
         }
     }
@@ -702,14 +706,14 @@ fn docker_compose_up_runs_the_demo_crm_by_default() {
     );
 }
 
-/// The README's default for `var`, per CRM: each backticked value names
-/// the CRMs it applies to in the parentheses after it.
-fn readme_defaults_per_crm(var: &str) -> Vec<(String, String)> {
-    let readme = read("README.md");
-    let row = readme
+/// The operations guide's default for `var`, per CRM: each backticked
+/// value names the CRMs it applies to in the parentheses after it.
+fn documented_defaults_per_crm(var: &str) -> Vec<(String, String)> {
+    let guide = read(OPERATIONS_GUIDE);
+    let row = guide
         .lines()
         .find(|l| l.starts_with(&format!("| `{var}` |")))
-        .unwrap_or_else(|| panic!("README has no row for {var}"));
+        .unwrap_or_else(|| panic!("{OPERATIONS_GUIDE} has no row for {var}"));
     let cell = row.split('|').nth(2).unwrap();
     let parts: Vec<&str> = cell.split('`').collect();
     let mut defaults = Vec::new();
@@ -730,9 +734,9 @@ fn readme_defaults_per_crm(var: &str) -> Vec<(String, String)> {
     defaults
 }
 
-/// The README's one default for `var` that names `crm`.
-fn readme_default(var: &str, crm: &str) -> String {
-    let stated: Vec<String> = readme_defaults_per_crm(var)
+/// The operations guide's one default for `var` that names `crm`.
+fn documented_default(var: &str, crm: &str) -> String {
+    let stated: Vec<String> = documented_defaults_per_crm(var)
         .into_iter()
         .filter(|(named, _)| named == crm)
         .map(|(_, value)| value)
@@ -742,21 +746,21 @@ fn readme_default(var: &str, crm: &str) -> String {
 }
 
 #[test]
-fn the_readme_states_each_registered_crms_default_budgets_and_index_lag() {
+fn the_operations_guide_states_each_registered_crms_default_budgets_and_index_lag() {
     for spec in &callsync_worker::crm::REGISTRY {
         assert_eq!(
-            readme_default("CALLSYNC_CRM_RATE", spec.name),
+            documented_default("CALLSYNC_CRM_RATE", spec.name),
             spec.default_rate,
             "{}",
             spec.name
         );
         assert_eq!(
-            readme_default("CALLSYNC_CRM_SEARCH_RATE", spec.name),
+            documented_default("CALLSYNC_CRM_SEARCH_RATE", spec.name),
             spec.default_search_rate,
             "{}",
             spec.name
         );
-        let lag = readme_default("CALLSYNC_CRM_INDEX_LAG", spec.name);
+        let lag = documented_default("CALLSYNC_CRM_INDEX_LAG", spec.name);
         assert_eq!(
             callsync_shared::config::parse_duration(&lag).unwrap(),
             spec.default_index_lag,

@@ -1,5 +1,7 @@
 //! The deployment files, checked without a Docker engine: the compose file
-//! and the Dockerfile against the contract, the workspace and the README.
+//! and the Dockerfile against the contract, the workspace and the operations
+//! guide (`docs/operations.md`); and the documentation against the code: its
+//! variable table and defaults, its links, and the claims a reader acts on.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -35,11 +37,14 @@ fn compose() -> Value {
     value
 }
 
-/// Every `CALLSYNC_*` name in the README's configuration table.
+/// The guide whose configuration table documents every variable.
+const OPERATIONS_GUIDE: &str = "docs/operations.md";
+
+/// Every `CALLSYNC_*` name in the operations guide's configuration table.
 fn documented_variables() -> BTreeSet<String> {
-    let readme = read("README.md");
+    let guide = read(OPERATIONS_GUIDE);
     let mut names = BTreeSet::new();
-    for line in readme.lines().filter(|l| l.starts_with("| `CALLSYNC_")) {
+    for line in guide.lines().filter(|l| l.starts_with("| `CALLSYNC_")) {
         let first_cell = line.split('|').nth(1).unwrap();
         for part in first_cell.split('`').filter(|p| p.starts_with("CALLSYNC_")) {
             // A row for `CALLSYNC_<SOURCE>_...` documents it for every
@@ -80,6 +85,26 @@ const CONTRACT_VARIABLES: &[&str] = &[
     "CALLSYNC_DEFAULT_REGION",
     "CALLSYNC_FOLLOW_UP_DUE",
     "CALLSYNC_PREFETCH",
+    "CALLSYNC_CRM_SEARCH_RATE",
+    "CALLSYNC_VAPI_SECRET",
+    "CALLSYNC_VAPI_TOKEN",
+    "CALLSYNC_RETELL_API_KEY",
+    "CALLSYNC_ELEVENLABS_SECRET",
+    "CALLSYNC_BLAND_SECRET",
+    "CALLSYNC_BLAND_TOKEN",
+    "CALLSYNC_VAPI_ALLOW_UNAUTHENTICATED",
+    "CALLSYNC_RETELL_ALLOW_UNAUTHENTICATED",
+    "CALLSYNC_ELEVENLABS_ALLOW_UNAUTHENTICATED",
+    "CALLSYNC_BLAND_ALLOW_UNAUTHENTICATED",
+    "CALLSYNC_VAPI_API_KEY",
+    "CALLSYNC_ELEVENLABS_API_KEY",
+    "CALLSYNC_BLAND_API_KEY",
+    "CALLSYNC_VAPI_API_URL",
+    "CALLSYNC_RETELL_API_URL",
+    "CALLSYNC_ELEVENLABS_API_URL",
+    "CALLSYNC_BLAND_API_URL",
+    "CALLSYNC_RECONCILE_EVERY",
+    "CALLSYNC_RECONCILE_LOOKBACK",
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -123,13 +148,17 @@ fn variables_in_code() -> BTreeSet<String> {
             }
         }
     }
-    // Names the registry builds per source rather than spelling out.
+    // Names the registry builds per source rather than spelling out: each
+    // credential's variable, the replay window where the scheme has one.
     for source in callsync_shared::Source::ALL {
-        let source = source.as_str().to_uppercase();
-        names.insert(format!("CALLSYNC_{source}_ALLOW_UNAUTHENTICATED"));
-    }
-    for source in ["VOICEDOCK", "POSTCALL"] {
-        names.insert(format!("CALLSYNC_{source}_TOKEN"));
+        let provider = source.provider();
+        names.insert(source.var("ALLOW_UNAUTHENTICATED"));
+        for credential in provider.credentials {
+            names.insert(source.var(credential.suffix));
+        }
+        if provider.tolerance_secs.is_some() {
+            names.insert(source.var("TOLERANCE_SECS"));
+        }
     }
     for source in callsync_shared::Source::ALL {
         if callsync_worker::reconcile::api(source).is_some() {
@@ -138,29 +167,27 @@ fn variables_in_code() -> BTreeSet<String> {
             names.insert(format!("CALLSYNC_{source}_API_URL"));
         }
     }
-    names.insert("CALLSYNC_VOICEDOCK_SECRET".to_owned());
-    names.insert("CALLSYNC_VOICEDOCK_TOLERANCE_SECS".to_owned());
     names
 }
 
 #[test]
-fn every_contract_variable_is_documented_in_the_readme() {
+fn every_contract_variable_is_documented_in_the_operations_guide() {
     let documented = documented_variables();
     let missing: Vec<_> = CONTRACT_VARIABLES
         .iter()
         .filter(|v| !documented.contains(**v))
         .collect();
-    assert!(missing.is_empty(), "README lacks {missing:?}");
+    assert!(missing.is_empty(), "{OPERATIONS_GUIDE} lacks {missing:?}");
 }
 
 #[test]
-fn every_variable_the_services_read_is_documented_in_the_readme() {
+fn every_variable_the_services_read_is_documented_in_the_operations_guide() {
     let documented = documented_variables();
     let missing: Vec<_> = variables_in_code()
         .into_iter()
         .filter(|v| !documented.contains(v))
         .collect();
-    assert!(missing.is_empty(), "README lacks {missing:?}");
+    assert!(missing.is_empty(), "{OPERATIONS_GUIDE} lacks {missing:?}");
 }
 
 #[test]
@@ -286,7 +313,7 @@ fn every_variable_in_the_compose_file_is_documented() {
         {
             assert!(
                 documented.contains(key),
-                "{name:?} sets {key}, which the README does not document"
+                "{name:?} sets {key}, which {OPERATIONS_GUIDE} does not document"
             );
         }
     }
@@ -702,14 +729,14 @@ fn docker_compose_up_runs_the_demo_crm_by_default() {
     );
 }
 
-/// The README's default for `var`, per CRM: each backticked value names
-/// the CRMs it applies to in the parentheses after it.
-fn readme_defaults_per_crm(var: &str) -> Vec<(String, String)> {
-    let readme = read("README.md");
-    let row = readme
+/// The operations guide's default for `var`, per CRM: each backticked
+/// value names the CRMs it applies to in the parentheses after it.
+fn documented_defaults_per_crm(var: &str) -> Vec<(String, String)> {
+    let guide = read(OPERATIONS_GUIDE);
+    let row = guide
         .lines()
         .find(|l| l.starts_with(&format!("| `{var}` |")))
-        .unwrap_or_else(|| panic!("README has no row for {var}"));
+        .unwrap_or_else(|| panic!("{OPERATIONS_GUIDE} has no row for {var}"));
     let cell = row.split('|').nth(2).unwrap();
     let parts: Vec<&str> = cell.split('`').collect();
     let mut defaults = Vec::new();
@@ -730,9 +757,9 @@ fn readme_defaults_per_crm(var: &str) -> Vec<(String, String)> {
     defaults
 }
 
-/// The README's one default for `var` that names `crm`.
-fn readme_default(var: &str, crm: &str) -> String {
-    let stated: Vec<String> = readme_defaults_per_crm(var)
+/// The operations guide's one default for `var` that names `crm`.
+fn documented_default(var: &str, crm: &str) -> String {
+    let stated: Vec<String> = documented_defaults_per_crm(var)
         .into_iter()
         .filter(|(named, _)| named == crm)
         .map(|(_, value)| value)
@@ -742,26 +769,197 @@ fn readme_default(var: &str, crm: &str) -> String {
 }
 
 #[test]
-fn the_readme_states_each_registered_crms_default_budgets_and_index_lag() {
+fn the_operations_guide_states_each_registered_crms_default_budgets_and_index_lag() {
     for spec in &callsync_worker::crm::REGISTRY {
         assert_eq!(
-            readme_default("CALLSYNC_CRM_RATE", spec.name),
+            documented_default("CALLSYNC_CRM_RATE", spec.name),
             spec.default_rate,
             "{}",
             spec.name
         );
         assert_eq!(
-            readme_default("CALLSYNC_CRM_SEARCH_RATE", spec.name),
+            documented_default("CALLSYNC_CRM_SEARCH_RATE", spec.name),
             spec.default_search_rate,
             "{}",
             spec.name
         );
-        let lag = readme_default("CALLSYNC_CRM_INDEX_LAG", spec.name);
+        let lag = documented_default("CALLSYNC_CRM_INDEX_LAG", spec.name);
         assert_eq!(
             callsync_shared::config::parse_duration(&lag).unwrap(),
             spec.default_index_lag,
             "{}",
             spec.name
+        );
+    }
+}
+
+/// The README and every guide under `docs/`.
+fn documents() -> Vec<PathBuf> {
+    fn markdown(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                markdown(&path, out);
+            } else if path.extension().is_some_and(|e| e == "md") {
+                out.push(path);
+            }
+        }
+    }
+    let mut files = vec![root().join("README.md")];
+    markdown(&root().join("docs"), &mut files);
+    files.sort();
+    files
+}
+
+/// A document's lines outside fenced code blocks, where a `#` starts a
+/// shell comment rather than a heading.
+fn prose(text: &str) -> Vec<&str> {
+    let mut in_code = false;
+    text.lines()
+        .filter(|line| {
+            if line.trim_start().starts_with("```") {
+                in_code = !in_code;
+                return false;
+            }
+            !in_code
+        })
+        .collect()
+}
+
+/// The anchors a renderer gives a document's headings: lower case, spaces
+/// as hyphens, punctuation dropped, a repeated one numbered.
+fn anchors(text: &str) -> BTreeSet<String> {
+    let mut anchors = BTreeSet::new();
+    for line in prose(text) {
+        let Some(title) = line.strip_prefix('#').map(|t| t.trim_start_matches('#')) else {
+            continue;
+        };
+        let slug: String = title
+            .trim()
+            .to_lowercase()
+            .chars()
+            .filter(|c| c.is_alphanumeric() || matches!(c, ' ' | '-' | '_'))
+            .map(|c| if c == ' ' { '-' } else { c })
+            .collect();
+        let mut anchor = slug.clone();
+        let mut n = 0;
+        while anchors.contains(&anchor) {
+            n += 1;
+            anchor = format!("{slug}-{n}");
+        }
+        anchors.insert(anchor);
+    }
+    anchors
+}
+
+/// The targets of a document's Markdown links, code spans left out.
+fn link_targets(text: &str) -> Vec<String> {
+    let mut targets = Vec::new();
+    for line in prose(text) {
+        let without_code: String = line.split('`').step_by(2).collect();
+        for (i, _) in without_code.match_indices("](") {
+            let rest = &without_code[i + 2..];
+            if let Some(end) = rest.find(')') {
+                targets.push(rest[..end].to_owned());
+            }
+        }
+    }
+    targets
+}
+
+#[test]
+fn every_relative_link_in_the_readme_and_the_guides_leads_somewhere() {
+    let mut broken = Vec::new();
+    let mut checked = 0;
+    for file in documents() {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for target in link_targets(&text) {
+            if target.contains("://") || target.starts_with("mailto:") {
+                continue;
+            }
+            checked += 1;
+            let (path, anchor) = target.split_once('#').unwrap_or((&target, ""));
+            let resolved = if path.is_empty() {
+                file.clone()
+            } else {
+                file.parent().unwrap().join(path)
+            };
+            let name = file.strip_prefix(root()).unwrap().display().to_string();
+            if !resolved.exists() {
+                broken.push(format!("{name}: {target} (no such file)"));
+            } else if !anchor.is_empty() {
+                let heads = anchors(&std::fs::read_to_string(&resolved).unwrap());
+                if !heads.contains(anchor) {
+                    broken.push(format!("{name}: {target} (no such heading)"));
+                }
+            }
+        }
+    }
+    assert!(
+        checked > 50,
+        "only {checked} links found: is the parser blind?"
+    );
+    assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
+}
+
+#[test]
+fn the_link_check_sees_a_missing_file_and_a_missing_heading() {
+    // Guards the check above against passing vacuously.
+    let text =
+        "# Why `backon`, not backoff\n```sh\n# not a heading\n```\nSee [a](b.md#c), `[d](e)`.";
+    assert_eq!(link_targets(text), vec!["b.md#c".to_owned()]);
+    assert_eq!(
+        anchors(text),
+        BTreeSet::from(["why-backon-not-backoff".to_owned()])
+    );
+}
+
+#[test]
+fn every_registered_crm_has_a_set_up_guide_linked_from_the_readme() {
+    let readme = read("README.md");
+    for spec in &callsync_worker::crm::REGISTRY {
+        let guide = format!("docs/crm/{}.md", spec.name);
+        assert!(root().join(&guide).is_file(), "{guide} is missing");
+        assert!(
+            readme.contains(&format!("]({guide})")),
+            "the README's map does not link {guide}"
+        );
+    }
+}
+
+#[test]
+fn the_readme_and_the_design_guide_say_why_retries_use_backon_and_not_backoff() {
+    // The claims the text makes: backon is what the workspace uses,
+    // backoff is not, and lapin already depends on backon.
+    let manifest = read("Cargo.toml");
+    assert!(
+        manifest.lines().any(|l| l.starts_with("backon ")),
+        "{manifest}"
+    );
+    assert!(!manifest.contains("backoff"), "{manifest}");
+    let lock = read("Cargo.lock");
+    let lapin = lock
+        .split("[[package]]")
+        .find(|p| p.contains("name = \"lapin\""))
+        .expect("lapin in Cargo.lock");
+    assert!(lapin.contains("\"backon\""), "{lapin}");
+    for document in ["README.md", "docs/design.md"] {
+        let text = read(document);
+        for claim in ["`backon`", "`backoff`", "RUSTSEC-2025-0012"] {
+            assert!(text.contains(claim), "{document} does not mention {claim}");
+        }
+    }
+}
+
+#[test]
+fn the_readme_gives_the_test_command_ci_runs() {
+    let ci = read(".ci/run");
+    let readme = read("README.md");
+    for command in ["scripts/services.sh", "cargo test --workspace"] {
+        assert!(ci.lines().any(|l| l.trim() == command), "{ci}");
+        assert!(
+            readme.lines().any(|l| l.trim() == command),
+            "the README does not give `{command}` on a line of its own"
         );
     }
 }

@@ -20,8 +20,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
+use callsync_shared::time::{from_unix_ms, unix_ms};
 use callsync_shared::{CallId, Source};
-use time::OffsetDateTime;
 use tokio::sync::{Notify, watch};
 
 use crate::publisher::{OutgoingReport, Publisher};
@@ -271,8 +271,7 @@ fn encode(report: &OutgoingReport) -> Vec<u8> {
     put_str16(&mut payload, &report.message_id);
     put_str16(&mut payload, report.source.as_str());
     put_str16(&mut payload, report.call_id.as_str());
-    let ms = i64::try_from(report.received_at.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
-    payload.extend_from_slice(&ms.to_le_bytes());
+    payload.extend_from_slice(&unix_ms(report.received_at).to_le_bytes());
     payload.extend_from_slice(&report.body);
 
     let mut frame = Vec::with_capacity(HEADER + payload.len());
@@ -341,7 +340,7 @@ fn decode(payload: &[u8]) -> Option<OutgoingReport> {
     let source: Source = take_str()?.parse().ok()?;
     let call_id = CallId::new(&take_str()?)?;
     let ms = i64::from_le_bytes(payload.get(at..at + 8)?.try_into().ok()?);
-    let received_at = OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()?;
+    let received_at = from_unix_ms(ms)?;
     Some(OutgoingReport {
         message_id,
         source,
@@ -353,6 +352,8 @@ fn decode(payload: &[u8]) -> Option<OutgoingReport> {
 
 #[cfg(test)]
 mod tests {
+    use time::OffsetDateTime;
+
     use super::*;
 
     fn report(n: u32) -> OutgoingReport {

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use callsync_shared::broker;
 use callsync_shared::publish::{Destination, PublishError, publish_confirmed};
+use callsync_shared::time::from_unix_ms;
 use callsync_shared::topology::{CALL_REPORT_KEY, Topology, headers};
 use lapin::message::BasicGetMessage;
 use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions, QueueDeclareOptions};
@@ -71,9 +72,7 @@ impl Parked {
             call_id: text(headers::CALL_ID),
             reason,
             attempts: headers::int(table, headers::ATTEMPTS).unwrap_or(0),
-            parked_at: parked_ms.and_then(|ms| {
-                OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
-            }),
+            parked_at: parked_ms.and_then(from_unix_ms),
             first_error: headers::text(table, headers::FIRST_ERROR),
             last_error: headers::text(table, headers::LAST_ERROR),
             body: message.delivery.data.clone(),

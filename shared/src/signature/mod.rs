@@ -117,7 +117,7 @@ impl Request<'_> {
 
     /// The request's time in Unix milliseconds.
     pub fn now_ms(&self) -> i128 {
-        self.now.unix_timestamp_nanos() / 1_000_000
+        i128::from(crate::time::unix_ms(self.now))
     }
 }
 

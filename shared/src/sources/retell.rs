@@ -199,7 +199,7 @@ mod tests {
             headers: &headers,
             query: None,
             body,
-            now: OffsetDateTime::from_unix_timestamp_nanos(i128::from(now_ms) * 1_000_000).unwrap(),
+            now: crate::time::from_unix_ms(now_ms).unwrap(),
         })
     }
 

@@ -85,8 +85,8 @@ pub fn rfc3339(object: &Map<String, Value>, keys: &[&str]) -> Option<time::Offse
 
 /// A Unix time in milliseconds.
 pub fn unix_millis(object: &Map<String, Value>, keys: &[&str]) -> Option<time::OffsetDateTime> {
-    let ms = number(object, keys)?;
-    time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000).ok()
+    // A float beyond i64 saturates, and is out of range either way.
+    crate::time::from_unix_ms(number(object, keys)? as i64)
 }
 
 /// A Unix time in seconds.

@@ -34,6 +34,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use callsync_shared::Source;
 use callsync_shared::config::{ConfigError, Env, Secret};
+use callsync_shared::time::from_unix_ms;
 use time::OffsetDateTime;
 
 pub use self::http::{PlatformClient, PlatformError};
@@ -256,15 +257,9 @@ fn cursor_after(
     }
 }
 
-/// Unix milliseconds.
-fn millis(at: OffsetDateTime) -> i64 {
-    i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
-}
-
 /// Unix milliseconds as ISO 8601 in UTC, to the millisecond.
 fn iso_millis(ms: i64) -> String {
-    let at = OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let at = from_unix_ms(ms).unwrap_or(OffsetDateTime::UNIX_EPOCH);
     let format = time::macros::format_description!(
         "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
     );
@@ -280,12 +275,13 @@ fn rfc3339(value: &serde_json::Value) -> Option<OffsetDateTime> {
     .ok()
 }
 
-/// Unix milliseconds.
+/// Unix milliseconds, written as an integer or a float.
 fn from_millis(value: &serde_json::Value) -> Option<OffsetDateTime> {
-    let ms = value
-        .as_i64()
-        .or_else(|| value.as_f64().map(|f| f as i64))?;
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
+    from_unix_ms(
+        value
+            .as_i64()
+            .or_else(|| value.as_f64().map(|f| f as i64))?,
+    )
 }
 
 /// A body as the worker will read it: the source's own parser (tests).
@@ -303,6 +299,8 @@ fn read_back(source: Source, body: &[u8]) -> Box<callsync_shared::CallReport> {
 
 #[cfg(test)]
 mod tests {
+    use callsync_shared::time::unix_ms;
+
     use super::*;
 
     #[test]
@@ -348,10 +346,10 @@ mod tests {
     #[test]
     fn times_are_written_and_read_to_the_millisecond() {
         let at = OffsetDateTime::from_unix_timestamp_nanos(1_754_042_500_123_456_789).unwrap();
-        assert_eq!(millis(at), 1_754_042_500_123);
-        assert_eq!(iso_millis(millis(at)), "2025-08-01T10:01:40.123Z");
-        let back = rfc3339(&serde_json::json!(iso_millis(millis(at)))).unwrap();
-        assert_eq!(millis(back), 1_754_042_500_123);
+        assert_eq!(unix_ms(at), 1_754_042_500_123);
+        assert_eq!(iso_millis(unix_ms(at)), "2025-08-01T10:01:40.123Z");
+        let back = rfc3339(&serde_json::json!(iso_millis(unix_ms(at)))).unwrap();
+        assert_eq!(unix_ms(back), 1_754_042_500_123);
         assert_eq!(
             from_millis(&serde_json::json!(1_754_042_500_123_i64)),
             Some(back)

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use callsync_shared::Source;
 use callsync_shared::sources::retell::FINAL_EVENT;
+use callsync_shared::time::unix_ms;
 use serde_json::{Value, json};
 
 use super::http::Auth;
@@ -44,7 +45,7 @@ impl Platform for Retell {
                 "start_timestamp": {
                     "op": "bt",
                     "type": "range",
-                    "value": [super::millis(window.start), super::millis(window.end)],
+                    "value": [unix_ms(window.start), unix_ms(window.end)],
                 },
             },
             "sort_order": "ascending",

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use callsync_shared::Source;
 use callsync_shared::sources::vapi::FINAL_EVENT;
+use callsync_shared::time::unix_ms;
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 
@@ -50,7 +51,7 @@ impl Platform for Vapi {
 
     async fn page(&self, window: &Window, cursor: Option<&str>) -> Result<Page, PlatformError> {
         let mut spans: Vec<Span> = match cursor {
-            None => vec![(super::millis(window.start), super::millis(window.end))],
+            None => vec![(unix_ms(window.start), unix_ms(window.end))],
             Some(cursor) => serde_json::from_str(cursor)
                 .map_err(|e| unexpected(format!("unreadable checkpoint {cursor:?}: {e}")))?,
         };
@@ -131,7 +132,7 @@ fn end_of_call_report(call: &Value) -> Vec<u8> {
     message.insert("type".to_owned(), json!(FINAL_EVENT));
     message.insert(
         "timestamp".to_owned(),
-        json!(super::millis(OffsetDateTime::now_utc())),
+        json!(unix_ms(OffsetDateTime::now_utc())),
     );
     for key in [
         "customer",

@@ -22,7 +22,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use callsync_shared::time::{from_unix_ms, unix_ms};
 use callsync_shared::{CallId, Source};
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use crate::publisher::{OutgoingReport, Publisher};
 
@@ -165,16 +166,16 @@ impl Spool {
     }
 
     /// Replays spooled reports whenever the publisher is ready, until `stop`.
-    pub async fn replay(self: Arc<Self>, publisher: Publisher, mut stop: watch::Receiver<bool>) {
+    pub async fn replay(self: Arc<Self>, publisher: Publisher, stop: CancellationToken) {
         // Frames of the current segment already confirmed in this process.
         let mut progress: Option<(u64, usize)> = None;
         loop {
             tokio::select! {
                 () = self.appended.notified() => {}
                 () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                _ = stop.changed() => return,
+                () = stop.cancelled() => return,
             }
-            if *stop.borrow() {
+            if stop.is_cancelled() {
                 return;
             }
             if self.depth() == 0 || !publisher.is_ready() {

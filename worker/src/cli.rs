@@ -44,7 +44,8 @@ enum Command {
     /// window and queue those the ledger does not know, exactly as ingest
     /// would have. Needs CALLSYNC_<SOURCE>_API_KEY.
     Backfill {
-        /// The source whose platform to list: vapi, retell, elevenlabs or bland.
+        /// The source whose platform to list; the platform must document a
+        /// way to list past calls.
         #[arg(long)]
         source: Source,
         /// From when: a duration before now (2h, 3d) or an RFC 3339 time.

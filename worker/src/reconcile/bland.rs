@@ -23,6 +23,7 @@ use super::http::Auth;
 use super::{Api, Listed, Page, Platform, PlatformClient, PlatformError, Window};
 
 pub(super) const API: Api = Api {
+    source: Source::Bland,
     default_url: "https://api.bland.ai",
     auth: Auth::Header("authorization"),
     max_page_size: 1000,

@@ -23,6 +23,7 @@ use super::http::Auth;
 use super::{Api, Listed, Page, Platform, PlatformClient, PlatformError, Window};
 
 pub(super) const API: Api = Api {
+    source: Source::Elevenlabs,
     default_url: "https://api.elevenlabs.io",
     auth: Auth::Header("xi-api-key"),
     max_page_size: 100,

@@ -14,7 +14,8 @@
 //! Two ways in: `callsync-worker backfill` (one window, on demand) and the
 //! [`schedule`] inside the worker (every `CALLSYNC_RECONCILE_EVERY`, one
 //! replica at a time, checkpointed). Adding a platform is one file with its
-//! [`Api`] and one line in [`api`].
+//! [`Api`] and one line in `APIS`; a source without a list API needs
+//! nothing here.
 
 pub mod backfill;
 mod bland;
@@ -39,7 +40,6 @@ use time::OffsetDateTime;
 
 pub use self::http::{PlatformClient, PlatformError};
 pub use self::outbox::Outbox;
-use crate::config::positive;
 
 /// The calls a round asks for: those started (or created) in `[start, end)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +88,7 @@ pub trait Platform: Send + Sync + fmt::Debug {
 /// What callsync knows of a platform's call-list API.
 #[derive(Debug)]
 pub struct Api {
+    pub source: Source,
     /// `CALLSYNC_<SOURCE>_API_URL` when unset.
     pub default_url: &'static str,
     pub auth: http::Auth,
@@ -96,16 +97,13 @@ pub struct Api {
     pub build: fn(PlatformClient) -> Arc<dyn Platform>,
 }
 
+/// Every platform that documents a way to list past calls, one line each;
+/// a source whose platform has none is simply not here.
+const APIS: [&Api; 4] = [&vapi::API, &retell::API, &elevenlabs::API, &bland::API];
+
 /// The call-list API of `source`, if its platform documents one.
 pub fn api(source: Source) -> Option<&'static Api> {
-    match source {
-        Source::Vapi => Some(&vapi::API),
-        Source::Retell => Some(&retell::API),
-        Source::Elevenlabs => Some(&elevenlabs::API),
-        Source::Bland => Some(&bland::API),
-        // Neither documents a way to list past calls.
-        Source::Voicedock | Source::Postcall => None,
-    }
+    APIS.into_iter().find(|api| api.source == source)
 }
 
 /// A platform callsync may poll: `CALLSYNC_<SOURCE>_API_KEY` is set.
@@ -208,16 +206,10 @@ impl ReconcileConfig {
                 platforms.push(platform);
             }
         }
-        let every = positive(
-            env,
-            "CALLSYNC_RECONCILE_EVERY",
-            Duration::from_secs(15 * 60),
-        )?;
-        let lookback = positive(
-            env,
-            "CALLSYNC_RECONCILE_LOOKBACK",
-            Duration::from_secs(2 * 3600),
-        )?;
+        let every =
+            env.positive_duration("CALLSYNC_RECONCILE_EVERY", Duration::from_secs(15 * 60))?;
+        let lookback =
+            env.positive_duration("CALLSYNC_RECONCILE_LOOKBACK", Duration::from_secs(2 * 3600))?;
         let grace = env.duration("CALLSYNC_RECONCILE_GRACE", Duration::from_secs(10 * 60))?;
         if lookback <= grace {
             return Err(ConfigError {
@@ -323,6 +315,14 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn each_list_api_belongs_to_a_source_of_its_own() {
+        let mut sources: Vec<Source> = APIS.iter().map(|api| api.source).collect();
+        sources.sort();
+        sources.dedup();
+        assert_eq!(sources.len(), APIS.len());
     }
 
     #[test]

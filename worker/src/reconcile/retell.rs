@@ -19,6 +19,7 @@ use super::http::Auth;
 use super::{Api, Listed, Page, Platform, PlatformClient, PlatformError, Window};
 
 pub(super) const API: Api = Api {
+    source: Source::Retell,
     default_url: "https://api.retellai.com",
     auth: Auth::Bearer,
     max_page_size: 1000,

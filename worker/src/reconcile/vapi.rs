@@ -25,6 +25,7 @@ use super::http::Auth;
 use super::{Api, Listed, Page, Platform, PlatformClient, PlatformError, Window};
 
 pub(super) const API: Api = Api {
+    source: Source::Vapi,
     default_url: "https://api.vapi.ai",
     auth: Auth::Bearer,
     max_page_size: 1000,

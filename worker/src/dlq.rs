@@ -254,8 +254,10 @@ impl Dlq {
         Ok(purged)
     }
 
+    /// Closes the channel, then the connection (see `broker::close_channel`).
     pub async fn close(self) {
-        let _ = self.connection.close(200, "done".into()).await;
+        broker::close_channel(&self.channel, "done").await;
+        broker::close(&self.connection, "done").await;
     }
 }
 

@@ -20,12 +20,12 @@ use crate::spool::Spool;
 /// Errors that stop ingest from starting.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot open the spool directory {dir}: {source}")]
+    #[error("cannot open the spool directory {dir}")]
     Spool {
         dir: std::path::PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,

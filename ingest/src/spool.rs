@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
+use callsync_shared::telemetry::Chain;
 use callsync_shared::time::{from_unix_ms, unix_ms};
 use callsync_shared::{CallId, Source};
 use tokio::sync::Notify;
@@ -35,7 +36,7 @@ const HEADER: usize = 12;
 pub enum SpoolError {
     #[error("spool is full ({max_bytes} bytes, CALLSYNC_SPOOL_MAX_BYTES)")]
     Full { max_bytes: u64 },
-    #[error("spool write failed: {0}")]
+    #[error("spool write failed")]
     Io(#[from] io::Error),
 }
 
@@ -216,7 +217,10 @@ impl Spool {
             _ => 0,
         };
         for (index, report) in frames.iter().enumerate().skip(skip) {
-            publisher.publish(report).await.map_err(|e| e.to_string())?;
+            publisher
+                .publish(report)
+                .await
+                .map_err(|e| Chain(&e).to_string())?;
             *progress = Some((seq, index + 1));
             let _ = self
                 .entries

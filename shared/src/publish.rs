@@ -31,7 +31,7 @@ pub enum PublishError {
     Nacked,
     #[error("broker could not route the message ({0})")]
     Unroutable(String),
-    #[error("broker channel error: {0}")]
+    #[error("broker channel error")]
     Channel(#[from] lapin::Error),
 }
 

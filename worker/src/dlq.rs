@@ -27,9 +27,9 @@ const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 /// Errors of the parked-message commands.
 #[derive(Debug, thiserror::Error)]
 pub enum DlqError {
-    #[error("broker error: {0}")]
+    #[error("broker error")]
     Broker(#[from] lapin::Error),
-    #[error("the broker did not take the replayed copy of {id} ({source}); it stays parked")]
+    #[error("the broker did not take the replayed copy of {id}; it stays parked")]
     NotConfirmed { id: String, source: PublishError },
 }
 

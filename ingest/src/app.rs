@@ -3,9 +3,13 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
+use axum::Router;
 use axum::extract::Request;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower_http::trace::TraceLayer;
 
 use crate::config::IngestConfig;
@@ -16,12 +20,12 @@ use crate::spool::Spool;
 /// Errors that stop ingest from starting.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot open the spool directory {dir}: {source}")]
+    #[error("cannot open the spool directory {dir}")]
     Spool {
         dir: std::path::PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,
@@ -75,41 +79,34 @@ impl App {
             .unwrap_or_else(|_| self.state.config.addr)
     }
 
-    /// A handle on the publisher, to check readiness.
-    pub fn publisher(&self) -> Publisher {
-        self.state.publisher.clone()
-    }
-
     /// Serves until `shutdown` resolves, then stops accepting, lets requests
     /// in flight finish (their publishes confirmed or failed) within the
-    /// grace period, and closes the broker connection.
+    /// grace period, stops the background tasks and closes the broker
+    /// connection, in that order: a request or a replay still publishing
+    /// always has its connection.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let grace = self.state.config.shutdown_grace;
         let publisher = self.state.publisher.clone();
-        let (stop_replay, replay_stopped) = tokio::sync::watch::channel(false);
-        let readiness = {
-            let publisher = publisher.clone();
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
-                loop {
-                    tick.tick().await;
-                    let ready = if publisher.is_ready() { 1.0 } else { 0.0 };
-                    metrics::gauge!("callsync_ready", "service" => "ingest").set(ready);
-                }
-            })
-        };
-        let replay = self.state.spool.clone().map(|spool| {
+        // `draining` is cancelled by the shutdown signal; its parent
+        // `drained` once the server has stopped (every request finished, or
+        // the grace period over).
+        let drained = CancellationToken::new();
+        let draining = drained.child_token();
+        let background = TaskTracker::new();
+        background.spawn(report_readiness(publisher.clone(), drained.clone()));
+        if let Some(spool) = self.state.spool.clone() {
             if spool.depth() > 0 {
                 tracing::warn!(
                     entries = spool.depth(),
                     "spooled reports from a previous run will be replayed"
                 );
             }
-            tokio::spawn(spool.replay(publisher.clone(), replay_stopped))
-        });
+            background.spawn(spool.replay(publisher.clone(), drained.clone()));
+        }
+        background.close();
         let app = router(self.state).layer(
             // The span names method and path only: a `?token=` query must never reach the logs.
             TraceLayer::new_for_http().make_span_with(|request: &Request| {
@@ -118,30 +115,48 @@ impl App {
         );
         tracing::info!(addr = %self.listener.local_addr()?, "ingest listening");
 
-        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = axum::serve(self.listener, app).with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutting down: no new requests, draining in-flight ones");
-            let _ = stopping_tx.send(());
-        });
-        let server = std::pin::pin!(server.into_future());
-        // After the signal, give in-flight requests `grace` to finish.
-        let result = tokio::select! {
-            result = server => result,
-            () = async {
-                let _ = stopping_rx.await;
-                tokio::time::sleep(grace).await;
-            } => {
-                tracing::warn!(?grace, "grace period over; abandoning in-flight requests");
-                Ok(())
-            }
-        };
-        readiness.abort();
-        stop_replay.send_replace(true);
-        if let Some(replay) = replay {
-            let _ = replay.await;
-        }
+        let result = serve(self.listener, app, shutdown, draining, grace).await;
+        drained.cancel();
+        background.wait().await;
         publisher.close().await;
         result
     }
+}
+
+/// Serves `app` until `shutdown` resolves, then cancels `draining`, which
+/// stops accepting, and gives the requests in flight `grace` to finish.
+async fn serve(
+    listener: TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()>,
+    draining: CancellationToken,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let server =
+        axum::serve(listener, app).with_graceful_shutdown(draining.clone().cancelled_owned());
+    tokio::select! {
+        result = server.into_future() => result,
+        () = async {
+            shutdown.await;
+            tracing::info!("shutting down: no new requests, draining in-flight ones");
+            draining.cancel();
+            tokio::time::sleep(grace).await;
+        } => {
+            tracing::warn!(?grace, "grace period over; abandoning in-flight requests");
+            Ok(())
+        }
+    }
+}
+
+/// Publishes `callsync_ready` for the readiness alert until `stop`.
+async fn report_readiness(publisher: Publisher, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    stop.run_until_cancelled(async {
+        loop {
+            tick.tick().await;
+            let ready = if publisher.is_ready() { 1.0 } else { 0.0 };
+            metrics::gauge!("callsync_ready", "service" => "ingest").set(ready);
+        }
+    })
+    .await;
 }

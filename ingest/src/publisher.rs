@@ -17,10 +17,10 @@ use callsync_shared::config::SecretUrl;
 use callsync_shared::publish::{self, Destination};
 use callsync_shared::topology::{CALL_REPORT_KEY, Topology};
 use callsync_shared::{CallId, Source};
-use lapin::options::ConfirmSelectOptions;
 use lapin::{BasicProperties, Channel, Connection};
 use time::OffsetDateTime;
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 /// One call report on its way to the broker.
 #[derive(Debug, Clone)]
@@ -58,14 +58,14 @@ struct Inner {
     connection: RwLock<Option<Arc<Connection>>>,
     /// Wakes the supervisor when a publish found the channel broken.
     broken: Notify,
-    stop: watch::Sender<bool>,
+    /// Cancelled by [`Publisher::close`]: the supervisor stops reconnecting.
+    stop: CancellationToken,
 }
 
 impl Publisher {
     /// Starts the connection supervisor in the background. The publisher is
     /// not ready until the first connection is up; see [`Publisher::is_ready`].
     pub fn start(url: SecretUrl, topology: Topology, confirm_timeout: Duration) -> Self {
-        let (stop, _) = watch::channel(false);
         let inner = Arc::new(Inner {
             url,
             topology,
@@ -73,7 +73,7 @@ impl Publisher {
             channel: RwLock::new(None),
             connection: RwLock::new(None),
             broken: Notify::new(),
-            stop,
+            stop: CancellationToken::new(),
         });
         tokio::spawn(supervise(Arc::clone(&inner)));
         Self { inner }
@@ -125,7 +125,7 @@ impl Publisher {
     /// awaiting a confirm have been drained by the HTTP server's graceful
     /// shutdown before this is called.
     pub async fn close(&self) {
-        self.inner.stop.send_replace(true);
+        self.inner.stop.cancel();
         let channel = write(&self.inner.channel).take();
         let connection = write(&self.inner.connection).take();
         // The channel before its connection (see `broker::close_channel`).
@@ -150,9 +150,9 @@ fn properties(report: &OutgoingReport) -> BasicProperties {
 
 /// Keeps one connection with a confirm channel alive until [`Publisher::close`].
 async fn supervise(inner: Arc<Inner>) {
-    let mut stop = inner.stop.subscribe();
+    let stop = &inner.stop;
     let mut delays = broker::reconnect_delays();
-    while !*stop.borrow() {
+    while !stop.is_cancelled() {
         match connect(&inner).await {
             Ok((connection, channel)) => {
                 let connection = Arc::new(connection);
@@ -163,7 +163,7 @@ async fn supervise(inner: Arc<Inner>) {
                 tokio::select! {
                     () = broker::closed(&connection) => {}
                     () = inner.broken.notified() => {}
-                    _ = stop.changed() => {}
+                    () = stop.cancelled() => {}
                 }
                 let channel = write(&inner.channel).take();
                 write(&inner.connection).take();
@@ -171,7 +171,7 @@ async fn supervise(inner: Arc<Inner>) {
                     broker::close_channel(&channel, "reconnecting").await;
                 }
                 broker::close(&connection, "reconnecting").await;
-                if *stop.borrow() {
+                if stop.is_cancelled() {
                     break;
                 }
                 tracing::warn!("broker connection lost; reconnecting");
@@ -181,24 +181,14 @@ async fn supervise(inner: Arc<Inner>) {
         let delay = delays.next().unwrap_or(Duration::from_secs(5));
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
-            _ = stop.changed() => {}
+            () = stop.cancelled() => {}
         }
     }
 }
 
 async fn connect(inner: &Inner) -> Result<(Connection, Channel), lapin::Error> {
     let connection = broker::connect(inner.url.expose(), "callsync-ingest").await?;
-    let setup = async {
-        let channel = connection.create_channel().await?;
-        // Confirm mode is set when the channel is created, before any
-        // publish: a publish on a channel without it would be "accepted"
-        // unconfirmed.
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
-        inner.topology.declare_core(&channel).await?;
-        Ok(channel)
-    };
+    let setup = broker::confirm_channel(&connection, &inner.topology);
     match broker::within("preparing the confirm channel", setup).await {
         Ok(channel) => Ok((connection, channel)),
         Err(error) => {

@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use callsync_shared::Source;
 use callsync_shared::sources::{self, Envelope};
+use callsync_shared::telemetry::Chain;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 use time::OffsetDateTime;
@@ -198,6 +199,8 @@ async fn publish(state: &AppState, outgoing: OutgoingReport) -> Result<Answer, W
         }
         Err(error) => error,
     };
+    // With its causes: the log line and the 503 answer say why.
+    let error = Chain(&error);
     let Some(spool) = &state.spool else {
         tracing::warn!(%source, %call_id, %error, "call report not accepted");
         return Err(WebhookError::NotAccepted(error.to_string()));
@@ -210,6 +213,7 @@ async fn publish(state: &AppState, outgoing: OutgoingReport) -> Result<Answer, W
             })
         }
         Err(spool_error) => {
+            let spool_error = Chain(&spool_error);
             tracing::error!(%source, %call_id, %error, %spool_error, "call report not accepted");
             Err(WebhookError::NotAccepted(format!("{error}; {spool_error}")))
         }

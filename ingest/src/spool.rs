@@ -20,9 +20,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
+use callsync_shared::telemetry::Chain;
+use callsync_shared::time::{from_unix_ms, unix_ms};
 use callsync_shared::{CallId, Source};
-use time::OffsetDateTime;
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use crate::publisher::{OutgoingReport, Publisher};
 
@@ -34,7 +36,7 @@ const HEADER: usize = 12;
 pub enum SpoolError {
     #[error("spool is full ({max_bytes} bytes, CALLSYNC_SPOOL_MAX_BYTES)")]
     Full { max_bytes: u64 },
-    #[error("spool write failed: {0}")]
+    #[error("spool write failed")]
     Io(#[from] io::Error),
 }
 
@@ -165,16 +167,16 @@ impl Spool {
     }
 
     /// Replays spooled reports whenever the publisher is ready, until `stop`.
-    pub async fn replay(self: Arc<Self>, publisher: Publisher, mut stop: watch::Receiver<bool>) {
+    pub async fn replay(self: Arc<Self>, publisher: Publisher, stop: CancellationToken) {
         // Frames of the current segment already confirmed in this process.
         let mut progress: Option<(u64, usize)> = None;
         loop {
             tokio::select! {
                 () = self.appended.notified() => {}
                 () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                _ = stop.changed() => return,
+                () = stop.cancelled() => return,
             }
-            if *stop.borrow() {
+            if stop.is_cancelled() {
                 return;
             }
             if self.depth() == 0 || !publisher.is_ready() {
@@ -215,7 +217,10 @@ impl Spool {
             _ => 0,
         };
         for (index, report) in frames.iter().enumerate().skip(skip) {
-            publisher.publish(report).await.map_err(|e| e.to_string())?;
+            publisher
+                .publish(report)
+                .await
+                .map_err(|e| Chain(&e).to_string())?;
             *progress = Some((seq, index + 1));
             let _ = self
                 .entries
@@ -271,8 +276,7 @@ fn encode(report: &OutgoingReport) -> Vec<u8> {
     put_str16(&mut payload, &report.message_id);
     put_str16(&mut payload, report.source.as_str());
     put_str16(&mut payload, report.call_id.as_str());
-    let ms = i64::try_from(report.received_at.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
-    payload.extend_from_slice(&ms.to_le_bytes());
+    payload.extend_from_slice(&unix_ms(report.received_at).to_le_bytes());
     payload.extend_from_slice(&report.body);
 
     let mut frame = Vec::with_capacity(HEADER + payload.len());
@@ -341,7 +345,7 @@ fn decode(payload: &[u8]) -> Option<OutgoingReport> {
     let source: Source = take_str()?.parse().ok()?;
     let call_id = CallId::new(&take_str()?)?;
     let ms = i64::from_le_bytes(payload.get(at..at + 8)?.try_into().ok()?);
-    let received_at = OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()?;
+    let received_at = from_unix_ms(ms)?;
     Some(OutgoingReport {
         message_id,
         source,
@@ -353,6 +357,8 @@ fn decode(payload: &[u8]) -> Option<OutgoingReport> {
 
 #[cfg(test)]
 mod tests {
+    use time::OffsetDateTime;
+
     use super::*;
 
     fn report(n: u32) -> OutgoingReport {

@@ -69,16 +69,11 @@ pub async fn close(connection: &Connection, reason: &str) {
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, connection.close(200, reason.into())).await;
 }
 
-/// Closes a channel, waiting at most [`CLOSE_TIMEOUT`] for the broker.
-///
-/// Every channel must be closed this way before its connection is: lapin
-/// closes a channel by itself when its last handle is dropped, and when that
-/// close is still queued as the connection starts closing, it fails
-/// ("invalid channel state: Closing") and lapin logs the failure at ERROR,
-/// on a perfectly clean stop. A channel closed first is left alone.
 /// A channel in confirm mode on which the exchanges and the calls and
 /// parking queues are declared: what every publisher of call reports
-/// outside the consume loop (operator replay, reconciliation) needs.
+/// (ingest, operator replay, reconciliation) needs. Confirm mode is set
+/// before the channel is handed out: a publish on a channel without it
+/// would be "accepted" unconfirmed.
 pub async fn confirm_channel(
     connection: &Connection,
     topology: &crate::topology::Topology,
@@ -91,6 +86,13 @@ pub async fn confirm_channel(
     Ok(channel)
 }
 
+/// Closes a channel, waiting at most [`CLOSE_TIMEOUT`] for the broker.
+///
+/// Every channel must be closed this way before its connection is: lapin
+/// closes a channel by itself when its last handle is dropped, and when that
+/// close is still queued as the connection starts closing, it fails
+/// ("invalid channel state: Closing") and lapin logs the failure at ERROR,
+/// on a perfectly clean stop. A channel closed first is left alone.
 pub async fn close_channel(channel: &lapin::Channel, reason: &str) {
     if !channel.status().connected() {
         return;

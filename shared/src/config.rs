@@ -134,6 +134,20 @@ impl Env {
         }
     }
 
+    /// A duration that must not be zero: an interval of zero would poll or
+    /// probe without pause.
+    pub fn positive_duration(
+        &self,
+        name: &str,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        let value = self.duration(name, default)?;
+        if value.is_zero() {
+            return Err(Self::error(name, "must be longer than zero, e.g. 1m"));
+        }
+        Ok(value)
+    }
+
     /// A comma-separated list of durations, e.g. `5s,30s,2m`.
     pub fn duration_list(
         &self,
@@ -298,6 +312,22 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "CALLSYNC_FOLLOW_UP_DUE: expected a duration such as 30s, 5m, 1h or 1d, got \"tomorrow\""
+        );
+    }
+
+    #[test]
+    fn a_duration_that_must_be_positive_refuses_zero_and_keeps_its_default() {
+        let env = Env::default().with("CALLSYNC_RECONCILE_EVERY", "0s");
+        let err = env
+            .positive_duration("CALLSYNC_RECONCILE_EVERY", Duration::from_secs(60))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "CALLSYNC_RECONCILE_EVERY: must be longer than zero, e.g. 1m"
+        );
+        assert_eq!(
+            env.positive_duration("CALLSYNC_PAUSE_PROBE_MAX", Duration::from_secs(60)),
+            Ok(Duration::from_secs(60))
         );
     }
 

@@ -12,6 +12,7 @@ pub mod shutdown;
 pub mod signature;
 pub mod sources;
 pub mod telemetry;
+pub mod time;
 pub mod topology;
 
 pub use phone::{Phone, Region};

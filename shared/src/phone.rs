@@ -69,11 +69,6 @@ impl Phone {
         self.e164.as_deref().unwrap_or(&self.raw)
     }
 
-    /// Digits only, as Pipedrive's and Salesforce's phone searches want them.
-    pub fn digits(&self) -> String {
-        self.best().chars().filter(char::is_ascii_digit).collect()
-    }
-
     /// The number with all but the last four digits hidden, for logs.
     pub fn masked(&self) -> String {
         mask(self.best())

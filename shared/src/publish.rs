@@ -19,6 +19,7 @@ use time::OffsetDateTime;
 
 use crate::report::CallId;
 use crate::sources::Source;
+use crate::time::unix_ms;
 use crate::topology::headers;
 
 /// Why the broker did not take a message. Every variant means "not taken".
@@ -30,7 +31,7 @@ pub enum PublishError {
     Nacked,
     #[error("broker could not route the message ({0})")]
     Unroutable(String),
-    #[error("broker channel error: {0}")]
+    #[error("broker channel error")]
     Channel(#[from] lapin::Error),
 }
 
@@ -93,9 +94,7 @@ pub fn report_properties(
 ) -> BasicProperties {
     let mut table = FieldTable::default();
     headers::set_text(&mut table, headers::SOURCE, source.as_str());
-    let received_ms =
-        i64::try_from(received_at.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX);
-    headers::set_int(&mut table, headers::RECEIVED_AT, received_ms);
+    headers::set_int(&mut table, headers::RECEIVED_AT, unix_ms(received_at));
     headers::set_text(&mut table, headers::CALL_ID, call_id.as_str());
     BasicProperties::default()
         // Persistent: the message survives a broker restart once confirmed.

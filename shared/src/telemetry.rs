@@ -104,3 +104,52 @@ pub fn prometheus() -> metrics_exporter_prometheus::PrometheusHandle {
         })
         .clone()
 }
+
+/// An error with its causes, `outer: inner: innermost`, for a log line or a
+/// stored reason. callsync's own error messages leave their cause to
+/// whoever reports them, and JSON logs show only an error's own message, so
+/// a cause worth keeping is written out with this. A cause that a library
+/// already put into its own message is not repeated.
+#[derive(Debug)]
+pub struct Chain<'a, E: ?Sized>(pub &'a E);
+
+impl<E: std::error::Error + ?Sized> std::fmt::Display for Chain<'_, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut text = self.0.to_string();
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            let said = cause.to_string();
+            if !text.ends_with(&said) {
+                text.push_str(": ");
+                text.push_str(&said);
+            }
+            source = cause.source();
+        }
+        f.write_str(&text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("spool write failed")]
+    struct Outer(#[source] std::io::Error);
+
+    // Writes its cause into its own message, as lapin's errors do.
+    #[derive(Debug, thiserror::Error)]
+    #[error("broker error: {0}")]
+    struct SaysItsCause(#[source] std::io::Error);
+
+    #[test]
+    fn a_chain_names_every_cause_once() {
+        let outer = Outer(std::io::Error::other("disk full"));
+        assert_eq!(Chain(&outer).to_string(), "spool write failed: disk full");
+        let repeats = SaysItsCause(std::io::Error::other("connection reset"));
+        assert_eq!(
+            Chain(&repeats).to_string(),
+            "broker error: connection reset"
+        );
+    }
+}

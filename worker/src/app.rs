@@ -27,7 +27,7 @@ use crate::sync::Syncer;
 /// Errors that stop the worker from starting.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot open the ledger database: {0}")]
+    #[error("cannot open the ledger database")]
     Ledger(#[from] LedgerError),
     #[error(transparent)]
     Crm(#[from] CrmBuildError),
@@ -36,7 +36,7 @@ pub enum StartError {
         platform: callsync_shared::Source,
         error: reqwest::Error,
     },
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,

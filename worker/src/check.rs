@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use callsync_shared::broker;
+use callsync_shared::telemetry::Chain;
 use callsync_shared::{Phone, Region};
 
 use crate::config::WorkerConfig;
@@ -86,7 +87,7 @@ pub async fn run(config: &WorkerConfig) -> Vec<Line> {
         }
         Err(e) => lines.push(Line::new(
             "CRM client",
-            Verdict::Fails(format!("cannot be built: {e}")),
+            Verdict::Fails(format!("cannot be built: {}", Chain(&e))),
         )),
     }
     lines
@@ -111,13 +112,14 @@ async fn database(config: &WorkerConfig) -> (Line, Option<Ledger>) {
                 Some(ledger),
             ),
             Err(e) => (
-                Verdict::Fails(format!("{e}; check CALLSYNC_DATABASE_URL")),
+                Verdict::Fails(format!("{}; check CALLSYNC_DATABASE_URL", Chain(&e))),
                 None,
             ),
         },
         Ok(Err(e)) => (
             Verdict::Fails(format!(
-                "{e}; check CALLSYNC_DATABASE_URL and that PostgreSQL accepts connections"
+                "{}; check CALLSYNC_DATABASE_URL and that PostgreSQL accepts connections",
+                Chain(&e)
             )),
             None,
         ),

@@ -7,7 +7,9 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::{Context, anyhow, bail};
 use callsync_shared::config::{ConfigError, Env, parse_duration};
+use callsync_shared::telemetry::Chain;
 use clap::{Parser, Subcommand};
 use time::OffsetDateTime;
 
@@ -44,7 +46,8 @@ enum Command {
     /// window and queue those the ledger does not know, exactly as ingest
     /// would have. Needs CALLSYNC_<SOURCE>_API_KEY.
     Backfill {
-        /// The source whose platform to list: vapi, retell, elevenlabs or bland.
+        /// The source whose platform to list; the platform must document a
+        /// way to list past calls.
         #[arg(long)]
         source: Source,
         /// From when: a duration before now (2h, 3d) or an RFC 3339 time.
@@ -142,11 +145,11 @@ fn config_error(e: &ConfigError) -> ExitCode {
     ExitCode::from(2)
 }
 
-fn report(result: Result<(), String>) -> ExitCode {
+fn report(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("callsync-worker: {e}");
+            eprintln!("callsync-worker: {}", Chain(&*e));
             ExitCode::FAILURE
         }
     }
@@ -161,15 +164,15 @@ async fn run_worker(env: &Env) -> ExitCode {
     let worker = match Worker::build(config).await {
         Ok(worker) => worker,
         Err(e) => {
-            tracing::error!(error = %e, "cannot start");
-            eprintln!("callsync-worker: {e}");
+            tracing::error!(error = %Chain(&e), "cannot start");
+            eprintln!("callsync-worker: {}", Chain(&e));
             return ExitCode::FAILURE;
         }
     };
     match worker.run_until(callsync_shared::shutdown::signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("callsync-worker: {e}");
+            eprintln!("callsync-worker: {}", Chain(&e));
             ExitCode::FAILURE
         }
     }
@@ -191,10 +194,8 @@ async fn check(config: &WorkerConfig) -> ExitCode {
     }
 }
 
-async fn status(config: &OpsConfig) -> Result<(), String> {
-    let dlq = Dlq::connect(config.amqp_url.expose(), config.topology.clone())
-        .await
-        .map_err(|e| e.to_string())?;
+async fn status(config: &OpsConfig) -> anyhow::Result<()> {
+    let dlq = Dlq::connect(config.amqp_url.expose(), config.topology.clone()).await?;
     let mut queues = vec![config.topology.calls_queue()];
     queues.extend(
         config
@@ -206,15 +207,15 @@ async fn status(config: &OpsConfig) -> Result<(), String> {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{:<32} {:>10}", "QUEUE", "MESSAGES");
     for queue in queues {
-        let depth = dlq.depth(&queue).await.map_err(|e| e.to_string())?;
+        let depth = dlq.depth(&queue).await?;
         let depth = depth.map_or_else(|| "missing".to_owned(), |n| n.to_string());
         let _ = writeln!(out, "{queue:<32} {depth:>10}");
     }
     dlq.close().await;
     let ledger = Ledger::open_existing(config.database_url.expose())
         .await
-        .map_err(|e| format!("cannot read the ledger: {e}"))?;
-    let counts = ledger.counts().await.map_err(|e| e.to_string())?;
+        .context("cannot read the ledger")?;
+    let counts = ledger.counts().await?;
     let _ = writeln!(
         out,
         "\nledger: {} synced, {} pending, {} parked",
@@ -223,10 +224,8 @@ async fn status(config: &OpsConfig) -> Result<(), String> {
     Ok(())
 }
 
-async fn dlq(config: &OpsConfig, command: DlqCommand) -> Result<(), String> {
-    let dlq = Dlq::connect(config.amqp_url.expose(), config.topology.clone())
-        .await
-        .map_err(|e| e.to_string())?;
+async fn dlq(config: &OpsConfig, command: DlqCommand) -> anyhow::Result<()> {
+    let dlq = Dlq::connect(config.amqp_url.expose(), config.topology.clone()).await?;
     let result = match command {
         DlqCommand::List { limit } => dlq.list(limit).await.map(|list| print_table(&list)),
         DlqCommand::Show { id } => dlq.show(&id).await.map(|found| match found {
@@ -236,7 +235,7 @@ async fn dlq(config: &OpsConfig, command: DlqCommand) -> Result<(), String> {
         DlqCommand::Replay { all, ids } => {
             if !all && ids.is_empty() {
                 dlq.close().await;
-                return Err("say which messages to replay: --all or one or more ids".to_owned());
+                bail!("say which messages to replay: --all or one or more ids");
             }
             let selection = if all {
                 Selection::All
@@ -267,7 +266,7 @@ async fn dlq(config: &OpsConfig, command: DlqCommand) -> Result<(), String> {
         }),
     };
     dlq.close().await;
-    result.map_err(|e| e.to_string())
+    Ok(result?)
 }
 
 /// What `backfill` needs: the queue and the ledger, and one platform.
@@ -313,19 +312,19 @@ struct BackfillRequest {
     dry_run: bool,
 }
 
-async fn backfill(config: &BackfillConfig, request: &BackfillRequest) -> Result<(), String> {
+async fn backfill(config: &BackfillConfig, request: &BackfillRequest) -> anyhow::Result<()> {
     let now = OffsetDateTime::now_utc();
-    let since = backfill::parse_time(&request.since, now).map_err(|e| format!("--since: {e}"))?;
+    let since = backfill::parse_time(&request.since, now).map_err(|e| anyhow!("--since: {e}"))?;
     let until = match &request.until {
-        Some(until) => backfill::parse_time(until, now).map_err(|e| format!("--until: {e}"))?,
+        Some(until) => backfill::parse_time(until, now).map_err(|e| anyhow!("--until: {e}"))?,
         None => now,
     };
-    let window = backfill::window(since, until)?;
+    let window = backfill::window(since, until).map_err(|e| anyhow!(e))?;
     let source = config.platform.source;
     let platform = config
         .platform
         .build(reconcile::REQUEST_TIMEOUT)
-        .map_err(|e| format!("cannot build the {source} API client: {e}"))?;
+        .with_context(|| format!("cannot build the {source} API client"))?;
     // Created and migrated if need be, as the worker would: a backfill
     // before the first worker started knows no call and queues them all.
     let ledger = Ledger::connect(
@@ -335,7 +334,7 @@ async fn backfill(config: &BackfillConfig, request: &BackfillRequest) -> Result<
         Duration::from_secs(30),
     )
     .await
-    .map_err(|e| format!("cannot open the ledger: {e}"))?;
+    .context("cannot open the ledger")?;
     let outbox = if request.dry_run {
         None
     } else {
@@ -346,7 +345,7 @@ async fn backfill(config: &BackfillConfig, request: &BackfillRequest) -> Result<
                 Duration::from_secs(10),
             )
             .await
-            .map_err(|e| format!("cannot reach the broker: {e}"))?,
+            .context("cannot reach the broker")?,
         )
     };
     println!(
@@ -399,8 +398,9 @@ async fn backfill(config: &BackfillConfig, request: &BackfillRequest) -> Result<
         }
         Err((error, counts)) => {
             println!("{}", summary(&counts, verb));
-            Err(format!(
-                "backfill stopped: {error}; the calls counted above as {verb} are in the queue, run it again to finish"
+            Err(anyhow!(
+                "backfill stopped: {}; the calls counted above as {verb} are in the queue, run it again to finish",
+                Chain(&error)
             ))
         }
     }

@@ -88,19 +88,6 @@ fn retry_delays(env: &Env) -> Result<Vec<Duration>, ConfigError> {
     Ok(delays)
 }
 
-/// A duration that must not be zero (a zero probe interval would hammer a
-/// CRM that refuses us).
-pub(crate) fn positive(env: &Env, var: &str, default: Duration) -> Result<Duration, ConfigError> {
-    let value = env.duration(var, default)?;
-    if value.is_zero() {
-        return Err(ConfigError {
-            var: var.to_owned(),
-            message: "must be longer than zero, e.g. 1m".to_owned(),
-        });
-    }
-    Ok(value)
-}
-
 impl WorkerConfig {
     /// The value of `CALLSYNC_CRM` in use.
     pub fn crm_name(&self) -> &'static str {
@@ -149,7 +136,9 @@ impl WorkerConfig {
             shutdown_grace: env.duration("CALLSYNC_SHUTDOWN_GRACE", Duration::from_secs(25))?,
             crm_outage_after: env
                 .duration("CALLSYNC_CRM_OUTAGE_AFTER", Duration::from_secs(120))?,
-            pause_probe_max: positive(env, "CALLSYNC_PAUSE_PROBE_MAX", Duration::from_secs(60))?,
+            // A zero probe interval would hammer a CRM that refuses us.
+            pause_probe_max: env
+                .positive_duration("CALLSYNC_PAUSE_PROBE_MAX", Duration::from_secs(60))?,
             reconcile: ReconcileConfig::from_env(env)?,
             log: LogConfig::from_env(env)?,
         })

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use callsync_shared::broker;
 use callsync_shared::publish::{Destination, PublishError, publish_confirmed};
+use callsync_shared::time::from_unix_ms;
 use callsync_shared::topology::{CALL_REPORT_KEY, Topology, headers};
 use lapin::message::BasicGetMessage;
 use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions, QueueDeclareOptions};
@@ -26,9 +27,9 @@ const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 /// Errors of the parked-message commands.
 #[derive(Debug, thiserror::Error)]
 pub enum DlqError {
-    #[error("broker error: {0}")]
+    #[error("broker error")]
     Broker(#[from] lapin::Error),
-    #[error("the broker did not take the replayed copy of {id} ({source}); it stays parked")]
+    #[error("the broker did not take the replayed copy of {id}; it stays parked")]
     NotConfirmed { id: String, source: PublishError },
 }
 
@@ -71,9 +72,7 @@ impl Parked {
             call_id: text(headers::CALL_ID),
             reason,
             attempts: headers::int(table, headers::ATTEMPTS).unwrap_or(0),
-            parked_at: parked_ms.and_then(|ms| {
-                OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
-            }),
+            parked_at: parked_ms.and_then(from_unix_ms),
             first_error: headers::text(table, headers::FIRST_ERROR),
             last_error: headers::text(table, headers::LAST_ERROR),
             body: message.delivery.data.clone(),
@@ -255,8 +254,10 @@ impl Dlq {
         Ok(purged)
     }
 
+    /// Closes the channel, then the connection (see `broker::close_channel`).
     pub async fn close(self) {
-        let _ = self.connection.close(200, "done".into()).await;
+        broker::close_channel(&self.channel, "done").await;
+        broker::close(&self.connection, "done").await;
     }
 }
 

@@ -31,9 +31,9 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// finishes the call.
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
-    #[error("database error: {0}")]
+    #[error("database error")]
     Database(#[from] sqlx::Error),
-    #[error("database migration failed: {0}")]
+    #[error("database migration failed")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("lease on {0} expired or was taken over")]
     LeaseLost(String),

@@ -115,9 +115,14 @@ impl Request<'_> {
         self.headers.header(name).map(str::trim)
     }
 
+    /// A header the scheme cannot verify without.
+    pub fn required_header(&self, name: &'static str) -> Result<&str, AuthError> {
+        self.header(name).ok_or(AuthError::MissingHeader(name))
+    }
+
     /// The request's time in Unix milliseconds.
     pub fn now_ms(&self) -> i128 {
-        self.now.unix_timestamp_nanos() / 1_000_000
+        i128::from(crate::time::unix_ms(self.now))
     }
 }
 
@@ -139,14 +144,22 @@ pub fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
-/// True when `presented` equals the HMAC of `parts` under any of `secrets`.
-/// Every secret is tried, whatever matched first, so that timing reveals
-/// neither a match nor which secret it was.
-pub fn any_secret_signs(secrets: &[Secret], parts: &[&[u8]], presented: &[u8; 32]) -> bool {
+/// Accepts `presented` when it equals the HMAC of `parts` under any of
+/// `secrets`. Every secret is tried, whatever matched first, so that timing
+/// reveals neither a match nor which secret it was.
+pub fn any_secret_signs(
+    secrets: &[Secret],
+    parts: &[&[u8]],
+    presented: &[u8; 32],
+) -> Result<(), AuthError> {
     let matched = secrets.iter().fold(subtle::Choice::from(0), |acc, secret| {
         acc | hmac_sha256(secret.expose().as_bytes(), parts).ct_eq(presented)
     });
-    bool::from(matched)
+    if bool::from(matched) {
+        Ok(())
+    } else {
+        Err(AuthError::SignatureMismatch)
+    }
 }
 
 /// A 32-byte digest written as 64 hex digits; `lowercase_only` for schemes
@@ -179,6 +192,22 @@ pub fn within_tolerance(
         });
     }
     Ok(())
+}
+
+/// `verifier`'s answer to a request of `headers` and `body` at `now`.
+#[cfg(test)]
+pub(crate) fn verify_at(
+    verifier: &dyn Verifier,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    now: OffsetDateTime,
+) -> Result<(), AuthError> {
+    verifier.verify(&Request {
+        headers: &headers,
+        query: None,
+        body,
+        now,
+    })
 }
 
 #[cfg(test)]

@@ -6,13 +6,13 @@
 
 use std::sync::Arc;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::value::{
-    Hints, end_of, field, flag, number, object, rfc3339, seconds, sentiment, text,
+    Hints, end_of, field, follow_up, number, object, rfc3339, seconds, sentiment, text,
     text_transcript, without,
 };
-use super::{Credential, Envelope, ParseContext, ParseError, Parsed, Provider, Source};
+use super::{Body, Credential, Envelope, ParseContext, ParseError, Provider, Source, final_envelope};
 use crate::config::Secret;
 use crate::phone::{Phone, Region};
 use crate::report::{CallId, CallReport, Caller};
@@ -50,18 +50,12 @@ pub struct BlandSignature {
 
 impl Verifier for BlandSignature {
     fn verify(&self, request: &Request<'_>) -> Result<(), AuthError> {
-        let header = request
-            .header(SIGNATURE_HEADER)
-            .ok_or(AuthError::MissingHeader(SIGNATURE_HEADER))?;
+        let header = request.required_header(SIGNATURE_HEADER)?;
         let presented = hex_digest(header, false).ok_or(AuthError::MalformedSignature {
             header: SIGNATURE_HEADER,
             expected: "<64 hex digits>",
         })?;
-        if any_secret_signs(&self.secrets, &[request.body], &presented) {
-            Ok(())
-        } else {
-            Err(AuthError::SignatureMismatch)
-        }
+        any_secret_signs(&self.secrets, &[request.body], &presented)
     }
 }
 
@@ -84,24 +78,14 @@ const KNOWN: &[&str] = &[
     "metadata",
 ];
 
-fn inspect(body: &Map<String, Value>) -> Result<Envelope, ParseError> {
+fn inspect(body: &Body) -> Result<Envelope, ParseError> {
     if let Some(category) = text(body, &["category"]) {
         return Ok(Envelope::Ignored(category));
     }
-    text(body, &["call_id"])
-        .and_then(|id| CallId::new(&id))
-        .map(Envelope::Final)
-        .ok_or(ParseError::MissingCallId {
-            format: FORMAT,
-            path: "call_id",
-        })
+    final_envelope(text(body, &["call_id"]), FORMAT, "call_id")
 }
 
-fn parse(body: Map<String, Value>, ctx: &ParseContext) -> Result<Parsed, ParseError> {
-    let call_id = match inspect(&body)? {
-        Envelope::Ignored(event) => return Ok(Parsed::Ignored { event }),
-        Envelope::Final(call_id) => call_id,
-    };
+fn parse(body: Body, call_id: CallId, ctx: &ParseContext) -> Result<CallReport, ParseError> {
     // The customer is `from` on an inbound call and `to` on an outbound one.
     let inbound = field(&body, &["inbound"]).and_then(Value::as_bool) == Some(true);
     let (customer, ours) = if inbound { ("from", "to") } else { ("to", "from") };
@@ -110,8 +94,7 @@ fn parse(body: Map<String, Value>, ctx: &ParseContext) -> Result<Parsed, ParseEr
 
     let analysis = object(&body, &["analysis"]).cloned().unwrap_or_default();
     let variables = object(&body, &["variables"]);
-    let follow_up_needed = flag(&analysis, &["follow_up_needed", "followUpNeeded"])
-        || variables.is_some_and(|v| flag(v, &["follow_up_needed", "followUpNeeded"]));
+    let follow_up_needed = follow_up(&analysis) || variables.is_some_and(follow_up);
 
     // `call_length` is in minutes; `end_at` is the scheduled cut-off, not
     // when the call ended, so the end is the start plus the length.
@@ -119,10 +102,9 @@ fn parse(body: Map<String, Value>, ctx: &ParseContext) -> Result<Parsed, ParseEr
         .map(|minutes| std::time::Duration::from_secs_f64(minutes * 60.0))
         .or_else(|| seconds(&body, &["corrected_duration"]));
     let started = rfc3339(&body, &["started_at", "created_at"]);
-    let (ended_at, ended_at_is_receipt_time) = end_of(started, duration)
-        .map_or((ctx.received_at, true), |t| (t, false));
+    let (ended_at, ended_at_is_receipt_time) = ctx.ended_at(end_of(started, duration));
 
-    Ok(Parsed::Report(Box::new(CallReport {
+    Ok(CallReport {
         source: Source::Bland,
         call_id,
         caller: Caller {
@@ -143,7 +125,7 @@ fn parse(body: Map<String, Value>, ctx: &ParseContext) -> Result<Parsed, ParseEr
         crm_id: hints.crm_id,
         called_number: text(&body, &[ours]),
         extra: without(&body, KNOWN),
-    })))
+    })
 }
 
 /// Bland may send an international number without its `+`: eleven or more
@@ -167,6 +149,7 @@ mod tests {
     use time::OffsetDateTime;
 
     use super::*;
+    use crate::signature::verify_at;
 
     // Computed independently:
     //   printf '%s' '{"call_id":"c-1","inbound":true}' | openssl dgst -sha256 -hmac bland-secret
@@ -179,12 +162,7 @@ mod tests {
         let v = BlandSignature {
             secrets: secrets.iter().map(|s| Secret::new(*s)).collect(),
         };
-        v.verify(&Request {
-            headers: &headers,
-            query: None,
-            body,
-            now: OffsetDateTime::UNIX_EPOCH,
-        })
+        verify_at(&v, headers, body, OffsetDateTime::UNIX_EPOCH)
     }
 
     #[test]

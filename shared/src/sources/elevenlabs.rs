@@ -7,14 +7,13 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use super::value::{
-    Hints, end_of, field, flag, object, seconds, sentiment, text, turns, unix_seconds, without,
+    Hints, add_verdict, end_of, field, follow_up, object, seconds, sentiment, text, turns,
+    unix_seconds, without,
 };
-use super::{
-    Credential, Envelope, ParseContext, ParseError, Parsed, Provider, Source, typed_envelope,
-};
+use super::{Body, Credential, Envelope, ParseContext, ParseError, Provider, Source, typed_envelope};
 use crate::config::Secret;
 use crate::phone::Phone;
-use crate::report::{CallReport, Caller};
+use crate::report::{CallId, CallReport, Caller};
 use crate::signature::{AuthError, Request, Verifier, any_secret_signs, hex_digest, within_tolerance};
 
 const FORMAT: &str = "elevenlabs";
@@ -54,9 +53,7 @@ pub struct ElevenLabsSignature {
 
 impl Verifier for ElevenLabsSignature {
     fn verify(&self, request: &Request<'_>) -> Result<(), AuthError> {
-        let header = request
-            .header(SIGNATURE_HEADER)
-            .ok_or(AuthError::MissingHeader(SIGNATURE_HEADER))?;
+        let header = request.required_header(SIGNATURE_HEADER)?;
         let malformed = AuthError::MalformedSignature {
             header: SIGNATURE_HEADER,
             expected: "t=<unix seconds>,v0=<64 lowercase hex digits>",
@@ -88,11 +85,7 @@ impl Verifier for ElevenLabsSignature {
             self.tolerance_secs,
         )?;
         let parts: [&[u8]; 3] = [stamp.as_bytes(), b".", request.body];
-        if any_secret_signs(&self.secrets, &parts, &presented) {
-            Ok(())
-        } else {
-            Err(AuthError::SignatureMismatch)
-        }
+        any_secret_signs(&self.secrets, &parts, &presented)
     }
 }
 
@@ -109,21 +102,17 @@ fn data(body: &Map<String, Value>) -> Result<&Map<String, Value>, ParseError> {
     super::value::envelope(body, "data", FORMAT, "\"data\"")
 }
 
-fn inspect(body: &Map<String, Value>) -> Result<Envelope, ParseError> {
-    let event = text(body, &["type"]);
-    if event.as_deref().is_some_and(|e| e != FINAL_EVENT) {
-        // Other events may come without the data object.
-        return typed_envelope(event, FINAL_EVENT, None, FORMAT, "data.conversation_id");
-    }
-    let call_id = text(data(body)?, &["conversation_id"]);
-    typed_envelope(event, FINAL_EVENT, call_id, FORMAT, "data.conversation_id")
+fn inspect(body: &Body) -> Result<Envelope, ParseError> {
+    typed_envelope(
+        text(body, &["type"]),
+        FINAL_EVENT,
+        || Ok(text(data(body)?, &["conversation_id"])),
+        FORMAT,
+        "data.conversation_id",
+    )
 }
 
-fn parse(body: Map<String, Value>, ctx: &ParseContext) -> Result<Parsed, ParseError> {
-    let call_id = match inspect(&body)? {
-        Envelope::Ignored(event) => return Ok(Parsed::Ignored { event }),
-        Envelope::Final(call_id) => call_id,
-    };
+fn parse(body: Body, call_id: CallId, ctx: &ParseContext) -> Result<CallReport, ParseError> {
     let data = data(&body)?;
     let metadata = object(data, &["metadata"]);
     // Present for telephony calls only; a web (widget) conversation has none.
@@ -149,20 +138,16 @@ fn parse(body: Map<String, Value>, ctx: &ParseContext) -> Result<Parsed, ParseEr
                 .collect()
         })
         .unwrap_or_default();
-    let follow_up_needed = flag(&analysis, &["follow_up_needed", "followUpNeeded"]);
-    if let Some(successful) = report.and_then(|a| field(a, &["call_successful"])) {
-        analysis
-            .entry("call_successful")
-            .or_insert_with(|| successful.clone());
-    }
+    let follow_up_needed = follow_up(&analysis);
+    add_verdict(&mut analysis, report);
 
     let duration = metadata.and_then(|m| seconds(m, &["call_duration_secs"]));
     let started = metadata.and_then(|m| unix_seconds(m, &["start_time_unix_secs"]));
-    let (ended_at, ended_at_is_receipt_time) = end_of(started, duration)
-        .or_else(|| unix_seconds(&body, &["event_timestamp"]))
-        .map_or((ctx.received_at, true), |t| (t, false));
+    let (ended_at, ended_at_is_receipt_time) = ctx.ended_at(
+        end_of(started, duration).or_else(|| unix_seconds(&body, &["event_timestamp"])),
+    );
 
-    Ok(Parsed::Report(Box::new(CallReport {
+    Ok(CallReport {
         source: Source::Elevenlabs,
         call_id,
         caller: Caller {
@@ -185,7 +170,7 @@ fn parse(body: Map<String, Value>, ctx: &ParseContext) -> Result<Parsed, ParseEr
         crm_id: hints.crm_id,
         called_number: phone_call.and_then(|p| text(p, &["agent_number"])),
         extra: without(data, KNOWN),
-    })))
+    })
 }
 
 #[cfg(test)]
@@ -193,6 +178,7 @@ mod tests {
     use time::OffsetDateTime;
 
     use super::*;
+    use crate::signature::verify_at;
 
     // The body, secret and time of the SDK's test_construct_event_mocked_time
     // (elevenlabs-python, tests/test_webhooks.py); the SDK test computes its
@@ -214,13 +200,8 @@ mod tests {
     }
 
     fn check(v: &ElevenLabsSignature, header: &str, body: &[u8], now: i64) -> Result<(), AuthError> {
-        let headers: &[(&str, &str)] = &[("elevenlabs-signature", header)];
-        v.verify(&Request {
-            headers: &headers,
-            query: None,
-            body,
-            now: OffsetDateTime::from_unix_timestamp(now).unwrap(),
-        })
+        let headers = [("elevenlabs-signature", header)];
+        verify_at(v, &headers, body, OffsetDateTime::from_unix_timestamp(now).unwrap())
     }
 
     #[test]
@@ -281,13 +262,7 @@ mod tests {
             check(&v, &format!("t=-{T},v0={DIGEST}"), BODY, T),
             Err(AuthError::MalformedTimestamp { .. })
         ));
-        let none: &[(&str, &str)] = &[];
-        let missing = v.verify(&Request {
-            headers: &none,
-            query: None,
-            body: BODY,
-            now: OffsetDateTime::UNIX_EPOCH,
-        });
+        let missing = verify_at(&v, &[], BODY, OffsetDateTime::UNIX_EPOCH);
         assert_eq!(missing, Err(AuthError::MissingHeader(SIGNATURE_HEADER)));
     }
 }

@@ -63,6 +63,9 @@ registry! {
     Bland => bland,
 }
 
+/// A webhook body: every format is a JSON object.
+pub type Body = Map<String, Value>;
+
 /// One source's definition. Everything outside this module reads a source
 /// through it instead of matching on its name.
 #[derive(Debug)]
@@ -78,9 +81,10 @@ pub struct Provider {
     /// (`CALLSYNC_<SOURCE>_TOLERANCE_SECS` overrides it).
     pub tolerance_secs: Option<u64>,
     /// Reads the event type and call id only: what ingest needs.
-    pub inspect: fn(&Map<String, Value>) -> Result<Envelope, ParseError>,
-    /// Reads a whole body: what the worker needs.
-    pub parse: fn(Map<String, Value>, &ParseContext) -> Result<Parsed, ParseError>,
+    pub inspect: fn(&Body) -> Result<Envelope, ParseError>,
+    /// Reads a whole final report, whose call id `inspect` found: what the
+    /// worker needs.
+    pub parse: fn(Body, CallId, &ParseContext) -> Result<CallReport, ParseError>,
 }
 
 /// One way a source can authenticate its webhooks, configured by one variable.
@@ -157,6 +161,14 @@ pub struct ParseContext {
     pub region: Region,
 }
 
+impl ParseContext {
+    /// `ended_at` and `ended_at_is_receipt_time` of a report: the end the
+    /// payload gave, or else the receipt time.
+    fn ended_at(&self, found: Option<OffsetDateTime>) -> (OffsetDateTime, bool) {
+        found.map_or((self.received_at, true), |at| (at, false))
+    }
+}
+
 /// A successfully read webhook body.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Parsed {
@@ -203,13 +215,14 @@ impl ParseError {
 }
 
 /// The common shape of a typed format's `inspect`: an event type other
-/// than `final_event` is ignored; otherwise the call id is required. A
-/// missing type is read as a final report: some senders omit it, and a
-/// payload carrying a call id must never be silently dropped.
+/// than `final_event` is ignored, without reading further (other events
+/// may lack the object the call id is in); otherwise the call id is
+/// required. A missing type is read as a final report: some senders omit
+/// it, and a payload carrying a call id must never be silently dropped.
 fn typed_envelope(
     event: Option<String>,
     final_event: &str,
-    call_id: Option<String>,
+    call_id: impl FnOnce() -> Result<Option<String>, ParseError>,
     format: &'static str,
     path: &'static str,
 ) -> Result<Envelope, ParseError> {
@@ -218,10 +231,41 @@ fn typed_envelope(
     {
         return Ok(Envelope::Ignored(event));
     }
+    final_envelope(call_id()?, format, path)
+}
+
+/// A final report, of the call `call_id` names (at `path` in the body).
+fn final_envelope(
+    call_id: Option<String>,
+    format: &'static str,
+    path: &'static str,
+) -> Result<Envelope, ParseError> {
     call_id
         .and_then(|id| CallId::new(&id))
         .map(Envelope::Final)
         .ok_or(ParseError::MissingCallId { format, path })
+}
+
+/// The `message` object of a server message (VoiceDock, Vapi).
+fn message<'a>(body: &'a Body, format: &'static str) -> Result<&'a Body, ParseError> {
+    value::envelope(body, "message", format, "\"message\"")
+}
+
+/// `inspect` of a server message, `{"message": {"type", "call": {"id"}}}`:
+/// unlike the other typed formats, even an ignored event needs `message`.
+fn message_envelope(
+    body: &Body,
+    final_event: &str,
+    format: &'static str,
+) -> Result<Envelope, ParseError> {
+    let message = message(body, format)?;
+    typed_envelope(
+        value::text(message, &["type"]),
+        final_event,
+        || Ok(value::object(message, &["call"]).and_then(|call| value::text(call, &["id"]))),
+        format,
+        "message.call.id",
+    )
 }
 
 fn object(body: &[u8]) -> Result<Map<String, Value>, ParseError> {
@@ -238,9 +282,17 @@ pub fn inspect(source: Source, body: &[u8]) -> Result<Envelope, ParseError> {
     (source.provider().inspect)(&object(body)?)
 }
 
-/// Parses a webhook body of the given source.
+/// Parses a webhook body of the given source: what [`inspect`] refuses is
+/// refused, what it ignores is ignored, and a final report is read whole.
 pub fn parse(source: Source, body: &[u8], ctx: &ParseContext) -> Result<Parsed, ParseError> {
-    (source.provider().parse)(object(body)?, ctx)
+    let provider = source.provider();
+    let body = object(body)?;
+    match (provider.inspect)(&body)? {
+        Envelope::Ignored(event) => Ok(Parsed::Ignored { event }),
+        Envelope::Final(call_id) => {
+            (provider.parse)(body, call_id, ctx).map(|report| Parsed::Report(Box::new(report)))
+        }
+    }
 }
 
 #[cfg(test)]

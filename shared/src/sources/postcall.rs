@@ -2,12 +2,11 @@
 //! `callAnalysis`. It has one event type and no end time: the call is taken
 //! to have ended when ingest received it.
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-use super::value::{field, flag, object, text, without};
-use super::{Credential, Envelope, ParseContext, ParseError, Parsed, Provider, Source};
-use crate::phone::Phone;
-use crate::report::{CallId, CallReport, Caller, Transcript};
+use super::value::{caller, field, follow_up, object, text, without};
+use super::{Body, Credential, Envelope, ParseContext, ParseError, Provider, Source, final_envelope};
+use crate::report::{CallId, CallReport, Transcript};
 use crate::signature::bearer_or_query;
 
 const FORMAT: &str = "postcall";
@@ -37,29 +36,13 @@ const KNOWN: &[&str] = &[
 const KNOWN_CALLER: &[&str] = &["name", "phoneNumber", "email"];
 
 /// The call id: the format has one event type only.
-fn inspect(body: &Map<String, Value>) -> Result<Envelope, ParseError> {
-    text(body, &["callId"])
-        .and_then(|id| CallId::new(&id))
-        .map(Envelope::Final)
-        .ok_or(ParseError::MissingCallId {
-            format: FORMAT,
-            path: "callId",
-        })
+fn inspect(body: &Body) -> Result<Envelope, ParseError> {
+    final_envelope(text(body, &["callId"]), FORMAT, "callId")
 }
 
-fn parse(body: Map<String, Value>, ctx: &ParseContext) -> Result<Parsed, ParseError> {
-    let Envelope::Final(call_id) = inspect(&body)? else {
-        unreachable!("postcall has no other event types")
-    };
-
+fn parse(body: Body, call_id: CallId, ctx: &ParseContext) -> Result<CallReport, ParseError> {
     let details = object(&body, &["callerDetails"]);
-    let caller = Caller {
-        phone: details
-            .and_then(|d| text(d, &["phoneNumber"]))
-            .map(|n| Phone::parse(&n, ctx.region)),
-        name: details.and_then(|d| text(d, &["name"])),
-        email: details.and_then(|d| text(d, &["email"])),
-    };
+    let caller = caller(details, &["phoneNumber"], ctx.region);
 
     let analysis = object(&body, &["callAnalysis"])
         .cloned()
@@ -79,7 +62,7 @@ fn parse(body: Map<String, Value>, ctx: &ParseContext) -> Result<Parsed, ParseEr
         }
     }
 
-    Ok(Parsed::Report(Box::new(CallReport {
+    Ok(CallReport {
         source: Source::Postcall,
         call_id,
         caller,
@@ -88,12 +71,12 @@ fn parse(body: Map<String, Value>, ctx: &ParseContext) -> Result<Parsed, ParseEr
         duration: None,
         summary: text(&analysis, &["summary"]),
         sentiment,
-        follow_up_needed: flag(&analysis, &["follow_up_needed", "followUpNeeded"]),
+        follow_up_needed: follow_up(&analysis),
         analysis,
         recording_url: text(&body, &["recordingUri"]),
         transcript: text(&body, &["transcriptUri"]).map(Transcript::Uri),
         crm_id: None,
         called_number: None,
         extra,
-    })))
+    })
 }

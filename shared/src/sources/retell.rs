@@ -7,15 +7,13 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use super::value::{
-    Hints, end_of, field, flag, number, object, sentiment, text, text_transcript, unix_millis,
-    without,
+    Hints, add_verdict, end_of, field, follow_up, number, object, sentiment, text,
+    text_transcript, unix_millis, without,
 };
-use super::{
-    Credential, Envelope, ParseContext, ParseError, Parsed, Provider, Source, typed_envelope,
-};
+use super::{Body, Credential, Envelope, ParseContext, ParseError, Provider, Source, typed_envelope};
 use crate::config::Secret;
 use crate::phone::Phone;
-use crate::report::{CallReport, Caller};
+use crate::report::{CallId, CallReport, Caller};
 use crate::signature::{AuthError, Request, Verifier, any_secret_signs, hex_digest, within_tolerance};
 
 const FORMAT: &str = "retell";
@@ -48,9 +46,7 @@ pub struct RetellSignature {
 
 impl Verifier for RetellSignature {
     fn verify(&self, request: &Request<'_>) -> Result<(), AuthError> {
-        let header = request
-            .header(SIGNATURE_HEADER)
-            .ok_or(AuthError::MissingHeader(SIGNATURE_HEADER))?;
+        let header = request.required_header(SIGNATURE_HEADER)?;
         let malformed = AuthError::MalformedSignature {
             header: SIGNATURE_HEADER,
             expected: "v=<ms>,d=<64 lowercase hex digits>",
@@ -65,11 +61,7 @@ impl Verifier for RetellSignature {
         let presented = hex_digest(digest, true).ok_or(malformed.clone())?;
         let sent_ms: i128 = stamp.parse().map_err(|_| malformed)?;
         within_tolerance(SIGNATURE_HEADER, sent_ms, request.now_ms(), self.tolerance_secs)?;
-        if any_secret_signs(&self.keys, &[request.body, stamp.as_bytes()], &presented) {
-            Ok(())
-        } else {
-            Err(AuthError::SignatureMismatch)
-        }
+        any_secret_signs(&self.keys, &[request.body, stamp.as_bytes()], &presented)
     }
 }
 
@@ -95,21 +87,17 @@ fn call(body: &Map<String, Value>) -> Result<&Map<String, Value>, ParseError> {
     super::value::envelope(body, "call", FORMAT, "\"call\"")
 }
 
-fn inspect(body: &Map<String, Value>) -> Result<Envelope, ParseError> {
-    let event = text(body, &["event"]);
-    if event.as_deref().is_some_and(|e| e != FINAL_EVENT) {
-        // Other events may come without the call object.
-        return typed_envelope(event, FINAL_EVENT, None, FORMAT, "call.call_id");
-    }
-    let call_id = text(call(body)?, &["call_id"]);
-    typed_envelope(event, FINAL_EVENT, call_id, FORMAT, "call.call_id")
+fn inspect(body: &Body) -> Result<Envelope, ParseError> {
+    typed_envelope(
+        text(body, &["event"]),
+        FINAL_EVENT,
+        || Ok(text(call(body)?, &["call_id"])),
+        FORMAT,
+        "call.call_id",
+    )
 }
 
-fn parse(body: Map<String, Value>, ctx: &ParseContext) -> Result<Parsed, ParseError> {
-    let call_id = match inspect(&body)? {
-        Envelope::Ignored(event) => return Ok(Parsed::Ignored { event }),
-        Envelope::Final(call_id) => call_id,
-    };
+fn parse(body: Body, call_id: CallId, ctx: &ParseContext) -> Result<CallReport, ParseError> {
     let call = call(&body)?;
 
     // The customer is the caller of an inbound call and the number called
@@ -130,22 +118,16 @@ fn parse(body: Map<String, Value>, ctx: &ParseContext) -> Result<Parsed, ParseEr
         .and_then(|a| object(a, &["custom_analysis_data"]))
         .cloned()
         .unwrap_or_default();
-    let follow_up_needed = flag(&analysis, &["follow_up_needed", "followUpNeeded"]);
-    // Retell's own verdict belongs with the customer's analysis in the CRM.
-    if let Some(successful) = call_analysis.and_then(|a| field(a, &["call_successful"])) {
-        analysis
-            .entry("call_successful")
-            .or_insert_with(|| successful.clone());
-    }
+    let follow_up_needed = follow_up(&analysis);
+    add_verdict(&mut analysis, call_analysis);
 
     let started = unix_millis(call, &["start_timestamp"]);
     let duration = number(call, &["duration_ms"])
         .map(|ms| std::time::Duration::from_secs_f64(ms / 1_000.0));
-    let (ended_at, ended_at_is_receipt_time) = unix_millis(call, &["end_timestamp"])
-        .or_else(|| end_of(started, duration))
-        .map_or((ctx.received_at, true), |t| (t, false));
+    let (ended_at, ended_at_is_receipt_time) =
+        ctx.ended_at(unix_millis(call, &["end_timestamp"]).or_else(|| end_of(started, duration)));
 
-    Ok(Parsed::Report(Box::new(CallReport {
+    Ok(CallReport {
         source: Source::Retell,
         call_id,
         caller: Caller {
@@ -167,7 +149,7 @@ fn parse(body: Map<String, Value>, ctx: &ParseContext) -> Result<Parsed, ParseEr
         crm_id: hints.crm_id,
         called_number: text(call, &[ours]),
         extra: without(call, KNOWN),
-    })))
+    })
 }
 
 #[cfg(test)]
@@ -175,6 +157,7 @@ mod tests {
     use time::OffsetDateTime;
 
     use super::*;
+    use crate::signature::verify_at;
 
     // Retell's own test vector (retell-python-sdk, tests/test_webhook_auth.py):
     // BODY, API_KEY and TIMESTAMP below sign to EXPECTED_DIGEST; also checked
@@ -194,13 +177,8 @@ mod tests {
     }
 
     fn check(v: &RetellSignature, signature: &str, body: &[u8], now_ms: i64) -> Result<(), AuthError> {
-        let headers: &[(&str, &str)] = &[("X-Retell-Signature", signature)];
-        v.verify(&Request {
-            headers: &headers,
-            query: None,
-            body,
-            now: OffsetDateTime::from_unix_timestamp_nanos(i128::from(now_ms) * 1_000_000).unwrap(),
-        })
+        let headers = [("X-Retell-Signature", signature)];
+        verify_at(v, &headers, body, crate::time::from_unix_ms(now_ms).unwrap())
     }
 
     fn signature() -> String {
@@ -279,13 +257,7 @@ mod tests {
     #[test]
     fn a_missing_header_is_named() {
         let v = verifier(&[API_KEY]);
-        let none: &[(&str, &str)] = &[];
-        let result = v.verify(&Request {
-            headers: &none,
-            query: None,
-            body: BODY,
-            now: OffsetDateTime::UNIX_EPOCH,
-        });
+        let result = verify_at(&v, &[], BODY, OffsetDateTime::UNIX_EPOCH);
         assert_eq!(result, Err(AuthError::MissingHeader(SIGNATURE_HEADER)));
     }
 }

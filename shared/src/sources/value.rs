@@ -3,6 +3,9 @@
 
 use serde_json::{Map, Value};
 
+use crate::phone::{Phone, Region};
+use crate::report::Caller;
+
 /// The first of `keys` present in `object` (for snake_case/camelCase twins).
 pub fn field<'a>(object: &'a Map<String, Value>, keys: &[&str]) -> Option<&'a Value> {
     keys.iter()
@@ -58,6 +61,34 @@ pub fn flag(object: &Map<String, Value>, keys: &[&str]) -> bool {
     }
 }
 
+/// Whether an analysis asks for a follow-up, in either case style.
+pub fn follow_up(analysis: &Map<String, Value>) -> bool {
+    flag(analysis, &["follow_up_needed", "followUpNeeded"])
+}
+
+/// Adds the platform's own verdict, `call_successful` in its analysis
+/// `block` (Retell, ElevenLabs), to the customer's analysis fields, where
+/// the CRM shows it; a field of that name the customer defined wins.
+pub fn add_verdict(analysis: &mut Map<String, Value>, block: Option<&Map<String, Value>>) {
+    if let Some(successful) = block.and_then(|b| field(b, &["call_successful"])) {
+        analysis
+            .entry("call_successful")
+            .or_insert_with(|| successful.clone());
+    }
+}
+
+/// The caller an object describes by its `number_keys`, `name` and
+/// `email` (VoiceDock's and Vapi's `customer`, Post-Call's `callerDetails`).
+pub fn caller(object: Option<&Map<String, Value>>, number_keys: &[&str], region: Region) -> Caller {
+    Caller {
+        phone: object
+            .and_then(|o| text(o, number_keys))
+            .map(|n| Phone::parse(&n, region)),
+        name: object.and_then(|o| text(o, &["name"])),
+        email: object.and_then(|o| text(o, &["email"])),
+    }
+}
+
 /// `object` without `known` keys: what a format carries that callsync does not map.
 pub fn without(object: &Map<String, Value>, known: &[&str]) -> Map<String, Value> {
     object
@@ -85,8 +116,8 @@ pub fn rfc3339(object: &Map<String, Value>, keys: &[&str]) -> Option<time::Offse
 
 /// A Unix time in milliseconds.
 pub fn unix_millis(object: &Map<String, Value>, keys: &[&str]) -> Option<time::OffsetDateTime> {
-    let ms = number(object, keys)?;
-    time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000).ok()
+    // A float beyond i64 saturates, and is out of range either way.
+    crate::time::from_unix_ms(number(object, keys)? as i64)
 }
 
 /// A Unix time in seconds.

@@ -4,17 +4,13 @@
 
 use std::sync::Arc;
 
-use serde_json::{Map, Value};
 
 use super::value::{
-    Hints, end_of, field, flag, number, object, rfc3339, seconds, sentiment, text,
+    Hints, caller, end_of, field, follow_up, number, object, rfc3339, seconds, sentiment, text,
     text_transcript, turns, unix_millis, without,
 };
-use super::{
-    Credential, Envelope, ParseContext, ParseError, Parsed, Provider, Source, typed_envelope,
-};
-use crate::phone::Phone;
-use crate::report::{CallReport, Caller};
+use super::{Body, Credential, ParseContext, ParseError, Provider, Source};
+use crate::report::{CallId, CallReport};
 use crate::signature::{
     Bearer, TimestampUnit, TimestampedHmac, TimestampedScheme, TokenPlaces,
 };
@@ -43,7 +39,7 @@ pub(super) const PROVIDER: Provider = Provider {
         },
     ],
     tolerance_secs: Some(300),
-    inspect,
+    inspect: |body| super::message_envelope(body, FINAL_EVENT, FORMAT),
     parse,
 };
 
@@ -88,27 +84,8 @@ const KNOWN: &[&str] = &[
     "assistant",
 ];
 
-fn message(body: &Map<String, Value>) -> Result<&Map<String, Value>, ParseError> {
-    super::value::envelope(body, "message", FORMAT, "\"message\"")
-}
-
-fn inspect(body: &Map<String, Value>) -> Result<Envelope, ParseError> {
-    let message = message(body)?;
-    typed_envelope(
-        text(message, &["type"]),
-        FINAL_EVENT,
-        object(message, &["call"]).and_then(|call| text(call, &["id"])),
-        FORMAT,
-        "message.call.id",
-    )
-}
-
-fn parse(body: Map<String, Value>, ctx: &ParseContext) -> Result<Parsed, ParseError> {
-    let call_id = match inspect(&body)? {
-        Envelope::Ignored(event) => return Ok(Parsed::Ignored { event }),
-        Envelope::Final(call_id) => call_id,
-    };
-    let message = message(&body)?;
+fn parse(body: Body, call_id: CallId, ctx: &ParseContext) -> Result<CallReport, ParseError> {
+    let message = super::message(&body, FORMAT)?;
     let call = object(message, &["call"]);
 
     // `call.customer` is the other party in both directions: the caller of
@@ -122,13 +99,7 @@ fn parse(body: Map<String, Value>, ctx: &ParseContext) -> Result<Parsed, ParseEr
         object(message, &["assistant"]).and_then(|a| object(a, &["metadata"])),
         call.and_then(|c| object(c, &["metadata"])),
     ]);
-    let caller = Caller {
-        phone: customer
-            .and_then(|c| text(c, &["number"]))
-            .map(|n| Phone::parse(&n, ctx.region)),
-        name: customer.and_then(|c| text(c, &["name"])),
-        email: customer.and_then(|c| text(c, &["email"])),
-    };
+    let caller = caller(customer, &["number"], ctx.region);
 
     let started = rfc3339(message, &["startedAt"]).or_else(|| call.and_then(|c| rfc3339(c, &["startedAt"])));
     let ended = rfc3339(message, &["endedAt"]).or_else(|| call.and_then(|c| rfc3339(c, &["endedAt"])));
@@ -137,10 +108,11 @@ fn parse(body: Map<String, Value>, ctx: &ParseContext) -> Result<Parsed, ParseEr
         .or_else(|| (ended? - started?).try_into().ok());
     // The message's own `timestamp` (ms epoch) is when Vapi sent it: after
     // the call ended, so only a fallback.
-    let (ended_at, ended_at_is_receipt_time) = ended
-        .or_else(|| end_of(started, duration))
-        .or_else(|| unix_millis(message, &["timestamp"]))
-        .map_or((ctx.received_at, true), |t| (t, false));
+    let (ended_at, ended_at_is_receipt_time) = ctx.ended_at(
+        ended
+            .or_else(|| end_of(started, duration))
+            .or_else(|| unix_millis(message, &["timestamp"])),
+    );
 
     let analysis_block = object(message, &["analysis"]);
     let analysis = analysis_block
@@ -157,7 +129,7 @@ fn parse(body: Map<String, Value>, ctx: &ParseContext) -> Result<Parsed, ParseEr
                 .and_then(|t| text_transcript(&t))
         });
 
-    Ok(Parsed::Report(Box::new(CallReport {
+    Ok(CallReport {
         source: Source::Vapi,
         call_id,
         caller,
@@ -168,7 +140,7 @@ fn parse(body: Map<String, Value>, ctx: &ParseContext) -> Result<Parsed, ParseEr
             .and_then(|a| text(a, &["summary"]))
             .or_else(|| text(message, &["summary"])),
         sentiment: field(&analysis, &["sentiment"]).and_then(sentiment),
-        follow_up_needed: flag(&analysis, &["follow_up_needed", "followUpNeeded"]),
+        follow_up_needed: follow_up(&analysis),
         analysis,
         recording_url: artifact
             .and_then(|a| text(a, &["recordingUrl"]))
@@ -177,7 +149,7 @@ fn parse(body: Map<String, Value>, ctx: &ParseContext) -> Result<Parsed, ParseEr
         crm_id: hints.crm_id,
         called_number: object(message, &["phoneNumber"]).and_then(|n| text(n, &["number"])),
         extra: without(message, KNOWN),
-    })))
+    })
 }
 
 #[cfg(test)]
@@ -186,7 +158,7 @@ mod tests {
 
     use super::*;
     use crate::config::Secret;
-    use crate::signature::{AuthError, Request, Verifier};
+    use crate::signature::{AuthError, Verifier, verify_at};
 
     // Computed independently with Python's standard library:
     //   python3 -c "import hmac,hashlib; print(hmac.new(b'vapi-secret',
@@ -211,12 +183,7 @@ mod tests {
         body: &[u8],
         now: i64,
     ) -> Result<(), AuthError> {
-        v.verify(&Request {
-            headers: &headers,
-            query: None,
-            body,
-            now: OffsetDateTime::from_unix_timestamp(now).unwrap(),
-        })
+        verify_at(v, headers, body, OffsetDateTime::from_unix_timestamp(now).unwrap())
     }
 
     #[test]

@@ -1,18 +1,15 @@
 //! The VoiceDock / HMS Sovereign / Flireo `{"message": {...}}` envelope
 //! (seeds 000, 001, 003, 004), in its snake_case and camelCase variants.
 
-use serde_json::{Map, Value};
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
-
 use std::sync::Arc;
 
-use super::value::{field, flag, object, seconds, text, without};
-use super::{
-    Credential, Envelope, ParseContext, ParseError, Parsed, Provider, Source, typed_envelope,
+use serde_json::Value;
+
+use super::value::{
+    caller, field, follow_up, object, rfc3339, seconds, text, turns, without,
 };
-use crate::phone::Phone;
-use crate::report::{CallReport, Caller, Transcript, TranscriptLine};
+use super::{Body, Credential, ParseContext, ParseError, Provider, Source};
+use crate::report::{CallId, CallReport};
 use crate::signature::{SEED_004, TimestampedHmac, bearer_or_query};
 
 const FORMAT: &str = "voicedock";
@@ -39,7 +36,7 @@ pub(super) const PROVIDER: Provider = Provider {
         },
     ],
     tolerance_secs: Some(300),
-    inspect,
+    inspect: |body| super::message_envelope(body, FINAL_EVENT, FORMAT),
     parse,
 };
 /// The only event type that is a final call report.
@@ -63,68 +60,21 @@ const KNOWN: &[&str] = &[
     "assistant",
 ];
 
-fn message(body: &Map<String, Value>) -> Result<&Map<String, Value>, ParseError> {
-    super::value::envelope(body, "message", FORMAT, "\"message\"")
-}
-
-/// The event type and call id: all ingest needs to accept or refuse a body.
-fn inspect(body: &Map<String, Value>) -> Result<Envelope, ParseError> {
-    let message = message(body)?;
-    typed_envelope(
-        text(message, &["type"]),
-        FINAL_EVENT,
-        object(message, &["call"]).and_then(|call| text(call, &["id"])),
-        FORMAT,
-        "message.call.id",
-    )
-}
-
-fn parse(body: Map<String, Value>, ctx: &ParseContext) -> Result<Parsed, ParseError> {
-    let call_id = match inspect(&body)? {
-        Envelope::Ignored(event) => return Ok(Parsed::Ignored { event }),
-        Envelope::Final(call_id) => call_id,
-    };
-    let message = message(&body)?;
-
-    let customer = object(message, &["customer"]);
-    let caller = Caller {
-        phone: customer
-            .and_then(|c| text(c, &["number"]))
-            .map(|n| Phone::parse(&n, ctx.region)),
-        name: customer.and_then(|c| text(c, &["name"])),
-        email: customer.and_then(|c| text(c, &["email"])),
-    };
-
-    let (ended_at, ended_at_is_receipt_time) = text(message, &["timestamp"])
-        .and_then(|t| OffsetDateTime::parse(&t, &Rfc3339).ok())
-        .map_or((ctx.received_at, true), |t| (t, false));
+fn parse(body: Body, call_id: CallId, ctx: &ParseContext) -> Result<CallReport, ParseError> {
+    let message = super::message(&body, FORMAT)?;
+    let caller = caller(object(message, &["customer"]), &["number"], ctx.region);
+    let (ended_at, ended_at_is_receipt_time) = ctx.ended_at(rfc3339(message, &["timestamp"]));
 
     let analysis = object(message, &["analysis"]).cloned().unwrap_or_default();
     let sentiment = field(&analysis, &["sentiment"]).and_then(sentiment_text);
-    let follow_up_needed = flag(&analysis, &["follow_up_needed", "followUpNeeded"]);
-
-    let transcript = field(message, &["messages"])
-        .and_then(Value::as_array)
-        .map(|lines| {
-            lines
-                .iter()
-                .filter_map(Value::as_object)
-                .filter_map(|line| {
-                    Some(TranscriptLine {
-                        role: text(line, &["role"]).unwrap_or_else(|| "unknown".to_owned()),
-                        content: text(line, &["content"])?,
-                    })
-                })
-                .collect::<Vec<_>>()
-        })
-        .filter(|lines| !lines.is_empty())
-        .map(Transcript::Lines);
+    let follow_up_needed = follow_up(&analysis);
+    let transcript = turns(field(message, &["messages"]), &["content"]);
 
     let crm_id = object(message, &["assistant"])
         .and_then(|a| object(a, &["metadata"]))
         .and_then(|m| text(m, &["crm_id", "crmId"]));
 
-    Ok(Parsed::Report(Box::new(CallReport {
+    Ok(CallReport {
         source: Source::Voicedock,
         call_id,
         caller,
@@ -141,7 +91,7 @@ fn parse(body: Map<String, Value>, ctx: &ParseContext) -> Result<Parsed, ParseEr
             .and_then(|n| text(n, &["number"])),
         follow_up_needed,
         extra: without(message, KNOWN),
-    })))
+    })
 }
 
 /// Sentiment is a 1–10 score in the documented analysis schema; customers

@@ -404,7 +404,7 @@ impl CrmConfig {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("cannot build the CRM HTTP client: {0}")]
+#[error("cannot build the CRM HTTP client")]
 pub struct CrmBuildError(#[from] reqwest::Error);
 
 #[cfg(test)]

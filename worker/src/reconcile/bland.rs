@@ -23,6 +23,7 @@ use super::http::Auth;
 use super::{Api, Listed, Page, Platform, PlatformClient, PlatformError, Window};
 
 pub(super) const API: Api = Api {
+    source: Source::Bland,
     default_url: "https://api.bland.ai",
     auth: Auth::Header("authorization"),
     max_page_size: 1000,
@@ -43,9 +44,9 @@ impl Platform for Bland {
     async fn page(&self, window: &Window, cursor: Option<&str>) -> Result<Page, PlatformError> {
         let from: u64 = match cursor {
             None => 0,
-            Some(cursor) => cursor.parse().map_err(|_| PlatformError::Unexpected {
-                platform: "Bland",
-                detail: format!("unreadable checkpoint {cursor:?}"),
+            Some(cursor) => cursor.parse().map_err(|_| {
+                self.client
+                    .unexpected(format!("unreadable checkpoint {cursor:?}"))
             })?,
         };
         let size = u64::from(self.client.page_size());
@@ -57,18 +58,10 @@ impl Platform for Bland {
         ];
         let body = self
             .client
-            .json(
-                "list_calls",
-                || self.client.get("/v1/calls").query(&query),
-                false,
-            )
-            .await?
-            .unwrap_or_default();
+            .list("list_calls", || self.client.get("/v1/calls").query(&query))
+            .await?;
         let Some(items) = body.get("calls").and_then(Value::as_array) else {
-            return Err(PlatformError::Unexpected {
-                platform: "Bland",
-                detail: "the list answered no `calls`".to_owned(),
-            });
+            return Err(self.client.unexpected("the list answered no `calls`"));
         };
         let created = |item: &Value| item.get("created_at").and_then(super::rfc3339);
         let past_the_start = items
@@ -89,14 +82,10 @@ impl Platform for Bland {
 
     async fn report(&self, call: &Listed) -> Result<Option<Vec<u8>>, PlatformError> {
         let path = format!("/v1/calls/{}", call.call_id);
-        let Some(details) = self
-            .client
-            .json("get_call", || self.client.get(&path), true)
-            .await?
-        else {
-            return Ok(None);
-        };
-        Ok(completed(&details).then(|| details.to_string().into_bytes()))
+        let details = self.client.fetch("get_call", &path).await?;
+        Ok(details
+            .filter(completed)
+            .map(|details| details.to_string().into_bytes()))
     }
 }
 

@@ -23,6 +23,7 @@ use super::http::Auth;
 use super::{Api, Listed, Page, Platform, PlatformClient, PlatformError, Window};
 
 pub(super) const API: Api = Api {
+    source: Source::Elevenlabs,
     default_url: "https://api.elevenlabs.io",
     auth: Auth::Header("xi-api-key"),
     max_page_size: 100,
@@ -60,15 +61,14 @@ impl Platform for ElevenLabs {
         }
         let body = self
             .client
-            .json(
-                "list_conversations",
-                || self.client.get("/v1/convai/conversations").query(&query),
-                false,
-            )
-            .await?
-            .unwrap_or_default();
+            .list("list_conversations", || {
+                self.client.get("/v1/convai/conversations").query(&query)
+            })
+            .await?;
         let Some(items) = body.get("conversations").and_then(Value::as_array) else {
-            return Err(unexpected("the list answered no `conversations`"));
+            return Err(self
+                .client
+                .unexpected("the list answered no `conversations`"));
         };
         let calls = items
             .iter()
@@ -82,14 +82,8 @@ impl Platform for ElevenLabs {
 
     async fn report(&self, call: &Listed) -> Result<Option<Vec<u8>>, PlatformError> {
         let path = format!("/v1/convai/conversations/{}", call.call_id);
-        let Some(conversation) = self
-            .client
-            .json("get_conversation", || self.client.get(&path), true)
-            .await?
-        else {
-            return Ok(None);
-        };
-        Ok((status(&conversation) == Some("done")).then(|| transcription(conversation)))
+        let conversation = self.client.fetch("get_conversation", &path).await?;
+        Ok(conversation.filter(done).map(transcription))
     }
 }
 
@@ -97,12 +91,16 @@ fn status(item: &Value) -> Option<&str> {
     item.get("status").and_then(Value::as_str)
 }
 
+fn done(item: &Value) -> bool {
+    status(item) == Some("done")
+}
+
 fn listed(item: Value) -> Option<Listed> {
     let start = item.get("start_time_unix_secs").and_then(Value::as_i64);
     let duration = item.get("call_duration_secs").and_then(Value::as_i64);
     Some(Listed {
         call_id: item.get("conversation_id")?.as_str()?.to_owned(),
-        finished: status(&item) == Some("done"),
+        finished: done(&item),
         ended_at: start.zip(duration).and_then(|(start, duration)| {
             OffsetDateTime::from_unix_timestamp(start + duration).ok()
         }),
@@ -119,13 +117,6 @@ fn transcription(conversation: Value) -> Vec<u8> {
     })
     .to_string()
     .into_bytes()
-}
-
-fn unexpected(detail: &str) -> PlatformError {
-    PlatformError::Unexpected {
-        platform: "ElevenLabs",
-        detail: detail.to_owned(),
-    }
 }
 
 #[cfg(test)]

@@ -129,9 +129,39 @@ impl PlatformClient {
         }
     }
 
+    /// The JSON body a list request answers (`request` is built anew for
+    /// each try).
+    pub async fn list(
+        &self,
+        operation: &'static str,
+        request: impl Fn() -> RequestBuilder,
+    ) -> Result<Value, PlatformError> {
+        Ok(self
+            .json(operation, request, false)
+            .await?
+            .unwrap_or_default())
+    }
+
+    /// The call at `path`; `None` when the platform does not have it (404).
+    pub async fn fetch(
+        &self,
+        operation: &'static str,
+        path: &str,
+    ) -> Result<Option<Value>, PlatformError> {
+        self.json(operation, || self.get(path), true).await
+    }
+
+    /// The platform answered something callsync cannot read.
+    pub fn unexpected(&self, detail: impl Into<String>) -> PlatformError {
+        PlatformError::Unexpected {
+            platform: self.source.platform(),
+            detail: detail.into(),
+        }
+    }
+
     /// Sends `request` (built anew for each try) and returns its JSON body,
     /// or `None` for a 404 when `missing_ok`.
-    pub async fn json(
+    async fn json(
         &self,
         operation: &'static str,
         request: impl Fn() -> RequestBuilder,

@@ -14,7 +14,8 @@
 //! Two ways in: `callsync-worker backfill` (one window, on demand) and the
 //! [`schedule`] inside the worker (every `CALLSYNC_RECONCILE_EVERY`, one
 //! replica at a time, checkpointed). Adding a platform is one file with its
-//! [`Api`] and one line in [`api`].
+//! [`Api`] and one line in `APIS`; a source without a list API needs
+//! nothing here.
 
 pub mod backfill;
 mod bland;
@@ -34,11 +35,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use callsync_shared::Source;
 use callsync_shared::config::{ConfigError, Env, Secret};
+use callsync_shared::time::from_unix_ms;
 use time::OffsetDateTime;
 
 pub use self::http::{PlatformClient, PlatformError};
 pub use self::outbox::Outbox;
-use crate::config::positive;
 
 /// The calls a round asks for: those started (or created) in `[start, end)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +88,7 @@ pub trait Platform: Send + Sync + fmt::Debug {
 /// What callsync knows of a platform's call-list API.
 #[derive(Debug)]
 pub struct Api {
+    pub source: Source,
     /// `CALLSYNC_<SOURCE>_API_URL` when unset.
     pub default_url: &'static str,
     pub auth: http::Auth,
@@ -95,16 +97,13 @@ pub struct Api {
     pub build: fn(PlatformClient) -> Arc<dyn Platform>,
 }
 
+/// Every platform that documents a way to list past calls, one line each;
+/// a source whose platform has none is simply not here.
+const APIS: [&Api; 4] = [&vapi::API, &retell::API, &elevenlabs::API, &bland::API];
+
 /// The call-list API of `source`, if its platform documents one.
 pub fn api(source: Source) -> Option<&'static Api> {
-    match source {
-        Source::Vapi => Some(&vapi::API),
-        Source::Retell => Some(&retell::API),
-        Source::Elevenlabs => Some(&elevenlabs::API),
-        Source::Bland => Some(&bland::API),
-        // Neither documents a way to list past calls.
-        Source::Voicedock | Source::Postcall => None,
-    }
+    APIS.into_iter().find(|api| api.source == source)
 }
 
 /// A platform callsync may poll: `CALLSYNC_<SOURCE>_API_KEY` is set.
@@ -207,16 +206,10 @@ impl ReconcileConfig {
                 platforms.push(platform);
             }
         }
-        let every = positive(
-            env,
-            "CALLSYNC_RECONCILE_EVERY",
-            Duration::from_secs(15 * 60),
-        )?;
-        let lookback = positive(
-            env,
-            "CALLSYNC_RECONCILE_LOOKBACK",
-            Duration::from_secs(2 * 3600),
-        )?;
+        let every =
+            env.positive_duration("CALLSYNC_RECONCILE_EVERY", Duration::from_secs(15 * 60))?;
+        let lookback =
+            env.positive_duration("CALLSYNC_RECONCILE_LOOKBACK", Duration::from_secs(2 * 3600))?;
         let grace = env.duration("CALLSYNC_RECONCILE_GRACE", Duration::from_secs(10 * 60))?;
         if lookback <= grace {
             return Err(ConfigError {
@@ -256,15 +249,9 @@ fn cursor_after(
     }
 }
 
-/// Unix milliseconds.
-fn millis(at: OffsetDateTime) -> i64 {
-    i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
-}
-
 /// Unix milliseconds as ISO 8601 in UTC, to the millisecond.
 fn iso_millis(ms: i64) -> String {
-    let at = OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let at = from_unix_ms(ms).unwrap_or(OffsetDateTime::UNIX_EPOCH);
     let format = time::macros::format_description!(
         "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
     );
@@ -280,12 +267,13 @@ fn rfc3339(value: &serde_json::Value) -> Option<OffsetDateTime> {
     .ok()
 }
 
-/// Unix milliseconds.
+/// Unix milliseconds, written as an integer or a float.
 fn from_millis(value: &serde_json::Value) -> Option<OffsetDateTime> {
-    let ms = value
-        .as_i64()
-        .or_else(|| value.as_f64().map(|f| f as i64))?;
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
+    from_unix_ms(
+        value
+            .as_i64()
+            .or_else(|| value.as_f64().map(|f| f as i64))?,
+    )
 }
 
 /// A body as the worker will read it: the source's own parser (tests).
@@ -303,6 +291,8 @@ fn read_back(source: Source, body: &[u8]) -> Box<callsync_shared::CallReport> {
 
 #[cfg(test)]
 mod tests {
+    use callsync_shared::time::unix_ms;
+
     use super::*;
 
     #[test]
@@ -328,6 +318,14 @@ mod tests {
     }
 
     #[test]
+    fn each_list_api_belongs_to_a_source_of_its_own() {
+        let mut sources: Vec<Source> = APIS.iter().map(|api| api.source).collect();
+        sources.sort();
+        sources.dedup();
+        assert_eq!(sources.len(), APIS.len());
+    }
+
+    #[test]
     fn no_api_key_means_no_reconciler_and_the_defaults_are_the_documented_ones() {
         let config = ReconcileConfig::from_env(&Env::default()).unwrap();
         assert!(config.platforms.is_empty());
@@ -348,10 +346,10 @@ mod tests {
     #[test]
     fn times_are_written_and_read_to_the_millisecond() {
         let at = OffsetDateTime::from_unix_timestamp_nanos(1_754_042_500_123_456_789).unwrap();
-        assert_eq!(millis(at), 1_754_042_500_123);
-        assert_eq!(iso_millis(millis(at)), "2025-08-01T10:01:40.123Z");
-        let back = rfc3339(&serde_json::json!(iso_millis(millis(at)))).unwrap();
-        assert_eq!(millis(back), 1_754_042_500_123);
+        assert_eq!(unix_ms(at), 1_754_042_500_123);
+        assert_eq!(iso_millis(unix_ms(at)), "2025-08-01T10:01:40.123Z");
+        let back = rfc3339(&serde_json::json!(iso_millis(unix_ms(at)))).unwrap();
+        assert_eq!(unix_ms(back), 1_754_042_500_123);
         assert_eq!(
             from_millis(&serde_json::json!(1_754_042_500_123_i64)),
             Some(back)

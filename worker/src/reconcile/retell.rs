@@ -12,12 +12,14 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use callsync_shared::Source;
 use callsync_shared::sources::retell::FINAL_EVENT;
+use callsync_shared::time::unix_ms;
 use serde_json::{Value, json};
 
 use super::http::Auth;
 use super::{Api, Listed, Page, Platform, PlatformClient, PlatformError, Window};
 
 pub(super) const API: Api = Api {
+    source: Source::Retell,
     default_url: "https://api.retellai.com",
     auth: Auth::Bearer,
     max_page_size: 1000,
@@ -44,7 +46,7 @@ impl Platform for Retell {
                 "start_timestamp": {
                     "op": "bt",
                     "type": "range",
-                    "value": [super::millis(window.start), super::millis(window.end)],
+                    "value": [unix_ms(window.start), unix_ms(window.end)],
                 },
             },
             "sort_order": "ascending",
@@ -55,15 +57,14 @@ impl Platform for Retell {
         }
         let body = self
             .client
-            .json(
-                "list_calls",
-                || self.client.post("/v3/list-calls").json(&request),
-                false,
-            )
-            .await?
-            .unwrap_or_default();
+            .list("list_calls", || {
+                self.client.post("/v3/list-calls").json(&request)
+            })
+            .await?;
         let Some(items) = body.get("items").and_then(Value::as_array) else {
-            return Err(unexpected("list-calls answered no `items` list"));
+            return Err(self
+                .client
+                .unexpected("list-calls answered no `items` list"));
         };
         let calls = items.iter().cloned().filter_map(listed).collect();
         let next = super::cursor_after(&body, "pagination_key", "Retell AI")?;
@@ -72,14 +73,8 @@ impl Platform for Retell {
 
     async fn report(&self, call: &Listed) -> Result<Option<Vec<u8>>, PlatformError> {
         let path = format!("/v2/get-call/{}", call.call_id);
-        let Some(call) = self
-            .client
-            .json("get_call", || self.client.get(&path), true)
-            .await?
-        else {
-            return Ok(None);
-        };
-        Ok(analysed(&call).then(|| call_analyzed(call)))
+        let call = self.client.fetch("get_call", &path).await?;
+        Ok(call.filter(analysed).map(call_analyzed))
     }
 }
 
@@ -107,13 +102,6 @@ fn call_analyzed(call: Value) -> Vec<u8> {
     json!({ "event": FINAL_EVENT, "call": call })
         .to_string()
         .into_bytes()
-}
-
-fn unexpected(detail: &str) -> PlatformError {
-    PlatformError::Unexpected {
-        platform: "Retell AI",
-        detail: detail.to_owned(),
-    }
 }
 
 #[cfg(test)]

@@ -48,11 +48,11 @@ impl AddAssign for Counts {
 pub enum RoundError {
     #[error(transparent)]
     Platform(#[from] PlatformError),
-    #[error("cannot read the ledger: {0}")]
+    #[error("cannot read the ledger")]
     Ledger(#[from] LedgerError),
-    #[error("the broker did not take a reconciled call: {0}")]
+    #[error("the broker did not take a reconciled call")]
     Publish(#[from] callsync_shared::publish::PublishError),
-    #[error("cannot reach the broker: {0}")]
+    #[error("cannot reach the broker")]
     Broker(#[from] lapin::Error),
 }
 

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use callsync_shared::Source;
 use callsync_shared::config::SecretUrl;
+use callsync_shared::telemetry::Chain;
 use callsync_shared::topology::Topology;
 use time::OffsetDateTime;
 
@@ -72,7 +73,7 @@ impl Reconciler {
                     Ok(Some(held)) => self.run_round(platform.as_ref(), held, &lifecycle).await,
                     Ok(None) => {}
                     Err(e) => {
-                        tracing::debug!(source = %platform.source(), error = %e, "cannot look for a due reconcile round");
+                        tracing::debug!(source = %platform.source(), error = %Chain(&e), "cannot look for a due reconcile round");
                     }
                 }
             }
@@ -123,7 +124,7 @@ impl Reconciler {
             }
             Ok(Ended::ShuttingDown) => {
                 if let Err(e) = self.rounds.release(source).await {
-                    tracing::debug!(%source, error = %e, "could not hand back the reconcile lease; it expires");
+                    tracing::debug!(%source, error = %Chain(&e), "could not hand back the reconcile lease; it expires");
                 }
             }
             Err(RoundError::Ledger(LedgerError::LeaseLost(what))) => {
@@ -136,13 +137,19 @@ impl Reconciler {
                 } else {
                     self.config.every
                 };
+                // With its causes, in the log and in the round's record.
+                let reason = Chain(&error);
                 if error.is_transient() {
-                    tracing::warn!(%source, %error, retry_in = ?retry_in, "reconcile round stopped; it resumes from its checkpoint");
+                    tracing::warn!(%source, error = %reason, retry_in = ?retry_in, "reconcile round stopped; it resumes from its checkpoint");
                 } else {
-                    tracing::error!(%source, %error, "reconcile round failed; fix the setting it names");
+                    tracing::error!(%source, error = %reason, "reconcile round failed; fix the setting it names");
                 }
-                if let Err(e) = self.rounds.fail(source, &error.to_string(), retry_in).await {
-                    tracing::debug!(%source, error = %e, "could not record the failed round");
+                if let Err(e) = self
+                    .rounds
+                    .fail(source, &reason.to_string(), retry_in)
+                    .await
+                {
+                    tracing::debug!(%source, error = %Chain(&e), "could not record the failed round");
                 }
             }
         }
@@ -228,7 +235,9 @@ async fn keep_lease(rounds: &Rounds, source: Source, lease: Duration) -> LedgerE
         match rounds.renew(source).await {
             Ok(()) => {}
             Err(lost @ LedgerError::LeaseLost(_)) => return lost,
-            Err(e) => tracing::debug!(%source, error = %e, "could not renew the reconcile lease"),
+            Err(e) => {
+                tracing::debug!(%source, error = %Chain(&e), "could not renew the reconcile lease")
+            }
         }
     }
 }

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use callsync_shared::Source;
 use callsync_shared::sources::vapi::FINAL_EVENT;
+use callsync_shared::time::unix_ms;
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 
@@ -24,6 +25,7 @@ use super::http::Auth;
 use super::{Api, Listed, Page, Platform, PlatformClient, PlatformError, Window};
 
 pub(super) const API: Api = Api {
+    source: Source::Vapi,
     default_url: "https://api.vapi.ai",
     auth: Auth::Bearer,
     max_page_size: 1000,
@@ -50,9 +52,11 @@ impl Platform for Vapi {
 
     async fn page(&self, window: &Window, cursor: Option<&str>) -> Result<Page, PlatformError> {
         let mut spans: Vec<Span> = match cursor {
-            None => vec![(super::millis(window.start), super::millis(window.end))],
-            Some(cursor) => serde_json::from_str(cursor)
-                .map_err(|e| unexpected(format!("unreadable checkpoint {cursor:?}: {e}")))?,
+            None => vec![(unix_ms(window.start), unix_ms(window.end))],
+            Some(cursor) => serde_json::from_str(cursor).map_err(|e| {
+                self.client
+                    .unexpected(format!("unreadable checkpoint {cursor:?}: {e}"))
+            })?,
         };
         let Some((start, end)) = spans.pop() else {
             return Ok(Page::default());
@@ -65,15 +69,10 @@ impl Platform for Vapi {
         ];
         let body = self
             .client
-            .json(
-                "list_calls",
-                || self.client.get("/call").query(&query),
-                false,
-            )
-            .await?
-            .unwrap_or_default();
+            .list("list_calls", || self.client.get("/call").query(&query))
+            .await?;
         let Value::Array(items) = body else {
-            return Err(unexpected("GET /call did not answer a list".to_owned()));
+            return Err(self.client.unexpected("GET /call did not answer a list"));
         };
         let now = OffsetDateTime::now_utc();
         let calls = if items.len() < limit as usize {
@@ -89,7 +88,7 @@ impl Platform for Vapi {
             spans.push((start, middle));
             Vec::new()
         } else {
-            return Err(unexpected(format!(
+            return Err(self.client.unexpected(format!(
                 "more than {limit} calls created in one millisecond; raise CALLSYNC_RECONCILE_PAGE_SIZE"
             )));
         };
@@ -131,7 +130,7 @@ fn end_of_call_report(call: &Value) -> Vec<u8> {
     message.insert("type".to_owned(), json!(FINAL_EVENT));
     message.insert(
         "timestamp".to_owned(),
-        json!(super::millis(OffsetDateTime::now_utc())),
+        json!(unix_ms(OffsetDateTime::now_utc())),
     );
     for key in [
         "customer",
@@ -149,13 +148,6 @@ fn end_of_call_report(call: &Value) -> Vec<u8> {
     }
     message.insert("call".to_owned(), call.clone());
     json!({ "message": message }).to_string().into_bytes()
-}
-
-fn unexpected(detail: String) -> PlatformError {
-    PlatformError::Unexpected {
-        platform: "Vapi",
-        detail,
-    }
 }
 
 #[cfg(test)]

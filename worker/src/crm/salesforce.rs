@@ -384,12 +384,7 @@ fn plain_text(report: &CallReport) -> String {
     if let Some(sentiment) = &report.sentiment {
         parts.push(format!("Sentiment: {sentiment}"));
     }
-    for (k, v) in &report.analysis {
-        parts.push(format!(
-            "{k}: {}",
-            v.as_str().map_or_else(|| v.to_string(), str::to_owned)
-        ));
-    }
+    parts.extend(report.analysis.lines());
     if let Some(url) = &report.recording_url {
         parts.push(format!("Recording: {url}"));
     }

@@ -30,7 +30,8 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::oauth::{Authorized, Grant, OAuthClient, TokenSource};
+use super::http::no_refusal;
+use super::oauth::{Grant, OAuthClient, TokenSource};
 use super::render;
 use super::{
     ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, CrmSettings, CrmSpec, HttpSettings,
@@ -65,6 +66,8 @@ pub const SPEC: CrmSpec = CrmSpec {
     // once. Give replicas a moment anyway.
     default_index_lag: Duration::from_secs(5),
     configure: |env, http| Ok(Arc::new(GohighlevelConfig::from_env(env, http)?)),
+    // A token without a scope is refused with 401.
+    read_refusal: no_refusal,
     credential_help: "set CALLSYNC_GOHIGHLEVEL_TOKEN to a private integration token of \
         location CALLSYNC_GOHIGHLEVEL_LOCATION_ID with the contacts read and write scopes, or \
         CALLSYNC_GOHIGHLEVEL_CLIENT_ID, _CLIENT_SECRET and a fresh _REFRESH_TOKEN of the \
@@ -137,7 +140,7 @@ const FIELDS: [(&str, &str); 3] = [
 pub struct Gohighlevel {
     config: GohighlevelConfig,
     /// Requests carry the token (renewed on a 401 for a marketplace app).
-    http: Authorized,
+    http: CrmHttp,
     /// The location's ids of [`FIELDS`], in the same order.
     field_ids: tokio::sync::OnceCell<[String; 3]>,
 }
@@ -285,10 +288,10 @@ impl Gohighlevel {
     pub fn new(config: GohighlevelConfig, shared: Shared) -> Result<Self, reqwest::Error> {
         let tokens = TokenSource::new(config.token.clone(), config.oauth.clone())
             .rotating_in(shared.refresh_tokens("gohighlevel"));
-        let http = CrmHttp::new("gohighlevel", config.http.timeout, shared)?;
+        let http = CrmHttp::new(&SPEC, config.http.timeout, shared)?.with_tokens(tokens);
         Ok(Self {
             config,
-            http: Authorized::new(http, tokens),
+            http,
             field_ids: tokio::sync::OnceCell::new(),
         })
     }
@@ -355,7 +358,7 @@ impl Gohighlevel {
         ))
     }
 
-    /// A request without credentials: [`Authorized`] adds the token.
+    /// A request without credentials: [`CrmHttp`] adds the token.
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
         self.http
             .client()

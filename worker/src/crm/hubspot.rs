@@ -31,7 +31,7 @@ use time::OffsetDateTime;
 use super::render;
 use super::{
     ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, CrmSettings, CrmSpec, HttpSettings,
-    MarkedRecord, NewContact, Operation, Permission, Shared,
+    MarkedRecord, NewContact, Operation, Permission, Refusal, Shared,
 };
 
 /// HubSpot's normalised copies of `phone` and `mobilephone`, made for search.
@@ -90,10 +90,24 @@ pub const SPEC: CrmSpec = CrmSpec {
     // HubSpot documents seconds and 10–60 s are seen in practice.
     default_index_lag: Duration::from_secs(60),
     configure: |env, http| Ok(Arc::new(HubspotConfig::from_env(env, http)?)),
+    read_refusal,
     credential_help: "set CALLSYNC_HUBSPOT_TOKEN to the private app's access token; \
         the app needs the scopes crm.objects.contacts.read, crm.objects.contacts.write and \
         crm.schemas.contacts.write (a token changes when its scopes are edited)",
 };
+
+/// HubSpot names a token that lacks a scope with `"category":
+/// "MISSING_SCOPES"` and the scopes required (developers.hubspot.com, error
+/// handling).
+fn read_refusal(body: &str) -> Option<Refusal> {
+    #[derive(Deserialize)]
+    struct Error {
+        #[serde(default)]
+        category: String,
+    }
+    let error: Error = serde_json::from_str(body).ok()?;
+    (error.category == "MISSING_SCOPES").then_some(Refusal::Credential)
+}
 
 impl CrmSettings for HubspotConfig {
     fn http(&self) -> &HttpSettings {
@@ -192,7 +206,7 @@ struct SearchHit {
 
 impl Hubspot {
     pub fn new(config: HubspotConfig, shared: Shared) -> Result<Self, reqwest::Error> {
-        let http = CrmHttp::new("hubspot", config.http.timeout, shared)?;
+        let http = CrmHttp::new(&SPEC, config.http.timeout, shared)?;
         Ok(Self { config, http })
     }
 

@@ -29,7 +29,7 @@ use time::OffsetDateTime;
 
 pub use health::CrmHealth;
 pub use http::CrmHttp;
-pub use http::Operation;
+pub use http::{Operation, Refusal};
 pub use limiter::{Budgets, Limiter, Rate, RequestKind, Share};
 
 /// What every CRM request of this worker shares: the request budgets it
@@ -274,6 +274,8 @@ pub struct CrmSpec {
     pub default_index_lag: Duration,
     /// Reads the CRM's own variables.
     pub configure: Configure,
+    /// What its 403 bodies say beyond "not this record".
+    pub read_refusal: http::ReadRefusal,
     /// What an operator should check when the CRM refuses the credential:
     /// the variables and, where the vendor has them, the scopes.
     pub credential_help: &'static str,

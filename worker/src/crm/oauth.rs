@@ -19,12 +19,11 @@ use std::future::Future;
 use callsync_shared::config::Secret;
 use reqwest::{RequestBuilder, Response, StatusCode};
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use tokio::sync::Mutex;
 
-use super::http::{classify_transport, decode, excerpt};
+use super::http::{classify_transport, excerpt};
 use super::{CrmError, CrmHttp, Operation};
 
 /// How the worker obtains a new access token.
@@ -154,6 +153,42 @@ impl TokenSource {
             }));
         }
         self.fetch_into(&mut current, http).await.map(Some)
+    }
+
+    /// Sends `request` with the current token through `http`; on a 401,
+    /// renews the token (when it can) and sends once more. A 401 means the
+    /// request was not applied, so repeating it cannot duplicate anything.
+    pub(super) async fn send(
+        &self,
+        http: &CrmHttp,
+        operation: Operation,
+        request: RequestBuilder,
+        accept: &[StatusCode],
+    ) -> Result<Response, CrmError> {
+        let token = self.current(http.client()).await?;
+        // JSON, form and query bodies are buffered, so the clone succeeds.
+        let again = request.try_clone();
+        let request = request.bearer_auth(token.secret.expose());
+        let first = http.send_once(operation, request, accept).await;
+        match (&first, again) {
+            (
+                Err(CrmError::Unauthorized {
+                    status: 401,
+                    detail,
+                }),
+                Some(again),
+            ) if self.renewable() => {
+                tracing::info!(operation = operation.name(), %detail, "the CRM refused the access token; renewing it");
+                match self.renew(&token, http.client()).await? {
+                    Some(renewed) => {
+                        let again = again.bearer_auth(renewed.secret.expose());
+                        http.send_once(operation, again, accept).await
+                    }
+                    None => first,
+                }
+            }
+            _ => first,
+        }
     }
 
     async fn fetch_into(
@@ -333,107 +368,6 @@ fn ledger(error: sqlx::Error) -> CrmError {
     CrmError::Unavailable {
         detail: format!("cannot read the stored refresh token: {error}"),
         applied: super::Applied::No,
-    }
-}
-
-/// A CRM's HTTP client whose requests carry the current access token and,
-/// when the CRM answers 401 and the token can be renewed, are sent once
-/// more with a new one.
-#[derive(Debug)]
-pub struct Authorized {
-    http: CrmHttp,
-    tokens: TokenSource,
-}
-
-impl Authorized {
-    pub fn new(http: CrmHttp, tokens: TokenSource) -> Self {
-        Self { http, tokens }
-    }
-
-    pub fn http(&self) -> &CrmHttp {
-        &self.http
-    }
-
-    pub fn client(&self) -> &reqwest::Client {
-        self.http.client()
-    }
-
-    /// The current token, fetching the first one if there is none yet.
-    pub async fn token(&self) -> Result<Token, CrmError> {
-        self.tokens.current(self.http.client()).await
-    }
-
-    /// [`CrmHttp::send`] with the token; on a 401 renews it (when it can)
-    /// and sends once more.
-    pub async fn send(
-        &self,
-        operation: impl Into<Operation>,
-        request: RequestBuilder,
-        accept: &[StatusCode],
-    ) -> Result<Response, CrmError> {
-        let operation = operation.into();
-        let client = self.http.client();
-        let token = self.tokens.current(client).await?;
-        // JSON, form and query bodies are buffered, so the clone succeeds.
-        let again = request.try_clone();
-        let first = self
-            .http
-            .send(
-                operation,
-                request.bearer_auth(token.secret.expose()),
-                accept,
-            )
-            .await;
-        match (first, again) {
-            (
-                Err(CrmError::Unauthorized {
-                    status: 401,
-                    detail,
-                }),
-                Some(again),
-            ) if self.tokens.renewable() => {
-                tracing::info!(operation = operation.name(), %detail, "the CRM refused the access token; renewing it");
-                match self.tokens.renew(&token, client).await? {
-                    Some(renewed) => {
-                        self.http
-                            .send(
-                                operation,
-                                again.bearer_auth(renewed.secret.expose()),
-                                accept,
-                            )
-                            .await
-                    }
-                    None => Err(CrmError::Unauthorized {
-                        status: 401,
-                        detail,
-                    }),
-                }
-            }
-            (first, _) => first,
-        }
-    }
-
-    /// [`Authorized::send`] and decode the JSON body.
-    pub async fn json<T: DeserializeOwned>(
-        &self,
-        operation: impl Into<Operation>,
-        request: RequestBuilder,
-    ) -> Result<T, CrmError> {
-        decode(self.send(operation, request, &[]).await?).await
-    }
-
-    /// Whether a record exists: a 2xx says yes, a status in `absent` no.
-    pub async fn exists(
-        &self,
-        operation: impl Into<Operation>,
-        request: RequestBuilder,
-        absent: &[StatusCode],
-    ) -> Result<bool, CrmError> {
-        Ok(self
-            .send(operation, request, absent)
-            .await?
-            .status()
-            .is_success())
     }
 }
 

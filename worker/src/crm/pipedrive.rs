@@ -34,7 +34,7 @@ use tokio::sync::OnceCell;
 use super::render;
 use super::{
     ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, CrmSettings, CrmSpec, HttpSettings,
-    MarkedRecord, NewContact, Operation, Shared,
+    MarkedRecord, NewContact, Operation, Refusal, Shared,
 };
 
 /// `CALLSYNC_PIPEDRIVE_*`.
@@ -58,9 +58,25 @@ pub const SPEC: CrmSpec = CrmSpec {
     // they show at once. Give replicas a moment anyway.
     default_index_lag: Duration::from_secs(5),
     configure: |env, http| Ok(Arc::new(PipedriveConfig::from_env(env, http)?)),
+    read_refusal,
     credential_help: "set CALLSYNC_PIPEDRIVE_TOKEN to a valid API token (Personal \
         preferences > API) of a user who may add persons, notes and activities",
 };
+
+/// Pipedrive refuses an OAuth app's request outside its granted scopes
+/// with "Scope and URL mismatch" in `error`.
+fn read_refusal(body: &str) -> Option<Refusal> {
+    #[derive(Deserialize)]
+    struct Error {
+        #[serde(default)]
+        error: String,
+    }
+    let error: Error = serde_json::from_str(body).ok()?;
+    error
+        .error
+        .contains("Scope and URL mismatch")
+        .then_some(Refusal::Credential)
+}
 
 impl CrmSettings for PipedriveConfig {
     fn http(&self) -> &HttpSettings {
@@ -278,7 +294,7 @@ impl Page {
 
 impl Pipedrive {
     pub fn new(config: PipedriveConfig, shared: Shared) -> Result<Self, reqwest::Error> {
-        let http = CrmHttp::new("pipedrive", config.http.timeout, shared)?;
+        let http = CrmHttp::new(&SPEC, config.http.timeout, shared)?;
         Ok(Self {
             config,
             http,

@@ -32,11 +32,11 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
 
-use super::oauth::{Authorized, Grant, OAuthClient, TokenSource};
+use super::oauth::{Grant, OAuthClient, TokenSource};
 use super::render;
 use super::{
     ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, CrmSettings, CrmSpec, HttpSettings,
-    MarkedRecord, NewContact, Operation, Shared,
+    MarkedRecord, NewContact, Operation, Refusal, Shared,
 };
 
 /// `CALLSYNC_SALESFORCE_*`.
@@ -64,10 +64,29 @@ pub const SPEC: CrmSpec = CrmSpec {
     // are found through SOSL, whose index is asynchronous.
     default_index_lag: Duration::from_secs(30),
     configure: |env, http| Ok(Arc::new(SalesforceConfig::from_env(env, http)?)),
+    read_refusal,
     credential_help: "check CALLSYNC_SALESFORCE_CLIENT_ID, CALLSYNC_SALESFORCE_CLIENT_SECRET \
         and CALLSYNC_SALESFORCE_REFRESH_TOKEN (or CALLSYNC_SALESFORCE_ACCESS_TOKEN): the connected \
         app must allow the api and refresh_token scopes, and its user needs API Enabled",
 };
+
+/// Salesforce answers a list of `{errorCode, message}`. Its API limit is a
+/// 403 `REQUEST_LIMIT_EXCEEDED`; `API_DISABLED_FOR_ORG` and
+/// `API_CURRENTLY_DISABLED` mean the user or the org has no API access
+/// (REST API developer guide, status codes).
+fn read_refusal(body: &str) -> Option<Refusal> {
+    #[derive(Deserialize)]
+    struct Error {
+        #[serde(rename = "errorCode", default)]
+        error_code: String,
+    }
+    let errors: Vec<Error> = serde_json::from_str(body).ok()?;
+    errors.iter().find_map(|e| match e.error_code.as_str() {
+        "REQUEST_LIMIT_EXCEEDED" => Some(Refusal::RateLimited),
+        "API_DISABLED_FOR_ORG" | "API_CURRENTLY_DISABLED" => Some(Refusal::Credential),
+        _ => None,
+    })
+}
 
 impl CrmSettings for SalesforceConfig {
     fn http(&self) -> &HttpSettings {
@@ -132,7 +151,7 @@ const MARKER_FIELD: &str = "Callsync_Marker__c";
 pub struct Salesforce {
     config: SalesforceConfig,
     /// Requests carry the session token, renewed on a 401.
-    http: Authorized,
+    http: CrmHttp,
 }
 
 #[derive(Deserialize)]
@@ -216,14 +235,11 @@ impl Salesforce {
         // setting); the newest is then kept in the ledger.
         let tokens = TokenSource::new(config.access_token.clone(), config.oauth.clone())
             .rotating_in(shared.refresh_tokens("salesforce"));
-        let http = CrmHttp::new("salesforce", config.http.timeout, shared)?;
-        Ok(Self {
-            config,
-            http: Authorized::new(http, tokens),
-        })
+        let http = CrmHttp::new(&SPEC, config.http.timeout, shared)?.with_tokens(tokens);
+        Ok(Self { config, http })
     }
 
-    /// A request without credentials: [`Salesforce::send`] adds the token.
+    /// A request without credentials: [`CrmHttp`] adds the token.
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
         self.http.client().request(
             method,
@@ -232,31 +248,6 @@ impl Salesforce {
                 self.config.instance_url, self.config.api_version
             ),
         )
-    }
-
-    /// Salesforce's own rate-limit answer is a 403; make it a rate limit.
-    fn limits(&self, error: CrmError) -> CrmError {
-        match error {
-            CrmError::Forbidden { detail } if detail.contains("REQUEST_LIMIT_EXCEEDED") => {
-                self.http.http().pause_for_rate_limit(None);
-                CrmError::RateLimited { retry_after: None }
-            }
-            other => other,
-        }
-    }
-
-    /// Sends with the session token (renewed on a 401), Salesforce's
-    /// rate-limit answer made a rate limit.
-    async fn send(
-        &self,
-        operation: impl Into<Operation>,
-        request: RequestBuilder,
-        accept: &[StatusCode],
-    ) -> Result<reqwest::Response, CrmError> {
-        self.http
-            .send(operation, request, accept)
-            .await
-            .map_err(|e| self.limits(e))
     }
 
     async fn sosl(&self, query: String) -> Result<Option<CrmId>, CrmError> {
@@ -270,6 +261,7 @@ impl Salesforce {
 
     async fn sosl_records(&self, query: String) -> Result<Vec<SearchRecord>, CrmError> {
         let response = self
+            .http
             .send(
                 Operation::search("search"),
                 self.request(Method::GET, "/search/").query(&[("q", query)]),
@@ -289,6 +281,7 @@ impl Salesforce {
     ) -> Result<CrmId, CrmError> {
         let path = format!("/sobjects/Task/{MARKER_FIELD}/{}", encode(external));
         let response = self
+            .http
             .send(
                 operation,
                 self.request(Method::PATCH, &path).json(&body),
@@ -309,6 +302,7 @@ impl Salesforce {
     async fn task_by_marker(&self, external: &str) -> Result<Option<CrmId>, CrmError> {
         let path = format!("/sobjects/Task/{MARKER_FIELD}/{}", encode(external));
         let response = self
+            .http
             .send(
                 "get_task",
                 self.request(Method::GET, &path),
@@ -403,13 +397,14 @@ impl Crm for Salesforce {
     /// The API version's resource list: read-only, needs no permission
     /// beyond API access, and renews the session like any request.
     async fn probe(&self) -> Result<(), CrmError> {
-        self.send("probe", self.request(Method::GET, "/"), &[])
+        self.http
+            .send("probe", self.request(Method::GET, "/"), &[])
             .await
             .map(drop)
     }
 
     async fn prepare(&self) -> Result<(), CrmError> {
-        self.http.token().await.map(drop)
+        self.http.authenticate().await
     }
 
     async fn contact_exists(&self, id: &str) -> Result<bool, CrmError> {
@@ -417,6 +412,7 @@ impl Crm for Salesforce {
             return Ok(false);
         };
         let response = self
+            .http
             .send(
                 "get_contact",
                 self.request(Method::GET, &format!("/sobjects/{}/{id}", sobject(id))),
@@ -485,6 +481,7 @@ impl Crm for Salesforce {
             body["Email"] = json!(email);
         }
         let response = self
+            .http
             .send(
                 "create_contact",
                 self.request(Method::POST, "/sobjects/Contact").json(&body),
@@ -517,14 +514,15 @@ impl Crm for Salesforce {
 
     async fn update_contact(&self, contact: &str, report: &CallReport) -> Result<(), CrmError> {
         let id = safe_id(contact)?;
-        self.send(
-            "update_contact",
-            self.request(Method::PATCH, &format!("/sobjects/{}/{id}", sobject(id)))
-                .json(&last_call_fields(report)),
-            &[],
-        )
-        .await
-        .map(drop)
+        self.http
+            .send(
+                "update_contact",
+                self.request(Method::PATCH, &format!("/sobjects/{}/{id}", sobject(id)))
+                    .json(&last_call_fields(report)),
+                &[],
+            )
+            .await
+            .map(drop)
     }
 
     async fn create_follow_up(

@@ -23,6 +23,7 @@ use serde_json::json;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use super::http::no_refusal;
 use super::{
     ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, CrmSettings, CrmSpec, HttpSettings,
     MarkedRecord, NewContact, Shared,
@@ -47,6 +48,7 @@ pub const SPEC: CrmSpec = CrmSpec {
     // The webhook target is "searched" by sending again.
     default_index_lag: Duration::ZERO,
     configure: |env, http| Ok(Arc::new(WebhookConfig::from_env(env, http)?)),
+    read_refusal: no_refusal,
     credential_help: "the target refused callsync's requests: check CALLSYNC_WEBHOOK_URL \
         and that the receiver verifies with the same CALLSYNC_WEBHOOK_SECRET",
 };
@@ -86,7 +88,7 @@ pub struct Webhook {
 
 impl Webhook {
     pub fn new(config: WebhookConfig, shared: Shared) -> Result<Self, reqwest::Error> {
-        let http = CrmHttp::new("webhook", config.http.timeout, shared)?;
+        let http = CrmHttp::new(&SPEC, config.http.timeout, shared)?;
         Ok(Self { config, http })
     }
 }

@@ -748,7 +748,7 @@ fn documented_defaults_per_crm(var: &str) -> Vec<(String, String)> {
             .and_then(|a| a.split(')').next())
             .unwrap_or_default()
             .to_lowercase();
-        for spec in &callsync_worker::crm::REGISTRY {
+        for spec in callsync_worker::crm::REGISTRY {
             if applies_to.contains(spec.name) {
                 defaults.push((spec.name.to_owned(), (*value).to_owned()));
             }
@@ -770,7 +770,7 @@ fn documented_default(var: &str, crm: &str) -> String {
 
 #[test]
 fn the_operations_guide_states_each_registered_crms_default_budgets_and_index_lag() {
-    for spec in &callsync_worker::crm::REGISTRY {
+    for spec in callsync_worker::crm::REGISTRY {
         assert_eq!(
             documented_default("CALLSYNC_CRM_RATE", spec.name),
             spec.default_rate,
@@ -917,7 +917,7 @@ fn the_link_check_sees_a_missing_file_and_a_missing_heading() {
 #[test]
 fn every_registered_crm_has_a_set_up_guide_linked_from_the_readme() {
     let readme = read("README.md");
-    for spec in &callsync_worker::crm::REGISTRY {
+    for spec in callsync_worker::crm::REGISTRY {
         let guide = format!("docs/crm/{}.md", spec.name);
         assert!(root().join(&guide).is_file(), "{guide} is missing");
         assert!(

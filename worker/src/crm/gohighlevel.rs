@@ -15,12 +15,11 @@
 //! finds the location's `callsync_*` custom fields
 //! (`GET /locations/{id}/customFields`) and creates the missing ones.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use callsync_shared::CallReport;
-use callsync_shared::config::{ConfigError, Env, Secret};
+use callsync_shared::config::ConfigError;
 use callsync_shared::phone::matching::{
     CallerNumber, Candidate, PhoneField, choose, parse_updated,
 };
@@ -31,11 +30,11 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::http::no_refusal;
-use super::oauth::{Grant, OAuthClient, TokenSource};
+use super::oauth::{Credentials, Grant, OAuthClient};
 use super::render;
 use super::{
-    ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, CrmSettings, CrmSpec, HttpSettings,
-    MarkedRecord, NewContact, Operation, Shared,
+    Adapter, ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, CrmSpec, MarkedRecord,
+    NewContact, Operation, Shared, Vars, configure,
 };
 
 /// The API version this adapter speaks.
@@ -44,14 +43,11 @@ const API_VERSION: &str = "2021-07-28";
 /// `CALLSYNC_GOHIGHLEVEL_*`.
 #[derive(Debug, Clone)]
 pub struct GohighlevelConfig {
-    /// A private integration token, used as given.
-    pub token: Option<Secret>,
-    /// A marketplace app's OAuth client and refresh token, renewed as
-    /// GoHighLevel rotates them.
-    pub oauth: Option<OAuthClient>,
+    /// A private integration token, used as given, or a marketplace app's
+    /// OAuth client and refresh token, renewed as GoHighLevel rotates them.
+    pub credentials: Credentials,
     pub location_id: String,
     pub base_url: String,
-    pub http: HttpSettings,
 }
 
 /// How `CALLSYNC_CRM=gohighlevel` is read and built.
@@ -65,7 +61,7 @@ pub const SPEC: CrmSpec = CrmSpec {
     // Notes and tasks are listed per contact, not searched: they show at
     // once. Give replicas a moment anyway.
     default_index_lag: Duration::from_secs(5),
-    configure: |env, http| Ok(Arc::new(GohighlevelConfig::from_env(env, http)?)),
+    configure: configure::<Gohighlevel>,
     // A token without a scope is refused with 401.
     read_refusal: no_refusal,
     credential_help: "set CALLSYNC_GOHIGHLEVEL_TOKEN to a private integration token of \
@@ -74,58 +70,48 @@ pub const SPEC: CrmSpec = CrmSpec {
         marketplace app installed on that location",
 };
 
-impl CrmSettings for GohighlevelConfig {
-    fn http(&self) -> &HttpSettings {
-        &self.http
-    }
+impl Adapter for Gohighlevel {
+    type Settings = GohighlevelConfig;
 
-    fn build(&self, shared: Shared) -> Result<Arc<dyn Crm>, reqwest::Error> {
-        Ok(Arc::new(Gohighlevel::new(self.clone(), shared)?))
-    }
-}
-
-impl GohighlevelConfig {
-    pub fn from_env(env: &Env, http: HttpSettings) -> Result<Self, ConfigError> {
-        let base_url = env
-            .string(
-                "CALLSYNC_GOHIGHLEVEL_BASE_URL",
-                "https://services.leadconnectorhq.com",
-            )
-            .trim_end_matches('/')
-            .to_owned();
-        let token = env.raw("CALLSYNC_GOHIGHLEVEL_TOKEN").map(Secret::new);
+    fn settings(vars: Vars<'_>) -> Result<GohighlevelConfig, ConfigError> {
+        let base_url = vars.url("BASE_URL", "https://services.leadconnectorhq.com");
+        let token = vars.optional_secret("TOKEN");
         // A marketplace app (OAuth 2.0): "POST /oauth/token" with
         // grant_type=refresh_token and user_type=Location answers a day-long
         // access token and a new refresh token; the used one stops working
         // (highlevel.stoplight.io, OAuth 2.0: Get Access Token).
-        let oauth = match (token.is_some(), env.raw("CALLSYNC_GOHIGHLEVEL_CLIENT_ID")) {
+        let oauth = match (token.is_some(), vars.raw("CLIENT_ID")) {
             (false, Some(client_id)) => Some(OAuthClient {
                 token_url: format!("{base_url}/oauth/token"),
                 client_id: client_id.to_owned(),
-                client_secret: env.required_secret("CALLSYNC_GOHIGHLEVEL_CLIENT_SECRET")?,
-                grant: Grant::RefreshToken(
-                    env.required_secret("CALLSYNC_GOHIGHLEVEL_REFRESH_TOKEN")?,
-                ),
+                client_secret: vars.secret("CLIENT_SECRET")?,
+                grant: Grant::RefreshToken(vars.secret("REFRESH_TOKEN")?),
                 extra_form: &[("user_type", "Location")],
             }),
             (false, None) => {
-                return Err(ConfigError {
-                    var: "CALLSYNC_GOHIGHLEVEL_TOKEN".to_owned(),
-                    message: "is required but not set (or set CALLSYNC_GOHIGHLEVEL_CLIENT_ID, \
-                              CALLSYNC_GOHIGHLEVEL_CLIENT_SECRET and \
-                              CALLSYNC_GOHIGHLEVEL_REFRESH_TOKEN for a marketplace app)"
-                        .to_owned(),
-                });
+                let message = format!(
+                    "is required but not set (or set {}, {} and {} for a marketplace app)",
+                    vars.name("CLIENT_ID"),
+                    vars.name("CLIENT_SECRET"),
+                    vars.name("REFRESH_TOKEN")
+                );
+                return Err(vars.error("TOKEN", message));
             }
             (true, _) => None,
         };
-        Ok(Self {
-            token,
-            oauth,
-            location_id: env.required("CALLSYNC_GOHIGHLEVEL_LOCATION_ID")?,
+        Ok(GohighlevelConfig {
+            credentials: Credentials { token, oauth },
+            location_id: vars.required("LOCATION_ID")?,
             base_url,
-            http,
         })
+    }
+
+    fn new(config: GohighlevelConfig, http: CrmHttp, shared: &Shared) -> Self {
+        Self {
+            http: http.authorized(&config.credentials, shared),
+            config,
+            field_ids: tokio::sync::OnceCell::new(),
+        }
     }
 }
 
@@ -285,17 +271,6 @@ impl Gohighlevel {
         Ok(choose(caller, &candidates).map(|c| c.id.clone()))
     }
 
-    pub fn new(config: GohighlevelConfig, shared: Shared) -> Result<Self, reqwest::Error> {
-        let tokens = TokenSource::new(config.token.clone(), config.oauth.clone())
-            .rotating_in(shared.refresh_tokens("gohighlevel"));
-        let http = CrmHttp::new(&SPEC, config.http.timeout, shared)?.with_tokens(tokens);
-        Ok(Self {
-            config,
-            http,
-            field_ids: tokio::sync::OnceCell::new(),
-        })
-    }
-
     async fn field_ids(&self) -> Result<&[String; 3], CrmError> {
         self.field_ids
             .get_or_try_init(|| async {
@@ -376,17 +351,14 @@ fn path_id(id: &str) -> Result<&str, CrmError> {
     {
         Ok(id)
     } else {
-        Err(CrmError::Rejected {
-            status: 400,
-            detail: format!("{id:?} is not a GoHighLevel id"),
-        })
+        Err(CrmError::not_an_id(id, "a GoHighLevel id"))
     }
 }
 
 #[async_trait]
 impl Crm for Gohighlevel {
     fn name(&self) -> &'static str {
-        "gohighlevel"
+        SPEC.name
     }
 
     /// One contact of the location: read-only, and refused without the

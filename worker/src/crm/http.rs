@@ -20,7 +20,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc2822;
 
 use super::limiter::RequestKind;
-use super::oauth::TokenSource;
+use super::oauth::{Credentials, TokenSource};
 use super::{Applied, Budgets, CrmError, CrmHealth, CrmSpec, Shared};
 
 /// How long to pause after a 429 that came without `Retry-After` (HubSpot
@@ -119,9 +119,14 @@ impl CrmHttp {
         })
     }
 
-    /// Every request carries `tokens`' access token, renewed on a 401.
+    /// Every request carries an access token from `credentials`, renewed
+    /// on a 401. Where the token endpoint rotates refresh tokens
+    /// (GoHighLevel always, Salesforce when the connected app says so), the
+    /// newest is kept in `shared`'s ledger.
     #[must_use]
-    pub fn with_tokens(mut self, tokens: TokenSource) -> Self {
+    pub fn authorized(mut self, credentials: &Credentials, shared: &Shared) -> Self {
+        let tokens = TokenSource::new(credentials.token.clone(), credentials.oauth.clone())
+            .rotating_in(shared.refresh_tokens(self.crm));
         self.tokens = Some(Arc::new(tokens));
         self
     }

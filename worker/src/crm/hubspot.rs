@@ -14,12 +14,11 @@
 //! property, `callsync_marker`, because an exact `EQ` filter on a property is
 //! reliable where a token search inside an HTML body is not.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use callsync_shared::CallReport;
-use callsync_shared::config::{ConfigError, Env, Secret};
+use callsync_shared::config::{ConfigError, Secret};
 use callsync_shared::phone::matching::{
     CallerNumber, Candidate, PhoneField, choose, parse_updated,
 };
@@ -30,8 +29,8 @@ use time::OffsetDateTime;
 
 use super::render;
 use super::{
-    ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, CrmSettings, CrmSpec, HttpSettings,
-    MarkedRecord, NewContact, Operation, Permission, Refusal, Shared,
+    Adapter, ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, CrmSpec, MarkedRecord,
+    NewContact, Operation, Permission, Refusal, Shared, Vars, configure,
 };
 
 /// HubSpot's normalised copies of `phone` and `mobilephone`, made for search.
@@ -47,7 +46,6 @@ const TASK_TO_CONTACT: u32 = 204;
 pub struct HubspotConfig {
     pub token: Secret,
     pub base_url: String,
-    pub http: HttpSettings,
     /// Owner assigned to follow-up tasks, when set.
     pub owner_id: Option<String>,
 }
@@ -89,7 +87,7 @@ pub const SPEC: CrmSpec = CrmSpec {
     default_search_rate: "5/1s",
     // HubSpot documents seconds and 10–60 s are seen in practice.
     default_index_lag: Duration::from_secs(60),
-    configure: |env, http| Ok(Arc::new(HubspotConfig::from_env(env, http)?)),
+    configure: configure::<Hubspot>,
     read_refusal,
     credential_help: "set CALLSYNC_HUBSPOT_TOKEN to the private app's access token; \
         the app needs the scopes crm.objects.contacts.read, crm.objects.contacts.write and \
@@ -109,27 +107,19 @@ fn read_refusal(body: &str) -> Option<Refusal> {
     (error.category == "MISSING_SCOPES").then_some(Refusal::Credential)
 }
 
-impl CrmSettings for HubspotConfig {
-    fn http(&self) -> &HttpSettings {
-        &self.http
-    }
+impl Adapter for Hubspot {
+    type Settings = HubspotConfig;
 
-    fn build(&self, shared: Shared) -> Result<Arc<dyn Crm>, reqwest::Error> {
-        Ok(Arc::new(Hubspot::new(self.clone(), shared)?))
-    }
-}
-
-impl HubspotConfig {
-    pub fn from_env(env: &Env, http: HttpSettings) -> Result<Self, ConfigError> {
-        Ok(Self {
-            token: env.required_secret("CALLSYNC_HUBSPOT_TOKEN")?,
-            base_url: env
-                .string("CALLSYNC_HUBSPOT_BASE_URL", "https://api.hubapi.com")
-                .trim_end_matches('/')
-                .to_owned(),
-            http,
-            owner_id: env.raw("CALLSYNC_HUBSPOT_OWNER_ID").map(str::to_owned),
+    fn settings(vars: Vars<'_>) -> Result<HubspotConfig, ConfigError> {
+        Ok(HubspotConfig {
+            token: vars.secret("TOKEN")?,
+            base_url: vars.url("BASE_URL", "https://api.hubapi.com"),
+            owner_id: vars.raw("OWNER_ID").map(str::to_owned),
         })
+    }
+
+    fn new(config: HubspotConfig, http: CrmHttp, _shared: &Shared) -> Self {
+        Self { config, http }
     }
 }
 
@@ -205,11 +195,6 @@ struct SearchHit {
 }
 
 impl Hubspot {
-    pub fn new(config: HubspotConfig, shared: Shared) -> Result<Self, reqwest::Error> {
-        let http = CrmHttp::new(&SPEC, config.http.timeout, shared)?;
-        Ok(Self { config, http })
-    }
-
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
         self.http
             .client()
@@ -375,7 +360,7 @@ fn existing_id(message: &str) -> Option<String> {
 #[async_trait]
 impl Crm for Hubspot {
     fn name(&self) -> &'static str {
-        "hubspot"
+        SPEC.name
     }
 
     /// Lists one contact: read-only, and refused without contacts read.

@@ -48,6 +48,16 @@ pub struct OAuthClient {
     pub extra_form: &'static [(&'static str, &'static str)],
 }
 
+/// How a CRM that speaks OAuth is authenticated: an access token used as
+/// given, or an OAuth client that fetches (and renews) its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// A token to start with; with no client it is the only one.
+    pub token: Option<Secret>,
+    /// How to get new tokens, when the CRM's app is configured.
+    pub oauth: Option<OAuthClient>,
+}
+
 /// A token, numbered so that a renewal can tell whether somebody else has
 /// already replaced the token it found expired.
 #[derive(Debug, Clone)]

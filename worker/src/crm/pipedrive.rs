@@ -15,12 +15,11 @@
 //! The last-call person fields are created by [`Crm::prepare`] when missing;
 //! Pipedrive names them by a generated key, which is looked up by name.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use callsync_shared::CallReport;
-use callsync_shared::config::{ConfigError, Env, Secret};
+use callsync_shared::config::{ConfigError, Secret};
 use callsync_shared::phone::matching::{
     CallerNumber, Candidate, PhoneField, choose, parse_updated,
 };
@@ -33,8 +32,8 @@ use tokio::sync::OnceCell;
 
 use super::render;
 use super::{
-    ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, CrmSettings, CrmSpec, HttpSettings,
-    MarkedRecord, NewContact, Operation, Refusal, Shared,
+    Adapter, ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, CrmSpec, MarkedRecord,
+    NewContact, Operation, Refusal, Shared, Vars, configure,
 };
 
 /// `CALLSYNC_PIPEDRIVE_*`.
@@ -43,7 +42,6 @@ pub struct PipedriveConfig {
     pub token: Secret,
     /// The company domain, e.g. `https://acme.pipedrive.com`.
     pub base_url: String,
-    pub http: HttpSettings,
 }
 
 /// How `CALLSYNC_CRM=pipedrive` is read and built.
@@ -57,7 +55,7 @@ pub const SPEC: CrmSpec = CrmSpec {
     // Notes, tasks and activities are listed per contact, not searched:
     // they show at once. Give replicas a moment anyway.
     default_index_lag: Duration::from_secs(5),
-    configure: |env, http| Ok(Arc::new(PipedriveConfig::from_env(env, http)?)),
+    configure: configure::<Pipedrive>,
     read_refusal,
     credential_help: "set CALLSYNC_PIPEDRIVE_TOKEN to a valid API token (Personal \
         preferences > API) of a user who may add persons, notes and activities",
@@ -78,26 +76,22 @@ fn read_refusal(body: &str) -> Option<Refusal> {
         .then_some(Refusal::Credential)
 }
 
-impl CrmSettings for PipedriveConfig {
-    fn http(&self) -> &HttpSettings {
-        &self.http
-    }
+impl Adapter for Pipedrive {
+    type Settings = PipedriveConfig;
 
-    fn build(&self, shared: Shared) -> Result<Arc<dyn Crm>, reqwest::Error> {
-        Ok(Arc::new(Pipedrive::new(self.clone(), shared)?))
-    }
-}
-
-impl PipedriveConfig {
-    pub fn from_env(env: &Env, http: HttpSettings) -> Result<Self, ConfigError> {
-        Ok(Self {
-            token: env.required_secret("CALLSYNC_PIPEDRIVE_TOKEN")?,
-            base_url: env
-                .required("CALLSYNC_PIPEDRIVE_BASE_URL")?
-                .trim_end_matches('/')
-                .to_owned(),
-            http,
+    fn settings(vars: Vars<'_>) -> Result<PipedriveConfig, ConfigError> {
+        Ok(PipedriveConfig {
+            token: vars.secret("TOKEN")?,
+            base_url: vars.required_url("BASE_URL")?,
         })
+    }
+
+    fn new(config: PipedriveConfig, http: CrmHttp, _shared: &Shared) -> Self {
+        Self {
+            config,
+            http,
+            fields: OnceCell::new(),
+        }
     }
 }
 
@@ -293,15 +287,6 @@ impl Page {
 }
 
 impl Pipedrive {
-    pub fn new(config: PipedriveConfig, shared: Shared) -> Result<Self, reqwest::Error> {
-        let http = CrmHttp::new(&SPEC, config.http.timeout, shared)?;
-        Ok(Self {
-            config,
-            http,
-            fields: OnceCell::new(),
-        })
-    }
-
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
         self.http
             .client()
@@ -436,16 +421,15 @@ impl Pipedrive {
 
 /// Pipedrive ids are integers; a non-numeric id cannot be one.
 fn person_id(contact: &str) -> Result<i64, CrmError> {
-    contact.parse().map_err(|_| CrmError::Rejected {
-        status: 400,
-        detail: format!("{contact:?} is not a Pipedrive person id"),
-    })
+    contact
+        .parse()
+        .map_err(|_| CrmError::not_an_id(contact, "a Pipedrive person id"))
 }
 
 #[async_trait]
 impl Crm for Pipedrive {
     fn name(&self) -> &'static str {
-        "pipedrive"
+        SPEC.name
     }
 
     /// The token's own user: read-only, and refused for a wrong token.

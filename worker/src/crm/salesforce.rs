@@ -18,12 +18,11 @@
 //! connected app's client credentials (and optionally a refresh token) and
 //! renews the token itself when Salesforce answers 401 (see `oauth.rs`).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use callsync_shared::CallReport;
-use callsync_shared::config::{ConfigError, Env, Secret};
+use callsync_shared::config::ConfigError;
 use callsync_shared::phone::matching::{Candidate, PhoneField, choose, parse_updated};
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::Deserialize;
@@ -32,24 +31,21 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
 
-use super::oauth::{Grant, OAuthClient, TokenSource};
+use super::oauth::{Credentials, Grant, OAuthClient};
 use super::render;
 use super::{
-    ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, CrmSettings, CrmSpec, HttpSettings,
-    MarkedRecord, NewContact, Operation, Refusal, Shared,
+    Adapter, ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, CrmSpec, MarkedRecord,
+    NewContact, Operation, Refusal, Shared, Vars, configure,
 };
 
 /// `CALLSYNC_SALESFORCE_*`.
 #[derive(Debug, Clone)]
 pub struct SalesforceConfig {
-    /// A token to start with; with no OAuth client it is the only one.
-    pub access_token: Option<Secret>,
-    /// How to get new tokens, when a connected app is configured.
-    pub oauth: Option<OAuthClient>,
+    /// A fixed access token, or a connected app's client that fetches them.
+    pub credentials: Credentials,
     /// e.g. `https://acme.my.salesforce.com`.
     pub instance_url: String,
     pub api_version: String,
-    pub http: HttpSettings,
 }
 
 /// How `CALLSYNC_CRM=salesforce` is read and built.
@@ -63,7 +59,7 @@ pub const SPEC: CrmSpec = CrmSpec {
     // Tasks are upserted and read by External ID (immediate), but contacts
     // are found through SOSL, whose index is asynchronous.
     default_index_lag: Duration::from_secs(30),
-    configure: |env, http| Ok(Arc::new(SalesforceConfig::from_env(env, http)?)),
+    configure: configure::<Salesforce>,
     read_refusal,
     credential_help: "check CALLSYNC_SALESFORCE_CLIENT_ID, CALLSYNC_SALESFORCE_CLIENT_SECRET \
         and CALLSYNC_SALESFORCE_REFRESH_TOKEN (or CALLSYNC_SALESFORCE_ACCESS_TOKEN): the connected \
@@ -88,59 +84,50 @@ fn read_refusal(body: &str) -> Option<Refusal> {
     })
 }
 
-impl CrmSettings for SalesforceConfig {
-    fn http(&self) -> &HttpSettings {
-        &self.http
-    }
+impl Adapter for Salesforce {
+    type Settings = SalesforceConfig;
 
-    fn build(&self, shared: Shared) -> Result<Arc<dyn Crm>, reqwest::Error> {
-        Ok(Arc::new(Salesforce::new(self.clone(), shared)?))
-    }
-}
-
-impl SalesforceConfig {
-    pub fn from_env(env: &Env, http: HttpSettings) -> Result<Self, ConfigError> {
-        let access_token = env.raw("CALLSYNC_SALESFORCE_ACCESS_TOKEN").map(Secret::new);
-        let client_id = env.raw("CALLSYNC_SALESFORCE_CLIENT_ID");
-        if access_token.is_none() && client_id.is_none() {
+    fn settings(vars: Vars<'_>) -> Result<SalesforceConfig, ConfigError> {
+        let token = vars.optional_secret("ACCESS_TOKEN");
+        let client_id = vars.raw("CLIENT_ID");
+        if token.is_none() && client_id.is_none() {
             // Name the simplest way out; the README gives the other.
-            return Err(ConfigError {
-                var: "CALLSYNC_SALESFORCE_ACCESS_TOKEN".to_owned(),
-                message: "is required but not set (or set CALLSYNC_SALESFORCE_CLIENT_ID and \
-                          CALLSYNC_SALESFORCE_CLIENT_SECRET to let the worker fetch tokens)"
-                    .to_owned(),
-            });
+            let message = format!(
+                "is required but not set (or set {} and {} to let the worker fetch tokens)",
+                vars.name("CLIENT_ID"),
+                vars.name("CLIENT_SECRET")
+            );
+            return Err(vars.error("ACCESS_TOKEN", message));
         }
-        let instance_url = env
-            .required("CALLSYNC_SALESFORCE_INSTANCE_URL")?
-            .trim_end_matches('/')
-            .to_owned();
+        let instance_url = vars.required_url("INSTANCE_URL")?;
         let oauth = match client_id {
             None => None,
-            Some(client_id) => {
-                let login_url = env
-                    .string("CALLSYNC_SALESFORCE_LOGIN_URL", &instance_url)
-                    .trim_end_matches('/')
-                    .to_owned();
-                Some(OAuthClient {
-                    token_url: format!("{login_url}/services/oauth2/token"),
-                    client_id: client_id.to_owned(),
-                    client_secret: env.required_secret("CALLSYNC_SALESFORCE_CLIENT_SECRET")?,
-                    grant: match env.raw("CALLSYNC_SALESFORCE_REFRESH_TOKEN") {
-                        Some(token) => Grant::RefreshToken(Secret::new(token)),
-                        None => Grant::ClientCredentials,
-                    },
-                    extra_form: &[],
-                })
-            }
+            Some(client_id) => Some(OAuthClient {
+                token_url: format!(
+                    "{}/services/oauth2/token",
+                    vars.url("LOGIN_URL", &instance_url)
+                ),
+                client_id: client_id.to_owned(),
+                client_secret: vars.secret("CLIENT_SECRET")?,
+                grant: match vars.optional_secret("REFRESH_TOKEN") {
+                    Some(token) => Grant::RefreshToken(token),
+                    None => Grant::ClientCredentials,
+                },
+                extra_form: &[],
+            }),
         };
-        Ok(Self {
-            access_token,
-            oauth,
+        Ok(SalesforceConfig {
+            credentials: Credentials { token, oauth },
             instance_url,
-            api_version: env.string("CALLSYNC_SALESFORCE_API_VERSION", "v60.0"),
-            http,
+            api_version: vars.string("API_VERSION", "v60.0"),
         })
+    }
+
+    fn new(config: SalesforceConfig, http: CrmHttp, shared: &Shared) -> Self {
+        Self {
+            http: http.authorized(&config.credentials, shared),
+            config,
+        }
     }
 }
 
@@ -230,15 +217,6 @@ struct Fetched {
 }
 
 impl Salesforce {
-    pub fn new(config: SalesforceConfig, shared: Shared) -> Result<Self, reqwest::Error> {
-        // Salesforce can rotate refresh tokens too (a connected app
-        // setting); the newest is then kept in the ledger.
-        let tokens = TokenSource::new(config.access_token.clone(), config.oauth.clone())
-            .rotating_in(shared.refresh_tokens("salesforce"));
-        let http = CrmHttp::new(&SPEC, config.http.timeout, shared)?.with_tokens(tokens);
-        Ok(Self { config, http })
-    }
-
     /// A request without credentials: [`CrmHttp`] adds the token.
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
         self.http.client().request(
@@ -355,10 +333,7 @@ fn safe_id(id: &str) -> Result<&str, CrmError> {
     if (15..=18).contains(&id.len()) && id.chars().all(|c| c.is_ascii_alphanumeric()) {
         Ok(id)
     } else {
-        Err(CrmError::Rejected {
-            status: 400,
-            detail: format!("{id:?} is not a Salesforce id"),
-        })
+        Err(CrmError::not_an_id(id, "a Salesforce id"))
     }
 }
 
@@ -389,7 +364,7 @@ fn plain_text(report: &CallReport) -> String {
 #[async_trait]
 impl Crm for Salesforce {
     fn name(&self) -> &'static str {
-        "salesforce"
+        SPEC.name
     }
 
     /// Fetches the first token now (when the worker fetches its own), so
@@ -568,6 +543,7 @@ fn follow_up_marker(marker: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use callsync_shared::config::{Env, Secret};
 
     #[test]
     fn sosl_reserved_characters_are_escaped() {
@@ -585,12 +561,8 @@ mod tests {
         );
     }
 
-    fn settings() -> HttpSettings {
-        HttpSettings {
-            timeout: std::time::Duration::from_secs(10),
-            rate: None,
-            search_rate: None,
-        }
+    fn read(env: &Env) -> Result<SalesforceConfig, ConfigError> {
+        Salesforce::settings(Vars::new(env, SPEC.name))
     }
 
     fn instance() -> Env {
@@ -605,9 +577,9 @@ mod tests {
         let env = instance()
             .with("CALLSYNC_SALESFORCE_CLIENT_ID", "3MVG9-app")
             .with("CALLSYNC_SALESFORCE_CLIENT_SECRET", "shh");
-        let config = SalesforceConfig::from_env(&env, settings()).unwrap();
-        assert!(config.access_token.is_none());
-        let oauth = config.oauth.unwrap();
+        let config = read(&env).unwrap();
+        assert!(config.credentials.token.is_none());
+        let oauth = config.credentials.oauth.unwrap();
         assert_eq!(
             oauth.token_url,
             "https://acme.my.salesforce.com/services/oauth2/token"
@@ -625,10 +597,7 @@ mod tests {
                 "CALLSYNC_SALESFORCE_LOGIN_URL",
                 "https://login.salesforce.com",
             );
-        let oauth = SalesforceConfig::from_env(&env, settings())
-            .unwrap()
-            .oauth
-            .unwrap();
+        let oauth = read(&env).unwrap().credentials.oauth.unwrap();
         assert_eq!(
             oauth.token_url,
             "https://login.salesforce.com/services/oauth2/token"
@@ -642,7 +611,7 @@ mod tests {
     #[test]
     fn a_client_id_without_its_secret_is_named_at_start_up() {
         let env = instance().with("CALLSYNC_SALESFORCE_CLIENT_ID", "3MVG9-app");
-        let err = SalesforceConfig::from_env(&env, settings()).unwrap_err();
+        let err = read(&env).unwrap_err();
         assert_eq!(err.var, "CALLSYNC_SALESFORCE_CLIENT_SECRET");
     }
 

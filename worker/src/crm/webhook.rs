@@ -11,12 +11,11 @@
 //!
 //! Body: `{"type":"call.report","timestamp":"<RFC 3339>","data":<CallReport>}`.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use callsync_shared::CallReport;
-use callsync_shared::config::{ConfigError, Env, Secret};
+use callsync_shared::config::{ConfigError, Secret};
 use callsync_shared::signature::sign_standard_webhook;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
@@ -25,8 +24,8 @@ use time::format_description::well_known::Rfc3339;
 
 use super::http::no_refusal;
 use super::{
-    ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, CrmSettings, CrmSpec, HttpSettings,
-    MarkedRecord, NewContact, Shared,
+    Adapter, ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, CrmSpec, MarkedRecord,
+    NewContact, Shared, Vars, configure,
 };
 
 /// `CALLSYNC_WEBHOOK_*`.
@@ -35,7 +34,6 @@ pub struct WebhookConfig {
     pub url: String,
     /// `whsec_<base64>` as Standard Webhooks issues them, or any string.
     pub secret: Secret,
-    pub http: HttpSettings,
 }
 
 /// How `CALLSYNC_CRM=webhook` is read and built.
@@ -47,38 +45,11 @@ pub const SPEC: CrmSpec = CrmSpec {
     default_search_rate: "off",
     // The webhook target is "searched" by sending again.
     default_index_lag: Duration::ZERO,
-    configure: |env, http| Ok(Arc::new(WebhookConfig::from_env(env, http)?)),
+    configure: configure::<Webhook>,
     read_refusal: no_refusal,
     credential_help: "the target refused callsync's requests: check CALLSYNC_WEBHOOK_URL \
         and that the receiver verifies with the same CALLSYNC_WEBHOOK_SECRET",
 };
-
-impl CrmSettings for WebhookConfig {
-    fn http(&self) -> &HttpSettings {
-        &self.http
-    }
-
-    fn build(&self, shared: Shared) -> Result<Arc<dyn Crm>, reqwest::Error> {
-        Ok(Arc::new(Webhook::new(self.clone(), shared)?))
-    }
-}
-
-impl WebhookConfig {
-    pub fn from_env(env: &Env, http: HttpSettings) -> Result<Self, ConfigError> {
-        let url = env.required("CALLSYNC_WEBHOOK_URL")?;
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(ConfigError {
-                var: "CALLSYNC_WEBHOOK_URL".to_owned(),
-                message: format!("expected an http:// or https:// URL, got {url:?}"),
-            });
-        }
-        Ok(Self {
-            url,
-            secret: env.required_secret("CALLSYNC_WEBHOOK_SECRET")?,
-            http,
-        })
-    }
-}
 
 #[derive(Debug)]
 pub struct Webhook {
@@ -86,10 +57,23 @@ pub struct Webhook {
     http: CrmHttp,
 }
 
-impl Webhook {
-    pub fn new(config: WebhookConfig, shared: Shared) -> Result<Self, reqwest::Error> {
-        let http = CrmHttp::new(&SPEC, config.http.timeout, shared)?;
-        Ok(Self { config, http })
+impl Adapter for Webhook {
+    type Settings = WebhookConfig;
+
+    fn settings(vars: Vars<'_>) -> Result<WebhookConfig, ConfigError> {
+        let url = vars.required("URL")?;
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            let message = format!("expected an http:// or https:// URL, got {url:?}");
+            return Err(vars.error("URL", message));
+        }
+        Ok(WebhookConfig {
+            url,
+            secret: vars.secret("SECRET")?,
+        })
+    }
+
+    fn new(config: WebhookConfig, http: CrmHttp, _shared: &Shared) -> Self {
+        Self { config, http }
     }
 }
 
@@ -99,7 +83,7 @@ const IN_REPORT: &str = "in-report";
 #[async_trait]
 impl Crm for Webhook {
     fn name(&self) -> &'static str {
-        "webhook"
+        SPEC.name
     }
 
     fn manages_contacts(&self) -> bool {

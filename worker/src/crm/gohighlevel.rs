@@ -24,8 +24,7 @@ use callsync_shared::phone::matching::{
     CallerNumber, Candidate, PhoneField, choose, parse_updated,
 };
 use reqwest::{Method, RequestBuilder, StatusCode};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -129,6 +128,97 @@ pub struct Gohighlevel {
     http: CrmHttp,
     /// The location's ids of [`FIELDS`], in the same order.
     field_ids: tokio::sync::OnceCell<[String; 3]>,
+}
+
+/// `POST /contacts/search`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ContactSearch<'a> {
+    location_id: &'a str,
+    page: u32,
+    page_limit: u32,
+    filters: Vec<FilterGroup<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sort: Option<[Sort; 1]>,
+}
+
+/// Filters joined by `group` (`OR`).
+#[derive(Serialize)]
+struct FilterGroup<'a> {
+    group: &'static str,
+    filters: Vec<Filter<'a>>,
+}
+
+#[derive(Serialize)]
+struct Filter<'a> {
+    field: &'static str,
+    operator: &'static str,
+    value: &'a str,
+}
+
+#[derive(Serialize)]
+struct Sort {
+    field: &'static str,
+    direction: &'static str,
+}
+
+/// `POST /locations/{id}/customFields`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct NewField<'a> {
+    name: &'a str,
+    data_type: &'static str,
+    model: &'static str,
+}
+
+/// A custom field's value on a contact, by the field's id.
+#[derive(Serialize)]
+struct FieldValue<'a> {
+    id: &'a str,
+    key: &'static str,
+    field_value: String,
+}
+
+/// `POST /contacts/upsert`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ContactUpsert<'a> {
+    location_id: &'a str,
+    source: &'static str,
+    custom_fields: Vec<FieldValue<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    phone: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    email: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    first_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_name: Option<String>,
+}
+
+/// `PUT /contacts/{id}`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ContactUpdate<'a> {
+    custom_fields: Vec<FieldValue<'a>>,
+}
+
+/// `POST /contacts/{id}/notes`.
+#[derive(Serialize)]
+struct NewNote {
+    body: String,
+}
+
+/// `POST /contacts/{id}/tasks`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct NewTask {
+    title: String,
+    body: String,
+    due_date: String,
+    completed: bool,
 }
 
 #[derive(Deserialize)]
@@ -246,24 +336,29 @@ impl Gohighlevel {
     /// Hits are verified locally.
     /// https://highlevel.stoplight.io/docs/integrations/dbe4f3a00a106-search-contacts
     async fn find_by_number(&self, caller: &CallerNumber) -> Result<Option<CrmId>, CrmError> {
-        let body = json!({
-            "locationId": self.config.location_id,
-            "page": 1,
-            "pageLimit": 100,
-            "filters": [{
-                "group": "OR",
-                "filters": [
-                    { "field": "phone", "operator": "eq", "value": caller.e164() },
-                    { "field": "phone", "operator": "contains", "value": caller.nsn() },
-                ],
+        let phone = |operator, value| Filter {
+            field: "phone",
+            operator,
+            value,
+        };
+        let search = ContactSearch {
+            location_id: &self.config.location_id,
+            page: 1,
+            page_limit: 100,
+            filters: vec![FilterGroup {
+                group: "OR",
+                filters: vec![phone("eq", caller.e164()), phone("contains", caller.nsn())],
             }],
-            "sort": [{ "field": "dateUpdated", "direction": "desc" }],
-        });
+            sort: Some([Sort {
+                field: "dateUpdated",
+                direction: "desc",
+            }]),
+        };
         let found: SearchResults = self
             .http
             .json(
                 Operation::search("search_contacts"),
-                self.request(Method::POST, "/contacts/search").json(&body),
+                self.request(Method::POST, "/contacts/search").json(&search),
             )
             .await?;
         let candidates: Vec<Candidate> =
@@ -295,15 +390,16 @@ impl Gohighlevel {
                     *slot = match found {
                         Some(field) => field.id.clone(),
                         None => {
+                            let field = NewField {
+                                name,
+                                data_type: "LARGE_TEXT",
+                                model: "contact",
+                            };
                             let created: CreatedField = self
                                 .http
                                 .json(
                                     "create_field",
-                                    self.request(Method::POST, &path).json(&json!({
-                                        "name": name,
-                                        "dataType": "LARGE_TEXT",
-                                        "model": "contact",
-                                    })),
+                                    self.request(Method::POST, &path).json(&field),
                                 )
                                 .await?;
                             created.custom_field.id
@@ -315,22 +411,23 @@ impl Gohighlevel {
             .await
     }
 
-    async fn custom_fields(&self, report: &CallReport) -> Result<Value, CrmError> {
+    async fn custom_fields(&self, report: &CallReport) -> Result<Vec<FieldValue<'_>>, CrmError> {
         let ids = self.field_ids().await?;
         let values = [
             report.ended_at.format(&Rfc3339).unwrap_or_default(),
             render::field_summary(report),
             report.sentiment.clone().unwrap_or_default(),
         ];
-        Ok(Value::Array(
-            ids.iter()
-                .zip(FIELDS)
-                .zip(values)
-                .map(
-                    |((id, (key, _)), value)| json!({ "id": id, "key": key, "field_value": value }),
-                )
-                .collect(),
-        ))
+        Ok(ids
+            .iter()
+            .zip(FIELDS)
+            .zip(values)
+            .map(|((id, (key, _)), field_value)| FieldValue {
+                id,
+                key,
+                field_value,
+            })
+            .collect())
     }
 
     /// A request without credentials: [`CrmHttp`] adds the token.
@@ -364,11 +461,17 @@ impl Crm for Gohighlevel {
     /// One contact of the location: read-only, and refused without the
     /// contacts scope or for another location's token.
     async fn probe(&self) -> Result<(), CrmError> {
-        let body = json!({ "locationId": self.config.location_id, "page": 1, "pageLimit": 1, "filters": [] });
+        let search = ContactSearch {
+            location_id: &self.config.location_id,
+            page: 1,
+            page_limit: 1,
+            filters: Vec::new(),
+            sort: None,
+        };
         self.http
             .send(
                 "probe",
-                self.request(Method::POST, "/contacts/search").json(&body),
+                self.request(Method::POST, "/contacts/search").json(&search),
                 &[],
             )
             .await
@@ -423,30 +526,25 @@ impl Crm for Gohighlevel {
 
     async fn create_contact(&self, contact: &NewContact<'_>) -> Result<Created, CrmError> {
         let caller = &contact.report.caller;
-        let mut body = json!({
-            "locationId": self.config.location_id,
-            "source": "callsync",
-            "customFields": self.custom_fields(contact.report).await?,
-        });
-        if let Some(phone) = &caller.phone {
-            body["phone"] = json!(phone.best());
-        }
-        if let Some(email) = &caller.email {
-            body["email"] = json!(email);
-        }
-        if let Some(name) = &caller.name {
-            let (first, last) = render::split_name(name);
-            body["name"] = json!(name);
-            body["firstName"] = json!(first);
-            if let Some(last) = last {
-                body["lastName"] = json!(last);
-            }
-        }
+        let (first_name, last_name) = match caller.name.as_deref().map(render::split_name) {
+            Some((first, last)) => (Some(first), last),
+            None => (None, None),
+        };
+        let upsert = ContactUpsert {
+            location_id: &self.config.location_id,
+            source: "callsync",
+            custom_fields: self.custom_fields(contact.report).await?,
+            phone: caller.phone.as_ref().map(|p| p.best()),
+            email: caller.email.as_deref(),
+            name: caller.name.as_deref(),
+            first_name,
+            last_name,
+        };
         let created: ContactEnvelope = self
             .http
             .json(
                 "upsert_contact",
-                self.request(Method::POST, "/contacts/upsert").json(&body),
+                self.request(Method::POST, "/contacts/upsert").json(&upsert),
             )
             .await?;
         // An upsert writes the custom fields whether it created or matched.
@@ -457,11 +555,13 @@ impl Crm for Gohighlevel {
     }
 
     async fn record_call(&self, contact: &str, report: &CallReport) -> Result<CrmId, CrmError> {
-        let body = format!(
-            "<p><b>{}</b></p>\n{}",
-            render::escape(&render::call_title(report)),
-            render::call_body_html(report)
-        );
+        let note = NewNote {
+            body: format!(
+                "<p><b>{}</b></p>\n{}",
+                render::escape(&render::call_title(report)),
+                render::call_body_html(report)
+            ),
+        };
         let created: NoteEnvelope = self
             .http
             .json(
@@ -470,18 +570,21 @@ impl Crm for Gohighlevel {
                     Method::POST,
                     &format!("/contacts/{}/notes", path_id(contact)?),
                 )
-                .json(&json!({ "body": body })),
+                .json(&note),
             )
             .await?;
         Ok(created.note.id)
     }
 
     async fn update_contact(&self, contact: &str, report: &CallReport) -> Result<(), CrmError> {
+        let path = format!("/contacts/{}", path_id(contact)?);
+        let update = ContactUpdate {
+            custom_fields: self.custom_fields(report).await?,
+        };
         self.http
             .send(
                 "update_contact",
-                self.request(Method::PUT, &format!("/contacts/{}", path_id(contact)?))
-                    .json(&json!({ "customFields": self.custom_fields(report).await? })),
+                self.request(Method::PUT, &path).json(&update),
                 &[],
             )
             .await
@@ -494,17 +597,24 @@ impl Crm for Gohighlevel {
         report: &CallReport,
         due: OffsetDateTime,
     ) -> Result<CrmId, CrmError> {
+        let task = NewTask {
+            title: render::task_subject(report),
+            body: render::task_body_html(report),
+            due_date: due
+                .to_offset(time::UtcOffset::UTC)
+                .format(&Rfc3339)
+                .unwrap_or_default(),
+            completed: false,
+        };
         let created: TaskEnvelope = self
             .http
             .json(
                 "create_task",
-                self.request(Method::POST, &format!("/contacts/{}/tasks", path_id(contact)?))
-                    .json(&json!({
-                        "title": render::task_subject(report),
-                        "body": render::task_body_html(report),
-                        "dueDate": due.to_offset(time::UtcOffset::UTC).format(&Rfc3339).unwrap_or_default(),
-                        "completed": false,
-                    })),
+                self.request(
+                    Method::POST,
+                    &format!("/contacts/{}/tasks", path_id(contact)?),
+                )
+                .json(&task),
             )
             .await?;
         Ok(created.task.id)

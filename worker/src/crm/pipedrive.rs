@@ -24,8 +24,9 @@ use callsync_shared::phone::matching::{
     CallerNumber, Candidate, PhoneField, choose, parse_updated,
 };
 use reqwest::{Method, RequestBuilder, StatusCode};
-use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::macros::format_description;
 use tokio::sync::OnceCell;
@@ -214,6 +215,77 @@ struct Field {
     name: String,
 }
 
+/// `POST /v1/personFields`.
+#[derive(Serialize)]
+struct NewField<'a> {
+    name: &'a str,
+    field_type: &'static str,
+}
+
+/// Values of the custom person fields, by their generated keys.
+type CustomFields<'a> = BTreeMap<&'a str, String>;
+
+/// `POST /api/v2/persons`.
+#[derive(Serialize)]
+struct NewPerson<'a> {
+    name: String,
+    custom_fields: CustomFields<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    phones: Option<[Labelled<'a>; 1]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    emails: Option<[Labelled<'a>; 1]>,
+}
+
+/// A person's phone or e-mail.
+#[derive(Serialize)]
+struct Labelled<'a> {
+    value: &'a str,
+    primary: bool,
+    label: &'static str,
+}
+
+impl<'a> Labelled<'a> {
+    fn primary(value: &'a str, label: &'static str) -> Option<[Self; 1]> {
+        Some([Self {
+            value,
+            primary: true,
+            label,
+        }])
+    }
+}
+
+/// `PATCH /api/v2/persons/{id}`.
+#[derive(Serialize)]
+struct PersonUpdate<'a> {
+    custom_fields: CustomFields<'a>,
+}
+
+/// `POST /v1/notes`.
+#[derive(Serialize)]
+struct NewNote {
+    content: String,
+    person_id: i64,
+}
+
+/// `POST /api/v2/activities`.
+#[derive(Serialize)]
+struct NewActivity {
+    subject: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    due_date: String,
+    due_time: String,
+    done: bool,
+    participants: [Participant; 1],
+    note: String,
+}
+
+#[derive(Serialize)]
+struct Participant {
+    person_id: i64,
+    primary: bool,
+}
+
 #[derive(Deserialize)]
 struct Content {
     id: i64,
@@ -307,12 +379,15 @@ impl Pipedrive {
                     *slot = match existing.iter().find(|f| f.name == name) {
                         Some(field) => field.key.clone(),
                         None => {
+                            let field = NewField {
+                                name,
+                                field_type: "text",
+                            };
                             let created: Envelope<Field> = self
                                 .http
                                 .json(
                                     "create_field",
-                                    self.request(Method::POST, "/v1/personFields")
-                                        .json(&json!({ "name": name, "field_type": "text" })),
+                                    self.request(Method::POST, "/v1/personFields").json(&field),
                                 )
                                 .await?;
                             created.data.key
@@ -324,24 +399,17 @@ impl Pipedrive {
             .await
     }
 
-    async fn last_call_fields(&self, report: &CallReport) -> Result<Map<String, Value>, CrmError> {
+    async fn last_call_fields(&self, report: &CallReport) -> Result<CustomFields<'_>, CrmError> {
         let keys = &self.field_keys().await?.0;
-        let mut fields = Map::new();
-        fields.insert(
-            keys[0].clone(),
-            json!(
-                report
-                    .ended_at
-                    .format(&time::format_description::well_known::Rfc3339)
-                    .unwrap_or_default()
-            ),
-        );
-        fields.insert(keys[1].clone(), json!(render::field_summary(report)));
-        fields.insert(
-            keys[2].clone(),
-            json!(report.sentiment.clone().unwrap_or_default()),
-        );
-        Ok(fields)
+        let values = [
+            report
+                .ended_at
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+            render::field_summary(report),
+            report.sentiment.clone().unwrap_or_default(),
+        ];
+        Ok(keys.iter().map(String::as_str).zip(values).collect())
     }
 
     async fn search(&self, field: &str, term: &str, exact: bool) -> Result<Vec<Person>, CrmError> {
@@ -409,11 +477,11 @@ impl Pipedrive {
         &self,
         operation: &'static str,
         path: &str,
-        body: Value,
+        body: &(impl Serialize + Sync),
     ) -> Result<CrmId, CrmError> {
         let created: Envelope<Id> = self
             .http
-            .json(operation, self.request(Method::POST, path).json(&body))
+            .json(operation, self.request(Method::POST, path).json(body))
             .await?;
         Ok(created.data.id.to_string())
     }
@@ -481,19 +549,21 @@ impl Crm for Pipedrive {
 
     async fn create_contact(&self, contact: &NewContact<'_>) -> Result<Created, CrmError> {
         let caller = &contact.report.caller;
-        // Pipedrive requires a name: the caller's, else the number.
-        let mut body = json!({
-            "name": caller.display_name(),
-            "custom_fields": self.last_call_fields(contact.report).await?,
-        });
-        if let Some(phone) = &caller.phone {
-            body["phones"] = json!([{ "value": phone.best(), "primary": true, "label": "mobile" }]);
-        }
-        if let Some(email) = &caller.email {
-            body["emails"] = json!([{ "value": email, "primary": true, "label": "work" }]);
-        }
+        let person = NewPerson {
+            // Pipedrive requires a name: the caller's, else the number.
+            name: caller.display_name(),
+            custom_fields: self.last_call_fields(contact.report).await?,
+            phones: caller
+                .phone
+                .as_ref()
+                .and_then(|phone| Labelled::primary(phone.best(), "mobile")),
+            emails: caller
+                .email
+                .as_deref()
+                .and_then(|email| Labelled::primary(email, "work")),
+        };
         let id = self
-            .create("create_person", "/api/v2/persons", body)
+            .create("create_person", "/api/v2/persons", &person)
             .await?;
         Ok(Created {
             id,
@@ -502,21 +572,21 @@ impl Crm for Pipedrive {
     }
 
     async fn record_call(&self, contact: &str, report: &CallReport) -> Result<CrmId, CrmError> {
-        let content = format!(
-            "<p><b>{}</b></p>\n{}",
-            render::escape(&render::call_title(report)),
-            render::call_body_html(report)
-        );
-        self.create(
-            "create_note",
-            "/v1/notes",
-            json!({ "content": content, "person_id": person_id(contact)? }),
-        )
-        .await
+        let note = NewNote {
+            content: format!(
+                "<p><b>{}</b></p>\n{}",
+                render::escape(&render::call_title(report)),
+                render::call_body_html(report)
+            ),
+            person_id: person_id(contact)?,
+        };
+        self.create("create_note", "/v1/notes", &note).await
     }
 
     async fn update_contact(&self, contact: &str, report: &CallReport) -> Result<(), CrmError> {
-        let fields = self.last_call_fields(report).await?;
+        let update = PersonUpdate {
+            custom_fields: self.last_call_fields(report).await?,
+        };
         self.http
             .send(
                 "update_person",
@@ -524,7 +594,7 @@ impl Crm for Pipedrive {
                     Method::PATCH,
                     &format!("/api/v2/persons/{}", person_id(contact)?),
                 )
-                .json(&json!({ "custom_fields": fields })),
+                .json(&update),
                 &[],
             )
             .await
@@ -544,20 +614,20 @@ impl Crm for Pipedrive {
         let at = due
             .format(format_description!("[hour]:[minute]"))
             .unwrap_or_default();
-        self.create(
-            "create_activity",
-            "/api/v2/activities",
-            json!({
-                "subject": render::task_subject(report),
-                "type": "call",
-                "due_date": date,
-                "due_time": at,
-                "done": false,
-                "participants": [{ "person_id": person_id(contact)?, "primary": true }],
-                "note": render::task_body_html(report),
-            }),
-        )
-        .await
+        let activity = NewActivity {
+            subject: render::task_subject(report),
+            kind: "call",
+            due_date: date,
+            due_time: at,
+            done: false,
+            participants: [Participant {
+                person_id: person_id(contact)?,
+                primary: true,
+            }],
+            note: render::task_body_html(report),
+        };
+        self.create("create_activity", "/api/v2/activities", &activity)
+            .await
     }
 
     async fn find_marked(
@@ -603,6 +673,7 @@ impl Crm for Pipedrive {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{Value, json};
 
     fn page(additional_data: Value) -> Page {
         serde_json::from_value(

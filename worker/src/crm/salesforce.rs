@@ -25,8 +25,7 @@ use callsync_shared::CallReport;
 use callsync_shared::config::ConfigError;
 use callsync_shared::phone::matching::{Candidate, PhoneField, choose, parse_updated};
 use reqwest::{Method, RequestBuilder, StatusCode};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
@@ -255,14 +254,14 @@ impl Salesforce {
         &self,
         operation: &'static str,
         external: &str,
-        body: Value,
+        body: &(impl Serialize + Sync),
     ) -> Result<CrmId, CrmError> {
         let path = format!("/sobjects/Task/{MARKER_FIELD}/{}", encode(external));
         let response = self
             .http
             .send(
                 operation,
-                self.request(Method::PATCH, &path).json(&body),
+                self.request(Method::PATCH, &path).json(body),
                 &[],
             )
             .await?;
@@ -337,12 +336,72 @@ fn safe_id(id: &str) -> Result<&str, CrmError> {
     }
 }
 
-fn last_call_fields(report: &CallReport) -> Value {
-    json!({
-        "Callsync_Last_Call_At__c": report.ended_at.format(&Rfc3339).unwrap_or_default(),
-        "Callsync_Last_Call_Summary__c": render::field_summary(report),
-        "Callsync_Last_Sentiment__c": report.sentiment.clone().unwrap_or_default(),
-    })
+/// A Contact's or Lead's last-call fields (custom, created by an admin).
+#[derive(Serialize)]
+struct LastCall {
+    #[serde(rename = "Callsync_Last_Call_At__c")]
+    at: String,
+    #[serde(rename = "Callsync_Last_Call_Summary__c")]
+    summary: String,
+    #[serde(rename = "Callsync_Last_Sentiment__c")]
+    sentiment: String,
+}
+
+impl LastCall {
+    fn of(report: &CallReport) -> Self {
+        Self {
+            at: report.ended_at.format(&Rfc3339).unwrap_or_default(),
+            summary: render::field_summary(report),
+            sentiment: report.sentiment.clone().unwrap_or_default(),
+        }
+    }
+}
+
+/// `POST /sobjects/Contact`.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct NewContactRecord<'a> {
+    #[serde(flatten)]
+    last_call: LastCall,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    first_name: Option<String>,
+    last_name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    phone: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    email: Option<&'a str>,
+}
+
+/// The completed Task that records a call.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct CallTask<'a> {
+    who_id: &'a str,
+    subject: String,
+    description: String,
+    task_subtype: &'static str,
+    call_type: &'static str,
+    status: &'static str,
+    activity_date: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    call_duration_in_seconds: Option<u64>,
+}
+
+/// The open Task that asks for a follow-up.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct FollowUpTask<'a> {
+    who_id: &'a str,
+    subject: String,
+    description: String,
+    status: &'static str,
+    priority: &'static str,
+    activity_date: String,
+}
+
+/// A Task subject: Salesforce's limit is 255 characters.
+fn subject(text: String) -> String {
+    text.chars().take(255).collect()
 }
 
 fn plain_text(report: &CallReport) -> String {
@@ -439,22 +498,19 @@ impl Crm for Salesforce {
 
     async fn create_contact(&self, contact: &NewContact<'_>) -> Result<Created, CrmError> {
         let caller = &contact.report.caller;
-        let mut body = last_call_fields(contact.report);
         // LastName is required: the caller's, else the number.
-        match caller.name.as_deref().map(render::split_name) {
-            Some((first, Some(last))) => {
-                body["FirstName"] = json!(first);
-                body["LastName"] = json!(last);
-            }
-            Some((only, None)) => body["LastName"] = json!(only),
-            None => body["LastName"] = json!(caller.display_name()),
-        }
-        if let Some(phone) = &caller.phone {
-            body["Phone"] = json!(phone.best());
-        }
-        if let Some(email) = &caller.email {
-            body["Email"] = json!(email);
-        }
+        let (first_name, last_name) = match caller.name.as_deref().map(render::split_name) {
+            Some((first, Some(last))) => (Some(first), last),
+            Some((only, None)) => (None, only),
+            None => (None, caller.display_name()),
+        };
+        let body = NewContactRecord {
+            last_call: LastCall::of(contact.report),
+            first_name,
+            last_name,
+            phone: caller.phone.as_ref().map(|p| p.best()),
+            email: caller.email.as_deref(),
+        };
         let response = self
             .http
             .send(
@@ -471,19 +527,20 @@ impl Crm for Salesforce {
     }
 
     async fn record_call(&self, contact: &str, report: &CallReport) -> Result<CrmId, CrmError> {
-        let mut body = json!({
-            "WhoId": safe_id(contact)?,
-            "Subject": render::call_title(report).chars().take(255).collect::<String>(),
-            "Description": plain_text(report),
-            "TaskSubtype": "Call",
-            "CallType": "Inbound",
-            "Status": "Completed",
-            "ActivityDate": report.ended_at.format(format_description!("[year]-[month]-[day]")).unwrap_or_default(),
-        });
-        if let Some(duration) = report.duration {
-            body["CallDurationInSeconds"] = json!(duration.as_secs());
-        }
-        self.upsert_task("upsert_call_task", &report.marker(), body)
+        let task = CallTask {
+            who_id: safe_id(contact)?,
+            subject: subject(render::call_title(report)),
+            description: plain_text(report),
+            task_subtype: "Call",
+            call_type: "Inbound",
+            status: "Completed",
+            activity_date: report
+                .ended_at
+                .format(format_description!("[year]-[month]-[day]"))
+                .unwrap_or_default(),
+            call_duration_in_seconds: report.duration.map(|d| d.as_secs()),
+        };
+        self.upsert_task("upsert_call_task", &report.marker(), &task)
             .await
     }
 
@@ -493,7 +550,7 @@ impl Crm for Salesforce {
             .send(
                 "update_contact",
                 self.request(Method::PATCH, &format!("/sobjects/{}/{id}", sobject(id)))
-                    .json(&last_call_fields(report)),
+                    .json(&LastCall::of(report)),
                 &[],
             )
             .await
@@ -506,18 +563,22 @@ impl Crm for Salesforce {
         report: &CallReport,
         due: OffsetDateTime,
     ) -> Result<CrmId, CrmError> {
-        let body = json!({
-            "WhoId": safe_id(contact)?,
-            "Subject": render::task_subject(report).chars().take(255).collect::<String>(),
-            "Description": format!("{}\n{}", report.summary.as_deref().unwrap_or("(no summary)"), report.marker()),
-            "Status": "Not Started",
-            "Priority": "High",
-            "ActivityDate": due.to_offset(time::UtcOffset::UTC).format(format_description!("[year]-[month]-[day]")).unwrap_or_default(),
-        });
+        let summary = report.summary.as_deref().unwrap_or("(no summary)");
+        let task = FollowUpTask {
+            who_id: safe_id(contact)?,
+            subject: subject(render::task_subject(report)),
+            description: format!("{summary}\n{}", report.marker()),
+            status: "Not Started",
+            priority: "High",
+            activity_date: due
+                .to_offset(time::UtcOffset::UTC)
+                .format(format_description!("[year]-[month]-[day]"))
+                .unwrap_or_default(),
+        };
         self.upsert_task(
             "upsert_follow_up_task",
             &follow_up_marker(&report.marker()),
-            body,
+            &task,
         )
         .await
     }

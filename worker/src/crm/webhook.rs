@@ -18,7 +18,7 @@ use callsync_shared::CallReport;
 use callsync_shared::config::{ConfigError, Secret};
 use callsync_shared::signature::sign_standard_webhook;
 use reqwest::{Method, StatusCode};
-use serde_json::json;
+use serde::Serialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -77,6 +77,16 @@ impl Adapter for Webhook {
     }
 }
 
+/// The body of a delivery.
+#[derive(Serialize)]
+struct Event<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    /// When it was sent (RFC 3339).
+    timestamp: String,
+    data: &'a CallReport,
+}
+
 /// What a follow-up "is" for a target that receives the whole report.
 const IN_REPORT: &str = "in-report";
 
@@ -129,12 +139,13 @@ impl Crm for Webhook {
     async fn record_call(&self, _contact: &str, report: &CallReport) -> Result<CrmId, CrmError> {
         let id = report.marker();
         let now = OffsetDateTime::now_utc();
-        let body = serde_json::to_vec(&json!({
-            "type": "call.report",
-            "timestamp": now.format(&Rfc3339).unwrap_or_default(),
-            "data": report,
-        }))
-        .map_err(|e| CrmError::Request(format!("cannot encode the report: {e}")))?;
+        let event = Event {
+            kind: "call.report",
+            timestamp: now.format(&Rfc3339).unwrap_or_default(),
+            data: report,
+        };
+        let body = serde_json::to_vec(&event)
+            .map_err(|e| CrmError::Request(format!("cannot encode the report: {e}")))?;
         let timestamp = now.unix_timestamp();
         let signature = sign_standard_webhook(self.config.secret.expose(), &id, timestamp, &body);
         self.http

@@ -469,13 +469,11 @@ impl Crm for Gohighlevel {
             sort: None,
         };
         self.http
-            .send(
+            .perform(
                 "probe",
                 self.request(Method::POST, "/contacts/search").json(&search),
-                &[],
             )
             .await
-            .map(drop)
     }
 
     async fn prepare(&self) -> Result<(), CrmError> {
@@ -582,13 +580,11 @@ impl Crm for Gohighlevel {
             custom_fields: self.custom_fields(report).await?,
         };
         self.http
-            .send(
+            .perform(
                 "update_contact",
                 self.request(Method::PUT, &path).json(&update),
-                &[],
             )
             .await
-            .map(drop)
     }
 
     async fn create_follow_up(

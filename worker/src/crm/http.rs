@@ -244,6 +244,15 @@ impl CrmHttp {
         }
     }
 
+    /// Sends a request whose answer carries nothing needed: a 2xx is all.
+    pub async fn perform(
+        &self,
+        operation: impl Into<Operation>,
+        request: RequestBuilder,
+    ) -> Result<(), CrmError> {
+        self.send(operation, request, &[]).await.map(drop)
+    }
+
     /// Whether a record exists: a 2xx says yes, any status in `absent`
     /// (404, and whatever else the CRM answers for an unknown id) says no.
     pub async fn exists(

@@ -557,13 +557,11 @@ impl Crm for Hubspot {
     /// Lists one contact: read-only, and refused without contacts read.
     async fn probe(&self) -> Result<(), CrmError> {
         self.http
-            .send(
+            .perform(
                 "probe",
                 self.request(Method::GET, "/crm/v3/objects/contacts?limit=1"),
-                &[],
             )
             .await
-            .map(drop)
     }
 
     /// The private app token's scopes, from HubSpot's token information
@@ -707,17 +705,15 @@ impl Crm for Hubspot {
             associations: None,
         };
         self.http
-            .send(
+            .perform(
                 "update_contact",
                 self.request(
                     Method::PATCH,
                     &format!("/crm/v3/objects/contacts/{contact}"),
                 )
                 .json(&body),
-                &[],
             )
             .await
-            .map(drop)
     }
 
     async fn create_follow_up(

@@ -503,9 +503,8 @@ impl Crm for Pipedrive {
     /// The token's own user: read-only, and refused for a wrong token.
     async fn probe(&self) -> Result<(), CrmError> {
         self.http
-            .send("probe", self.request(Method::GET, "/v1/users/me"), &[])
+            .perform("probe", self.request(Method::GET, "/v1/users/me"))
             .await
-            .map(drop)
     }
 
     async fn prepare(&self) -> Result<(), CrmError> {
@@ -588,17 +587,15 @@ impl Crm for Pipedrive {
             custom_fields: self.last_call_fields(report).await?,
         };
         self.http
-            .send(
+            .perform(
                 "update_person",
                 self.request(
                     Method::PATCH,
                     &format!("/api/v2/persons/{}", person_id(contact)?),
                 )
                 .json(&update),
-                &[],
             )
             .await
-            .map(drop)
     }
 
     async fn create_follow_up(

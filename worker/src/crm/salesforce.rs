@@ -237,15 +237,13 @@ impl Salesforce {
     }
 
     async fn sosl_records(&self, query: String) -> Result<Vec<SearchRecord>, CrmError> {
-        let response = self
+        let result: SearchResult = self
             .http
-            .send(
+            .json(
                 Operation::search("search"),
                 self.request(Method::GET, "/search/").query(&[("q", query)]),
-                &[],
             )
             .await?;
-        let result: SearchResult = super::http::decode(response).await?;
         Ok(result.search_records)
     }
 
@@ -432,9 +430,8 @@ impl Crm for Salesforce {
     /// beyond API access, and renews the session like any request.
     async fn probe(&self) -> Result<(), CrmError> {
         self.http
-            .send("probe", self.request(Method::GET, "/"), &[])
+            .perform("probe", self.request(Method::GET, "/"))
             .await
-            .map(drop)
     }
 
     async fn prepare(&self) -> Result<(), CrmError> {
@@ -511,15 +508,13 @@ impl Crm for Salesforce {
             phone: caller.phone.as_ref().map(|p| p.best()),
             email: caller.email.as_deref(),
         };
-        let response = self
+        let saved: Saved = self
             .http
-            .send(
+            .json(
                 "create_contact",
                 self.request(Method::POST, "/sobjects/Contact").json(&body),
-                &[],
             )
             .await?;
-        let saved: Saved = super::http::decode(response).await?;
         Ok(Created {
             id: saved.id,
             has_last_call: true,
@@ -547,14 +542,12 @@ impl Crm for Salesforce {
     async fn update_contact(&self, contact: &str, report: &CallReport) -> Result<(), CrmError> {
         let id = safe_id(contact)?;
         self.http
-            .send(
+            .perform(
                 "update_contact",
                 self.request(Method::PATCH, &format!("/sobjects/{}/{id}", sobject(id)))
                     .json(&LastCall::of(report)),
-                &[],
             )
             .await
-            .map(drop)
     }
 
     async fn create_follow_up(

@@ -148,20 +148,16 @@ impl Crm for Webhook {
             .map_err(|e| CrmError::Request(format!("cannot encode the report: {e}")))?;
         let timestamp = now.unix_timestamp();
         let signature = sign_standard_webhook(self.config.secret.expose(), &id, timestamp, &body);
-        self.http
-            .send(
-                "deliver",
-                self.http
-                    .client()
-                    .request(Method::POST, &self.config.url)
-                    .header("content-type", "application/json")
-                    .header("webhook-id", &id)
-                    .header("webhook-timestamp", timestamp.to_string())
-                    .header("webhook-signature", signature)
-                    .body(body),
-                &[],
-            )
-            .await?;
+        let request = self
+            .http
+            .client()
+            .request(Method::POST, &self.config.url)
+            .header("content-type", "application/json")
+            .header("webhook-id", &id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signature)
+            .body(body);
+        self.http.perform("deliver", request).await?;
         Ok(id)
     }
 

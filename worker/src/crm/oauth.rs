@@ -246,18 +246,7 @@ async fn fetch(
     http: &reqwest::Client,
     refresh: Option<Secret>,
 ) -> Result<Issued, CrmError> {
-    let mut form = vec![
-        ("client_id", client.client_id.as_str()),
-        ("client_secret", client.client_secret.expose()),
-    ];
-    match &refresh {
-        None => form.push(("grant_type", "client_credentials")),
-        Some(token) => {
-            form.push(("grant_type", "refresh_token"));
-            form.push(("refresh_token", token.expose()));
-        }
-    }
-    form.extend(client.extra_form.iter().copied());
+    let form = token_form(client, refresh.as_ref());
     let response = http
         .post(&client.token_url)
         .form(&form)
@@ -266,23 +255,44 @@ async fn fetch(
         .map_err(transport)?;
     let status = response.status();
     let body = response.bytes().await.map_err(transport)?;
-    if status.is_success() {
-        let token: TokenResponse = serde_json::from_slice(&body).map_err(|e| {
-            CrmError::InvalidResponse(format!("token endpoint answered {status}: {e}"))
-        })?;
-        return Ok(Issued {
-            access_token: Secret::new(token.access_token),
-            refresh_token: token.refresh_token.map(Secret::new),
-        });
+    if !status.is_success() {
+        return Err(token_refused(status, &body));
     }
-    let detail = match serde_json::from_slice::<TokenError>(&body) {
+    let token: TokenResponse = serde_json::from_slice(&body)
+        .map_err(|e| CrmError::InvalidResponse(format!("token endpoint answered {status}: {e}")))?;
+    Ok(Issued {
+        access_token: Secret::new(token.access_token),
+        refresh_token: token.refresh_token.map(Secret::new),
+    })
+}
+
+/// The token request's form: the client, the grant, and the vendor's extras.
+fn token_form<'a>(client: &'a OAuthClient, refresh: Option<&'a Secret>) -> Vec<(&'a str, &'a str)> {
+    let mut form = vec![
+        ("client_id", client.client_id.as_str()),
+        ("client_secret", client.client_secret.expose()),
+    ];
+    match refresh {
+        None => form.push(("grant_type", "client_credentials")),
+        Some(token) => {
+            form.push(("grant_type", "refresh_token"));
+            form.push(("refresh_token", token.expose()));
+        }
+    }
+    form.extend(client.extra_form.iter().copied());
+    form
+}
+
+/// What the token endpoint's refusal means.
+fn token_refused(status: StatusCode, body: &[u8]) -> CrmError {
+    let detail = match serde_json::from_slice::<TokenError>(body) {
         Ok(e) => format!("token endpoint: {} {}", e.error, e.error_description),
         Err(_) => format!(
             "token endpoint: {}",
-            excerpt(String::from_utf8_lossy(&body).into_owned())
+            excerpt(String::from_utf8_lossy(body).into_owned())
         ),
     };
-    Err(match status.as_u16() {
+    match status.as_u16() {
         // invalid_client / invalid_grant: wrong or revoked credentials.
         400 | 401 | 403 => CrmError::Unauthorized {
             status: status.as_u16(),
@@ -293,7 +303,7 @@ async fn fetch(
             detail: format!("{status}: {detail}"),
             applied: super::Applied::No,
         },
-    })
+    }
 }
 
 /// The newest refresh token of a CRM whose token endpoint rotates them, in

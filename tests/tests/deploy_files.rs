@@ -160,6 +160,33 @@ fn variables_in_code() -> BTreeSet<String> {
             names.insert(source.var("TOLERANCE_SECS"));
         }
     }
+    // Each CRM's own variables are named after it (`vars.secret("TOKEN")`
+    // in its adapter reads `CALLSYNC_<NAME>_TOKEN`): the suffixes its
+    // adapter file asks for, named the way the worker names them.
+    let env = callsync_shared::config::Env::default();
+    for spec in callsync_worker::crm::REGISTRY {
+        let text = read(&format!("worker/src/crm/{}.rs", spec.name));
+        let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+        let vars = callsync_worker::crm::Vars::new(&env, spec.name);
+        for (i, _) in code.match_indices("vars.") {
+            // `vars.<method>("<SUFFIX>"`: a literal first argument.
+            let call = &code[i + "vars.".len()..];
+            let method = call.len()
+                - call
+                    .trim_start_matches(|c: char| c.is_ascii_lowercase() || c == '_')
+                    .len();
+            let Some(argument) = call[method..].strip_prefix("(\"") else {
+                continue;
+            };
+            let suffix: String = argument
+                .chars()
+                .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            if !suffix.is_empty() && argument[suffix.len()..].starts_with('"') {
+                names.insert(vars.name(&suffix));
+            }
+        }
+    }
     for source in callsync_shared::Source::ALL {
         if callsync_worker::reconcile::api(source).is_some() {
             let source = source.as_str().to_uppercase();

@@ -4,11 +4,11 @@
 //! [`CrmError`].
 //!
 //! A request is sent in steps, each its own function: wait for the budget
-//! ([`CrmHttp::wait_for_budget`]), exchange it with the CRM and record how
-//! that went ([`CrmHttp::exchange`]), and for an answer that is not
-//! accepted, read its whole body and [`classify`] it. Classification is
-//! pure; what a vendor says only in its 403 bodies (Salesforce's API limit,
-//! HubSpot's missing scopes) comes from the vendor's [`ReadRefusal`].
+//! (`wait_for_budget`), exchange it with the CRM and record how that went
+//! (`exchange`), and for an answer that is not accepted, read its whole body
+//! and `classify` it. Classification is pure; what a vendor says only in its
+//! 403 bodies (Salesforce's API limit, HubSpot's missing scopes) comes from
+//! the vendor's [`ReadRefusal`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

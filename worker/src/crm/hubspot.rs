@@ -22,6 +22,7 @@ use callsync_shared::config::{ConfigError, Secret};
 use callsync_shared::phone::matching::{
     CallerNumber, Candidate, PhoneField, choose, parse_updated,
 };
+use callsync_shared::time::unix_ms;
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::{Deserialize, Deserializer, Serialize};
 use time::OffsetDateTime;
@@ -374,7 +375,7 @@ struct TaskProperties<'a> {
 
 /// HubSpot's timestamps: milliseconds since the epoch, as a string.
 fn millis(at: OffsetDateTime) -> String {
-    (at.unix_timestamp_nanos() / 1_000_000).to_string()
+    unix_ms(at).to_string()
 }
 
 #[derive(Deserialize)]

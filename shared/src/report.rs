@@ -4,6 +4,7 @@
 //! provider JSON paths, so a new provider is a new source file and nothing else.
 
 use std::fmt;
+use std::ops::Index;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -75,6 +76,43 @@ pub enum Transcript {
     Uri(String),
 }
 
+/// The provider's structured analysis, verbatim, unknown keys included:
+/// whatever the customer asked their agent to extract, so its keys are the
+/// customer's and only its text form is callsync's.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Analysis(Map<String, Value>);
+
+impl Analysis {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// One `key: value` line per entry, in key order: a string as it is,
+    /// anything else as JSON. Every CRM record shows the analysis this way.
+    pub fn lines(&self) -> impl Iterator<Item = String> + '_ {
+        self.0.iter().map(|(key, value)| match value {
+            Value::String(text) => format!("{key}: {text}"),
+            other => format!("{key}: {other}"),
+        })
+    }
+}
+
+impl From<Map<String, Value>> for Analysis {
+    fn from(entries: Map<String, Value>) -> Self {
+        Self(entries)
+    }
+}
+
+impl Index<&str> for Analysis {
+    type Output = Value;
+
+    /// The value under `key`; panics when there is none, as a map does.
+    fn index(&self, key: &str) -> &Value {
+        &self.0[key]
+    }
+}
+
 /// One finished call, in callsync's own terms.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CallReport {
@@ -90,8 +128,7 @@ pub struct CallReport {
     pub summary: Option<String>,
     /// A short sentiment for the contact's last-call field (`8/10`, `Positive`).
     pub sentiment: Option<String>,
-    /// The provider's structured analysis, verbatim, unknown keys included.
-    pub analysis: Map<String, Value>,
+    pub analysis: Analysis,
     pub recording_url: Option<String>,
     pub transcript: Option<Transcript>,
     /// A CRM record id the provider was told about (`assistant.metadata.crm_id`).
@@ -127,6 +164,26 @@ mod tests {
         assert!(CallId::new("a\u{0}b").is_none());
         assert!(CallId::new(&"x".repeat(201)).is_none());
         assert_eq!(CallId::new(" abc ").unwrap().as_str(), "abc");
+    }
+
+    #[test]
+    fn analysis_lines_show_strings_bare_and_other_values_as_json() {
+        let analysis = Analysis::from(
+            serde_json::json!({ "intent": "billing", "score": 8, "tags": ["a"], "done": true })
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+        );
+        let lines: Vec<String> = analysis.lines().collect();
+        assert_eq!(
+            lines,
+            ["done: true", "intent: billing", "score: 8", "tags: [\"a\"]"]
+        );
+        assert_eq!(
+            serde_json::to_value(&analysis).unwrap()["intent"],
+            "billing",
+            "serialised as the plain map"
+        );
     }
 
     #[test]

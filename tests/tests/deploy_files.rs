@@ -160,6 +160,33 @@ fn variables_in_code() -> BTreeSet<String> {
             names.insert(source.var("TOLERANCE_SECS"));
         }
     }
+    // Each CRM's own variables are named after it (`vars.secret("TOKEN")`
+    // in its adapter reads `CALLSYNC_<NAME>_TOKEN`): the suffixes its
+    // adapter file asks for, named the way the worker names them.
+    let env = callsync_shared::config::Env::default();
+    for spec in callsync_worker::crm::REGISTRY {
+        let text = read(&format!("worker/src/crm/{}.rs", spec.name));
+        let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+        let vars = callsync_worker::crm::Vars::new(&env, spec.name);
+        for (i, _) in code.match_indices("vars.") {
+            // `vars.<method>("<SUFFIX>"`: a literal first argument.
+            let call = &code[i + "vars.".len()..];
+            let method = call.len()
+                - call
+                    .trim_start_matches(|c: char| c.is_ascii_lowercase() || c == '_')
+                    .len();
+            let Some(argument) = call[method..].strip_prefix("(\"") else {
+                continue;
+            };
+            let suffix: String = argument
+                .chars()
+                .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            if !suffix.is_empty() && argument[suffix.len()..].starts_with('"') {
+                names.insert(vars.name(&suffix));
+            }
+        }
+    }
     for source in callsync_shared::Source::ALL {
         if callsync_worker::reconcile::api(source).is_some() {
             let source = source.as_str().to_uppercase();
@@ -748,7 +775,7 @@ fn documented_defaults_per_crm(var: &str) -> Vec<(String, String)> {
             .and_then(|a| a.split(')').next())
             .unwrap_or_default()
             .to_lowercase();
-        for spec in &callsync_worker::crm::REGISTRY {
+        for spec in callsync_worker::crm::REGISTRY {
             if applies_to.contains(spec.name) {
                 defaults.push((spec.name.to_owned(), (*value).to_owned()));
             }
@@ -770,7 +797,7 @@ fn documented_default(var: &str, crm: &str) -> String {
 
 #[test]
 fn the_operations_guide_states_each_registered_crms_default_budgets_and_index_lag() {
-    for spec in &callsync_worker::crm::REGISTRY {
+    for spec in callsync_worker::crm::REGISTRY {
         assert_eq!(
             documented_default("CALLSYNC_CRM_RATE", spec.name),
             spec.default_rate,
@@ -917,7 +944,7 @@ fn the_link_check_sees_a_missing_file_and_a_missing_heading() {
 #[test]
 fn every_registered_crm_has_a_set_up_guide_linked_from_the_readme() {
     let readme = read("README.md");
-    for spec in &callsync_worker::crm::REGISTRY {
+    for spec in callsync_worker::crm::REGISTRY {
         let guide = format!("docs/crm/{}.md", spec.name);
         assert!(root().join(&guide).is_file(), "{guide} is missing");
         assert!(

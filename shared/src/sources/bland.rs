@@ -118,7 +118,7 @@ fn parse(body: Body, call_id: CallId, ctx: &ParseContext) -> Result<CallReport, 
         summary: text(&body, &["summary"]),
         sentiment: field(&analysis, &["sentiment"]).and_then(sentiment),
         follow_up_needed,
-        analysis,
+        analysis: analysis.into(),
         recording_url: text(&body, &["recording_url"]),
         transcript: text(&body, &["corrected_transcript", "concatenated_transcript"])
             .and_then(|t| text_transcript(&t)),

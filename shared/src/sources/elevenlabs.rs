@@ -163,7 +163,7 @@ fn parse(body: Body, call_id: CallId, ctx: &ParseContext) -> Result<CallReport, 
         summary: report.and_then(|a| text(a, &["transcript_summary"])),
         sentiment: field(&analysis, &["sentiment"]).and_then(sentiment),
         follow_up_needed,
-        analysis,
+        analysis: analysis.into(),
         // Audio comes in its own event (`post_call_audio`), not as a link.
         recording_url: None,
         transcript: turns(field(data, &["transcript"]), &["message"]),

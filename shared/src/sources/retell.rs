@@ -143,7 +143,7 @@ fn parse(body: Body, call_id: CallId, ctx: &ParseContext) -> Result<CallReport, 
             .and_then(|a| field(a, &["user_sentiment"]))
             .and_then(sentiment),
         follow_up_needed,
-        analysis,
+        analysis: analysis.into(),
         recording_url: text(call, &["recording_url"]),
         transcript: text(call, &["transcript"]).and_then(|t| text_transcript(&t)),
         crm_id: hints.crm_id,

@@ -141,7 +141,7 @@ fn parse(body: Body, call_id: CallId, ctx: &ParseContext) -> Result<CallReport, 
             .or_else(|| text(message, &["summary"])),
         sentiment: field(&analysis, &["sentiment"]).and_then(sentiment),
         follow_up_needed: follow_up(&analysis),
-        analysis,
+        analysis: analysis.into(),
         recording_url: artifact
             .and_then(|a| text(a, &["recordingUrl"]))
             .or_else(|| text(message, &["recordingUrl"])),

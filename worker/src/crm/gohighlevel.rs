@@ -15,26 +15,25 @@
 //! finds the location's `callsync_*` custom fields
 //! (`GET /locations/{id}/customFields`) and creates the missing ones.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use callsync_shared::CallReport;
-use callsync_shared::config::{ConfigError, Env, Secret};
+use callsync_shared::config::ConfigError;
 use callsync_shared::phone::matching::{
     CallerNumber, Candidate, PhoneField, choose, parse_updated,
 };
 use reqwest::{Method, RequestBuilder, StatusCode};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::oauth::{Authorized, Grant, OAuthClient, TokenSource};
+use super::http::no_refusal;
+use super::oauth::{Credentials, Grant, OAuthClient};
 use super::render;
 use super::{
-    ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, CrmSettings, CrmSpec, HttpSettings,
-    MarkedRecord, NewContact, Operation, Shared,
+    Adapter, ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, CrmSpec, MarkedRecord,
+    NewContact, Operation, Shared, Vars, configure,
 };
 
 /// The API version this adapter speaks.
@@ -43,14 +42,11 @@ const API_VERSION: &str = "2021-07-28";
 /// `CALLSYNC_GOHIGHLEVEL_*`.
 #[derive(Debug, Clone)]
 pub struct GohighlevelConfig {
-    /// A private integration token, used as given.
-    pub token: Option<Secret>,
-    /// A marketplace app's OAuth client and refresh token, renewed as
-    /// GoHighLevel rotates them.
-    pub oauth: Option<OAuthClient>,
+    /// A private integration token, used as given, or a marketplace app's
+    /// OAuth client and refresh token, renewed as GoHighLevel rotates them.
+    pub credentials: Credentials,
     pub location_id: String,
     pub base_url: String,
-    pub http: HttpSettings,
 }
 
 /// How `CALLSYNC_CRM=gohighlevel` is read and built.
@@ -64,65 +60,57 @@ pub const SPEC: CrmSpec = CrmSpec {
     // Notes and tasks are listed per contact, not searched: they show at
     // once. Give replicas a moment anyway.
     default_index_lag: Duration::from_secs(5),
-    configure: |env, http| Ok(Arc::new(GohighlevelConfig::from_env(env, http)?)),
+    configure: configure::<Gohighlevel>,
+    // A token without a scope is refused with 401.
+    read_refusal: no_refusal,
     credential_help: "set CALLSYNC_GOHIGHLEVEL_TOKEN to a private integration token of \
         location CALLSYNC_GOHIGHLEVEL_LOCATION_ID with the contacts read and write scopes, or \
         CALLSYNC_GOHIGHLEVEL_CLIENT_ID, _CLIENT_SECRET and a fresh _REFRESH_TOKEN of the \
         marketplace app installed on that location",
 };
 
-impl CrmSettings for GohighlevelConfig {
-    fn http(&self) -> &HttpSettings {
-        &self.http
-    }
+impl Adapter for Gohighlevel {
+    type Settings = GohighlevelConfig;
 
-    fn build(&self, shared: Shared) -> Result<Arc<dyn Crm>, reqwest::Error> {
-        Ok(Arc::new(Gohighlevel::new(self.clone(), shared)?))
-    }
-}
-
-impl GohighlevelConfig {
-    pub fn from_env(env: &Env, http: HttpSettings) -> Result<Self, ConfigError> {
-        let base_url = env
-            .string(
-                "CALLSYNC_GOHIGHLEVEL_BASE_URL",
-                "https://services.leadconnectorhq.com",
-            )
-            .trim_end_matches('/')
-            .to_owned();
-        let token = env.raw("CALLSYNC_GOHIGHLEVEL_TOKEN").map(Secret::new);
+    fn settings(vars: Vars<'_>) -> Result<GohighlevelConfig, ConfigError> {
+        let base_url = vars.url("BASE_URL", "https://services.leadconnectorhq.com");
+        let token = vars.optional_secret("TOKEN");
         // A marketplace app (OAuth 2.0): "POST /oauth/token" with
         // grant_type=refresh_token and user_type=Location answers a day-long
         // access token and a new refresh token; the used one stops working
         // (highlevel.stoplight.io, OAuth 2.0: Get Access Token).
-        let oauth = match (token.is_some(), env.raw("CALLSYNC_GOHIGHLEVEL_CLIENT_ID")) {
+        let oauth = match (token.is_some(), vars.raw("CLIENT_ID")) {
             (false, Some(client_id)) => Some(OAuthClient {
                 token_url: format!("{base_url}/oauth/token"),
                 client_id: client_id.to_owned(),
-                client_secret: env.required_secret("CALLSYNC_GOHIGHLEVEL_CLIENT_SECRET")?,
-                grant: Grant::RefreshToken(
-                    env.required_secret("CALLSYNC_GOHIGHLEVEL_REFRESH_TOKEN")?,
-                ),
+                client_secret: vars.secret("CLIENT_SECRET")?,
+                grant: Grant::RefreshToken(vars.secret("REFRESH_TOKEN")?),
                 extra_form: &[("user_type", "Location")],
             }),
             (false, None) => {
-                return Err(ConfigError {
-                    var: "CALLSYNC_GOHIGHLEVEL_TOKEN".to_owned(),
-                    message: "is required but not set (or set CALLSYNC_GOHIGHLEVEL_CLIENT_ID, \
-                              CALLSYNC_GOHIGHLEVEL_CLIENT_SECRET and \
-                              CALLSYNC_GOHIGHLEVEL_REFRESH_TOKEN for a marketplace app)"
-                        .to_owned(),
-                });
+                let message = format!(
+                    "is required but not set (or set {}, {} and {} for a marketplace app)",
+                    vars.name("CLIENT_ID"),
+                    vars.name("CLIENT_SECRET"),
+                    vars.name("REFRESH_TOKEN")
+                );
+                return Err(vars.error("TOKEN", message));
             }
             (true, _) => None,
         };
-        Ok(Self {
-            token,
-            oauth,
-            location_id: env.required("CALLSYNC_GOHIGHLEVEL_LOCATION_ID")?,
+        Ok(GohighlevelConfig {
+            credentials: Credentials { token, oauth },
+            location_id: vars.required("LOCATION_ID")?,
             base_url,
-            http,
         })
+    }
+
+    fn new(config: GohighlevelConfig, http: CrmHttp, shared: &Shared) -> Self {
+        Self {
+            http: http.authorized(&config.credentials, shared),
+            config,
+            field_ids: tokio::sync::OnceCell::new(),
+        }
     }
 }
 
@@ -137,9 +125,100 @@ const FIELDS: [(&str, &str); 3] = [
 pub struct Gohighlevel {
     config: GohighlevelConfig,
     /// Requests carry the token (renewed on a 401 for a marketplace app).
-    http: Authorized,
+    http: CrmHttp,
     /// The location's ids of [`FIELDS`], in the same order.
     field_ids: tokio::sync::OnceCell<[String; 3]>,
+}
+
+/// `POST /contacts/search`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ContactSearch<'a> {
+    location_id: &'a str,
+    page: u32,
+    page_limit: u32,
+    filters: Vec<FilterGroup<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sort: Option<[Sort; 1]>,
+}
+
+/// Filters joined by `group` (`OR`).
+#[derive(Serialize)]
+struct FilterGroup<'a> {
+    group: &'static str,
+    filters: Vec<Filter<'a>>,
+}
+
+#[derive(Serialize)]
+struct Filter<'a> {
+    field: &'static str,
+    operator: &'static str,
+    value: &'a str,
+}
+
+#[derive(Serialize)]
+struct Sort {
+    field: &'static str,
+    direction: &'static str,
+}
+
+/// `POST /locations/{id}/customFields`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct NewField<'a> {
+    name: &'a str,
+    data_type: &'static str,
+    model: &'static str,
+}
+
+/// A custom field's value on a contact, by the field's id.
+#[derive(Serialize)]
+struct FieldValue<'a> {
+    id: &'a str,
+    key: &'static str,
+    field_value: String,
+}
+
+/// `POST /contacts/upsert`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ContactUpsert<'a> {
+    location_id: &'a str,
+    source: &'static str,
+    custom_fields: Vec<FieldValue<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    phone: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    email: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    first_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_name: Option<String>,
+}
+
+/// `PUT /contacts/{id}`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ContactUpdate<'a> {
+    custom_fields: Vec<FieldValue<'a>>,
+}
+
+/// `POST /contacts/{id}/notes`.
+#[derive(Serialize)]
+struct NewNote {
+    body: String,
+}
+
+/// `POST /contacts/{id}/tasks`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct NewTask {
+    title: String,
+    body: String,
+    due_date: String,
+    completed: bool,
 }
 
 #[derive(Deserialize)]
@@ -257,40 +336,34 @@ impl Gohighlevel {
     /// Hits are verified locally.
     /// https://highlevel.stoplight.io/docs/integrations/dbe4f3a00a106-search-contacts
     async fn find_by_number(&self, caller: &CallerNumber) -> Result<Option<CrmId>, CrmError> {
-        let body = json!({
-            "locationId": self.config.location_id,
-            "page": 1,
-            "pageLimit": 100,
-            "filters": [{
-                "group": "OR",
-                "filters": [
-                    { "field": "phone", "operator": "eq", "value": caller.e164() },
-                    { "field": "phone", "operator": "contains", "value": caller.nsn() },
-                ],
+        let phone = |operator, value| Filter {
+            field: "phone",
+            operator,
+            value,
+        };
+        let search = ContactSearch {
+            location_id: &self.config.location_id,
+            page: 1,
+            page_limit: 100,
+            filters: vec![FilterGroup {
+                group: "OR",
+                filters: vec![phone("eq", caller.e164()), phone("contains", caller.nsn())],
             }],
-            "sort": [{ "field": "dateUpdated", "direction": "desc" }],
-        });
+            sort: Some([Sort {
+                field: "dateUpdated",
+                direction: "desc",
+            }]),
+        };
         let found: SearchResults = self
             .http
             .json(
                 Operation::search("search_contacts"),
-                self.request(Method::POST, "/contacts/search").json(&body),
+                self.request(Method::POST, "/contacts/search").json(&search),
             )
             .await?;
         let candidates: Vec<Candidate> =
             found.contacts.iter().map(FoundContact::candidate).collect();
         Ok(choose(caller, &candidates).map(|c| c.id.clone()))
-    }
-
-    pub fn new(config: GohighlevelConfig, shared: Shared) -> Result<Self, reqwest::Error> {
-        let tokens = TokenSource::new(config.token.clone(), config.oauth.clone())
-            .rotating_in(shared.refresh_tokens("gohighlevel"));
-        let http = CrmHttp::new("gohighlevel", config.http.timeout, shared)?;
-        Ok(Self {
-            config,
-            http: Authorized::new(http, tokens),
-            field_ids: tokio::sync::OnceCell::new(),
-        })
     }
 
     async fn field_ids(&self) -> Result<&[String; 3], CrmError> {
@@ -317,15 +390,16 @@ impl Gohighlevel {
                     *slot = match found {
                         Some(field) => field.id.clone(),
                         None => {
+                            let field = NewField {
+                                name,
+                                data_type: "LARGE_TEXT",
+                                model: "contact",
+                            };
                             let created: CreatedField = self
                                 .http
                                 .json(
                                     "create_field",
-                                    self.request(Method::POST, &path).json(&json!({
-                                        "name": name,
-                                        "dataType": "LARGE_TEXT",
-                                        "model": "contact",
-                                    })),
+                                    self.request(Method::POST, &path).json(&field),
                                 )
                                 .await?;
                             created.custom_field.id
@@ -337,25 +411,26 @@ impl Gohighlevel {
             .await
     }
 
-    async fn custom_fields(&self, report: &CallReport) -> Result<Value, CrmError> {
+    async fn custom_fields(&self, report: &CallReport) -> Result<Vec<FieldValue<'_>>, CrmError> {
         let ids = self.field_ids().await?;
         let values = [
             report.ended_at.format(&Rfc3339).unwrap_or_default(),
             render::field_summary(report),
             report.sentiment.clone().unwrap_or_default(),
         ];
-        Ok(Value::Array(
-            ids.iter()
-                .zip(FIELDS)
-                .zip(values)
-                .map(
-                    |((id, (key, _)), value)| json!({ "id": id, "key": key, "field_value": value }),
-                )
-                .collect(),
-        ))
+        Ok(ids
+            .iter()
+            .zip(FIELDS)
+            .zip(values)
+            .map(|((id, (key, _)), field_value)| FieldValue {
+                id,
+                key,
+                field_value,
+            })
+            .collect())
     }
 
-    /// A request without credentials: [`Authorized`] adds the token.
+    /// A request without credentials: [`CrmHttp`] adds the token.
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
         self.http
             .client()
@@ -373,31 +448,32 @@ fn path_id(id: &str) -> Result<&str, CrmError> {
     {
         Ok(id)
     } else {
-        Err(CrmError::Rejected {
-            status: 400,
-            detail: format!("{id:?} is not a GoHighLevel id"),
-        })
+        Err(CrmError::not_an_id(id, "a GoHighLevel id"))
     }
 }
 
 #[async_trait]
 impl Crm for Gohighlevel {
     fn name(&self) -> &'static str {
-        "gohighlevel"
+        SPEC.name
     }
 
     /// One contact of the location: read-only, and refused without the
     /// contacts scope or for another location's token.
     async fn probe(&self) -> Result<(), CrmError> {
-        let body = json!({ "locationId": self.config.location_id, "page": 1, "pageLimit": 1, "filters": [] });
+        let search = ContactSearch {
+            location_id: &self.config.location_id,
+            page: 1,
+            page_limit: 1,
+            filters: Vec::new(),
+            sort: None,
+        };
         self.http
-            .send(
+            .perform(
                 "probe",
-                self.request(Method::POST, "/contacts/search").json(&body),
-                &[],
+                self.request(Method::POST, "/contacts/search").json(&search),
             )
             .await
-            .map(drop)
     }
 
     async fn prepare(&self) -> Result<(), CrmError> {
@@ -448,30 +524,25 @@ impl Crm for Gohighlevel {
 
     async fn create_contact(&self, contact: &NewContact<'_>) -> Result<Created, CrmError> {
         let caller = &contact.report.caller;
-        let mut body = json!({
-            "locationId": self.config.location_id,
-            "source": "callsync",
-            "customFields": self.custom_fields(contact.report).await?,
-        });
-        if let Some(phone) = &caller.phone {
-            body["phone"] = json!(phone.best());
-        }
-        if let Some(email) = &caller.email {
-            body["email"] = json!(email);
-        }
-        if let Some(name) = &caller.name {
-            let (first, last) = render::split_name(name);
-            body["name"] = json!(name);
-            body["firstName"] = json!(first);
-            if let Some(last) = last {
-                body["lastName"] = json!(last);
-            }
-        }
+        let (first_name, last_name) = match caller.name.as_deref().map(render::split_name) {
+            Some((first, last)) => (Some(first), last),
+            None => (None, None),
+        };
+        let upsert = ContactUpsert {
+            location_id: &self.config.location_id,
+            source: "callsync",
+            custom_fields: self.custom_fields(contact.report).await?,
+            phone: caller.phone.as_ref().map(|p| p.best()),
+            email: caller.email.as_deref(),
+            name: caller.name.as_deref(),
+            first_name,
+            last_name,
+        };
         let created: ContactEnvelope = self
             .http
             .json(
                 "upsert_contact",
-                self.request(Method::POST, "/contacts/upsert").json(&body),
+                self.request(Method::POST, "/contacts/upsert").json(&upsert),
             )
             .await?;
         // An upsert writes the custom fields whether it created or matched.
@@ -482,11 +553,13 @@ impl Crm for Gohighlevel {
     }
 
     async fn record_call(&self, contact: &str, report: &CallReport) -> Result<CrmId, CrmError> {
-        let body = format!(
-            "<p><b>{}</b></p>\n{}",
-            render::escape(&render::call_title(report)),
-            render::call_body_html(report)
-        );
+        let note = NewNote {
+            body: format!(
+                "<p><b>{}</b></p>\n{}",
+                render::escape(&render::call_title(report)),
+                render::call_body_html(report)
+            ),
+        };
         let created: NoteEnvelope = self
             .http
             .json(
@@ -495,22 +568,23 @@ impl Crm for Gohighlevel {
                     Method::POST,
                     &format!("/contacts/{}/notes", path_id(contact)?),
                 )
-                .json(&json!({ "body": body })),
+                .json(&note),
             )
             .await?;
         Ok(created.note.id)
     }
 
     async fn update_contact(&self, contact: &str, report: &CallReport) -> Result<(), CrmError> {
+        let path = format!("/contacts/{}", path_id(contact)?);
+        let update = ContactUpdate {
+            custom_fields: self.custom_fields(report).await?,
+        };
         self.http
-            .send(
+            .perform(
                 "update_contact",
-                self.request(Method::PUT, &format!("/contacts/{}", path_id(contact)?))
-                    .json(&json!({ "customFields": self.custom_fields(report).await? })),
-                &[],
+                self.request(Method::PUT, &path).json(&update),
             )
             .await
-            .map(drop)
     }
 
     async fn create_follow_up(
@@ -519,17 +593,24 @@ impl Crm for Gohighlevel {
         report: &CallReport,
         due: OffsetDateTime,
     ) -> Result<CrmId, CrmError> {
+        let task = NewTask {
+            title: render::task_subject(report),
+            body: render::task_body_html(report),
+            due_date: due
+                .to_offset(time::UtcOffset::UTC)
+                .format(&Rfc3339)
+                .unwrap_or_default(),
+            completed: false,
+        };
         let created: TaskEnvelope = self
             .http
             .json(
                 "create_task",
-                self.request(Method::POST, &format!("/contacts/{}/tasks", path_id(contact)?))
-                    .json(&json!({
-                        "title": render::task_subject(report),
-                        "body": render::task_body_html(report),
-                        "dueDate": due.to_offset(time::UtcOffset::UTC).format(&Rfc3339).unwrap_or_default(),
-                        "completed": false,
-                    })),
+                self.request(
+                    Method::POST,
+                    &format!("/contacts/{}/tasks", path_id(contact)?),
+                )
+                .json(&task),
             )
             .await?;
         Ok(created.task.id)

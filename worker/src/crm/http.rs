@@ -1,16 +1,27 @@
 //! The HTTP plumbing every CRM adapter shares: one client with timeouts,
-//! request metrics, and the classification of failures into [`CrmError`].
+//! request budgets and metrics, the access token where the CRM wants one
+//! renewed (see `oauth.rs`), and the classification of every failure into
+//! [`CrmError`].
+//!
+//! A request is sent in steps, each its own function: wait for the budget
+//! (`wait_for_budget`), exchange it with the CRM and record how that went
+//! (`exchange`), and for an answer that is not accepted, read its whole body
+//! and `classify` it. Classification is pure; what a vendor says only in its
+//! 403 bodies (Salesforce's API limit, HubSpot's missing scopes) comes from
+//! the vendor's [`ReadRefusal`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use reqwest::header::HeaderMap;
 use reqwest::{RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc2822;
 
 use super::limiter::RequestKind;
-use super::{Applied, Budgets, CrmError, CrmHealth, Shared};
+use super::oauth::{Credentials, TokenSource};
+use super::{Applied, Budgets, CrmError, CrmHealth, CrmSpec, Shared};
 
 /// How long to pause after a 429 that came without `Retry-After` (HubSpot
 /// sends none; its window is ten seconds rolling).
@@ -52,18 +63,44 @@ impl From<&'static str> for Operation {
     }
 }
 
-/// A CRM's HTTP client. Cloning shares the connection pool.
+/// What a vendor's 403 says beyond "not this record".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The account's API limit is spent (Salesforce answers 403
+    /// `REQUEST_LIMIT_EXCEEDED` where others answer 429).
+    RateLimited,
+    /// The credential itself is refused: a missing scope, or API access
+    /// off for the whole account. Every call would get the same answer, so
+    /// the worker pauses instead of parking them one by one.
+    Credential,
+}
+
+/// Reads a vendor's whole 403 body (never an excerpt, which could cut its
+/// code off) for a [`Refusal`]; `None` is a 403 about one record.
+pub type ReadRefusal = fn(&str) -> Option<Refusal>;
+
+/// For a CRM whose 403s all concern one record.
+pub fn no_refusal(_body: &str) -> Option<Refusal> {
+    None
+}
+
+/// A CRM's HTTP client. Cloning shares the connection pool and the token.
 #[derive(Debug, Clone)]
 pub struct CrmHttp {
     client: reqwest::Client,
     crm: &'static str,
+    read_refusal: ReadRefusal,
     budgets: Arc<Budgets>,
     health: Arc<CrmHealth>,
+    /// The access token every request carries, when it is renewable or
+    /// fetched by the worker (absent: the adapter authenticates itself).
+    tokens: Option<Arc<TokenSource>>,
 }
 
 impl CrmHttp {
+    /// A client for `spec`'s CRM whose requests draw on `shared`.
     pub fn new(
-        crm: &'static str,
+        spec: &'static CrmSpec,
         timeout: Duration,
         shared: Shared,
     ) -> Result<Self, reqwest::Error> {
@@ -74,18 +111,40 @@ impl CrmHttp {
             .build()?;
         Ok(Self {
             client,
-            crm,
+            crm: spec.name,
+            read_refusal: spec.read_refusal,
             budgets: shared.budgets,
             health: shared.health,
+            tokens: None,
         })
+    }
+
+    /// Every request carries an access token from `credentials`, renewed
+    /// on a 401. Where the token endpoint rotates refresh tokens
+    /// (GoHighLevel always, Salesforce when the connected app says so), the
+    /// newest is kept in `shared`'s ledger.
+    #[must_use]
+    pub fn authorized(mut self, credentials: &Credentials, shared: &Shared) -> Self {
+        let tokens = TokenSource::new(credentials.token.clone(), credentials.oauth.clone())
+            .rotating_in(shared.refresh_tokens(self.crm));
+        self.tokens = Some(Arc::new(tokens));
+        self
     }
 
     pub fn client(&self) -> &reqwest::Client {
         &self.client
     }
 
-    /// Pauses this worker's requests after a rate-limit answer that is not a
-    /// 429 (Salesforce answers 403 `REQUEST_LIMIT_EXCEEDED`).
+    /// Fetches the first access token now, when the worker fetches its
+    /// own, so that wrong client credentials show before the first call.
+    pub async fn authenticate(&self) -> Result<(), CrmError> {
+        match &self.tokens {
+            Some(tokens) => tokens.current(&self.client).await.map(drop),
+            None => Ok(()),
+        }
+    }
+
+    /// Pauses every request of this worker after a rate-limit answer.
     pub fn pause_for_rate_limit(&self, retry_after: Option<Duration>) {
         metrics::counter!("callsync_worker_crm_rate_limited_total", "crm" => self.crm).increment(1);
         self.budgets
@@ -101,18 +160,60 @@ impl CrmHttp {
         accept: &[StatusCode],
     ) -> Result<Response, CrmError> {
         let operation = operation.into();
-        let acquire = self.budgets.acquire(operation.kind());
-        match super::SEND_DEADLINE.try_with(|deadline| *deadline) {
-            Ok(deadline) => {
-                if tokio::time::timeout_at(deadline, acquire).await.is_err() {
-                    return Err(CrmError::Unavailable {
-                        detail: "the rate-limit wait would outlast the lease; not sent".to_owned(),
-                        applied: Applied::No,
-                    });
-                }
-            }
-            Err(_) => acquire.await,
+        match &self.tokens {
+            Some(tokens) => tokens.send(self, operation, request, accept).await,
+            None => self.send_once(operation, request, accept).await,
         }
+    }
+
+    /// One request, as it is: budget, exchange, classification.
+    pub(super) async fn send_once(
+        &self,
+        operation: Operation,
+        request: RequestBuilder,
+        accept: &[StatusCode],
+    ) -> Result<Response, CrmError> {
+        self.wait_for_budget(operation.kind()).await?;
+        let response = self.exchange(operation, request).await?;
+        let status = response.status();
+        if status.is_success() || accept.contains(&status) {
+            return Ok(response);
+        }
+        let headers = response.headers().clone();
+        let body = response.text().await.unwrap_or_default();
+        let now = OffsetDateTime::now_utc();
+        let error = classify(status, &headers, &body, self.read_refusal, now);
+        if let CrmError::RateLimited { retry_after } = error {
+            // Every request of this worker waits, not only this message's.
+            self.pause_for_rate_limit(retry_after);
+        }
+        Err(error)
+    }
+
+    /// Waits for the request's budget, but never past the lease: a wait
+    /// that would end after [`SEND_DEADLINE`](super::SEND_DEADLINE) gives up
+    /// unsent.
+    async fn wait_for_budget(&self, kind: RequestKind) -> Result<(), CrmError> {
+        let acquire = self.budgets.acquire(kind);
+        let Ok(deadline) = super::SEND_DEADLINE.try_with(|deadline| *deadline) else {
+            acquire.await;
+            return Ok(());
+        };
+        tokio::time::timeout_at(deadline, acquire)
+            .await
+            .map_err(|_| CrmError::Unavailable {
+                detail: "the rate-limit wait would outlast the lease; not sent".to_owned(),
+                applied: Applied::No,
+            })
+    }
+
+    /// Sends the request, records its duration and status, and tells the
+    /// CRM's health whether the CRM answered.
+    async fn exchange(
+        &self,
+        operation: Operation,
+        request: RequestBuilder,
+    ) -> Result<Response, CrmError> {
         let started = Instant::now();
         let result = request.send().await;
         let status_label = match &result {
@@ -127,63 +228,29 @@ impl CrmHttp {
             "status" => status_label
         )
         .record(started.elapsed().as_secs_f64());
+        match result {
+            Ok(response) if response.status().is_server_error() => {
+                self.health.failed();
+                Ok(response)
+            }
+            Ok(response) => {
+                self.health.answered();
+                Ok(response)
+            }
+            Err(error) => {
+                self.health.failed();
+                Err(classify_transport(error))
+            }
+        }
+    }
 
-        let response = result.map_err(|error| {
-            self.health.failed();
-            classify_transport(error)
-        })?;
-        let status = response.status();
-        if status.is_server_error() {
-            self.health.failed();
-        } else {
-            self.health.answered();
-        }
-        if status.is_success() || accept.contains(&status) {
-            return Ok(response);
-        }
-        if status == StatusCode::TOO_MANY_REQUESTS {
-            metrics::counter!("callsync_worker_crm_rate_limited_total", "crm" => self.crm)
-                .increment(1);
-            let header = |name: &str| {
-                response
-                    .headers()
-                    .get(name)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned)
-            };
-            // Pipedrive sends the seconds until its window resets instead.
-            let retry_after = header("retry-after")
-                .or_else(|| header("x-ratelimit-reset"))
-                .and_then(|v| parse_retry_after(&v, OffsetDateTime::now_utc()));
-            // Every request of this worker waits, not only this message's.
-            self.budgets
-                .pause(retry_after.unwrap_or(DEFAULT_RATE_LIMIT_PAUSE));
-            return Err(CrmError::RateLimited { retry_after });
-        }
-        let body = response.text().await.unwrap_or_default();
-        let credential_wide = refuses_the_credential(&body);
-        let detail = excerpt(body);
-        Err(match status.as_u16() {
-            401 => CrmError::Unauthorized {
-                status: 401,
-                detail,
-            },
-            403 if credential_wide => CrmError::Unauthorized {
-                status: 403,
-                detail,
-            },
-            403 => CrmError::Forbidden { detail },
-            // A 5xx may come after the CRM applied the request (a crash while
-            // answering), so its outcome is unknown; so may a 408.
-            408 | 500..=599 => CrmError::Unavailable {
-                detail: format!("{status}: {detail}"),
-                applied: Applied::Unknown,
-            },
-            code => CrmError::Rejected {
-                status: code,
-                detail,
-            },
-        })
+    /// Sends a request whose answer carries nothing needed: a 2xx is all.
+    pub async fn perform(
+        &self,
+        operation: impl Into<Operation>,
+        request: RequestBuilder,
+    ) -> Result<(), CrmError> {
+        self.send(operation, request, &[]).await.map(drop)
     }
 
     /// Whether a record exists: a 2xx says yes, any status in `absent`
@@ -209,25 +276,51 @@ impl CrmHttp {
     }
 }
 
-/// Whether a 403 refuses the credential itself rather than one record: the
-/// vendors' words for a token that lacks a scope or an API that is off for
-/// the whole account. Every call would get the same answer, so the worker
-/// pauses instead of parking them one by one.
-/// - HubSpot: `"category": "MISSING_SCOPES"` with the scopes required
-///   (developers.hubspot.com, error handling).
-/// - Salesforce: `API_DISABLED_FOR_ORG`, `API_CURRENTLY_DISABLED` (the user
-///   or the org has no API access; REST API developer guide, status codes).
-/// - Pipedrive OAuth apps: "Scope and URL mismatch" (a scope not granted).
-///
-/// Any other 403 (a record the user may not see or edit) concerns one call.
-fn refuses_the_credential(body: &str) -> bool {
-    const MARKERS: [&str; 4] = [
-        "MISSING_SCOPES",
-        "API_DISABLED_FOR_ORG",
-        "API_CURRENTLY_DISABLED",
-        "Scope and URL mismatch",
-    ];
-    MARKERS.iter().any(|marker| body.contains(marker))
+/// What an answer that is neither 2xx nor accepted means, from its status,
+/// its headers and its whole body; `now` dates a `Retry-After` given as an
+/// HTTP date.
+pub(crate) fn classify(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &str,
+    read_refusal: ReadRefusal,
+    now: OffsetDateTime,
+) -> CrmError {
+    let refusal = match status {
+        StatusCode::FORBIDDEN => read_refusal(body),
+        _ => None,
+    };
+    let detail = || excerpt(body.to_owned());
+    match (status.as_u16(), refusal) {
+        (429, _) => CrmError::RateLimited {
+            retry_after: retry_after(headers, now),
+        },
+        (403, Some(Refusal::RateLimited)) => CrmError::RateLimited { retry_after: None },
+        (401, _) | (403, Some(Refusal::Credential)) => CrmError::Unauthorized {
+            status: status.as_u16(),
+            detail: detail(),
+        },
+        (403, None) => CrmError::Forbidden { detail: detail() },
+        // A 5xx may come after the CRM applied the request (a crash while
+        // answering), so its outcome is unknown; so may a 408.
+        (408 | 500..=599, _) => CrmError::Unavailable {
+            detail: format!("{status}: {}", detail()),
+            applied: Applied::Unknown,
+        },
+        (code, _) => CrmError::Rejected {
+            status: code,
+            detail: detail(),
+        },
+    }
+}
+
+/// The delay a 429 asks for: `Retry-After`, else the seconds until the
+/// window resets, which Pipedrive sends instead.
+fn retry_after(headers: &HeaderMap, now: OffsetDateTime) -> Option<Duration> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    header("retry-after")
+        .or_else(|| header("x-ratelimit-reset"))
+        .and_then(|v| parse_retry_after(v, now))
 }
 
 /// Decodes a JSON body; a body that does not match is an invalid response.
@@ -302,6 +395,7 @@ pub fn parse_retry_after(value: &str, now: OffsetDateTime) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crm;
     use time::macros::datetime;
     use wiremock::matchers::{any, header};
     use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -348,18 +442,132 @@ mod tests {
         }
     }
 
+    /// Whether `spec`'s CRM reads a 403 with `body` as refusing the credential.
+    fn refuses_the_credential(spec: &CrmSpec, body: &str) -> bool {
+        (spec.read_refusal)(body) == Some(Refusal::Credential)
+    }
+
     #[test]
     fn a_403_naming_a_missing_scope_refuses_the_credential_and_others_one_record() {
         let hubspot = r#"{"status":"error","message":"This app hasn't been granted all required scopes to make this call.","category":"MISSING_SCOPES","errors":[{"message":"One or more of the following scopes are required.","context":{"requiredGranularScopes":["crm.objects.contacts.write"]}}]}"#;
-        assert!(refuses_the_credential(hubspot));
+        assert!(refuses_the_credential(&crm::hubspot::SPEC, hubspot));
         assert!(refuses_the_credential(
+            &crm::salesforce::SPEC,
             r#"[{"errorCode":"API_DISABLED_FOR_ORG","message":"API is not enabled for this Organization or Partner"}]"#
         ));
         assert!(!refuses_the_credential(
+            &crm::salesforce::SPEC,
             r#"[{"errorCode":"INSUFFICIENT_ACCESS_OR_READONLY","message":"insufficient access rights on object id"}]"#
         ));
         assert!(!refuses_the_credential(
+            &crm::pipedrive::SPEC,
             r#"{"success":false,"error":"You do not have permission to access this item"}"#
+        ));
+    }
+
+    #[test]
+    fn a_salesforce_limit_is_read_from_the_whole_body_past_any_excerpt() {
+        let long = "x".repeat(400);
+        let body = format!(
+            r#"[{{"errorCode":"INVALID_FIELD","message":"{long}"}},{{"errorCode":"REQUEST_LIMIT_EXCEEDED","message":"TotalRequests Limit exceeded."}}]"#
+        );
+        let now = OffsetDateTime::UNIX_EPOCH;
+        let error = classify(
+            StatusCode::FORBIDDEN,
+            &HeaderMap::new(),
+            &body,
+            crm::salesforce::SPEC.read_refusal,
+            now,
+        );
+        assert!(
+            matches!(error, CrmError::RateLimited { retry_after: None }),
+            "{error:?}"
+        );
+        // The same 403 from a CRM without the code concerns one record.
+        let error = classify(
+            StatusCode::FORBIDDEN,
+            &HeaderMap::new(),
+            &body,
+            no_refusal,
+            now,
+        );
+        assert!(matches!(error, CrmError::Forbidden { .. }), "{error:?}");
+    }
+
+    #[test]
+    fn a_429_is_a_rate_limit_for_the_delay_its_headers_ask() {
+        let now = datetime!(2015-10-21 07:27:50 UTC);
+        let classify_429 = |name: &'static str, value: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(name, reqwest::header::HeaderValue::from_static(value));
+            classify(StatusCode::TOO_MANY_REQUESTS, &headers, "", no_refusal, now)
+        };
+        for (name, value, delay) in [
+            ("retry-after", "7", 7),
+            ("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT", 10),
+            ("x-ratelimit-reset", "3", 3),
+        ] {
+            match classify_429(name, value) {
+                CrmError::RateLimited { retry_after } => {
+                    assert_eq!(
+                        retry_after,
+                        Some(Duration::from_secs(delay)),
+                        "{name}: {value}"
+                    );
+                }
+                other => panic!("{name}: expected a rate limit, got {other:?}"),
+            }
+        }
+        let bare = classify(
+            StatusCode::TOO_MANY_REQUESTS,
+            &HeaderMap::new(),
+            "",
+            no_refusal,
+            now,
+        );
+        assert!(
+            matches!(bare, CrmError::RateLimited { retry_after: None }),
+            "{bare:?}"
+        );
+    }
+
+    #[test]
+    fn other_statuses_are_classified_by_status_alone() {
+        let now = OffsetDateTime::UNIX_EPOCH;
+        let of = |status: u16, body: &str| {
+            let status = StatusCode::from_u16(status).unwrap();
+            classify(
+                status,
+                &HeaderMap::new(),
+                body,
+                crm::hubspot::SPEC.read_refusal,
+                now,
+            )
+        };
+        assert!(matches!(
+            of(401, "expired"),
+            CrmError::Unauthorized { status: 401, .. }
+        ));
+        assert!(matches!(
+            of(403, r#"{"category":"MISSING_SCOPES"}"#),
+            CrmError::Unauthorized { status: 403, .. }
+        ));
+        assert!(matches!(of(403, "not yours"), CrmError::Forbidden { .. }));
+        for status in [408, 500, 503] {
+            assert!(
+                matches!(
+                    of(status, ""),
+                    CrmError::Unavailable {
+                        applied: Applied::Unknown,
+                        ..
+                    }
+                ),
+                "{status}"
+            );
+        }
+        assert!(matches!(
+            of(422, "bad field"),
+            CrmError::Rejected { status: 422, .. }
         ));
     }
 
@@ -397,7 +605,7 @@ mod tests {
             health: Arc::new(CrmHealth::new(Duration::from_secs(60))),
             ledger: None,
         };
-        let http = CrmHttp::new("test", timeout, shared).unwrap();
+        let http = CrmHttp::new(&crm::hubspot::SPEC, timeout, shared).unwrap();
         (http, budgets)
     }
 

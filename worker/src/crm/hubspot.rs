@@ -14,24 +14,23 @@
 //! property, `callsync_marker`, because an exact `EQ` filter on a property is
 //! reliable where a token search inside an HTML body is not.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use callsync_shared::CallReport;
-use callsync_shared::config::{ConfigError, Env, Secret};
+use callsync_shared::config::{ConfigError, Secret};
 use callsync_shared::phone::matching::{
     CallerNumber, Candidate, PhoneField, choose, parse_updated,
 };
+use callsync_shared::time::unix_ms;
 use reqwest::{Method, RequestBuilder, StatusCode};
-use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde::{Deserialize, Deserializer, Serialize};
 use time::OffsetDateTime;
 
 use super::render;
 use super::{
-    ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, CrmSettings, CrmSpec, HttpSettings,
-    MarkedRecord, NewContact, Operation, Permission, Shared,
+    Adapter, ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, CrmSpec, MarkedRecord,
+    NewContact, Operation, Permission, Refusal, Shared, Vars, configure,
 };
 
 /// HubSpot's normalised copies of `phone` and `mobilephone`, made for search.
@@ -47,7 +46,6 @@ const TASK_TO_CONTACT: u32 = 204;
 pub struct HubspotConfig {
     pub token: Secret,
     pub base_url: String,
-    pub http: HttpSettings,
     /// Owner assigned to follow-up tasks, when set.
     pub owner_id: Option<String>,
 }
@@ -89,33 +87,39 @@ pub const SPEC: CrmSpec = CrmSpec {
     default_search_rate: "5/1s",
     // HubSpot documents seconds and 10–60 s are seen in practice.
     default_index_lag: Duration::from_secs(60),
-    configure: |env, http| Ok(Arc::new(HubspotConfig::from_env(env, http)?)),
+    configure: configure::<Hubspot>,
+    read_refusal,
     credential_help: "set CALLSYNC_HUBSPOT_TOKEN to the private app's access token; \
         the app needs the scopes crm.objects.contacts.read, crm.objects.contacts.write and \
         crm.schemas.contacts.write (a token changes when its scopes are edited)",
 };
 
-impl CrmSettings for HubspotConfig {
-    fn http(&self) -> &HttpSettings {
-        &self.http
+/// HubSpot names a token that lacks a scope with `"category":
+/// "MISSING_SCOPES"` and the scopes required (developers.hubspot.com, error
+/// handling).
+fn read_refusal(body: &str) -> Option<Refusal> {
+    #[derive(Deserialize)]
+    struct Error {
+        #[serde(default)]
+        category: String,
     }
-
-    fn build(&self, shared: Shared) -> Result<Arc<dyn Crm>, reqwest::Error> {
-        Ok(Arc::new(Hubspot::new(self.clone(), shared)?))
-    }
+    let error: Error = serde_json::from_str(body).ok()?;
+    (error.category == "MISSING_SCOPES").then_some(Refusal::Credential)
 }
 
-impl HubspotConfig {
-    pub fn from_env(env: &Env, http: HttpSettings) -> Result<Self, ConfigError> {
-        Ok(Self {
-            token: env.required_secret("CALLSYNC_HUBSPOT_TOKEN")?,
-            base_url: env
-                .string("CALLSYNC_HUBSPOT_BASE_URL", "https://api.hubapi.com")
-                .trim_end_matches('/')
-                .to_owned(),
-            http,
-            owner_id: env.raw("CALLSYNC_HUBSPOT_OWNER_ID").map(str::to_owned),
+impl Adapter for Hubspot {
+    type Settings = HubspotConfig;
+
+    fn settings(vars: Vars<'_>) -> Result<HubspotConfig, ConfigError> {
+        Ok(HubspotConfig {
+            token: vars.secret("TOKEN")?,
+            base_url: vars.url("BASE_URL", "https://api.hubapi.com"),
+            owner_id: vars.raw("OWNER_ID").map(str::to_owned),
         })
+    }
+
+    fn new(config: HubspotConfig, http: CrmHttp, _shared: &Shared) -> Self {
+        Self { config, http }
     }
 }
 
@@ -126,13 +130,39 @@ pub struct Hubspot {
     http: CrmHttp,
 }
 
-/// A custom property callsync needs: object, name, label, type, field type.
+/// A custom property callsync needs, as `POST /crm/v3/properties/{object}`
+/// takes it (with its group).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 struct Property {
+    #[serde(skip)]
     object: &'static str,
     name: &'static str,
     label: &'static str,
+    #[serde(rename = "type")]
     kind: &'static str,
-    field: &'static str,
+    field_type: &'static str,
+}
+
+/// The property group callsync's properties live in, per object.
+const GROUP: Group = Group {
+    name: "callsync",
+    label: "callsync",
+};
+
+#[derive(Serialize)]
+struct Group {
+    name: &'static str,
+    label: &'static str,
+}
+
+/// A property definition in [`GROUP`].
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct InGroup<'a> {
+    #[serde(flatten)]
+    property: &'a Property,
+    group_name: &'static str,
 }
 
 const PROPERTIES: &[Property] = &[
@@ -141,37 +171,212 @@ const PROPERTIES: &[Property] = &[
         name: "callsync_last_call_at",
         label: "Last AI call at",
         kind: "datetime",
-        field: "date",
+        field_type: "date",
     },
     Property {
         object: "contacts",
         name: "callsync_last_call_summary",
         label: "Last AI call summary",
         kind: "string",
-        field: "textarea",
+        field_type: "textarea",
     },
     Property {
         object: "contacts",
         name: "callsync_last_sentiment",
         label: "Last AI call sentiment",
         kind: "string",
-        field: "text",
+        field_type: "text",
     },
     Property {
         object: "calls",
         name: "callsync_marker",
         label: "callsync marker",
         kind: "string",
-        field: "text",
+        field_type: "text",
     },
     Property {
         object: "tasks",
         name: "callsync_marker",
         label: "callsync marker",
         kind: "string",
-        field: "text",
+        field_type: "text",
     },
 ];
+
+/// The token information endpoint's question.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TokenKey<'a> {
+    token_key: &'a str,
+}
+
+/// A search: its filter groups are OR-ed, each group's filters AND-ed.
+/// https://developers.hubspot.com/docs/api-reference/search/guide
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Search<'a> {
+    filter_groups: Vec<FilterGroup<'a>>,
+    /// The properties each hit carries (besides HubSpot's defaults).
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    properties: &'a [&'a str],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sorts: Option<[Sort; 1]>,
+    limit: u32,
+}
+
+/// A group of one filter: every search here ORs single conditions.
+#[derive(Serialize)]
+struct FilterGroup<'a> {
+    filters: [Filter<'a>; 1],
+}
+
+impl<'a> FilterGroup<'a> {
+    fn of(property_name: &'a str, operator: Operator, value: &'a str) -> Self {
+        Self {
+            filters: [Filter {
+                property_name,
+                operator,
+                value,
+            }],
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Filter<'a> {
+    property_name: &'a str,
+    operator: Operator,
+    value: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+enum Operator {
+    Eq,
+    ContainsToken,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Sort {
+    property_name: &'static str,
+    direction: Direction,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+enum Direction {
+    Ascending,
+    Descending,
+}
+
+/// A record to create or update: its properties and, for a call or task,
+/// the contact it belongs to.
+#[derive(Serialize)]
+struct Record<'a, P> {
+    properties: P,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    associations: Option<[Association<'a>; 1]>,
+}
+
+#[derive(Serialize)]
+struct Association<'a> {
+    to: AssociatedId<'a>,
+    types: [AssociationType; 1],
+}
+
+#[derive(Serialize)]
+struct AssociatedId<'a> {
+    id: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AssociationType {
+    association_category: &'static str,
+    association_type_id: u32,
+}
+
+/// `contact`, associated by the HubSpot-defined association `type_id`.
+fn association(contact: &str, type_id: u32) -> Option<[Association<'_>; 1]> {
+    Some([Association {
+        to: AssociatedId { id: contact },
+        types: [AssociationType {
+            association_category: "HUBSPOT_DEFINED",
+            association_type_id: type_id,
+        }],
+    }])
+}
+
+/// A contact's last-call properties.
+#[derive(Serialize)]
+struct LastCall {
+    callsync_last_call_at: String,
+    callsync_last_call_summary: String,
+    callsync_last_sentiment: String,
+}
+
+impl LastCall {
+    fn of(report: &CallReport) -> Self {
+        Self {
+            callsync_last_call_at: millis(report.ended_at),
+            callsync_last_call_summary: render::field_summary(report),
+            callsync_last_sentiment: report.sentiment.clone().unwrap_or_default(),
+        }
+    }
+}
+
+/// A new contact: the caller's details and the last-call properties.
+#[derive(Serialize)]
+struct ContactProperties<'a> {
+    #[serde(flatten)]
+    last_call: LastCall,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    phone: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    email: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    firstname: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lastname: Option<String>,
+}
+
+#[derive(Serialize)]
+struct CallProperties<'a> {
+    hs_timestamp: String,
+    hs_call_title: String,
+    hs_call_body: String,
+    hs_call_direction: &'static str,
+    hs_call_status: &'static str,
+    callsync_marker: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hs_call_duration: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hs_call_recording_url: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hs_call_from_number: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hs_call_to_number: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct TaskProperties<'a> {
+    hs_timestamp: String,
+    hs_task_subject: String,
+    hs_task_body: String,
+    hs_task_status: &'static str,
+    hs_task_priority: &'static str,
+    hs_task_type: &'static str,
+    callsync_marker: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hubspot_owner_id: Option<&'a str>,
+}
+
+/// HubSpot's timestamps: milliseconds since the epoch, as a string.
+fn millis(at: OffsetDateTime) -> String {
+    unix_ms(at).to_string()
+}
 
 #[derive(Deserialize)]
 struct Saved {
@@ -187,15 +392,50 @@ struct SearchResults {
 struct SearchHit {
     id: String,
     #[serde(default)]
-    properties: Map<String, Value>,
+    properties: HitProperties,
+}
+
+/// The properties a contact search asks for.
+#[derive(Default, Deserialize)]
+struct HitProperties {
+    #[serde(default, deserialize_with = "text")]
+    phone: Option<String>,
+    #[serde(default, deserialize_with = "text")]
+    mobilephone: Option<String>,
+    #[serde(default, deserialize_with = "text")]
+    country: Option<String>,
+    #[serde(default, deserialize_with = "text")]
+    lastmodifieddate: Option<String>,
+}
+
+/// A property value: HubSpot sends a string or null; anything else reads
+/// as absent (it could not be a phone number or a date anyway).
+fn text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    Ok(match serde_json::Value::deserialize(deserializer)? {
+        serde_json::Value::String(text) => Some(text),
+        _ => None,
+    })
+}
+
+impl SearchHit {
+    fn candidate(&self) -> Candidate {
+        let found = &self.properties;
+        Candidate {
+            id: self.id.clone(),
+            phones: [
+                (PhoneField::Main, &found.phone),
+                (PhoneField::Mobile, &found.mobilephone),
+            ]
+            .into_iter()
+            .filter_map(|(field, value)| Some((field, value.clone()?)))
+            .collect(),
+            country: found.country.clone(),
+            updated: found.lastmodifieddate.as_deref().and_then(parse_updated),
+        }
+    }
 }
 
 impl Hubspot {
-    pub fn new(config: HubspotConfig, shared: Shared) -> Result<Self, reqwest::Error> {
-        let http = CrmHttp::new("hubspot", config.http.timeout, shared)?;
-        Ok(Self { config, http })
-    }
-
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
         self.http
             .client()
@@ -207,14 +447,14 @@ impl Hubspot {
         &self,
         operation: &'static str,
         object: &str,
-        body: Value,
+        body: &(impl Serialize + Sync),
     ) -> Result<CrmId, CrmError> {
         let created: Saved = self
             .http
             .json(
                 operation,
                 self.request(Method::POST, &format!("/crm/v3/objects/{object}"))
-                    .json(&body),
+                    .json(body),
             )
             .await?;
         Ok(created.id)
@@ -224,14 +464,14 @@ impl Hubspot {
         &self,
         operation: &'static str,
         object: &str,
-        body: Value,
+        body: &Search<'_>,
     ) -> Result<Vec<SearchHit>, CrmError> {
         let results: SearchResults = self
             .http
             .json(
                 Operation::search(operation),
                 self.request(Method::POST, &format!("/crm/v3/objects/{object}/search"))
-                    .json(&body),
+                    .json(body),
             )
             .await?;
         Ok(results.results)
@@ -249,102 +489,53 @@ impl Hubspot {
     async fn find_by_number(&self, caller: &CallerNumber) -> Result<Option<CrmId>, CrmError> {
         let nsn = caller.nsn();
         let wildcard = format!("*{nsn}");
-        let filter = |property: &str, operator: &str, value: &str| json!({ "filters": [{ "propertyName": property, "operator": operator, "value": value }] });
-        let groups = json!([
-            filter(SEARCHABLE_PHONE, "EQ", nsn),
-            filter(SEARCHABLE_MOBILE, "EQ", nsn),
-            filter(SEARCHABLE_PHONE, "CONTAINS_TOKEN", &wildcard),
-            filter(SEARCHABLE_MOBILE, "CONTAINS_TOKEN", &wildcard),
-            filter("phone", "EQ", caller.e164()),
-        ]);
-        let hits = self
-            .search(
-                "search_contact",
-                "contacts",
-                json!({
-                    "filterGroups": groups,
-                    "properties": ["phone", "mobilephone", "country", "lastmodifieddate"],
-                    "sorts": [{ "propertyName": "lastmodifieddate", "direction": "DESCENDING" }],
-                    "limit": 100,
-                }),
-            )
-            .await?;
-        let text = |hit: &SearchHit, property: &str| {
-            hit.properties
-                .get(property)
-                .and_then(Value::as_str)
-                .map(str::to_owned)
+        let search = Search {
+            filter_groups: vec![
+                FilterGroup::of(SEARCHABLE_PHONE, Operator::Eq, nsn),
+                FilterGroup::of(SEARCHABLE_MOBILE, Operator::Eq, nsn),
+                FilterGroup::of(SEARCHABLE_PHONE, Operator::ContainsToken, &wildcard),
+                FilterGroup::of(SEARCHABLE_MOBILE, Operator::ContainsToken, &wildcard),
+                FilterGroup::of("phone", Operator::Eq, caller.e164()),
+            ],
+            properties: &["phone", "mobilephone", "country", "lastmodifieddate"],
+            sorts: Some([Sort {
+                property_name: "lastmodifieddate",
+                direction: Direction::Descending,
+            }]),
+            limit: 100,
         };
-        let candidates: Vec<Candidate> = hits
-            .iter()
-            .map(|hit| Candidate {
-                id: hit.id.clone(),
-                phones: [
-                    (PhoneField::Main, text(hit, "phone")),
-                    (PhoneField::Mobile, text(hit, "mobilephone")),
-                ]
-                .into_iter()
-                .filter_map(|(field, value)| Some((field, value?)))
-                .collect(),
-                country: text(hit, "country"),
-                updated: text(hit, "lastmodifieddate").and_then(|t| parse_updated(&t)),
-            })
-            .collect();
+        let hits = self.search("search_contact", "contacts", &search).await?;
+        let candidates: Vec<Candidate> = hits.iter().map(SearchHit::candidate).collect();
         Ok(choose(caller, &candidates).map(|c| c.id.clone()))
     }
 
     /// The oldest contact whose `property` is `value` (HubSpot compares
     /// e-mails case-insensitively; a raw number must be stored as typed).
     async fn find_exact(&self, property: &str, value: &str) -> Result<Option<CrmId>, CrmError> {
-        let hits = self
-            .search(
-                "search_contact",
-                "contacts",
-                json!({
-                    "filterGroups": [{ "filters": [{ "propertyName": property, "operator": "EQ", "value": value }] }],
-                    "properties": [property],
-                    "sorts": [{ "propertyName": "createdate", "direction": "ASCENDING" }],
-                    "limit": 1,
-                }),
-            )
-            .await?;
+        let search = Search {
+            filter_groups: vec![FilterGroup::of(property, Operator::Eq, value)],
+            properties: &[property],
+            sorts: Some([Sort {
+                property_name: "createdate",
+                direction: Direction::Ascending,
+            }]),
+            limit: 1,
+        };
+        let hits = self.search("search_contact", "contacts", &search).await?;
         Ok(hits.into_iter().next().map(|h| h.id))
     }
 
     /// POSTs a definition and treats 409 (already exists) as success.
-    async fn ensure(&self, path: String, body: Value) -> Result<(), CrmError> {
+    async fn ensure(&self, path: String, body: &(impl Serialize + Sync)) -> Result<(), CrmError> {
         self.http
             .send(
                 "prepare",
-                self.request(Method::POST, &path).json(&body),
+                self.request(Method::POST, &path).json(body),
                 &[StatusCode::CONFLICT],
             )
             .await
             .map(drop)
     }
-}
-
-/// The last-call properties of a contact for `report`.
-fn last_call_properties(report: &CallReport) -> Map<String, Value> {
-    let mut p = Map::new();
-    let ended_ms = report.ended_at.unix_timestamp_nanos() / 1_000_000;
-    p.insert("callsync_last_call_at".into(), json!(ended_ms.to_string()));
-    p.insert(
-        "callsync_last_call_summary".into(),
-        json!(render::field_summary(report)),
-    );
-    p.insert(
-        "callsync_last_sentiment".into(),
-        json!(report.sentiment.clone().unwrap_or_default()),
-    );
-    p
-}
-
-fn association(contact: &str, type_id: u32) -> Value {
-    json!([{
-        "to": { "id": contact },
-        "types": [{ "associationCategory": "HUBSPOT_DEFINED", "associationTypeId": type_id }]
-    }])
 }
 
 /// HubSpot's 409 on a duplicate e-mail says "Contact already exists. Existing ID: 123".
@@ -361,19 +552,17 @@ fn existing_id(message: &str) -> Option<String> {
 #[async_trait]
 impl Crm for Hubspot {
     fn name(&self) -> &'static str {
-        "hubspot"
+        SPEC.name
     }
 
     /// Lists one contact: read-only, and refused without contacts read.
     async fn probe(&self) -> Result<(), CrmError> {
         self.http
-            .send(
+            .perform(
                 "probe",
                 self.request(Method::GET, "/crm/v3/objects/contacts?limit=1"),
-                &[],
             )
             .await
-            .map(drop)
     }
 
     /// The private app token's scopes, from HubSpot's token information
@@ -381,12 +570,15 @@ impl Crm for Hubspot {
     /// /oauth/v2/private-apps/get/access-token-info" with the token as
     /// `tokenKey`), against [`SCOPES`].
     async fn permissions(&self) -> Result<Vec<Permission>, CrmError> {
+        let key = TokenKey {
+            token_key: self.config.token.expose(),
+        };
         let info: TokenInfo = self
             .http
             .json(
                 "token_info",
                 self.request(Method::POST, "/oauth/v2/private-apps/get/access-token-info")
-                    .json(&json!({ "tokenKey": self.config.token.expose() })),
+                    .json(&key),
             )
             .await?;
         Ok(SCOPES
@@ -401,22 +593,17 @@ impl Crm for Hubspot {
 
     async fn prepare(&self) -> Result<(), CrmError> {
         for object in ["contacts", "calls", "tasks"] {
-            self.ensure(
-                format!("/crm/v3/properties/{object}/groups"),
-                json!({ "name": "callsync", "label": "callsync" }),
-            )
-            .await?;
+            self.ensure(format!("/crm/v3/properties/{object}/groups"), &GROUP)
+                .await?;
         }
-        for p in PROPERTIES {
+        for property in PROPERTIES {
+            let definition = InGroup {
+                property,
+                group_name: GROUP.name,
+            };
             self.ensure(
-                format!("/crm/v3/properties/{}", p.object),
-                json!({
-                    "name": p.name,
-                    "label": p.label,
-                    "type": p.kind,
-                    "fieldType": p.field,
-                    "groupName": "callsync",
-                }),
+                format!("/crm/v3/properties/{}", property.object),
+                &definition,
             )
             .await?;
         }
@@ -451,23 +638,23 @@ impl Crm for Hubspot {
 
     async fn create_contact(&self, contact: &NewContact<'_>) -> Result<Created, CrmError> {
         let caller = &contact.report.caller;
-        let mut properties = last_call_properties(contact.report);
-        if let Some(phone) = &caller.phone {
-            properties.insert("phone".into(), json!(phone.best()));
-        }
-        if let Some(email) = &caller.email {
-            properties.insert("email".into(), json!(email));
-        }
-        if let Some(name) = &caller.name {
-            let (first, last) = render::split_name(name);
-            properties.insert("firstname".into(), json!(first));
-            if let Some(last) = last {
-                properties.insert("lastname".into(), json!(last));
-            }
-        }
+        let (firstname, lastname) = match caller.name.as_deref().map(render::split_name) {
+            Some((first, last)) => (Some(first), last),
+            None => (None, None),
+        };
+        let body = Record {
+            properties: ContactProperties {
+                last_call: LastCall::of(contact.report),
+                phone: caller.phone.as_ref().map(|p| p.best()),
+                email: caller.email.as_deref(),
+                firstname,
+                lastname,
+            },
+            associations: None,
+        };
         let request = self
             .request(Method::POST, "/crm/v3/objects/contacts")
-            .json(&json!({ "properties": properties }));
+            .json(&body);
         let response = self
             .http
             .send("create_contact", request, &[StatusCode::CONFLICT])
@@ -494,52 +681,40 @@ impl Crm for Hubspot {
     }
 
     async fn record_call(&self, contact: &str, report: &CallReport) -> Result<CrmId, CrmError> {
-        let mut properties = Map::new();
-        properties.insert(
-            "hs_timestamp".into(),
-            json!((report.ended_at.unix_timestamp_nanos() / 1_000_000).to_string()),
-        );
-        properties.insert("hs_call_title".into(), json!(render::call_title(report)));
-        properties.insert("hs_call_body".into(), json!(render::call_body_html(report)));
-        properties.insert("hs_call_direction".into(), json!("INBOUND"));
-        properties.insert("hs_call_status".into(), json!("COMPLETED"));
-        properties.insert("callsync_marker".into(), json!(report.marker()));
-        if let Some(duration) = report.duration {
-            properties.insert(
-                "hs_call_duration".into(),
-                json!(duration.as_millis().to_string()),
-            );
-        }
-        if let Some(url) = &report.recording_url {
-            properties.insert("hs_call_recording_url".into(), json!(url));
-        }
-        if let Some(phone) = &report.caller.phone {
-            properties.insert("hs_call_from_number".into(), json!(phone.best()));
-        }
-        if let Some(number) = &report.called_number {
-            properties.insert("hs_call_to_number".into(), json!(number));
-        }
-        self.create_object(
-            "create_call",
-            "calls",
-            json!({ "properties": properties, "associations": association(contact, CALL_TO_CONTACT) }),
-        )
-        .await
+        let properties = CallProperties {
+            hs_timestamp: millis(report.ended_at),
+            hs_call_title: render::call_title(report),
+            hs_call_body: render::call_body_html(report),
+            hs_call_direction: "INBOUND",
+            hs_call_status: "COMPLETED",
+            callsync_marker: report.marker(),
+            hs_call_duration: report.duration.map(|d| d.as_millis().to_string()),
+            hs_call_recording_url: report.recording_url.as_deref(),
+            hs_call_from_number: report.caller.phone.as_ref().map(|p| p.best()),
+            hs_call_to_number: report.called_number.as_deref(),
+        };
+        let body = Record {
+            properties,
+            associations: association(contact, CALL_TO_CONTACT),
+        };
+        self.create_object("create_call", "calls", &body).await
     }
 
     async fn update_contact(&self, contact: &str, report: &CallReport) -> Result<(), CrmError> {
+        let body = Record {
+            properties: LastCall::of(report),
+            associations: None,
+        };
         self.http
-            .send(
+            .perform(
                 "update_contact",
                 self.request(
                     Method::PATCH,
                     &format!("/crm/v3/objects/contacts/{contact}"),
                 )
-                .json(&json!({ "properties": last_call_properties(report) })),
-                &[],
+                .json(&body),
             )
             .await
-            .map(drop)
     }
 
     async fn create_follow_up(
@@ -548,29 +723,21 @@ impl Crm for Hubspot {
         report: &CallReport,
         due: OffsetDateTime,
     ) -> Result<CrmId, CrmError> {
-        let mut properties = Map::new();
-        properties.insert(
-            "hs_timestamp".into(),
-            json!((due.unix_timestamp_nanos() / 1_000_000).to_string()),
-        );
-        properties.insert(
-            "hs_task_subject".into(),
-            json!(render::task_subject(report)),
-        );
-        properties.insert("hs_task_body".into(), json!(render::task_body_html(report)));
-        properties.insert("hs_task_status".into(), json!("NOT_STARTED"));
-        properties.insert("hs_task_priority".into(), json!("HIGH"));
-        properties.insert("hs_task_type".into(), json!("CALL"));
-        properties.insert("callsync_marker".into(), json!(report.marker()));
-        if let Some(owner) = &self.config.owner_id {
-            properties.insert("hubspot_owner_id".into(), json!(owner));
-        }
-        self.create_object(
-            "create_task",
-            "tasks",
-            json!({ "properties": properties, "associations": association(contact, TASK_TO_CONTACT) }),
-        )
-        .await
+        let properties = TaskProperties {
+            hs_timestamp: millis(due),
+            hs_task_subject: render::task_subject(report),
+            hs_task_body: render::task_body_html(report),
+            hs_task_status: "NOT_STARTED",
+            hs_task_priority: "HIGH",
+            hs_task_type: "CALL",
+            callsync_marker: report.marker(),
+            hubspot_owner_id: self.config.owner_id.as_deref(),
+        };
+        let body = Record {
+            properties,
+            associations: association(contact, TASK_TO_CONTACT),
+        };
+        self.create_object("create_task", "tasks", &body).await
     }
 
     async fn find_marked(
@@ -583,16 +750,13 @@ impl Crm for Hubspot {
             MarkedRecord::CallLog => "calls",
             MarkedRecord::FollowUp => "tasks",
         };
-        let hits = self
-            .search(
-                "search_marker",
-                object,
-                json!({
-                    "filterGroups": [{ "filters": [{ "propertyName": "callsync_marker", "operator": "EQ", "value": marker }] }],
-                    "limit": 1,
-                }),
-            )
-            .await?;
+        let search = Search {
+            filter_groups: vec![FilterGroup::of("callsync_marker", Operator::Eq, marker)],
+            properties: &[],
+            sorts: None,
+            limit: 1,
+        };
+        let hits = self.search("search_marker", object, &search).await?;
         Ok(hits.into_iter().next().map(|h| h.id))
     }
 }

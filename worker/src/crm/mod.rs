@@ -3,8 +3,9 @@
 //! The sync engine (`sync.rs`) only speaks this trait. A CRM adapter maps
 //! each operation onto its vendor's API and classifies every failure once,
 //! as [`CrmError`], so that the retry policy never has to read status codes.
-//! Adding a CRM is one new file here, declaring its [`CrmSpec`], plus its
-//! line in [`REGISTRY`].
+//! Adding a CRM is one new file here, declaring its [`CrmSpec`] and
+//! implementing [`Adapter`] (its settings, read from variables named after
+//! it), plus its line in [`REGISTRY`].
 
 pub mod gohighlevel;
 pub mod health;
@@ -15,6 +16,7 @@ pub mod oauth;
 pub mod pipedrive;
 pub mod render;
 pub mod salesforce;
+pub mod settings;
 pub mod webhook;
 
 use std::fmt;
@@ -22,15 +24,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use callsync_shared::config::{ConfigError, Env};
 use callsync_shared::phone::matching::CallerNumber;
 use callsync_shared::{CallReport, Phone};
 use time::OffsetDateTime;
 
 pub use health::CrmHealth;
-pub use http::CrmHttp;
-pub use http::Operation;
+pub use http::{CrmHttp, Operation, Refusal};
 pub use limiter::{Budgets, Limiter, Rate, RequestKind, Share};
+pub use settings::{
+    Adapter, Configure, CrmBuildError, CrmConfig, CrmSettings, DEFAULT_TIMEOUT, HttpSettings, Vars,
+    configure,
+};
 
 /// What every CRM request of this worker shares: the request budgets it
 /// draws on and the CRM's health it reports to.
@@ -164,6 +168,15 @@ pub enum CrmError {
 }
 
 impl CrmError {
+    /// An id that cannot be one of the CRM's (`kind`: "a Salesforce id"):
+    /// the request is never sent.
+    pub fn not_an_id(id: &str, kind: &str) -> Self {
+        CrmError::Rejected {
+            status: 400,
+            detail: format!("{id:?} is not {kind}"),
+        }
+    }
+
     /// Transient errors are retried; permanent ones park the message.
     pub fn is_transient(&self) -> bool {
         matches!(
@@ -272,27 +285,18 @@ pub struct CrmSpec {
     /// `CALLSYNC_CRM_INDEX_LAG` when unset: how long its search may take to
     /// show a new record.
     pub default_index_lag: Duration,
-    /// Reads the CRM's own variables.
+    /// Reads the CRM's own variables: `configure::<Adapter>`.
     pub configure: Configure,
+    /// What its 403 bodies say beyond "not this record".
+    pub read_refusal: http::ReadRefusal,
     /// What an operator should check when the CRM refuses the credential:
     /// the variables and, where the vendor has them, the scopes.
     pub credential_help: &'static str,
 }
 
-/// Reads a CRM's own variables, given the settings every CRM shares.
-pub type Configure = fn(&Env, HttpSettings) -> Result<Arc<dyn CrmSettings>, ConfigError>;
-
-/// One CRM's settings, read from the environment, able to build its adapter.
-pub trait CrmSettings: fmt::Debug + Send + Sync {
-    fn http(&self) -> &HttpSettings;
-
-    /// Builds the adapter; its requests draw on `shared`.
-    fn build(&self, shared: Shared) -> Result<Arc<dyn Crm>, reqwest::Error>;
-}
-
-/// Every supported CRM. Adding one is its adapter file (with its `SPEC`)
-/// and a line here.
-pub const REGISTRY: [CrmSpec; 5] = [
+/// Every supported CRM. Adding one is its adapter file (with its `SPEC`
+/// and its [`Adapter`] implementation) and a line here.
+pub const REGISTRY: &[CrmSpec] = &[
     hubspot::SPEC,
     pipedrive::SPEC,
     gohighlevel::SPEC,
@@ -312,101 +316,6 @@ pub fn spec(name: &str) -> Option<&'static CrmSpec> {
         .find(|spec| spec.name.eq_ignore_ascii_case(name))
 }
 
-/// The request timeout used when `CALLSYNC_CRM_TIMEOUT` is not set.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Settings every CRM client shares.
-#[derive(Debug, Clone)]
-pub struct HttpSettings {
-    pub timeout: Duration,
-    /// The account-wide request budget (`CALLSYNC_CRM_RATE`), divided among
-    /// the live workers; `None` disables client-side limiting.
-    pub rate: Option<Rate>,
-    /// The account-wide budget of search requests
-    /// (`CALLSYNC_CRM_SEARCH_RATE`), divided the same way. A search also
-    /// counts against `rate`.
-    pub search_rate: Option<Rate>,
-}
-
-impl HttpSettings {
-    fn from_env(env: &Env, spec: &CrmSpec) -> Result<Self, ConfigError> {
-        Ok(Self {
-            timeout: env.duration("CALLSYNC_CRM_TIMEOUT", DEFAULT_TIMEOUT)?,
-            rate: rate(env, "CALLSYNC_CRM_RATE", spec.default_rate)?,
-            search_rate: rate(env, "CALLSYNC_CRM_SEARCH_RATE", spec.default_search_rate)?,
-        })
-    }
-}
-
-/// A budget variable: `<requests>/<window>`, or `off`.
-fn rate(env: &Env, var: &str, default: &str) -> Result<Option<Rate>, ConfigError> {
-    match env.string(var, default).as_str() {
-        "off" | "none" => Ok(None),
-        text => text
-            .parse::<Rate>()
-            .map(Some)
-            .map_err(|message| ConfigError {
-                var: var.to_owned(),
-                message,
-            }),
-    }
-}
-
-/// Which CRM to sync to, with its settings.
-#[derive(Debug, Clone)]
-pub struct CrmConfig {
-    spec: &'static CrmSpec,
-    settings: Arc<dyn CrmSettings>,
-}
-
-impl CrmConfig {
-    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let name = env.required("CALLSYNC_CRM")?;
-        let spec = spec(&name).ok_or_else(|| ConfigError {
-            var: "CALLSYNC_CRM".to_owned(),
-            message: format!(
-                "{name:?} is not a supported CRM; supported: {}",
-                supported().collect::<Vec<_>>().join(", ")
-            ),
-        })?;
-        let settings = (spec.configure)(env, HttpSettings::from_env(env, spec)?)?;
-        Ok(Self { spec, settings })
-    }
-
-    /// The value of `CALLSYNC_CRM` this configuration came from.
-    pub fn name(&self) -> &'static str {
-        self.spec.name
-    }
-
-    pub fn http(&self) -> &HttpSettings {
-        self.settings.http()
-    }
-
-    pub fn timeout(&self) -> Duration {
-        self.http().timeout
-    }
-
-    /// What to check when the CRM refuses the credential.
-    pub fn credential_help(&self) -> &'static str {
-        self.spec.credential_help
-    }
-
-    /// How long this CRM's search may take to show a new record, before a
-    /// create whose outcome is unknown is searched for.
-    pub fn default_index_lag(&self) -> Duration {
-        self.spec.default_index_lag
-    }
-
-    /// Builds the adapter; its requests draw on `shared`.
-    pub fn build(&self, shared: Shared) -> Result<Arc<dyn Crm>, CrmBuildError> {
-        Ok(self.settings.build(shared)?)
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("cannot build the CRM HTTP client")]
-pub struct CrmBuildError(#[from] reqwest::Error);
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -417,7 +326,7 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), REGISTRY.len(), "duplicate CRM names");
-        for spec in &REGISTRY {
+        for spec in REGISTRY {
             for rate in [spec.default_rate, spec.default_search_rate] {
                 assert!(
                     rate == "off" || rate.parse::<Rate>().is_ok(),

@@ -19,12 +19,11 @@ use std::future::Future;
 use callsync_shared::config::Secret;
 use reqwest::{RequestBuilder, Response, StatusCode};
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use tokio::sync::Mutex;
 
-use super::http::{classify_transport, decode, excerpt};
+use super::http::{classify_transport, excerpt};
 use super::{CrmError, CrmHttp, Operation};
 
 /// How the worker obtains a new access token.
@@ -47,6 +46,16 @@ pub struct OAuthClient {
     /// Fields the vendor's token endpoint wants besides the standard ones
     /// (GoHighLevel: `user_type=Location`).
     pub extra_form: &'static [(&'static str, &'static str)],
+}
+
+/// How a CRM that speaks OAuth is authenticated: an access token used as
+/// given, or an OAuth client that fetches (and renews) its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// A token to start with; with no client it is the only one.
+    pub token: Option<Secret>,
+    /// How to get new tokens, when the CRM's app is configured.
+    pub oauth: Option<OAuthClient>,
 }
 
 /// A token, numbered so that a renewal can tell whether somebody else has
@@ -156,6 +165,42 @@ impl TokenSource {
         self.fetch_into(&mut current, http).await.map(Some)
     }
 
+    /// Sends `request` with the current token through `http`; on a 401,
+    /// renews the token (when it can) and sends once more. A 401 means the
+    /// request was not applied, so repeating it cannot duplicate anything.
+    pub(super) async fn send(
+        &self,
+        http: &CrmHttp,
+        operation: Operation,
+        request: RequestBuilder,
+        accept: &[StatusCode],
+    ) -> Result<Response, CrmError> {
+        let token = self.current(http.client()).await?;
+        // JSON, form and query bodies are buffered, so the clone succeeds.
+        let again = request.try_clone();
+        let request = request.bearer_auth(token.secret.expose());
+        let first = http.send_once(operation, request, accept).await;
+        match (&first, again) {
+            (
+                Err(CrmError::Unauthorized {
+                    status: 401,
+                    detail,
+                }),
+                Some(again),
+            ) if self.renewable() => {
+                tracing::info!(operation = operation.name(), %detail, "the CRM refused the access token; renewing it");
+                match self.renew(&token, http.client()).await? {
+                    Some(renewed) => {
+                        let again = again.bearer_auth(renewed.secret.expose());
+                        http.send_once(operation, again, accept).await
+                    }
+                    None => first,
+                }
+            }
+            _ => first,
+        }
+    }
+
     async fn fetch_into(
         &self,
         current: &mut Current,
@@ -201,18 +246,7 @@ async fn fetch(
     http: &reqwest::Client,
     refresh: Option<Secret>,
 ) -> Result<Issued, CrmError> {
-    let mut form = vec![
-        ("client_id", client.client_id.as_str()),
-        ("client_secret", client.client_secret.expose()),
-    ];
-    match &refresh {
-        None => form.push(("grant_type", "client_credentials")),
-        Some(token) => {
-            form.push(("grant_type", "refresh_token"));
-            form.push(("refresh_token", token.expose()));
-        }
-    }
-    form.extend(client.extra_form.iter().copied());
+    let form = token_form(client, refresh.as_ref());
     let response = http
         .post(&client.token_url)
         .form(&form)
@@ -221,23 +255,44 @@ async fn fetch(
         .map_err(transport)?;
     let status = response.status();
     let body = response.bytes().await.map_err(transport)?;
-    if status.is_success() {
-        let token: TokenResponse = serde_json::from_slice(&body).map_err(|e| {
-            CrmError::InvalidResponse(format!("token endpoint answered {status}: {e}"))
-        })?;
-        return Ok(Issued {
-            access_token: Secret::new(token.access_token),
-            refresh_token: token.refresh_token.map(Secret::new),
-        });
+    if !status.is_success() {
+        return Err(token_refused(status, &body));
     }
-    let detail = match serde_json::from_slice::<TokenError>(&body) {
+    let token: TokenResponse = serde_json::from_slice(&body)
+        .map_err(|e| CrmError::InvalidResponse(format!("token endpoint answered {status}: {e}")))?;
+    Ok(Issued {
+        access_token: Secret::new(token.access_token),
+        refresh_token: token.refresh_token.map(Secret::new),
+    })
+}
+
+/// The token request's form: the client, the grant, and the vendor's extras.
+fn token_form<'a>(client: &'a OAuthClient, refresh: Option<&'a Secret>) -> Vec<(&'a str, &'a str)> {
+    let mut form = vec![
+        ("client_id", client.client_id.as_str()),
+        ("client_secret", client.client_secret.expose()),
+    ];
+    match refresh {
+        None => form.push(("grant_type", "client_credentials")),
+        Some(token) => {
+            form.push(("grant_type", "refresh_token"));
+            form.push(("refresh_token", token.expose()));
+        }
+    }
+    form.extend(client.extra_form.iter().copied());
+    form
+}
+
+/// What the token endpoint's refusal means.
+fn token_refused(status: StatusCode, body: &[u8]) -> CrmError {
+    let detail = match serde_json::from_slice::<TokenError>(body) {
         Ok(e) => format!("token endpoint: {} {}", e.error, e.error_description),
         Err(_) => format!(
             "token endpoint: {}",
-            excerpt(String::from_utf8_lossy(&body).into_owned())
+            excerpt(String::from_utf8_lossy(body).into_owned())
         ),
     };
-    Err(match status.as_u16() {
+    match status.as_u16() {
         // invalid_client / invalid_grant: wrong or revoked credentials.
         400 | 401 | 403 => CrmError::Unauthorized {
             status: status.as_u16(),
@@ -248,7 +303,7 @@ async fn fetch(
             detail: format!("{status}: {detail}"),
             applied: super::Applied::No,
         },
-    })
+    }
 }
 
 /// The newest refresh token of a CRM whose token endpoint rotates them, in
@@ -333,107 +388,6 @@ fn ledger(error: sqlx::Error) -> CrmError {
     CrmError::Unavailable {
         detail: format!("cannot read the stored refresh token: {error}"),
         applied: super::Applied::No,
-    }
-}
-
-/// A CRM's HTTP client whose requests carry the current access token and,
-/// when the CRM answers 401 and the token can be renewed, are sent once
-/// more with a new one.
-#[derive(Debug)]
-pub struct Authorized {
-    http: CrmHttp,
-    tokens: TokenSource,
-}
-
-impl Authorized {
-    pub fn new(http: CrmHttp, tokens: TokenSource) -> Self {
-        Self { http, tokens }
-    }
-
-    pub fn http(&self) -> &CrmHttp {
-        &self.http
-    }
-
-    pub fn client(&self) -> &reqwest::Client {
-        self.http.client()
-    }
-
-    /// The current token, fetching the first one if there is none yet.
-    pub async fn token(&self) -> Result<Token, CrmError> {
-        self.tokens.current(self.http.client()).await
-    }
-
-    /// [`CrmHttp::send`] with the token; on a 401 renews it (when it can)
-    /// and sends once more.
-    pub async fn send(
-        &self,
-        operation: impl Into<Operation>,
-        request: RequestBuilder,
-        accept: &[StatusCode],
-    ) -> Result<Response, CrmError> {
-        let operation = operation.into();
-        let client = self.http.client();
-        let token = self.tokens.current(client).await?;
-        // JSON, form and query bodies are buffered, so the clone succeeds.
-        let again = request.try_clone();
-        let first = self
-            .http
-            .send(
-                operation,
-                request.bearer_auth(token.secret.expose()),
-                accept,
-            )
-            .await;
-        match (first, again) {
-            (
-                Err(CrmError::Unauthorized {
-                    status: 401,
-                    detail,
-                }),
-                Some(again),
-            ) if self.tokens.renewable() => {
-                tracing::info!(operation = operation.name(), %detail, "the CRM refused the access token; renewing it");
-                match self.tokens.renew(&token, client).await? {
-                    Some(renewed) => {
-                        self.http
-                            .send(
-                                operation,
-                                again.bearer_auth(renewed.secret.expose()),
-                                accept,
-                            )
-                            .await
-                    }
-                    None => Err(CrmError::Unauthorized {
-                        status: 401,
-                        detail,
-                    }),
-                }
-            }
-            (first, _) => first,
-        }
-    }
-
-    /// [`Authorized::send`] and decode the JSON body.
-    pub async fn json<T: DeserializeOwned>(
-        &self,
-        operation: impl Into<Operation>,
-        request: RequestBuilder,
-    ) -> Result<T, CrmError> {
-        decode(self.send(operation, request, &[]).await?).await
-    }
-
-    /// Whether a record exists: a 2xx says yes, a status in `absent` no.
-    pub async fn exists(
-        &self,
-        operation: impl Into<Operation>,
-        request: RequestBuilder,
-        absent: &[StatusCode],
-    ) -> Result<bool, CrmError> {
-        Ok(self
-            .send(operation, request, absent)
-            .await?
-            .status()
-            .is_success())
     }
 }
 

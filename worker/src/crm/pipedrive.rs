@@ -15,26 +15,26 @@
 //! The last-call person fields are created by [`Crm::prepare`] when missing;
 //! Pipedrive names them by a generated key, which is looked up by name.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use callsync_shared::CallReport;
-use callsync_shared::config::{ConfigError, Env, Secret};
+use callsync_shared::config::{ConfigError, Secret};
 use callsync_shared::phone::matching::{
     CallerNumber, Candidate, PhoneField, choose, parse_updated,
 };
 use reqwest::{Method, RequestBuilder, StatusCode};
-use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::macros::format_description;
 use tokio::sync::OnceCell;
 
 use super::render;
 use super::{
-    ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, CrmSettings, CrmSpec, HttpSettings,
-    MarkedRecord, NewContact, Operation, Shared,
+    Adapter, ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, CrmSpec, MarkedRecord,
+    NewContact, Operation, Refusal, Shared, Vars, configure,
 };
 
 /// `CALLSYNC_PIPEDRIVE_*`.
@@ -43,7 +43,6 @@ pub struct PipedriveConfig {
     pub token: Secret,
     /// The company domain, e.g. `https://acme.pipedrive.com`.
     pub base_url: String,
-    pub http: HttpSettings,
 }
 
 /// How `CALLSYNC_CRM=pipedrive` is read and built.
@@ -57,31 +56,43 @@ pub const SPEC: CrmSpec = CrmSpec {
     // Notes, tasks and activities are listed per contact, not searched:
     // they show at once. Give replicas a moment anyway.
     default_index_lag: Duration::from_secs(5),
-    configure: |env, http| Ok(Arc::new(PipedriveConfig::from_env(env, http)?)),
+    configure: configure::<Pipedrive>,
+    read_refusal,
     credential_help: "set CALLSYNC_PIPEDRIVE_TOKEN to a valid API token (Personal \
         preferences > API) of a user who may add persons, notes and activities",
 };
 
-impl CrmSettings for PipedriveConfig {
-    fn http(&self) -> &HttpSettings {
-        &self.http
+/// Pipedrive refuses an OAuth app's request outside its granted scopes
+/// with "Scope and URL mismatch" in `error`.
+fn read_refusal(body: &str) -> Option<Refusal> {
+    #[derive(Deserialize)]
+    struct Error {
+        #[serde(default)]
+        error: String,
     }
-
-    fn build(&self, shared: Shared) -> Result<Arc<dyn Crm>, reqwest::Error> {
-        Ok(Arc::new(Pipedrive::new(self.clone(), shared)?))
-    }
+    let error: Error = serde_json::from_str(body).ok()?;
+    error
+        .error
+        .contains("Scope and URL mismatch")
+        .then_some(Refusal::Credential)
 }
 
-impl PipedriveConfig {
-    pub fn from_env(env: &Env, http: HttpSettings) -> Result<Self, ConfigError> {
-        Ok(Self {
-            token: env.required_secret("CALLSYNC_PIPEDRIVE_TOKEN")?,
-            base_url: env
-                .required("CALLSYNC_PIPEDRIVE_BASE_URL")?
-                .trim_end_matches('/')
-                .to_owned(),
-            http,
+impl Adapter for Pipedrive {
+    type Settings = PipedriveConfig;
+
+    fn settings(vars: Vars<'_>) -> Result<PipedriveConfig, ConfigError> {
+        Ok(PipedriveConfig {
+            token: vars.secret("TOKEN")?,
+            base_url: vars.required_url("BASE_URL")?,
         })
+    }
+
+    fn new(config: PipedriveConfig, http: CrmHttp, _shared: &Shared) -> Self {
+        Self {
+            config,
+            http,
+            fields: OnceCell::new(),
+        }
     }
 }
 
@@ -204,6 +215,77 @@ struct Field {
     name: String,
 }
 
+/// `POST /v1/personFields`.
+#[derive(Serialize)]
+struct NewField<'a> {
+    name: &'a str,
+    field_type: &'static str,
+}
+
+/// Values of the custom person fields, by their generated keys.
+type CustomFields<'a> = BTreeMap<&'a str, String>;
+
+/// `POST /api/v2/persons`.
+#[derive(Serialize)]
+struct NewPerson<'a> {
+    name: String,
+    custom_fields: CustomFields<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    phones: Option<[Labelled<'a>; 1]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    emails: Option<[Labelled<'a>; 1]>,
+}
+
+/// A person's phone or e-mail.
+#[derive(Serialize)]
+struct Labelled<'a> {
+    value: &'a str,
+    primary: bool,
+    label: &'static str,
+}
+
+impl<'a> Labelled<'a> {
+    fn primary(value: &'a str, label: &'static str) -> Option<[Self; 1]> {
+        Some([Self {
+            value,
+            primary: true,
+            label,
+        }])
+    }
+}
+
+/// `PATCH /api/v2/persons/{id}`.
+#[derive(Serialize)]
+struct PersonUpdate<'a> {
+    custom_fields: CustomFields<'a>,
+}
+
+/// `POST /v1/notes`.
+#[derive(Serialize)]
+struct NewNote {
+    content: String,
+    person_id: i64,
+}
+
+/// `POST /api/v2/activities`.
+#[derive(Serialize)]
+struct NewActivity {
+    subject: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    due_date: String,
+    due_time: String,
+    done: bool,
+    participants: [Participant; 1],
+    note: String,
+}
+
+#[derive(Serialize)]
+struct Participant {
+    person_id: i64,
+    primary: bool,
+}
+
 #[derive(Deserialize)]
 struct Content {
     id: i64,
@@ -277,15 +359,6 @@ impl Page {
 }
 
 impl Pipedrive {
-    pub fn new(config: PipedriveConfig, shared: Shared) -> Result<Self, reqwest::Error> {
-        let http = CrmHttp::new("pipedrive", config.http.timeout, shared)?;
-        Ok(Self {
-            config,
-            http,
-            fields: OnceCell::new(),
-        })
-    }
-
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
         self.http
             .client()
@@ -306,12 +379,15 @@ impl Pipedrive {
                     *slot = match existing.iter().find(|f| f.name == name) {
                         Some(field) => field.key.clone(),
                         None => {
+                            let field = NewField {
+                                name,
+                                field_type: "text",
+                            };
                             let created: Envelope<Field> = self
                                 .http
                                 .json(
                                     "create_field",
-                                    self.request(Method::POST, "/v1/personFields")
-                                        .json(&json!({ "name": name, "field_type": "text" })),
+                                    self.request(Method::POST, "/v1/personFields").json(&field),
                                 )
                                 .await?;
                             created.data.key
@@ -323,24 +399,17 @@ impl Pipedrive {
             .await
     }
 
-    async fn last_call_fields(&self, report: &CallReport) -> Result<Map<String, Value>, CrmError> {
+    async fn last_call_fields(&self, report: &CallReport) -> Result<CustomFields<'_>, CrmError> {
         let keys = &self.field_keys().await?.0;
-        let mut fields = Map::new();
-        fields.insert(
-            keys[0].clone(),
-            json!(
-                report
-                    .ended_at
-                    .format(&time::format_description::well_known::Rfc3339)
-                    .unwrap_or_default()
-            ),
-        );
-        fields.insert(keys[1].clone(), json!(render::field_summary(report)));
-        fields.insert(
-            keys[2].clone(),
-            json!(report.sentiment.clone().unwrap_or_default()),
-        );
-        Ok(fields)
+        let values = [
+            report
+                .ended_at
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+            render::field_summary(report),
+            report.sentiment.clone().unwrap_or_default(),
+        ];
+        Ok(keys.iter().map(String::as_str).zip(values).collect())
     }
 
     async fn search(&self, field: &str, term: &str, exact: bool) -> Result<Vec<Person>, CrmError> {
@@ -408,11 +477,11 @@ impl Pipedrive {
         &self,
         operation: &'static str,
         path: &str,
-        body: Value,
+        body: &(impl Serialize + Sync),
     ) -> Result<CrmId, CrmError> {
         let created: Envelope<Id> = self
             .http
-            .json(operation, self.request(Method::POST, path).json(&body))
+            .json(operation, self.request(Method::POST, path).json(body))
             .await?;
         Ok(created.data.id.to_string())
     }
@@ -420,24 +489,22 @@ impl Pipedrive {
 
 /// Pipedrive ids are integers; a non-numeric id cannot be one.
 fn person_id(contact: &str) -> Result<i64, CrmError> {
-    contact.parse().map_err(|_| CrmError::Rejected {
-        status: 400,
-        detail: format!("{contact:?} is not a Pipedrive person id"),
-    })
+    contact
+        .parse()
+        .map_err(|_| CrmError::not_an_id(contact, "a Pipedrive person id"))
 }
 
 #[async_trait]
 impl Crm for Pipedrive {
     fn name(&self) -> &'static str {
-        "pipedrive"
+        SPEC.name
     }
 
     /// The token's own user: read-only, and refused for a wrong token.
     async fn probe(&self) -> Result<(), CrmError> {
         self.http
-            .send("probe", self.request(Method::GET, "/v1/users/me"), &[])
+            .perform("probe", self.request(Method::GET, "/v1/users/me"))
             .await
-            .map(drop)
     }
 
     async fn prepare(&self) -> Result<(), CrmError> {
@@ -481,19 +548,21 @@ impl Crm for Pipedrive {
 
     async fn create_contact(&self, contact: &NewContact<'_>) -> Result<Created, CrmError> {
         let caller = &contact.report.caller;
-        // Pipedrive requires a name: the caller's, else the number.
-        let mut body = json!({
-            "name": caller.display_name(),
-            "custom_fields": self.last_call_fields(contact.report).await?,
-        });
-        if let Some(phone) = &caller.phone {
-            body["phones"] = json!([{ "value": phone.best(), "primary": true, "label": "mobile" }]);
-        }
-        if let Some(email) = &caller.email {
-            body["emails"] = json!([{ "value": email, "primary": true, "label": "work" }]);
-        }
+        let person = NewPerson {
+            // Pipedrive requires a name: the caller's, else the number.
+            name: caller.display_name(),
+            custom_fields: self.last_call_fields(contact.report).await?,
+            phones: caller
+                .phone
+                .as_ref()
+                .and_then(|phone| Labelled::primary(phone.best(), "mobile")),
+            emails: caller
+                .email
+                .as_deref()
+                .and_then(|email| Labelled::primary(email, "work")),
+        };
         let id = self
-            .create("create_person", "/api/v2/persons", body)
+            .create("create_person", "/api/v2/persons", &person)
             .await?;
         Ok(Created {
             id,
@@ -502,33 +571,31 @@ impl Crm for Pipedrive {
     }
 
     async fn record_call(&self, contact: &str, report: &CallReport) -> Result<CrmId, CrmError> {
-        let content = format!(
-            "<p><b>{}</b></p>\n{}",
-            render::escape(&render::call_title(report)),
-            render::call_body_html(report)
-        );
-        self.create(
-            "create_note",
-            "/v1/notes",
-            json!({ "content": content, "person_id": person_id(contact)? }),
-        )
-        .await
+        let note = NewNote {
+            content: format!(
+                "<p><b>{}</b></p>\n{}",
+                render::escape(&render::call_title(report)),
+                render::call_body_html(report)
+            ),
+            person_id: person_id(contact)?,
+        };
+        self.create("create_note", "/v1/notes", &note).await
     }
 
     async fn update_contact(&self, contact: &str, report: &CallReport) -> Result<(), CrmError> {
-        let fields = self.last_call_fields(report).await?;
+        let update = PersonUpdate {
+            custom_fields: self.last_call_fields(report).await?,
+        };
         self.http
-            .send(
+            .perform(
                 "update_person",
                 self.request(
                     Method::PATCH,
                     &format!("/api/v2/persons/{}", person_id(contact)?),
                 )
-                .json(&json!({ "custom_fields": fields })),
-                &[],
+                .json(&update),
             )
             .await
-            .map(drop)
     }
 
     async fn create_follow_up(
@@ -544,20 +611,20 @@ impl Crm for Pipedrive {
         let at = due
             .format(format_description!("[hour]:[minute]"))
             .unwrap_or_default();
-        self.create(
-            "create_activity",
-            "/api/v2/activities",
-            json!({
-                "subject": render::task_subject(report),
-                "type": "call",
-                "due_date": date,
-                "due_time": at,
-                "done": false,
-                "participants": [{ "person_id": person_id(contact)?, "primary": true }],
-                "note": render::task_body_html(report),
-            }),
-        )
-        .await
+        let activity = NewActivity {
+            subject: render::task_subject(report),
+            kind: "call",
+            due_date: date,
+            due_time: at,
+            done: false,
+            participants: [Participant {
+                person_id: person_id(contact)?,
+                primary: true,
+            }],
+            note: render::task_body_html(report),
+        };
+        self.create("create_activity", "/api/v2/activities", &activity)
+            .await
     }
 
     async fn find_marked(
@@ -603,6 +670,7 @@ impl Crm for Pipedrive {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{Value, json};
 
     fn page(additional_data: Value) -> Page {
         serde_json::from_value(

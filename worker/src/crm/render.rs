@@ -2,7 +2,6 @@
 //! that a call looks the same whichever CRM it lands in.
 
 use callsync_shared::{CallReport, Transcript};
-use serde_json::Value;
 
 /// Longest summary written into a contact field: CRMs cap text fields
 /// (HubSpot at 65 536 characters) and a last-call field is a glance, not an archive.
@@ -42,8 +41,8 @@ pub fn call_body_html(report: &CallReport) -> String {
     if !report.analysis.is_empty() {
         let items: Vec<String> = report
             .analysis
-            .iter()
-            .map(|(k, v)| format!("<li>{}: {}</li>", escape(k), escape(&value_text(v))))
+            .lines()
+            .map(|line| format!("<li>{}</li>", escape(&line)))
             .collect();
         parts.push(format!("<p><b>Analysis</b></p><ul>{}</ul>", items.join("")));
     }
@@ -105,13 +104,6 @@ pub fn split_name(name: &str) -> (String, Option<String>) {
     match name.trim().split_once(char::is_whitespace) {
         Some((first, last)) => (first.to_owned(), Some(last.trim().to_owned())),
         None => (name.trim().to_owned(), None),
-    }
-}
-
-fn value_text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
     }
 }
 

@@ -18,38 +18,33 @@
 //! connected app's client credentials (and optionally a refresh token) and
 //! renews the token itself when Salesforce answers 401 (see `oauth.rs`).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use callsync_shared::CallReport;
-use callsync_shared::config::{ConfigError, Env, Secret};
+use callsync_shared::config::ConfigError;
 use callsync_shared::phone::matching::{Candidate, PhoneField, choose, parse_updated};
 use reqwest::{Method, RequestBuilder, StatusCode};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
 
-use super::oauth::{Authorized, Grant, OAuthClient, TokenSource};
+use super::oauth::{Credentials, Grant, OAuthClient};
 use super::render;
 use super::{
-    ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, CrmSettings, CrmSpec, HttpSettings,
-    MarkedRecord, NewContact, Operation, Shared,
+    Adapter, ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, CrmSpec, MarkedRecord,
+    NewContact, Operation, Refusal, Shared, Vars, configure,
 };
 
 /// `CALLSYNC_SALESFORCE_*`.
 #[derive(Debug, Clone)]
 pub struct SalesforceConfig {
-    /// A token to start with; with no OAuth client it is the only one.
-    pub access_token: Option<Secret>,
-    /// How to get new tokens, when a connected app is configured.
-    pub oauth: Option<OAuthClient>,
+    /// A fixed access token, or a connected app's client that fetches them.
+    pub credentials: Credentials,
     /// e.g. `https://acme.my.salesforce.com`.
     pub instance_url: String,
     pub api_version: String,
-    pub http: HttpSettings,
 }
 
 /// How `CALLSYNC_CRM=salesforce` is read and built.
@@ -63,65 +58,75 @@ pub const SPEC: CrmSpec = CrmSpec {
     // Tasks are upserted and read by External ID (immediate), but contacts
     // are found through SOSL, whose index is asynchronous.
     default_index_lag: Duration::from_secs(30),
-    configure: |env, http| Ok(Arc::new(SalesforceConfig::from_env(env, http)?)),
+    configure: configure::<Salesforce>,
+    read_refusal,
     credential_help: "check CALLSYNC_SALESFORCE_CLIENT_ID, CALLSYNC_SALESFORCE_CLIENT_SECRET \
         and CALLSYNC_SALESFORCE_REFRESH_TOKEN (or CALLSYNC_SALESFORCE_ACCESS_TOKEN): the connected \
         app must allow the api and refresh_token scopes, and its user needs API Enabled",
 };
 
-impl CrmSettings for SalesforceConfig {
-    fn http(&self) -> &HttpSettings {
-        &self.http
+/// Salesforce answers a list of `{errorCode, message}`. Its API limit is a
+/// 403 `REQUEST_LIMIT_EXCEEDED`; `API_DISABLED_FOR_ORG` and
+/// `API_CURRENTLY_DISABLED` mean the user or the org has no API access
+/// (REST API developer guide, status codes).
+fn read_refusal(body: &str) -> Option<Refusal> {
+    #[derive(Deserialize)]
+    struct Error {
+        #[serde(rename = "errorCode", default)]
+        error_code: String,
     }
-
-    fn build(&self, shared: Shared) -> Result<Arc<dyn Crm>, reqwest::Error> {
-        Ok(Arc::new(Salesforce::new(self.clone(), shared)?))
-    }
+    let errors: Vec<Error> = serde_json::from_str(body).ok()?;
+    errors.iter().find_map(|e| match e.error_code.as_str() {
+        "REQUEST_LIMIT_EXCEEDED" => Some(Refusal::RateLimited),
+        "API_DISABLED_FOR_ORG" | "API_CURRENTLY_DISABLED" => Some(Refusal::Credential),
+        _ => None,
+    })
 }
 
-impl SalesforceConfig {
-    pub fn from_env(env: &Env, http: HttpSettings) -> Result<Self, ConfigError> {
-        let access_token = env.raw("CALLSYNC_SALESFORCE_ACCESS_TOKEN").map(Secret::new);
-        let client_id = env.raw("CALLSYNC_SALESFORCE_CLIENT_ID");
-        if access_token.is_none() && client_id.is_none() {
+impl Adapter for Salesforce {
+    type Settings = SalesforceConfig;
+
+    fn settings(vars: Vars<'_>) -> Result<SalesforceConfig, ConfigError> {
+        let token = vars.optional_secret("ACCESS_TOKEN");
+        let client_id = vars.raw("CLIENT_ID");
+        if token.is_none() && client_id.is_none() {
             // Name the simplest way out; the README gives the other.
-            return Err(ConfigError {
-                var: "CALLSYNC_SALESFORCE_ACCESS_TOKEN".to_owned(),
-                message: "is required but not set (or set CALLSYNC_SALESFORCE_CLIENT_ID and \
-                          CALLSYNC_SALESFORCE_CLIENT_SECRET to let the worker fetch tokens)"
-                    .to_owned(),
-            });
+            let message = format!(
+                "is required but not set (or set {} and {} to let the worker fetch tokens)",
+                vars.name("CLIENT_ID"),
+                vars.name("CLIENT_SECRET")
+            );
+            return Err(vars.error("ACCESS_TOKEN", message));
         }
-        let instance_url = env
-            .required("CALLSYNC_SALESFORCE_INSTANCE_URL")?
-            .trim_end_matches('/')
-            .to_owned();
+        let instance_url = vars.required_url("INSTANCE_URL")?;
         let oauth = match client_id {
             None => None,
-            Some(client_id) => {
-                let login_url = env
-                    .string("CALLSYNC_SALESFORCE_LOGIN_URL", &instance_url)
-                    .trim_end_matches('/')
-                    .to_owned();
-                Some(OAuthClient {
-                    token_url: format!("{login_url}/services/oauth2/token"),
-                    client_id: client_id.to_owned(),
-                    client_secret: env.required_secret("CALLSYNC_SALESFORCE_CLIENT_SECRET")?,
-                    grant: match env.raw("CALLSYNC_SALESFORCE_REFRESH_TOKEN") {
-                        Some(token) => Grant::RefreshToken(Secret::new(token)),
-                        None => Grant::ClientCredentials,
-                    },
-                    extra_form: &[],
-                })
-            }
+            Some(client_id) => Some(OAuthClient {
+                token_url: format!(
+                    "{}/services/oauth2/token",
+                    vars.url("LOGIN_URL", &instance_url)
+                ),
+                client_id: client_id.to_owned(),
+                client_secret: vars.secret("CLIENT_SECRET")?,
+                grant: match vars.optional_secret("REFRESH_TOKEN") {
+                    Some(token) => Grant::RefreshToken(token),
+                    None => Grant::ClientCredentials,
+                },
+                extra_form: &[],
+            }),
         };
-        Ok(Self {
-            access_token,
-            oauth,
+        Ok(SalesforceConfig {
+            credentials: Credentials { token, oauth },
             instance_url,
-            api_version: env.string("CALLSYNC_SALESFORCE_API_VERSION", "v60.0"),
-            http,
+            api_version: vars.string("API_VERSION", "v60.0"),
         })
+    }
+
+    fn new(config: SalesforceConfig, http: CrmHttp, shared: &Shared) -> Self {
+        Self {
+            http: http.authorized(&config.credentials, shared),
+            config,
+        }
     }
 }
 
@@ -132,7 +137,7 @@ const MARKER_FIELD: &str = "Callsync_Marker__c";
 pub struct Salesforce {
     config: SalesforceConfig,
     /// Requests carry the session token, renewed on a 401.
-    http: Authorized,
+    http: CrmHttp,
 }
 
 #[derive(Deserialize)]
@@ -211,19 +216,7 @@ struct Fetched {
 }
 
 impl Salesforce {
-    pub fn new(config: SalesforceConfig, shared: Shared) -> Result<Self, reqwest::Error> {
-        // Salesforce can rotate refresh tokens too (a connected app
-        // setting); the newest is then kept in the ledger.
-        let tokens = TokenSource::new(config.access_token.clone(), config.oauth.clone())
-            .rotating_in(shared.refresh_tokens("salesforce"));
-        let http = CrmHttp::new("salesforce", config.http.timeout, shared)?;
-        Ok(Self {
-            config,
-            http: Authorized::new(http, tokens),
-        })
-    }
-
-    /// A request without credentials: [`Salesforce::send`] adds the token.
+    /// A request without credentials: [`CrmHttp`] adds the token.
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
         self.http.client().request(
             method,
@@ -232,31 +225,6 @@ impl Salesforce {
                 self.config.instance_url, self.config.api_version
             ),
         )
-    }
-
-    /// Salesforce's own rate-limit answer is a 403; make it a rate limit.
-    fn limits(&self, error: CrmError) -> CrmError {
-        match error {
-            CrmError::Forbidden { detail } if detail.contains("REQUEST_LIMIT_EXCEEDED") => {
-                self.http.http().pause_for_rate_limit(None);
-                CrmError::RateLimited { retry_after: None }
-            }
-            other => other,
-        }
-    }
-
-    /// Sends with the session token (renewed on a 401), Salesforce's
-    /// rate-limit answer made a rate limit.
-    async fn send(
-        &self,
-        operation: impl Into<Operation>,
-        request: RequestBuilder,
-        accept: &[StatusCode],
-    ) -> Result<reqwest::Response, CrmError> {
-        self.http
-            .send(operation, request, accept)
-            .await
-            .map_err(|e| self.limits(e))
     }
 
     async fn sosl(&self, query: String) -> Result<Option<CrmId>, CrmError> {
@@ -269,14 +237,13 @@ impl Salesforce {
     }
 
     async fn sosl_records(&self, query: String) -> Result<Vec<SearchRecord>, CrmError> {
-        let response = self
-            .send(
+        let result: SearchResult = self
+            .http
+            .json(
                 Operation::search("search"),
                 self.request(Method::GET, "/search/").query(&[("q", query)]),
-                &[],
             )
             .await?;
-        let result: SearchResult = super::http::decode(response).await?;
         Ok(result.search_records)
     }
 
@@ -285,13 +252,14 @@ impl Salesforce {
         &self,
         operation: &'static str,
         external: &str,
-        body: Value,
+        body: &(impl Serialize + Sync),
     ) -> Result<CrmId, CrmError> {
         let path = format!("/sobjects/Task/{MARKER_FIELD}/{}", encode(external));
         let response = self
+            .http
             .send(
                 operation,
-                self.request(Method::PATCH, &path).json(&body),
+                self.request(Method::PATCH, &path).json(body),
                 &[],
             )
             .await?;
@@ -309,6 +277,7 @@ impl Salesforce {
     async fn task_by_marker(&self, external: &str) -> Result<Option<CrmId>, CrmError> {
         let path = format!("/sobjects/Task/{MARKER_FIELD}/{}", encode(external));
         let response = self
+            .http
             .send(
                 "get_task",
                 self.request(Method::GET, &path),
@@ -361,19 +330,76 @@ fn safe_id(id: &str) -> Result<&str, CrmError> {
     if (15..=18).contains(&id.len()) && id.chars().all(|c| c.is_ascii_alphanumeric()) {
         Ok(id)
     } else {
-        Err(CrmError::Rejected {
-            status: 400,
-            detail: format!("{id:?} is not a Salesforce id"),
-        })
+        Err(CrmError::not_an_id(id, "a Salesforce id"))
     }
 }
 
-fn last_call_fields(report: &CallReport) -> Value {
-    json!({
-        "Callsync_Last_Call_At__c": report.ended_at.format(&Rfc3339).unwrap_or_default(),
-        "Callsync_Last_Call_Summary__c": render::field_summary(report),
-        "Callsync_Last_Sentiment__c": report.sentiment.clone().unwrap_or_default(),
-    })
+/// A Contact's or Lead's last-call fields (custom, created by an admin).
+#[derive(Serialize)]
+struct LastCall {
+    #[serde(rename = "Callsync_Last_Call_At__c")]
+    at: String,
+    #[serde(rename = "Callsync_Last_Call_Summary__c")]
+    summary: String,
+    #[serde(rename = "Callsync_Last_Sentiment__c")]
+    sentiment: String,
+}
+
+impl LastCall {
+    fn of(report: &CallReport) -> Self {
+        Self {
+            at: report.ended_at.format(&Rfc3339).unwrap_or_default(),
+            summary: render::field_summary(report),
+            sentiment: report.sentiment.clone().unwrap_or_default(),
+        }
+    }
+}
+
+/// `POST /sobjects/Contact`.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct NewContactRecord<'a> {
+    #[serde(flatten)]
+    last_call: LastCall,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    first_name: Option<String>,
+    last_name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    phone: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    email: Option<&'a str>,
+}
+
+/// The completed Task that records a call.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct CallTask<'a> {
+    who_id: &'a str,
+    subject: String,
+    description: String,
+    task_subtype: &'static str,
+    call_type: &'static str,
+    status: &'static str,
+    activity_date: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    call_duration_in_seconds: Option<u64>,
+}
+
+/// The open Task that asks for a follow-up.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct FollowUpTask<'a> {
+    who_id: &'a str,
+    subject: String,
+    description: String,
+    status: &'static str,
+    priority: &'static str,
+    activity_date: String,
+}
+
+/// A Task subject: Salesforce's limit is 255 characters.
+fn subject(text: String) -> String {
+    text.chars().take(255).collect()
 }
 
 fn plain_text(report: &CallReport) -> String {
@@ -384,12 +410,7 @@ fn plain_text(report: &CallReport) -> String {
     if let Some(sentiment) = &report.sentiment {
         parts.push(format!("Sentiment: {sentiment}"));
     }
-    for (k, v) in &report.analysis {
-        parts.push(format!(
-            "{k}: {}",
-            v.as_str().map_or_else(|| v.to_string(), str::to_owned)
-        ));
-    }
+    parts.extend(report.analysis.lines());
     if let Some(url) = &report.recording_url {
         parts.push(format!("Recording: {url}"));
     }
@@ -400,7 +421,7 @@ fn plain_text(report: &CallReport) -> String {
 #[async_trait]
 impl Crm for Salesforce {
     fn name(&self) -> &'static str {
-        "salesforce"
+        SPEC.name
     }
 
     /// Fetches the first token now (when the worker fetches its own), so
@@ -408,13 +429,13 @@ impl Crm for Salesforce {
     /// The API version's resource list: read-only, needs no permission
     /// beyond API access, and renews the session like any request.
     async fn probe(&self) -> Result<(), CrmError> {
-        self.send("probe", self.request(Method::GET, "/"), &[])
+        self.http
+            .perform("probe", self.request(Method::GET, "/"))
             .await
-            .map(drop)
     }
 
     async fn prepare(&self) -> Result<(), CrmError> {
-        self.http.token().await.map(drop)
+        self.http.authenticate().await
     }
 
     async fn contact_exists(&self, id: &str) -> Result<bool, CrmError> {
@@ -422,6 +443,7 @@ impl Crm for Salesforce {
             return Ok(false);
         };
         let response = self
+            .http
             .send(
                 "get_contact",
                 self.request(Method::GET, &format!("/sobjects/{}/{id}", sobject(id))),
@@ -473,30 +495,26 @@ impl Crm for Salesforce {
 
     async fn create_contact(&self, contact: &NewContact<'_>) -> Result<Created, CrmError> {
         let caller = &contact.report.caller;
-        let mut body = last_call_fields(contact.report);
         // LastName is required: the caller's, else the number.
-        match caller.name.as_deref().map(render::split_name) {
-            Some((first, Some(last))) => {
-                body["FirstName"] = json!(first);
-                body["LastName"] = json!(last);
-            }
-            Some((only, None)) => body["LastName"] = json!(only),
-            None => body["LastName"] = json!(caller.display_name()),
-        }
-        if let Some(phone) = &caller.phone {
-            body["Phone"] = json!(phone.best());
-        }
-        if let Some(email) = &caller.email {
-            body["Email"] = json!(email);
-        }
-        let response = self
-            .send(
+        let (first_name, last_name) = match caller.name.as_deref().map(render::split_name) {
+            Some((first, Some(last))) => (Some(first), last),
+            Some((only, None)) => (None, only),
+            None => (None, caller.display_name()),
+        };
+        let body = NewContactRecord {
+            last_call: LastCall::of(contact.report),
+            first_name,
+            last_name,
+            phone: caller.phone.as_ref().map(|p| p.best()),
+            email: caller.email.as_deref(),
+        };
+        let saved: Saved = self
+            .http
+            .json(
                 "create_contact",
                 self.request(Method::POST, "/sobjects/Contact").json(&body),
-                &[],
             )
             .await?;
-        let saved: Saved = super::http::decode(response).await?;
         Ok(Created {
             id: saved.id,
             has_last_call: true,
@@ -504,32 +522,32 @@ impl Crm for Salesforce {
     }
 
     async fn record_call(&self, contact: &str, report: &CallReport) -> Result<CrmId, CrmError> {
-        let mut body = json!({
-            "WhoId": safe_id(contact)?,
-            "Subject": render::call_title(report).chars().take(255).collect::<String>(),
-            "Description": plain_text(report),
-            "TaskSubtype": "Call",
-            "CallType": "Inbound",
-            "Status": "Completed",
-            "ActivityDate": report.ended_at.format(format_description!("[year]-[month]-[day]")).unwrap_or_default(),
-        });
-        if let Some(duration) = report.duration {
-            body["CallDurationInSeconds"] = json!(duration.as_secs());
-        }
-        self.upsert_task("upsert_call_task", &report.marker(), body)
+        let task = CallTask {
+            who_id: safe_id(contact)?,
+            subject: subject(render::call_title(report)),
+            description: plain_text(report),
+            task_subtype: "Call",
+            call_type: "Inbound",
+            status: "Completed",
+            activity_date: report
+                .ended_at
+                .format(format_description!("[year]-[month]-[day]"))
+                .unwrap_or_default(),
+            call_duration_in_seconds: report.duration.map(|d| d.as_secs()),
+        };
+        self.upsert_task("upsert_call_task", &report.marker(), &task)
             .await
     }
 
     async fn update_contact(&self, contact: &str, report: &CallReport) -> Result<(), CrmError> {
         let id = safe_id(contact)?;
-        self.send(
-            "update_contact",
-            self.request(Method::PATCH, &format!("/sobjects/{}/{id}", sobject(id)))
-                .json(&last_call_fields(report)),
-            &[],
-        )
-        .await
-        .map(drop)
+        self.http
+            .perform(
+                "update_contact",
+                self.request(Method::PATCH, &format!("/sobjects/{}/{id}", sobject(id)))
+                    .json(&LastCall::of(report)),
+            )
+            .await
     }
 
     async fn create_follow_up(
@@ -538,18 +556,22 @@ impl Crm for Salesforce {
         report: &CallReport,
         due: OffsetDateTime,
     ) -> Result<CrmId, CrmError> {
-        let body = json!({
-            "WhoId": safe_id(contact)?,
-            "Subject": render::task_subject(report).chars().take(255).collect::<String>(),
-            "Description": format!("{}\n{}", report.summary.as_deref().unwrap_or("(no summary)"), report.marker()),
-            "Status": "Not Started",
-            "Priority": "High",
-            "ActivityDate": due.to_offset(time::UtcOffset::UTC).format(format_description!("[year]-[month]-[day]")).unwrap_or_default(),
-        });
+        let summary = report.summary.as_deref().unwrap_or("(no summary)");
+        let task = FollowUpTask {
+            who_id: safe_id(contact)?,
+            subject: subject(render::task_subject(report)),
+            description: format!("{summary}\n{}", report.marker()),
+            status: "Not Started",
+            priority: "High",
+            activity_date: due
+                .to_offset(time::UtcOffset::UTC)
+                .format(format_description!("[year]-[month]-[day]"))
+                .unwrap_or_default(),
+        };
         self.upsert_task(
             "upsert_follow_up_task",
             &follow_up_marker(&report.marker()),
-            body,
+            &task,
         )
         .await
     }
@@ -575,6 +597,7 @@ fn follow_up_marker(marker: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use callsync_shared::config::{Env, Secret};
 
     #[test]
     fn sosl_reserved_characters_are_escaped() {
@@ -592,12 +615,8 @@ mod tests {
         );
     }
 
-    fn settings() -> HttpSettings {
-        HttpSettings {
-            timeout: std::time::Duration::from_secs(10),
-            rate: None,
-            search_rate: None,
-        }
+    fn read(env: &Env) -> Result<SalesforceConfig, ConfigError> {
+        Salesforce::settings(Vars::new(env, SPEC.name))
     }
 
     fn instance() -> Env {
@@ -612,9 +631,9 @@ mod tests {
         let env = instance()
             .with("CALLSYNC_SALESFORCE_CLIENT_ID", "3MVG9-app")
             .with("CALLSYNC_SALESFORCE_CLIENT_SECRET", "shh");
-        let config = SalesforceConfig::from_env(&env, settings()).unwrap();
-        assert!(config.access_token.is_none());
-        let oauth = config.oauth.unwrap();
+        let config = read(&env).unwrap();
+        assert!(config.credentials.token.is_none());
+        let oauth = config.credentials.oauth.unwrap();
         assert_eq!(
             oauth.token_url,
             "https://acme.my.salesforce.com/services/oauth2/token"
@@ -632,10 +651,7 @@ mod tests {
                 "CALLSYNC_SALESFORCE_LOGIN_URL",
                 "https://login.salesforce.com",
             );
-        let oauth = SalesforceConfig::from_env(&env, settings())
-            .unwrap()
-            .oauth
-            .unwrap();
+        let oauth = read(&env).unwrap().credentials.oauth.unwrap();
         assert_eq!(
             oauth.token_url,
             "https://login.salesforce.com/services/oauth2/token"
@@ -649,7 +665,7 @@ mod tests {
     #[test]
     fn a_client_id_without_its_secret_is_named_at_start_up() {
         let env = instance().with("CALLSYNC_SALESFORCE_CLIENT_ID", "3MVG9-app");
-        let err = SalesforceConfig::from_env(&env, settings()).unwrap_err();
+        let err = read(&env).unwrap_err();
         assert_eq!(err.var, "CALLSYNC_SALESFORCE_CLIENT_SECRET");
     }
 

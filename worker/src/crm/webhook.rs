@@ -11,21 +11,21 @@
 //!
 //! Body: `{"type":"call.report","timestamp":"<RFC 3339>","data":<CallReport>}`.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use callsync_shared::CallReport;
-use callsync_shared::config::{ConfigError, Env, Secret};
+use callsync_shared::config::{ConfigError, Secret};
 use callsync_shared::signature::sign_standard_webhook;
 use reqwest::{Method, StatusCode};
-use serde_json::json;
+use serde::Serialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use super::http::no_refusal;
 use super::{
-    ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, CrmSettings, CrmSpec, HttpSettings,
-    MarkedRecord, NewContact, Shared,
+    Adapter, ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, CrmSpec, MarkedRecord,
+    NewContact, Shared, Vars, configure,
 };
 
 /// `CALLSYNC_WEBHOOK_*`.
@@ -34,7 +34,6 @@ pub struct WebhookConfig {
     pub url: String,
     /// `whsec_<base64>` as Standard Webhooks issues them, or any string.
     pub secret: Secret,
-    pub http: HttpSettings,
 }
 
 /// How `CALLSYNC_CRM=webhook` is read and built.
@@ -46,37 +45,11 @@ pub const SPEC: CrmSpec = CrmSpec {
     default_search_rate: "off",
     // The webhook target is "searched" by sending again.
     default_index_lag: Duration::ZERO,
-    configure: |env, http| Ok(Arc::new(WebhookConfig::from_env(env, http)?)),
+    configure: configure::<Webhook>,
+    read_refusal: no_refusal,
     credential_help: "the target refused callsync's requests: check CALLSYNC_WEBHOOK_URL \
         and that the receiver verifies with the same CALLSYNC_WEBHOOK_SECRET",
 };
-
-impl CrmSettings for WebhookConfig {
-    fn http(&self) -> &HttpSettings {
-        &self.http
-    }
-
-    fn build(&self, shared: Shared) -> Result<Arc<dyn Crm>, reqwest::Error> {
-        Ok(Arc::new(Webhook::new(self.clone(), shared)?))
-    }
-}
-
-impl WebhookConfig {
-    pub fn from_env(env: &Env, http: HttpSettings) -> Result<Self, ConfigError> {
-        let url = env.required("CALLSYNC_WEBHOOK_URL")?;
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(ConfigError {
-                var: "CALLSYNC_WEBHOOK_URL".to_owned(),
-                message: format!("expected an http:// or https:// URL, got {url:?}"),
-            });
-        }
-        Ok(Self {
-            url,
-            secret: env.required_secret("CALLSYNC_WEBHOOK_SECRET")?,
-            http,
-        })
-    }
-}
 
 #[derive(Debug)]
 pub struct Webhook {
@@ -84,11 +57,34 @@ pub struct Webhook {
     http: CrmHttp,
 }
 
-impl Webhook {
-    pub fn new(config: WebhookConfig, shared: Shared) -> Result<Self, reqwest::Error> {
-        let http = CrmHttp::new("webhook", config.http.timeout, shared)?;
-        Ok(Self { config, http })
+impl Adapter for Webhook {
+    type Settings = WebhookConfig;
+
+    fn settings(vars: Vars<'_>) -> Result<WebhookConfig, ConfigError> {
+        let url = vars.required("URL")?;
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            let message = format!("expected an http:// or https:// URL, got {url:?}");
+            return Err(vars.error("URL", message));
+        }
+        Ok(WebhookConfig {
+            url,
+            secret: vars.secret("SECRET")?,
+        })
     }
+
+    fn new(config: WebhookConfig, http: CrmHttp, _shared: &Shared) -> Self {
+        Self { config, http }
+    }
+}
+
+/// The body of a delivery.
+#[derive(Serialize)]
+struct Event<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    /// When it was sent (RFC 3339).
+    timestamp: String,
+    data: &'a CallReport,
 }
 
 /// What a follow-up "is" for a target that receives the whole report.
@@ -97,7 +93,7 @@ const IN_REPORT: &str = "in-report";
 #[async_trait]
 impl Crm for Webhook {
     fn name(&self) -> &'static str {
-        "webhook"
+        SPEC.name
     }
 
     fn manages_contacts(&self) -> bool {
@@ -143,28 +139,25 @@ impl Crm for Webhook {
     async fn record_call(&self, _contact: &str, report: &CallReport) -> Result<CrmId, CrmError> {
         let id = report.marker();
         let now = OffsetDateTime::now_utc();
-        let body = serde_json::to_vec(&json!({
-            "type": "call.report",
-            "timestamp": now.format(&Rfc3339).unwrap_or_default(),
-            "data": report,
-        }))
-        .map_err(|e| CrmError::Request(format!("cannot encode the report: {e}")))?;
+        let event = Event {
+            kind: "call.report",
+            timestamp: now.format(&Rfc3339).unwrap_or_default(),
+            data: report,
+        };
+        let body = serde_json::to_vec(&event)
+            .map_err(|e| CrmError::Request(format!("cannot encode the report: {e}")))?;
         let timestamp = now.unix_timestamp();
         let signature = sign_standard_webhook(self.config.secret.expose(), &id, timestamp, &body);
-        self.http
-            .send(
-                "deliver",
-                self.http
-                    .client()
-                    .request(Method::POST, &self.config.url)
-                    .header("content-type", "application/json")
-                    .header("webhook-id", &id)
-                    .header("webhook-timestamp", timestamp.to_string())
-                    .header("webhook-signature", signature)
-                    .body(body),
-                &[],
-            )
-            .await?;
+        let request = self
+            .http
+            .client()
+            .request(Method::POST, &self.config.url)
+            .header("content-type", "application/json")
+            .header("webhook-id", &id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signature)
+            .body(body);
+        self.http.perform("deliver", request).await?;
         Ok(id)
     }
 

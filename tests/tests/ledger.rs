@@ -11,6 +11,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{HashMap, HashSet};
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use callsync_shared::{CallId, Source};
@@ -18,8 +19,8 @@ use callsync_tests::harness::TestEnv;
 use callsync_tests::wait::{eventually, throughout};
 use callsync_worker::crm::Share;
 use callsync_worker::ledger::{
-    CallKey, Claim, ContactClaim, LatestCall, Ledger, LedgerCounts, LedgerError, SentCreate, Step,
-    StepState,
+    CallKey, Claim, ContactClaim, ContactId, LatestCall, Ledger, LedgerCounts, LedgerError,
+    LookupKey, SentCreate, Step, StepState,
 };
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -34,7 +35,7 @@ const LEASE: Duration = Duration::from_secs(5);
 /// The lease of the tests that wait for one to lapse.
 const SHORT: Duration = Duration::from_secs(1);
 /// A phone number's lookup key, and what errors may say of it.
-const PHONE: &str = "phone:+31612345678";
+static PHONE: LazyLock<LookupKey> = LazyLock::new(|| LookupKey::Phone("+31612345678".into()));
 const PHONE_REDACTED: &str = "phone:*******5678";
 /// A lookup key acquired with no create pending.
 const FREE: ContactClaim = ContactClaim::Acquired {
@@ -149,7 +150,7 @@ async fn calls_in(ledger: &Ledger, source: Source, ids: &[&str]) {
         let [call] = calls(source, [id]);
         let owner = held(ledger, call).await;
         if id.starts_with("synced") {
-            ledger.complete(call, "contact-1").await.unwrap();
+            ledger.complete(call, &"contact-1".into()).await.unwrap();
         } else if id.starts_with("parked") {
             ledger.release(call, owner, "failed").await.unwrap();
             ledger.mark_parked(call, "gave up").await.unwrap();
@@ -176,7 +177,7 @@ async fn latest(
     attempt: Uuid,
 ) -> LatestCall {
     ledger
-        .claim_latest_call(contact, at, key, attempt)
+        .claim_latest_call(&contact.into(), at, key, attempt)
         .await
         .unwrap()
 }
@@ -207,7 +208,7 @@ async fn a_call_synced_once_is_claimed_as_already_synced_by_every_later_delivery
     let first = held(&ledger, call).await;
     ledger.release(call, first, "CRM unavailable").await?;
     let owner = held(&ledger, call).await;
-    ledger.complete(call, "contact-7").await?;
+    ledger.complete(call, &"contact-7".into()).await?;
     for later in [owner, other()] {
         assert_eq!(ledger.claim(call, later).await?, Claim::AlreadySynced);
     }
@@ -441,18 +442,19 @@ async fn resetting_contact_steps_forgets_a_calls_contact_and_update_and_nothing_
 async fn a_contact_key_is_held_by_one_owner_until_resolved_then_known_to_every_owner() -> Outcome {
     let (_env, ledger) = ledger().await;
     let (first, second) = (other(), other());
-    let contact = |owner| ledger.claim_contact(PHONE, owner);
+    let contact = |owner| ledger.claim_contact(&PHONE, owner);
     assert_eq!(contact(first).await?, FREE);
     assert_eq!(contact(second).await?, ContactClaim::Busy);
-    ledger.contact_resolved(PHONE, "contact-1").await?;
-    let known = ContactClaim::Known("contact-1".to_owned());
+    ledger.contact_resolved(&PHONE, &"contact-1".into()).await?;
+    let known = ContactClaim::Known("contact-1".into());
     for owner in [first, second] {
         assert_eq!(contact(owner).await?, known);
     }
     // The key's lease ended with it: its holder sends no create any more.
-    assert_lease_lost(ledger.contact_pending(PHONE, first).await, PHONE_REDACTED);
+    assert_lease_lost(ledger.contact_pending(&PHONE, first).await, PHONE_REDACTED);
     // Another number is another key.
-    let another = ledger.claim_contact("phone:+31687654321", second).await?;
+    let another = LookupKey::Phone("+31687654321".into());
+    let another = ledger.claim_contact(&another, second).await?;
     assert_eq!(another, FREE);
     Ok(())
 }
@@ -461,12 +463,12 @@ async fn a_contact_key_is_held_by_one_owner_until_resolved_then_known_to_every_o
 async fn a_contact_create_of_unknown_outcome_stays_pending_until_known_not_applied() -> Outcome {
     let (_env, ledger) = ledger().await;
     let [a, b, c, d] = [(); 4].map(|()| other());
-    let contact = |owner| ledger.claim_contact(PHONE, owner);
-    let release = |owner, create| ledger.release_contact(PHONE, owner, create);
+    let contact = |owner| ledger.claim_contact(&PHONE, owner);
+    let release = |owner, create| ledger.release_contact(&PHONE, owner, create);
     assert_eq!(contact(a).await?, FREE);
-    ledger.contact_pending(PHONE, a).await?;
+    ledger.contact_pending(&PHONE, a).await?;
     // Only the holder records or releases a create; the error hides the number.
-    assert_lease_lost(ledger.contact_pending(PHONE, b).await, PHONE_REDACTED);
+    assert_lease_lost(ledger.contact_pending(&PHONE, b).await, PHONE_REDACTED);
     release(b, SentCreate::Unknown).await?;
     assert_eq!(contact(b).await?, ContactClaim::Busy);
 
@@ -487,7 +489,7 @@ async fn a_contact_create_of_unknown_outcome_stays_pending_until_known_not_appli
     };
     assert_eq!(contact(c).await?, still);
     // A create certainly not applied is forgotten.
-    ledger.contact_pending(PHONE, c).await?;
+    ledger.contact_pending(&PHONE, c).await?;
     release(c, SentCreate::NotApplied).await?;
     assert_eq!(contact(d).await?, FREE);
     Ok(())
@@ -496,15 +498,16 @@ async fn a_contact_create_of_unknown_outcome_stays_pending_until_known_not_appli
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forgetting_a_contact_makes_its_key_claimable_again_and_leaves_others_known() -> Outcome {
     let (_env, ledger) = ledger().await;
-    let email = "email:jan@example.com";
-    ledger.contact_resolved(PHONE, "contact-1").await?;
-    ledger.contact_resolved(email, "contact-2").await?;
-    ledger.forget_contact("contact-3").await?;
+    let email = &LookupKey::Email("jan@example.com".into());
+    ledger.contact_resolved(&PHONE, &"contact-1".into()).await?;
+    ledger.contact_resolved(email, &"contact-2".into()).await?;
+    ledger.forget_contact(&"contact-3".into()).await?;
+    let phone: &LookupKey = &PHONE;
     let contact = |key| ledger.claim_contact(key, other());
-    let known = |id: &str| ContactClaim::Known(id.to_owned());
-    assert_eq!(contact(PHONE).await?, known("contact-1"));
-    ledger.forget_contact("contact-1").await?;
-    assert_eq!(contact(PHONE).await?, FREE);
+    let known = |id: &str| ContactClaim::Known(id.into());
+    assert_eq!(contact(phone).await?, known("contact-1"));
+    ledger.forget_contact(&"contact-1".into()).await?;
+    assert_eq!(contact(phone).await?, FREE);
     assert_eq!(contact(email).await?, known("contact-2"));
     Ok(())
 }
@@ -525,11 +528,11 @@ async fn one_call_at_a_time_writes_a_contacts_last_call_fields_and_the_newest_wi
     assert_eq!(c1(newer_at, newer, b).await, LatestCall::Busy);
     // The holder may claim again (to extend its lease before a retry).
     assert_eq!(c1(older_at, older, a).await, LatestCall::Write);
-    ledger.release_latest_call("c1", a).await?;
+    ledger.release_latest_call(&"c1".into(), a).await?;
     assert_eq!(c1(newer_at, newer, b).await, LatestCall::Write);
     // Finishing the update step releases the fields too.
     assert_eq!(ledger.claim(newer, b).await?, attempt(1));
-    ledger.finish_update(newer, "c1", b, true).await?;
+    ledger.finish_update(newer, &"c1".into(), b, true).await?;
     let updated = [(Step::ContactUpdate, done("c1"))];
     assert_eq!(ledger.steps(newer).await?, updated);
     // A later attempt of the older call leaves the newer call's fields alone.
@@ -591,16 +594,20 @@ async fn an_update_finished_without_release_holds_the_fields_until_its_holder_le
     let [owner, next] = [held(&ledger, update).await, held(&ledger, newer).await];
     let claimed = latest(&ledger, "c1", at, update, owner).await;
     assert_eq!(claimed, LatestCall::Write);
-    ledger.finish_update(update, "c1", owner, false).await?;
+    ledger
+        .finish_update(update, &"c1".into(), owner, false)
+        .await?;
     let updated = [(Step::ContactUpdate, done("c1"))];
     assert_eq!(ledger.steps(update).await?, updated);
     let newer_claim = || latest(&ledger, "c1", later, newer, next);
     assert_eq!(newer_claim().await, LatestCall::Busy);
     // Nobody but the holder releases the fields.
-    ledger.release_latest_call("c1", next).await?;
-    ledger.finish_update(newer, "c1", next, true).await?;
+    ledger.release_latest_call(&"c1".into(), next).await?;
+    ledger
+        .finish_update(newer, &"c1".into(), next, true)
+        .await?;
     assert_eq!(newer_claim().await, LatestCall::Busy);
-    ledger.release_latest_call("c1", owner).await?;
+    ledger.release_latest_call(&"c1".into(), owner).await?;
     assert_eq!(newer_claim().await, LatestCall::Write);
     Ok(())
 }
@@ -610,7 +617,8 @@ async fn a_recorded_last_call_holds_no_lease_but_keeps_older_calls_out() -> Outc
     let (_env, ledger) = ledger().await;
     let [recorded, older, newer] = calls(Source::Voicedock, ["recorded", "older", "newer"]);
     let (at, hour) = (datetime!(2026-03-01 10:00 UTC), time::Duration::hours(1));
-    let record = |at, call| ledger.record_latest_call("c1", at, call);
+    let contact = ContactId::from("c1");
+    let record = |at, call| ledger.record_latest_call(&contact, at, call);
     let c1 = |at, call| latest(&ledger, "c1", at, call, other());
     assert_eq!(record(at, recorded).await?, LatestCall::Write);
     assert_eq!(record(at - hour, older).await?, LatestCall::Older);

@@ -22,7 +22,8 @@ use crate::crm::{
     Applied, ContactLookup, Crm, CrmError, CrmId, MarkedRecord, NewContact, SEND_DEADLINE,
 };
 use crate::ledger::{
-    CallKey, Claim, ContactClaim, LatestCall, Ledger, LedgerError, SentCreate, Step, StepState,
+    CallKey, Claim, ContactClaim, ContactId, LatestCall, Ledger, LedgerError, LookupKey,
+    SentCreate, Step, StepState,
 };
 
 /// The longest in-process wait for a rate limit; longer waits go through a
@@ -37,7 +38,7 @@ const BUSY_WAIT: Duration = Duration::from_secs(3);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// The call's effects are now all in the CRM.
-    Synced { contact_id: CrmId },
+    Synced { contact_id: ContactId },
     /// The call had been synced before; nothing was done.
     Duplicate,
 }
@@ -62,7 +63,7 @@ pub enum SyncError {
     #[error(
         "contact {0} no longer exists in the CRM (deleted or merged); looking the caller up again"
     )]
-    StaleContact(CrmId),
+    StaleContact(ContactId),
 }
 
 /// What the consumer should do with a message whose sync failed.
@@ -243,7 +244,7 @@ impl Syncer {
         key: CallKey<'_>,
         owner: Uuid,
         report: &CallReport,
-    ) -> Result<CrmId, SyncError> {
+    ) -> Result<ContactId, SyncError> {
         let steps: HashMap<Step, StepState> = self.ledger.steps(key).await?.into_iter().collect();
         let done = |step: Step| matches!(steps.get(&step), Some(StepState::Done { .. }));
         let mut update_done = done(Step::ContactUpdate);
@@ -252,15 +253,15 @@ impl Syncer {
             // A target without contacts gets the whole report in one request.
             _ if !self.crm.manages_contacts() => {
                 update_done = true;
-                String::new()
+                ContactId::default()
             }
             Some(StepState::Done {
                 crm_id: Some(id), ..
-            }) => id.clone(),
+            }) => ContactId::from(id.as_str()),
             _ => {
                 let (id, created) = self.resolve_contact(key, owner, report).await?;
                 self.ledger
-                    .finish_step(key, Step::Contact, Some(&id))
+                    .finish_step(key, Step::Contact, Some(id.as_str()))
                     .await?;
                 if created {
                     // A new contact was created with this call's last-call
@@ -272,7 +273,7 @@ impl Syncer {
                     )
                     .await?;
                     self.ledger
-                        .finish_step(key, Step::ContactUpdate, Some(&id))
+                        .finish_step(key, Step::ContactUpdate, Some(id.as_str()))
                         .await?;
                     update_done = true;
                 }
@@ -291,7 +292,7 @@ impl Syncer {
                     MarkedRecord::CallLog,
                     &contact_id,
                     steps.get(&Step::CallLog),
-                    || crm.record_call(&contact_id, report),
+                    || crm.record_call(contact_id.as_str(), report),
                 )
                 .await;
             if let Err(SyncError::Crm {
@@ -299,7 +300,7 @@ impl Syncer {
                 ..
             }) = &recorded
                 && self.crm.manages_contacts()
-                && !idempotent(|| self.crm.contact_exists(&contact_id))
+                && !idempotent(|| self.crm.contact_exists(contact_id.as_str()))
                     .await
                     .unwrap_or(true)
             {
@@ -338,7 +339,7 @@ impl Syncer {
                 MarkedRecord::FollowUp,
                 &contact_id,
                 steps.get(&Step::FollowUpTask),
-                || crm.create_follow_up(&contact_id, report, due),
+                || crm.create_follow_up(contact_id.as_str(), report, due),
             )
             .await?;
         }
@@ -351,7 +352,7 @@ impl Syncer {
         key: CallKey<'_>,
         owner: Uuid,
         report: &CallReport,
-    ) -> Result<(CrmId, bool), SyncError> {
+    ) -> Result<(ContactId, bool), SyncError> {
         let step = Step::Contact.as_str();
         let crm_error = |error| SyncError::Crm { step, error };
 
@@ -360,18 +361,15 @@ impl Syncer {
                 .await
                 .map_err(crm_error)?
             {
-                return Ok((hint.clone(), false));
+                return Ok((ContactId::from(hint.as_str()), false));
             }
             tracing::warn!(crm_id = %hint, "the provider's CRM id does not exist; looking the caller up instead");
         }
 
         let lookup =
             ContactLookup::new(report.caller.phone.as_ref(), report.caller.email.as_deref());
-        let lookup_key = match (&lookup.phone, &lookup.email) {
-            (Some(phone), _) => format!("phone:{phone}"),
-            (None, Some(email)) => format!("email:{email}"),
-            (None, None) => return Err(SyncError::NoIdentity),
-        };
+        let lookup_key = LookupKey::for_caller(lookup.phone.as_deref(), lookup.email.as_deref())
+            .ok_or(SyncError::NoIdentity)?;
 
         let claim = wait_while_busy(
             || self.ledger.claim_contact(&lookup_key, owner),
@@ -400,6 +398,7 @@ impl Syncer {
                 .await
                 .map_err(crm_error)?
             {
+                let id = ContactId::from(id);
                 self.ledger.contact_resolved(&lookup_key, &id).await?;
                 return Ok((id, false));
             }
@@ -413,10 +412,9 @@ impl Syncer {
                 .await;
             match created {
                 Ok(created) => {
-                    self.ledger
-                        .contact_resolved(&lookup_key, &created.id)
-                        .await?;
-                    Ok((created.id, created.has_last_call))
+                    let id = ContactId::from(created.id);
+                    self.ledger.contact_resolved(&lookup_key, &id).await?;
+                    Ok((id, created.has_last_call))
                 }
                 Err(Attempt::Fence(e)) => Err(e.into()),
                 Err(Attempt::Crm(error)) => {
@@ -447,7 +445,7 @@ impl Syncer {
         &self,
         key: CallKey<'_>,
         owner: Uuid,
-        contact_id: &str,
+        contact_id: &ContactId,
         report: &CallReport,
     ) -> Result<(), SyncError> {
         let claim = || {
@@ -459,7 +457,7 @@ impl Syncer {
             LatestCall::Older => {
                 tracing::debug!("a newer call already set the contact's last-call fields");
                 self.ledger
-                    .finish_step(key, Step::ContactUpdate, Some(contact_id))
+                    .finish_step(key, Step::ContactUpdate, Some(contact_id.as_str()))
                     .await?;
                 return Ok(());
             }
@@ -484,7 +482,7 @@ impl Syncer {
         // expire, so that no newer call's update is sent before that.
         let unknown = std::sync::atomic::AtomicBool::new(false);
         let update = || async {
-            let result = self.crm.update_contact(contact_id, report).await;
+            let result = self.crm.update_contact(contact_id.as_str(), report).await;
             if matches!(&result, Err(e) if e.applied() == Applied::Unknown) {
                 unknown.store(true, std::sync::atomic::Ordering::Relaxed);
             }
@@ -520,7 +518,7 @@ impl Syncer {
         report: &CallReport,
         step: Step,
         kind: MarkedRecord,
-        contact: &str,
+        contact: &ContactId,
         recorded: Option<&StepState>,
         create: F,
     ) -> Result<CrmId, SyncError>
@@ -548,7 +546,7 @@ impl Syncer {
                     });
                 }
                 self.ledger.renew(key, owner).await?;
-                let found = idempotent(|| self.crm.find_marked(kind, contact, &marker))
+                let found = idempotent(|| self.crm.find_marked(kind, contact.as_str(), &marker))
                     .await
                     .map_err(|error| SyncError::Crm { step: name, error })?;
                 if let Some(id) = found {

@@ -22,7 +22,7 @@ use crate::crm::{
     Applied, ContactLookup, Crm, CrmError, CrmId, MarkedRecord, NewContact, SEND_DEADLINE,
 };
 use crate::ledger::{
-    CallKey, Claim, ContactClaim, ContactId, LatestCall, Ledger, LedgerError, LookupKey,
+    CallKey, CallLease, Claim, ContactClaim, ContactId, LatestCall, Ledger, LedgerError, LookupKey,
     SentCreate, Step, StepState,
 };
 
@@ -211,27 +211,25 @@ impl Syncer {
             })
             .await?;
 
-        let key = CallKey {
-            source: report.source,
-            call_id: &report.call_id,
-        };
+        let key = CallKey::of(report);
         let owner = Uuid::now_v7();
-        match wait_while_busy(|| self.ledger.claim(key, owner), |c| *c == Claim::Busy).await? {
+        let lease = match wait_while_busy(|| self.ledger.claim(key, owner), Claim::is_busy).await? {
             Claim::AlreadySynced => return Ok(Outcome::Duplicate),
             Claim::Busy => return Err(SyncError::Busy),
-            Claim::Acquired { attempt } => {
+            Claim::Acquired { lease, attempt } => {
                 tracing::debug!(attempt, "claimed call");
+                lease
             }
-        }
+        };
 
-        match self.run_steps(key, owner, report).await {
+        match self.run_steps(&lease, report).await {
             Ok(contact_id) => {
-                self.ledger.complete(key, &contact_id).await?;
+                lease.complete(&contact_id).await?;
                 Ok(Outcome::Synced { contact_id })
             }
             Err(error) => {
                 // Best effort: if the database is gone the lease simply expires.
-                if let Err(e) = self.ledger.release(key, owner, &error.to_string()).await {
+                if let Err(e) = lease.release(&error.to_string()).await {
                     tracing::debug!(error = %e, "could not release the call's lease");
                 }
                 Err(error)
@@ -241,11 +239,11 @@ impl Syncer {
 
     async fn run_steps(
         &self,
-        key: CallKey<'_>,
-        owner: Uuid,
+        lease: &CallLease<'_>,
         report: &CallReport,
     ) -> Result<ContactId, SyncError> {
-        let steps: HashMap<Step, StepState> = self.ledger.steps(key).await?.into_iter().collect();
+        let steps: HashMap<Step, StepState> =
+            self.ledger.steps(lease.key()).await?.into_iter().collect();
         let done = |step: Step| matches!(steps.get(&step), Some(StepState::Done { .. }));
         let mut update_done = done(Step::ContactUpdate);
 
@@ -259,21 +257,19 @@ impl Syncer {
                 crm_id: Some(id), ..
             }) => ContactId::from(id.as_str()),
             _ => {
-                let (id, created) = self.resolve_contact(key, owner, report).await?;
-                self.ledger
-                    .finish_step(key, Step::Contact, Some(id.as_str()))
-                    .await?;
+                let (id, created) = self.resolve_contact(lease, report).await?;
+                lease.finish_step(Step::Contact, Some(id.as_str())).await?;
                 if created {
                     // A new contact was created with this call's last-call
                     // fields already set: the update step is done too, once
                     // the call is recorded as the contact's newest.
                     wait_while_busy(
-                        || self.ledger.record_latest_call(&id, report.ended_at, key),
+                        || lease.record_latest_call(&id, report.ended_at),
                         |c| *c == LatestCall::Busy,
                     )
                     .await?;
-                    self.ledger
-                        .finish_step(key, Step::ContactUpdate, Some(id.as_str()))
+                    lease
+                        .finish_step(Step::ContactUpdate, Some(id.as_str()))
                         .await?;
                     update_done = true;
                 }
@@ -285,8 +281,7 @@ impl Syncer {
             let crm = Arc::clone(&self.crm);
             let recorded = self
                 .create_marked(
-                    key,
-                    owner,
+                    lease,
                     report,
                     Step::CallLog,
                     MarkedRecord::CallLog,
@@ -308,16 +303,15 @@ impl Syncer {
                 // provider) was deleted or merged by a human: forget it and
                 // resolve the caller again on the next attempt.
                 self.ledger.forget_contact(&contact_id).await?;
-                self.ledger.reset_contact_steps(key).await?;
+                lease.reset_contact_steps().await?;
                 return Err(SyncError::StaleContact(contact_id));
             }
             recorded?;
         }
 
         if !update_done {
-            self.ledger.renew(key, owner).await?;
-            self.update_last_call(key, owner, &contact_id, report)
-                .await?;
+            lease.renew().await?;
+            self.update_last_call(lease, &contact_id, report).await?;
         }
 
         if report.follow_up_needed && !done(Step::FollowUpTask) {
@@ -332,8 +326,7 @@ impl Syncer {
                 })?;
             let crm = Arc::clone(&self.crm);
             self.create_marked(
-                key,
-                owner,
+                lease,
                 report,
                 Step::FollowUpTask,
                 MarkedRecord::FollowUp,
@@ -349,8 +342,7 @@ impl Syncer {
     /// Finds or creates the caller's contact; true when it was created now.
     async fn resolve_contact(
         &self,
-        key: CallKey<'_>,
-        owner: Uuid,
+        lease: &CallLease<'_>,
         report: &CallReport,
     ) -> Result<(ContactId, bool), SyncError> {
         let step = Step::Contact.as_str();
@@ -372,7 +364,7 @@ impl Syncer {
             .ok_or(SyncError::NoIdentity)?;
 
         let claim = wait_while_busy(
-            || self.ledger.claim_contact(&lookup_key, owner),
+            || self.ledger.claim_contact(&lookup_key, lease.owner()),
             |c| *c == ContactClaim::Busy,
         )
         .await?;
@@ -393,7 +385,7 @@ impl Syncer {
                     });
                 }
             }
-            self.ledger.renew(key, owner).await?;
+            lease.renew().await?;
             if let Some(id) = idempotent(|| self.crm.find_contact(&lookup))
                 .await
                 .map_err(crm_error)?
@@ -405,7 +397,7 @@ impl Syncer {
             let new_contact = NewContact { report };
             let created = self
                 .fenced(
-                    || self.ledger.contact_pending(&lookup_key, owner),
+                    || self.ledger.contact_pending(&lookup_key, lease.owner()),
                     || self.crm.create_contact(&new_contact),
                     false,
                 )
@@ -429,7 +421,10 @@ impl Syncer {
         .await;
 
         if result.is_err()
-            && let Err(e) = self.ledger.release_contact(&lookup_key, owner, sent).await
+            && let Err(e) = self
+                .ledger
+                .release_contact(&lookup_key, lease.owner(), sent)
+                .await
         {
             tracing::debug!(error = %e, "could not release the contact key");
         }
@@ -443,21 +438,17 @@ impl Syncer {
     /// after a newer one.
     async fn update_last_call(
         &self,
-        key: CallKey<'_>,
-        owner: Uuid,
+        lease: &CallLease<'_>,
         contact_id: &ContactId,
         report: &CallReport,
     ) -> Result<(), SyncError> {
-        let claim = || {
-            self.ledger
-                .claim_latest_call(contact_id, report.ended_at, key, owner)
-        };
+        let claim = || lease.claim_latest_call(contact_id, report.ended_at);
         match wait_while_busy(claim, |c| *c == LatestCall::Busy).await? {
             LatestCall::Busy => return Err(SyncError::Busy),
             LatestCall::Older => {
                 tracing::debug!("a newer call already set the contact's last-call fields");
-                self.ledger
-                    .finish_step(key, Step::ContactUpdate, Some(contact_id.as_str()))
+                lease
+                    .finish_step(Step::ContactUpdate, Some(contact_id.as_str()))
                     .await?;
                 return Ok(());
             }
@@ -492,15 +483,12 @@ impl Syncer {
         let settled = !unknown.load(std::sync::atomic::Ordering::Relaxed);
         if result.is_err()
             && settled
-            && let Err(e) = self.ledger.release_latest_call(contact_id, owner).await
+            && let Err(e) = lease.release_latest_call(contact_id).await
         {
             tracing::debug!(error = %e, "could not release the last-call lease; it will expire");
         }
         match result {
-            Ok(()) => Ok(self
-                .ledger
-                .finish_update(key, contact_id, owner, settled)
-                .await?),
+            Ok(()) => Ok(lease.finish_update(contact_id, settled).await?),
             Err(Attempt::Fence(e)) => Err(e.into()),
             Err(Attempt::Crm(error)) => Err(SyncError::Crm {
                 step: Step::ContactUpdate.as_str(),
@@ -513,8 +501,7 @@ impl Syncer {
     #[allow(clippy::too_many_arguments)]
     async fn create_marked<F, Fut>(
         &self,
-        key: CallKey<'_>,
-        owner: Uuid,
+        lease: &CallLease<'_>,
         report: &CallReport,
         step: Step,
         kind: MarkedRecord,
@@ -545,33 +532,30 @@ impl Syncer {
                         wait: self.index_lag - waited,
                     });
                 }
-                self.ledger.renew(key, owner).await?;
+                lease.renew().await?;
                 let found = idempotent(|| self.crm.find_marked(kind, contact.as_str(), &marker))
                     .await
                     .map_err(|error| SyncError::Crm { step: name, error })?;
                 if let Some(id) = found {
                     tracing::info!(step = name, crm_id = %id, "adopted the record of an earlier attempt whose outcome was unknown");
-                    self.ledger.finish_step(key, step, Some(&id)).await?;
+                    lease.finish_step(step, Some(&id)).await?;
                     return Ok(id);
                 }
             }
-            match self
-                .fenced(|| self.ledger.start_step(key, owner, step), &create, false)
-                .await
-            {
+            match self.fenced(|| lease.start_step(step), &create, false).await {
                 Ok(id) => {
-                    self.ledger.finish_step(key, step, Some(&id)).await?;
+                    lease.finish_step(step, Some(&id)).await?;
                     return Ok(id);
                 }
                 Err(Attempt::Fence(e)) => return Err(e.into()),
                 Err(Attempt::Crm(error)) if error.applied() == Applied::No => {
-                    self.ledger.abandon_step(key, owner, step).await?;
+                    lease.abandon_step(step).await?;
                     return Err(SyncError::Crm { step: name, error });
                 }
                 Err(Attempt::Crm(error)) => {
                     // The clock for "when will the CRM show it" starts now:
                     // the request may be applied until its connection ended.
-                    self.ledger.step_outcome_unknown(key, owner, step).await?;
+                    lease.step_outcome_unknown(step).await?;
                     if !self.index_lag.is_zero() {
                         return Err(SyncError::Crm { step: name, error });
                     }

@@ -81,18 +81,78 @@ impl std::fmt::Display for CallKey<'_> {
 
 /// The outcome of trying to take a call.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Claim {
+pub enum Claim<'a> {
     /// This worker holds the call; `attempt` counts claims including this one.
-    Acquired { attempt: i32 },
+    Acquired { lease: CallLease<'a>, attempt: i32 },
     /// The call was synced before: a duplicate delivery.
     AlreadySynced,
     /// Another worker holds the call right now.
     Busy,
 }
 
+impl Claim<'_> {
+    pub fn is_busy(&self) -> bool {
+        matches!(self, Claim::Busy)
+    }
+}
+
+/// One attempt's lease on a call: the call's key and the attempt's owner
+/// id, which every fenced write checks against the `calls` row in the same
+/// statement. The handle itself proves nothing: once the lease lapsed or
+/// was taken over, every fenced write through it fails with
+/// [`LedgerError::LeaseLost`] and the request it guards is not sent.
+#[derive(Clone, Copy)]
+pub struct CallLease<'a> {
+    pub(super) ledger: &'a Ledger,
+    pub(super) key: CallKey<'a>,
+    pub(super) owner: Uuid,
+}
+
+impl<'a> CallLease<'a> {
+    pub fn key(&self) -> CallKey<'a> {
+        self.key
+    }
+
+    pub fn owner(&self) -> Uuid {
+        self.owner
+    }
+}
+
+/// Two handles are the same lease when they name the same call and owner.
+impl PartialEq for CallLease<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key && self.owner == other.owner
+    }
+}
+
+impl Eq for CallLease<'_> {}
+
+impl std::fmt::Debug for CallLease<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallLease")
+            .field("call", &format_args!("{}", self.key))
+            .field("owner", &self.owner)
+            .finish()
+    }
+}
+
 impl Ledger {
+    /// The handle of `owner`'s lease on the call, whether or not it holds
+    /// it (see [`CallLease`]); [`Ledger::claim`] is how an attempt takes one.
+    pub fn lease<'a>(&'a self, key: CallKey<'a>, owner: Uuid) -> CallLease<'a> {
+        CallLease {
+            ledger: self,
+            key,
+            owner,
+        }
+    }
+
     /// Tries to take the call for `owner`.
-    pub async fn claim(&self, key: CallKey<'_>, owner: Uuid) -> Result<Claim, LedgerError> {
+    pub async fn claim<'a>(
+        &'a self,
+        key: CallKey<'a>,
+        owner: Uuid,
+    ) -> Result<Claim<'a>, LedgerError> {
         let acquired = on_call(
             "INSERT INTO calls (source, call_id, lease_owner, lease_until, attempts)
              VALUES ($1, $2, $3, now() + make_interval(secs => $4), 1)
@@ -112,6 +172,7 @@ impl Ledger {
         .await?;
         if let Some(row) = acquired {
             return Ok(Claim::Acquired {
+                lease: self.lease(key, owner),
                 attempt: row.try_get("attempts")?,
             });
         }
@@ -158,16 +219,29 @@ impl Ledger {
         Ok(steps)
     }
 
+    /// Records that the call's message was parked (a replay claims it again).
+    /// A call another worker holds right now (a duplicate delivery) is left
+    /// to that worker.
+    pub async fn mark_parked(&self, key: CallKey<'_>, reason: &str) -> Result<(), LedgerError> {
+        on_call(
+            "UPDATE calls SET status = 'parked', last_error = $3, lease_owner = NULL, lease_until = NULL
+              WHERE source = $1 AND call_id = $2 AND status <> 'synced'
+                AND (lease_owner IS NULL OR lease_until < now())",
+            key,
+        )
+        .bind(reason)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
+
+impl CallLease<'_> {
     /// Records that a CRM request for `step` is about to be sent, extending
     /// the lease in the same statement. Fails with [`LedgerError::LeaseLost`]
     /// if this worker no longer holds the call, or another attempt finished
     /// the step meanwhile: either way the request must not be sent.
-    pub async fn start_step(
-        &self,
-        key: CallKey<'_>,
-        owner: Uuid,
-        step: Step,
-    ) -> Result<(), LedgerError> {
+    pub async fn start_step(self, step: Step) -> Result<(), LedgerError> {
         let row = on_call(
             "WITH lease AS (
                 UPDATE calls SET lease_until = now() + make_interval(secs => $5)
@@ -182,76 +256,66 @@ impl Ledger {
               -- A step another attempt finished is never reopened.
               WHERE call_steps.state <> 'done'
              RETURNING 1",
-            key,
+            self.key,
         )
-        .bind(owner)
+        .bind(self.owner)
         .bind(step.as_str())
-        .bind(self.lease_secs)
-        .fetch_optional(&self.pool)
+        .bind(self.ledger.lease_secs)
+        .fetch_optional(&self.ledger.pool)
         .await?;
         row.map(drop)
-            .ok_or_else(|| LedgerError::LeaseLost(key.to_string()))
+            .ok_or_else(|| LedgerError::LeaseLost(self.key.to_string()))
     }
 
     /// Extends the lease before a request that records nothing first (a
     /// search, an idempotent update).
-    pub async fn renew(&self, key: CallKey<'_>, owner: Uuid) -> Result<(), LedgerError> {
+    pub async fn renew(self) -> Result<(), LedgerError> {
         let done = on_call(
             "UPDATE calls SET lease_until = now() + make_interval(secs => $4)
               WHERE source = $1 AND call_id = $2 AND lease_owner = $3
                 AND lease_until > now() AND status = 'pending'",
-            key,
+            self.key,
         )
-        .bind(owner)
-        .bind(self.lease_secs)
-        .execute(&self.pool)
+        .bind(self.owner)
+        .bind(self.ledger.lease_secs)
+        .execute(&self.ledger.pool)
         .await?;
         if done.rows_affected() == 1 {
             Ok(())
         } else {
-            Err(LedgerError::LeaseLost(key.to_string()))
+            Err(LedgerError::LeaseLost(self.key.to_string()))
         }
     }
 
     /// Records a finished step and the CRM object it produced. Not fenced by
     /// the lease: a completed effect is a fact worth keeping whoever holds the call.
-    pub async fn finish_step(
-        &self,
-        key: CallKey<'_>,
-        step: Step,
-        crm_id: Option<&str>,
-    ) -> Result<(), LedgerError> {
+    pub async fn finish_step(self, step: Step, crm_id: Option<&str>) -> Result<(), LedgerError> {
         on_call(
             "INSERT INTO call_steps (source, call_id, step, state, crm_object_id, started_at, done_at)
              VALUES ($1, $2, $3, 'done', $4, now(), now())
              ON CONFLICT (source, call_id, step) DO UPDATE
                 SET state = 'done', crm_object_id = EXCLUDED.crm_object_id, done_at = now()",
-            key,
+            self.key,
         )
         .bind(step.as_str())
         .bind(crm_id)
-        .execute(&self.pool)
+        .execute(&self.ledger.pool)
         .await?;
         Ok(())
     }
 
     /// Forgets a step this attempt started whose request certainly was not
     /// applied (a step another attempt started since is left alone).
-    pub async fn abandon_step(
-        &self,
-        key: CallKey<'_>,
-        owner: Uuid,
-        step: Step,
-    ) -> Result<(), LedgerError> {
+    pub async fn abandon_step(self, step: Step) -> Result<(), LedgerError> {
         on_call(
             "DELETE FROM call_steps
               WHERE source = $1 AND call_id = $2 AND step = $3 AND state = 'started'
                 AND started_by = $4",
-            key,
+            self.key,
         )
         .bind(step.as_str())
-        .bind(owner)
-        .execute(&self.pool)
+        .bind(self.owner)
+        .execute(&self.ledger.pool)
         .await?;
         Ok(())
     }
@@ -261,87 +325,57 @@ impl Ledger {
     /// applied. A CRM may still apply a request after the client gave up
     /// on it, so the wait before searching for its marker counts from the
     /// moment the request ended, not from the moment it was sent.
-    pub async fn step_outcome_unknown(
-        &self,
-        key: CallKey<'_>,
-        owner: Uuid,
-        step: Step,
-    ) -> Result<(), LedgerError> {
+    pub async fn step_outcome_unknown(self, step: Step) -> Result<(), LedgerError> {
         on_call(
             "UPDATE call_steps SET started_at = now()
               WHERE source = $1 AND call_id = $2 AND step = $3 AND state = 'started'
                 AND started_by = $4",
-            key,
+            self.key,
         )
         .bind(step.as_str())
-        .bind(owner)
-        .execute(&self.pool)
+        .bind(self.owner)
+        .execute(&self.ledger.pool)
         .await?;
         Ok(())
     }
 
     /// Forgets which contact the call resolved to (and its update), so that
     /// the next attempt resolves the caller again.
-    pub async fn reset_contact_steps(&self, key: CallKey<'_>) -> Result<(), LedgerError> {
+    pub async fn reset_contact_steps(self) -> Result<(), LedgerError> {
         on_call(
             "DELETE FROM call_steps
               WHERE source = $1 AND call_id = $2 AND step IN ('contact', 'contact_update')",
-            key,
+            self.key,
         )
-        .execute(&self.pool)
+        .execute(&self.ledger.pool)
         .await?;
         Ok(())
     }
 
     /// Marks the call synced and releases it.
-    pub async fn complete(
-        &self,
-        key: CallKey<'_>,
-        contact_id: &ContactId,
-    ) -> Result<(), LedgerError> {
+    pub async fn complete(self, contact_id: &ContactId) -> Result<(), LedgerError> {
         on_call(
             "UPDATE calls SET status = 'synced', synced_at = now(), contact_id = $3,
                     lease_owner = NULL, lease_until = NULL, last_error = NULL
               WHERE source = $1 AND call_id = $2",
-            key,
+            self.key,
         )
         .bind(contact_id.as_str())
-        .execute(&self.pool)
+        .execute(&self.ledger.pool)
         .await?;
         Ok(())
     }
 
     /// Releases the call after a failed attempt, keeping the error for operators.
-    pub async fn release(
-        &self,
-        key: CallKey<'_>,
-        owner: Uuid,
-        error: &str,
-    ) -> Result<(), LedgerError> {
+    pub async fn release(self, error: &str) -> Result<(), LedgerError> {
         on_call(
             "UPDATE calls SET lease_owner = NULL, lease_until = NULL, last_error = $4
               WHERE source = $1 AND call_id = $2 AND lease_owner = $3",
-            key,
+            self.key,
         )
-        .bind(owner)
+        .bind(self.owner)
         .bind(error)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    /// Records that the call's message was parked (a replay claims it again).
-    /// A call another worker holds right now (a duplicate delivery) is left
-    /// to that worker.
-    pub async fn mark_parked(&self, key: CallKey<'_>, reason: &str) -> Result<(), LedgerError> {
-        on_call(
-            "UPDATE calls SET status = 'parked', last_error = $3, lease_owner = NULL, lease_until = NULL
-              WHERE source = $1 AND call_id = $2 AND status <> 'synced'
-                AND (lease_owner IS NULL OR lease_until < now())",
-            key,
-        )
-        .bind(reason)
-        .execute(&self.pool)
+        .execute(&self.ledger.pool)
         .await?;
         Ok(())
     }

@@ -166,7 +166,7 @@ impl Ledger {
     }
 
     /// Records that a contact create is about to be sent (fenced, like
-    /// [`Ledger::start_step`]).
+    /// [`CallLease::start_step`](super::CallLease::start_step)).
     pub async fn contact_pending(&self, key: &LookupKey, owner: Uuid) -> Result<(), LedgerError> {
         let done = self
             .on_contact(
@@ -207,7 +207,7 @@ impl Ledger {
     /// Releases a lookup key, saying what became of the create this attempt
     /// sent, if any: one that certainly did not reach the CRM is forgotten;
     /// one whose outcome is unknown restarts the pending clock (the CRM may
-    /// apply it after the client gave up, see [`Ledger::step_outcome_unknown`]).
+    /// apply it after the client gave up, see [`CallLease::step_outcome_unknown`](super::CallLease::step_outcome_unknown)).
     pub async fn release_contact(
         &self,
         key: &LookupKey,

@@ -5,7 +5,7 @@ use sqlx::Row;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{CallKey, ContactId, Ledger, LedgerError, Step, on_call};
+use super::{CallLease, ContactId, LedgerError, Step, on_call};
 
 /// Whether a call may write a contact's last-call fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,42 +18,39 @@ pub enum LatestCall {
     Busy,
 }
 
-impl Ledger {
-    /// Takes the right to write the contact's last-call fields for `key`'s
-    /// call: granted when no newer call has claimed them and no other call's
+impl CallLease<'_> {
+    /// Takes the right to write the contact's last-call fields for the
+    /// lease's call: granted when no newer call has claimed them and no other call's
     /// write is in flight. The grant is a lease, like a call's: claiming
     /// again extends it, and it lapses by itself if the worker dies.
     pub async fn claim_latest_call(
-        &self,
+        self,
         contact_id: &ContactId,
         ended_at: OffsetDateTime,
-        key: CallKey<'_>,
-        owner: Uuid,
     ) -> Result<LatestCall, LedgerError> {
-        self.latest_call(contact_id, ended_at, key, Some(owner))
+        self.latest_call(contact_id, ended_at, Some(self.owner))
             .await
     }
 
-    /// Records `key`'s call as the contact's newest without holding the
+    /// Records the lease's call as the contact's newest without holding the
     /// fields (a contact just created with them needs no update); `Write`
     /// means it was recorded.
     pub async fn record_latest_call(
-        &self,
+        self,
         contact_id: &ContactId,
         ended_at: OffsetDateTime,
-        key: CallKey<'_>,
     ) -> Result<LatestCall, LedgerError> {
-        self.latest_call(contact_id, ended_at, key, None).await
+        self.latest_call(contact_id, ended_at, None).await
     }
 
     async fn latest_call(
-        &self,
+        self,
         contact_id: &ContactId,
         ended_at: OffsetDateTime,
-        key: CallKey<'_>,
         owner: Option<Uuid>,
     ) -> Result<LatestCall, LedgerError> {
-        let granted = self
+        let ledger = self.ledger;
+        let granted = ledger
             .on_contact(
                 "INSERT INTO contact_last_call
                         (crm, contact_id, ended_at, source, call_id, lease_owner, lease_until)
@@ -73,21 +70,21 @@ impl Ledger {
                 contact_id.as_str(),
             )
             .bind(ended_at)
-            .bind(key.source.as_str())
-            .bind(key.call_id.as_str())
+            .bind(self.key.source.as_str())
+            .bind(self.key.call_id.as_str())
             .bind(owner)
-            .bind(self.lease_secs)
-            .fetch_optional(&self.pool)
+            .bind(ledger.lease_secs)
+            .fetch_optional(&ledger.pool)
             .await?;
         if granted.is_some() {
             return Ok(LatestCall::Write);
         }
-        let newest = self
+        let newest = ledger
             .on_contact(
                 "SELECT ended_at FROM contact_last_call WHERE crm = $1 AND contact_id = $2",
                 contact_id.as_str(),
             )
-            .fetch_optional(&self.pool)
+            .fetch_optional(&ledger.pool)
             .await?;
         let newest: Option<OffsetDateTime> = newest.map(|row| row.try_get(0)).transpose()?;
         Ok(match newest {
@@ -102,10 +99,8 @@ impl Ledger {
     /// same update whose outcome was unknown may still land, and no newer
     /// call's update may be sent before it could.
     pub async fn finish_update(
-        &self,
-        key: CallKey<'_>,
+        self,
         contact_id: &ContactId,
-        owner: Uuid,
         release: bool,
     ) -> Result<(), LedgerError> {
         on_call(
@@ -117,33 +112,30 @@ impl Ledger {
              VALUES ($1, $2, $3, 'done', $4, now(), now())
              ON CONFLICT (source, call_id, step) DO UPDATE
                 SET state = 'done', crm_object_id = EXCLUDED.crm_object_id, done_at = now()",
-            key,
+            self.key,
         )
         .bind(Step::ContactUpdate.as_str())
         .bind(contact_id.as_str())
-        .bind(self.crm)
-        .bind(owner)
+        .bind(self.ledger.crm)
+        .bind(self.owner)
         .bind(release)
-        .execute(&self.pool)
+        .execute(&self.ledger.pool)
         .await?;
         Ok(())
     }
 
     /// Gives up the right to write the last-call fields after a failed
     /// write (the fields stay claimed by the call, only the lease ends).
-    pub async fn release_latest_call(
-        &self,
-        contact_id: &ContactId,
-        owner: Uuid,
-    ) -> Result<(), LedgerError> {
-        self.on_contact(
-            "UPDATE contact_last_call SET lease_owner = NULL, lease_until = NULL
+    pub async fn release_latest_call(self, contact_id: &ContactId) -> Result<(), LedgerError> {
+        self.ledger
+            .on_contact(
+                "UPDATE contact_last_call SET lease_owner = NULL, lease_until = NULL
               WHERE crm = $1 AND contact_id = $2 AND lease_owner = $3",
-            contact_id.as_str(),
-        )
-        .bind(owner)
-        .execute(&self.pool)
-        .await?;
+                contact_id.as_str(),
+            )
+            .bind(self.owner)
+            .execute(&self.ledger.pool)
+            .await?;
         Ok(())
     }
 }

@@ -29,7 +29,7 @@ use sqlx::postgres::{PgArguments, PgConnectOptions, PgPoolOptions};
 use sqlx::query::Query;
 use sqlx::{PgPool, Postgres};
 
-pub use calls::{CallKey, Claim, Step, StepState};
+pub use calls::{CallKey, CallLease, Claim, Step, StepState};
 pub use contacts::{ContactClaim, ContactId, LookupKey, SentCreate};
 pub use last_call::LatestCall;
 pub use reads::LedgerCounts;

@@ -19,6 +19,7 @@ use crate::consumer::{BrokerHealth, ConsumerLoop};
 use crate::crm::{Budgets, CrmBuildError, CrmHealth, Shared};
 use crate::ledger::{Ledger, LedgerError};
 use crate::lifecycle::Lifecycle;
+use crate::poll::Doubling;
 use crate::reconcile::schedule::Reconciler;
 use crate::reconcile::state::Rounds;
 use crate::reconcile::{Platform, REQUEST_TIMEOUT};
@@ -222,20 +223,20 @@ async fn connect_ledger(
     pool_size: u32,
     crm: &'static str,
 ) -> Result<Ledger, LedgerError> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let mut pause = Duration::from_millis(250);
+    let mut pauses = Doubling::new(Duration::from_millis(250), Duration::from_secs(5))
+        .within(Duration::from_secs(60));
     loop {
-        match Ledger::connect(config.database_url.expose(), pool_size, crm, config.lease).await {
-            Ok(ledger) => return Ok(ledger),
-            Err(LedgerError::Database(e))
-                if crate::sync::is_unavailable(&e) && tokio::time::Instant::now() < deadline =>
+        let error =
+            match Ledger::connect(config.database_url.expose(), pool_size, crm, config.lease).await
             {
-                tracing::warn!(error = %e, "database not reachable yet; retrying");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(5));
-            }
-            Err(e) => return Err(e),
-        }
+                Err(LedgerError::Database(e)) if crate::sync::is_unavailable(&e) => e,
+                connected => return connected,
+            };
+        let Some(pause) = pauses.pause() else {
+            return Err(error.into());
+        };
+        tracing::warn!(error = %error, "database not reachable yet; retrying");
+        tokio::time::sleep(pause).await;
     }
 }
 

@@ -37,6 +37,7 @@ use crate::config::WorkerConfig;
 use crate::crm::CrmHealth;
 use crate::ledger::CallKey;
 use crate::lifecycle::{Lifecycle, PauseReason};
+use crate::poll::Doubling;
 use crate::retry::{History, Republisher, RetryTiers, Route};
 use crate::sync::{Disposition, Outcome, SyncError, Syncer};
 
@@ -353,13 +354,16 @@ impl ConsumerLoop {
     /// resumes and returns `None`: go on consuming), or until shutdown or a
     /// lost connection (returned).
     async fn probe_until_resumed(&self, connection: &Connection) -> Option<Stopped> {
-        let max = self.config.pause_probe_max;
-        let mut wait = FIRST_PROBE.min(max);
+        let mut pauses = Doubling::new(FIRST_PROBE, self.config.pause_probe_max);
         loop {
-            tokio::select! {
-                () = tokio::time::sleep(wait) => {}
-                () = self.lifecycle.shutting_down() => return Some(Stopped::Shutdown),
-                () = broker::closed(connection) => return Some(Stopped::ConnectionLost),
+            let stop = async {
+                tokio::select! {
+                    () = self.lifecycle.shutting_down() => Stopped::Shutdown,
+                    () = broker::closed(connection) => Stopped::ConnectionLost,
+                }
+            };
+            if let Some(stopped) = pauses.sleep_unless(stop).await {
+                return Some(stopped);
             }
             match self.syncer.probe().await {
                 Ok(()) => {
@@ -372,10 +376,9 @@ impl ConsumerLoop {
                 Err(error) => {
                     metrics::counter!("callsync_worker_probes_total", "outcome" => "failed")
                         .increment(1);
-                    tracing::info!(%error, next_probe_in = ?(wait * 2).min(max), "still paused");
+                    tracing::info!(%error, next_probe_in = ?pauses.upcoming(), "still paused");
                 }
             }
-            wait = (wait * 2).min(max);
         }
     }
 
@@ -726,7 +729,7 @@ impl Handler {
 
     /// Polls the database until it answers (true) or shutdown begins (false).
     async fn wait_for_database(&self) -> bool {
-        let mut pause = Duration::from_millis(250);
+        let mut pauses = Doubling::new(Duration::from_millis(250), Duration::from_secs(5));
         loop {
             if self.lifecycle.is_shutting_down() {
                 return false;
@@ -734,11 +737,13 @@ impl Handler {
             if self.syncer.ledger().ping().await.is_ok() {
                 return true;
             }
-            tokio::select! {
-                () = tokio::time::sleep(pause) => {}
-                () = self.lifecycle.shutting_down() => return false,
+            if pauses
+                .sleep_unless(self.lifecycle.shutting_down())
+                .await
+                .is_some()
+            {
+                return false;
             }
-            pause = (pause * 2).min(Duration::from_secs(5));
         }
     }
 

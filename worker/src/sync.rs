@@ -26,6 +26,7 @@ use crate::ledger::{
     CallKey, CallLease, Claim, ContactClaim, ContactId, LatestCall, Ledger, LedgerError, LookupKey,
     SentCreate, Step, StepState,
 };
+use crate::poll::Doubling;
 
 /// The longest in-process wait for a rate limit; longer waits go through a
 /// delay queue so that the message does not hold a consumer slot.
@@ -808,15 +809,17 @@ where
     F: Fn() -> Fut,
     Fut: Future<Output = Result<T, LedgerError>>,
 {
-    let deadline = tokio::time::Instant::now() + BUSY_WAIT;
-    let mut pause = Duration::from_millis(25);
+    let mut pauses =
+        Doubling::new(Duration::from_millis(25), Duration::from_millis(400)).within(BUSY_WAIT);
     loop {
         let result = claim().await?;
-        if !busy(&result) || tokio::time::Instant::now() >= deadline {
+        if !busy(&result) {
             return Ok(result);
         }
+        let Some(pause) = pauses.pause() else {
+            return Ok(result);
+        };
         tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(400));
     }
 }
 

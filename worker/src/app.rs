@@ -137,10 +137,6 @@ impl Worker {
             .unwrap_or(self.config.metrics_addr)
     }
 
-    pub fn ledger(&self) -> Ledger {
-        self.syncer.ledger().clone()
-    }
-
     /// Consumes until `shutdown` resolves, then stops consuming, lets
     /// in-flight messages finish within the grace period and exits.
     pub async fn run_until(

@@ -11,6 +11,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use callsync_shared::telemetry::Chain;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
@@ -205,7 +206,7 @@ impl Worker {
         }
         heartbeat.abort();
         if let Err(e) = self.syncer.ledger().leave(worker_id).await {
-            tracing::debug!(error = %e, "could not deregister the worker");
+            tracing::debug!(error = %Chain(&e), "could not deregister the worker");
         }
         match server.await {
             Ok(result) => result,
@@ -273,7 +274,7 @@ async fn heartbeat(
                 }
             }
             // Keep the last share: the database being away is handled elsewhere.
-            Err(e) => tracing::debug!(error = %e, "heartbeat failed"),
+            Err(e) => tracing::debug!(error = %Chain(&e), "heartbeat failed"),
         }
     }
 }

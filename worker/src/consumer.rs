@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use callsync_shared::sources::{self, ParseContext, Parsed};
+use callsync_shared::telemetry::Chain;
 use callsync_shared::topology::headers;
 use callsync_shared::{CallReport, Region, Source, broker};
 use futures_util::StreamExt;
@@ -376,7 +377,7 @@ impl ConsumerLoop {
                 Err(error) => {
                     metrics::counter!("callsync_worker_probes_total", "outcome" => "failed")
                         .increment(1);
-                    tracing::info!(%error, next_probe_in = ?pauses.upcoming(), "still paused");
+                    tracing::info!(error = %Chain(&error), next_probe_in = ?pauses.upcoming(), "still paused");
                 }
             }
         }
@@ -577,7 +578,7 @@ impl Handler {
             region: self.region,
         };
         sources::parse(source, &delivery.data, &ctx)
-            .map_err(|error| format!("unparseable: {error}"))
+            .map_err(|error| format!("unparseable: {}", Chain(&error)))
     }
 
     /// Acknowledges the message of a call synced now, or before.
@@ -621,7 +622,7 @@ impl Handler {
         let key = CallKey::of(report);
         ControlFlow::Break(match error.disposition() {
             Disposition::WaitForDatabase => {
-                tracing::warn!(%error, "database unavailable; holding the message until it is back");
+                tracing::warn!(error = %Chain(&error), "database unavailable; holding the message until it is back");
                 if self.wait_for_database().await {
                     return ControlFlow::Continue(());
                 }
@@ -630,14 +631,14 @@ impl Handler {
             }
             Disposition::PauseForCredential => {
                 self.pause(PauseReason::Credential {
-                    detail: error.to_string(),
+                    detail: Chain(&error).to_string(),
                 });
                 self.put_back(delivery).await
             }
             Disposition::Retry { .. } if self.outage(&error) => self.put_back(delivery).await,
             Disposition::Park => {
                 let attempts = history.attempts + 1;
-                self.park(delivery, attempts, &error.to_string(), Some(key))
+                self.park(delivery, attempts, &Chain(&error).to_string(), Some(key))
                     .await
             }
             Disposition::Retry { counts } => {
@@ -658,12 +659,12 @@ impl Handler {
     ) -> Fate {
         let (delay, index) = match self.tiers.route(attempts.max(1)) {
             Route::Park => {
-                let reason = format!("gave up after {attempts} attempts: {error}");
+                let reason = format!("gave up after {attempts} attempts: {}", Chain(error));
                 return self.park(delivery, attempts, &reason, Some(key)).await;
             }
             Route::Delay { delay, index } => (delay, index),
         };
-        tracing::info!(error_kind = error.kind(), %error, ?delay, "retrying later");
+        tracing::info!(error_kind = error.kind(), error = %Chain(error), ?delay, "retrying later");
         metrics::counter!("callsync_worker_retries_total", "tier" => index.to_string())
             .increment(1);
         let delayed = self
@@ -672,13 +673,13 @@ impl Handler {
                 &delivery.data,
                 &delivery.properties,
                 attempts,
-                &error.to_string(),
+                &Chain(error).to_string(),
                 delay,
             )
             .await;
         match delayed {
             Ok(()) => self.ack(delivery, Fate::Retried).await,
-            Err(e) => self.requeue(delivery, &e.to_string()).await,
+            Err(e) => self.requeue(delivery, &Chain(&e).to_string()).await,
         }
     }
 
@@ -699,11 +700,11 @@ impl Handler {
                 if let Some(key) = key
                     && let Err(e) = self.syncer.ledger().mark_parked(key, reason).await
                 {
-                    tracing::debug!(error = %e, "could not mark the call parked in the ledger");
+                    tracing::debug!(error = %Chain(&e), "could not mark the call parked in the ledger");
                 }
                 self.ack(delivery, Fate::Parked).await
             }
-            Err(e) => self.requeue(delivery, &e.to_string()).await,
+            Err(e) => self.requeue(delivery, &Chain(&e).to_string()).await,
         }
     }
 
@@ -794,7 +795,7 @@ impl Handler {
             .await
         {
             Ok(()) => self.ack(delivery, Fate::PutBack).await,
-            Err(e) => self.requeue(delivery, &e.to_string()).await,
+            Err(e) => self.requeue(delivery, &Chain(&e).to_string()).await,
         }
     }
 }

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
 use callsync_shared::CallReport;
+use callsync_shared::telemetry::Chain;
 use time::OffsetDateTime;
 use tokio::sync::OnceCell;
 use uuid::Uuid;
@@ -220,8 +221,8 @@ impl Syncer {
             }
             Err(error) => {
                 // Best effort: if the database is gone the lease simply expires.
-                if let Err(e) = lease.release(&error.to_string()).await {
-                    tracing::debug!(error = %e, "could not release the call's lease");
+                if let Err(e) = lease.release(&Chain(&error).to_string()).await {
+                    tracing::debug!(error = %Chain(&e), "could not release the call's lease");
                 }
                 Err(error)
             }
@@ -403,7 +404,7 @@ impl Syncer {
             Ok(resolved) => Ok(resolved),
             Err(Unresolved { error, sent }) => {
                 if let Err(e) = self.ledger.release_contact(&key, owner, sent).await {
-                    tracing::debug!(error = %e, "could not release the contact key");
+                    tracing::debug!(error = %Chain(&e), "could not release the contact key");
                 }
                 Err(error)
             }
@@ -553,7 +554,7 @@ impl Syncer {
             && settled
             && let Err(e) = call.lease.release_latest_call(contact).await
         {
-            tracing::debug!(error = %e, "could not release the last-call lease; it will expire");
+            tracing::debug!(error = %Chain(&e), "could not release the last-call lease; it will expire");
         }
         match result {
             Ok(()) => Ok(call.lease.finish_update(contact, settled).await?),
@@ -670,7 +671,7 @@ impl Syncer {
                 if !self.index_lag.is_zero() {
                     return Err(SyncError::Crm { step: name, error });
                 }
-                tracing::warn!(step = name, %error, "outcome unknown; searching for the marker");
+                tracing::warn!(step = name, error = %Chain(&error), "outcome unknown; searching for the marker");
                 Ok(Sent::Unknown(error))
             }
         }

@@ -11,6 +11,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{HashMap, HashSet};
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use callsync_shared::{CallId, Source};
@@ -18,8 +19,8 @@ use callsync_tests::harness::TestEnv;
 use callsync_tests::wait::{eventually, throughout};
 use callsync_worker::crm::Share;
 use callsync_worker::ledger::{
-    CallKey, Claim, ContactClaim, LatestCall, Ledger, LedgerCounts, LedgerError, SentCreate, Step,
-    StepState,
+    CallKey, CallLease, Claim, ContactClaim, ContactId, LatestCall, Ledger, LedgerCounts,
+    LedgerError, LookupKey, SentCreate, Step, StepState,
 };
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -34,7 +35,7 @@ const LEASE: Duration = Duration::from_secs(5);
 /// The lease of the tests that wait for one to lapse.
 const SHORT: Duration = Duration::from_secs(1);
 /// A phone number's lookup key, and what errors may say of it.
-const PHONE: &str = "phone:+31612345678";
+static PHONE: LazyLock<LookupKey> = LazyLock::new(|| LookupKey::Phone("+31612345678".into()));
 const PHONE_REDACTED: &str = "phone:*******5678";
 /// A lookup key acquired with no create pending.
 const FREE: ContactClaim = ContactClaim::Acquired {
@@ -77,12 +78,13 @@ fn other() -> Uuid {
     Uuid::now_v7()
 }
 
-/// Claims `key`'s call for a new owner, which must get it, and returns it.
-async fn held(ledger: &Ledger, key: CallKey<'_>) -> Uuid {
-    let owner = other();
-    let claim = ledger.claim(key, owner).await.unwrap();
-    assert!(matches!(claim, Claim::Acquired { .. }), "{claim:?}");
-    owner
+/// Claims `key`'s call for a new owner, which must get it, and returns
+/// the owner's lease.
+async fn held<'a>(ledger: &'a Ledger, key: CallKey<'a>) -> CallLease<'a> {
+    match ledger.claim(key, other()).await.unwrap() {
+        Claim::Acquired { lease, .. } => lease,
+        claim => panic!("the call is acquired: {claim:?}"),
+    }
 }
 
 /// Asserts that `result` is a lost lease on `on` (a call or a lookup key).
@@ -130,9 +132,12 @@ async fn since(ledger: &Ledger, key: CallKey<'_>, step: Step) -> OffsetDateTime 
     }
 }
 
-/// A claim that got the call, as its `attempt`th.
-fn attempt(attempt: i32) -> Claim {
-    Claim::Acquired { attempt }
+/// A claim that got `key`'s call for `owner`, as its `attempt`th.
+fn attempt<'a>(ledger: &'a Ledger, key: CallKey<'a>, owner: Uuid, attempt: i32) -> Claim<'a> {
+    Claim::Acquired {
+        lease: ledger.lease(key, owner),
+        attempt,
+    }
 }
 
 /// A step done, having made the CRM object `crm_id`.
@@ -147,11 +152,11 @@ fn done(crm_id: &str) -> StepState {
 async fn calls_in(ledger: &Ledger, source: Source, ids: &[&str]) {
     for id in ids {
         let [call] = calls(source, [id]);
-        let owner = held(ledger, call).await;
+        let lease = held(ledger, call).await;
         if id.starts_with("synced") {
-            ledger.complete(call, "contact-1").await.unwrap();
+            lease.complete(&"contact-1".into()).await.unwrap();
         } else if id.starts_with("parked") {
-            ledger.release(call, owner, "failed").await.unwrap();
+            lease.release("failed").await.unwrap();
             ledger.mark_parked(call, "gave up").await.unwrap();
         }
     }
@@ -176,7 +181,8 @@ async fn latest(
     attempt: Uuid,
 ) -> LatestCall {
     ledger
-        .claim_latest_call(contact, at, key, attempt)
+        .lease(key, attempt)
+        .claim_latest_call(&contact.into(), at)
         .await
         .unwrap()
 }
@@ -187,7 +193,10 @@ async fn latest(
 async fn a_first_claim_is_attempt_one_and_every_other_is_busy_while_the_lease_stands() -> Outcome {
     let (_env, ledger, call) = ledger_and_call(Source::Voicedock, "claim-1").await;
     let owner = other();
-    assert_eq!(ledger.claim(call, owner).await?, attempt(1));
+    assert_eq!(
+        ledger.claim(call, owner).await?,
+        attempt(&ledger, call, owner, 1)
+    );
     // A duplicate delivery waits, even one to the same attempt.
     for again in [other(), owner] {
         assert_eq!(ledger.claim(call, again).await?, Claim::Busy);
@@ -197,7 +206,9 @@ async fn a_first_claim_is_attempt_one_and_every_other_is_busy_while_the_lease_st
     assert_eq!(row["attempts"], 1);
     // The same id from another source is another call.
     let postcall = key(Source::Postcall, call.call_id);
-    assert_eq!(ledger.claim(postcall, other()).await?, attempt(1));
+    let another = other();
+    let claim = ledger.claim(postcall, another).await?;
+    assert_eq!(claim, attempt(&ledger, postcall, another, 1));
     Ok(())
 }
 
@@ -205,10 +216,10 @@ async fn a_first_claim_is_attempt_one_and_every_other_is_busy_while_the_lease_st
 async fn a_call_synced_once_is_claimed_as_already_synced_by_every_later_delivery() -> Outcome {
     let (_env, ledger, call) = ledger_and_call(Source::Voicedock, "synced-1").await;
     let first = held(&ledger, call).await;
-    ledger.release(call, first, "CRM unavailable").await?;
-    let owner = held(&ledger, call).await;
-    ledger.complete(call, "contact-7").await?;
-    for later in [owner, other()] {
+    first.release("CRM unavailable").await?;
+    let lease = held(&ledger, call).await;
+    lease.complete(&"contact-7".into()).await?;
+    for later in [lease.owner(), other()] {
         assert_eq!(ledger.claim(call, later).await?, Claim::AlreadySynced);
     }
     let row = call_row(&ledger, call).await;
@@ -219,8 +230,8 @@ async fn a_call_synced_once_is_claimed_as_already_synced_by_every_later_delivery
     assert_eq!([&row["lease_owner"], &row["last_error"]], [&Value::Null; 2]);
     // Nothing is started, renewed or parked on a synced call.
     let lost = "voicedock:synced-1";
-    assert_lease_lost(ledger.start_step(call, owner, Step::CallLog).await, lost);
-    assert_lease_lost(ledger.renew(call, owner).await, lost);
+    assert_lease_lost(lease.start_step(Step::CallLog).await, lost);
+    assert_lease_lost(lease.renew().await, lost);
     ledger.mark_parked(call, "a late failure").await?;
     assert_eq!(counts(&ledger).await, (0, 1, 0));
     Ok(())
@@ -231,18 +242,21 @@ async fn a_call_released_by_its_holder_keeps_its_error_and_is_claimed_as_attempt
     let (_env, ledger, call) = ledger_and_call(Source::Postcall, "released-1").await;
     let holder = held(&ledger, call).await;
     let error = || async { call_row(&ledger, call).await["last_error"].clone() };
-    ledger.release(call, other(), "not mine").await?;
+    ledger.lease(call, other()).release("not mine").await?;
     assert_eq!(error().await, Value::Null);
     assert_eq!(ledger.claim(call, other()).await?, Claim::Busy);
 
-    ledger.release(call, holder, "CRM answered 503").await?;
+    holder.release("CRM answered 503").await?;
     assert_eq!(error().await, "CRM answered 503");
     let next = other();
-    assert_eq!(ledger.claim(call, next).await?, attempt(2));
+    assert_eq!(
+        ledger.claim(call, next).await?,
+        attempt(&ledger, call, next, 2)
+    );
     // The released attempt is fenced out, the new one is not.
-    let started = ledger.start_step(call, holder, Step::Contact).await;
+    let started = holder.start_step(Step::Contact).await;
     assert_lease_lost(started, "postcall:released-1");
-    ledger.start_step(call, next, Step::Contact).await
+    ledger.lease(call, next).start_step(Step::Contact).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -251,7 +265,7 @@ async fn a_call_lease_left_by_a_dead_worker_lapses_and_the_next_owner_takes_over
     let [call] = calls(Source::Voicedock, ["lapsed-1"]);
     let dead = held(&ledger, call).await;
     let claimed = Instant::now();
-    ledger.start_step(call, dead, Step::CallLog).await?;
+    dead.start_step(Step::CallLog).await?;
     assert_eq!(ledger.claim(call, other()).await?, Claim::Busy);
     let next = other();
     let taken = eventually(
@@ -261,15 +275,15 @@ async fn a_call_lease_left_by_a_dead_worker_lapses_and_the_next_owner_takes_over
         |seen| !matches!(seen, Ok(Claim::Busy)),
     )
     .await;
-    assert_eq!(taken?, attempt(2));
+    assert_eq!(taken?, attempt(&ledger, call, next, 2));
     assert!(claimed.elapsed() >= SHORT - Duration::from_millis(100));
     // The next owner starts the step again; the dead one can neither
     // renew, nor start, nor abandon what is now the next owner's.
-    ledger.start_step(call, next, Step::CallLog).await?;
+    ledger.lease(call, next).start_step(Step::CallLog).await?;
     let lost = "voicedock:lapsed-1";
-    assert_lease_lost(ledger.renew(call, dead).await, lost);
-    assert_lease_lost(ledger.start_step(call, dead, Step::Contact).await, lost);
-    ledger.abandon_step(call, dead, Step::CallLog).await?;
+    assert_lease_lost(dead.renew().await, lost);
+    assert_lease_lost(dead.start_step(Step::Contact).await, lost);
+    dead.abandon_step(Step::CallLog).await?;
     since(&ledger, call, Step::CallLog).await;
     Ok(())
 }
@@ -280,13 +294,13 @@ async fn a_renewed_call_lease_outlasts_its_length_and_only_its_live_holder_renew
     let [call] = calls(Source::Postcall, ["renewed-1"]);
     let holder = held(&ledger, call).await;
     let lost = "postcall:renewed-1";
-    assert_lease_lost(ledger.renew(call, other()).await, lost);
+    assert_lease_lost(ledger.lease(call, other()).renew().await, lost);
     let ledger = &ledger;
     throughout(
         SHORT * 2,
         "a call lease renewed all along stays with its holder",
         || async move {
-            ledger.renew(call, holder).await.unwrap();
+            holder.renew().await.unwrap();
             ledger.claim(call, other()).await.unwrap()
         },
         |seen| *seen == Claim::Busy,
@@ -300,8 +314,8 @@ async fn a_renewed_call_lease_outlasts_its_length_and_only_its_live_holder_renew
         |row| row["lapsed"] == true,
     )
     .await;
-    assert_lease_lost(ledger.renew(call, holder).await, lost);
-    assert_lease_lost(ledger.start_step(call, holder, Step::CallLog).await, lost);
+    assert_lease_lost(holder.renew().await, lost);
+    assert_lease_lost(holder.start_step(Step::CallLog).await, lost);
     Ok(())
 }
 
@@ -313,7 +327,7 @@ async fn a_call_held_by_another_worker_is_not_marked_parked() -> Outcome {
     // The holder's lease stands.
     assert_eq!(counts(&ledger).await, (1, 0, 0));
     assert_eq!(ledger.claim(call, other()).await?, Claim::Busy);
-    ledger.release(call, holder, "done with it").await?;
+    holder.release("done with it").await?;
     ledger.mark_parked(call, "gave up").await?;
     assert_eq!(counts(&ledger).await, (0, 0, 1));
     assert_eq!(call_row(&ledger, call).await["last_error"], "gave up");
@@ -325,13 +339,13 @@ async fn a_call_held_by_another_worker_is_not_marked_parked() -> Outcome {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_step_is_read_back_as_recorded_started_or_done_with_its_crm_object() -> Outcome {
     let (_env, ledger, call) = ledger_and_call(Source::Voicedock, "steps-1").await;
-    let owner = held(&ledger, call).await;
+    let lease = held(&ledger, call).await;
     let before = db_now(&ledger).await;
     for step in Step::ALL {
-        ledger.start_step(call, owner, step).await?;
+        lease.start_step(step).await?;
     }
     let after = db_now(&ledger).await;
-    let finish = |step, crm_id| ledger.finish_step(call, step, crm_id);
+    let finish = |step, crm_id| lease.finish_step(step, crm_id);
     finish(Step::Contact, Some("contact-1")).await?;
     finish(Step::FollowUpTask, None).await?;
 
@@ -361,11 +375,11 @@ async fn every_step_is_read_back_as_recorded_started_or_done_with_its_crm_object
 async fn a_step_is_started_only_by_the_holder_of_the_calls_lease() -> Outcome {
     let (_env, ledger, call) = ledger_and_call(Source::Voicedock, "fenced-4").await;
     let holder = held(&ledger, call).await;
-    let started = ledger.start_step(call, other(), Step::CallLog).await;
+    let started = ledger.lease(call, other()).start_step(Step::CallLog).await;
     assert_lease_lost(started, "voicedock:fenced-4");
     // A refused start records nothing.
     assert!(ledger.steps(call).await?.is_empty());
-    ledger.start_step(call, holder, Step::CallLog).await?;
+    holder.start_step(Step::CallLog).await?;
     since(&ledger, call, Step::CallLog).await;
     Ok(())
 }
@@ -374,9 +388,9 @@ async fn a_step_is_started_only_by_the_holder_of_the_calls_lease() -> Outcome {
 async fn a_finished_step_is_never_reopened_by_a_later_attempt() -> Outcome {
     let (_env, ledger, call) = ledger_and_call(Source::Voicedock, "fenced-1").await;
     let first = held(&ledger, call).await;
-    ledger.start_step(call, first, Step::CallLog).await?;
-    ledger.finish_step(call, Step::CallLog, Some("c")).await?;
-    let again = ledger.start_step(call, first, Step::CallLog).await;
+    first.start_step(Step::CallLog).await?;
+    first.finish_step(Step::CallLog, Some("c")).await?;
+    let again = first.start_step(Step::CallLog).await;
     assert_lease_lost(again, "voicedock:fenced-1");
     assert_eq!(ledger.steps(call).await?, [(Step::CallLog, done("c"))]);
     Ok(())
@@ -385,13 +399,13 @@ async fn a_finished_step_is_never_reopened_by_a_later_attempt() -> Outcome {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_attempt_that_started_a_step_can_abandon_it() -> Outcome {
     let (_env, ledger, call) = ledger_and_call(Source::Postcall, "fenced-2").await;
-    let owner = held(&ledger, call).await;
-    ledger.start_step(call, owner, Step::FollowUpTask).await?;
-    let abandon = |owner| ledger.abandon_step(call, owner, Step::FollowUpTask);
+    let lease = held(&ledger, call).await;
+    lease.start_step(Step::FollowUpTask).await?;
+    let abandon = |owner| ledger.lease(call, owner).abandon_step(Step::FollowUpTask);
     abandon(other()).await?;
     // Another attempt's abandon changes nothing.
     since(&ledger, call, Step::FollowUpTask).await;
-    abandon(owner).await?;
+    abandon(lease.owner()).await?;
     assert!(ledger.steps(call).await?.is_empty());
     Ok(())
 }
@@ -399,10 +413,15 @@ async fn only_the_attempt_that_started_a_step_can_abandon_it() -> Outcome {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_outcome_restarts_the_clock_of_a_step_its_own_attempt_started() -> Outcome {
     let (_env, ledger, call) = ledger_and_call(Source::Postcall, "unknown-1").await;
-    let owner = held(&ledger, call).await;
-    ledger.start_step(call, owner, Step::Contact).await?;
+    let lease = held(&ledger, call).await;
+    let owner = lease.owner();
+    lease.start_step(Step::Contact).await?;
     let since = || since(&ledger, call, Step::Contact);
-    let unknown = |owner| ledger.step_outcome_unknown(call, owner, Step::Contact);
+    let unknown = |owner| {
+        ledger
+            .lease(call, owner)
+            .step_outcome_unknown(Step::Contact)
+    };
     let sent = since().await;
     // Another attempt's unknown outcome changes nothing.
     unknown(other()).await?;
@@ -412,7 +431,7 @@ async fn an_unknown_outcome_restarts_the_clock_of_a_step_its_own_attempt_started
     let restarted = since().await;
     assert!(sent < ended && ended <= restarted, "{ended} {restarted}");
     // A step that is done stays done.
-    ledger.finish_step(call, Step::Contact, Some("c")).await?;
+    lease.finish_step(Step::Contact, Some("c")).await?;
     unknown(owner).await?;
     assert_eq!(steps(&ledger, call).await[&Step::Contact], done("c"));
     Ok(())
@@ -422,13 +441,14 @@ async fn an_unknown_outcome_restarts_the_clock_of_a_step_its_own_attempt_started
 async fn resetting_contact_steps_forgets_a_calls_contact_and_update_and_nothing_else() -> Outcome {
     let (_env, ledger) = ledger().await;
     let [reset, untouched] = calls(Source::Voicedock, ["reset", "untouched"]);
-    for call in [reset, untouched] {
-        held(&ledger, call).await;
+    let [reset_lease, untouched_lease] =
+        [held(&ledger, reset).await, held(&ledger, untouched).await];
+    for lease in [reset_lease, untouched_lease] {
         for step in Step::ALL {
-            ledger.finish_step(call, step, Some(step.as_str())).await?;
+            lease.finish_step(step, Some(step.as_str())).await?;
         }
     }
-    ledger.reset_contact_steps(reset).await?;
+    reset_lease.reset_contact_steps().await?;
     let kept: HashSet<Step> = steps(&ledger, reset).await.into_keys().collect();
     assert_eq!(kept, HashSet::from([Step::CallLog, Step::FollowUpTask]));
     assert_eq!(steps(&ledger, untouched).await.len(), Step::ALL.len());
@@ -441,18 +461,19 @@ async fn resetting_contact_steps_forgets_a_calls_contact_and_update_and_nothing_
 async fn a_contact_key_is_held_by_one_owner_until_resolved_then_known_to_every_owner() -> Outcome {
     let (_env, ledger) = ledger().await;
     let (first, second) = (other(), other());
-    let contact = |owner| ledger.claim_contact(PHONE, owner);
+    let contact = |owner| ledger.claim_contact(&PHONE, owner);
     assert_eq!(contact(first).await?, FREE);
     assert_eq!(contact(second).await?, ContactClaim::Busy);
-    ledger.contact_resolved(PHONE, "contact-1").await?;
-    let known = ContactClaim::Known("contact-1".to_owned());
+    ledger.contact_resolved(&PHONE, &"contact-1".into()).await?;
+    let known = ContactClaim::Known("contact-1".into());
     for owner in [first, second] {
         assert_eq!(contact(owner).await?, known);
     }
     // The key's lease ended with it: its holder sends no create any more.
-    assert_lease_lost(ledger.contact_pending(PHONE, first).await, PHONE_REDACTED);
+    assert_lease_lost(ledger.contact_pending(&PHONE, first).await, PHONE_REDACTED);
     // Another number is another key.
-    let another = ledger.claim_contact("phone:+31687654321", second).await?;
+    let another = LookupKey::Phone("+31687654321".into());
+    let another = ledger.claim_contact(&another, second).await?;
     assert_eq!(another, FREE);
     Ok(())
 }
@@ -461,12 +482,12 @@ async fn a_contact_key_is_held_by_one_owner_until_resolved_then_known_to_every_o
 async fn a_contact_create_of_unknown_outcome_stays_pending_until_known_not_applied() -> Outcome {
     let (_env, ledger) = ledger().await;
     let [a, b, c, d] = [(); 4].map(|()| other());
-    let contact = |owner| ledger.claim_contact(PHONE, owner);
-    let release = |owner, create| ledger.release_contact(PHONE, owner, create);
+    let contact = |owner| ledger.claim_contact(&PHONE, owner);
+    let release = |owner, create| ledger.release_contact(&PHONE, owner, create);
     assert_eq!(contact(a).await?, FREE);
-    ledger.contact_pending(PHONE, a).await?;
+    ledger.contact_pending(&PHONE, a).await?;
     // Only the holder records or releases a create; the error hides the number.
-    assert_lease_lost(ledger.contact_pending(PHONE, b).await, PHONE_REDACTED);
+    assert_lease_lost(ledger.contact_pending(&PHONE, b).await, PHONE_REDACTED);
     release(b, SentCreate::Unknown).await?;
     assert_eq!(contact(b).await?, ContactClaim::Busy);
 
@@ -487,7 +508,7 @@ async fn a_contact_create_of_unknown_outcome_stays_pending_until_known_not_appli
     };
     assert_eq!(contact(c).await?, still);
     // A create certainly not applied is forgotten.
-    ledger.contact_pending(PHONE, c).await?;
+    ledger.contact_pending(&PHONE, c).await?;
     release(c, SentCreate::NotApplied).await?;
     assert_eq!(contact(d).await?, FREE);
     Ok(())
@@ -496,15 +517,16 @@ async fn a_contact_create_of_unknown_outcome_stays_pending_until_known_not_appli
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forgetting_a_contact_makes_its_key_claimable_again_and_leaves_others_known() -> Outcome {
     let (_env, ledger) = ledger().await;
-    let email = "email:jan@example.com";
-    ledger.contact_resolved(PHONE, "contact-1").await?;
-    ledger.contact_resolved(email, "contact-2").await?;
-    ledger.forget_contact("contact-3").await?;
+    let email = &LookupKey::Email("jan@example.com".into());
+    ledger.contact_resolved(&PHONE, &"contact-1".into()).await?;
+    ledger.contact_resolved(email, &"contact-2".into()).await?;
+    ledger.forget_contact(&"contact-3".into()).await?;
+    let phone: &LookupKey = &PHONE;
     let contact = |key| ledger.claim_contact(key, other());
-    let known = |id: &str| ContactClaim::Known(id.to_owned());
-    assert_eq!(contact(PHONE).await?, known("contact-1"));
-    ledger.forget_contact("contact-1").await?;
-    assert_eq!(contact(PHONE).await?, FREE);
+    let known = |id: &str| ContactClaim::Known(id.into());
+    assert_eq!(contact(phone).await?, known("contact-1"));
+    ledger.forget_contact(&"contact-1".into()).await?;
+    assert_eq!(contact(phone).await?, FREE);
     assert_eq!(contact(email).await?, known("contact-2"));
     Ok(())
 }
@@ -525,11 +547,17 @@ async fn one_call_at_a_time_writes_a_contacts_last_call_fields_and_the_newest_wi
     assert_eq!(c1(newer_at, newer, b).await, LatestCall::Busy);
     // The holder may claim again (to extend its lease before a retry).
     assert_eq!(c1(older_at, older, a).await, LatestCall::Write);
-    ledger.release_latest_call("c1", a).await?;
+    ledger
+        .lease(older, a)
+        .release_latest_call(&"c1".into())
+        .await?;
     assert_eq!(c1(newer_at, newer, b).await, LatestCall::Write);
     // Finishing the update step releases the fields too.
-    assert_eq!(ledger.claim(newer, b).await?, attempt(1));
-    ledger.finish_update(newer, "c1", b, true).await?;
+    assert_eq!(ledger.claim(newer, b).await?, attempt(&ledger, newer, b, 1));
+    ledger
+        .lease(newer, b)
+        .finish_update(&"c1".into(), true)
+        .await?;
     let updated = [(Step::ContactUpdate, done("c1"))];
     assert_eq!(ledger.steps(newer).await?, updated);
     // A later attempt of the older call leaves the newer call's fields alone.
@@ -588,19 +616,19 @@ async fn an_update_finished_without_release_holds_the_fields_until_its_holder_le
     let [update, newer] = calls(Source::Postcall, ["update", "newer"]);
     let at = datetime!(2026-03-01 10:00 UTC);
     let later = at + time::Duration::hours(1);
-    let [owner, next] = [held(&ledger, update).await, held(&ledger, newer).await];
-    let claimed = latest(&ledger, "c1", at, update, owner).await;
+    let [holder, next] = [held(&ledger, update).await, held(&ledger, newer).await];
+    let claimed = latest(&ledger, "c1", at, update, holder.owner()).await;
     assert_eq!(claimed, LatestCall::Write);
-    ledger.finish_update(update, "c1", owner, false).await?;
+    holder.finish_update(&"c1".into(), false).await?;
     let updated = [(Step::ContactUpdate, done("c1"))];
     assert_eq!(ledger.steps(update).await?, updated);
-    let newer_claim = || latest(&ledger, "c1", later, newer, next);
+    let newer_claim = || latest(&ledger, "c1", later, newer, next.owner());
     assert_eq!(newer_claim().await, LatestCall::Busy);
     // Nobody but the holder releases the fields.
-    ledger.release_latest_call("c1", next).await?;
-    ledger.finish_update(newer, "c1", next, true).await?;
+    next.release_latest_call(&"c1".into()).await?;
+    next.finish_update(&"c1".into(), true).await?;
     assert_eq!(newer_claim().await, LatestCall::Busy);
-    ledger.release_latest_call("c1", owner).await?;
+    holder.release_latest_call(&"c1".into()).await?;
     assert_eq!(newer_claim().await, LatestCall::Write);
     Ok(())
 }
@@ -610,7 +638,8 @@ async fn a_recorded_last_call_holds_no_lease_but_keeps_older_calls_out() -> Outc
     let (_env, ledger) = ledger().await;
     let [recorded, older, newer] = calls(Source::Voicedock, ["recorded", "older", "newer"]);
     let (at, hour) = (datetime!(2026-03-01 10:00 UTC), time::Duration::hours(1));
-    let record = |at, call| ledger.record_latest_call("c1", at, call);
+    let contact = ContactId::from("c1");
+    let record = |at, call| ledger.lease(call, other()).record_latest_call(&contact, at);
     let c1 = |at, call| latest(&ledger, "c1", at, call, other());
     assert_eq!(record(at, recorded).await?, LatestCall::Write);
     assert_eq!(record(at - hour, older).await?, LatestCall::Older);
@@ -674,7 +703,9 @@ async fn counts_tell_pending_synced_and_parked_calls_apart_and_a_replay_unparks_
     calls_in(&ledger, Source::Postcall, &["pending-3"]).await;
     assert_eq!(counts(&ledger).await, (3, 2, 1));
     let [parked] = calls(Source::Voicedock, ["parked-1"]);
-    assert_eq!(ledger.claim(parked, other()).await?, attempt(2));
+    let replay = other();
+    let claim = ledger.claim(parked, replay).await?;
+    assert_eq!(claim, attempt(&ledger, parked, replay, 2));
     assert_eq!(counts(&ledger).await, (4, 2, 0));
     Ok(())
 }

@@ -11,6 +11,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use callsync_shared::telemetry::Chain;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
@@ -19,6 +20,7 @@ use crate::consumer::{BrokerHealth, ConsumerLoop};
 use crate::crm::{Budgets, CrmBuildError, CrmHealth, Shared};
 use crate::ledger::{Ledger, LedgerError};
 use crate::lifecycle::Lifecycle;
+use crate::poll::Doubling;
 use crate::reconcile::schedule::Reconciler;
 use crate::reconcile::state::Rounds;
 use crate::reconcile::{Platform, REQUEST_TIMEOUT};
@@ -136,10 +138,6 @@ impl Worker {
             .unwrap_or(self.config.metrics_addr)
     }
 
-    pub fn ledger(&self) -> Ledger {
-        self.syncer.ledger().clone()
-    }
-
     /// Consumes until `shutdown` resolves, then stops consuming, lets
     /// in-flight messages finish within the grace period and exits.
     pub async fn run_until(
@@ -208,7 +206,7 @@ impl Worker {
         }
         heartbeat.abort();
         if let Err(e) = self.syncer.ledger().leave(worker_id).await {
-            tracing::debug!(error = %e, "could not deregister the worker");
+            tracing::debug!(error = %Chain(&e), "could not deregister the worker");
         }
         match server.await {
             Ok(result) => result,
@@ -222,20 +220,20 @@ async fn connect_ledger(
     pool_size: u32,
     crm: &'static str,
 ) -> Result<Ledger, LedgerError> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let mut pause = Duration::from_millis(250);
+    let mut pauses = Doubling::new(Duration::from_millis(250), Duration::from_secs(5))
+        .within(Duration::from_secs(60));
     loop {
-        match Ledger::connect(config.database_url.expose(), pool_size, crm, config.lease).await {
-            Ok(ledger) => return Ok(ledger),
-            Err(LedgerError::Database(e))
-                if crate::sync::is_unavailable(&e) && tokio::time::Instant::now() < deadline =>
+        let error =
+            match Ledger::connect(config.database_url.expose(), pool_size, crm, config.lease).await
             {
-                tracing::warn!(error = %e, "database not reachable yet; retrying");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(5));
-            }
-            Err(e) => return Err(e),
-        }
+                Err(LedgerError::Database(e)) if crate::sync::is_unavailable(&e) => e,
+                connected => return connected,
+            };
+        let Some(pause) = pauses.pause() else {
+            return Err(error.into());
+        };
+        tracing::warn!(error = %error, "database not reachable yet; retrying");
+        tokio::time::sleep(pause).await;
     }
 }
 
@@ -276,7 +274,7 @@ async fn heartbeat(
                 }
             }
             // Keep the last share: the database being away is handled elsewhere.
-            Err(e) => tracing::debug!(error = %e, "heartbeat failed"),
+            Err(e) => tracing::debug!(error = %Chain(&e), "heartbeat failed"),
         }
     }
 }

@@ -13,31 +13,32 @@
 //! acknowledged), and it probes the CRM until it may consume again. The
 //! connection stays open meanwhile, so queue depths are still reported.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use callsync_shared::sources::{self, ParseContext, Parsed};
+use callsync_shared::telemetry::Chain;
 use callsync_shared::topology::headers;
-use callsync_shared::{Region, Source, broker};
+use callsync_shared::{CallReport, Region, Source, broker};
 use futures_util::StreamExt;
 use lapin::Consumer;
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
-    ConfirmSelectOptions,
 };
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use time::OffsetDateTime;
 use tokio::task::JoinSet;
-use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::config::WorkerConfig;
 use crate::crm::CrmHealth;
 use crate::ledger::CallKey;
 use crate::lifecycle::{Lifecycle, PauseReason};
+use crate::poll::Doubling;
 use crate::retry::{History, Republisher, RetryTiers, Route};
 use crate::sync::{Disposition, Outcome, SyncError, Syncer};
 
@@ -157,46 +158,14 @@ impl ConsumerLoop {
             self.config.topology.clone(),
             self.config.retry_delays.clone(),
         )));
-        let handler = Arc::new(Handler {
-            syncer: Arc::clone(&self.syncer),
-            tiers: RetryTiers::new(self.config.retry_delays.clone()),
-            region: self.config.default_region,
-            republisher: Republisher::new(
-                publish.clone(),
-                self.config.topology.clone(),
-                Duration::from_secs(10),
-            ),
-            lifecycle: Arc::clone(&self.lifecycle),
-            crm_health: Arc::clone(&self.crm_health),
-            credential_help: self.config.crm.credential_help(),
-        });
+        let handler = self.handler(&publish);
         loop {
-            let run = self.lifecycle.run_token();
-            let mut stopped = if run.is_cancelled() {
-                if self.lifecycle.is_shutting_down() {
-                    Stopped::Shutdown
-                } else {
-                    Stopped::Paused
-                }
-            } else {
-                tracing::info!(queue = %self.config.topology.calls_queue(), prefetch = self.config.prefetch, "consuming");
-                self.consume(connection, channel, &handler, in_flight, &run)
-                    .await
-            };
+            let mut stopped = self.consume(connection, channel, &handler, in_flight).await;
             if stopped == Stopped::Paused {
-                // Every message in hand is put back by its handler, which
-                // sees the pause (or finishes, if it got past the CRM
-                // already): wait for all of them, however long, before
-                // probing. Aborting one would leave its delivery
-                // unacknowledged on a channel that stays open.
-                stopped = if self.settle(in_flight).await {
-                    match self.probe_until_resumed(connection).await {
-                        None => continue,
-                        Some(stopped) => stopped,
-                    }
-                } else {
-                    Stopped::Shutdown
-                };
+                match self.sit_out_pause(connection, in_flight).await {
+                    None => continue,
+                    Some(then) => stopped = then,
+                }
             }
             if stopped == Stopped::Shutdown {
                 // In-flight calls finish (or are abandoned) first: they ack
@@ -211,14 +180,44 @@ impl ConsumerLoop {
         }
     }
 
+    /// The handler of this connection's deliveries, publishing its retry
+    /// and parking copies on `publish`.
+    fn handler(&self, publish: &Channel) -> Arc<Handler> {
+        Arc::new(Handler {
+            syncer: Arc::clone(&self.syncer),
+            tiers: RetryTiers::new(self.config.retry_delays.clone()),
+            region: self.config.default_region,
+            republisher: Republisher::new(
+                publish.clone(),
+                self.config.topology.clone(),
+                Duration::from_secs(10),
+            ),
+            lifecycle: Arc::clone(&self.lifecycle),
+            crm_health: Arc::clone(&self.crm_health),
+            credential_help: self.config.crm.credential_help(),
+        })
+    }
+
+    /// Waits out a pause: `None` once the worker resumed, else why it
+    /// stopped. Every message in hand is put back by its handler, which
+    /// sees the pause (or finishes, if it got past the CRM already): wait
+    /// for all of them, however long, before probing. Aborting one would
+    /// leave its delivery unacknowledged on a channel that stays open.
+    async fn sit_out_pause(
+        &self,
+        connection: &Connection,
+        in_flight: &mut JoinSet<()>,
+    ) -> Option<Stopped> {
+        if !self.settle(in_flight).await {
+            return Some(Stopped::Shutdown);
+        }
+        self.probe_until_resumed(connection).await
+    }
+
     async fn connect(&self) -> Result<(Connection, Channel, Channel), lapin::Error> {
         let connection = broker::connect(self.config.amqp_url.expose(), "callsync-worker").await?;
         let setup = async {
-            let publish = connection.create_channel().await?;
-            publish
-                .confirm_select(ConfirmSelectOptions::default())
-                .await?;
-            self.config.topology.declare_core(&publish).await?;
+            let publish = broker::confirm_channel(&connection, &self.config.topology).await?;
             self.config
                 .topology
                 .declare_retry_tiers(&publish, &self.config.retry_delays)
@@ -238,31 +237,23 @@ impl ConsumerLoop {
         }
     }
 
-    /// Consumes until the connection fails, or `run` is cancelled (pause or
-    /// shutdown).
+    /// Consumes until the connection fails, or the run is cancelled (pause
+    /// or shutdown), if it was not already.
     async fn consume(
         &self,
         connection: &Connection,
         channel: &Channel,
         handler: &Arc<Handler>,
         in_flight: &mut JoinSet<()>,
-        run: &CancellationToken,
     ) -> Stopped {
+        let run = self.lifecycle.run_token();
+        if run.is_cancelled() {
+            return self.stopped_by_lifecycle();
+        }
+        tracing::info!(queue = %self.config.topology.calls_queue(), prefetch = self.config.prefetch, "consuming");
         let tag = format!("callsync-worker-{}", uuid::Uuid::now_v7());
-        let mut consumer = match channel
-            .basic_consume(
-                self.config.topology.calls_queue().as_str().into(),
-                tag.as_str().into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-        {
-            Ok(consumer) => consumer,
-            Err(error) => {
-                tracing::warn!(%error, "cannot start consuming");
-                return Stopped::ConnectionLost;
-            }
+        let Some(mut consumer) = self.subscribe(channel, &tag).await else {
+            return Stopped::ConnectionLost;
         };
         loop {
             tokio::select! {
@@ -276,20 +267,66 @@ impl ConsumerLoop {
                 },
                 () = broker::closed(connection) => return Stopped::ConnectionLost,
                 () = run.cancelled() => {
-                    // Stop deliveries first, so nothing new starts while in-flight work finishes.
-                    if let Err(error) = channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await {
-                        tracing::debug!(%error, "basic.cancel failed");
-                    }
-                    if self.lifecycle.is_shutting_down() {
-                        return Stopped::Shutdown;
-                    }
-                    self.hand_over_in_transit(&mut consumer, handler, in_flight).await;
-                    return Stopped::Paused;
+                    return self.unsubscribe(channel, &tag, &mut consumer, handler, in_flight).await;
                 }
                 // Reap finished tasks so the set does not grow without bound.
                 Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
             }
         }
+    }
+
+    /// Why consuming stopped, or may not start: shutdown or a pause.
+    fn stopped_by_lifecycle(&self) -> Stopped {
+        if self.lifecycle.is_shutting_down() {
+            Stopped::Shutdown
+        } else {
+            Stopped::Paused
+        }
+    }
+
+    /// Starts consuming the calls queue as `tag`; `None` when the channel
+    /// refuses (the connection is then treated as lost).
+    async fn subscribe(&self, channel: &Channel, tag: &str) -> Option<Consumer> {
+        let subscribed = channel
+            .basic_consume(
+                self.config.topology.calls_queue().as_str().into(),
+                tag.into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await;
+        match subscribed {
+            Ok(consumer) => Some(consumer),
+            Err(error) => {
+                tracing::warn!(%error, "cannot start consuming");
+                None
+            }
+        }
+    }
+
+    /// Stops deliveries first, so that nothing new starts while in-flight
+    /// work finishes; on a pause, what the broker had already sent is
+    /// handed to handlers, which put it back.
+    async fn unsubscribe(
+        &self,
+        channel: &Channel,
+        tag: &str,
+        consumer: &mut Consumer,
+        handler: &Arc<Handler>,
+        in_flight: &mut JoinSet<()>,
+    ) -> Stopped {
+        if let Err(error) = channel
+            .basic_cancel(tag.into(), BasicCancelOptions::default())
+            .await
+        {
+            tracing::debug!(%error, "basic.cancel failed");
+        }
+        let stopped = self.stopped_by_lifecycle();
+        if stopped == Stopped::Paused {
+            self.hand_over_in_transit(consumer, handler, in_flight)
+                .await;
+        }
+        stopped
     }
 
     fn spawn(&self, handler: &Arc<Handler>, delivery: Delivery, in_flight: &mut JoinSet<()>) {
@@ -318,13 +355,16 @@ impl ConsumerLoop {
     /// resumes and returns `None`: go on consuming), or until shutdown or a
     /// lost connection (returned).
     async fn probe_until_resumed(&self, connection: &Connection) -> Option<Stopped> {
-        let max = self.config.pause_probe_max;
-        let mut wait = FIRST_PROBE.min(max);
+        let mut pauses = Doubling::new(FIRST_PROBE, self.config.pause_probe_max);
         loop {
-            tokio::select! {
-                () = tokio::time::sleep(wait) => {}
-                () = self.lifecycle.shutting_down() => return Some(Stopped::Shutdown),
-                () = broker::closed(connection) => return Some(Stopped::ConnectionLost),
+            let stop = async {
+                tokio::select! {
+                    () = self.lifecycle.shutting_down() => Stopped::Shutdown,
+                    () = broker::closed(connection) => Stopped::ConnectionLost,
+                }
+            };
+            if let Some(stopped) = pauses.sleep_unless(stop).await {
+                return Some(stopped);
             }
             match self.syncer.probe().await {
                 Ok(()) => {
@@ -337,10 +377,9 @@ impl ConsumerLoop {
                 Err(error) => {
                     metrics::counter!("callsync_worker_probes_total", "outcome" => "failed")
                         .increment(1);
-                    tracing::info!(%error, next_probe_in = ?(wait * 2).min(max), "still paused");
+                    tracing::info!(error = %Chain(&error), next_probe_in = ?pauses.upcoming(), "still paused");
                 }
             }
-            wait = (wait * 2).min(max);
         }
     }
 
@@ -493,13 +532,40 @@ impl Handler {
         metrics::counter!("callsync_worker_messages_total", "outcome" => fate.label()).increment(1);
     }
 
+    /// A delivery's steps: parse the report, sync it, then acknowledge the
+    /// message or move it on as the failure's disposition says.
     async fn process(&self, delivery: &Delivery, source_name: &str, history: &History) -> Fate {
         if self.lifecycle.is_paused() {
             return self.put_back(delivery).await;
         }
+        let report = match self.parse(delivery, source_name) {
+            Ok(Parsed::Report(report)) => report,
+            Ok(Parsed::Ignored { event }) => {
+                tracing::info!(%event, "not a final call report; dropped");
+                return self.ack(delivery, Fate::Ignored).await;
+            }
+            Err(reason) => return self.park(delivery, history.attempts, &reason, None).await,
+        };
+        loop {
+            let started = Instant::now();
+            let error = match self.syncer.sync(&report).await {
+                Ok(outcome) => return self.acknowledge(delivery, &report, outcome, started).await,
+                Err(error) => error,
+            };
+            if let ControlFlow::Break(fate) =
+                self.settle_failure(delivery, &report, history, error).await
+            {
+                return fate;
+            }
+        }
+    }
+
+    /// The call report in the message, or why the message must be parked.
+    fn parse(&self, delivery: &Delivery, source_name: &str) -> Result<Parsed, String> {
         let Ok(source) = source_name.parse::<Source>() else {
-            let reason = format!("message has no known source header (got {source_name:?})");
-            return self.park(delivery, history.attempts, &reason, None).await;
+            return Err(format!(
+                "message has no known source header (got {source_name:?})"
+            ));
         };
         let table = delivery.properties.headers().as_ref();
         let received_at = headers::int(table, headers::RECEIVED_AT)
@@ -511,108 +577,109 @@ impl Handler {
             received_at,
             region: self.region,
         };
-        let report = match sources::parse(source, &delivery.data, &ctx) {
-            Ok(Parsed::Report(report)) => report,
-            Ok(Parsed::Ignored { event }) => {
-                tracing::info!(%event, "not a final call report; dropped");
-                return self.ack(delivery, Fate::Ignored).await;
-            }
-            Err(error) => {
-                return self
-                    .park(
-                        delivery,
-                        history.attempts,
-                        &format!("unparseable: {error}"),
-                        None,
-                    )
-                    .await;
-            }
-        };
+        sources::parse(source, &delivery.data, &ctx)
+            .map_err(|error| format!("unparseable: {}", Chain(&error)))
+    }
 
-        loop {
-            let started = Instant::now();
-            let result = self.syncer.sync(&report).await;
-            match result {
-                Ok(Outcome::Synced { contact_id }) => {
-                    let lag = OffsetDateTime::now_utc() - report.ended_at;
-                    metrics::histogram!("callsync_worker_sync_lag_seconds")
-                        .record(lag.as_seconds_f64().max(0.0));
-                    tracing::info!(
-                        %contact_id,
-                        phone = %report.caller.phone.as_ref().map(|p| p.masked()).unwrap_or_default(),
-                        took_ms = started.elapsed().as_millis() as u64,
-                        "call synced"
-                    );
-                    return self.ack(delivery, Fate::Synced).await;
-                }
-                Ok(Outcome::Duplicate) => {
-                    tracing::info!("call was synced before; duplicate acknowledged");
-                    return self.ack(delivery, Fate::Duplicate).await;
-                }
-                Err(error) => match error.disposition() {
-                    Disposition::WaitForDatabase => {
-                        tracing::warn!(%error, "database unavailable; holding the message until it is back");
-                        if !self.wait_for_database().await {
-                            // Shutting down: leave it unacknowledged for redelivery.
-                            return Fate::Abandoned;
-                        }
-                    }
-                    Disposition::PauseForCredential => {
-                        self.pause(PauseReason::Credential {
-                            detail: error.to_string(),
-                        });
-                        return self.put_back(delivery).await;
-                    }
-                    Disposition::Retry { .. } if self.outage(&error) => {
-                        return self.put_back(delivery).await;
-                    }
-                    Disposition::Park => {
-                        let key = CallKey {
-                            source: report.source,
-                            call_id: &report.call_id,
-                        };
-                        return self
-                            .park(
-                                delivery,
-                                history.attempts + 1,
-                                &error.to_string(),
-                                Some(key),
-                            )
-                            .await;
-                    }
-                    Disposition::Retry { counts } => {
-                        let attempts = history.attempts + u32::from(counts);
-                        let key = CallKey {
-                            source: report.source,
-                            call_id: &report.call_id,
-                        };
-                        return match self.tiers.route(attempts.max(1)) {
-                            Route::Park => {
-                                let reason = format!("gave up after {attempts} attempts: {error}");
-                                self.park(delivery, attempts, &reason, Some(key)).await
-                            }
-                            Route::Delay { delay, index } => {
-                                tracing::info!(error_kind = error.kind(), %error, ?delay, "retrying later");
-                                metrics::counter!("callsync_worker_retries_total", "tier" => index.to_string()).increment(1);
-                                match self
-                                    .republisher
-                                    .delay(
-                                        &delivery.data,
-                                        &delivery.properties,
-                                        attempts,
-                                        &error.to_string(),
-                                        delay,
-                                    )
-                                    .await
-                                {
-                                    Ok(()) => self.ack(delivery, Fate::Retried).await,
-                                    Err(e) => self.requeue(delivery, &e.to_string()).await,
-                                }
-                            }
-                        };
-                    }
-                },
+    /// Acknowledges the message of a call synced now, or before.
+    async fn acknowledge(
+        &self,
+        delivery: &Delivery,
+        report: &CallReport,
+        outcome: Outcome,
+        started: Instant,
+    ) -> Fate {
+        match outcome {
+            Outcome::Synced { contact_id } => {
+                let lag = OffsetDateTime::now_utc() - report.ended_at;
+                metrics::histogram!("callsync_worker_sync_lag_seconds")
+                    .record(lag.as_seconds_f64().max(0.0));
+                tracing::info!(
+                    %contact_id,
+                    phone = %report.caller.phone.as_ref().map(|p| p.masked()).unwrap_or_default(),
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "call synced"
+                );
+                self.ack(delivery, Fate::Synced).await
             }
+            Outcome::Duplicate => {
+                tracing::info!("call was synced before; duplicate acknowledged");
+                self.ack(delivery, Fate::Duplicate).await
+            }
+        }
+    }
+
+    /// Does what the failure's disposition says with the message: its
+    /// fate, or `Continue` when the database is back and the report is to
+    /// be synced again.
+    async fn settle_failure(
+        &self,
+        delivery: &Delivery,
+        report: &CallReport,
+        history: &History,
+        error: SyncError,
+    ) -> ControlFlow<Fate> {
+        let key = CallKey::of(report);
+        ControlFlow::Break(match error.disposition() {
+            Disposition::WaitForDatabase => {
+                tracing::warn!(error = %Chain(&error), "database unavailable; holding the message until it is back");
+                if self.wait_for_database().await {
+                    return ControlFlow::Continue(());
+                }
+                // Shutting down: leave it unacknowledged for redelivery.
+                Fate::Abandoned
+            }
+            Disposition::PauseForCredential => {
+                self.pause(PauseReason::Credential {
+                    detail: Chain(&error).to_string(),
+                });
+                self.put_back(delivery).await
+            }
+            Disposition::Retry { .. } if self.outage(&error) => self.put_back(delivery).await,
+            Disposition::Park => {
+                let attempts = history.attempts + 1;
+                self.park(delivery, attempts, &Chain(&error).to_string(), Some(key))
+                    .await
+            }
+            Disposition::Retry { counts } => {
+                let attempts = history.attempts + u32::from(counts);
+                self.retry_later(delivery, key, attempts, &error).await
+            }
+        })
+    }
+
+    /// Sends the message to the delay queue of its retry tier, or parks it
+    /// when it has used up the last tier.
+    async fn retry_later(
+        &self,
+        delivery: &Delivery,
+        key: CallKey<'_>,
+        attempts: u32,
+        error: &SyncError,
+    ) -> Fate {
+        let (delay, index) = match self.tiers.route(attempts.max(1)) {
+            Route::Park => {
+                let reason = format!("gave up after {attempts} attempts: {}", Chain(error));
+                return self.park(delivery, attempts, &reason, Some(key)).await;
+            }
+            Route::Delay { delay, index } => (delay, index),
+        };
+        tracing::info!(error_kind = error.kind(), error = %Chain(error), ?delay, "retrying later");
+        metrics::counter!("callsync_worker_retries_total", "tier" => index.to_string())
+            .increment(1);
+        let delayed = self
+            .republisher
+            .delay(
+                &delivery.data,
+                &delivery.properties,
+                attempts,
+                &Chain(error).to_string(),
+                delay,
+            )
+            .await;
+        match delayed {
+            Ok(()) => self.ack(delivery, Fate::Retried).await,
+            Err(e) => self.requeue(delivery, &Chain(&e).to_string()).await,
         }
     }
 
@@ -633,11 +700,11 @@ impl Handler {
                 if let Some(key) = key
                     && let Err(e) = self.syncer.ledger().mark_parked(key, reason).await
                 {
-                    tracing::debug!(error = %e, "could not mark the call parked in the ledger");
+                    tracing::debug!(error = %Chain(&e), "could not mark the call parked in the ledger");
                 }
                 self.ack(delivery, Fate::Parked).await
             }
-            Err(e) => self.requeue(delivery, &e.to_string()).await,
+            Err(e) => self.requeue(delivery, &Chain(&e).to_string()).await,
         }
     }
 
@@ -663,7 +730,7 @@ impl Handler {
 
     /// Polls the database until it answers (true) or shutdown begins (false).
     async fn wait_for_database(&self) -> bool {
-        let mut pause = Duration::from_millis(250);
+        let mut pauses = Doubling::new(Duration::from_millis(250), Duration::from_secs(5));
         loop {
             if self.lifecycle.is_shutting_down() {
                 return false;
@@ -671,11 +738,13 @@ impl Handler {
             if self.syncer.ledger().ping().await.is_ok() {
                 return true;
             }
-            tokio::select! {
-                () = tokio::time::sleep(pause) => {}
-                () = self.lifecycle.shutting_down() => return false,
+            if pauses
+                .sleep_unless(self.lifecycle.shutting_down())
+                .await
+                .is_some()
+            {
+                return false;
             }
-            pause = (pause * 2).min(Duration::from_secs(5));
         }
     }
 
@@ -726,7 +795,7 @@ impl Handler {
             .await
         {
             Ok(()) => self.ack(delivery, Fate::PutBack).await,
-            Err(e) => self.requeue(delivery, &e.to_string()).await,
+            Err(e) => self.requeue(delivery, &Chain(&e).to_string()).await,
         }
     }
 }

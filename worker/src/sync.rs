@@ -10,10 +10,12 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
 use callsync_shared::CallReport;
+use callsync_shared::telemetry::Chain;
 use time::OffsetDateTime;
 use tokio::sync::OnceCell;
 use uuid::Uuid;
@@ -22,8 +24,10 @@ use crate::crm::{
     Applied, ContactLookup, Crm, CrmError, CrmId, MarkedRecord, NewContact, SEND_DEADLINE,
 };
 use crate::ledger::{
-    CallKey, Claim, ContactClaim, LatestCall, Ledger, LedgerError, SentCreate, Step, StepState,
+    CallKey, CallLease, Claim, ContactClaim, ContactId, LatestCall, Ledger, LedgerError, LookupKey,
+    SentCreate, Step, StepState,
 };
+use crate::poll::Doubling;
 
 /// The longest in-process wait for a rate limit; longer waits go through a
 /// delay queue so that the message does not hold a consumer slot.
@@ -37,7 +41,7 @@ const BUSY_WAIT: Duration = Duration::from_secs(3);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// The call's effects are now all in the CRM.
-    Synced { contact_id: CrmId },
+    Synced { contact_id: ContactId },
     /// The call had been synced before; nothing was done.
     Duplicate,
 }
@@ -62,7 +66,7 @@ pub enum SyncError {
     #[error(
         "contact {0} no longer exists in the CRM (deleted or merged); looking the caller up again"
     )]
-    StaleContact(CrmId),
+    StaleContact(ContactId),
 }
 
 /// What the consumer should do with a message whose sync failed.
@@ -199,6 +203,34 @@ impl Syncer {
     /// Syncs one report. Safe to call any number of times, concurrently, from
     /// any number of processes, for the same report.
     pub async fn sync(&self, report: &CallReport) -> Result<Outcome, SyncError> {
+        self.prepare().await?;
+        let key = CallKey::of(report);
+        let owner = Uuid::now_v7();
+        let lease = match wait_while_busy(|| self.ledger.claim(key, owner), Claim::is_busy).await? {
+            Claim::AlreadySynced => return Ok(Outcome::Duplicate),
+            Claim::Busy => return Err(SyncError::Busy),
+            Claim::Acquired { lease, attempt } => {
+                tracing::debug!(attempt, "claimed call");
+                lease
+            }
+        };
+        match self.run_steps(lease, report).await {
+            Ok(contact_id) => {
+                lease.complete(&contact_id).await?;
+                Ok(Outcome::Synced { contact_id })
+            }
+            Err(error) => {
+                // Best effort: if the database is gone the lease simply expires.
+                if let Err(e) = lease.release(&Chain(&error).to_string()).await {
+                    tracing::debug!(error = %Chain(&e), "could not release the call's lease");
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// The CRM's one-time preparation, before the first sync.
+    async fn prepare(&self) -> Result<(), SyncError> {
         self.prepared
             .get_or_try_init(|| async {
                 idempotent(|| self.crm.prepare())
@@ -209,172 +241,154 @@ impl Syncer {
                     })
             })
             .await?;
-
-        let key = CallKey {
-            source: report.source,
-            call_id: &report.call_id,
-        };
-        let owner = Uuid::now_v7();
-        match wait_while_busy(|| self.ledger.claim(key, owner), |c| *c == Claim::Busy).await? {
-            Claim::AlreadySynced => return Ok(Outcome::Duplicate),
-            Claim::Busy => return Err(SyncError::Busy),
-            Claim::Acquired { attempt } => {
-                tracing::debug!(attempt, "claimed call");
-            }
-        }
-
-        match self.run_steps(key, owner, report).await {
-            Ok(contact_id) => {
-                self.ledger.complete(key, &contact_id).await?;
-                Ok(Outcome::Synced { contact_id })
-            }
-            Err(error) => {
-                // Best effort: if the database is gone the lease simply expires.
-                if let Err(e) = self.ledger.release(key, owner, &error.to_string()).await {
-                    tracing::debug!(error = %e, "could not release the call's lease");
-                }
-                Err(error)
-            }
-        }
+        Ok(())
     }
 
+    /// The call's steps, in the contract's order; each one skips itself
+    /// when an earlier attempt finished it.
     async fn run_steps(
         &self,
-        key: CallKey<'_>,
-        owner: Uuid,
+        lease: CallLease<'_>,
         report: &CallReport,
-    ) -> Result<CrmId, SyncError> {
-        let steps: HashMap<Step, StepState> = self.ledger.steps(key).await?.into_iter().collect();
-        let done = |step: Step| matches!(steps.get(&step), Some(StepState::Done { .. }));
-        let mut update_done = done(Step::ContactUpdate);
-
-        let contact_id = match steps.get(&Step::Contact) {
-            // A target without contacts gets the whole report in one request.
-            _ if !self.crm.manages_contacts() => {
-                update_done = true;
-                String::new()
-            }
-            Some(StepState::Done {
-                crm_id: Some(id), ..
-            }) => id.clone(),
-            _ => {
-                let (id, created) = self.resolve_contact(key, owner, report).await?;
-                self.ledger
-                    .finish_step(key, Step::Contact, Some(&id))
-                    .await?;
-                if created {
-                    // A new contact was created with this call's last-call
-                    // fields already set: the update step is done too, once
-                    // the call is recorded as the contact's newest.
-                    wait_while_busy(
-                        || self.ledger.record_latest_call(&id, report.ended_at, key),
-                        |c| *c == LatestCall::Busy,
-                    )
-                    .await?;
-                    self.ledger
-                        .finish_step(key, Step::ContactUpdate, Some(&id))
-                        .await?;
-                    update_done = true;
-                }
-                id
-            }
+    ) -> Result<ContactId, SyncError> {
+        let recorded = self.ledger.steps(lease.key()).await?.into_iter().collect();
+        let call = Call {
+            report,
+            lease,
+            recorded,
         };
+        let contact = self.contact_step(&call).await?;
+        self.call_log_step(&call, &contact.id).await?;
+        self.last_call_step(&call, &contact).await?;
+        self.follow_up_step(&call, &contact.id).await?;
+        Ok(contact.id)
+    }
 
-        if !done(Step::CallLog) {
-            let crm = Arc::clone(&self.crm);
-            let recorded = self
-                .create_marked(
-                    key,
-                    owner,
-                    report,
-                    Step::CallLog,
-                    MarkedRecord::CallLog,
-                    &contact_id,
-                    steps.get(&Step::CallLog),
-                    || crm.record_call(&contact_id, report),
-                )
-                .await;
-            if let Err(SyncError::Crm {
-                error: CrmError::Rejected { .. },
-                ..
-            }) = &recorded
-                && self.crm.manages_contacts()
-                && !idempotent(|| self.crm.contact_exists(&contact_id))
-                    .await
-                    .unwrap_or(true)
-            {
-                // A contact remembered in the ledger (or named by the
-                // provider) was deleted or merged by a human: forget it and
-                // resolve the caller again on the next attempt.
-                self.ledger.forget_contact(&contact_id).await?;
-                self.ledger.reset_contact_steps(key).await?;
-                return Err(SyncError::StaleContact(contact_id));
-            }
-            recorded?;
+    /// The caller's contact, found or created. A target without contacts
+    /// gets the whole report in one request, and has none.
+    async fn contact_step(&self, call: &Call<'_>) -> Result<Filed, SyncError> {
+        if !self.crm.manages_contacts() {
+            return Ok(Filed {
+                id: ContactId::default(),
+                fields_set: true,
+            });
         }
-
-        if !update_done {
-            self.ledger.renew(key, owner).await?;
-            self.update_last_call(key, owner, &contact_id, report)
-                .await?;
+        if let Some(StepState::Done { crm_id: Some(id) }) = call.recorded.get(&Step::Contact) {
+            return Ok(Filed {
+                id: ContactId::from(id.as_str()),
+                fields_set: false,
+            });
         }
-
-        if report.follow_up_needed && !done(Step::FollowUpTask) {
-            let due = time::Duration::try_from(self.follow_up_due)
-                .ok()
-                .and_then(|after| report.ended_at.checked_add(after))
-                .ok_or_else(|| {
-                    SyncError::InvalidReport(format!(
-                        "the follow-up due date is out of range (call ended at {})",
-                        report.ended_at
-                    ))
-                })?;
-            let crm = Arc::clone(&self.crm);
-            self.create_marked(
-                key,
-                owner,
-                report,
-                Step::FollowUpTask,
-                MarkedRecord::FollowUp,
-                &contact_id,
-                steps.get(&Step::FollowUpTask),
-                || crm.create_follow_up(&contact_id, report, due),
+        let (id, created) = self.resolve_contact(call).await?;
+        call.lease
+            .finish_step(Step::Contact, Some(id.as_str()))
+            .await?;
+        if created {
+            // A new contact was created with this call's last-call fields
+            // already set: the update step is done too, once the call is
+            // recorded as the contact's newest.
+            wait_while_busy(
+                || call.lease.record_latest_call(&id, call.report.ended_at),
+                |c| *c == LatestCall::Busy,
             )
             .await?;
+            call.lease
+                .finish_step(Step::ContactUpdate, Some(id.as_str()))
+                .await?;
         }
-        Ok(contact_id)
+        Ok(Filed {
+            id,
+            fields_set: created,
+        })
+    }
+
+    /// The call's record on the contact.
+    async fn call_log_step(&self, call: &Call<'_>, contact: &ContactId) -> Result<(), SyncError> {
+        if call.done(Step::CallLog) {
+            return Ok(());
+        }
+        let marked = Marked {
+            step: Step::CallLog,
+            kind: MarkedRecord::CallLog,
+            contact,
+        };
+        let recorded = self
+            .create_marked(call, marked, || {
+                self.crm.record_call(contact.as_str(), call.report)
+            })
+            .await;
+        if let Err(SyncError::Crm {
+            error: CrmError::Rejected { .. },
+            ..
+        }) = &recorded
+            && self.crm.manages_contacts()
+            && !idempotent(|| self.crm.contact_exists(contact.as_str()))
+                .await
+                .unwrap_or(true)
+        {
+            // A contact remembered in the ledger (or named by the
+            // provider) was deleted or merged by a human: forget it and
+            // resolve the caller again on the next attempt.
+            self.ledger.forget_contact(contact).await?;
+            call.lease.reset_contact_steps().await?;
+            return Err(SyncError::StaleContact(contact.clone()));
+        }
+        recorded.map(drop)
+    }
+
+    /// The contact's last-call fields, unless it was just created with them.
+    async fn last_call_step(&self, call: &Call<'_>, contact: &Filed) -> Result<(), SyncError> {
+        if contact.fields_set || call.done(Step::ContactUpdate) {
+            return Ok(());
+        }
+        call.lease.renew().await?;
+        self.update_last_call(call, &contact.id).await
+    }
+
+    /// The follow-up task, when the report asks for one.
+    async fn follow_up_step(&self, call: &Call<'_>, contact: &ContactId) -> Result<(), SyncError> {
+        if !call.report.follow_up_needed || call.done(Step::FollowUpTask) {
+            return Ok(());
+        }
+        let due = self.follow_up_due(call.report)?;
+        let marked = Marked {
+            step: Step::FollowUpTask,
+            kind: MarkedRecord::FollowUp,
+            contact,
+        };
+        self.create_marked(call, marked, || {
+            self.crm
+                .create_follow_up(contact.as_str(), call.report, due)
+        })
+        .await
+        .map(drop)
+    }
+
+    fn follow_up_due(&self, report: &CallReport) -> Result<OffsetDateTime, SyncError> {
+        time::Duration::try_from(self.follow_up_due)
+            .ok()
+            .and_then(|after| report.ended_at.checked_add(after))
+            .ok_or_else(|| {
+                SyncError::InvalidReport(format!(
+                    "the follow-up due date is out of range (call ended at {})",
+                    report.ended_at
+                ))
+            })
     }
 
     /// Finds or creates the caller's contact; true when it was created now.
-    async fn resolve_contact(
-        &self,
-        key: CallKey<'_>,
-        owner: Uuid,
-        report: &CallReport,
-    ) -> Result<(CrmId, bool), SyncError> {
-        let step = Step::Contact.as_str();
-        let crm_error = |error| SyncError::Crm { step, error };
-
-        if let Some(hint) = &report.crm_id {
-            if idempotent(|| self.crm.contact_exists(hint))
-                .await
-                .map_err(crm_error)?
-            {
-                return Ok((hint.clone(), false));
-            }
-            tracing::warn!(crm_id = %hint, "the provider's CRM id does not exist; looking the caller up instead");
+    async fn resolve_contact(&self, call: &Call<'_>) -> Result<(ContactId, bool), SyncError> {
+        let report = call.report;
+        if let Some(id) = self.provided_contact(report).await? {
+            return Ok((id, false));
         }
-
         let lookup =
             ContactLookup::new(report.caller.phone.as_ref(), report.caller.email.as_deref());
-        let lookup_key = match (&lookup.phone, &lookup.email) {
-            (Some(phone), _) => format!("phone:{phone}"),
-            (None, Some(email)) => format!("email:{email}"),
-            (None, None) => return Err(SyncError::NoIdentity),
-        };
-
+        let key = LookupKey::for_caller(lookup.phone.as_deref(), lookup.email.as_deref())
+            .ok_or(SyncError::NoIdentity)?;
+        let owner = call.lease.owner();
         let claim = wait_while_busy(
-            || self.ledger.claim_contact(&lookup_key, owner),
+            || self.ledger.claim_contact(&key, owner),
             |c| *c == ContactClaim::Busy,
         )
         .await?;
@@ -383,59 +397,99 @@ impl Syncer {
             ContactClaim::Busy => return Err(SyncError::Busy),
             ContactClaim::Acquired { pending_since } => pending_since,
         };
-
-        let mut sent = SentCreate::None;
-        let result = async {
-            if let Some(since) = pending_since {
-                let waited = elapsed_since(since);
-                if waited < self.index_lag {
-                    return Err(SyncError::AwaitingIndex {
-                        step,
-                        wait: self.index_lag - waited,
-                    });
-                }
-            }
-            self.ledger.renew(key, owner).await?;
-            if let Some(id) = idempotent(|| self.crm.find_contact(&lookup))
-                .await
-                .map_err(crm_error)?
-            {
-                self.ledger.contact_resolved(&lookup_key, &id).await?;
-                return Ok((id, false));
-            }
-            let new_contact = NewContact { report };
-            let created = self
-                .fenced(
-                    || self.ledger.contact_pending(&lookup_key, owner),
-                    || self.crm.create_contact(&new_contact),
-                    false,
-                )
-                .await;
-            match created {
-                Ok(created) => {
-                    self.ledger
-                        .contact_resolved(&lookup_key, &created.id)
-                        .await?;
-                    Ok((created.id, created.has_last_call))
-                }
-                Err(Attempt::Fence(e)) => Err(e.into()),
-                Err(Attempt::Crm(error)) => {
-                    sent = match error.applied() {
-                        Applied::No => SentCreate::NotApplied,
-                        Applied::Unknown => SentCreate::Unknown,
-                    };
-                    Err(crm_error(error))
-                }
-            }
-        }
-        .await;
-
-        if result.is_err()
-            && let Err(e) = self.ledger.release_contact(&lookup_key, owner, sent).await
+        match self
+            .find_or_create_contact(call, &lookup, &key, pending_since)
+            .await
         {
-            tracing::debug!(error = %e, "could not release the contact key");
+            Ok(resolved) => Ok(resolved),
+            Err(Unresolved { error, sent }) => {
+                if let Err(e) = self.ledger.release_contact(&key, owner, sent).await {
+                    tracing::debug!(error = %Chain(&e), "could not release the contact key");
+                }
+                Err(error)
+            }
         }
-        result
+    }
+
+    /// The contact the provider named by its CRM id, if the CRM has it.
+    async fn provided_contact(&self, report: &CallReport) -> Result<Option<ContactId>, SyncError> {
+        let Some(hint) = &report.crm_id else {
+            return Ok(None);
+        };
+        if idempotent(|| self.crm.contact_exists(hint))
+            .await
+            .map_err(contact_error)?
+        {
+            return Ok(Some(ContactId::from(hint.as_str())));
+        }
+        tracing::warn!(crm_id = %hint, "the provider's CRM id does not exist; looking the caller up instead");
+        Ok(None)
+    }
+
+    /// Holding the lookup key: waits for the CRM's index to show a create
+    /// of unknown outcome, then searches, and creates the contact if the
+    /// search finds none.
+    async fn find_or_create_contact(
+        &self,
+        call: &Call<'_>,
+        lookup: &ContactLookup,
+        key: &LookupKey,
+        pending_since: Option<OffsetDateTime>,
+    ) -> Result<(ContactId, bool), Unresolved> {
+        if let Some(since) = pending_since {
+            let waited = elapsed_since(since);
+            if waited < self.index_lag {
+                return Err(SyncError::AwaitingIndex {
+                    step: Step::Contact.as_str(),
+                    wait: self.index_lag - waited,
+                }
+                .into());
+            }
+        }
+        call.lease.renew().await?;
+        if let Some(id) = idempotent(|| self.crm.find_contact(lookup))
+            .await
+            .map_err(contact_error)?
+        {
+            let id = ContactId::from(id);
+            self.ledger.contact_resolved(key, &id).await?;
+            return Ok((id, false));
+        }
+        self.create_contact(call, key).await
+    }
+
+    /// Creates the contact, fenced by the lookup key's lease; true when it
+    /// got this call's last-call fields.
+    async fn create_contact(
+        &self,
+        call: &Call<'_>,
+        key: &LookupKey,
+    ) -> Result<(ContactId, bool), Unresolved> {
+        let new_contact = NewContact {
+            report: call.report,
+        };
+        let created = self
+            .fenced(
+                || self.ledger.contact_pending(key, call.lease.owner()),
+                || self.crm.create_contact(&new_contact),
+                false,
+            )
+            .await;
+        match created {
+            Ok(created) => {
+                let id = ContactId::from(created.id);
+                self.ledger.contact_resolved(key, &id).await?;
+                Ok((id, created.has_last_call))
+            }
+            Err(Attempt::Fence(e)) => Err(e.into()),
+            Err(Attempt::Crm(error)) => Err(Unresolved {
+                sent: match error.applied() {
+                    Applied::No => SentCreate::NotApplied,
+                    Applied::Unknown => SentCreate::Unknown,
+                },
+                error: contact_error(error),
+            }),
+        }
     }
 
     /// Writes the call into the contact's last-call fields unless a newer
@@ -445,64 +499,65 @@ impl Syncer {
     /// after a newer one.
     async fn update_last_call(
         &self,
-        key: CallKey<'_>,
-        owner: Uuid,
-        contact_id: &str,
-        report: &CallReport,
+        call: &Call<'_>,
+        contact: &ContactId,
     ) -> Result<(), SyncError> {
-        let claim = || {
-            self.ledger
-                .claim_latest_call(contact_id, report.ended_at, key, owner)
-        };
+        let claim = || call.lease.claim_latest_call(contact, call.report.ended_at);
         match wait_while_busy(claim, |c| *c == LatestCall::Busy).await? {
-            LatestCall::Busy => return Err(SyncError::Busy),
+            LatestCall::Busy => Err(SyncError::Busy),
             LatestCall::Older => {
                 tracing::debug!("a newer call already set the contact's last-call fields");
-                self.ledger
-                    .finish_step(key, Step::ContactUpdate, Some(contact_id))
+                call.lease
+                    .finish_step(Step::ContactUpdate, Some(contact.as_str()))
                     .await?;
-                return Ok(());
+                Ok(())
             }
-            LatestCall::Write => {}
+            LatestCall::Write => self.write_last_call(call, contact).await,
         }
+    }
+
+    /// Sends the update of the last-call fields [`Syncer::update_last_call`]
+    /// was granted, and records it.
+    async fn write_last_call(&self, call: &Call<'_>, contact: &ContactId) -> Result<(), SyncError> {
         // Every attempt after the first extends the lease (claiming again
-        // does); the first is sent right after the claim above.
-        let fresh = std::sync::atomic::AtomicBool::new(true);
+        // does); the first is sent right after the claim that granted it.
+        let fresh = AtomicBool::new(true);
         let fence = || async {
-            if fresh.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            if fresh.swap(false, Ordering::Relaxed) {
                 return Ok(());
             }
-            match claim().await? {
+            match call
+                .lease
+                .claim_latest_call(contact, call.report.ended_at)
+                .await?
+            {
                 LatestCall::Write => Ok(()),
                 _ => Err(LedgerError::LeaseLost(format!(
-                    "last-call fields of contact {contact_id}"
+                    "last-call fields of contact {contact}"
                 ))),
             }
         };
         // An update whose outcome is unknown may still be applied later,
         // even after a retry of it succeeded: then the lease is left to
         // expire, so that no newer call's update is sent before that.
-        let unknown = std::sync::atomic::AtomicBool::new(false);
+        let unknown = AtomicBool::new(false);
         let update = || async {
-            let result = self.crm.update_contact(contact_id, report).await;
+            let result = self.crm.update_contact(contact.as_str(), call.report).await;
             if matches!(&result, Err(e) if e.applied() == Applied::Unknown) {
-                unknown.store(true, std::sync::atomic::Ordering::Relaxed);
+                unknown.store(true, Ordering::Relaxed);
             }
             result
         };
         let result = self.fenced(fence, update, true).await;
-        let settled = !unknown.load(std::sync::atomic::Ordering::Relaxed);
+        let settled = !unknown.load(Ordering::Relaxed);
         if result.is_err()
             && settled
-            && let Err(e) = self.ledger.release_latest_call(contact_id, owner).await
+            && let Err(e) = call.lease.release_latest_call(contact).await
         {
-            tracing::debug!(error = %e, "could not release the last-call lease; it will expire");
+            tracing::debug!(error = %Chain(&e), "could not release the last-call lease; it will expire");
         }
         match result {
-            Ok(()) => Ok(self
-                .ledger
-                .finish_update(key, contact_id, owner, settled)
-                .await?),
+            Ok(()) => Ok(call.lease.finish_update(contact, settled).await?),
             Err(Attempt::Fence(e)) => Err(e.into()),
             Err(Attempt::Crm(error)) => Err(SyncError::Crm {
                 step: Step::ContactUpdate.as_str(),
@@ -512,84 +567,114 @@ impl Syncer {
     }
 
     /// Creates a record carrying the call's marker exactly once.
-    #[allow(clippy::too_many_arguments)]
     async fn create_marked<F, Fut>(
         &self,
-        key: CallKey<'_>,
-        owner: Uuid,
-        report: &CallReport,
-        step: Step,
-        kind: MarkedRecord,
-        contact: &str,
-        recorded: Option<&StepState>,
+        call: &Call<'_>,
+        marked: Marked<'_>,
         create: F,
     ) -> Result<CrmId, SyncError>
     where
         F: Fn() -> Fut,
         Fut: Future<Output = Result<CrmId, CrmError>>,
     {
-        let name = step.as_str();
-        let marker = report.marker();
-        let mut unknown_since = match recorded {
-            Some(StepState::Started { since }) => Some(*since),
-            _ => None,
-        };
+        let mut unknown_since = call.unknown_since(marked.step);
         // Bounded: with no index lag an unknown outcome is searched for at
         // once; after three rounds of "unknown" in a row the last error goes
         // back to the consumer as a (counted) transient failure.
         let mut last_error = None;
         for _ in 0..3 {
-            if let Some(since) = unknown_since {
-                let waited = elapsed_since(since);
-                if waited < self.index_lag {
-                    return Err(SyncError::AwaitingIndex {
-                        step: name,
-                        wait: self.index_lag - waited,
-                    });
-                }
-                self.ledger.renew(key, owner).await?;
-                let found = idempotent(|| self.crm.find_marked(kind, contact, &marker))
-                    .await
-                    .map_err(|error| SyncError::Crm { step: name, error })?;
-                if let Some(id) = found {
-                    tracing::info!(step = name, crm_id = %id, "adopted the record of an earlier attempt whose outcome was unknown");
-                    self.ledger.finish_step(key, step, Some(&id)).await?;
-                    return Ok(id);
-                }
-            }
-            match self
-                .fenced(|| self.ledger.start_step(key, owner, step), &create, false)
-                .await
+            if let Some(since) = unknown_since
+                && let Some(id) = self.adopt_marked(call, &marked, since).await?
             {
-                Ok(id) => {
-                    self.ledger.finish_step(key, step, Some(&id)).await?;
-                    return Ok(id);
-                }
-                Err(Attempt::Fence(e)) => return Err(e.into()),
-                Err(Attempt::Crm(error)) if error.applied() == Applied::No => {
-                    self.ledger.abandon_step(key, owner, step).await?;
-                    return Err(SyncError::Crm { step: name, error });
-                }
-                Err(Attempt::Crm(error)) => {
-                    // The clock for "when will the CRM show it" starts now:
-                    // the request may be applied until its connection ended.
-                    self.ledger.step_outcome_unknown(key, owner, step).await?;
-                    if !self.index_lag.is_zero() {
-                        return Err(SyncError::Crm { step: name, error });
-                    }
-                    tracing::warn!(step = name, %error, "outcome unknown; searching for the marker");
+                return Ok(id);
+            }
+            match self.send_marked(call, marked.step, &create).await? {
+                Sent::Created(id) => return Ok(id),
+                Sent::Unknown(error) => {
                     unknown_since = Some(OffsetDateTime::now_utc());
                     last_error = Some(error);
                 }
             }
         }
+        let step = marked.step.as_str();
         Err(match last_error {
-            Some(error) => SyncError::Crm { step: name, error },
+            Some(error) => SyncError::Crm { step, error },
             None => SyncError::AwaitingIndex {
-                step: name,
+                step,
                 wait: Duration::ZERO,
             },
         })
+    }
+
+    /// Searches for the record of an earlier request whose outcome was
+    /// unknown `since` then, once the CRM's index can show it, and adopts
+    /// the record found.
+    async fn adopt_marked(
+        &self,
+        call: &Call<'_>,
+        marked: &Marked<'_>,
+        since: OffsetDateTime,
+    ) -> Result<Option<CrmId>, SyncError> {
+        let step = marked.step.as_str();
+        let waited = elapsed_since(since);
+        if waited < self.index_lag {
+            return Err(SyncError::AwaitingIndex {
+                step,
+                wait: self.index_lag - waited,
+            });
+        }
+        call.lease.renew().await?;
+        let marker = call.report.marker();
+        let found = idempotent(|| {
+            self.crm
+                .find_marked(marked.kind, marked.contact.as_str(), &marker)
+        })
+        .await
+        .map_err(|error| SyncError::Crm { step, error })?;
+        if let Some(id) = &found {
+            tracing::info!(step, crm_id = %id, "adopted the record of an earlier attempt whose outcome was unknown");
+            call.lease.finish_step(marked.step, Some(id)).await?;
+        }
+        Ok(found)
+    }
+
+    /// Sends one create for `step`, fenced by the call's lease, and records
+    /// what became of it.
+    async fn send_marked<F, Fut>(
+        &self,
+        call: &Call<'_>,
+        step: Step,
+        create: &F,
+    ) -> Result<Sent, SyncError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<CrmId, CrmError>>,
+    {
+        let name = step.as_str();
+        match self
+            .fenced(|| call.lease.start_step(step), create, false)
+            .await
+        {
+            Ok(id) => {
+                call.lease.finish_step(step, Some(&id)).await?;
+                Ok(Sent::Created(id))
+            }
+            Err(Attempt::Fence(e)) => Err(e.into()),
+            Err(Attempt::Crm(error)) if error.applied() == Applied::No => {
+                call.lease.abandon_step(step).await?;
+                Err(SyncError::Crm { step: name, error })
+            }
+            Err(Attempt::Crm(error)) => {
+                // The clock for "when will the CRM show it" starts now:
+                // the request may be applied until its connection ended.
+                call.lease.step_outcome_unknown(step).await?;
+                if !self.index_lag.is_zero() {
+                    return Err(SyncError::Crm { step: name, error });
+                }
+                tracing::warn!(step = name, error = %Chain(&error), "outcome unknown; searching for the marker");
+                Ok(Sent::Unknown(error))
+            }
+        }
     }
 
     /// Sends a create only right after the lease was extended: `fence` runs
@@ -639,6 +724,82 @@ enum Attempt {
     Crm(CrmError),
 }
 
+/// The call being synced: its report, this attempt's lease on it, and the
+/// steps earlier attempts recorded.
+struct Call<'a> {
+    report: &'a CallReport,
+    lease: CallLease<'a>,
+    recorded: HashMap<Step, StepState>,
+}
+
+impl Call<'_> {
+    fn done(&self, step: Step) -> bool {
+        matches!(self.recorded.get(&step), Some(StepState::Done { .. }))
+    }
+
+    /// When an earlier attempt's request for `step` ended without a known
+    /// outcome, if one did.
+    fn unknown_since(&self, step: Step) -> Option<OffsetDateTime> {
+        match self.recorded.get(&step) {
+            Some(StepState::Started { since }) => Some(*since),
+            _ => None,
+        }
+    }
+}
+
+/// The contact a call is filed under.
+struct Filed {
+    id: ContactId,
+    /// Its last-call fields need no update: it was created with them just
+    /// now, or the target keeps no contacts.
+    fields_set: bool,
+}
+
+/// A record that carries the call's marker, so that an attempt can find
+/// what an earlier one created.
+struct Marked<'a> {
+    step: Step,
+    kind: MarkedRecord,
+    contact: &'a ContactId,
+}
+
+/// What became of one create of a marked record that did not fail.
+enum Sent {
+    Created(CrmId),
+    /// It may have been applied, and the CRM's index shows records at
+    /// once: search for its marker before sending it again.
+    Unknown(CrmError),
+}
+
+/// A contact resolution that failed, and what became of the create it
+/// sent, if any: the lookup key is released saying so.
+struct Unresolved {
+    error: SyncError,
+    sent: SentCreate,
+}
+
+impl From<SyncError> for Unresolved {
+    fn from(error: SyncError) -> Self {
+        Self {
+            error,
+            sent: SentCreate::None,
+        }
+    }
+}
+
+impl From<LedgerError> for Unresolved {
+    fn from(error: LedgerError) -> Self {
+        SyncError::from(error).into()
+    }
+}
+
+fn contact_error(error: CrmError) -> SyncError {
+    SyncError::Crm {
+        step: Step::Contact.as_str(),
+        error,
+    }
+}
+
 fn elapsed_since(since: OffsetDateTime) -> Duration {
     Duration::try_from(OffsetDateTime::now_utc() - since).unwrap_or(Duration::ZERO)
 }
@@ -649,15 +810,17 @@ where
     F: Fn() -> Fut,
     Fut: Future<Output = Result<T, LedgerError>>,
 {
-    let deadline = tokio::time::Instant::now() + BUSY_WAIT;
-    let mut pause = Duration::from_millis(25);
+    let mut pauses =
+        Doubling::new(Duration::from_millis(25), Duration::from_millis(400)).within(BUSY_WAIT);
     loop {
         let result = claim().await?;
-        if !busy(&result) || tokio::time::Instant::now() >= deadline {
+        if !busy(&result) {
             return Ok(result);
         }
+        let Some(pause) = pauses.pause() else {
+            return Ok(result);
+        };
         tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(400));
     }
 }
 

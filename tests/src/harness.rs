@@ -103,7 +103,7 @@ pub async fn require_services() {
         assert!(
             reachable,
             "{name} is not reachable at {addr}: the end-to-end tests need it. \
-             Start the local services with scripts/services.sh (see README, Testing)."
+             Start the local services with scripts/services.sh (see docs/testing.md)."
         );
     }
 }

@@ -1,8 +1,7 @@
 //! The benchmark at tiny sizes: it runs, nothing is lost or refused, the
 //! CRM holds what the calls must have made, and the CRM requests per call
 //! are the design's. No speed is asserted (the machine is shared); the full
-//! run is `cargo run --release -p callsync-tests --bin bench` (README,
-//! Performance).
+//! run is `cargo run --release -p callsync-tests --bin bench` (docs/performance.md).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

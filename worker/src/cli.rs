@@ -24,7 +24,7 @@ use callsync_shared::Source;
 /// Syncs voice-AI call reports from RabbitMQ into a CRM, exactly once.
 ///
 /// Without a command, runs the worker. Settings come from CALLSYNC_*
-/// environment variables (see the README).
+/// environment variables (see docs/operations.md).
 #[derive(Debug, Parser)]
 #[command(name = "callsync-worker", version)]
 struct Cli {

@@ -1070,7 +1070,7 @@ async fn measure_rate_limit(
     })
 }
 
-/// The report as text tables (also the README's Performance section);
+/// The report as text tables (also docs/performance.md's figures);
 /// a scenario that did not run has no table.
 pub fn render(report: &Report) -> String {
     let mut out = String::new();

@@ -318,7 +318,7 @@ fn token_refused(status: StatusCode, body: &[u8]) -> CrmError {
 /// One gap remains: if the database fails between the endpoint's answer and
 /// the commit, the new refresh token is lost and the stored one is spent.
 /// The worker then pauses on `invalid_grant`, and a new refresh token must be
-/// configured (the README's runbook says how).
+/// configured (docs/operations.md, "The CRM rejected our token", says how).
 #[derive(Debug, Clone)]
 pub struct RefreshTokenStore {
     pool: PgPool,

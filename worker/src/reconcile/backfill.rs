@@ -1,5 +1,5 @@
 //! `callsync-worker backfill`: one window of one platform's call list,
-//! on demand, for the hours a webhook outage lost (see the README's runbook).
+//! on demand, for the hours a webhook outage lost (docs/operations.md, "We were down for an hour").
 //!
 //! It walks the window as a scheduled round does, without a lease or a
 //! checkpoint: running it twice, or beside the reconciler, queues nothing

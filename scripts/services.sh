@@ -34,6 +34,25 @@ wait_for() { # name host port seconds
   return 1
 }
 
+# Starts the local broker with as many file descriptors as the hard limit
+# allows: the test suites open hundreds of connections, and the 1024 that
+# `su` (which rabbitmq-server uses to drop root) resets the soft limit to
+# wedges the broker. As root, drop to the rabbitmq user with setpriv, which
+# keeps the raised limit; otherwise start it as installed.
+start_rabbitmq() {
+  if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null 2>&1 && id rabbitmq >/dev/null 2>&1 &&
+    [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ]; then
+    (
+      ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+      cd /var/lib/rabbitmq &&
+        HOME=/var/lib/rabbitmq setpriv --reuid=rabbitmq --regid=rabbitmq --init-groups \
+          /usr/lib/rabbitmq/bin/rabbitmq-server -detached
+    )
+  else
+    rabbitmq-server -detached
+  fi
+}
+
 if ! listening "$pg_host" "$pg_port"; then
   if command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ]; then
     version=$(ls /etc/postgresql | sort -V | tail -n 1)
@@ -49,7 +68,7 @@ wait_for PostgreSQL "$pg_host" "$pg_port" 30
 if ! listening "$amqp_host" "$amqp_port"; then
   if command -v rabbitmq-server >/dev/null 2>&1; then
     echo "starting RabbitMQ"
-    rabbitmq-server -detached || true
+    start_rabbitmq || true
   else
     echo "error: RabbitMQ is not listening on $amqp_host:$amqp_port and no local installation was found" >&2
     exit 1
@@ -65,7 +84,8 @@ cat >&2 <<EOF
 error: RabbitMQ listens on $amqp_host:$amqp_port but does not answer the AMQP handshake.
 The usual cause is a broker out of file descriptors, held by connections of
 test processes that were killed: \`rabbitmq-diagnostics status\` shows the
-count against the limit. Restart the broker (and raise its limit with
-\`ulimit -n\` before starting it) to recover.
+count against the limit. Stop the broker (\`rabbitmqctl stop\`) and run this
+script again: it starts the broker with the hard limit of file descriptors.
+Then \`scripts/purge-test-queues.sh\` deletes what killed test runs left.
 EOF
 exit 1

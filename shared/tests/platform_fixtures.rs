@@ -251,11 +251,75 @@ fn a_bland_post_call_webhook_parses_to_the_expected_report() {
 }
 
 #[test]
-fn blands_second_post_is_a_report_of_the_same_call_with_the_corrected_transcript() {
+fn blands_second_post_in_the_documented_shape_is_a_report_of_the_same_call_with_the_corrected_transcript()
+ {
     let first = report(Source::Bland, "bland_post_call.json");
     let second = report(Source::Bland, "bland_post_call_corrected.json");
     assert_eq!(first.marker(), second.marker());
-    assert!(lines(&second)[0].1.contains("forty seats"));
+    assert_eq!(
+        lines(&second),
+        vec![
+            (
+                "user".to_owned(),
+                "Hi, I need pricing for forty seats.".to_owned()
+            ),
+            (
+                "assistant".to_owned(),
+                "Happy to help, a rep will call you tomorrow.".to_owned()
+            ),
+        ],
+        "corrected_transcript.segments, not the first POST's transcript"
+    );
+    assert!(!second.extra.contains_key("citations"));
+    assert_eq!(phone(&second), phone(&first));
+}
+
+#[test]
+fn blands_delayed_post_carrying_only_the_corrected_transcript_is_ignored_not_refused() {
+    assert_eq!(
+        ignored(Source::Bland, "bland_delayed_post.json"),
+        "corrected-transcript"
+    );
+}
+
+#[test]
+fn a_bland_body_posted_before_the_call_completed_or_without_saying_so_is_not_the_report() {
+    let mut during =
+        serde_json::from_slice::<serde_json::Value>(&fixture("bland_post_call.json")).unwrap();
+    during["completed"] = json!(false);
+    during["queue_status"] = json!("started");
+    let mut unmarked = during.clone();
+    unmarked.as_object_mut().unwrap().remove("completed");
+    // What a dashboard test may send: Bland does not document its body.
+    let test = json!({"call_id": "test-call", "message": "Test webhook"});
+    let as_text = json!({"call_id": "c-1", "completed": "true", "from": "+14155550154"});
+    for body in [during, unmarked, test, as_text] {
+        let body = serde_json::to_vec(&body).unwrap();
+        assert_eq!(
+            inspect(Source::Bland, &body),
+            Ok(Envelope::Ignored("call-not-completed".to_owned()))
+        );
+        assert_eq!(
+            parse(Source::Bland, &body, &ctx()),
+            Ok(Parsed::Ignored {
+                event: "call-not-completed".to_owned()
+            })
+        );
+    }
+}
+
+#[test]
+fn ten_bare_digits_from_bland_are_a_north_american_number_whatever_the_default_region() {
+    let gb = ParseContext {
+        region: "GB".parse().unwrap(),
+        ..ctx()
+    };
+    let Ok(Parsed::Report(r)) = parse(Source::Bland, &fixture("bland_outbound_call.json"), &gb)
+    else {
+        panic!("expected a report");
+    };
+    assert_eq!(r.caller.phone.as_ref().unwrap().raw, "4155550166");
+    assert_eq!(phone(&r), Some("+14155550166"));
 }
 
 #[test]
@@ -297,7 +361,11 @@ fn a_body_without_the_call_id_is_refused_for_every_new_platform() {
             json!({"type": "post_call_transcription", "data": {}}),
             "data.conversation_id",
         ),
-        (Source::Bland, json!({"summary": "no id"}), "call_id"),
+        (
+            Source::Bland,
+            json!({"completed": true, "summary": "no id"}),
+            "call_id",
+        ),
     ] {
         let body = serde_json::to_vec(&body).unwrap();
         let error = parse(source, &body, &ctx()).unwrap_err();

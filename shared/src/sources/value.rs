@@ -173,6 +173,16 @@ pub fn text_transcript(text: &str) -> Option<crate::report::Transcript> {
 
 /// A transcript sent as an array of turns (`{role, <content_key>}`).
 pub fn turns(value: Option<&Value>, content_keys: &[&str]) -> Option<crate::report::Transcript> {
+    turns_of(value, &["role"], content_keys)
+}
+
+/// A transcript sent as an array of turns whose speaker is at one of
+/// `role_keys` and whose words are at one of `content_keys`.
+pub fn turns_of(
+    value: Option<&Value>,
+    role_keys: &[&str],
+    content_keys: &[&str],
+) -> Option<crate::report::Transcript> {
     use crate::report::{Transcript, TranscriptLine};
     let lines: Vec<TranscriptLine> = value?
         .as_array()?
@@ -180,7 +190,7 @@ pub fn turns(value: Option<&Value>, content_keys: &[&str]) -> Option<crate::repo
         .filter_map(Value::as_object)
         .filter_map(|turn| {
             Some(TranscriptLine {
-                role: text(turn, &["role"]).unwrap_or_else(|| "unknown".to_owned()),
+                role: text(turn, role_keys).unwrap_or_else(|| "unknown".to_owned()),
                 content: text(turn, content_keys)?,
             })
         })

@@ -118,6 +118,62 @@ fn a_vapi_web_call_has_no_number() {
 }
 
 #[test]
+fn vapi_structured_outputs_are_read_into_the_analysis_by_name_and_set_the_follow_up_flag() {
+    let r = report(Source::Vapi, "vapi_structured_outputs.json");
+    assert!(r.follow_up_needed, "the output named follow_up_needed");
+    assert_eq!(r.analysis["follow_up_needed"], json!(true));
+    assert_eq!(
+        r.analysis["appointment"],
+        json!({"service": "cleaning", "preferredWeek": "2026-W03"})
+    );
+    // On a clash the Structured Output wins over analysis.structuredData…
+    assert_eq!(r.analysis["intent"], json!("reschedule"));
+    // …unless it has no result.
+    assert_eq!(r.sentiment.as_deref(), Some("neutral"));
+    assert_eq!(
+        r.summary.as_deref(),
+        Some("Sam wants to move his cleaning to next week and asked for a call back.")
+    );
+}
+
+#[test]
+fn a_vapi_recording_is_the_mono_combined_url_then_the_stereo_url_then_the_deprecated_field() {
+    let r = report(Source::Vapi, "vapi_structured_outputs.json");
+    assert_eq!(
+        r.recording_url.as_deref(),
+        Some("https://storage.vapi.ai/c4e1f0a2-6b3d-4f8e-9a7c-2d5b8e1f4a60-mono.wav")
+    );
+    let mut body: serde_json::Value =
+        serde_json::from_slice(&fixture("vapi_structured_outputs.json")).unwrap();
+    let artifact = &mut body["message"]["artifact"];
+    artifact["recordingUrl"] = json!("https://storage.vapi.ai/deprecated.wav");
+    artifact["recording"]["mono"]
+        .as_object_mut()
+        .unwrap()
+        .remove("combinedUrl");
+    let read = |body: &serde_json::Value| match parse(
+        Source::Vapi,
+        &serde_json::to_vec(body).unwrap(),
+        &ctx(),
+    ) {
+        Ok(Parsed::Report(r)) => r.recording_url,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        read(&body).as_deref(),
+        Some("https://storage.vapi.ai/c4e1f0a2-6b3d-4f8e-9a7c-2d5b8e1f4a60-stereo.wav")
+    );
+    body["message"]["artifact"]
+        .as_object_mut()
+        .unwrap()
+        .remove("recording");
+    assert_eq!(
+        read(&body).as_deref(),
+        Some("https://storage.vapi.ai/deprecated.wav")
+    );
+}
+
+#[test]
 fn a_retell_call_analyzed_event_parses_to_the_expected_report() {
     let r = report(Source::Retell, "retell_call_analyzed.json");
     assert_eq!(r.source, Source::Retell);

@@ -115,11 +115,8 @@ fn parse(body: Body, call_id: CallId, ctx: &ParseContext) -> Result<CallReport, 
     );
 
     let analysis_block = object(message, &["analysis"]);
-    let analysis = analysis_block
-        .and_then(|a| object(a, &["structuredData"]))
-        .cloned()
-        .unwrap_or_default();
     let artifact = object(message, &["artifact"]);
+    let analysis = analysis(analysis_block, artifact);
     let transcript = artifact
         .and_then(|a| turns(field(a, &["messages"]), &["message", "content"]))
         .or_else(|| {
@@ -142,14 +139,58 @@ fn parse(body: Body, call_id: CallId, ctx: &ParseContext) -> Result<CallReport, 
         sentiment: field(&analysis, &["sentiment"]).and_then(sentiment),
         follow_up_needed: follow_up(&analysis),
         analysis: analysis.into(),
-        recording_url: artifact
-            .and_then(|a| text(a, &["recordingUrl"]))
-            .or_else(|| text(message, &["recordingUrl"])),
+        recording_url: recording_url(message, artifact),
         transcript,
         crm_id: hints.crm_id,
         called_number: object(message, &["phoneNumber"]).and_then(|n| text(n, &["number"])),
         extra: without(message, KNOWN),
     })
+}
+
+/// The call's structured analysis: the deprecated `analysis.structuredData`
+/// and the results of the assistant's Structured Outputs, by name.
+///
+/// Vapi recommends Structured Outputs over the `analysisPlan`, whose
+/// `structuredDataPlan` is `deprecated: true` ("If you're configuring call
+/// analysis for the first time, start with structured outputs",
+/// VapiAI/docs @ eabfa530 `fern/assistants/call-analysis.mdx`). Their
+/// results arrive as `artifact.structuredOutputs`, `{<output id>: {name,
+/// result}}` (`fern/assistants/structured-outputs.mdx`, "Access extracted
+/// data"). On a name both carry, the Structured Output wins: it is the
+/// mechanism Vapi maintains, and an assistant moving to it keeps the old
+/// plan only until the move is done. A result that is `null` (the output
+/// did not run) takes nothing away. A result named `follow_up_needed` is
+/// the follow-up flag, like the key of that name in `structuredData`.
+fn analysis(analysis_block: Option<&Body>, artifact: Option<&Body>) -> Body {
+    let mut analysis = analysis_block
+        .and_then(|a| object(a, &["structuredData"]))
+        .cloned()
+        .unwrap_or_default();
+    let outputs = artifact.and_then(|a| object(a, &["structuredOutputs"]));
+    for output in outputs.into_iter().flat_map(|o| o.values()) {
+        let Some(output) = output.as_object() else {
+            continue;
+        };
+        if let (Some(name), Some(result)) = (text(output, &["name"]), field(output, &["result"])) {
+            analysis.insert(name, result.clone());
+        }
+    }
+    analysis
+}
+
+/// The recording: `artifact.recording.mono.combinedUrl`, else
+/// `artifact.recording.stereoUrl`, else the deprecated `artifact.recordingUrl`
+/// (Vapi's openapi `Artifact.recordingUrl`: `deprecated: true`, replaced by
+/// `Artifact.recording`, whose `Recording.mono` is `Mono.combinedUrl`,
+/// "the combined recording url for the call").
+fn recording_url(message: &Body, artifact: Option<&Body>) -> Option<String> {
+    let recording = artifact.and_then(|a| object(a, &["recording"]));
+    recording
+        .and_then(|r| object(r, &["mono"]))
+        .and_then(|mono| text(mono, &["combinedUrl"]))
+        .or_else(|| recording.and_then(|r| text(r, &["stereoUrl"])))
+        .or_else(|| artifact.and_then(|a| text(a, &["recordingUrl"])))
+        .or_else(|| text(message, &["recordingUrl"]))
 }
 
 #[cfg(test)]

@@ -345,3 +345,63 @@ async fn a_bland_body_posted_during_the_call_is_ignored_and_the_final_report_is_
     assert!(!body.contains("Call in progress"), "{body}");
     app.shutdown().await;
 }
+
+/// A Vapi HMAC credential set up with other options than the defaults
+/// (SHA-512, base64, its own header names and prefix), described to ingest
+/// with the `CALLSYNC_VAPI_*` variables: its webhooks are accepted, and the
+/// default scheme's signature is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vapi_credential_with_other_options_is_verified_as_configured() {
+    use base64::Engine as _;
+    use hmac::{KeyInit, Mac};
+
+    let app = configure_every_source(TestApp::builder().workers(0))
+        .ingest_set("CALLSYNC_VAPI_HMAC_ALGORITHM", "sha512")
+        .ingest_set("CALLSYNC_VAPI_SIGNATURE_ENCODING", "base64")
+        .ingest_set("CALLSYNC_VAPI_SIGNATURE_HEADER", "x-vapi-signature")
+        .ingest_set("CALLSYNC_VAPI_TIMESTAMP_HEADER", "x-vapi-timestamp")
+        .ingest_set("CALLSYNC_VAPI_SIGNATURE_PREFIX", "v1=")
+        .start()
+        .await;
+    let body = fixture(case(Source::Vapi).final_report);
+    let ms = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).to_string();
+    let mut mac =
+        hmac::Hmac::<sha2::Sha512>::new_from_slice(callsync_tests::sources::VAPI_SECRET.as_bytes())
+            .unwrap();
+    mac.update(format!("{ms}.").as_bytes());
+    mac.update(&body);
+    let signature = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    let headers = [
+        ("x-vapi-timestamp", ms),
+        ("x-vapi-signature", format!("v1={signature}")),
+        ("Content-Type", "application/json".to_owned()),
+    ];
+    let (status, answer) = app.post("/webhooks/vapi", &headers, body.clone()).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    assert_eq!(answer["accepted"], Value::Bool(true), "{answer}");
+
+    let default = signed_headers(Source::Vapi, &body);
+    let (status, answer) = app.post("/webhooks/vapi", &default, body).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("x-vapi-timestamp"),
+        "{answer}"
+    );
+    app.shutdown().await;
+}
+
+/// Ingest refuses to start with a Vapi credential option Vapi does not
+/// document, naming the variable, instead of answering 401 to every call.
+#[test]
+fn ingest_refuses_to_start_with_a_vapi_option_vapi_does_not_document() {
+    let env = callsync_shared::config::Env::from_pairs([
+        ("CALLSYNC_VAPI_SECRET", "s"),
+        ("CALLSYNC_VAPI_HMAC_ALGORITHM", "md5"),
+    ]);
+    let error = callsync_ingest::IngestConfig::from_env(&env).unwrap_err();
+    assert_eq!(error.var, "CALLSYNC_VAPI_HMAC_ALGORITHM");
+    assert!(error.message.contains("sha256, sha512 or sha1"), "{error}");
+}

@@ -81,7 +81,7 @@ impl Verifier for Bearer {
 
 /// The check of a token sent as `Authorization: Bearer` or `?token=`, as a
 /// source's credential builds it (tokens have no replay window).
-pub fn bearer_or_query(tokens: Vec<Secret>, _tolerance_secs: u64) -> Arc<dyn Verifier> {
+pub fn bearer_or_query(tokens: Vec<Secret>) -> Arc<dyn Verifier> {
     Arc::new(Bearer {
         tokens,
         places: TokenPlaces::BEARER_OR_QUERY,

@@ -32,11 +32,11 @@ pub(super) const PROVIDER: Provider = Provider {
     credentials: &[
         Credential {
             suffix: "SECRET",
-            verifier: |secrets, _| Arc::new(BlandSignature { secrets }),
+            verifier: |c| Ok(Arc::new(BlandSignature { secrets: c.values })),
         },
         Credential {
             suffix: "TOKEN",
-            verifier: bearer_or_query,
+            verifier: |c| Ok(bearer_or_query(c.values)),
         },
     ],
     // Bland's signature has no timestamp, so there is no replay window.

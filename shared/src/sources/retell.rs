@@ -26,7 +26,12 @@ pub(super) const PROVIDER: Provider = Provider {
     platform: "Retell AI",
     credentials: &[Credential {
         suffix: "API_KEY",
-        verifier: |keys, tolerance_secs| Arc::new(RetellSignature { keys, tolerance_secs }),
+        verifier: |c| {
+            Ok(Arc::new(RetellSignature {
+                keys: c.values,
+                tolerance_secs: c.tolerance_secs,
+            }))
+        },
     }],
     // The SDK's `verify` allows five minutes either way.
     tolerance_secs: Some(300),

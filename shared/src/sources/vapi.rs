@@ -2,8 +2,9 @@
 //! `end-of-call-report`. Vapi signs with a timestamped HMAC whose headers
 //! and timestamp unit differ from seed 004's, or sends a shared secret.
 
-use std::sync::Arc;
+mod signing;
 
+use std::sync::Arc;
 
 use super::value::{
     Hints, caller, end_of, field, follow_up, number, object, rfc3339, seconds, sentiment, text,
@@ -11,9 +12,9 @@ use super::value::{
 };
 use super::{Body, Credential, ParseContext, ParseError, Provider, Source};
 use crate::report::{CallId, CallReport};
-use crate::signature::{
-    Bearer, TimestampUnit, TimestampedHmac, TimestampedScheme, TokenPlaces,
-};
+use crate::signature::{Bearer, TokenPlaces};
+
+pub use signing::{Algorithm, Encoding, OPTION_SUFFIXES, Options, Part, VapiHmac};
 
 const FORMAT: &str = "vapi";
 /// The only message type that is a final call report.
@@ -23,37 +24,28 @@ pub(super) const PROVIDER: Provider = Provider {
     name: FORMAT,
     platform: "Vapi",
     credentials: &[
+        // Vapi's HMAC credential, with its options (`CALLSYNC_VAPI_*`, see
+        // [`signing`]).
         Credential {
             suffix: "SECRET",
-            verifier: |secrets, tolerance_secs| {
-                Arc::new(TimestampedHmac {
-                    scheme: SIGNATURE,
-                    secrets,
-                    tolerance_secs,
-                })
+            verifier: |c| {
+                VapiHmac::from_env(c.env, c.source, &c.values, c.tolerance_secs)
+                    .map(|v| Arc::new(v) as _)
             },
         },
         Credential {
             suffix: "TOKEN",
-            verifier: |tokens, _| Arc::new(Bearer { tokens, places: TOKEN }),
+            verifier: |c| {
+                Ok(Arc::new(Bearer {
+                    tokens: c.values,
+                    places: TOKEN,
+                }))
+            },
         },
     ],
     tolerance_secs: Some(300),
     inspect: |body| super::message_envelope(body, FINAL_EVENT, FORMAT),
     parse,
-};
-
-/// Vapi's HMAC credential with its defaults: `x-signature` over
-/// `"{x-timestamp}.{body}"`. Vapi does not document the timestamp's unit,
-/// so both seconds and milliseconds are read; the `sha256=` prefix is
-/// optional because the signature format is configurable.
-pub const SIGNATURE: TimestampedScheme = TimestampedScheme {
-    signature_header: "x-signature",
-    timestamp_header: "x-timestamp",
-    prefix: "sha256=",
-    prefix_required: false,
-    unit: TimestampUnit::SecondsOrMillis,
-    expected: "<64 hex digits> or sha256=<64 hex digits>",
 };
 
 /// Vapi's shared-secret credentials: the legacy `X-Vapi-Secret` header or a
@@ -210,12 +202,9 @@ mod tests {
     const SIG_MILLIS: &str = "952475801a975f9ccaabbc9ded2da2847f19297a6d22e4eb8a74957229e5ec97";
     const TS: i64 = 1_765_627_530;
 
-    fn hmac(secrets: &[&str]) -> TimestampedHmac {
-        TimestampedHmac {
-            scheme: SIGNATURE,
-            secrets: secrets.iter().map(|s| Secret::new(*s)).collect(),
-            tolerance_secs: 300,
-        }
+    fn hmac(secrets: &[&str]) -> VapiHmac {
+        let secrets: Vec<Secret> = secrets.iter().map(|s| Secret::new(*s)).collect();
+        VapiHmac::new(Options::vapi_default(), &secrets, false, 300, "CALLSYNC_VAPI_SECRET").unwrap()
     }
 
     fn check(

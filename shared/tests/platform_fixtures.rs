@@ -442,3 +442,59 @@ fn a_missing_envelope_is_named() {
         assert!(error.to_string().contains(path), "{source}: {error}");
     }
 }
+
+/// A length no call has (beyond what a `Duration` holds, or ending past
+/// the last representable time) is read as no length, never a panic: found
+/// by the property tests (`parser_properties.rs`).
+#[test]
+fn a_call_length_beyond_any_call_is_no_length_not_a_panic() {
+    for (source, name, pointers) in [
+        (
+            Source::Retell,
+            "retell_call_analyzed.json",
+            &["/call/duration_ms", "/call/end_timestamp"][..],
+        ),
+        (
+            Source::Elevenlabs,
+            "elevenlabs_post_call_transcription.json",
+            &["/data/metadata/call_duration_secs"][..],
+        ),
+        (
+            Source::Vapi,
+            "vapi_end_of_call_report.json",
+            &[
+                "/message/durationSeconds",
+                "/message/durationMs",
+                "/message/endedAt",
+            ][..],
+        ),
+        (
+            Source::Bland,
+            "bland_post_call.json",
+            &["/call_length", "/corrected_duration"][..],
+        ),
+    ] {
+        for huge in [json!(1e300), json!(1e15)] {
+            let mut body: serde_json::Value = serde_json::from_slice(&fixture(name)).unwrap();
+            for pointer in pointers {
+                let slot = body.pointer_mut(pointer).unwrap();
+                *slot = if pointer.ends_with("endedAt") || pointer.ends_with("end_timestamp") {
+                    serde_json::Value::Null
+                } else {
+                    huge.clone()
+                };
+            }
+            let bytes = serde_json::to_vec(&body).unwrap();
+            let Ok(Parsed::Report(r)) = parse(source, &bytes, &ctx()) else {
+                panic!("{source}: expected a report");
+            };
+            assert!(
+                r.duration.is_none() || huge == json!(1e15),
+                "{source}: {:?}",
+                r.duration
+            );
+            // The end falls back to what else the body says, or receipt.
+            assert_eq!(r.ended_at.year(), 2026, "{source} {huge}: {}", r.ended_at);
+        }
+    }
+}

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::value::{
-    Hints, end_of, field, follow_up, number, object, rfc3339, seconds, sentiment, text,
+    Hints, duration_secs, end_of, field, follow_up, number, object, rfc3339, seconds, sentiment, text,
     text_transcript, turns_of, without,
 };
 use super::{Body, Credential, Envelope, ParseContext, ParseError, Provider, Source, final_envelope};
@@ -147,7 +147,7 @@ fn parse(body: Body, call_id: CallId, ctx: &ParseContext) -> Result<CallReport, 
     // `call_length` is in minutes; `end_at` is the scheduled cut-off, not
     // when the call ended, so the end is the start plus the length.
     let duration = number(&body, &["call_length"])
-        .map(|minutes| std::time::Duration::from_secs_f64(minutes * 60.0))
+        .and_then(|minutes| duration_secs(minutes * 60.0))
         .or_else(|| seconds(&body, &["corrected_duration"]));
     let started = rfc3339(&body, &["started_at", "created_at"]);
     let (ended_at, ended_at_is_receipt_time) = ctx.ended_at(end_of(started, duration));

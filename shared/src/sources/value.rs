@@ -46,7 +46,14 @@ pub fn seconds(object: &Map<String, Value>, keys: &[&str]) -> Option<std::time::
         Value::String(s) => s.trim().parse().ok()?,
         _ => return None,
     };
-    (value.is_finite() && value >= 0.0).then(|| std::time::Duration::from_secs_f64(value))
+    duration_secs(value)
+}
+
+/// `secs` seconds as a duration; `None` when negative, not a number, or
+/// too long for one. A provider's number is read with this rather than
+/// `Duration::from_secs_f64`, which panics on such values.
+pub fn duration_secs(secs: f64) -> Option<std::time::Duration> {
+    std::time::Duration::try_from_secs_f64(secs).ok()
 }
 
 /// A flag that may be a boolean or a string such as `"true"`/`"yes"`.
@@ -126,12 +133,14 @@ pub fn unix_seconds(object: &Map<String, Value>, keys: &[&str]) -> Option<time::
     time::OffsetDateTime::from_unix_timestamp_nanos((secs * 1e9) as i128).ok()
 }
 
-/// `start + duration`, for platforms that send a start and a length only.
+/// `start + duration`, for platforms that send a start and a length only;
+/// `None` when the sum is past the last representable time (a length no
+/// call has), where `+` would panic.
 pub fn end_of(
     start: Option<time::OffsetDateTime>,
     duration: Option<std::time::Duration>,
 ) -> Option<time::OffsetDateTime> {
-    Some(start? + duration?)
+    start?.checked_add(time::Duration::try_from(duration?).ok()?)
 }
 
 /// A sentiment word or score as the platform wrote it.

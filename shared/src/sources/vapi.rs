@@ -7,7 +7,7 @@ mod signing;
 use std::sync::Arc;
 
 use super::value::{
-    Hints, caller, end_of, field, follow_up, number, object, rfc3339, seconds, sentiment, text,
+    Hints, caller, duration_secs, end_of, field, follow_up, number, object, rfc3339, seconds, sentiment, text,
     text_transcript, turns, unix_millis, without,
 };
 use super::{Body, Credential, ParseContext, ParseError, Provider, Source};
@@ -96,7 +96,7 @@ fn parse(body: Body, call_id: CallId, ctx: &ParseContext) -> Result<CallReport, 
     let started = rfc3339(message, &["startedAt"]).or_else(|| call.and_then(|c| rfc3339(c, &["startedAt"])));
     let ended = rfc3339(message, &["endedAt"]).or_else(|| call.and_then(|c| rfc3339(c, &["endedAt"])));
     let duration = seconds(message, &["durationSeconds"])
-        .or_else(|| number(message, &["durationMs"]).map(|ms| std::time::Duration::from_secs_f64(ms / 1_000.0)))
+        .or_else(|| number(message, &["durationMs"]).and_then(|ms| duration_secs(ms / 1_000.0)))
         .or_else(|| (ended? - started?).try_into().ok());
     // The message's own `timestamp` (ms epoch) is when Vapi sent it: after
     // the call ended, so only a fallback.

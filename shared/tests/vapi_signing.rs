@@ -277,3 +277,59 @@ fn what_vapi_does_not_document_stops_start_up_naming_the_variable() {
         );
     }
 }
+
+/// Vapi's bearer credential with another `headerName`, or `Authorization`
+/// without the `Bearer ` prefix (`bearerPrefixEnabled: false`), named by
+/// `CALLSYNC_VAPI_TOKEN_HEADER`.
+#[test]
+fn a_bearer_credential_with_its_own_header_is_read_with_or_without_the_prefix() {
+    use callsync_shared::signature::Bearer;
+    use callsync_shared::sources::vapi::token_places;
+
+    let check_token = |header: Option<&str>, sent: &[(&str, &str)]| {
+        let env = header.map_or_else(Env::default, |h| {
+            Env::default().with("CALLSYNC_VAPI_TOKEN_HEADER", h)
+        });
+        let bearer = Bearer {
+            tokens: vec![Secret::new("tok")],
+            places: token_places(&env, Source::Vapi).unwrap(),
+        };
+        bearer.verify(&Request {
+            headers: &sent,
+            query: None,
+            body: b"",
+            now: OffsetDateTime::UNIX_EPOCH,
+        })
+    };
+    assert_eq!(
+        check_token(Some("X-Api-Key"), &[("x-api-key", "tok")]),
+        Ok(())
+    );
+    assert_eq!(
+        check_token(Some("X-Api-Key"), &[("x-api-key", "Bearer tok")]),
+        Ok(())
+    );
+    assert_eq!(
+        check_token(Some("Authorization"), &[("authorization", "tok")]),
+        Ok(())
+    );
+    assert_eq!(
+        check_token(Some("X-Api-Key"), &[("x-api-key", "tok2")]),
+        Err(AuthError::TokenMismatch)
+    );
+    // Without the variable: the legacy header, or a bearer Authorization.
+    assert_eq!(check_token(None, &[("x-vapi-secret", "tok")]), Ok(()));
+    assert_eq!(
+        check_token(None, &[("authorization", "Bearer tok")]),
+        Ok(())
+    );
+    assert!(matches!(
+        check_token(None, &[("authorization", "tok")]),
+        Err(AuthError::MissingToken(_))
+    ));
+    let env = Env::default().with("CALLSYNC_VAPI_TOKEN_HEADER", "x api key");
+    assert_eq!(
+        token_places(&env, Source::Vapi).unwrap_err().var,
+        "CALLSYNC_VAPI_TOKEN_HEADER"
+    );
+}

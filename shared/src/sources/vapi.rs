@@ -14,7 +14,7 @@ use super::{Body, Credential, ParseContext, ParseError, Provider, Source};
 use crate::report::{CallId, CallReport};
 use crate::signature::{Bearer, TokenPlaces};
 
-pub use signing::{Algorithm, Encoding, OPTION_SUFFIXES, Options, Part, VapiHmac};
+pub use signing::{Algorithm, Encoding, OPTION_SUFFIXES, Options, Part, VapiHmac, token_places};
 
 const FORMAT: &str = "vapi";
 /// The only message type that is a final call report.
@@ -38,7 +38,7 @@ pub(super) const PROVIDER: Provider = Provider {
             verifier: |c| {
                 Ok(Arc::new(Bearer {
                     tokens: c.values,
-                    places: TOKEN,
+                    places: signing::token_places(c.env, c.source)?,
                 }))
             },
         },

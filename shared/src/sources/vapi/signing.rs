@@ -28,7 +28,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use subtle::ConstantTimeEq;
 
 use crate::config::{ConfigError, Env, Secret};
-use crate::signature::{AuthError, Request, Verifier, within_tolerance};
+use crate::signature::{AuthError, Request, TokenPlaces, Verifier, within_tolerance};
 use crate::sources::Source;
 
 /// `HMACAuthenticationPlan.algorithm`.
@@ -120,9 +120,11 @@ pub const MESSAGE_ID_HEADER: &str = "MESSAGE_ID_HEADER";
 pub const SIGNATURE_ENCODING: &str = "SIGNATURE_ENCODING";
 pub const SECRET_IS_BASE64: &str = "SECRET_IS_BASE64";
 pub const SERVER_URL: &str = "SERVER_URL";
+/// The header of Vapi's bearer credential (`BearerAuthenticationPlan.headerName`).
+pub const TOKEN_HEADER: &str = "TOKEN_HEADER";
 
 /// Every option variable's last part.
-pub const OPTION_SUFFIXES: [&str; 10] = [
+pub const OPTION_SUFFIXES: [&str; 11] = [
     ALGORITHM,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
@@ -133,7 +135,32 @@ pub const OPTION_SUFFIXES: [&str; 10] = [
     SIGNATURE_ENCODING,
     SECRET_IS_BASE64,
     SERVER_URL,
+    TOKEN_HEADER,
 ];
+
+/// Where Vapi's bearer credential puts its token. Vapi's
+/// `BearerAuthenticationPlan` has `headerName` ("Defaults to
+/// 'Authorization'") and `bearerPrefixEnabled` ("Defaults to true"); the
+/// legacy credential sends `X-Vapi-Secret` without a prefix
+/// (`fern/server-url/server-authentication.mdx`). By default both are
+/// read; `CALLSYNC_VAPI_TOKEN_HEADER` names the header a credential with
+/// another `headerName` (or `Authorization` without the prefix) uses, read
+/// with or without `Bearer `.
+pub fn token_places(env: &Env, source: Source) -> Result<TokenPlaces, ConfigError> {
+    let var = source.var(TOKEN_HEADER);
+    match env.raw(&var) {
+        None => Ok(super::TOKEN),
+        Some(name) if is_header_name(name) => Ok(TokenPlaces {
+            header: Some(leak(name.to_ascii_lowercase())),
+            query: false,
+            described: leak(format!("{name}: <token>, {name}: Bearer <token> or Authorization: Bearer <token>")),
+        }),
+        Some(name) => Err(ConfigError {
+            var,
+            message: format!("{name:?} is not an HTTP header name"),
+        }),
+    }
+}
 
 impl Options {
     /// Vapi's defaults: sha256, hex, `x-signature` over

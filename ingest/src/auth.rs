@@ -8,6 +8,7 @@ use axum::http::HeaderMap;
 use callsync_shared::Source;
 use callsync_shared::config::{ConfigError, Env};
 use callsync_shared::signature::{AuthError, Headers, Request, Verifier};
+use callsync_shared::sources::Configured;
 use time::OffsetDateTime;
 
 /// The credentials configured for one source.
@@ -42,10 +43,16 @@ impl SourceAuth {
             .iter()
             .filter_map(|credential| {
                 let values = env.secrets(&source.var(credential.suffix));
-                (!values.is_empty())
-                    .then(|| (credential.verifier)(values, tolerance_secs.unwrap_or(0)))
+                (!values.is_empty()).then(|| {
+                    (credential.verifier)(Configured {
+                        source,
+                        values,
+                        tolerance_secs: tolerance_secs.unwrap_or(0),
+                        env,
+                    })
+                })
             })
-            .collect();
+            .collect::<Result<_, _>>()?;
         Ok(Self {
             source,
             checks,

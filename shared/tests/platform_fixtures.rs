@@ -118,6 +118,62 @@ fn a_vapi_web_call_has_no_number() {
 }
 
 #[test]
+fn vapi_structured_outputs_are_read_into_the_analysis_by_name_and_set_the_follow_up_flag() {
+    let r = report(Source::Vapi, "vapi_structured_outputs.json");
+    assert!(r.follow_up_needed, "the output named follow_up_needed");
+    assert_eq!(r.analysis["follow_up_needed"], json!(true));
+    assert_eq!(
+        r.analysis["appointment"],
+        json!({"service": "cleaning", "preferredWeek": "2026-W03"})
+    );
+    // On a clash the Structured Output wins over analysis.structuredData…
+    assert_eq!(r.analysis["intent"], json!("reschedule"));
+    // …unless it has no result.
+    assert_eq!(r.sentiment.as_deref(), Some("neutral"));
+    assert_eq!(
+        r.summary.as_deref(),
+        Some("Sam wants to move his cleaning to next week and asked for a call back.")
+    );
+}
+
+#[test]
+fn a_vapi_recording_is_the_mono_combined_url_then_the_stereo_url_then_the_deprecated_field() {
+    let r = report(Source::Vapi, "vapi_structured_outputs.json");
+    assert_eq!(
+        r.recording_url.as_deref(),
+        Some("https://storage.vapi.ai/c4e1f0a2-6b3d-4f8e-9a7c-2d5b8e1f4a60-mono.wav")
+    );
+    let mut body: serde_json::Value =
+        serde_json::from_slice(&fixture("vapi_structured_outputs.json")).unwrap();
+    let artifact = &mut body["message"]["artifact"];
+    artifact["recordingUrl"] = json!("https://storage.vapi.ai/deprecated.wav");
+    artifact["recording"]["mono"]
+        .as_object_mut()
+        .unwrap()
+        .remove("combinedUrl");
+    let read = |body: &serde_json::Value| match parse(
+        Source::Vapi,
+        &serde_json::to_vec(body).unwrap(),
+        &ctx(),
+    ) {
+        Ok(Parsed::Report(r)) => r.recording_url,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        read(&body).as_deref(),
+        Some("https://storage.vapi.ai/c4e1f0a2-6b3d-4f8e-9a7c-2d5b8e1f4a60-stereo.wav")
+    );
+    body["message"]["artifact"]
+        .as_object_mut()
+        .unwrap()
+        .remove("recording");
+    assert_eq!(
+        read(&body).as_deref(),
+        Some("https://storage.vapi.ai/deprecated.wav")
+    );
+}
+
+#[test]
 fn a_retell_call_analyzed_event_parses_to_the_expected_report() {
     let r = report(Source::Retell, "retell_call_analyzed.json");
     assert_eq!(r.source, Source::Retell);
@@ -251,11 +307,75 @@ fn a_bland_post_call_webhook_parses_to_the_expected_report() {
 }
 
 #[test]
-fn blands_second_post_is_a_report_of_the_same_call_with_the_corrected_transcript() {
+fn blands_second_post_in_the_documented_shape_is_a_report_of_the_same_call_with_the_corrected_transcript()
+ {
     let first = report(Source::Bland, "bland_post_call.json");
     let second = report(Source::Bland, "bland_post_call_corrected.json");
     assert_eq!(first.marker(), second.marker());
-    assert!(lines(&second)[0].1.contains("forty seats"));
+    assert_eq!(
+        lines(&second),
+        vec![
+            (
+                "user".to_owned(),
+                "Hi, I need pricing for forty seats.".to_owned()
+            ),
+            (
+                "assistant".to_owned(),
+                "Happy to help, a rep will call you tomorrow.".to_owned()
+            ),
+        ],
+        "corrected_transcript.segments, not the first POST's transcript"
+    );
+    assert!(!second.extra.contains_key("citations"));
+    assert_eq!(phone(&second), phone(&first));
+}
+
+#[test]
+fn blands_delayed_post_carrying_only_the_corrected_transcript_is_ignored_not_refused() {
+    assert_eq!(
+        ignored(Source::Bland, "bland_delayed_post.json"),
+        "corrected-transcript"
+    );
+}
+
+#[test]
+fn a_bland_body_posted_before_the_call_completed_or_without_saying_so_is_not_the_report() {
+    let mut during =
+        serde_json::from_slice::<serde_json::Value>(&fixture("bland_post_call.json")).unwrap();
+    during["completed"] = json!(false);
+    during["queue_status"] = json!("started");
+    let mut unmarked = during.clone();
+    unmarked.as_object_mut().unwrap().remove("completed");
+    // What a dashboard test may send: Bland does not document its body.
+    let test = json!({"call_id": "test-call", "message": "Test webhook"});
+    let as_text = json!({"call_id": "c-1", "completed": "true", "from": "+14155550154"});
+    for body in [during, unmarked, test, as_text] {
+        let body = serde_json::to_vec(&body).unwrap();
+        assert_eq!(
+            inspect(Source::Bland, &body),
+            Ok(Envelope::Ignored("call-not-completed".to_owned()))
+        );
+        assert_eq!(
+            parse(Source::Bland, &body, &ctx()),
+            Ok(Parsed::Ignored {
+                event: "call-not-completed".to_owned()
+            })
+        );
+    }
+}
+
+#[test]
+fn ten_bare_digits_from_bland_are_a_north_american_number_whatever_the_default_region() {
+    let gb = ParseContext {
+        region: "GB".parse().unwrap(),
+        ..ctx()
+    };
+    let Ok(Parsed::Report(r)) = parse(Source::Bland, &fixture("bland_outbound_call.json"), &gb)
+    else {
+        panic!("expected a report");
+    };
+    assert_eq!(r.caller.phone.as_ref().unwrap().raw, "4155550166");
+    assert_eq!(phone(&r), Some("+14155550166"));
 }
 
 #[test]
@@ -297,7 +417,11 @@ fn a_body_without_the_call_id_is_refused_for_every_new_platform() {
             json!({"type": "post_call_transcription", "data": {}}),
             "data.conversation_id",
         ),
-        (Source::Bland, json!({"summary": "no id"}), "call_id"),
+        (
+            Source::Bland,
+            json!({"completed": true, "summary": "no id"}),
+            "call_id",
+        ),
     ] {
         let body = serde_json::to_vec(&body).unwrap();
         let error = parse(source, &body, &ctx()).unwrap_err();
@@ -316,5 +440,61 @@ fn a_missing_envelope_is_named() {
     ] {
         let error = parse(source, b"{}", &ctx()).unwrap_err();
         assert!(error.to_string().contains(path), "{source}: {error}");
+    }
+}
+
+/// A length no call has (beyond what a `Duration` holds, or ending past
+/// the last representable time) is read as no length, never a panic: found
+/// by the property tests (`parser_properties.rs`).
+#[test]
+fn a_call_length_beyond_any_call_is_no_length_not_a_panic() {
+    for (source, name, pointers) in [
+        (
+            Source::Retell,
+            "retell_call_analyzed.json",
+            &["/call/duration_ms", "/call/end_timestamp"][..],
+        ),
+        (
+            Source::Elevenlabs,
+            "elevenlabs_post_call_transcription.json",
+            &["/data/metadata/call_duration_secs"][..],
+        ),
+        (
+            Source::Vapi,
+            "vapi_end_of_call_report.json",
+            &[
+                "/message/durationSeconds",
+                "/message/durationMs",
+                "/message/endedAt",
+            ][..],
+        ),
+        (
+            Source::Bland,
+            "bland_post_call.json",
+            &["/call_length", "/corrected_duration"][..],
+        ),
+    ] {
+        for huge in [json!(1e300), json!(1e15)] {
+            let mut body: serde_json::Value = serde_json::from_slice(&fixture(name)).unwrap();
+            for pointer in pointers {
+                let slot = body.pointer_mut(pointer).unwrap();
+                *slot = if pointer.ends_with("endedAt") || pointer.ends_with("end_timestamp") {
+                    serde_json::Value::Null
+                } else {
+                    huge.clone()
+                };
+            }
+            let bytes = serde_json::to_vec(&body).unwrap();
+            let Ok(Parsed::Report(r)) = parse(source, &bytes, &ctx()) else {
+                panic!("{source}: expected a report");
+            };
+            assert!(
+                r.duration.is_none() || huge == json!(1e15),
+                "{source}: {:?}",
+                r.duration
+            );
+            // The end falls back to what else the body says, or receipt.
+            assert_eq!(r.ended_at.year(), 2026, "{source} {huge}: {}", r.ended_at);
+        }
     }
 }

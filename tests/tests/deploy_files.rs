@@ -160,6 +160,10 @@ fn variables_in_code() -> BTreeSet<String> {
             names.insert(source.var("TOLERANCE_SECS"));
         }
     }
+    // The options of Vapi's HMAC credential, named by their suffixes.
+    for suffix in callsync_shared::sources::vapi::OPTION_SUFFIXES {
+        names.insert(callsync_shared::Source::Vapi.var(suffix));
+    }
     // Each CRM's own variables are named after it (`vars.secret("TOKEN")`
     // in its adapter reads `CALLSYNC_<NAME>_TOKEN`): the suffixes its
     // adapter file asks for, named the way the worker names them.

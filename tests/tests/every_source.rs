@@ -280,3 +280,128 @@ async fn a_body_sent_too_slowly_gets_a_408_and_nothing_is_queued() {
     app.assert_nothing_queued().await;
     app.shutdown().await;
 }
+
+/// Bland's delayed second POST, as its cookbook documents it (only
+/// `call_id`, `corrected_transcript` and `citations`), has no caller to
+/// sync: before, beside or after the final report it is answered as
+/// ignored, never queued to be parked; repeating the call object, it is a
+/// report of the same call, which syncs once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blands_delayed_post_before_beside_or_after_the_report_syncs_the_call_once_and_parks_nothing()
+ {
+    let source = Source::Bland;
+    let app = app(1).await;
+    let delayed = fixture("bland_delayed_post.json");
+    let ignored = serde_json::json!({"accepted": false, "ignored": "corrected-transcript"});
+
+    let (status, answer) = deliver(&app, source, delayed.clone()).await;
+    assert_eq!(
+        (status, &answer),
+        (StatusCode::ACCEPTED, &ignored),
+        "before"
+    );
+    let (report, beside) = tokio::join!(
+        deliver(&app, source, fixture(case(source).final_report)),
+        deliver(&app, source, delayed.clone()),
+    );
+    assert_eq!(report.1["accepted"], Value::Bool(true), "{}", report.1);
+    assert_eq!(beside, (StatusCode::ACCEPTED, ignored.clone()), "beside");
+    let (status, answer) = deliver(&app, source, delayed).await;
+    assert_eq!((status, &answer), (StatusCode::ACCEPTED, &ignored), "after");
+    let (status, answer) = deliver(&app, source, fixture(case(source).second_delivery)).await;
+    assert_eq!(answer["accepted"], Value::Bool(true), "{status}: {answer}");
+
+    let s = app.settle().await;
+    assert_eq!(s.call_markers(), vec![marker(source)]);
+    let counts = app.env.ledger().await.counts().await.unwrap();
+    assert_eq!((counts.synced, counts.parked), (1, 0));
+    app.shutdown().await;
+}
+
+/// A body Bland posts while the call is still going (`completed: false`)
+/// is answered as ignored and queued for nothing, so the report that
+/// follows is the one the CRM gets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bland_body_posted_during_the_call_is_ignored_and_the_final_report_is_the_record() {
+    let source = Source::Bland;
+    let app = app(1).await;
+    let mut during: Value = serde_json::from_slice(&fixture("bland_post_call.json")).unwrap();
+    during["completed"] = Value::Bool(false);
+    during["summary"] = Value::String("Call in progress".to_owned());
+    let (status, answer) = deliver(&app, source, serde_json::to_vec(&during).unwrap()).await;
+    assert_eq!(
+        (status, answer),
+        (
+            StatusCode::ACCEPTED,
+            serde_json::json!({"accepted": false, "ignored": "call-not-completed"})
+        )
+    );
+    let (_, answer) = deliver(&app, source, fixture(case(source).final_report)).await;
+    assert_eq!(answer["accepted"], Value::Bool(true), "{answer}");
+    let s = app.settle().await;
+    assert_eq!(s.call_markers(), vec![marker(source)]);
+    let body = serde_json::to_string(&s.calls[0].properties).unwrap();
+    assert!(body.contains("The caller wants pricing"), "{body}");
+    assert!(!body.contains("Call in progress"), "{body}");
+    app.shutdown().await;
+}
+
+/// A Vapi HMAC credential set up with other options than the defaults
+/// (SHA-512, base64, its own header names and prefix), described to ingest
+/// with the `CALLSYNC_VAPI_*` variables: its webhooks are accepted, and the
+/// default scheme's signature is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vapi_credential_with_other_options_is_verified_as_configured() {
+    use base64::Engine as _;
+    use hmac::{KeyInit, Mac};
+
+    let app = configure_every_source(TestApp::builder().workers(0))
+        .ingest_set("CALLSYNC_VAPI_HMAC_ALGORITHM", "sha512")
+        .ingest_set("CALLSYNC_VAPI_SIGNATURE_ENCODING", "base64")
+        .ingest_set("CALLSYNC_VAPI_SIGNATURE_HEADER", "x-vapi-signature")
+        .ingest_set("CALLSYNC_VAPI_TIMESTAMP_HEADER", "x-vapi-timestamp")
+        .ingest_set("CALLSYNC_VAPI_SIGNATURE_PREFIX", "v1=")
+        .start()
+        .await;
+    let body = fixture(case(Source::Vapi).final_report);
+    let ms = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).to_string();
+    let mut mac =
+        hmac::Hmac::<sha2::Sha512>::new_from_slice(callsync_tests::sources::VAPI_SECRET.as_bytes())
+            .unwrap();
+    mac.update(format!("{ms}.").as_bytes());
+    mac.update(&body);
+    let signature = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    let headers = [
+        ("x-vapi-timestamp", ms),
+        ("x-vapi-signature", format!("v1={signature}")),
+        ("Content-Type", "application/json".to_owned()),
+    ];
+    let (status, answer) = app.post("/webhooks/vapi", &headers, body.clone()).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    assert_eq!(answer["accepted"], Value::Bool(true), "{answer}");
+
+    let default = signed_headers(Source::Vapi, &body);
+    let (status, answer) = app.post("/webhooks/vapi", &default, body).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("x-vapi-timestamp"),
+        "{answer}"
+    );
+    app.shutdown().await;
+}
+
+/// Ingest refuses to start with a Vapi credential option Vapi does not
+/// document, naming the variable, instead of answering 401 to every call.
+#[test]
+fn ingest_refuses_to_start_with_a_vapi_option_vapi_does_not_document() {
+    let env = callsync_shared::config::Env::from_pairs([
+        ("CALLSYNC_VAPI_SECRET", "s"),
+        ("CALLSYNC_VAPI_HMAC_ALGORITHM", "md5"),
+    ]);
+    let error = callsync_ingest::IngestConfig::from_env(&env).unwrap_err();
+    assert_eq!(error.var, "CALLSYNC_VAPI_HMAC_ALGORITHM");
+    assert!(error.message.contains("sha256, sha512 or sha1"), "{error}");
+}

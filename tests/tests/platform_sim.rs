@@ -7,7 +7,9 @@
 use std::time::Duration;
 
 use callsync_shared::Source;
-use callsync_tests::platforms::{PlatformSim, SOURCES, SimCall, api_key};
+use callsync_tests::platforms::{
+    AGENT_NUMBER, PHONE_NUMBER_ID, PlatformSim, SOURCES, SimCall, api_key,
+};
 use reqwest::{RequestBuilder, StatusCode};
 use serde_json::{Value, json};
 
@@ -198,4 +200,48 @@ async fn an_injected_429_carries_no_retry_after_as_no_platform_documents_one() {
         assert!(response.headers().get("retry-after").is_none());
         assert_eq!(sim.rate_limited(source), 1);
     }
+}
+
+/// Vapi's `Call` names its number by `phoneNumberId` only, and
+/// `GET /phone-number/{id}` (Bearer; `id` of format uuid) answers the
+/// number: the simulator lists calls so and refuses what Vapi refuses.
+#[tokio::test]
+async fn vapi_lists_calls_by_phone_number_id_and_answers_the_number_only_to_its_key() {
+    let sim = PlatformSim::start().await;
+    sim.add(
+        Source::Vapi,
+        SimCall::analysed("by-id", "+31612000010", Duration::from_secs(600)),
+    );
+    let listed = listed(&sim, Source::Vapi, &[], json!({})).await;
+    assert_eq!(listed[0]["phoneNumberId"], json!(PHONE_NUMBER_ID));
+    assert!(listed[0].get("phoneNumber").is_none(), "{listed}");
+
+    let client = reqwest::Client::new();
+    let number = |id: &str| client.get(format!("{}/phone-number/{id}", sim.api_url(Source::Vapi)));
+    let answer: Value = with_key(Source::Vapi, number(PHONE_NUMBER_ID))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["number"], json!(AGENT_NUMBER));
+    for (request, expected) in [
+        (number(PHONE_NUMBER_ID), StatusCode::UNAUTHORIZED),
+        (
+            keyed(Source::Vapi, number(PHONE_NUMBER_ID), "not-the-key"),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            with_key(Source::Vapi, number("0f0e0d0c-0b0a-4908-8706-050403020100")),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            with_key(Source::Vapi, number("front-desk")),
+            StatusCode::BAD_REQUEST,
+        ),
+    ] {
+        assert_eq!(status(request).await, expected);
+    }
+    assert_eq!(sim.answered(Source::Vapi, "get_phone_number"), 1);
 }

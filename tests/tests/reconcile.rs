@@ -12,7 +12,7 @@ use callsync_shared::Source;
 use callsync_shared::config::Env;
 use callsync_tests::app::TestApp;
 use callsync_tests::harness::worker_command;
-use callsync_tests::platforms::{PlatformSim, SimCall, Stage, webhook_body};
+use callsync_tests::platforms::{AGENT_NUMBER, PlatformSim, SimCall, Stage, webhook_body};
 use callsync_tests::prometheus;
 use callsync_tests::sources::{configure_every_source, signed_headers};
 use callsync_tests::wait::eventually;
@@ -101,6 +101,16 @@ async fn assert_each_synced_once(app: &TestApp, source: Source, calls: &[SimCall
     );
     let counts = app.ledger_counts().await;
     assert_eq!((counts.synced, counts.parked), (calls.len() as i64, 0));
+    // Our number, also where the platform's list names it only by id
+    // (Vapi's `phoneNumberId`).
+    for call in &s.calls {
+        assert_eq!(
+            call.prop("hs_call_to_number"),
+            Some(AGENT_NUMBER),
+            "{:?}",
+            call.marker()
+        );
+    }
 }
 
 /// An app whose ingest knows every source's credentials and whose
@@ -231,6 +241,11 @@ async fn calls_whose_webhook_never_arrived_reach_the_crm_once_after_one_round(so
     let fetched = sim.answered(source, "get");
     if source == Source::Vapi {
         assert_eq!(fetched, 0, "Vapi's list holds whole calls");
+        assert_eq!(
+            sim.answered(source, "get_phone_number"),
+            1,
+            "our number looked up once for the 60 calls on it"
+        );
     } else {
         assert_eq!(fetched, 60, "one get per lost call, none per known one");
     }

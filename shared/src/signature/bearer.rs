@@ -39,10 +39,14 @@ pub struct Bearer {
 
 impl Bearer {
     fn presented<'a>(&self, request: &'a Request<'_>) -> Option<Cow<'a, str>> {
+        // A platform's own header carries the token as is, or after
+        // `Bearer ` (Vapi's `bearerPrefixEnabled`, on by default for a
+        // bearer credential, off for the legacy `X-Vapi-Secret`).
         let own = self
             .places
             .header
             .and_then(|name| request.header(name))
+            .map(|value| bearer_token(value).unwrap_or(value))
             .filter(|t| !t.is_empty());
         own.or_else(|| request.header("authorization").and_then(bearer_token))
             .map(Cow::Borrowed)
@@ -81,7 +85,7 @@ impl Verifier for Bearer {
 
 /// The check of a token sent as `Authorization: Bearer` or `?token=`, as a
 /// source's credential builds it (tokens have no replay window).
-pub fn bearer_or_query(tokens: Vec<Secret>, _tolerance_secs: u64) -> Arc<dyn Verifier> {
+pub fn bearer_or_query(tokens: Vec<Secret>) -> Arc<dyn Verifier> {
     Arc::new(Bearer {
         tokens,
         places: TokenPlaces::BEARER_OR_QUERY,
@@ -167,6 +171,10 @@ mod tests {
             described: "X-Vapi-Secret or Authorization: Bearer <token>",
         });
         assert_eq!(check(&b, &[("x-vapi-secret", "old-token")], None), Ok(()));
+        assert_eq!(
+            check(&b, &[("x-vapi-secret", "Bearer old-token")], None),
+            Ok(())
+        );
         assert_eq!(
             check(&b, &[("Authorization", "Bearer old-token")], None),
             Ok(())

@@ -1,21 +1,26 @@
 //! Bland post-call webhooks: the call object itself, with no event field.
-//! Every body with a `call_id` is a report of that call; Bland posts a
-//! second one 30–60 s later that adds `corrected_transcript`, which the
-//! ledger then treats as a duplicate of the first. Live `webhook_events`
-//! (log entries with a `category`) are not reports.
+//!
+//! Bland posts other bodies to the same URL: live `webhook_events` (log
+//! entries with a `category`), the dashboard's "Test Webhook", and 30–60 s
+//! after the report a second POST with the corrected transcript and its
+//! citations. With no event field to tell them apart, a body is the final
+//! report only when Bland says the call is over (`completed: true`) and it
+//! carries the call (not only the corrected transcript); everything else is
+//! answered as ignored, and reconciliation finds a call whose report was
+//! missed.
 
 use std::sync::Arc;
 
 use serde_json::Value;
 
 use super::value::{
-    Hints, end_of, field, follow_up, number, object, rfc3339, seconds, sentiment, text,
-    text_transcript, without,
+    Hints, duration_secs, end_of, field, follow_up, number, object, rfc3339, seconds, sentiment, text,
+    text_transcript, turns_of, without,
 };
 use super::{Body, Credential, Envelope, ParseContext, ParseError, Provider, Source, final_envelope};
 use crate::config::Secret;
 use crate::phone::{Phone, Region};
-use crate::report::{CallId, CallReport, Caller};
+use crate::report::{CallId, CallReport, Caller, Transcript};
 use crate::signature::{AuthError, Request, Verifier, any_secret_signs, bearer_or_query, hex_digest};
 
 const FORMAT: &str = "bland";
@@ -27,11 +32,11 @@ pub(super) const PROVIDER: Provider = Provider {
     credentials: &[
         Credential {
             suffix: "SECRET",
-            verifier: |secrets, _| Arc::new(BlandSignature { secrets }),
+            verifier: |c| Ok(Arc::new(BlandSignature { secrets: c.values })),
         },
         Credential {
             suffix: "TOKEN",
-            verifier: bearer_or_query,
+            verifier: |c| Ok(bearer_or_query(c.values)),
         },
     ],
     // Bland's signature has no timestamp, so there is no replay window.
@@ -73,14 +78,57 @@ const KNOWN: &[&str] = &[
     "analysis",
     "concatenated_transcript",
     "corrected_transcript",
+    "citations",
     "transcripts",
     "recording_url",
     "metadata",
 ];
 
+/// The answer to a body Bland posts before its call is over, or without
+/// saying so (the dashboard's test webhook).
+pub const NOT_COMPLETED: &str = "call-not-completed";
+/// The answer to Bland's delayed second POST when it carries only the
+/// corrected transcript and citations, not the call.
+pub const CORRECTED_TRANSCRIPT: &str = "corrected-transcript";
+
+/// Keys of the immediate report's call object that the delayed POST, as
+/// Bland's cookbook documents it, does not carry: a body with none of them
+/// has nothing to make a CRM record of.
+const CALL_FIELDS: &[&str] = &[
+    "to",
+    "from",
+    "inbound",
+    "call_length",
+    "started_at",
+    "summary",
+    "concatenated_transcript",
+    "transcripts",
+];
+
 fn inspect(body: &Body) -> Result<Envelope, ParseError> {
+    // The event stream's entries, `{level, message, category, call_id,
+    // timestamp}` (docs.bland.ai/api-v1/get/event-stream).
     if let Some(category) = text(body, &["category"]) {
         return Ok(Envelope::Ignored(category));
+    }
+    // "Delayed webhook payload (arrives 30 to 60 seconds later)":
+    // `corrected_transcript` and `citations` (Bland-com/bland-ai-cookbooks
+    // @ 62d2620d, `10-call-analysis/README.md`). Whether it repeats the call
+    // object is not documented: when it does, it is a report like the
+    // first; when it does not, it has no caller to sync and is ignored.
+    let delayed = ["corrected_transcript", "citations"]
+        .iter()
+        .any(|key| body.contains_key(*key));
+    if delayed && !CALL_FIELDS.iter().any(|key| field(body, &[key]).is_some()) {
+        return Ok(Envelope::Ignored(CORRECTED_TRANSCRIPT.to_owned()));
+    }
+    // `completed`: "Whether the call has been completed. If it differs from
+    // the value of 'queue_status', this will be the most up-to-date status"
+    // (docs.bland.ai/api-v1/get/calls-id). Only a boolean `true` counts: a
+    // body Bland posts during the call, or one it does not mark, is not the
+    // report, and taking it as one would make the real report a duplicate.
+    if field(body, &["completed"]) != Some(&Value::Bool(true)) {
+        return Ok(Envelope::Ignored(NOT_COMPLETED.to_owned()));
     }
     final_envelope(text(body, &["call_id"]), FORMAT, "call_id")
 }
@@ -99,7 +147,7 @@ fn parse(body: Body, call_id: CallId, ctx: &ParseContext) -> Result<CallReport, 
     // `call_length` is in minutes; `end_at` is the scheduled cut-off, not
     // when the call ended, so the end is the start plus the length.
     let duration = number(&body, &["call_length"])
-        .map(|minutes| std::time::Duration::from_secs_f64(minutes * 60.0))
+        .and_then(|minutes| duration_secs(minutes * 60.0))
         .or_else(|| seconds(&body, &["corrected_duration"]));
     let started = rfc3339(&body, &["started_at", "created_at"]);
     let (ended_at, ended_at_is_receipt_time) = ctx.ended_at(end_of(started, duration));
@@ -120,24 +168,50 @@ fn parse(body: Body, call_id: CallId, ctx: &ParseContext) -> Result<CallReport, 
         follow_up_needed,
         analysis: analysis.into(),
         recording_url: text(&body, &["recording_url"]),
-        transcript: text(&body, &["corrected_transcript", "concatenated_transcript"])
-            .and_then(|t| text_transcript(&t)),
+        transcript: transcript(&body),
         crm_id: hints.crm_id,
         called_number: text(&body, &[ours]),
         extra: without(&body, KNOWN),
     })
 }
 
-/// Bland may send an international number without its `+`: eleven or more
-/// bare digits are read as such, since no national plan is that long.
+/// The best transcript a body carries: the corrected one (an object of
+/// `segments`, `{speaker, text, confidence, start_time, end_time}`, as the
+/// cookbook documents it, or text), else the call's own
+/// `concatenated_transcript`.
+fn transcript(body: &Body) -> Option<Transcript> {
+    let corrected = match field(body, &["corrected_transcript"]) {
+        Some(Value::Object(corrected)) => {
+            turns_of(field(corrected, &["segments"]), &["speaker"], &["text"])
+        }
+        Some(Value::String(corrected)) => text_transcript(corrected),
+        _ => None,
+    };
+    corrected.or_else(|| {
+        text(body, &["concatenated_transcript"]).and_then(|t| text_transcript(&t))
+    })
+}
+
+/// Bland writes numbers without their `+`. Ten bare digits are a North
+/// American number: Bland's own examples write US numbers so (`"to":
+/// "5551234567"` in docs.bland.ai/api-v1/get/calls), whatever region the
+/// operator's own customers are in. Eleven or more bare digits are an
+/// international number, since no national plan is that long. Anything
+/// else (a number with spaces, brackets or a trunk prefix) is read in the
+/// default region.
 fn phone(raw: &str, region: Region) -> Phone {
-    let digits_only = raw.len() >= 11 && raw.bytes().all(|b| b.is_ascii_digit());
-    if digits_only {
-        let international = Phone::parse(&format!("+{raw}"), region);
-        if international.e164.is_some() {
+    let bare = raw.bytes().all(|b| b.is_ascii_digit());
+    let international = match raw.len() {
+        10 if bare => Some(format!("+1{raw}")),
+        11.. if bare => Some(format!("+{raw}")),
+        _ => None,
+    };
+    if let Some(international) = international {
+        let parsed = Phone::parse(&international, region);
+        if parsed.e164.is_some() {
             return Phone {
                 raw: raw.to_owned(),
-                ..international
+                ..parsed
             };
         }
     }
@@ -206,5 +280,9 @@ mod tests {
         assert_eq!(uk.raw, "447700900123");
         let national = phone("(415) 555-0132", Region::US);
         assert_eq!(national.e164.as_deref(), Some("+14155550132"));
+        let gb: Region = "GB".parse().unwrap();
+        let north_american = phone("4155550132", gb);
+        assert_eq!(north_american.e164.as_deref(), Some("+14155550132"));
+        assert_eq!(phone("020 7946 0018", gb).e164.as_deref(), Some("+442079460018"));
     }
 }

@@ -26,11 +26,11 @@ pub(super) const PROVIDER: Provider = Provider {
     platform: "ElevenLabs",
     credentials: &[Credential {
         suffix: "SECRET",
-        verifier: |secrets, tolerance_secs| {
-            Arc::new(ElevenLabsSignature {
-                secrets,
-                tolerance_secs,
-            })
+        verifier: |c| {
+            Ok(Arc::new(ElevenLabsSignature {
+                secrets: c.values,
+                tolerance_secs: c.tolerance_secs,
+            }))
         },
     }],
     // The SDKs refuse a timestamp more than 30 minutes old.

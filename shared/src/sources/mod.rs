@@ -23,7 +23,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
-use crate::config::Secret;
+use crate::config::{ConfigError, Env, Secret};
 use crate::phone::Region;
 use crate::report::{CallId, CallReport};
 use crate::signature::Verifier;
@@ -92,9 +92,21 @@ pub struct Provider {
 pub struct Credential {
     /// The variable's last part: `CALLSYNC_<SOURCE>_<suffix>`.
     pub suffix: &'static str,
-    /// The check, from the configured values (a comma-separated list, for
-    /// rotation) and the replay window.
-    pub verifier: fn(Vec<Secret>, u64) -> Arc<dyn Verifier>,
+    /// The check, from the configured values; a scheme whose sender has
+    /// options reads them here, and refuses at start-up what it cannot check.
+    pub verifier: fn(Configured<'_>) -> Result<Arc<dyn Verifier>, ConfigError>,
+}
+
+/// What a credential's check is built from, once, at start-up.
+#[derive(Debug)]
+pub struct Configured<'a> {
+    pub source: Source,
+    /// The credential variable's values (a comma-separated list, for rotation).
+    pub values: Vec<Secret>,
+    /// The replay window of a scheme with a timestamp.
+    pub tolerance_secs: u64,
+    /// Every variable, for a scheme's options (`CALLSYNC_<SOURCE>_…`).
+    pub env: &'a Env,
 }
 
 impl Source {

@@ -17,7 +17,7 @@ pub(super) const PROVIDER: Provider = Provider {
     // The format has no signature of its own: only tokens apply.
     credentials: &[Credential {
         suffix: "TOKEN",
-        verifier: bearer_or_query,
+        verifier: |c| Ok(bearer_or_query(c.values)),
     }],
     tolerance_secs: None,
     inspect,

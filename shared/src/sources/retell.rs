@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use super::value::{
-    Hints, add_verdict, end_of, field, follow_up, number, object, sentiment, text,
+    Hints, add_verdict, duration_secs, end_of, field, follow_up, number, object, sentiment, text,
     text_transcript, unix_millis, without,
 };
 use super::{Body, Credential, Envelope, ParseContext, ParseError, Provider, Source, typed_envelope};
@@ -26,7 +26,12 @@ pub(super) const PROVIDER: Provider = Provider {
     platform: "Retell AI",
     credentials: &[Credential {
         suffix: "API_KEY",
-        verifier: |keys, tolerance_secs| Arc::new(RetellSignature { keys, tolerance_secs }),
+        verifier: |c| {
+            Ok(Arc::new(RetellSignature {
+                keys: c.values,
+                tolerance_secs: c.tolerance_secs,
+            }))
+        },
     }],
     // The SDK's `verify` allows five minutes either way.
     tolerance_secs: Some(300),
@@ -123,7 +128,7 @@ fn parse(body: Body, call_id: CallId, ctx: &ParseContext) -> Result<CallReport, 
 
     let started = unix_millis(call, &["start_timestamp"]);
     let duration = number(call, &["duration_ms"])
-        .map(|ms| std::time::Duration::from_secs_f64(ms / 1_000.0));
+        .and_then(|ms| duration_secs(ms / 1_000.0));
     let (ended_at, ended_at_is_receipt_time) =
         ctx.ended_at(unix_millis(call, &["end_timestamp"]).or_else(|| end_of(started, duration)));
 

@@ -46,7 +46,14 @@ pub fn seconds(object: &Map<String, Value>, keys: &[&str]) -> Option<std::time::
         Value::String(s) => s.trim().parse().ok()?,
         _ => return None,
     };
-    (value.is_finite() && value >= 0.0).then(|| std::time::Duration::from_secs_f64(value))
+    duration_secs(value)
+}
+
+/// `secs` seconds as a duration; `None` when negative, not a number, or
+/// too long for one. A provider's number is read with this rather than
+/// `Duration::from_secs_f64`, which panics on such values.
+pub fn duration_secs(secs: f64) -> Option<std::time::Duration> {
+    std::time::Duration::try_from_secs_f64(secs).ok()
 }
 
 /// A flag that may be a boolean or a string such as `"true"`/`"yes"`.
@@ -126,12 +133,14 @@ pub fn unix_seconds(object: &Map<String, Value>, keys: &[&str]) -> Option<time::
     time::OffsetDateTime::from_unix_timestamp_nanos((secs * 1e9) as i128).ok()
 }
 
-/// `start + duration`, for platforms that send a start and a length only.
+/// `start + duration`, for platforms that send a start and a length only;
+/// `None` when the sum is past the last representable time (a length no
+/// call has), where `+` would panic.
 pub fn end_of(
     start: Option<time::OffsetDateTime>,
     duration: Option<std::time::Duration>,
 ) -> Option<time::OffsetDateTime> {
-    Some(start? + duration?)
+    start?.checked_add(time::Duration::try_from(duration?).ok()?)
 }
 
 /// A sentiment word or score as the platform wrote it.
@@ -173,6 +182,16 @@ pub fn text_transcript(text: &str) -> Option<crate::report::Transcript> {
 
 /// A transcript sent as an array of turns (`{role, <content_key>}`).
 pub fn turns(value: Option<&Value>, content_keys: &[&str]) -> Option<crate::report::Transcript> {
+    turns_of(value, &["role"], content_keys)
+}
+
+/// A transcript sent as an array of turns whose speaker is at one of
+/// `role_keys` and whose words are at one of `content_keys`.
+pub fn turns_of(
+    value: Option<&Value>,
+    role_keys: &[&str],
+    content_keys: &[&str],
+) -> Option<crate::report::Transcript> {
     use crate::report::{Transcript, TranscriptLine};
     let lines: Vec<TranscriptLine> = value?
         .as_array()?
@@ -180,7 +199,7 @@ pub fn turns(value: Option<&Value>, content_keys: &[&str]) -> Option<crate::repo
         .filter_map(Value::as_object)
         .filter_map(|turn| {
             Some(TranscriptLine {
-                role: text(turn, &["role"]).unwrap_or_else(|| "unknown".to_owned()),
+                role: text(turn, role_keys).unwrap_or_else(|| "unknown".to_owned()),
                 content: text(turn, content_keys)?,
             })
         })

@@ -2,18 +2,19 @@
 //! `end-of-call-report`. Vapi signs with a timestamped HMAC whose headers
 //! and timestamp unit differ from seed 004's, or sends a shared secret.
 
+mod signing;
+
 use std::sync::Arc;
 
-
 use super::value::{
-    Hints, caller, end_of, field, follow_up, number, object, rfc3339, seconds, sentiment, text,
+    Hints, caller, duration_secs, end_of, field, follow_up, number, object, rfc3339, seconds, sentiment, text,
     text_transcript, turns, unix_millis, without,
 };
 use super::{Body, Credential, ParseContext, ParseError, Provider, Source};
 use crate::report::{CallId, CallReport};
-use crate::signature::{
-    Bearer, TimestampUnit, TimestampedHmac, TimestampedScheme, TokenPlaces,
-};
+use crate::signature::{Bearer, TokenPlaces};
+
+pub use signing::{Algorithm, Encoding, OPTION_SUFFIXES, Options, Part, VapiHmac, token_places};
 
 const FORMAT: &str = "vapi";
 /// The only message type that is a final call report.
@@ -23,37 +24,28 @@ pub(super) const PROVIDER: Provider = Provider {
     name: FORMAT,
     platform: "Vapi",
     credentials: &[
+        // Vapi's HMAC credential, with its options (`CALLSYNC_VAPI_*`, see
+        // [`signing`]).
         Credential {
             suffix: "SECRET",
-            verifier: |secrets, tolerance_secs| {
-                Arc::new(TimestampedHmac {
-                    scheme: SIGNATURE,
-                    secrets,
-                    tolerance_secs,
-                })
+            verifier: |c| {
+                VapiHmac::from_env(c.env, c.source, &c.values, c.tolerance_secs)
+                    .map(|v| Arc::new(v) as _)
             },
         },
         Credential {
             suffix: "TOKEN",
-            verifier: |tokens, _| Arc::new(Bearer { tokens, places: TOKEN }),
+            verifier: |c| {
+                Ok(Arc::new(Bearer {
+                    tokens: c.values,
+                    places: signing::token_places(c.env, c.source)?,
+                }))
+            },
         },
     ],
     tolerance_secs: Some(300),
     inspect: |body| super::message_envelope(body, FINAL_EVENT, FORMAT),
     parse,
-};
-
-/// Vapi's HMAC credential with its defaults: `x-signature` over
-/// `"{x-timestamp}.{body}"`. Vapi does not document the timestamp's unit,
-/// so both seconds and milliseconds are read; the `sha256=` prefix is
-/// optional because the signature format is configurable.
-pub const SIGNATURE: TimestampedScheme = TimestampedScheme {
-    signature_header: "x-signature",
-    timestamp_header: "x-timestamp",
-    prefix: "sha256=",
-    prefix_required: false,
-    unit: TimestampUnit::SecondsOrMillis,
-    expected: "<64 hex digits> or sha256=<64 hex digits>",
 };
 
 /// Vapi's shared-secret credentials: the legacy `X-Vapi-Secret` header or a
@@ -104,7 +96,7 @@ fn parse(body: Body, call_id: CallId, ctx: &ParseContext) -> Result<CallReport, 
     let started = rfc3339(message, &["startedAt"]).or_else(|| call.and_then(|c| rfc3339(c, &["startedAt"])));
     let ended = rfc3339(message, &["endedAt"]).or_else(|| call.and_then(|c| rfc3339(c, &["endedAt"])));
     let duration = seconds(message, &["durationSeconds"])
-        .or_else(|| number(message, &["durationMs"]).map(|ms| std::time::Duration::from_secs_f64(ms / 1_000.0)))
+        .or_else(|| number(message, &["durationMs"]).and_then(|ms| duration_secs(ms / 1_000.0)))
         .or_else(|| (ended? - started?).try_into().ok());
     // The message's own `timestamp` (ms epoch) is when Vapi sent it: after
     // the call ended, so only a fallback.
@@ -115,11 +107,8 @@ fn parse(body: Body, call_id: CallId, ctx: &ParseContext) -> Result<CallReport, 
     );
 
     let analysis_block = object(message, &["analysis"]);
-    let analysis = analysis_block
-        .and_then(|a| object(a, &["structuredData"]))
-        .cloned()
-        .unwrap_or_default();
     let artifact = object(message, &["artifact"]);
+    let analysis = analysis(analysis_block, artifact);
     let transcript = artifact
         .and_then(|a| turns(field(a, &["messages"]), &["message", "content"]))
         .or_else(|| {
@@ -142,14 +131,58 @@ fn parse(body: Body, call_id: CallId, ctx: &ParseContext) -> Result<CallReport, 
         sentiment: field(&analysis, &["sentiment"]).and_then(sentiment),
         follow_up_needed: follow_up(&analysis),
         analysis: analysis.into(),
-        recording_url: artifact
-            .and_then(|a| text(a, &["recordingUrl"]))
-            .or_else(|| text(message, &["recordingUrl"])),
+        recording_url: recording_url(message, artifact),
         transcript,
         crm_id: hints.crm_id,
         called_number: object(message, &["phoneNumber"]).and_then(|n| text(n, &["number"])),
         extra: without(message, KNOWN),
     })
+}
+
+/// The call's structured analysis: the deprecated `analysis.structuredData`
+/// and the results of the assistant's Structured Outputs, by name.
+///
+/// Vapi recommends Structured Outputs over the `analysisPlan`, whose
+/// `structuredDataPlan` is `deprecated: true` ("If you're configuring call
+/// analysis for the first time, start with structured outputs",
+/// VapiAI/docs @ eabfa530 `fern/assistants/call-analysis.mdx`). Their
+/// results arrive as `artifact.structuredOutputs`, `{<output id>: {name,
+/// result}}` (`fern/assistants/structured-outputs.mdx`, "Access extracted
+/// data"). On a name both carry, the Structured Output wins: it is the
+/// mechanism Vapi maintains, and an assistant moving to it keeps the old
+/// plan only until the move is done. A result that is `null` (the output
+/// did not run) takes nothing away. A result named `follow_up_needed` is
+/// the follow-up flag, like the key of that name in `structuredData`.
+fn analysis(analysis_block: Option<&Body>, artifact: Option<&Body>) -> Body {
+    let mut analysis = analysis_block
+        .and_then(|a| object(a, &["structuredData"]))
+        .cloned()
+        .unwrap_or_default();
+    let outputs = artifact.and_then(|a| object(a, &["structuredOutputs"]));
+    for output in outputs.into_iter().flat_map(|o| o.values()) {
+        let Some(output) = output.as_object() else {
+            continue;
+        };
+        if let (Some(name), Some(result)) = (text(output, &["name"]), field(output, &["result"])) {
+            analysis.insert(name, result.clone());
+        }
+    }
+    analysis
+}
+
+/// The recording: `artifact.recording.mono.combinedUrl`, else
+/// `artifact.recording.stereoUrl`, else the deprecated `artifact.recordingUrl`
+/// (Vapi's openapi `Artifact.recordingUrl`: `deprecated: true`, replaced by
+/// `Artifact.recording`, whose `Recording.mono` is `Mono.combinedUrl`,
+/// "the combined recording url for the call").
+fn recording_url(message: &Body, artifact: Option<&Body>) -> Option<String> {
+    let recording = artifact.and_then(|a| object(a, &["recording"]));
+    recording
+        .and_then(|r| object(r, &["mono"]))
+        .and_then(|mono| text(mono, &["combinedUrl"]))
+        .or_else(|| recording.and_then(|r| text(r, &["stereoUrl"])))
+        .or_else(|| artifact.and_then(|a| text(a, &["recordingUrl"])))
+        .or_else(|| text(message, &["recordingUrl"]))
 }
 
 #[cfg(test)]
@@ -169,12 +202,9 @@ mod tests {
     const SIG_MILLIS: &str = "952475801a975f9ccaabbc9ded2da2847f19297a6d22e4eb8a74957229e5ec97";
     const TS: i64 = 1_765_627_530;
 
-    fn hmac(secrets: &[&str]) -> TimestampedHmac {
-        TimestampedHmac {
-            scheme: SIGNATURE,
-            secrets: secrets.iter().map(|s| Secret::new(*s)).collect(),
-            tolerance_secs: 300,
-        }
+    fn hmac(secrets: &[&str]) -> VapiHmac {
+        let secrets: Vec<Secret> = secrets.iter().map(|s| Secret::new(*s)).collect();
+        VapiHmac::new(Options::vapi_default(), &secrets, false, 300, "CALLSYNC_VAPI_SECRET").unwrap()
     }
 
     fn check(

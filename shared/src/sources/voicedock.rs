@@ -21,18 +21,18 @@ pub(super) const PROVIDER: Provider = Provider {
         // Seed 004: a timestamped HMAC.
         Credential {
             suffix: "SECRET",
-            verifier: |secrets, tolerance_secs| {
-                Arc::new(TimestampedHmac {
+            verifier: |c| {
+                Ok(Arc::new(TimestampedHmac {
                     scheme: SEED_004,
-                    secrets,
-                    tolerance_secs,
-                })
+                    secrets: c.values,
+                    tolerance_secs: c.tolerance_secs,
+                }))
             },
         },
         // Seed 001: a bearer token.
         Credential {
             suffix: "TOKEN",
-            verifier: bearer_or_query,
+            verifier: |c| Ok(bearer_or_query(c.values)),
         },
     ],
     tolerance_secs: Some(300),

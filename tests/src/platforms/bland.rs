@@ -32,6 +32,7 @@ pub(super) const API: Api = Api {
     select,
     details,
     missing: "Call not found",
+    more: None,
 };
 
 fn select(calls: &[SimCall], query: &str) -> Result<Value, String> {

@@ -22,6 +22,7 @@ pub(super) const API: Api = Api {
     select,
     details,
     missing: "Conversation not found",
+    more: None,
 };
 
 fn select(calls: &[SimCall], query: &str) -> Result<Value, String> {

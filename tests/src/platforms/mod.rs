@@ -18,6 +18,8 @@ mod elevenlabs;
 mod retell;
 mod vapi;
 
+pub use vapi::PHONE_NUMBER_ID;
+
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -138,6 +140,8 @@ struct Api {
     details: fn(&SimCall) -> Value,
     /// The message of a get-one for an unknown call (404).
     missing: &'static str,
+    /// Other endpoints the platform's client reads (Vapi's phone numbers).
+    more: Option<fn() -> Router<Shared>>,
 }
 
 impl Api {
@@ -153,7 +157,7 @@ impl Api {
             };
             sim.list(self, &headers, request).await
         };
-        let router = Router::new().route(
+        let router = self.more.map_or_else(Router::new, |more| more()).route(
             self.list_path,
             if self.list_by_post {
                 post(list)
@@ -340,6 +344,28 @@ impl Shared {
         })
     }
 
+    /// Answers a request for another of `source`'s resources: admitted
+    /// under `operation` like a list or get-one, then `answer`ed; a refusal
+    /// `answer` gives is recorded as the status the client got.
+    pub(crate) fn other(
+        &self,
+        source: Source,
+        headers: &HeaderMap,
+        operation: &'static str,
+        request: String,
+        answer: impl FnOnce() -> Response,
+    ) -> Response {
+        if let Err(refusal) = self.admit(source, headers, operation, request) {
+            return refusal;
+        }
+        let response = answer();
+        if response.status().is_success() {
+            response
+        } else {
+            self.refused(source, response)
+        }
+    }
+
     /// Records a refusal of a request that passed [`Shared::admit`] (a bad
     /// parameter), so that `seen` shows the status the client got.
     fn refused(&self, source: Source, response: Response) -> Response {
@@ -479,7 +505,7 @@ fn millis(at: OffsetDateTime) -> i64 {
 }
 
 /// The number callsync's test agents answer on.
-const AGENT_NUMBER: &str = "+14155550999";
+pub const AGENT_NUMBER: &str = "+14155550999";
 
 /// The platforms' 200 answer.
 fn ok(body: Value) -> Response {

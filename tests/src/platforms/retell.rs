@@ -30,6 +30,7 @@ pub(super) const API: Api = Api {
     select,
     details,
     missing: "Call not found",
+    more: None,
 };
 
 fn select(calls: &[SimCall], body: &str) -> Result<Value, String> {

@@ -11,8 +11,17 @@
 //! once its `analysis` is filled in, or [`ANALYSIS_WAIT`] after it ended
 //! (an assistant without an analysis plan never gets one).
 //! (Vapi API reference, `GET /call`, operation `CallController_findAll`.)
+//!
+//! A listed call names the number it was on by `phoneNumberId` alone
+//! (`Call.phoneNumber` is only for a transient number), while the webhook's
+//! server message carries the number. So that a reconciled report names our
+//! number too (HubSpot's `hs_call_to_number`), it is read from
+//! `GET /phone-number/{id}` (`PhoneNumberController_findOne`, Bearer; its
+//! `number`), once per id for the life of the worker: an organisation has a
+//! handful of numbers and their ids never change.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use callsync_shared::Source;
@@ -29,7 +38,12 @@ pub(super) const API: Api = Api {
     default_url: "https://api.vapi.ai",
     auth: Auth::Bearer,
     max_page_size: 1000,
-    build: |client| Arc::new(Vapi { client }),
+    build: |client| {
+        Arc::new(Vapi {
+            client,
+            numbers: Mutex::default(),
+        })
+    },
 };
 
 /// How long after its end an ended call without an analysis is taken to
@@ -39,6 +53,69 @@ pub const ANALYSIS_WAIT: std::time::Duration = std::time::Duration::from_secs(10
 #[derive(Debug)]
 struct Vapi {
     client: PlatformClient,
+    /// Our number by its `phoneNumberId`; `None` for an id Vapi does not
+    /// hold (404) or a number without digits (a SIP-only one).
+    numbers: Mutex<HashMap<String, Option<String>>>,
+}
+
+impl Vapi {
+    /// The number with id `id`, from the cache or Vapi.
+    async fn number(&self, id: &str) -> Result<Option<String>, PlatformError> {
+        if let Some(known) = self.cached(id) {
+            return Ok(known);
+        }
+        // A UUID (the path parameter's format): nothing else goes into the path.
+        if uuid::Uuid::try_parse(id).is_err() {
+            return Ok(None);
+        }
+        let resource = self
+            .client
+            .fetch("get_phone_number", &format!("/phone-number/{id}"))
+            .await?;
+        let number = resource
+            .as_ref()
+            .and_then(|r| r.get("number"))
+            .and_then(Value::as_str)
+            .filter(|n| !n.trim().is_empty())
+            .map(str::to_owned);
+        if number.is_none() {
+            tracing::warn!(
+                phone_number_id = id,
+                "Vapi has no number for this phoneNumberId; reconciled calls on it name no number of ours"
+            );
+        }
+        self.numbers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(id.to_owned(), number.clone());
+        Ok(number)
+    }
+
+    fn cached(&self, id: &str) -> Option<Option<String>> {
+        self.numbers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(id)
+            .cloned()
+    }
+
+    /// `call` with `phoneNumber.number` filled in from its `phoneNumberId`
+    /// when it lacks one.
+    async fn with_number(&self, call: &Value) -> Result<Value, PlatformError> {
+        let has_number = call
+            .pointer("/phoneNumber/number")
+            .and_then(Value::as_str)
+            .is_some();
+        let id = call.get("phoneNumberId").and_then(Value::as_str);
+        let (false, Some(id)) = (has_number, id) else {
+            return Ok(call.clone());
+        };
+        let mut call = call.clone();
+        if let Some(number) = self.number(id).await? {
+            call["phoneNumber"] = json!({ "id": id, "number": number });
+        }
+        Ok(call)
+    }
 }
 
 /// A window in Unix milliseconds, `[start, end)`.
@@ -101,7 +178,8 @@ impl Platform for Vapi {
     }
 
     async fn report(&self, call: &Listed) -> Result<Option<Vec<u8>>, PlatformError> {
-        Ok(Some(end_of_call_report(&call.item)))
+        let call = self.with_number(&call.item).await?;
+        Ok(Some(end_of_call_report(&call)))
     }
 }
 

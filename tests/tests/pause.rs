@@ -175,9 +175,9 @@ async fn a_token_without_a_scope_pauses_hubspot_until_the_scope_is_granted() {
     )
     .await;
 
-    // Only a probe that writes nothing runs while paused, and reading is
-    // allowed: the worker resumes, is refused again and pauses again until
-    // the scope is granted. Calls never park meanwhile.
+    // Only probes that write nothing run while paused; they read the
+    // token's scopes too, so the worker stays paused until the scope is
+    // granted. Calls never park meanwhile.
     nothing_parked_for(&app, 3, "the scope is missing").await;
     app.env
         .sim
@@ -293,4 +293,80 @@ async fn a_paused_worker_probes_less_and_less_often() {
     .await;
     assert_eq!(probes().await, 2.0, "the paused worker kept probing");
     app.shutdown().await;
+}
+
+/// A GoHighLevel token made with the contacts scopes only, as the set-up
+/// once said: the custom fields' routes refuse it for their scope. The
+/// worker pauses for the set-up, naming the scope, parks nothing, and
+/// resumes once the scopes are granted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gohighlevel_token_without_the_custom_field_scopes_pauses_until_they_are_granted() {
+    let app = paused_app("gohighlevel").start().await;
+    app.env
+        .sim
+        .grant_gohighlevel_scopes(&["contacts.readonly", "contacts.write"]);
+    let (bodies, markers) = reports("ghl-scope", 2);
+    post_all(&app, bodies).await;
+    assert_paused(
+        &app,
+        "setup",
+        &[
+            "locations/customFields.readonly",
+            "not authorized for this scope",
+        ],
+        2,
+    )
+    .await;
+    let metrics = app.worker_metrics(0).await;
+    assert_eq!(
+        prometheus::value(&metrics, "callsync_worker_paused", &[("reason", "setup")]),
+        1.0
+    );
+    // The probe proves the set-up too: the worker stays paused, where a
+    // probe that only read contacts would resume it into the same refusal.
+    stays_paused_for_the_set_up(&app, 3).await;
+
+    app.env
+        .sim
+        .grant_gohighlevel_scopes(&callsync_tests::sim::gohighlevel::ALL_SCOPES);
+    assert_resumed_and_synced(&app, &markers).await;
+    app.shutdown().await;
+}
+
+/// Without `contacts.write` the contact's upsert is refused for its scope:
+/// a pause for the set-up, not one parked call per caller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gohighlevel_token_without_contacts_write_pauses_instead_of_parking() {
+    let app = paused_app("gohighlevel").start().await;
+    app.env.sim.grant_gohighlevel_scopes(&[
+        "contacts.readonly",
+        "locations/customFields.readonly",
+        "locations/customFields.write",
+    ]);
+    let (bodies, markers) = reports("ghl-write", 2);
+    post_all(&app, bodies).await;
+    assert_paused(&app, "setup", &["contacts.write"], 2).await;
+    stays_paused_for_the_set_up(&app, 3).await;
+
+    app.env
+        .sim
+        .grant_gohighlevel_scopes(&callsync_tests::sim::gohighlevel::ALL_SCOPES);
+    assert_resumed_and_synced(&app, &markers).await;
+    app.shutdown().await;
+}
+
+/// Checks for `seconds` that worker 0 stays paused for the set-up and
+/// parks nothing.
+async fn stays_paused_for_the_set_up(app: &TestApp, seconds: u64) {
+    throughout(
+        Duration::from_secs(seconds),
+        "the worker stays paused for the set-up and parks nothing",
+        || async { (app.worker_readiness(0).await, app.parked().await) },
+        |((status, body), parked)| {
+            *status == StatusCode::SERVICE_UNAVAILABLE
+                && body["paused"]["reason"] == "setup"
+                && parked.is_empty()
+        },
+    )
+    .await;
 }

@@ -982,3 +982,88 @@ async fn the_webhook_receiver_refuses_a_bad_signature_or_a_stale_timestamp_with_
     );
     assert_eq!(sim.snapshot().calls.len(), 1);
 }
+
+/// GoHighLevel checks the scope each operation lists in its OpenAPI file's
+/// `security` before anything else, and refuses a token without it with
+/// 401 "The token is not authorized for this scope.": `GET
+/// /locations/{id}/customFields` (get-custom-fields) needs
+/// `locations/customFields.readonly`, `POST` (create-custom-field)
+/// `locations/customFields.write`, `POST /contacts/{id}/notes`
+/// (create-note) `contacts.write`, `POST /contacts/search`
+/// (search-contacts-advanced) `contacts.readonly`.
+#[tokio::test]
+async fn gohighlevel_refuses_a_token_without_the_scope_its_openapi_file_lists_for_the_route() {
+    let sim = sim().await;
+    sim.grant_gohighlevel_scopes(&["contacts.readonly"]);
+    let refused = |body: Value| {
+        assert_eq!(
+            body["message"], "The token is not authorized for this scope.",
+            "{body}"
+        );
+    };
+    refused(
+        expect(
+            StatusCode::UNAUTHORIZED,
+            sim.gohighlevel(Method::GET, "/locations/loc-1/customFields?model=contact"),
+        )
+        .await,
+    );
+    // Refused for the scope before its body is read (this one lacks `name`).
+    refused(
+        expect(
+            StatusCode::UNAUTHORIZED,
+            sim.gohighlevel(Method::POST, "/locations/loc-1/customFields")
+                .json(&json!({})),
+        )
+        .await,
+    );
+    let contact = sim.seed_contact(properties(
+        json!({ "name": "Known", "phone": "+31612345678" }),
+    ));
+    refused(
+        expect(
+            StatusCode::UNAUTHORIZED,
+            sim.gohighlevel(Method::POST, &format!("/contacts/{contact}/notes"))
+                .json(&json!({ "body": "note" })),
+        )
+        .await,
+    );
+    let search = json!({ "locationId": "loc-1", "page": 1, "pageLimit": 10, "filters": [] });
+    expect(
+        StatusCode::OK,
+        sim.gohighlevel(Method::POST, "/contacts/search")
+            .json(&search),
+    )
+    .await;
+    assert!(sim.snapshot().calls.is_empty(), "no note was stored");
+
+    // With the scope, the field without `name` is refused for its body.
+    sim.grant_gohighlevel_scopes(&callsync_tests::sim::gohighlevel::ALL_SCOPES);
+    expect(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        sim.gohighlevel(Method::POST, "/locations/loc-1/customFields")
+            .json(&json!({})),
+    )
+    .await;
+}
+
+/// A contact's additional phones come back as GoHighLevel's search doc
+/// shows them: `"additionalPhones": ["123456789", "987654321"]`.
+#[tokio::test]
+async fn gohighlevel_search_answers_additional_phones_as_strings() {
+    let sim = sim().await;
+    sim.seed_contact(properties(json!({
+        "name": "Known", "phone": "+31612345678", "additionalPhones": ["+31201234567"]
+    })));
+    let search = json!({ "locationId": "loc-1", "page": 1, "pageLimit": 10, "filters": [] });
+    let body = expect(
+        StatusCode::OK,
+        sim.gohighlevel(Method::POST, "/contacts/search")
+            .json(&search),
+    )
+    .await;
+    assert_eq!(
+        body["contacts"][0]["additionalPhones"],
+        json!(["+31201234567"])
+    );
+}

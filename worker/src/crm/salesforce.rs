@@ -270,7 +270,7 @@ impl Salesforce {
                 .await?
                 .ok_or_else(|| CrmError::InvalidResponse("upserted Task not found".to_owned()));
         }
-        let saved: Saved = super::http::decode(response).await?;
+        let saved: Saved = self.http.decode(operation, response).await?;
         Ok(saved.id)
     }
 
@@ -287,7 +287,7 @@ impl Salesforce {
         if response.status() == StatusCode::NOT_FOUND {
             return Ok(None);
         }
-        let fetched: Fetched = super::http::decode(response).await?;
+        let fetched: Fetched = self.http.decode("get_task", response).await?;
         Ok(Some(fetched.id))
     }
 }

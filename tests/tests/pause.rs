@@ -370,3 +370,51 @@ async fn stays_paused_for_the_set_up(app: &TestApp, seconds: u64) {
     )
     .await;
 }
+
+/// Followed without one custom field, the Salesforce set-up would refuse
+/// every call with `INVALID_FIELD` ("No such column"): the worker pauses
+/// for the set-up naming the field, parks nothing, and resumes once the
+/// admin creates it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_salesforce_custom_field_pauses_until_the_admin_creates_it() {
+    use callsync_tests::sim::salesforce::Org;
+    let app = paused_app("salesforce").start().await;
+    app.env.sim.set_salesforce_org(Org {
+        missing_fields: vec![("Contact".into(), "Callsync_Last_Call_At__c".into())],
+        ..Org::default()
+    });
+    let (bodies, markers) = reports("sf-field", 2);
+    post_all(&app, bodies).await;
+    assert_paused(&app, "setup", &["Contact.Callsync_Last_Call_At__c"], 2).await;
+    stays_paused_for_the_set_up(&app, 3).await;
+
+    app.env.sim.set_salesforce_org(Org::default());
+    assert_resumed_and_synced(&app, &markers).await;
+    app.shutdown().await;
+}
+
+/// A field deleted after the worker prepared (its describe passed): the
+/// first write naming it is refused with `INVALID_FIELD`, and that pauses
+/// too instead of parking the call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_salesforce_field_deleted_while_running_pauses_instead_of_parking() {
+    use callsync_tests::sim::salesforce::Org;
+    let app = paused_app("salesforce").start().await;
+    let (bodies, markers) = reports("sf-deleted", 2);
+    let mut bodies = bodies.into_iter();
+    app.post_voicedock(bodies.next().unwrap()).await;
+    app.wait_for_crm("the first call is recorded", |s| s.calls.len() == 1)
+        .await;
+    app.env.sim.set_salesforce_org(Org {
+        missing_fields: vec![("Task".into(), "Callsync_Marker__c".into())],
+        ..Org::default()
+    });
+    app.post_voicedock(bodies.next().unwrap()).await;
+    let detail = app.wait_for_pause(0, "setup").await;
+    assert!(detail.contains("Callsync_Marker__c"), "{detail}");
+    stays_paused_for_the_set_up(&app, 2).await;
+
+    app.env.sim.set_salesforce_org(Org::default());
+    assert_resumed_and_synced(&app, &markers).await;
+    app.shutdown().await;
+}

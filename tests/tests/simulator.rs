@@ -1067,3 +1067,176 @@ async fn gohighlevel_search_answers_additional_phones_as_strings() {
         json!(["+31201234567"])
     );
 }
+
+/// `TaskSubtype` is create-only (its properties are "Create, Filter,
+/// Group, Nillable, Restricted picklist, Sort", without Update: object
+/// reference, Task): an upsert that finds its Task and names it is refused
+/// with `INVALID_FIELD_FOR_INSERT_UPDATE`, even with the value it has.
+#[tokio::test]
+async fn salesforce_refuses_task_subtype_in_an_upsert_that_updates_whatever_its_value() {
+    let sim = sim().await;
+    let contact = salesforce_contact(&sim).await;
+    let path = "/sobjects/Task/Callsync_Marker__c/callsync:voicedock:subtype";
+    let task = json!({ "WhoId": contact, "Subject": "Call", "TaskSubtype": "Call", "ActivityDate": "2026-05-01" });
+    expect(
+        StatusCode::CREATED,
+        sim.salesforce(Method::PATCH, path).json(&task),
+    )
+    .await;
+    let refused = expect(
+        StatusCode::BAD_REQUEST,
+        sim.salesforce(Method::PATCH, path).json(&task),
+    )
+    .await;
+    assert_eq!(refused[0]["errorCode"], "INVALID_FIELD_FOR_INSERT_UPDATE");
+    let without =
+        json!({ "WhoId": contact, "Subject": "Call again", "ActivityDate": "2026-05-01" });
+    expect(
+        StatusCode::OK,
+        sim.salesforce(Method::PATCH, path).json(&without),
+    )
+    .await;
+    assert_eq!(sim.snapshot().calls[0].prop("Subject"), Some("Call again"));
+}
+
+/// A marker the Unique flag keeps to one Task refuses a second create with
+/// `DUPLICATE_VALUE`; without the flag two Tasks may carry it, and an
+/// upsert or read by it answers 300 listing both.
+#[tokio::test]
+async fn salesforce_refuses_a_second_task_with_a_unique_marker_and_answers_300_for_a_shared_one() {
+    let sim = sim().await;
+    let contact = salesforce_contact(&sim).await;
+    let task = json!({ "WhoId": contact, "Subject": "Follow up", "ActivityDate": "2026-05-01", "Callsync_Marker__c": "m-1" });
+    expect(
+        StatusCode::CREATED,
+        sim.salesforce(Method::POST, "/sobjects/Task").json(&task),
+    )
+    .await;
+    let refused = expect(
+        StatusCode::BAD_REQUEST,
+        sim.salesforce(Method::POST, "/sobjects/Task").json(&task),
+    )
+    .await;
+    assert_eq!(refused[0]["errorCode"], "DUPLICATE_VALUE");
+
+    sim.set_salesforce_org(callsync_tests::sim::salesforce::Org {
+        marker_unique: false,
+        ..Default::default()
+    });
+    expect(
+        StatusCode::CREATED,
+        sim.salesforce(Method::POST, "/sobjects/Task").json(&task),
+    )
+    .await;
+    let listed = expect(
+        StatusCode::MULTIPLE_CHOICES,
+        sim.salesforce(Method::GET, "/sobjects/Task/Callsync_Marker__c/m-1"),
+    )
+    .await;
+    assert_eq!(listed.as_array().map(Vec::len), Some(2), "{listed}");
+    expect(
+        StatusCode::MULTIPLE_CHOICES,
+        sim.salesforce(Method::PATCH, "/sobjects/Task/Callsync_Marker__c/m-1")
+            .json(&json!({ "Subject": "x" })),
+    )
+    .await;
+    assert_eq!(sim.snapshot().tasks.len(), 2, "nothing written by the 300");
+}
+
+/// An "Alert" duplicate rule refuses an API save that matches an existing
+/// record with `DUPLICATES_DETECTED`, naming the records, unless the
+/// request sends `Sforce-Duplicate-Rule-Header: allowSave=true`.
+#[tokio::test]
+async fn salesforce_duplicate_rule_refuses_a_matching_contact_unless_allowed_to_save() {
+    let sim = sim().await;
+    sim.set_salesforce_org(callsync_tests::sim::salesforce::Org {
+        email_duplicate_rule: true,
+        ..Default::default()
+    });
+    let jan = json!({ "LastName": "Jansen", "Email": "jan@example.com" });
+    let first = expect(
+        StatusCode::CREATED,
+        sim.salesforce(Method::POST, "/sobjects/Contact").json(&jan),
+    )
+    .await;
+    let refused = expect(
+        StatusCode::BAD_REQUEST,
+        sim.salesforce(Method::POST, "/sobjects/Contact").json(&jan),
+    )
+    .await;
+    assert_eq!(refused[0]["errorCode"], "DUPLICATES_DETECTED");
+    assert_eq!(
+        refused[0]["duplicateResult"]["matchResults"][0]["matchRecords"][0]["record"]["Id"],
+        first["id"]
+    );
+    expect(
+        StatusCode::CREATED,
+        sim.salesforce(Method::POST, "/sobjects/Contact")
+            .header("Sforce-Duplicate-Rule-Header", "allowSave=true")
+            .json(&jan),
+    )
+    .await;
+    assert_eq!(sim.snapshot().contacts.len(), 2);
+}
+
+/// A custom field the admin has not created is absent from the object's
+/// describe and refused on write with `INVALID_FIELD`, "No such column".
+#[tokio::test]
+async fn salesforce_without_a_custom_field_describes_it_absent_and_refuses_writing_it() {
+    let sim = sim().await;
+    sim.set_salesforce_org(callsync_tests::sim::salesforce::Org {
+        missing_fields: vec![("Contact".into(), "Callsync_Last_Sentiment__c".into())],
+        ..Default::default()
+    });
+    let described = expect(
+        StatusCode::OK,
+        sim.salesforce(Method::GET, "/sobjects/Contact/describe"),
+    )
+    .await;
+    let names: Vec<&str> = described["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["name"].as_str())
+        .collect();
+    assert!(names.contains(&"Callsync_Last_Call_At__c"), "{names:?}");
+    assert!(!names.contains(&"Callsync_Last_Sentiment__c"), "{names:?}");
+    let refused = expect(
+        StatusCode::BAD_REQUEST,
+        sim.salesforce(Method::POST, "/sobjects/Contact")
+            .json(&json!({ "LastName": "X", "Callsync_Last_Sentiment__c": "positive" })),
+    )
+    .await;
+    assert_eq!(refused[0]["errorCode"], "INVALID_FIELD");
+    assert!(
+        refused[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("No such column 'Callsync_Last_Sentiment__c'")
+    );
+}
+
+/// `IN PHONE FIELDS` finds a number typed with punctuation by its whole
+/// digits, never by a part of them: the strictest reading of Salesforce's
+/// undocumented phone tokenising (see the simulator's rule).
+#[tokio::test]
+async fn salesforce_phone_search_matches_whole_numbers_not_digit_substrings() {
+    let sim = sim().await;
+    sim.seed_contact_with_id(
+        "003000000000000001",
+        properties(json!({ "LastName": "Known", "Phone": "06 12345678" })),
+    );
+    let find = |term: &str| {
+        sim.salesforce(Method::GET, "/search/").query(&[(
+            "q",
+            format!("FIND {{{term}}} IN PHONE FIELDS RETURNING Contact(Id, Phone)"),
+        )])
+    };
+    let found = |body: Value| body["searchRecords"].as_array().map_or(0, Vec::len);
+    assert_eq!(found(expect(StatusCode::OK, find("612345678")).await), 0);
+    assert_eq!(found(expect(StatusCode::OK, find("0612345678")).await), 1);
+    assert_eq!(
+        found(expect(StatusCode::OK, find("612345678 OR 0612345678")).await),
+        1
+    );
+}

@@ -262,9 +262,7 @@ async fn crm_requirements(crm: &dyn Crm, credential_help: &str) -> Vec<Line> {
 
 fn refusal(error: &CrmError, credential_help: &str) -> String {
     match error {
-        CrmError::Unauthorized { .. } | CrmError::Setup { .. } => {
-            format!("{error}; {credential_help}")
-        }
+        CrmError::Unauthorized { .. } => format!("{error}; {credential_help}"),
         other => other.to_string(),
     }
 }

@@ -256,6 +256,9 @@ pub struct Org {
     /// Custom fields the admin has not created (or hidden from the user):
     /// `(object, field)`.
     pub missing_fields: Vec<(String, String)>,
+    /// Whether `Callsync_Marker__c` is marked External ID (the guide asks
+    /// it): when not, Salesforce refuses upserts and reads by it.
+    pub marker_external_id: bool,
     /// Whether `Callsync_Marker__c` is marked Unique (the guide asks it):
     /// when not, two Tasks may carry one marker.
     pub marker_unique: bool,
@@ -269,6 +272,7 @@ impl Default for Org {
     fn default() -> Self {
         Self {
             missing_fields: Vec::new(),
+            marker_external_id: true,
             marker_unique: true,
             email_duplicate_rule: false,
         }
@@ -298,6 +302,20 @@ impl super::CrmSim {
             .insert_as(kind, properties, vec![who.to_owned()], |n| sf_id("00T", n))
             .id
     }
+}
+
+/// Every custom field the simulator's org can hold: object, API name and
+/// the `type` its describe gives.
+pub fn custom_fields() -> Vec<(&'static str, &'static str, &'static str)> {
+    let on = |object: &'static str, fields: &'static [(&'static str, &'static str)]| {
+        fields
+            .iter()
+            .map(move |(name, kind)| (object, *name, *kind))
+    };
+    on("Task", TASK_CUSTOM_FIELDS)
+        .chain(on("Contact", LAST_CALL_FIELDS))
+        .chain(on("Lead", LAST_CALL_FIELDS))
+        .collect()
 }
 
 /// The custom fields of `sobject` that exist in the org.
@@ -528,9 +546,10 @@ async fn describe(call: Call, Path((_, object)): Path<(String, String)>) -> Resp
             .map(|name| json!({ "name": name, "type": "string", "externalId": false, "unique": false }))
             .collect();
         let unique = state.salesforce.marker_unique;
+        let external = state.salesforce.marker_external_id;
         fields.extend(custom_fields_of(state, &object).into_iter().map(|(name, kind)| {
             let marker = name == "Callsync_Marker__c";
-            json!({ "name": name, "type": kind, "externalId": marker, "unique": marker && unique, "custom": true })
+            json!({ "name": name, "type": kind, "externalId": marker && external, "unique": marker && unique, "custom": true })
         }));
         Ok(Json(json!({ "name": object, "fields": fields })).into_response())
     })
@@ -685,8 +704,25 @@ fn task_mut<'a>(state: &'a mut SimState, id: &str) -> Option<&'a mut super::Reco
         .find(|r| r.id == id)
 }
 
+/// Refuses a read or upsert by `Callsync_Marker__c` while it is missing or
+/// not marked External ID, as Salesforce answers a path naming a field
+/// that is not one: 404 "Provided external ID field does not exist or is
+/// not accessible".
+fn by_external_id(state: &SimState) -> Result<(), Response> {
+    let exists = custom_fields_of(state, "Task")
+        .iter()
+        .any(|(name, _)| *name == "Callsync_Marker__c");
+    if exists && state.salesforce.marker_external_id {
+        return Ok(());
+    }
+    Err(not_found(
+        "Provided external ID field does not exist or is not accessible: Callsync_Marker__c",
+    ))
+}
+
 async fn read_task(call: Call, Path((_, marker)): Path<(String, String)>) -> Response {
     guard(&call, "get_task", |state| {
+        by_external_id(state)?;
         let id = one_task_marked(state, &marker)?.ok_or_else(|| {
             not_found("Provided external ID field does not exist or is not accessible")
         })?;
@@ -746,6 +782,7 @@ async fn upsert_task(
         "upsert_call_task"
     };
     guard(&call, operation, |state| {
+        by_external_id(state)?;
         let mut properties = fields_of(state, "Task", &body)?;
         properties.insert("Callsync_Marker__c".into(), json!(marker));
         if let Some(id) = one_task_marked(state, &marker)? {

@@ -1240,3 +1240,36 @@ async fn salesforce_phone_search_matches_whole_numbers_not_digit_substrings() {
         1
     );
 }
+
+/// GoHighLevel's contact search: `pageLimit` is "required" (a search
+/// without it answers 422, GoHighLevel/highlevel-api-docs#31), and the
+/// `contains` operator "does not support special characters" (search doc).
+#[tokio::test]
+async fn gohighlevel_search_refuses_a_missing_page_limit_and_special_characters_in_contains() {
+    let sim = sim().await;
+    let search = |body: Value| {
+        sim.gohighlevel(Method::POST, "/contacts/search")
+            .json(&body)
+    };
+    expect(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        search(json!({ "locationId": "loc-1", "page": 1, "filters": [] })),
+    )
+    .await;
+    let contains = |value: &str| {
+        json!({ "locationId": "loc-1", "page": 1, "pageLimit": 10, "filters": [
+            { "field": "phone", "operator": "contains", "value": value }
+        ]})
+    };
+    expect(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        search(contains("+31612345678")),
+    )
+    .await;
+    expect(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        search(contains("6 1234 5678")),
+    )
+    .await;
+    expect(StatusCode::OK, search(contains("612345678"))).await;
+}

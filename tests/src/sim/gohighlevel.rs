@@ -409,9 +409,14 @@ async fn search(call: Call, body: Bytes) -> Response {
         |state| {
             let body = parse(&body)?;
             located(&body)?;
+            // `pageLimit` is "required" (search doc); without it GoHighLevel
+            // answers 422 (GoHighLevel/highlevel-api-docs#31).
+            let Some(limit) = body["pageLimit"].as_u64() else {
+                return Err(unprocessable(vec!["pageLimit must be a number".into()]));
+            };
             let group = json!({ "group": "AND", "filters": body["filters"].clone() });
             check_filter(&group).map_err(|message| unprocessable(vec![message]))?;
-            let limit = body["pageLimit"].as_u64().unwrap_or(20) as usize;
+            let limit = usize::try_from(limit).unwrap_or(usize::MAX);
             let contacts: Vec<Value> = state
                 .contacts
                 .iter()
@@ -437,6 +442,17 @@ fn check_filter(filter: &Value) -> Result<(), String> {
             .try_for_each(check_filter);
     }
     match (filter["field"].as_str(), filter["operator"].as_str()) {
+        // "contains … does not support special characters" (search doc): a
+        // phone value for `contains` is letters and digits only.
+        (Some("phone"), Some("contains"))
+            if filter["value"]
+                .as_str()
+                .is_some_and(|v| !v.chars().all(|c| c.is_ascii_alphanumeric())) =>
+        {
+            Err(format!(
+                "contains does not support special characters: {filter}"
+            ))
+        }
         (Some("phone" | "email"), Some("eq" | "contains")) if filter["value"].is_string() => Ok(()),
         _ => Err(format!(
             "crm-sim supports eq and contains on phone and email: {filter}"

@@ -198,3 +198,76 @@ async fn a_webhook_target_passes_when_its_url_answers_and_fails_when_it_does_not
     );
     app.shutdown().await;
 }
+
+/// Every scope the gohighlevel adapter uses, from GoHighLevel's OpenAPI
+/// files: `check` proves each with a request that needs it and names the
+/// one missing, whichever it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gohighlevel_token_without_a_scope_fails_that_scopes_line_and_only_it() {
+    use callsync_tests::sim::gohighlevel::ALL_SCOPES;
+    let app = TestApp::builder()
+        .crm("gohighlevel")
+        .workers(0)
+        .start()
+        .await;
+    for missing in ALL_SCOPES {
+        let held: Vec<&str> = ALL_SCOPES.into_iter().filter(|s| *s != missing).collect();
+        app.env.sim.grant_gohighlevel_scopes(&held);
+        let checked = check(&app.worker_env()).await;
+        assert!(!checked.success, "{checked:#?}");
+        let line = checked.line(&format!("permission {missing}"));
+        assert!(
+            line.starts_with('✗') && line.contains("missing") && line.contains(missing),
+            "{line}"
+        );
+        for scope in &held {
+            let line = checked.line(&format!("permission {scope}"));
+            assert!(line.starts_with('✓'), "{line}");
+        }
+    }
+    // Proving the scopes created nothing: no contact, and no field but
+    // callsync's three (made by the runs whose token could make them).
+    let s = app.snapshot();
+    assert!(s.contacts.is_empty() && s.calls.is_empty(), "{s:?}");
+    app.shutdown().await;
+}
+
+/// A Salesforce org where the admin created the marker but not all the
+/// last-call fields, and the marker without its External ID flag: the
+/// custom fields' line names each, and the credential still holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_salesforce_org_without_a_custom_field_fails_the_fields_line_naming_each() {
+    use callsync_tests::sim::salesforce::Org;
+    let app = TestApp::builder()
+        .crm("salesforce")
+        .workers(0)
+        .start()
+        .await;
+    app.env.sim.set_salesforce_org(Org {
+        missing_fields: vec![
+            ("Contact".into(), "Callsync_Last_Call_At__c".into()),
+            ("Lead".into(), "Callsync_Last_Sentiment__c".into()),
+        ],
+        ..Org::default()
+    });
+    let checked = check(&app.worker_env()).await;
+    assert!(!checked.success, "{checked:#?}");
+    assert!(
+        checked
+            .line("salesforce credential accepted")
+            .starts_with('✓')
+    );
+    let fields = checked.line("custom fields present or created");
+    assert!(fields.starts_with('✗'), "{fields}");
+    for named in [
+        "Contact.Callsync_Last_Call_At__c is missing",
+        "Lead.Callsync_Last_Sentiment__c is missing",
+    ] {
+        assert!(fields.contains(named), "{fields}");
+    }
+    assert!(
+        !fields.contains("Task.Callsync_Marker__c"),
+        "only the missing ones: {fields}"
+    );
+    app.shutdown().await;
+}

@@ -27,7 +27,7 @@ fn record_operation(crm: &str) -> &'static str {
     match crm {
         "hubspot" => "create_call",
         "pipedrive" | "gohighlevel" => "create_note",
-        "salesforce" => "upsert_call_task",
+        "salesforce" => "create_call_task",
         "webhook" => "deliver",
         other => panic!("unknown CRM {other}"),
     }

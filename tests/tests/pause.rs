@@ -175,9 +175,9 @@ async fn a_token_without_a_scope_pauses_hubspot_until_the_scope_is_granted() {
     )
     .await;
 
-    // Only a probe that writes nothing runs while paused, and reading is
-    // allowed: the worker resumes, is refused again and pauses again until
-    // the scope is granted. Calls never park meanwhile.
+    // Only probes that write nothing run while paused; they read the
+    // token's scopes too, so the worker stays paused until the scope is
+    // granted. Calls never park meanwhile.
     nothing_parked_for(&app, 3, "the scope is missing").await;
     app.env
         .sim
@@ -292,5 +292,129 @@ async fn a_paused_worker_probes_less_and_less_often() {
     )
     .await;
     assert_eq!(probes().await, 2.0, "the paused worker kept probing");
+    app.shutdown().await;
+}
+
+/// A GoHighLevel token made with the contacts scopes only, as the set-up
+/// once said: the custom fields' routes refuse it for their scope. The
+/// worker pauses for the set-up, naming the scope, parks nothing, and
+/// resumes once the scopes are granted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gohighlevel_token_without_the_custom_field_scopes_pauses_until_they_are_granted() {
+    let app = paused_app("gohighlevel").start().await;
+    app.env
+        .sim
+        .grant_gohighlevel_scopes(&["contacts.readonly", "contacts.write"]);
+    let (bodies, markers) = reports("ghl-scope", 2);
+    post_all(&app, bodies).await;
+    assert_paused(
+        &app,
+        "setup",
+        &[
+            "locations/customFields.readonly",
+            "not authorized for this scope",
+        ],
+        2,
+    )
+    .await;
+    let metrics = app.worker_metrics(0).await;
+    assert_eq!(
+        prometheus::value(&metrics, "callsync_worker_paused", &[("reason", "setup")]),
+        1.0
+    );
+    // The probe proves the set-up too: the worker stays paused, where a
+    // probe that only read contacts would resume it into the same refusal.
+    stays_paused_for_the_set_up(&app, 3).await;
+
+    app.env
+        .sim
+        .grant_gohighlevel_scopes(&callsync_tests::sim::gohighlevel::ALL_SCOPES);
+    assert_resumed_and_synced(&app, &markers).await;
+    app.shutdown().await;
+}
+
+/// Without `contacts.write` the contact's upsert is refused for its scope:
+/// a pause for the set-up, not one parked call per caller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gohighlevel_token_without_contacts_write_pauses_instead_of_parking() {
+    let app = paused_app("gohighlevel").start().await;
+    app.env.sim.grant_gohighlevel_scopes(&[
+        "contacts.readonly",
+        "locations/customFields.readonly",
+        "locations/customFields.write",
+    ]);
+    let (bodies, markers) = reports("ghl-write", 2);
+    post_all(&app, bodies).await;
+    assert_paused(&app, "setup", &["contacts.write"], 2).await;
+    stays_paused_for_the_set_up(&app, 3).await;
+
+    app.env
+        .sim
+        .grant_gohighlevel_scopes(&callsync_tests::sim::gohighlevel::ALL_SCOPES);
+    assert_resumed_and_synced(&app, &markers).await;
+    app.shutdown().await;
+}
+
+/// Checks for `seconds` that worker 0 stays paused for the set-up and
+/// parks nothing.
+async fn stays_paused_for_the_set_up(app: &TestApp, seconds: u64) {
+    throughout(
+        Duration::from_secs(seconds),
+        "the worker stays paused for the set-up and parks nothing",
+        || async { (app.worker_readiness(0).await, app.parked().await) },
+        |((status, body), parked)| {
+            *status == StatusCode::SERVICE_UNAVAILABLE
+                && body["paused"]["reason"] == "setup"
+                && parked.is_empty()
+        },
+    )
+    .await;
+}
+
+/// Followed without one custom field, the Salesforce set-up would refuse
+/// every call with `INVALID_FIELD` ("No such column"): the worker pauses
+/// for the set-up naming the field, parks nothing, and resumes once the
+/// admin creates it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_salesforce_custom_field_pauses_until_the_admin_creates_it() {
+    use callsync_tests::sim::salesforce::Org;
+    let app = paused_app("salesforce").start().await;
+    app.env.sim.set_salesforce_org(Org {
+        missing_fields: vec![("Contact".into(), "Callsync_Last_Call_At__c".into())],
+        ..Org::default()
+    });
+    let (bodies, markers) = reports("sf-field", 2);
+    post_all(&app, bodies).await;
+    assert_paused(&app, "setup", &["Contact.Callsync_Last_Call_At__c"], 2).await;
+    stays_paused_for_the_set_up(&app, 3).await;
+
+    app.env.sim.set_salesforce_org(Org::default());
+    assert_resumed_and_synced(&app, &markers).await;
+    app.shutdown().await;
+}
+
+/// A field deleted after the worker prepared (its describe passed): the
+/// first write naming it is refused with `INVALID_FIELD`, and that pauses
+/// too instead of parking the call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_salesforce_field_deleted_while_running_pauses_instead_of_parking() {
+    use callsync_tests::sim::salesforce::Org;
+    let app = paused_app("salesforce").start().await;
+    let (bodies, markers) = reports("sf-deleted", 2);
+    let mut bodies = bodies.into_iter();
+    app.post_voicedock(bodies.next().unwrap()).await;
+    app.wait_for_crm("the first call is recorded", |s| s.calls.len() == 1)
+        .await;
+    app.env.sim.set_salesforce_org(Org {
+        missing_fields: vec![("Task".into(), "Callsync_Marker__c".into())],
+        ..Org::default()
+    });
+    app.post_voicedock(bodies.next().unwrap()).await;
+    let detail = app.wait_for_pause(0, "setup").await;
+    assert!(detail.contains("Callsync_Marker__c"), "{detail}");
+    stays_paused_for_the_set_up(&app, 2).await;
+
+    app.env.sim.set_salesforce_org(Org::default());
+    assert_resumed_and_synced(&app, &markers).await;
     app.shutdown().await;
 }

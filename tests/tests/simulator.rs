@@ -982,3 +982,294 @@ async fn the_webhook_receiver_refuses_a_bad_signature_or_a_stale_timestamp_with_
     );
     assert_eq!(sim.snapshot().calls.len(), 1);
 }
+
+/// GoHighLevel checks the scope each operation lists in its OpenAPI file's
+/// `security` before anything else, and refuses a token without it with
+/// 401 "The token is not authorized for this scope.": `GET
+/// /locations/{id}/customFields` (get-custom-fields) needs
+/// `locations/customFields.readonly`, `POST` (create-custom-field)
+/// `locations/customFields.write`, `POST /contacts/{id}/notes`
+/// (create-note) `contacts.write`, `POST /contacts/search`
+/// (search-contacts-advanced) `contacts.readonly`.
+#[tokio::test]
+async fn gohighlevel_refuses_a_token_without_the_scope_its_openapi_file_lists_for_the_route() {
+    let sim = sim().await;
+    sim.grant_gohighlevel_scopes(&["contacts.readonly"]);
+    let refused = |body: Value| {
+        assert_eq!(
+            body["message"], "The token is not authorized for this scope.",
+            "{body}"
+        );
+    };
+    refused(
+        expect(
+            StatusCode::UNAUTHORIZED,
+            sim.gohighlevel(Method::GET, "/locations/loc-1/customFields?model=contact"),
+        )
+        .await,
+    );
+    // Refused for the scope before its body is read (this one lacks `name`).
+    refused(
+        expect(
+            StatusCode::UNAUTHORIZED,
+            sim.gohighlevel(Method::POST, "/locations/loc-1/customFields")
+                .json(&json!({})),
+        )
+        .await,
+    );
+    let contact = sim.seed_contact(properties(
+        json!({ "name": "Known", "phone": "+31612345678" }),
+    ));
+    refused(
+        expect(
+            StatusCode::UNAUTHORIZED,
+            sim.gohighlevel(Method::POST, &format!("/contacts/{contact}/notes"))
+                .json(&json!({ "body": "note" })),
+        )
+        .await,
+    );
+    let search = json!({ "locationId": "loc-1", "page": 1, "pageLimit": 10, "filters": [] });
+    expect(
+        StatusCode::OK,
+        sim.gohighlevel(Method::POST, "/contacts/search")
+            .json(&search),
+    )
+    .await;
+    assert!(sim.snapshot().calls.is_empty(), "no note was stored");
+
+    // With the scope, the field without `name` is refused for its body.
+    sim.grant_gohighlevel_scopes(&callsync_tests::sim::gohighlevel::ALL_SCOPES);
+    expect(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        sim.gohighlevel(Method::POST, "/locations/loc-1/customFields")
+            .json(&json!({})),
+    )
+    .await;
+}
+
+/// A contact's additional phones come back as GoHighLevel's search doc
+/// shows them: `"additionalPhones": ["123456789", "987654321"]`.
+#[tokio::test]
+async fn gohighlevel_search_answers_additional_phones_as_strings() {
+    let sim = sim().await;
+    sim.seed_contact(properties(json!({
+        "name": "Known", "phone": "+31612345678", "additionalPhones": ["+31201234567"]
+    })));
+    let search = json!({ "locationId": "loc-1", "page": 1, "pageLimit": 10, "filters": [] });
+    let body = expect(
+        StatusCode::OK,
+        sim.gohighlevel(Method::POST, "/contacts/search")
+            .json(&search),
+    )
+    .await;
+    assert_eq!(
+        body["contacts"][0]["additionalPhones"],
+        json!(["+31201234567"])
+    );
+}
+
+/// `TaskSubtype` is create-only (its properties are "Create, Filter,
+/// Group, Nillable, Restricted picklist, Sort", without Update: object
+/// reference, Task): an upsert that finds its Task and names it is refused
+/// with `INVALID_FIELD_FOR_INSERT_UPDATE`, even with the value it has.
+#[tokio::test]
+async fn salesforce_refuses_task_subtype_in_an_upsert_that_updates_whatever_its_value() {
+    let sim = sim().await;
+    let contact = salesforce_contact(&sim).await;
+    let path = "/sobjects/Task/Callsync_Marker__c/callsync:voicedock:subtype";
+    let task = json!({ "WhoId": contact, "Subject": "Call", "TaskSubtype": "Call", "ActivityDate": "2026-05-01" });
+    expect(
+        StatusCode::CREATED,
+        sim.salesforce(Method::PATCH, path).json(&task),
+    )
+    .await;
+    let refused = expect(
+        StatusCode::BAD_REQUEST,
+        sim.salesforce(Method::PATCH, path).json(&task),
+    )
+    .await;
+    assert_eq!(refused[0]["errorCode"], "INVALID_FIELD_FOR_INSERT_UPDATE");
+    let without =
+        json!({ "WhoId": contact, "Subject": "Call again", "ActivityDate": "2026-05-01" });
+    expect(
+        StatusCode::OK,
+        sim.salesforce(Method::PATCH, path).json(&without),
+    )
+    .await;
+    assert_eq!(sim.snapshot().calls[0].prop("Subject"), Some("Call again"));
+}
+
+/// A marker the Unique flag keeps to one Task refuses a second create with
+/// `DUPLICATE_VALUE`; without the flag two Tasks may carry it, and an
+/// upsert or read by it answers 300 listing both.
+#[tokio::test]
+async fn salesforce_refuses_a_second_task_with_a_unique_marker_and_answers_300_for_a_shared_one() {
+    let sim = sim().await;
+    let contact = salesforce_contact(&sim).await;
+    let task = json!({ "WhoId": contact, "Subject": "Follow up", "ActivityDate": "2026-05-01", "Callsync_Marker__c": "m-1" });
+    expect(
+        StatusCode::CREATED,
+        sim.salesforce(Method::POST, "/sobjects/Task").json(&task),
+    )
+    .await;
+    let refused = expect(
+        StatusCode::BAD_REQUEST,
+        sim.salesforce(Method::POST, "/sobjects/Task").json(&task),
+    )
+    .await;
+    assert_eq!(refused[0]["errorCode"], "DUPLICATE_VALUE");
+
+    sim.set_salesforce_org(callsync_tests::sim::salesforce::Org {
+        marker_unique: false,
+        ..Default::default()
+    });
+    expect(
+        StatusCode::CREATED,
+        sim.salesforce(Method::POST, "/sobjects/Task").json(&task),
+    )
+    .await;
+    let listed = expect(
+        StatusCode::MULTIPLE_CHOICES,
+        sim.salesforce(Method::GET, "/sobjects/Task/Callsync_Marker__c/m-1"),
+    )
+    .await;
+    assert_eq!(listed.as_array().map(Vec::len), Some(2), "{listed}");
+    expect(
+        StatusCode::MULTIPLE_CHOICES,
+        sim.salesforce(Method::PATCH, "/sobjects/Task/Callsync_Marker__c/m-1")
+            .json(&json!({ "Subject": "x" })),
+    )
+    .await;
+    assert_eq!(sim.snapshot().tasks.len(), 2, "nothing written by the 300");
+}
+
+/// An "Alert" duplicate rule refuses an API save that matches an existing
+/// record with `DUPLICATES_DETECTED`, naming the records, unless the
+/// request sends `Sforce-Duplicate-Rule-Header: allowSave=true`.
+#[tokio::test]
+async fn salesforce_duplicate_rule_refuses_a_matching_contact_unless_allowed_to_save() {
+    let sim = sim().await;
+    sim.set_salesforce_org(callsync_tests::sim::salesforce::Org {
+        email_duplicate_rule: true,
+        ..Default::default()
+    });
+    let jan = json!({ "LastName": "Jansen", "Email": "jan@example.com" });
+    let first = expect(
+        StatusCode::CREATED,
+        sim.salesforce(Method::POST, "/sobjects/Contact").json(&jan),
+    )
+    .await;
+    let refused = expect(
+        StatusCode::BAD_REQUEST,
+        sim.salesforce(Method::POST, "/sobjects/Contact").json(&jan),
+    )
+    .await;
+    assert_eq!(refused[0]["errorCode"], "DUPLICATES_DETECTED");
+    assert_eq!(
+        refused[0]["duplicateResult"]["matchResults"][0]["matchRecords"][0]["record"]["Id"],
+        first["id"]
+    );
+    expect(
+        StatusCode::CREATED,
+        sim.salesforce(Method::POST, "/sobjects/Contact")
+            .header("Sforce-Duplicate-Rule-Header", "allowSave=true")
+            .json(&jan),
+    )
+    .await;
+    assert_eq!(sim.snapshot().contacts.len(), 2);
+}
+
+/// A custom field the admin has not created is absent from the object's
+/// describe and refused on write with `INVALID_FIELD`, "No such column".
+#[tokio::test]
+async fn salesforce_without_a_custom_field_describes_it_absent_and_refuses_writing_it() {
+    let sim = sim().await;
+    sim.set_salesforce_org(callsync_tests::sim::salesforce::Org {
+        missing_fields: vec![("Contact".into(), "Callsync_Last_Sentiment__c".into())],
+        ..Default::default()
+    });
+    let described = expect(
+        StatusCode::OK,
+        sim.salesforce(Method::GET, "/sobjects/Contact/describe"),
+    )
+    .await;
+    let names: Vec<&str> = described["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["name"].as_str())
+        .collect();
+    assert!(names.contains(&"Callsync_Last_Call_At__c"), "{names:?}");
+    assert!(!names.contains(&"Callsync_Last_Sentiment__c"), "{names:?}");
+    let refused = expect(
+        StatusCode::BAD_REQUEST,
+        sim.salesforce(Method::POST, "/sobjects/Contact")
+            .json(&json!({ "LastName": "X", "Callsync_Last_Sentiment__c": "positive" })),
+    )
+    .await;
+    assert_eq!(refused[0]["errorCode"], "INVALID_FIELD");
+    assert!(
+        refused[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("No such column 'Callsync_Last_Sentiment__c'")
+    );
+}
+
+/// `IN PHONE FIELDS` finds a number typed with punctuation by its whole
+/// digits, never by a part of them: the strictest reading of Salesforce's
+/// undocumented phone tokenising (see the simulator's rule).
+#[tokio::test]
+async fn salesforce_phone_search_matches_whole_numbers_not_digit_substrings() {
+    let sim = sim().await;
+    sim.seed_contact_with_id(
+        "003000000000000001",
+        properties(json!({ "LastName": "Known", "Phone": "06 12345678" })),
+    );
+    let find = |term: &str| {
+        sim.salesforce(Method::GET, "/search/").query(&[(
+            "q",
+            format!("FIND {{{term}}} IN PHONE FIELDS RETURNING Contact(Id, Phone)"),
+        )])
+    };
+    let found = |body: Value| body["searchRecords"].as_array().map_or(0, Vec::len);
+    assert_eq!(found(expect(StatusCode::OK, find("612345678")).await), 0);
+    assert_eq!(found(expect(StatusCode::OK, find("0612345678")).await), 1);
+    assert_eq!(
+        found(expect(StatusCode::OK, find("612345678 OR 0612345678")).await),
+        1
+    );
+}
+
+/// GoHighLevel's contact search: `pageLimit` is "required" (a search
+/// without it answers 422, GoHighLevel/highlevel-api-docs#31), and the
+/// `contains` operator "does not support special characters" (search doc).
+#[tokio::test]
+async fn gohighlevel_search_refuses_a_missing_page_limit_and_special_characters_in_contains() {
+    let sim = sim().await;
+    let search = |body: Value| {
+        sim.gohighlevel(Method::POST, "/contacts/search")
+            .json(&body)
+    };
+    expect(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        search(json!({ "locationId": "loc-1", "page": 1, "filters": [] })),
+    )
+    .await;
+    let contains = |value: &str| {
+        json!({ "locationId": "loc-1", "page": 1, "pageLimit": 10, "filters": [
+            { "field": "phone", "operator": "contains", "value": value }
+        ]})
+    };
+    expect(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        search(contains("+31612345678")),
+    )
+    .await;
+    expect(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        search(contains("6 1234 5678")),
+    )
+    .await;
+    expect(StatusCode::OK, search(contains("612345678"))).await;
+}

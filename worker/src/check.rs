@@ -181,7 +181,13 @@ async fn crm_requirements(crm: &dyn Crm, credential_help: &str) -> Vec<Line> {
     } else {
         format!("{name} target answers")
     };
-    if let Err(e) = timed(crm.probe()).await {
+    let probed = timed(crm.probe()).await;
+    // A refusal for a scope accepts the credential itself: the permission
+    // lines below name the scope it lacks.
+    let scope_refused = matches!(probed, Err(CrmError::Setup { .. }));
+    if let Err(e) = probed
+        && !scope_refused
+    {
         let fix = match &e {
             CrmError::Unauthorized { .. } => format!("{e}; {credential_help}"),
             _ => format!("{e}; check the CRM's base URL and that it is reachable from here"),
@@ -212,10 +218,12 @@ async fn crm_requirements(crm: &dyn Crm, credential_help: &str) -> Vec<Line> {
             ),
         )];
     }
-    let mut lines = vec![Line::new(
-        credential,
-        Verdict::Holds("an authenticated read succeeded".to_owned()),
-    )];
+    let accepted = if scope_refused {
+        "the token is accepted; the scopes it lacks are named below"
+    } else {
+        "an authenticated read succeeded"
+    };
+    let mut lines = vec![Line::new(credential, Verdict::Holds(accepted.to_owned()))];
     match timed(crm.permissions()).await {
         Ok(permissions) => lines.extend(permissions.into_iter().map(|p| {
             let verdict = if p.granted {

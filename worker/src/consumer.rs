@@ -633,6 +633,12 @@ impl Handler {
                 });
                 self.put_back(delivery).await
             }
+            Disposition::PauseForSetup => {
+                self.pause(PauseReason::Setup {
+                    detail: Chain(&error).to_string(),
+                });
+                self.put_back(delivery).await
+            }
             Disposition::Retry { .. } if self.outage(&error) => self.put_back(delivery).await,
             Disposition::Park => {
                 let attempts = history.attempts + 1;
@@ -758,6 +764,13 @@ impl Handler {
                 fix = self.credential_help,
                 "syncing paused: the CRM refuses callsync's credential. Calls wait in the queue and nothing is parked; \
                  fix the credential (`callsync-worker check` tells what is missing) and the worker resumes by itself"
+            ),
+            PauseReason::Setup { .. } => tracing::error!(
+                %reason,
+                fix = self.credential_help,
+                "syncing paused: the CRM's set-up is incomplete (a scope or a custom field is missing). Calls wait in \
+                 the queue and nothing is parked; complete the set-up (`callsync-worker check` names what is missing) \
+                 and the worker resumes by itself"
             ),
             PauseReason::Outage { .. } => tracing::warn!(
                 %reason,

@@ -26,6 +26,9 @@ pub enum PauseReason {
     /// The CRM refused the credential (401, or a 403 that names a missing
     /// scope): an operator must fix the configuration or the CRM side.
     Credential { detail: String },
+    /// The CRM's set-up is incomplete (a scope the credential lacks, a
+    /// custom field missing): an operator must complete it in the CRM.
+    Setup { detail: String },
     /// Every CRM request failed transiently for a sustained period.
     Outage { detail: String },
 }
@@ -35,15 +38,18 @@ impl PauseReason {
     pub fn label(&self) -> &'static str {
         match self {
             PauseReason::Credential { .. } => "credential",
+            PauseReason::Setup { .. } => "setup",
             PauseReason::Outage { .. } => "crm_outage",
         }
     }
 
-    pub const LABELS: [&'static str; 2] = ["credential", "crm_outage"];
+    pub const LABELS: [&'static str; 3] = ["credential", "setup", "crm_outage"];
 
     pub fn detail(&self) -> &str {
         match self {
-            PauseReason::Credential { detail } | PauseReason::Outage { detail } => detail,
+            PauseReason::Credential { detail }
+            | PauseReason::Setup { detail }
+            | PauseReason::Outage { detail } => detail,
         }
     }
 }
@@ -53,6 +59,9 @@ impl fmt::Display for PauseReason {
         match self {
             PauseReason::Credential { detail } => {
                 write!(f, "the CRM refused the credential: {detail}")
+            }
+            PauseReason::Setup { detail } => {
+                write!(f, "the CRM's set-up is incomplete: {detail}")
             }
             PauseReason::Outage { detail } => write!(f, "the CRM is unreachable: {detail}"),
         }

@@ -82,6 +82,10 @@ pub enum Disposition {
     /// The CRM refused the credential: no call can sync until an operator
     /// fixes it. Pause the worker and put the message back unharmed.
     PauseForCredential,
+    /// The CRM's set-up is incomplete (a scope the credential lacks, a
+    /// custom field missing): no call can sync until an operator completes
+    /// it. Pause as for the credential.
+    PauseForSetup,
 }
 
 impl SyncError {
@@ -100,6 +104,10 @@ impl SyncError {
                 error: CrmError::Unauthorized { .. },
                 ..
             } => Disposition::PauseForCredential,
+            SyncError::Crm {
+                error: CrmError::Setup { .. },
+                ..
+            } => Disposition::PauseForSetup,
             SyncError::Crm { .. } | SyncError::NoIdentity | SyncError::InvalidReport(_) => {
                 Disposition::Park
             }
@@ -195,9 +203,28 @@ impl Syncer {
         &self.ledger
     }
 
-    /// One cheap authenticated request to the CRM (see [`Crm::probe`]).
+    /// Whether the CRM would accept calls now: one cheap authenticated
+    /// request (see [`Crm::probe`]), then the set-up a paused worker may be
+    /// waiting for: every permission the CRM can prove, and its one-time
+    /// preparation (the custom fields), so that a worker paused for an
+    /// incomplete set-up resumes once it is complete, not before.
     pub async fn probe(&self) -> Result<(), CrmError> {
-        self.crm.probe().await
+        self.crm.probe().await?;
+        if let Some(missing) = self
+            .crm
+            .permissions()
+            .await?
+            .into_iter()
+            .find(|p| !p.granted)
+        {
+            return Err(CrmError::Setup {
+                detail: format!(
+                    "the credential lacks {}, needed for {}",
+                    missing.name, missing.needed_for
+                ),
+            });
+        }
+        self.crm.prepare().await
     }
 
     /// Syncs one report. Safe to call any number of times, concurrently, from
@@ -877,7 +904,8 @@ mod tests {
     }
 
     #[test]
-    fn a_refused_credential_pauses_and_a_refused_record_parks() {
+    fn a_refused_credential_or_set_up_pauses_an_unexpected_shape_retries_and_a_refused_record_parks()
+     {
         let crm = |error| SyncError::Crm {
             step: "call_log",
             error,
@@ -887,6 +915,14 @@ mod tests {
             detail: "revoked".into(),
         });
         assert_eq!(credential.disposition(), Disposition::PauseForCredential);
+        let setup = crm(CrmError::Setup {
+            detail: "No such column 'Callsync_Marker__c'".into(),
+        });
+        assert_eq!(setup.disposition(), Disposition::PauseForSetup);
+        let shape = crm(CrmError::InvalidResponse(
+            "a string where an object was".into(),
+        ));
+        assert_eq!(shape.disposition(), Disposition::Retry { counts: true });
         let record = crm(CrmError::Forbidden {
             detail: "not your record".into(),
         });

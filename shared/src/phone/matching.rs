@@ -53,6 +53,23 @@ impl CallerNumber {
         &self.nsn
     }
 
+    /// The digits of the number as dialled inside its country: the NSN
+    /// behind the trunk prefix where the country has one (`0612345678` for
+    /// `+31612345678`), else the NSN (`4155551212` for `+14155551212`).
+    pub fn national_digits(&self) -> String {
+        phonenumber::parse(None, &self.e164)
+            .map(|parsed| {
+                parsed
+                    .format()
+                    .mode(phonenumber::Mode::National)
+                    .to_string()
+                    .chars()
+                    .filter(char::is_ascii_digit)
+                    .collect()
+            })
+            .unwrap_or_else(|_| self.nsn.clone())
+    }
+
     pub fn country_code(&self) -> u16 {
         self.code
     }
@@ -185,6 +202,13 @@ mod tests {
 
     fn nl_caller() -> CallerNumber {
         CallerNumber::parse("+31612345678", Region::US).unwrap()
+    }
+
+    #[test]
+    fn national_digits_carry_the_trunk_prefix_where_the_country_has_one() {
+        assert_eq!(nl_caller().national_digits(), "0612345678");
+        let us = CallerNumber::parse("+14155551212", Region::US).unwrap();
+        assert_eq!(us.national_digits(), "4155551212");
     }
 
     fn candidate(id: &str, phones: &[(PhoneField, &str)], updated: &str) -> Candidate {

@@ -32,6 +32,56 @@ use super::{
 };
 
 const SPEC: &str = include_str!("../../specs/gohighlevel/contacts.json");
+/// GoHighLevel's OpenAPI file for locations, with its custom fields routes.
+const LOCATIONS_SPEC: &str = include_str!("../../specs/gohighlevel/locations.json");
+
+/// Every scope of the routes the simulator serves: what a new simulator's
+/// token holds.
+pub const ALL_SCOPES: [&str; 4] = [
+    "contacts.readonly",
+    "contacts.write",
+    "locations/customFields.readonly",
+    "locations/customFields.write",
+];
+
+/// The scopes the OpenAPI files list in the `security` of the operation
+/// `operation_id`, as in `"security": [{"bearer": ["contacts.readonly"]}]`
+/// (GoHighLevel/highlevel-api-docs, `apps/contacts.json` and
+/// `apps/locations.json`).
+fn scopes_of(operation_id: &str) -> &'static [String] {
+    static SCOPES: OnceLock<HashMap<String, Vec<String>>> = OnceLock::new();
+    let all = SCOPES.get_or_init(|| {
+        let mut all = HashMap::new();
+        for file in [SPEC, LOCATIONS_SPEC] {
+            let spec: Value = serde_json::from_str(file).expect("the OpenAPI file is JSON");
+            let operations = spec["paths"]
+                .as_object()
+                .into_iter()
+                .flat_map(|paths| paths.values())
+                .filter_map(Value::as_object)
+                .flat_map(|methods| methods.values());
+            for operation in operations {
+                let Some(id) = operation["operationId"].as_str() else {
+                    continue;
+                };
+                let scopes = operation["security"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|s| s["bearer"].as_array())
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect();
+                all.insert(id.to_owned(), scopes);
+            }
+        }
+        all
+    });
+    all.get(operation_id)
+        .map(Vec::as_slice)
+        .unwrap_or_else(|| panic!("operation {operation_id} is not in the OpenAPI files"))
+}
 
 /// The marketplace app crm-sim's token endpoint accepts.
 pub const OAUTH_CLIENT_ID: &str = "crm-sim-ghl-client";
@@ -156,27 +206,50 @@ fn unauthorized() -> Value {
     })
 }
 
-/// [`Call::guarded`] with GoHighLevel's bearer token, the `Version`
-/// header every endpoint requires (checked once admitted, as the API checks
-/// its input), and GoHighLevel's 401 body.
-async fn guard<F>(call: &Call, operation: &'static str, apply: F) -> Response
+/// GoHighLevel's answer to a token that lacks the scope of the route: a
+/// 401 as for a bad token (the OpenAPI files document only "401:
+/// Unauthorized" for every route), worded as GoHighLevel words it to
+/// integrators ("The token is not authorized for this scope.").
+fn scope_refused() -> Value {
+    json!({
+        "statusCode": 401,
+        "message": "The token is not authorized for this scope.",
+        "error": "Unauthorized"
+    })
+}
+
+/// [`Call::guarded`] with GoHighLevel's bearer token and the scopes the
+/// OpenAPI files list for `operation_id` (both checked before the input,
+/// as an API gateway does), the `Version` header every endpoint requires
+/// (checked once admitted, as the API checks its input), and GoHighLevel's
+/// 401 bodies.
+async fn guard<F>(call: &Call, operation: &'static str, operation_id: &str, apply: F) -> Response
 where
     F: FnOnce(&mut SimState) -> Answer,
 {
-    let authorized = call.shared.bearer_ok(&call.headers);
+    let token_ok = call.shared.bearer_ok(&call.headers);
+    let scoped = {
+        let granted = &call.shared.lock().gohighlevel_scopes;
+        scopes_of(operation_id).iter().all(|s| granted.contains(s))
+    };
     let response = call
         .guarded(
             operation,
             Limits::General,
             Dialect::RetryAfter,
-            authorized,
+            token_ok && scoped,
             |state| {
                 version_ok(&call.headers)?;
                 apply(state)
             },
         )
         .await;
-    reword_unauthorized(response, unauthorized())
+    let body = if token_ok {
+        scope_refused()
+    } else {
+        unauthorized()
+    };
+    reword_unauthorized(response, body)
 }
 
 fn version_ok(headers: &HeaderMap) -> Result<(), Response> {
@@ -223,10 +296,17 @@ fn pick<'a>(
         .collect()
 }
 
+/// A contact as GoHighLevel answers it. `additionalPhones` is shown as
+/// stored: a seeded contact holds it in the shape of the search doc's
+/// sample, `"additionalPhones": ["123456789", "987654321"]`
+/// (https://doc.clickup.com/8631005/d/h/87cpx-158396/6e629989abe7fad), or
+/// as objects with a `phone`, the other shape GoHighLevel has answered.
 fn contact_view(r: &Record) -> Value {
     let mut view = Map::new();
     view.insert("id".into(), json!(r.id));
-    let shown = CONTACT_FIELDS.into_iter().chain(["country", "dateUpdated"]);
+    let shown = CONTACT_FIELDS
+        .into_iter()
+        .chain(["country", "dateUpdated", "additionalPhones"]);
     view.extend(pick(&r.properties, shown));
     Value::Object(view)
 }
@@ -263,7 +343,7 @@ fn custom_fields(state: &SimState, body: &Value) -> Result<Map<String, Value>, R
 }
 
 async fn list_fields(call: Call, Path(_location): Path<String>) -> Response {
-    guard(&call, "list_fields", |state| {
+    guard(&call, "list_fields", "get-custom-fields", |state| {
         let fields: Vec<Value> = state
             .person_fields
             .iter()
@@ -275,7 +355,7 @@ async fn list_fields(call: Call, Path(_location): Path<String>) -> Response {
 }
 
 async fn create_field(call: Call, Path(_location): Path<String>, body: Bytes) -> Response {
-    guard(&call, "create_field", |state| {
+    guard(&call, "create_field", "create-custom-field", |state| {
         let body = parse(&body)?;
         let (Some(name), Some(_)) = (body["name"].as_str(), body["dataType"].as_str()) else {
             return Err(unprocessable(vec!["name and dataType are required".into()]));
@@ -292,22 +372,28 @@ async fn create_field(call: Call, Path(_location): Path<String>, body: Bytes) ->
 }
 
 async fn duplicate(call: Call, Query(q): Query<HashMap<String, String>>) -> Response {
-    guard(&call, "search_duplicate", |state| {
-        if q.get("locationId").is_none_or(String::is_empty) {
-            return Err(location_missing());
-        }
-        let found = state
-            .contacts
-            .iter()
-            .filter(|r| state.indexed(r))
-            .find(|r| {
-                q.get("number")
-                    .is_some_and(|n| r.prop("phone") == Some(n.as_str()))
-                    || q.get("email")
-                        .is_some_and(|e| r.prop("email").is_some_and(|x| x.eq_ignore_ascii_case(e)))
-            });
-        Ok(Json(json!({ "contact": found.map(contact_view) })).into_response())
-    })
+    guard(
+        &call,
+        "search_duplicate",
+        "get-duplicate-contact",
+        |state| {
+            if q.get("locationId").is_none_or(String::is_empty) {
+                return Err(location_missing());
+            }
+            let found = state
+                .contacts
+                .iter()
+                .filter(|r| state.indexed(r))
+                .find(|r| {
+                    q.get("number")
+                        .is_some_and(|n| r.prop("phone") == Some(n.as_str()))
+                        || q.get("email").is_some_and(|e| {
+                            r.prop("email").is_some_and(|x| x.eq_ignore_ascii_case(e))
+                        })
+                });
+            Ok(Json(json!({ "contact": found.map(contact_view) })).into_response())
+        },
+    )
     .await
 }
 
@@ -316,21 +402,31 @@ async fn duplicate(call: Call, Query(q): Query<HashMap<String, String>>) -> Resp
 /// the value's) or e-mail. Other fields and operators are refused with a 422.
 /// https://highlevel.stoplight.io/docs/integrations/dbe4f3a00a106-search-contacts
 async fn search(call: Call, body: Bytes) -> Response {
-    guard(&call, "search_contacts", |state| {
-        let body = parse(&body)?;
-        located(&body)?;
-        let group = json!({ "group": "AND", "filters": body["filters"].clone() });
-        check_filter(&group).map_err(|message| unprocessable(vec![message]))?;
-        let limit = body["pageLimit"].as_u64().unwrap_or(20) as usize;
-        let contacts: Vec<Value> = state
-            .contacts
-            .iter()
-            .filter(|r| state.indexed(r) && filter_matches(&group, r))
-            .take(limit)
-            .map(contact_view)
-            .collect();
-        Ok(Json(json!({ "contacts": contacts, "total": contacts.len() })).into_response())
-    })
+    guard(
+        &call,
+        "search_contacts",
+        "search-contacts-advanced",
+        |state| {
+            let body = parse(&body)?;
+            located(&body)?;
+            // `pageLimit` is "required" (search doc); without it GoHighLevel
+            // answers 422 (GoHighLevel/highlevel-api-docs#31).
+            let Some(limit) = body["pageLimit"].as_u64() else {
+                return Err(unprocessable(vec!["pageLimit must be a number".into()]));
+            };
+            let group = json!({ "group": "AND", "filters": body["filters"].clone() });
+            check_filter(&group).map_err(|message| unprocessable(vec![message]))?;
+            let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+            let contacts: Vec<Value> = state
+                .contacts
+                .iter()
+                .filter(|r| state.indexed(r) && filter_matches(&group, r))
+                .take(limit)
+                .map(contact_view)
+                .collect();
+            Ok(Json(json!({ "contacts": contacts, "total": contacts.len() })).into_response())
+        },
+    )
     .await
 }
 
@@ -346,6 +442,17 @@ fn check_filter(filter: &Value) -> Result<(), String> {
             .try_for_each(check_filter);
     }
     match (filter["field"].as_str(), filter["operator"].as_str()) {
+        // "contains … does not support special characters" (search doc): a
+        // phone value for `contains` is letters and digits only.
+        (Some("phone"), Some("contains"))
+            if filter["value"]
+                .as_str()
+                .is_some_and(|v| !v.chars().all(|c| c.is_ascii_alphanumeric())) =>
+        {
+            Err(format!(
+                "contains does not support special characters: {filter}"
+            ))
+        }
         (Some("phone" | "email"), Some("eq" | "contains")) if filter["value"].is_string() => Ok(()),
         _ => Err(format!(
             "crm-sim supports eq and contains on phone and email: {filter}"
@@ -461,6 +568,12 @@ impl CrmSim {
         self.shared.lock().gohighlevel_refresh_token.clone()
     }
 
+    /// The scopes GoHighLevel's token holds from now on (a new simulator's
+    /// token holds [`ALL_SCOPES`]).
+    pub fn grant_gohighlevel_scopes(&self, scopes: &[&str]) {
+        self.shared.lock().gohighlevel_scopes = scopes.iter().map(|s| (*s).to_owned()).collect();
+    }
+
     /// Changes the GoHighLevel location's contact settings.
     pub fn set_gohighlevel_location(&self, location: Location) {
         self.shared.lock().gohighlevel = location;
@@ -519,7 +632,7 @@ fn location_missing() -> Response {
 /// duplicates, refuses one whose phone or e-mail a contact already has with
 /// the 400 GoHighLevel sends, naming that contact.
 async fn create_contact(call: Call, body: Bytes) -> Response {
-    guard(&call, "create_contact", |state| {
+    guard(&call, "create_contact", "create-contact", |state| {
         let body = contact_body(&body, "CreateContactDto")?;
         let properties = contact_properties(state, &body)?;
         if !state.gohighlevel.allow_duplicate_contacts
@@ -553,7 +666,7 @@ async fn create_contact(call: Call, body: Bytes) -> Response {
 /// `POST /contacts/upsert`: updates the contact with the body's phone or
 /// e-mail, else adds one (see [`Location`] for when it always adds).
 async fn upsert(call: Call, body: Bytes) -> Response {
-    guard(&call, "upsert_contact", |state| {
+    guard(&call, "upsert_contact", "upsert-contact", |state| {
         let body = contact_body(&body, "UpsertContactDto")?;
         let properties = contact_properties(state, &body)?;
         let location = state.gohighlevel;
@@ -578,7 +691,7 @@ async fn upsert(call: Call, body: Bytes) -> Response {
 }
 
 async fn read(call: Call, Path(id): Path<String>) -> Response {
-    guard(&call, "get_contact", |state| {
+    guard(&call, "get_contact", "get-contact", |state| {
         let contact = state
             .find(Kind::Contacts, &id)
             .ok_or_else(contact_not_found)?;
@@ -592,7 +705,7 @@ fn contact_not_found() -> Response {
 }
 
 async fn update(call: Call, Path(id): Path<String>, body: Bytes) -> Response {
-    guard(&call, "update_contact", |state| {
+    guard(&call, "update_contact", "update-contact", |state| {
         let body = checked(&body, "UpdateContactDto")?;
         let changes = custom_fields(state, &body)?;
         let contact = state
@@ -611,6 +724,9 @@ struct Child {
     kind: Kind,
     create: &'static str,
     list: &'static str,
+    /// The operationIds of creating and listing in the OpenAPI file.
+    create_id: &'static str,
+    list_id: &'static str,
     schema: &'static str,
     /// The body fields kept (a missing one is kept as null).
     fields: &'static [&'static str],
@@ -623,6 +739,8 @@ const NOTE: Child = Child {
     kind: Kind::Calls,
     create: "create_note",
     list: "list_notes",
+    create_id: "create-note",
+    list_id: "get-all-notes",
     schema: "NotesDTO",
     fields: &["body"],
     one: "note",
@@ -633,6 +751,8 @@ const TASK: Child = Child {
     kind: Kind::Tasks,
     create: "create_task",
     list: "list_tasks",
+    create_id: "create-task",
+    list_id: "get-all-tasks",
     schema: "CreateTaskParams",
     fields: &["title", "body", "dueDate", "completed"],
     one: "task",
@@ -649,7 +769,7 @@ fn children(child: &'static Child) -> MethodRouter<Shared> {
 /// `POST /contacts/{id}/notes` and `…/tasks`: a note or task on an
 /// existing contact.
 async fn create_child(call: Call, contact: String, body: Bytes, child: &Child) -> Response {
-    guard(&call, child.create, |state| {
+    guard(&call, child.create, child.create_id, |state| {
         let body = checked(&body, child.schema)?;
         if !state.contacts.iter().any(|c| c.id == contact) {
             return Err(contact_not_found());
@@ -670,7 +790,7 @@ async fn create_child(call: Call, contact: String, body: Bytes, child: &Child) -
 
 /// `GET /contacts/{id}/notes` and `…/tasks`.
 async fn list_children(call: Call, contact: String, child: &Child) -> Response {
-    guard(&call, child.list, |state| {
+    guard(&call, child.list, child.list_id, |state| {
         let items: Vec<Value> = state
             .records(child.kind)
             .iter()

@@ -328,6 +328,10 @@ pub(crate) struct State {
     pub(crate) person_fields: Vec<(String, String)>,
     /// The GoHighLevel location's contact settings.
     pub(crate) gohighlevel: gohighlevel::Location,
+    /// The scopes GoHighLevel's token holds ([`CrmSim::grant_gohighlevel_scopes`]).
+    pub(crate) gohighlevel_scopes: Vec<String>,
+    /// The Salesforce org's set-up (custom fields, duplicate rules).
+    pub(crate) salesforce: salesforce::Org,
     stats: Stats,
     /// How many times the token has been replaced (`expire_token`).
     sessions: u64,
@@ -878,6 +882,8 @@ impl CrmSim {
             groups: HashSet::new(),
             person_fields: Vec::new(),
             gohighlevel: gohighlevel::Location::default(),
+            gohighlevel_scopes: gohighlevel::ALL_SCOPES.map(str::to_owned).to_vec(),
+            salesforce: salesforce::Org::default(),
             stats: Stats::default(),
             sessions: 0,
             hubspot_scopes: hubspot::ALL_SCOPES.map(str::to_owned).to_vec(),

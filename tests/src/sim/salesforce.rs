@@ -7,8 +7,12 @@
 //! `REQUEST_LIMIT_EXCEEDED`, as Salesforce does.
 //!
 //! Every field written must exist on the sObject: a standard field of the
-//! object reference, or one of the custom fields the README asks an admin to
-//! create. Anything else is refused with `INVALID_FIELD`, as Salesforce does.
+//! object reference, or one of the custom fields the set-up guide
+//! (`docs/crm/salesforce.md`) asks an admin to create, unless [`Org`] says
+//! the admin has not. Anything else is refused with `INVALID_FIELD`, as
+//! Salesforce does, and `GET /sobjects/{object}/describe` lists what exists.
+//! `TaskSubtype` is create-only; an External ID shared by several Tasks
+//! answers 300; a duplicate rule may refuse a new Contact.
 //!
 //! `POST /services/oauth2/token` issues the current session token for the
 //! client credentials and refresh-token grants, so the worker's token
@@ -41,6 +45,11 @@ pub fn router(shared: Shared) -> Router {
             "/services/data/{version}/sobjects/Contact",
             post(create_contact),
         )
+        .route("/services/data/{version}/sobjects/Task", post(create_task))
+        .route(
+            "/services/data/{version}/sobjects/{object}/describe",
+            get(describe),
+        )
         .route(
             "/services/data/{version}/sobjects/{object}/{id}",
             get(read_object).patch(update_object),
@@ -66,9 +75,13 @@ fn parse(body: &Bytes) -> Result<Value, Response> {
 }
 
 /// A body's fields, parsed and refused if `sobject` lacks any of them.
-fn fields_of(sobject: &str, body: &Bytes) -> Result<Map<String, Value>, Response> {
+fn fields_of(
+    state: &SimState,
+    sobject: &str,
+    body: &Bytes,
+) -> Result<Map<String, Value>, Response> {
     let fields = parse(body)?.as_object().cloned().unwrap_or_default();
-    check_fields(sobject, &fields)?;
+    check_fields(state, sobject, &fields)?;
     Ok(fields)
 }
 
@@ -227,14 +240,101 @@ const TASK_FIELDS: &[&str] = &[
     "WhoId",
 ];
 
-/// The custom fields an admin creates once (README, "Salesforce"): the
-/// last-call fields on Contact and Lead, the External ID on Task.
-const LAST_CALL_FIELDS: &[&str] = &[
-    "Callsync_Last_Call_At__c",
-    "Callsync_Last_Call_Summary__c",
-    "Callsync_Last_Sentiment__c",
+/// The custom fields an admin creates once (the set-up guide): the
+/// last-call fields on Contact and Lead, the External ID on Task; each with
+/// the type Salesforce's describe gives it.
+const LAST_CALL_FIELDS: &[(&str, &str)] = &[
+    ("Callsync_Last_Call_At__c", "datetime"),
+    ("Callsync_Last_Call_Summary__c", "textarea"),
+    ("Callsync_Last_Sentiment__c", "string"),
 ];
-const TASK_CUSTOM_FIELDS: &[&str] = &["Callsync_Marker__c"];
+const TASK_CUSTOM_FIELDS: &[(&str, &str)] = &[("Callsync_Marker__c", "string")];
+
+/// The org's set-up as an admin left it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Org {
+    /// Custom fields the admin has not created (or hidden from the user):
+    /// `(object, field)`.
+    pub missing_fields: Vec<(String, String)>,
+    /// Whether `Callsync_Marker__c` is marked External ID (the guide asks
+    /// it): when not, Salesforce refuses upserts and reads by it.
+    pub marker_external_id: bool,
+    /// Whether `Callsync_Marker__c` is marked Unique (the guide asks it):
+    /// when not, two Tasks may carry one marker.
+    pub marker_unique: bool,
+    /// An active duplicate rule on Contact matching an existing Contact's
+    /// e-mail, with the "Alert" action: the API refuses the save unless
+    /// `Sforce-Duplicate-Rule-Header: allowSave=true` is sent.
+    pub email_duplicate_rule: bool,
+}
+
+impl Default for Org {
+    fn default() -> Self {
+        Self {
+            missing_fields: Vec::new(),
+            marker_external_id: true,
+            marker_unique: true,
+            email_duplicate_rule: false,
+        }
+    }
+}
+
+impl super::CrmSim {
+    /// Changes the Salesforce org's set-up.
+    pub fn set_salesforce_org(&self, org: Org) {
+        self.shared.lock().salesforce = org;
+    }
+
+    /// Adds a Task to the org as if an earlier request had created it:
+    /// the call's (`TaskSubtype` Call) or a follow-up, carrying `marker`.
+    pub fn seed_salesforce_task(&self, marker: &str, who: &str, call: bool) -> String {
+        let mut state = self.shared.lock();
+        let mut properties = Map::new();
+        properties.insert("Callsync_Marker__c".into(), json!(marker));
+        properties.insert("WhoId".into(), json!(who));
+        let kind = if call {
+            properties.insert("TaskSubtype".into(), json!("Call"));
+            Kind::Calls
+        } else {
+            Kind::Tasks
+        };
+        state
+            .insert_as(kind, properties, vec![who.to_owned()], |n| sf_id("00T", n))
+            .id
+    }
+}
+
+/// Every custom field the simulator's org can hold: object, API name and
+/// the `type` its describe gives.
+pub fn custom_fields() -> Vec<(&'static str, &'static str, &'static str)> {
+    let on = |object: &'static str, fields: &'static [(&'static str, &'static str)]| {
+        fields
+            .iter()
+            .map(move |(name, kind)| (object, *name, *kind))
+    };
+    on("Task", TASK_CUSTOM_FIELDS)
+        .chain(on("Contact", LAST_CALL_FIELDS))
+        .chain(on("Lead", LAST_CALL_FIELDS))
+        .collect()
+}
+
+/// The custom fields of `sobject` that exist in the org.
+fn custom_fields_of(state: &SimState, sobject: &str) -> Vec<(&'static str, &'static str)> {
+    let all = match sobject {
+        "Contact" | "Lead" => LAST_CALL_FIELDS,
+        _ => TASK_CUSTOM_FIELDS,
+    };
+    all.iter()
+        .filter(|(name, _)| {
+            !state
+                .salesforce
+                .missing_fields
+                .iter()
+                .any(|(o, f)| o == sobject && f == name)
+        })
+        .copied()
+        .collect()
+}
 
 /// Refuses a body naming a field `sobject` does not have, as Salesforce
 /// does on create, update and upsert: 400 `INVALID_FIELD`, "No such column
@@ -242,18 +342,21 @@ const TASK_CUSTOM_FIELDS: &[&str] = &["Callsync_Marker__c"];
 /// Field names are case-insensitive; `attributes` is the record's metadata.
 /// https://developer.salesforce.com/docs/atlas.en-us.222.0.api_rest.meta/api_rest/errorcodes.htm
 /// (the message as Salesforce words it: https://github.com/MinnPost/object-sync-for-salesforce/issues/194)
-fn check_fields(sobject: &str, body: &Map<String, Value>) -> Result<(), Response> {
-    let (standard, custom) = match sobject {
-        "Contact" => (CONTACT_FIELDS, LAST_CALL_FIELDS),
-        "Lead" => (LEAD_FIELDS, LAST_CALL_FIELDS),
-        _ => (TASK_FIELDS, TASK_CUSTOM_FIELDS),
+fn check_fields(
+    state: &SimState,
+    sobject: &str,
+    body: &Map<String, Value>,
+) -> Result<(), Response> {
+    let standard = match sobject {
+        "Contact" => CONTACT_FIELDS,
+        "Lead" => LEAD_FIELDS,
+        _ => TASK_FIELDS,
     };
+    let custom = custom_fields_of(state, sobject);
     let known = |name: &str| {
         name == "attributes"
-            || standard
-                .iter()
-                .chain(custom)
-                .any(|f| f.eq_ignore_ascii_case(name))
+            || standard.iter().any(|f| f.eq_ignore_ascii_case(name))
+            || custom.iter().any(|(f, _)| f.eq_ignore_ascii_case(name))
     };
     match body.keys().find(|name| !known(name)) {
         None => Ok(()),
@@ -379,16 +482,37 @@ const PHONE_FIELDS: &[&str] = &[
     "AssistantPhone",
 ];
 
-/// SOSL matches a phone search term against the digits of every phone field,
-/// partial matches included, whatever punctuation the number was typed with.
+/// `IN PHONE FIELDS`: a record matches when one of its phone fields holds
+/// one of the search's terms (`FIND {a OR b}`: "Look for … Joe Smith or Joe
+/// Smythe", SOSL FIND examples) as a whole number. Salesforce does not
+/// document how phone fields are tokenised; its one phone example searches
+/// a number's bare digits and expects it typed with punctuation ("Example
+/// of phoneNumber format: 4155551212", SOAP API sample search() call), and
+/// SOSL finds partial terms only with wildcards ("Wildcards", SOSL FIND).
+/// The strictest reading of both: punctuation is ignored, and the digits
+/// must be equal, never a part of the number (`612345678` does not find
+/// `06 12345678`; `0612345678` does).
 /// https://developer.salesforce.com/docs/atlas.en-us.soql_sosl.meta/soql_sosl/sforce_api_calls_sosl_find.htm
+/// https://developer.salesforce.com/docs/atlas.en-us.api.meta/api/sample_search_call.htm
 fn has_phone_digits(record: &super::Record, term: &str) -> bool {
-    let wanted = digits(term);
-    !wanted.is_empty()
-        && PHONE_FIELDS
-            .iter()
-            .filter_map(|f| record.prop(f))
-            .any(|p| digits(p).contains(&wanted))
+    let wanted: Vec<String> = search_terms(term)
+        .iter()
+        .map(|t| digits(t))
+        .filter(|d| !d.is_empty())
+        .collect();
+    PHONE_FIELDS
+        .iter()
+        .filter_map(|f| record.prop(f))
+        .any(|p| wanted.contains(&digits(p)))
+}
+
+/// The terms of a FIND clause joined by `OR`.
+fn search_terms(term: &str) -> Vec<String> {
+    term.split(" OR ")
+        .flat_map(|t| t.split(" or "))
+        .map(|t| t.trim().trim_matches('"').to_owned())
+        .filter(|t| !t.is_empty())
+        .collect()
 }
 
 /// The fields the `Contact(...)` part of a RETURNING clause names.
@@ -405,9 +529,93 @@ fn returned_fields(query: &str) -> Vec<String> {
         .collect()
 }
 
+/// `GET /sobjects/{object}/describe`: the object's fields the user sees,
+/// each with its `name`, `type` and `externalId` (REST API developer guide,
+/// sObject Describe; `DescribeSObjectResult.fields`). Standard fields are
+/// listed as strings: callsync reads only its own fields' types.
+async fn describe(call: Call, Path((_, object)): Path<(String, String)>) -> Response {
+    guard(&call, "describe", |state| {
+        let standard = match object.as_str() {
+            "Contact" => CONTACT_FIELDS,
+            "Lead" => LEAD_FIELDS,
+            "Task" => TASK_FIELDS,
+            _ => return Err(not_found("The requested resource does not exist")),
+        };
+        let mut fields: Vec<Value> = standard
+            .iter()
+            .map(|name| json!({ "name": name, "type": "string", "externalId": false, "unique": false }))
+            .collect();
+        let unique = state.salesforce.marker_unique;
+        let external = state.salesforce.marker_external_id;
+        fields.extend(custom_fields_of(state, &object).into_iter().map(|(name, kind)| {
+            let marker = name == "Callsync_Marker__c";
+            json!({ "name": name, "type": kind, "externalId": marker && external, "unique": marker && unique, "custom": true })
+        }));
+        Ok(Json(json!({ "name": object, "fields": fields })).into_response())
+    })
+    .await
+}
+
+/// The Contact an "Alert" duplicate rule matching on e-mail finds for a new
+/// Contact with `properties`, unless the request carries
+/// `Sforce-Duplicate-Rule-Header: allowSave=true`. Salesforce refuses the
+/// save with `DUPLICATES_DETECTED` and a `duplicateResult` naming the
+/// matched records ("Use one of these records?").
+/// https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/headers_duplicaterules.htm
+fn duplicate_rule(
+    state: &SimState,
+    headers: &HeaderMap,
+    properties: &Map<String, Value>,
+) -> Answer {
+    let allow_save = headers
+        .get("sforce-duplicate-rule-header")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.replace(' ', "").eq_ignore_ascii_case("allowSave=true"));
+    let email = properties.get("Email").and_then(Value::as_str);
+    let matched = state.contacts.iter().find(|c| {
+        email.is_some_and(|e| c.prop("Email").is_some_and(|x| x.eq_ignore_ascii_case(e)))
+    });
+    match matched {
+        Some(existing) if state.salesforce.email_duplicate_rule && !allow_save => Err((
+            StatusCode::BAD_REQUEST,
+            Json(json!([{
+                "duplicateResult": {
+                    "allowSave": true,
+                    "duplicateRule": "Callsync_Test_Contact_Rule",
+                    "duplicateRuleEntityType": "Contact",
+                    "errorMessage": "You're creating a duplicate record. We recommend you use an existing record instead.",
+                    "matchResults": [{
+                        "entityType": "Contact",
+                        "errors": [],
+                        "matchEngine": "ExactMatchEngine",
+                        "matchRecords": [{
+                            "additionalInformation": [],
+                            "fieldDiffs": [],
+                            "matchConfidence": 100.0,
+                            "record": {
+                                "attributes": { "type": "Contact", "url": format!("/services/data/v60.0/sobjects/Contact/{}", existing.id) },
+                                "Id": existing.id
+                            }
+                        }],
+                        "rule": "Callsync_Test_Email_Match",
+                        "size": 1,
+                        "success": true
+                    }]
+                },
+                "errorCode": "DUPLICATES_DETECTED",
+                "message": "You're creating a duplicate record. We recommend you use an existing record instead."
+            }])),
+        )
+            .into_response()),
+        _ => Ok(StatusCode::OK.into_response()),
+    }
+}
+
 async fn create_contact(call: Call, body: Bytes) -> Response {
+    let headers = call.headers.clone();
     guard(&call, "create_contact", |state| {
-        let properties = fields_of("Contact", &body)?;
+        let properties = fields_of(state, "Contact", &body)?;
+        duplicate_rule(state, &headers, &properties)?;
         if properties
             .get("LastName")
             .and_then(Value::as_str)
@@ -451,7 +659,7 @@ async fn update_object(
 ) -> Response {
     guard(&call, "update_contact", |state| {
         contact_like(&object)?;
-        let fields = fields_of(&object, &body)?;
+        let fields = fields_of(state, &object, &body)?;
         state
             .update(Kind::Contacts, &id, fields)
             .ok_or_else(|| not_found("The requested resource does not exist"))?;
@@ -460,27 +668,105 @@ async fn update_object(
     .await
 }
 
-/// The Task with external id `marker`, in calls (TaskSubtype Call) or tasks.
-fn find_task<'a>(state: &'a mut SimState, marker: &str) -> Option<&'a mut super::Record> {
-    let in_calls = state
+/// The ids of the Tasks with external id `marker`, calls (TaskSubtype
+/// Call) first.
+fn tasks_marked(state: &SimState, marker: &str) -> Vec<String> {
+    state
         .calls
         .iter()
-        .position(|r| r.prop("Callsync_Marker__c") == Some(marker));
-    match in_calls {
-        Some(i) => state.calls.get_mut(i),
-        None => state
-            .tasks
-            .iter_mut()
-            .find(|r| r.prop("Callsync_Marker__c") == Some(marker)),
+        .chain(&state.tasks)
+        .filter(|r| r.prop("Callsync_Marker__c") == Some(marker))
+        .map(|r| r.id.clone())
+        .collect()
+}
+
+/// The one Task with external id `marker`, `None` when there is none, or
+/// Salesforce's 300 when several share it: "If the external ID value
+/// matches multiple records, a 300 response is returned", listing them
+/// (REST API developer guide, upsert by external ID).
+fn one_task_marked(state: &SimState, marker: &str) -> Result<Option<String>, Response> {
+    let ids = tasks_marked(state, marker);
+    if ids.len() > 1 {
+        let urls: Vec<String> = ids
+            .iter()
+            .map(|id| format!("/services/data/v60.0/sobjects/Task/{id}"))
+            .collect();
+        return Err((StatusCode::MULTIPLE_CHOICES, Json(json!(urls))).into_response());
     }
+    Ok(ids.into_iter().next())
+}
+
+fn task_mut<'a>(state: &'a mut SimState, id: &str) -> Option<&'a mut super::Record> {
+    state
+        .calls
+        .iter_mut()
+        .chain(state.tasks.iter_mut())
+        .find(|r| r.id == id)
+}
+
+/// Refuses a read or upsert by `Callsync_Marker__c` while it is missing or
+/// not marked External ID, as Salesforce answers a path naming a field
+/// that is not one: 404 "Provided external ID field does not exist or is
+/// not accessible".
+fn by_external_id(state: &SimState) -> Result<(), Response> {
+    let exists = custom_fields_of(state, "Task")
+        .iter()
+        .any(|(name, _)| *name == "Callsync_Marker__c");
+    if exists && state.salesforce.marker_external_id {
+        return Ok(());
+    }
+    Err(not_found(
+        "Provided external ID field does not exist or is not accessible: Callsync_Marker__c",
+    ))
 }
 
 async fn read_task(call: Call, Path((_, marker)): Path<(String, String)>) -> Response {
     guard(&call, "get_task", |state| {
-        let task = find_task(state, &marker).ok_or_else(|| {
+        by_external_id(state)?;
+        let id = one_task_marked(state, &marker)?.ok_or_else(|| {
             not_found("Provided external ID field does not exist or is not accessible")
         })?;
-        Ok(Json(json!({ "Id": task.id, "Callsync_Marker__c": marker })).into_response())
+        Ok(Json(json!({ "Id": id, "Callsync_Marker__c": marker })).into_response())
+    })
+    .await
+}
+
+/// `POST /sobjects/Task`. A marker another Task carries is refused with
+/// `DUPLICATE_VALUE` while the field is Unique ("duplicate value found:
+/// <field> duplicates value on record with id: <id>", REST API developer
+/// guide, status codes and error responses).
+async fn create_task(call: Call, body: Bytes) -> Response {
+    let operation =
+        if serde_json::from_slice::<Value>(&body).is_ok_and(|b| b["TaskSubtype"] == "Call") {
+            "create_call_task"
+        } else {
+            "create_task"
+        };
+    guard(&call, operation, |state| {
+        let properties = fields_of(state, "Task", &body)?;
+        if let Some(marker) = properties.get("Callsync_Marker__c").and_then(Value::as_str)
+            && state.salesforce.marker_unique
+            && let Some(existing) = tasks_marked(state, marker).first()
+        {
+            return Err(bad_request(
+                "DUPLICATE_VALUE",
+                format!(
+                    "duplicate value found: Callsync_Marker__c duplicates value on record with id: {existing}"
+                ),
+            ));
+        }
+        let who = new_task_owner(state, &properties)?;
+        let kind = if properties.get("TaskSubtype") == Some(&json!("Call")) {
+            Kind::Calls
+        } else {
+            Kind::Tasks
+        };
+        let record = state.insert_as(kind, properties, vec![who], |n| sf_id("00T", n));
+        Ok((
+            StatusCode::CREATED,
+            Json(json!({ "id": record.id, "success": true, "errors": [] })),
+        )
+            .into_response())
     })
     .await
 }
@@ -496,21 +782,22 @@ async fn upsert_task(
         "upsert_call_task"
     };
     guard(&call, operation, |state| {
-        let mut properties = fields_of("Task", &body)?;
+        by_external_id(state)?;
+        let mut properties = fields_of(state, "Task", &body)?;
         properties.insert("Callsync_Marker__c".into(), json!(marker));
-        if let Some(existing) = find_task(state, &marker) {
-            // An update may not change TaskSubtype, as in Salesforce.
-            if properties
-                .get("TaskSubtype")
-                .is_some_and(|s| Some(s) != existing.properties.get("TaskSubtype"))
-            {
+        if let Some(id) = one_task_marked(state, &marker)? {
+            // TaskSubtype's properties are "Create, Filter, Group, Nillable,
+            // Restricted picklist, Sort", without Update (object reference,
+            // Task): an update that names it is refused whatever its value,
+            // as Salesforce refuses any field not updateable.
+            if properties.contains_key("TaskSubtype") {
                 return Err(bad_request(
                     "INVALID_FIELD_FOR_INSERT_UPDATE",
-                    "TaskSubtype cannot be updated",
+                    "Unable to create/update fields: TaskSubtype. Please check the security settings of this field and verify that it is read/write for your profile or permission set.",
                 ));
             }
+            let existing = task_mut(state, &id).ok_or_else(|| not_found("gone"))?;
             existing.properties.extend(properties);
-            let id = existing.id.clone();
             return Ok(
                 Json(json!({ "id": id, "success": true, "created": false, "errors": [] }))
                     .into_response(),

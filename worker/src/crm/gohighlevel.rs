@@ -28,12 +28,11 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::http::no_refusal;
 use super::oauth::{Credentials, Grant, OAuthClient};
 use super::render;
 use super::{
     Adapter, ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, CrmSpec, MarkedRecord,
-    NewContact, Operation, Shared, Vars, configure,
+    NewContact, Operation, Permission, Refusal, Shared, Vars, configure,
 };
 
 /// The API version this adapter speaks.
@@ -61,13 +60,118 @@ pub const SPEC: CrmSpec = CrmSpec {
     // once. Give replicas a moment anyway.
     default_index_lag: Duration::from_secs(5),
     configure: configure::<Gohighlevel>,
-    // A token without a scope is refused with 401.
-    read_refusal: no_refusal,
+    read_refusal,
     credential_help: "set CALLSYNC_GOHIGHLEVEL_TOKEN to a private integration token of \
-        location CALLSYNC_GOHIGHLEVEL_LOCATION_ID with the contacts read and write scopes, or \
+        location CALLSYNC_GOHIGHLEVEL_LOCATION_ID with the scopes contacts.readonly, \
+        contacts.write, locations/customFields.readonly and locations/customFields.write, or \
         CALLSYNC_GOHIGHLEVEL_CLIENT_ID, _CLIENT_SECRET and a fresh _REFRESH_TOKEN of the \
-        marketplace app installed on that location",
+        marketplace app, asking those scopes, installed on that location",
 };
+
+/// A token that lacks the scope a route needs is accepted as a token and
+/// refused for the route: GoHighLevel answers 401 "The token is not
+/// authorized for this scope." (the wording its API sends and integrators
+/// quote; its OpenAPI files document the 401 without a body). That is a set-up
+/// to complete, not a token to renew, whatever the status.
+fn read_refusal(body: &str) -> Option<Refusal> {
+    #[derive(Deserialize)]
+    struct Error {
+        #[serde(default)]
+        message: serde_json::Value,
+    }
+    let error: Error = serde_json::from_str(body).ok()?;
+    let scope = |text: &str| text.contains("not authorized for this scope");
+    let names_scope = match &error.message {
+        serde_json::Value::String(text) => scope(text),
+        serde_json::Value::Array(texts) => texts.iter().filter_map(|t| t.as_str()).any(scope),
+        _ => false,
+    };
+    names_scope.then_some(Refusal::Setup)
+}
+
+/// A GoHighLevel scope callsync needs, and what for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Scope {
+    name: &'static str,
+    needed_for: &'static str,
+}
+
+const CONTACTS_READ: Scope = Scope {
+    name: "contacts.readonly",
+    needed_for: "finding callers and the notes and tasks callsync wrote",
+};
+const CONTACTS_WRITE: Scope = Scope {
+    name: "contacts.write",
+    needed_for: "creating and updating contacts, notes and tasks",
+};
+const FIELDS_READ: Scope = Scope {
+    name: "locations/customFields.readonly",
+    needed_for: "finding the location's callsync custom fields",
+};
+const FIELDS_WRITE: Scope = Scope {
+    name: "locations/customFields.write",
+    needed_for: "creating the callsync custom fields",
+};
+
+/// Every scope callsync needs, in the order `check` proves them.
+const SCOPES: [Scope; 4] = [CONTACTS_READ, CONTACTS_WRITE, FIELDS_READ, FIELDS_WRITE];
+
+/// A request callsync sends and the scope GoHighLevel's OpenAPI files list
+/// in its `security` (GoHighLevel/highlevel-api-docs @ 0af86a4c,
+/// `apps/contacts.json` and `apps/locations.json`; the operationId in each
+/// comment).
+#[derive(Debug, Clone, Copy)]
+struct Endpoint {
+    operation: Operation,
+    scope: Scope,
+}
+
+impl Endpoint {
+    const fn new(operation: Operation, scope: Scope) -> Self {
+        Self { operation, scope }
+    }
+}
+
+/// `POST /contacts/search` (search-contacts-advanced).
+const SEARCH_CONTACTS: Endpoint =
+    Endpoint::new(Operation::search("search_contacts"), CONTACTS_READ);
+/// `GET /contacts/search/duplicate` (get-duplicate-contact).
+const SEARCH_DUPLICATE: Endpoint =
+    Endpoint::new(Operation::search("search_duplicate"), CONTACTS_READ);
+/// `GET /contacts/{contactId}` (get-contact).
+const GET_CONTACT: Endpoint = Endpoint::new(Operation::general("get_contact"), CONTACTS_READ);
+/// `GET /contacts/{contactId}/notes` (get-all-notes).
+const LIST_NOTES: Endpoint = Endpoint::new(Operation::general("list_notes"), CONTACTS_READ);
+/// `GET /contacts/{contactId}/tasks` (get-all-tasks).
+const LIST_TASKS: Endpoint = Endpoint::new(Operation::general("list_tasks"), CONTACTS_READ);
+/// `POST /contacts/upsert` (upsert-contact).
+const UPSERT_CONTACT: Endpoint =
+    Endpoint::new(Operation::general("upsert_contact"), CONTACTS_WRITE);
+/// `PUT /contacts/{contactId}` (update-contact).
+const UPDATE_CONTACT: Endpoint =
+    Endpoint::new(Operation::general("update_contact"), CONTACTS_WRITE);
+/// `POST /contacts/{contactId}/notes` (create-note).
+const CREATE_NOTE: Endpoint = Endpoint::new(Operation::general("create_note"), CONTACTS_WRITE);
+/// `POST /contacts/{contactId}/tasks` (create-task).
+const CREATE_TASK: Endpoint = Endpoint::new(Operation::general("create_task"), CONTACTS_WRITE);
+/// `GET /locations/{locationId}/customFields` (get-custom-fields).
+const LIST_FIELDS: Endpoint = Endpoint::new(Operation::general("list_fields"), FIELDS_READ);
+/// `POST /locations/{locationId}/customFields` (create-custom-field).
+const CREATE_FIELD: Endpoint = Endpoint::new(Operation::general("create_field"), FIELDS_WRITE);
+
+/// Names the scope of `endpoint` in a set-up refusal: GoHighLevel's answer
+/// does not say which scope is missing.
+fn naming_scope(endpoint: Endpoint) -> impl Fn(CrmError) -> CrmError {
+    move |error| match error {
+        CrmError::Setup { detail } => CrmError::Setup {
+            detail: format!(
+                "the token lacks the scope {}, needed for {} ({detail})",
+                endpoint.scope.name, endpoint.scope.needed_for
+            ),
+        },
+        other => other,
+    }
+}
 
 impl Adapter for Gohighlevel {
     type Settings = GohighlevelConfig;
@@ -266,17 +370,38 @@ struct FoundContact {
     #[serde(default)]
     phone: Option<String>,
     #[serde(default)]
-    additional_phones: Vec<AdditionalPhone>,
+    additional_phones: Option<Vec<AdditionalPhone>>,
     #[serde(default)]
     country: Option<String>,
     #[serde(default)]
     date_updated: Option<String>,
 }
 
+/// One of a contact's additional phones. GoHighLevel's search doc shows
+/// them as strings (`"additionalPhones": ["123456789", "987654321"]`,
+/// https://doc.clickup.com/8631005/d/h/87cpx-158396/6e629989abe7fad); other
+/// answers have carried objects with a `phone`; an open issue says they are
+/// not returned at all (GoHighLevel/highlevel-api-docs#331). Every shape
+/// is read; an element of any other shape is skipped.
 #[derive(Deserialize)]
-struct AdditionalPhone {
-    #[serde(default)]
-    phone: Option<String>,
+#[serde(untagged)]
+enum AdditionalPhone {
+    Number(String),
+    Entry {
+        #[serde(default)]
+        phone: Option<String>,
+    },
+    Other(serde::de::IgnoredAny),
+}
+
+impl AdditionalPhone {
+    fn number(&self) -> Option<String> {
+        match self {
+            AdditionalPhone::Number(number) => Some(number.clone()),
+            AdditionalPhone::Entry { phone } => phone.clone(),
+            AdditionalPhone::Other(_) => None,
+        }
+    }
 }
 
 impl FoundContact {
@@ -285,7 +410,8 @@ impl FoundContact {
         let others = self
             .additional_phones
             .iter()
-            .filter_map(|a| Some((PhoneField::Other, a.phone.clone()?)));
+            .flatten()
+            .filter_map(|a| Some((PhoneField::Other, a.number()?)));
         Candidate {
             id: self.id.clone(),
             phones: main.into_iter().chain(others).collect(),
@@ -355,9 +481,8 @@ impl Gohighlevel {
             }]),
         };
         let found: SearchResults = self
-            .http
             .json(
-                Operation::search("search_contacts"),
+                SEARCH_CONTACTS,
                 self.request(Method::POST, "/contacts/search").json(&search),
             )
             .await?;
@@ -374,9 +499,8 @@ impl Gohighlevel {
                     path_id(&self.config.location_id)?
                 );
                 let existing: CustomFields = self
-                    .http
                     .json(
-                        "list_fields",
+                        LIST_FIELDS,
                         self.request(Method::GET, &path)
                             .query(&[("model", "contact")]),
                     )
@@ -396,11 +520,7 @@ impl Gohighlevel {
                                 model: "contact",
                             };
                             let created: CreatedField = self
-                                .http
-                                .json(
-                                    "create_field",
-                                    self.request(Method::POST, &path).json(&field),
-                                )
+                                .json(CREATE_FIELD, self.request(Method::POST, &path).json(&field))
                                 .await?;
                             created.custom_field.id
                         }
@@ -428,6 +548,80 @@ impl Gohighlevel {
                 field_value,
             })
             .collect())
+    }
+
+    /// Sends a request to `endpoint` and decodes its answer; a refusal
+    /// for a missing scope names the scope.
+    async fn json<T: serde::de::DeserializeOwned>(
+        &self,
+        endpoint: Endpoint,
+        request: RequestBuilder,
+    ) -> Result<T, CrmError> {
+        self.http
+            .json(endpoint.operation, request)
+            .await
+            .map_err(naming_scope(endpoint))
+    }
+
+    /// [`Gohighlevel::json`] for an answer that carries nothing needed.
+    async fn perform(&self, endpoint: Endpoint, request: RequestBuilder) -> Result<(), CrmError> {
+        self.http
+            .perform(endpoint.operation, request)
+            .await
+            .map_err(naming_scope(endpoint))
+    }
+
+    /// Whether the token holds `scope`, proven by a request to an endpoint
+    /// that needs it and changes nothing: any answer but GoHighLevel's
+    /// refusal for the scope proves it (a 4xx for the request itself too:
+    /// GoHighLevel checks a route's scope before its input, as the order of
+    /// its answers to integrators shows).
+    async fn holds(&self, scope: Scope) -> Result<bool, CrmError> {
+        let location = path_id(&self.config.location_id)?;
+        let fields = format!("/locations/{location}/customFields");
+        let (endpoint, request) = match scope.name {
+            "contacts.readonly" => (
+                SEARCH_CONTACTS,
+                self.request(Method::POST, "/contacts/search")
+                    .json(&self.one_contact()),
+            ),
+            // An update of a contact that cannot exist (GoHighLevel ids are
+            // 20 letters and digits; this one has a dash) with nothing to
+            // change: refused as unknown, or for the scope.
+            "contacts.write" => (
+                UPDATE_CONTACT,
+                self.request(Method::PUT, "/contacts/callsync-check-none")
+                    .json(&serde_json::json!({})),
+            ),
+            "locations/customFields.readonly" => (
+                LIST_FIELDS,
+                self.request(Method::GET, &fields)
+                    .query(&[("model", "contact")]),
+            ),
+            // A field without its required `name` and `dataType`: refused as
+            // invalid (422), or for the scope; never created.
+            _ => (
+                CREATE_FIELD,
+                self.request(Method::POST, &fields)
+                    .json(&serde_json::json!({})),
+            ),
+        };
+        match self.http.perform(endpoint.operation, request).await {
+            Ok(()) | Err(CrmError::Rejected { .. } | CrmError::Forbidden { .. }) => Ok(true),
+            Err(CrmError::Setup { .. }) => Ok(false),
+            Err(other) => Err(other),
+        }
+    }
+
+    /// A search for one contact of the location, any.
+    fn one_contact(&self) -> ContactSearch<'_> {
+        ContactSearch {
+            location_id: &self.config.location_id,
+            page: 1,
+            page_limit: 1,
+            filters: Vec::new(),
+            sort: None,
+        }
     }
 
     /// A request without credentials: [`CrmHttp`] adds the token.
@@ -461,19 +655,26 @@ impl Crm for Gohighlevel {
     /// One contact of the location: read-only, and refused without the
     /// contacts scope or for another location's token.
     async fn probe(&self) -> Result<(), CrmError> {
-        let search = ContactSearch {
-            location_id: &self.config.location_id,
-            page: 1,
-            page_limit: 1,
-            filters: Vec::new(),
-            sort: None,
-        };
-        self.http
-            .perform(
-                "probe",
-                self.request(Method::POST, "/contacts/search").json(&search),
-            )
-            .await
+        self.perform(
+            Endpoint::new(Operation::general("probe"), CONTACTS_READ),
+            self.request(Method::POST, "/contacts/search")
+                .json(&self.one_contact()),
+        )
+        .await
+    }
+
+    /// GoHighLevel does not say which scopes a token holds: each is proven
+    /// by a request that needs it (see [`Gohighlevel::holds`]).
+    async fn permissions(&self) -> Result<Vec<Permission>, CrmError> {
+        let mut permissions = Vec::with_capacity(SCOPES.len());
+        for scope in SCOPES {
+            permissions.push(Permission {
+                name: scope.name,
+                needed_for: scope.needed_for,
+                granted: self.holds(scope).await?,
+            });
+        }
+        Ok(permissions)
     }
 
     async fn prepare(&self) -> Result<(), CrmError> {
@@ -486,11 +687,12 @@ impl Crm for Gohighlevel {
         };
         self.http
             .exists(
-                "get_contact",
+                GET_CONTACT.operation,
                 self.request(Method::GET, &format!("/contacts/{id}")),
                 &[StatusCode::NOT_FOUND, StatusCode::BAD_REQUEST],
             )
             .await
+            .map_err(naming_scope(GET_CONTACT))
     }
 
     async fn find_contact(&self, lookup: &ContactLookup) -> Result<Option<CrmId>, CrmError> {
@@ -512,9 +714,8 @@ impl Crm for Gohighlevel {
             return Ok(None);
         }
         let found: Duplicate = self
-            .http
             .json(
-                Operation::search("search_duplicate"),
+                SEARCH_DUPLICATE,
                 self.request(Method::GET, "/contacts/search/duplicate")
                     .query(&query),
             )
@@ -539,9 +740,8 @@ impl Crm for Gohighlevel {
             last_name,
         };
         let created: ContactEnvelope = self
-            .http
             .json(
-                "upsert_contact",
+                UPSERT_CONTACT,
                 self.request(Method::POST, "/contacts/upsert").json(&upsert),
             )
             .await?;
@@ -561,9 +761,8 @@ impl Crm for Gohighlevel {
             ),
         };
         let created: NoteEnvelope = self
-            .http
             .json(
-                "create_note",
+                CREATE_NOTE,
                 self.request(
                     Method::POST,
                     &format!("/contacts/{}/notes", path_id(contact)?),
@@ -579,12 +778,11 @@ impl Crm for Gohighlevel {
         let update = ContactUpdate {
             custom_fields: self.custom_fields(report).await?,
         };
-        self.http
-            .perform(
-                "update_contact",
-                self.request(Method::PUT, &path).json(&update),
-            )
-            .await
+        self.perform(
+            UPDATE_CONTACT,
+            self.request(Method::PUT, &path).json(&update),
+        )
+        .await
     }
 
     async fn create_follow_up(
@@ -603,9 +801,8 @@ impl Crm for Gohighlevel {
             completed: false,
         };
         let created: TaskEnvelope = self
-            .http
             .json(
-                "create_task",
+                CREATE_TASK,
                 self.request(
                     Method::POST,
                     &format!("/contacts/{}/tasks", path_id(contact)?),
@@ -627,9 +824,8 @@ impl Crm for Gohighlevel {
         let records = match kind {
             MarkedRecord::CallLog => {
                 let notes: Notes = self
-                    .http
                     .json(
-                        "list_notes",
+                        LIST_NOTES,
                         self.request(Method::GET, &format!("/contacts/{contact}/notes")),
                     )
                     .await?;
@@ -637,9 +833,8 @@ impl Crm for Gohighlevel {
             }
             MarkedRecord::FollowUp => {
                 let tasks: Tasks = self
-                    .http
                     .json(
-                        "list_tasks",
+                        LIST_TASKS,
                         self.request(Method::GET, &format!("/contacts/{contact}/tasks")),
                     )
                     .await?;
@@ -650,5 +845,66 @@ impl Crm for Gohighlevel {
             .into_iter()
             .find(|r| r.body.as_deref().unwrap_or_default().contains(&escaped))
             .map(|r| r.id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn found(body: &str) -> Vec<Candidate> {
+        let results: SearchResults = serde_json::from_str(body).unwrap();
+        results
+            .contacts
+            .iter()
+            .map(FoundContact::candidate)
+            .collect()
+    }
+
+    fn phones(candidate: &Candidate) -> Vec<&str> {
+        candidate.phones.iter().map(|(_, p)| p.as_str()).collect()
+    }
+
+    #[test]
+    fn additional_phones_are_read_as_the_search_doc_shows_them_strings() {
+        let body = r#"{"contacts":[{"id":"a","phone":"+31612345678","additionalPhones":["123456789","987654321"]}]}"#;
+        let candidates = found(body);
+        assert_eq!(
+            phones(&candidates[0]),
+            ["+31612345678", "123456789", "987654321"]
+        );
+    }
+
+    #[test]
+    fn additional_phones_as_objects_null_or_absent_are_read_too() {
+        let objects = r#"{"contacts":[{"id":"a","additionalPhones":[{"phone":"+31612345678","phoneLabel":"work"},{"phoneLabel":"home"},7]}]}"#;
+        assert_eq!(phones(&found(objects)[0]), ["+31612345678"]);
+        let null = r#"{"contacts":[{"id":"a","phone":"+31612345678","additionalPhones":null}]}"#;
+        assert_eq!(phones(&found(null)[0]), ["+31612345678"]);
+        let absent = r#"{"contacts":[{"id":"a"}]}"#;
+        assert!(phones(&found(absent)[0]).is_empty());
+    }
+
+    #[test]
+    fn a_refusal_for_a_missing_scope_is_an_incomplete_set_up_and_another_is_not() {
+        let scope = r#"{"statusCode":401,"message":"The token is not authorized for this scope."}"#;
+        assert_eq!(read_refusal(scope), Some(Refusal::Setup));
+        let invalid = r#"{"statusCode":401,"message":"Invalid token: access token is invalid","error":"Unauthorized"}"#;
+        assert_eq!(read_refusal(invalid), None);
+        let listed = r#"{"statusCode":422,"message":["name should not be empty"]}"#;
+        assert_eq!(read_refusal(listed), None);
+    }
+
+    #[test]
+    fn a_set_up_refusal_names_the_scope_of_its_endpoint() {
+        let error = naming_scope(LIST_FIELDS)(CrmError::Setup {
+            detail: "401: not authorized for this scope".to_owned(),
+        });
+        assert!(
+            error
+                .to_string()
+                .contains("the token lacks the scope locations/customFields.readonly"),
+            "{error}"
+        );
     }
 }

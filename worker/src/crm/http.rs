@@ -45,6 +45,14 @@ impl Operation {
         }
     }
 
+    /// A general request (what a plain name converts to), in a constant.
+    pub const fn general(name: &'static str) -> Self {
+        Self {
+            name,
+            kind: RequestKind::General,
+        }
+    }
+
     pub const fn name(&self) -> &'static str {
         self.name
     }
@@ -73,10 +81,16 @@ pub enum Refusal {
     /// off for the whole account. Every call would get the same answer, so
     /// the worker pauses instead of parking them one by one.
     Credential,
+    /// The set-up is incomplete: a scope the accepted credential lacks
+    /// (GoHighLevel's 401 "not authorized for this scope"), a custom field
+    /// that does not exist (Salesforce's 400 `INVALID_FIELD`). Read from
+    /// any 4xx but a 429; every call would get it, so the worker pauses.
+    Setup,
 }
 
-/// Reads a vendor's whole 403 body (never an excerpt, which could cut its
-/// code off) for a [`Refusal`]; `None` is a 403 about one record.
+/// Reads a vendor's whole 4xx body (never an excerpt, which could cut its
+/// code off) for a [`Refusal`]; `None` is a refusal of this request alone
+/// (for a 403: of one record).
 pub type ReadRefusal = fn(&str) -> Option<Refusal>;
 
 /// For a CRM whose 403s all concern one record.
@@ -271,8 +285,107 @@ impl CrmHttp {
         operation: impl Into<Operation>,
         request: RequestBuilder,
     ) -> Result<T, CrmError> {
+        let operation = operation.into();
         let response = self.send(operation, request, &[]).await?;
-        decode(response).await
+        self.decode(operation, response).await
+    }
+
+    /// Decodes the JSON body of an answer to `operation`. A body of
+    /// another shape than the one expected is an invalid response (retried:
+    /// see [`CrmError::InvalidResponse`]), counted in
+    /// `callsync_worker_crm_unexpected_responses_total` and logged with the
+    /// body's shape: its keys and the types of its values, never the values,
+    /// which carry callers' personal data.
+    pub async fn decode<T: DeserializeOwned>(
+        &self,
+        operation: impl Into<Operation>,
+        response: Response,
+    ) -> Result<T, CrmError> {
+        decode_from(self.crm, operation.into().name(), response).await
+    }
+}
+
+/// [`CrmHttp::decode`] for a caller without the client at hand: counted
+/// under `crm="unknown"` and `operation="unknown"`.
+pub async fn decode<T: DeserializeOwned>(response: Response) -> Result<T, CrmError> {
+    decode_from("unknown", "unknown", response).await
+}
+
+async fn decode_from<T: DeserializeOwned>(
+    crm: &'static str,
+    operation: &'static str,
+    response: Response,
+) -> Result<T, CrmError> {
+    let bytes = response.bytes().await.map_err(classify_transport)?;
+    serde_json::from_slice(&bytes).map_err(|error| {
+        let shape = shape_of(&bytes);
+        metrics::counter!(
+            "callsync_worker_crm_unexpected_responses_total",
+            "crm" => crm,
+            "operation" => operation
+        )
+        .increment(1);
+        tracing::warn!(
+            crm,
+            operation,
+            %shape,
+            "the CRM answered in a shape callsync does not expect; the call is retried"
+        );
+        CrmError::InvalidResponse(format!(
+            "{operation} answered a body callsync cannot read ({}); its shape: {shape}",
+            unexpected(&error)
+        ))
+    })
+}
+
+/// What kind of mismatch a decoding error is, and where, without the
+/// error's own text: serde quotes the offending value ("invalid type:
+/// string \"+3161…\""), which may be a caller's phone number.
+fn unexpected(error: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let kind = match error.classify() {
+        Category::Io => "unreadable",
+        Category::Syntax => "not JSON",
+        Category::Data => "a value of another type, or a missing key",
+        Category::Eof => "cut short",
+    };
+    format!("{kind} at line {} column {}", error.line(), error.column())
+}
+
+/// The shape of a JSON body: its keys and the types of its values, never a
+/// value. Arrays show each distinct element shape once. Cut to a few hundred
+/// characters; a body that is not JSON is described by its length.
+pub(crate) fn shape_of(body: &[u8]) -> String {
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(value) => excerpt(shape(&value)),
+        Err(_) => format!("not JSON ({} bytes)", body.len()),
+    }
+}
+
+fn shape(value: &serde_json::Value) -> String {
+    use serde_json::Value;
+    match value {
+        Value::Null => "null".to_owned(),
+        Value::Bool(_) => "bool".to_owned(),
+        Value::Number(_) => "number".to_owned(),
+        Value::String(_) => "string".to_owned(),
+        Value::Array(items) => {
+            let mut shapes: Vec<String> = Vec::new();
+            for item in items {
+                let item = shape(item);
+                if !shapes.contains(&item) {
+                    shapes.push(item);
+                }
+            }
+            format!("[{}]", shapes.join(" | "))
+        }
+        Value::Object(map) => {
+            let fields: Vec<String> = map
+                .iter()
+                .map(|(key, value)| format!("{key:?}: {}", shape(value)))
+                .collect();
+            format!("{{{}}}", fields.join(", "))
+        }
     }
 }
 
@@ -286,8 +399,9 @@ pub(crate) fn classify(
     read_refusal: ReadRefusal,
     now: OffsetDateTime,
 ) -> CrmError {
-    let refusal = match status {
-        StatusCode::FORBIDDEN => read_refusal(body),
+    let refusal = match status.as_u16() {
+        429 => None,
+        400..=499 => read_refusal(body),
         _ => None,
     };
     let detail = || excerpt(body.to_owned());
@@ -296,6 +410,9 @@ pub(crate) fn classify(
             retry_after: retry_after(headers, now),
         },
         (403, Some(Refusal::RateLimited)) => CrmError::RateLimited { retry_after: None },
+        (_, Some(Refusal::Setup)) => CrmError::Setup {
+            detail: format!("{status}: {}", detail()),
+        },
         (401, _) | (403, Some(Refusal::Credential)) => CrmError::Unauthorized {
             status: status.as_u16(),
             detail: detail(),
@@ -321,17 +438,6 @@ fn retry_after(headers: &HeaderMap, now: OffsetDateTime) -> Option<Duration> {
     header("retry-after")
         .or_else(|| header("x-ratelimit-reset"))
         .and_then(|v| parse_retry_after(v, now))
-}
-
-/// Decodes a JSON body; a body that does not match is an invalid response.
-pub async fn decode<T: DeserializeOwned>(response: Response) -> Result<T, CrmError> {
-    let bytes = response.bytes().await.map_err(classify_transport)?;
-    serde_json::from_slice(&bytes).map_err(|e| {
-        CrmError::InvalidResponse(format!(
-            "{e}; body: {}",
-            excerpt(String::from_utf8_lossy(&bytes).into_owned())
-        ))
-    })
 }
 
 pub(super) fn classify_transport(error: reqwest::Error) -> CrmError {
@@ -569,6 +675,59 @@ mod tests {
             of(422, "bad field"),
             CrmError::Rejected { status: 422, .. }
         ));
+    }
+
+    #[test]
+    fn a_body_s_shape_names_its_keys_and_types_and_never_a_value() {
+        let body = br#"{"contacts":[{"id":"abc","phone":"+31612345678","additionalPhones":["0612345678",{"phone":"+3120"}],"dnd":false,"score":3,"x":null}]}"#;
+        let shape = shape_of(body);
+        assert_eq!(
+            shape,
+            r#"{"contacts": [{"additionalPhones": [string | {"phone": string}], "dnd": bool, "id": string, "phone": string, "score": number, "x": null}]}"#
+        );
+        assert_eq!(
+            shape_of(b"<html>jan@example.com</html>"),
+            "not JSON (28 bytes)"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_body_of_an_unexpected_shape_is_an_invalid_response_that_quotes_no_value() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Expected {
+            phone: Vec<u32>,
+        }
+        let answer = ResponseTemplate::new(200).set_body_string(r#"{"phone":"+31612345678"}"#);
+        let (http, _budgets, server) = client_answering(answer).await;
+        let request = http.client().get(format!("{}/records/1", server.uri()));
+        match http.json::<Expected>("get", request).await {
+            Err(error @ CrmError::InvalidResponse(_)) => {
+                let text = error.to_string();
+                assert!(!text.contains("3161"), "{text}");
+                assert!(text.contains(r#"{"phone": string}"#), "{text}");
+                assert!(error.is_transient(), "an unexpected shape is retried");
+            }
+            other => panic!("expected an invalid response, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_refusal_that_says_the_set_up_is_incomplete_is_read_from_any_4xx() {
+        fn setup(body: &str) -> Option<Refusal> {
+            body.contains("INVALID_FIELD").then_some(Refusal::Setup)
+        }
+        let now = OffsetDateTime::UNIX_EPOCH;
+        for status in [400, 401, 403] {
+            let status = StatusCode::from_u16(status).unwrap();
+            let error = classify(status, &HeaderMap::new(), "INVALID_FIELD", setup, now);
+            assert!(
+                matches!(error, CrmError::Setup { .. }),
+                "{status}: {error:?}"
+            );
+        }
+        let other = classify(StatusCode::BAD_REQUEST, &HeaderMap::new(), "x", setup, now);
+        assert!(matches!(other, CrmError::Rejected { .. }), "{other:?}");
     }
 
     #[test]

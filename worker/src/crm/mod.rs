@@ -158,8 +158,17 @@ pub enum CrmError {
     /// Another 4xx: the request itself is wrong for this CRM; permanent.
     #[error("CRM rejected the request ({status}): {detail}")]
     Rejected { status: u16, detail: String },
+    /// The CRM's set-up is incomplete: the credential lacks the scope one
+    /// endpoint needs (the credential itself is accepted), or a custom
+    /// field callsync writes does not exist. Every call would get the same
+    /// answer, so the worker pauses until an operator completes the set-up.
+    #[error("the CRM's set-up is incomplete: {detail}")]
+    Setup { detail: String },
     /// A 2xx whose body is not what the API documents. The request was
-    /// applied (or may have been), so a create must be searched for.
+    /// applied (or may have been), so a create must be searched for. A
+    /// vendor that changes a shape, or one whose documentation shows a
+    /// shape it does not always send, must not cost the call: it is retried
+    /// like an outage, and counted (see `http.rs`).
     #[error("unexpected CRM response: {0}")]
     InvalidResponse(String),
     /// The request could not be built; nothing was sent. Permanent.
@@ -181,7 +190,9 @@ impl CrmError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            CrmError::RateLimited { .. } | CrmError::Unavailable { .. }
+            CrmError::RateLimited { .. }
+                | CrmError::Unavailable { .. }
+                | CrmError::InvalidResponse(_)
         )
     }
 
@@ -200,6 +211,7 @@ impl CrmError {
             CrmError::Unavailable { .. } => "unavailable",
             CrmError::Unauthorized { .. } => "unauthorized",
             CrmError::Forbidden { .. } => "forbidden",
+            CrmError::Setup { .. } => "setup",
             CrmError::Rejected { .. } => "rejected",
             CrmError::InvalidResponse(_) => "invalid_response",
             CrmError::Request(_) => "request",

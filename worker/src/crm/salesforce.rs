@@ -4,15 +4,19 @@
 //! |---|---|
 //! | find contact | SOSL `FIND {<national number>} IN PHONE FIELDS RETURNING Contact(…phones, country, LastModifiedDate), Lead(…)`, hits verified locally; then the e-mail in EMAIL FIELDS |
 //! | create contact | `POST /sobjects/Contact` |
-//! | record call | upsert `Task` by the External ID field `Callsync_Marker__c` (`TaskSubtype = Call`, completed) |
+//! | record call | `POST /sobjects/Task` with the External ID field `Callsync_Marker__c` (`TaskSubtype = Call`, completed); when the marker exists, upsert by it without the create-only `TaskSubtype` |
 //! | update contact | `PATCH /sobjects/{Contact,Lead}/{id}` (`Callsync_Last_*__c`) |
 //! | follow-up | upsert `Task` by `Callsync_Marker__c` = `<marker>:follow-up`, with `ActivityDate` |
 //! | find by marker | `GET /sobjects/Task/Callsync_Marker__c/{marker}` |
 //!
 //! Upserting by an External ID makes the call and the follow-up idempotent
-//! in Salesforce itself. The fields must be created once by an admin
-//! (README lists them). Salesforce signals its API limit with 403
-//! `REQUEST_LIMIT_EXCEEDED`, which is treated as a rate limit.
+//! in Salesforce itself. The custom fields must be created once by an admin
+//! (the Salesforce set-up guide, `docs/crm/salesforce.md`, lists each);
+//! [`Crm::prepare`] describes the objects and names each one missing, and a
+//! write refused for a missing field (`INVALID_FIELD`, "No such column")
+//! pauses the worker instead of parking the call. Salesforce signals its
+//! API limit with 403 `REQUEST_LIMIT_EXCEEDED`, read from the whole body,
+//! which is treated as a rate limit.
 //!
 //! Sessions expire, so besides a fixed access token the adapter accepts a
 //! connected app's client credentials (and optionally a refresh token) and
@@ -23,11 +27,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use callsync_shared::CallReport;
 use callsync_shared::config::ConfigError;
-use callsync_shared::phone::matching::{Candidate, PhoneField, choose, parse_updated};
+use callsync_shared::phone::matching::{
+    CallerNumber, Candidate, PhoneField, choose, parse_updated,
+};
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
 
 use super::oauth::{Credentials, Grant, OAuthClient};
@@ -68,17 +73,23 @@ pub const SPEC: CrmSpec = CrmSpec {
 /// Salesforce answers a list of `{errorCode, message}`. Its API limit is a
 /// 403 `REQUEST_LIMIT_EXCEEDED`; `API_DISABLED_FOR_ORG` and
 /// `API_CURRENTLY_DISABLED` mean the user or the org has no API access
-/// (REST API developer guide, status codes).
+/// (REST API developer guide, status codes). `INVALID_FIELD` with "No such
+/// column 'X' on sobject of type Y" names a field the sObject lacks, or one
+/// the integration user may not see (field-level security): for callsync's
+/// own custom fields, a set-up to complete.
 fn read_refusal(body: &str) -> Option<Refusal> {
     #[derive(Deserialize)]
     struct Error {
         #[serde(rename = "errorCode", default)]
         error_code: String,
+        #[serde(default)]
+        message: String,
     }
     let errors: Vec<Error> = serde_json::from_str(body).ok()?;
     errors.iter().find_map(|e| match e.error_code.as_str() {
         "REQUEST_LIMIT_EXCEEDED" => Some(Refusal::RateLimited),
         "API_DISABLED_FOR_ORG" | "API_CURRENTLY_DISABLED" => Some(Refusal::Credential),
+        "INVALID_FIELD" if e.message.contains("No such column") => Some(Refusal::Setup),
         _ => None,
     })
 }
@@ -90,7 +101,7 @@ impl Adapter for Salesforce {
         let token = vars.optional_secret("ACCESS_TOKEN");
         let client_id = vars.raw("CLIENT_ID");
         if token.is_none() && client_id.is_none() {
-            // Name the simplest way out; the README gives the other.
+            // Name the simplest way out; the set-up guide gives the other.
             let message = format!(
                 "is required but not set (or set {} and {} to let the worker fetch tokens)",
                 vars.name("CLIENT_ID"),
@@ -132,6 +143,104 @@ impl Adapter for Salesforce {
 
 /// The External ID field on Task that makes upserts idempotent.
 const MARKER_FIELD: &str = "Callsync_Marker__c";
+
+/// A custom field an admin creates once for callsync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CustomField {
+    object: &'static str,
+    name: &'static str,
+    /// The field types Salesforce's describe may give it: the guide's
+    /// first (a last-call time made as Text by an earlier guide still works).
+    describe_types: &'static [&'static str],
+    /// Whether it must be marked External ID (upserts go by it).
+    external_id: bool,
+}
+
+impl CustomField {
+    const fn new(
+        object: &'static str,
+        name: &'static str,
+        describe_types: &'static [&'static str],
+    ) -> Self {
+        Self {
+            object,
+            name,
+            describe_types,
+            external_id: false,
+        }
+    }
+}
+
+/// Describe's `type` of a Text field.
+const TEXT: &[&str] = &["string"];
+/// Of a Long Text Area (describe gives Text Area the same type; the guide
+/// asks Long, since summaries reach 1,000 characters).
+const LONG_TEXT: &[&str] = &["textarea"];
+/// Of a Date/Time field, or of Text.
+const DATE_TIME: &[&str] = &["datetime", "string"];
+
+/// Every custom field callsync writes, as the set-up guide lists them
+/// (`docs/crm/salesforce.md`): the marker on Task (created on Activity) and
+/// the last-call fields on Contact and Lead.
+const CUSTOM_FIELDS: [CustomField; 7] = [
+    CustomField {
+        external_id: true,
+        ..CustomField::new("Task", MARKER_FIELD, TEXT)
+    },
+    CustomField::new("Contact", "Callsync_Last_Call_At__c", DATE_TIME),
+    CustomField::new("Contact", "Callsync_Last_Call_Summary__c", LONG_TEXT),
+    CustomField::new("Contact", "Callsync_Last_Sentiment__c", TEXT),
+    CustomField::new("Lead", "Callsync_Last_Call_At__c", DATE_TIME),
+    CustomField::new("Lead", "Callsync_Last_Call_Summary__c", LONG_TEXT),
+    CustomField::new("Lead", "Callsync_Last_Sentiment__c", TEXT),
+];
+
+/// `GET /sobjects/{object}/describe`: the fields the integration user sees.
+#[derive(Deserialize)]
+struct Described {
+    #[serde(default)]
+    fields: Vec<DescribedField>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DescribedField {
+    name: String,
+    #[serde(rename = "type", default)]
+    kind: String,
+    #[serde(default)]
+    external_id: bool,
+}
+
+/// What is wrong with the custom fields of `object`, as `described`: each
+/// field missing (or hidden from the user), of another type, or not an
+/// External ID where one is needed.
+fn field_problems(object: &str, described: &Described) -> Vec<String> {
+    CUSTOM_FIELDS
+        .iter()
+        .filter(|f| f.object == object)
+        .filter_map(|wanted| {
+            let name = format!("{object}.{}", wanted.name);
+            let Some(found) = described
+                .fields
+                .iter()
+                .find(|f| f.name.eq_ignore_ascii_case(wanted.name))
+            else {
+                return Some(format!(
+                    "{name} is missing (or its field-level security hides it from callsync's user)"
+                ));
+            };
+            if !wanted.describe_types.contains(&found.kind.as_str()) {
+                return Some(format!(
+                    "{name} is of type {}, not {}",
+                    found.kind, wanted.describe_types[0]
+                ));
+            }
+            (wanted.external_id && !found.external_id)
+                .then(|| format!("{name} is not marked External ID"))
+        })
+        .collect()
+}
 
 #[derive(Debug)]
 pub struct Salesforce {
@@ -191,16 +300,41 @@ impl SearchRecord {
     }
 }
 
-/// SOSL over every phone field for the national significant number, digits
-/// only (`+` and `-` are reserved in SOSL). The search tokenises stored
-/// numbers, so it finds them whatever their punctuation; hits are verified
-/// locally. https://developer.salesforce.com/docs/atlas.en-us.soql_sosl.meta/soql_sosl/sforce_api_calls_sosl_find.htm
-fn phone_search(nsn: &str) -> String {
-    let digits: String = nsn.chars().filter(char::is_ascii_digit).collect();
+/// SOSL over every phone field for each form of the caller's number a
+/// person may have typed, as digits (`+` and `-` are reserved in SOSL),
+/// OR-ed in the one query: the national significant number (`612345678`),
+/// with the trunk prefix (`0612345678`), international (`31612345678`),
+/// international with the trunk prefix in brackets (`+31 (0)6…`:
+/// `310612345678`) and with the `00` prefix (`0031612345678`). Salesforce
+/// does not document how `IN PHONE FIELDS` matches a term against numbers
+/// typed with spaces or brackets; its one phone example searches a
+/// number's bare digits ("Example of phoneNumber format: 4155551212", SOAP
+/// API, sample search() call), so every form is searched whole, and hits
+/// are verified locally.
+/// https://developer.salesforce.com/docs/atlas.en-us.soql_sosl.meta/soql_sosl/sforce_api_calls_sosl_find.htm
+fn phone_search(caller: &CallerNumber) -> String {
+    let code = caller.country_code();
+    let nsn = caller.nsn();
+    let national = caller.national_digits();
+    let mut forms = vec![
+        nsn.to_owned(),
+        national.clone(),
+        format!("{code}{nsn}"),
+        format!("{code}{national}"),
+        format!("00{code}{nsn}"),
+    ];
+    forms.retain(|f| !f.is_empty() && f.chars().all(|c| c.is_ascii_digit()));
+    let mut seen = Vec::new();
+    forms.retain(|f| {
+        let new = !seen.contains(f);
+        seen.push(f.clone());
+        new
+    });
     format!(
-        "FIND {{{digits}}} IN PHONE FIELDS RETURNING \
+        "FIND {{{}}} IN PHONE FIELDS RETURNING \
          Contact(Id, Phone, MobilePhone, HomePhone, OtherPhone, MailingCountry, LastModifiedDate ORDER BY LastModifiedDate DESC), \
-         Lead(Id, Phone, MobilePhone, Country, LastModifiedDate ORDER BY LastModifiedDate DESC)"
+         Lead(Id, Phone, MobilePhone, Country, LastModifiedDate ORDER BY LastModifiedDate DESC)",
+        forms.join(" OR ")
     )
 }
 
@@ -260,9 +394,12 @@ impl Salesforce {
             .send(
                 operation,
                 self.request(Method::PATCH, &path).json(body),
-                &[],
+                &[StatusCode::MULTIPLE_CHOICES],
             )
             .await?;
+        if response.status() == StatusCode::MULTIPLE_CHOICES {
+            return self.one_of_several(operation, external, response).await;
+        }
         if response.status() == StatusCode::NO_CONTENT {
             // Older API versions answer an update with no body: read the id.
             return self
@@ -270,7 +407,7 @@ impl Salesforce {
                 .await?
                 .ok_or_else(|| CrmError::InvalidResponse("upserted Task not found".to_owned()));
         }
-        let saved: Saved = super::http::decode(response).await?;
+        let saved: Saved = self.http.decode(operation, response).await?;
         Ok(saved.id)
     }
 
@@ -281,15 +418,152 @@ impl Salesforce {
             .send(
                 "get_task",
                 self.request(Method::GET, &path),
-                &[StatusCode::NOT_FOUND],
+                &[StatusCode::NOT_FOUND, StatusCode::MULTIPLE_CHOICES],
             )
             .await?;
         if response.status() == StatusCode::NOT_FOUND {
             return Ok(None);
         }
-        let fetched: Fetched = super::http::decode(response).await?;
+        if response.status() == StatusCode::MULTIPLE_CHOICES {
+            return self
+                .one_of_several("get_task", external, response)
+                .await
+                .map(Some);
+        }
+        let fetched: Fetched = self.http.decode("get_task", response).await?;
         Ok(Some(fetched.id))
     }
+}
+
+impl Salesforce {
+    /// Salesforce's 300 to an upsert or a read by External ID: several
+    /// Tasks carry the marker ("If the external ID value matches multiple
+    /// records, a 300 response is returned" with the matching records, REST
+    /// API developer guide, upsert by external ID), which only happens when
+    /// `Callsync_Marker__c` is not marked Unique. The call is recorded
+    /// already: the first of them (the oldest id) stands for it, nothing is
+    /// written again, and the log says to mark the field Unique.
+    async fn one_of_several(
+        &self,
+        operation: &'static str,
+        external: &str,
+        response: reqwest::Response,
+    ) -> Result<CrmId, CrmError> {
+        let listed: serde_json::Value = self.http.decode(operation, response).await?;
+        let mut ids = record_ids(&listed);
+        ids.sort();
+        tracing::warn!(
+            records = ids.len(),
+            "several Salesforce Tasks carry one callsync marker; mark {MARKER_FIELD} Unique (see the set-up guide)"
+        );
+        ids.into_iter().next().ok_or_else(|| {
+            CrmError::InvalidResponse(format!(
+                "{operation} answered 300 for {external:?} without naming a record"
+            ))
+        })
+    }
+}
+
+/// What a create came back with: the new record's id, or Salesforce's 400
+/// refusal with one of the codes the caller reads itself (the whole list of
+/// errors, as sent).
+enum CreateAnswer {
+    Created(CrmId),
+    Refused(serde_json::Value),
+}
+
+impl Salesforce {
+    /// Sends a create (`POST /sobjects/…`); a 400 whose errors include one
+    /// of `codes` comes back whole as [`CreateAnswer::Refused`], any other
+    /// failure is classified as every request's is.
+    async fn create(
+        &self,
+        operation: &'static str,
+        request: RequestBuilder,
+        codes: &[&str],
+    ) -> Result<CreateAnswer, CrmError> {
+        let response = self
+            .http
+            .send(operation, request, &[StatusCode::BAD_REQUEST])
+            .await?;
+        if response.status() != StatusCode::BAD_REQUEST {
+            let saved: Saved = self.http.decode(operation, response).await?;
+            return Ok(CreateAnswer::Created(saved.id));
+        }
+        let headers = response.headers().clone();
+        let body = response.text().await.unwrap_or_default();
+        let errors: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        let ours = errors.as_array().into_iter().flatten().any(|e| {
+            e["errorCode"]
+                .as_str()
+                .is_some_and(|code| codes.contains(&code))
+        });
+        if ours {
+            return Ok(CreateAnswer::Refused(errors));
+        }
+        Err(super::http::classify(
+            StatusCode::BAD_REQUEST,
+            &headers,
+            &body,
+            read_refusal,
+            OffsetDateTime::now_utc(),
+        ))
+    }
+}
+
+/// The records a duplicate rule matched, from `DUPLICATES_DETECTED`'s
+/// `duplicateResult.matchResults[].matchRecords[].record.Id`: Contacts and
+/// Leads, the records callsync may record a call on.
+fn duplicate_matches(errors: &serde_json::Value) -> Vec<CrmId> {
+    errors
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["errorCode"] == "DUPLICATES_DETECTED")
+        .flat_map(|e| {
+            e["duplicateResult"]["matchResults"]
+                .as_array()
+                .into_iter()
+                .flatten()
+        })
+        .flat_map(|m| m["matchRecords"].as_array().into_iter().flatten())
+        .filter_map(|r| r["record"]["Id"].as_str())
+        .filter(|id| safe_id(id).is_ok() && (id.starts_with("003") || id.starts_with("00Q")))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The record ids a Salesforce answer names: record URLs
+/// (`/services/data/v60.0/sobjects/Task/00T…`) and `Id`/`id` keys, anywhere.
+fn record_ids(value: &serde_json::Value) -> Vec<String> {
+    use serde_json::Value;
+    let mut ids = Vec::new();
+    let mut push = |id: &str| {
+        if safe_id(id).is_ok() && !ids.iter().any(|known: &String| known == id) {
+            ids.push(id.to_owned());
+        }
+    };
+    let mut stack = vec![value];
+    while let Some(value) = stack.pop() {
+        match value {
+            Value::String(url) if url.contains("/sobjects/") => {
+                if let Some(id) = url.rsplit('/').next() {
+                    push(id);
+                }
+            }
+            Value::Array(items) => stack.extend(items.iter().rev()),
+            Value::Object(map) => {
+                for (key, item) in map {
+                    match (key.as_str(), item) {
+                        ("Id" | "id", Value::String(id)) => push(id),
+                        _ => stack.push(item),
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    ids
 }
 
 /// Percent-encodes a path segment.
@@ -334,6 +608,17 @@ fn safe_id(id: &str) -> Result<&str, CrmError> {
     }
 }
 
+/// A DateTime field's value: UTC with milliseconds, as Salesforce writes
+/// them (`2026-05-01T08:00:00.000Z`); finer fractions are not documented
+/// as accepted.
+fn datetime(at: OffsetDateTime) -> String {
+    at.to_offset(time::UtcOffset::UTC)
+        .format(format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+        ))
+        .unwrap_or_default()
+}
+
 /// A Contact's or Lead's last-call fields (custom, created by an admin).
 #[derive(Serialize)]
 struct LastCall {
@@ -348,7 +633,7 @@ struct LastCall {
 impl LastCall {
     fn of(report: &CallReport) -> Self {
         Self {
-            at: report.ended_at.format(&Rfc3339).unwrap_or_default(),
+            at: datetime(report.ended_at),
             summary: render::field_summary(report),
             sentiment: report.sentiment.clone().unwrap_or_default(),
         }
@@ -370,19 +655,29 @@ struct NewContactRecord<'a> {
     email: Option<&'a str>,
 }
 
-/// The completed Task that records a call.
+/// The completed Task that records a call, as an upsert may send it.
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
 struct CallTask<'a> {
     who_id: &'a str,
     subject: String,
     description: String,
-    task_subtype: &'static str,
     call_type: &'static str,
     status: &'static str,
     activity_date: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     call_duration_in_seconds: Option<u64>,
+}
+
+/// `POST /sobjects/Task`: the call's Task with what only a create may set.
+#[derive(Serialize)]
+struct NewCallTask<'a> {
+    #[serde(flatten)]
+    task: &'a CallTask<'a>,
+    #[serde(rename = "TaskSubtype")]
+    task_subtype: &'static str,
+    #[serde(rename = "Callsync_Marker__c")]
+    marker: &'a str,
 }
 
 /// The open Task that asks for a follow-up.
@@ -434,8 +729,31 @@ impl Crm for Salesforce {
             .await
     }
 
+    /// Fetches the first token, then describes Task, Contact and Lead and
+    /// names every custom field that is missing or wrong: all of them in
+    /// one error, so that an admin fixes them in one go.
     async fn prepare(&self) -> Result<(), CrmError> {
-        self.http.authenticate().await
+        self.http.authenticate().await?;
+        let mut problems = Vec::new();
+        for object in ["Task", "Contact", "Lead"] {
+            let described: Described = self
+                .http
+                .json(
+                    "describe",
+                    self.request(Method::GET, &format!("/sobjects/{object}/describe")),
+                )
+                .await?;
+            problems.extend(field_problems(object, &described));
+        }
+        if problems.is_empty() {
+            return Ok(());
+        }
+        Err(CrmError::Setup {
+            detail: format!(
+                "callsync's custom fields: {} (see the Salesforce set-up guide)",
+                problems.join("; ")
+            ),
+        })
     }
 
     async fn contact_exists(&self, id: &str) -> Result<bool, CrmError> {
@@ -456,7 +774,7 @@ impl Crm for Salesforce {
     async fn find_contact(&self, lookup: &ContactLookup) -> Result<Option<CrmId>, CrmError> {
         if let Some(caller) = &lookup.caller {
             let candidates: Vec<Candidate> = self
-                .sosl_records(phone_search(caller.nsn()))
+                .sosl_records(phone_search(caller))
                 .await?
                 .iter()
                 .map(SearchRecord::candidate)
@@ -508,25 +826,48 @@ impl Crm for Salesforce {
             phone: caller.phone.as_ref().map(|p| p.best()),
             email: caller.email.as_deref(),
         };
-        let saved: Saved = self
-            .http
-            .json(
+        // No `Sforce-Duplicate-Rule-Header: allowSave=true`: the org's
+        // duplicate rules decide. A rule that matches an existing Contact or
+        // Lead (callsync's search missed it: another format, the index
+        // lagging) refuses the create with `DUPLICATES_DETECTED` and names
+        // the records; the call goes on the first of them, as a human told
+        // "use one of these records?" would do, instead of parking.
+        // https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/headers_duplicaterules.htm
+        let answer = self
+            .create(
                 "create_contact",
                 self.request(Method::POST, "/sobjects/Contact").json(&body),
+                &["DUPLICATES_DETECTED"],
             )
             .await?;
-        Ok(Created {
-            id: saved.id,
-            has_last_call: true,
-        })
+        match answer {
+            CreateAnswer::Created(id) => Ok(Created {
+                id,
+                has_last_call: true,
+            }),
+            CreateAnswer::Refused(errors) => match duplicate_matches(&errors).into_iter().next() {
+                // Its last-call fields are not this call's yet.
+                Some(id) => Ok(Created {
+                    id,
+                    has_last_call: false,
+                }),
+                None => Err(CrmError::Rejected {
+                    status: 400,
+                    detail: "a duplicate rule refused the new contact without naming a Contact or \
+                        Lead to use; change the rule's action for callsync's user (see the \
+                        Salesforce set-up guide)"
+                        .to_owned(),
+                }),
+            },
+        }
     }
 
     async fn record_call(&self, contact: &str, report: &CallReport) -> Result<CrmId, CrmError> {
+        let marker = report.marker();
         let task = CallTask {
             who_id: safe_id(contact)?,
             subject: subject(render::call_title(report)),
             description: plain_text(report),
-            task_subtype: "Call",
             call_type: "Inbound",
             status: "Completed",
             activity_date: report
@@ -535,8 +876,28 @@ impl Crm for Salesforce {
                 .unwrap_or_default(),
             call_duration_in_seconds: report.duration.map(|d| d.as_secs()),
         };
-        self.upsert_task("upsert_call_task", &report.marker(), &task)
-            .await
+        // `TaskSubtype` can be set when a Task is created, never after
+        // (its properties are "Create, Filter, Group, Nillable, Restricted
+        // picklist, Sort", without Update: object reference, Task), and an
+        // upsert that finds the marker is an update. So the Task is
+        // created with it, carrying the marker; a marker that exists
+        // already (the field is Unique) is upserted without it.
+        let create = NewCallTask {
+            task: &task,
+            task_subtype: "Call",
+            marker: &marker,
+        };
+        let answer = self
+            .create(
+                "create_call_task",
+                self.request(Method::POST, "/sobjects/Task").json(&create),
+                &["DUPLICATE_VALUE"],
+            )
+            .await?;
+        match answer {
+            CreateAnswer::Created(id) => Ok(id),
+            CreateAnswer::Refused(_) => self.upsert_task("upsert_call_task", &marker, &task).await,
+        }
     }
 
     async fn update_contact(&self, contact: &str, report: &CallReport) -> Result<(), CrmError> {
@@ -667,6 +1028,87 @@ mod tests {
         let env = instance().with("CALLSYNC_SALESFORCE_CLIENT_ID", "3MVG9-app");
         let err = read(&env).unwrap_err();
         assert_eq!(err.var, "CALLSYNC_SALESFORCE_CLIENT_SECRET");
+    }
+
+    #[test]
+    fn the_phone_search_ors_every_form_a_person_may_have_typed() {
+        let caller = CallerNumber::parse("+31612345678", callsync_shared::Region::US).unwrap();
+        let query = phone_search(&caller);
+        assert!(
+            query.starts_with(
+                "FIND {612345678 OR 0612345678 OR 31612345678 OR 310612345678 OR 0031612345678} IN PHONE FIELDS"
+            ),
+            "{query}"
+        );
+        let us = CallerNumber::parse("+14155551212", callsync_shared::Region::US).unwrap();
+        assert!(
+            phone_search(&us).starts_with("FIND {4155551212 OR 14155551212 OR 0014155551212} "),
+            "{}",
+            phone_search(&us)
+        );
+    }
+
+    #[test]
+    fn a_missing_custom_field_is_an_incomplete_set_up_and_another_invalid_field_is_not() {
+        let missing = r#"[{"errorCode":"INVALID_FIELD","message":"No such column 'Callsync_Last_Call_At__c' on sobject of type Contact"}]"#;
+        assert_eq!(read_refusal(missing), Some(Refusal::Setup));
+        let other = r#"[{"errorCode":"INVALID_FIELD","message":"Foreign key external ID: x not found for field Callsync_Marker__c in entity Task"}]"#;
+        assert_eq!(read_refusal(other), None);
+    }
+
+    #[test]
+    fn each_missing_or_wrong_custom_field_is_named() {
+        let described: Described = serde_json::from_str(
+            r#"{"fields":[{"name":"Callsync_Marker__c","type":"string","externalId":false},{"name":"Subject","type":"string"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            field_problems("Task", &described),
+            ["Task.Callsync_Marker__c is not marked External ID"]
+        );
+        let described: Described = serde_json::from_str(
+            r#"{"fields":[{"name":"Callsync_Last_Call_At__c","type":"date"},{"name":"Callsync_Last_Sentiment__c","type":"string"}]}"#,
+        )
+        .unwrap();
+        let problems = field_problems("Lead", &described);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(
+            problems[0].contains("Lead.Callsync_Last_Call_At__c is of type date, not datetime")
+        );
+        assert!(problems[1].starts_with("Lead.Callsync_Last_Call_Summary__c is missing"));
+    }
+
+    #[test]
+    fn a_300_names_its_records_by_url_or_id() {
+        let urls = serde_json::json!([
+            "/services/data/v60.0/sobjects/Task/00T000000000000002",
+            "/services/data/v60.0/sobjects/Task/00T000000000000001"
+        ]);
+        assert_eq!(
+            record_ids(&urls),
+            ["00T000000000000002", "00T000000000000001"]
+        );
+        let objects = serde_json::json!([{ "attributes": {}, "Id": "00T000000000000003" }]);
+        assert_eq!(record_ids(&objects), ["00T000000000000003"]);
+    }
+
+    #[test]
+    fn a_duplicate_rule_s_matches_are_read_from_its_duplicate_result() {
+        let errors = serde_json::json!([{
+            "errorCode": "DUPLICATES_DETECTED",
+            "duplicateResult": { "matchResults": [{ "matchRecords": [
+                { "record": { "Id": "0035e00000AbCdEAAX" } },
+                { "record": { "Id": "0015e00000AbCdEAAX" } }
+            ]}]}
+        }]);
+        // An Account is no place for a call.
+        assert_eq!(duplicate_matches(&errors), ["0035e00000AbCdEAAX"]);
+    }
+
+    #[test]
+    fn a_date_time_field_gets_milliseconds_in_utc() {
+        let at = time::macros::datetime!(2026-05-01 10:00:00.123456789 +02:00);
+        assert_eq!(datetime(at), "2026-05-01T08:00:00.123Z");
     }
 
     #[test]

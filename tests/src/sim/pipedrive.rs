@@ -12,6 +12,16 @@
 //! unknown body key or a `limit` over 500 is a 400, and lists page by cursor.
 //! https://pipedrive.readme.io/docs/pipedrive-api-v2-migration-guide
 //! https://pipedrive.readme.io/docs/core-api-concepts-pagination
+//!
+//! Like a company domain, it serves both versions under `/api/` only: "Each
+//! request must be made to the API endpoint
+//! https://{COMPANYDOMAIN}.pipedrive.com/api/v1"
+//! (https://pipedrive.readme.io/docs/core-api-concepts-requests), and "Only
+//! /api/v2/... prefix is supported. Previously both /api/v1/... and /v1/...
+//! could be used." (https://pipedrive.readme.io/docs/pipedrive-api-v2-migration-guide).
+//! Whether a company domain still answers `/v1/…` is not settled, so the
+//! simulator takes the strictest reading: `/v1/…` and `/v2/…` are not
+//! found (404), as any path Pipedrive does not serve.
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query};
@@ -93,15 +103,15 @@ const ACTIVITY_KEYS: &[&str] = &[
 
 pub fn router(shared: Shared) -> Router {
     Router::new()
-        .route("/v1/users/me", get(current_user))
-        .route("/v1/personFields", get(list_fields).post(create_field))
+        .route("/api/v1/users/me", get(current_user))
+        .route("/api/v1/personFields", get(list_fields).post(create_field))
         .route("/api/v2/persons/search", get(search))
         .route("/api/v2/persons", axum::routing::post(create_person))
         .route(
             "/api/v2/persons/{id}",
             get(read_person).patch(update_person),
         )
-        .route("/v1/notes", get(list_notes).post(create_note))
+        .route("/api/v1/notes", get(list_notes).post(create_note))
         .route(
             "/api/v2/activities",
             get(list_activities).post(create_activity),
@@ -559,16 +569,18 @@ async fn list_notes(call: Call, Query(q): Params) -> Response {
 async fn create_activity(call: Call, body: Bytes) -> Response {
     guard(&call, "create_activity", Limits::General, None, |state| {
         let body = v2_body(&body, ACTIVITY_KEYS)?;
-        let date_ok = body["due_date"]
-            .as_str()
-            .is_some_and(|d| d.len() == 10 && d.as_bytes()[4] == b'-');
-        let time_ok = body["due_time"]
-            .as_str()
-            .is_none_or(|t| t.len() == 5 && t.as_bytes()[2] == b':');
-        if body["subject"].as_str().is_none() || body["type"] != "call" || !date_ok || !time_ok {
+        let date_ok = body["due_date"].as_str().is_some_and(calendar_date);
+        let time_ok = body["due_time"].as_str().is_none_or(clock_time);
+        if body["subject"].as_str().is_none() || body["type"] != "call" || !date_ok {
             return Err(invalid(
-                "subject, type call, due_date YYYY-MM-DD and due_time HH:MM are required",
+                "subject, type call and due_date YYYY-MM-DD are required",
             ));
+        }
+        if !time_ok {
+            return Err(invalid(format!(
+                "Validation failed: due_time: {} is not a time in the format HH:MM",
+                body["due_time"]
+            )));
         }
         let mut properties = Map::new();
         for key in ["subject", "type", "due_date", "due_time", "note", "done"] {
@@ -584,6 +596,32 @@ async fn create_activity(call: Call, body: Bytes) -> Response {
         ))
     })
     .await
+}
+
+/// A `due_date` as Pipedrive documents it: "Format: YYYY-MM-DD", a real
+/// calendar date.
+fn calendar_date(text: &str) -> bool {
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    text.len() == 10 && time::Date::parse(text, format).is_ok()
+}
+
+/// A `due_time` in the one input format Pipedrive documents: "The due time
+/// of the activity in UTC. Format: HH:MM" (the v1 reference,
+/// pipedrive/client-nodejs `docs/ActivityPostObject.md`). The v2 reference
+/// says only "The due time of the activity" for `POST /api/v2/activities`,
+/// and its example answers show `"due_time":"15:00:00"`
+/// (developers.pipedrive.com/docs/api/v1/Activities, API v2), so which
+/// formats v2 accepts on input is not settled: the simulator holds a
+/// request to the documented `HH:MM` (00:00 to 23:59) and refuses any
+/// other (`HH:MM:SS`, `9:05`, `24:00`), as a v2 validator could.
+fn clock_time(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let two_digits = |at: usize, max: u8| {
+        bytes[at].is_ascii_digit()
+            && bytes[at + 1].is_ascii_digit()
+            && (bytes[at] - b'0') * 10 + (bytes[at + 1] - b'0') <= max
+    };
+    bytes.len() == 5 && bytes[2] == b':' && two_digits(0, 23) && two_digits(3, 59)
 }
 
 async fn list_activities(call: Call, Query(q): Params) -> Response {

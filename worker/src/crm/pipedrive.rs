@@ -4,16 +4,23 @@
 //! |---|---|
 //! | find contact | `GET /api/v2/persons/search?fields=phone&term=<national number>` (partial), hits verified locally; then `fields=email&exact_match=true` |
 //! | create contact | `POST /api/v2/persons` (name, phone, e-mail, last-call fields) |
-//! | record call | `POST /v1/notes` on the person: summary, analysis, links, marker |
+//! | record call | `POST /api/v1/notes` on the person: summary, analysis, links, marker |
 //! | update contact | `PATCH /api/v2/persons/{id}` (`custom_fields`: last-call fields) |
 //! | follow-up | `POST /api/v2/activities` of type `call`, due date and time, person as participant |
-//! | find by marker | `GET /v1/notes?person_id=` / `GET /api/v2/activities?person_id=`, marker in the content, every page |
+//! | find by marker | `GET /api/v1/notes?person_id=` / `GET /api/v2/activities?person_id=`, marker in the content, every page |
 //!
 //! The call is recorded as a note, not a call log: Pipedrive's call logs
 //! cannot be listed by person or searched, so after an unknown outcome there
 //! would be no way to find one again, and exactly-once would be lost.
 //! The last-call person fields are created by [`Crm::prepare`] when missing;
 //! Pipedrive names them by a generated key, which is looked up by name.
+//!
+//! Every path is under `/api/`, on the company domain: "Each request must be
+//! made to the API endpoint https://{COMPANYDOMAIN}.pipedrive.com/api/v1"
+//! (https://pipedrive.readme.io/docs/core-api-concepts-requests), and for v2
+//! "Only /api/v2/... prefix is supported. Previously both /api/v1/... and
+//! /v1/... could be used."
+//! (https://pipedrive.readme.io/docs/pipedrive-api-v2-migration-guide).
 
 use std::time::Duration;
 
@@ -215,7 +222,7 @@ struct Field {
     name: String,
 }
 
-/// `POST /v1/personFields`.
+/// `POST /api/v1/personFields`.
 #[derive(Serialize)]
 struct NewField<'a> {
     name: &'a str,
@@ -260,7 +267,7 @@ struct PersonUpdate<'a> {
     custom_fields: CustomFields<'a>,
 }
 
-/// `POST /v1/notes`.
+/// `POST /api/v1/notes`.
 #[derive(Serialize)]
 struct NewNote {
     content: String,
@@ -371,7 +378,10 @@ impl Pipedrive {
             .get_or_try_init(|| async {
                 let existing: Envelope<Option<Vec<Field>>> = self
                     .http
-                    .json("list_fields", self.request(Method::GET, "/v1/personFields"))
+                    .json(
+                        "list_fields",
+                        self.request(Method::GET, "/api/v1/personFields"),
+                    )
                     .await?;
                 let existing = existing.data.unwrap_or_default();
                 let mut keys: [String; 3] = Default::default();
@@ -387,7 +397,8 @@ impl Pipedrive {
                                 .http
                                 .json(
                                     "create_field",
-                                    self.request(Method::POST, "/v1/personFields").json(&field),
+                                    self.request(Method::POST, "/api/v1/personFields")
+                                        .json(&field),
                                 )
                                 .await?;
                             created.data.key
@@ -503,7 +514,7 @@ impl Crm for Pipedrive {
     /// The token's own user: read-only, and refused for a wrong token.
     async fn probe(&self) -> Result<(), CrmError> {
         self.http
-            .perform("probe", self.request(Method::GET, "/v1/users/me"))
+            .perform("probe", self.request(Method::GET, "/api/v1/users/me"))
             .await
     }
 
@@ -579,7 +590,7 @@ impl Crm for Pipedrive {
             ),
             person_id: person_id(contact)?,
         };
-        self.create("create_note", "/v1/notes", &note).await
+        self.create("create_note", "/api/v1/notes", &note).await
     }
 
     async fn update_contact(&self, contact: &str, report: &CallReport) -> Result<(), CrmError> {
@@ -635,7 +646,7 @@ impl Crm for Pipedrive {
     ) -> Result<Option<CrmId>, CrmError> {
         let person = person_id(contact)?.to_string();
         let (operation, path) = match kind {
-            MarkedRecord::CallLog => ("list_notes", "/v1/notes"),
+            MarkedRecord::CallLog => ("list_notes", "/api/v1/notes"),
             MarkedRecord::FollowUp => ("list_activities", "/api/v2/activities"),
         };
         // The marker is written HTML-escaped.

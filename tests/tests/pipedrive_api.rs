@@ -97,3 +97,81 @@ async fn a_v2_activity_is_refused_unless_its_due_time_is_hh_mm() {
     let (status, body) = send(activity("2026-05-02", "09:05")).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
 }
+
+/// Seeds a person whose phone was typed `number`; returns its id.
+fn seed_person(sim: &CrmSim, name: &str, number: &str) -> String {
+    let person = json!({
+        "name": name,
+        "phones": [{ "value": number, "primary": true, "label": "work" }],
+        "update_time": "2025-01-01T00:00:00Z"
+    });
+    sim.seed_contact(person.as_object().unwrap().clone())
+}
+
+/// The ids of the persons a search answered, and its next cursor.
+async fn found(sim: &CrmSim, query: &str) -> (StatusCode, Vec<String>, Value) {
+    let (status, body) = send(pipedrive(
+        sim,
+        Method::GET,
+        &format!("/api/v2/persons/search?fields=phone&{query}"),
+    ))
+    .await;
+    let ids = body["data"]["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|i| i["item"]["id"].to_string())
+        .collect();
+    (status, ids, body["additional_data"]["next_cursor"].clone())
+}
+
+#[tokio::test]
+async fn pipedrives_person_search_compares_its_term_with_numbers_as_they_were_typed() {
+    let sim = sim().await;
+    let spaced = seed_person(&sim, "Spaced", "06 12345678");
+    let compact = seed_person(&sim, "Compact", "+31612345678");
+
+    // A partial term must appear in the value as typed: the national
+    // number is not inside "06 12345678", the last four digits are.
+    let (_, ids, _) = found(&sim, "term=612345678").await;
+    assert_eq!(ids, vec![compact.clone()]);
+    let (_, ids, _) = found(&sim, "term=5678").await;
+    assert_eq!(ids, vec![spaced.clone(), compact.clone()]);
+
+    // exact_match compares the whole value: no digits are skipped.
+    let (_, ids, _) = found(&sim, "term=0612345678&exact_match=true").await;
+    assert!(ids.is_empty(), "{ids:?}");
+    let (_, ids, _) = found(&sim, "term=06%2012345678&exact_match=true").await;
+    assert_eq!(ids, vec![spaced.clone()]);
+
+    // "Minimum 2 characters (or 1 if using exact_match)".
+    let (status, _, _) = found(&sim, "term=8").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _, _) = found(&sim, "term=8&exact_match=true").await;
+    assert_eq!(status, StatusCode::OK);
+
+    // At most 500 a page; a smaller page names the next one.
+    let (status, _, _) = found(&sim, "term=5678&limit=501").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (_, first, next) = found(&sim, "term=5678&limit=1").await;
+    assert_eq!(first, vec![spaced]);
+    let next = next.as_str().expect("a next cursor").to_owned();
+    let (_, second, last) = found(&sim, &format!("term=5678&limit=1&cursor={next}")).await;
+    assert_eq!(second, vec![compact]);
+    assert!(last.is_null());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_number_that_cannot_be_normalised_finds_the_person_who_has_it_as_typed() {
+    let app = TestApp::builder().crm("pipedrive").workers(1).start().await;
+    // Not a phone number libphonenumber can read: kept and searched raw.
+    let typed = "switchboard 12";
+    let id = seed_person(&app.env.sim, "Desk", typed);
+    app.post_voicedock(voicedock_report("pd-raw", typed, false))
+        .await;
+    let s = app.settle().await;
+    app.assert_ledger(1, 0).await;
+    assert_eq!(s.contacts.len(), 1, "no contact created: {:#?}", s.contacts);
+    assert_eq!(s.calls[0].associations, vec![id]);
+    app.shutdown().await;
+}

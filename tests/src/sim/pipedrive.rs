@@ -3,8 +3,9 @@
 
 //! The Pipedrive endpoints the worker uses, with Pipedrive's rules: the
 //! `x-api-token` header, a required person name, custom fields addressed by
-//! generated keys, phone search on digits (partial unless `exact_match`), notes and activities that
-//! must name an existing person.
+//! generated keys, a person search that compares its term with the values
+//! as typed (see [`search`]), notes and activities that must name an
+//! existing person.
 //!
 //! The two API versions differ the way Pipedrive's do. v1 (notes, person
 //! fields) is lenient: a body key it does not know is dropped, and lists page
@@ -234,10 +235,6 @@ fn v2_body(body: &Bytes, known: &[&str]) -> Result<Value, Response> {
     Ok(body)
 }
 
-fn digits(text: &str) -> String {
-    text.chars().filter(char::is_ascii_digit).collect()
-}
-
 fn person_view(r: &Record) -> Value {
     json!({ "id": r.id.parse::<i64>().unwrap_or_default(), "name": r.properties.get("name"), "phones": r.properties.get("phones"), "emails": r.properties.get("emails"), "update_time": r.properties.get("update_time") })
 }
@@ -319,45 +316,68 @@ async fn create_field(call: Call, Query(q): Params, body: Bytes) -> Response {
     .await
 }
 
+/// `GET /api/v2/persons/search` on `fields=phone` or `fields=email`, as
+/// Pipedrive documents it (developers.pipedrive.com/docs/api/v1/Persons,
+/// "Search persons", API v2):
+///
+/// - `term`: "The search term to look for. Minimum 2 characters (or 1 if
+///   using exact_match)."
+/// - `exact_match`: "When enabled, only full exact matches against the given
+///   term are returned. It is not case sensitive." The whole stored value
+///   must equal the term, ignoring case.
+/// - `limit`: "If not provided, 100 items will be returned. Please note that
+///   a maximum value of 500 is allowed."; `cursor` pages on, and
+///   `additional_data.next_cursor` names the next page.
+///
+/// How a term without `exact_match` is compared with a stored number is not
+/// documented, and Pipedrive documents no normalisation of phone numbers.
+/// The simulator takes the strictest reading: the term must appear, ignoring
+/// case, in the value as it was typed. Spaces, dashes, brackets, a `+` or a
+/// trunk 0 are not skipped, so `612345678` does not find `06 12345678`,
+/// while `5678` does.
 async fn search(call: Call, Query(q): Params) -> Response {
     guard(&call, "search_person", Limits::Search, None, |state| {
         let (Some(term), Some(field)) = (q.get("term"), q.get("fields")) else {
             return Err(invalid("term and fields are required"));
         };
-        if term.chars().count() < 2 {
-            return Err(invalid("term must be at least 2 characters long"));
-        }
-        // `exact_match=true` is a full, case-insensitive match; without it a
-        // partial one. Pipedrive documents no phone normalisation, so a phone
-        // term is compared with the stored digits.
-        // https://developers.pipedrive.com/docs/api/v1/Persons#searchPersons
         let exact = q.get("exact_match").map(String::as_str) == Some("true");
+        let shortest = if exact { 1 } else { 2 };
+        if term.chars().count() < shortest {
+            return Err(invalid(format!(
+                "Validation failed: term: must be at least {shortest} characters long"
+            )));
+        }
+        let term = term.to_lowercase();
+        let list = if field == "phone" { "phones" } else { "emails" };
         let matches = |r: &Record| -> bool {
-            let values = r
-                .properties
-                .get(if field == "phone" { "phones" } else { "emails" });
-            values.and_then(Value::as_array).is_some_and(|list| {
-                list.iter().filter_map(|v| v["value"].as_str()).any(|v| {
-                    match (field.as_str(), exact) {
-                        ("phone", true) => digits(v) == *term,
-                        ("phone", false) => {
-                            let wanted = digits(term);
-                            !wanted.is_empty() && digits(v).contains(&wanted)
-                        }
-                        (_, true) => v.eq_ignore_ascii_case(term),
-                        (_, false) => v.to_lowercase().contains(&term.to_lowercase()),
-                    }
+            r.properties
+                .get(list)
+                .and_then(Value::as_array)
+                .is_some_and(|values| {
+                    values
+                        .iter()
+                        .filter_map(|v| v["value"].as_str())
+                        .map(str::to_lowercase)
+                        .any(|v| if exact { v == term } else { v.contains(&term) })
                 })
-            })
         };
         // Search items list phones and e-mails as typed strings.
-        let items: Vec<Value> = state
+        let items: Vec<(i64, Value)> = state
             .contacts
             .iter()
             .filter(|r| state.indexed(r) && matches(r))
-            .map(|r| json!({ "result_score": 1.0, "item": search_item(r) }))
+            .map(|r| {
+                let id = r.id.parse::<i64>().unwrap_or_default();
+                (id, json!({ "result_score": 1.0, "item": search_item(r) }))
+            })
             .collect();
-        Ok(ok(StatusCode::OK, json!({ "items": items })))
+        let (page, next) = cursor_slice(items, &q)?;
+        Ok(Json(json!({
+            "success": true,
+            "data": { "items": page },
+            "additional_data": { "next_cursor": next }
+        }))
+        .into_response())
     })
     .await
 }
@@ -506,13 +526,28 @@ fn cursor(id: i64) -> String {
 /// its parameters; `next_cursor` is null on the last page.
 /// https://pipedrive.readme.io/docs/core-api-concepts-pagination (Cursor pagination)
 fn cursor_page(items: Vec<(i64, Value)>, q: &HashMap<String, String>) -> Response {
+    match cursor_slice(items, q) {
+        Ok((page, next)) => Json(
+            json!({ "success": true, "data": page, "additional_data": { "next_cursor": next } }),
+        )
+        .into_response(),
+        Err(refused) => refused,
+    }
+}
+
+/// The page of `items` (id, item) a v2 `cursor`/`limit` names, and the
+/// cursor of the next page (`None` on the last one).
+fn cursor_slice(
+    items: Vec<(i64, Value)>,
+    q: &HashMap<String, String>,
+) -> Result<(Vec<Value>, Option<String>), Response> {
     let limit = match q.get("limit").map(|l| l.parse::<usize>()) {
         None => DEFAULT_LIMIT,
         Some(Ok(l)) if (1..=MAX_LIMIT).contains(&l) => l,
         Some(_) => {
-            return invalid(format!(
+            return Err(invalid(format!(
                 "Validation failed: limit: Parameter 'limit' must be an integer from 1 to {MAX_LIMIT}"
-            ));
+            )));
         }
     };
     let from = match q.get("cursor") {
@@ -522,14 +557,13 @@ fn cursor_page(items: Vec<(i64, Value)>, q: &HashMap<String, String>) -> Respons
             .and_then(|hex| i64::from_str_radix(hex, 16).ok())
         {
             Some(id) => id,
-            None => return invalid("Validation failed: cursor: Invalid cursor"),
+            None => return Err(invalid("Validation failed: cursor: Invalid cursor")),
         },
     };
     let mut rest = items.into_iter().filter(|(id, _)| *id >= from);
     let page: Vec<Value> = rest.by_ref().take(limit).map(|(_, item)| item).collect();
     let next = rest.next().map(|(id, _)| cursor(id));
-    Json(json!({ "success": true, "data": page, "additional_data": { "next_cursor": next } }))
-        .into_response()
+    Ok((page, next))
 }
 
 async fn create_note(call: Call, Query(q): Params, body: Bytes) -> Response {

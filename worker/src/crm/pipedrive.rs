@@ -2,7 +2,7 @@
 //!
 //! | step | request |
 //! |---|---|
-//! | find contact | `GET /api/v2/persons/search?fields=phone&term=<national number>` (partial), hits verified locally; then `fields=email&exact_match=true` |
+//! | find contact | `GET /api/v2/persons/search?fields=phone&term=<last four digits>` (partial), hits verified locally; then `fields=email&exact_match=true` |
 //! | create contact | `POST /api/v2/persons` (name, phone, e-mail, last-call fields) |
 //! | record call | `POST /api/v1/notes` on the person: summary, analysis, links, marker |
 //! | update contact | `PATCH /api/v2/persons/{id}` (`custom_fields`: last-call fields) |
@@ -135,6 +135,28 @@ struct Id {
 struct SearchData {
     #[serde(default)]
     items: Vec<SearchItem>,
+}
+
+/// One page of a v2 search.
+#[derive(Deserialize)]
+struct SearchPage {
+    data: SearchData,
+    #[serde(default)]
+    additional_data: Option<Paging>,
+}
+
+/// How many of a number's last digits a phone search looks for: four stay
+/// together however a number is grouped (`06 1234 5678`, `(415) 555-0123`,
+/// `+31 (0)6 45678901`), only a number written in pairs (`06 12 34 56 78`)
+/// splits them. Four digits also match other numbers, which the local check
+/// tells apart.
+const SEARCH_DIGITS: usize = 4;
+
+/// The phone search term for `caller`: the last [`SEARCH_DIGITS`] digits of
+/// its national significant number (all of it when shorter).
+fn search_term(caller: &CallerNumber) -> &str {
+    let nsn = caller.nsn();
+    &nsn[nsn.len().saturating_sub(SEARCH_DIGITS)..]
 }
 
 #[derive(Deserialize)]
@@ -423,30 +445,57 @@ impl Pipedrive {
         Ok(keys.iter().map(String::as_str).zip(values).collect())
     }
 
+    /// Every person whose `field` matches `term`, page after page (500 a
+    /// page, the most Pipedrive serves).
     async fn search(&self, field: &str, term: &str, exact: bool) -> Result<Vec<Person>, CrmError> {
-        let mut query = vec![("term", term), ("fields", field)];
-        if exact {
-            query.push(("exact_match", "true"));
+        let mut persons = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut query = vec![
+                ("term", term.to_owned()),
+                ("fields", field.to_owned()),
+                ("limit", PAGE.to_string()),
+            ];
+            if exact {
+                query.push(("exact_match", "true".to_owned()));
+            }
+            if let Some(cursor) = &cursor {
+                query.push(("cursor", cursor.clone()));
+            }
+            let found: SearchPage = self
+                .http
+                .json(
+                    Operation::search("search_person"),
+                    self.request(Method::GET, "/api/v2/persons/search")
+                        .query(&query),
+                )
+                .await?;
+            persons.extend(found.data.items.into_iter().map(|i| i.item));
+            let next = found.additional_data.and_then(|a| a.next_cursor);
+            match next {
+                // A cursor that does not move on would be read forever.
+                Some(next) if cursor.as_ref() == Some(&next) => {
+                    return Err(CrmError::InvalidResponse(format!(
+                        "person search answered its own cursor {next} as the next one"
+                    )));
+                }
+                Some(next) => cursor = Some(next),
+                None => return Ok(persons),
+            }
         }
-        let found: Envelope<SearchData> = self
-            .http
-            .json(
-                Operation::search("search_person"),
-                self.request(Method::GET, "/api/v2/persons/search")
-                    .query(&query),
-            )
-            .await?;
-        Ok(found.data.items.into_iter().map(|i| i.item).collect())
     }
 
-    /// Pipedrive documents no phone normalisation and `exact_match` needs
-    /// the number exactly as typed, so the national significant number is
-    /// searched as a partial term and every hit verified locally.
-    /// https://pipedrive.readme.io/docs/core-api-concepts-rate-limiting
-    /// (search budget) and `GET /api/v2/persons/search` in the API reference.
+    /// Pipedrive documents no phone normalisation, and how a partial term
+    /// is compared with a stored number is not documented; the strictest
+    /// reading is that the term must appear in the number as it was typed
+    /// (`GET /api/v2/persons/search`, developers.pipedrive.com). The
+    /// national significant number misses `06 12345678`, `+31 6 1234 5678`
+    /// or `(415) 555-0123`, so the search term is the number's last
+    /// [`SEARCH_DIGITS`] digits, which stay together in every common way of
+    /// writing a number; every hit is verified locally.
     async fn find_by_number(&self, caller: &CallerNumber) -> Result<Option<CrmId>, CrmError> {
         let mut candidates = Vec::new();
-        for person in self.search("phone", caller.nsn(), false).await? {
+        for person in self.search("phone", search_term(caller), false).await? {
             let person = if person.has_phones() {
                 person
             } else {
@@ -541,9 +590,10 @@ impl Crm for Pipedrive {
                 return Ok(Some(id));
             }
         } else if let Some(raw) = &lookup.phone
-            && let digits = raw.chars().filter(char::is_ascii_digit).collect::<String>()
-            && digits.len() >= 2
-            && let Some(person) = self.search("phone", &digits, true).await?.first()
+            // A number that could not be normalised must be stored as typed:
+            // `exact_match` compares the whole value, ignoring case only.
+            && !raw.trim().is_empty()
+            && let Some(person) = self.search("phone", raw.trim(), true).await?.first()
         {
             return Ok(Some(person.id.to_string()));
         }
@@ -710,6 +760,13 @@ mod tests {
         assert!(matches!(stuck.next(500), Err(CrmError::InvalidResponse(_))));
         let missing = page(json!({ "pagination": { "more_items_in_collection": true } }));
         assert!(matches!(missing.next(0), Err(CrmError::InvalidResponse(_))));
+    }
+
+    #[test]
+    fn a_phone_search_looks_for_the_last_four_digits_of_the_national_number() {
+        let caller = |e164: &str| CallerNumber::parse(e164, callsync_shared::Region::US).unwrap();
+        assert_eq!(search_term(&caller("+31612345678")), "5678");
+        assert_eq!(search_term(&caller("+14155550123")), "0123");
     }
 
     #[test]

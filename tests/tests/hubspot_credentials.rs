@@ -179,6 +179,22 @@ async fn a_public_apps_tokens_are_renewed_by_two_replicas_and_a_restart_without_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_refresh_token_pauses_the_worker_and_the_call_waits_unparked() {
+    let app = public_app()
+        .set("CALLSYNC_HUBSPOT_REFRESH_TOKEN", "uninstalled-app-token")
+        .workers(1)
+        .start()
+        .await;
+    app.post_voicedock(voicedock_report("hs-refused", "+31640002222", false))
+        .await;
+    let detail = app.wait_for_pause(0, "credential").await;
+    assert!(detail.contains("BAD_REFRESH_TOKEN"), "{detail}");
+    assert!(app.parked().await.is_empty(), "nothing parked");
+    assert!(app.snapshot().calls.is_empty());
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_client_secret_fails_checks_credential_line_naming_the_variables() {
     let app = public_app().workers(0).start().await;
     let env = app

@@ -4,6 +4,7 @@
 
 use callsync_shared::Source;
 use callsync_shared::signature::{hmac_sha256, sign_timestamped};
+use callsync_shared::time::unix_ms;
 
 use crate::app::AppBuilder;
 use crate::harness::{POSTCALL_TOKEN, VOICEDOCK_SECRET};
@@ -85,12 +86,12 @@ fn signed_with(
         Source::Vapi => {
             // Vapi's timestamp unit is not documented; milliseconds here,
             // seconds for voicedock, so that both paths run end to end.
-            let ms = (now.unix_timestamp_nanos() / 1_000_000).to_string();
+            let ms = unix_ms(now).to_string();
             let signature = hex(secret(VAPI_SECRET), &[ms.as_bytes(), b".", body]);
             vec![("x-timestamp", ms), ("x-signature", signature)]
         }
         Source::Retell => {
-            let ms = (now.unix_timestamp_nanos() / 1_000_000).to_string();
+            let ms = unix_ms(now).to_string();
             let digest = hex(secret(RETELL_API_KEY), &[body, ms.as_bytes()]);
             vec![("x-retell-signature", format!("v={ms},d={digest}"))]
         }

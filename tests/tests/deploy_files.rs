@@ -325,6 +325,137 @@ fn the_worker_runs_several_replicas_and_the_crm_is_chosen_by_environment() {
     );
 }
 
+/// Each variable of the operations guide's configuration table with the
+/// services its "used by" column names. A `CALLSYNC_<SOURCE>_...` row counts
+/// for every source it can apply to: a replay window only where the source's
+/// signature has a timestamp, a call-list key or URL only where its platform
+/// has a call-list API (for the others the worker refuses one).
+fn documented_readers() -> Vec<(String, Vec<&'static str>)> {
+    let guide = read(OPERATIONS_GUIDE);
+    let mut rows = Vec::new();
+    for line in guide.lines().filter(|l| l.starts_with("| `CALLSYNC_")) {
+        let cells: Vec<&str> = line.split('|').collect();
+        let readers = match cells[3].trim() {
+            "both" => vec!["ingest", "worker"],
+            "ingest" => vec!["ingest"],
+            "worker" => vec!["worker"],
+            other => panic!("{OPERATIONS_GUIDE}: unknown \"used by\" {other:?} in {line}"),
+        };
+        for part in cells[1].split('`').filter(|p| p.starts_with("CALLSYNC_")) {
+            let Some(suffix) = part.strip_prefix("CALLSYNC_<SOURCE>_") else {
+                rows.push((part.to_owned(), readers.clone()));
+                continue;
+            };
+            for source in callsync_shared::Source::ALL {
+                let applies = match suffix {
+                    "TOLERANCE_SECS" => source.provider().tolerance_secs.is_some(),
+                    "API_KEY" | "API_URL" => callsync_worker::reconcile::api(source).is_some(),
+                    _ => true,
+                };
+                if applies {
+                    rows.push((source.var(suffix), readers.clone()));
+                }
+            }
+        }
+    }
+    rows
+}
+
+/// Set in the compose file itself, not from `.env`: the addresses and the
+/// directory its port mappings and volume are written for.
+const FIXED_BY_THE_COMPOSE_FILE: &[&str] = &[
+    "CALLSYNC_INGEST_ADDR",
+    "CALLSYNC_METRICS_ADDR",
+    "CALLSYNC_SPOOL_DIR",
+];
+
+#[test]
+fn every_variable_a_service_reads_is_passed_through_from_dot_env() {
+    // An operator configures `.env` and never edits the compose file: each
+    // variable reaches the services that read it as `${NAME…}`.
+    let compose = compose();
+    let mut missing = Vec::new();
+    for (name, readers) in documented_readers() {
+        for service in readers {
+            let value = &compose["services"][service]["environment"][name.as_str()];
+            let passed = value.as_str().is_some_and(|v| {
+                v.starts_with(&format!("${{{name}:-")) || v == format!("${{{name}}}")
+            });
+            let fixed = FIXED_BY_THE_COMPOSE_FILE.contains(&name.as_str()) && !value.is_null();
+            if !passed && !fixed {
+                missing.push(format!("{service}: {name} (is {value:?})"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "docker-compose.yml does not pass these through from .env:\n{}",
+        missing.join("\n")
+    );
+}
+
+#[test]
+fn the_pass_through_check_covers_the_variables_the_code_reads() {
+    // Guards the check above: its list is the guide's table, which must hold
+    // every variable the services read, and each for the right service.
+    let readers = documented_readers();
+    let listed: BTreeSet<&str> = readers.iter().map(|(name, _)| name.as_str()).collect();
+    for name in [
+        "CALLSYNC_SALESFORCE_INSTANCE_URL",
+        "CALLSYNC_VAPI_SECRET",
+        "CALLSYNC_BLAND_API_KEY",
+        "CALLSYNC_ELEVENLABS_TOLERANCE_SECS",
+    ] {
+        assert!(
+            listed.contains(name),
+            "{name} is not in the pass-through check"
+        );
+    }
+    assert!(!listed.contains("CALLSYNC_BLAND_TOLERANCE_SECS"));
+    assert!(!listed.contains("CALLSYNC_VOICEDOCK_API_KEY"));
+    let retell = readers
+        .iter()
+        .find(|(name, _)| name == "CALLSYNC_RETELL_API_KEY")
+        .map(|(_, services)| services.clone());
+    assert_eq!(retell, Some(vec!["ingest", "worker"]));
+    let in_code = variables_in_code();
+    for name in &in_code {
+        assert!(
+            listed.contains(name.as_str())
+                || name.ends_with("_API_KEY")
+                || name.ends_with("_API_URL")
+                || name.ends_with("_TOLERANCE_SECS"),
+            "{name} is read but not in the pass-through check"
+        );
+    }
+}
+
+#[test]
+fn the_demo_lives_in_dot_env_and_the_compose_file_carries_no_crm_of_its_own() {
+    // Replacing the demo block of `.env` is the whole switch to a real CRM:
+    // nothing in the compose file would keep pointing the worker at crm-sim.
+    let dotenv = read(".env");
+    for line in [
+        "CALLSYNC_CRM=hubspot",
+        "CALLSYNC_HUBSPOT_BASE_URL=http://crm-sim:8090",
+        "CALLSYNC_CRM_INDEX_LAG=0s",
+    ] {
+        assert!(
+            dotenv.lines().any(|l| l.trim() == line),
+            ".env lacks {line}"
+        );
+    }
+    let compose = read("docker-compose.yml");
+    assert!(
+        !compose.contains("crm-sim:8090}"),
+        "the compose file defaults a CRM URL to crm-sim"
+    );
+    assert!(
+        !compose.contains("CALLSYNC_CRM_INDEX_LAG:-0s"),
+        "the compose file defaults the index lag to 0s"
+    );
+}
+
 #[test]
 fn every_variable_in_the_compose_file_is_documented() {
     let compose = compose();

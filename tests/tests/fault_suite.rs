@@ -35,6 +35,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use callsync_shared::Source;
+use callsync_shared::time::unix_ms;
 use callsync_tests::harness::{AMQP_URL, Service, TcpProxy, TestEnv};
 use callsync_tests::sim::{FaultRates, RateLimit, Record, SimConfig, Snapshot};
 use callsync_tests::sources::{CREDENTIALS, signed_headers};
@@ -79,7 +80,7 @@ fn rfc3339(t: time::OffsetDateTime) -> String {
 fn body(source: Source, c: &Call, ended: time::OffsetDateTime, secs: i64) -> Vec<u8> {
     let (id, phone, summary, follow_up) = (&c.id, &c.phone, &c.summary, c.follow_up);
     let started = ended - time::Duration::seconds(secs);
-    let end_ms = (ended.unix_timestamp_nanos() / 1_000_000) as i64;
+    let end_ms = unix_ms(ended);
     let json = match source {
         Source::Voicedock => serde_json::json!({ "message": {
             "type": "end-of-call-report", "timestamp": rfc3339(ended),
@@ -156,7 +157,7 @@ fn calls(n: usize) -> Vec<Call> {
                 follow_up: i % 3 == 0,
                 summary: format!("Fault suite call {i}"),
                 duration_ms: has_times.then_some(secs as u64 * 1000),
-                ended_ms: has_times.then(|| (ended.unix_timestamp_nanos() / 1_000_000) as i64),
+                ended_ms: has_times.then(|| unix_ms(ended)),
                 body: Vec::new(),
             };
             call.body = body(source, &call, ended, secs);

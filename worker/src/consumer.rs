@@ -569,9 +569,7 @@ impl Handler {
         };
         let table = delivery.properties.headers().as_ref();
         let received_at = headers::int(table, headers::RECEIVED_AT)
-            .and_then(|ms| {
-                OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
-            })
+            .and_then(callsync_shared::time::from_unix_ms)
             .unwrap_or_else(OffsetDateTime::now_utc);
         let ctx = ParseContext {
             received_at,

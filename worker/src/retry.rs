@@ -172,12 +172,8 @@ fn with_history(
     headers::set_text(&mut table, headers::LAST_ERROR, &error);
     if let Some(reason) = park_reason {
         headers::set_text(&mut table, headers::REASON, &truncate(reason));
-        let now_ms = OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
-        headers::set_int(
-            &mut table,
-            headers::PARKED_AT,
-            i64::try_from(now_ms).unwrap_or(i64::MAX),
-        );
+        let now_ms = callsync_shared::time::unix_ms(OffsetDateTime::now_utc());
+        headers::set_int(&mut table, headers::PARKED_AT, now_ms);
     }
     properties.clone().with_headers(table).with_delivery_mode(2)
 }
@@ -242,8 +238,8 @@ mod tests {
             Some("gave up")
         );
         // Milliseconds since the epoch: `dlq list` shows when it was parked.
-        let now_ms = OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
-        let parked_at = i128::from(headers::int(table, headers::PARKED_AT).unwrap());
+        let now_ms = callsync_shared::time::unix_ms(OffsetDateTime::now_utc());
+        let parked_at = headers::int(table, headers::PARKED_AT).unwrap();
         assert!(
             (now_ms - parked_at).abs() < 60_000,
             "{parked_at} vs {now_ms}"

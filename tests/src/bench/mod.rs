@@ -682,9 +682,7 @@ impl WorkerEnv {
             let mut table = FieldTable::default();
             headers::set_text(&mut table, headers::SOURCE, "voicedock");
             headers::set_text(&mut table, headers::CALL_ID, &batch::call_id(i));
-            let now_ms =
-                i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
-                    .unwrap_or(0);
+            let now_ms = callsync_shared::time::unix_ms(time::OffsetDateTime::now_utc());
             headers::set_int(&mut table, headers::RECEIVED_AT, now_ms);
             pending.push(
                 channel

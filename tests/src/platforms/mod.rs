@@ -475,7 +475,7 @@ fn iso(at: OffsetDateTime) -> String {
 }
 
 fn millis(at: OffsetDateTime) -> i64 {
-    i64::try_from(at.unix_timestamp_nanos() / 1_000_000).expect("a time in range")
+    callsync_shared::time::unix_ms(at)
 }
 
 /// The number callsync's test agents answer on.

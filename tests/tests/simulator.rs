@@ -454,8 +454,12 @@ async fn pipedrive_pages_notes_and_caps_the_limit_at_500() {
     let sim = sim().await;
     let person = pipedrive_person(&sim).await;
     sim.seed_pipedrive_notes(&person.to_string(), (0..1201).map(|i| format!("note {i}")));
-    let page =
-        |query: &str| sim.pipedrive(Method::GET, &format!("/v1/notes?person_id={person}{query}"));
+    let page = |query: &str| {
+        sim.pipedrive(
+            Method::GET,
+            &format!("/api/v1/notes?person_id={person}{query}"),
+        )
+    };
 
     let body = expect(StatusCode::OK, page("&limit=1000")).await;
     let notes = note_contents(&body);
@@ -547,7 +551,7 @@ async fn pipedrive_v1_drops_an_unknown_note_key_and_stores_nothing_of_it() {
     let person = pipedrive_person(&sim).await;
     expect(
         StatusCode::CREATED,
-        sim.pipedrive(Method::POST, "/v1/notes").json(&json!({
+        sim.pipedrive(Method::POST, "/api/v1/notes").json(&json!({
             "content": "<p>hello</p>", "person_id": person,
             "pinned_to_person_flag": 1, "subject": "not a note key",
         })),
@@ -910,10 +914,13 @@ async fn pipedrive_v2_takes_the_token_only_in_its_header_and_v1_also_as_api_toke
     )
     .await;
     assert_eq!(body["error"], "unauthorized access");
-    let (status, body) =
-        send(sim.request(Method::GET, &format!("/v1/personFields?api_token={token}"))).await;
+    let (status, body) = send(sim.request(
+        Method::GET,
+        &format!("/api/v1/personFields?api_token={token}"),
+    ))
+    .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let (status, _) = send(sim.request(Method::GET, "/v1/personFields?api_token=wrong")).await;
+    let (status, _) = send(sim.request(Method::GET, "/api/v1/personFields?api_token=wrong")).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 

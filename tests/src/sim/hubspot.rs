@@ -22,7 +22,8 @@ use serde_json::{Map, Value, json};
 use callsync_shared::phone::matching::CallerNumber;
 
 use super::{
-    Answer, Call, Dialect, Kind, Limits, Record, Shared, State as SimState, reword_unauthorized,
+    Answer, Call, CrmSim, Dialect, Kind, Limits, Record, Shared, State as SimState,
+    reword_unauthorized,
 };
 
 /// HubSpot's default contact properties a client can write (the
@@ -118,6 +119,12 @@ pub fn router(shared: Shared) -> Router {
         .route(
             "/oauth/v2/private-apps/get/access-token-info",
             post(token_info),
+        )
+        .route("/oauth/v1/token", post(oauth_token))
+        .route("/oauth/v1/access-tokens/{token}", get(access_token_info))
+        .route(
+            "/crm/v3/properties/{object}/groups/{name}",
+            axum::routing::patch(update_group),
         )
         .route("/crm/v3/objects/{object}/{id}", get(read).patch(update))
         .with_state(shared)
@@ -351,12 +358,17 @@ async fn list(
 
 /// `POST /oauth/v2/private-apps/get/access-token-info` with `tokenKey`: the
 /// private app token's scopes (developers.hubspot.com/docs/api/private-apps).
+/// It is documented for private apps only: whether it describes a service
+/// key or an OAuth access token is not, so the simulator refuses them
+/// (the strictest reading).
 async fn token_info(State(shared): State<Shared>, body: Bytes) -> Response {
     let state = shared.lock();
     let key = serde_json::from_slice::<Value>(&body)
         .ok()
         .and_then(|b| b["tokenKey"].as_str().map(str::to_owned));
-    if key.as_deref() != Some(state.config.token.as_str()) {
+    if key.as_deref() != Some(state.config.token.as_str())
+        || state.hubspot.credential != Credential::PrivateApp
+    {
         return (StatusCode::UNAUTHORIZED, Json(unauthorized())).into_response();
     }
     Json(json!({
@@ -474,6 +486,7 @@ async fn create(call: Call, Path(object): Path<String>, body: Bytes) -> Response
                 if properties.get("hs_timestamp").is_none() {
                     return Err(invalid("hs_timestamp is required"));
                 }
+                secure_recording(&properties)?;
                 associations(state, kind, &body)?
             }
         };
@@ -481,6 +494,38 @@ async fn create(call: Call, Path(object): Path<String>, body: Bytes) -> Response
         Ok((StatusCode::CREATED, Json(view(&record))).into_response())
     })
     .await
+}
+
+/// Refuses a call whose `hs_call_recording_url` is not HTTPS: "Only HTTPS,
+/// secure URLs will be accepted."
+/// (https://developers.hubspot.com/docs/api-reference/legacy/crm/activities/calls/guide).
+/// Whether HubSpot refuses the whole call or drops the value is not
+/// settled; the simulator takes the strictest reading and refuses the call
+/// with HubSpot's property validation error.
+fn secure_recording(properties: &Map<String, Value>) -> Result<(), Response> {
+    let Some(url) = properties.get("hs_call_recording_url") else {
+        return Ok(());
+    };
+    let secure = url
+        .as_str()
+        .and_then(|u| u.get(..8))
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"));
+    if secure {
+        return Ok(());
+    }
+    let message = format!(
+        "{url} is not a valid value for hs_call_recording_url: only HTTPS URLs are accepted"
+    );
+    Err(invalid(format!(
+        "Property values were not valid: {}",
+        json!([{
+            "isValid": false,
+            "message": message,
+            "error": "INVALID_URL",
+            "name": "hs_call_recording_url",
+            "localizedErrorMessage": message,
+        }])
+    )))
 }
 
 /// Refuses a contact whose e-mail another contact has: 409 naming it.
@@ -672,4 +717,161 @@ fn calculate_searchable_number(typed: &str) -> String {
     }
     let digits: String = trimmed.chars().filter(char::is_ascii_digit).collect();
     digits.trim_start_matches('0').to_owned()
+}
+
+/// The kind of credential the account gave callsync: what the token
+/// endpoints describe and refuse depends on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential {
+    /// A legacy private app's static token (a new simulator's).
+    PrivateApp,
+    /// A service key: a static token too, which no documented endpoint
+    /// describes.
+    ServiceKey,
+    /// A public app's OAuth access token, issued by `POST /oauth/v1/token`.
+    PublicApp,
+}
+
+/// The HubSpot account's credential state.
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub(crate) credential: Credential,
+    /// The one refresh token the token endpoint accepts now.
+    pub(crate) refresh_token: String,
+    /// How many refresh-token exchanges there have been.
+    exchanges: u64,
+}
+
+impl Default for Account {
+    fn default() -> Self {
+        Self {
+            credential: Credential::PrivateApp,
+            refresh_token: OAUTH_REFRESH_TOKEN.to_owned(),
+            exchanges: 0,
+        }
+    }
+}
+
+/// The public app crm-sim knows, and the refresh token a new simulator
+/// accepts (once: see [`oauth_token`]).
+pub const OAUTH_CLIENT_ID: &str = "crm-sim-hubspot-client";
+pub const OAUTH_CLIENT_SECRET: &str = "crm-sim-hubspot-client-secret";
+pub const OAUTH_REFRESH_TOKEN: &str = "crm-sim-hubspot-refresh-0";
+
+/// HubSpot's OAuth error body (`status`, `message`, `correlationId`, as
+/// its other errors).
+fn oauth_refused(status: &str, message: &str) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({
+            "status": status,
+            "message": message,
+            "correlationId": uuid::Uuid::new_v4().to_string(),
+        })),
+    )
+        .into_response()
+}
+
+/// `POST /oauth/v1/token`, form-encoded `grant_type=refresh_token`,
+/// `client_id`, `client_secret`, `refresh_token` (HubSpot/hubspot-api-nodejs
+/// `codegen/oauth/apis/TokensApi.ts`: `localVarPath = '/oauth/v1/token'`,
+/// `application/x-www-form-urlencoded`). It answers the access token, its
+/// lifetime ("expires after 30 minutes",
+/// https://developers.hubspot.com/docs/api-reference/auth-oauth-v3/guide)
+/// and a refresh token.
+///
+/// Refused as HubSpot refuses: a wrong client id or secret, a grant other
+/// than the refresh token, and a refresh token that is unknown or spent.
+/// Whether HubSpot rotates refresh tokens is not settled (the v1 guide
+/// says to store the one from the installation; the newer API is
+/// described as OAuth 2.1, which allows rotating them): the simulator
+/// takes the strictest reading, and each exchange spends the refresh
+/// token used and issues a new one. Token requests are not API calls: no
+/// rate limit, no faults, counted under `oauth_token`.
+async fn oauth_token(
+    State(shared): State<Shared>,
+    axum::extract::Form(form): axum::extract::Form<HashMap<String, String>>,
+) -> Response {
+    let mut state = shared.lock();
+    state.count_unguarded("oauth_token");
+    let field = |name: &str| form.get(name).map(String::as_str);
+    if field("client_id") != Some(OAUTH_CLIENT_ID) {
+        return oauth_refused("BAD_CLIENT_ID", "missing or invalid client id");
+    }
+    if field("client_secret") != Some(OAUTH_CLIENT_SECRET) {
+        return oauth_refused("BAD_CLIENT_SECRET", "missing or invalid client secret");
+    }
+    if field("grant_type") != Some("refresh_token") {
+        return oauth_refused("BAD_GRANT_TYPE", "grant_type must be refresh_token here");
+    }
+    if state.oauth_revoked || field("refresh_token") != Some(state.hubspot.refresh_token.as_str()) {
+        return oauth_refused("BAD_REFRESH_TOKEN", "missing or unknown refresh token");
+    }
+    state.hubspot.exchanges += 1;
+    state.hubspot.refresh_token = format!("crm-sim-hubspot-refresh-{}", state.hubspot.exchanges);
+    state.hubspot.credential = Credential::PublicApp;
+    Json(json!({
+        "token_type": "bearer",
+        "access_token": state.config.token.clone(),
+        "refresh_token": state.hubspot.refresh_token.clone(),
+        "expires_in": 1800,
+    }))
+    .into_response()
+}
+
+/// `GET /oauth/v1/access-tokens/{token}`: an OAuth access token's metadata,
+/// its `scopes` among them (HubSpot/hubspot-api-nodejs
+/// `codegen/oauth/apis/AccessTokensApi.ts`, `AccessTokenInfoResponse`). It
+/// describes OAuth access tokens; a token it does not know (expired, or a
+/// static one) is answered 404, as an unknown resource is (the answer to
+/// an unknown token is not documented).
+async fn access_token_info(State(shared): State<Shared>, Path(token): Path<String>) -> Response {
+    let mut state = shared.lock();
+    state.count_unguarded("access_token_info");
+    if token != state.config.token || state.hubspot.credential != Credential::PublicApp {
+        return not_found("token not found");
+    }
+    Json(json!({
+        "token": token,
+        "user": "callsync@example.com",
+        "hub_id": 1,
+        "app_id": 1,
+        "expires_in": 1800,
+        "user_id": 1,
+        "token_type": "access",
+        "scopes": state.hubspot_scopes,
+    }))
+    .into_response()
+}
+
+/// `PATCH /crm/v3/properties/{object}/groups/{name}` (HubSpot/hubspot-api-nodejs
+/// `codegen/crm/properties/apis/GroupsApi.ts`): renames a group; a group that
+/// does not exist is a 404, once the schema scope is held.
+async fn update_group(
+    call: Call,
+    Path((object, name)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    guard(&call, "update_group", Limits::General, |state| {
+        schema_scope(state, &object)?;
+        let body = parse(&body)?;
+        if !state.groups.contains(&format!("{object}.{name}")) {
+            return Err(not_found("property group not found"));
+        }
+        Ok(Json(json!({ "name": name, "label": body["label"] })).into_response())
+    })
+    .await
+}
+
+impl CrmSim {
+    /// The refresh token HubSpot's token endpoint accepts now.
+    pub fn hubspot_refresh_token(&self) -> String {
+        self.shared.lock().hubspot.refresh_token.clone()
+    }
+
+    /// From now on the account's token is a service key (or, with
+    /// [`Credential::PrivateApp`], a legacy private app's token).
+    pub fn set_hubspot_credential(&self, credential: Credential) {
+        self.shared.lock().hubspot.credential = credential;
+    }
 }

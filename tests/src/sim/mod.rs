@@ -337,6 +337,8 @@ pub(crate) struct State {
     sessions: u64,
     /// The scopes HubSpot's token holds ([`CrmSim::grant_hubspot_scopes`]).
     pub(crate) hubspot_scopes: Vec<String>,
+    /// HubSpot's credential kind and its OAuth refresh token.
+    pub(crate) hubspot: hubspot::Account,
     /// Whether the OAuth token endpoint refuses every grant (Salesforce's
     /// connected app revoked; [`CrmSim::revoke_oauth`]).
     pub(crate) oauth_revoked: bool,
@@ -887,6 +889,7 @@ impl CrmSim {
             stats: Stats::default(),
             sessions: 0,
             hubspot_scopes: hubspot::ALL_SCOPES.map(str::to_owned).to_vec(),
+            hubspot: hubspot::Account::default(),
             oauth_revoked: false,
             gohighlevel_refresh_token: gohighlevel::OAUTH_REFRESH_TOKEN.to_owned(),
             window: VecDeque::new(),

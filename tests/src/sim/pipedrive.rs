@@ -3,8 +3,9 @@
 
 //! The Pipedrive endpoints the worker uses, with Pipedrive's rules: the
 //! `x-api-token` header, a required person name, custom fields addressed by
-//! generated keys, phone search on digits (partial unless `exact_match`), notes and activities that
-//! must name an existing person.
+//! generated keys, a person search that compares its term with the values
+//! as typed (see [`search`]), notes and activities that must name an
+//! existing person.
 //!
 //! The two API versions differ the way Pipedrive's do. v1 (notes, person
 //! fields) is lenient: a body key it does not know is dropped, and lists page
@@ -12,6 +13,16 @@
 //! unknown body key or a `limit` over 500 is a 400, and lists page by cursor.
 //! https://pipedrive.readme.io/docs/pipedrive-api-v2-migration-guide
 //! https://pipedrive.readme.io/docs/core-api-concepts-pagination
+//!
+//! Like a company domain, it serves both versions under `/api/` only: "Each
+//! request must be made to the API endpoint
+//! https://{COMPANYDOMAIN}.pipedrive.com/api/v1"
+//! (https://pipedrive.readme.io/docs/core-api-concepts-requests), and "Only
+//! /api/v2/... prefix is supported. Previously both /api/v1/... and /v1/...
+//! could be used." (https://pipedrive.readme.io/docs/pipedrive-api-v2-migration-guide).
+//! Whether a company domain still answers `/v1/…` is not settled, so the
+//! simulator takes the strictest reading: `/v1/…` and `/v2/…` are not
+//! found (404), as any path Pipedrive does not serve.
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query};
@@ -93,15 +104,15 @@ const ACTIVITY_KEYS: &[&str] = &[
 
 pub fn router(shared: Shared) -> Router {
     Router::new()
-        .route("/v1/users/me", get(current_user))
-        .route("/v1/personFields", get(list_fields).post(create_field))
+        .route("/api/v1/users/me", get(current_user))
+        .route("/api/v1/personFields", get(list_fields).post(create_field))
         .route("/api/v2/persons/search", get(search))
         .route("/api/v2/persons", axum::routing::post(create_person))
         .route(
             "/api/v2/persons/{id}",
             get(read_person).patch(update_person),
         )
-        .route("/v1/notes", get(list_notes).post(create_note))
+        .route("/api/v1/notes", get(list_notes).post(create_note))
         .route(
             "/api/v2/activities",
             get(list_activities).post(create_activity),
@@ -224,10 +235,6 @@ fn v2_body(body: &Bytes, known: &[&str]) -> Result<Value, Response> {
     Ok(body)
 }
 
-fn digits(text: &str) -> String {
-    text.chars().filter(char::is_ascii_digit).collect()
-}
-
 fn person_view(r: &Record) -> Value {
     json!({ "id": r.id.parse::<i64>().unwrap_or_default(), "name": r.properties.get("name"), "phones": r.properties.get("phones"), "emails": r.properties.get("emails"), "update_time": r.properties.get("update_time") })
 }
@@ -309,45 +316,68 @@ async fn create_field(call: Call, Query(q): Params, body: Bytes) -> Response {
     .await
 }
 
+/// `GET /api/v2/persons/search` on `fields=phone` or `fields=email`, as
+/// Pipedrive documents it (developers.pipedrive.com/docs/api/v1/Persons,
+/// "Search persons", API v2):
+///
+/// - `term`: "The search term to look for. Minimum 2 characters (or 1 if
+///   using exact_match)."
+/// - `exact_match`: "When enabled, only full exact matches against the given
+///   term are returned. It is not case sensitive." The whole stored value
+///   must equal the term, ignoring case.
+/// - `limit`: "If not provided, 100 items will be returned. Please note that
+///   a maximum value of 500 is allowed."; `cursor` pages on, and
+///   `additional_data.next_cursor` names the next page.
+///
+/// How a term without `exact_match` is compared with a stored number is not
+/// documented, and Pipedrive documents no normalisation of phone numbers.
+/// The simulator takes the strictest reading: the term must appear, ignoring
+/// case, in the value as it was typed. Spaces, dashes, brackets, a `+` or a
+/// trunk 0 are not skipped, so `612345678` does not find `06 12345678`,
+/// while `5678` does.
 async fn search(call: Call, Query(q): Params) -> Response {
     guard(&call, "search_person", Limits::Search, None, |state| {
         let (Some(term), Some(field)) = (q.get("term"), q.get("fields")) else {
             return Err(invalid("term and fields are required"));
         };
-        if term.chars().count() < 2 {
-            return Err(invalid("term must be at least 2 characters long"));
-        }
-        // `exact_match=true` is a full, case-insensitive match; without it a
-        // partial one. Pipedrive documents no phone normalisation, so a phone
-        // term is compared with the stored digits.
-        // https://developers.pipedrive.com/docs/api/v1/Persons#searchPersons
         let exact = q.get("exact_match").map(String::as_str) == Some("true");
+        let shortest = if exact { 1 } else { 2 };
+        if term.chars().count() < shortest {
+            return Err(invalid(format!(
+                "Validation failed: term: must be at least {shortest} characters long"
+            )));
+        }
+        let term = term.to_lowercase();
+        let list = if field == "phone" { "phones" } else { "emails" };
         let matches = |r: &Record| -> bool {
-            let values = r
-                .properties
-                .get(if field == "phone" { "phones" } else { "emails" });
-            values.and_then(Value::as_array).is_some_and(|list| {
-                list.iter().filter_map(|v| v["value"].as_str()).any(|v| {
-                    match (field.as_str(), exact) {
-                        ("phone", true) => digits(v) == *term,
-                        ("phone", false) => {
-                            let wanted = digits(term);
-                            !wanted.is_empty() && digits(v).contains(&wanted)
-                        }
-                        (_, true) => v.eq_ignore_ascii_case(term),
-                        (_, false) => v.to_lowercase().contains(&term.to_lowercase()),
-                    }
+            r.properties
+                .get(list)
+                .and_then(Value::as_array)
+                .is_some_and(|values| {
+                    values
+                        .iter()
+                        .filter_map(|v| v["value"].as_str())
+                        .map(str::to_lowercase)
+                        .any(|v| if exact { v == term } else { v.contains(&term) })
                 })
-            })
         };
         // Search items list phones and e-mails as typed strings.
-        let items: Vec<Value> = state
+        let items: Vec<(i64, Value)> = state
             .contacts
             .iter()
             .filter(|r| state.indexed(r) && matches(r))
-            .map(|r| json!({ "result_score": 1.0, "item": search_item(r) }))
+            .map(|r| {
+                let id = r.id.parse::<i64>().unwrap_or_default();
+                (id, json!({ "result_score": 1.0, "item": search_item(r) }))
+            })
             .collect();
-        Ok(ok(StatusCode::OK, json!({ "items": items })))
+        let (page, next) = cursor_slice(items, &q)?;
+        Ok(Json(json!({
+            "success": true,
+            "data": { "items": page },
+            "additional_data": { "next_cursor": next }
+        }))
+        .into_response())
     })
     .await
 }
@@ -496,13 +526,28 @@ fn cursor(id: i64) -> String {
 /// its parameters; `next_cursor` is null on the last page.
 /// https://pipedrive.readme.io/docs/core-api-concepts-pagination (Cursor pagination)
 fn cursor_page(items: Vec<(i64, Value)>, q: &HashMap<String, String>) -> Response {
+    match cursor_slice(items, q) {
+        Ok((page, next)) => Json(
+            json!({ "success": true, "data": page, "additional_data": { "next_cursor": next } }),
+        )
+        .into_response(),
+        Err(refused) => refused,
+    }
+}
+
+/// The page of `items` (id, item) a v2 `cursor`/`limit` names, and the
+/// cursor of the next page (`None` on the last one).
+fn cursor_slice(
+    items: Vec<(i64, Value)>,
+    q: &HashMap<String, String>,
+) -> Result<(Vec<Value>, Option<String>), Response> {
     let limit = match q.get("limit").map(|l| l.parse::<usize>()) {
         None => DEFAULT_LIMIT,
         Some(Ok(l)) if (1..=MAX_LIMIT).contains(&l) => l,
         Some(_) => {
-            return invalid(format!(
+            return Err(invalid(format!(
                 "Validation failed: limit: Parameter 'limit' must be an integer from 1 to {MAX_LIMIT}"
-            ));
+            )));
         }
     };
     let from = match q.get("cursor") {
@@ -512,14 +557,13 @@ fn cursor_page(items: Vec<(i64, Value)>, q: &HashMap<String, String>) -> Respons
             .and_then(|hex| i64::from_str_radix(hex, 16).ok())
         {
             Some(id) => id,
-            None => return invalid("Validation failed: cursor: Invalid cursor"),
+            None => return Err(invalid("Validation failed: cursor: Invalid cursor")),
         },
     };
     let mut rest = items.into_iter().filter(|(id, _)| *id >= from);
     let page: Vec<Value> = rest.by_ref().take(limit).map(|(_, item)| item).collect();
     let next = rest.next().map(|(id, _)| cursor(id));
-    Json(json!({ "success": true, "data": page, "additional_data": { "next_cursor": next } }))
-        .into_response()
+    Ok((page, next))
 }
 
 async fn create_note(call: Call, Query(q): Params, body: Bytes) -> Response {
@@ -559,16 +603,18 @@ async fn list_notes(call: Call, Query(q): Params) -> Response {
 async fn create_activity(call: Call, body: Bytes) -> Response {
     guard(&call, "create_activity", Limits::General, None, |state| {
         let body = v2_body(&body, ACTIVITY_KEYS)?;
-        let date_ok = body["due_date"]
-            .as_str()
-            .is_some_and(|d| d.len() == 10 && d.as_bytes()[4] == b'-');
-        let time_ok = body["due_time"]
-            .as_str()
-            .is_none_or(|t| t.len() == 5 && t.as_bytes()[2] == b':');
-        if body["subject"].as_str().is_none() || body["type"] != "call" || !date_ok || !time_ok {
+        let date_ok = body["due_date"].as_str().is_some_and(calendar_date);
+        let time_ok = body["due_time"].as_str().is_none_or(clock_time);
+        if body["subject"].as_str().is_none() || body["type"] != "call" || !date_ok {
             return Err(invalid(
-                "subject, type call, due_date YYYY-MM-DD and due_time HH:MM are required",
+                "subject, type call and due_date YYYY-MM-DD are required",
             ));
+        }
+        if !time_ok {
+            return Err(invalid(format!(
+                "Validation failed: due_time: {} is not a time in the format HH:MM",
+                body["due_time"]
+            )));
         }
         let mut properties = Map::new();
         for key in ["subject", "type", "due_date", "due_time", "note", "done"] {
@@ -584,6 +630,32 @@ async fn create_activity(call: Call, body: Bytes) -> Response {
         ))
     })
     .await
+}
+
+/// A `due_date` as Pipedrive documents it: "Format: YYYY-MM-DD", a real
+/// calendar date.
+fn calendar_date(text: &str) -> bool {
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    text.len() == 10 && time::Date::parse(text, format).is_ok()
+}
+
+/// A `due_time` in the one input format Pipedrive documents: "The due time
+/// of the activity in UTC. Format: HH:MM" (the v1 reference,
+/// pipedrive/client-nodejs `docs/ActivityPostObject.md`). The v2 reference
+/// says only "The due time of the activity" for `POST /api/v2/activities`,
+/// and its example answers show `"due_time":"15:00:00"`
+/// (developers.pipedrive.com/docs/api/v1/Activities, API v2), so which
+/// formats v2 accepts on input is not settled: the simulator holds a
+/// request to the documented `HH:MM` (00:00 to 23:59) and refuses any
+/// other (`HH:MM:SS`, `9:05`, `24:00`), as a v2 validator could.
+fn clock_time(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let two_digits = |at: usize, max: u8| {
+        bytes[at].is_ascii_digit()
+            && bytes[at + 1].is_ascii_digit()
+            && (bytes[at] - b'0') * 10 + (bytes[at + 1] - b'0') <= max
+    };
+    bytes.len() == 5 && bytes[2] == b':' && two_digits(0, 23) && two_digits(3, 59)
 }
 
 async fn list_activities(call: Call, Query(q): Params) -> Response {

@@ -158,6 +158,15 @@ impl CrmHttp {
         }
     }
 
+    /// The access token requests carry now (fetched if there is none yet),
+    /// for a vendor endpoint that describes a token named in its path.
+    pub async fn access_token(&self) -> Result<Option<callsync_shared::config::Secret>, CrmError> {
+        match &self.tokens {
+            Some(tokens) => Ok(Some(tokens.current(&self.client).await?.secret)),
+            None => Ok(None),
+        }
+    }
+
     /// Pauses every request of this worker after a rate-limit answer.
     pub fn pause_for_rate_limit(&self, retry_after: Option<Duration>) {
         metrics::counter!("callsync_worker_crm_rate_limited_total", "crm" => self.crm).increment(1);

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use callsync_shared::CallReport;
-use callsync_shared::config::{ConfigError, Secret};
+use callsync_shared::config::ConfigError;
 use callsync_shared::phone::matching::{
     CallerNumber, Candidate, PhoneField, choose, parse_updated,
 };
@@ -27,6 +27,7 @@ use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::{Deserialize, Deserializer, Serialize};
 use time::OffsetDateTime;
 
+use super::oauth::Credentials;
 use super::render;
 use super::{
     Adapter, ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, CrmSpec, MarkedRecord,
@@ -41,16 +42,23 @@ const SEARCHABLE_MOBILE: &str = "hs_searchable_calculated_mobile_number";
 const CALL_TO_CONTACT: u32 = 194;
 const TASK_TO_CONTACT: u32 = 204;
 
+mod credential;
+
+pub use credential::Kind as CredentialKind;
+
 /// `CALLSYNC_HUBSPOT_*`.
 #[derive(Debug, Clone)]
 pub struct HubspotConfig {
-    pub token: Secret,
+    /// A service key or a legacy private app's token, used as given, or a
+    /// public app's OAuth client and refresh token, renewed on a 401.
+    pub credentials: Credentials,
+    pub kind: CredentialKind,
     pub base_url: String,
     /// Owner assigned to follow-up tasks, when set.
     pub owner_id: Option<String>,
 }
 
-/// The scopes a private app needs, and what for. The contacts scopes also
+/// The scopes callsync's credential needs, and what for. The contacts scopes also
 /// cover calls and tasks (the calls and tasks API references list
 /// `crm.objects.contacts.read` and `crm.objects.contacts.write` as their
 /// scope requirements); creating the callsync properties needs the
@@ -70,12 +78,6 @@ pub const SCOPES: [(&str, &str); 3] = [
     ),
 ];
 
-/// The answer of the token information endpoint (the fields used).
-#[derive(Deserialize)]
-struct TokenInfo {
-    scopes: Vec<String>,
-}
-
 /// How `CALLSYNC_CRM=hubspot` is read and built.
 pub const SPEC: CrmSpec = CrmSpec {
     name: "hubspot",
@@ -89,9 +91,11 @@ pub const SPEC: CrmSpec = CrmSpec {
     default_index_lag: Duration::from_secs(60),
     configure: configure::<Hubspot>,
     read_refusal,
-    credential_help: "set CALLSYNC_HUBSPOT_TOKEN to the private app's access token; \
-        the app needs the scopes crm.objects.contacts.read, crm.objects.contacts.write and \
-        crm.schemas.contacts.write (a token changes when its scopes are edited)",
+    credential_help: "set CALLSYNC_HUBSPOT_SERVICE_KEY to a service key, or \
+        CALLSYNC_HUBSPOT_CLIENT_ID, _CLIENT_SECRET and _REFRESH_TOKEN of a public app installed \
+        in the account (or CALLSYNC_HUBSPOT_TOKEN to an existing legacy private app's token); \
+        it needs the scopes crm.objects.contacts.read, crm.objects.contacts.write and \
+        crm.schemas.contacts.write (a private app's token changes when its scopes are edited)",
 };
 
 /// HubSpot names a token that lacks a scope with `"category":
@@ -111,15 +115,21 @@ impl Adapter for Hubspot {
     type Settings = HubspotConfig;
 
     fn settings(vars: Vars<'_>) -> Result<HubspotConfig, ConfigError> {
+        let base_url = vars.url("BASE_URL", "https://api.hubapi.com");
+        let (kind, credentials) = credential::read(vars, &base_url)?;
         Ok(HubspotConfig {
-            token: vars.secret("TOKEN")?,
-            base_url: vars.url("BASE_URL", "https://api.hubapi.com"),
+            credentials,
+            kind,
+            base_url,
             owner_id: vars.raw("OWNER_ID").map(str::to_owned),
         })
     }
 
-    fn new(config: HubspotConfig, http: CrmHttp, _shared: &Shared) -> Self {
-        Self { config, http }
+    fn new(config: HubspotConfig, http: CrmHttp, shared: &Shared) -> Self {
+        Self {
+            http: http.authorized(&config.credentials, shared),
+            config,
+        }
     }
 }
 
@@ -127,6 +137,8 @@ impl Adapter for Hubspot {
 #[derive(Debug)]
 pub struct Hubspot {
     config: HubspotConfig,
+    /// Requests carry the credential's token (renewed on a 401 for a
+    /// public app).
     http: CrmHttp,
 }
 
@@ -202,13 +214,6 @@ const PROPERTIES: &[Property] = &[
         field_type: "text",
     },
 ];
-
-/// The token information endpoint's question.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct TokenKey<'a> {
-    token_key: &'a str,
-}
 
 /// A search: its filter groups are OR-ed, each group's filters AND-ed.
 /// https://developers.hubspot.com/docs/api-reference/search/guide
@@ -440,7 +445,6 @@ impl Hubspot {
         self.http
             .client()
             .request(method, format!("{}{path}", self.config.base_url))
-            .bearer_auth(self.config.token.expose())
     }
 
     async fn create_object(
@@ -538,6 +542,30 @@ impl Hubspot {
     }
 }
 
+/// The recording URL as `hs_call_recording_url`, of which HubSpot says
+/// "Only HTTPS, secure URLs will be accepted."
+/// (https://developers.hubspot.com/docs/api-reference/legacy/crm/activities/calls/guide).
+/// Whether another URL fails the whole call (a 400, which would park it)
+/// or is dropped is not settled, so it is left out of the property; the
+/// call's body lists the recording whatever its scheme, so nothing is lost.
+fn recording_property(report: &CallReport) -> Option<&str> {
+    let url = report.recording_url.as_deref()?;
+    let secure = is_https(url);
+    if !secure {
+        tracing::info!(
+            call_id = %report.call_id,
+            "the recording URL is not HTTPS, which HubSpot refuses in hs_call_recording_url; it is in the call body only"
+        );
+    }
+    secure.then_some(url)
+}
+
+fn is_https(url: &str) -> bool {
+    url.get(..8)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"))
+        && url.len() > 8
+}
+
 /// HubSpot's 409 on a duplicate e-mail says "Contact already exists. Existing ID: 123".
 fn existing_id(message: &str) -> Option<String> {
     let (_, tail) = message.split_once("Existing ID:")?;
@@ -565,28 +593,16 @@ impl Crm for Hubspot {
             .await
     }
 
-    /// The private app token's scopes, from HubSpot's token information
-    /// endpoint (developers.hubspot.com/docs/api/private-apps: "POST
-    /// /oauth/v2/private-apps/get/access-token-info" with the token as
-    /// `tokenKey`), against [`SCOPES`].
+    /// The credential's scopes against [`SCOPES`], read the way its kind
+    /// allows (see `credential.rs`).
     async fn permissions(&self) -> Result<Vec<Permission>, CrmError> {
-        let key = TokenKey {
-            token_key: self.config.token.expose(),
-        };
-        let info: TokenInfo = self
-            .http
-            .json(
-                "token_info",
-                self.request(Method::POST, "/oauth/v2/private-apps/get/access-token-info")
-                    .json(&key),
-            )
-            .await?;
+        let granted = self.granted_scopes().await?;
         Ok(SCOPES
             .iter()
             .map(|&(name, needed_for)| Permission {
                 name,
                 needed_for,
-                granted: info.scopes.iter().any(|s| s == name),
+                granted: granted.contains(&name),
             })
             .collect())
     }
@@ -689,7 +705,7 @@ impl Crm for Hubspot {
             hs_call_status: "COMPLETED",
             callsync_marker: report.marker(),
             hs_call_duration: report.duration.map(|d| d.as_millis().to_string()),
-            hs_call_recording_url: report.recording_url.as_deref(),
+            hs_call_recording_url: recording_property(report),
             hs_call_from_number: report.caller.phone.as_ref().map(|p| p.best()),
             hs_call_to_number: report.called_number.as_deref(),
         };
@@ -764,6 +780,19 @@ impl Crm for Hubspot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_an_https_recording_url_becomes_the_recording_property() {
+        assert!(is_https("HTTPS://cdn.example/r.mp3"));
+        for refused in [
+            "http://cdn.example/r.mp3",
+            "s3://bucket/r.mp3",
+            "https:/x",
+            "https://",
+        ] {
+            assert!(!is_https(refused), "{refused}");
+        }
+    }
 
     #[test]
     fn the_existing_id_is_read_from_a_conflict_message() {

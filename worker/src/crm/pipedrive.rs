@@ -2,18 +2,25 @@
 //!
 //! | step | request |
 //! |---|---|
-//! | find contact | `GET /api/v2/persons/search?fields=phone&term=<national number>` (partial), hits verified locally; then `fields=email&exact_match=true` |
+//! | find contact | `GET /api/v2/persons/search?fields=phone&term=<last four digits>` (partial), hits verified locally; then `fields=email&exact_match=true` |
 //! | create contact | `POST /api/v2/persons` (name, phone, e-mail, last-call fields) |
-//! | record call | `POST /v1/notes` on the person: summary, analysis, links, marker |
+//! | record call | `POST /api/v1/notes` on the person: summary, analysis, links, marker |
 //! | update contact | `PATCH /api/v2/persons/{id}` (`custom_fields`: last-call fields) |
 //! | follow-up | `POST /api/v2/activities` of type `call`, due date and time, person as participant |
-//! | find by marker | `GET /v1/notes?person_id=` / `GET /api/v2/activities?person_id=`, marker in the content, every page |
+//! | find by marker | `GET /api/v1/notes?person_id=` / `GET /api/v2/activities?person_id=`, marker in the content, every page |
 //!
 //! The call is recorded as a note, not a call log: Pipedrive's call logs
 //! cannot be listed by person or searched, so after an unknown outcome there
 //! would be no way to find one again, and exactly-once would be lost.
 //! The last-call person fields are created by [`Crm::prepare`] when missing;
 //! Pipedrive names them by a generated key, which is looked up by name.
+//!
+//! Every path is under `/api/`, on the company domain: "Each request must be
+//! made to the API endpoint https://{COMPANYDOMAIN}.pipedrive.com/api/v1"
+//! (https://pipedrive.readme.io/docs/core-api-concepts-requests), and for v2
+//! "Only /api/v2/... prefix is supported. Previously both /api/v1/... and
+//! /v1/... could be used."
+//! (https://pipedrive.readme.io/docs/pipedrive-api-v2-migration-guide).
 
 use std::time::Duration;
 
@@ -130,6 +137,28 @@ struct SearchData {
     items: Vec<SearchItem>,
 }
 
+/// One page of a v2 search.
+#[derive(Deserialize)]
+struct SearchPage {
+    data: SearchData,
+    #[serde(default)]
+    additional_data: Option<Paging>,
+}
+
+/// How many of a number's last digits a phone search looks for: four stay
+/// together however a number is grouped (`06 1234 5678`, `(415) 555-0123`,
+/// `+31 (0)6 45678901`), only a number written in pairs (`06 12 34 56 78`)
+/// splits them. Four digits also match other numbers, which the local check
+/// tells apart.
+const SEARCH_DIGITS: usize = 4;
+
+/// The phone search term for `caller`: the last [`SEARCH_DIGITS`] digits of
+/// its national significant number (all of it when shorter).
+fn search_term(caller: &CallerNumber) -> &str {
+    let nsn = caller.nsn();
+    &nsn[nsn.len().saturating_sub(SEARCH_DIGITS)..]
+}
+
 #[derive(Deserialize)]
 struct SearchItem {
     item: Person,
@@ -215,7 +244,7 @@ struct Field {
     name: String,
 }
 
-/// `POST /v1/personFields`.
+/// `POST /api/v1/personFields`.
 #[derive(Serialize)]
 struct NewField<'a> {
     name: &'a str,
@@ -260,7 +289,7 @@ struct PersonUpdate<'a> {
     custom_fields: CustomFields<'a>,
 }
 
-/// `POST /v1/notes`.
+/// `POST /api/v1/notes`.
 #[derive(Serialize)]
 struct NewNote {
     content: String,
@@ -371,7 +400,10 @@ impl Pipedrive {
             .get_or_try_init(|| async {
                 let existing: Envelope<Option<Vec<Field>>> = self
                     .http
-                    .json("list_fields", self.request(Method::GET, "/v1/personFields"))
+                    .json(
+                        "list_fields",
+                        self.request(Method::GET, "/api/v1/personFields"),
+                    )
                     .await?;
                 let existing = existing.data.unwrap_or_default();
                 let mut keys: [String; 3] = Default::default();
@@ -387,7 +419,8 @@ impl Pipedrive {
                                 .http
                                 .json(
                                     "create_field",
-                                    self.request(Method::POST, "/v1/personFields").json(&field),
+                                    self.request(Method::POST, "/api/v1/personFields")
+                                        .json(&field),
                                 )
                                 .await?;
                             created.data.key
@@ -412,30 +445,57 @@ impl Pipedrive {
         Ok(keys.iter().map(String::as_str).zip(values).collect())
     }
 
+    /// Every person whose `field` matches `term`, page after page (500 a
+    /// page, the most Pipedrive serves).
     async fn search(&self, field: &str, term: &str, exact: bool) -> Result<Vec<Person>, CrmError> {
-        let mut query = vec![("term", term), ("fields", field)];
-        if exact {
-            query.push(("exact_match", "true"));
+        let mut persons = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut query = vec![
+                ("term", term.to_owned()),
+                ("fields", field.to_owned()),
+                ("limit", PAGE.to_string()),
+            ];
+            if exact {
+                query.push(("exact_match", "true".to_owned()));
+            }
+            if let Some(cursor) = &cursor {
+                query.push(("cursor", cursor.clone()));
+            }
+            let found: SearchPage = self
+                .http
+                .json(
+                    Operation::search("search_person"),
+                    self.request(Method::GET, "/api/v2/persons/search")
+                        .query(&query),
+                )
+                .await?;
+            persons.extend(found.data.items.into_iter().map(|i| i.item));
+            let next = found.additional_data.and_then(|a| a.next_cursor);
+            match next {
+                // A cursor that does not move on would be read forever.
+                Some(next) if cursor.as_ref() == Some(&next) => {
+                    return Err(CrmError::InvalidResponse(format!(
+                        "person search answered its own cursor {next} as the next one"
+                    )));
+                }
+                Some(next) => cursor = Some(next),
+                None => return Ok(persons),
+            }
         }
-        let found: Envelope<SearchData> = self
-            .http
-            .json(
-                Operation::search("search_person"),
-                self.request(Method::GET, "/api/v2/persons/search")
-                    .query(&query),
-            )
-            .await?;
-        Ok(found.data.items.into_iter().map(|i| i.item).collect())
     }
 
-    /// Pipedrive documents no phone normalisation and `exact_match` needs
-    /// the number exactly as typed, so the national significant number is
-    /// searched as a partial term and every hit verified locally.
-    /// https://pipedrive.readme.io/docs/core-api-concepts-rate-limiting
-    /// (search budget) and `GET /api/v2/persons/search` in the API reference.
+    /// Pipedrive documents no phone normalisation, and how a partial term
+    /// is compared with a stored number is not documented; the strictest
+    /// reading is that the term must appear in the number as it was typed
+    /// (`GET /api/v2/persons/search`, developers.pipedrive.com). The
+    /// national significant number misses `06 12345678`, `+31 6 1234 5678`
+    /// or `(415) 555-0123`, so the search term is the number's last
+    /// [`SEARCH_DIGITS`] digits, which stay together in every common way of
+    /// writing a number; every hit is verified locally.
     async fn find_by_number(&self, caller: &CallerNumber) -> Result<Option<CrmId>, CrmError> {
         let mut candidates = Vec::new();
-        for person in self.search("phone", caller.nsn(), false).await? {
+        for person in self.search("phone", search_term(caller), false).await? {
             let person = if person.has_phones() {
                 person
             } else {
@@ -503,7 +563,7 @@ impl Crm for Pipedrive {
     /// The token's own user: read-only, and refused for a wrong token.
     async fn probe(&self) -> Result<(), CrmError> {
         self.http
-            .perform("probe", self.request(Method::GET, "/v1/users/me"))
+            .perform("probe", self.request(Method::GET, "/api/v1/users/me"))
             .await
     }
 
@@ -530,9 +590,10 @@ impl Crm for Pipedrive {
                 return Ok(Some(id));
             }
         } else if let Some(raw) = &lookup.phone
-            && let digits = raw.chars().filter(char::is_ascii_digit).collect::<String>()
-            && digits.len() >= 2
-            && let Some(person) = self.search("phone", &digits, true).await?.first()
+            // A number that could not be normalised must be stored as typed:
+            // `exact_match` compares the whole value, ignoring case only.
+            && !raw.trim().is_empty()
+            && let Some(person) = self.search("phone", raw.trim(), true).await?.first()
         {
             return Ok(Some(person.id.to_string()));
         }
@@ -579,7 +640,7 @@ impl Crm for Pipedrive {
             ),
             person_id: person_id(contact)?,
         };
-        self.create("create_note", "/v1/notes", &note).await
+        self.create("create_note", "/api/v1/notes", &note).await
     }
 
     async fn update_contact(&self, contact: &str, report: &CallReport) -> Result<(), CrmError> {
@@ -635,7 +696,7 @@ impl Crm for Pipedrive {
     ) -> Result<Option<CrmId>, CrmError> {
         let person = person_id(contact)?.to_string();
         let (operation, path) = match kind {
-            MarkedRecord::CallLog => ("list_notes", "/v1/notes"),
+            MarkedRecord::CallLog => ("list_notes", "/api/v1/notes"),
             MarkedRecord::FollowUp => ("list_activities", "/api/v2/activities"),
         };
         // The marker is written HTML-escaped.
@@ -699,6 +760,13 @@ mod tests {
         assert!(matches!(stuck.next(500), Err(CrmError::InvalidResponse(_))));
         let missing = page(json!({ "pagination": { "more_items_in_collection": true } }));
         assert!(matches!(missing.next(0), Err(CrmError::InvalidResponse(_))));
+    }
+
+    #[test]
+    fn a_phone_search_looks_for_the_last_four_digits_of_the_national_number() {
+        let caller = |e164: &str| CallerNumber::parse(e164, callsync_shared::Region::US).unwrap();
+        assert_eq!(search_term(&caller("+31612345678")), "5678");
+        assert_eq!(search_term(&caller("+14155550123")), "0123");
     }
 
     #[test]

@@ -195,6 +195,7 @@ fn written_properties(
 ) -> Result<Map<String, Value>, Response> {
     let properties = body["properties"].as_object().cloned().unwrap_or_default();
     check_properties(state, object, &properties)?;
+    check_call_values(object, &properties)?;
     Ok(properties)
 }
 
@@ -672,4 +673,71 @@ fn calculate_searchable_number(typed: &str) -> String {
     }
     let digits: String = trimmed.chars().filter(char::is_ascii_digit).collect();
     digits.trim_start_matches('0').to_owned()
+}
+
+/// The values HubSpot documents for the call properties callsync writes
+/// from a call's direction and outcome: `hs_call_direction` "`INBOUND` …
+/// `OUTBOUND`"; `hs_call_status` "The statuses are `BUSY`,
+/// `CALLING_CRM_USER`, `CANCELED`, `COMPLETED`, `CONNECTING`, `FAILED`,
+/// `IN_PROGRESS`, `NO_ANSWER`, `QUEUED`, and `RINGING`"
+/// (https://developers.hubspot.com/docs/guides/api/crm/engagements/calls).
+const CALL_ENUMERATIONS: &[(&str, &[&str])] = &[
+    ("hs_call_direction", &["INBOUND", "OUTBOUND"]),
+    (
+        "hs_call_status",
+        &[
+            "BUSY",
+            "CALLING_CRM_USER",
+            "CANCELED",
+            "COMPLETED",
+            "CONNECTING",
+            "FAILED",
+            "IN_PROGRESS",
+            "NO_ANSWER",
+            "QUEUED",
+            "RINGING",
+        ],
+    ),
+];
+
+/// Refuses a call written with a direction or status outside HubSpot's
+/// documented set. HubSpot refuses an enumeration value that is not one of
+/// the property's options with 400 `VALIDATION_ERROR`, one
+/// `INVALID_OPTION` entry per property ("… was not one of the allowed
+/// options", the shape of
+/// https://developers.hubspot.com/changelog/upcoming-property-validations-rules-will-be-enforced-for-apis-and-integrations).
+/// Whether HubSpot matches the options case-insensitively is not
+/// documented: the simulator takes the strictest reading and compares
+/// exactly.
+fn check_call_values(object: &str, properties: &Map<String, Value>) -> Result<(), Response> {
+    if object != "calls" {
+        return Ok(());
+    }
+    let errors: Vec<Value> = CALL_ENUMERATIONS
+        .iter()
+        .filter_map(|(name, options)| {
+            let value = properties.get(*name)?;
+            if value.as_str().is_some_and(|v| options.contains(&v)) {
+                return None;
+            }
+            let message = format!(
+                "{value} was not one of the allowed options: [{}]",
+                options.join(", ")
+            );
+            Some(json!({
+                "isValid": false,
+                "message": message,
+                "error": "INVALID_OPTION",
+                "name": name,
+                "localizedErrorMessage": message,
+            }))
+        })
+        .collect();
+    if errors.is_empty() {
+        return Ok(());
+    }
+    Err(invalid(format!(
+        "Property values were not valid: {}",
+        Value::Array(errors)
+    )))
 }

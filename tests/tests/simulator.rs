@@ -217,11 +217,12 @@ async fn hubspot_refuses_a_call_or_task_property_of_another_object() {
 /// HubSpot's calls guide lists `hs_call_direction` as "`INBOUND` …
 /// `OUTBOUND`" and `hs_call_status` as "`BUSY`, `CALLING_CRM_USER`,
 /// `CANCELED`, `COMPLETED`, `CONNECTING`, `FAILED`, `IN_PROGRESS`,
-/// `NO_ANSWER`, `QUEUED`, and `RINGING`"
+/// `NO_ANSWER`, `QUEUED`, and `RINGING`", and `hs_call_disposition` as the
+/// GUID of a call outcome (the defaults listed there)
 /// (https://developers.hubspot.com/docs/guides/api/crm/engagements/calls);
 /// a value outside a property's options is refused with `INVALID_OPTION`.
 #[tokio::test]
-async fn hubspot_refuses_a_call_direction_or_status_outside_its_documented_values() {
+async fn hubspot_refuses_a_call_direction_status_or_outcome_outside_its_documented_values() {
     let sim = sim().await;
     let call = |direction: &str, status: &str| {
         json!({ "properties": {
@@ -254,6 +255,18 @@ async fn hubspot_refuses_a_call_direction_or_status_outside_its_documented_value
             .collect();
         assert_eq!(names, refused, "{direction} {status}");
     }
+    // An outcome must be one of the account's outcomes, by its GUID.
+    let mut unknown_outcome = call("OUTBOUND", "COMPLETED");
+    unknown_outcome["properties"]["hs_call_disposition"] = json!("Connected");
+    let listed = refused_properties(
+        &sim,
+        Method::POST,
+        "/crm/v3/objects/calls",
+        &unknown_outcome,
+    )
+    .await;
+    assert_eq!(listed[0]["name"], "hs_call_disposition");
+    assert_eq!(listed[0]["error"], "INVALID_OPTION");
     assert!(sim.snapshot().calls.is_empty(), "nothing refused is stored");
     for (direction, status) in [
         ("OUTBOUND", "NO_ANSWER"),

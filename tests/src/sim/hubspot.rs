@@ -679,8 +679,13 @@ fn calculate_searchable_number(typed: &str) -> String {
 /// from a call's direction and outcome: `hs_call_direction` "`INBOUND` …
 /// `OUTBOUND`"; `hs_call_status` "The statuses are `BUSY`,
 /// `CALLING_CRM_USER`, `CANCELED`, `COMPLETED`, `CONNECTING`, `FAILED`,
-/// `IN_PROGRESS`, `NO_ANSWER`, `QUEUED`, and `RINGING`"
+/// `IN_PROGRESS`, `NO_ANSWER`, `QUEUED`, and `RINGING`"; and
+/// `hs_call_disposition`, "the internal GUID value" of a call outcome, of
+/// which the guide lists the defaults (Busy, Connected, Left live message,
+/// Left voicemail, No answer, Wrong number)
 /// (https://developers.hubspot.com/docs/guides/api/crm/engagements/calls).
+/// An account may add its own outcomes; the simulated account has the
+/// defaults only.
 const CALL_ENUMERATIONS: &[(&str, &[&str])] = &[
     ("hs_call_direction", &["INBOUND", "OUTBOUND"]),
     (
@@ -698,10 +703,21 @@ const CALL_ENUMERATIONS: &[(&str, &[&str])] = &[
             "RINGING",
         ],
     ),
+    (
+        "hs_call_disposition",
+        &[
+            "9d9162e7-6cf3-4944-bf63-4dff82258764",
+            "f240bbac-87c9-4f6e-bf70-924b57d47db7",
+            "a4c4c377-d246-4b32-a13b-75a56a4cd0ff",
+            "b2cf5968-551e-4856-9783-52b3da59a7d0",
+            "73a0d17f-1163-4015-bdd5-ec830791da20",
+            "17b47fee-58de-441e-a44c-c6300d46f273",
+        ],
+    ),
 ];
 
-/// Refuses a call written with a direction or status outside HubSpot's
-/// documented set. HubSpot refuses an enumeration value that is not one of
+/// Refuses a call written with a direction, status or outcome outside
+/// HubSpot's documented set. HubSpot refuses an enumeration value that is not one of
 /// the property's options with 400 `VALIDATION_ERROR`, one
 /// `INVALID_OPTION` entry per property ("… was not one of the allowed
 /// options", the shape of

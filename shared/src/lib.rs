@@ -16,4 +16,6 @@ pub mod time;
 pub mod topology;
 
 pub use phone::{Phone, Region};
-pub use report::{CallId, CallReport, Caller, Source, Transcript, TranscriptLine};
+pub use report::{
+    CallId, CallReport, Caller, Direction, Outcome, Source, Transcript, TranscriptLine,
+};

@@ -113,6 +113,78 @@ impl Index<&str> for Analysis {
     }
 }
 
+/// Which way a call went, from our side: the customer called us, or we
+/// (the AI agent) called the customer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Inbound,
+    Outbound,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        }
+    }
+}
+
+impl fmt::Display for Direction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What happened on the line, normalised from the platform's own ended
+/// reason (the mapping tables are in `sources/outcome.rs`). Only what a
+/// platform documents is mapped: a reason callsync cannot place is no
+/// outcome at all, never a guess.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Someone (or something, for an inbound call: the caller) was on the
+    /// line and the call ran its course.
+    Connected,
+    /// The call reached an answering machine or voicemail.
+    Voicemail,
+    /// The number called did not answer.
+    NoAnswer,
+    /// The number called was busy.
+    Busy,
+    /// The call failed: an error of the platform, the telephony provider
+    /// or the configuration, before or during the call.
+    Failed,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 5] = [
+        Outcome::Connected,
+        Outcome::Voicemail,
+        Outcome::NoAnswer,
+        Outcome::Busy,
+        Outcome::Failed,
+    ];
+
+    /// The contract's name: `connected`, `voicemail`, `no_answer`, `busy`, `failed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Connected => "connected",
+            Outcome::Voicemail => "voicemail",
+            Outcome::NoAnswer => "no_answer",
+            Outcome::Busy => "busy",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One finished call, in callsync's own terms.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CallReport {
@@ -133,8 +205,23 @@ pub struct CallReport {
     pub transcript: Option<Transcript>,
     /// A CRM record id the provider was told about (`assistant.metadata.crm_id`).
     pub crm_id: Option<String>,
-    /// The number that was called (ours), when the provider sends it.
+    /// Our number (the agent's), whichever way the call went: the number
+    /// called on an inbound call, the number calling on an outbound one.
     pub called_number: Option<String>,
+    /// Which way the call went, when the platform says so (a web call, or
+    /// a format without the field, has none).
+    #[serde(default)]
+    pub direction: Option<Direction>,
+    /// The platform's own reason the call ended, as it wrote it.
+    #[serde(default)]
+    pub ended_reason: Option<String>,
+    /// The ended reason normalised; `None` when the platform says nothing
+    /// callsync can map.
+    #[serde(default)]
+    pub outcome: Option<Outcome>,
+    /// The platform's id of the assistant or agent that took the call.
+    #[serde(default)]
+    pub agent_id: Option<String>,
     pub follow_up_needed: bool,
     /// Fields of the payload that callsync does not map, kept for CRMs and
     /// receivers that want them.
@@ -146,6 +233,19 @@ impl CallReport {
     /// so that a record whose creation had an unknown outcome can be found again.
     pub fn marker(&self) -> String {
         marker(self.source, &self.call_id)
+    }
+
+    /// The numbers the call went from and to. `caller` is always the
+    /// customer and `called_number` always ours, so an outbound call goes
+    /// from ours to theirs and any other (inbound, or of unknown direction,
+    /// read as inbound as before directions were known) from theirs to ours.
+    pub fn from_to(&self) -> (Option<&str>, Option<&str>) {
+        let theirs = self.caller.phone.as_ref().map(|p| p.best());
+        let ours = self.called_number.as_deref();
+        match self.direction {
+            Some(Direction::Outbound) => (ours, theirs),
+            Some(Direction::Inbound) | None => (theirs, ours),
+        }
     }
 }
 
@@ -183,6 +283,75 @@ mod tests {
             serde_json::to_value(&analysis).unwrap()["intent"],
             "billing",
             "serialised as the plain map"
+        );
+    }
+
+    #[test]
+    fn direction_and_outcome_have_the_contracts_names() {
+        assert_eq!(
+            serde_json::to_value(Direction::Outbound).unwrap(),
+            "outbound"
+        );
+        assert_eq!(Direction::Inbound.to_string(), "inbound");
+        let names: Vec<String> = Outcome::ALL
+            .iter()
+            .map(|o| {
+                serde_json::to_value(o)
+                    .unwrap()
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(
+            names,
+            ["connected", "voicemail", "no_answer", "busy", "failed"]
+        );
+        for outcome in Outcome::ALL {
+            assert_eq!(serde_json::to_value(outcome).unwrap(), outcome.as_str());
+        }
+    }
+
+    #[test]
+    fn an_outbound_call_goes_from_our_number_to_theirs() {
+        let mut report = CallReport {
+            source: Source::Retell,
+            call_id: CallId::new("c-1").unwrap(),
+            caller: Caller {
+                phone: Some(Phone::parse("+12137775678", crate::Region::US)),
+                ..Caller::default()
+            },
+            ended_at: OffsetDateTime::UNIX_EPOCH,
+            ended_at_is_receipt_time: false,
+            duration: None,
+            summary: None,
+            sentiment: None,
+            analysis: Analysis::default(),
+            recording_url: None,
+            transcript: None,
+            crm_id: None,
+            called_number: Some("+12137770000".to_owned()),
+            direction: Some(Direction::Outbound),
+            ended_reason: None,
+            outcome: None,
+            agent_id: None,
+            follow_up_needed: false,
+            extra: Map::new(),
+        };
+        assert_eq!(
+            report.from_to(),
+            (Some("+12137770000"), Some("+12137775678"))
+        );
+        report.direction = Some(Direction::Inbound);
+        assert_eq!(
+            report.from_to(),
+            (Some("+12137775678"), Some("+12137770000"))
+        );
+        report.direction = None;
+        assert_eq!(
+            report.from_to(),
+            (Some("+12137775678"), Some("+12137770000")),
+            "an unknown direction is written as inbound"
         );
     }
 

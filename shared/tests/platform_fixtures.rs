@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use callsync_shared::sources::{Envelope, ParseContext, Parsed, inspect, parse};
-use callsync_shared::{CallReport, Region, Source, Transcript};
+use callsync_shared::{CallReport, Direction, Outcome, Region, Source, Transcript};
 use serde_json::json;
 use time::macros::datetime;
 
@@ -84,7 +84,8 @@ fn a_vapi_end_of_call_report_parses_to_the_expected_report() {
     assert_eq!(turns.len(), 4);
     assert_eq!(turns[2].0, "user");
     assert_eq!(r.crm_id, None, "metadata without crm_id");
-    assert_eq!(r.extra["endedReason"], json!("customer-ended-call"));
+    assert_eq!(r.ended_reason.as_deref(), Some("customer-ended-call"));
+    assert!(!r.extra.contains_key("endedReason"), "mapped, so not extra");
 }
 
 #[test]
@@ -200,7 +201,11 @@ fn a_retell_call_analyzed_event_parses_to_the_expected_report() {
             .ends_with("recording.wav")
     );
     assert_eq!(lines(&r)[1].0, "user");
-    assert_eq!(r.extra["disconnection_reason"], json!("user_hangup"));
+    assert_eq!(r.ended_reason.as_deref(), Some("user_hangup"));
+    assert!(
+        !r.extra.contains_key("disconnection_reason"),
+        "mapped, so not extra"
+    );
 }
 
 #[test]
@@ -441,6 +446,269 @@ fn a_missing_envelope_is_named() {
         let error = parse(source, b"{}", &ctx()).unwrap_err();
         assert!(error.to_string().contains(path), "{source}: {error}");
     }
+}
+
+/// Direction, their number and ours, the platform's ended reason and its
+/// outcome, as one tuple to compare.
+type Line<'a> = (
+    Option<Direction>,
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<Outcome>,
+);
+
+fn line(r: &CallReport) -> Line<'_> {
+    (
+        r.direction,
+        phone(r),
+        r.called_number.as_deref(),
+        r.ended_reason.as_deref(),
+        r.outcome,
+    )
+}
+
+#[test]
+fn every_platforms_inbound_report_says_inbound_and_how_it_ended() {
+    use Direction::Inbound;
+    for (source, name, expected, agent) in [
+        (
+            Source::Vapi,
+            "vapi_end_of_call_report.json",
+            (
+                Some(Inbound),
+                Some("+14155550132"),
+                Some("+14155550100"),
+                Some("customer-ended-call"),
+                Some(Outcome::Connected),
+            ),
+            Some("1f2e3d4c-5b6a-4978-8a7b-6c5d4e3f2a1b"),
+        ),
+        (
+            Source::Retell,
+            "retell_call_analyzed.json",
+            (
+                Some(Inbound),
+                Some("+12137771234"),
+                Some("+12137770000"),
+                Some("user_hangup"),
+                Some(Outcome::Connected),
+            ),
+            Some("oBeDLoLOeuAbiuaMFXRtDOLriTJ5tSxD"),
+        ),
+        (
+            Source::Elevenlabs,
+            "elevenlabs_post_call_transcription.json",
+            (
+                Some(Inbound),
+                Some("+14155550143"),
+                Some("+14155550199"),
+                Some("end_call tool was called."),
+                None,
+            ),
+            Some("agent_8401k1ttj5cfe9bbtjq6tqgj8gws"),
+        ),
+        (
+            Source::Bland,
+            "bland_post_call.json",
+            (
+                Some(Inbound),
+                Some("+14155550154"),
+                Some("+14155550100"),
+                Some("USER"),
+                Some(Outcome::Connected),
+            ),
+            None,
+        ),
+        (
+            Source::Voicedock,
+            "voicedock_000_end_of_call_report.json",
+            (
+                Some(Inbound),
+                Some("+31612345678"),
+                Some("+31850835037"),
+                None,
+                None,
+            ),
+            None,
+        ),
+        (
+            Source::Voicedock,
+            "voicedock_003_end_of_call_report_camel_case.json",
+            (
+                Some(Inbound),
+                Some("+31612345678"),
+                Some("+31850835037"),
+                None,
+                None,
+            ),
+            None,
+        ),
+    ] {
+        let r = report(source, name);
+        assert_eq!(line(&r), expected, "{name}");
+        assert_eq!(r.agent_id.as_deref(), agent, "{name}");
+        assert_eq!(
+            r.from_to(),
+            (phone(&r), r.called_number.as_deref()),
+            "{name}: theirs to ours"
+        );
+    }
+}
+
+#[test]
+fn every_platforms_outbound_call_names_the_number_called_as_the_caller() {
+    use Direction::Outbound;
+    for (source, name, expected) in [
+        (
+            Source::Vapi,
+            "vapi_outbound_call.json",
+            (
+                Some(Outbound),
+                Some("+14155550177"),
+                Some("+14155550100"),
+                Some("assistant-ended-call"),
+                Some(Outcome::Connected),
+            ),
+        ),
+        (
+            Source::Vapi,
+            "vapi_outbound_voicemail.json",
+            (
+                Some(Outbound),
+                Some("+14155550178"),
+                Some("+14155550100"),
+                Some("voicemail"),
+                Some(Outcome::Voicemail),
+            ),
+        ),
+        (
+            Source::Vapi,
+            "vapi_outbound_no_answer.json",
+            (
+                Some(Outbound),
+                Some("+14155550179"),
+                Some("+14155550100"),
+                Some("customer-did-not-answer"),
+                Some(Outcome::NoAnswer),
+            ),
+        ),
+        (
+            Source::Retell,
+            "retell_outbound_call.json",
+            (
+                Some(Outbound),
+                Some("+12137775678"),
+                Some("+12137770000"),
+                Some("agent_hangup"),
+                Some(Outcome::Connected),
+            ),
+        ),
+        (
+            Source::Retell,
+            "retell_outbound_no_answer.json",
+            (
+                Some(Outbound),
+                Some("+12137775679"),
+                Some("+12137770000"),
+                Some("dial_no_answer"),
+                Some(Outcome::NoAnswer),
+            ),
+        ),
+        (
+            Source::Retell,
+            "retell_outbound_voicemail.json",
+            (
+                Some(Outbound),
+                Some("+12137775680"),
+                Some("+12137770000"),
+                Some("agent_hangup"),
+                Some(Outcome::Voicemail),
+            ),
+        ),
+        (
+            Source::Elevenlabs,
+            "elevenlabs_outbound_call.json",
+            (
+                Some(Outbound),
+                Some("+14155550188"),
+                Some("+14155550199"),
+                None,
+                None,
+            ),
+        ),
+        (
+            Source::Elevenlabs,
+            "elevenlabs_outbound_failed.json",
+            (
+                Some(Outbound),
+                Some("+14155550189"),
+                Some("+14155550199"),
+                Some("Call failed to connect"),
+                Some(Outcome::Failed),
+            ),
+        ),
+        (
+            Source::Bland,
+            "bland_outbound_call.json",
+            (
+                Some(Outbound),
+                Some("+14155550166"),
+                Some("+14155550100"),
+                Some("ASSISTANT"),
+                Some(Outcome::Connected),
+            ),
+        ),
+        (
+            Source::Bland,
+            "bland_outbound_voicemail.json",
+            (
+                Some(Outbound),
+                Some("+14155550167"),
+                Some("+14155550100"),
+                Some("ASSISTANT"),
+                Some(Outcome::Voicemail),
+            ),
+        ),
+    ] {
+        let r = report(source, name);
+        assert_eq!(line(&r), expected, "{name}");
+        assert_eq!(
+            r.from_to(),
+            (r.called_number.as_deref(), phone(&r)),
+            "{name}: ours to theirs"
+        );
+    }
+}
+
+#[test]
+fn web_calls_and_the_post_call_format_have_no_direction_or_outcome() {
+    for (source, name) in [
+        (Source::Vapi, "vapi_web_call.json"),
+        (Source::Retell, "retell_web_call.json"),
+        (Source::Elevenlabs, "elevenlabs_web_call.json"),
+        (Source::Postcall, "postcall_002_example.json"),
+    ] {
+        let r = report(source, name);
+        assert_eq!(r.direction, None, "{name}");
+        if source == Source::Postcall {
+            assert_eq!((r.ended_reason, r.outcome, r.agent_id), (None, None, None));
+        }
+    }
+}
+
+#[test]
+fn an_unknown_ended_reason_is_kept_but_gives_no_outcome() {
+    let mut body: serde_json::Value =
+        serde_json::from_slice(&fixture("vapi_outbound_call.json")).unwrap();
+    body["message"]["endedReason"] = json!("a-reason-vapi-adds-later");
+    let parsed = parse(Source::Vapi, &serde_json::to_vec(&body).unwrap(), &ctx());
+    let Ok(Parsed::Report(r)) = parsed else {
+        panic!("{parsed:?}")
+    };
+    assert_eq!(r.ended_reason.as_deref(), Some("a-reason-vapi-adds-later"));
+    assert_eq!(r.outcome, None);
+    assert_eq!(r.direction, Some(Direction::Outbound));
 }
 
 /// A length no call has (beyond what a `Duration` holds, or ending past

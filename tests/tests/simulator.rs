@@ -214,6 +214,75 @@ async fn hubspot_refuses_a_call_or_task_property_of_another_object() {
     assert!(s.calls.is_empty() && s.tasks.is_empty());
 }
 
+/// HubSpot's calls guide lists `hs_call_direction` as "`INBOUND` …
+/// `OUTBOUND`" and `hs_call_status` as "`BUSY`, `CALLING_CRM_USER`,
+/// `CANCELED`, `COMPLETED`, `CONNECTING`, `FAILED`, `IN_PROGRESS`,
+/// `NO_ANSWER`, `QUEUED`, and `RINGING`", and `hs_call_disposition` as the
+/// GUID of a call outcome (the defaults listed there)
+/// (https://developers.hubspot.com/docs/guides/api/crm/engagements/calls);
+/// a value outside a property's options is refused with `INVALID_OPTION`.
+#[tokio::test]
+async fn hubspot_refuses_a_call_direction_status_or_outcome_outside_its_documented_values() {
+    let sim = sim().await;
+    let call = |direction: &str, status: &str| {
+        json!({ "properties": {
+            "hs_timestamp": "1767225600000",
+            "hs_call_direction": direction,
+            "hs_call_status": status,
+        }})
+    };
+    for (direction, status, refused) in [
+        ("OUTGOING", "COMPLETED", vec!["hs_call_direction"]),
+        ("outbound", "COMPLETED", vec!["hs_call_direction"]),
+        ("OUTBOUND", "VOICEMAIL", vec!["hs_call_status"]),
+        (
+            "INBOUND_CALL",
+            "no_answer",
+            vec!["hs_call_direction", "hs_call_status"],
+        ),
+    ] {
+        let listed = refused_properties(
+            &sim,
+            Method::POST,
+            "/crm/v3/objects/calls",
+            &call(direction, status),
+        )
+        .await;
+        let names: Vec<&str> = listed
+            .iter()
+            .inspect(|e| assert_eq!(e["error"], "INVALID_OPTION", "{e}"))
+            .map(|e| e["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, refused, "{direction} {status}");
+    }
+    // An outcome must be one of the account's outcomes, by its GUID.
+    let mut unknown_outcome = call("OUTBOUND", "COMPLETED");
+    unknown_outcome["properties"]["hs_call_disposition"] = json!("Connected");
+    let listed = refused_properties(
+        &sim,
+        Method::POST,
+        "/crm/v3/objects/calls",
+        &unknown_outcome,
+    )
+    .await;
+    assert_eq!(listed[0]["name"], "hs_call_disposition");
+    assert_eq!(listed[0]["error"], "INVALID_OPTION");
+    assert!(sim.snapshot().calls.is_empty(), "nothing refused is stored");
+    for (direction, status) in [
+        ("OUTBOUND", "NO_ANSWER"),
+        ("INBOUND", "BUSY"),
+        ("OUTBOUND", "FAILED"),
+    ] {
+        expect(
+            StatusCode::CREATED,
+            sim.hubspot(Method::POST, "/crm/v3/objects/calls")
+                .json(&call(direction, status)),
+        )
+        .await;
+    }
+    assert_eq!(sim.snapshot().calls.len(), 3);
+}
+
 #[tokio::test]
 async fn hubspot_accepts_a_custom_property_only_once_it_is_created() {
     let sim = sim().await;
@@ -389,6 +458,49 @@ async fn salesforce_refuses_an_unknown_field_on_a_task_upsert() {
     invalid_field(&body, "Recording_Url__c", "Task");
     assert!(sim.snapshot().calls.is_empty());
     expect(StatusCode::CREATED, task("")).await;
+}
+
+/// Task `CallType` is "Inbound, Internal, or Outbound" (Salesforce object
+/// reference, Task); another value is refused as a restricted picklist
+/// refuses it, `INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST`. `CallDisposition`
+/// is free text and takes the outcome's name.
+#[tokio::test]
+async fn salesforce_refuses_a_call_type_outside_inbound_internal_and_outbound() {
+    let sim = sim().await;
+    let contact = salesforce_contact(&sim).await;
+    let task = |marker: &str, call_type: &str| {
+        sim.salesforce(
+            Method::PATCH,
+            &format!("/sobjects/Task/Callsync_Marker__c/{marker}"),
+        )
+        .json(&json!({
+            "WhoId": contact, "Subject": "Call", "TaskSubtype": "Call",
+            "CallType": call_type, "CallDisposition": "no_answer",
+            "Status": "Completed", "ActivityDate": "2026-05-01",
+        }))
+    };
+    for bad in ["outbound", "Outgoing", ""] {
+        let body = expect(StatusCode::BAD_REQUEST, task("callsync:test:bad", bad)).await;
+        assert_eq!(
+            body,
+            json!([{
+                "errorCode": "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
+                "message": format!("bad value for restricted picklist field: {bad}"),
+            }])
+        );
+    }
+    assert!(sim.snapshot().calls.is_empty(), "nothing refused is stored");
+    for (n, good) in ["Inbound", "Internal", "Outbound"].into_iter().enumerate() {
+        expect(
+            StatusCode::CREATED,
+            task(&format!("callsync:test:{n}"), good),
+        )
+        .await;
+    }
+    let s = sim.snapshot();
+    assert_eq!(s.calls.len(), 3);
+    assert_eq!(s.calls[2].prop("CallType"), Some("Outbound"));
+    assert_eq!(s.calls[2].prop("CallDisposition"), Some("no_answer"));
 }
 
 // Pipedrive

@@ -20,7 +20,7 @@ use super::value::{
 use super::{Body, Credential, Envelope, ParseContext, ParseError, Provider, Source, final_envelope};
 use crate::config::Secret;
 use crate::phone::{Phone, Region};
-use crate::report::{CallId, CallReport, Caller, Transcript};
+use crate::report::{CallId, CallReport, Caller, Direction, Transcript};
 use crate::signature::{AuthError, Request, Verifier, any_secret_signs, bearer_or_query, hex_digest};
 
 const FORMAT: &str = "bland";
@@ -82,6 +82,7 @@ const KNOWN: &[&str] = &[
     "transcripts",
     "recording_url",
     "metadata",
+    "call_ended_by",
 ];
 
 /// The answer to a body Bland posts before its call is over, or without
@@ -172,6 +173,25 @@ fn parse(body: Body, call_id: CallId, ctx: &ParseContext) -> Result<CallReport, 
         crm_id: hints.crm_id,
         called_number: text(&body, &[ours]),
         extra: without(&body, KNOWN),
+        // `inbound`: "Will be `false` for outbound calls"
+        // (docs.bland.ai/api-v1/get/calls-id); absent, no direction.
+        direction: field(&body, &["inbound"])
+            .and_then(Value::as_bool)
+            .map(|inbound| {
+                if inbound {
+                    Direction::Inbound
+                } else {
+                    Direction::Outbound
+                }
+            }),
+        outcome: super::outcome::bland(
+            text(&body, &["answered_by"]).as_deref(),
+            text(&body, &["queue_status"]).as_deref(),
+        ),
+        ended_reason: text(&body, &["call_ended_by"]),
+        // Bland's call object names no agent: a call is sent with a task
+        // or a pathway, not an agent id.
+        agent_id: None,
     })
 }
 

@@ -96,6 +96,7 @@ const KNOWN: &[&str] = &[
     "metadata",
     "analysis",
     "conversation_initiation_client_data",
+    "agent_id",
 ];
 
 fn data(body: &Map<String, Value>) -> Result<&Map<String, Value>, ParseError> {
@@ -170,6 +171,12 @@ fn parse(body: Body, call_id: CallId, ctx: &ParseContext) -> Result<CallReport, 
         crm_id: hints.crm_id,
         called_number: phone_call.and_then(|p| text(p, &["agent_number"])),
         extra: without(data, KNOWN),
+        direction: phone_call
+            .and_then(|p| text(p, &["direction"]))
+            .and_then(|d| super::outcome::direction_word(&d)),
+        outcome: super::outcome::elevenlabs(text(data, &["status"]).as_deref()),
+        ended_reason: metadata.and_then(|m| text(m, &["termination_reason"])),
+        agent_id: text(data, &["agent_id"]),
     })
 }
 

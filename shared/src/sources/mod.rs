@@ -13,6 +13,7 @@
 //! id is the one thing without which a report cannot be de-duplicated, so its
 //! absence is the only reason (besides invalid JSON) to refuse a body.
 
+mod outcome;
 mod value;
 
 use std::fmt;

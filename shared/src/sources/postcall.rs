@@ -78,5 +78,12 @@ fn parse(body: Body, call_id: CallId, ctx: &ParseContext) -> Result<CallReport, 
         crm_id: None,
         called_number: None,
         extra,
+        // The format documents no direction, ended reason or agent
+        // (`callAnalysis.callOutcome` is the business result, "Demo
+        // Scheduled", not what happened on the line).
+        direction: None,
+        ended_reason: None,
+        outcome: None,
+        agent_id: None,
     })
 }

@@ -86,6 +86,8 @@ const KNOWN: &[&str] = &[
     "recording_url",
     "metadata",
     "retell_llm_dynamic_variables",
+    "disconnection_reason",
+    "agent_id",
 ];
 
 fn call(body: &Map<String, Value>) -> Result<&Map<String, Value>, ParseError> {
@@ -154,6 +156,14 @@ fn parse(body: Body, call_id: CallId, ctx: &ParseContext) -> Result<CallReport, 
         crm_id: hints.crm_id,
         called_number: text(call, &[ours]),
         extra: without(call, KNOWN),
+        direction: text(call, &["direction"]).and_then(|d| super::outcome::direction_word(&d)),
+        outcome: super::outcome::retell(
+            text(call, &["disconnection_reason"]).as_deref(),
+            call_analysis.and_then(|a| field(a, &["in_voicemail"])) == Some(&Value::Bool(true)),
+            text(call, &["call_status"]).as_deref(),
+        ),
+        ended_reason: text(call, &["disconnection_reason"]),
+        agent_id: text(call, &["agent_id"]),
     })
 }
 

@@ -74,6 +74,7 @@ const KNOWN: &[&str] = &[
     "messages",
     "recordingUrl",
     "assistant",
+    "endedReason",
 ];
 
 fn parse(body: Body, call_id: CallId, ctx: &ParseContext) -> Result<CallReport, ParseError> {
@@ -117,6 +118,10 @@ fn parse(body: Body, call_id: CallId, ctx: &ParseContext) -> Result<CallReport, 
                 .or_else(|| text(message, &["transcript"]))
                 .and_then(|t| text_transcript(&t))
         });
+    // The report's `endedReason` (required in ServerMessageEndOfCallReport),
+    // else the call's.
+    let ended_reason =
+        text(message, &["endedReason"]).or_else(|| call.and_then(|c| text(c, &["endedReason"])));
 
     Ok(CallReport {
         source: Source::Vapi,
@@ -136,6 +141,12 @@ fn parse(body: Body, call_id: CallId, ctx: &ParseContext) -> Result<CallReport, 
         crm_id: hints.crm_id,
         called_number: object(message, &["phoneNumber"]).and_then(|n| text(n, &["number"])),
         extra: without(message, KNOWN),
+        direction: call
+            .and_then(|c| text(c, &["type"]))
+            .and_then(|t| super::outcome::vapi_direction(&t)),
+        outcome: ended_reason.as_deref().and_then(super::outcome::vapi),
+        ended_reason,
+        agent_id: call.and_then(|c| text(c, &["assistantId"])),
     })
 }
 

@@ -58,6 +58,8 @@ const KNOWN: &[&str] = &[
     "recording_url",
     "recordingUrl",
     "assistant",
+    "ended_reason",
+    "endedReason",
 ];
 
 fn parse(body: Body, call_id: CallId, ctx: &ParseContext) -> Result<CallReport, ParseError> {
@@ -91,6 +93,20 @@ fn parse(body: Body, call_id: CallId, ctx: &ParseContext) -> Result<CallReport, 
             .and_then(|n| text(n, &["number"])),
         follow_up_needed,
         extra: without(message, KNOWN),
+        direction: object(message, &["call"])
+            .and_then(|c| text(c, &["type"]))
+            .and_then(|t| super::outcome::voicedock_direction(&t)),
+        outcome: super::outcome::voicedock(
+            object(message, &["call"])
+                .and_then(|c| text(c, &["status"]))
+                .as_deref(),
+        ),
+        // The seeds name "Why the call ended" only as an analysis prompt
+        // placeholder ({{ended_reason}}, {{endedReason}}); read it when a
+        // report carries it.
+        ended_reason: text(message, &["ended_reason", "endedReason"]),
+        // "All webhooks include … `assistant`: {`id`, `name`, …}" (seed 004).
+        agent_id: object(message, &["assistant"]).and_then(|a| text(a, &["id"])),
     })
 }
 

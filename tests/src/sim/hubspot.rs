@@ -202,6 +202,7 @@ fn written_properties(
 ) -> Result<Map<String, Value>, Response> {
     let properties = body["properties"].as_object().cloned().unwrap_or_default();
     check_properties(state, object, &properties)?;
+    check_call_values(object, &properties)?;
     Ok(properties)
 }
 
@@ -874,4 +875,87 @@ impl CrmSim {
     pub fn set_hubspot_credential(&self, credential: Credential) {
         self.shared.lock().hubspot.credential = credential;
     }
+}
+
+/// The values HubSpot documents for the call properties callsync writes
+/// from a call's direction and outcome: `hs_call_direction` "`INBOUND` …
+/// `OUTBOUND`"; `hs_call_status` "The statuses are `BUSY`,
+/// `CALLING_CRM_USER`, `CANCELED`, `COMPLETED`, `CONNECTING`, `FAILED`,
+/// `IN_PROGRESS`, `NO_ANSWER`, `QUEUED`, and `RINGING`"; and
+/// `hs_call_disposition`, "the internal GUID value" of a call outcome, of
+/// which the guide lists the defaults (Busy, Connected, Left live message,
+/// Left voicemail, No answer, Wrong number)
+/// (https://developers.hubspot.com/docs/guides/api/crm/engagements/calls).
+/// An account may add its own outcomes; the simulated account has the
+/// defaults only.
+const CALL_ENUMERATIONS: &[(&str, &[&str])] = &[
+    ("hs_call_direction", &["INBOUND", "OUTBOUND"]),
+    (
+        "hs_call_status",
+        &[
+            "BUSY",
+            "CALLING_CRM_USER",
+            "CANCELED",
+            "COMPLETED",
+            "CONNECTING",
+            "FAILED",
+            "IN_PROGRESS",
+            "NO_ANSWER",
+            "QUEUED",
+            "RINGING",
+        ],
+    ),
+    (
+        "hs_call_disposition",
+        &[
+            "9d9162e7-6cf3-4944-bf63-4dff82258764",
+            "f240bbac-87c9-4f6e-bf70-924b57d47db7",
+            "a4c4c377-d246-4b32-a13b-75a56a4cd0ff",
+            "b2cf5968-551e-4856-9783-52b3da59a7d0",
+            "73a0d17f-1163-4015-bdd5-ec830791da20",
+            "17b47fee-58de-441e-a44c-c6300d46f273",
+        ],
+    ),
+];
+
+/// Refuses a call written with a direction, status or outcome outside
+/// HubSpot's documented set. HubSpot refuses an enumeration value that is not one of
+/// the property's options with 400 `VALIDATION_ERROR`, one
+/// `INVALID_OPTION` entry per property ("… was not one of the allowed
+/// options", the shape of
+/// https://developers.hubspot.com/changelog/upcoming-property-validations-rules-will-be-enforced-for-apis-and-integrations).
+/// Whether HubSpot matches the options case-insensitively is not
+/// documented: the simulator takes the strictest reading and compares
+/// exactly.
+fn check_call_values(object: &str, properties: &Map<String, Value>) -> Result<(), Response> {
+    if object != "calls" {
+        return Ok(());
+    }
+    let errors: Vec<Value> = CALL_ENUMERATIONS
+        .iter()
+        .filter_map(|(name, options)| {
+            let value = properties.get(*name)?;
+            if value.as_str().is_some_and(|v| options.contains(&v)) {
+                return None;
+            }
+            let message = format!(
+                "{value} was not one of the allowed options: [{}]",
+                options.join(", ")
+            );
+            Some(json!({
+                "isValid": false,
+                "message": message,
+                "error": "INVALID_OPTION",
+                "name": name,
+                "localizedErrorMessage": message,
+            }))
+        })
+        .collect();
+    if errors.is_empty() {
+        return Ok(());
+    }
+    Err(invalid(format!(
+        "Property values were not valid: {}",
+        Value::Array(errors)
+    )))
 }

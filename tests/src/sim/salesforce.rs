@@ -82,6 +82,7 @@ fn fields_of(
 ) -> Result<Map<String, Value>, Response> {
     let fields = parse(body)?.as_object().cloned().unwrap_or_default();
     check_fields(state, sobject, &fields)?;
+    check_picklists(sobject, &fields)?;
     Ok(fields)
 }
 
@@ -842,4 +843,34 @@ fn new_task_owner(state: &SimState, task: &Map<String, Value>) -> Result<String,
         ));
     }
     Ok(who.to_owned())
+}
+
+/// Task's `CallType`: "Inbound, Internal, or Outbound" (Salesforce object
+/// reference, Task:
+/// https://developer.salesforce.com/docs/atlas.en-us.248.0.api.meta/api/sforce_api_objects_task.htm).
+const CALL_TYPES: &[&str] = &["Inbound", "Internal", "Outbound"];
+
+/// Refuses a Task whose `CallType` is not one of its documented values.
+/// Salesforce refuses a value outside a restricted picklist with 400
+/// `INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST`, "bad value for restricted
+/// picklist field: <value>"
+/// (https://developer.salesforce.com/docs/atlas.en-us.api.meta/api/sforce_api_calls_concepts_core_data_objects.htm,
+/// StatusCode). Whether `CallType` is restricted in every org is not
+/// settled by the object reference: the simulator takes the strictest
+/// reading and refuses any other value.
+fn check_picklists(sobject: &str, fields: &Map<String, Value>) -> Result<(), Response> {
+    if sobject != "Task" {
+        return Ok(());
+    }
+    match fields.get("CallType") {
+        None => Ok(()),
+        Some(value) if value.as_str().is_some_and(|v| CALL_TYPES.contains(&v)) => Ok(()),
+        Some(value) => Err(bad_request(
+            "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
+            format!(
+                "bad value for restricted picklist field: {}",
+                value.as_str().unwrap_or_default()
+            ),
+        )),
+    }
 }

@@ -17,12 +17,12 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use callsync_shared::CallReport;
 use callsync_shared::config::ConfigError;
 use callsync_shared::phone::matching::{
     CallerNumber, Candidate, PhoneField, choose, parse_updated,
 };
 use callsync_shared::time::unix_ms;
+use callsync_shared::{CallReport, Direction as CallDirection, Outcome};
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::{Deserialize, Deserializer, Serialize};
 use time::OffsetDateTime;
@@ -354,6 +354,8 @@ struct CallProperties<'a> {
     hs_call_body: String,
     hs_call_direction: &'static str,
     hs_call_status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hs_call_disposition: Option<&'static str>,
     callsync_marker: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     hs_call_duration: Option<String>,
@@ -697,17 +699,19 @@ impl Crm for Hubspot {
     }
 
     async fn record_call(&self, contact: &str, report: &CallReport) -> Result<CrmId, CrmError> {
+        let (from, to) = report.from_to();
         let properties = CallProperties {
             hs_timestamp: millis(report.ended_at),
             hs_call_title: render::call_title(report),
             hs_call_body: render::call_body_html(report),
-            hs_call_direction: "INBOUND",
-            hs_call_status: "COMPLETED",
+            hs_call_direction: call_direction(report.direction),
+            hs_call_status: call_status(report.outcome),
+            hs_call_disposition: call_disposition(report.outcome),
             callsync_marker: report.marker(),
             hs_call_duration: report.duration.map(|d| d.as_millis().to_string()),
             hs_call_recording_url: recording_property(report),
-            hs_call_from_number: report.caller.phone.as_ref().map(|p| p.best()),
-            hs_call_to_number: report.called_number.as_deref(),
+            hs_call_from_number: from,
+            hs_call_to_number: to,
         };
         let body = Record {
             properties,
@@ -777,6 +781,47 @@ impl Crm for Hubspot {
     }
 }
 
+/// `hs_call_direction`, "the direction of the call from the perspective of
+/// the HubSpot user … `INBOUND` … `OUTBOUND`"
+/// (https://developers.hubspot.com/docs/guides/api/crm/engagements/calls).
+/// A call of unknown direction is written `INBOUND`, as every call was
+/// before directions were read.
+fn call_direction(direction: Option<CallDirection>) -> &'static str {
+    match direction {
+        Some(CallDirection::Outbound) => "OUTBOUND",
+        Some(CallDirection::Inbound) | None => "INBOUND",
+    }
+}
+
+/// `hs_call_status`, one of "`BUSY`, `CALLING_CRM_USER`, `CANCELED`,
+/// `COMPLETED`, `CONNECTING`, `FAILED`, `IN_PROGRESS`, `NO_ANSWER`,
+/// `QUEUED`, and `RINGING`" (the calls guide above). A voicemail left is a
+/// completed call; a call whose outcome is unknown is `COMPLETED`, as
+/// before outcomes were read.
+fn call_status(outcome: Option<Outcome>) -> &'static str {
+    match outcome {
+        Some(Outcome::NoAnswer) => "NO_ANSWER",
+        Some(Outcome::Busy) => "BUSY",
+        Some(Outcome::Failed) => "FAILED",
+        Some(Outcome::Connected | Outcome::Voicemail) | None => "COMPLETED",
+    }
+}
+
+/// `hs_call_disposition`, "the outcome of the call … you need to use the
+/// internal GUID value"; the guide lists the default outcomes' GUIDs, the
+/// same in every account: Busy, Connected, Left live message, Left
+/// voicemail, No answer, Wrong number. A failed call has no default
+/// outcome, nor has an unknown one: the property is left unset.
+fn call_disposition(outcome: Option<Outcome>) -> Option<&'static str> {
+    match outcome? {
+        Outcome::Connected => Some("f240bbac-87c9-4f6e-bf70-924b57d47db7"),
+        Outcome::Voicemail => Some("b2cf5968-551e-4856-9783-52b3da59a7d0"),
+        Outcome::NoAnswer => Some("73a0d17f-1163-4015-bdd5-ec830791da20"),
+        Outcome::Busy => Some("9d9162e7-6cf3-4944-bf63-4dff82258764"),
+        Outcome::Failed => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -792,6 +837,30 @@ mod tests {
         ] {
             assert!(!is_https(refused), "{refused}");
         }
+    }
+
+    #[test]
+    fn direction_and_outcome_become_hubspots_own_values() {
+        assert_eq!(call_direction(Some(CallDirection::Outbound)), "OUTBOUND");
+        assert_eq!(call_direction(None), "INBOUND");
+        let written: Vec<_> = Outcome::ALL
+            .into_iter()
+            .map(|o| (call_status(Some(o)), call_disposition(Some(o))))
+            .collect();
+        assert_eq!(
+            written,
+            [
+                ("COMPLETED", Some("f240bbac-87c9-4f6e-bf70-924b57d47db7")),
+                ("COMPLETED", Some("b2cf5968-551e-4856-9783-52b3da59a7d0")),
+                ("NO_ANSWER", Some("73a0d17f-1163-4015-bdd5-ec830791da20")),
+                ("BUSY", Some("9d9162e7-6cf3-4944-bf63-4dff82258764")),
+                ("FAILED", None),
+            ]
+        );
+        assert_eq!(
+            (call_status(None), call_disposition(None)),
+            ("COMPLETED", None)
+        );
     }
 
     #[test]

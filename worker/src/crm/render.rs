@@ -1,7 +1,7 @@
 //! The text callsync writes into CRM records, shared by every adapter so
 //! that a call looks the same whichever CRM it lands in.
 
-use callsync_shared::{CallReport, Transcript};
+use callsync_shared::{CallReport, Outcome, Transcript};
 
 /// Longest summary written into a contact field: CRMs cap text fields
 /// (HubSpot at 65 536 characters) and a last-call field is a glance, not an archive.
@@ -32,6 +32,11 @@ pub fn call_body_html(report: &CallReport) -> String {
         "<p><b>Platform:</b> {}</p>",
         escape(report.source.platform())
     )];
+    // The CRMs without direction and outcome fields (Pipedrive notes,
+    // GoHighLevel notes) show them here only.
+    for (label, value) in line_facts(report) {
+        parts.push(format!("<p><b>{label}:</b> {}</p>", escape(&value)));
+    }
     if let Some(summary) = &report.summary {
         parts.push(format!("<p>{}</p>", escape(summary)));
     }
@@ -64,6 +69,38 @@ pub fn call_body_html(report: &CallReport) -> String {
     }
     parts.push(format!("<p>{}</p>", escape(&report.marker())));
     parts.join("\n")
+}
+
+/// What happened on the line, as labelled lines: the direction, and the
+/// outcome with the platform's own reason beside it (or the reason alone
+/// when callsync cannot map it). A direction or reason the platform did
+/// not report is left out rather than guessed.
+pub fn line_facts(report: &CallReport) -> Vec<(&'static str, String)> {
+    let mut facts = Vec::new();
+    if let Some(direction) = report.direction {
+        facts.push(("Direction", direction.to_string()));
+    }
+    let reason = report.ended_reason.as_deref();
+    match (report.outcome, reason) {
+        (Some(outcome), Some(reason)) => {
+            facts.push(("Outcome", format!("{} ({reason})", outcome_words(outcome))));
+        }
+        (Some(outcome), None) => facts.push(("Outcome", outcome_words(outcome).to_owned())),
+        (None, Some(reason)) => facts.push(("Ended", reason.to_owned())),
+        (None, None) => {}
+    }
+    facts
+}
+
+/// An outcome as a person reads it.
+pub fn outcome_words(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Connected => "connected",
+        Outcome::Voicemail => "voicemail",
+        Outcome::NoAnswer => "no answer",
+        Outcome::Busy => "busy",
+        Outcome::Failed => "failed",
+    }
 }
 
 /// A one-line title for the call record, naming the platform.
@@ -138,6 +175,10 @@ mod tests {
             transcript: None,
             crm_id: None,
             called_number: None,
+            direction: None,
+            ended_reason: None,
+            outcome: None,
+            agent_id: None,
             follow_up_needed: false,
             extra: Default::default(),
         };
@@ -148,6 +189,27 @@ mod tests {
             "{body}"
         );
         assert!(body.ends_with("<p>callsync:retell:c-1</p>"), "{body}");
+        assert!(!body.contains("Direction"), "none reported, none written");
+
+        let outbound = CallReport {
+            direction: Some(callsync_shared::Direction::Outbound),
+            ended_reason: Some("dial_no_answer".into()),
+            outcome: Some(Outcome::NoAnswer),
+            ..report.clone()
+        };
+        let body = call_body_html(&outbound);
+        assert!(
+            body.contains(
+                "<p><b>Direction:</b> outbound</p>\n<p><b>Outcome:</b> no answer (dial_no_answer)</p>"
+            ),
+            "{body}"
+        );
+        let unmapped = CallReport {
+            outcome: None,
+            ended_reason: Some("ivr_reached".into()),
+            ..report
+        };
+        assert!(call_body_html(&unmapped).contains("<p><b>Ended:</b> ivr_reached</p>"));
     }
 
     #[test]

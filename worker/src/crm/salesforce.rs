@@ -25,11 +25,11 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use callsync_shared::CallReport;
 use callsync_shared::config::ConfigError;
 use callsync_shared::phone::matching::{
     CallerNumber, Candidate, PhoneField, choose, parse_updated,
 };
+use callsync_shared::{CallReport, Direction, Outcome};
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -663,6 +663,8 @@ struct CallTask<'a> {
     subject: String,
     description: String,
     call_type: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    call_disposition: Option<&'static str>,
     status: &'static str,
     activity_date: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -868,7 +870,8 @@ impl Crm for Salesforce {
             who_id: safe_id(contact)?,
             subject: subject(render::call_title(report)),
             description: plain_text(report),
-            call_type: "Inbound",
+            call_type: call_type(report.direction),
+            call_disposition: report.outcome.map(Outcome::as_str),
             status: "Completed",
             activity_date: report
                 .ended_at
@@ -955,9 +958,29 @@ fn follow_up_marker(marker: &str) -> String {
     format!("{marker}:follow-up")
 }
 
+/// Task `CallType`, "Inbound, Internal, or Outbound" (Salesforce object
+/// reference, Task:
+/// https://developer.salesforce.com/docs/atlas.en-us.248.0.api.meta/api/sforce_api_objects_task.htm).
+/// A call of unknown direction is written `Inbound`, as every call was
+/// before directions were read. (`CallDisposition`, the call's result, is a
+/// text field, "Limit is 255 characters": it gets the outcome's name.)
+fn call_type(direction: Option<Direction>) -> &'static str {
+    match direction {
+        Some(Direction::Outbound) => "Outbound",
+        Some(Direction::Inbound) | None => "Inbound",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_call_type_follows_the_direction_and_unknown_is_inbound() {
+        assert_eq!(call_type(Some(Direction::Outbound)), "Outbound");
+        assert_eq!(call_type(Some(Direction::Inbound)), "Inbound");
+        assert_eq!(call_type(None), "Inbound");
+    }
     use callsync_shared::config::{Env, Secret};
 
     #[test]

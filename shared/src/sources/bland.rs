@@ -14,14 +14,18 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::value::{
-    Hints, duration_secs, end_of, field, follow_up, number, object, rfc3339, seconds, sentiment, text,
-    text_transcript, turns_of, without,
+    Hints, duration_secs, end_of, field, follow_up, number, object, rfc3339, seconds, sentiment,
+    text, text_transcript, turns_of, without,
 };
-use super::{Body, Credential, Envelope, ParseContext, ParseError, Provider, Source, final_envelope};
+use super::{
+    Body, Credential, Envelope, ParseContext, ParseError, Provider, Source, final_envelope,
+};
 use crate::config::Secret;
 use crate::phone::{Phone, Region};
 use crate::report::{CallId, CallReport, Caller, Direction, Transcript};
-use crate::signature::{AuthError, Request, Verifier, any_secret_signs, bearer_or_query, hex_digest};
+use crate::signature::{
+    AuthError, Request, Verifier, any_secret_signs, bearer_or_query, hex_digest,
+};
 
 const FORMAT: &str = "bland";
 pub const SIGNATURE_HEADER: &str = "X-Webhook-Signature";
@@ -137,7 +141,11 @@ fn inspect(body: &Body) -> Result<Envelope, ParseError> {
 fn parse(body: Body, call_id: CallId, ctx: &ParseContext) -> Result<CallReport, ParseError> {
     // The customer is `from` on an inbound call and `to` on an outbound one.
     let inbound = field(&body, &["inbound"]).and_then(Value::as_bool) == Some(true);
-    let (customer, ours) = if inbound { ("from", "to") } else { ("to", "from") };
+    let (customer, ours) = if inbound {
+        ("from", "to")
+    } else {
+        ("to", "from")
+    };
     let metadata = object(&body, &["metadata"]);
     let hints = Hints::from(&[metadata]);
 
@@ -207,9 +215,7 @@ fn transcript(body: &Body) -> Option<Transcript> {
         Some(Value::String(corrected)) => text_transcript(corrected),
         _ => None,
     };
-    corrected.or_else(|| {
-        text(body, &["concatenated_transcript"]).and_then(|t| text_transcript(&t))
-    })
+    corrected.or_else(|| text(body, &["concatenated_transcript"]).and_then(|t| text_transcript(&t)))
 }
 
 /// Bland writes numbers without their `+`. Ten bare digits are a North
@@ -303,6 +309,9 @@ mod tests {
         let gb: Region = "GB".parse().unwrap();
         let north_american = phone("4155550132", gb);
         assert_eq!(north_american.e164.as_deref(), Some("+14155550132"));
-        assert_eq!(phone("020 7946 0018", gb).e164.as_deref(), Some("+442079460018"));
+        assert_eq!(
+            phone("020 7946 0018", gb).e164.as_deref(),
+            Some("+442079460018")
+        );
     }
 }

@@ -10,11 +10,15 @@ use super::value::{
     Hints, add_verdict, end_of, field, follow_up, object, seconds, sentiment, text, turns,
     unix_seconds, without,
 };
-use super::{Body, Credential, Envelope, ParseContext, ParseError, Provider, Source, typed_envelope};
+use super::{
+    Body, Credential, Envelope, ParseContext, ParseError, Provider, Source, typed_envelope,
+};
 use crate::config::Secret;
 use crate::phone::Phone;
 use crate::report::{CallId, CallReport, Caller};
-use crate::signature::{AuthError, Request, Verifier, any_secret_signs, hex_digest, within_tolerance};
+use crate::signature::{
+    AuthError, Request, Verifier, any_secret_signs, hex_digest, within_tolerance,
+};
 
 const FORMAT: &str = "elevenlabs";
 /// The only event type that is a final call report.
@@ -144,9 +148,8 @@ fn parse(body: Body, call_id: CallId, ctx: &ParseContext) -> Result<CallReport, 
 
     let duration = metadata.and_then(|m| seconds(m, &["call_duration_secs"]));
     let started = metadata.and_then(|m| unix_seconds(m, &["start_time_unix_secs"]));
-    let (ended_at, ended_at_is_receipt_time) = ctx.ended_at(
-        end_of(started, duration).or_else(|| unix_seconds(&body, &["event_timestamp"])),
-    );
+    let (ended_at, ended_at_is_receipt_time) = ctx
+        .ended_at(end_of(started, duration).or_else(|| unix_seconds(&body, &["event_timestamp"])));
 
     Ok(CallReport {
         source: Source::Elevenlabs,
@@ -206,9 +209,19 @@ mod tests {
         }
     }
 
-    fn check(v: &ElevenLabsSignature, header: &str, body: &[u8], now: i64) -> Result<(), AuthError> {
+    fn check(
+        v: &ElevenLabsSignature,
+        header: &str,
+        body: &[u8],
+        now: i64,
+    ) -> Result<(), AuthError> {
         let headers = [("elevenlabs-signature", header)];
-        verify_at(v, &headers, body, OffsetDateTime::from_unix_timestamp(now).unwrap())
+        verify_at(
+            v,
+            &headers,
+            body,
+            OffsetDateTime::from_unix_timestamp(now).unwrap(),
+        )
     }
 
     #[test]
@@ -224,7 +237,12 @@ mod tests {
         let v = verifier(&["test_secret", "rotated_secret"]);
         assert_eq!(check(&v, &format!("t={T},v0={ROTATED}"), BODY, T), Ok(()));
         assert_eq!(
-            check(&verifier(&["test_secret"]), &format!("t={T},v0={ROTATED}"), BODY, T),
+            check(
+                &verifier(&["test_secret"]),
+                &format!("t={T},v0={ROTATED}"),
+                BODY,
+                T
+            ),
             Err(AuthError::SignatureMismatch)
         );
     }
@@ -235,7 +253,10 @@ mod tests {
         let header = format!("t={T},v0={DIGEST}");
         let mut body = BODY.to_vec();
         body[3] ^= 1;
-        assert_eq!(check(&v, &header, &body, T), Err(AuthError::SignatureMismatch));
+        assert_eq!(
+            check(&v, &header, &body, T),
+            Err(AuthError::SignatureMismatch)
+        );
         assert_eq!(check(&v, &header, BODY, T + 1_800), Ok(()));
         assert!(matches!(
             check(&v, &header, BODY, T + 1_801),
@@ -261,7 +282,10 @@ mod tests {
         let v = verifier(&["test_secret"]);
         for bad in ["invalid_format", &format!("t={T}"), &format!("v0={DIGEST}")] {
             assert!(
-                matches!(check(&v, bad, BODY, T), Err(AuthError::MalformedSignature { .. })),
+                matches!(
+                    check(&v, bad, BODY, T),
+                    Err(AuthError::MalformedSignature { .. })
+                ),
                 "{bad}"
             );
         }

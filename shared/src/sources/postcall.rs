@@ -5,7 +5,9 @@
 use serde_json::Value;
 
 use super::value::{caller, field, follow_up, object, text, without};
-use super::{Body, Credential, Envelope, ParseContext, ParseError, Provider, Source, final_envelope};
+use super::{
+    Body, Credential, Envelope, ParseContext, ParseError, Provider, Source, final_envelope,
+};
 use crate::report::{CallId, CallReport, Transcript};
 use crate::signature::bearer_or_query;
 

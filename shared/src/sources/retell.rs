@@ -10,11 +10,15 @@ use super::value::{
     Hints, add_verdict, duration_secs, end_of, field, follow_up, number, object, sentiment, text,
     text_transcript, unix_millis, without,
 };
-use super::{Body, Credential, Envelope, ParseContext, ParseError, Provider, Source, typed_envelope};
+use super::{
+    Body, Credential, Envelope, ParseContext, ParseError, Provider, Source, typed_envelope,
+};
 use crate::config::Secret;
 use crate::phone::Phone;
 use crate::report::{CallId, CallReport, Caller};
-use crate::signature::{AuthError, Request, Verifier, any_secret_signs, hex_digest, within_tolerance};
+use crate::signature::{
+    AuthError, Request, Verifier, any_secret_signs, hex_digest, within_tolerance,
+};
 
 const FORMAT: &str = "retell";
 /// The only event that is a final call report.
@@ -65,7 +69,12 @@ impl Verifier for RetellSignature {
         }
         let presented = hex_digest(digest, true).ok_or(malformed.clone())?;
         let sent_ms: i128 = stamp.parse().map_err(|_| malformed)?;
-        within_tolerance(SIGNATURE_HEADER, sent_ms, request.now_ms(), self.tolerance_secs)?;
+        within_tolerance(
+            SIGNATURE_HEADER,
+            sent_ms,
+            request.now_ms(),
+            self.tolerance_secs,
+        )?;
         any_secret_signs(&self.keys, &[request.body, stamp.as_bytes()], &presented)
     }
 }
@@ -129,8 +138,7 @@ fn parse(body: Body, call_id: CallId, ctx: &ParseContext) -> Result<CallReport, 
     add_verdict(&mut analysis, call_analysis);
 
     let started = unix_millis(call, &["start_timestamp"]);
-    let duration = number(call, &["duration_ms"])
-        .and_then(|ms| duration_secs(ms / 1_000.0));
+    let duration = number(call, &["duration_ms"]).and_then(|ms| duration_secs(ms / 1_000.0));
     let (ended_at, ended_at_is_receipt_time) =
         ctx.ended_at(unix_millis(call, &["end_timestamp"]).or_else(|| end_of(started, duration)));
 
@@ -191,9 +199,19 @@ mod tests {
         }
     }
 
-    fn check(v: &RetellSignature, signature: &str, body: &[u8], now_ms: i64) -> Result<(), AuthError> {
+    fn check(
+        v: &RetellSignature,
+        signature: &str,
+        body: &[u8],
+        now_ms: i64,
+    ) -> Result<(), AuthError> {
         let headers = [("X-Retell-Signature", signature)];
-        verify_at(v, &headers, body, crate::time::from_unix_ms(now_ms).unwrap())
+        verify_at(
+            v,
+            &headers,
+            body,
+            crate::time::from_unix_ms(now_ms).unwrap(),
+        )
     }
 
     fn signature() -> String {
@@ -202,7 +220,10 @@ mod tests {
 
     #[test]
     fn the_sdk_test_vector_verifies() {
-        assert_eq!(check(&verifier(&[API_KEY]), &signature(), BODY, TIMESTAMP), Ok(()));
+        assert_eq!(
+            check(&verifier(&[API_KEY]), &signature(), BODY, TIMESTAMP),
+            Ok(())
+        );
     }
 
     #[test]

@@ -7,8 +7,8 @@ mod signing;
 use std::sync::Arc;
 
 use super::value::{
-    Hints, caller, duration_secs, end_of, field, follow_up, number, object, rfc3339, seconds, sentiment, text,
-    text_transcript, turns, unix_millis, without,
+    Hints, caller, duration_secs, end_of, field, follow_up, number, object, rfc3339, seconds,
+    sentiment, text, text_transcript, turns, unix_millis, without,
 };
 use super::{Body, Credential, ParseContext, ParseError, Provider, Source};
 use crate::report::{CallId, CallReport};
@@ -94,8 +94,10 @@ fn parse(body: Body, call_id: CallId, ctx: &ParseContext) -> Result<CallReport, 
     ]);
     let caller = caller(customer, &["number"], ctx.region);
 
-    let started = rfc3339(message, &["startedAt"]).or_else(|| call.and_then(|c| rfc3339(c, &["startedAt"])));
-    let ended = rfc3339(message, &["endedAt"]).or_else(|| call.and_then(|c| rfc3339(c, &["endedAt"])));
+    let started =
+        rfc3339(message, &["startedAt"]).or_else(|| call.and_then(|c| rfc3339(c, &["startedAt"])));
+    let ended =
+        rfc3339(message, &["endedAt"]).or_else(|| call.and_then(|c| rfc3339(c, &["endedAt"])));
     let duration = seconds(message, &["durationSeconds"])
         .or_else(|| number(message, &["durationMs"]).and_then(|ms| duration_secs(ms / 1_000.0)))
         .or_else(|| (ended? - started?).try_into().ok());
@@ -215,7 +217,14 @@ mod tests {
 
     fn hmac(secrets: &[&str]) -> VapiHmac {
         let secrets: Vec<Secret> = secrets.iter().map(|s| Secret::new(*s)).collect();
-        VapiHmac::new(Options::vapi_default(), &secrets, false, 300, "CALLSYNC_VAPI_SECRET").unwrap()
+        VapiHmac::new(
+            Options::vapi_default(),
+            &secrets,
+            false,
+            300,
+            "CALLSYNC_VAPI_SECRET",
+        )
+        .unwrap()
     }
 
     fn check(
@@ -224,7 +233,12 @@ mod tests {
         body: &[u8],
         now: i64,
     ) -> Result<(), AuthError> {
-        verify_at(v, headers, body, OffsetDateTime::from_unix_timestamp(now).unwrap())
+        verify_at(
+            v,
+            headers,
+            body,
+            OffsetDateTime::from_unix_timestamp(now).unwrap(),
+        )
     }
 
     #[test]
@@ -247,7 +261,10 @@ mod tests {
         let headers = [("x-timestamp", "1765627530"), ("x-signature", SIG_SECONDS)];
         assert_eq!(check(&v, &headers, BODY, TS), Ok(()));
         let v = hmac(&["next-secret"]);
-        assert_eq!(check(&v, &headers, BODY, TS), Err(AuthError::SignatureMismatch));
+        assert_eq!(
+            check(&v, &headers, BODY, TS),
+            Err(AuthError::SignatureMismatch)
+        );
     }
 
     #[test]
@@ -256,7 +273,10 @@ mod tests {
         let good = [("x-timestamp", "1765627530"), ("x-signature", SIG_SECONDS)];
         let mut body = BODY.to_vec();
         body[12] ^= 1;
-        assert_eq!(check(&v, &good, &body, TS), Err(AuthError::SignatureMismatch));
+        assert_eq!(
+            check(&v, &good, &body, TS),
+            Err(AuthError::SignatureMismatch)
+        );
         assert!(matches!(
             check(&v, &good, BODY, TS + 301),
             Err(AuthError::StaleTimestamp { .. })
@@ -265,7 +285,10 @@ mod tests {
             check(&v, &good, BODY, TS - 301),
             Err(AuthError::StaleTimestamp { .. })
         ));
-        let truncated = [("x-timestamp", "1765627530"), ("x-signature", &SIG_SECONDS[..63])];
+        let truncated = [
+            ("x-timestamp", "1765627530"),
+            ("x-signature", &SIG_SECONDS[..63]),
+        ];
         assert!(matches!(
             check(&v, &truncated, BODY, TS),
             Err(AuthError::MalformedSignature { .. })
@@ -281,7 +304,10 @@ mod tests {
         );
         // The millisecond signature does not verify a seconds timestamp.
         let wrong_unit = [("x-timestamp", "1765627530"), ("x-signature", SIG_MILLIS)];
-        assert_eq!(check(&v, &wrong_unit, BODY, TS), Err(AuthError::SignatureMismatch));
+        assert_eq!(
+            check(&v, &wrong_unit, BODY, TS),
+            Err(AuthError::SignatureMismatch)
+        );
     }
 
     #[test]
@@ -291,11 +317,17 @@ mod tests {
             places: TOKEN,
         };
         assert_eq!(check(&v, &[("X-Vapi-Secret", "shh")], b"", TS), Ok(()));
-        assert_eq!(check(&v, &[("Authorization", "Bearer shh")], b"", TS), Ok(()));
+        assert_eq!(
+            check(&v, &[("Authorization", "Bearer shh")], b"", TS),
+            Ok(())
+        );
         assert_eq!(
             check(&v, &[("X-Vapi-Secret", "shh!")], b"", TS),
             Err(AuthError::TokenMismatch)
         );
-        assert!(matches!(check(&v, &[], b"", TS), Err(AuthError::MissingToken(_))));
+        assert!(matches!(
+            check(&v, &[], b"", TS),
+            Err(AuthError::MissingToken(_))
+        ));
     }
 }

@@ -5,9 +5,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::value::{
-    caller, field, follow_up, object, rfc3339, seconds, text, turns, without,
-};
+use super::value::{caller, field, follow_up, object, rfc3339, seconds, text, turns, without};
 use super::{Body, Credential, ParseContext, ParseError, Provider, Source};
 use crate::report::{CallId, CallReport};
 use crate::signature::{SEED_004, TimestampedHmac, bearer_or_query};

@@ -153,7 +153,9 @@ pub fn token_places(env: &Env, source: Source) -> Result<TokenPlaces, ConfigErro
         Some(name) if is_header_name(name) => Ok(TokenPlaces {
             header: Some(leak(name.to_ascii_lowercase())),
             query: false,
-            described: leak(format!("{name}: <token>, {name}: Bearer <token> or Authorization: Bearer <token>")),
+            described: leak(format!(
+                "{name}: <token>, {name}: Bearer <token> or Authorization: Bearer <token>"
+            )),
         }),
         Some(name) => Err(ConfigError {
             var,
@@ -178,24 +180,36 @@ impl Options {
             var: var(suffix),
             message,
         };
-        let algorithm = match env.raw(&var(ALGORITHM)).map(str::to_ascii_lowercase).as_deref() {
+        let algorithm = match env
+            .raw(&var(ALGORITHM))
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
             None | Some("sha256") => Algorithm::Sha256,
             Some("sha512") => Algorithm::Sha512,
             Some("sha1") => Algorithm::Sha1,
             Some(other) => {
                 return Err(refuse(
                     ALGORITHM,
-                    format!("expected sha256, sha512 or sha1 (the algorithms Vapi's HMAC credential offers), got {other:?}"),
+                    format!(
+                        "expected sha256, sha512 or sha1 (the algorithms Vapi's HMAC credential offers), got {other:?}"
+                    ),
                 ));
             }
         };
-        let encoding = match env.raw(&var(SIGNATURE_ENCODING)).map(str::to_ascii_lowercase).as_deref() {
+        let encoding = match env
+            .raw(&var(SIGNATURE_ENCODING))
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
             None | Some("hex") => Encoding::Hex,
             Some("base64") => Encoding::Base64,
             Some(other) => {
                 return Err(refuse(
                     SIGNATURE_ENCODING,
-                    format!("expected hex or base64 (the encodings Vapi's HMAC credential offers), got {other:?}"),
+                    format!(
+                        "expected hex or base64 (the encodings Vapi's HMAC credential offers), got {other:?}"
+                    ),
                 ));
             }
         };
@@ -203,7 +217,10 @@ impl Options {
             match env.raw(&var(suffix)) {
                 None => Ok(default),
                 Some(name) if is_header_name(name) => Ok(leak(name.to_ascii_lowercase())),
-                Some(name) => Err(refuse(suffix, format!("{name:?} is not an HTTP header name"))),
+                Some(name) => Err(refuse(
+                    suffix,
+                    format!("{name:?} is not an HTTP header name"),
+                )),
             }
         };
         let signature_header = header(SIGNATURE_HEADER, "x-signature")?;
@@ -217,32 +234,47 @@ impl Options {
             .raw(&var(MESSAGE_ID_HEADER))
             .map(|_| header(MESSAGE_ID_HEADER, ""))
             .transpose()?;
-        let default_format = if include_timestamp { "{timestamp}.{body}" } else { "{body}" };
+        let default_format = if include_timestamp {
+            "{timestamp}.{body}"
+        } else {
+            "{body}"
+        };
         let format = env.string(&var(PAYLOAD_FORMAT), default_format);
         let payload = template(&format).map_err(|m| refuse(PAYLOAD_FORMAT, m))?;
         if !payload.contains(&Part::Body) {
             return Err(refuse(
                 PAYLOAD_FORMAT,
-                format!("{format:?} has no {{body}}: a signature that does not cover the body proves nothing about it"),
+                format!(
+                    "{format:?} has no {{body}}: a signature that does not cover the body proves nothing about it"
+                ),
             ));
         }
         if payload.contains(&Part::Timestamp) && !include_timestamp {
             return Err(refuse(
                 PAYLOAD_FORMAT,
-                format!("{format:?} signs {{timestamp}}, but {} is false: Vapi then sends no timestamp", var(INCLUDE_TIMESTAMP)),
+                format!(
+                    "{format:?} signs {{timestamp}}, but {} is false: Vapi then sends no timestamp",
+                    var(INCLUDE_TIMESTAMP)
+                ),
             ));
         }
         if payload.contains(&Part::MessageId) && message_id_header.is_none() {
             return Err(refuse(
                 MESSAGE_ID_HEADER,
-                format!("is required: {} signs {{svix-id}}, the value of this header", var(PAYLOAD_FORMAT)),
+                format!(
+                    "is required: {} signs {{svix-id}}, the value of this header",
+                    var(PAYLOAD_FORMAT)
+                ),
             ));
         }
         let url = env.raw(&var(SERVER_URL)).map(str::to_owned);
         if payload.contains(&Part::Url) && url.is_none() {
             return Err(refuse(
                 SERVER_URL,
-                format!("is required: {} signs {{url}}; set it to the Server URL exactly as configured in Vapi", var(PAYLOAD_FORMAT)),
+                format!(
+                    "is required: {} signs {{url}}; set it to the Server URL exactly as configured in Vapi",
+                    var(PAYLOAD_FORMAT)
+                ),
             ));
         }
         let prefix = env.raw(&var(SIGNATURE_PREFIX)).map(str::to_owned);
@@ -376,7 +408,13 @@ impl VapiHmac {
     ) -> Result<Self, ConfigError> {
         let options = Options::from_env(env, source)?;
         let base64 = env.bool(&source.var(SECRET_IS_BASE64), false)?;
-        Self::new(options, secrets, base64, tolerance_secs, &source.var("SECRET"))
+        Self::new(
+            options,
+            secrets,
+            base64,
+            tolerance_secs,
+            &source.var("SECRET"),
+        )
     }
 
     fn malformed(&self) -> AuthError {
@@ -390,7 +428,9 @@ impl VapiHmac {
     fn presented(&self, header: &str) -> Result<Vec<u8>, AuthError> {
         let options = &self.options;
         let digest = match &options.prefix {
-            Some(prefix) => header.strip_prefix(prefix.as_str()).ok_or(self.malformed())?,
+            Some(prefix) => header
+                .strip_prefix(prefix.as_str())
+                .ok_or(self.malformed())?,
             None => header
                 .strip_prefix(options.algorithm.name())
                 .and_then(|rest| rest.strip_prefix('='))
@@ -398,7 +438,9 @@ impl VapiHmac {
         };
         let bytes = match options.encoding {
             Encoding::Hex => hex::decode(digest).ok(),
-            Encoding::Base64 => base64::engine::general_purpose::STANDARD.decode(digest).ok(),
+            Encoding::Base64 => base64::engine::general_purpose::STANDARD
+                .decode(digest)
+                .ok(),
         };
         let length = options.algorithm.mac(b"", &[]).len();
         bytes.filter(|b| b.len() == length).ok_or(self.malformed())
@@ -463,8 +505,13 @@ impl Verifier for VapiHmac {
 fn sent_ms(text: &str) -> Option<i128> {
     if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
         let value: i128 = text.parse().ok()?;
-        return Some(if value > 100_000_000_000 { value } else { value * 1_000 });
+        return Some(if value > 100_000_000_000 {
+            value
+        } else {
+            value * 1_000
+        });
     }
-    let at = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
+    let at =
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
     Some(at.unix_timestamp_nanos() / 1_000_000)
 }

@@ -761,6 +761,32 @@ fn no_platform_apis(env: Env) -> Env {
         })
 }
 
+/// Runs `callsync-worker check` with `env`: whether it exited 0, and the
+/// lines it printed.
+pub async fn run_check(env: &Env) -> (bool, Vec<String>) {
+    let output = worker_command(env)
+        .arg("check")
+        .output()
+        .await
+        .expect("the CLI runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    (
+        output.status.success(),
+        stdout.lines().map(str::to_owned).collect(),
+    )
+}
+
+/// The refresh token the ledger keeps for `crm` (a self-renewing OAuth
+/// credential's newest).
+pub async fn stored_refresh_token(env: &TestEnv, crm: &str) -> String {
+    let ledger = env.ledger().await;
+    sqlx::query_scalar("SELECT refresh_token FROM oauth_refresh_tokens WHERE crm = $1")
+        .bind(crm)
+        .fetch_one(ledger.pool())
+        .await
+        .expect("a stored refresh token")
+}
+
 pub fn worker_command(env: &Env) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(binary("worker-process"));
     command.env_clear();

@@ -8,7 +8,7 @@
 
 use callsync_shared::config::Env;
 use callsync_tests::app::TestApp;
-use callsync_tests::harness::worker_command;
+use callsync_tests::harness::run_check;
 
 /// What one run of `check` printed, and whether it exited 0.
 #[derive(Debug)]
@@ -43,16 +43,8 @@ impl Checked {
 }
 
 async fn check(env: &Env) -> Checked {
-    let output = worker_command(env)
-        .arg("check")
-        .output()
-        .await
-        .expect("the CLI runs");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    Checked {
-        success: output.status.success(),
-        lines: stdout.lines().map(str::to_owned).collect(),
-    }
+    let (success, lines) = run_check(env).await;
+    Checked { success, lines }
 }
 
 async fn a_good_set_up_passes_every_check(crm: &'static str) {

@@ -8,7 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use callsync_tests::app::{AppBuilder, TestApp};
-use callsync_tests::harness::{voicedock_marker, voicedock_report};
+use callsync_tests::harness::{self, voicedock_marker, voicedock_report};
 use callsync_tests::sim::Snapshot;
 use callsync_tests::sim::gohighlevel::{OAUTH_CLIENT_ID, OAUTH_CLIENT_SECRET, OAUTH_REFRESH_TOKEN};
 
@@ -38,11 +38,7 @@ async fn post_calls(app: &TestApp, tag: &str, n: usize) -> Vec<String> {
 }
 
 async fn stored_refresh_token(app: &TestApp) -> String {
-    let ledger = app.env.ledger().await;
-    sqlx::query_scalar("SELECT refresh_token FROM oauth_refresh_tokens WHERE crm = 'gohighlevel'")
-        .fetch_one(ledger.pool())
-        .await
-        .expect("a stored refresh token")
+    harness::stored_refresh_token(&app.env, "gohighlevel").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

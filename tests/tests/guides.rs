@@ -9,7 +9,7 @@
 
 use callsync_shared::config::Env;
 use callsync_tests::app::TestApp;
-use callsync_tests::harness::{voicedock_marker, voicedock_report, worker_command};
+use callsync_tests::harness::{run_check, voicedock_marker, voicedock_report};
 use callsync_tests::sim::salesforce::{Org, custom_fields};
 
 fn guide(name: &str) -> String {
@@ -65,16 +65,7 @@ fn backticked(cell: &str) -> String {
 }
 
 async fn check(env: &Env) -> (bool, Vec<String>) {
-    let output = worker_command(env)
-        .arg("check")
-        .output()
-        .await
-        .expect("the CLI runs");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    (
-        output.status.success(),
-        stdout.lines().map(str::to_owned).collect(),
-    )
+    run_check(env).await
 }
 
 /// Posts one report with a follow-up and waits until it is synced.

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 
 use callsync_shared::config::Env;
 use callsync_tests::app::{AppBuilder, TestApp};
-use callsync_tests::harness::{voicedock_marker, voicedock_report, worker_command};
+use callsync_tests::harness::{self, run_check, voicedock_marker, voicedock_report};
 use callsync_tests::sim::hubspot::{
     Credential, OAUTH_CLIENT_ID, OAUTH_CLIENT_SECRET, OAUTH_REFRESH_TOKEN,
 };
@@ -39,16 +39,7 @@ fn public_app() -> AppBuilder {
 
 /// The lines `check` printed and whether it exited 0.
 async fn check(env: &Env) -> (bool, Vec<String>) {
-    let output = worker_command(env)
-        .arg("check")
-        .output()
-        .await
-        .expect("the CLI runs");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    (
-        output.status.success(),
-        stdout.lines().map(str::to_owned).collect(),
-    )
+    run_check(env).await
 }
 
 /// The one line of `lines` about `requirement`.
@@ -78,11 +69,7 @@ async fn post_calls(app: &TestApp, tag: &str, n: usize) -> Vec<String> {
 }
 
 async fn stored_refresh_token(app: &TestApp) -> String {
-    let ledger = app.env.ledger().await;
-    sqlx::query_scalar("SELECT refresh_token FROM oauth_refresh_tokens WHERE crm = 'hubspot'")
-        .fetch_one(ledger.pool())
-        .await
-        .expect("a stored refresh token")
+    harness::stored_refresh_token(&app.env, "hubspot").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

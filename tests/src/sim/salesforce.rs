@@ -724,9 +724,8 @@ fn by_external_id(state: &SimState) -> Result<(), Response> {
 async fn read_task(call: Call, Path((_, marker)): Path<(String, String)>) -> Response {
     guard(&call, "get_task", |state| {
         by_external_id(state)?;
-        let id = one_task_marked(state, &marker)?.ok_or_else(|| {
-            not_found("Provided external ID field does not exist or is not accessible")
-        })?;
+        let id = one_task_marked(state, &marker)?
+            .ok_or_else(|| not_found("The requested resource does not exist"))?;
         Ok(Json(json!({ "Id": id, "Callsync_Marker__c": marker })).into_response())
     })
     .await

@@ -76,7 +76,11 @@ pub const SPEC: CrmSpec = CrmSpec {
 /// (REST API developer guide, status codes). `INVALID_FIELD` with "No such
 /// column 'X' on sobject of type Y" names a field the sObject lacks, or one
 /// the integration user may not see (field-level security): for callsync's
-/// own custom fields, a set-up to complete.
+/// own custom fields, a set-up to complete. An upsert by External ID through
+/// a field that is gone (or no longer marked External ID) is a 404
+/// `NOT_FOUND` "Provided external ID field does not exist or is not
+/// accessible: X" — the same set-up, seen from the other route; a record
+/// that is merely absent is "The requested resource does not exist".
 fn read_refusal(body: &str) -> Option<Refusal> {
     #[derive(Deserialize)]
     struct Error {
@@ -90,6 +94,7 @@ fn read_refusal(body: &str) -> Option<Refusal> {
         "REQUEST_LIMIT_EXCEEDED" => Some(Refusal::RateLimited),
         "API_DISABLED_FOR_ORG" | "API_CURRENTLY_DISABLED" => Some(Refusal::Credential),
         "INVALID_FIELD" if e.message.contains("No such column") => Some(Refusal::Setup),
+        "NOT_FOUND" if e.message.starts_with("Provided external ID field") => Some(Refusal::Setup),
         _ => None,
     })
 }
@@ -1077,6 +1082,16 @@ mod tests {
         assert_eq!(read_refusal(missing), Some(Refusal::Setup));
         let other = r#"[{"errorCode":"INVALID_FIELD","message":"Foreign key external ID: x not found for field Callsync_Marker__c in entity Task"}]"#;
         assert_eq!(read_refusal(other), None);
+    }
+
+    #[test]
+    fn an_upsert_through_a_vanished_external_id_field_is_an_incomplete_set_up_and_an_absent_record_is_not()
+     {
+        let gone = r#"[{"errorCode":"NOT_FOUND","message":"Provided external ID field does not exist or is not accessible: Callsync_Marker__c"}]"#;
+        assert_eq!(read_refusal(gone), Some(Refusal::Setup));
+        let absent =
+            r#"[{"errorCode":"NOT_FOUND","message":"The requested resource does not exist"}]"#;
+        assert_eq!(read_refusal(absent), None);
     }
 
     #[test]

@@ -398,9 +398,17 @@ async fn duplicate(call: Call, Query(q): Query<HashMap<String, String>>) -> Resp
 }
 
 /// `POST /contacts/search`: filters, nested in `AND`/`OR` groups, on the
-/// contact's phone (`eq`: the stored string; `contains`: its digits contain
-/// the value's) or e-mail. Other fields and operators are refused with a 422.
-/// https://highlevel.stoplight.io/docs/integrations/dbe4f3a00a106-search-contacts
+/// contact's phone or e-mail. Other fields and operators are refused with a
+/// 422. https://highlevel.stoplight.io/docs/integrations/dbe4f3a00a106-search-contacts
+///
+/// A phone is held in E.164 ([`stored_phone`]), and the search doc asks for
+/// the country code in a phone value ("Do pass in the correct country
+/// code") without saying how a term is compared. The simulator takes the
+/// strictest reading: `eq` is the whole stored E.164 string, `contains` a
+/// run of characters of it (letters and digits only, as the doc says). So
+/// `+31612345678` is found by `eq +31612345678` and by `contains 612345678`,
+/// never by a national form (`0612345678`, `06 12345678`) or digits that
+/// are not contiguous in it.
 async fn search(call: Call, body: Bytes) -> Response {
     guard(
         &call,
@@ -471,10 +479,7 @@ fn filter_matches(filter: &Value, record: &Record) -> bool {
             let stored = record.prop(field).unwrap_or_default();
             match (field, filter["operator"].as_str()) {
                 (_, Some("eq")) => !stored.is_empty() && stored.eq_ignore_ascii_case(value),
-                ("phone", Some("contains")) => {
-                    let wanted = digits(value);
-                    !wanted.is_empty() && digits(stored).contains(&wanted)
-                }
+                ("phone", Some("contains")) => !value.is_empty() && stored.contains(value),
                 (_, Some("contains")) => {
                     !stored.is_empty() && stored.to_lowercase().contains(&value.to_lowercase())
                 }
@@ -484,8 +489,43 @@ fn filter_matches(filter: &Value, record: &Record) -> bool {
     }
 }
 
-fn digits(text: &str) -> String {
-    text.chars().filter(char::is_ascii_digit).collect()
+/// The phone GoHighLevel holds for `typed`: its E.164 form, a national
+/// number read in the contact's `country` (ISO 3166-1 alpha-2, the values of
+/// GoHighLevel's country list, https://marketplace.gohighlevel.com/docs/other/country)
+/// or, without one, the location's. GoHighLevel keeps contacts' phones in
+/// E.164 (its search doc's samples, `"phone": "+123456789"`, and its ask
+/// for the country code in searches); which country a national number is
+/// read in is not documented, and neither is what becomes of a number no
+/// country makes valid: the simulator keeps that one as typed, so that only
+/// `eq` with the same text finds it.
+pub fn stored_phone(typed: &str, country: Option<&str>, location_country: &str) -> String {
+    // A number with its `+` needs no country (and the parser, given one,
+    // would keep the `(0)` of `+31 (0)6 …`).
+    let region = (!typed.trim_start().starts_with('+'))
+        .then(|| {
+            country
+                .unwrap_or(location_country)
+                .parse::<phonenumber::country::Id>()
+                .ok()
+        })
+        .flatten();
+    phonenumber::parse(region, typed)
+        .ok()
+        .filter(phonenumber::is_valid)
+        .map_or_else(
+            || typed.to_owned(),
+            |n| n.format().mode(phonenumber::Mode::E164).to_string(),
+        )
+}
+
+/// `properties` with the phone as GoHighLevel would hold it.
+fn normalise_phone(location: &Location, properties: &mut Map<String, Value>) {
+    let Some(typed) = properties.get("phone").and_then(Value::as_str) else {
+        return;
+    };
+    let country = properties.get("country").and_then(Value::as_str);
+    let phone = stored_phone(typed, country, location.country);
+    properties.insert("phone".into(), json!(phone));
 }
 
 /// The location's contact settings.
@@ -503,6 +543,9 @@ pub struct Location {
     /// location, for showing that one contact per caller does not depend
     /// on the merge.
     pub upsert_merges: bool,
+    /// The location's country (ISO 3166-1 alpha-2): where a national
+    /// number without a contact country is read ([`stored_phone`]).
+    pub country: &'static str,
 }
 
 impl Default for Location {
@@ -510,6 +553,7 @@ impl Default for Location {
         Self {
             allow_duplicate_contacts: false,
             upsert_merges: true,
+            country: "US",
         }
     }
 }
@@ -578,21 +622,35 @@ impl CrmSim {
     pub fn set_gohighlevel_location(&self, location: Location) {
         self.shared.lock().gohighlevel = location;
     }
+
+    /// Adds a contact as a human typing it into GoHighLevel long ago would
+    /// have (already indexed): its phone held as GoHighLevel holds it
+    /// ([`stored_phone`], read in the contact's `country`). Returns its id.
+    pub fn seed_gohighlevel_contact(&self, mut properties: Map<String, Value>) -> String {
+        let location = self.shared.lock().gohighlevel;
+        normalise_phone(&location, &mut properties);
+        self.seed_contact(properties)
+    }
 }
 
 /// The contact fields the simulator keeps from a create or upsert body.
 fn contact_properties(state: &SimState, body: &Value) -> Result<Map<String, Value>, Response> {
-    let kept = CONTACT_FIELDS.into_iter().chain(["source"]);
+    let kept = CONTACT_FIELDS.into_iter().chain(["source", "country"]);
     let mut properties = pick(body.as_object().unwrap_or(&Map::new()), kept);
+    normalise_phone(&state.gohighlevel, &mut properties);
     properties.extend(custom_fields(state, body)?);
     Ok(properties)
 }
 
-/// The contact that already has the body's phone (checked first) or
-/// e-mail, and which of the two matched.
-fn duplicate_of(state: &SimState, body: &Value) -> Option<(usize, &'static str)> {
+/// The contact that already has the phone (checked first) or e-mail of
+/// `properties` (a body's, the phone as stored), and which of the two
+/// matched.
+fn duplicate_of(
+    state: &SimState,
+    properties: &Map<String, Value>,
+) -> Option<(usize, &'static str)> {
     let matching = |field: &'static str| {
-        let value = body[field].as_str()?;
+        let value = properties.get(field)?.as_str()?;
         let i = state
             .contacts
             .iter()
@@ -636,7 +694,7 @@ async fn create_contact(call: Call, body: Bytes) -> Response {
         let body = contact_body(&body, "CreateContactDto")?;
         let properties = contact_properties(state, &body)?;
         if !state.gohighlevel.allow_duplicate_contacts
-            && let Some((i, field)) = duplicate_of(state, &body)
+            && let Some((i, field)) = duplicate_of(state, &properties)
         {
             let existing = &state.contacts[i];
             return Err((
@@ -675,7 +733,7 @@ async fn upsert(call: Call, body: Bytes) -> Response {
         let existing = if always_new {
             None
         } else {
-            duplicate_of(state, &body).map(|(i, _)| i)
+            duplicate_of(state, &properties).map(|(i, _)| i)
         };
         if let Some(i) = existing {
             let existing = &mut state.contacts[i];
@@ -809,6 +867,19 @@ async fn list_children(call: Call, contact: String, child: &Child) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_phone_is_held_in_e164_read_in_the_contacts_country_or_else_the_locations() {
+        let held = |typed, country| stored_phone(typed, country, "US");
+        assert_eq!(held("06 12345678", Some("NL")), "+31612345678");
+        assert_eq!(held("+31 (0)6 45678901", None), "+31645678901");
+        assert_eq!(held("0031634567890", Some("NL")), "+31634567890");
+        assert_eq!(held("31667890123", Some("NL")), "+31667890123");
+        assert_eq!(held("(415) 555-0123", None), "+14155550123");
+        assert_eq!(held("513-227-1572", Some("US")), "+15132271572");
+        // Read in the location's country (US), a Dutch national number is no number.
+        assert_eq!(held("06 12345678", None), "06 12345678");
+    }
 
     #[test]
     fn the_openapi_schemas_accept_a_well_formed_task_and_refuse_an_incomplete_one() {

@@ -34,9 +34,17 @@ use super::{
 const SPEC: &str = include_str!("../../specs/gohighlevel/contacts.json");
 /// GoHighLevel's OpenAPI file for locations, with its custom fields routes.
 const LOCATIONS_SPEC: &str = include_str!("../../specs/gohighlevel/locations.json");
+/// GoHighLevel's OpenAPI file for opportunities and their pipelines.
+const OPPORTUNITIES_SPEC: &str = include_str!("../../specs/gohighlevel/opportunities.json");
 
-/// Every scope of the routes the simulator serves: what a new simulator's
-/// token holds.
+mod fields;
+mod opportunities;
+
+pub use opportunities::OPPORTUNITY_SCOPES;
+pub(crate) use opportunities::default_pipelines;
+
+/// Every scope of the routes the worker uses: what a new simulator's token
+/// holds, with [`OPPORTUNITY_SCOPES`].
 pub const ALL_SCOPES: [&str; 4] = [
     "contacts.readonly",
     "contacts.write",
@@ -52,7 +60,7 @@ fn scopes_of(operation_id: &str) -> &'static [String] {
     static SCOPES: OnceLock<HashMap<String, Vec<String>>> = OnceLock::new();
     let all = SCOPES.get_or_init(|| {
         let mut all = HashMap::new();
-        for file in [SPEC, LOCATIONS_SPEC] {
+        for file in [SPEC, LOCATIONS_SPEC, OPPORTUNITIES_SPEC] {
             let spec: Value = serde_json::from_str(file).expect("the OpenAPI file is JSON");
             let operations = spec["paths"]
                 .as_object()
@@ -91,10 +99,6 @@ pub const OAUTH_REFRESH_TOKEN: &str = "crm-sim-ghl-refresh-0";
 
 pub fn router(shared: Shared) -> Router {
     Router::new()
-        .route(
-            "/locations/{location}/customFields",
-            get(list_fields).post(create_field),
-        )
         .route("/oauth/token", post(oauth_token))
         .route("/contacts/search/duplicate", get(duplicate))
         .route("/contacts/search", post(search))
@@ -103,6 +107,8 @@ pub fn router(shared: Shared) -> Router {
         .route("/contacts/{id}", get(read).put(update))
         .route("/contacts/{id}/notes", children(&NOTE))
         .route("/contacts/{id}/tasks", children(&TASK))
+        .merge(fields::routes())
+        .merge(opportunities::routes())
         .with_state(shared)
 }
 
@@ -110,16 +116,17 @@ pub fn router(shared: Shared) -> Router {
 fn validator(name: &str) -> &'static jsonschema::Validator {
     static VALIDATORS: OnceLock<HashMap<String, jsonschema::Validator>> = OnceLock::new();
     let all = VALIDATORS.get_or_init(|| {
-        let spec: Value = serde_json::from_str(SPEC).expect("the OpenAPI file is JSON");
         [
-            "CreateContactDto",
-            "UpsertContactDto",
-            "UpdateContactDto",
-            "NotesDTO",
-            "CreateTaskParams",
+            (SPEC, "CreateContactDto"),
+            (SPEC, "UpsertContactDto"),
+            (SPEC, "UpdateContactDto"),
+            (SPEC, "NotesDTO"),
+            (SPEC, "CreateTaskParams"),
+            (OPPORTUNITIES_SPEC, "CreateDto"),
         ]
         .into_iter()
-        .map(|schema| {
+        .map(|(file, schema)| {
+            let spec: Value = serde_json::from_str(file).expect("the OpenAPI file is JSON");
             // The whole file is the root so that `#/components/...` references resolve.
             let mut root = json!({ "components": spec["components"].clone() });
             root["$ref"] = json!(format!("#/components/schemas/{schema}"));
@@ -137,13 +144,16 @@ fn validator(name: &str) -> &'static jsonschema::Validator {
 fn declared(schema: &str) -> &'static [String] {
     static DECLARED: OnceLock<HashMap<String, Vec<String>>> = OnceLock::new();
     let all = DECLARED.get_or_init(|| {
-        let spec: Value = serde_json::from_str(SPEC).expect("the OpenAPI file is JSON");
-        let schemas = spec["components"]["schemas"]
-            .as_object()
-            .cloned()
-            .unwrap_or_default();
+        // Schema names differ between the files, but for the custom field
+        // inputs they share.
+        let schemas = [SPEC, OPPORTUNITIES_SPEC].into_iter().flat_map(|file| {
+            let spec: Value = serde_json::from_str(file).expect("the OpenAPI file is JSON");
+            spec["components"]["schemas"]
+                .as_object()
+                .cloned()
+                .unwrap_or_default()
+        });
         schemas
-            .into_iter()
             .map(|(name, schema)| {
                 let mut keys: Vec<String> = schema["properties"]
                     .as_object()
@@ -323,52 +333,6 @@ fn insert(
     associations: Vec<String>,
 ) -> Record {
     state.insert_as(kind, properties, associations, ghl_id)
-}
-
-/// Custom fields are written by id; the stored property is the field's key.
-fn custom_fields(state: &SimState, body: &Value) -> Result<Map<String, Value>, Response> {
-    let mut into = Map::new();
-    for field in body["customFields"].as_array().into_iter().flatten() {
-        let id = field["id"].as_str().unwrap_or_default();
-        let Some((_, key)) = state.person_fields.iter().find(|(i, _)| i == id) else {
-            return Err(unprocessable(vec![format!(
-                "custom field {id:?} does not exist"
-            )]));
-        };
-        if let Some(value) = field.get("field_value") {
-            into.insert(key.trim_start_matches("contact.").to_owned(), value.clone());
-        }
-    }
-    Ok(into)
-}
-
-async fn list_fields(call: Call, Path(_location): Path<String>) -> Response {
-    guard(&call, "list_fields", "get-custom-fields", |state| {
-        let fields: Vec<Value> = state
-            .person_fields
-            .iter()
-            .map(|(id, key)| json!({ "id": id, "fieldKey": key, "name": key.trim_start_matches("contact.").replace('_', " ") }))
-            .collect();
-        Ok(Json(json!({ "customFields": fields })).into_response())
-    })
-    .await
-}
-
-async fn create_field(call: Call, Path(_location): Path<String>, body: Bytes) -> Response {
-    guard(&call, "create_field", "create-custom-field", |state| {
-        let body = parse(&body)?;
-        let (Some(name), Some(_)) = (body["name"].as_str(), body["dataType"].as_str()) else {
-            return Err(unprocessable(vec!["name and dataType are required".into()]));
-        };
-        let key = format!("contact.{}", name.replace(' ', "_"));
-        let id = format!("fld{:0>17}", state.person_fields.len() + 1);
-        state.person_fields.push((id.clone(), key.clone()));
-        Ok(
-            Json(json!({ "customField": { "id": id, "fieldKey": key, "name": name } }))
-                .into_response(),
-        )
-    })
-    .await
 }
 
 async fn duplicate(call: Call, Query(q): Query<HashMap<String, String>>) -> Response {
@@ -613,7 +577,7 @@ impl CrmSim {
     }
 
     /// The scopes GoHighLevel's token holds from now on (a new simulator's
-    /// token holds [`ALL_SCOPES`]).
+    /// token holds [`ALL_SCOPES`] and [`OPPORTUNITY_SCOPES`]).
     pub fn grant_gohighlevel_scopes(&self, scopes: &[&str]) {
         self.shared.lock().gohighlevel_scopes = scopes.iter().map(|s| (*s).to_owned()).collect();
     }
@@ -638,7 +602,7 @@ fn contact_properties(state: &SimState, body: &Value) -> Result<Map<String, Valu
     let kept = CONTACT_FIELDS.into_iter().chain(["source", "country"]);
     let mut properties = pick(body.as_object().unwrap_or(&Map::new()), kept);
     normalise_phone(&state.gohighlevel, &mut properties);
-    properties.extend(custom_fields(state, body)?);
+    properties.extend(fields::custom_fields(state, "contact", body)?);
     Ok(properties)
 }
 
@@ -765,7 +729,7 @@ fn contact_not_found() -> Response {
 async fn update(call: Call, Path(id): Path<String>, body: Bytes) -> Response {
     guard(&call, "update_contact", "update-contact", |state| {
         let body = checked(&body, "UpdateContactDto")?;
-        let changes = custom_fields(state, &body)?;
+        let changes = fields::custom_fields(state, "contact", &body)?;
         let contact = state
             .update(Kind::Contacts, &id, changes)
             .ok_or_else(contact_not_found)?;

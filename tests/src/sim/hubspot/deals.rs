@@ -2,17 +2,21 @@
 //! `POST /crm/v3/objects/deals` and `POST /crm/v3/objects/deals/search`,
 //! each needing the deals object scopes.
 //!
-//! "When creating a new deal, … include dealname, dealstage and, if you
-//! have multiple pipelines, pipeline. If a pipeline isn't specified, the
-//! default pipeline will be used"; a deal is associated with a contact by
-//! the `HUBSPOT_DEFINED` association type 3 (deal to contact)
-//! (https://developers.hubspot.com/docs/guides/api/crm/objects/deals and
-//! https://developers.hubspot.com/docs/guides/api/crm/associations/associations-v4,
+//! "When creating a new deal, you should include the following properties
+//! in the request: dealname, dealstage, and if you have multiple
+//! pipelines, pipeline. If a pipeline isn't specified, the default
+//! pipeline will be used", and "You must use the internal ID of a deal
+//! stage or pipeline" (https://developers.hubspot.com/docs/api/crm/deals).
+//! The simulator reads "should" strictly: a deal without `dealname` or
+//! `dealstage` is refused. A deal is associated with a contact by the
+//! `HUBSPOT_DEFINED` association type 3, deal to contact
+//! (https://developers.hubspot.com/docs/guides/api/crm/associations/associations-v4,
 //! "Association type IDs"). A `pipeline` or `dealstage` the account does
-//! not have is refused as any enumeration value that is not an option:
-//! 400 `VALIDATION_ERROR` with an `INVALID_OPTION` entry; a stage is an
-//! option only of its own pipeline (the pipelines API lists stages per
-//! pipeline: https://developers.hubspot.com/docs/guides/api/crm/pipelines).
+//! not have (a label instead of the internal id among them) is refused as
+//! any enumeration value that is not an option: 400 `VALIDATION_ERROR`
+//! with an `INVALID_OPTION` entry; a stage is an option only of its own
+//! pipeline (the pipelines API lists stages per pipeline:
+//! https://developers.hubspot.com/docs/guides/api/crm/pipelines).
 //! The default pipeline and its stages are those of a new account
 //! ("Sales Pipeline": Appointment Scheduled … Closed Lost).
 

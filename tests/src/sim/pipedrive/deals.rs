@@ -54,8 +54,11 @@ const DEAL_KEYS: &[&str] = &[
 
 const STATUSES: &[&str] = &["open", "won", "lost"];
 
-/// A new Pipedrive account's pipeline and its five stages.
-/// https://support.pipedrive.com/en/article/pipelines (the default pipeline)
+/// The simulator's account starts with one pipeline of five stages, as a
+/// new Pipedrive company's default pipeline has (Qualified … Negotiations
+/// Started; the API reference does not list them, so nothing should rely
+/// on their names); a test sets others with
+/// [`crate::sim::CrmSim::set_pipelines`].
 pub(crate) fn default_pipelines() -> Vec<Pipeline> {
     vec![Pipeline::new(
         "1",

@@ -32,8 +32,11 @@ use super::{Params, error, guard, invalid, ok, parse};
 use crate::sim::schema::{CustomField, FieldOption, Vendor};
 use crate::sim::{Call, Limits, Shared, State as SimState};
 
-/// The field types Pipedrive's "Add a new person field" documents for
-/// `field_type`.
+/// The field types of `field_type` in "Add a new person field" and "Add a
+/// new deal field" (Pipedrive's OpenAPI description, a table of value and
+/// meaning: `varchar` "Text (up to 255 characters)", `text` "Long text (up
+/// to 65k characters)", `int` "Integer value", `phone` "Phone field (up to
+/// 255 numbers and/or characters)", `date` "Date (format YYYY-MM-DD)", …).
 /// https://developers.pipedrive.com/docs/api/v1/PersonFields#addPersonField
 const FIELD_TYPES: &[&str] = &[
     "address",
@@ -41,6 +44,7 @@ const FIELD_TYPES: &[&str] = &[
     "daterange",
     "double",
     "enum",
+    "int",
     "monetary",
     "org",
     "people",
@@ -55,8 +59,8 @@ const FIELD_TYPES: &[&str] = &[
     "visible_to",
 ];
 
-/// A `varchar` ("Text") holds up to 255 characters
-/// (https://support.pipedrive.com/en/article/custom-fields, "Text").
+/// What `varchar`, `varchar_auto` and `phone` hold at most (the same
+/// table).
 const VARCHAR_MAX: usize = 255;
 
 /// The objects with field lists: their route, the operations their list
@@ -288,15 +292,19 @@ fn check_value(field: &CustomField, value: &Value) -> Result<(), String> {
     }
     let option = |v: &Value| v.is_i64() && field.has_option(v);
     match field.field_type.as_str() {
-        "varchar" | "varchar_auto" => match value.as_str() {
+        "varchar" | "varchar_auto" | "phone" => match value.as_str() {
             Some(text) if text.chars().count() <= VARCHAR_MAX => Ok(()),
             Some(_) => Err(format!("must be at most {VARCHAR_MAX} characters")),
             None => Err("must be a string".into()),
         },
-        "text" | "phone" => value
+        "text" => value
             .is_string()
             .then_some(())
             .ok_or("must be a string".into()),
+        "int" => value
+            .is_i64()
+            .then_some(())
+            .ok_or("must be an integer".into()),
         "double" => value
             .is_number()
             .then_some(())
@@ -357,6 +365,8 @@ mod tests {
             ("varchar", json!("x".repeat(256))),
             ("varchar", json!(5)),
             ("double", json!("1.5")),
+            ("int", json!(1.5)),
+            ("phone", json!("1".repeat(256))),
             ("monetary", json!(2300)),
             ("date", json!("2026-02-30")),
             ("enum", json!("Hot")),

@@ -3,9 +3,14 @@
 //! the check of a written value against its field's type.
 //!
 //! The REST API reads a record's JSON into the field types, and a value it
-//! cannot read as the field's type fails the request with
-//! `JSON_PARSER_ERROR` ("Cannot deserialize instance of <type> from
-//! <token> value …"); a value outside a restricted picklist is refused with
+//! cannot read as the field's type fails the request with 400
+//! `JSON_PARSER_ERROR`, "Cannot deserialize instance of <type> from <token>
+//! value <value> or request may be missing a required field at [line:…,
+//! column:…]", as answered for a date field given a date-time
+//! (qoretechnologies/qore#3908), a date-time without its `T`
+//! (restforce/restforce#897) and a date given an object
+//! (forcedotcom/SalesforceMobileSDK-ReactNative#194); the simulator leaves
+//! out the position. A value outside a restricted picklist is refused with
 //! `INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST`, "bad value for restricted
 //! picklist field: <value>"
 //! (https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/errorcodes.htm,
@@ -214,7 +219,7 @@ fn readable(kind: &str, value: &Value) -> Result<(), &'static str> {
         "boolean" => "boolean",
         "date" => "date",
         "datetime" => "datetime",
-        _ => "String",
+        _ => "string",
     };
     if ok { Ok(()) } else { Err(java) }
 }
@@ -280,6 +285,6 @@ mod tests {
         assert_eq!(readable("double", &json!("12")), Err("double"));
         assert!(readable("currency", &json!(12.5)).is_ok());
         assert_eq!(readable("boolean", &json!("true")), Err("boolean"));
-        assert_eq!(readable("string", &json!(5)), Err("String"));
+        assert_eq!(readable("string", &json!(5)), Err("string"));
     }
 }

@@ -335,6 +335,11 @@ fn insert(
     state.insert_as(kind, properties, associations, ghl_id)
 }
 
+/// `GET /contacts/search/duplicate`: the contact whose phone is `number`
+/// (the doc's form: "+1423164516", URL-encoded) or whose e-mail is
+/// `email`. The phone is compared with the E.164 GoHighLevel holds, whole:
+/// a national form finds nothing (the strictest reading; the matching is
+/// not documented).
 async fn duplicate(call: Call, Query(q): Query<HashMap<String, String>>) -> Response {
     guard(
         &call,

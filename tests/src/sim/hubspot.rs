@@ -489,7 +489,9 @@ async fn create(call: Call, Path(object): Path<String>, body: Bytes) -> Response
                 unique_email(state, &properties)?;
                 Vec::new()
             }
-            Kind::Calls | Kind::Tasks | Kind::Deals => {
+            // Deals have routes of their own (`deals.rs`).
+            Kind::Deals => return Err(not_found("unknown object type")),
+            Kind::Calls | Kind::Tasks => {
                 if properties.get("hs_timestamp").is_none() {
                     return Err(invalid("hs_timestamp is required"));
                 }

@@ -523,3 +523,34 @@ async fn gohighlevel_opportunity_routes_need_the_opportunity_scopes() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert!(sim.snapshot().deals.is_empty());
 }
+
+/// An opportunity's custom fields name an opportunity field by `id` or
+/// `key` ("Pass either `id` or `key`", `apps/opportunities.json`) and hold
+/// a value of its type; a contact field is no opportunity field.
+#[tokio::test]
+async fn gohighlevel_checks_an_opportunitys_custom_fields_against_the_opportunity_fields() {
+    let sim = SimClient::start().await;
+    sim.define_gohighlevel_field("opportunity", "source", "SINGLE_OPTIONS", &["Phone", "Web"]);
+    let contact_field = sim.define_gohighlevel_field("contact", "tier", "TEXT", &[]);
+    let contact = sim.seed_contact(properties(json!({ "name": "Ann" })));
+    let pipeline = sim.pipelines(Vendor::Gohighlevel)[0].id.clone();
+    let create = |fields: Value| {
+        let mut body = ghl_opportunity(&pipeline, None, &contact);
+        body["customFields"] = fields;
+        sim.gohighlevel(Method::POST, "/opportunities/").json(&body)
+    };
+    let refused = [
+        json!([{ "key": "source", "field_value": "Fax" }]),
+        json!([{ "id": contact_field.id, "field_value": "Gold" }]),
+    ];
+    for fields in refused {
+        expect(StatusCode::UNPROCESSABLE_ENTITY, create(fields)).await;
+    }
+    assert!(sim.snapshot().deals.is_empty(), "nothing refused is stored");
+    let created = expect(
+        StatusCode::CREATED,
+        create(json!([{ "key": "source", "field_value": "Phone" }])),
+    )
+    .await;
+    assert_eq!(created["opportunity"]["customFields"]["source"], "Phone");
+}

@@ -348,3 +348,38 @@ async fn gohighlevel_refuses_a_custom_field_value_its_data_type_cannot_hold() {
     assert_eq!(s.contacts[0].prop("temperature"), Some("Hot"));
     assert_eq!(s.contacts[0].prop("score"), Some("12"));
 }
+
+/// callsync's own custom fields are typed as the set-up guide makes them:
+/// `Callsync_Last_Call_At__c` is a date-time, so a date-time without its
+/// `T`, or a bare date, is `JSON_PARSER_ERROR`, and Salesforce's own
+/// forms are taken.
+#[tokio::test]
+async fn salesforce_reads_callsyncs_last_call_time_as_a_date_time() {
+    let sim = SimClient::start().await;
+    let created = expect(
+        StatusCode::CREATED,
+        sim.salesforce(Method::POST, "/sobjects/Contact")
+            .json(&json!({ "LastName": "Ann" })),
+    )
+    .await;
+    let path = format!("/sobjects/Contact/{}", created["id"].as_str().unwrap());
+    let update = |at: &str| {
+        sim.salesforce(Method::PATCH, &path)
+            .json(&json!({ "Callsync_Last_Call_At__c": at }))
+    };
+    for refused in ["2026-05-01 08:00:00", "2026-05-01"] {
+        let body = expect(StatusCode::BAD_REQUEST, update(refused)).await;
+        assert_eq!(
+            body[0]["errorCode"], "JSON_PARSER_ERROR",
+            "{refused}: {body}"
+        );
+    }
+    assert!(
+        sim.snapshot().contacts[0]
+            .prop("Callsync_Last_Call_At__c")
+            .is_none()
+    );
+    for taken in ["2026-05-01T08:00:00.000Z", "2026-05-01T08:00:00.000+0000"] {
+        expect(StatusCode::NO_CONTENT, update(taken)).await;
+    }
+}

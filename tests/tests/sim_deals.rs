@@ -205,6 +205,38 @@ async fn pipedrive_lists_pipelines_and_the_stages_of_one() {
         stages["data"],
         json!([{ "id": 3, "name": "Intro", "pipeline_id": 2, "order_nr": 1 }])
     );
+    // v2 pages by cursor and takes only an integer pipeline id.
+    let first = expect(
+        StatusCode::OK,
+        sim.pipedrive(Method::GET, "/api/v2/stages")
+            .query(&[("pipeline_id", "1"), ("limit", "1")]),
+    )
+    .await;
+    assert_eq!(first["data"][0]["name"], "Qualified");
+    let cursor = first["additional_data"]["next_cursor"].as_str().unwrap();
+    let next = expect(
+        StatusCode::OK,
+        sim.pipedrive(Method::GET, "/api/v2/stages").query(&[
+            ("pipeline_id", "1"),
+            ("limit", "1"),
+            ("cursor", cursor),
+        ]),
+    )
+    .await;
+    assert_eq!(next["data"][0]["name"], "Won");
+    assert!(next["additional_data"]["next_cursor"].is_null());
+    expect(
+        StatusCode::BAD_REQUEST,
+        sim.pipedrive(Method::GET, "/api/v2/stages")
+            .query(&[("pipeline_id", "Sales")]),
+    )
+    .await;
+    let v2 = expect(
+        StatusCode::OK,
+        sim.pipedrive(Method::GET, "/api/v2/pipelines"),
+    )
+    .await;
+    assert_eq!(v2["data"].as_array().unwrap().len(), 2);
 }
 
 /// A v2 deal needs a title; its person, pipeline and stage must exist and

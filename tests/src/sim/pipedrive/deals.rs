@@ -1,5 +1,6 @@
 //! Pipedrive's pipelines, stages and deals: `GET /api/v1/pipelines`,
-//! `GET /api/v1/stages?pipeline_id=`, and `POST`/`GET /api/v2/deals` (v2,
+//! `GET /api/v1/stages?pipeline_id=` (and their v2 forms, paged by
+//! cursor), and `POST`/`GET /api/v2/deals` (v2,
 //! as the worker's other writes: persons and activities).
 //!
 //! A deal needs a `title` ("required", Add a deal, API v2); `person_id`,
@@ -77,6 +78,8 @@ pub(super) fn routes() -> Router<Shared> {
     Router::new()
         .route("/api/v1/pipelines", get(pipelines))
         .route("/api/v1/stages", get(stages))
+        .route("/api/v2/pipelines", get(pipelines_v2))
+        .route("/api/v2/stages", get(stages_v2))
         .route("/api/v2/deals", get(list_deals).post(create_deal))
 }
 
@@ -113,6 +116,58 @@ async fn stages(call: Call, Query(q): Params) -> Response {
             })
             .collect();
         Ok(ok(StatusCode::OK, json!(stages)))
+    })
+    .await
+}
+
+/// `GET /api/v2/pipelines`: the pipelines, by cursor (v2 lists page by
+/// cursor and validate their parameters).
+/// https://developers.pipedrive.com/docs/api/v1/Pipelines#getPipelines (API v2)
+async fn pipelines_v2(call: Call, Query(q): Params) -> Response {
+    guard(&call, "list_pipelines", Limits::General, None, |state| {
+        let pipelines = state
+            .pipelines_of(Vendor::Pipedrive)
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let id = number(&p.id);
+                (
+                    id,
+                    json!({ "id": id, "name": p.label, "order_nr": i + 1, "is_deleted": false }),
+                )
+            })
+            .collect();
+        Ok(cursor_page(pipelines, &q))
+    })
+    .await
+}
+
+/// `GET /api/v2/stages`: the stages, or those of `pipeline_id` (an
+/// integer: v2 coerces no other text), by cursor.
+/// https://developers.pipedrive.com/docs/api/v1/Stages#getStages (API v2)
+async fn stages_v2(call: Call, Query(q): Params) -> Response {
+    guard(&call, "list_stages", Limits::General, None, |state| {
+        let wanted = match q.get("pipeline_id").map(|p| p.parse::<i64>()) {
+            None => None,
+            Some(Ok(id)) => Some(id),
+            Some(Err(_)) => {
+                return Err(invalid(
+                    "Validation failed: pipeline_id: must be an integer",
+                ));
+            }
+        };
+        let stages = state
+            .pipelines_of(Vendor::Pipedrive)
+            .iter()
+            .filter(|p| wanted.is_none_or(|w| w == number(&p.id)))
+            .flat_map(|p| {
+                p.stages.iter().enumerate().map(|(i, s)| {
+                    let id = number(&s.id);
+                    (id, json!({ "id": id, "name": s.label, "pipeline_id": number(&p.id), "order_nr": i + 1, "is_deleted": false }))
+                })
+            })
+            .collect();
+        Ok(cursor_page(stages, &q))
     })
     .await
 }

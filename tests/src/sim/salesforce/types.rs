@@ -191,7 +191,7 @@ fn is_datetime(text: &str) -> bool {
         time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).is_ok()
     };
     let colon_less = text.len() > 5
-        && text.is_char_boundary(text.len() - 5)
+        && text.is_char_boundary(text.len() - 2)
         && rfc3339(&format!(
             "{}:{}",
             &text[..text.len() - 2],
@@ -282,6 +282,10 @@ mod tests {
         assert!(readable("datetime", &json!("2026-05-01T08:00:00.000Z")).is_ok());
         assert!(readable("datetime", &json!("2026-05-01T08:00:00.000+0000")).is_ok());
         assert_eq!(readable("datetime", &json!("2026-05-01")), Err("datetime"));
+        assert_eq!(
+            readable("datetime", &json!("2026-05-01T08:00é")),
+            Err("datetime")
+        );
         assert_eq!(readable("double", &json!("12")), Err("double"));
         assert!(readable("currency", &json!(12.5)).is_ok());
         assert_eq!(readable("boolean", &json!("true")), Err("boolean"));

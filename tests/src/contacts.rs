@@ -1,4 +1,5 @@
-//! Contacts as people typed them into a CRM, for the tests and the
+//! Contacts as people typed them into a CRM (or, for GoHighLevel, which
+//! keeps phones in E.164, as it holds what they typed), for the tests and the
 //! benchmark that find existing contacts: the record each CRM holds for a
 //! number typed in a given field and format, and the request each CRM
 //! searches contacts with.
@@ -38,8 +39,12 @@ pub fn typed_contact(
             "phones": [{ "value": "", "primary": true, "label": "work" }, { "value": number, "primary": false, "label": "mobile" }],
             "update_time": updated
         }),
-        // A GoHighLevel contact has one phone field.
-        ("gohighlevel", _) => json!({ "name": name, "phone": number, "dateUpdated": updated }),
+        // A GoHighLevel contact has one phone field, held in E.164: the
+        // number is read in the contact's country ([`seed`] stores it as
+        // GoHighLevel would).
+        ("gohighlevel", _) => json!({
+            "name": name, "phone": number, "country": typed_country(number), "dateUpdated": updated
+        }),
         ("salesforce", Field::Main) => json!({
             "LastName": name, "Phone": number, "LastModifiedDate": salesforce_time(updated)
         }),
@@ -51,6 +56,15 @@ pub fn typed_contact(
     contact.as_object().cloned().unwrap_or_default()
 }
 
+/// The country a person typing `number` into a contact would have given it
+/// (the fixtures hold Dutch and US numbers): the Netherlands where the
+/// number is a Dutch one, else the United States.
+fn typed_country(number: &str) -> &'static str {
+    let dutch = phonenumber::parse(Some(phonenumber::country::Id::NL), number)
+        .is_ok_and(|n| phonenumber::is_valid(&n) && n.code().value() == 31);
+    if dutch { "NL" } else { "US" }
+}
+
 /// Salesforce writes `2026-01-01T00:00:00.000+0000`.
 fn salesforce_time(rfc3339: &str) -> String {
     rfc3339.replace('Z', ".000+0000")
@@ -59,6 +73,9 @@ fn salesforce_time(rfc3339: &str) -> String {
 /// Seeds a contact into the environment's CRM; returns its id (Salesforce
 /// ids carry the Contact key prefix `003`).
 pub fn seed(env: &TestEnv, contact: Map<String, Value>) -> String {
+    if env.crm == "gohighlevel" {
+        return env.sim.seed_gohighlevel_contact(contact);
+    }
     if env.crm != "salesforce" {
         return env.sim.seed_contact(contact);
     }

@@ -1,7 +1,8 @@
 //! A caller whose number a human typed into the CRM in any format lands on
 //! that contact, for every CRM with contacts: HubSpot, Pipedrive,
 //! GoHighLevel and Salesforce, each against crm-sim storing numbers as
-//! typed and searching them as the vendor documents, behind a search index
+//! typed (GoHighLevel: as it holds them, in E.164 read in the contact's
+//! country) and searching them as the vendor documents, behind a search index
 //! that lags writes as in production, and under each vendor's documented
 //! rate limits. Test names read `<scenario>::<crm>`.
 

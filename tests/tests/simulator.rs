@@ -1392,3 +1392,61 @@ async fn gohighlevel_search_refuses_a_missing_page_limit_and_special_characters_
     .await;
     expect(StatusCode::OK, search(contains("612345678"))).await;
 }
+
+/// GoHighLevel holds phones in E.164 and, as the strictest reading of its
+/// search doc, finds one by `eq` on the whole E.164 string or `contains`
+/// on a run of it, never by a national form or scattered digits; the
+/// duplicate search takes the E.164 form only. A number written
+/// nationally is held in E.164 read in the contact's country.
+#[tokio::test]
+async fn gohighlevel_holds_phones_in_e164_and_finds_them_by_that_form_only() {
+    let sim = sim().await;
+    let mut typed = ghl_contact("06 12345678");
+    typed["country"] = json!("NL");
+    let created = expect(
+        StatusCode::OK,
+        sim.gohighlevel(Method::POST, "/contacts/upsert")
+            .json(&typed),
+    )
+    .await;
+    assert_eq!(created["contact"]["phone"], "+31612345678");
+    // The same number in another form is the same contact: no second one.
+    let again = expect(
+        StatusCode::OK,
+        sim.gohighlevel(Method::POST, "/contacts/upsert")
+            .json(&ghl_contact("+31 6 1234 5678")),
+    )
+    .await;
+    assert_eq!(again["new"], false);
+    assert_eq!(sim.snapshot().contacts.len(), 1);
+
+    let search = |operator: &str, value: &str| {
+        sim.gohighlevel(Method::POST, "/contacts/search").json(
+            &json!({ "locationId": "loc-1", "page": 1, "pageLimit": 10, "filters": [
+                { "field": "phone", "operator": operator, "value": value }
+            ]}),
+        )
+    };
+    let found = |body: Value| body["contacts"].as_array().map_or(0, Vec::len);
+    for (operator, value, hits) in [
+        ("eq", "+31612345678", 1),
+        ("contains", "612345678", 1),
+        ("contains", "31612345678", 1),
+        ("eq", "06 12345678", 0),
+        ("eq", "0612345678", 0),
+        ("eq", "612345678", 0),
+        ("contains", "0612345678", 0),
+        ("contains", "61245678", 0),
+    ] {
+        let body = expect(StatusCode::OK, search(operator, value)).await;
+        assert_eq!(found(body), hits, "{operator} {value}");
+    }
+    let duplicate = |number: &str| {
+        sim.gohighlevel(Method::GET, "/contacts/search/duplicate")
+            .query(&[("locationId", "loc-1"), ("number", number)])
+    };
+    let by_e164 = expect(StatusCode::OK, duplicate("+31612345678")).await;
+    assert_eq!(by_e164["contact"]["id"], created["contact"]["id"]);
+    let by_national = expect(StatusCode::OK, duplicate("0612345678")).await;
+    assert!(by_national["contact"].is_null(), "{by_national}");
+}

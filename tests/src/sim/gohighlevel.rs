@@ -34,9 +34,17 @@ use super::{
 const SPEC: &str = include_str!("../../specs/gohighlevel/contacts.json");
 /// GoHighLevel's OpenAPI file for locations, with its custom fields routes.
 const LOCATIONS_SPEC: &str = include_str!("../../specs/gohighlevel/locations.json");
+/// GoHighLevel's OpenAPI file for opportunities and their pipelines.
+const OPPORTUNITIES_SPEC: &str = include_str!("../../specs/gohighlevel/opportunities.json");
 
-/// Every scope of the routes the simulator serves: what a new simulator's
-/// token holds.
+mod fields;
+mod opportunities;
+
+pub use opportunities::OPPORTUNITY_SCOPES;
+pub(crate) use opportunities::default_pipelines;
+
+/// Every scope of the routes the worker uses: what a new simulator's token
+/// holds, with [`OPPORTUNITY_SCOPES`].
 pub const ALL_SCOPES: [&str; 4] = [
     "contacts.readonly",
     "contacts.write",
@@ -52,7 +60,7 @@ fn scopes_of(operation_id: &str) -> &'static [String] {
     static SCOPES: OnceLock<HashMap<String, Vec<String>>> = OnceLock::new();
     let all = SCOPES.get_or_init(|| {
         let mut all = HashMap::new();
-        for file in [SPEC, LOCATIONS_SPEC] {
+        for file in [SPEC, LOCATIONS_SPEC, OPPORTUNITIES_SPEC] {
             let spec: Value = serde_json::from_str(file).expect("the OpenAPI file is JSON");
             let operations = spec["paths"]
                 .as_object()
@@ -91,10 +99,6 @@ pub const OAUTH_REFRESH_TOKEN: &str = "crm-sim-ghl-refresh-0";
 
 pub fn router(shared: Shared) -> Router {
     Router::new()
-        .route(
-            "/locations/{location}/customFields",
-            get(list_fields).post(create_field),
-        )
         .route("/oauth/token", post(oauth_token))
         .route("/contacts/search/duplicate", get(duplicate))
         .route("/contacts/search", post(search))
@@ -103,6 +107,8 @@ pub fn router(shared: Shared) -> Router {
         .route("/contacts/{id}", get(read).put(update))
         .route("/contacts/{id}/notes", children(&NOTE))
         .route("/contacts/{id}/tasks", children(&TASK))
+        .merge(fields::routes())
+        .merge(opportunities::routes())
         .with_state(shared)
 }
 
@@ -110,16 +116,17 @@ pub fn router(shared: Shared) -> Router {
 fn validator(name: &str) -> &'static jsonschema::Validator {
     static VALIDATORS: OnceLock<HashMap<String, jsonschema::Validator>> = OnceLock::new();
     let all = VALIDATORS.get_or_init(|| {
-        let spec: Value = serde_json::from_str(SPEC).expect("the OpenAPI file is JSON");
         [
-            "CreateContactDto",
-            "UpsertContactDto",
-            "UpdateContactDto",
-            "NotesDTO",
-            "CreateTaskParams",
+            (SPEC, "CreateContactDto"),
+            (SPEC, "UpsertContactDto"),
+            (SPEC, "UpdateContactDto"),
+            (SPEC, "NotesDTO"),
+            (SPEC, "CreateTaskParams"),
+            (OPPORTUNITIES_SPEC, "CreateDto"),
         ]
         .into_iter()
-        .map(|schema| {
+        .map(|(file, schema)| {
+            let spec: Value = serde_json::from_str(file).expect("the OpenAPI file is JSON");
             // The whole file is the root so that `#/components/...` references resolve.
             let mut root = json!({ "components": spec["components"].clone() });
             root["$ref"] = json!(format!("#/components/schemas/{schema}"));
@@ -137,13 +144,16 @@ fn validator(name: &str) -> &'static jsonschema::Validator {
 fn declared(schema: &str) -> &'static [String] {
     static DECLARED: OnceLock<HashMap<String, Vec<String>>> = OnceLock::new();
     let all = DECLARED.get_or_init(|| {
-        let spec: Value = serde_json::from_str(SPEC).expect("the OpenAPI file is JSON");
-        let schemas = spec["components"]["schemas"]
-            .as_object()
-            .cloned()
-            .unwrap_or_default();
+        // Schema names differ between the files, but for the custom field
+        // inputs they share.
+        let schemas = [SPEC, OPPORTUNITIES_SPEC].into_iter().flat_map(|file| {
+            let spec: Value = serde_json::from_str(file).expect("the OpenAPI file is JSON");
+            spec["components"]["schemas"]
+                .as_object()
+                .cloned()
+                .unwrap_or_default()
+        });
         schemas
-            .into_iter()
             .map(|(name, schema)| {
                 let mut keys: Vec<String> = schema["properties"]
                     .as_object()
@@ -325,52 +335,11 @@ fn insert(
     state.insert_as(kind, properties, associations, ghl_id)
 }
 
-/// Custom fields are written by id; the stored property is the field's key.
-fn custom_fields(state: &SimState, body: &Value) -> Result<Map<String, Value>, Response> {
-    let mut into = Map::new();
-    for field in body["customFields"].as_array().into_iter().flatten() {
-        let id = field["id"].as_str().unwrap_or_default();
-        let Some((_, key)) = state.person_fields.iter().find(|(i, _)| i == id) else {
-            return Err(unprocessable(vec![format!(
-                "custom field {id:?} does not exist"
-            )]));
-        };
-        if let Some(value) = field.get("field_value") {
-            into.insert(key.trim_start_matches("contact.").to_owned(), value.clone());
-        }
-    }
-    Ok(into)
-}
-
-async fn list_fields(call: Call, Path(_location): Path<String>) -> Response {
-    guard(&call, "list_fields", "get-custom-fields", |state| {
-        let fields: Vec<Value> = state
-            .person_fields
-            .iter()
-            .map(|(id, key)| json!({ "id": id, "fieldKey": key, "name": key.trim_start_matches("contact.").replace('_', " ") }))
-            .collect();
-        Ok(Json(json!({ "customFields": fields })).into_response())
-    })
-    .await
-}
-
-async fn create_field(call: Call, Path(_location): Path<String>, body: Bytes) -> Response {
-    guard(&call, "create_field", "create-custom-field", |state| {
-        let body = parse(&body)?;
-        let (Some(name), Some(_)) = (body["name"].as_str(), body["dataType"].as_str()) else {
-            return Err(unprocessable(vec!["name and dataType are required".into()]));
-        };
-        let key = format!("contact.{}", name.replace(' ', "_"));
-        let id = format!("fld{:0>17}", state.person_fields.len() + 1);
-        state.person_fields.push((id.clone(), key.clone()));
-        Ok(
-            Json(json!({ "customField": { "id": id, "fieldKey": key, "name": name } }))
-                .into_response(),
-        )
-    })
-    .await
-}
-
+/// `GET /contacts/search/duplicate`: the contact whose phone is `number`
+/// (the doc's form: "+1423164516", URL-encoded) or whose e-mail is
+/// `email`. The phone is compared with the E.164 GoHighLevel holds, whole:
+/// a national form finds nothing (the strictest reading; the matching is
+/// not documented).
 async fn duplicate(call: Call, Query(q): Query<HashMap<String, String>>) -> Response {
     guard(
         &call,
@@ -398,9 +367,17 @@ async fn duplicate(call: Call, Query(q): Query<HashMap<String, String>>) -> Resp
 }
 
 /// `POST /contacts/search`: filters, nested in `AND`/`OR` groups, on the
-/// contact's phone (`eq`: the stored string; `contains`: its digits contain
-/// the value's) or e-mail. Other fields and operators are refused with a 422.
-/// https://highlevel.stoplight.io/docs/integrations/dbe4f3a00a106-search-contacts
+/// contact's phone or e-mail. Other fields and operators are refused with a
+/// 422. https://highlevel.stoplight.io/docs/integrations/dbe4f3a00a106-search-contacts
+///
+/// A phone is held in E.164 ([`stored_phone`]), and the search doc asks for
+/// the country code in a phone value ("Do pass in the correct country
+/// code") without saying how a term is compared. The simulator takes the
+/// strictest reading: `eq` is the whole stored E.164 string, `contains` a
+/// run of characters of it (letters and digits only, as the doc says). So
+/// `+31612345678` is found by `eq +31612345678` and by `contains 612345678`,
+/// never by a national form (`0612345678`, `06 12345678`) or digits that
+/// are not contiguous in it.
 async fn search(call: Call, body: Bytes) -> Response {
     guard(
         &call,
@@ -471,10 +448,7 @@ fn filter_matches(filter: &Value, record: &Record) -> bool {
             let stored = record.prop(field).unwrap_or_default();
             match (field, filter["operator"].as_str()) {
                 (_, Some("eq")) => !stored.is_empty() && stored.eq_ignore_ascii_case(value),
-                ("phone", Some("contains")) => {
-                    let wanted = digits(value);
-                    !wanted.is_empty() && digits(stored).contains(&wanted)
-                }
+                ("phone", Some("contains")) => !value.is_empty() && stored.contains(value),
                 (_, Some("contains")) => {
                     !stored.is_empty() && stored.to_lowercase().contains(&value.to_lowercase())
                 }
@@ -484,8 +458,43 @@ fn filter_matches(filter: &Value, record: &Record) -> bool {
     }
 }
 
-fn digits(text: &str) -> String {
-    text.chars().filter(char::is_ascii_digit).collect()
+/// The phone GoHighLevel holds for `typed`: its E.164 form, a national
+/// number read in the contact's `country` (ISO 3166-1 alpha-2, the values of
+/// GoHighLevel's country list, https://marketplace.gohighlevel.com/docs/other/country)
+/// or, without one, the location's. GoHighLevel keeps contacts' phones in
+/// E.164 (its search doc's samples, `"phone": "+123456789"`, and its ask
+/// for the country code in searches); which country a national number is
+/// read in is not documented, and neither is what becomes of a number no
+/// country makes valid: the simulator keeps that one as typed, so that only
+/// `eq` with the same text finds it.
+pub fn stored_phone(typed: &str, country: Option<&str>, location_country: &str) -> String {
+    // A number with its `+` needs no country (and the parser, given one,
+    // would keep the `(0)` of `+31 (0)6 …`).
+    let region = (!typed.trim_start().starts_with('+'))
+        .then(|| {
+            country
+                .unwrap_or(location_country)
+                .parse::<phonenumber::country::Id>()
+                .ok()
+        })
+        .flatten();
+    phonenumber::parse(region, typed)
+        .ok()
+        .filter(phonenumber::is_valid)
+        .map_or_else(
+            || typed.to_owned(),
+            |n| n.format().mode(phonenumber::Mode::E164).to_string(),
+        )
+}
+
+/// `properties` with the phone as GoHighLevel would hold it.
+fn normalise_phone(location: &Location, properties: &mut Map<String, Value>) {
+    let Some(typed) = properties.get("phone").and_then(Value::as_str) else {
+        return;
+    };
+    let country = properties.get("country").and_then(Value::as_str);
+    let phone = stored_phone(typed, country, location.country);
+    properties.insert("phone".into(), json!(phone));
 }
 
 /// The location's contact settings.
@@ -503,6 +512,9 @@ pub struct Location {
     /// location, for showing that one contact per caller does not depend
     /// on the merge.
     pub upsert_merges: bool,
+    /// The location's country (ISO 3166-1 alpha-2): where a national
+    /// number without a contact country is read ([`stored_phone`]).
+    pub country: &'static str,
 }
 
 impl Default for Location {
@@ -510,6 +522,7 @@ impl Default for Location {
         Self {
             allow_duplicate_contacts: false,
             upsert_merges: true,
+            country: "US",
         }
     }
 }
@@ -569,7 +582,7 @@ impl CrmSim {
     }
 
     /// The scopes GoHighLevel's token holds from now on (a new simulator's
-    /// token holds [`ALL_SCOPES`]).
+    /// token holds [`ALL_SCOPES`] and [`OPPORTUNITY_SCOPES`]).
     pub fn grant_gohighlevel_scopes(&self, scopes: &[&str]) {
         self.shared.lock().gohighlevel_scopes = scopes.iter().map(|s| (*s).to_owned()).collect();
     }
@@ -578,21 +591,35 @@ impl CrmSim {
     pub fn set_gohighlevel_location(&self, location: Location) {
         self.shared.lock().gohighlevel = location;
     }
+
+    /// Adds a contact as a human typing it into GoHighLevel long ago would
+    /// have (already indexed): its phone held as GoHighLevel holds it
+    /// ([`stored_phone`], read in the contact's `country`). Returns its id.
+    pub fn seed_gohighlevel_contact(&self, mut properties: Map<String, Value>) -> String {
+        let location = self.shared.lock().gohighlevel;
+        normalise_phone(&location, &mut properties);
+        self.seed_contact(properties)
+    }
 }
 
 /// The contact fields the simulator keeps from a create or upsert body.
 fn contact_properties(state: &SimState, body: &Value) -> Result<Map<String, Value>, Response> {
-    let kept = CONTACT_FIELDS.into_iter().chain(["source"]);
+    let kept = CONTACT_FIELDS.into_iter().chain(["source", "country"]);
     let mut properties = pick(body.as_object().unwrap_or(&Map::new()), kept);
-    properties.extend(custom_fields(state, body)?);
+    normalise_phone(&state.gohighlevel, &mut properties);
+    properties.extend(fields::custom_fields(state, "contact", body)?);
     Ok(properties)
 }
 
-/// The contact that already has the body's phone (checked first) or
-/// e-mail, and which of the two matched.
-fn duplicate_of(state: &SimState, body: &Value) -> Option<(usize, &'static str)> {
+/// The contact that already has the phone (checked first) or e-mail of
+/// `properties` (a body's, the phone as stored), and which of the two
+/// matched.
+fn duplicate_of(
+    state: &SimState,
+    properties: &Map<String, Value>,
+) -> Option<(usize, &'static str)> {
     let matching = |field: &'static str| {
-        let value = body[field].as_str()?;
+        let value = properties.get(field)?.as_str()?;
         let i = state
             .contacts
             .iter()
@@ -636,7 +663,7 @@ async fn create_contact(call: Call, body: Bytes) -> Response {
         let body = contact_body(&body, "CreateContactDto")?;
         let properties = contact_properties(state, &body)?;
         if !state.gohighlevel.allow_duplicate_contacts
-            && let Some((i, field)) = duplicate_of(state, &body)
+            && let Some((i, field)) = duplicate_of(state, &properties)
         {
             let existing = &state.contacts[i];
             return Err((
@@ -675,7 +702,7 @@ async fn upsert(call: Call, body: Bytes) -> Response {
         let existing = if always_new {
             None
         } else {
-            duplicate_of(state, &body).map(|(i, _)| i)
+            duplicate_of(state, &properties).map(|(i, _)| i)
         };
         if let Some(i) = existing {
             let existing = &mut state.contacts[i];
@@ -707,7 +734,7 @@ fn contact_not_found() -> Response {
 async fn update(call: Call, Path(id): Path<String>, body: Bytes) -> Response {
     guard(&call, "update_contact", "update-contact", |state| {
         let body = checked(&body, "UpdateContactDto")?;
-        let changes = custom_fields(state, &body)?;
+        let changes = fields::custom_fields(state, "contact", &body)?;
         let contact = state
             .update(Kind::Contacts, &id, changes)
             .ok_or_else(contact_not_found)?;
@@ -809,6 +836,19 @@ async fn list_children(call: Call, contact: String, child: &Child) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_phone_is_held_in_e164_read_in_the_contacts_country_or_else_the_locations() {
+        let held = |typed, country| stored_phone(typed, country, "US");
+        assert_eq!(held("06 12345678", Some("NL")), "+31612345678");
+        assert_eq!(held("+31 (0)6 45678901", None), "+31645678901");
+        assert_eq!(held("0031634567890", Some("NL")), "+31634567890");
+        assert_eq!(held("31667890123", Some("NL")), "+31667890123");
+        assert_eq!(held("(415) 555-0123", None), "+14155550123");
+        assert_eq!(held("513-227-1572", Some("US")), "+15132271572");
+        // Read in the location's country (US), a Dutch national number is no number.
+        assert_eq!(held("06 12345678", None), "06 12345678");
+    }
 
     #[test]
     fn the_openapi_schemas_accept_a_well_formed_task_and_refuse_an_incomplete_one() {

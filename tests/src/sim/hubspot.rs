@@ -26,6 +26,11 @@ use super::{
     reword_unauthorized,
 };
 
+mod deals;
+
+pub use deals::DEAL_SCOPES;
+pub(crate) use deals::default_pipelines;
+
 /// HubSpot's default contact properties a client can write (the
 /// `contactinformation` group and the common owner, lifecycle and
 /// demographic ones). HubSpot-calculated properties (`hs_object_id`,
@@ -127,6 +132,7 @@ pub fn router(shared: Shared) -> Router {
             axum::routing::patch(update_group),
         )
         .route("/crm/v3/objects/{object}/{id}", get(read).patch(update))
+        .merge(deals::routes())
         .with_state(shared)
 }
 
@@ -483,6 +489,8 @@ async fn create(call: Call, Path(object): Path<String>, body: Bytes) -> Response
                 unique_email(state, &properties)?;
                 Vec::new()
             }
+            // Deals have routes of their own (`deals.rs`).
+            Kind::Deals => return Err(not_found("unknown object type")),
             Kind::Calls | Kind::Tasks => {
                 if properties.get("hs_timestamp").is_none() {
                     return Err(invalid("hs_timestamp is required"));

@@ -13,10 +13,12 @@
 //! `GET /_sim/state` returns every record and request counters, so tests
 //! assert on what the CRM holds, not on what the worker logged.
 
+pub mod client;
 pub mod gohighlevel;
 pub mod hubspot;
 pub mod pipedrive;
 pub mod salesforce;
+pub mod schema;
 pub mod webhook;
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
@@ -280,6 +282,8 @@ pub struct Snapshot {
     pub contacts: Vec<Record>,
     pub calls: Vec<Record>,
     pub tasks: Vec<Record>,
+    /// Deals (HubSpot, Pipedrive), Opportunities (Salesforce, GoHighLevel).
+    pub deals: Vec<Record>,
     pub properties: Vec<String>,
     pub stats: Stats,
 }
@@ -322,10 +326,14 @@ pub(crate) struct State {
     pub(crate) contacts: Vec<Record>,
     pub(crate) calls: Vec<Record>,
     pub(crate) tasks: Vec<Record>,
+    pub(crate) deals: Vec<Record>,
     pub(crate) properties: HashSet<String>,
     pub(crate) groups: HashSet<String>,
-    /// Pipedrive person fields: (key, name).
-    pub(crate) person_fields: Vec<(String, String)>,
+    /// Custom fields of Pipedrive, Salesforce and GoHighLevel, with their
+    /// types and options.
+    pub(crate) fields: Vec<schema::CustomField>,
+    /// Each vendor's deal pipelines.
+    pub(crate) pipelines: BTreeMap<schema::Vendor, Vec<schema::Pipeline>>,
     /// The GoHighLevel location's contact settings.
     pub(crate) gohighlevel: gohighlevel::Location,
     /// The scopes GoHighLevel's token holds ([`CrmSim::grant_gohighlevel_scopes`]).
@@ -411,6 +419,7 @@ impl State {
             Kind::Contacts => &self.contacts,
             Kind::Calls => &self.calls,
             Kind::Tasks => &self.tasks,
+            Kind::Deals => &self.deals,
         }
     }
 
@@ -442,6 +451,7 @@ impl State {
             Kind::Contacts => &mut self.contacts,
             Kind::Calls => &mut self.calls,
             Kind::Tasks => &mut self.tasks,
+            Kind::Deals => &mut self.deals,
         }
     }
 }
@@ -452,6 +462,7 @@ pub enum Kind {
     Contacts,
     Calls,
     Tasks,
+    Deals,
 }
 
 /// Shared simulator state, handed to every route.
@@ -880,15 +891,25 @@ impl CrmSim {
             contacts: Vec::new(),
             calls: Vec::new(),
             tasks: Vec::new(),
+            deals: Vec::new(),
             properties: HashSet::new(),
             groups: HashSet::new(),
-            person_fields: Vec::new(),
+            fields: Vec::new(),
+            pipelines: schema::default_pipelines(),
             gohighlevel: gohighlevel::Location::default(),
-            gohighlevel_scopes: gohighlevel::ALL_SCOPES.map(str::to_owned).to_vec(),
+            gohighlevel_scopes: gohighlevel::ALL_SCOPES
+                .into_iter()
+                .chain(gohighlevel::OPPORTUNITY_SCOPES)
+                .map(str::to_owned)
+                .collect(),
             salesforce: salesforce::Org::default(),
             stats: Stats::default(),
             sessions: 0,
-            hubspot_scopes: hubspot::ALL_SCOPES.map(str::to_owned).to_vec(),
+            hubspot_scopes: hubspot::ALL_SCOPES
+                .into_iter()
+                .chain(hubspot::DEAL_SCOPES)
+                .map(str::to_owned)
+                .collect(),
             hubspot: hubspot::Account::default(),
             oauth_revoked: false,
             gohighlevel_refresh_token: gohighlevel::OAUTH_REFRESH_TOKEN.to_owned(),
@@ -1026,6 +1047,7 @@ fn snapshot(s: &State) -> Snapshot {
         contacts: s.contacts.clone(),
         calls: s.calls.clone(),
         tasks: s.tasks.clone(),
+        deals: s.deals.clone(),
         properties,
         stats: s.stats.clone(),
     }

@@ -38,6 +38,11 @@ use super::{
     reword_unauthorized,
 };
 
+mod deals;
+mod fields;
+
+pub(crate) use deals::default_pipelines;
+
 /// The largest page Pipedrive serves, and the page it serves by default.
 /// https://pipedrive.readme.io/docs/core-api-concepts-pagination
 const MAX_LIMIT: usize = 500;
@@ -105,7 +110,6 @@ const ACTIVITY_KEYS: &[&str] = &[
 pub fn router(shared: Shared) -> Router {
     Router::new()
         .route("/api/v1/users/me", get(current_user))
-        .route("/api/v1/personFields", get(list_fields).post(create_field))
         .route("/api/v2/persons/search", get(search))
         .route("/api/v2/persons", axum::routing::post(create_person))
         .route(
@@ -117,6 +121,8 @@ pub fn router(shared: Shared) -> Router {
             "/api/v2/activities",
             get(list_activities).post(create_activity),
         )
+        .merge(fields::routes())
+        .merge(deals::routes())
         .with_state(shared)
 }
 
@@ -258,23 +264,6 @@ fn search_item(r: &Record) -> Value {
     })
 }
 
-/// Checks custom field keys and flattens them into the record's properties.
-fn custom_fields(state: &SimState, body: &Value) -> Result<Map<String, Value>, Response> {
-    let mut into = Map::new();
-    if let Some(fields) = body["custom_fields"].as_object() {
-        for (key, value) in fields {
-            if !state.person_fields.iter().any(|(k, _)| k == key) {
-                return Err(error(
-                    StatusCode::BAD_REQUEST,
-                    format!("custom field {key} does not exist"),
-                ));
-            }
-            into.insert(key.clone(), value.clone());
-        }
-    }
-    Ok(into)
-}
-
 /// `GET /v1/users/me`: the token's own user (Pipedrive API reference,
 /// Users: "Get current user data").
 async fn current_user(call: Call, Query(q): Params) -> Response {
@@ -283,35 +272,6 @@ async fn current_user(call: Call, Query(q): Params) -> Response {
             StatusCode::OK,
             json!({ "id": 1, "name": "crm-sim user", "company_id": 1, "active_flag": true }),
         ))
-    })
-    .await
-}
-
-async fn list_fields(call: Call, Query(q): Params) -> Response {
-    guard(&call, "list_fields", Limits::General, Some(&q), |state| {
-        let fields: Vec<Value> = state
-            .person_fields
-            .iter()
-            .map(|(key, name)| json!({ "key": key, "name": name, "field_type": "text" }))
-            .collect();
-        Ok(ok(StatusCode::OK, json!(fields)))
-    })
-    .await
-}
-
-async fn create_field(call: Call, Query(q): Params, body: Bytes) -> Response {
-    guard(&call, "create_field", Limits::General, Some(&q), |state| {
-        let body = parse(&body)?;
-        let (Some(name), Some(_)) = (body["name"].as_str(), body["field_type"].as_str()) else {
-            return Err(error(
-                StatusCode::BAD_REQUEST,
-                "name and field_type are required",
-            ));
-        };
-        // Pipedrive keys are 40 hex characters.
-        let key = format!("{:0>40x}", state.person_fields.len() + 0xca11);
-        state.person_fields.push((key.clone(), name.to_owned()));
-        Ok(ok(StatusCode::CREATED, json!({ "key": key, "name": name })))
     })
     .await
 }
@@ -400,7 +360,7 @@ async fn create_person(call: Call, body: Bytes) -> Response {
         if let Some(phone) = body["phones"][0]["value"].as_str() {
             properties.insert("phone".into(), json!(phone));
         }
-        properties.extend(custom_fields(state, &body)?);
+        properties.extend(fields::custom_fields(state, "person", &body)?);
         let record = state.insert(Kind::Contacts, properties, Vec::new());
         Ok(ok(StatusCode::OK, person_view(&record)))
     })
@@ -424,7 +384,7 @@ fn person_not_found() -> Response {
 async fn update_person(call: Call, Path(id): Path<String>, body: Bytes) -> Response {
     guard(&call, "update_person", Limits::General, None, |state| {
         let body = v2_body(&body, PERSON_KEYS)?;
-        let changes = custom_fields(state, &body)?;
+        let changes = fields::custom_fields(state, "person", &body)?;
         let person = state
             .update(Kind::Contacts, &id, changes)
             .ok_or_else(person_not_found)?;

@@ -30,6 +30,11 @@ use serde_json::{Map, Value, json};
 
 use super::{Answer, Call, Dialect, Kind, Limits, Shared, State as SimState};
 
+mod opportunities;
+mod types;
+
+pub(crate) use opportunities::default_pipelines;
+
 /// The connected app crm-sim's token endpoint accepts.
 pub const OAUTH_CLIENT_ID: &str = "crm-sim-client";
 pub const OAUTH_CLIENT_SECRET: &str = "crm-sim-client-secret";
@@ -58,6 +63,7 @@ pub fn router(shared: Shared) -> Router {
             "/services/data/{version}/sobjects/Task/Callsync_Marker__c/{marker}",
             get(read_task).patch(upsert_task),
         )
+        .merge(opportunities::routes())
         .with_state(shared)
 }
 
@@ -83,6 +89,7 @@ fn fields_of(
     let fields = parse(body)?.as_object().cloned().unwrap_or_default();
     check_fields(state, sobject, &fields)?;
     check_picklists(sobject, &fields)?;
+    types::check_types(state, sobject, &fields)?;
     Ok(fields)
 }
 
@@ -250,6 +257,9 @@ const LAST_CALL_FIELDS: &[(&str, &str)] = &[
     ("Callsync_Last_Sentiment__c", "string"),
 ];
 const TASK_CUSTOM_FIELDS: &[(&str, &str)] = &[("Callsync_Marker__c", "string")];
+/// The External ID an Opportunity is upserted by, like the Task marker
+/// (the org has it unless [`Org::missing_fields`] names it).
+const OPPORTUNITY_CUSTOM_FIELDS: &[(&str, &str)] = &[("Callsync_Marker__c", "string")];
 
 /// The org's set-up as an admin left it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -323,7 +333,9 @@ pub fn custom_fields() -> Vec<(&'static str, &'static str, &'static str)> {
 fn custom_fields_of(state: &SimState, sobject: &str) -> Vec<(&'static str, &'static str)> {
     let all = match sobject {
         "Contact" | "Lead" => LAST_CALL_FIELDS,
-        _ => TASK_CUSTOM_FIELDS,
+        "Task" => TASK_CUSTOM_FIELDS,
+        "Opportunity" => OPPORTUNITY_CUSTOM_FIELDS,
+        _ => &[],
     };
     all.iter()
         .filter(|(name, _)| {
@@ -351,6 +363,8 @@ fn check_fields(
     let standard = match sobject {
         "Contact" => CONTACT_FIELDS,
         "Lead" => LEAD_FIELDS,
+        "Opportunity" => opportunities::OPPORTUNITY_FIELDS,
+        "OpportunityContactRole" => opportunities::CONTACT_ROLE_FIELDS,
         _ => TASK_FIELDS,
     };
     let custom = custom_fields_of(state, sobject);
@@ -358,6 +372,9 @@ fn check_fields(
         name == "attributes"
             || standard.iter().any(|f| f.eq_ignore_ascii_case(name))
             || custom.iter().any(|(f, _)| f.eq_ignore_ascii_case(name))
+            || state
+                .fields_of(super::schema::Vendor::Salesforce, sobject)
+                .any(|f| f.key.eq_ignore_ascii_case(name))
     };
     match body.keys().find(|name| !known(name)) {
         None => Ok(()),
@@ -540,18 +557,27 @@ async fn describe(call: Call, Path((_, object)): Path<(String, String)>) -> Resp
             "Contact" => CONTACT_FIELDS,
             "Lead" => LEAD_FIELDS,
             "Task" => TASK_FIELDS,
+            "Opportunity" => opportunities::OPPORTUNITY_FIELDS,
+            "OpportunityContactRole" => opportunities::CONTACT_ROLE_FIELDS,
             _ => return Err(not_found("The requested resource does not exist")),
         };
-        let mut fields: Vec<Value> = standard
-            .iter()
-            .map(|name| json!({ "name": name, "type": "string", "externalId": false, "unique": false }))
-            .collect();
+        let typed = types::typed_fields(state, &object);
         let unique = state.salesforce.marker_unique;
         let external = state.salesforce.marker_external_id;
-        fields.extend(custom_fields_of(state, &object).into_iter().map(|(name, kind)| {
-            let marker = name == "Callsync_Marker__c";
-            json!({ "name": name, "type": kind, "externalId": marker && external, "unique": marker && unique, "custom": true })
-        }));
+        // Standard fields without a type of their own are listed as strings:
+        // callsync reads only its own fields' types.
+        let untyped = standard
+            .iter()
+            .filter(|name| !typed.iter().any(|t| t.name == **name))
+            .map(|name| json!({ "name": name, "type": "string", "externalId": false, "unique": false }));
+        let typed = typed.iter().map(|field| {
+            let marker = field.name == "Callsync_Marker__c";
+            let mut view = field.describe();
+            view["externalId"] = json!(marker && external);
+            view["unique"] = json!(marker && unique && object == "Task");
+            view
+        });
+        let fields: Vec<Value> = untyped.chain(typed).collect();
         Ok(Json(json!({ "name": object, "fields": fields })).into_response())
     })
     .await

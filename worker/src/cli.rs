@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand};
 use time::OffsetDateTime;
 
 use crate::config::OpsConfig;
+use crate::console::{self, ConsoleConfig};
 use crate::dlq::{Dlq, Parked, Selection, format_age};
 use crate::ledger::Ledger;
 use crate::reconcile::round::Counts;
@@ -60,6 +61,10 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Serve the operator console (web pages: overview, calls, a call's
+    /// story, parked calls) on CALLSYNC_CONSOLE_ADDR. Needs
+    /// CALLSYNC_CONSOLE_TOKEN; keep it behind the cluster's ingress auth too.
+    Console,
     /// Parked messages: calls that could not be synced.
     Dlq {
         #[command(subcommand)]
@@ -133,6 +138,7 @@ pub async fn run() -> ExitCode {
             }
             Err(e) => config_error(&e),
         },
+        Some(Command::Console) => console(&env).await,
         Some(Command::Dlq { command }) => match OpsConfig::from_env(&env) {
             Ok(config) => report(dlq(&config, command).await),
             Err(e) => config_error(&e),
@@ -170,6 +176,32 @@ async fn run_worker(env: &Env) -> ExitCode {
         }
     };
     match worker.run_until(callsync_shared::shutdown::signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("callsync-worker: {}", Chain(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn console(env: &Env) -> ExitCode {
+    let config = match ConsoleConfig::from_env(env) {
+        Ok(config) => config,
+        Err(e) => return config_error(&e),
+    };
+    match ConsoleConfig::log(env) {
+        Ok(log) => log.init(),
+        Err(e) => return config_error(&e),
+    }
+    let server = match console::Server::build(config).await {
+        Ok(server) => server,
+        Err(e) => {
+            tracing::error!(error = %Chain(&e), "cannot start the console");
+            eprintln!("callsync-worker: {}", Chain(&e));
+            return ExitCode::FAILURE;
+        }
+    };
+    match server.run_until(callsync_shared::shutdown::signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("callsync-worker: {}", Chain(&e));

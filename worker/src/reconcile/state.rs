@@ -140,6 +140,8 @@ impl Rounds {
         let done = sqlx::query(
             "UPDATE reconcile_rounds
                 SET window_start = NULL, window_end = NULL, next_cursor = NULL, pages = 0,
+                    -- The right-hand sides read the row before this update.
+                    last_listed = listed, last_queued = queued,
                     listed = 0, known = 0, queued = 0, unfinished = 0,
                     last_window_end = $3, last_success_at = now(), last_error = NULL,
                     due_at = now() + make_interval(secs => $4),

@@ -167,6 +167,15 @@ async fn nothing_is_served_without_a_token_and_a_login_sets_a_strict_cookie_with
     assert_eq!(out.status, StatusCode::SEE_OTHER);
     assert!(out.set_cookie.unwrap().contains("Max-Age=0"));
 
+    // The probes answer without a credential and say nothing of the calls.
+    assert_eq!(
+        ok(console.get("/readyz", None).await, "readyz").body,
+        "ready"
+    );
+    assert_eq!(
+        ok(console.get("/healthz", None).await, "healthz").body,
+        "ok"
+    );
     let css = ok(console.get("/console.css", None).await, "style sheet");
     assert!(css.body.contains("body{"));
     let missing = console.get("/nosuch", Some(&cookie)).await;

@@ -36,7 +36,11 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Exit 0 if this host's worker is ready (for container healthchecks).
-    Healthcheck,
+    Healthcheck {
+        /// Probe this host's console (CALLSYNC_CONSOLE_ADDR) instead.
+        #[arg(long)]
+        console: bool,
+    },
     /// Check the set-up (database, broker, CRM credential, permissions,
     /// custom fields, a search): one line per requirement, exit 0 only when
     /// all hold. Run it first after configuring a CRM.
@@ -107,7 +111,13 @@ pub async fn run() -> ExitCode {
     let env = Env::from_process();
     match cli.command {
         None => run_worker(&env).await,
-        Some(Command::Healthcheck) => match WorkerConfig::from_env(&env) {
+        Some(Command::Healthcheck { console: true }) => match ConsoleConfig::from_env(&env) {
+            Ok(config) => {
+                callsync_shared::health::exit_with_probe(config.addr.port(), "/readyz").await
+            }
+            Err(e) => config_error(&e),
+        },
+        Some(Command::Healthcheck { console: false }) => match WorkerConfig::from_env(&env) {
             Ok(config) => {
                 callsync_shared::health::exit_with_probe(config.metrics_addr.port(), "/readyz")
                     .await

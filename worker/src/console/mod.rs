@@ -144,11 +144,29 @@ fn router(console: Arc<Console>) -> Router {
         .route("/logout", post(actions::logout))
         .route("/console.css", get(stylesheet))
         .route("/healthz", get(|| async { (StatusCode::OK, "ok") }))
+        .route("/readyz", get(ready))
         .fallback(|| async {
             refusal::Refusal::NotFound("There is no such page in the console.".to_owned())
         })
         .layer(axum::middleware::map_response(security_headers))
         .with_state(console)
+}
+
+/// Ready when the ledger answers (the broker is only needed by some pages,
+/// which say so when it is away).
+async fn ready(axum::extract::State(console): axum::extract::State<Arc<Console>>) -> Response {
+    let database = tokio::time::timeout(Duration::from_secs(2), console.ledger.ping())
+        .await
+        .is_ok_and(|r| r.is_ok());
+    if database {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the ledger database does not answer",
+        )
+            .into_response()
+    }
 }
 
 async fn stylesheet() -> Response {

@@ -90,7 +90,7 @@ pub async fn overview(
                 h2 id="calls-h" { "Calls" }
                 table {
                     caption class="note" { "From the ledger. In retry: released after a failed attempt, waiting for its next one." }
-                    thead { tr { th scope="col" { "" } th scope="col" { "last hour" } th scope="col" { "last day" } th scope="col" { "now" } } }
+                    thead { tr { th scope="col" { "calls" } th scope="col" { "last hour" } th scope="col" { "last day" } th scope="col" { "now" } } }
                     tbody {
                         tr { th scope="row" { a href={"/calls?" (query(&[("status", "synced")]))} { "Synced" } }
                              td.n { (counts.synced_hour) } td.n { (counts.synced_day) } td.n { "–" } }
@@ -365,8 +365,8 @@ pub async fn story(
                 }
                 p class="note" {
                     "The ledger does not record when ingest received the report, which signature scheme verified it, \
-                     nor each attempt's error (only the last); the report's fields stay in the queue message. "
-                    "A parked call's first and last error are on its parked message below."
+                     nor each attempt's error (only the last); the report's fields stay in the queue message."
+                    @if call.status != "synced" { " A parked call's first and last error are on its parked message below." }
                 }
             }
             section aria-labelledby="steps-h" {

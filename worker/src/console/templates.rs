@@ -21,6 +21,9 @@ th,td{border:1px solid #ddd;padding:.3rem .5rem;text-align:left;vertical-align:t
 th{background:#eef1f5}
 td.n{text-align:right;font-variant-numeric:tabular-nums}
 code{font-size:.9em;word-break:break-all}
+dl{display:grid;grid-template-columns:max-content 1fr;gap:.25rem 1rem;margin:.5rem 0 1rem}
+dt{font-weight:600}
+dd{margin:0}
 form.search{display:grid;grid-template-columns:repeat(auto-fill,minmax(14rem,1fr));gap:.5rem 1rem;align-items:end}
 label{display:block;font-weight:600}
 input,select,button{font:inherit;padding:.3rem}

@@ -4,11 +4,13 @@
 //! CSRF token, a parked call found by its number typed another way is
 //! replayed and then synced (in the ledger and in the CRM), a purge removes
 //! one parked call, a replay of one reason replays all its calls, the
-//! overview says why the workers are paused, and no page shows a secret
-//! or the call's summary.
+//! overview says why the workers are paused and shows the CRM budget in
+//! use and its 429s from Prometheus, and no page shows a secret or the
+//! call's summary.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use axum::response::IntoResponse;
 use callsync_tests::app::TestApp;
 use callsync_tests::console::{CONSOLE_TOKEN, ConsoleUnderTest, Page};
 use callsync_tests::harness::{
@@ -507,5 +509,77 @@ async fn the_console_refuses_to_start_without_a_token_in_one_line() {
         ),
         "{stderr}"
     );
+    app.shutdown().await;
+}
+
+/// A Prometheus HTTP API answering each instant query with the number
+/// `answers` gives it, as Prometheus documents the answer; `None`: 500.
+async fn prometheus(answers: fn(&str) -> Option<&'static str>) -> String {
+    use axum::extract::Query;
+    use std::collections::HashMap;
+    let app = axum::Router::new().route(
+        "/api/v1/query",
+        axum::routing::get(move |Query(q): Query<HashMap<String, String>>| async move {
+            let query = q.get("query").cloned().unwrap_or_default();
+            match answers(&query) {
+                Some(value) => axum::Json(serde_json::json!({
+                    "status": "success",
+                    "data": {"resultType": "vector",
+                             "result": [{"metric": {}, "value": [1_800_000_000.0, value]}]}
+                }))
+                .into_response(),
+                None => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overview_shows_the_crm_budget_in_use_and_its_429s_from_prometheus() {
+    let app = TestApp::spawn().await;
+    let url = prometheus(|query| match query {
+        "sum(rate(callsync_worker_crm_request_seconds_count[5m]))" => Some("5"),
+        "sum(increase(callsync_worker_crm_rate_limited_total[1h]))" => Some("3"),
+        "sum(increase(callsync_worker_crm_rate_limited_total[1d]))" => Some("17"),
+        "sum(increase(callsync_worker_crm_throttled_seconds_count[1h]))" => Some("42"),
+        _ => None,
+    })
+    .await;
+    let env = app
+        .worker_env()
+        .with("CALLSYNC_CRM_RATE", "100/10s")
+        .with("CALLSYNC_CONSOLE_PROMETHEUS_URL", &url);
+    let console = ConsoleUnderTest::start(env).await;
+    let cookie = console.login().await;
+    let overview = ok(console.get("/", Some(&cookie)).await, "overview");
+    for shown in ["5.00", "50 % of 100/10s", "3 / 17", ">42<"] {
+        assert!(
+            overview.body.contains(shown),
+            "{shown} in {}",
+            overview.body
+        );
+    }
+    console.stop().await;
+
+    // Prometheus refusing: the overview says so and shows the rest.
+    let url = prometheus(|_| None).await;
+    let console = ConsoleUnderTest::start(
+        app.worker_env()
+            .with("CALLSYNC_CONSOLE_PROMETHEUS_URL", &url),
+    )
+    .await;
+    let cookie = console.login().await;
+    let overview = ok(console.get("/", Some(&cookie)).await, "overview");
+    assert!(
+        overview.body.contains("Prometheus answered 500"),
+        "{}",
+        overview.body
+    );
+    assert!(overview.body.contains("none paused"));
+    console.stop().await;
     app.shutdown().await;
 }

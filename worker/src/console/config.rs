@@ -7,6 +7,7 @@ use callsync_shared::config::{ConfigError, Env, Secret};
 use callsync_shared::telemetry::LogConfig;
 
 use crate::config::OpsConfig;
+use crate::crm::Rate;
 
 /// A console token shorter than this is refused at start-up: the token is
 /// the only thing between the network and replaying or purging calls.
@@ -26,6 +27,11 @@ pub struct ConsoleConfig {
     /// as the worker reads the callers' numbers.
     pub default_region: Region,
     pub links: LinkConfig,
+    /// Prometheus, for the CRM request budget in use and the 429s.
+    pub prometheus_url: Option<String>,
+    /// The CRM's request budget (`CALLSYNC_CRM_RATE`, or the CRM's
+    /// default), to say how much of it is in use; `None` when unknown or off.
+    pub crm_rate: Option<Rate>,
 }
 
 /// Where the console links to; each link is left out when its variable is unset.
@@ -74,6 +80,16 @@ impl ConsoleConfig {
             }
         };
         let text = |name: &str| env.raw(name).map(str::to_owned);
+        let crm_rate = match env.raw("CALLSYNC_CRM").and_then(crate::crm::spec) {
+            None => None,
+            Some(spec) => match env.string("CALLSYNC_CRM_RATE", spec.default_rate).as_str() {
+                "off" | "none" => None,
+                text => Some(text.parse::<Rate>().map_err(|message| ConfigError {
+                    var: "CALLSYNC_CRM_RATE".to_owned(),
+                    message,
+                })?),
+            },
+        };
         Ok(Self {
             ops: OpsConfig::from_env(env)?,
             addr: env.parse(
@@ -96,6 +112,8 @@ impl ConsoleConfig {
                 grafana_url: url("CALLSYNC_CONSOLE_GRAFANA_URL")?,
                 rabbitmq_url: url("CALLSYNC_CONSOLE_RABBITMQ_URL")?,
             },
+            prometheus_url: url("CALLSYNC_CONSOLE_PROMETHEUS_URL")?,
+            crm_rate,
         })
     }
 

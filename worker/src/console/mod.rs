@@ -9,14 +9,16 @@
 //!
 //! One module per concern: [`config`], [`auth`] (login, sessions, CSRF),
 //! [`pages`] (what is read), [`actions`] (what changes the parking queue),
-//! [`data`] (the ledger reads), [`templates`], [`links`] (CRM record
-//! addresses) and [`refusal`] (error pages).
+//! [`data`] (the ledger reads), [`metrics`] (the CRM budget, from
+//! Prometheus), [`templates`], [`links`] (CRM record addresses) and
+//! [`refusal`] (error pages).
 
 mod actions;
 pub mod auth;
 pub mod config;
 mod data;
 mod links;
+mod metrics;
 mod pages;
 mod refusal;
 mod templates;
@@ -59,6 +61,7 @@ pub struct Console {
     config: ConsoleConfig,
     keys: Keys,
     ledger: Ledger,
+    http: reqwest::Client,
     /// One parking-queue operation at a time: listing takes every parked
     /// message for a moment, so two at once would each see part of the queue.
     dlq: tokio::sync::Mutex<()>,
@@ -106,6 +109,7 @@ impl Server {
             keys: Keys::new(&config.tokens),
             config,
             ledger,
+            http: reqwest::Client::new(),
             dlq: tokio::sync::Mutex::new(()),
         });
         Ok(Self {

@@ -75,6 +75,12 @@ pub async fn overview(
     let workers = data::workers(pool).await.map_err(unavailable("workers"))?;
     let rounds = data::rounds(pool).await.map_err(unavailable("rounds"))?;
     let depths = depths(&console).await;
+    let budget = match &console.config.prometheus_url {
+        Some(url) => {
+            Some(super::metrics::budget(&console.http, url, console.config.crm_rate).await)
+        }
+        None => None,
+    };
     let links = &console.config.links;
     let paused: Vec<_> = workers
         .iter()
@@ -165,9 +171,30 @@ pub async fn overview(
                     }
                 }
             }
+            section aria-labelledby="budget-h" {
+                h2 id="budget-h" { "CRM request budget" }
+                @match &budget {
+                    None => p class="note" { "Set CALLSYNC_CONSOLE_PROMETHEUS_URL to show the budget in use and the CRM's 429 answers here; they are on the dashboard." },
+                    Some(Err(e)) => p class="bad" { (e) },
+                    Some(Ok(b)) => table {
+                        caption class="note" { "From Prometheus, all workers together." }
+                        tbody {
+                            tr { th scope="row" { "requests per second (last 5 minutes)" } td.n { (format!("{:.2}", b.requests_per_second)) } }
+                            tr { th scope="row" { "budget in use" }
+                                 td.n { @match (b.in_use, console.config.crm_rate) {
+                                     (Some(share), Some(rate)) => { (format!("{:.0} %", share * 100.0)) " of " (rate.to_string()) },
+                                     _ => "no budget configured",
+                                 } } }
+                            tr { th scope="row" { "429 answers from the CRM (last hour / day)" }
+                                 td.n { (format!("{:.0}", b.rate_limited_hour)) " / " (format!("{:.0}", b.rate_limited_day)) } }
+                            tr { th scope="row" { "requests held back to stay within the budget (last hour)" }
+                                 td.n { (format!("{:.0}", b.throttled_hour)) } }
+                        }
+                    },
+                }
+            }
             section aria-labelledby="more-h" {
                 h2 id="more-h" { "More" }
-                p class="note" { "The CRM request budget in use and the CRM's 429 answers are on the dashboard (callsync_worker_crm_throttled_seconds, callsync_worker_crm_rate_limited_total)." }
                 ul {
                     @if let Some(url) = &links.grafana_url { li { a href=(url) { "Grafana: the callsync dashboard" } } }
                     @if let Some(url) = &links.rabbitmq_url { li { a href=(url) { "RabbitMQ management" } } }

@@ -210,8 +210,17 @@ fn return_path(parts: &Parts) -> Option<String> {
 /// A `next` parameter that is a path on this console (not `//host`, which
 /// a browser would read as another site).
 pub fn safe_next(next: Option<&str>) -> &str {
+    // Browsers drop tabs and newlines from addresses and read `\` as `/`,
+    // so `/\t/evil.example` would become `//evil.example`: only printable
+    // ASCII without backslashes is kept.
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.starts_with("/\\") => n,
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && n.bytes().all(|b| b.is_ascii_graphic() && b != b'\\') =>
+        {
+            n
+        }
         _ => "/",
     }
 }
@@ -279,6 +288,8 @@ mod tests {
         assert_eq!(safe_next(Some("/calls?q=1")), "/calls?q=1");
         assert_eq!(safe_next(Some("//evil.example")), "/");
         assert_eq!(safe_next(Some("https://evil.example")), "/");
+        assert_eq!(safe_next(Some("/\t/evil.example")), "/");
+        assert_eq!(safe_next(Some("/\\evil.example")), "/");
         assert_eq!(safe_next(None), "/");
     }
 }

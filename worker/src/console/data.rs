@@ -355,16 +355,37 @@ pub async fn lookup_keys(pool: &PgPool, contact_id: &str) -> Result<Vec<String>,
     Ok(keys)
 }
 
-/// The statuses of the given calls, for a replay's result.
+/// The ledger rows of the given calls, in their order (`None` for a call
+/// the ledger does not know), for a replay's result: one query however many.
 pub async fn statuses(
     pool: &PgPool,
     calls: &[(String, String)],
 ) -> Result<Vec<Option<CallRow>>, LedgerError> {
-    let mut out = Vec::with_capacity(calls.len());
-    for (source, call_id) in calls {
-        out.push(call(pool, source, call_id).await?);
-    }
-    Ok(out)
+    let sources: Vec<&str> = calls.iter().map(|(s, _)| s.as_str()).collect();
+    let ids: Vec<&str> = calls.iter().map(|(_, c)| c.as_str()).collect();
+    let rows = sqlx::query(
+        "SELECT c.source, c.call_id, c.status, c.attempts, c.contact_id, c.first_seen_at,
+                c.synced_at, c.parked_at, c.last_error
+           FROM calls c JOIN unnest($1::text[], $2::text[]) AS k(source, call_id)
+             ON c.source = k.source AND c.call_id = k.call_id",
+    )
+    .bind(&sources)
+    .bind(&ids)
+    .fetch_all(pool)
+    .await?;
+    let found = rows
+        .iter()
+        .map(call_row)
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    Ok(calls
+        .iter()
+        .map(|(source, call_id)| {
+            found
+                .iter()
+                .find(|r| r.source == *source && r.call_id == *call_id)
+                .cloned()
+        })
+        .collect())
 }
 
 /// Reads `2026-12-04`, `2026-12-04T09:30` (what a browser's date and

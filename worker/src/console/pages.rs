@@ -336,8 +336,13 @@ pub async fn story(
         .await
         .map_err(unavailable("the call"))?;
     // A call the ledger does not know may still sit in the parking queue
-    // (a report the worker could not read is parked before it is claimed).
-    let parked = parked_copies(&console, &source, &call_id).await;
+    // (a report the worker could not read is parked before it is claimed);
+    // a synced one is not looked for there.
+    let parked = if call.as_ref().is_some_and(|c| c.status == "synced") {
+        Ok(Vec::new())
+    } else {
+        parked_copies(&console, &source, &call_id).await
+    };
     let Some(call) = call else {
         if let Ok(copies) = &parked
             && !copies.is_empty()
@@ -460,7 +465,7 @@ async fn parked_copies(
 ) -> Result<Vec<Parked>, String> {
     let list = async {
         let (_turn, dlq) = console.dlq().await?;
-        let list = dlq.list(usize::MAX).await;
+        let list = dlq.list(PARKED_READ_MAX).await;
         dlq.close().await;
         list
     }
@@ -477,11 +482,16 @@ async fn parked_copies(
         .collect())
 }
 
-/// Every parked message, oldest first.
+/// The most parked messages a page reads (each is held, with its body, while
+/// the page is made): a parking queue of millions must not exhaust the
+/// console. The Parked page says when the queue holds more.
+pub(super) const PARKED_READ_MAX: usize = 2_000;
+
+/// The oldest parked messages, up to [`PARKED_READ_MAX`].
 pub(super) async fn parked_list(console: &Console) -> Result<Vec<Parked>, Refusal> {
     let result = async {
         let (_turn, dlq) = console.dlq().await?;
-        let list = dlq.list(usize::MAX).await;
+        let list = dlq.list(PARKED_READ_MAX).await;
         dlq.close().await;
         list
     }
@@ -510,6 +520,9 @@ pub async fn parked(
         html! {
             h1 { "Parked calls" }
             p { (list.len()) " parked message(s), grouped by reason. A replay sends a call back to the work queue with every retry again; a purge deletes it." }
+            @if list.len() >= PARKED_READ_MAX {
+                p class="bad" { "Only the oldest " (PARKED_READ_MAX) " are shown; the queue holds more (see the overview). Replay or purge these, or use callsync-worker dlq." }
+            }
             @for (i, (reason, group)) in by_reason.iter().enumerate() {
                 section aria-labelledby={"reason-" (i)} {
                     h2 id={"reason-" (i)} { (reason) " (" (group.len()) ")" }

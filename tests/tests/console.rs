@@ -221,6 +221,19 @@ async fn a_parked_call_found_by_its_number_typed_another_way_is_replayed_and_the
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
     let bad = console.get("/calls?from=friday", Some(&cookie)).await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    for path in [
+        "/calls?page=last",
+        "/parked/confirm",
+        "/parked/confirm?action=delete",
+    ] {
+        let bad = console.get(path, Some(&cookie)).await;
+        assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{path}");
+        assert!(
+            bad.body.contains("<h1>Cannot read the request</h1>"),
+            "{path}: {}",
+            bad.body
+        );
+    }
 
     let parked = ok(console.get("/parked", Some(&cookie)).await, "parked");
     assert!(parked.body.contains(reason), "{}", parked.body);

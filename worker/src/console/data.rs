@@ -89,8 +89,24 @@ pub struct Search {
     pub from: String,
     #[serde(default)]
     pub to: String,
+    /// Read by [`Search::page_number`], so that a bad value gets the
+    /// console's own refusal page.
     #[serde(default)]
-    pub page: u32,
+    pub page: String,
+}
+
+impl Search {
+    /// The page asked for, counted from 0.
+    pub fn page_number(&self) -> Result<u32, String> {
+        match self.page.trim() {
+            "" => Ok(0),
+            text => text
+                .parse::<u32>()
+                .ok()
+                .filter(|n| *n <= 100_000)
+                .ok_or_else(|| format!("{text:?} is not a page number")),
+        }
+    }
 }
 
 /// Calls per page of the search.
@@ -236,6 +252,7 @@ pub async fn contacts_of_number(
 pub async fn search(
     pool: &PgPool,
     search: &Search,
+    page: u32,
     range: (Option<OffsetDateTime>, Option<OffsetDateTime>),
     region: Region,
 ) -> Result<Found, LedgerError> {
@@ -286,7 +303,7 @@ pub async fn search(
     q.push(" ORDER BY c.first_seen_at DESC, c.source, c.call_id LIMIT ")
         .push_bind(PAGE + 1)
         .push(" OFFSET ")
-        .push_bind(i64::from(search.page) * PAGE);
+        .push_bind(i64::from(page) * PAGE);
     let rows = q.build().fetch_all(pool).await?;
     let mut calls = rows
         .iter()

@@ -228,9 +228,11 @@ pub async fn calls(
     let from =
         data::parse_time(&search.from).map_err(|e| Refusal::BadInput(format!("From: {e}")))?;
     let to = data::parse_time(&search.to).map_err(|e| Refusal::BadInput(format!("To: {e}")))?;
+    let page_number = search.page_number().map_err(Refusal::BadInput)?;
     let found = data::search(
         console.ledger.pool(),
         &search,
+        page_number,
         (from, to),
         console.config.default_region,
     )
@@ -286,8 +288,8 @@ pub async fn calls(
                 (call_table(&found.calls))
             }
             nav aria-label="Pages" {
-                @if search.page > 0 { a href=(page_link(search.page - 1)) rel="prev" { "Newer" } " " }
-                @if found.more { a href=(page_link(search.page + 1)) rel="next" { "Older" } }
+                @if page_number > 0 { a href=(page_link(page_number - 1)) rel="prev" { "Newer" } " " }
+                @if found.more { a href=(page_link(page_number + 1)) rel="next" { "Older" } }
             }
         },
     ))
@@ -562,6 +564,7 @@ pub async fn parked(
 /// What the confirmation page is asked to confirm.
 #[derive(Debug, serde::Deserialize)]
 pub struct Confirm {
+    #[serde(default)]
     action: String,
     #[serde(default)]
     id: String,

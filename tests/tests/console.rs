@@ -596,3 +596,65 @@ async fn the_overview_shows_the_crm_budget_in_use_and_its_429s_from_prometheus()
     console.stop().await;
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_are_listed_newest_first_fifty_a_page_and_filtered_by_time() {
+    let app = TestApp::spawn().await;
+    let ledger = app.env.ledger().await;
+    // 60 synced calls, one a minute, the newest a minute ago.
+    sqlx::query(
+        "INSERT INTO calls (source, call_id, status, attempts, first_seen_at, synced_at)
+         SELECT 'vapi', 'paged-' || lpad(n::text, 2, '0'), 'synced', 1,
+                now() - make_interval(mins => 61 - n), now() - make_interval(mins => 61 - n)
+           FROM generate_series(1, 60) AS n",
+    )
+    .execute(ledger.pool())
+    .await
+    .unwrap();
+    let console = ConsoleUnderTest::start(app.worker_env()).await;
+    let cookie = console.login().await;
+
+    let first = ok(
+        console.get("/calls?source=vapi", Some(&cookie)).await,
+        "page 0",
+    );
+    let newest = first.body.find("paged-60").expect("the newest call");
+    let older = first.body.find("paged-59").expect("the next one");
+    assert!(newest < older, "newest first");
+    assert!(first.body.contains("paged-11") && !first.body.contains("paged-10<"));
+    assert!(
+        first.body.contains(r#"rel="next""#),
+        "a link to older calls"
+    );
+    let second = ok(
+        console
+            .get("/calls?source=vapi&page=1", Some(&cookie))
+            .await,
+        "page 1",
+    );
+    assert_eq!(second.body.matches("/calls/vapi/paged-").count(), 10);
+    assert!(second.body.contains("paged-01") && !second.body.contains(r#"rel="next""#));
+
+    // The last 10 minutes hold the 9 calls first seen 1 to 9 minutes ago
+    // (give or take the minute boundary), none older.
+    let from = (time::OffsetDateTime::now_utc() - time::Duration::minutes(10))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let recent = ok(
+        console
+            .get(
+                &format!(
+                    "/calls?from={}",
+                    form_urlencoded::byte_serialize(from.as_bytes()).collect::<String>()
+                ),
+                Some(&cookie),
+            )
+            .await,
+        "from ten minutes ago",
+    );
+    let shown = recent.body.matches("/calls/vapi/paged-").count();
+    assert!((9..=10).contains(&shown), "{shown} calls: {}", recent.body);
+    assert!(!recent.body.contains("paged-40"));
+    console.stop().await;
+    app.shutdown().await;
+}

@@ -8,6 +8,7 @@
 
 pub mod app;
 pub mod bench;
+pub mod console;
 pub mod contacts;
 pub mod harness;
 pub mod platforms;

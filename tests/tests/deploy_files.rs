@@ -284,7 +284,9 @@ fn the_compose_file_runs_every_service_with_a_healthcheck() {
     let compose = compose();
     let services = compose["services"].as_mapping().expect("services");
     let names: BTreeSet<&str> = services.keys().filter_map(Value::as_str).collect();
-    for required in ["rabbitmq", "postgres", "ingest", "worker", "crm-sim"] {
+    for required in [
+        "rabbitmq", "postgres", "ingest", "worker", "console", "crm-sim",
+    ] {
         assert!(names.contains(required), "compose lacks service {required}");
     }
     for (name, service) in services {
@@ -302,6 +304,7 @@ fn ingest_and_workers_wait_for_healthy_dependencies() {
     for (service, dependencies) in [
         ("ingest", vec!["rabbitmq"]),
         ("worker", vec!["rabbitmq", "postgres"]),
+        ("console", vec!["rabbitmq", "postgres"]),
     ] {
         for dependency in dependencies {
             assert_eq!(
@@ -343,6 +346,7 @@ fn documented_readers() -> Vec<(String, Vec<&'static str>)> {
             "both" => vec!["ingest", "worker"],
             "ingest" => vec!["ingest"],
             "worker" => vec!["worker"],
+            "console" => vec!["console"],
             other => panic!("{OPERATIONS_GUIDE}: unknown \"used by\" {other:?} in {line}"),
         };
         for part in cells[1].split('`').filter(|p| p.starts_with("CALLSYNC_")) {
@@ -368,6 +372,7 @@ fn documented_readers() -> Vec<(String, Vec<&'static str>)> {
 /// Set in the compose file itself, not from `.env`: the addresses and the
 /// directory its port mappings and volume are written for.
 const FIXED_BY_THE_COMPOSE_FILE: &[&str] = &[
+    "CALLSYNC_CONSOLE_ADDR",
     "CALLSYNC_INGEST_ADDR",
     "CALLSYNC_METRICS_ADDR",
     "CALLSYNC_SPOOL_DIR",
@@ -593,7 +598,7 @@ fn every_kubernetes_document_parses_and_is_listed_in_the_kustomization() {
 fn kubernetes_workloads_probe_readyz_and_healthz_on_the_port_they_listen_on() {
     let mut workloads = of_kind("Deployment");
     workloads.extend(of_kind("StatefulSet"));
-    assert_eq!(workloads.len(), 2, "ingest and worker");
+    assert_eq!(workloads.len(), 3, "ingest, worker and console");
     for workload in workloads {
         let name = workload["metadata"]["name"].as_str().unwrap().to_owned();
         let container = &workload["spec"]["template"]["spec"]["containers"][0];
@@ -623,6 +628,8 @@ fn kubernetes_workloads_probe_readyz_and_healthz_on_the_port_they_listen_on() {
                 .unwrap();
         let addr_var = if name.contains("ingest") {
             "CALLSYNC_INGEST_ADDR"
+        } else if name.contains("console") {
+            "CALLSYNC_CONSOLE_ADDR"
         } else {
             "CALLSYNC_METRICS_ADDR"
         };

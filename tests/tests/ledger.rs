@@ -326,11 +326,14 @@ async fn a_call_held_by_another_worker_is_not_marked_parked() -> Outcome {
     ledger.mark_parked(call, "a copy failed").await?;
     // The holder's lease stands.
     assert_eq!(counts(&ledger).await, (1, 0, 0));
+    assert_eq!(call_row(&ledger, call).await["parked_at"], Value::Null);
     assert_eq!(ledger.claim(call, other()).await?, Claim::Busy);
     holder.release("done with it").await?;
     ledger.mark_parked(call, "gave up").await?;
     assert_eq!(counts(&ledger).await, (0, 0, 1));
-    assert_eq!(call_row(&ledger, call).await["last_error"], "gave up");
+    let row = call_row(&ledger, call).await;
+    assert_eq!(row["last_error"], "gave up");
+    assert!(row["parked_at"].is_string(), "when it was parked: {row}");
     Ok(())
 }
 
@@ -676,6 +679,35 @@ async fn workers_share_the_budget_in_id_order_until_one_leaves_or_falls_silent()
         .execute(ledger.pool())
         .await?;
     assert_eq!(beat(first).await?, Share::ALONE);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_records_why_it_is_paused_and_clears_it_when_it_resumes() -> Outcome {
+    let (_env, ledger) = ledger().await;
+    let id = Uuid::from_u128(7);
+    ledger.heartbeat(id, Duration::from_secs(30)).await?;
+    let pause = || async {
+        sqlx::query_as::<_, (Option<String>, Option<String>)>(
+            "SELECT paused_reason, paused_detail FROM workers WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_one(ledger.pool())
+        .await
+    };
+    assert_eq!(pause().await?, (None, None));
+    ledger
+        .report_pause(id, Some(("credential", "HubSpot answered 401")))
+        .await?;
+    assert_eq!(
+        pause().await?,
+        (
+            Some("credential".to_owned()),
+            Some("HubSpot answered 401".to_owned())
+        )
+    );
+    ledger.report_pause(id, None).await?;
+    assert_eq!(pause().await?, (None, None));
     Ok(())
 }
 

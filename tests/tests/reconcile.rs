@@ -164,12 +164,16 @@ struct RoundRow {
     next_cursor: Option<String>,
     last_success_at: Option<OffsetDateTime>,
     last_error: Option<String>,
+    /// What the last finished round listed and queued (for the console).
+    last_listed: Option<i64>,
+    last_queued: Option<i64>,
 }
 
 async fn round_row(app: &TestApp, source: Source) -> Option<RoundRow> {
     let ledger = app.env.ledger().await;
     let row = sqlx::query(
-        "SELECT pages, next_cursor, last_success_at, last_error FROM reconcile_rounds WHERE source = $1",
+        "SELECT pages, next_cursor, last_success_at, last_error, last_listed, last_queued
+           FROM reconcile_rounds WHERE source = $1",
     )
     .bind(source.as_str())
     .fetch_optional(ledger.pool())
@@ -180,6 +184,8 @@ async fn round_row(app: &TestApp, source: Source) -> Option<RoundRow> {
         next_cursor: row.get("next_cursor"),
         last_success_at: row.get("last_success_at"),
         last_error: row.get("last_error"),
+        last_listed: row.get("last_listed"),
+        last_queued: row.get("last_queued"),
     })
 }
 
@@ -226,6 +232,11 @@ async fn calls_whose_webhook_never_arrived_reach_the_crm_once_after_one_round(so
         .await;
     let row = round_done(&app, source, started).await;
     assert_eq!(row.last_error, None);
+    assert_eq!(
+        (row.last_listed, row.last_queued),
+        (Some(200), Some(60)),
+        "the finished round keeps what it listed and queued"
+    );
     assert_each_synced_once(&app, source, &calls).await;
 
     let metrics = app.worker_metrics(reconciler).await;

@@ -258,6 +258,13 @@ async fn heartbeat(
         let beat = ledger.heartbeat(id, HEARTBEAT_WINDOW).await;
         let ready = beat.is_ok() && health.is_consuming() && !lifecycle.is_paused();
         metrics::gauge!("callsync_ready", "service" => "worker").set(if ready { 1.0 } else { 0.0 });
+        if beat.is_ok() {
+            let paused = lifecycle.paused();
+            let paused = paused.as_ref().map(|r| (r.label(), r.detail()));
+            if let Err(e) = ledger.report_pause(id, paused).await {
+                tracing::debug!(error = %Chain(&e), "could not record the pause state");
+            }
+        }
         match beat {
             Ok(share) => {
                 budgets.set_share(share);

@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand};
 use time::OffsetDateTime;
 
 use crate::config::OpsConfig;
+use crate::console::{self, ConsoleConfig};
 use crate::dlq::{Dlq, Parked, Selection, format_age};
 use crate::ledger::Ledger;
 use crate::reconcile::round::Counts;
@@ -35,7 +36,11 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Exit 0 if this host's worker is ready (for container healthchecks).
-    Healthcheck,
+    Healthcheck {
+        /// Probe this host's console (CALLSYNC_CONSOLE_ADDR) instead.
+        #[arg(long)]
+        console: bool,
+    },
     /// Check the set-up (database, broker, CRM credential, permissions,
     /// custom fields, a search): one line per requirement, exit 0 only when
     /// all hold. Run it first after configuring a CRM.
@@ -60,6 +65,10 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Serve the operator console (web pages: overview, calls, a call's
+    /// story, parked calls) on CALLSYNC_CONSOLE_ADDR. Needs
+    /// CALLSYNC_CONSOLE_TOKEN; keep it behind the cluster's ingress auth too.
+    Console,
     /// Parked messages: calls that could not be synced.
     Dlq {
         #[command(subcommand)]
@@ -102,7 +111,13 @@ pub async fn run() -> ExitCode {
     let env = Env::from_process();
     match cli.command {
         None => run_worker(&env).await,
-        Some(Command::Healthcheck) => match WorkerConfig::from_env(&env) {
+        Some(Command::Healthcheck { console: true }) => match ConsoleConfig::from_env(&env) {
+            Ok(config) => {
+                callsync_shared::health::exit_with_probe(config.addr.port(), "/readyz").await
+            }
+            Err(e) => config_error(&e),
+        },
+        Some(Command::Healthcheck { console: false }) => match WorkerConfig::from_env(&env) {
             Ok(config) => {
                 callsync_shared::health::exit_with_probe(config.metrics_addr.port(), "/readyz")
                     .await
@@ -133,6 +148,7 @@ pub async fn run() -> ExitCode {
             }
             Err(e) => config_error(&e),
         },
+        Some(Command::Console) => console(&env).await,
         Some(Command::Dlq { command }) => match OpsConfig::from_env(&env) {
             Ok(config) => report(dlq(&config, command).await),
             Err(e) => config_error(&e),
@@ -170,6 +186,32 @@ async fn run_worker(env: &Env) -> ExitCode {
         }
     };
     match worker.run_until(callsync_shared::shutdown::signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("callsync-worker: {}", Chain(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn console(env: &Env) -> ExitCode {
+    let config = match ConsoleConfig::from_env(env) {
+        Ok(config) => config,
+        Err(e) => return config_error(&e),
+    };
+    match ConsoleConfig::log(env) {
+        Ok(log) => log.init(),
+        Err(e) => return config_error(&e),
+    }
+    let server = match console::Server::build(config).await {
+        Ok(server) => server,
+        Err(e) => {
+            tracing::error!(error = %Chain(&e), "cannot start the console");
+            eprintln!("callsync-worker: {}", Chain(&e));
+            return ExitCode::FAILURE;
+        }
+    };
+    match server.run_until(callsync_shared::shutdown::signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("callsync-worker: {}", Chain(&e));

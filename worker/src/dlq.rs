@@ -90,7 +90,10 @@ impl Parked {
 #[derive(Debug, Clone)]
 pub enum Selection {
     All,
+    /// Message ids or call ids.
     Ids(Vec<String>),
+    /// Every message parked for exactly this reason.
+    Reason(String),
 }
 
 impl Selection {
@@ -100,6 +103,7 @@ impl Selection {
             Selection::Ids(ids) => ids
                 .iter()
                 .any(|id| *id == parked.id || *id == parked.call_id),
+            Selection::Reason(reason) => *reason == parked.reason,
         }
     }
 }
@@ -248,6 +252,21 @@ impl Dlq {
         Self::put_back(rest).await;
         let mut purged = Vec::new();
         for h in old {
+            h.message.delivery.ack(BasicAckOptions::default()).await?;
+            purged.push(h.parked);
+        }
+        Ok(purged)
+    }
+
+    /// Deletes the selected parked messages; returns them.
+    pub async fn purge(&self, selection: &Selection) -> Result<Vec<Parked>, DlqError> {
+        let held = self.take_all(usize::MAX).await?;
+        let (chosen, rest): (Vec<_>, Vec<_>) = held
+            .into_iter()
+            .partition(|h| selection.contains(&h.parked));
+        Self::put_back(rest).await;
+        let mut purged = Vec::new();
+        for h in chosen {
             h.message.delivery.ack(BasicAckOptions::default()).await?;
             purged.push(h.parked);
         }

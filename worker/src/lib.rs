@@ -5,6 +5,7 @@ pub mod app;
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod consumer;
 pub mod crm;
 pub mod dlq;

@@ -224,7 +224,8 @@ impl Ledger {
     /// to that worker.
     pub async fn mark_parked(&self, key: CallKey<'_>, reason: &str) -> Result<(), LedgerError> {
         on_call(
-            "UPDATE calls SET status = 'parked', last_error = $3, lease_owner = NULL, lease_until = NULL
+            "UPDATE calls SET status = 'parked', last_error = $3, parked_at = now(),
+                    lease_owner = NULL, lease_until = NULL
               WHERE source = $1 AND call_id = $2 AND status <> 'synced'
                 AND (lease_owner IS NULL OR lease_until < now())",
             key,

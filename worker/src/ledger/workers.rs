@@ -39,6 +39,23 @@ impl Ledger {
         })
     }
 
+    /// Records whether worker `id` is paused and why (`reason` is the
+    /// label of `callsync_worker_paused`, `detail` what `/readyz` says), so
+    /// that the console can show it.
+    pub async fn report_pause(
+        &self,
+        id: Uuid,
+        paused: Option<(&str, &str)>,
+    ) -> Result<(), LedgerError> {
+        sqlx::query("UPDATE workers SET paused_reason = $2, paused_detail = $3 WHERE id = $1")
+            .bind(id)
+            .bind(paused.map(|(reason, _)| reason))
+            .bind(paused.map(|(_, detail)| detail))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Removes worker `id` at shutdown, so the others take its share at once.
     pub async fn leave(&self, id: Uuid) -> Result<(), LedgerError> {
         sqlx::query("DELETE FROM workers WHERE id = $1")

@@ -175,7 +175,7 @@ impl Reconciler {
         outbox.close().await;
         let counts = result?;
         self.rounds
-            .finish(source, &window, self.config.every)
+            .finish(source, &window, &counts, self.config.every)
             .await?;
         Ok(Ended::Done(counts))
     }

@@ -129,17 +129,19 @@ impl Rounds {
         lease_held(saved.rows_affected(), source)
     }
 
-    /// Ends a round that reached the end of its window: the next is due
-    /// after `every`.
+    /// Ends a round that reached the end of its window, keeping what it
+    /// found (`counts`, its whole window's): the next is due after `every`.
     pub async fn finish(
         &self,
         source: Source,
         window: &Window,
+        counts: &Counts,
         every: Duration,
     ) -> Result<(), LedgerError> {
         let done = sqlx::query(
             "UPDATE reconcile_rounds
                 SET window_start = NULL, window_end = NULL, next_cursor = NULL, pages = 0,
+                    last_listed = $5, last_queued = $6,
                     listed = 0, known = 0, queued = 0, unfinished = 0,
                     last_window_end = $3, last_success_at = now(), last_error = NULL,
                     due_at = now() + make_interval(secs => $4),
@@ -150,6 +152,8 @@ impl Rounds {
         .bind(self.owner)
         .bind(window.end)
         .bind(every.as_secs_f64())
+        .bind(signed(counts.listed))
+        .bind(signed(counts.queued))
         .execute(&self.pool)
         .await?;
         lease_held(done.rows_affected(), source)

@@ -96,6 +96,7 @@ pub const SPEC: CrmSpec = CrmSpec {
         in the account (or CALLSYNC_HUBSPOT_TOKEN to an existing legacy private app's token); \
         it needs the scopes crm.objects.contacts.read, crm.objects.contacts.write and \
         crm.schemas.contacts.write (a private app's token changes when its scopes are edited)",
+    maps_fields: true,
 };
 
 /// HubSpot names a token that lacks a scope with `"category":

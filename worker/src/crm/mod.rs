@@ -45,6 +45,9 @@ pub struct Shared {
     /// The ledger's pool, where rotated OAuth refresh tokens are kept
     /// (absent in unit tests, which rotate nothing).
     pub ledger: Option<sqlx::PgPool>,
+    /// `CALLSYNC_MAPPING`, for an adapter that writes it (set by
+    /// [`CrmConfig::build`] from the configuration).
+    pub mapping: Option<Arc<crate::mapping::Mapping>>,
 }
 
 impl Shared {
@@ -304,6 +307,9 @@ pub struct CrmSpec {
     /// What an operator should check when the CRM refuses the credential:
     /// the variables and, where the vendor has them, the scopes.
     pub credential_help: &'static str,
+    /// Whether its adapter writes `CALLSYNC_MAPPING`'s fields; a mapping
+    /// set for a CRM that does not is refused at start-up, never ignored.
+    pub maps_fields: bool,
 }
 
 /// Every supported CRM. Adding one is its adapter file (with its `SPEC`

@@ -67,6 +67,7 @@ pub const SPEC: CrmSpec = CrmSpec {
     read_refusal,
     credential_help: "set CALLSYNC_PIPEDRIVE_TOKEN to a valid API token (Personal \
         preferences > API) of a user who may add persons, notes and activities",
+    maps_fields: false,
 };
 
 /// Pipedrive refuses an OAuth app's request outside its granted scopes

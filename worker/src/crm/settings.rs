@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use callsync_shared::config::{ConfigError, Env, Secret};
 
-use super::{Crm, CrmHttp, CrmSpec, Rate, Shared, spec, supported};
+use super::{Crm, CrmHttp, CrmSpec, REGISTRY, Rate, Shared, spec, supported};
+use crate::mapping::Mapping;
 
 /// The request timeout used when `CALLSYNC_CRM_TIMEOUT` is not set.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -162,6 +163,8 @@ pub struct CrmConfig {
     spec: &'static CrmSpec,
     http: HttpSettings,
     settings: Arc<dyn CrmSettings>,
+    /// `CALLSYNC_MAPPING`, read and parsed.
+    mapping: Option<Arc<Mapping>>,
 }
 
 impl CrmConfig {
@@ -174,12 +177,33 @@ impl CrmConfig {
                 supported().collect::<Vec<_>>().join(", ")
             ),
         })?;
+        if env
+            .raw("CALLSYNC_MAPPING")
+            .is_some_and(|p| !p.trim().is_empty())
+            && !spec.maps_fields
+        {
+            let supported: Vec<&str> = REGISTRY
+                .iter()
+                .filter(|s| s.maps_fields)
+                .map(|s| s.name)
+                .collect();
+            return Err(ConfigError {
+                var: "CALLSYNC_MAPPING".to_owned(),
+                message: format!(
+                    "is set, and CALLSYNC_CRM={} does not write mapped fields yet (supported: {}); unset it or choose a supported CRM",
+                    spec.name,
+                    supported.join(", ")
+                ),
+            });
+        }
         let http = HttpSettings::from_env(env, spec)?;
         let settings = (spec.configure)(Vars::new(env, spec.name))?;
+        let mapping = Mapping::from_env(env)?;
         Ok(Self {
             spec,
             http,
             settings,
+            mapping,
         })
     }
 
@@ -207,8 +231,18 @@ impl CrmConfig {
         self.spec.default_index_lag
     }
 
-    /// Builds the adapter; its requests draw on `shared`.
+    /// The mapping the adapter writes, when `CALLSYNC_MAPPING` is set.
+    pub fn mapping(&self) -> Option<&Arc<Mapping>> {
+        self.mapping.as_ref()
+    }
+
+    /// Builds the adapter; its requests draw on `shared`, and it writes
+    /// the configured mapping.
     pub fn build(&self, shared: Shared) -> Result<Arc<dyn Crm>, CrmBuildError> {
+        let shared = Shared {
+            mapping: self.mapping.clone(),
+            ..shared
+        };
         let http = CrmHttp::new(self.spec, self.http.timeout, shared.clone())?;
         Ok(self.settings.build(http, &shared))
     }
@@ -231,6 +265,18 @@ mod tests {
         assert_eq!(
             vars.secret("TOKEN").unwrap_err().to_string(),
             "CALLSYNC_HUBSPOT_TOKEN: is required but not set"
+        );
+    }
+
+    #[test]
+    fn a_mapping_for_a_crm_that_cannot_write_it_is_refused_at_start_up() {
+        let env = Env::default()
+            .with("CALLSYNC_CRM", "pipedrive")
+            .with("CALLSYNC_MAPPING", "mapping.toml");
+        let error = CrmConfig::from_env(&env).unwrap_err().to_string();
+        assert!(
+            error.starts_with("CALLSYNC_MAPPING: is set, and CALLSYNC_CRM=pipedrive does not write mapped fields yet (supported: hubspot)"),
+            "{error}"
         );
     }
 }

@@ -14,6 +14,7 @@
 //! property, `callsync_marker`, because an exact `EQ` filter on a property is
 //! reliable where a token search inside an HTML body is not.
 
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -25,6 +26,7 @@ use callsync_shared::time::unix_ms;
 use callsync_shared::{CallReport, Direction as CallDirection, Outcome};
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{Map, Value as Json};
 use time::OffsetDateTime;
 
 use super::oauth::Credentials;
@@ -43,6 +45,7 @@ const CALL_TO_CONTACT: u32 = 194;
 const TASK_TO_CONTACT: u32 = 204;
 
 mod credential;
+mod mapped;
 
 pub use credential::Kind as CredentialKind;
 
@@ -101,15 +104,27 @@ pub const SPEC: CrmSpec = CrmSpec {
 
 /// HubSpot names a token that lacks a scope with `"category":
 /// "MISSING_SCOPES"` and the scopes required (developers.hubspot.com, error
-/// handling).
+/// handling). A write naming a property the account does not have (one
+/// deleted since start-up, a mapped one among them) is a 400
+/// `VALIDATION_ERROR` listing `PROPERTY_DOESNT_EXIST` (the shape of
+/// https://developers.hubspot.com/changelog/upcoming-property-validations-rules-will-be-enforced-for-apis-and-integrations):
+/// every call would get it, so it is a set-up to complete, not a call to park.
 fn read_refusal(body: &str) -> Option<Refusal> {
     #[derive(Deserialize)]
     struct Error {
         #[serde(default)]
         category: String,
+        #[serde(default)]
+        message: String,
     }
     let error: Error = serde_json::from_str(body).ok()?;
-    (error.category == "MISSING_SCOPES").then_some(Refusal::Credential)
+    match error.category.as_str() {
+        "MISSING_SCOPES" => Some(Refusal::Credential),
+        "VALIDATION_ERROR" if error.message.contains("PROPERTY_DOESNT_EXIST") => {
+            Some(Refusal::Setup)
+        }
+        _ => None,
+    }
 }
 
 impl Adapter for Hubspot {
@@ -130,6 +145,8 @@ impl Adapter for Hubspot {
         Self {
             http: http.authorized(&config.credentials, shared),
             config,
+            mapping: shared.mapping.clone(),
+            resolved: RwLock::default(),
         }
     }
 }
@@ -141,6 +158,11 @@ pub struct Hubspot {
     /// Requests carry the credential's token (renewed on a 401 for a
     /// public app).
     http: CrmHttp,
+    /// `CALLSYNC_MAPPING`, when set.
+    mapping: Option<Arc<crate::mapping::Mapping>>,
+    /// The mapping checked against the account's properties by the last
+    /// [`Crm::prepare`] (empty until then, and without a mapping).
+    resolved: RwLock<Arc<mapped::Resolved>>,
 }
 
 /// A custom property callsync needs, as `POST /crm/v3/properties/{object}`
@@ -346,6 +368,19 @@ struct ContactProperties<'a> {
     firstname: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     lastname: Option<String>,
+    /// `CALLSYNC_MAPPING`'s contact properties.
+    #[serde(flatten)]
+    mapped: Map<String, Json>,
+}
+
+/// An update of a contact: the last-call properties (for its newest call)
+/// and the mapped ones.
+#[derive(Serialize)]
+struct ContactUpdate {
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    last_call: Option<LastCall>,
+    #[serde(flatten)]
+    mapped: Map<String, Json>,
 }
 
 #[derive(Serialize)]
@@ -366,6 +401,9 @@ struct CallProperties<'a> {
     hs_call_from_number: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     hs_call_to_number: Option<&'a str>,
+    /// `CALLSYNC_MAPPING`'s call properties.
+    #[serde(flatten)]
+    mapped: Map<String, Json>,
 }
 
 #[derive(Serialize)]
@@ -532,6 +570,101 @@ impl Hubspot {
         Ok(hits.into_iter().next().map(|h| h.id))
     }
 
+    /// Every property of `object`, with its type and options.
+    async fn properties_of(&self, object: &str) -> Result<Vec<mapped::Definition>, CrmError> {
+        let listed: mapped::Definitions = self
+            .http
+            .json(
+                "read_properties",
+                self.request(Method::GET, &format!("/crm/v3/properties/{object}")),
+            )
+            .await?;
+        Ok(listed.results)
+    }
+
+    fn resolved(&self) -> Arc<mapped::Resolved> {
+        Arc::clone(&self.resolved.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    fn contact_values(
+        &self,
+        report: &CallReport,
+        write: mapped::Write,
+        current: &Map<String, Json>,
+    ) -> Map<String, Json> {
+        mapped::contact_values(&self.resolved(), report, write, current, &mut |b, skip| {
+            skipped(report, "contact", b, skip)
+        })
+    }
+
+    fn call_values(&self, report: &CallReport) -> Map<String, Json> {
+        mapped::call_values(&self.resolved(), report, &mut |b, skip| {
+            skipped(report, "call", b, skip)
+        })
+    }
+
+    /// The mapped contact properties of `write`: when a rule depends on
+    /// the field's current value (`if_empty`, `append`), read first. The
+    /// read and the PATCH after it are one read-modify-write, run by the
+    /// sync engine under the contact's write lease, and repeated whole on
+    /// a retry: an `append` line an earlier attempt applied is read back
+    /// with its marker and not added again.
+    async fn mapped_update(
+        &self,
+        contact: &str,
+        report: &CallReport,
+        write: mapped::Write,
+    ) -> Result<Map<String, Json>, CrmError> {
+        let resolved = self.resolved();
+        let read = resolved.read_first();
+        let current = if read.is_empty() {
+            Map::new()
+        } else {
+            self.read_contact(contact, &read).await?
+        };
+        Ok(self.contact_values(report, write, &current))
+    }
+
+    /// `GET /crm/v3/objects/contacts/{id}?properties=…`: the current values
+    /// of `properties` (an empty one is absent or "").
+    async fn read_contact(
+        &self,
+        contact: &str,
+        properties: &[&str],
+    ) -> Result<Map<String, Json>, CrmError> {
+        #[derive(Deserialize)]
+        struct Read {
+            #[serde(default)]
+            properties: Map<String, Json>,
+        }
+        let read: Read = self
+            .http
+            .json(
+                "read_contact_fields",
+                self.request(Method::GET, &format!("/crm/v3/objects/contacts/{contact}"))
+                    .query(&[("properties", properties.join(","))]),
+            )
+            .await?;
+        Ok(read.properties)
+    }
+
+    async fn patch_contact(&self, contact: &str, update: &ContactUpdate) -> Result<(), CrmError> {
+        let body = Record {
+            properties: update,
+            associations: None,
+        };
+        self.http
+            .perform(
+                "update_contact",
+                self.request(
+                    Method::PATCH,
+                    &format!("/crm/v3/objects/contacts/{contact}"),
+                )
+                .json(&body),
+            )
+            .await
+    }
+
     /// POSTs a definition and treats 409 (already exists) as success.
     async fn ensure(&self, path: String, body: &(impl Serialize + Sync)) -> Result<(), CrmError> {
         self.http
@@ -543,6 +676,26 @@ impl Hubspot {
             .await
             .map(drop)
     }
+}
+
+/// A mapped value this call cannot write (an option the enumeration does
+/// not list…): the field is left as it is, the rest of the call syncs.
+fn skipped(report: &CallReport, object: &str, bound: &mapped::Bound, skip: &crate::mapping::Skip) {
+    tracing::warn!(
+        call_id = %report.call_id,
+        object,
+        property = %bound.rule.property,
+        from = %bound.rule.from,
+        reason = skip.reason(),
+        "mapped value skipped: {skip}"
+    );
+    metrics::counter!(
+        "callsync_worker_mapping_skipped_total",
+        "crm" => SPEC.name,
+        "property" => bound.rule.property.clone(),
+        "reason" => skip.reason()
+    )
+    .increment(1);
 }
 
 /// The recording URL as `hs_call_recording_url`, of which HubSpot says
@@ -626,6 +779,15 @@ impl Crm for Hubspot {
             )
             .await?;
         }
+        if let Some(mapping) = &self.mapping {
+            let contacts = self.properties_of("contacts").await?;
+            let calls = self.properties_of("calls").await?;
+            let resolved = mapped::Resolved::check(mapping, &contacts, &calls)?;
+            *self
+                .resolved
+                .write()
+                .unwrap_or_else(PoisonError::into_inner) = Arc::new(resolved);
+        }
         Ok(())
     }
 
@@ -668,6 +830,7 @@ impl Crm for Hubspot {
                 email: caller.email.as_deref(),
                 firstname,
                 lastname,
+                mapped: self.contact_values(contact.report, mapped::Write::New, &Map::new()),
             },
             associations: None,
         };
@@ -713,6 +876,7 @@ impl Crm for Hubspot {
             hs_call_recording_url: recording_property(report),
             hs_call_from_number: from,
             hs_call_to_number: to,
+            mapped: self.call_values(report),
         };
         let body = Record {
             properties,
@@ -722,20 +886,38 @@ impl Crm for Hubspot {
     }
 
     async fn update_contact(&self, contact: &str, report: &CallReport) -> Result<(), CrmError> {
-        let body = Record {
-            properties: LastCall::of(report),
-            associations: None,
-        };
-        self.http
-            .perform(
-                "update_contact",
-                self.request(
-                    Method::PATCH,
-                    &format!("/crm/v3/objects/contacts/{contact}"),
-                )
-                .json(&body),
-            )
-            .await
+        let mapped = self
+            .mapped_update(contact, report, mapped::Write::Newest)
+            .await?;
+        self.patch_contact(
+            contact,
+            &ContactUpdate {
+                last_call: Some(LastCall::of(report)),
+                mapped,
+            },
+        )
+        .await
+    }
+
+    fn writes_every_call(&self) -> bool {
+        !self.resolved().read_first().is_empty()
+    }
+
+    async fn update_older(&self, contact: &str, report: &CallReport) -> Result<(), CrmError> {
+        let mapped = self
+            .mapped_update(contact, report, mapped::Write::Older)
+            .await?;
+        if mapped.is_empty() {
+            return Ok(());
+        }
+        self.patch_contact(
+            contact,
+            &ContactUpdate {
+                last_call: None,
+                mapped,
+            },
+        )
+        .await
     }
 
     async fn create_follow_up(
@@ -862,6 +1044,14 @@ mod tests {
             (call_status(None), call_disposition(None)),
             ("COMPLETED", None)
         );
+    }
+
+    #[test]
+    fn a_write_naming_a_property_the_account_lacks_is_a_set_up_to_complete() {
+        let missing = r#"{"status":"error","message":"Property values were not valid: [{\"isValid\":false,\"message\":\"Property \\\"ai_intent\\\" does not exist\",\"error\":\"PROPERTY_DOESNT_EXIST\",\"name\":\"ai_intent\"}]","category":"VALIDATION_ERROR"}"#;
+        assert_eq!(read_refusal(missing), Some(Refusal::Setup));
+        let option = r#"{"status":"error","message":"Property values were not valid: [{\"error\":\"INVALID_OPTION\"}]","category":"VALIDATION_ERROR"}"#;
+        assert_eq!(read_refusal(option), None);
     }
 
     #[test]

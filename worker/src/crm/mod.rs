@@ -260,6 +260,21 @@ pub trait Crm: Send + Sync + fmt::Debug {
     /// Sets the contact's last-call fields from `report`. Idempotent.
     async fn update_contact(&self, contact: &str, report: &CallReport) -> Result<(), CrmError>;
 
+    /// Whether a call older than the contact's newest still writes to the
+    /// contact: the mapping has `if_empty` or `append` rules, which every
+    /// call writes, while `overwrite` and the last-call fields follow the
+    /// newest call only.
+    fn writes_every_call(&self) -> bool {
+        false
+    }
+
+    /// The contact fields an older call writes (see
+    /// [`Crm::writes_every_call`]). Run, like `update_contact`, under the
+    /// contact's write lease, and safe to repeat.
+    async fn update_older(&self, _contact: &str, _report: &CallReport) -> Result<(), CrmError> {
+        Ok(())
+    }
+
     /// Creates the follow-up task due at `due`, carrying the call's marker.
     async fn create_follow_up(
         &self,

@@ -65,13 +65,14 @@ pub fn check(from: &From, mode: Mode, field: &FieldType) -> Result<(), String> {
             field.describe()
         ));
     }
-    let fits = match (from.kind(), field) {
-        (Kind::Any, _) | (_, FieldType::Text) => true,
-        (Kind::Text, FieldType::Enum(_)) | (Kind::Number, FieldType::Enum(_)) => true,
-        (Kind::Number, FieldType::Number) => true,
-        (Kind::Time, FieldType::Date | FieldType::DateTime) => true,
-        _ => false,
-    };
+    let fits = matches!(
+        (from.kind(), field),
+        (Kind::Any, _)
+            | (_, FieldType::Text)
+            | (Kind::Text | Kind::Number, FieldType::Enum(_))
+            | (Kind::Number, FieldType::Number)
+            | (Kind::Time, FieldType::Date | FieldType::DateTime)
+    );
     if fits {
         return Ok(());
     }
@@ -104,6 +105,8 @@ pub enum Skip {
     NotANumber(String),
     NotABool(String),
     NotATime(String),
+    /// The field's text would pass the CRM's length limit.
+    TooLong(usize),
 }
 
 impl Skip {
@@ -114,6 +117,7 @@ impl Skip {
             Skip::NotANumber(_) => "not_a_number",
             Skip::NotABool(_) => "not_a_boolean",
             Skip::NotATime(_) => "not_a_time",
+            Skip::TooLong(_) => "too_long",
         }
     }
 }
@@ -125,6 +129,7 @@ impl std::fmt::Display for Skip {
             Skip::NotANumber(v) => write!(f, "{v:?} is not a number"),
             Skip::NotABool(v) => write!(f, "{v:?} is not true or false"),
             Skip::NotATime(v) => write!(f, "{v:?} is not a date or an RFC 3339 time"),
+            Skip::TooLong(max) => write!(f, "the text would be longer than {max} characters"),
         }
     }
 }

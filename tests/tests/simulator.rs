@@ -200,6 +200,88 @@ async fn hubspot_refuses_a_property_that_does_not_exist() {
     assert!(sim.snapshot().contacts.is_empty());
 }
 
+/// HubSpot's properties API lists each property with its `type`,
+/// `fieldType` and `options`
+/// (https://developers.hubspot.com/docs/api-reference/crm-properties-v3/core/get-crm-v3-properties-objectType):
+/// callsync reads a mapped property's type there.
+#[tokio::test]
+async fn hubspot_lists_each_property_with_its_type_and_options() {
+    let sim = sim().await;
+    sim.define_hubspot_property(
+        "contacts",
+        "ai_intent",
+        "enumeration",
+        "select",
+        &[("sales", "Sales enquiry")],
+    );
+    let listed = expect(
+        StatusCode::OK,
+        sim.hubspot(Method::GET, "/crm/v3/properties/contacts"),
+    )
+    .await;
+    let find = |name: &str| {
+        listed["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} not listed: {listed}"))
+    };
+    let intent = find("ai_intent");
+    assert_eq!(intent["type"], "enumeration");
+    assert_eq!(intent["options"][0]["value"], "sales");
+    assert_eq!(intent["options"][0]["label"], "Sales enquiry");
+    assert_eq!(find("jobtitle")["type"], "string");
+    assert_eq!(find("lifecyclestage")["type"], "enumeration");
+}
+
+/// A value a custom property's type cannot hold is refused with HubSpot's
+/// 400 `VALIDATION_ERROR`: an enumeration's label or an unknown option
+/// (`INVALID_OPTION`), text or exponent notation in a number
+/// (`INVALID_INTEGER`, "… was not a valid number."), anything but
+/// `true`/`false` in a bool, a date that is not midnight UTC; nothing is
+/// written.
+#[tokio::test]
+async fn hubspot_refuses_a_value_its_custom_property_cannot_hold() {
+    let sim = sim().await;
+    sim.define_hubspot_property(
+        "contacts",
+        "ai_intent",
+        "enumeration",
+        "select",
+        &[("sales", "Sales enquiry")],
+    );
+    sim.define_hubspot_property("contacts", "ai_score", "number", "number", &[]);
+    sim.define_hubspot_property("contacts", "ai_done", "bool", "booleancheckbox", &[]);
+    sim.define_hubspot_property("contacts", "ai_day", "date", "date", &[]);
+    for (name, value, code) in [
+        ("ai_intent", "Sales enquiry", "INVALID_OPTION"),
+        ("ai_intent", "refund", "INVALID_OPTION"),
+        ("ai_score", "high", "INVALID_INTEGER"),
+        ("ai_score", "1.4210854715202004e-14", "INVALID_INTEGER"),
+        ("ai_done", "yes", "INVALID_BOOLEAN"),
+        ("ai_day", "1777600000000", "INVALID_DATE"),
+    ] {
+        let contact = json!({ "properties": { "firstname": "Ann", name: value } });
+        let listed =
+            refused_properties(&sim, Method::POST, "/crm/v3/objects/contacts", &contact).await;
+        assert_eq!(listed.len(), 1, "{name}={value}: {listed:?}");
+        assert_eq!(listed[0]["error"], code, "{name}={value}");
+        assert_eq!(listed[0]["name"], name);
+    }
+    assert!(sim.snapshot().contacts.is_empty());
+    let fitting = json!({ "properties": {
+        "ai_intent": "sales", "ai_score": "4.5", "ai_done": "true", "ai_day": "1777593600000",
+    }});
+    expect(
+        StatusCode::CREATED,
+        sim.hubspot(Method::POST, "/crm/v3/objects/contacts")
+            .json(&fitting),
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn hubspot_refuses_a_call_or_task_property_of_another_object() {
     let sim = sim().await;

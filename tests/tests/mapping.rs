@@ -1,0 +1,486 @@
+//! `CALLSYNC_MAPPING` on HubSpot: the business's own properties written
+//! from each call through ingest, a worker and crm-sim, asserting on the
+//! simulator's records, the ledger and the queues. Each mode; a second
+//! call; a redelivery; a write HubSpot applied but answered with a 5xx; an
+//! older call after a newer one; an option the enumeration lacks (skipped
+//! and counted); a property missing (paused, then resumed once created);
+//! a malformed file (start-up refused with one line).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use callsync_tests::app::{AppBuilder, TestApp};
+use callsync_tests::harness::{WAIT, run_check, voicedock_marker, worker_command};
+use callsync_tests::prometheus;
+use callsync_tests::sim::{Fault, Record, Snapshot};
+use callsync_tests::wait::eventually;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const MAPPING: &str = r#"
+[[contact]]
+property = "ai_intent"
+from = "analysis.intent"
+
+[[contact]]
+property = "ai_first_topic"
+from = "analysis.topic"
+mode = "if_empty"
+
+[[contact]]
+property = "ai_call_log"
+from = "summary"
+mode = "append"
+
+[[contact]]
+property = "ai_follow_up"
+from = "analysis.follow_up_needed"
+
+[[call]]
+property = "ai_topic"
+from = "analysis.topic"
+
+[[call]]
+property = "ai_score"
+from = "analysis.score"
+"#;
+
+/// Writes `text` to a mapping file of its own; returns its path.
+fn mapping_file(tag: &str, text: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!(
+        "callsync-mapping-{tag}-{}-{}.toml",
+        std::process::id(),
+        uuid::Uuid::new_v4()
+    ));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The properties the business created in HubSpot for [`MAPPING`]; all but
+/// those named in `missing`.
+fn define_properties(app: &TestApp, missing: &[&str]) {
+    let sim = &app.env.sim;
+    let define = |object: &str, name: &str, kind: &str, field: &str, options: &[(&str, &str)]| {
+        if !missing.contains(&name) {
+            sim.define_hubspot_property(object, name, kind, field, options);
+        }
+    };
+    define(
+        "contacts",
+        "ai_intent",
+        "enumeration",
+        "select",
+        &[("sales", "Sales enquiry"), ("support", "Support")],
+    );
+    define("contacts", "ai_first_topic", "string", "text", &[]);
+    define("contacts", "ai_call_log", "string", "textarea", &[]);
+    define(
+        "contacts",
+        "ai_follow_up",
+        "bool",
+        "booleancheckbox",
+        &[("true", "Yes"), ("false", "No")],
+    );
+    define("calls", "ai_topic", "string", "text", &[]);
+    define("calls", "ai_score", "number", "number", &[]);
+}
+
+fn builder(tag: &str) -> AppBuilder {
+    let path = mapping_file(tag, MAPPING);
+    TestApp::builder()
+        .crm("hubspot")
+        .worker_set("CALLSYNC_MAPPING", path.to_str().unwrap())
+}
+
+/// One in-process worker with [`MAPPING`] and every property defined.
+async fn app(tag: &str) -> TestApp {
+    started(tag, &[], false, &[]).await
+}
+
+/// An app with [`MAPPING`] whose properties, but `missing`, were created
+/// before its one worker (a process when `process`) starts with `vars`.
+async fn started(tag: &str, missing: &[&str], process: bool, vars: &[(&str, &str)]) -> TestApp {
+    let mut app = builder(tag).workers(0).start().await;
+    define_properties(&app, missing);
+    let mut env = app.worker_env();
+    for (name, value) in vars {
+        env = env.with(*name, *value);
+    }
+    if process {
+        app.add_worker_process_with(env).await;
+    } else {
+        app.add_worker_with(env).await;
+    }
+    app
+}
+
+/// A voicedock report of `id` from `phone`, ended at `ended_at`, with
+/// `analysis`; its summary is "Call {id}".
+fn report(id: &str, phone: &str, ended_at: &str, analysis: Value) -> Vec<u8> {
+    serde_json::to_vec(&json!({ "message": {
+        "type": "end-of-call-report", "timestamp": ended_at,
+        "call": { "id": id }, "customer": { "number": phone },
+        "summary": format!("Call {id}"),
+        "analysis": analysis,
+    }}))
+    .unwrap()
+}
+
+/// The appended line of call `id`.
+fn line(id: &str) -> String {
+    format!("Call {id} [{}]", voicedock_marker(id))
+}
+
+fn contact<'a>(s: &'a Snapshot, phone: &str) -> &'a Record {
+    let found: Vec<&Record> = s
+        .contacts
+        .iter()
+        .filter(|c| c.prop("phone") == Some(phone))
+        .collect();
+    assert_eq!(found.len(), 1, "one contact for {phone}: {:?}", s.contacts);
+    found[0]
+}
+
+fn call_record<'a>(s: &'a Snapshot, id: &str) -> &'a Record {
+    let marker = voicedock_marker(id);
+    s.calls
+        .iter()
+        .find(|c| c.prop("callsync_marker") == Some(marker.as_str()))
+        .unwrap_or_else(|| panic!("no call record for {id}: {:?}", s.calls))
+}
+
+/// Posts `body` and waits until the call is synced.
+async fn sync(app: &TestApp, id: &str, body: Vec<u8>) -> Snapshot {
+    app.post_voicedock(body).await;
+    let marker = voicedock_marker(id);
+    app.wait_for_crm(&format!("call {id} recorded"), |s| {
+        s.call_markers().contains(&marker)
+    })
+    .await;
+    app.settle().await
+}
+
+#[tokio::test]
+async fn each_mode_writes_the_business_fields_of_a_first_and_a_second_call() {
+    let app = app("modes").await;
+    let phone = "+31612340001";
+    let s = sync(
+        &app,
+        "map-1",
+        report(
+            "map-1",
+            phone,
+            "2026-05-01T08:00:00Z",
+            json!({ "intent": "Sales enquiry", "topic": "pricing", "score": 7, "follow_up_needed": true }),
+        ),
+    )
+    .await;
+    let c = contact(&s, phone);
+    assert_eq!(c.prop("ai_intent"), Some("sales"), "matched by its label");
+    assert_eq!(c.prop("ai_first_topic"), Some("pricing"));
+    assert_eq!(c.prop("ai_call_log"), Some(line("map-1").as_str()));
+    assert_eq!(c.prop("ai_follow_up"), Some("true"));
+    let first = call_record(&s, "map-1");
+    assert_eq!(first.prop("ai_topic"), Some("pricing"));
+    assert_eq!(first.prop("ai_score"), Some("7"));
+
+    let s = sync(
+        &app,
+        "map-2",
+        report(
+            "map-2",
+            phone,
+            "2026-05-01T09:00:00Z",
+            json!({ "intent": "support", "topic": "billing", "score": 4.5, "follow_up_needed": false }),
+        ),
+    )
+    .await;
+    let c = contact(&s, phone);
+    assert_eq!(
+        c.prop("ai_intent"),
+        Some("support"),
+        "overwrite: the newest call"
+    );
+    assert_eq!(c.prop("ai_first_topic"), Some("pricing"), "if_empty: kept");
+    assert_eq!(
+        c.prop("ai_call_log"),
+        Some(format!("{}\n{}", line("map-1"), line("map-2")).as_str()),
+        "append: one line per call"
+    );
+    assert_eq!(c.prop("ai_follow_up"), Some("false"));
+    let second = call_record(&s, "map-2");
+    assert_eq!(second.prop("ai_topic"), Some("billing"));
+    assert_eq!(second.prop("ai_score"), Some("4.5"));
+    app.assert_ledger(2, 0).await;
+}
+
+#[tokio::test]
+async fn a_redelivered_call_appends_its_line_once() {
+    let app = app("redelivery").await;
+    let phone = "+31612340002";
+    let first = report(
+        "redo-1",
+        phone,
+        "2026-05-01T08:00:00Z",
+        json!({ "intent": "support" }),
+    );
+    sync(&app, "redo-1", first).await;
+    let second = report(
+        "redo-2",
+        phone,
+        "2026-05-01T09:00:00Z",
+        json!({ "intent": "support" }),
+    );
+    sync(&app, "redo-2", second.clone()).await;
+    app.post_voicedock(second).await;
+    let s = app.settle().await;
+    assert_eq!(
+        contact(&s, phone).prop("ai_call_log"),
+        Some(format!("{}\n{}", line("redo-1"), line("redo-2")).as_str())
+    );
+    app.assert_ledger(2, 0).await;
+}
+
+#[tokio::test]
+async fn a_write_hubspot_applied_but_answered_with_a_5xx_appends_its_line_once() {
+    let app = app("applied").await;
+    let phone = "+31612340003";
+    sync(
+        &app,
+        "applied-1",
+        report(
+            "applied-1",
+            phone,
+            "2026-05-01T08:00:00Z",
+            json!({ "topic": "a" }),
+        ),
+    )
+    .await;
+    // The second call's contact update is applied, then answered 500: the
+    // worker cannot know, and writes again.
+    app.env
+        .sim
+        .inject("update_contact", Fault::ApplyThenServerError, 1);
+    let s = sync(
+        &app,
+        "applied-2",
+        report(
+            "applied-2",
+            phone,
+            "2026-05-01T09:00:00Z",
+            json!({ "topic": "b" }),
+        ),
+    )
+    .await;
+    assert!(
+        s.stats.applied_server_errors >= 1,
+        "the fault was hit: {:?}",
+        s.stats
+    );
+    assert!(s.requests_of("update_contact") >= 2, "{:?}", s.stats);
+    assert_eq!(
+        contact(&s, phone).prop("ai_call_log"),
+        Some(format!("{}\n{}", line("applied-1"), line("applied-2")).as_str())
+    );
+    app.assert_ledger(2, 0).await;
+}
+
+#[tokio::test]
+async fn an_older_call_after_a_newer_one_overwrites_nothing_and_still_appends_its_line() {
+    let app = app("older").await;
+    let phone = "+31612340004";
+    sync(
+        &app,
+        "newer",
+        report(
+            "newer",
+            phone,
+            "2026-05-01T09:00:00Z",
+            json!({ "intent": "support", "follow_up_needed": false }),
+        ),
+    )
+    .await;
+    let s = sync(
+        &app,
+        "older",
+        report(
+            "older",
+            phone,
+            "2026-05-01T08:00:00Z",
+            json!({ "intent": "sales", "topic": "late", "follow_up_needed": true }),
+        ),
+    )
+    .await;
+    let c = contact(&s, phone);
+    assert_eq!(c.prop("ai_intent"), Some("support"), "the newer call's");
+    assert_eq!(c.prop("ai_follow_up"), Some("false"), "the newer call's");
+    assert_eq!(
+        c.prop("ai_first_topic"),
+        Some("late"),
+        "if_empty: the field was empty, whichever call fills it"
+    );
+    assert_eq!(
+        c.prop("ai_call_log"),
+        Some(format!("{}\n{}", line("newer"), line("older")).as_str())
+    );
+    assert_eq!(call_record(&s, "older").prop("ai_topic"), Some("late"));
+    app.assert_ledger(2, 0).await;
+}
+
+#[tokio::test]
+async fn an_option_the_enumeration_lacks_skips_that_field_with_a_metric_and_the_call_syncs() {
+    let app = started("option", &[], true, &[]).await;
+    let phone = "+31612340005";
+    let s = sync(
+        &app,
+        "refund",
+        report(
+            "refund",
+            phone,
+            "2026-05-01T08:00:00Z",
+            json!({ "intent": "refund", "topic": "money back", "score": "high" }),
+        ),
+    )
+    .await;
+    let c = contact(&s, phone);
+    assert_eq!(c.prop("ai_intent"), None, "not an option: left as it is");
+    assert_eq!(c.prop("ai_first_topic"), Some("money back"));
+    let call = call_record(&s, "refund");
+    assert_eq!(call.prop("ai_score"), None, "not a number: skipped");
+    assert_eq!(call.prop("ai_topic"), Some("money back"));
+    app.assert_ledger(1, 0).await;
+    let metrics = app.worker_metrics(0).await;
+    let skipped = |property: &str, reason: &str| {
+        prometheus::value(
+            &metrics,
+            "callsync_worker_mapping_skipped_total",
+            &[
+                ("crm", "hubspot"),
+                ("property", property),
+                ("reason", reason),
+            ],
+        )
+    };
+    assert_eq!(skipped("ai_intent", "not_an_option"), 1.0, "{metrics}");
+    assert_eq!(skipped("ai_score", "not_a_number"), 1.0, "{metrics}");
+}
+
+#[tokio::test]
+async fn a_missing_property_pauses_the_worker_and_check_names_it_until_it_is_created() {
+    let app = started(
+        "missing",
+        &["ai_call_log"],
+        true,
+        &[("CALLSYNC_PAUSE_PROBE_MAX", "1s")],
+    )
+    .await;
+    let phone = "+31612340006";
+    for (id, at) in [("gap-1", "08:00"), ("gap-2", "09:00")] {
+        app.post_voicedock(report(
+            id,
+            phone,
+            &format!("2026-05-01T{at}:00Z"),
+            json!({ "intent": "sales" }),
+        ))
+        .await;
+    }
+    let detail = app.wait_for_pause(0, "setup").await;
+    assert!(
+        detail.contains("\"ai_call_log\" does not exist") && detail.contains("line 11"),
+        "{detail}"
+    );
+    eventually(
+        WAIT,
+        "both calls wait in the calls queue",
+        || app.calls_waiting(),
+        |n| *n == 2,
+    )
+    .await;
+    assert!(app.parked().await.is_empty(), "nothing is parked");
+    assert!(app.snapshot().calls.is_empty());
+
+    let (ok, lines) = run_check(&app.worker_env()).await;
+    assert!(!ok, "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with('✗') && l.contains("ai_call_log") && l.contains("line 11")),
+        "{lines:?}"
+    );
+
+    define_properties(&app, &[]);
+    app.wait_for_crm("both calls recorded once resumed", |s| s.calls.len() == 2)
+        .await;
+    let s = app.settle().await;
+    // The calls waited together and may be written in either order: each
+    // line once is the rule.
+    let mut lines: Vec<&str> = contact(&s, phone)
+        .prop("ai_call_log")
+        .unwrap_or_default()
+        .lines()
+        .collect();
+    lines.sort_unstable();
+    assert_eq!(lines, [line("gap-1"), line("gap-2")]);
+    app.assert_ledger(2, 0).await;
+    let (status, body) = app.worker_readiness(0).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (ok, lines) = run_check(&app.worker_env()).await;
+    assert!(ok, "{lines:?}");
+}
+
+/// Runs the worker with `env` and returns its exit status and stderr;
+/// it must stop by itself.
+async fn start_up(env: &callsync_shared::config::Env) -> (bool, String) {
+    let output = tokio::time::timeout(Duration::from_secs(30), worker_command(env).output())
+        .await
+        .expect("the worker stops at start-up")
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn a_malformed_mapping_stops_the_worker_at_start_up_with_one_line() {
+    let app = TestApp::builder().crm("hubspot").workers(0).start().await;
+    let path = mapping_file(
+        "malformed",
+        "[[contact]]\nproperty = \"ai_intent\"\nfrom = \"analysis.intent\"\nmode = \"replace\"\n",
+    );
+    let env = app
+        .worker_env()
+        .with("CALLSYNC_MAPPING", path.to_str().unwrap());
+    let (ok, stderr) = start_up(&env).await;
+    assert!(!ok);
+    let expected = format!(
+        "CALLSYNC_MAPPING: {} line 4: unknown mode \"replace\"; expected overwrite, if_empty or append",
+        path.display()
+    );
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("CALLSYNC_MAPPING"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(lines[0].ends_with(&expected), "{stderr}");
+    assert_eq!(app.calls_waiting().await, 0);
+}
+
+#[tokio::test]
+async fn a_mapping_set_for_a_crm_that_cannot_write_it_stops_start_up() {
+    let app = TestApp::builder().crm("pipedrive").workers(0).start().await;
+    let path = mapping_file("pipedrive", MAPPING);
+    let env = app
+        .worker_env()
+        .with("CALLSYNC_MAPPING", path.to_str().unwrap());
+    let (ok, stderr) = start_up(&env).await;
+    assert!(!ok);
+    assert!(
+        stderr.contains(
+            "CALLSYNC_MAPPING: is set, and CALLSYNC_CRM=pipedrive does not write mapped fields yet"
+        ),
+        "{stderr}"
+    );
+}

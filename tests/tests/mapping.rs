@@ -8,6 +8,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -428,6 +429,79 @@ async fn a_missing_property_pauses_the_worker_and_check_names_it_until_it_is_cre
     assert_eq!(status, StatusCode::OK, "{body}");
     let (ok, lines) = run_check(&app.worker_env()).await;
     assert!(ok, "{lines:?}");
+}
+
+/// A mapping of `overwrite` rules only, on the same properties.
+const OVERWRITE_ONLY: &str = r#"
+[[contact]]
+property = "ai_intent"
+from = "analysis.intent"
+
+[[contact]]
+property = "ai_follow_up"
+from = "analysis.follow_up_needed"
+
+[[call]]
+property = "ai_topic"
+from = "analysis.topic"
+"#;
+
+/// The CRM requests of a new caller's call and of a repeat call, with
+/// `mapping` (or none), the one-time set-up left out.
+async fn requests_of_two_calls(tag: &str, mapping: Option<&str>) -> BTreeMap<String, u64> {
+    let mut app = TestApp::builder().crm("hubspot").workers(0).start().await;
+    define_properties(&app, &[]);
+    let mut env = app.worker_env();
+    if let Some(text) = mapping {
+        env = env.with(
+            "CALLSYNC_MAPPING",
+            mapping_file(tag, text).to_str().unwrap(),
+        );
+    }
+    app.add_worker_with(env).await;
+    let phone = "+31612340009";
+    let analysis = json!({ "intent": "sales", "topic": "pricing", "follow_up_needed": false });
+    for (id, at) in [("cost-1", "08:00"), ("cost-2", "09:00")] {
+        let body = report(id, phone, &format!("2026-05-01T{at}:00Z"), analysis.clone());
+        sync(&app, id, body).await;
+    }
+    let s = app.settle().await;
+    app.assert_ledger(2, 0).await;
+    s.stats
+        .by_operation
+        .into_iter()
+        .filter(|(op, _)| {
+            !["create_group", "create_property", "read_properties"].contains(&op.as_str())
+        })
+        .collect()
+}
+
+/// What a mapping costs in HubSpot requests: `overwrite` rides in the
+/// requests callsync sends anyway (the contact's create or last-call
+/// PATCH, the call's create); `if_empty` and `append` read the contact's
+/// fields before the PATCH of a repeat call (a new contact is empty).
+#[tokio::test]
+async fn overwrite_costs_no_request_and_if_empty_or_append_one_read_per_repeat_call() {
+    let none = requests_of_two_calls("cost-none", None).await;
+    let expected: BTreeMap<String, u64> = [
+        ("search_contacts", 1),
+        ("create_contact", 1),
+        ("create_call", 2),
+        ("update_contact", 1),
+    ]
+    .into_iter()
+    .map(|(op, n)| (op.to_owned(), n))
+    .collect();
+    assert_eq!(none, expected, "without a mapping");
+    let overwrite = requests_of_two_calls("cost-overwrite", Some(OVERWRITE_ONLY)).await;
+    assert_eq!(overwrite, expected, "overwrite rules add no request");
+    let full = requests_of_two_calls("cost-full", Some(MAPPING)).await;
+    let mut with_read = expected.clone();
+    with_read.insert("get_contact".to_owned(), 1);
+    assert_eq!(
+        full, with_read,
+        "if_empty and append: one read on the repeat call"
+    );
 }
 
 /// Runs the worker with `env` and returns its exit status and stderr;

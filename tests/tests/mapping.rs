@@ -431,6 +431,51 @@ async fn a_missing_property_pauses_the_worker_and_check_names_it_until_it_is_cre
     assert!(ok, "{lines:?}");
 }
 
+#[tokio::test]
+async fn a_property_deleted_while_running_pauses_the_worker_until_it_exists_again() {
+    let app = started("deleted", &[], true, &[("CALLSYNC_PAUSE_PROBE_MAX", "1s")]).await;
+    let phone = "+31612340007";
+    let first = report(
+        "del-1",
+        phone,
+        "2026-05-01T08:00:00Z",
+        json!({ "topic": "a" }),
+    );
+    sync(&app, "del-1", first).await;
+    app.env.sim.delete_hubspot_property("calls", "ai_topic");
+    app.post_voicedock(report(
+        "del-2",
+        phone,
+        "2026-05-01T09:00:00Z",
+        json!({ "topic": "b" }),
+    ))
+    .await;
+    let detail = app.wait_for_pause(0, "setup").await;
+    assert!(detail.contains("ai_topic"), "{detail}");
+    eventually(
+        WAIT,
+        "the call waits in the calls queue",
+        || app.calls_waiting(),
+        |n| *n == 1,
+    )
+    .await;
+    assert!(app.parked().await.is_empty(), "nothing is parked");
+    define_properties(&app, &[]);
+    let s = sync_waited(&app, "del-2").await;
+    assert_eq!(call_record(&s, "del-2").prop("ai_topic"), Some("b"));
+    app.assert_ledger(2, 0).await;
+}
+
+/// Waits until call `id`, posted earlier, is synced.
+async fn sync_waited(app: &TestApp, id: &str) -> Snapshot {
+    let marker = voicedock_marker(id);
+    app.wait_for_crm(&format!("call {id} recorded"), |s| {
+        s.call_markers().contains(&marker)
+    })
+    .await;
+    app.settle().await
+}
+
 /// A mapping of `overwrite` rules only, on the same properties.
 const OVERWRITE_ONLY: &str = r#"
 [[contact]]

@@ -258,3 +258,16 @@ mode = "if_empty"
         assert!(error.starts_with("mapping.toml line 2: "), "{error}");
     }
 }
+
+#[cfg(test)]
+mod example {
+    use super::*;
+
+    #[test]
+    fn the_example_mapping_file_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/mapping.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mapping = parse(&path, &text).unwrap();
+        assert_eq!((mapping.contact.len(), mapping.call.len()), (4, 2));
+    }
+}

@@ -35,6 +35,7 @@ use super::{
     Adapter, ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, CrmSpec, MarkedRecord,
     NewContact, Operation, Permission, Refusal, Shared, Vars, configure,
 };
+use crate::mapping::apply;
 
 /// HubSpot's normalised copies of `phone` and `mobilephone`, made for search.
 const SEARCHABLE_PHONE: &str = "hs_searchable_calculated_phone_number";
@@ -589,16 +590,23 @@ impl Hubspot {
     fn contact_values(
         &self,
         report: &CallReport,
-        write: mapped::Write,
+        write: apply::Write,
         current: &Map<String, Json>,
     ) -> Map<String, Json> {
-        mapped::contact_values(&self.resolved(), report, write, current, &mut |b, skip| {
-            skipped(report, "contact", b, skip)
-        })
+        let resolved = self.resolved();
+        apply::contact_values(
+            &resolved.contact,
+            report,
+            write,
+            current,
+            &mapped::wire,
+            &mut |b, skip| skipped(report, "contact", b, skip),
+        )
     }
 
     fn call_values(&self, report: &CallReport) -> Map<String, Json> {
-        mapped::call_values(&self.resolved(), report, &mut |b, skip| {
+        let resolved = self.resolved();
+        apply::call_values(&resolved.call, report, &mapped::wire, &mut |b, skip| {
             skipped(report, "call", b, skip)
         })
     }
@@ -613,7 +621,7 @@ impl Hubspot {
         &self,
         contact: &str,
         report: &CallReport,
-        write: mapped::Write,
+        write: apply::Write,
     ) -> Result<Map<String, Json>, CrmError> {
         let resolved = self.resolved();
         let read = resolved.read_first();
@@ -680,7 +688,7 @@ impl Hubspot {
 
 /// A mapped value this call cannot write (an option the enumeration does
 /// not list…): the field is left as it is, the rest of the call syncs.
-fn skipped(report: &CallReport, object: &str, bound: &mapped::Bound, skip: &crate::mapping::Skip) {
+fn skipped(report: &CallReport, object: &str, bound: &apply::Bound, skip: &crate::mapping::Skip) {
     tracing::warn!(
         call_id = %report.call_id,
         object,
@@ -830,7 +838,7 @@ impl Crm for Hubspot {
                 email: caller.email.as_deref(),
                 firstname,
                 lastname,
-                mapped: self.contact_values(contact.report, mapped::Write::New, &Map::new()),
+                mapped: self.contact_values(contact.report, apply::Write::New, &Map::new()),
             },
             associations: None,
         };
@@ -887,7 +895,7 @@ impl Crm for Hubspot {
 
     async fn update_contact(&self, contact: &str, report: &CallReport) -> Result<(), CrmError> {
         let mapped = self
-            .mapped_update(contact, report, mapped::Write::Newest)
+            .mapped_update(contact, report, apply::Write::Newest)
             .await?;
         self.patch_contact(
             contact,
@@ -905,7 +913,7 @@ impl Crm for Hubspot {
 
     async fn update_older(&self, contact: &str, report: &CallReport) -> Result<(), CrmError> {
         let mapped = self
-            .mapped_update(contact, report, mapped::Write::Older)
+            .mapped_update(contact, report, apply::Write::Older)
             .await?;
         if mapped.is_empty() {
             return Ok(());

@@ -5,6 +5,7 @@
 //! the call ([`value`]) and a field; the CRM's adapter reads the field's
 //! type from the CRM and converts the value into it ([`field`]).
 
+pub mod apply;
 pub mod field;
 pub mod file;
 pub mod value;

@@ -18,15 +18,15 @@
 
 use std::collections::HashMap;
 
-use callsync_shared::CallReport;
 use callsync_shared::time::unix_ms;
 use serde::Deserialize;
-use serde_json::{Map, Value as Json};
+use serde_json::Value as Json;
 
 use crate::crm::CrmError;
+use crate::mapping::apply::{self, Bound};
 use crate::mapping::field::{self, Choice, Conversion, FieldType};
 use crate::mapping::value::number_text;
-use crate::mapping::{Mapping, Mode, Rule};
+use crate::mapping::{Mapping, Rule};
 
 /// The properties callsync writes itself on each object: a rule naming one
 /// would race callsync's own value in the same request.
@@ -118,13 +118,6 @@ impl Definition {
     }
 }
 
-/// A rule with the type of its property.
-#[derive(Debug, Clone)]
-pub struct Bound {
-    pub rule: Rule,
-    pub field: FieldType,
-}
-
 /// The mapping checked against the account's properties.
 #[derive(Debug, Clone, Default)]
 pub struct Resolved {
@@ -178,6 +171,7 @@ impl Resolved {
                     Ok(Bound {
                         rule: rule.clone(),
                         field,
+                        max_len: MAX_TEXT,
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()
@@ -191,108 +185,16 @@ impl Resolved {
     /// The contact properties whose current value a write must read first
     /// (`if_empty`, `append`).
     pub fn read_first(&self) -> Vec<&str> {
-        self.contact
-            .iter()
-            .filter(|b| b.rule.mode != Mode::Overwrite)
-            .map(|b| b.rule.property.as_str())
-            .collect()
+        apply::read_first(&self.contact)
     }
 }
 
-/// Which contact rules a write carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Write {
-    /// A new contact: every rule, into empty fields.
-    New,
-    /// The contact's newest call: every rule, `current` its values.
-    Newest,
-    /// An older call: `if_empty` and `append` only; `overwrite` follows
-    /// the newest call.
-    Older,
+/// A converted value as HubSpot takes it: every property value a string.
+pub fn wire(value: &Conversion) -> Json {
+    Json::String(wire_text(value))
 }
 
-/// The contact properties `report` writes; `current` holds the values of
-/// [`Resolved::read_first`] (empty for a new contact).
-pub fn contact_values(
-    resolved: &Resolved,
-    report: &CallReport,
-    write: Write,
-    current: &Map<String, Json>,
-    skipped: &mut dyn FnMut(&Bound, &field::Skip),
-) -> Map<String, Json> {
-    let mut out = Map::new();
-    for bound in &resolved.contact {
-        let rule = &bound.rule;
-        if write == Write::Older && rule.mode == Mode::Overwrite {
-            continue;
-        }
-        let now = current
-            .get(&rule.property)
-            .and_then(Json::as_str)
-            .unwrap_or_default();
-        if rule.mode == Mode::IfEmpty && !now.trim().is_empty() {
-            continue;
-        }
-        let Some(value) = rule.from.resolve(report) else {
-            continue;
-        };
-        let converted = match field::convert(&value, &bound.field) {
-            Ok(c) => c,
-            Err(skip) => {
-                skipped(bound, &skip);
-                continue;
-            }
-        };
-        let text = wire(&converted);
-        let written = if rule.mode == Mode::Append {
-            // One line per call, carrying its marker: a call whose line is
-            // already there (an earlier attempt applied) adds nothing.
-            let marker = report.marker();
-            if now.lines().any(|l| l.ends_with(&format!("[{marker}]"))) {
-                continue;
-            }
-            let line = format!("{} [{marker}]", text.replace(['\r', '\n'], " "));
-            let joined = if now.is_empty() {
-                line
-            } else {
-                format!("{now}\n{line}")
-            };
-            if joined.chars().count() > MAX_TEXT {
-                skipped(bound, &field::Skip::TooLong(MAX_TEXT));
-                continue;
-            }
-            joined
-        } else {
-            text
-        };
-        out.insert(rule.property.clone(), Json::String(written));
-    }
-    out
-}
-
-/// The call record's mapped properties: a new record, so every mode writes.
-pub fn call_values(
-    resolved: &Resolved,
-    report: &CallReport,
-    skipped: &mut dyn FnMut(&Bound, &field::Skip),
-) -> Map<String, Json> {
-    let mut out = Map::new();
-    for bound in &resolved.call {
-        let Some(value) = bound.rule.from.resolve(report) else {
-            continue;
-        };
-        match field::convert(&value, &bound.field) {
-            Ok(converted) => {
-                out.insert(bound.rule.property.clone(), Json::String(wire(&converted)));
-            }
-            Err(skip) => skipped(bound, &skip),
-        }
-    }
-    out
-}
-
-/// A converted value as HubSpot takes it.
-fn wire(value: &Conversion) -> String {
+fn wire_text(value: &Conversion) -> String {
     match value {
         Conversion::Text(text) => text.clone(),
         Conversion::Number(n) => number_text(*n),
@@ -306,6 +208,9 @@ fn wire(value: &Conversion) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mapping::apply::Write;
+    use callsync_shared::CallReport;
+    use serde_json::Map;
     use std::path::Path;
 
     fn mapping(text: &str) -> Mapping {
@@ -403,9 +308,14 @@ mode = "if_empty"
         let mut current = Map::new();
         current.insert("ai_first_topic".into(), "billing".into());
         current.insert("ai_history".into(), "earlier [callsync:vapi:c0]".into());
-        let values = contact_values(&resolved, &call, Write::Newest, &current, &mut |b, s| {
-            skips.push((b.rule.property.clone(), s.reason()))
-        });
+        let values = apply::contact_values(
+            &resolved.contact,
+            &call,
+            Write::Newest,
+            &current,
+            &wire,
+            &mut |b, s| skips.push((b.rule.property.clone(), s.reason())),
+        );
         assert_eq!(values["ai_intent"], "sales", "matched by its label");
         assert_eq!(
             values["ai_history"],
@@ -416,9 +326,23 @@ mode = "if_empty"
             "not empty: left as it is"
         );
         current.insert("ai_history".into(), values["ai_history"].clone());
-        let again = contact_values(&resolved, &call, Write::Newest, &current, &mut |_, _| {});
+        let again = apply::contact_values(
+            &resolved.contact,
+            &call,
+            Write::Newest,
+            &current,
+            &wire,
+            &mut |_, _| {},
+        );
         assert!(!again.contains_key("ai_history"), "{again:?}");
-        let older = contact_values(&resolved, &call, Write::Older, &Map::new(), &mut |_, _| {});
+        let older = apply::contact_values(
+            &resolved.contact,
+            &call,
+            Write::Older,
+            &Map::new(),
+            &wire,
+            &mut |_, _| {},
+        );
         assert!(
             !older.contains_key("ai_intent"),
             "overwrite follows the newest call"
@@ -432,9 +356,14 @@ mode = "if_empty"
         let resolved = Resolved::check(&mapping(RULES), &contacts(), &[]).unwrap();
         let mut skips = Vec::new();
         let call = report("c2", serde_json::json!({"intent": "refund"}));
-        let values = contact_values(&resolved, &call, Write::New, &Map::new(), &mut |b, s| {
-            skips.push((b.rule.property.clone(), s.reason()))
-        });
+        let values = apply::contact_values(
+            &resolved.contact,
+            &call,
+            Write::New,
+            &Map::new(),
+            &wire,
+            &mut |b, s| skips.push((b.rule.property.clone(), s.reason())),
+        );
         assert_eq!(skips, [("ai_intent".to_owned(), "not_an_option")]);
         assert!(values.contains_key("ai_history"));
     }

@@ -589,8 +589,12 @@ async fn a_malformed_mapping_stops_the_worker_at_start_up_with_one_line() {
 
 #[tokio::test]
 async fn a_mapping_set_for_a_crm_that_cannot_write_it_stops_start_up() {
-    let app = TestApp::builder().crm("pipedrive").workers(0).start().await;
-    let path = mapping_file("pipedrive", MAPPING);
+    let app = TestApp::builder()
+        .crm("gohighlevel")
+        .workers(0)
+        .start()
+        .await;
+    let path = mapping_file("gohighlevel", MAPPING);
     let env = app
         .worker_env()
         .with("CALLSYNC_MAPPING", path.to_str().unwrap());
@@ -598,8 +602,264 @@ async fn a_mapping_set_for_a_crm_that_cannot_write_it_stops_start_up() {
     assert!(!ok);
     assert!(
         stderr.contains(
-            "CALLSYNC_MAPPING: is set, and CALLSYNC_CRM=pipedrive does not write mapped fields yet"
+            "CALLSYNC_MAPPING: is set, and CALLSYNC_CRM=gohighlevel does not write mapped fields yet"
         ),
+        "{stderr}"
+    );
+}
+
+// Pipedrive: `[[contact]]` rules on person fields, named by their keys.
+
+/// The person fields of the Pipedrive tests, by role, and the intent's
+/// option ids (Sales enquiry, Support).
+struct PipedriveFields {
+    intent: String,
+    intent_ids: Vec<i64>,
+    first_topic: String,
+    call_log: String,
+    score: String,
+}
+
+/// Creates the person fields in crm-sim, but the call log when
+/// `without_call_log`; returns them with the mapping naming them (the call
+/// log's rule on line 10).
+fn pipedrive_fields(app: &TestApp, call_log_key: Option<&str>) -> (PipedriveFields, String) {
+    let sim = &app.env.sim;
+    let (intent, intent_ids) =
+        sim.define_pipedrive_person_field("AI intent", "enum", &["Sales enquiry", "Support"]);
+    let (first_topic, _) = sim.define_pipedrive_person_field("AI first topic", "varchar", &[]);
+    let call_log = match call_log_key {
+        Some(key) => key.to_owned(),
+        None => {
+            sim.define_pipedrive_person_field("AI call log", "text", &[])
+                .0
+        }
+    };
+    let (score, _) = sim.define_pipedrive_person_field("AI score", "double", &[]);
+    let mapping = format!(
+        "[[contact]]\nproperty = \"{intent}\"\nfrom = \"analysis.intent\"\n\n\
+         [[contact]]\nproperty = \"{first_topic}\"\nfrom = \"analysis.topic\"\nmode = \"if_empty\"\n\n\
+         [[contact]]\nproperty = \"{call_log}\"\nfrom = \"summary\"\nmode = \"append\"\n\n\
+         [[contact]]\nproperty = \"{score}\"\nfrom = \"analysis.score\"\n"
+    );
+    let fields = PipedriveFields {
+        intent,
+        intent_ids,
+        first_topic,
+        call_log,
+        score,
+    };
+    (fields, mapping)
+}
+
+/// A Pipedrive app whose worker (a process when `process`) starts with
+/// the mapping of [`pipedrive_fields`].
+async fn pipedrive_app(
+    tag: &str,
+    call_log_key: Option<&str>,
+    process: bool,
+    vars: &[(&str, &str)],
+) -> (TestApp, PipedriveFields, callsync_shared::config::Env) {
+    let mut app = TestApp::builder().crm("pipedrive").workers(0).start().await;
+    let (fields, mapping) = pipedrive_fields(&app, call_log_key);
+    let mut env = app.worker_env().with(
+        "CALLSYNC_MAPPING",
+        mapping_file(tag, &mapping).to_str().unwrap(),
+    );
+    for (name, value) in vars {
+        env = env.with(*name, *value);
+    }
+    if process {
+        app.add_worker_process_with(env.clone()).await;
+    } else {
+        app.add_worker_with(env.clone()).await;
+    }
+    (app, fields, env)
+}
+
+fn field<'a>(record: &'a Record, key: &str) -> Option<&'a Value> {
+    record.properties.get(key).filter(|v| !v.is_null())
+}
+
+#[tokio::test]
+async fn each_mode_writes_pipedrive_person_fields_once_per_call_however_often_delivered() {
+    let (app, f, _) = pipedrive_app("pd-modes", None, false, &[]).await;
+    let phone = "+31612340101";
+    sync(
+        &app,
+        "pd-1",
+        report(
+            "pd-1",
+            phone,
+            "2026-05-01T08:00:00Z",
+            json!({ "intent": "Sales enquiry", "topic": "pricing", "score": 7 }),
+        ),
+    )
+    .await;
+    let second = report(
+        "pd-2",
+        phone,
+        "2026-05-01T09:00:00Z",
+        json!({ "intent": "support", "topic": "billing", "score": 4.5 }),
+    );
+    sync(&app, "pd-2", second.clone()).await;
+    app.post_voicedock(second).await;
+    let s = app.settle().await;
+    let c = contact(&s, phone);
+    assert_eq!(
+        field(c, &f.intent),
+        Some(&json!(f.intent_ids[1])),
+        "overwrite: the newest call's option, by its id"
+    );
+    assert_eq!(
+        field(c, &f.first_topic),
+        Some(&json!("pricing")),
+        "if_empty: kept"
+    );
+    assert_eq!(
+        field(c, &f.call_log),
+        Some(&json!(format!("{}\n{}", line("pd-1"), line("pd-2"))))
+    );
+    assert_eq!(field(c, &f.score), Some(&json!(4.5)), "a JSON number");
+    app.assert_ledger(2, 0).await;
+}
+
+#[tokio::test]
+async fn an_older_pipedrive_call_overwrites_nothing_and_a_write_applied_then_failed_appends_once() {
+    let (app, f, _) = pipedrive_app("pd-older", None, false, &[]).await;
+    let phone = "+31612340102";
+    sync(
+        &app,
+        "pd-new",
+        report(
+            "pd-new",
+            phone,
+            "2026-05-01T09:00:00Z",
+            json!({ "intent": "Support" }),
+        ),
+    )
+    .await;
+    app.env
+        .sim
+        .inject("update_person", Fault::ApplyThenServerError, 1);
+    let s = sync(
+        &app,
+        "pd-old",
+        report(
+            "pd-old",
+            phone,
+            "2026-05-01T08:00:00Z",
+            json!({ "intent": "Sales enquiry", "topic": "late" }),
+        ),
+    )
+    .await;
+    assert!(s.stats.applied_server_errors >= 1, "{:?}", s.stats);
+    let c = contact(&s, phone);
+    assert_eq!(field(c, &f.intent), Some(&json!(f.intent_ids[1])));
+    assert_eq!(field(c, &f.first_topic), Some(&json!("late")));
+    assert_eq!(
+        field(c, &f.call_log),
+        Some(&json!(format!("{}\n{}", line("pd-new"), line("pd-old"))))
+    );
+    app.assert_ledger(2, 0).await;
+}
+
+#[tokio::test]
+async fn an_option_pipedrive_lacks_skips_that_field_with_a_metric() {
+    let (app, f, _) = pipedrive_app("pd-option", None, true, &[]).await;
+    let phone = "+31612340103";
+    let s = sync(
+        &app,
+        "pd-refund",
+        report(
+            "pd-refund",
+            phone,
+            "2026-05-01T08:00:00Z",
+            json!({ "intent": "refund", "topic": "money back", "score": "high" }),
+        ),
+    )
+    .await;
+    let c = contact(&s, phone);
+    assert_eq!(field(c, &f.intent), None);
+    assert_eq!(field(c, &f.score), None);
+    assert_eq!(field(c, &f.first_topic), Some(&json!("money back")));
+    app.assert_ledger(1, 0).await;
+    let metrics = app.worker_metrics(0).await;
+    let skipped = |property: &str, reason: &str| {
+        prometheus::value(
+            &metrics,
+            "callsync_worker_mapping_skipped_total",
+            &[
+                ("crm", "pipedrive"),
+                ("property", property),
+                ("reason", reason),
+            ],
+        )
+    };
+    assert_eq!(skipped(&f.intent, "not_an_option"), 1.0, "{metrics}");
+    assert_eq!(skipped(&f.score, "not_a_number"), 1.0, "{metrics}");
+}
+
+#[tokio::test]
+async fn a_missing_pipedrive_field_pauses_the_worker_until_it_is_created() {
+    let missing = "f".repeat(40);
+    let (app, _, env) = pipedrive_app(
+        "pd-missing",
+        Some(&missing),
+        true,
+        &[("CALLSYNC_PAUSE_PROBE_MAX", "1s")],
+    )
+    .await;
+    app.post_voicedock(report(
+        "pd-gap",
+        "+31612340104",
+        "2026-05-01T08:00:00Z",
+        json!({ "intent": "Support" }),
+    ))
+    .await;
+    let detail = app.wait_for_pause(0, "setup").await;
+    assert!(
+        detail.contains(&format!("\"{missing}\" does not exist in Pipedrive"))
+            && detail.contains("line 10"),
+        "{detail}"
+    );
+    eventually(WAIT, "the call waits", || app.calls_waiting(), |n| *n == 1).await;
+    assert!(app.parked().await.is_empty(), "nothing is parked");
+    let (ok, lines) = run_check(&env).await;
+    assert!(
+        !ok && lines.iter().any(|l| l.contains(&missing)),
+        "{lines:?}"
+    );
+    // The admin creates the field; crm-sim gives it the key the mapping names.
+    let (created, _) = app
+        .env
+        .sim
+        .define_pipedrive_person_field("AI call log", "text", &[]);
+    app.env
+        .sim
+        .rename_pipedrive_person_field(&created, &missing);
+    let s = sync_waited(&app, "pd-gap").await;
+    assert_eq!(
+        field(contact(&s, "+31612340104"), &missing),
+        Some(&json!(line("pd-gap")))
+    );
+    app.assert_ledger(1, 0).await;
+}
+
+#[tokio::test]
+async fn call_rules_for_pipedrive_stop_start_up_naming_their_line() {
+    let app = TestApp::builder().crm("pipedrive").workers(0).start().await;
+    let path = mapping_file("pd-call", MAPPING);
+    let env = app
+        .worker_env()
+        .with("CALLSYNC_MAPPING", path.to_str().unwrap());
+    let (ok, stderr) = start_up(&env).await;
+    assert!(!ok);
+    assert!(
+        stderr.contains(&format!(
+            "CALLSYNC_MAPPING: {} line 20: [[call]] rules cannot be written to pipedrive",
+            path.display()
+        )),
         "{stderr}"
     );
 }

@@ -739,6 +739,65 @@ async fn pipedrive_pages_activities_by_cursor_and_refuses_a_limit_over_500() {
     assert_eq!(status, StatusCode::OK, "500 is allowed: {body}");
 }
 
+/// Pipedrive lists each person field with its `field_type` and options by
+/// id (developers.pipedrive.com/docs/api/v1/PersonFields), and API v2
+/// refuses a custom field value its type cannot hold: a string for a
+/// `double` ("Numeric fields no longer coerce string input to number",
+/// the v2 migration guide), a label or unknown id for an `enum`, a date
+/// not `YYYY-MM-DD`, and (the strictest reading) a `varchar` over 255
+/// characters; nothing is written.
+#[tokio::test]
+async fn pipedrive_lists_field_types_and_refuses_a_value_a_custom_field_cannot_hold() {
+    let sim = sim().await;
+    let (intent, ids) =
+        sim.define_pipedrive_person_field("AI intent", "enum", &["Sales", "Support"]);
+    let (score, _) = sim.define_pipedrive_person_field("AI score", "double", &[]);
+    let (day, _) = sim.define_pipedrive_person_field("AI day", "date", &[]);
+    let (topic, _) = sim.define_pipedrive_person_field("AI topic", "varchar", &[]);
+    let listed = expect(
+        StatusCode::OK,
+        sim.pipedrive(Method::GET, "/api/v1/personFields"),
+    )
+    .await;
+    let intent_def = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["key"] == intent.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(intent_def["field_type"], "enum");
+    assert_eq!(
+        intent_def["options"][1],
+        json!({ "id": ids[1], "label": "Support" })
+    );
+    for (key, value) in [
+        (&intent, json!("Support")),
+        (&intent, json!(999_999)),
+        (&score, json!("4.5")),
+        (&day, json!("01/05/2026")),
+        (&topic, json!("x".repeat(256))),
+    ] {
+        let body = json!({ "name": "Ann", "custom_fields": { key.as_str(): value } });
+        let refused = expect(
+            StatusCode::BAD_REQUEST,
+            sim.pipedrive(Method::POST, "/api/v2/persons").json(&body),
+        )
+        .await;
+        assert_eq!(refused["code"], "ERR_SCHEMA_VALIDATION_FAILED", "{value}");
+    }
+    assert!(sim.snapshot().contacts.is_empty());
+    let fitting = json!({ "name": "Ann", "custom_fields": {
+        intent.as_str(): ids[0], score.as_str(): 4.5, day.as_str(): "2026-05-01", topic.as_str(): "pricing",
+    }});
+    expect(
+        StatusCode::OK,
+        sim.pipedrive(Method::POST, "/api/v2/persons")
+            .json(&fitting),
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn pipedrive_v1_drops_an_unknown_note_key_and_stores_nothing_of_it() {
     let sim = sim().await;

@@ -326,6 +326,9 @@ pub(crate) struct State {
     pub(crate) groups: HashSet<String>,
     /// Pipedrive person fields: (key, name).
     pub(crate) person_fields: Vec<(String, String)>,
+    /// Pipedrive person fields' `field_type` and `options`, by key (a
+    /// field created without them is text).
+    pub(crate) pipedrive_field_types: std::collections::HashMap<String, Value>,
     /// The GoHighLevel location's contact settings.
     pub(crate) gohighlevel: gohighlevel::Location,
     /// The scopes GoHighLevel's token holds ([`CrmSim::grant_gohighlevel_scopes`]).
@@ -883,6 +886,7 @@ impl CrmSim {
             properties: HashSet::new(),
             groups: HashSet::new(),
             person_fields: Vec::new(),
+            pipedrive_field_types: std::collections::HashMap::new(),
             gohighlevel: gohighlevel::Location::default(),
             gohighlevel_scopes: gohighlevel::ALL_SCOPES.map(str::to_owned).to_vec(),
             salesforce: salesforce::Org::default(),

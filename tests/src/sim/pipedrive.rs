@@ -239,6 +239,73 @@ fn person_view(r: &Record) -> Value {
     json!({ "id": r.id.parse::<i64>().unwrap_or_default(), "name": r.properties.get("name"), "phones": r.properties.get("phones"), "emails": r.properties.get("emails"), "update_time": r.properties.get("update_time") })
 }
 
+/// A person as `GET /api/v2/persons/{id}` shows it: with its
+/// `custom_fields` object, every custom field of the account by key, `null`
+/// when empty (https://pipedrive.readme.io/docs/pipedrive-api-v2-migration-guide,
+/// "Custom Fields").
+fn person_read_view(state: &SimState, r: &Record) -> Value {
+    let mut view = person_view(r);
+    let fields: Map<String, Value> = state
+        .person_fields
+        .iter()
+        .map(|(key, _)| {
+            (
+                key.clone(),
+                r.properties.get(key).cloned().unwrap_or(Value::Null),
+            )
+        })
+        .collect();
+    view["custom_fields"] = Value::Object(fields);
+    view
+}
+
+/// Refuses a custom field value its type cannot hold, as API v2 does with
+/// `ERR_SCHEMA_VALIDATION_FAILED`: v2 "Numeric fields no longer coerce
+/// string input to number" (a `double` takes a JSON number); an `enum`
+/// takes the integer id of one of its options and a `set` an array of them
+/// (the v2 guide's "Custom Fields" shows options by id); a `date` is
+/// `YYYY-MM-DD`; a `varchar` holds "up to 255 characters" and a `text` "up
+/// to 65k" (the field types of `POST /v1/personFields`,
+/// developers.pipedrive.com/docs/api/v1/PersonFields). Pipedrive does not
+/// document whether an over-long text is cut or refused: the simulator
+/// takes the strictest reading and refuses it.
+fn check_custom_value(state: &SimState, key: &str, value: &Value) -> Result<(), Response> {
+    if value.is_null() {
+        return Ok(());
+    }
+    let Some(def) = state.pipedrive_field_types.get(key) else {
+        return Ok(());
+    };
+    let option_ids: Vec<i64> = def["options"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|o| o["id"].as_i64())
+        .collect();
+    let is_option = |v: &Value| v.as_i64().is_some_and(|id| option_ids.contains(&id));
+    let fits = match def["field_type"].as_str().unwrap_or("text") {
+        "double" => value.is_number(),
+        "enum" => is_option(value),
+        "set" => value
+            .as_array()
+            .is_some_and(|items| items.iter().all(is_option)),
+        "date" => value.as_str().is_some_and(calendar_date),
+        "varchar" | "varchar_auto" | "phone" => {
+            value.as_str().is_some_and(|t| t.chars().count() <= 255)
+        }
+        "text" => value.as_str().is_some_and(|t| t.chars().count() <= 65_535),
+        _ => true,
+    };
+    if fits {
+        Ok(())
+    } else {
+        Err(invalid(format!(
+            "Validation failed: custom_fields.{key}: {value} is not a valid {} value",
+            def["field_type"].as_str().unwrap_or("text")
+        )))
+    }
+}
+
 /// A person as a search item shows it: phones and e-mails as plain strings.
 fn search_item(r: &Record) -> Value {
     let values = |list: &str| -> Vec<Value> {
@@ -269,6 +336,7 @@ fn custom_fields(state: &SimState, body: &Value) -> Result<Map<String, Value>, R
                     format!("custom field {key} does not exist"),
                 ));
             }
+            check_custom_value(state, key, value)?;
             into.insert(key.clone(), value.clone());
         }
     }
@@ -292,7 +360,12 @@ async fn list_fields(call: Call, Query(q): Params) -> Response {
         let fields: Vec<Value> = state
             .person_fields
             .iter()
-            .map(|(key, name)| json!({ "key": key, "name": name, "field_type": "text" }))
+            .map(|(key, name)| {
+                let def = state.pipedrive_field_types.get(key);
+                let field_type = def.map_or(json!("text"), |d| d["field_type"].clone());
+                let options = def.map_or(Value::Null, |d| d["options"].clone());
+                json!({ "key": key, "name": name, "field_type": field_type, "options": options, "edit_flag": true })
+            })
             .collect();
         Ok(ok(StatusCode::OK, json!(fields)))
     })
@@ -302,15 +375,20 @@ async fn list_fields(call: Call, Query(q): Params) -> Response {
 async fn create_field(call: Call, Query(q): Params, body: Bytes) -> Response {
     guard(&call, "create_field", Limits::General, Some(&q), |state| {
         let body = parse(&body)?;
-        let (Some(name), Some(_)) = (body["name"].as_str(), body["field_type"].as_str()) else {
+        let (Some(name), Some(field_type)) = (body["name"].as_str(), body["field_type"].as_str())
+        else {
             return Err(error(
                 StatusCode::BAD_REQUEST,
                 "name and field_type are required",
             ));
         };
-        // Pipedrive keys are 40 hex characters.
-        let key = format!("{:0>40x}", state.person_fields.len() + 0xca11);
-        state.person_fields.push((key.clone(), name.to_owned()));
+        let labels: Vec<&str> = body["options"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|o| o["label"].as_str())
+            .collect();
+        let key = define_person_field(state, name, field_type, &labels);
         Ok(ok(StatusCode::CREATED, json!({ "key": key, "name": name })))
     })
     .await
@@ -412,7 +490,7 @@ async fn read_person(call: Call, Path(id): Path<String>) -> Response {
         let person = state
             .find(Kind::Contacts, &id)
             .ok_or_else(person_not_found)?;
-        Ok(ok(StatusCode::OK, person_view(person)))
+        Ok(ok(StatusCode::OK, person_read_view(state, person)))
     })
     .await
 }
@@ -681,5 +759,68 @@ impl CrmSim {
                 created: None,
             });
         }
+    }
+}
+
+/// Adds a person field: a 40-hex-character key, as Pipedrive generates,
+/// and option ids numbered from 1 for an `enum` or `set`.
+fn define_person_field(
+    state: &mut SimState,
+    name: &str,
+    field_type: &str,
+    labels: &[&str],
+) -> String {
+    let key = format!("{:0>40x}", state.person_fields.len() + 0xca11);
+    state.person_fields.push((key.clone(), name.to_owned()));
+    let base = i64::try_from(state.person_fields.len()).unwrap_or_default() * 100;
+    let options: Vec<Value> = labels
+        .iter()
+        .zip(1..)
+        .map(|(label, n)| json!({ "id": base + n, "label": label }))
+        .collect();
+    state.pipedrive_field_types.insert(
+        key.clone(),
+        json!({ "field_type": field_type, "options": if options.is_empty() { Value::Null } else { json!(options) } }),
+    );
+    key
+}
+
+impl CrmSim {
+    /// Creates a person field as the business would in Pipedrive's
+    /// settings; returns its key and its options' ids, in order.
+    pub fn define_pipedrive_person_field(
+        &self,
+        name: &str,
+        field_type: &str,
+        labels: &[&str],
+    ) -> (String, Vec<i64>) {
+        let mut state = self.shared.lock();
+        let key = define_person_field(&mut state, name, field_type, labels);
+        let ids = state.pipedrive_field_types[&key]["options"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|o| o["id"].as_i64())
+            .collect();
+        (key, ids)
+    }
+
+    /// Gives a person field the key `key` (for a test whose mapping named
+    /// a key before the field existed).
+    pub fn rename_pipedrive_person_field(&self, from: &str, key: &str) {
+        let mut state = self.shared.lock();
+        if let Some(field) = state.person_fields.iter_mut().find(|(k, _)| k == from) {
+            field.0 = key.to_owned();
+        }
+        if let Some(def) = state.pipedrive_field_types.remove(from) {
+            state.pipedrive_field_types.insert(key.to_owned(), def);
+        }
+    }
+
+    /// Deletes a person field, as an admin would.
+    pub fn delete_pipedrive_person_field(&self, key: &str) {
+        let mut state = self.shared.lock();
+        state.person_fields.retain(|(k, _)| k != key);
+        state.pipedrive_field_types.remove(key);
     }
 }

@@ -100,7 +100,7 @@ pub const SPEC: CrmSpec = CrmSpec {
         in the account (or CALLSYNC_HUBSPOT_TOKEN to an existing legacy private app's token); \
         it needs the scopes crm.objects.contacts.read, crm.objects.contacts.write and \
         crm.schemas.contacts.write (a private app's token changes when its scopes are edited)",
-    maps_fields: true,
+    maps_fields: super::Mapped::Full,
 };
 
 /// HubSpot names a token that lacks a scope with `"category":
@@ -600,14 +600,14 @@ impl Hubspot {
             write,
             current,
             &mapped::wire,
-            &mut |b, skip| skipped(report, "contact", b, skip),
+            &mut |b, skip| apply::skipped(SPEC.name, report, "contact", b, skip),
         )
     }
 
     fn call_values(&self, report: &CallReport) -> Map<String, Json> {
         let resolved = self.resolved();
         apply::call_values(&resolved.call, report, &mapped::wire, &mut |b, skip| {
-            skipped(report, "call", b, skip)
+            apply::skipped(SPEC.name, report, "call", b, skip)
         })
     }
 
@@ -684,26 +684,6 @@ impl Hubspot {
             .await
             .map(drop)
     }
-}
-
-/// A mapped value this call cannot write (an option the enumeration does
-/// not list…): the field is left as it is, the rest of the call syncs.
-fn skipped(report: &CallReport, object: &str, bound: &apply::Bound, skip: &crate::mapping::Skip) {
-    tracing::warn!(
-        call_id = %report.call_id,
-        object,
-        property = %bound.rule.property,
-        from = %bound.rule.from,
-        reason = skip.reason(),
-        "mapped value skipped: {skip}"
-    );
-    metrics::counter!(
-        "callsync_worker_mapping_skipped_total",
-        "crm" => SPEC.name,
-        "property" => bound.rule.property.clone(),
-        "reason" => skip.reason()
-    )
-    .increment(1);
 }
 
 /// The recording URL as `hs_call_recording_url`, of which HubSpot says

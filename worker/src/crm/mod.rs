@@ -322,9 +322,19 @@ pub struct CrmSpec {
     /// What an operator should check when the CRM refuses the credential:
     /// the variables and, where the vendor has them, the scopes.
     pub credential_help: &'static str,
-    /// Whether its adapter writes `CALLSYNC_MAPPING`'s fields; a mapping
-    /// set for a CRM that does not is refused at start-up, never ignored.
-    pub maps_fields: bool,
+    /// Which of `CALLSYNC_MAPPING`'s rules its adapter writes; a mapping
+    /// it cannot write is refused at start-up, never ignored.
+    pub maps_fields: Mapped,
+}
+
+/// Which mapping rules a CRM's adapter writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mapped {
+    No,
+    /// `[[contact]]` rules only; the text says why not `[[call]]` ones.
+    ContactOnly(&'static str),
+    /// `[[contact]]` and `[[call]]` rules.
+    Full,
 }
 
 /// Every supported CRM. Adding one is its adapter file (with its `SPEC`

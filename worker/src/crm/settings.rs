@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use callsync_shared::config::{ConfigError, Env, Secret};
 
-use super::{Crm, CrmHttp, CrmSpec, REGISTRY, Rate, Shared, spec, supported};
+use super::{Crm, CrmHttp, CrmSpec, Mapped, REGISTRY, Rate, Shared, spec, supported};
 use crate::mapping::Mapping;
 
 /// The request timeout used when `CALLSYNC_CRM_TIMEOUT` is not set.
@@ -177,28 +177,21 @@ impl CrmConfig {
                 supported().collect::<Vec<_>>().join(", ")
             ),
         })?;
-        if env
-            .raw("CALLSYNC_MAPPING")
-            .is_some_and(|p| !p.trim().is_empty())
-            && !spec.maps_fields
+        // Refused before the CRM's own variables are read: a mapping set
+        // for a CRM that cannot write it is the first thing to fix.
+        if spec.maps_fields == Mapped::No
+            && env
+                .raw("CALLSYNC_MAPPING")
+                .is_some_and(|p| !p.trim().is_empty())
         {
-            let supported: Vec<&str> = REGISTRY
-                .iter()
-                .filter(|s| s.maps_fields)
-                .map(|s| s.name)
-                .collect();
-            return Err(ConfigError {
-                var: "CALLSYNC_MAPPING".to_owned(),
-                message: format!(
-                    "is set, and CALLSYNC_CRM={} does not write mapped fields yet (supported: {}); unset it or choose a supported CRM",
-                    spec.name,
-                    supported.join(", ")
-                ),
-            });
+            writable(spec, &Mapping::default())?;
         }
         let http = HttpSettings::from_env(env, spec)?;
         let settings = (spec.configure)(Vars::new(env, spec.name))?;
         let mapping = Mapping::from_env(env)?;
+        if let Some(mapping) = &mapping {
+            writable(spec, mapping)?;
+        }
         Ok(Self {
             spec,
             http,
@@ -248,6 +241,39 @@ impl CrmConfig {
     }
 }
 
+/// Refuses a mapping `spec`'s adapter cannot write, naming what to change.
+fn writable(spec: &CrmSpec, mapping: &Mapping) -> Result<(), ConfigError> {
+    let refuse = |message: String| {
+        Err(ConfigError {
+            var: "CALLSYNC_MAPPING".to_owned(),
+            message,
+        })
+    };
+    match spec.maps_fields {
+        Mapped::Full => Ok(()),
+        Mapped::ContactOnly(why) => match mapping.call.first() {
+            None => Ok(()),
+            Some(rule) => refuse(format!(
+                "{}: [[call]] rules cannot be written to {}: {why}; remove them or map the value onto the contact",
+                mapping.at(rule),
+                spec.name
+            )),
+        },
+        Mapped::No => {
+            let supported: Vec<&str> = REGISTRY
+                .iter()
+                .filter(|s| s.maps_fields != Mapped::No)
+                .map(|s| s.name)
+                .collect();
+            refuse(format!(
+                "is set, and CALLSYNC_CRM={} does not write mapped fields yet (supported: {}); unset it or choose a supported CRM",
+                spec.name,
+                supported.join(", ")
+            ))
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("cannot build the CRM HTTP client")]
 pub struct CrmBuildError(#[from] reqwest::Error);
@@ -271,11 +297,23 @@ mod tests {
     #[test]
     fn a_mapping_for_a_crm_that_cannot_write_it_is_refused_at_start_up() {
         let env = Env::default()
-            .with("CALLSYNC_CRM", "pipedrive")
+            .with("CALLSYNC_CRM", "gohighlevel")
             .with("CALLSYNC_MAPPING", "mapping.toml");
         let error = CrmConfig::from_env(&env).unwrap_err().to_string();
         assert!(
-            error.starts_with("CALLSYNC_MAPPING: is set, and CALLSYNC_CRM=pipedrive does not write mapped fields yet (supported: hubspot)"),
+            error.starts_with("CALLSYNC_MAPPING: is set, and CALLSYNC_CRM=gohighlevel does not write mapped fields yet (supported: hubspot, pipedrive)"),
+            "{error}"
+        );
+        let mapping = crate::mapping::file::parse(
+            std::path::Path::new("mapping.toml"),
+            "[[call]]\nproperty = \"x\"\nfrom = \"summary\"\n",
+        )
+        .unwrap();
+        let error = writable(&crate::crm::pipedrive::SPEC, &mapping)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("CALLSYNC_MAPPING: mapping.toml line 1: [[call]] rules cannot be written to pipedrive"),
             "{error}"
         );
     }

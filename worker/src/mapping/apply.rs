@@ -17,6 +17,8 @@ pub struct Bound {
     pub field: FieldType,
     /// The longest text the field holds, in characters.
     pub max_len: usize,
+    /// The field holds a list of options (one call writes one).
+    pub multiple: bool,
 }
 
 /// The fields whose current value a write must read first (`if_empty`,
@@ -72,7 +74,7 @@ pub fn contact_values(
     report: &CallReport,
     write: Write,
     current: &Map<String, Json>,
-    wire: &dyn Fn(&Conversion) -> Json,
+    wire: &dyn Fn(&Bound, &Conversion) -> Json,
     skipped: &mut dyn FnMut(&Bound, &field::Skip),
 ) -> Map<String, Json> {
     let mut out = Map::new();
@@ -122,7 +124,7 @@ pub fn contact_values(
             skipped(bound, &field::Skip::TooLong(bound.max_len));
             continue;
         }
-        out.insert(rule.property.clone(), wire(&written));
+        out.insert(rule.property.clone(), wire(bound, &written));
     }
     out
 }
@@ -131,7 +133,7 @@ pub fn contact_values(
 pub fn call_values(
     rules: &[Bound],
     report: &CallReport,
-    wire: &dyn Fn(&Conversion) -> Json,
+    wire: &dyn Fn(&Bound, &Conversion) -> Json,
     skipped: &mut dyn FnMut(&Bound, &field::Skip),
 ) -> Map<String, Json> {
     let mut out = Map::new();
@@ -144,10 +146,37 @@ pub fn call_values(
                 skipped(bound, &field::Skip::TooLong(bound.max_len));
             }
             Ok(converted) => {
-                out.insert(bound.rule.property.clone(), wire(&converted));
+                out.insert(bound.rule.property.clone(), wire(bound, &converted));
             }
             Err(skip) => skipped(bound, &skip),
         }
     }
     out
+}
+
+/// Logs and counts a mapped value this call cannot write (an option the
+/// enumeration does not list…): the field is left as it is, the rest of
+/// the call syncs.
+pub fn skipped(
+    crm: &'static str,
+    report: &CallReport,
+    object: &str,
+    bound: &Bound,
+    skip: &field::Skip,
+) {
+    tracing::warn!(
+        call_id = %report.call_id,
+        object,
+        property = %bound.rule.property,
+        from = %bound.rule.from,
+        reason = skip.reason(),
+        "mapped value skipped: {skip}"
+    );
+    metrics::counter!(
+        "callsync_worker_mapping_skipped_total",
+        "crm" => crm,
+        "property" => bound.rule.property.clone(),
+        "reason" => skip.reason()
+    )
+    .increment(1);
 }

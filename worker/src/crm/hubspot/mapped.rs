@@ -172,6 +172,9 @@ impl Resolved {
                         rule: rule.clone(),
                         field,
                         max_len: MAX_TEXT,
+                        // A multiple checkboxes property takes `;`-separated
+                        // values: one option is written as it is.
+                        multiple: false,
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()
@@ -190,7 +193,7 @@ impl Resolved {
 }
 
 /// A converted value as HubSpot takes it: every property value a string.
-pub fn wire(value: &Conversion) -> Json {
+pub fn wire(_bound: &Bound, value: &Conversion) -> Json {
     Json::String(wire_text(value))
 }
 
@@ -371,12 +374,12 @@ mode = "if_empty"
     #[test]
     fn values_are_written_as_hubspot_takes_them() {
         assert_eq!(
-            wire(&Conversion::Number(0.000_000_000_000_014)),
+            wire_text(&Conversion::Number(0.000_000_000_000_014)),
             "0.000000000000014"
         );
-        assert_eq!(wire(&Conversion::Bool(true)), "true");
+        assert_eq!(wire_text(&Conversion::Bool(true)), "true");
         assert_eq!(
-            wire(&Conversion::Date(time::macros::date!(2026 - 05 - 01))),
+            wire_text(&Conversion::Date(time::macros::date!(2026 - 05 - 01))),
             "1777593600000"
         );
     }

@@ -846,6 +846,46 @@ async fn a_missing_pipedrive_field_pauses_the_worker_until_it_is_created() {
     app.assert_ledger(1, 0).await;
 }
 
+/// The Pipedrive requests of a new caller's call and a repeat call, the
+/// one-time set-up (listing and creating person fields) left out.
+async fn pipedrive_requests_of_two_calls(tag: &str, mapped: bool) -> BTreeMap<String, u64> {
+    let (app, _, _) = if mapped {
+        pipedrive_app(tag, None, false, &[]).await
+    } else {
+        let mut app = TestApp::builder().crm("pipedrive").workers(0).start().await;
+        let (fields, _) = pipedrive_fields(&app, None);
+        let env = app.worker_env();
+        app.add_worker_with(env.clone()).await;
+        (app, fields, env)
+    };
+    let phone = "+31612340105";
+    for (id, at) in [("pd-cost-1", "08:00"), ("pd-cost-2", "09:00")] {
+        let body = report(
+            id,
+            phone,
+            &format!("2026-05-01T{at}:00Z"),
+            json!({ "intent": "Support", "topic": "pricing", "score": 3 }),
+        );
+        sync(&app, id, body).await;
+    }
+    let s = app.settle().await;
+    app.assert_ledger(2, 0).await;
+    s.stats
+        .by_operation
+        .into_iter()
+        .filter(|(op, _)| !["list_fields", "create_field"].contains(&op.as_str()))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_pipedrive_mapping_with_if_empty_or_append_costs_one_read_per_repeat_call() {
+    let none = pipedrive_requests_of_two_calls("pd-cost-none", false).await;
+    let full = pipedrive_requests_of_two_calls("pd-cost-full", true).await;
+    let mut expected = none.clone();
+    *expected.entry("get_person".to_owned()).or_default() += 1;
+    assert_eq!(full, expected, "without a mapping: {none:?}");
+}
+
 #[tokio::test]
 async fn call_rules_for_pipedrive_stop_start_up_naming_their_line() {
     let app = TestApp::builder().crm("pipedrive").workers(0).start().await;

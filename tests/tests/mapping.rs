@@ -549,6 +549,62 @@ async fn overwrite_costs_no_request_and_if_empty_or_append_one_read_per_repeat_c
     );
 }
 
+/// A mapping of `overwrite` and `if_empty` rules only.
+const WITHOUT_APPEND: &str = r#"
+[[contact]]
+property = "ai_intent"
+from = "analysis.intent"
+
+[[contact]]
+property = "ai_first_topic"
+from = "analysis.topic"
+mode = "if_empty"
+"#;
+
+/// A caller HubSpot already has is found by the phone search, which
+/// returns the mapped `if_empty` properties with the contact: its first
+/// call's update needs no read, and a field already filled is kept.
+#[tokio::test]
+async fn if_empty_costs_no_read_for_a_contact_the_search_just_found() {
+    let mut app = TestApp::builder().crm("hubspot").workers(0).start().await;
+    define_properties(&app, &[]);
+    let filled = "+31612340011";
+    let empty = "+31612340012";
+    for (phone, topic) in [(filled, Some("typed by a human")), (empty, None)] {
+        let mut properties = serde_json::Map::new();
+        properties.insert("phone".into(), json!(phone));
+        if let Some(topic) = topic {
+            properties.insert("ai_first_topic".into(), json!(topic));
+        }
+        app.env.sim.seed_contact(properties);
+    }
+    let env = app.worker_env().with(
+        "CALLSYNC_MAPPING",
+        mapping_file("searched", WITHOUT_APPEND).to_str().unwrap(),
+    );
+    app.add_worker_with(env).await;
+    for (id, phone) in [("found-1", filled), ("found-2", empty)] {
+        let body = report(
+            id,
+            phone,
+            "2026-05-01T08:00:00Z",
+            json!({ "intent": "sales", "topic": "pricing" }),
+        );
+        sync(&app, id, body).await;
+    }
+    let s = app.settle().await;
+    assert_eq!(
+        contact(&s, filled).prop("ai_first_topic"),
+        Some("typed by a human")
+    );
+    assert_eq!(contact(&s, empty).prop("ai_first_topic"), Some("pricing"));
+    assert_eq!(contact(&s, empty).prop("ai_intent"), Some("sales"));
+    assert_eq!(s.requests_of("get_contact"), 0, "{:?}", s.stats);
+    assert_eq!(s.requests_of("update_contact"), 2, "{:?}", s.stats);
+    assert!(s.contacts.len() == 2, "no contact created");
+    app.assert_ledger(2, 0).await;
+}
+
 /// Runs the worker with `env` and returns its exit status and stderr;
 /// it must stop by itself.
 async fn start_up(env: &callsync_shared::config::Env) -> (bool, String) {

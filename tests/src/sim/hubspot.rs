@@ -709,9 +709,45 @@ fn search_in(state: &SimState, kind: Kind, body: &Value) -> Answer {
                     .any(|all| all.iter().all(|f| f.matches(r)))
         })
         .take(limit)
-        .map(view)
+        .map(|r| view_of(r, asked(&body["properties"])))
         .collect();
     Ok(Json(json!({ "total": results.len(), "results": results })).into_response())
+}
+
+/// The properties a search or read asks for, `None` when it names none.
+fn asked(properties: &Value) -> Option<Vec<String>> {
+    let names: Vec<String> = match properties {
+        Value::Array(list) => list
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
+        Value::String(csv) => csv.split(',').map(str::trim).map(str::to_owned).collect(),
+        _ => Vec::new(),
+    };
+    (!names.is_empty()).then_some(names)
+}
+
+/// A record as a search or read answers it: HubSpot returns "a default set
+/// of properties" (`createdate`, `hs_object_id`, `lastmodifieddate`) plus
+/// those the request names in `properties`, not every property
+/// (https://developers.hubspot.com/docs/api-reference/search/guide,
+/// "Return specific properties"; the objects API's `properties` query
+/// parameter). A request naming none gets the record as stored.
+fn view_of(record: &Record, asked: Option<Vec<String>>) -> Value {
+    let Some(asked) = asked else {
+        return view(record);
+    };
+    let properties: Map<String, Value> = record
+        .properties
+        .iter()
+        .filter(|(name, _)| {
+            asked.iter().any(|a| a == *name)
+                || ["createdate", "hs_object_id", "lastmodifieddate"].contains(&name.as_str())
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    json!({ "id": record.id, "properties": properties, "archived": false })
 }
 
 async fn create(call: Call, Path(object): Path<String>, body: Bytes) -> Response {
@@ -813,13 +849,20 @@ fn associations(state: &SimState, kind: Kind, body: &Value) -> Result<Vec<String
     Ok(associations)
 }
 
-async fn read(call: Call, Path((object, id)): Path<(String, String)>) -> Response {
+async fn read(
+    call: Call,
+    Path((object, id)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
     guard(&call, "get_contact", Limits::General, |state| {
         let kind = kind(&object)?;
         let record = state
             .find(kind, &id)
             .ok_or_else(|| not_found("resource not found"))?;
-        Ok(Json(view(record)).into_response())
+        let asked = query
+            .get("properties")
+            .and_then(|p| asked(&Value::String(p.clone())));
+        Ok(Json(view_of(record, asked)).into_response())
     })
     .await
 }

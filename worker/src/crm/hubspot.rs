@@ -148,6 +148,7 @@ impl Adapter for Hubspot {
             config,
             mapping: shared.mapping.clone(),
             resolved: RwLock::default(),
+            searched: mapped::Searched::default(),
         }
     }
 }
@@ -164,7 +165,12 @@ pub struct Hubspot {
     /// The mapping checked against the account's properties by the last
     /// [`Crm::prepare`] (empty until then, and without a mapping).
     resolved: RwLock<Arc<mapped::Resolved>>,
+    /// The mapped `if_empty` values of contacts the phone search just found.
+    searched: mapped::Searched,
 }
+
+/// The properties every phone search asks for.
+const SEARCHED: [&str; 4] = ["phone", "mobilephone", "country", "lastmodifieddate"];
 
 /// A custom property callsync needs, as `POST /crm/v3/properties/{object}`
 /// takes it (with its group).
@@ -453,6 +459,9 @@ struct HitProperties {
     country: Option<String>,
     #[serde(default, deserialize_with = "text")]
     lastmodifieddate: Option<String>,
+    /// The mapped `if_empty` properties the search asked for.
+    #[serde(flatten)]
+    mapped: Map<String, Json>,
 }
 
 /// A property value: HubSpot sends a string or null; anything else reads
@@ -535,6 +544,14 @@ impl Hubspot {
     async fn find_by_number(&self, caller: &CallerNumber) -> Result<Option<CrmId>, CrmError> {
         let nsn = caller.nsn();
         let wildcard = format!("*{nsn}");
+        // The mapped `if_empty` properties ride along, so that the update
+        // of a contact just found needs no read of its own.
+        let resolved = self.resolved();
+        let properties: Vec<&str> = SEARCHED
+            .iter()
+            .copied()
+            .chain(resolved.if_empty_only())
+            .collect();
         let search = Search {
             filter_groups: vec![
                 FilterGroup::of(SEARCHABLE_PHONE, Operator::Eq, nsn),
@@ -543,7 +560,7 @@ impl Hubspot {
                 FilterGroup::of(SEARCHABLE_MOBILE, Operator::ContainsToken, &wildcard),
                 FilterGroup::of("phone", Operator::Eq, caller.e164()),
             ],
-            properties: &["phone", "mobilephone", "country", "lastmodifieddate"],
+            properties: &properties,
             sorts: Some([Sort {
                 property_name: "lastmodifieddate",
                 direction: Direction::Descending,
@@ -552,7 +569,14 @@ impl Hubspot {
         };
         let hits = self.search("search_contact", "contacts", &search).await?;
         let candidates: Vec<Candidate> = hits.iter().map(SearchHit::candidate).collect();
-        Ok(choose(caller, &candidates).map(|c| c.id.clone()))
+        let chosen = choose(caller, &candidates).map(|c| c.id.clone());
+        if let Some(id) = &chosen
+            && let Some(hit) = hits.iter().find(|h| &h.id == id)
+            && properties.len() > SEARCHED.len()
+        {
+            self.searched.remember(id, hit.properties.mapped.clone());
+        }
+        Ok(chosen)
     }
 
     /// The oldest contact whose `property` is `value` (HubSpot compares
@@ -625,8 +649,18 @@ impl Hubspot {
     ) -> Result<Map<String, Json>, CrmError> {
         let resolved = self.resolved();
         let read = resolved.read_first();
+        let searched = || {
+            // Only `if_empty` values may come from the search: an `append`
+            // needs the field as it is now, its marker included, which a
+            // lagging index may not show yet.
+            (resolved.if_empty_only().count() == read.len())
+                .then(|| self.searched.take(contact))
+                .flatten()
+        };
         let current = if read.is_empty() {
             Map::new()
+        } else if let Some(found) = searched() {
+            found
         } else {
             self.read_contact(contact, &read).await?
         };

@@ -17,10 +17,12 @@
 //! "Property values").
 
 use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use callsync_shared::time::unix_ms;
 use serde::Deserialize;
-use serde_json::Value as Json;
+use serde_json::{Map, Value as Json};
 
 use crate::crm::CrmError;
 use crate::mapping::apply::{self, Bound};
@@ -189,6 +191,41 @@ impl Resolved {
     /// (`if_empty`, `append`).
     pub fn read_first(&self) -> Vec<&str> {
         apply::read_first(&self.contact)
+    }
+
+    /// The `if_empty` contact properties, which a contact search can
+    /// return along with the contact.
+    pub fn if_empty_only(&self) -> impl Iterator<Item = &str> {
+        self.contact
+            .iter()
+            .filter(|b| b.rule.mode == crate::mapping::Mode::IfEmpty)
+            .map(|b| b.rule.property.as_str())
+    }
+}
+
+/// How long a search's values stand in for a read: the contact step and the
+/// update step of one call follow each other within seconds; a later
+/// attempt reads the contact again.
+const SEARCHED_FOR: Duration = Duration::from_secs(30);
+
+/// The mapped `if_empty` values the phone search returned with the contact
+/// it found, kept until that call's update takes them.
+#[derive(Debug, Default)]
+pub struct Searched(Mutex<HashMap<String, (Instant, Map<String, Json>)>>);
+
+impl Searched {
+    pub fn remember(&self, contact: &str, values: Map<String, Json>) {
+        let mut kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        kept.retain(|_, (at, _)| at.elapsed() < SEARCHED_FOR);
+        kept.insert(contact.to_owned(), (Instant::now(), values));
+    }
+
+    /// The values found for `contact`, if recent; once.
+    pub fn take(&self, contact: &str) -> Option<Map<String, Json>> {
+        let mut kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        kept.remove(contact)
+            .filter(|(at, _)| at.elapsed() < SEARCHED_FOR)
+            .map(|(_, values)| values)
     }
 }
 

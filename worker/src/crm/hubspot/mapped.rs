@@ -211,7 +211,10 @@ const SEARCHED_FOR: Duration = Duration::from_secs(30);
 /// The mapped `if_empty` values the phone search returned with the contact
 /// it found, kept until that call's update takes them.
 #[derive(Debug, Default)]
-pub struct Searched(Mutex<HashMap<String, (Instant, Map<String, Json>)>>);
+pub struct Searched(Mutex<HashMap<String, Found>>);
+
+/// When a search found a contact, and its mapped `if_empty` values.
+type Found = (Instant, Map<String, Json>);
 
 impl Searched {
     pub fn remember(&self, contact: &str, values: Map<String, Json>) {

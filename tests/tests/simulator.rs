@@ -200,6 +200,88 @@ async fn hubspot_refuses_a_property_that_does_not_exist() {
     assert!(sim.snapshot().contacts.is_empty());
 }
 
+/// HubSpot's properties API lists each property with its `type`,
+/// `fieldType` and `options`
+/// (https://developers.hubspot.com/docs/api-reference/crm-properties-v3/core/get-crm-v3-properties-objectType):
+/// callsync reads a mapped property's type there.
+#[tokio::test]
+async fn hubspot_lists_each_property_with_its_type_and_options() {
+    let sim = sim().await;
+    sim.define_hubspot_property(
+        "contacts",
+        "ai_intent",
+        "enumeration",
+        "select",
+        &[("sales", "Sales enquiry")],
+    );
+    let listed = expect(
+        StatusCode::OK,
+        sim.hubspot(Method::GET, "/crm/v3/properties/contacts"),
+    )
+    .await;
+    let find = |name: &str| {
+        listed["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} not listed: {listed}"))
+    };
+    let intent = find("ai_intent");
+    assert_eq!(intent["type"], "enumeration");
+    assert_eq!(intent["options"][0]["value"], "sales");
+    assert_eq!(intent["options"][0]["label"], "Sales enquiry");
+    assert_eq!(find("jobtitle")["type"], "string");
+    assert_eq!(find("lifecyclestage")["type"], "enumeration");
+}
+
+/// A value a custom property's type cannot hold is refused with HubSpot's
+/// 400 `VALIDATION_ERROR`: an enumeration's label or an unknown option
+/// (`INVALID_OPTION`), text or exponent notation in a number
+/// (`INVALID_INTEGER`, "… was not a valid number."), anything but
+/// `true`/`false` in a bool, a date that is not midnight UTC; nothing is
+/// written.
+#[tokio::test]
+async fn hubspot_refuses_a_value_its_custom_property_cannot_hold() {
+    let sim = sim().await;
+    sim.define_hubspot_property(
+        "contacts",
+        "ai_intent",
+        "enumeration",
+        "select",
+        &[("sales", "Sales enquiry")],
+    );
+    sim.define_hubspot_property("contacts", "ai_score", "number", "number", &[]);
+    sim.define_hubspot_property("contacts", "ai_done", "bool", "booleancheckbox", &[]);
+    sim.define_hubspot_property("contacts", "ai_day", "date", "date", &[]);
+    for (name, value, code) in [
+        ("ai_intent", "Sales enquiry", "INVALID_OPTION"),
+        ("ai_intent", "refund", "INVALID_OPTION"),
+        ("ai_score", "high", "INVALID_INTEGER"),
+        ("ai_score", "1.4210854715202004e-14", "INVALID_INTEGER"),
+        ("ai_done", "yes", "INVALID_BOOLEAN"),
+        ("ai_day", "1777600000000", "INVALID_DATE"),
+    ] {
+        let contact = json!({ "properties": { "firstname": "Ann", name: value } });
+        let listed =
+            refused_properties(&sim, Method::POST, "/crm/v3/objects/contacts", &contact).await;
+        assert_eq!(listed.len(), 1, "{name}={value}: {listed:?}");
+        assert_eq!(listed[0]["error"], code, "{name}={value}");
+        assert_eq!(listed[0]["name"], name);
+    }
+    assert!(sim.snapshot().contacts.is_empty());
+    let fitting = json!({ "properties": {
+        "ai_intent": "sales", "ai_score": "4.5", "ai_done": "true", "ai_day": "1777593600000",
+    }});
+    expect(
+        StatusCode::CREATED,
+        sim.hubspot(Method::POST, "/crm/v3/objects/contacts")
+            .json(&fitting),
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn hubspot_refuses_a_call_or_task_property_of_another_object() {
     let sim = sim().await;
@@ -655,6 +737,65 @@ async fn pipedrive_pages_activities_by_cursor_and_refuses_a_limit_over_500() {
     }
     let (status, body) = send(page("&limit=500")).await;
     assert_eq!(status, StatusCode::OK, "500 is allowed: {body}");
+}
+
+/// Pipedrive lists each person field with its `field_type` and options by
+/// id (developers.pipedrive.com/docs/api/v1/PersonFields), and API v2
+/// refuses a custom field value its type cannot hold: a string for a
+/// `double` ("Numeric fields no longer coerce string input to number",
+/// the v2 migration guide), a label or unknown id for an `enum`, a date
+/// not `YYYY-MM-DD`, and (the strictest reading) a `varchar` over 255
+/// characters; nothing is written.
+#[tokio::test]
+async fn pipedrive_lists_field_types_and_refuses_a_value_a_custom_field_cannot_hold() {
+    let sim = sim().await;
+    let (intent, ids) =
+        sim.define_pipedrive_person_field("AI intent", "enum", &["Sales", "Support"]);
+    let (score, _) = sim.define_pipedrive_person_field("AI score", "double", &[]);
+    let (day, _) = sim.define_pipedrive_person_field("AI day", "date", &[]);
+    let (topic, _) = sim.define_pipedrive_person_field("AI topic", "varchar", &[]);
+    let listed = expect(
+        StatusCode::OK,
+        sim.pipedrive(Method::GET, "/api/v1/personFields"),
+    )
+    .await;
+    let intent_def = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["key"] == intent.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(intent_def["field_type"], "enum");
+    assert_eq!(
+        intent_def["options"][1],
+        json!({ "id": ids[1], "label": "Support" })
+    );
+    for (key, value) in [
+        (&intent, json!("Support")),
+        (&intent, json!(999_999)),
+        (&score, json!("4.5")),
+        (&day, json!("01/05/2026")),
+        (&topic, json!("x".repeat(256))),
+    ] {
+        let body = json!({ "name": "Ann", "custom_fields": { key.as_str(): value } });
+        let refused = expect(
+            StatusCode::BAD_REQUEST,
+            sim.pipedrive(Method::POST, "/api/v2/persons").json(&body),
+        )
+        .await;
+        assert_eq!(refused["code"], "ERR_SCHEMA_VALIDATION_FAILED", "{value}");
+    }
+    assert!(sim.snapshot().contacts.is_empty());
+    let fitting = json!({ "name": "Ann", "custom_fields": {
+        intent.as_str(): ids[0], score.as_str(): 4.5, day.as_str(): "2026-05-01", topic.as_str(): "pricing",
+    }});
+    expect(
+        StatusCode::OK,
+        sim.pipedrive(Method::POST, "/api/v2/persons")
+            .json(&fitting),
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -84,6 +84,7 @@ impl Worker {
             budgets: Arc::clone(&budgets),
             health: Arc::clone(&crm_health),
             ledger: Some(ledger.pool().clone()),
+            mapping: None,
         })?;
         // A create is sent at most `send_window` after its lease was
         // extended and then takes at most the CRM timeout: both together

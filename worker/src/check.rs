@@ -80,6 +80,7 @@ pub async fn run(config: &WorkerConfig) -> Vec<Line> {
         health: Arc::new(CrmHealth::new(config.crm_outage_after)),
         // Rotated refresh tokens are kept in the ledger, as the worker does.
         ledger: ledger.map(|l| l.pool().clone()),
+        mapping: None,
     };
     match config.crm.build(shared) {
         Ok(crm) => {

@@ -11,6 +11,7 @@ pub mod crm;
 pub mod dlq;
 pub mod ledger;
 pub mod lifecycle;
+pub mod mapping;
 mod poll;
 pub mod reconcile;
 pub mod retry;

@@ -532,6 +532,12 @@ impl Syncer {
         let claim = || call.lease.claim_latest_call(contact, call.report.ended_at);
         match wait_while_busy(claim, |c| *c == LatestCall::Busy).await? {
             LatestCall::Busy => Err(SyncError::Busy),
+            LatestCall::Older if self.crm.writes_every_call() => {
+                tracing::debug!(
+                    "a newer call already set the contact's last-call fields; writing the fields every call writes"
+                );
+                self.write_older(call, contact).await
+            }
             LatestCall::Older => {
                 tracing::debug!("a newer call already set the contact's last-call fields");
                 call.lease
@@ -541,6 +547,44 @@ impl Syncer {
             }
             LatestCall::Write => self.write_last_call(call, contact).await,
         }
+    }
+
+    /// For a call older than the contact's newest: the fields every call
+    /// writes (a mapping's `if_empty` and `append`), under the contact's
+    /// write lease, which makes this read-modify-write one at a time with
+    /// every other call's.
+    async fn write_older(&self, call: &Call<'_>, contact: &ContactId) -> Result<(), SyncError> {
+        let busy = |granted: &bool| !*granted;
+        if !wait_while_busy(|| call.lease.claim_contact_write(contact), busy).await? {
+            return Err(SyncError::Busy);
+        }
+        let fresh = AtomicBool::new(true);
+        let fence = || async {
+            if fresh.swap(false, Ordering::Relaxed) {
+                return Ok(());
+            }
+            match call.lease.claim_contact_write(contact).await? {
+                true => Ok(()),
+                false => Err(LedgerError::LeaseLost(format!(
+                    "write lease of contact {contact}"
+                ))),
+            }
+        };
+        let unknown = AtomicBool::new(false);
+        let update = || async {
+            let result = self.crm.update_older(contact.as_str(), call.report).await;
+            if matches!(&result, Err(e) if e.applied() == Applied::Unknown) {
+                unknown.store(true, Ordering::Relaxed);
+            }
+            result
+        };
+        self.settle_write(
+            call,
+            contact,
+            self.fenced(fence, update, true).await,
+            &unknown,
+        )
+        .await
     }
 
     /// Sends the update of the last-call fields [`Syncer::update_last_call`]
@@ -575,7 +619,26 @@ impl Syncer {
             }
             result
         };
-        let result = self.fenced(fence, update, true).await;
+        self.settle_write(
+            call,
+            contact,
+            self.fenced(fence, update, true).await,
+            &unknown,
+        )
+        .await
+    }
+
+    /// Records a contact write [`Syncer::fenced`] ended with: done, or
+    /// failed. The lease is released unless a request of unknown outcome
+    /// may still land (then it expires, so no other call's write is sent
+    /// before it could).
+    async fn settle_write(
+        &self,
+        call: &Call<'_>,
+        contact: &ContactId,
+        result: Result<(), Attempt>,
+        unknown: &AtomicBool,
+    ) -> Result<(), SyncError> {
         let settled = !unknown.load(Ordering::Relaxed);
         if result.is_err()
             && settled

@@ -800,7 +800,7 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 
 /// The operations that are a worker's one-time set-up (its custom
 /// properties ensured on its first call), not any call's.
-const SETUP_OPERATIONS: [&str; 2] = ["create_group", "create_property"];
+const SETUP_OPERATIONS: [&str; 3] = ["create_group", "create_property", "read_properties"];
 
 /// Requests that are one-time set-up, not per call.
 fn setup_requests(stats: &crate::sim::Stats) -> u64 {

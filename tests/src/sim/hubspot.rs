@@ -118,7 +118,10 @@ const TASK_PROPERTIES: &[&str] = &[
 pub fn router(shared: Shared) -> Router {
     Router::new()
         .route("/crm/v3/properties/{object}/groups", post(create_group))
-        .route("/crm/v3/properties/{object}", post(create_property))
+        .route(
+            "/crm/v3/properties/{object}",
+            post(create_property).get(list_properties),
+        )
         .route("/crm/v3/objects/{object}/search", post(search))
         .route("/crm/v3/objects/{object}", post(create).get(list))
         .route(
@@ -209,6 +212,7 @@ fn written_properties(
     let properties = body["properties"].as_object().cloned().unwrap_or_default();
     check_properties(state, object, &properties)?;
     check_call_values(object, &properties)?;
+    check_custom_values(state, object, &properties)?;
     Ok(properties)
 }
 
@@ -300,7 +304,7 @@ where
 /// which know the object).
 fn required_scope(operation: &str) -> Option<&'static str> {
     match operation {
-        "get_contact" | "list_objects" => Some("crm.objects.contacts.read"),
+        "get_contact" | "list_objects" | "read_properties" => Some("crm.objects.contacts.read"),
         op if op.starts_with("search_") => Some("crm.objects.contacts.read"),
         op if op.starts_with("create_") && op != "create_group" && op != "create_property" => {
             Some("crm.objects.contacts.write")
@@ -413,7 +417,7 @@ async fn create_property(call: Call, Path(object): Path<String>, body: Bytes) ->
     guard(&call, "create_property", Limits::General, |state| {
         schema_scope(state, &object)?;
         let body = parse(&body)?;
-        let (Some(name), Some(_), Some(_), Some(group)) = (
+        let (Some(name), Some(kind), Some(field_type), Some(group)) = (
             body["name"].as_str(),
             body["type"].as_str(),
             body["fieldType"].as_str(),
@@ -421,6 +425,12 @@ async fn create_property(call: Call, Path(object): Path<String>, body: Bytes) ->
         ) else {
             return Err(invalid("name, type, fieldType and groupName are required"));
         };
+        if !PROPERTY_TYPES.contains(&kind) {
+            return Err(invalid(format!(
+                "{kind} is not a valid property type: one of {}",
+                PROPERTY_TYPES.join(", ")
+            )));
+        }
         if !state.groups.contains(&format!("{object}.{group}")) {
             return Err(invalid(format!("property group {group} does not exist")));
         }
@@ -430,9 +440,241 @@ async fn create_property(call: Call, Path(object): Path<String>, body: Bytes) ->
                 format!("Property {name} already exists"),
             ));
         }
+        let options: Vec<Value> = body["options"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|o| json!({ "label": o["label"], "value": o["value"], "hidden": false }))
+            .collect();
+        state.hubspot.definitions.insert(
+            format!("{object}.{name}"),
+            json!({
+                "name": name,
+                "type": kind,
+                "fieldType": field_type,
+                "groupName": group,
+                "options": options,
+                "modificationMetadata": { "readOnlyValue": false, "archivable": true, "readOnlyDefinition": false },
+            }),
+        );
         Ok((StatusCode::CREATED, Json(json!({ "name": name }))).into_response())
     })
     .await
+}
+
+/// The property types HubSpot's properties API takes: "`bool`, `enumeration`,
+/// `date`, `datetime`, `string`, `number`" (HubSpot/hubspot-api-nodejs
+/// `codegen/crm/properties/models/PropertyCreate.ts`, `PropertyCreateTypeEnum`;
+/// `phone_number` is left out: no callsync property is one).
+const PROPERTY_TYPES: &[&str] = &[
+    "bool",
+    "enumeration",
+    "date",
+    "datetime",
+    "string",
+    "number",
+];
+
+/// `GET /crm/v3/properties/{objectType}`: every property of the object,
+/// `{ "results": [ { name, label, type, fieldType, options, … } ] }`
+/// (https://developers.hubspot.com/docs/api-reference/crm-properties-v3/core/get-crm-v3-properties-objectType).
+/// The defaults are listed as single-line text, except those listed in
+/// [`DEFAULT_ENUMERATIONS`]; a custom property as it was created. Reading
+/// needs the object's read scope (the properties API reference lists
+/// `crm.objects.contacts.read` among the scopes that allow it).
+async fn list_properties(call: Call, Path(object): Path<String>) -> Response {
+    guard(&call, "read_properties", Limits::General, |state| {
+        kind(&object)?;
+        let defaults = match object.as_str() {
+            "contacts" => CONTACT_PROPERTIES,
+            "calls" => CALL_PROPERTIES,
+            "tasks" => TASK_PROPERTIES,
+            _ => &[],
+        };
+        let mut results: Vec<Value> = defaults
+            .iter()
+            .map(|name| {
+                let enumeration = DEFAULT_ENUMERATIONS
+                    .iter()
+                    .chain(CALL_ENUMERATIONS.iter().filter(|_| object == "calls"))
+                    .find(|(n, _)| n == name);
+                match enumeration {
+                    Some((_, options)) => json!({
+                        "name": name, "label": name, "type": "enumeration", "fieldType": "select",
+                        "options": options.iter().map(|o| json!({"label": o, "value": o, "hidden": false})).collect::<Vec<_>>(),
+                    }),
+                    None => json!({
+                        "name": name, "label": name, "type": "string", "fieldType": "text", "options": [],
+                    }),
+                }
+            })
+            .collect();
+        let prefix = format!("{object}.");
+        let mut custom: Vec<(&String, &Value)> = state
+            .hubspot
+            .definitions
+            .iter()
+            .filter(|(key, _)| key.starts_with(&prefix))
+            .collect();
+        custom.sort_by_key(|(key, _)| *key);
+        results.extend(custom.into_iter().map(|(_, def)| def.clone()));
+        Ok(Json(json!({ "results": results })).into_response())
+    })
+    .await
+}
+
+/// Default contact properties that are enumerations, with the internal
+/// values HubSpot lists for them (lifecycle stage: "subscriber, lead,
+/// marketingqualifiedlead, salesqualifiedlead, opportunity, customer,
+/// evangelist, other"; lead status: "NEW, OPEN, IN_PROGRESS,
+/// OPEN_DEAL, UNQUALIFIED, ATTEMPTED_TO_CONTACT, CONNECTED, BAD_TIMING",
+/// https://knowledge.hubspot.com/properties/hubspots-default-contact-properties).
+const DEFAULT_ENUMERATIONS: &[(&str, &[&str])] = &[
+    (
+        "lifecyclestage",
+        &[
+            "subscriber",
+            "lead",
+            "marketingqualifiedlead",
+            "salesqualifiedlead",
+            "opportunity",
+            "customer",
+            "evangelist",
+            "other",
+        ],
+    ),
+    (
+        "hs_lead_status",
+        &[
+            "NEW",
+            "OPEN",
+            "IN_PROGRESS",
+            "OPEN_DEAL",
+            "UNQUALIFIED",
+            "ATTEMPTED_TO_CONTACT",
+            "CONNECTED",
+            "BAD_TIMING",
+        ],
+    ),
+];
+
+/// Refuses a value a custom property's type cannot hold, as HubSpot does:
+/// 400 `VALIDATION_ERROR` listing one entry per property. The codes and
+/// messages HubSpot documents or is seen answering: `INVALID_OPTION`, "…
+/// was not one of the allowed options" (the changelog above; a label is
+/// not an option's value), and for a number `INVALID_INTEGER`, "… was not
+/// a valid number." (also for a decimal in exponent notation, as HubSpot
+/// answered `1.4210854715202004e-14`:
+/// Atlas-Authority/marketing-automation issue 206). For `bool`, `date`
+/// and `datetime` HubSpot's codes are not documented: the simulator takes
+/// the strictest reading of the properties guide ("bool … `true` or
+/// `false`"; a date "must be … midnight UTC" in milliseconds or
+/// `YYYY-MM-DD`; a datetime in milliseconds or ISO 8601) and names them
+/// `INVALID_BOOLEAN`, `INVALID_DATE` and `INVALID_DATETIME`.
+/// https://developers.hubspot.com/docs/api-reference/crm-properties-v3/guide
+fn check_custom_values(
+    state: &SimState,
+    object: &str,
+    properties: &Map<String, Value>,
+) -> Result<(), Response> {
+    let errors: Vec<Value> = properties
+        .iter()
+        .filter_map(|(name, value)| {
+            let def = state.hubspot.definitions.get(&format!("{object}.{name}"))?;
+            let text = match value {
+                Value::String(s) => s.clone(),
+                Value::Null => return None,
+                other => other.to_string(),
+            };
+            // An empty value clears the property, whatever its type.
+            if text.is_empty() {
+                return None;
+            }
+            let (code, message) = match def["type"].as_str().unwrap_or_default() {
+                "number" if !is_plain_number(&text) => {
+                    ("INVALID_INTEGER", format!("{text} was not a valid number."))
+                }
+                "bool" if text != "true" && text != "false" => (
+                    "INVALID_BOOLEAN",
+                    format!("{text} was not a valid boolean."),
+                ),
+                "date" if !is_midnight_date(&text) => (
+                    "INVALID_DATE",
+                    format!("{text} is not a valid date at midnight UTC."),
+                ),
+                "datetime" if !is_datetime(&text) => (
+                    "INVALID_DATETIME",
+                    format!("{text} was not a valid datetime."),
+                ),
+                "enumeration" => {
+                    let options: Vec<&str> = def["options"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|o| o["value"].as_str())
+                        .collect();
+                    // A multiple checkboxes property takes `;`-separated options.
+                    let each: Vec<&str> = if def["fieldType"] == "checkbox" {
+                        text.split(';').collect()
+                    } else {
+                        vec![text.as_str()]
+                    };
+                    if each.iter().all(|v| options.contains(v)) {
+                        return None;
+                    }
+                    (
+                        "INVALID_OPTION",
+                        format!(
+                            "{text} was not one of the allowed options: [{}]",
+                            options.join(", ")
+                        ),
+                    )
+                }
+                _ => return None,
+            };
+            Some(json!({
+                "isValid": false,
+                "message": message,
+                "error": code,
+                "name": name,
+                "localizedErrorMessage": message,
+                "propertyValue": text,
+            }))
+        })
+        .collect();
+    if errors.is_empty() {
+        return Ok(());
+    }
+    Err(invalid(format!(
+        "Property values were not valid: {}",
+        Value::Array(errors)
+    )))
+}
+
+/// A decimal without exponent: `-12`, `3.5`.
+fn is_plain_number(text: &str) -> bool {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    let mut parts = digits.splitn(2, '.');
+    let whole = parts.next().unwrap_or_default();
+    let fraction = parts.next();
+    !whole.is_empty()
+        && whole.chars().all(|c| c.is_ascii_digit())
+        && fraction.is_none_or(|f| !f.is_empty() && f.chars().all(|c| c.is_ascii_digit()))
+}
+
+fn is_midnight_date(text: &str) -> bool {
+    if let Ok(ms) = text.parse::<i64>() {
+        return ms.rem_euclid(86_400_000) == 0;
+    }
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    time::Date::parse(text, format).is_ok()
+}
+
+fn is_datetime(text: &str) -> bool {
+    text.parse::<i64>().is_ok()
+        || time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).is_ok()
+        || is_midnight_date(text)
 }
 
 async fn search(call: Call, Path(object): Path<String>, body: Bytes) -> Response {
@@ -473,9 +715,45 @@ fn search_in(state: &SimState, kind: Kind, body: &Value) -> Answer {
                     .any(|all| all.iter().all(|f| f.matches(r)))
         })
         .take(limit)
-        .map(view)
+        .map(|r| view_of(r, asked(&body["properties"])))
         .collect();
     Ok(Json(json!({ "total": results.len(), "results": results })).into_response())
+}
+
+/// The properties a search or read asks for, `None` when it names none.
+fn asked(properties: &Value) -> Option<Vec<String>> {
+    let names: Vec<String> = match properties {
+        Value::Array(list) => list
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
+        Value::String(csv) => csv.split(',').map(str::trim).map(str::to_owned).collect(),
+        _ => Vec::new(),
+    };
+    (!names.is_empty()).then_some(names)
+}
+
+/// A record as a search or read answers it: HubSpot returns "a default set
+/// of properties" (`createdate`, `hs_object_id`, `lastmodifieddate`) plus
+/// those the request names in `properties`, not every property
+/// (https://developers.hubspot.com/docs/api-reference/search/guide,
+/// "Return specific properties"; the objects API's `properties` query
+/// parameter). A request naming none gets the record as stored.
+fn view_of(record: &Record, asked: Option<Vec<String>>) -> Value {
+    let Some(asked) = asked else {
+        return view(record);
+    };
+    let properties: Map<String, Value> = record
+        .properties
+        .iter()
+        .filter(|(name, _)| {
+            asked.iter().any(|a| a == *name)
+                || ["createdate", "hs_object_id", "lastmodifieddate"].contains(&name.as_str())
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    json!({ "id": record.id, "properties": properties, "archived": false })
 }
 
 async fn create(call: Call, Path(object): Path<String>, body: Bytes) -> Response {
@@ -579,13 +857,20 @@ fn associations(state: &SimState, kind: Kind, body: &Value) -> Result<Vec<String
     Ok(associations)
 }
 
-async fn read(call: Call, Path((object, id)): Path<(String, String)>) -> Response {
+async fn read(
+    call: Call,
+    Path((object, id)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
     guard(&call, "get_contact", Limits::General, |state| {
         let kind = kind(&object)?;
         let record = state
             .find(kind, &id)
             .ok_or_else(|| not_found("resource not found"))?;
-        Ok(Json(view(record)).into_response())
+        let asked = query
+            .get("properties")
+            .and_then(|p| asked(&Value::String(p.clone())));
+        Ok(Json(view_of(record, asked)).into_response())
     })
     .await
 }
@@ -749,6 +1034,9 @@ pub struct Account {
     pub(crate) refresh_token: String,
     /// How many refresh-token exchanges there have been.
     exchanges: u64,
+    /// The custom properties' definitions (`type`, `fieldType`,
+    /// `options`), by `object.name`.
+    pub(crate) definitions: HashMap<String, Value>,
 }
 
 impl Default for Account {
@@ -757,6 +1045,7 @@ impl Default for Account {
             credential: Credential::PrivateApp,
             refresh_token: OAUTH_REFRESH_TOKEN.to_owned(),
             exchanges: 0,
+            definitions: HashMap::new(),
         }
     }
 }
@@ -882,6 +1171,43 @@ impl CrmSim {
     /// [`Credential::PrivateApp`], a legacy private app's token).
     pub fn set_hubspot_credential(&self, credential: Credential) {
         self.shared.lock().hubspot.credential = credential;
+    }
+
+    /// Creates a custom property as the business would in HubSpot's
+    /// settings: `kind` is its `type` (`string`, `number`, `bool`, `date`,
+    /// `datetime`, `enumeration`), `options` its (value, label) pairs.
+    pub fn define_hubspot_property(
+        &self,
+        object: &str,
+        name: &str,
+        kind: &str,
+        field_type: &str,
+        options: &[(&str, &str)],
+    ) {
+        let mut state = self.shared.lock();
+        state.properties.insert(format!("{object}.{name}"));
+        state.hubspot.definitions.insert(
+            format!("{object}.{name}"),
+            json!({
+                "name": name,
+                "label": name,
+                "type": kind,
+                "fieldType": field_type,
+                "groupName": "contactinformation",
+                "options": options.iter().map(|(v, l)| json!({"value": v, "label": l, "hidden": false})).collect::<Vec<_>>(),
+                "modificationMetadata": { "readOnlyValue": false },
+            }),
+        );
+    }
+
+    /// Deletes a custom property, as an admin would in HubSpot's settings.
+    pub fn delete_hubspot_property(&self, object: &str, name: &str) {
+        let mut state = self.shared.lock();
+        state.properties.remove(&format!("{object}.{name}"));
+        state
+            .hubspot
+            .definitions
+            .remove(&format!("{object}.{name}"));
     }
 }
 

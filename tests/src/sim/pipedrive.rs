@@ -37,6 +37,7 @@ use super::{
     Answer, Call, CrmSim, Dialect, Kind, Limits, Record, Shared, State as SimState,
     reword_unauthorized,
 };
+use crate::sim::schema::Vendor;
 
 mod deals;
 mod fields;
@@ -245,6 +246,23 @@ fn person_view(r: &Record) -> Value {
     json!({ "id": r.id.parse::<i64>().unwrap_or_default(), "name": r.properties.get("name"), "phones": r.properties.get("phones"), "emails": r.properties.get("emails"), "update_time": r.properties.get("update_time") })
 }
 
+/// A person as `GET /api/v2/persons/{id}` shows it: with its
+/// `custom_fields` object, every custom field of the account by key, `null`
+/// when empty (https://pipedrive.readme.io/docs/pipedrive-api-v2-migration-guide,
+/// "Custom Fields").
+fn person_read_view(state: &SimState, r: &Record) -> Value {
+    let mut view = person_view(r);
+    let fields: Map<String, Value> = state
+        .fields_of(Vendor::Pipedrive, "person")
+        .map(|field| {
+            let value = r.properties.get(&field.key).cloned();
+            (field.key.clone(), value.unwrap_or(Value::Null))
+        })
+        .collect();
+    view["custom_fields"] = Value::Object(fields);
+    view
+}
+
 /// A person as a search item shows it: phones and e-mails as plain strings.
 fn search_item(r: &Record) -> Value {
     let values = |list: &str| -> Vec<Value> {
@@ -372,7 +390,7 @@ async fn read_person(call: Call, Path(id): Path<String>) -> Response {
         let person = state
             .find(Kind::Contacts, &id)
             .ok_or_else(person_not_found)?;
-        Ok(ok(StatusCode::OK, person_view(person)))
+        Ok(ok(StatusCode::OK, person_read_view(state, person)))
     })
     .await
 }
@@ -641,5 +659,41 @@ impl CrmSim {
                 created: None,
             });
         }
+    }
+}
+
+impl CrmSim {
+    /// Creates a person field as the business would in Pipedrive's
+    /// settings; returns its key and its options' ids, in order.
+    pub fn define_pipedrive_person_field(
+        &self,
+        name: &str,
+        field_type: &str,
+        labels: &[&str],
+    ) -> (String, Vec<i64>) {
+        let field = self.define_pipedrive_field("person", name, field_type, labels);
+        let ids = field.options.iter().filter_map(|o| o.id.as_i64()).collect();
+        (field.key, ids)
+    }
+
+    /// Gives a person field the key `key` (for a test whose mapping named
+    /// a key before the field existed).
+    pub fn rename_pipedrive_person_field(&self, from: &str, key: &str) {
+        let mut state = self.shared.lock();
+        if let Some(field) = state
+            .fields
+            .iter_mut()
+            .find(|f| f.vendor == Vendor::Pipedrive && f.object == "person" && f.key == from)
+        {
+            key.clone_into(&mut field.key);
+        }
+    }
+
+    /// Deletes a person field, as an admin would.
+    pub fn delete_pipedrive_person_field(&self, key: &str) {
+        let mut state = self.shared.lock();
+        state
+            .fields
+            .retain(|f| !(f.vendor == Vendor::Pipedrive && f.object == "person" && f.key == key));
     }
 }

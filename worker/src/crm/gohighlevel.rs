@@ -66,6 +66,7 @@ pub const SPEC: CrmSpec = CrmSpec {
         contacts.write, locations/customFields.readonly and locations/customFields.write, or \
         CALLSYNC_GOHIGHLEVEL_CLIENT_ID, _CLIENT_SECRET and a fresh _REFRESH_TOKEN of the \
         marketplace app, asking those scopes, installed on that location",
+    maps_fields: super::Mapped::No,
 };
 
 /// A token that lacks the scope a route needs is accepted as a token and

@@ -772,6 +772,7 @@ mod tests {
             budgets: budgets.clone(),
             health: Arc::new(CrmHealth::new(Duration::from_secs(60))),
             ledger: None,
+            mapping: None,
         };
         let http = CrmHttp::new(&crm::hubspot::SPEC, timeout, shared).unwrap();
         (http, budgets)

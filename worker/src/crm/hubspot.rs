@@ -14,6 +14,7 @@
 //! property, `callsync_marker`, because an exact `EQ` filter on a property is
 //! reliable where a token search inside an HTML body is not.
 
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -25,6 +26,7 @@ use callsync_shared::time::unix_ms;
 use callsync_shared::{CallReport, Direction as CallDirection, Outcome};
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{Map, Value as Json};
 use time::OffsetDateTime;
 
 use super::oauth::Credentials;
@@ -33,6 +35,7 @@ use super::{
     Adapter, ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, CrmSpec, MarkedRecord,
     NewContact, Operation, Permission, Refusal, Shared, Vars, configure,
 };
+use crate::mapping::apply;
 
 /// HubSpot's normalised copies of `phone` and `mobilephone`, made for search.
 const SEARCHABLE_PHONE: &str = "hs_searchable_calculated_phone_number";
@@ -43,6 +46,7 @@ const CALL_TO_CONTACT: u32 = 194;
 const TASK_TO_CONTACT: u32 = 204;
 
 mod credential;
+mod mapped;
 
 pub use credential::Kind as CredentialKind;
 
@@ -96,19 +100,32 @@ pub const SPEC: CrmSpec = CrmSpec {
         in the account (or CALLSYNC_HUBSPOT_TOKEN to an existing legacy private app's token); \
         it needs the scopes crm.objects.contacts.read, crm.objects.contacts.write and \
         crm.schemas.contacts.write (a private app's token changes when its scopes are edited)",
+    maps_fields: super::Mapped::Full,
 };
 
 /// HubSpot names a token that lacks a scope with `"category":
 /// "MISSING_SCOPES"` and the scopes required (developers.hubspot.com, error
-/// handling).
+/// handling). A write naming a property the account does not have (one
+/// deleted since start-up, a mapped one among them) is a 400
+/// `VALIDATION_ERROR` listing `PROPERTY_DOESNT_EXIST` (the shape of
+/// https://developers.hubspot.com/changelog/upcoming-property-validations-rules-will-be-enforced-for-apis-and-integrations):
+/// every call would get it, so it is a set-up to complete, not a call to park.
 fn read_refusal(body: &str) -> Option<Refusal> {
     #[derive(Deserialize)]
     struct Error {
         #[serde(default)]
         category: String,
+        #[serde(default)]
+        message: String,
     }
     let error: Error = serde_json::from_str(body).ok()?;
-    (error.category == "MISSING_SCOPES").then_some(Refusal::Credential)
+    match error.category.as_str() {
+        "MISSING_SCOPES" => Some(Refusal::Credential),
+        "VALIDATION_ERROR" if error.message.contains("PROPERTY_DOESNT_EXIST") => {
+            Some(Refusal::Setup)
+        }
+        _ => None,
+    }
 }
 
 impl Adapter for Hubspot {
@@ -129,6 +146,9 @@ impl Adapter for Hubspot {
         Self {
             http: http.authorized(&config.credentials, shared),
             config,
+            mapping: shared.mapping.clone(),
+            resolved: RwLock::default(),
+            searched: mapped::Searched::default(),
         }
     }
 }
@@ -140,7 +160,17 @@ pub struct Hubspot {
     /// Requests carry the credential's token (renewed on a 401 for a
     /// public app).
     http: CrmHttp,
+    /// `CALLSYNC_MAPPING`, when set.
+    mapping: Option<Arc<crate::mapping::Mapping>>,
+    /// The mapping checked against the account's properties by the last
+    /// [`Crm::prepare`] (empty until then, and without a mapping).
+    resolved: RwLock<Arc<mapped::Resolved>>,
+    /// The mapped `if_empty` values of contacts the phone search just found.
+    searched: mapped::Searched,
 }
+
+/// The properties every phone search asks for.
+const SEARCHED: [&str; 4] = ["phone", "mobilephone", "country", "lastmodifieddate"];
 
 /// A custom property callsync needs, as `POST /crm/v3/properties/{object}`
 /// takes it (with its group).
@@ -345,6 +375,19 @@ struct ContactProperties<'a> {
     firstname: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     lastname: Option<String>,
+    /// `CALLSYNC_MAPPING`'s contact properties.
+    #[serde(flatten)]
+    mapped: Map<String, Json>,
+}
+
+/// An update of a contact: the last-call properties (for its newest call)
+/// and the mapped ones.
+#[derive(Serialize)]
+struct ContactUpdate {
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    last_call: Option<LastCall>,
+    #[serde(flatten)]
+    mapped: Map<String, Json>,
 }
 
 #[derive(Serialize)]
@@ -365,6 +408,9 @@ struct CallProperties<'a> {
     hs_call_from_number: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     hs_call_to_number: Option<&'a str>,
+    /// `CALLSYNC_MAPPING`'s call properties.
+    #[serde(flatten)]
+    mapped: Map<String, Json>,
 }
 
 #[derive(Serialize)]
@@ -413,6 +459,9 @@ struct HitProperties {
     country: Option<String>,
     #[serde(default, deserialize_with = "text")]
     lastmodifieddate: Option<String>,
+    /// The mapped `if_empty` properties the search asked for.
+    #[serde(flatten)]
+    mapped: Map<String, Json>,
 }
 
 /// A property value: HubSpot sends a string or null; anything else reads
@@ -495,6 +544,14 @@ impl Hubspot {
     async fn find_by_number(&self, caller: &CallerNumber) -> Result<Option<CrmId>, CrmError> {
         let nsn = caller.nsn();
         let wildcard = format!("*{nsn}");
+        // The mapped `if_empty` properties ride along, so that the update
+        // of a contact just found needs no read of its own.
+        let resolved = self.resolved();
+        let properties: Vec<&str> = SEARCHED
+            .iter()
+            .copied()
+            .chain(resolved.if_empty_only())
+            .collect();
         let search = Search {
             filter_groups: vec![
                 FilterGroup::of(SEARCHABLE_PHONE, Operator::Eq, nsn),
@@ -503,7 +560,7 @@ impl Hubspot {
                 FilterGroup::of(SEARCHABLE_MOBILE, Operator::ContainsToken, &wildcard),
                 FilterGroup::of("phone", Operator::Eq, caller.e164()),
             ],
-            properties: &["phone", "mobilephone", "country", "lastmodifieddate"],
+            properties: &properties,
             sorts: Some([Sort {
                 property_name: "lastmodifieddate",
                 direction: Direction::Descending,
@@ -512,7 +569,14 @@ impl Hubspot {
         };
         let hits = self.search("search_contact", "contacts", &search).await?;
         let candidates: Vec<Candidate> = hits.iter().map(SearchHit::candidate).collect();
-        Ok(choose(caller, &candidates).map(|c| c.id.clone()))
+        let chosen = choose(caller, &candidates).map(|c| c.id.clone());
+        if let Some(id) = &chosen
+            && let Some(hit) = hits.iter().find(|h| &h.id == id)
+            && properties.len() > SEARCHED.len()
+        {
+            self.searched.remember(id, hit.properties.mapped.clone());
+        }
+        Ok(chosen)
     }
 
     /// The oldest contact whose `property` is `value` (HubSpot compares
@@ -529,6 +593,118 @@ impl Hubspot {
         };
         let hits = self.search("search_contact", "contacts", &search).await?;
         Ok(hits.into_iter().next().map(|h| h.id))
+    }
+
+    /// Every property of `object`, with its type and options.
+    async fn properties_of(&self, object: &str) -> Result<Vec<mapped::Definition>, CrmError> {
+        let listed: mapped::Definitions = self
+            .http
+            .json(
+                "read_properties",
+                self.request(Method::GET, &format!("/crm/v3/properties/{object}")),
+            )
+            .await?;
+        Ok(listed.results)
+    }
+
+    fn resolved(&self) -> Arc<mapped::Resolved> {
+        Arc::clone(&self.resolved.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    fn contact_values(
+        &self,
+        report: &CallReport,
+        write: apply::Write,
+        current: &Map<String, Json>,
+    ) -> Map<String, Json> {
+        let resolved = self.resolved();
+        apply::contact_values(
+            &resolved.contact,
+            report,
+            write,
+            current,
+            &mapped::wire,
+            &mut |b, skip| apply::skipped(SPEC.name, report, "contact", b, skip),
+        )
+    }
+
+    fn call_values(&self, report: &CallReport) -> Map<String, Json> {
+        let resolved = self.resolved();
+        apply::call_values(&resolved.call, report, &mapped::wire, &mut |b, skip| {
+            apply::skipped(SPEC.name, report, "call", b, skip)
+        })
+    }
+
+    /// The mapped contact properties of `write`: when a rule depends on
+    /// the field's current value (`if_empty`, `append`), read first. The
+    /// read and the PATCH after it are one read-modify-write, run by the
+    /// sync engine under the contact's write lease, and repeated whole on
+    /// a retry: an `append` line an earlier attempt applied is read back
+    /// with its marker and not added again.
+    async fn mapped_update(
+        &self,
+        contact: &str,
+        report: &CallReport,
+        write: apply::Write,
+    ) -> Result<Map<String, Json>, CrmError> {
+        let resolved = self.resolved();
+        let read = resolved.read_first();
+        let searched = || {
+            // Only `if_empty` values may come from the search: an `append`
+            // needs the field as it is now, its marker included, which a
+            // lagging index may not show yet.
+            (resolved.if_empty_only().count() == read.len())
+                .then(|| self.searched.take(contact))
+                .flatten()
+        };
+        let current = if read.is_empty() {
+            Map::new()
+        } else if let Some(found) = searched() {
+            found
+        } else {
+            self.read_contact(contact, &read).await?
+        };
+        Ok(self.contact_values(report, write, &current))
+    }
+
+    /// `GET /crm/v3/objects/contacts/{id}?properties=…`: the current values
+    /// of `properties` (an empty one is absent or "").
+    async fn read_contact(
+        &self,
+        contact: &str,
+        properties: &[&str],
+    ) -> Result<Map<String, Json>, CrmError> {
+        #[derive(Deserialize)]
+        struct Read {
+            #[serde(default)]
+            properties: Map<String, Json>,
+        }
+        let read: Read = self
+            .http
+            .json(
+                "read_contact_fields",
+                self.request(Method::GET, &format!("/crm/v3/objects/contacts/{contact}"))
+                    .query(&[("properties", properties.join(","))]),
+            )
+            .await?;
+        Ok(read.properties)
+    }
+
+    async fn patch_contact(&self, contact: &str, update: &ContactUpdate) -> Result<(), CrmError> {
+        let body = Record {
+            properties: update,
+            associations: None,
+        };
+        self.http
+            .perform(
+                "update_contact",
+                self.request(
+                    Method::PATCH,
+                    &format!("/crm/v3/objects/contacts/{contact}"),
+                )
+                .json(&body),
+            )
+            .await
     }
 
     /// POSTs a definition and treats 409 (already exists) as success.
@@ -625,6 +801,15 @@ impl Crm for Hubspot {
             )
             .await?;
         }
+        if let Some(mapping) = &self.mapping {
+            let contacts = self.properties_of("contacts").await?;
+            let calls = self.properties_of("calls").await?;
+            let resolved = mapped::Resolved::check(mapping, &contacts, &calls)?;
+            *self
+                .resolved
+                .write()
+                .unwrap_or_else(PoisonError::into_inner) = Arc::new(resolved);
+        }
         Ok(())
     }
 
@@ -667,6 +852,7 @@ impl Crm for Hubspot {
                 email: caller.email.as_deref(),
                 firstname,
                 lastname,
+                mapped: self.contact_values(contact.report, apply::Write::New, &Map::new()),
             },
             associations: None,
         };
@@ -712,6 +898,7 @@ impl Crm for Hubspot {
             hs_call_recording_url: recording_property(report),
             hs_call_from_number: from,
             hs_call_to_number: to,
+            mapped: self.call_values(report),
         };
         let body = Record {
             properties,
@@ -721,20 +908,38 @@ impl Crm for Hubspot {
     }
 
     async fn update_contact(&self, contact: &str, report: &CallReport) -> Result<(), CrmError> {
-        let body = Record {
-            properties: LastCall::of(report),
-            associations: None,
-        };
-        self.http
-            .perform(
-                "update_contact",
-                self.request(
-                    Method::PATCH,
-                    &format!("/crm/v3/objects/contacts/{contact}"),
-                )
-                .json(&body),
-            )
-            .await
+        let mapped = self
+            .mapped_update(contact, report, apply::Write::Newest)
+            .await?;
+        self.patch_contact(
+            contact,
+            &ContactUpdate {
+                last_call: Some(LastCall::of(report)),
+                mapped,
+            },
+        )
+        .await
+    }
+
+    fn writes_every_call(&self) -> bool {
+        !self.resolved().read_first().is_empty()
+    }
+
+    async fn update_older(&self, contact: &str, report: &CallReport) -> Result<(), CrmError> {
+        let mapped = self
+            .mapped_update(contact, report, apply::Write::Older)
+            .await?;
+        if mapped.is_empty() {
+            return Ok(());
+        }
+        self.patch_contact(
+            contact,
+            &ContactUpdate {
+                last_call: None,
+                mapped,
+            },
+        )
+        .await
     }
 
     async fn create_follow_up(
@@ -861,6 +1066,14 @@ mod tests {
             (call_status(None), call_disposition(None)),
             ("COMPLETED", None)
         );
+    }
+
+    #[test]
+    fn a_write_naming_a_property_the_account_lacks_is_a_set_up_to_complete() {
+        let missing = r#"{"status":"error","message":"Property values were not valid: [{\"isValid\":false,\"message\":\"Property \\\"ai_intent\\\" does not exist\",\"error\":\"PROPERTY_DOESNT_EXIST\",\"name\":\"ai_intent\"}]","category":"VALIDATION_ERROR"}"#;
+        assert_eq!(read_refusal(missing), Some(Refusal::Setup));
+        let option = r#"{"status":"error","message":"Property values were not valid: [{\"error\":\"INVALID_OPTION\"}]","category":"VALIDATION_ERROR"}"#;
+        assert_eq!(read_refusal(option), None);
     }
 
     #[test]

@@ -45,6 +45,9 @@ pub struct Shared {
     /// The ledger's pool, where rotated OAuth refresh tokens are kept
     /// (absent in unit tests, which rotate nothing).
     pub ledger: Option<sqlx::PgPool>,
+    /// `CALLSYNC_MAPPING`, for an adapter that writes it (set by
+    /// [`CrmConfig::build`] from the configuration).
+    pub mapping: Option<Arc<crate::mapping::Mapping>>,
 }
 
 impl Shared {
@@ -257,6 +260,21 @@ pub trait Crm: Send + Sync + fmt::Debug {
     /// Sets the contact's last-call fields from `report`. Idempotent.
     async fn update_contact(&self, contact: &str, report: &CallReport) -> Result<(), CrmError>;
 
+    /// Whether a call older than the contact's newest still writes to the
+    /// contact: the mapping has `if_empty` or `append` rules, which every
+    /// call writes, while `overwrite` and the last-call fields follow the
+    /// newest call only.
+    fn writes_every_call(&self) -> bool {
+        false
+    }
+
+    /// The contact fields an older call writes (see
+    /// [`Crm::writes_every_call`]). Run, like `update_contact`, under the
+    /// contact's write lease, and safe to repeat.
+    async fn update_older(&self, _contact: &str, _report: &CallReport) -> Result<(), CrmError> {
+        Ok(())
+    }
+
     /// Creates the follow-up task due at `due`, carrying the call's marker.
     async fn create_follow_up(
         &self,
@@ -304,6 +322,19 @@ pub struct CrmSpec {
     /// What an operator should check when the CRM refuses the credential:
     /// the variables and, where the vendor has them, the scopes.
     pub credential_help: &'static str,
+    /// Which of `CALLSYNC_MAPPING`'s rules its adapter writes; a mapping
+    /// it cannot write is refused at start-up, never ignored.
+    pub maps_fields: Mapped,
+}
+
+/// Which mapping rules a CRM's adapter writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mapped {
+    No,
+    /// `[[contact]]` rules only; the text says why not `[[call]]` ones.
+    ContactOnly(&'static str),
+    /// `[[contact]]` and `[[call]]` rules.
+    Full,
 }
 
 /// Every supported CRM. Adding one is its adapter file (with its `SPEC`

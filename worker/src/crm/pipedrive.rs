@@ -22,6 +22,7 @@
 //! /v1/... could be used."
 //! (https://pipedrive.readme.io/docs/pipedrive-api-v2-migration-guide).
 
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -34,11 +35,15 @@ use reqwest::{Method, RequestBuilder, StatusCode};
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value as Json};
 use time::OffsetDateTime;
 use time::macros::format_description;
 use tokio::sync::OnceCell;
 
 use super::render;
+use crate::mapping::apply::{self, Bound, Write};
+
+mod mapped;
 use super::{
     Adapter, ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, CrmSpec, MarkedRecord,
     NewContact, Operation, Refusal, Shared, Vars, configure,
@@ -67,6 +72,9 @@ pub const SPEC: CrmSpec = CrmSpec {
     read_refusal,
     credential_help: "set CALLSYNC_PIPEDRIVE_TOKEN to a valid API token (Personal \
         preferences > API) of a user who may add persons, notes and activities",
+    maps_fields: super::Mapped::ContactOnly(
+        "Pipedrive records the call as a note, which has no fields of its own",
+    ),
 };
 
 /// Pipedrive refuses an OAuth app's request outside its granted scopes
@@ -94,11 +102,13 @@ impl Adapter for Pipedrive {
         })
     }
 
-    fn new(config: PipedriveConfig, http: CrmHttp, _shared: &Shared) -> Self {
+    fn new(config: PipedriveConfig, http: CrmHttp, shared: &Shared) -> Self {
         Self {
             config,
             http,
             fields: OnceCell::new(),
+            mapping: shared.mapping.clone(),
+            resolved: RwLock::default(),
         }
     }
 }
@@ -119,6 +129,11 @@ pub struct Pipedrive {
     config: PipedriveConfig,
     http: CrmHttp,
     fields: OnceCell<FieldKeys>,
+    /// `CALLSYNC_MAPPING`, when set.
+    mapping: Option<Arc<crate::mapping::Mapping>>,
+    /// Its `[[contact]]` rules checked against the person fields by the
+    /// last [`Crm::prepare`].
+    resolved: RwLock<Arc<Vec<Bound>>>,
 }
 
 #[derive(Deserialize)]
@@ -252,13 +267,13 @@ struct NewField<'a> {
 }
 
 /// Values of the custom person fields, by their generated keys.
-type CustomFields<'a> = BTreeMap<&'a str, String>;
+type CustomFields = BTreeMap<String, Json>;
 
 /// `POST /api/v2/persons`.
 #[derive(Serialize)]
 struct NewPerson<'a> {
     name: String,
-    custom_fields: CustomFields<'a>,
+    custom_fields: CustomFields,
     #[serde(skip_serializing_if = "Option::is_none")]
     phones: Option<[Labelled<'a>; 1]>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -285,8 +300,8 @@ impl<'a> Labelled<'a> {
 
 /// `PATCH /api/v2/persons/{id}`.
 #[derive(Serialize)]
-struct PersonUpdate<'a> {
-    custom_fields: CustomFields<'a>,
+struct PersonUpdate {
+    custom_fields: CustomFields,
 }
 
 /// `POST /api/v1/notes`.
@@ -432,7 +447,86 @@ impl Pipedrive {
             .await
     }
 
-    async fn last_call_fields(&self, report: &CallReport) -> Result<CustomFields<'_>, CrmError> {
+    async fn patch_person(
+        &self,
+        contact: &str,
+        custom_fields: CustomFields,
+    ) -> Result<(), CrmError> {
+        let update = PersonUpdate { custom_fields };
+        self.http
+            .perform(
+                "update_person",
+                self.request(
+                    Method::PATCH,
+                    &format!("/api/v2/persons/{}", person_id(contact)?),
+                )
+                .json(&update),
+            )
+            .await
+    }
+
+    fn resolved(&self) -> Arc<Vec<Bound>> {
+        Arc::clone(&self.resolved.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    fn contact_values(
+        &self,
+        report: &CallReport,
+        write: Write,
+        current: &Map<String, Json>,
+    ) -> Map<String, Json> {
+        apply::contact_values(
+            &self.resolved(),
+            report,
+            write,
+            current,
+            &mapped::wire,
+            &mut |b, skip| apply::skipped(SPEC.name, report, "contact", b, skip),
+        )
+    }
+
+    /// The mapped person fields of `write`, reading the current values
+    /// first when a rule depends on them (`if_empty`, `append`): one
+    /// read-modify-write, run under the contact's write lease and repeated
+    /// whole on a retry, so an appended line already there is not added
+    /// again.
+    async fn mapped_update(
+        &self,
+        contact: &str,
+        report: &CallReport,
+        write: Write,
+    ) -> Result<Map<String, Json>, CrmError> {
+        let resolved = self.resolved();
+        let current = if apply::read_first(&resolved).is_empty() {
+            Map::new()
+        } else {
+            self.read_custom_fields(contact).await?
+        };
+        Ok(self.contact_values(report, write, &current))
+    }
+
+    /// `GET /api/v2/persons/{id}`: its `custom_fields`, every custom field
+    /// by key (`null` when empty).
+    async fn read_custom_fields(&self, contact: &str) -> Result<Map<String, Json>, CrmError> {
+        #[derive(Deserialize)]
+        struct Read {
+            #[serde(default)]
+            custom_fields: Map<String, Json>,
+        }
+        let read: Envelope<Read> = self
+            .http
+            .json(
+                "read_person_fields",
+                self.request(
+                    Method::GET,
+                    &format!("/api/v2/persons/{}", person_id(contact)?),
+                ),
+            )
+            .await?;
+        Ok(read.data.custom_fields)
+    }
+
+    async fn last_call_fields(&self, report: &CallReport) -> Result<CustomFields, CrmError> {
         let keys = &self.field_keys().await?.0;
         let values = [
             report
@@ -442,7 +536,7 @@ impl Pipedrive {
             render::field_summary(report),
             report.sentiment.clone().unwrap_or_default(),
         ];
-        Ok(keys.iter().map(String::as_str).zip(values).collect())
+        Ok(keys.iter().cloned().zip(values.map(Json::String)).collect())
     }
 
     /// Every person whose `field` matches `term`, page after page (500 a
@@ -568,7 +662,35 @@ impl Crm for Pipedrive {
     }
 
     async fn prepare(&self) -> Result<(), CrmError> {
-        self.field_keys().await.map(drop)
+        let own = self.field_keys().await?;
+        if let Some(mapping) = &self.mapping {
+            let listed: Envelope<Option<Vec<mapped::Definition>>> = self
+                .http
+                .json(
+                    "list_fields",
+                    self.request(Method::GET, "/api/v1/personFields"),
+                )
+                .await?;
+            let bound = mapped::check(mapping, &listed.data.unwrap_or_default(), &own.0)?;
+            *self
+                .resolved
+                .write()
+                .unwrap_or_else(PoisonError::into_inner) = Arc::new(bound);
+        }
+        Ok(())
+    }
+
+    fn writes_every_call(&self) -> bool {
+        !apply::read_first(&self.resolved()).is_empty()
+    }
+
+    async fn update_older(&self, contact: &str, report: &CallReport) -> Result<(), CrmError> {
+        let mapped = self.mapped_update(contact, report, Write::Older).await?;
+        if mapped.is_empty() {
+            return Ok(());
+        }
+        self.patch_person(contact, mapped.into_iter().collect())
+            .await
     }
 
     async fn contact_exists(&self, id: &str) -> Result<bool, CrmError> {
@@ -609,10 +731,12 @@ impl Crm for Pipedrive {
 
     async fn create_contact(&self, contact: &NewContact<'_>) -> Result<Created, CrmError> {
         let caller = &contact.report.caller;
+        let mut custom_fields = self.last_call_fields(contact.report).await?;
+        custom_fields.extend(self.contact_values(contact.report, Write::New, &Map::new()));
         let person = NewPerson {
             // Pipedrive requires a name: the caller's, else the number.
             name: caller.display_name(),
-            custom_fields: self.last_call_fields(contact.report).await?,
+            custom_fields,
             phones: caller
                 .phone
                 .as_ref()
@@ -644,19 +768,9 @@ impl Crm for Pipedrive {
     }
 
     async fn update_contact(&self, contact: &str, report: &CallReport) -> Result<(), CrmError> {
-        let update = PersonUpdate {
-            custom_fields: self.last_call_fields(report).await?,
-        };
-        self.http
-            .perform(
-                "update_person",
-                self.request(
-                    Method::PATCH,
-                    &format!("/api/v2/persons/{}", person_id(contact)?),
-                )
-                .json(&update),
-            )
-            .await
+        let mut custom_fields = self.last_call_fields(report).await?;
+        custom_fields.extend(self.mapped_update(contact, report, Write::Newest).await?);
+        self.patch_person(contact, custom_fields).await
     }
 
     async fn create_follow_up(

@@ -68,6 +68,7 @@ pub const SPEC: CrmSpec = CrmSpec {
     credential_help: "check CALLSYNC_SALESFORCE_CLIENT_ID, CALLSYNC_SALESFORCE_CLIENT_SECRET \
         and CALLSYNC_SALESFORCE_REFRESH_TOKEN (or CALLSYNC_SALESFORCE_ACCESS_TOKEN): the connected \
         app must allow the api and refresh_token scopes, and its user needs API Enabled",
+    maps_fields: super::Mapped::No,
 };
 
 /// Salesforce answers a list of `{errorCode, message}`. Its API limit is a

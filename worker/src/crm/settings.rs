@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use callsync_shared::config::{ConfigError, Env, Secret};
 
-use super::{Crm, CrmHttp, CrmSpec, Rate, Shared, spec, supported};
+use super::{Crm, CrmHttp, CrmSpec, Mapped, REGISTRY, Rate, Shared, spec, supported};
+use crate::mapping::Mapping;
 
 /// The request timeout used when `CALLSYNC_CRM_TIMEOUT` is not set.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -162,6 +163,8 @@ pub struct CrmConfig {
     spec: &'static CrmSpec,
     http: HttpSettings,
     settings: Arc<dyn CrmSettings>,
+    /// `CALLSYNC_MAPPING`, read and parsed.
+    mapping: Option<Arc<Mapping>>,
 }
 
 impl CrmConfig {
@@ -174,12 +177,26 @@ impl CrmConfig {
                 supported().collect::<Vec<_>>().join(", ")
             ),
         })?;
+        // Refused before the CRM's own variables are read: a mapping set
+        // for a CRM that cannot write it is the first thing to fix.
+        if spec.maps_fields == Mapped::No
+            && env
+                .raw("CALLSYNC_MAPPING")
+                .is_some_and(|p| !p.trim().is_empty())
+        {
+            writable(spec, &Mapping::default())?;
+        }
         let http = HttpSettings::from_env(env, spec)?;
         let settings = (spec.configure)(Vars::new(env, spec.name))?;
+        let mapping = Mapping::from_env(env)?;
+        if let Some(mapping) = &mapping {
+            writable(spec, mapping)?;
+        }
         Ok(Self {
             spec,
             http,
             settings,
+            mapping,
         })
     }
 
@@ -207,10 +224,53 @@ impl CrmConfig {
         self.spec.default_index_lag
     }
 
-    /// Builds the adapter; its requests draw on `shared`.
+    /// The mapping the adapter writes, when `CALLSYNC_MAPPING` is set.
+    pub fn mapping(&self) -> Option<&Arc<Mapping>> {
+        self.mapping.as_ref()
+    }
+
+    /// Builds the adapter; its requests draw on `shared`, and it writes
+    /// the configured mapping.
     pub fn build(&self, shared: Shared) -> Result<Arc<dyn Crm>, CrmBuildError> {
+        let shared = Shared {
+            mapping: self.mapping.clone(),
+            ..shared
+        };
         let http = CrmHttp::new(self.spec, self.http.timeout, shared.clone())?;
         Ok(self.settings.build(http, &shared))
+    }
+}
+
+/// Refuses a mapping `spec`'s adapter cannot write, naming what to change.
+fn writable(spec: &CrmSpec, mapping: &Mapping) -> Result<(), ConfigError> {
+    let refuse = |message: String| {
+        Err(ConfigError {
+            var: "CALLSYNC_MAPPING".to_owned(),
+            message,
+        })
+    };
+    match spec.maps_fields {
+        Mapped::Full => Ok(()),
+        Mapped::ContactOnly(why) => match mapping.call.first() {
+            None => Ok(()),
+            Some(rule) => refuse(format!(
+                "{}: [[call]] rules cannot be written to {}: {why}; remove them or map the value onto the contact",
+                mapping.at(rule),
+                spec.name
+            )),
+        },
+        Mapped::No => {
+            let supported: Vec<&str> = REGISTRY
+                .iter()
+                .filter(|s| s.maps_fields != Mapped::No)
+                .map(|s| s.name)
+                .collect();
+            refuse(format!(
+                "is set, and CALLSYNC_CRM={} does not write mapped fields yet (supported: {}); unset it or choose a supported CRM",
+                spec.name,
+                supported.join(", ")
+            ))
+        }
     }
 }
 
@@ -231,6 +291,30 @@ mod tests {
         assert_eq!(
             vars.secret("TOKEN").unwrap_err().to_string(),
             "CALLSYNC_HUBSPOT_TOKEN: is required but not set"
+        );
+    }
+
+    #[test]
+    fn a_mapping_for_a_crm_that_cannot_write_it_is_refused_at_start_up() {
+        let env = Env::default()
+            .with("CALLSYNC_CRM", "gohighlevel")
+            .with("CALLSYNC_MAPPING", "mapping.toml");
+        let error = CrmConfig::from_env(&env).unwrap_err().to_string();
+        assert!(
+            error.starts_with("CALLSYNC_MAPPING: is set, and CALLSYNC_CRM=gohighlevel does not write mapped fields yet (supported: hubspot, pipedrive)"),
+            "{error}"
+        );
+        let mapping = crate::mapping::file::parse(
+            std::path::Path::new("mapping.toml"),
+            "[[call]]\nproperty = \"x\"\nfrom = \"summary\"\n",
+        )
+        .unwrap();
+        let error = writable(&crate::crm::pipedrive::SPEC, &mapping)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("CALLSYNC_MAPPING: mapping.toml line 1: [[call]] rules cannot be written to pipedrive"),
+            "{error}"
         );
     }
 }

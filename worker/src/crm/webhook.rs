@@ -49,6 +49,7 @@ pub const SPEC: CrmSpec = CrmSpec {
     read_refusal: no_refusal,
     credential_help: "the target refused callsync's requests: check CALLSYNC_WEBHOOK_URL \
         and that the receiver verifies with the same CALLSYNC_WEBHOOK_SECRET",
+    maps_fields: super::Mapped::No,
 };
 
 #[derive(Debug)]

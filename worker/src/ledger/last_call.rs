@@ -93,6 +93,31 @@ impl CallLease<'_> {
         })
     }
 
+    /// Takes the contact's write lease for a call older than its newest,
+    /// which still writes the fields every call writes (a mapping's
+    /// `if_empty` and `append`): granted when no other call's write is in
+    /// flight, leaving the newest call recorded as it is. Those writes read
+    /// the field and write it back, so two of them at once could lose a
+    /// line; the lease makes them one at a time, the newest call's
+    /// included. `false`: another write holds it; wait.
+    pub async fn claim_contact_write(self, contact_id: &ContactId) -> Result<bool, LedgerError> {
+        let granted = self
+            .ledger
+            .on_contact(
+                "UPDATE contact_last_call
+                    SET lease_owner = $3, lease_until = now() + make_interval(secs => $4)
+                  WHERE crm = $1 AND contact_id = $2
+                    AND (lease_until IS NULL OR lease_until < now() OR lease_owner = $3)
+                 RETURNING 1",
+                contact_id.as_str(),
+            )
+            .bind(self.owner)
+            .bind(self.ledger.lease_secs)
+            .fetch_optional(&self.ledger.pool)
+            .await?;
+        Ok(granted.is_some())
+    }
+
     /// Records the contact update as done and, when `release`, gives up the
     /// right to write the last-call fields, in one statement. Without
     /// `release` the lease is left to expire: an earlier attempt of the

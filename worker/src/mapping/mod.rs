@@ -1,0 +1,96 @@
+//! `CALLSYNC_MAPPING`: which values of a call go to which of the business's
+//! own CRM fields.
+//!
+//! The file is read once at start-up ([`file`]); each rule names a value of
+//! the call ([`value`]) and a field; the CRM's adapter reads the field's
+//! type from the CRM and converts the value into it ([`field`]).
+
+pub mod apply;
+pub mod field;
+pub mod file;
+pub mod value;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use callsync_shared::config::{ConfigError, Env};
+
+pub use field::{Conversion, FieldType, Skip};
+pub use file::MappingError;
+pub use value::{From, Value};
+
+/// How a contact rule writes its field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The newest call's value: an older call never overwrites a newer one's.
+    Overwrite,
+    /// Only into an empty field.
+    IfEmpty,
+    /// One line per call, added once however often the call is delivered.
+    Append,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Overwrite => "overwrite",
+            Mode::IfEmpty => "if_empty",
+            Mode::Append => "append",
+        }
+    }
+}
+
+/// One `[[contact]]` or `[[call]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    /// The CRM's name of the field.
+    pub property: String,
+    pub from: From,
+    pub mode: Mode,
+    /// Where in the file the rule is, for every message about it.
+    pub line: usize,
+}
+
+/// The whole file, with where it came from.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Mapping {
+    pub path: PathBuf,
+    /// Written on the call's contact.
+    pub contact: Vec<Rule>,
+    /// Written on the call record.
+    pub call: Vec<Rule>,
+}
+
+impl Mapping {
+    /// `CALLSYNC_MAPPING`, read and checked; `None` when unset.
+    pub fn from_env(env: &Env) -> Result<Option<Arc<Mapping>>, ConfigError> {
+        let Some(path) = env.raw("CALLSYNC_MAPPING").filter(|p| !p.trim().is_empty()) else {
+            return Ok(None);
+        };
+        Mapping::load(Path::new(path))
+            .map(|m| Some(Arc::new(m)))
+            .map_err(|e| ConfigError {
+                var: "CALLSYNC_MAPPING".to_owned(),
+                message: e.to_string(),
+            })
+    }
+
+    /// Reads and parses the file at `path`.
+    pub fn load(path: &Path) -> Result<Mapping, MappingError> {
+        let text = std::fs::read_to_string(path).map_err(|e| MappingError {
+            path: path.to_owned(),
+            line: None,
+            problem: format!("cannot be read ({e})"),
+        })?;
+        file::parse(path, &text)
+    }
+
+    /// Where a rule is: `mapping.toml line 3`.
+    pub fn at(&self, rule: &Rule) -> String {
+        format!("{} line {}", self.path.display(), rule.line)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.contact.is_empty() && self.call.is_empty()
+    }
+}

@@ -479,6 +479,37 @@ async fn a_contact_key_is_held_by_one_owner_until_resolved_then_known_to_every_o
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewed_contact_key_outlasts_its_lease_and_only_its_live_holder_renews_it() -> Outcome {
+    let (_env, ledger) = ledger_with_lease(SHORT).await;
+    let (holder, second) = (other(), other());
+    assert_eq!(ledger.claim_contact(&PHONE, holder).await?, FREE);
+    assert_lease_lost(ledger.renew_contact(&PHONE, second).await, PHONE_REDACTED);
+    let ledger = &ledger;
+    throughout(
+        SHORT * 2,
+        "a number renewed all along stays with its holder",
+        || async move {
+            ledger.renew_contact(&PHONE, holder).await.unwrap();
+            ledger.claim_contact(&PHONE, second).await.unwrap()
+        },
+        |seen| *seen == ContactClaim::Busy,
+    )
+    .await;
+    // Left alone, it lapses to the next owner, and its old holder can
+    // neither renew it nor send a create under it.
+    let _taken = eventually(
+        SHORT * 2,
+        "the number's lease lapses to another owner",
+        || ledger.claim_contact(&PHONE, second),
+        |claim| matches!(claim, Ok(c) if *c == FREE),
+    )
+    .await;
+    assert_lease_lost(ledger.renew_contact(&PHONE, holder).await, PHONE_REDACTED);
+    assert_lease_lost(ledger.contact_pending(&PHONE, holder).await, PHONE_REDACTED);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_contact_create_of_unknown_outcome_stays_pending_until_known_not_applied() -> Outcome {
     let (_env, ledger) = ledger().await;
     let [a, b, c, d] = [(); 4].map(|()| other());

@@ -97,6 +97,11 @@ impl Ledger {
         })
     }
 
+    /// How long a lease lasts from its last extension (`CALLSYNC_LEASE`).
+    pub fn lease_length(&self) -> Duration {
+        Duration::from_secs_f64(self.lease_secs)
+    }
+
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }

@@ -17,10 +17,10 @@ use std::time::{Duration, Instant};
 use callsync_shared::{CallId, Source};
 use callsync_tests::harness::TestEnv;
 use callsync_tests::wait::{eventually, throughout};
-use callsync_worker::crm::Share;
+use callsync_worker::crm::{Rate, Share};
 use callsync_worker::ledger::{
     CallKey, CallLease, Claim, ContactClaim, ContactId, LatestCall, Ledger, LedgerCounts,
-    LedgerError, LookupKey, SentCreate, Step, StepState,
+    LedgerError, LedgerWindow, LookupKey, SentCreate, Step, StepState,
 };
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -707,6 +707,49 @@ async fn workers_share_the_budget_in_id_order_until_one_leaves_or_falls_silent()
         .execute(ledger.pool())
         .await?;
     assert_eq!(beat(first).await?, Share::ALONE);
+    Ok(())
+}
+
+/// Takes `n` slots of `rate` from `windows` at once, round robin; how many
+/// were granted.
+async fn take_at_once(
+    windows: &[&LedgerWindow],
+    rate: Rate,
+    n: usize,
+) -> Result<usize, LedgerError> {
+    let takes = (0..n).map(|i| windows[i % windows.len()].take(rate, rate.window));
+    let granted = futures_util::future::try_join_all(takes).await?;
+    Ok(granted.iter().filter(|wait| wait.is_none()).count())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_taking_from_the_shared_search_window_get_its_budget_together_and_no_more()
+-> Outcome {
+    let (env, ledger) = ledger().await;
+    let rate = Rate {
+        max: 5,
+        window: Duration::from_secs(2),
+    };
+    // Two workers of one CRM, asking at once for more than the budget.
+    let (first, second) = (
+        LedgerWindow::new(ledger.clone(), "search"),
+        LedgerWindow::new(ledger.clone(), "search"),
+    );
+    assert_eq!(take_at_once(&[&first, &second], rate, 8).await?, 5);
+    // A worker that finds the window full is told how long until a slot frees.
+    let wait = first
+        .take(rate, rate.window)
+        .await?
+        .expect("the window is full");
+    assert!(wait > Duration::ZERO && wait <= rate.window, "{wait:?}");
+    // Another CRM's workers have a window of their own.
+    let pipedrive = Ledger::connect(&env.database_url, 2, "pipedrive", LEASE).await?;
+    let other = LedgerWindow::new(pipedrive, "search");
+    assert_eq!(take_at_once(&[&other], rate, 5).await?, 5);
+    // Once the oldest left the window, the whole budget is there again,
+    // for whichever worker asks.
+    tokio::time::sleep(wait).await;
+    assert_eq!(take_at_once(&[&second], rate, 7).await?, 5);
     Ok(())
 }
 

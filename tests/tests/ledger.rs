@@ -723,33 +723,59 @@ async fn take_at_once(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn workers_taking_from_the_shared_search_window_get_its_budget_together_and_no_more()
+async fn workers_taking_from_the_shared_search_window_get_its_budget_spaced_through_it_and_no_more()
 -> Outcome {
     let (env, ledger) = ledger().await;
     let rate = Rate {
         max: 5,
-        window: Duration::from_secs(2),
+        window: Duration::from_secs(1),
     };
-    // Two workers of one CRM, asking at once for more than the budget.
+    let spacing = rate.window / 5;
     let (first, second) = (
         LedgerWindow::new(ledger.clone(), "search"),
         LedgerWindow::new(ledger.clone(), "search"),
     );
-    assert_eq!(take_at_once(&[&first, &second], rate, 8).await?, 5);
-    // A worker that finds the window full is told how long until a slot frees.
+    // Two workers asking at once: one slot, and the others are told to
+    // wait for the spacing, not for the window.
+    assert_eq!(take_at_once(&[&first, &second], rate, 4).await?, 1);
     let wait = first
         .take(rate, rate.window)
         .await?
-        .expect("the window is full");
-    assert!(wait > Duration::ZERO && wait <= rate.window, "{wait:?}");
+        .expect("a slot was just taken");
+    assert!(wait > Duration::ZERO && wait <= spacing, "{wait:?}");
     // Another CRM's workers have a window of their own.
     let pipedrive = Ledger::connect(&env.database_url, 2, "pipedrive", LEASE).await?;
     let other = LedgerWindow::new(pipedrive, "search");
-    assert_eq!(take_at_once(&[&other], rate, 5).await?, 5);
-    // Once the oldest left the window, the whole budget is there again,
-    // for whichever worker asks.
-    tokio::time::sleep(wait).await;
-    assert_eq!(take_at_once(&[&second], rate, 7).await?, 5);
+    assert_eq!(other.take(rate, rate.window).await?, None);
+
+    // Taking in turns and waiting as told, for two windows: the budget,
+    // a slot every fifth of the window, and never more in any window.
+    let started = Instant::now();
+    let mut granted = Vec::new();
+    let mut turn = 0;
+    while started.elapsed() < rate.window * 2 {
+        let worker = [&first, &second][turn % 2];
+        turn += 1;
+        match worker.take(rate, rate.window).await? {
+            None => granted.push(started.elapsed()),
+            Some(wait) => tokio::time::sleep(wait).await,
+        }
+    }
+    assert!((9..=11).contains(&granted.len()), "{granted:?}");
+    for pair in granted.windows(2) {
+        // The database spaces them; the tolerance is our reading of it.
+        assert!(
+            pair[1] - pair[0] >= spacing - Duration::from_millis(30),
+            "{granted:?}"
+        );
+    }
+    for (i, at) in granted.iter().enumerate() {
+        let within = granted[i..]
+            .iter()
+            .take_while(|t| **t - *at < rate.window)
+            .count();
+        assert!(within <= 5, "{granted:?}");
+    }
     Ok(())
 }
 

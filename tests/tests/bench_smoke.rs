@@ -30,7 +30,8 @@ async fn the_benchmark_at_smoke_size_loses_nothing_and_spends_the_designed_crm_r
             "workers",
             "rate-limit",
             "sources",
-            "known-callers"
+            "known-callers",
+            "new-callers"
         ])
     );
     check_ingest(&report);
@@ -38,11 +39,13 @@ async fn the_benchmark_at_smoke_size_loses_nothing_and_spends_the_designed_crm_r
     check_workers(&report["workers"]);
     check_rate_limit(&report["rate_limit"]);
     check_known_callers(&report["known_callers"]);
+    check_new_callers(&report["new_callers"]);
     assert!(stdout.contains("÷ voicedock"), "{stdout}");
     assert!(
         stdout.contains("| known callers in mixed formats |"),
         "{stdout}"
     );
+    assert!(stdout.contains("| new callers, replica |"), "{stdout}");
     // Zero would mean the process was gone before it was measured.
     assert!(report["memory"]["ingest_peak_rss_mib"].as_f64().unwrap() > 1.0);
     assert!(report["memory"]["worker_peak_rss_mib"].as_f64().unwrap() > 1.0);
@@ -294,6 +297,52 @@ fn check_known_callers(row: &Value) {
     let sent = requests + n("setup_requests");
     assert!(close(f("ratio_429"), refused as f64 / sent as f64), "{row}");
     assert!(n("search_rate_limited") <= refused, "{row}");
+    for name in ["seconds", "minimum_seconds", "time_over_minimum"] {
+        assert!(f(name).is_finite() && f(name) > 0.0, "{name}: {row}");
+    }
+}
+
+/// A backlog of new callers on HubSpot's lowest limits: one contact, one
+/// call record and, when flagged, one task per call, nothing parked; one
+/// search and one create per caller and at most one more per refusal; each
+/// replica's own count of its searches adds up to what the CRM received.
+fn check_new_callers(row: &Value) {
+    let n = |name: &str| {
+        row[name]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{name}: {row}"))
+    };
+    let (calls, flagged) = (n("calls"), n("flagged"));
+    assert_eq!(flagged, calls.div_ceil(3), "{row}");
+    assert_eq!(n("replicas"), 3, "{row}");
+    assert_eq!(
+        (row["limit"].as_str(), row["search_limit"].as_str()),
+        (Some("100/10s"), Some("5/1s"))
+    );
+    assert_eq!(n("crm_contacts"), calls, "{row}");
+    assert_eq!(n("crm_call_records"), calls, "{row}");
+    assert_eq!(n("crm_tasks"), flagged, "{row}");
+    assert_eq!(n("parked"), 0, "{row}");
+
+    let refused = n("rate_limited");
+    let ops = row["by_operation"].as_object().unwrap();
+    let op = |name: &str| ops.get(name).and_then(Value::as_u64).unwrap_or(0);
+    let within = |value: u64, least: u64| (least..=least + refused).contains(&value);
+    assert!(
+        within(op("search_contacts"), calls),
+        "one search per caller: {row}"
+    );
+    assert!(within(op("create_contact"), calls), "{row}");
+    assert!(within(op("create_call"), calls), "{row}");
+    assert!(within(op("create_task"), flagged), "{row}");
+    assert_eq!(n("searches"), op("search_contacts"), "{row}");
+
+    let replicas = row["per_replica"].as_array().unwrap();
+    assert_eq!(replicas.len(), 3, "{row}");
+    let sum = |name: &str| -> u64 { replicas.iter().map(|r| r[name].as_u64().unwrap()).sum() };
+    assert_eq!(sum("searches"), n("searches"), "{row}");
+    assert!(sum("messages") >= calls, "{row}");
+    let f = |name: &str| row[name].as_f64().unwrap_or(f64::NAN);
     for name in ["seconds", "minimum_seconds", "time_over_minimum"] {
         assert!(f(name).is_finite() && f(name) > 0.0, "{name}: {row}");
     }

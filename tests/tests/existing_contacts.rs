@@ -496,6 +496,43 @@ async fn a_worker_told_the_index_has_no_lag_creates_a_new_callers_contact_twice_
     );
 }
 
+/// A search that waits for the search budget longer than the lease on the
+/// caller's number keeps the number: the worker extends its lease while the
+/// search waits, so the caller's next call waits for the contact it finds
+/// or creates instead of taking the number over and searching again. One
+/// search a budget of 8 s, leases of 5 s: whichever of two new callers
+/// searches second waits past its lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_search_waiting_past_the_lease_for_the_search_budget_is_its_callers_only_search() {
+    let app = lagging("hubspot", SimConfig::default())
+        .workers(1)
+        .worker_set("CALLSYNC_CRM_SEARCH_RATE", "1/8s")
+        .start()
+        .await;
+    let (first, second) = ("+31620000001", "+31620000002");
+    let calls = [
+        ("waits-1", first),
+        ("waits-2", second),
+        ("waits-3", first),
+        ("waits-4", second),
+    ];
+    for (call_id, caller) in calls {
+        app.post_voicedock(report(call_id, caller)).await;
+    }
+    let s = app.settle().await;
+    app.assert_ledger(4, 0).await;
+    assert_eq!(
+        s.stats.by_operation.get("search_contacts").copied(),
+        Some(2),
+        "one search per caller: {:?}",
+        s.stats.by_operation
+    );
+    assert_eq!(s.contacts.len(), 2, "one contact per caller");
+    assert_eq!(call_contacts(&s, "waits-1"), call_contacts(&s, "waits-3"));
+    assert_eq!(call_contacts(&s, "waits-2"), call_contacts(&s, "waits-4"));
+    app.shutdown().await;
+}
+
 callsync_tests::for_crms!(
     [hubspot, pipedrive, gohighlevel, salesforce]:
     a_number_typed_in_any_format_finds_its_contact_and_creates_none,

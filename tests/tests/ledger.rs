@@ -17,10 +17,10 @@ use std::time::{Duration, Instant};
 use callsync_shared::{CallId, Source};
 use callsync_tests::harness::TestEnv;
 use callsync_tests::wait::{eventually, throughout};
-use callsync_worker::crm::Share;
+use callsync_worker::crm::{Rate, Share};
 use callsync_worker::ledger::{
     CallKey, CallLease, Claim, ContactClaim, ContactId, LatestCall, Ledger, LedgerCounts,
-    LedgerError, LookupKey, SentCreate, Step, StepState,
+    LedgerError, LedgerWindow, LookupKey, SentCreate, Step, StepState,
 };
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -482,6 +482,37 @@ async fn a_contact_key_is_held_by_one_owner_until_resolved_then_known_to_every_o
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewed_contact_key_outlasts_its_lease_and_only_its_live_holder_renews_it() -> Outcome {
+    let (_env, ledger) = ledger_with_lease(SHORT).await;
+    let (holder, second) = (other(), other());
+    assert_eq!(ledger.claim_contact(&PHONE, holder).await?, FREE);
+    assert_lease_lost(ledger.renew_contact(&PHONE, second).await, PHONE_REDACTED);
+    let ledger = &ledger;
+    throughout(
+        SHORT * 2,
+        "a number renewed all along stays with its holder",
+        || async move {
+            ledger.renew_contact(&PHONE, holder).await.unwrap();
+            ledger.claim_contact(&PHONE, second).await.unwrap()
+        },
+        |seen| *seen == ContactClaim::Busy,
+    )
+    .await;
+    // Left alone, it lapses to the next owner, and its old holder can
+    // neither renew it nor send a create under it.
+    let _taken = eventually(
+        SHORT * 2,
+        "the number's lease lapses to another owner",
+        || ledger.claim_contact(&PHONE, second),
+        |claim| matches!(claim, Ok(c) if *c == FREE),
+    )
+    .await;
+    assert_lease_lost(ledger.renew_contact(&PHONE, holder).await, PHONE_REDACTED);
+    assert_lease_lost(ledger.contact_pending(&PHONE, holder).await, PHONE_REDACTED);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_contact_create_of_unknown_outcome_stays_pending_until_known_not_applied() -> Outcome {
     let (_env, ledger) = ledger().await;
     let [a, b, c, d] = [(); 4].map(|()| other());
@@ -708,6 +739,75 @@ async fn a_worker_records_why_it_is_paused_and_clears_it_when_it_resumes() -> Ou
     );
     ledger.report_pause(id, None).await?;
     assert_eq!(pause().await?, (None, None));
+    Ok(())
+}
+
+/// Takes `n` slots of `rate` from `windows` at once, round robin; how many
+/// were granted.
+async fn take_at_once(
+    windows: &[&LedgerWindow],
+    rate: Rate,
+    n: usize,
+) -> Result<usize, LedgerError> {
+    let takes = (0..n).map(|i| windows[i % windows.len()].take(rate, rate.window));
+    let granted = futures_util::future::try_join_all(takes).await?;
+    Ok(granted.iter().filter(|wait| wait.is_none()).count())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_taking_from_the_shared_search_window_get_its_budget_spaced_through_it_and_no_more()
+-> Outcome {
+    let (env, ledger) = ledger().await;
+    let rate = Rate {
+        max: 5,
+        window: Duration::from_secs(1),
+    };
+    let spacing = rate.window / 5;
+    let (first, second) = (
+        LedgerWindow::new(ledger.clone(), "search"),
+        LedgerWindow::new(ledger.clone(), "search"),
+    );
+    // Two workers asking at once: one slot, and the others are told to
+    // wait for the spacing, not for the window.
+    assert_eq!(take_at_once(&[&first, &second], rate, 4).await?, 1);
+    let wait = first
+        .take(rate, rate.window)
+        .await?
+        .expect("a slot was just taken");
+    assert!(wait > Duration::ZERO && wait <= spacing, "{wait:?}");
+    // Another CRM's workers have a window of their own.
+    let pipedrive = Ledger::connect(&env.database_url, 2, "pipedrive", LEASE).await?;
+    let other = LedgerWindow::new(pipedrive, "search");
+    assert_eq!(other.take(rate, rate.window).await?, None);
+
+    // Taking in turns and waiting as told, for two windows: the budget,
+    // a slot every fifth of the window, and never more in any window.
+    let started = Instant::now();
+    let mut granted = Vec::new();
+    let mut turn = 0;
+    while started.elapsed() < rate.window * 2 {
+        let worker = [&first, &second][turn % 2];
+        turn += 1;
+        match worker.take(rate, rate.window).await? {
+            None => granted.push(started.elapsed()),
+            Some(wait) => tokio::time::sleep(wait).await,
+        }
+    }
+    assert!((9..=11).contains(&granted.len()), "{granted:?}");
+    for pair in granted.windows(2) {
+        // The database spaces them; the tolerance is our reading of it.
+        assert!(
+            pair[1] - pair[0] >= spacing - Duration::from_millis(30),
+            "{granted:?}"
+        );
+    }
+    for (i, at) in granted.iter().enumerate() {
+        let within = granted[i..]
+            .iter()
+            .take_while(|t| **t - *at < rate.window)
+            .count();
+        assert!(within <= 5, "{granted:?}");
+    }
     Ok(())
 }
 

@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use crate::config::WorkerConfig;
 use crate::consumer::{BrokerHealth, ConsumerLoop};
 use crate::crm::{Budgets, CrmBuildError, CrmHealth, Shared};
-use crate::ledger::{Ledger, LedgerError};
+use crate::ledger::{Ledger, LedgerError, LedgerWindow};
 use crate::lifecycle::Lifecycle;
 use crate::poll::Doubling;
 use crate::reconcile::schedule::Reconciler;
@@ -80,6 +80,9 @@ impl Worker {
         // leases and token renewals.
         let pool_size = u32::from(config.prefetch) + 4;
         let ledger = connect_ledger(&config, pool_size, config.crm_name()).await?;
+        // Every worker takes its searches from one window in the ledger, so
+        // that the whole search budget goes where searches wait.
+        budgets.share_searches(Arc::new(LedgerWindow::new(ledger.clone(), "search")));
         let crm = config.crm.build(Shared {
             budgets: Arc::clone(&budgets),
             health: Arc::clone(&crm_health),

@@ -474,8 +474,10 @@ impl Syncer {
             }
         }
         call.lease.renew().await?;
-        if let Some(id) = idempotent(|| self.crm.find_contact(lookup))
-            .await
+        let search = idempotent(|| self.crm.find_contact(lookup));
+        if let Some(id) = self
+            .renewing(call, key, search)
+            .await?
             .map_err(contact_error)?
         {
             let id = ContactId::from(id);
@@ -483,6 +485,38 @@ impl Syncer {
             return Ok((id, false));
         }
         self.create_contact(call, key).await
+    }
+
+    /// Runs `search` while extending the call's lease and the lookup key's
+    /// every third of a lease. A search may wait long for the CRM's search
+    /// budget (it has no deadline: it creates nothing); if the caller's
+    /// number lapsed meanwhile, another replica with a call from the same
+    /// caller would take it over and search again, and this call would lose
+    /// the key before its create. A lease that cannot be extended (lost, or
+    /// the database away) abandons the search.
+    async fn renewing<T>(
+        &self,
+        call: &Call<'_>,
+        key: &LookupKey,
+        search: impl Future<Output = T>,
+    ) -> Result<T, LedgerError> {
+        let every = (self.ledger.lease_length() / 3).max(Duration::from_millis(100));
+        let owner = call.lease.owner();
+        let renew = async {
+            loop {
+                tokio::time::sleep(every).await;
+                if let Err(e) = self.ledger.renew_contact(key, owner).await {
+                    return e;
+                }
+                if let Err(e) = call.lease.renew().await {
+                    return e;
+                }
+            }
+        };
+        tokio::select! {
+            found = search => Ok(found),
+            lost = renew => Err(lost),
+        }
     }
 
     /// Creates the contact, fenced by the lookup key's lease; true when it

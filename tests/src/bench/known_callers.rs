@@ -118,6 +118,7 @@ async fn measure(
         before,
         snapshot,
         seconds,
+        ..
     } = drain_on_limits(env, REPLICAS, &budgets, &batch).await?;
     let crm = check_crm(&snapshot, &batch).context("known callers")?;
     check_on_their_contacts(&snapshot, calls, callers, &contact_of)?;
@@ -162,16 +163,16 @@ async fn measure(
     })
 }
 
-fn per_second(limit: RateLimit) -> f64 {
+pub(super) fn per_second(limit: RateLimit) -> f64 {
     limit.max as f64 / limit.window.as_secs_f64()
 }
 
-fn operation(stats: &Stats, name: &str) -> u64 {
+pub(super) fn operation(stats: &Stats, name: &str) -> u64 {
     stats.by_operation.get(name).copied().unwrap_or(0)
 }
 
 /// The requests made between two looks at the simulator's counters.
-fn since(before: &Stats, after: &Stats) -> Stats {
+pub(super) fn since(before: &Stats, after: &Stats) -> Stats {
     let by_operation = after
         .by_operation
         .iter()

@@ -14,6 +14,8 @@
 //!    (d) per source (see `per_source`).
 //! 6. Known callers in mixed formats on HubSpot's general and search
 //!    limits, 3 replicas (see `known_callers`).
+//! 7. A backlog of new callers on HubSpot's lowest general limit and its
+//!    search limit, 3 replicas (see `new_callers`).
 //!
 //! Every server under test runs in a child process (see `roles`). Any
 //! subset of the scenarios can be run ([`Scenario`]).
@@ -21,6 +23,7 @@
 pub mod batch;
 pub mod known_callers;
 pub mod load;
+pub mod new_callers;
 pub mod per_source;
 pub mod roles;
 
@@ -65,15 +68,18 @@ pub enum Scenario {
     Sources,
     /// 6: known callers in mixed formats on HubSpot's limits.
     KnownCallers,
+    /// 7: a backlog of new callers on HubSpot's lowest limits.
+    NewCallers,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 5] = [
+    pub const ALL: [Scenario; 6] = [
         Scenario::Ingest,
         Scenario::Workers,
         Scenario::RateLimit,
         Scenario::Sources,
         Scenario::KnownCallers,
+        Scenario::NewCallers,
     ];
 }
 
@@ -101,6 +107,8 @@ pub struct Options {
     pub source_connections: usize,
     /// Scenario 6: calls, from a fifth as many known callers.
     pub known_callers_calls: usize,
+    /// Scenario 7: calls, each from a new caller.
+    pub new_callers_calls: usize,
 }
 
 impl Options {
@@ -124,6 +132,7 @@ impl Options {
             source_rounds: 3,
             source_connections: 16,
             known_callers_calls: 1_000,
+            new_callers_calls: 300,
         }
     }
 
@@ -143,6 +152,7 @@ impl Options {
             source_rounds: 1,
             source_connections: 4,
             known_callers_calls: 40,
+            new_callers_calls: 30,
         }
     }
 }
@@ -256,6 +266,7 @@ pub struct Report {
     pub rate_limit: Option<RateLimitRow>,
     pub sources: Vec<per_source::SourceRow>,
     pub known_callers: Option<known_callers::KnownCallersRow>,
+    pub new_callers: Option<new_callers::NewCallersRow>,
     pub memory: Memory,
 }
 
@@ -323,6 +334,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
         rate_limit: None,
         sources: Vec::new(),
         known_callers: None,
+        new_callers: None,
         memory: Memory {
             ingest_peak_rss_mib: None,
             worker_peak_rss_mib: None,
@@ -346,6 +358,9 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
     }
     if chosen(Scenario::KnownCallers) {
         report.known_callers = Some(known_callers::run(options).await?);
+    }
+    if chosen(Scenario::NewCallers) {
+        report.new_callers = Some(new_callers::run(options).await?);
     }
     Ok(report)
 }
@@ -925,6 +940,64 @@ struct Drained {
     /// The simulator once the workers stopped.
     snapshot: crate::sim::Snapshot,
     seconds: f64,
+    /// Each replica's own account of the backlog, from its metrics.
+    per_replica: Vec<ReplicaCounts>,
+}
+
+/// One replica's account of a backlog, read from its `/metrics` just
+/// before it stops: how the work and the budgets were spread.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReplicaCounts {
+    /// Messages it finished (synced, duplicate, retried, parked, ...).
+    pub messages: u64,
+    /// Search requests it sent, refused ones included.
+    pub searches: u64,
+    /// Seconds its requests waited for its own budgets, summed over requests.
+    pub throttled_seconds: f64,
+    /// Calls it sent to a retry tier.
+    pub retries: u64,
+}
+
+impl ReplicaCounts {
+    /// Reads the counts from a worker's Prometheus text.
+    fn from_metrics(text: &str) -> Self {
+        let mut counts = Self::default();
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let Some((name, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let value: f64 = value.parse().unwrap_or(0.0);
+            let metric = name.split('{').next().unwrap_or(name);
+            match metric {
+                "callsync_worker_messages_total" => counts.messages += value as u64,
+                "callsync_worker_crm_request_seconds_count"
+                    if name.contains("operation=\"search_") =>
+                {
+                    counts.searches += value as u64;
+                }
+                "callsync_worker_crm_throttled_seconds_sum" => counts.throttled_seconds += value,
+                "callsync_worker_retries_total" => counts.retries += value as u64,
+                _ => {}
+            }
+        }
+        counts
+    }
+}
+
+/// Each worker's [`ReplicaCounts`], in `addrs`' order.
+async fn replica_counts(addrs: &[SocketAddr]) -> anyhow::Result<Vec<ReplicaCounts>> {
+    let client = reqwest::Client::new();
+    let mut counts = Vec::new();
+    for addr in addrs {
+        let text = client
+            .get(format!("http://{addr}/metrics"))
+            .send()
+            .await?
+            .text()
+            .await?;
+        counts.push(ReplicaCounts::from_metrics(&text));
+    }
+    Ok(counts)
 }
 
 /// Starts `replicas` workers with `budgets` and waits until they see one
@@ -944,6 +1017,7 @@ async fn drain_on_limits(
     env.preload(&batch.bodies).await?;
     wait_synced(env, batch.bodies.len(), Duration::from_secs(900)).await?;
     let seconds = started.elapsed().as_secs_f64();
+    let per_replica = replica_counts(&addrs).await?;
     for w in workers {
         w.stop().await;
     }
@@ -951,6 +1025,7 @@ async fn drain_on_limits(
         before,
         snapshot: env.sim.snapshot(),
         seconds,
+        per_replica,
     })
 }
 
@@ -1047,6 +1122,7 @@ async fn measure_rate_limit(
         before,
         snapshot,
         seconds,
+        ..
     } = drain_on_limits(env, 3, &budgets, &batch).await?;
     let crm = check_crm(&snapshot, &batch).context("rate-limit measurement")?;
     let stats = snapshot.stats;
@@ -1092,6 +1168,9 @@ pub fn render(report: &Report) -> String {
     }
     if let Some(k) = &report.known_callers {
         out.push_str(&known_callers::render(k));
+    }
+    if let Some(n) = &report.new_callers {
+        out.push_str(&new_callers::render(n));
     }
     let rss =
         |mib: Option<f64>| mib.map_or_else(|| "not measured".to_owned(), |m| format!("{m:.1} MiB"));

@@ -19,7 +19,7 @@ use clap::Parser;
 #[derive(Debug, Parser)]
 #[command(
     name = "bench",
-    about = "callsync benchmark: ingest ceilings, worker throughput, rate limits, memory, signature schemes, known callers"
+    about = "callsync benchmark: ingest ceilings, worker throughput, rate limits, memory, signature schemes, known callers, new callers"
 )]
 struct Args {
     /// Tiny sizes, to check that the benchmark runs.
@@ -46,6 +46,9 @@ struct Args {
     /// Calls in the known-callers workload (from a fifth as many callers).
     #[arg(long)]
     known_callers_calls: Option<usize>,
+    /// Calls in the new-callers backlog (each from a new caller).
+    #[arg(long)]
+    new_callers_calls: Option<usize>,
     /// Internal: run one server under test (used by the benchmark itself).
     #[arg(long, hide = true)]
     role: Option<String>,
@@ -83,6 +86,9 @@ async fn main() -> ExitCode {
     }
     if let Some(n) = args.known_callers_calls {
         options.known_callers_calls = n.max(1);
+    }
+    if let Some(n) = args.new_callers_calls {
+        options.new_callers_calls = n.max(1);
     }
     if !args.scenario.is_empty() {
         options.scenarios = args.scenario.clone();

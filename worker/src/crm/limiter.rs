@@ -18,14 +18,21 @@
 //! got it) for `Retry-After`.
 //!
 //! Searches have a budget of their own beside the general one (HubSpot
-//! allows 5 searches per second per account whatever the general limit),
-//! shared the same way; a search draws on both ([`Budgets`]).
+//! allows 5 searches per second per account whatever the general limit);
+//! a search draws on both ([`Budgets`]). Fixed parts suit the search budget
+//! badly: 5 among three workers is 2 + 2 + 1, so the worker with one search
+//! a second paces a backlog of new callers while the others leave theirs
+//! unused. So once the ledger is connected the workers take their searches
+//! from one window log in it ([`SharedWindow`]), each search a slot, and the
+//! whole budget goes to whichever workers have searches waiting; the parts
+//! above remain the rule while the ledger cannot be reached.
 
 use std::collections::VecDeque;
 use std::str::FromStr;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use tokio::time::Instant;
 
 /// Added to the window: the CRM counts a request when it arrives, we when we
@@ -106,13 +113,35 @@ pub enum RequestKind {
     Search,
 }
 
+/// A window log that every worker takes from (the ledger's): `max`
+/// requests in any `window`, whichever workers send them.
+#[async_trait]
+pub trait SharedWindow: Send + Sync + std::fmt::Debug {
+    /// Takes one of `rate.max` slots if one left `window` (`Ok(None)`), or
+    /// says how long until the oldest does; `Err` when the log cannot be
+    /// reached.
+    async fn take(&self, rate: Rate, window: Duration) -> Result<Option<Duration>, String>;
+}
+
+/// The search budget as a [`SharedWindow`], and this worker's turn at it.
+#[derive(Debug)]
+struct SharedSearches {
+    window: Arc<dyn SharedWindow>,
+    /// One search of this worker at a time asks the log, first come first
+    /// served: the others queue here rather than each polling the ledger.
+    turn: tokio::sync::Mutex<()>,
+}
+
 /// The budgets one worker's CRM requests draw on: the general request
-/// budget (`CALLSYNC_CRM_RATE`) and the search budget
-/// (`CALLSYNC_CRM_SEARCH_RATE`), both divided among the live workers.
+/// budget (`CALLSYNC_CRM_RATE`), divided among the live workers, and the
+/// search budget (`CALLSYNC_CRM_SEARCH_RATE`), taken from a window log all
+/// workers share once there is one ([`Budgets::share_searches`]), else
+/// divided as the general one.
 #[derive(Debug)]
 pub struct Budgets {
     general: Limiter,
     search: Limiter,
+    shared_searches: OnceLock<SharedSearches>,
 }
 
 impl Budgets {
@@ -121,6 +150,19 @@ impl Budgets {
         Self {
             general: Limiter::new(rate),
             search: Limiter::new(search_rate),
+            shared_searches: OnceLock::new(),
+        }
+    }
+
+    /// From now on, searches take their budget from `window`, which every
+    /// worker shares, instead of this worker's part of it. Without a search
+    /// budget this changes nothing.
+    pub fn share_searches(&self, window: Arc<dyn SharedWindow>) {
+        if self.search.rate.is_some() {
+            let _ = self.shared_searches.set(SharedSearches {
+                window,
+                turn: tokio::sync::Mutex::new(()),
+            });
         }
     }
 
@@ -148,10 +190,42 @@ impl Budgets {
     /// budget while it still waits for the other would let that budget's
     /// window free the slot before the CRM's does.
     pub async fn acquire(&self, kind: RequestKind) {
-        match kind {
-            RequestKind::General => acquire_all(&[&self.general]).await,
+        match (kind, self.shared_searches.get(), self.search.rate) {
+            (RequestKind::General, _, _) => {
+                acquire_all(&[&self.general]).await;
+            }
+            (RequestKind::Search, Some(shared), Some(rate)) => {
+                self.acquire_shared_search(shared, rate).await;
+            }
             // Always locked in this order: search, then general.
-            RequestKind::Search => acquire_all(&[&self.search, &self.general]).await,
+            (RequestKind::Search, _, _) => {
+                acquire_all(&[&self.search, &self.general]).await;
+            }
+        }
+    }
+
+    /// A search from the shared window: this worker's general budget is
+    /// counted first and given back if the window has no slot, so that the
+    /// search is counted in both within the one round trip to the log.
+    async fn acquire_shared_search(&self, shared: &SharedSearches, rate: Rate) {
+        let _turn = shared.turn.lock().await;
+        loop {
+            let counted = acquire_all(&[&self.general]).await;
+            let wait = match shared.window.take(rate, rate.window + ARRIVAL_MARGIN).await {
+                Ok(None) => return,
+                Ok(Some(wait)) => wait,
+                Err(error) => {
+                    // The parts are the rule while the log is away; searches
+                    // counted in it meanwhile still lie within its window.
+                    self.general.uncount(counted);
+                    tracing::debug!(%error, "the shared search budget is unreachable; using this worker's part");
+                    acquire_all(&[&self.search, &self.general]).await;
+                    return;
+                }
+            };
+            self.general.uncount(counted);
+            metrics::histogram!("callsync_worker_crm_throttled_seconds").record(wait.as_secs_f64());
+            tokio::time::sleep(wait).await;
         }
     }
 
@@ -245,6 +319,14 @@ impl Limiter {
         }
     }
 
+    /// Gives back a request counted at `at` that was not sent after all.
+    fn uncount(&self, at: Instant) {
+        let mut state = self.lock();
+        if let Some(i) = state.sent.iter().rposition(|t| *t == at) {
+            state.sent.remove(i);
+        }
+    }
+
     /// Waits until a request may be sent, and counts it.
     pub async fn acquire(&self) {
         acquire_all(&[self]).await;
@@ -262,9 +344,10 @@ impl Limiter {
 }
 
 /// Waits until every one of `limiters` has room, then counts the request in
-/// all of them at once. Callers pass limiters in one fixed order, so two
-/// requests never lock them in opposite orders.
-async fn acquire_all(limiters: &[&Limiter]) {
+/// all of them at once, and returns the instant it was counted at. Callers
+/// pass limiters in one fixed order, so two requests never lock them in
+/// opposite orders.
+async fn acquire_all(limiters: &[&Limiter]) -> Instant {
     loop {
         let wait = {
             let mut states: Vec<_> = limiters.iter().map(|l| l.lock()).collect();
@@ -279,11 +362,11 @@ async fn acquire_all(limiters: &[&Limiter]) {
                     limiter.count(state, now);
                 }
             }
-            wait
+            (wait, now)
         };
         match wait {
-            None => return,
-            Some(wait) => {
+            (None, now) => return now,
+            (Some(wait), _) => {
                 metrics::histogram!("callsync_worker_crm_throttled_seconds")
                     .record(wait.as_secs_f64());
                 tokio::time::sleep(wait).await;
@@ -436,6 +519,162 @@ mod tests {
             start.elapsed(),
             Duration::from_secs(1) + ARRIVAL_MARGIN,
             "the third worker's part of five is one search per second"
+        );
+    }
+
+    /// The ledger's window log, in memory: `max` requests in any window,
+    /// whichever worker takes them.
+    #[derive(Debug, Default)]
+    struct MemoryWindow {
+        taken: Mutex<VecDeque<Instant>>,
+        /// Answers `Err` while set, as an unreachable ledger.
+        unreachable: std::sync::atomic::AtomicBool,
+    }
+
+    #[async_trait]
+    impl SharedWindow for MemoryWindow {
+        async fn take(&self, rate: Rate, window: Duration) -> Result<Option<Duration>, String> {
+            if self.unreachable.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err("connection refused".to_owned());
+            }
+            let now = Instant::now();
+            let mut taken = self.taken.lock().unwrap();
+            while taken
+                .front()
+                .is_some_and(|t| now.duration_since(*t) >= window)
+            {
+                taken.pop_front();
+            }
+            if taken.len() < rate.max as usize {
+                taken.push_back(now);
+                Ok(None)
+            } else {
+                Ok(taken.front().map(|t| (*t + window) - now))
+            }
+        }
+    }
+
+    const FIVE_A_SECOND: Rate = Rate {
+        max: 5,
+        window: Duration::from_secs(1),
+    };
+
+    /// Three workers' budgets, searches shared through one window, each
+    /// worker holding its part of three (2 + 2 + 1) for the fallback.
+    fn three_workers(general: Option<Rate>, window: &Arc<MemoryWindow>) -> Vec<Arc<Budgets>> {
+        (0..3)
+            .map(|rank| {
+                let budgets = Budgets::new(general, Some(FIVE_A_SECOND));
+                budgets.set_share(Share { workers: 3, rank });
+                budgets.share_searches(window.clone());
+                Arc::new(budgets)
+            })
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_worker_alone_with_searches_waiting_takes_the_whole_shared_search_budget() {
+        let window = Arc::new(MemoryWindow::default());
+        let workers = three_workers(None, &window);
+        // The third worker, whose part of five would be one.
+        let third = &workers[2];
+        let start = Instant::now();
+        for _ in 0..5 {
+            third.acquire(RequestKind::Search).await;
+        }
+        assert_eq!(start.elapsed(), Duration::ZERO, "all five at once");
+        third.acquire(RequestKind::Search).await;
+        assert_eq!(
+            start.elapsed(),
+            FIVE_A_SECOND.window + ARRIVAL_MARGIN,
+            "the sixth waits for the shared window"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn workers_sharing_the_search_budget_send_all_of_it_and_never_more_together() {
+        let window = Arc::new(MemoryWindow::default());
+        let workers = three_workers(None, &window);
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let start = Instant::now();
+        let mut searching = Vec::new();
+        // Each worker with searches waiting, more than the budget allows.
+        for (worker, budgets) in workers.iter().enumerate() {
+            for _ in 0..20 {
+                let (budgets, sent) = (budgets.clone(), sent.clone());
+                searching.push(tokio::spawn(async move {
+                    budgets.acquire(RequestKind::Search).await;
+                    sent.lock().unwrap().push((start.elapsed(), worker));
+                }));
+            }
+        }
+        for search in searching {
+            search.await.unwrap();
+        }
+        let mut sent = sent.lock().unwrap().clone();
+        sent.sort();
+        let window = FIVE_A_SECOND.window + ARRIVAL_MARGIN;
+        for (i, (at, _)) in sent.iter().enumerate() {
+            let within = sent[i..]
+                .iter()
+                .take_while(|(t, _)| *t - *at < window)
+                .count();
+            assert!(within <= 5, "{within} searches within a window from {at:?}");
+        }
+        // Sixty searches, five a window: the twelfth window's five end it.
+        assert_eq!(sent.len(), 60);
+        assert_eq!(sent.last().unwrap().0, window * 11);
+        // No fixed parts: the worker whose part would be one sent as many
+        // as the others, give or take one window's worth.
+        let by = |worker| sent.iter().filter(|(_, w)| *w == worker).count();
+        assert!(by(2) >= 15, "the third worker sent {}", by(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_search_waiting_for_the_shared_window_holds_no_general_budget() {
+        let window = Arc::new(MemoryWindow::default());
+        // Two general requests per window for each of the three workers.
+        let general = Some(Rate {
+            max: 6,
+            window: Duration::from_secs(10),
+        });
+        let workers = three_workers(general, &window);
+        let second = workers[1].clone();
+        // Other workers' five searches fill the window...
+        let start = Instant::now();
+        window.taken.lock().unwrap().extend([start; 5]);
+        // ...so this search waits for it...
+        let waiting = tokio::spawn(async move {
+            second.acquire(RequestKind::Search).await;
+            start.elapsed()
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // ...and leaves its worker's general budget to others meanwhile.
+        workers[1].acquire(RequestKind::General).await;
+        workers[1].acquire(RequestKind::General).await;
+        assert_eq!(start.elapsed(), Duration::from_millis(100));
+        assert_eq!(
+            waiting.await.unwrap(),
+            Duration::from_millis(100) + Duration::from_secs(10) + ARRIVAL_MARGIN,
+            "then it waits for the general budget the two used"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn while_the_shared_window_is_unreachable_a_worker_keeps_to_its_part() {
+        let window = Arc::new(MemoryWindow::default());
+        window
+            .unreachable
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let workers = three_workers(None, &window);
+        let start = Instant::now();
+        workers[2].acquire(RequestKind::Search).await;
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        workers[2].acquire(RequestKind::Search).await;
+        assert_eq!(
+            start.elapsed(),
+            FIVE_A_SECOND.window + ARRIVAL_MARGIN,
+            "the third worker's part of five is one search a window"
         );
     }
 

@@ -30,7 +30,7 @@ use time::OffsetDateTime;
 
 pub use health::CrmHealth;
 pub use http::{CrmHttp, Operation, Refusal};
-pub use limiter::{Budgets, Limiter, Rate, RequestKind, Share};
+pub use limiter::{Budgets, Limiter, Rate, RequestKind, Share, SharedWindow};
 pub use settings::{
     Adapter, Configure, CrmBuildError, CrmConfig, CrmSettings, DEFAULT_TIMEOUT, HttpSettings, Vars,
     configure,

@@ -185,6 +185,27 @@ impl Ledger {
         }
     }
 
+    /// Extends this owner's lease on a lookup key, while it still holds it:
+    /// a search waiting for the CRM's search budget keeps the caller's
+    /// number, so that no other replica takes it over and searches again.
+    pub async fn renew_contact(&self, key: &LookupKey, owner: Uuid) -> Result<(), LedgerError> {
+        let done = self
+            .on_contact(
+                "UPDATE contacts SET lease_until = now() + make_interval(secs => $4)
+                  WHERE crm = $1 AND lookup_key = $2 AND lease_owner = $3 AND lease_until > now()",
+                &key.column(),
+            )
+            .bind(owner)
+            .bind(self.lease_secs)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 1 {
+            Ok(())
+        } else {
+            Err(LedgerError::LeaseLost(key.to_string()))
+        }
+    }
+
     /// Remembers the contact of a lookup key and releases the key.
     pub async fn contact_resolved(
         &self,

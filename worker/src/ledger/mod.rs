@@ -13,9 +13,11 @@
 //!
 //! One module per concern: [`calls`] (claims, leases, steps), [`contacts`]
 //! (contact lookup keys), [`last_call`] (a contact's last-call fields),
-//! [`workers`] (live workers sharing the CRM budget) and [`reads`] (what the
+//! [`workers`] (live workers sharing the CRM budget), [`budgets`] (the
+//! search budget every worker takes from) and [`reads`] (what the
 //! reconciler and operator commands read).
 
+mod budgets;
 mod calls;
 mod contacts;
 mod last_call;
@@ -29,6 +31,7 @@ use sqlx::postgres::{PgArguments, PgConnectOptions, PgPoolOptions};
 use sqlx::query::Query;
 use sqlx::{PgPool, Postgres};
 
+pub use budgets::LedgerWindow;
 pub use calls::{CallKey, CallLease, Claim, Step, StepState};
 pub use contacts::{ContactClaim, ContactId, LookupKey, SentCreate};
 pub use last_call::LatestCall;
@@ -95,6 +98,11 @@ impl Ledger {
             crm: "",
             lease_secs: 0.0,
         })
+    }
+
+    /// How long a lease lasts from its last extension (`CALLSYNC_LEASE`).
+    pub fn lease_length(&self) -> Duration {
+        Duration::from_secs_f64(self.lease_secs)
     }
 
     pub fn pool(&self) -> &PgPool {

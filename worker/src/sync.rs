@@ -592,62 +592,60 @@ impl Syncer {
         if !wait_while_busy(|| call.lease.claim_contact_write(contact), busy).await? {
             return Err(SyncError::Busy);
         }
-        let fresh = AtomicBool::new(true);
-        let fence = || async {
-            if fresh.swap(false, Ordering::Relaxed) {
-                return Ok(());
-            }
-            match call.lease.claim_contact_write(contact).await? {
-                true => Ok(()),
-                false => Err(LedgerError::LeaseLost(format!(
-                    "write lease of contact {contact}"
-                ))),
-            }
-        };
-        let unknown = AtomicBool::new(false);
-        let update = || async {
-            let result = self.crm.update_older(contact.as_str(), call.report).await;
-            if matches!(&result, Err(e) if e.applied() == Applied::Unknown) {
-                unknown.store(true, Ordering::Relaxed);
-            }
-            result
-        };
-        self.settle_write(
-            call,
-            contact,
-            self.fenced(fence, update, true).await,
-            &unknown,
-        )
-        .await
+        let reclaim = || call.lease.claim_contact_write(contact);
+        let send = || self.crm.update_older(contact.as_str(), call.report);
+        self.leased_write(call, contact, "write lease", reclaim, send)
+            .await
     }
 
     /// Sends the update of the last-call fields [`Syncer::update_last_call`]
     /// was granted, and records it.
     async fn write_last_call(&self, call: &Call<'_>, contact: &ContactId) -> Result<(), SyncError> {
-        // Every attempt after the first extends the lease (claiming again
-        // does); the first is sent right after the claim that granted it.
-        let fresh = AtomicBool::new(true);
-        let fence = || async {
-            if fresh.swap(false, Ordering::Relaxed) {
-                return Ok(());
-            }
-            match call
+        let reclaim = || async {
+            let granted = call
                 .lease
                 .claim_latest_call(contact, call.report.ended_at)
-                .await?
-            {
-                LatestCall::Write => Ok(()),
-                _ => Err(LedgerError::LeaseLost(format!(
-                    "last-call fields of contact {contact}"
-                ))),
+                .await?;
+            Ok(granted == LatestCall::Write)
+        };
+        let send = || self.crm.update_contact(contact.as_str(), call.report);
+        self.leased_write(call, contact, "last-call fields", reclaim, send)
+            .await
+    }
+
+    /// Sends a contact write under the lease its caller was just granted:
+    /// the first attempt at once, every later one after `reclaim` (claiming
+    /// again extends the lease) says the lease is still ours; then settles
+    /// it.
+    async fn leased_write<R, RFut, S, SFut>(
+        &self,
+        call: &Call<'_>,
+        contact: &ContactId,
+        lease: &str,
+        reclaim: R,
+        send: S,
+    ) -> Result<(), SyncError>
+    where
+        R: Fn() -> RFut,
+        RFut: Future<Output = Result<bool, LedgerError>>,
+        S: Fn() -> SFut,
+        SFut: Future<Output = Result<(), CrmError>>,
+    {
+        let fresh = AtomicBool::new(true);
+        let fence = || async {
+            if fresh.swap(false, Ordering::Relaxed) || reclaim().await? {
+                return Ok(());
             }
+            Err(LedgerError::LeaseLost(format!(
+                "{lease} of contact {contact}"
+            )))
         };
         // An update whose outcome is unknown may still be applied later,
         // even after a retry of it succeeded: then the lease is left to
         // expire, so that no newer call's update is sent before that.
         let unknown = AtomicBool::new(false);
         let update = || async {
-            let result = self.crm.update_contact(contact.as_str(), call.report).await;
+            let result = send().await;
             if matches!(&result, Err(e) if e.applied() == Applied::Unknown) {
                 unknown.store(true, Ordering::Relaxed);
             }

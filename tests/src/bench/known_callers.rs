@@ -16,12 +16,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::Context;
 use serde::Serialize;
 
+use super::backlog::{Cost, hubspot_sim, operation};
 use super::batch::{Batch, CrmHeld, call_id, check_crm, marker};
-use super::{
-    Budgets, Drained, Options, SETUP_OPERATIONS, WorkerEnv, drain_on_limits, in_worker_env,
-};
+use super::{Budgets, Drained, Options, WorkerEnv, drain_on_limits, in_worker_env};
 use crate::contacts::{Field, typed_contact, typed_dutch_mobile};
-use crate::sim::{RateLimit, SimConfig, Snapshot, Stats};
+use crate::sim::{RateLimit, Snapshot};
 
 /// HubSpot's general limit at the tier the benchmark assumes, and its
 /// search limit, in the workers' notation.
@@ -77,16 +76,7 @@ fn caller(k: usize) -> String {
 }
 
 pub async fn run(options: &Options) -> anyhow::Result<KnownCallersRow> {
-    let general: RateLimit = LIMIT.parse().map_err(anyhow::Error::msg)?;
-    let sim = SimConfig {
-        // HubSpot answers a 429 without `Retry-After`.
-        rate_limit: Some(RateLimit {
-            retry_after_secs: None,
-            ..general
-        }),
-        search_rate_limit: Some(RateLimit::HUBSPOT_SEARCH),
-        ..SimConfig::default()
-    };
+    let (sim, general) = hubspot_sim(LIMIT)?;
     let calls = options.known_callers_calls;
     in_worker_env(sim, async |env| measure(env, calls, general).await).await
 }
@@ -123,19 +113,11 @@ async fn measure(
     let crm = check_crm(&snapshot, &batch).context("known callers")?;
     check_on_their_contacts(&snapshot, calls, callers, &contact_of)?;
 
-    let mut stats = since(&before, &snapshot.stats);
-    let all_requests = stats.requests;
-    let setup: u64 = SETUP_OPERATIONS
-        .iter()
-        .filter_map(|op| stats.by_operation.remove(*op))
-        .sum();
-    let requests = all_requests - setup;
-    let searches = operation(&stats, "search_contacts");
-    let tasks = operation(&stats, "create_task");
+    let cost = Cost::between(&before, &snapshot.stats, general);
+    let (requests, searches) = (cost.requests, cost.searches);
+    let tasks = operation(&cost.stats, "create_task");
     let flagged = batch.task_markers.len();
     let per_call = |n: u64| n as f64 / calls as f64;
-    let minimum = (all_requests as f64 / per_second(general))
-        .max(searches as f64 / per_second(RateLimit::HUBSPOT_SEARCH));
     Ok(KnownCallersRow {
         calls,
         callers,
@@ -144,48 +126,23 @@ async fn measure(
         limit: LIMIT.to_owned(),
         search_limit: SEARCH_LIMIT.to_owned(),
         crm_requests: requests,
-        setup_requests: setup,
+        setup_requests: cost.setup,
         crm_requests_per_call: per_call(requests),
         searches,
         searches_per_call: per_call(searches),
         searches_per_caller: searches as f64 / callers as f64,
         besides_search_and_task_per_call: per_call(requests.saturating_sub(searches + tasks)),
         tasks_per_flagged_call: tasks as f64 / flagged.max(1) as f64,
-        rate_limited: stats.rate_limited,
-        search_rate_limited: stats.search_rate_limited,
-        ratio_429: stats.rate_limited as f64 / all_requests.max(1) as f64,
+        rate_limited: cost.stats.rate_limited,
+        search_rate_limited: cost.stats.search_rate_limited,
+        ratio_429: cost.ratio_429(),
         seconds,
-        minimum_seconds: minimum,
-        time_over_minimum: seconds / minimum.max(1e-9),
-        by_operation: stats.by_operation,
+        minimum_seconds: cost.minimum_seconds,
+        time_over_minimum: seconds / cost.minimum_seconds.max(1e-9),
+        by_operation: cost.stats.by_operation,
         crm,
         parked: env.parked_messages().await?,
     })
-}
-
-pub(super) fn per_second(limit: RateLimit) -> f64 {
-    limit.max as f64 / limit.window.as_secs_f64()
-}
-
-pub(super) fn operation(stats: &Stats, name: &str) -> u64 {
-    stats.by_operation.get(name).copied().unwrap_or(0)
-}
-
-/// The requests made between two looks at the simulator's counters.
-pub(super) fn since(before: &Stats, after: &Stats) -> Stats {
-    let by_operation = after
-        .by_operation
-        .iter()
-        .map(|(op, n)| (op.clone(), n - operation(before, op)))
-        .filter(|(_, n)| *n > 0)
-        .collect();
-    Stats {
-        requests: after.requests - before.requests,
-        by_operation,
-        rate_limited: after.rate_limited - before.rate_limited,
-        search_rate_limited: after.search_rate_limited - before.search_rate_limited,
-        ..Stats::default()
-    }
 }
 
 /// Every call is recorded on its caller's seeded contact, whatever format

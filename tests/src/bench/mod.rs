@@ -20,6 +20,7 @@
 //! Every server under test runs in a child process (see `roles`). Any
 //! subset of the scenarios can be run ([`Scenario`]).
 
+mod backlog;
 pub mod batch;
 pub mod known_callers;
 pub mod load;

@@ -17,13 +17,10 @@ use std::collections::BTreeMap;
 use anyhow::Context;
 use serde::Serialize;
 
+use super::backlog::{Cost, hubspot_sim};
 use super::batch::{Batch, CrmHeld, check_crm};
-use super::known_callers::{operation, per_second, since};
-use super::{
-    Budgets, Drained, Options, ReplicaCounts, SETUP_OPERATIONS, WorkerEnv, drain_on_limits,
-    in_worker_env,
-};
-use crate::sim::{RateLimit, SimConfig};
+use super::{Budgets, Drained, Options, ReplicaCounts, WorkerEnv, drain_on_limits, in_worker_env};
+use crate::sim::RateLimit;
 
 /// HubSpot's general limit at its lowest tier, and its search limit, in
 /// the workers' notation (also their defaults for HubSpot).
@@ -72,16 +69,7 @@ fn caller(i: usize) -> String {
 }
 
 pub async fn run(options: &Options) -> anyhow::Result<NewCallersRow> {
-    let general: RateLimit = LIMIT.parse().map_err(anyhow::Error::msg)?;
-    let sim = SimConfig {
-        // HubSpot answers a 429 without `Retry-After`.
-        rate_limit: Some(RateLimit {
-            retry_after_secs: None,
-            ..general
-        }),
-        search_rate_limit: Some(RateLimit::HUBSPOT_SEARCH),
-        ..SimConfig::default()
-    };
+    let (sim, general) = hubspot_sim(LIMIT)?;
     let calls = options.new_callers_calls;
     in_worker_env(sim, async |env| measure(env, calls, general).await).await
 }
@@ -101,16 +89,8 @@ async fn measure(
     } = drain_on_limits(env, REPLICAS, &budgets, &batch).await?;
     let crm = check_crm(&snapshot, &batch).context("new callers")?;
 
-    let mut stats = since(&before, &snapshot.stats);
-    let all_requests = stats.requests;
-    let setup: u64 = SETUP_OPERATIONS
-        .iter()
-        .filter_map(|op| stats.by_operation.remove(*op))
-        .sum();
-    let requests = all_requests - setup;
-    let searches = operation(&stats, "search_contacts");
-    let minimum = (all_requests as f64 / per_second(general))
-        .max(searches as f64 / per_second(RateLimit::HUBSPOT_SEARCH));
+    let cost = Cost::between(&before, &snapshot.stats, general);
+    let (requests, searches) = (cost.requests, cost.searches);
     Ok(NewCallersRow {
         calls,
         flagged: batch.task_markers.len(),
@@ -118,18 +98,18 @@ async fn measure(
         limit: LIMIT.to_owned(),
         search_limit: SEARCH_LIMIT.to_owned(),
         crm_requests: requests,
-        setup_requests: setup,
+        setup_requests: cost.setup,
         crm_requests_per_call: requests as f64 / calls as f64,
         searches,
         searches_per_call: searches as f64 / calls as f64,
-        rate_limited: stats.rate_limited,
-        search_rate_limited: stats.search_rate_limited,
-        ratio_429: stats.rate_limited as f64 / all_requests.max(1) as f64,
+        rate_limited: cost.stats.rate_limited,
+        search_rate_limited: cost.stats.search_rate_limited,
+        ratio_429: cost.ratio_429(),
         seconds,
-        minimum_seconds: minimum,
-        time_over_minimum: seconds / minimum.max(1e-9),
+        minimum_seconds: cost.minimum_seconds,
+        time_over_minimum: seconds / cost.minimum_seconds.max(1e-9),
         per_replica,
-        by_operation: stats.by_operation,
+        by_operation: cost.stats.by_operation,
         crm,
         parked: env.parked_messages().await?,
     })

@@ -152,6 +152,17 @@ fn call_record<'a>(s: &'a Snapshot, id: &str) -> &'a Record {
         .unwrap_or_else(|| panic!("no call record for {id}: {:?}", s.calls))
 }
 
+/// Posts [`report`]'s call and waits until it is synced.
+async fn sync_call(
+    app: &TestApp,
+    id: &str,
+    phone: &str,
+    ended_at: &str,
+    analysis: Value,
+) -> Snapshot {
+    sync(app, id, report(id, phone, ended_at, analysis)).await
+}
+
 /// Posts `body` and waits until the call is synced.
 async fn sync(app: &TestApp, id: &str, body: Vec<u8>) -> Snapshot {
     app.post_voicedock(body).await;
@@ -167,17 +178,7 @@ async fn sync(app: &TestApp, id: &str, body: Vec<u8>) -> Snapshot {
 async fn each_mode_writes_the_business_fields_of_a_first_and_a_second_call() {
     let app = app("modes").await;
     let phone = "+31612340001";
-    let s = sync(
-        &app,
-        "map-1",
-        report(
-            "map-1",
-            phone,
-            "2026-05-01T08:00:00Z",
-            json!({ "intent": "Sales enquiry", "topic": "pricing", "score": 7, "follow_up_needed": true }),
-        ),
-    )
-    .await;
+    let s = sync_call(&app, "map-1", phone, "2026-05-01T08:00:00Z", json!({ "intent": "Sales enquiry", "topic": "pricing", "score": 7, "follow_up_needed": true })).await;
     let c = contact(&s, phone);
     assert_eq!(c.prop("ai_intent"), Some("sales"), "matched by its label");
     assert_eq!(c.prop("ai_first_topic"), Some("pricing"));
@@ -187,15 +188,12 @@ async fn each_mode_writes_the_business_fields_of_a_first_and_a_second_call() {
     assert_eq!(first.prop("ai_topic"), Some("pricing"));
     assert_eq!(first.prop("ai_score"), Some("7"));
 
-    let s = sync(
+    let s = sync_call(
         &app,
         "map-2",
-        report(
-            "map-2",
-            phone,
-            "2026-05-01T09:00:00Z",
-            json!({ "intent": "support", "topic": "billing", "score": 4.5, "follow_up_needed": false }),
-        ),
+        phone,
+        "2026-05-01T09:00:00Z",
+        json!({ "intent": "support", "topic": "billing", "score": 4.5, "follow_up_needed": false }),
     )
     .await;
     let c = contact(&s, phone);
@@ -248,15 +246,12 @@ async fn a_redelivered_call_appends_its_line_once() {
 async fn a_write_hubspot_applied_but_answered_with_a_5xx_appends_its_line_once() {
     let app = app("applied").await;
     let phone = "+31612340003";
-    sync(
+    sync_call(
         &app,
         "applied-1",
-        report(
-            "applied-1",
-            phone,
-            "2026-05-01T08:00:00Z",
-            json!({ "topic": "a" }),
-        ),
+        phone,
+        "2026-05-01T08:00:00Z",
+        json!({ "topic": "a" }),
     )
     .await;
     // The second call's contact update is applied, then answered 500: the
@@ -264,15 +259,12 @@ async fn a_write_hubspot_applied_but_answered_with_a_5xx_appends_its_line_once()
     app.env
         .sim
         .inject("update_contact", Fault::ApplyThenServerError, 1);
-    let s = sync(
+    let s = sync_call(
         &app,
         "applied-2",
-        report(
-            "applied-2",
-            phone,
-            "2026-05-01T09:00:00Z",
-            json!({ "topic": "b" }),
-        ),
+        phone,
+        "2026-05-01T09:00:00Z",
+        json!({ "topic": "b" }),
     )
     .await;
     assert!(
@@ -292,26 +284,20 @@ async fn a_write_hubspot_applied_but_answered_with_a_5xx_appends_its_line_once()
 async fn an_older_call_after_a_newer_one_overwrites_nothing_and_still_appends_its_line() {
     let app = app("older").await;
     let phone = "+31612340004";
-    sync(
+    sync_call(
         &app,
         "newer",
-        report(
-            "newer",
-            phone,
-            "2026-05-01T09:00:00Z",
-            json!({ "intent": "support", "follow_up_needed": false }),
-        ),
+        phone,
+        "2026-05-01T09:00:00Z",
+        json!({ "intent": "support", "follow_up_needed": false }),
     )
     .await;
-    let s = sync(
+    let s = sync_call(
         &app,
         "older",
-        report(
-            "older",
-            phone,
-            "2026-05-01T08:00:00Z",
-            json!({ "intent": "sales", "topic": "late", "follow_up_needed": true }),
-        ),
+        phone,
+        "2026-05-01T08:00:00Z",
+        json!({ "intent": "sales", "topic": "late", "follow_up_needed": true }),
     )
     .await;
     let c = contact(&s, phone);
@@ -334,15 +320,12 @@ async fn an_older_call_after_a_newer_one_overwrites_nothing_and_still_appends_it
 async fn an_option_the_enumeration_lacks_skips_that_field_with_a_metric_and_the_call_syncs() {
     let app = started("option", &[], true, &[]).await;
     let phone = "+31612340005";
-    let s = sync(
+    let s = sync_call(
         &app,
         "refund",
-        report(
-            "refund",
-            phone,
-            "2026-05-01T08:00:00Z",
-            json!({ "intent": "refund", "topic": "money back", "score": "high" }),
-        ),
+        phone,
+        "2026-05-01T08:00:00Z",
+        json!({ "intent": "refund", "topic": "money back", "score": "high" }),
     )
     .await;
     let c = contact(&s, phone);
@@ -741,15 +724,12 @@ fn field<'a>(record: &'a Record, key: &str) -> Option<&'a Value> {
 async fn each_mode_writes_pipedrive_person_fields_once_per_call_however_often_delivered() {
     let (app, f, _) = pipedrive_app("pd-modes", None, false, &[]).await;
     let phone = "+31612340101";
-    sync(
+    sync_call(
         &app,
         "pd-1",
-        report(
-            "pd-1",
-            phone,
-            "2026-05-01T08:00:00Z",
-            json!({ "intent": "Sales enquiry", "topic": "pricing", "score": 7 }),
-        ),
+        phone,
+        "2026-05-01T08:00:00Z",
+        json!({ "intent": "Sales enquiry", "topic": "pricing", "score": 7 }),
     )
     .await;
     let second = report(
@@ -784,29 +764,23 @@ async fn each_mode_writes_pipedrive_person_fields_once_per_call_however_often_de
 async fn an_older_pipedrive_call_overwrites_nothing_and_a_write_applied_then_failed_appends_once() {
     let (app, f, _) = pipedrive_app("pd-older", None, false, &[]).await;
     let phone = "+31612340102";
-    sync(
+    sync_call(
         &app,
         "pd-new",
-        report(
-            "pd-new",
-            phone,
-            "2026-05-01T09:00:00Z",
-            json!({ "intent": "Support" }),
-        ),
+        phone,
+        "2026-05-01T09:00:00Z",
+        json!({ "intent": "Support" }),
     )
     .await;
     app.env
         .sim
         .inject("update_person", Fault::ApplyThenServerError, 1);
-    let s = sync(
+    let s = sync_call(
         &app,
         "pd-old",
-        report(
-            "pd-old",
-            phone,
-            "2026-05-01T08:00:00Z",
-            json!({ "intent": "Sales enquiry", "topic": "late" }),
-        ),
+        phone,
+        "2026-05-01T08:00:00Z",
+        json!({ "intent": "Sales enquiry", "topic": "late" }),
     )
     .await;
     assert!(s.stats.applied_server_errors >= 1, "{:?}", s.stats);
@@ -824,15 +798,12 @@ async fn an_older_pipedrive_call_overwrites_nothing_and_a_write_applied_then_fai
 async fn an_option_pipedrive_lacks_skips_that_field_with_a_metric() {
     let (app, f, _) = pipedrive_app("pd-option", None, true, &[]).await;
     let phone = "+31612340103";
-    let s = sync(
+    let s = sync_call(
         &app,
         "pd-refund",
-        report(
-            "pd-refund",
-            phone,
-            "2026-05-01T08:00:00Z",
-            json!({ "intent": "refund", "topic": "money back", "score": "high" }),
-        ),
+        phone,
+        "2026-05-01T08:00:00Z",
+        json!({ "intent": "refund", "topic": "money back", "score": "high" }),
     )
     .await;
     let c = contact(&s, phone);

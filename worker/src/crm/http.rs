@@ -314,12 +314,6 @@ impl CrmHttp {
     }
 }
 
-/// [`CrmHttp::decode`] for a caller without the client at hand: counted
-/// under `crm="unknown"` and `operation="unknown"`.
-pub async fn decode<T: DeserializeOwned>(response: Response) -> Result<T, CrmError> {
-    decode_from("unknown", "unknown", response).await
-}
-
 async fn decode_from<T: DeserializeOwned>(
     crm: &'static str,
     operation: &'static str,

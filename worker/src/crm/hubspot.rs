@@ -877,7 +877,7 @@ impl Crm for Hubspot {
                     detail: text,
                 });
         }
-        let created: Saved = super::http::decode(response).await?;
+        let created: Saved = self.http.decode("create_contact", response).await?;
         Ok(Created {
             id: created.id,
             has_last_call: true,

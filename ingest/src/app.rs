@@ -16,6 +16,7 @@ use crate::config::IngestConfig;
 use crate::publisher::Publisher;
 use crate::routes::{AppState, router};
 use crate::spool::Spool;
+use callsync_shared::Source;
 
 /// Errors that stop ingest from starting.
 #[derive(Debug, thiserror::Error)]
@@ -49,10 +50,15 @@ impl App {
                 addr: config.addr,
                 source,
             })?;
+        let verified_by = Source::ALL
+            .iter()
+            .map(|source| config.auth(*source).verified_by.clone())
+            .collect();
         let publisher = Publisher::start(
             config.amqp_url.clone(),
             config.topology.clone(),
             config.confirm_timeout,
+            verified_by,
         );
         let spool = match &config.spool_dir {
             None => None,

@@ -21,6 +21,9 @@ pub struct SourceAuth {
     pub tolerance_secs: Option<u64>,
     /// Accept requests without credentials when none are configured.
     pub allow_unauthenticated: bool,
+    /// What a request let in has passed, in operators' words: each
+    /// configured credential's scheme and variable.
+    pub verified_by: String,
 }
 
 impl SourceAuth {
@@ -38,26 +41,33 @@ impl SourceAuth {
                 )
             })
             .transpose()?;
-        let checks = provider
-            .credentials
-            .iter()
-            .filter_map(|credential| {
-                let values = env.secrets(&source.var(credential.suffix));
-                (!values.is_empty()).then(|| {
-                    (credential.verifier)(Configured {
-                        source,
-                        values,
-                        tolerance_secs: tolerance_secs.unwrap_or(0),
-                        env,
-                    })
-                })
-            })
-            .collect::<Result<_, _>>()?;
+        let mut checks = Vec::new();
+        let mut schemes = Vec::new();
+        for credential in provider.credentials {
+            let variable = source.var(credential.suffix);
+            let values = env.secrets(&variable);
+            if values.is_empty() {
+                continue;
+            }
+            checks.push((credential.verifier)(Configured {
+                source,
+                values,
+                tolerance_secs: tolerance_secs.unwrap_or(0),
+                env,
+            })?);
+            schemes.push(format!("{} ({variable})", credential.scheme));
+        }
+        let verified_by = if schemes.is_empty() {
+            format!("nothing: {} is set", source.var("ALLOW_UNAUTHENTICATED"))
+        } else {
+            schemes.join(" and ")
+        };
         Ok(Self {
             source,
             checks,
             tolerance_secs,
             allow_unauthenticated: env.bool(&source.var("ALLOW_UNAUTHENTICATED"), false)?,
+            verified_by,
         })
     }
 

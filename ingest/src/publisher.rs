@@ -53,6 +53,10 @@ struct Inner {
     url: SecretUrl,
     topology: Topology,
     confirm_timeout: Duration,
+    /// What each source's webhooks are verified by (the `verified_by`
+    /// header), by `Source as usize`. A spooled report is published with
+    /// the credentials configured when it is published.
+    verified_by: Vec<String>,
     /// The confirm-mode channel of the live connection, if any.
     channel: RwLock<Option<Channel>>,
     connection: RwLock<Option<Arc<Connection>>>,
@@ -65,11 +69,19 @@ struct Inner {
 impl Publisher {
     /// Starts the connection supervisor in the background. The publisher is
     /// not ready until the first connection is up; see [`Publisher::is_ready`].
-    pub fn start(url: SecretUrl, topology: Topology, confirm_timeout: Duration) -> Self {
+    /// `verified_by` says, for each source in `Source::ALL` order, what its
+    /// webhooks are verified by.
+    pub fn start(
+        url: SecretUrl,
+        topology: Topology,
+        confirm_timeout: Duration,
+        verified_by: Vec<String>,
+    ) -> Self {
         let inner = Arc::new(Inner {
             url,
             topology,
             confirm_timeout,
+            verified_by,
             channel: RwLock::new(None),
             connection: RwLock::new(None),
             broken: Notify::new(),
@@ -104,7 +116,7 @@ impl Publisher {
                 routing_key: CALL_REPORT_KEY,
             },
             &report.body,
-            properties(report),
+            properties(report, self.inner.verified_by.get(report.source as usize)),
             self.inner.confirm_timeout,
         )
         .await;
@@ -138,13 +150,14 @@ impl Publisher {
     }
 }
 
-fn properties(report: &OutgoingReport) -> BasicProperties {
+fn properties(report: &OutgoingReport, verified_by: Option<&String>) -> BasicProperties {
     publish::report_properties(
         report.source,
         &report.call_id,
         &report.message_id,
         report.received_at,
         "callsync-ingest",
+        verified_by.map(String::as_str),
     )
 }
 

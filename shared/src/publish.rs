@@ -82,7 +82,7 @@ pub async fn publish_confirmed(
 
 /// The properties of a call report on the calls queue: what the worker
 /// reads (source, receipt time) and what operators' tooling shows (call id,
-/// who published it). Ingest and the reconciler publish through this one
+/// who published it, what ingest verified: `verified_by`). Ingest and the reconciler publish through this one
 /// function, so that a report found by polling a platform is the same
 /// message as one that came by webhook.
 pub fn report_properties(
@@ -91,10 +91,14 @@ pub fn report_properties(
     message_id: &str,
     received_at: OffsetDateTime,
     app_id: &str,
+    verified_by: Option<&str>,
 ) -> BasicProperties {
     let mut table = FieldTable::default();
     headers::set_text(&mut table, headers::SOURCE, source.as_str());
     headers::set_int(&mut table, headers::RECEIVED_AT, unix_ms(received_at));
+    if let Some(verified_by) = verified_by {
+        headers::set_text(&mut table, headers::VERIFIED_BY, verified_by);
+    }
     headers::set_text(&mut table, headers::CALL_ID, call_id.as_str());
     BasicProperties::default()
         // Persistent: the message survives a broker restart once confirmed.

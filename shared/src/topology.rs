@@ -49,6 +49,10 @@ pub mod headers {
     pub const SOURCE: &str = "source";
     /// When ingest received the webhook, Unix milliseconds, set by ingest.
     pub const RECEIVED_AT: &str = "received_at";
+    /// What ingest checked before it took the webhook (each configured
+    /// credential's scheme and variable), for operators' tooling; absent
+    /// on a report the reconciler found in a platform's call list.
+    pub const VERIFIED_BY: &str = "verified_by";
     /// The provider's call id, set by ingest for operators' tooling.
     pub const CALL_ID: &str = "call_id";
     /// How many processing attempts failed so far.

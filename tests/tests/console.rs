@@ -256,6 +256,14 @@ async fn a_parked_call_found_by_its_number_typed_another_way_is_replayed_and_the
         story.body
     );
     assert!(story.body.contains("phone:+31612345678"), "{}", story.body);
+    // How it came, as its first claim recorded it from the message.
+    for shown in [
+        "by webhook, through ingest",
+        "Received by ingest",
+        "a timestamped HMAC-SHA256 signature (CALLSYNC_VOICEDOCK_SECRET)",
+    ] {
+        assert!(story.body.contains(shown), "{shown}: {}", story.body);
+    }
     assert_shows_no_secret(&app, &story);
 
     let confirm = ok(

@@ -20,7 +20,7 @@ use callsync_tests::wait::{eventually, throughout};
 use callsync_worker::crm::{Rate, Share};
 use callsync_worker::ledger::{
     CallKey, CallLease, Claim, ContactClaim, ContactId, LatestCall, Ledger, LedgerCounts,
-    LedgerError, LedgerWindow, LookupKey, SentCreate, Step, StepState,
+    LedgerError, LedgerWindow, LookupKey, Receipt, SentCreate, Step, StepState,
 };
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -81,7 +81,11 @@ fn other() -> Uuid {
 /// Claims `key`'s call for a new owner, which must get it, and returns
 /// the owner's lease.
 async fn held<'a>(ledger: &'a Ledger, key: CallKey<'a>) -> CallLease<'a> {
-    match ledger.claim(key, other()).await.unwrap() {
+    match ledger
+        .claim(key, other(), &Receipt::default())
+        .await
+        .unwrap()
+    {
         Claim::Acquired { lease, .. } => lease,
         claim => panic!("the call is acquired: {claim:?}"),
     }
@@ -194,12 +198,15 @@ async fn a_first_claim_is_attempt_one_and_every_other_is_busy_while_the_lease_st
     let (_env, ledger, call) = ledger_and_call(Source::Voicedock, "claim-1").await;
     let owner = other();
     assert_eq!(
-        ledger.claim(call, owner).await?,
+        ledger.claim(call, owner, &Receipt::default()).await?,
         attempt(&ledger, call, owner, 1)
     );
     // A duplicate delivery waits, even one to the same attempt.
     for again in [other(), owner] {
-        assert_eq!(ledger.claim(call, again).await?, Claim::Busy);
+        assert_eq!(
+            ledger.claim(call, again, &Receipt::default()).await?,
+            Claim::Busy
+        );
     }
     let row = call_row(&ledger, call).await;
     assert_eq!(row["status"], "pending");
@@ -207,8 +214,41 @@ async fn a_first_claim_is_attempt_one_and_every_other_is_busy_while_the_lease_st
     // The same id from another source is another call.
     let postcall = key(Source::Postcall, call.call_id);
     let another = other();
-    let claim = ledger.claim(postcall, another).await?;
+    let claim = ledger.claim(postcall, another, &Receipt::default()).await?;
     assert_eq!(claim, attempt(&ledger, postcall, another, 1));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_claim_records_how_the_report_came_and_later_claims_keep_it() -> Outcome {
+    let (_env, ledger, call) = ledger_and_call(Source::Voicedock, "receipt-1").await;
+    let webhook = Receipt {
+        received_at: OffsetDateTime::from_unix_timestamp(1_765_000_000).ok(),
+        published_by: Some("callsync-ingest".to_owned()),
+        verified_by: Some("a timestamped HMAC-SHA256 signature (CALLSYNC_VOICEDOCK_SECRET)".into()),
+    };
+    let Claim::Acquired { lease, .. } = ledger.claim(call, other(), &webhook).await? else {
+        panic!("the first claim acquires the call");
+    };
+    lease.release("CRM unavailable").await?;
+    // The same call found again in the platform's call list.
+    let reconciled = Receipt {
+        received_at: OffsetDateTime::from_unix_timestamp(1_765_000_600).ok(),
+        published_by: Some("callsync-reconcile".to_owned()),
+        verified_by: None,
+    };
+    let again = ledger.claim(call, other(), &reconciled).await?;
+    assert!(
+        matches!(again, Claim::Acquired { attempt: 2, .. }),
+        "{again:?}"
+    );
+    let row = call_row(&ledger, call).await;
+    assert_eq!(row["published_by"], "callsync-ingest");
+    assert_eq!(
+        row["verified_by"],
+        "a timestamped HMAC-SHA256 signature (CALLSYNC_VOICEDOCK_SECRET)"
+    );
+    assert_eq!(row["received_at"], "2025-12-06T05:46:40+00:00");
     Ok(())
 }
 
@@ -220,7 +260,10 @@ async fn a_call_synced_once_is_claimed_as_already_synced_by_every_later_delivery
     let lease = held(&ledger, call).await;
     lease.complete(&"contact-7".into()).await?;
     for later in [lease.owner(), other()] {
-        assert_eq!(ledger.claim(call, later).await?, Claim::AlreadySynced);
+        assert_eq!(
+            ledger.claim(call, later, &Receipt::default()).await?,
+            Claim::AlreadySynced
+        );
     }
     let row = call_row(&ledger, call).await;
     assert_eq!(row["status"], "synced");
@@ -244,13 +287,16 @@ async fn a_call_released_by_its_holder_keeps_its_error_and_is_claimed_as_attempt
     let error = || async { call_row(&ledger, call).await["last_error"].clone() };
     ledger.lease(call, other()).release("not mine").await?;
     assert_eq!(error().await, Value::Null);
-    assert_eq!(ledger.claim(call, other()).await?, Claim::Busy);
+    assert_eq!(
+        ledger.claim(call, other(), &Receipt::default()).await?,
+        Claim::Busy
+    );
 
     holder.release("CRM answered 503").await?;
     assert_eq!(error().await, "CRM answered 503");
     let next = other();
     assert_eq!(
-        ledger.claim(call, next).await?,
+        ledger.claim(call, next, &Receipt::default()).await?,
         attempt(&ledger, call, next, 2)
     );
     // The released attempt is fenced out, the new one is not.
@@ -266,12 +312,16 @@ async fn a_call_lease_left_by_a_dead_worker_lapses_and_the_next_owner_takes_over
     let dead = held(&ledger, call).await;
     let claimed = Instant::now();
     dead.start_step(Step::CallLog).await?;
-    assert_eq!(ledger.claim(call, other()).await?, Claim::Busy);
+    assert_eq!(
+        ledger.claim(call, other(), &Receipt::default()).await?,
+        Claim::Busy
+    );
     let next = other();
+    let receipt = Receipt::default();
     let taken = eventually(
         SHORT + Duration::from_millis(500),
         "the dead worker's call lease lapses",
-        || ledger.claim(call, next),
+        || ledger.claim(call, next, &receipt),
         |seen| !matches!(seen, Ok(Claim::Busy)),
     )
     .await;
@@ -301,7 +351,10 @@ async fn a_renewed_call_lease_outlasts_its_length_and_only_its_live_holder_renew
         "a call lease renewed all along stays with its holder",
         || async move {
             holder.renew().await.unwrap();
-            ledger.claim(call, other()).await.unwrap()
+            ledger
+                .claim(call, other(), &Receipt::default())
+                .await
+                .unwrap()
         },
         |seen| *seen == Claim::Busy,
     )
@@ -327,7 +380,10 @@ async fn a_call_held_by_another_worker_is_not_marked_parked() -> Outcome {
     // The holder's lease stands.
     assert_eq!(counts(&ledger).await, (1, 0, 0));
     assert_eq!(call_row(&ledger, call).await["parked_at"], Value::Null);
-    assert_eq!(ledger.claim(call, other()).await?, Claim::Busy);
+    assert_eq!(
+        ledger.claim(call, other(), &Receipt::default()).await?,
+        Claim::Busy
+    );
     holder.release("done with it").await?;
     ledger.mark_parked(call, "gave up").await?;
     assert_eq!(counts(&ledger).await, (0, 0, 1));
@@ -587,7 +643,10 @@ async fn one_call_at_a_time_writes_a_contacts_last_call_fields_and_the_newest_wi
         .await?;
     assert_eq!(c1(newer_at, newer, b).await, LatestCall::Write);
     // Finishing the update step releases the fields too.
-    assert_eq!(ledger.claim(newer, b).await?, attempt(&ledger, newer, b, 1));
+    assert_eq!(
+        ledger.claim(newer, b, &Receipt::default()).await?,
+        attempt(&ledger, newer, b, 1)
+    );
     ledger
         .lease(newer, b)
         .finish_update(&"c1".into(), true)
@@ -836,7 +895,7 @@ async fn counts_tell_pending_synced_and_parked_calls_apart_and_a_replay_unparks_
     assert_eq!(counts(&ledger).await, (3, 2, 1));
     let [parked] = calls(Source::Voicedock, ["parked-1"]);
     let replay = other();
-    let claim = ledger.claim(parked, replay).await?;
+    let claim = ledger.claim(parked, replay, &Receipt::default()).await?;
     assert_eq!(claim, attempt(&ledger, parked, replay, 2));
     assert_eq!(counts(&ledger).await, (4, 2, 0));
     Ok(())

@@ -156,6 +156,20 @@ async fn deliver(app: &TestApp, source: Source, call: &SimCall) {
     assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
 }
 
+/// The ledger's calls by who published them, whether ingest verified them
+/// and whether their receipt time is known: (publisher, verified, timed,
+/// calls).
+async fn came_by(app: &TestApp) -> Vec<(String, bool, bool, i64)> {
+    let ledger = app.env.ledger().await;
+    sqlx::query_as(
+        "SELECT published_by, verified_by IS NOT NULL, received_at IS NOT NULL, count(*)
+           FROM calls GROUP BY 1, 2, 3 ORDER BY 1",
+    )
+    .fetch_all(ledger.pool())
+    .await
+    .expect("the ledger answers")
+}
+
 /// The reconciler's row for `source`: pages of the round in progress, its
 /// cursor, and when a round last succeeded.
 #[derive(Debug, Clone, PartialEq)]
@@ -238,6 +252,14 @@ async fn calls_whose_webhook_never_arrived_reach_the_crm_once_after_one_round(so
         "the finished round keeps what it listed and queued"
     );
     assert_each_synced_once(&app, source, &calls).await;
+    // The ledger says how each came: by webhook, verified, or from the list.
+    assert_eq!(
+        came_by(&app).await,
+        vec![
+            ("callsync-ingest".to_owned(), true, true, 140),
+            ("callsync-reconcile".to_owned(), false, true, 60),
+        ]
+    );
 
     let metrics = app.worker_metrics(reconciler).await;
     assert_eq!(reconciled(&metrics, source, "queued"), 60.0, "{metrics}");

@@ -36,7 +36,7 @@ use tracing::Instrument;
 
 use crate::config::WorkerConfig;
 use crate::crm::CrmHealth;
-use crate::ledger::CallKey;
+use crate::ledger::{CallKey, Receipt};
 use crate::lifecycle::{Lifecycle, PauseReason};
 use crate::poll::Doubling;
 use crate::retry::{History, Republisher, RetryTiers, Route};
@@ -546,9 +546,10 @@ impl Handler {
             }
             Err(reason) => return self.park(delivery, history.attempts, &reason, None).await,
         };
+        let receipt = receipt(delivery);
         loop {
             let started = Instant::now();
-            let error = match self.syncer.sync(&report).await {
+            let error = match self.syncer.sync(&report, &receipt).await {
                 Ok(outcome) => return self.acknowledge(delivery, &report, outcome, started).await,
                 Err(error) => error,
             };
@@ -808,5 +809,22 @@ impl Handler {
             Ok(()) => self.ack(delivery, Fate::PutBack).await,
             Err(e) => self.requeue(delivery, &Chain(&e).to_string()).await,
         }
+    }
+}
+
+/// How the delivery's report reached callsync, from the message's
+/// properties (ingest's and the reconciler's alike: see
+/// `callsync_shared::publish::report_properties`).
+fn receipt(delivery: &Delivery) -> Receipt {
+    let table = delivery.properties.headers().as_ref();
+    Receipt {
+        received_at: headers::int(table, headers::RECEIVED_AT)
+            .and_then(callsync_shared::time::from_unix_ms),
+        published_by: delivery
+            .properties
+            .app_id()
+            .as_ref()
+            .map(|id| id.as_str().to_owned()),
+        verified_by: headers::text(table, headers::VERIFIED_BY),
     }
 }

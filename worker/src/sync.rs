@@ -25,7 +25,7 @@ use crate::crm::{
 };
 use crate::ledger::{
     CallKey, CallLease, Claim, ContactClaim, ContactId, LatestCall, Ledger, LedgerError, LookupKey,
-    SentCreate, Step, StepState,
+    Receipt, SentCreate, Step, StepState,
 };
 use crate::poll::Doubling;
 
@@ -227,13 +227,15 @@ impl Syncer {
         self.crm.prepare().await
     }
 
-    /// Syncs one report. Safe to call any number of times, concurrently, from
-    /// any number of processes, for the same report.
-    pub async fn sync(&self, report: &CallReport) -> Result<Outcome, SyncError> {
+    /// Syncs one report, which reached callsync as `receipt` says. Safe to
+    /// call any number of times, concurrently, from any number of
+    /// processes, for the same report.
+    pub async fn sync(&self, report: &CallReport, receipt: &Receipt) -> Result<Outcome, SyncError> {
         self.prepare().await?;
         let key = CallKey::of(report);
         let owner = Uuid::now_v7();
-        let lease = match wait_while_busy(|| self.ledger.claim(key, owner), Claim::is_busy).await? {
+        let claim = || self.ledger.claim(key, owner, receipt);
+        let lease = match wait_while_busy(claim, Claim::is_busy).await? {
             Claim::AlreadySynced => return Ok(Outcome::Duplicate),
             Claim::Busy => return Err(SyncError::Busy),
             Claim::Acquired { lease, attempt } => {

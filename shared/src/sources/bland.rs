@@ -36,10 +36,12 @@ pub(super) const PROVIDER: Provider = Provider {
     credentials: &[
         Credential {
             suffix: "SECRET",
+            scheme: "Bland's HMAC-SHA256 signature",
             verifier: |c| Ok(Arc::new(BlandSignature { secrets: c.values })),
         },
         Credential {
             suffix: "TOKEN",
+            scheme: "a token (Authorization: Bearer or ?token=)",
             verifier: |c| Ok(bearer_or_query(c.values)),
         },
     ],

@@ -30,6 +30,7 @@ pub(super) const PROVIDER: Provider = Provider {
     platform: "ElevenLabs",
     credentials: &[Credential {
         suffix: "SECRET",
+        scheme: "ElevenLabs' HMAC signature",
         verifier: |c| {
             Ok(Arc::new(ElevenLabsSignature {
                 secrets: c.values,

@@ -93,6 +93,9 @@ pub struct Provider {
 pub struct Credential {
     /// The variable's last part: `CALLSYNC_<SOURCE>_<suffix>`.
     pub suffix: &'static str,
+    /// What the credential checks, in operators' words (shown with each
+    /// call it let in: the console's "verified by").
+    pub scheme: &'static str,
     /// The check, from the configured values; a scheme whose sender has
     /// options reads them here, and refuses at start-up what it cannot check.
     pub verifier: fn(Configured<'_>) -> Result<Arc<dyn Verifier>, ConfigError>,

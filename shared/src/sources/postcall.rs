@@ -19,6 +19,7 @@ pub(super) const PROVIDER: Provider = Provider {
     // The format has no signature of its own: only tokens apply.
     credentials: &[Credential {
         suffix: "TOKEN",
+        scheme: "a token (Authorization: Bearer or ?token=)",
         verifier: |c| Ok(bearer_or_query(c.values)),
     }],
     tolerance_secs: None,

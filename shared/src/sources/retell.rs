@@ -30,6 +30,7 @@ pub(super) const PROVIDER: Provider = Provider {
     platform: "Retell AI",
     credentials: &[Credential {
         suffix: "API_KEY",
+        scheme: "Retell's x-retell-signature",
         verifier: |c| {
             Ok(Arc::new(RetellSignature {
                 keys: c.values,

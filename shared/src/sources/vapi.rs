@@ -28,6 +28,7 @@ pub(super) const PROVIDER: Provider = Provider {
         // [`signing`]).
         Credential {
             suffix: "SECRET",
+            scheme: "Vapi's HMAC credential",
             verifier: |c| {
                 VapiHmac::from_env(c.env, c.source, &c.values, c.tolerance_secs)
                     .map(|v| Arc::new(v) as _)
@@ -35,6 +36,7 @@ pub(super) const PROVIDER: Provider = Provider {
         },
         Credential {
             suffix: "TOKEN",
+            scheme: "Vapi's bearer token credential",
             verifier: |c| {
                 Ok(Arc::new(Bearer {
                     tokens: c.values,

@@ -19,6 +19,7 @@ pub(super) const PROVIDER: Provider = Provider {
         // Seed 004: a timestamped HMAC.
         Credential {
             suffix: "SECRET",
+            scheme: "a timestamped HMAC-SHA256 signature",
             verifier: |c| {
                 Ok(Arc::new(TimestampedHmac {
                     scheme: SEED_004,
@@ -30,6 +31,7 @@ pub(super) const PROVIDER: Provider = Provider {
         // Seed 001: a bearer token.
         Credential {
             suffix: "TOKEN",
+            scheme: "a token (Authorization: Bearer or ?token=)",
             verifier: |c| Ok(bearer_or_query(c.values)),
         },
     ],

@@ -6,7 +6,7 @@ use callsync_shared::{Phone, Region};
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 use time::OffsetDateTime;
 
-use crate::ledger::LedgerError;
+use crate::ledger::{LedgerError, Receipt};
 
 /// Calls synced, in retry and parked in the last hour and day, and now.
 #[derive(Debug, Clone, Default)]
@@ -330,6 +330,27 @@ pub async fn call(
     .fetch_optional(pool)
     .await?;
     Ok(row.as_ref().map(call_row).transpose()?)
+}
+
+/// How the call's report reached callsync, as its first claim recorded it
+/// (empty for a call claimed before the ledger kept it).
+pub async fn receipt(pool: &PgPool, source: &str, call_id: &str) -> Result<Receipt, LedgerError> {
+    let row = sqlx::query(
+        "SELECT received_at, published_by, verified_by
+           FROM calls WHERE source = $1 AND call_id = $2",
+    )
+    .bind(source)
+    .bind(call_id)
+    .fetch_optional(pool)
+    .await?;
+    let Some(row) = row else {
+        return Ok(Receipt::default());
+    };
+    Ok(Receipt {
+        received_at: row.try_get("received_at")?,
+        published_by: row.try_get("published_by")?,
+        verified_by: row.try_get("verified_by")?,
+    })
 }
 
 /// A call's steps, in the order the worker performs them.

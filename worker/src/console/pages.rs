@@ -366,6 +366,9 @@ pub async fn story(
     let steps = data::steps(pool, &source, &call_id)
         .await
         .map_err(unavailable("the steps"))?;
+    let receipt = data::receipt(pool, &source, &call_id)
+        .await
+        .map_err(unavailable("the receipt"))?;
     let contact = call.contact_id.clone().or_else(|| {
         steps
             .iter()
@@ -388,6 +391,9 @@ pub async fn story(
                 h2 id="received-h" { "Received" }
                 dl {
                     dt { "Source" } dd { (call.source) }
+                    dt { "Came" } dd { (came_by(receipt.published_by.as_deref())) }
+                    @if let Some(t) = receipt.received_at { dt { "Received by ingest" } dd { (at(t)) } }
+                    @if let Some(v) = &receipt.verified_by { dt { "Verified by" } dd { (v) } }
                     dt { "First seen by a worker" } dd { (at(call.first_seen_at)) }
                     dt { "Status" } dd { (status_badge(&call.status)) }
                     dt { "Attempts (claims by a worker)" } dd { (call.attempts) }
@@ -398,8 +404,7 @@ pub async fn story(
                     dd { @if numbers.is_empty() { "–" } @else { @for n in &numbers { code { (n) } " " } } }
                 }
                 p class="note" {
-                    "The ledger does not record when ingest received the report, which signature scheme verified it, \
-                     nor each attempt's error (only the last); the report's fields stay in the queue message."
+                    "The ledger keeps each attempt's last error only; the report's fields stay in the queue message."
                     @if call.status != "synced" { " A parked call's first and last error are on its parked message below." }
                 }
             }
@@ -640,4 +645,14 @@ pub async fn confirm(
             }
         },
     ))
+}
+
+/// Who published a call's report, in an operator's words.
+fn came_by(published_by: Option<&str>) -> &str {
+    match published_by {
+        Some("callsync-ingest") => "by webhook, through ingest",
+        Some(crate::reconcile::APP_ID) => "from the platform's call list, through the reconciler",
+        Some(other) => other,
+        None => "not recorded (claimed before the ledger kept it)",
+    }
 }

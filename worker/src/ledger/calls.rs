@@ -136,6 +136,18 @@ impl std::fmt::Debug for CallLease<'_> {
     }
 }
 
+/// How a call's report reached callsync, as its message says: when ingest
+/// received it, who published it (`callsync-ingest` for a webhook,
+/// `callsync-reconcile` for a report found in a platform's call list) and
+/// what ingest checked before taking it. For operators (the console's
+/// story of a call); nothing decides on it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Receipt {
+    pub received_at: Option<OffsetDateTime>,
+    pub published_by: Option<String>,
+    pub verified_by: Option<String>,
+}
+
 impl Ledger {
     /// The handle of `owner`'s lease on the call, whether or not it holds
     /// it (see [`CallLease`]); [`Ledger::claim`] is how an attempt takes one.
@@ -147,15 +159,19 @@ impl Ledger {
         }
     }
 
-    /// Tries to take the call for `owner`.
+    /// Tries to take the call for `owner`. The first claim of a call also
+    /// records how its report reached callsync (`receipt`); later ones keep
+    /// that.
     pub async fn claim<'a>(
         &'a self,
         key: CallKey<'a>,
         owner: Uuid,
+        receipt: &Receipt,
     ) -> Result<Claim<'a>, LedgerError> {
         let acquired = on_call(
-            "INSERT INTO calls (source, call_id, lease_owner, lease_until, attempts)
-             VALUES ($1, $2, $3, now() + make_interval(secs => $4), 1)
+            "INSERT INTO calls (source, call_id, lease_owner, lease_until, attempts,
+                                received_at, published_by, verified_by)
+             VALUES ($1, $2, $3, now() + make_interval(secs => $4), 1, $5, $6, $7)
              ON CONFLICT (source, call_id) DO UPDATE
                 SET lease_owner = EXCLUDED.lease_owner,
                     lease_until = EXCLUDED.lease_until,
@@ -168,6 +184,9 @@ impl Ledger {
         )
         .bind(owner)
         .bind(self.lease_secs)
+        .bind(receipt.received_at)
+        .bind(receipt.published_by.as_deref())
+        .bind(receipt.verified_by.as_deref())
         .fetch_optional(&self.pool)
         .await?;
         if let Some(row) = acquired {

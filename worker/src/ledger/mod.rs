@@ -32,7 +32,7 @@ use sqlx::query::Query;
 use sqlx::{PgPool, Postgres};
 
 pub use budgets::LedgerWindow;
-pub use calls::{CallKey, CallLease, Claim, Step, StepState};
+pub use calls::{CallKey, CallLease, Claim, Receipt, Step, StepState};
 pub use contacts::{ContactClaim, ContactId, LookupKey, SentCreate};
 pub use last_call::LatestCall;
 pub use reads::LedgerCounts;

@@ -39,7 +39,7 @@ use callsync_shared::time::from_unix_ms;
 use time::OffsetDateTime;
 
 pub use self::http::{PlatformClient, PlatformError};
-pub use self::outbox::Outbox;
+pub use self::outbox::{APP_ID, Outbox};
 
 /// The calls a round asks for: those started (or created) in `[start, end)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

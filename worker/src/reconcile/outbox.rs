@@ -52,6 +52,7 @@ impl Outbox {
             &message_id,
             OffsetDateTime::now_utc(),
             APP_ID,
+            None,
         );
         publish::publish_confirmed(
             &self.channel,

@@ -208,6 +208,25 @@ mod tests {
     }
 
     #[test]
+    fn what_a_request_let_in_was_verified_by_names_each_configured_scheme_and_variable() {
+        let both = voicedock(&[
+            ("CALLSYNC_VOICEDOCK_SECRET", "the-hmac-secret"),
+            ("CALLSYNC_VOICEDOCK_TOKEN", "the-bearer-token"),
+        ]);
+        assert_eq!(
+            both.verified_by,
+            "a timestamped HMAC-SHA256 signature (CALLSYNC_VOICEDOCK_SECRET) and \
+             a token (Authorization: Bearer or ?token=) (CALLSYNC_VOICEDOCK_TOKEN)"
+        );
+        assert!(!both.verified_by.contains("the-"), "never a secret");
+        let open = voicedock(&[("CALLSYNC_VOICEDOCK_ALLOW_UNAUTHENTICATED", "true")]);
+        assert_eq!(
+            open.verified_by,
+            "nothing: CALLSYNC_VOICEDOCK_ALLOW_UNAUTHENTICATED is set"
+        );
+    }
+
+    #[test]
     fn a_source_without_a_timestamped_scheme_reads_no_tolerance() {
         let env = Env::default().with("CALLSYNC_POSTCALL_TOLERANCE_SECS", "not a number");
         let auth = SourceAuth::from_env(&env, Source::Postcall).unwrap();

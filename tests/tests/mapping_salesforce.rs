@@ -5,7 +5,8 @@
 //! Salesforce applied but answered with a 5xx; an older call after a newer
 //! one; a call on a Lead; an option the picklist lacks (skipped and
 //! counted); a field missing at start and one deleted while running
-//! (paused, then resumed once it exists); the requests a mapping costs.
+//! (paused, then resumed once it exists); a picklist value deactivated
+//! while running (paused, then skipped); the requests a mapping costs.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -613,4 +614,86 @@ async fn overwrite_costs_no_request_and_if_empty_or_append_one_read_per_repeat_c
     let mut with_read = none.clone();
     with_read.insert("get_contact".to_owned(), 1);
     assert_eq!(full, with_read, "one read of the repeat caller's fields");
+}
+
+/// An admin deactivates a picklist value while the worker runs: the PATCH
+/// naming it is refused (`INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST`), which
+/// pauses the worker instead of parking the call; its probe describes the
+/// objects again, and the call syncs with the value skipped and counted.
+#[tokio::test]
+async fn a_picklist_value_deactivated_while_running_is_skipped_after_a_pause_and_nothing_is_parked()
+{
+    let app = started(
+        "deactivated",
+        &[],
+        true,
+        &[("CALLSYNC_PAUSE_PROBE_MAX", "1s")],
+    )
+    .await;
+    let phone = "+31612350010";
+    sync(
+        &app,
+        "sf-active",
+        report(
+            "sf-active",
+            phone,
+            "2026-05-01T08:00:00Z",
+            json!({ "intent": "Support" }),
+        ),
+    )
+    .await;
+    for object in ["Contact", "Lead"] {
+        app.env.sim.delete_salesforce_field(object, "AI_Intent__c");
+        let mut retired = FieldOption::new(json!("Support"), "Support");
+        retired.active = false;
+        app.env.sim.define_field(
+            CustomField::new(
+                Vendor::Salesforce,
+                object,
+                "AI_Intent__c",
+                "AI_Intent__c",
+                "picklist",
+            )
+            .with_options(vec![
+                FieldOption::new(json!("Sales"), "Sales enquiry"),
+                retired,
+            ])
+            .restricted(),
+        );
+    }
+    let s = sync(
+        &app,
+        "sf-retired",
+        report(
+            "sf-retired",
+            phone,
+            "2026-05-01T09:00:00Z",
+            json!({ "intent": "Support", "topic": "after" }),
+        ),
+    )
+    .await;
+    assert!(
+        s.requests_of("update_contact") >= 2,
+        "the refused PATCH, then the one after the pause: {:?}",
+        s.stats
+    );
+    let c = contact(&s, phone);
+    assert_eq!(c.prop("AI_Intent__c"), Some("Support"), "left as it was");
+    assert_eq!(
+        c.prop("AI_Call_Log__c"),
+        Some(format!("{}\n{}", line("sf-active"), line("sf-retired")).as_str())
+    );
+    assert!(app.parked().await.is_empty(), "nothing is parked");
+    app.assert_ledger(2, 0).await;
+    let metrics = app.worker_metrics(0).await;
+    let skipped = prometheus::value(
+        &metrics,
+        "callsync_worker_mapping_skipped_total",
+        &[
+            ("crm", "salesforce"),
+            ("property", "AI_Intent__c"),
+            ("reason", "not_an_option"),
+        ],
+    );
+    assert_eq!(skipped, 1.0, "{metrics}");
 }

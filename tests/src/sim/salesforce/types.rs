@@ -63,12 +63,13 @@ impl Typed {
     /// The longest text the field holds: a Text field's 255 characters at
     /// most, a Long Text Area's 131,072 (Salesforce Help, "Custom Field
     /// Types": Text "up to 255 characters", Text Area (Long) "up to
-    /// 131,072 characters"; Email, Phone and URL hold 80, 40 and 255, the
-    /// simulator gives them 255).
+    /// 131,072 characters"; Email 80, Phone 40, URL 255).
     fn length(&self) -> usize {
         match self.kind.as_str() {
             "textarea" => 131_072,
-            "string" | "phone" | "email" | "url" | "picklist" => 255,
+            "string" | "url" | "picklist" => 255,
+            "email" => 80,
+            "phone" => 40,
             "multipicklist" => 4_099,
             _ => 0,
         }

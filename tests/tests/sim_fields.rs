@@ -184,8 +184,8 @@ async fn salesforce_describes_field_types_and_picklist_values() {
 /// `INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST`; an inactive value too; a
 /// value its type cannot be read as is `JSON_PARSER_ERROR`; an
 /// unrestricted picklist takes any text; a field no admin made is
-/// `INVALID_FIELD`; a text past a Text field's 255 characters is
-/// `STRING_TOO_LONG`.
+/// `INVALID_FIELD`, in a write or in a read's `?fields=`; a text past a
+/// Text field's 255 characters is `STRING_TOO_LONG`.
 #[tokio::test]
 async fn salesforce_refuses_a_value_outside_a_restricted_picklist_or_of_the_wrong_type() {
     let sim = SimClient::start().await;
@@ -263,7 +263,7 @@ async fn salesforce_refuses_a_value_outside_a_restricted_picklist_or_of_the_wron
         "nothing refused is stored"
     );
 
-    expect(
+    let created = expect(
         StatusCode::CREATED,
         create(json!({
             "Tier__c": "Gold", "Source__c": "Trade fair", "Score__c": 12.5,
@@ -272,6 +272,29 @@ async fn salesforce_refuses_a_value_outside_a_restricted_picklist_or_of_the_wron
     )
     .await;
     assert_eq!(sim.snapshot().contacts[0].prop("Tier__c"), Some("Gold"));
+
+    // A read naming its fields gets those; naming one the org lacks is a 400.
+    let id = created["id"].as_str().unwrap();
+    let read = expect(
+        StatusCode::OK,
+        sim.salesforce(
+            Method::GET,
+            &format!("/sobjects/Contact/{id}?fields=Tier__c,Score__c"),
+        ),
+    )
+    .await;
+    assert_eq!(read["Tier__c"], "Gold");
+    assert_eq!(read["Score__c"], 12.5);
+    assert!(read.get("Vip__c").is_none(), "{read}");
+    let refused = expect(
+        StatusCode::BAD_REQUEST,
+        sim.salesforce(
+            Method::GET,
+            &format!("/sobjects/Contact/{id}?fields=Tier__c,Rank__c"),
+        ),
+    )
+    .await;
+    assert_eq!(refused[0]["errorCode"], "INVALID_FIELD", "{refused}");
 }
 
 // GoHighLevel

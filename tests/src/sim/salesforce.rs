@@ -675,16 +675,44 @@ async fn create_contact(call: Call, body: Bytes) -> Response {
     .await
 }
 
+/// `GET /sobjects/{object}/{id}`, with `?fields=` the fields named only:
+/// "If you specify fields that don't exist or are inaccessible to you by
+/// field-level security, a 400 error response is returned" (REST API
+/// developer guide, Get Field Values from a Standard Object Record); the
+/// simulator answers it as a write naming such a field, `INVALID_FIELD`.
+/// https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/dome_get_field_values.htm
 async fn read_object(
     call: Call,
     Path((_, object, id)): Path<(String, String, String)>,
+    Query(query): Query<HashMap<String, String>>,
 ) -> Response {
     guard(&call, "get_contact", |state| {
         contact_like(&object)?;
+        let named: Option<Map<String, Value>> = query.get("fields").map(|list| {
+            list.split(',')
+                .map(|f| (f.trim().to_owned(), Value::Null))
+                .collect()
+        });
+        if let Some(named) = &named {
+            check_fields(state, &object, named)?;
+        }
         let record = state
             .find(Kind::Contacts, &id)
             .ok_or_else(|| not_found("The requested resource does not exist"))?;
-        let mut view = record.properties.clone();
+        let mut view: Map<String, Value> = match &named {
+            None => record.properties.clone(),
+            Some(named) => named
+                .keys()
+                .map(|f| {
+                    let value = record
+                        .properties
+                        .iter()
+                        .find(|(k, _)| k.eq_ignore_ascii_case(f))
+                        .map_or(Value::Null, |(_, v)| v.clone());
+                    (f.clone(), value)
+                })
+                .collect(),
+        };
         view.insert("Id".into(), json!(record.id));
         Ok(Json(Value::Object(view)).into_response())
     })

@@ -515,8 +515,11 @@ impl Salesforce {
         let current = if read.is_empty() {
             Map::new()
         } else {
-            // `?fields=` narrows the record to the fields named (REST API
-            // developer guide, sObject Rows: "fields: a comma-delimited list").
+            // `?fields=` narrows the record to the fields named; one that
+            // is gone is a 400 (`INVALID_FIELD`, a set-up to complete, as
+            // for a write). REST API developer guide, Get Field Values from
+            // a Standard Object Record:
+            // https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/dome_get_field_values.htm
             self.http
                 .json(
                     "read_mapped_fields",

@@ -9,6 +9,11 @@
 //! | follow-up | upsert `Task` by `Callsync_Marker__c` = `<marker>:follow-up`, with `ActivityDate` |
 //! | find by marker | `GET /sobjects/Task/Callsync_Marker__c/{marker}` |
 //!
+//! With `CALLSYNC_MAPPING`, the business's own fields ride in the same
+//! requests: `[[contact]]` rules in the Contact's create and the Contact's
+//! or Lead's PATCH, `[[call]]` rules in the Task's create or upsert; each is
+//! checked against the describes at start ([`mapped`]).
+//!
 //! Upserting by an External ID makes the call and the follow-up idempotent
 //! in Salesforce itself. The custom fields must be created once by an admin
 //! (the Salesforce set-up guide, `docs/crm/salesforce.md`, lists each);

@@ -12,7 +12,7 @@
 //! With `CALLSYNC_MAPPING`, the business's own fields ride in the same
 //! requests: `[[contact]]` rules in the Contact's create and the Contact's
 //! or Lead's PATCH, `[[call]]` rules in the Task's create or upsert; each is
-//! checked against the describes at start ([`mapped`]).
+//! checked against the describes at start (`salesforce/mapped.rs`).
 //!
 //! Upserting by an External ID makes the call and the follow-up idempotent
 //! in Salesforce itself. The custom fields must be created once by an admin

@@ -169,6 +169,11 @@ async fn salesforce_describes_field_types_and_picklist_values() {
     .await;
     let tier = field(&contact, "Tier__c");
     assert_eq!(tier["type"], "picklist");
+    assert_eq!(tier["length"], 255);
+    assert_eq!(
+        (&tier["createable"], &tier["updateable"]),
+        (&json!(true), &json!(true))
+    );
     assert_eq!(
         tier["picklistValues"][1],
         json!({ "value": "Silver", "label": "Silver", "active": true, "defaultValue": false })
@@ -179,7 +184,8 @@ async fn salesforce_describes_field_types_and_picklist_values() {
 /// `INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST`; an inactive value too; a
 /// value its type cannot be read as is `JSON_PARSER_ERROR`; an
 /// unrestricted picklist takes any text; a field no admin made is
-/// `INVALID_FIELD`.
+/// `INVALID_FIELD`, in a write or in a read's `?fields=`; a text past a
+/// Text field's 255 characters is `STRING_TOO_LONG`.
 #[tokio::test]
 async fn salesforce_refuses_a_value_outside_a_restricted_picklist_or_of_the_wrong_type() {
     let sim = SimClient::start().await;
@@ -218,6 +224,13 @@ async fn salesforce_refuses_a_value_outside_a_restricted_picklist_or_of_the_wron
         "Since",
         "date",
     ));
+    sim.define_field(CustomField::new(
+        Vendor::Salesforce,
+        "Contact",
+        "Note__c",
+        "Note",
+        "string",
+    ));
     let create = |extra: Value| {
         let mut body = json!({ "LastName": "Ann" });
         body.as_object_mut()
@@ -239,6 +252,7 @@ async fn salesforce_refuses_a_value_outside_a_restricted_picklist_or_of_the_wron
         (json!({ "Vip__c": "yes" }), "JSON_PARSER_ERROR"),
         (json!({ "Since__c": "01/05/2026" }), "JSON_PARSER_ERROR"),
         (json!({ "Rank__c": 1 }), "INVALID_FIELD"),
+        (json!({ "Note__c": "x".repeat(256) }), "STRING_TOO_LONG"),
     ];
     for (fields, code) in refusals {
         let body = expect(StatusCode::BAD_REQUEST, create(fields.clone())).await;
@@ -249,7 +263,7 @@ async fn salesforce_refuses_a_value_outside_a_restricted_picklist_or_of_the_wron
         "nothing refused is stored"
     );
 
-    expect(
+    let created = expect(
         StatusCode::CREATED,
         create(json!({
             "Tier__c": "Gold", "Source__c": "Trade fair", "Score__c": 12.5,
@@ -258,6 +272,29 @@ async fn salesforce_refuses_a_value_outside_a_restricted_picklist_or_of_the_wron
     )
     .await;
     assert_eq!(sim.snapshot().contacts[0].prop("Tier__c"), Some("Gold"));
+
+    // A read naming its fields gets those; naming one the org lacks is a 400.
+    let id = created["id"].as_str().unwrap();
+    let read = expect(
+        StatusCode::OK,
+        sim.salesforce(
+            Method::GET,
+            &format!("/sobjects/Contact/{id}?fields=Tier__c,Score__c"),
+        ),
+    )
+    .await;
+    assert_eq!(read["Tier__c"], "Gold");
+    assert_eq!(read["Score__c"], 12.5);
+    assert!(read.get("Vip__c").is_none(), "{read}");
+    let refused = expect(
+        StatusCode::BAD_REQUEST,
+        sim.salesforce(
+            Method::GET,
+            &format!("/sobjects/Contact/{id}?fields=Tier__c,Rank__c"),
+        ),
+    )
+    .await;
+    assert_eq!(refused[0]["errorCode"], "INVALID_FIELD", "{refused}");
 }
 
 // GoHighLevel

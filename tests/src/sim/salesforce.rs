@@ -296,6 +296,16 @@ impl super::CrmSim {
         self.shared.lock().salesforce = org;
     }
 
+    /// Deletes a custom field a test defined on `sobject` (an admin
+    /// deleting it while the worker runs).
+    pub fn delete_salesforce_field(&self, sobject: &str, name: &str) {
+        self.shared.lock().fields.retain(|f| {
+            !(f.vendor == super::schema::Vendor::Salesforce
+                && f.object == sobject
+                && f.key.eq_ignore_ascii_case(name))
+        });
+    }
+
     /// Adds a Task to the org as if an earlier request had created it:
     /// the call's (`TaskSubtype` Call) or a follow-up, carrying `marker`.
     pub fn seed_salesforce_task(&self, marker: &str, who: &str, call: bool) -> String {
@@ -550,7 +560,9 @@ fn returned_fields(query: &str) -> Vec<String> {
 /// `GET /sobjects/{object}/describe`: the object's fields the user sees,
 /// each with its `name`, `type` and `externalId` (REST API developer guide,
 /// sObject Describe; `DescribeSObjectResult.fields`). Standard fields are
-/// listed as strings: callsync reads only its own fields' types.
+/// listed as strings: callsync reads only its own fields' types; they are
+/// listed as neither `createable` nor `updateable`, the strictest reading,
+/// so that no mapping onto an untyped field is ever accepted.
 async fn describe(call: Call, Path((_, object)): Path<(String, String)>) -> Response {
     guard(&call, "describe", |state| {
         let standard = match object.as_str() {
@@ -569,7 +581,7 @@ async fn describe(call: Call, Path((_, object)): Path<(String, String)>) -> Resp
         let untyped = standard
             .iter()
             .filter(|name| !typed.iter().any(|t| t.name == **name))
-            .map(|name| json!({ "name": name, "type": "string", "externalId": false, "unique": false }));
+            .map(|name| json!({ "name": name, "type": "string", "externalId": false, "unique": false, "createable": false, "updateable": false }));
         let typed = typed.iter().map(|field| {
             let marker = field.name == "Callsync_Marker__c";
             let mut view = field.describe();
@@ -663,16 +675,44 @@ async fn create_contact(call: Call, body: Bytes) -> Response {
     .await
 }
 
+/// `GET /sobjects/{object}/{id}`, with `?fields=` the fields named only:
+/// "If you specify fields that don't exist or are inaccessible to you by
+/// field-level security, a 400 error response is returned" (REST API
+/// developer guide, Get Field Values from a Standard Object Record); the
+/// simulator answers it as a write naming such a field, `INVALID_FIELD`.
+/// https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/dome_get_field_values.htm
 async fn read_object(
     call: Call,
     Path((_, object, id)): Path<(String, String, String)>,
+    Query(query): Query<HashMap<String, String>>,
 ) -> Response {
     guard(&call, "get_contact", |state| {
         contact_like(&object)?;
+        let named: Option<Map<String, Value>> = query.get("fields").map(|list| {
+            list.split(',')
+                .map(|f| (f.trim().to_owned(), Value::Null))
+                .collect()
+        });
+        if let Some(named) = &named {
+            check_fields(state, &object, named)?;
+        }
         let record = state
             .find(Kind::Contacts, &id)
             .ok_or_else(|| not_found("The requested resource does not exist"))?;
-        let mut view = record.properties.clone();
+        let mut view: Map<String, Value> = match &named {
+            None => record.properties.clone(),
+            Some(named) => named
+                .keys()
+                .map(|f| {
+                    let value = record
+                        .properties
+                        .iter()
+                        .find(|(k, _)| k.eq_ignore_ascii_case(f))
+                        .map_or(Value::Null, |(_, v)| v.clone());
+                    (f.clone(), value)
+                })
+                .collect(),
+        };
         view.insert("Id".into(), json!(record.id));
         Ok(Json(Value::Object(view)).into_response())
     })

@@ -9,6 +9,11 @@
 //! | follow-up | upsert `Task` by `Callsync_Marker__c` = `<marker>:follow-up`, with `ActivityDate` |
 //! | find by marker | `GET /sobjects/Task/Callsync_Marker__c/{marker}` |
 //!
+//! With `CALLSYNC_MAPPING`, the business's own fields ride in the same
+//! requests: `[[contact]]` rules in the Contact's create and the Contact's
+//! or Lead's PATCH, `[[call]]` rules in the Task's create or upsert; each is
+//! checked against the describes at start (`salesforce/mapped.rs`).
+//!
 //! Upserting by an External ID makes the call and the follow-up idempotent
 //! in Salesforce itself. The custom fields must be created once by an admin
 //! (the Salesforce set-up guide, `docs/crm/salesforce.md`, lists each);
@@ -22,6 +27,7 @@
 //! connected app's client credentials (and optionally a refresh token) and
 //! renews the token itself when Salesforce answers 401 (see `oauth.rs`).
 
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -32,6 +38,7 @@ use callsync_shared::phone::matching::{
 use callsync_shared::{CallReport, Direction, Outcome};
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value as Json};
 use time::OffsetDateTime;
 use time::macros::format_description;
 
@@ -41,6 +48,9 @@ use super::{
     Adapter, ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, CrmSpec, MarkedRecord,
     NewContact, Operation, Refusal, Shared, Vars, configure,
 };
+use crate::mapping::apply::{self, Write};
+
+mod mapped;
 
 /// `CALLSYNC_SALESFORCE_*`.
 #[derive(Debug, Clone)]
@@ -68,7 +78,7 @@ pub const SPEC: CrmSpec = CrmSpec {
     credential_help: "check CALLSYNC_SALESFORCE_CLIENT_ID, CALLSYNC_SALESFORCE_CLIENT_SECRET \
         and CALLSYNC_SALESFORCE_REFRESH_TOKEN (or CALLSYNC_SALESFORCE_ACCESS_TOKEN): the connected \
         app must allow the api and refresh_token scopes, and its user needs API Enabled",
-    maps_fields: super::Mapped::No,
+    maps_fields: super::Mapped::Full,
 };
 
 /// Salesforce answers a list of `{errorCode, message}`. Its API limit is a
@@ -82,6 +92,18 @@ pub const SPEC: CrmSpec = CrmSpec {
 /// `NOT_FOUND` "Provided external ID field does not exist or is not
 /// accessible: X" — the same set-up, seen from the other route; a record
 /// that is merely absent is "The requested resource does not exist".
+///
+/// A mapped field changed while the worker runs shows as a refused write:
+/// deleted, `INVALID_FIELD` "No such column" (above); its type changed, a
+/// `JSON_PARSER_ERROR` "Cannot deserialize instance of <type> from …" (the
+/// worker writes each value as the type describe gave at start); a picklist
+/// value deactivated or the picklist restricted,
+/// `INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST` (REST API developer guide,
+/// status codes and error responses; the messages as
+/// `tests/src/sim/salesforce/types.rs` cites them). Every call would get
+/// them until the fields are read again, so each pauses the worker, whose
+/// probe describes the objects anew; a `JSON_PARSER_ERROR` that is not about
+/// a value's type (a body that is not JSON) stays a refused request.
 fn read_refusal(body: &str) -> Option<Refusal> {
     #[derive(Deserialize)]
     struct Error {
@@ -95,6 +117,10 @@ fn read_refusal(body: &str) -> Option<Refusal> {
         "REQUEST_LIMIT_EXCEEDED" => Some(Refusal::RateLimited),
         "API_DISABLED_FOR_ORG" | "API_CURRENTLY_DISABLED" => Some(Refusal::Credential),
         "INVALID_FIELD" if e.message.contains("No such column") => Some(Refusal::Setup),
+        "JSON_PARSER_ERROR" if e.message.starts_with("Cannot deserialize instance of") => {
+            Some(Refusal::Setup)
+        }
+        "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST" => Some(Refusal::Setup),
         "NOT_FOUND" if e.message.starts_with("Provided external ID field") => Some(Refusal::Setup),
         _ => None,
     })
@@ -143,6 +169,8 @@ impl Adapter for Salesforce {
         Self {
             http: http.authorized(&config.credentials, shared),
             config,
+            mapping: shared.mapping.clone(),
+            resolved: RwLock::default(),
         }
     }
 }
@@ -208,6 +236,13 @@ struct Described {
     fields: Vec<DescribedField>,
 }
 
+/// The same answer, each field as a mapping rule needs it.
+#[derive(Deserialize)]
+struct MappedFields {
+    #[serde(default)]
+    fields: Vec<mapped::Definition>,
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct DescribedField {
@@ -253,6 +288,10 @@ pub struct Salesforce {
     config: SalesforceConfig,
     /// Requests carry the session token, renewed on a 401.
     http: CrmHttp,
+    /// `CALLSYNC_MAPPING`, when set.
+    mapping: Option<Arc<crate::mapping::Mapping>>,
+    /// Its rules bound to the fields' types, read by each `prepare`.
+    resolved: RwLock<Arc<mapped::Resolved>>,
 }
 
 #[derive(Deserialize)]
@@ -438,6 +477,73 @@ impl Salesforce {
         }
         let fetched: Fetched = self.http.decode("get_task", response).await?;
         Ok(Some(fetched.id))
+    }
+}
+
+/// `CALLSYNC_MAPPING` on the Contact or Lead.
+impl Salesforce {
+    fn resolved(&self) -> Arc<mapped::Resolved> {
+        Arc::clone(&self.resolved.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    fn contact_values(
+        &self,
+        sobject: &str,
+        report: &CallReport,
+        write: Write,
+        current: &Map<String, Json>,
+    ) -> Map<String, Json> {
+        apply::contact_values(
+            self.resolved().of(sobject),
+            report,
+            write,
+            current,
+            &mapped::wire,
+            &mut |b, skip| apply::skipped(SPEC.name, report, "contact", b, skip),
+        )
+    }
+
+    /// The mapped fields of `write` on record `id`, reading their current
+    /// values first when a rule depends on them (`if_empty`, `append`): one
+    /// read-modify-write, run under the contact's write lease and repeated
+    /// whole on a retry, so an appended line already there (a PATCH
+    /// Salesforce applied but answered with an error) is not added again.
+    async fn mapped_update(
+        &self,
+        id: &str,
+        report: &CallReport,
+        write: Write,
+    ) -> Result<Map<String, Json>, CrmError> {
+        let object = sobject(id);
+        let resolved = self.resolved();
+        let read = apply::read_first(resolved.of(object));
+        let current = if read.is_empty() {
+            Map::new()
+        } else {
+            // `?fields=` narrows the record to the fields named; one that
+            // is gone is a 400 (`INVALID_FIELD`, a set-up to complete, as
+            // for a write). REST API developer guide, Get Field Values from
+            // a Standard Object Record:
+            // https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/dome_get_field_values.htm
+            self.http
+                .json(
+                    "read_mapped_fields",
+                    self.request(Method::GET, &format!("/sobjects/{object}/{id}"))
+                        .query(&[("fields", read.join(","))]),
+                )
+                .await?
+        };
+        Ok(self.contact_values(object, report, write, &current))
+    }
+
+    async fn patch_contact(&self, id: &str, fields: &Map<String, Json>) -> Result<(), CrmError> {
+        self.http
+            .perform(
+                "update_contact",
+                self.request(Method::PATCH, &format!("/sobjects/{}/{id}", sobject(id)))
+                    .json(fields),
+            )
+            .await
     }
 }
 
@@ -652,6 +758,9 @@ impl LastCall {
 struct NewContactRecord<'a> {
     #[serde(flatten)]
     last_call: LastCall,
+    /// The mapped fields (`CALLSYNC_MAPPING`).
+    #[serde(flatten)]
+    mapped: Map<String, Json>,
     #[serde(skip_serializing_if = "Option::is_none")]
     first_name: Option<String>,
     last_name: String,
@@ -675,6 +784,9 @@ struct CallTask<'a> {
     activity_date: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     call_duration_in_seconds: Option<u64>,
+    /// The mapped fields (`CALLSYNC_MAPPING`'s `[[call]]` rules).
+    #[serde(flatten)]
+    mapped: Map<String, Json>,
 }
 
 /// `POST /sobjects/Task`: the call's Task with what only a create may set.
@@ -743,17 +855,31 @@ impl Crm for Salesforce {
     async fn prepare(&self) -> Result<(), CrmError> {
         self.http.authenticate().await?;
         let mut problems = Vec::new();
+        let mut fields = Vec::new();
         for object in ["Task", "Contact", "Lead"] {
-            let described: Described = self
+            let described: Json = self
                 .http
                 .json(
                     "describe",
                     self.request(Method::GET, &format!("/sobjects/{object}/describe")),
                 )
                 .await?;
-            problems.extend(field_problems(object, &described));
+            let invalid =
+                |e: serde_json::Error| CrmError::InvalidResponse(format!("describe {object}: {e}"));
+            let own: Described = serde_json::from_value(described.clone()).map_err(invalid)?;
+            problems.extend(field_problems(object, &own));
+            let mapped: MappedFields = serde_json::from_value(described).map_err(invalid)?;
+            fields.push(mapped.fields);
         }
         if problems.is_empty() {
+            if let Some(mapping) = &self.mapping {
+                let resolved =
+                    mapped::Resolved::check(mapping, &fields[1], &fields[2], &fields[0])?;
+                *self
+                    .resolved
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner) = Arc::new(resolved);
+            }
             return Ok(());
         }
         Err(CrmError::Setup {
@@ -829,6 +955,7 @@ impl Crm for Salesforce {
         };
         let body = NewContactRecord {
             last_call: LastCall::of(contact.report),
+            mapped: self.contact_values("Contact", contact.report, Write::New, &Map::new()),
             first_name,
             last_name,
             phone: caller.phone.as_ref().map(|p| p.best()),
@@ -884,6 +1011,12 @@ impl Crm for Salesforce {
                 .format(format_description!("[year]-[month]-[day]"))
                 .unwrap_or_default(),
             call_duration_in_seconds: report.duration.map(|d| d.as_secs()),
+            mapped: apply::call_values(
+                &self.resolved().call,
+                report,
+                &mapped::wire,
+                &mut |b, skip| apply::skipped(SPEC.name, report, "call", b, skip),
+            ),
         };
         // `TaskSubtype` can be set when a Task is created, never after
         // (its properties are "Create, Filter, Group, Nillable, Restricted
@@ -911,13 +1044,27 @@ impl Crm for Salesforce {
 
     async fn update_contact(&self, contact: &str, report: &CallReport) -> Result<(), CrmError> {
         let id = safe_id(contact)?;
-        self.http
-            .perform(
-                "update_contact",
-                self.request(Method::PATCH, &format!("/sobjects/{}/{id}", sobject(id)))
-                    .json(&LastCall::of(report)),
-            )
-            .await
+        let mut fields = match serde_json::to_value(LastCall::of(report)) {
+            Ok(Json::Object(fields)) => fields,
+            _ => Map::new(),
+        };
+        fields.extend(self.mapped_update(id, report, Write::Newest).await?);
+        self.patch_contact(id, &fields).await
+    }
+
+    fn writes_every_call(&self) -> bool {
+        let resolved = self.resolved();
+        !apply::read_first(&resolved.contact).is_empty()
+            || !apply::read_first(&resolved.lead).is_empty()
+    }
+
+    async fn update_older(&self, contact: &str, report: &CallReport) -> Result<(), CrmError> {
+        let id = safe_id(contact)?;
+        let fields = self.mapped_update(id, report, Write::Older).await?;
+        if fields.is_empty() {
+            return Ok(());
+        }
+        self.patch_contact(id, &fields).await
     }
 
     async fn create_follow_up(
@@ -1083,6 +1230,16 @@ mod tests {
         assert_eq!(read_refusal(missing), Some(Refusal::Setup));
         let other = r#"[{"errorCode":"INVALID_FIELD","message":"Foreign key external ID: x not found for field Callsync_Marker__c in entity Task"}]"#;
         assert_eq!(read_refusal(other), None);
+    }
+
+    #[test]
+    fn a_mapped_field_whose_type_or_picklist_changed_pauses_and_a_body_that_is_not_json_does_not() {
+        let retyped = r#"[{"errorCode":"JSON_PARSER_ERROR","message":"Cannot deserialize instance of double from VALUE_STRING value \"x\" or request may be missing a required field"}]"#;
+        assert_eq!(read_refusal(retyped), Some(Refusal::Setup));
+        let restricted = r#"[{"errorCode":"INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST","message":"AI_Intent__c: bad value for restricted picklist field: Sales"}]"#;
+        assert_eq!(read_refusal(restricted), Some(Refusal::Setup));
+        let broken = r#"[{"errorCode":"JSON_PARSER_ERROR","message":"Unexpected character ('}' (code 125))"}]"#;
+        assert_eq!(read_refusal(broken), None);
     }
 
     #[test]

@@ -301,7 +301,7 @@ mod tests {
             .with("CALLSYNC_MAPPING", "mapping.toml");
         let error = CrmConfig::from_env(&env).unwrap_err().to_string();
         assert!(
-            error.starts_with("CALLSYNC_MAPPING: is set, and CALLSYNC_CRM=gohighlevel does not write mapped fields yet (supported: hubspot, pipedrive)"),
+            error.starts_with("CALLSYNC_MAPPING: is set, and CALLSYNC_CRM=gohighlevel does not write mapped fields yet (supported: hubspot, pipedrive, salesforce)"),
             "{error}"
         );
         let mapping = crate::mapping::file::parse(

@@ -60,7 +60,23 @@ impl Typed {
         }
     }
 
-    /// The field as `describe` lists it.
+    /// The longest text the field holds: a Text field's 255 characters at
+    /// most, a Long Text Area's 131,072 (Salesforce Help, "Custom Field
+    /// Types": Text "up to 255 characters", Text Area (Long) "up to
+    /// 131,072 characters"; Email 80, Phone 40, URL 255).
+    fn length(&self) -> usize {
+        match self.kind.as_str() {
+            "textarea" => 131_072,
+            "string" | "url" | "picklist" => 255,
+            "email" => 80,
+            "phone" => 40,
+            "multipicklist" => 4_099,
+            _ => 0,
+        }
+    }
+
+    /// The field as `describe` lists it. Every typed field is writable by
+    /// callsync's user (`createable`, `updateable`).
     pub fn describe(&self) -> Value {
         let values: Vec<Value> = self
             .picklist
@@ -73,6 +89,9 @@ impl Typed {
             "custom": self.custom,
             "picklistValues": values,
             "restrictedPicklist": self.restricted,
+            "length": self.length(),
+            "createable": true,
+            "updateable": true,
         })
     }
 }
@@ -237,6 +256,22 @@ pub(super) fn check_types(
         };
         if value.is_null() {
             continue;
+        }
+        // STRING_TOO_LONG, "<field>: data value too large: <value> (max
+        // length=<n>)" (REST API developer guide, status codes; StatusCode
+        // in the SOAP API's core data objects).
+        let length = field.length();
+        if length > 0
+            && let Some(text) = value.as_str()
+            && text.chars().count() > length
+        {
+            return Err(bad_request(
+                "STRING_TOO_LONG",
+                format!(
+                    "{}: data value too large: {text} (max length={length})",
+                    field.name
+                ),
+            ));
         }
         if let Err(java) = readable(&field.kind, value) {
             return Err(bad_request(

@@ -4,8 +4,9 @@
 //! calls and a redelivery; a write GoHighLevel applied but answered with a
 //! 5xx; an older call after a newer one; an option the field lacks
 //! (skipped and counted); a field missing (paused, then resumed once
-//! created); `[[call]]` rules (refused at start-up); the requests a call
-//! costs.
+//! created); a contact the upsert matched though the search missed it
+//! (its history kept); `[[call]]` rules (refused at start-up); the
+//! requests a call costs.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -17,7 +18,7 @@ use callsync_shared::config::Env;
 use callsync_tests::app::TestApp;
 use callsync_tests::harness::{WAIT, run_check, voicedock_marker, worker_command};
 use callsync_tests::prometheus;
-use callsync_tests::sim::{Fault, Record, Snapshot};
+use callsync_tests::sim::{Fault, Record, SimConfig, Snapshot};
 use callsync_tests::wait::eventually;
 use serde_json::{Value, json};
 
@@ -51,19 +52,24 @@ fn mapping_file(tag: &str, text: &str) -> PathBuf {
 /// Creates the contact fields in crm-sim as an admin would, the call log
 /// only when `with_call_log`; returns the mapping naming them.
 fn define_fields(app: &TestApp, with_call_log: bool) -> String {
+    mapping(&field_ids(app, with_call_log)["ai_first_topic"])
+}
+
+/// Creates the contact fields; returns their ids by name.
+fn field_ids(app: &TestApp, with_call_log: bool) -> BTreeMap<&'static str, String> {
     let sim = &app.env.sim;
-    sim.define_gohighlevel_field(
-        "contact",
-        "ai_intent",
-        "SINGLE_OPTIONS",
-        &["Sales enquiry", "Support"],
-    );
-    let first_topic = sim.define_gohighlevel_field("contact", "ai_first_topic", "TEXT", &[]);
+    let mut ids = BTreeMap::new();
+    let mut define = |name: &'static str, data_type: &str, options: &[&str]| {
+        let field = sim.define_gohighlevel_field("contact", name, data_type, options);
+        ids.insert(name, field.id);
+    };
+    define("ai_intent", "SINGLE_OPTIONS", &["Sales enquiry", "Support"]);
+    define("ai_first_topic", "TEXT", &[]);
     if with_call_log {
-        sim.define_gohighlevel_field("contact", "ai_call_log", "LARGE_TEXT", &[]);
+        define("ai_call_log", "LARGE_TEXT", &[]);
     }
-    sim.define_gohighlevel_field("contact", "ai_score", "NUMERICAL", &[]);
-    mapping(&first_topic.id)
+    define("ai_score", "NUMERICAL", &[]);
+    ids
 }
 
 /// A GoHighLevel app whose one worker (a process when `process`) starts
@@ -354,6 +360,69 @@ async fn a_missing_gohighlevel_field_pauses_the_worker_until_it_is_created() {
     let s = synced(&app, "ghl-gap").await;
     let c = contact(&s, phone);
     assert_eq!(c.prop("ai_call_log"), Some(line("ghl-gap").as_str()));
+    assert_eq!(c.prop("ai_intent"), Some("Support"));
+    app.assert_ledger(1, 0).await;
+}
+
+/// A contact GoHighLevel has but its search does not show yet (a human
+/// added it a moment ago): the upsert matches it by phone. Its history and
+/// its filled field are kept, and the call's line is added after them.
+#[tokio::test]
+async fn a_contact_the_upsert_matched_keeps_its_history_and_gets_the_calls_line_after_it() {
+    let mut app = TestApp::builder()
+        .crm("gohighlevel")
+        .sim(SimConfig {
+            index_lag: Duration::from_secs(60),
+            ..SimConfig::default()
+        })
+        .workers(0)
+        .start()
+        .await;
+    let ids = field_ids(&app, true);
+    let text = mapping(&ids["ai_first_topic"]);
+    let phone = "+31612340207";
+    let created = reqwest::Client::new()
+        .post(format!("{}/contacts/upsert", app.env.sim.base_url()))
+        .bearer_auth("sim-token")
+        .header("Version", "2021-07-28")
+        .json(&json!({
+            "locationId": "loc-1", "phone": phone, "name": "Ann",
+            "customFields": [
+                { "id": ids["ai_call_log"], "field_value": "Met at the fair" },
+                { "id": ids["ai_first_topic"], "field_value": "catalogue" },
+            ]
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert!(created.status().is_success(), "{created:?}");
+    let env = app.worker_env().with(
+        "CALLSYNC_MAPPING",
+        mapping_file("matched", &text).to_str().unwrap(),
+    );
+    app.add_worker_with(env).await;
+    let s = sync(
+        &app,
+        "ghl-match",
+        report(
+            "ghl-match",
+            phone,
+            "2026-05-01T08:00:00Z",
+            json!({ "intent": "Support", "topic": "pricing" }),
+        ),
+    )
+    .await;
+    assert_eq!(s.requests_of("search_contacts"), 1, "the search missed it");
+    let c = contact(&s, phone);
+    assert_eq!(
+        c.prop("ai_call_log"),
+        Some(format!("Met at the fair\n{}", line("ghl-match")).as_str())
+    );
+    assert_eq!(
+        c.prop("ai_first_topic"),
+        Some("catalogue"),
+        "if_empty: kept"
+    );
     assert_eq!(c.prop("ai_intent"), Some("Support"));
     app.assert_ledger(1, 0).await;
 }

@@ -628,12 +628,8 @@ async fn a_malformed_mapping_stops_the_worker_at_start_up_with_one_line() {
 
 #[tokio::test]
 async fn a_mapping_set_for_a_crm_that_cannot_write_it_stops_start_up() {
-    let app = TestApp::builder()
-        .crm("gohighlevel")
-        .workers(0)
-        .start()
-        .await;
-    let path = mapping_file("gohighlevel", MAPPING);
+    let app = TestApp::builder().crm("webhook").workers(0).start().await;
+    let path = mapping_file("webhook", MAPPING);
     let env = app
         .worker_env()
         .with("CALLSYNC_MAPPING", path.to_str().unwrap());
@@ -641,7 +637,7 @@ async fn a_mapping_set_for_a_crm_that_cannot_write_it_stops_start_up() {
     assert!(!ok);
     assert!(
         stderr.contains(
-            "CALLSYNC_MAPPING: is set, and CALLSYNC_CRM=gohighlevel does not write mapped fields yet"
+            "CALLSYNC_MAPPING: is set, and CALLSYNC_CRM=webhook does not write mapped fields yet"
         ),
         "{stderr}"
     );

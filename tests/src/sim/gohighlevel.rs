@@ -722,7 +722,9 @@ async fn read(call: Call, Path(id): Path<String>) -> Response {
         let contact = state
             .find(Kind::Contacts, &id)
             .ok_or_else(contact_not_found)?;
-        Ok(Json(json!({ "contact": contact_view(contact) })).into_response())
+        let mut view = contact_view(contact);
+        view["customFields"] = fields::values_of(state, "contact", &contact.properties);
+        Ok(Json(json!({ "contact": view })).into_response())
     })
     .await
 }

@@ -14,7 +14,13 @@
 //! are written by field id, which the OpenAPI file requires; [`Crm::prepare`]
 //! finds the location's `callsync_*` custom fields
 //! (`GET /locations/{id}/customFields`) and creates the missing ones.
+//!
+//! `CALLSYNC_MAPPING`'s `[[contact]]` rules are checked against the same
+//! listing ([`mapped`]) and ride in the upsert or the update; the call is a
+//! note, which has no fields, so `[[call]]` rules are refused at start-up.
 
+use std::collections::BTreeMap;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -25,11 +31,16 @@ use callsync_shared::phone::matching::{
 };
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value as Json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::oauth::{Credentials, Grant, OAuthClient};
 use super::render;
+use crate::mapping::apply::{self, Bound, Write};
+use crate::mapping::{Mapping, Mode};
+
+mod mapped;
 use super::{
     Adapter, ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, CrmSpec, MarkedRecord,
     NewContact, Operation, Permission, Refusal, Shared, Vars, configure,
@@ -66,7 +77,9 @@ pub const SPEC: CrmSpec = CrmSpec {
         contacts.write, locations/customFields.readonly and locations/customFields.write, or \
         CALLSYNC_GOHIGHLEVEL_CLIENT_ID, _CLIENT_SECRET and a fresh _REFRESH_TOKEN of the \
         marketplace app, asking those scopes, installed on that location",
-    maps_fields: super::Mapped::No,
+    maps_fields: super::Mapped::ContactOnly(
+        "GoHighLevel records the call as a note, which has no fields of its own",
+    ),
 };
 
 /// A token that lacks the scope a route needs is accepted as a token and
@@ -107,7 +120,7 @@ const CONTACTS_WRITE: Scope = Scope {
 };
 const FIELDS_READ: Scope = Scope {
     name: "locations/customFields.readonly",
-    needed_for: "finding the location's callsync custom fields",
+    needed_for: "finding the location's callsync custom fields and those CALLSYNC_MAPPING names",
 };
 const FIELDS_WRITE: Scope = Scope {
     name: "locations/customFields.write",
@@ -215,6 +228,8 @@ impl Adapter for Gohighlevel {
             http: http.authorized(&config.credentials, shared),
             config,
             field_ids: tokio::sync::OnceCell::new(),
+            mapping: shared.mapping.clone(),
+            resolved: RwLock::default(),
         }
     }
 }
@@ -233,6 +248,11 @@ pub struct Gohighlevel {
     http: CrmHttp,
     /// The location's ids of [`FIELDS`], in the same order.
     field_ids: tokio::sync::OnceCell<[String; 3]>,
+    /// `CALLSYNC_MAPPING`, when set.
+    mapping: Option<Arc<Mapping>>,
+    /// Its `[[contact]]` rules checked against the contact fields by the
+    /// last [`Crm::prepare`].
+    resolved: RwLock<Arc<mapped::Resolved>>,
 }
 
 /// `POST /contacts/search`.
@@ -278,10 +298,11 @@ struct NewField<'a> {
 
 /// A custom field's value on a contact, by the field's id.
 #[derive(Serialize)]
-struct FieldValue<'a> {
-    id: &'a str,
-    key: &'static str,
-    field_value: String,
+struct FieldValue {
+    id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<&'static str>,
+    field_value: Json,
 }
 
 /// `POST /contacts/upsert`.
@@ -290,7 +311,7 @@ struct FieldValue<'a> {
 struct ContactUpsert<'a> {
     location_id: &'a str,
     source: &'static str,
-    custom_fields: Vec<FieldValue<'a>>,
+    custom_fields: Vec<FieldValue>,
     #[serde(skip_serializing_if = "Option::is_none")]
     phone: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -306,8 +327,8 @@ struct ContactUpsert<'a> {
 /// `PUT /contacts/{id}`.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct ContactUpdate<'a> {
-    custom_fields: Vec<FieldValue<'a>>,
+struct ContactUpdate {
+    custom_fields: Vec<FieldValue>,
 }
 
 /// `POST /contacts/{id}/notes`.
@@ -422,9 +443,33 @@ impl FoundContact {
     }
 }
 
+/// `POST /contacts/upsert`'s answer: whether it created the contact.
 #[derive(Deserialize)]
-struct ContactEnvelope {
+struct Upserted {
+    #[serde(default)]
+    new: Option<bool>,
     contact: Id,
+}
+
+/// A custom field's value as `GET /contacts/{id}` shows it
+/// (`CustomFieldSchema` of `apps/contacts.json`: `id`, `value`).
+#[derive(Deserialize)]
+struct StoredValue {
+    id: String,
+    #[serde(default)]
+    value: Json,
+}
+
+/// `GET /contacts/{id}`: the contact's custom field values.
+#[derive(Deserialize)]
+struct StoredContact {
+    contact: StoredFields,
+}
+
+#[derive(Deserialize)]
+struct StoredFields {
+    #[serde(default, rename = "customFields")]
+    custom_fields: Vec<StoredValue>,
 }
 
 #[derive(Deserialize)]
@@ -532,7 +577,7 @@ impl Gohighlevel {
             .await
     }
 
-    async fn custom_fields(&self, report: &CallReport) -> Result<Vec<FieldValue<'_>>, CrmError> {
+    async fn custom_fields(&self, report: &CallReport) -> Result<Vec<FieldValue>, CrmError> {
         let ids = self.field_ids().await?;
         let values = [
             report.ended_at.format(&Rfc3339).unwrap_or_default(),
@@ -543,12 +588,129 @@ impl Gohighlevel {
             .iter()
             .zip(FIELDS)
             .zip(values)
-            .map(|((id, (key, _)), field_value)| FieldValue {
-                id,
-                key,
-                field_value,
+            .map(|((id, (key, _)), value)| FieldValue {
+                id: id.clone(),
+                key: Some(key),
+                field_value: Json::String(value),
             })
             .collect())
+    }
+
+    fn resolved(&self) -> Arc<mapped::Resolved> {
+        Arc::clone(&self.resolved.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// The mapped fields `report` writes with `write` among `rules` (those
+    /// of [`Gohighlevel::resolved`] `keep` lets through), given their
+    /// `current` values, as `customFields` items by field id.
+    fn mapped_values(
+        &self,
+        report: &CallReport,
+        write: Write,
+        current: &Map<String, Json>,
+        keep: impl Fn(&Bound) -> bool,
+    ) -> Vec<FieldValue> {
+        let resolved = self.resolved();
+        let rules: Vec<Bound> = resolved.bound.iter().filter(|b| keep(b)).cloned().collect();
+        let values = apply::contact_values(
+            &rules,
+            report,
+            write,
+            current,
+            &mapped::wire,
+            &mut |b, skip| apply::skipped(SPEC.name, report, "contact", b, skip),
+        );
+        values
+            .into_iter()
+            .filter_map(|(property, field_value)| {
+                Some(FieldValue {
+                    id: resolved.ids.get(&property)?.clone(),
+                    key: None,
+                    field_value,
+                })
+            })
+            .collect()
+    }
+
+    /// The mapped fields of `write`, reading the contact's current values
+    /// first when a rule depends on them (`if_empty`, `append`): one
+    /// read-modify-write, run under the contact's write lease and repeated
+    /// whole on a retry, so an appended line already there is not added
+    /// again.
+    async fn mapped_update(
+        &self,
+        contact: &str,
+        report: &CallReport,
+        write: Write,
+    ) -> Result<Vec<FieldValue>, CrmError> {
+        let current = if apply::read_first(&self.resolved().bound).is_empty() {
+            Map::new()
+        } else {
+            self.read_mapped(contact).await?
+        };
+        Ok(self.mapped_values(report, write, &current, |_| true))
+    }
+
+    /// `GET /contacts/{id}`: the current values of the mapped fields, by
+    /// the rules' `property`.
+    async fn read_mapped(&self, contact: &str) -> Result<Map<String, Json>, CrmError> {
+        let read: StoredContact = self
+            .json(
+                GET_CONTACT,
+                self.request(Method::GET, &format!("/contacts/{}", path_id(contact)?)),
+            )
+            .await?;
+        let resolved = self.resolved();
+        let by_id: BTreeMap<&str, &str> = resolved
+            .ids
+            .iter()
+            .map(|(property, id)| (id.as_str(), property.as_str()))
+            .collect();
+        Ok(read
+            .contact
+            .custom_fields
+            .into_iter()
+            .filter_map(|v| Some(((*by_id.get(v.id.as_str())?).to_owned(), v.value)))
+            .collect())
+    }
+
+    /// The `if_empty` and `append` values of a contact the upsert just
+    /// created, which are empty and need no read; true when written. A
+    /// contact the upsert matched (`new` false, or not said), or a write
+    /// that failed, is left to the engine's update of the contact, which
+    /// reads the fields first under the contact's write lease.
+    async fn fill_new(&self, contact: &str, report: &CallReport, new: Option<bool>) -> bool {
+        if new != Some(true) {
+            return false;
+        }
+        let values = self.mapped_values(report, Write::New, &Map::new(), |b| {
+            b.rule.mode != Mode::Overwrite
+        });
+        if values.is_empty() {
+            return true;
+        }
+        match self.put_fields(contact, values).await {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::debug!(%error, "the new contact's mapped fields are written with its update");
+                false
+            }
+        }
+    }
+
+    /// `PUT /contacts/{id}` with `custom_fields`.
+    async fn put_fields(
+        &self,
+        contact: &str,
+        custom_fields: Vec<FieldValue>,
+    ) -> Result<(), CrmError> {
+        let path = format!("/contacts/{}", path_id(contact)?);
+        let update = ContactUpdate { custom_fields };
+        self.perform(
+            UPDATE_CONTACT,
+            self.request(Method::PUT, &path).json(&update),
+        )
+        .await
     }
 
     /// Sends a request to `endpoint` and decodes its answer; a refusal
@@ -679,7 +841,43 @@ impl Crm for Gohighlevel {
     }
 
     async fn prepare(&self) -> Result<(), CrmError> {
-        self.field_ids().await.map(drop)
+        let own = self.field_ids().await?;
+        if let Some(mapping) = &self.mapping {
+            let path = format!(
+                "/locations/{}/customFields",
+                path_id(&self.config.location_id)?
+            );
+            #[derive(Deserialize)]
+            struct Listed {
+                #[serde(default, rename = "customFields")]
+                custom_fields: Vec<mapped::Definition>,
+            }
+            let listed: Listed = self
+                .json(
+                    LIST_FIELDS,
+                    self.request(Method::GET, &path)
+                        .query(&[("model", "contact")]),
+                )
+                .await?;
+            let resolved = mapped::check(mapping, &listed.custom_fields, own)?;
+            *self
+                .resolved
+                .write()
+                .unwrap_or_else(PoisonError::into_inner) = Arc::new(resolved);
+        }
+        Ok(())
+    }
+
+    fn writes_every_call(&self) -> bool {
+        !apply::read_first(&self.resolved().bound).is_empty()
+    }
+
+    async fn update_older(&self, contact: &str, report: &CallReport) -> Result<(), CrmError> {
+        let mapped = self.mapped_update(contact, report, Write::Older).await?;
+        if mapped.is_empty() {
+            return Ok(());
+        }
+        self.put_fields(contact, mapped).await
     }
 
     async fn contact_exists(&self, id: &str) -> Result<bool, CrmError> {
@@ -730,25 +928,42 @@ impl Crm for Gohighlevel {
             Some((first, last)) => (Some(first), last),
             None => (None, None),
         };
+        // The upsert may match a contact the search did not show yet (its
+        // duplicate rules see every contact): it carries the `overwrite`
+        // values only, which would be written anyway, never an `if_empty`
+        // or `append` value that would replace what that contact holds.
+        let mut custom_fields = self.custom_fields(contact.report).await?;
+        custom_fields.extend(
+            self.mapped_values(contact.report, Write::New, &Map::new(), |b| {
+                b.rule.mode == Mode::Overwrite
+            }),
+        );
         let upsert = ContactUpsert {
             location_id: &self.config.location_id,
             source: "callsync",
-            custom_fields: self.custom_fields(contact.report).await?,
+            custom_fields,
             phone: caller.phone.as_ref().map(|p| p.best()),
             email: caller.email.as_deref(),
             name: caller.name.as_deref(),
             first_name,
             last_name,
         };
-        let created: ContactEnvelope = self
+        let created: Upserted = self
             .json(
                 UPSERT_CONTACT,
                 self.request(Method::POST, "/contacts/upsert").json(&upsert),
             )
             .await?;
+        let id = created.contact.id;
         // An upsert writes the custom fields whether it created or matched.
+        if self.writes_every_call() {
+            return Ok(Created {
+                has_last_call: self.fill_new(&id, contact.report, created.new).await,
+                id,
+            });
+        }
         Ok(Created {
-            id: created.contact.id,
+            id,
             has_last_call: true,
         })
     }
@@ -775,15 +990,9 @@ impl Crm for Gohighlevel {
     }
 
     async fn update_contact(&self, contact: &str, report: &CallReport) -> Result<(), CrmError> {
-        let path = format!("/contacts/{}", path_id(contact)?);
-        let update = ContactUpdate {
-            custom_fields: self.custom_fields(report).await?,
-        };
-        self.perform(
-            UPDATE_CONTACT,
-            self.request(Method::PUT, &path).json(&update),
-        )
-        .await
+        let mut custom_fields = self.custom_fields(report).await?;
+        custom_fields.extend(self.mapped_update(contact, report, Write::Newest).await?);
+        self.put_fields(contact, custom_fields).await
     }
 
     async fn create_follow_up(

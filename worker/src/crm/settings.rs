@@ -297,11 +297,11 @@ mod tests {
     #[test]
     fn a_mapping_for_a_crm_that_cannot_write_it_is_refused_at_start_up() {
         let env = Env::default()
-            .with("CALLSYNC_CRM", "gohighlevel")
+            .with("CALLSYNC_CRM", "webhook")
             .with("CALLSYNC_MAPPING", "mapping.toml");
         let error = CrmConfig::from_env(&env).unwrap_err().to_string();
         assert!(
-            error.starts_with("CALLSYNC_MAPPING: is set, and CALLSYNC_CRM=gohighlevel does not write mapped fields yet (supported: hubspot, pipedrive, salesforce)"),
+            error.starts_with("CALLSYNC_MAPPING: is set, and CALLSYNC_CRM=webhook does not write mapped fields yet (supported: hubspot, pipedrive"),
             "{error}"
         );
         let mapping = crate::mapping::file::parse(

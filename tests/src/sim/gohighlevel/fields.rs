@@ -210,6 +210,22 @@ pub(super) fn custom_fields(
     Ok(into)
 }
 
+/// A record's custom field values as `GET /contacts/{contactId}` shows
+/// them: `customFields: [{id, value}]` (`CustomFieldSchema` of
+/// `apps/contacts.json`), one item per field holding a value.
+pub(super) fn values_of(state: &SimState, model: &str, properties: &Map<String, Value>) -> Value {
+    let prefix = format!("{model}.");
+    let values: Vec<Value> = state
+        .fields_of(Vendor::Gohighlevel, model)
+        .filter_map(|f| {
+            let stored = f.key.strip_prefix(&prefix).unwrap_or(&f.key);
+            let value = properties.get(stored).filter(|v| !v.is_null())?;
+            Some(json!({ "id": f.id, "value": value }))
+        })
+        .collect();
+    Value::Array(values)
+}
+
 /// Whether `value` is one `field` can hold.
 fn check_value(field: &CustomField, value: &Value) -> Result<(), String> {
     let option = |v: &Value| v.is_string() && field.has_option(v);

@@ -839,20 +839,28 @@ async fn workers_taking_from_the_shared_search_window_get_its_budget_spaced_thro
     let other = LedgerWindow::new(pipedrive, "search");
     assert_eq!(other.take(rate, rate.window).await?, None);
 
-    // Taking in turns and waiting as told, for two windows: the budget,
-    // a slot every fifth of the window, and never more in any window.
+    // Taking in turns and waiting as told, two windows' budget: a slot
+    // every fifth of the window, and never more in any window. (How soon
+    // they come depends on the machine's load, so only their spacing is
+    // asserted; a window that stopped granting fails at the deadline.)
     let started = Instant::now();
     let mut granted = Vec::new();
     let mut turn = 0;
-    while started.elapsed() < rate.window * 2 {
+    while granted.len() < 10 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the window stopped granting: {granted:?}"
+        );
         let worker = [&first, &second][turn % 2];
         turn += 1;
         match worker.take(rate, rate.window).await? {
             None => granted.push(started.elapsed()),
-            Some(wait) => tokio::time::sleep(wait).await,
+            Some(wait) => {
+                assert!(wait <= rate.window, "told to wait {wait:?}");
+                tokio::time::sleep(wait).await;
+            }
         }
     }
-    assert!((9..=11).contains(&granted.len()), "{granted:?}");
     for pair in granted.windows(2) {
         // The database spaces them; the tolerance is our reading of it.
         assert!(

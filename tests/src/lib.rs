@@ -11,6 +11,7 @@ pub mod bench;
 pub mod console;
 pub mod contacts;
 pub mod harness;
+pub mod mapping;
 pub mod platforms;
 pub mod prometheus;
 pub mod sim;

@@ -9,12 +9,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use callsync_tests::app::{AppBuilder, TestApp};
 use callsync_tests::harness::{WAIT, run_check, voicedock_marker, worker_command};
-use callsync_tests::prometheus;
+use callsync_tests::mapping::{
+    line, mapping_file, one_contact, report, requests_of_two_calls, skipped, sync, sync_call,
+};
 use callsync_tests::sim::{Fault, Record, Snapshot};
 use callsync_tests::wait::eventually;
 use reqwest::StatusCode;
@@ -47,17 +48,6 @@ from = "analysis.topic"
 property = "ai_score"
 from = "analysis.score"
 "#;
-
-/// Writes `text` to a mapping file of its own; returns its path.
-fn mapping_file(tag: &str, text: &str) -> PathBuf {
-    let path = std::env::temp_dir().join(format!(
-        "callsync-mapping-{tag}-{}-{}.toml",
-        std::process::id(),
-        uuid::Uuid::new_v4()
-    ));
-    std::fs::write(&path, text).unwrap();
-    path
-}
 
 /// The properties the business created in HubSpot for [`MAPPING`]; all but
 /// those named in `missing`.
@@ -117,31 +107,8 @@ async fn started(tag: &str, missing: &[&str], process: bool, vars: &[(&str, &str
     app
 }
 
-/// A voicedock report of `id` from `phone`, ended at `ended_at`, with
-/// `analysis`; its summary is "Call {id}".
-fn report(id: &str, phone: &str, ended_at: &str, analysis: Value) -> Vec<u8> {
-    serde_json::to_vec(&json!({ "message": {
-        "type": "end-of-call-report", "timestamp": ended_at,
-        "call": { "id": id }, "customer": { "number": phone },
-        "summary": format!("Call {id}"),
-        "analysis": analysis,
-    }}))
-    .unwrap()
-}
-
-/// The appended line of call `id`.
-fn line(id: &str) -> String {
-    format!("Call {id} [{}]", voicedock_marker(id))
-}
-
 fn contact<'a>(s: &'a Snapshot, phone: &str) -> &'a Record {
-    let found: Vec<&Record> = s
-        .contacts
-        .iter()
-        .filter(|c| c.prop("phone") == Some(phone))
-        .collect();
-    assert_eq!(found.len(), 1, "one contact for {phone}: {:?}", s.contacts);
-    found[0]
+    one_contact(s, "phone", phone)
 }
 
 fn call_record<'a>(s: &'a Snapshot, id: &str) -> &'a Record {
@@ -150,28 +117,6 @@ fn call_record<'a>(s: &'a Snapshot, id: &str) -> &'a Record {
         .iter()
         .find(|c| c.prop("callsync_marker") == Some(marker.as_str()))
         .unwrap_or_else(|| panic!("no call record for {id}: {:?}", s.calls))
-}
-
-/// Posts [`report`]'s call and waits until it is synced.
-async fn sync_call(
-    app: &TestApp,
-    id: &str,
-    phone: &str,
-    ended_at: &str,
-    analysis: Value,
-) -> Snapshot {
-    sync(app, id, report(id, phone, ended_at, analysis)).await
-}
-
-/// Posts `body` and waits until the call is synced.
-async fn sync(app: &TestApp, id: &str, body: Vec<u8>) -> Snapshot {
-    app.post_voicedock(body).await;
-    let marker = voicedock_marker(id);
-    app.wait_for_crm(&format!("call {id} recorded"), |s| {
-        s.call_markers().contains(&marker)
-    })
-    .await;
-    app.settle().await
 }
 
 #[tokio::test]
@@ -336,17 +281,7 @@ async fn an_option_the_enumeration_lacks_skips_that_field_with_a_metric_and_the_
     assert_eq!(call.prop("ai_topic"), Some("money back"));
     app.assert_ledger(1, 0).await;
     let metrics = app.worker_metrics(0).await;
-    let skipped = |property: &str, reason: &str| {
-        prometheus::value(
-            &metrics,
-            "callsync_worker_mapping_skipped_total",
-            &[
-                ("crm", "hubspot"),
-                ("property", property),
-                ("reason", reason),
-            ],
-        )
-    };
+    let skipped = |property: &str, reason: &str| skipped(&metrics, "hubspot", property, reason);
     assert_eq!(skipped("ai_intent", "not_an_option"), 1.0, "{metrics}");
     assert_eq!(skipped("ai_score", "not_a_number"), 1.0, "{metrics}");
 }
@@ -476,7 +411,7 @@ from = "analysis.topic"
 
 /// The CRM requests of a new caller's call and of a repeat call, with
 /// `mapping` (or none), the one-time set-up left out.
-async fn requests_of_two_calls(tag: &str, mapping: Option<&str>) -> BTreeMap<String, u64> {
+async fn hubspot_requests_of_two_calls(tag: &str, mapping: Option<&str>) -> BTreeMap<String, u64> {
     let mut app = TestApp::builder().crm("hubspot").workers(0).start().await;
     define_properties(&app, &[]);
     let mut env = app.worker_env();
@@ -487,21 +422,9 @@ async fn requests_of_two_calls(tag: &str, mapping: Option<&str>) -> BTreeMap<Str
         );
     }
     app.add_worker_with(env).await;
-    let phone = "+31612340009";
     let analysis = json!({ "intent": "sales", "topic": "pricing", "follow_up_needed": false });
-    for (id, at) in [("cost-1", "08:00"), ("cost-2", "09:00")] {
-        let body = report(id, phone, &format!("2026-05-01T{at}:00Z"), analysis.clone());
-        sync(&app, id, body).await;
-    }
-    let s = app.settle().await;
-    app.assert_ledger(2, 0).await;
-    s.stats
-        .by_operation
-        .into_iter()
-        .filter(|(op, _)| {
-            !["create_group", "create_property", "read_properties"].contains(&op.as_str())
-        })
-        .collect()
+    let setup = ["create_group", "create_property", "read_properties"];
+    requests_of_two_calls(&app, "cost", "+31612340009", analysis, &setup).await
 }
 
 /// What a mapping costs in HubSpot requests: `overwrite` rides in the
@@ -510,7 +433,7 @@ async fn requests_of_two_calls(tag: &str, mapping: Option<&str>) -> BTreeMap<Str
 /// fields before the PATCH of a repeat call (a new contact is empty).
 #[tokio::test]
 async fn overwrite_costs_no_request_and_if_empty_or_append_one_read_per_repeat_call() {
-    let none = requests_of_two_calls("cost-none", None).await;
+    let none = hubspot_requests_of_two_calls("cost-none", None).await;
     let expected: BTreeMap<String, u64> = [
         ("search_contacts", 1),
         ("create_contact", 1),
@@ -521,9 +444,9 @@ async fn overwrite_costs_no_request_and_if_empty_or_append_one_read_per_repeat_c
     .map(|(op, n)| (op.to_owned(), n))
     .collect();
     assert_eq!(none, expected, "without a mapping");
-    let overwrite = requests_of_two_calls("cost-overwrite", Some(OVERWRITE_ONLY)).await;
+    let overwrite = hubspot_requests_of_two_calls("cost-overwrite", Some(OVERWRITE_ONLY)).await;
     assert_eq!(overwrite, expected, "overwrite rules add no request");
-    let full = requests_of_two_calls("cost-full", Some(MAPPING)).await;
+    let full = hubspot_requests_of_two_calls("cost-full", Some(MAPPING)).await;
     let mut with_read = expected.clone();
     with_read.insert("get_contact".to_owned(), 1);
     assert_eq!(
@@ -808,17 +731,7 @@ async fn an_option_pipedrive_lacks_skips_that_field_with_a_metric() {
     assert_eq!(field(c, &f.first_topic), Some(&json!("money back")));
     app.assert_ledger(1, 0).await;
     let metrics = app.worker_metrics(0).await;
-    let skipped = |property: &str, reason: &str| {
-        prometheus::value(
-            &metrics,
-            "callsync_worker_mapping_skipped_total",
-            &[
-                ("crm", "pipedrive"),
-                ("property", property),
-                ("reason", reason),
-            ],
-        )
-    };
+    let skipped = |property: &str, reason: &str| skipped(&metrics, "pipedrive", property, reason);
     assert_eq!(skipped(&f.intent, "not_an_option"), 1.0, "{metrics}");
     assert_eq!(skipped(&f.score, "not_a_number"), 1.0, "{metrics}");
 }
@@ -881,23 +794,9 @@ async fn pipedrive_requests_of_two_calls(tag: &str, mapped: bool) -> BTreeMap<St
         app.add_worker_with(env.clone()).await;
         (app, fields, env)
     };
-    let phone = "+31612340105";
-    for (id, at) in [("pd-cost-1", "08:00"), ("pd-cost-2", "09:00")] {
-        let body = report(
-            id,
-            phone,
-            &format!("2026-05-01T{at}:00Z"),
-            json!({ "intent": "Support", "topic": "pricing", "score": 3 }),
-        );
-        sync(&app, id, body).await;
-    }
-    let s = app.settle().await;
-    app.assert_ledger(2, 0).await;
-    s.stats
-        .by_operation
-        .into_iter()
-        .filter(|(op, _)| !["list_fields", "create_field"].contains(&op.as_str()))
-        .collect()
+    let analysis = json!({ "intent": "Support", "topic": "pricing", "score": 3 });
+    let setup = ["list_fields", "create_field"];
+    requests_of_two_calls(&app, "pd-cost", "+31612340105", analysis, &setup).await
 }
 
 #[tokio::test]

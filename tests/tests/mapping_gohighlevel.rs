@@ -11,16 +11,17 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use callsync_shared::config::Env;
 use callsync_tests::app::TestApp;
-use callsync_tests::harness::{WAIT, run_check, voicedock_marker, worker_command};
-use callsync_tests::prometheus;
+use callsync_tests::harness::{WAIT, run_check, worker_command};
+use callsync_tests::mapping::{
+    line, mapping_file, one_contact, report, requests_of_two_calls, skipped, sync, synced,
+};
 use callsync_tests::sim::{Fault, Record, SimConfig, Snapshot};
 use callsync_tests::wait::eventually;
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// The mapping of every test: the intent (an option field) and the score
 /// (a number field) by their keys, the first topic by its id, the call
@@ -37,17 +38,6 @@ fn mapping(first_topic_id: &str) -> String {
 /// The same fields with `overwrite` rules only.
 const OVERWRITE_ONLY: &str = "[[contact]]\nproperty = \"contact.ai_intent\"\nfrom = \"analysis.intent\"\n\n\
      [[contact]]\nproperty = \"contact.ai_score\"\nfrom = \"analysis.score\"\n";
-
-/// Writes `text` to a mapping file of its own; returns its path.
-fn mapping_file(tag: &str, text: &str) -> PathBuf {
-    let path = std::env::temp_dir().join(format!(
-        "callsync-mapping-ghl-{tag}-{}-{}.toml",
-        std::process::id(),
-        uuid::Uuid::new_v4()
-    ));
-    std::fs::write(&path, text).unwrap();
-    path
-}
 
 /// Creates the contact fields in crm-sim as an admin would, the call log
 /// only when `with_call_log`; returns the mapping naming them.
@@ -111,51 +101,12 @@ async fn app(tag: &str) -> TestApp {
     started(tag, Some(""), true, false, &[]).await.0
 }
 
-/// A voicedock report of `id` from `phone`, ended at `ended_at`, with
-/// `analysis`; its summary is "Call {id}".
-fn report(id: &str, phone: &str, ended_at: &str, analysis: Value) -> Vec<u8> {
-    serde_json::to_vec(&json!({ "message": {
-        "type": "end-of-call-report", "timestamp": ended_at,
-        "call": { "id": id }, "customer": { "number": phone },
-        "summary": format!("Call {id}"),
-        "analysis": analysis,
-    }}))
-    .unwrap()
-}
-
-/// The appended line of call `id`.
-fn line(id: &str) -> String {
-    format!("Call {id} [{}]", voicedock_marker(id))
-}
-
 fn lines(ids: &[&str]) -> String {
     ids.iter().map(|id| line(id)).collect::<Vec<_>>().join("\n")
 }
 
 fn contact<'a>(s: &'a Snapshot, phone: &str) -> &'a Record {
-    let found: Vec<&Record> = s
-        .contacts
-        .iter()
-        .filter(|c| c.prop("phone") == Some(phone))
-        .collect();
-    assert_eq!(found.len(), 1, "one contact for {phone}: {:?}", s.contacts);
-    found[0]
-}
-
-/// Waits until call `id`, posted earlier, is synced.
-async fn synced(app: &TestApp, id: &str) -> Snapshot {
-    let marker = voicedock_marker(id);
-    app.wait_for_crm(&format!("call {id} recorded"), |s| {
-        s.call_markers().contains(&marker)
-    })
-    .await;
-    app.settle().await
-}
-
-/// Posts `body` and waits until the call is synced.
-async fn sync(app: &TestApp, id: &str, body: Vec<u8>) -> Snapshot {
-    app.post_voicedock(body).await;
-    synced(app, id).await
+    one_contact(s, "phone", phone)
 }
 
 #[tokio::test]
@@ -298,17 +249,7 @@ async fn an_option_gohighlevel_lacks_skips_that_field_with_a_metric_and_the_call
     assert_eq!(c.prop("ai_call_log"), Some(line("ghl-refund").as_str()));
     app.assert_ledger(1, 0).await;
     let metrics = app.worker_metrics(0).await;
-    let skipped = |property: &str, reason: &str| {
-        prometheus::value(
-            &metrics,
-            "callsync_worker_mapping_skipped_total",
-            &[
-                ("crm", "gohighlevel"),
-                ("property", property),
-                ("reason", reason),
-            ],
-        )
-    };
+    let skipped = |property: &str, reason: &str| skipped(&metrics, "gohighlevel", property, reason);
     assert_eq!(
         skipped("contact.ai_intent", "not_an_option"),
         1.0,
@@ -459,25 +400,11 @@ async fn call_rules_for_gohighlevel_stop_start_up_naming_their_line() {
 /// The GoHighLevel requests of a new caller's call and a repeat call with
 /// `text` as the mapping (the full one when empty, none when `None`), the
 /// one-time set-up (listing and creating fields) left out.
-async fn requests_of_two_calls(tag: &str, text: Option<&str>) -> BTreeMap<String, u64> {
+async fn gohighlevel_requests_of_two_calls(tag: &str, text: Option<&str>) -> BTreeMap<String, u64> {
     let (app, _) = started(tag, text, true, false, &[]).await;
-    let phone = "+31612340206";
-    for (id, at) in [("ghl-cost-1", "08:00"), ("ghl-cost-2", "09:00")] {
-        let body = report(
-            id,
-            phone,
-            &format!("2026-05-01T{at}:00Z"),
-            json!({ "intent": "Support", "topic": "pricing", "score": 3 }),
-        );
-        sync(&app, id, body).await;
-    }
-    let s = app.settle().await;
-    app.assert_ledger(2, 0).await;
-    s.stats
-        .by_operation
-        .into_iter()
-        .filter(|(op, _)| !["list_fields", "create_field"].contains(&op.as_str()))
-        .collect()
+    let analysis = json!({ "intent": "Support", "topic": "pricing", "score": 3 });
+    let setup = ["list_fields", "create_field"];
+    requests_of_two_calls(&app, "ghl-cost", "+31612340206", analysis, &setup).await
 }
 
 /// `overwrite` rides in the upsert and the update callsync sends anyway;
@@ -487,9 +414,9 @@ async fn requests_of_two_calls(tag: &str, text: Option<&str>) -> BTreeMap<String
 #[tokio::test]
 async fn a_gohighlevel_mapping_costs_nothing_for_overwrite_and_one_request_a_call_for_if_empty_or_append()
  {
-    let none = requests_of_two_calls("cost-none", None).await;
-    let overwrite = requests_of_two_calls("cost-overwrite", Some(OVERWRITE_ONLY)).await;
-    let full = requests_of_two_calls("cost-full", Some("")).await;
+    let none = gohighlevel_requests_of_two_calls("cost-none", None).await;
+    let overwrite = gohighlevel_requests_of_two_calls("cost-overwrite", Some(OVERWRITE_ONLY)).await;
+    let full = gohighlevel_requests_of_two_calls("cost-full", Some("")).await;
     assert_eq!(overwrite, none, "overwrite only");
     let mut expected = none.clone();
     *expected.entry("update_contact".to_owned()).or_default() += 1;

@@ -11,11 +11,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use callsync_tests::app::TestApp;
 use callsync_tests::harness::{WAIT, run_check, voicedock_marker};
-use callsync_tests::prometheus;
+use callsync_tests::mapping::{
+    line, mapping_file, one_contact, report, requests_of_two_calls, skipped, sync, synced,
+};
 use callsync_tests::sim::schema::{CustomField, FieldOption, Vendor};
 use callsync_tests::sim::{Fault, Record, Snapshot};
 use callsync_tests::wait::eventually;
@@ -50,17 +51,6 @@ from = "analysis.topic"
 property = "AI_Score__c"
 from = "analysis.score"
 "#;
-
-/// Writes `text` to a mapping file of its own; returns its path.
-fn mapping_file(tag: &str, text: &str) -> PathBuf {
-    let path = std::env::temp_dir().join(format!(
-        "callsync-mapping-sf-{tag}-{}-{}.toml",
-        std::process::id(),
-        uuid::Uuid::new_v4()
-    ));
-    std::fs::write(&path, text).unwrap();
-    path
-}
 
 /// The fields the business created for [`MAPPING`] (the contact ones on
 /// Contact and Lead, the call ones on Task), but those named in `missing`.
@@ -122,31 +112,8 @@ async fn app(tag: &str) -> TestApp {
     started(tag, &[], false, &[]).await
 }
 
-/// A voicedock report of `id` from `phone`, ended at `ended_at`, with
-/// `analysis`; its summary is "Call {id}".
-fn report(id: &str, phone: &str, ended_at: &str, analysis: Value) -> Vec<u8> {
-    serde_json::to_vec(&json!({ "message": {
-        "type": "end-of-call-report", "timestamp": ended_at,
-        "call": { "id": id }, "customer": { "number": phone },
-        "summary": format!("Call {id}"),
-        "analysis": analysis,
-    }}))
-    .unwrap()
-}
-
-/// The appended line of call `id`.
-fn line(id: &str) -> String {
-    format!("Call {id} [{}]", voicedock_marker(id))
-}
-
 fn contact<'a>(s: &'a Snapshot, phone: &str) -> &'a Record {
-    let found: Vec<&Record> = s
-        .contacts
-        .iter()
-        .filter(|c| c.prop("Phone") == Some(phone))
-        .collect();
-    assert_eq!(found.len(), 1, "one contact for {phone}: {:?}", s.contacts);
-    found[0]
+    one_contact(s, "Phone", phone)
 }
 
 fn task<'a>(s: &'a Snapshot, id: &str) -> &'a Record {
@@ -159,22 +126,6 @@ fn task<'a>(s: &'a Snapshot, id: &str) -> &'a Record {
 
 fn field<'a>(record: &'a Record, name: &str) -> Option<&'a Value> {
     record.properties.get(name).filter(|v| !v.is_null())
-}
-
-/// Posts `body` and waits until the call is synced.
-async fn sync(app: &TestApp, id: &str, body: Vec<u8>) -> Snapshot {
-    app.post_voicedock(body).await;
-    synced(app, id).await
-}
-
-/// Waits until call `id`, posted earlier, is synced.
-async fn synced(app: &TestApp, id: &str) -> Snapshot {
-    let marker = voicedock_marker(id);
-    app.wait_for_crm(&format!("call {id} recorded"), |s| {
-        s.call_markers().contains(&marker)
-    })
-    .await;
-    app.settle().await
 }
 
 #[tokio::test]
@@ -415,17 +366,7 @@ async fn an_option_the_picklist_lacks_skips_that_field_with_a_metric_and_the_cal
     app.assert_ledger(1, 0).await;
     assert!(app.parked().await.is_empty());
     let metrics = app.worker_metrics(0).await;
-    let skipped = |property: &str, reason: &str| {
-        prometheus::value(
-            &metrics,
-            "callsync_worker_mapping_skipped_total",
-            &[
-                ("crm", "salesforce"),
-                ("property", property),
-                ("reason", reason),
-            ],
-        )
-    };
+    let skipped = |property: &str, reason: &str| skipped(&metrics, "salesforce", property, reason);
     assert_eq!(skipped("AI_Intent__c", "not_an_option"), 1.0, "{metrics}");
     assert_eq!(skipped("AI_Score__c", "not_a_number"), 1.0, "{metrics}");
 }
@@ -560,7 +501,10 @@ from = "analysis.topic"
 
 /// The CRM requests of a new caller's call and of a repeat call, with
 /// `mapping` (or none), the one-time set-up left out.
-async fn requests_of_two_calls(tag: &str, mapping: Option<&str>) -> BTreeMap<String, u64> {
+async fn salesforce_requests_of_two_calls(
+    tag: &str,
+    mapping: Option<&str>,
+) -> BTreeMap<String, u64> {
     let mut app = TestApp::builder()
         .crm("salesforce")
         .workers(0)
@@ -575,19 +519,9 @@ async fn requests_of_two_calls(tag: &str, mapping: Option<&str>) -> BTreeMap<Str
         );
     }
     app.add_worker_with(env).await;
-    let phone = "+31612350009";
     let analysis = json!({ "intent": "sales", "topic": "pricing", "follow_up_needed": false });
-    for (id, at) in [("sf-cost-1", "08:00"), ("sf-cost-2", "09:00")] {
-        let body = report(id, phone, &format!("2026-05-01T{at}:00Z"), analysis.clone());
-        sync(&app, id, body).await;
-    }
-    let s = app.settle().await;
-    app.assert_ledger(2, 0).await;
-    s.stats
-        .by_operation
-        .into_iter()
-        .filter(|(op, _)| !["describe", "oauth_token", "resources"].contains(&op.as_str()))
-        .collect()
+    let setup = ["describe", "oauth_token", "resources"];
+    requests_of_two_calls(&app, "sf-cost", "+31612350009", analysis, &setup).await
 }
 
 /// What a mapping costs in Salesforce requests: `overwrite` rides in the
@@ -596,7 +530,7 @@ async fn requests_of_two_calls(tag: &str, mapping: Option<&str>) -> BTreeMap<Str
 /// fields before the PATCH of a repeat call (a new Contact is empty).
 #[tokio::test]
 async fn overwrite_costs_no_request_and_if_empty_or_append_one_read_per_repeat_call() {
-    let none = requests_of_two_calls("cost-none", None).await;
+    let none = salesforce_requests_of_two_calls("cost-none", None).await;
     eprintln!("no mapping: {none:?}");
     let expected: BTreeMap<String, u64> = [
         ("search", 1),
@@ -608,9 +542,9 @@ async fn overwrite_costs_no_request_and_if_empty_or_append_one_read_per_repeat_c
     .map(|(op, n)| (op.to_owned(), n))
     .collect();
     assert_eq!(none, expected);
-    let overwrite = requests_of_two_calls("cost-overwrite", Some(OVERWRITE_ONLY)).await;
+    let overwrite = salesforce_requests_of_two_calls("cost-overwrite", Some(OVERWRITE_ONLY)).await;
     assert_eq!(overwrite, none, "overwrite rides in the same requests");
-    let full = requests_of_two_calls("cost-full", Some(MAPPING)).await;
+    let full = salesforce_requests_of_two_calls("cost-full", Some(MAPPING)).await;
     let mut with_read = none.clone();
     with_read.insert("get_contact".to_owned(), 1);
     assert_eq!(full, with_read, "one read of the repeat caller's fields");
@@ -686,14 +620,6 @@ async fn a_picklist_value_deactivated_while_running_is_skipped_after_a_pause_and
     assert!(app.parked().await.is_empty(), "nothing is parked");
     app.assert_ledger(2, 0).await;
     let metrics = app.worker_metrics(0).await;
-    let skipped = prometheus::value(
-        &metrics,
-        "callsync_worker_mapping_skipped_total",
-        &[
-            ("crm", "salesforce"),
-            ("property", "AI_Intent__c"),
-            ("reason", "not_an_option"),
-        ],
-    );
+    let skipped = skipped(&metrics, "salesforce", "AI_Intent__c", "not_an_option");
     assert_eq!(skipped, 1.0, "{metrics}");
 }

@@ -113,3 +113,27 @@ pub fn skipped(metrics: &str, crm: &str, property: &str, reason: &str) -> f64 {
         &[("crm", crm), ("property", property), ("reason", reason)],
     )
 }
+
+/// Waits until worker 0 pauses for an incomplete set-up with `waiting`
+/// calls held in the calls queue and nothing parked; returns the pause's
+/// detail (what `/readyz` says).
+pub async fn paused_for_setup(app: &TestApp, waiting: u32) -> String {
+    let detail = app.wait_for_pause(0, "setup").await;
+    crate::wait::eventually(
+        crate::harness::WAIT,
+        "the calls wait in the calls queue",
+        || app.calls_waiting(),
+        |n| *n == waiting,
+    )
+    .await;
+    assert!(app.parked().await.is_empty(), "nothing is parked");
+    detail
+}
+
+/// Worker 0 is ready again and `callsync-worker check` passes.
+pub async fn ready_again(app: &TestApp) {
+    let (status, body) = app.worker_readiness(0).await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    let (ok, lines) = crate::harness::run_check(&app.worker_env()).await;
+    assert!(ok, "{lines:?}");
+}

@@ -12,13 +12,12 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use callsync_tests::app::{AppBuilder, TestApp};
-use callsync_tests::harness::{WAIT, run_check, voicedock_marker, worker_command};
+use callsync_tests::harness::{run_check, voicedock_marker, worker_command};
 use callsync_tests::mapping::{
-    line, mapping_file, one_contact, report, requests_of_two_calls, skipped, sync, sync_call,
+    line, mapping_file, one_contact, paused_for_setup, ready_again, report, requests_of_two_calls,
+    skipped, sync, sync_call,
 };
 use callsync_tests::sim::{Fault, Record, Snapshot};
-use callsync_tests::wait::eventually;
-use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 const MAPPING: &str = r#"
@@ -305,19 +304,11 @@ async fn a_missing_property_pauses_the_worker_and_check_names_it_until_it_is_cre
         ))
         .await;
     }
-    let detail = app.wait_for_pause(0, "setup").await;
+    let detail = paused_for_setup(&app, 2).await;
     assert!(
         detail.contains("\"ai_call_log\" does not exist") && detail.contains("line 11"),
         "{detail}"
     );
-    eventually(
-        WAIT,
-        "both calls wait in the calls queue",
-        || app.calls_waiting(),
-        |n| *n == 2,
-    )
-    .await;
-    assert!(app.parked().await.is_empty(), "nothing is parked");
     assert!(app.snapshot().calls.is_empty());
 
     let (ok, lines) = run_check(&app.worker_env()).await;
@@ -343,10 +334,7 @@ async fn a_missing_property_pauses_the_worker_and_check_names_it_until_it_is_cre
     lines.sort_unstable();
     assert_eq!(lines, [line("gap-1"), line("gap-2")]);
     app.assert_ledger(2, 0).await;
-    let (status, body) = app.worker_readiness(0).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let (ok, lines) = run_check(&app.worker_env()).await;
-    assert!(ok, "{lines:?}");
+    ready_again(&app).await;
 }
 
 #[tokio::test]
@@ -368,16 +356,8 @@ async fn a_property_deleted_while_running_pauses_the_worker_until_it_exists_agai
         json!({ "topic": "b" }),
     ))
     .await;
-    let detail = app.wait_for_pause(0, "setup").await;
+    let detail = paused_for_setup(&app, 1).await;
     assert!(detail.contains("ai_topic"), "{detail}");
-    eventually(
-        WAIT,
-        "the call waits in the calls queue",
-        || app.calls_waiting(),
-        |n| *n == 1,
-    )
-    .await;
-    assert!(app.parked().await.is_empty(), "nothing is parked");
     define_properties(&app, &[]);
     let s = sync_waited(&app, "del-2").await;
     assert_eq!(call_record(&s, "del-2").prop("ai_topic"), Some("b"));
@@ -753,14 +733,12 @@ async fn a_missing_pipedrive_field_pauses_the_worker_until_it_is_created() {
         json!({ "intent": "Support" }),
     ))
     .await;
-    let detail = app.wait_for_pause(0, "setup").await;
+    let detail = paused_for_setup(&app, 1).await;
     assert!(
         detail.contains(&format!("\"{missing}\" does not exist in Pipedrive"))
             && detail.contains("line 10"),
         "{detail}"
     );
-    eventually(WAIT, "the call waits", || app.calls_waiting(), |n| *n == 1).await;
-    assert!(app.parked().await.is_empty(), "nothing is parked");
     let (ok, lines) = run_check(&env).await;
     assert!(
         !ok && lines.iter().any(|l| l.contains(&missing)),

@@ -15,12 +15,12 @@ use std::time::Duration;
 
 use callsync_shared::config::Env;
 use callsync_tests::app::TestApp;
-use callsync_tests::harness::{WAIT, run_check, worker_command};
+use callsync_tests::harness::{run_check, worker_command};
 use callsync_tests::mapping::{
-    line, mapping_file, one_contact, report, requests_of_two_calls, skipped, sync, synced,
+    line, mapping_file, one_contact, paused_for_setup, report, requests_of_two_calls, skipped,
+    sync, synced,
 };
 use callsync_tests::sim::{Fault, Record, SimConfig, Snapshot};
-use callsync_tests::wait::eventually;
 use serde_json::json;
 
 /// The mapping of every test: the intent (an option field) and the score
@@ -280,14 +280,12 @@ async fn a_missing_gohighlevel_field_pauses_the_worker_until_it_is_created() {
         json!({ "intent": "Support" }),
     ))
     .await;
-    let detail = app.wait_for_pause(0, "setup").await;
+    let detail = paused_for_setup(&app, 1).await;
     assert!(
         detail.contains("contact field \"contact.ai_call_log\" does not exist in GoHighLevel")
             && detail.contains("line 10"),
         "{detail}"
     );
-    eventually(WAIT, "the call waits", || app.calls_waiting(), |n| *n == 1).await;
-    assert!(app.parked().await.is_empty(), "nothing is parked");
     let (ok, lines) = run_check(&env).await;
     assert!(
         !ok && lines

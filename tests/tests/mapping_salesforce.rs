@@ -13,14 +13,13 @@
 use std::collections::BTreeMap;
 
 use callsync_tests::app::TestApp;
-use callsync_tests::harness::{WAIT, run_check, voicedock_marker};
+use callsync_tests::harness::{run_check, voicedock_marker};
 use callsync_tests::mapping::{
-    line, mapping_file, one_contact, report, requests_of_two_calls, skipped, sync, synced,
+    line, mapping_file, one_contact, paused_for_setup, ready_again, report, requests_of_two_calls,
+    skipped, sync, synced,
 };
 use callsync_tests::sim::schema::{CustomField, FieldOption, Vendor};
 use callsync_tests::sim::{Fault, Record, Snapshot};
-use callsync_tests::wait::eventually;
-use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 /// The call log's rule is on line 11.
@@ -390,19 +389,11 @@ async fn a_missing_field_pauses_the_worker_and_check_names_it_until_it_is_create
         ))
         .await;
     }
-    let detail = app.wait_for_pause(0, "setup").await;
+    let detail = paused_for_setup(&app, 2).await;
     assert!(
         detail.contains("\"AI_Call_Log__c\" does not exist") && detail.contains("line 11"),
         "{detail}"
     );
-    eventually(
-        WAIT,
-        "both calls wait in the calls queue",
-        || app.calls_waiting(),
-        |n| *n == 2,
-    )
-    .await;
-    assert!(app.parked().await.is_empty(), "nothing is parked");
     assert!(app.snapshot().calls.is_empty());
 
     let (ok, lines) = run_check(&app.worker_env()).await;
@@ -437,10 +428,7 @@ async fn a_missing_field_pauses_the_worker_and_check_names_it_until_it_is_create
     lines.sort_unstable();
     assert_eq!(lines, [line("sf-gap-1"), line("sf-gap-2")]);
     app.assert_ledger(2, 0).await;
-    let (status, body) = app.worker_readiness(0).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let (ok, lines) = run_check(&app.worker_env()).await;
-    assert!(ok, "{lines:?}");
+    ready_again(&app).await;
 }
 
 #[tokio::test]
@@ -462,16 +450,8 @@ async fn a_field_deleted_while_running_pauses_the_worker_until_it_exists_again()
         json!({ "topic": "b" }),
     ))
     .await;
-    let detail = app.wait_for_pause(0, "setup").await;
+    let detail = paused_for_setup(&app, 1).await;
     assert!(detail.contains("AI_Topic__c"), "{detail}");
-    eventually(
-        WAIT,
-        "the call waits in the calls queue",
-        || app.calls_waiting(),
-        |n| *n == 1,
-    )
-    .await;
-    assert!(app.parked().await.is_empty(), "nothing is parked");
     app.env.sim.define_field(CustomField::new(
         Vendor::Salesforce,
         "Task",

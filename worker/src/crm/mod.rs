@@ -7,6 +7,7 @@
 //! implementing [`Adapter`] (its settings, read from variables named after
 //! it), plus its line in [`REGISTRY`].
 
+pub(crate) mod answer;
 pub mod gohighlevel;
 pub mod health;
 pub(crate) mod http;
@@ -28,8 +29,9 @@ use callsync_shared::phone::matching::CallerNumber;
 use callsync_shared::{CallReport, Phone};
 use time::OffsetDateTime;
 
+pub use answer::Refusal;
 pub use health::CrmHealth;
-pub use http::{CrmHttp, Operation, Refusal};
+pub use http::{CrmHttp, Operation};
 pub use limiter::{Budgets, Limiter, Rate, RequestKind, Share, SharedWindow};
 pub use settings::{
     Adapter, Configure, CrmBuildError, CrmConfig, CrmSettings, DEFAULT_TIMEOUT, HttpSettings, Vars,
@@ -318,7 +320,7 @@ pub struct CrmSpec {
     /// Reads the CRM's own variables: `configure::<Adapter>`.
     pub configure: Configure,
     /// What its 403 bodies say beyond "not this record".
-    pub read_refusal: http::ReadRefusal,
+    pub read_refusal: answer::ReadRefusal,
     /// What an operator should check when the CRM refuses the credential:
     /// the variables and, where the vendor has them, the scopes.
     pub credential_help: &'static str,

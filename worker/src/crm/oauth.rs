@@ -17,14 +17,14 @@
 use std::future::Future;
 
 use callsync_shared::config::Secret;
-use reqwest::{RequestBuilder, Response, StatusCode};
+use reqwest::StatusCode;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use tokio::sync::Mutex;
 
-use super::http::{classify_transport, excerpt};
-use super::{CrmError, CrmHttp, Operation};
+use super::CrmError;
+use super::answer::{classify_transport, excerpt};
 
 /// How the worker obtains a new access token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,42 +163,6 @@ impl TokenSource {
             }));
         }
         self.fetch_into(&mut current, http).await.map(Some)
-    }
-
-    /// Sends `request` with the current token through `http`; on a 401,
-    /// renews the token (when it can) and sends once more. A 401 means the
-    /// request was not applied, so repeating it cannot duplicate anything.
-    pub(super) async fn send(
-        &self,
-        http: &CrmHttp,
-        operation: Operation,
-        request: RequestBuilder,
-        accept: &[StatusCode],
-    ) -> Result<Response, CrmError> {
-        let token = self.current(http.client()).await?;
-        // JSON, form and query bodies are buffered, so the clone succeeds.
-        let again = request.try_clone();
-        let request = request.bearer_auth(token.secret.expose());
-        let first = http.send_once(operation, request, accept).await;
-        match (&first, again) {
-            (
-                Err(CrmError::Unauthorized {
-                    status: 401,
-                    detail,
-                }),
-                Some(again),
-            ) if self.renewable() => {
-                tracing::info!(operation = operation.name(), %detail, "the CRM refused the access token; renewing it");
-                match self.renew(&token, http.client()).await? {
-                    Some(renewed) => {
-                        let again = again.bearer_auth(renewed.secret.expose());
-                        http.send_once(operation, again, accept).await
-                    }
-                    None => first,
-                }
-            }
-            _ => first,
-        }
     }
 
     async fn fetch_into(

@@ -613,7 +613,7 @@ impl Salesforce {
         if ours {
             return Ok(CreateAnswer::Refused(errors));
         }
-        Err(super::http::classify(
+        Err(super::answer::classify(
             StatusCode::BAD_REQUEST,
             &headers,
             &body,

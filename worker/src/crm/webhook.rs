@@ -22,7 +22,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::http::no_refusal;
+use super::answer::no_refusal;
 use super::{
     Adapter, ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, CrmSpec, MarkedRecord,
     NewContact, Shared, Vars, configure,

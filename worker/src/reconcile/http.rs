@@ -16,7 +16,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 use super::PlatformConfig;
-use crate::crm::http::{excerpt, parse_retry_after};
+use crate::crm::answer::{excerpt, parse_retry_after};
 
 /// How many 429s in a row one request outlasts.
 pub const RATE_LIMITED_TRIES: usize = 8;

@@ -14,9 +14,10 @@ use maud::{Markup, html};
 use time::OffsetDateTime;
 
 use super::Console;
-use super::auth::{Session, clear_cookie, safe_next, set_cookie};
+use super::auth::safe_next;
 use super::data::{self, CallRow};
 use super::refusal::Refusal;
+use super::session::{Session, clear_cookie, set_cookie};
 use super::templates::{call_path, page, short};
 use crate::dlq::{Parked, Selection};
 

@@ -14,7 +14,7 @@
 use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
-use axum::http::header::{AUTHORIZATION, COOKIE};
+use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use callsync_shared::config::Secret;
 use callsync_shared::signature::hmac_sha256;
@@ -23,12 +23,7 @@ use time::OffsetDateTime;
 
 use super::Console;
 use super::refusal::Refusal;
-
-/// The session cookie's name.
-pub const COOKIE_NAME: &str = "callsync_console";
-
-/// How long a login lasts.
-pub const SESSION_SECS: i64 = 12 * 3_600;
+use super::session::{SESSION_SECS, Session, cookie_value};
 
 /// The keys derived from the configured tokens, in their order.
 #[derive(Clone)]
@@ -41,14 +36,6 @@ impl std::fmt::Debug for Keys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Keys({} tokens)", self.keys.len())
     }
-}
-
-/// Who is making the request: which token's key, and which session (the
-/// string `bearer` for a request that presented the token itself).
-#[derive(Debug, Clone)]
-pub struct Session {
-    key: [u8; 32],
-    id: String,
 }
 
 impl Keys {
@@ -103,10 +90,7 @@ impl Keys {
                 found = Some(*key);
             }
         }
-        found.map(|key| Session {
-            key,
-            id: id.to_owned(),
-        })
+        found.map(|key| Session::new(key, id.to_owned()))
     }
 }
 
@@ -120,50 +104,6 @@ fn session_mac(key: &[u8; 32], id: &str, expires: i64) -> [u8; 32] {
             expires.to_string().as_bytes(),
         ],
     )
-}
-
-impl Session {
-    /// The CSRF token of this session, rendered into every form.
-    pub fn csrf(&self) -> String {
-        hex::encode(hmac_sha256(&self.key, &[b"csrf|", self.id.as_bytes()]))
-    }
-
-    /// Refuses a state-changing request whose form did not carry this
-    /// session's CSRF token.
-    pub fn check_csrf(&self, presented: &str) -> Result<(), Refusal> {
-        let expected = self.csrf();
-        if bool::from(expected.as_bytes().ct_eq(presented.as_bytes())) {
-            Ok(())
-        } else {
-            Err(Refusal::Csrf)
-        }
-    }
-}
-
-/// The value of the session cookie in a `Cookie` header, if any.
-pub fn cookie_value(parts: &Parts) -> Option<&str> {
-    parts
-        .headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|h| h.to_str().ok())
-        .flat_map(|h| h.split(';'))
-        .filter_map(|c| c.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE_NAME)
-        .map(|(_, value)| value)
-}
-
-/// `Set-Cookie` for a new session: never readable by scripts, never sent
-/// over plain HTTP (browsers treat localhost as secure) nor from another site.
-pub fn set_cookie(value: &str) -> String {
-    format!(
-        "{COOKIE_NAME}={value}; Path=/; Max-Age={SESSION_SECS}; Secure; HttpOnly; SameSite=Strict"
-    )
-}
-
-/// `Set-Cookie` that ends the session in this browser.
-pub fn clear_cookie() -> String {
-    format!("{COOKIE_NAME}=; Path=/; Max-Age=0; Secure; HttpOnly; SameSite=Strict")
 }
 
 impl FromRequestParts<Arc<Console>> for Session {
@@ -183,10 +123,7 @@ impl FromRequestParts<Arc<Console>> for Session {
             return console
                 .keys
                 .key_of_token(token)
-                .map(|key| Session {
-                    key,
-                    id: "bearer".to_owned(),
-                })
+                .map(|key| Session::new(key, "bearer".to_owned()))
                 .ok_or(Refusal::BadToken);
         }
         let now = OffsetDateTime::now_utc();

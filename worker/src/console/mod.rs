@@ -21,6 +21,7 @@ mod links;
 mod metrics;
 mod pages;
 mod refusal;
+mod session;
 mod templates;
 
 use std::net::SocketAddr;

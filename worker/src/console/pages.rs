@@ -10,10 +10,10 @@ use maud::{Markup, html};
 use time::OffsetDateTime;
 
 use super::Console;
-use super::auth::Session;
 use super::data::{self, CallRow, STATUSES, Search};
 use super::links::record_url;
 use super::refusal::Refusal;
+use super::session::Session;
 use super::templates::{at, call_path, csrf_field, maybe_at, page, query, short};
 use crate::dlq::{Parked, format_age};
 

@@ -6,7 +6,7 @@ use axum::http::header::{LOCATION, SET_COOKIE};
 use axum::response::{IntoResponse, Response};
 use maud::html;
 
-use super::auth::clear_cookie;
+use super::session::{CsrfMismatch, clear_cookie};
 use super::templates;
 
 #[derive(Debug)]
@@ -72,5 +72,11 @@ impl IntoResponse for Refusal {
             },
         );
         (status, page).into_response()
+    }
+}
+
+impl From<CsrfMismatch> for Refusal {
+    fn from(_: CsrfMismatch) -> Self {
+        Refusal::Csrf
     }
 }

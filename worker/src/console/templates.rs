@@ -4,7 +4,7 @@
 use maud::{DOCTYPE, Markup, html};
 use time::OffsetDateTime;
 
-use super::auth::Session;
+use super::session::Session;
 
 /// The whole style sheet, served at `/console.css`: small, no build step.
 pub const CSS: &str = "\

@@ -38,6 +38,13 @@ async fn parked_call_ids(app: &TestApp) -> Vec<String> {
     app.parked().await.into_iter().map(|p| p.call_id).collect()
 }
 
+/// A connection pool on the app's ledger.
+async fn ledger(app: &TestApp) -> sqlx::PgPool {
+    sqlx::PgPool::connect(&app.env.database_url)
+        .await
+        .expect("connect to the app's ledger")
+}
+
 fn story_path(call_id: &str) -> String {
     format!("/calls/voicedock/{call_id}")
 }
@@ -217,6 +224,49 @@ async fn a_parked_call_found_by_its_number_typed_another_way_is_replayed_and_the
         "search by status",
     );
     assert!(by_status.body.contains(SEED_000_CALL_ID));
+    // A call id's beginning finds it; another beginning does not.
+    let by_id = ok(
+        console
+            .get(
+                &format!("/calls?call_id={}", &SEED_000_CALL_ID[..8]),
+                Some(&cookie),
+            )
+            .await,
+        "search by the beginning of a call id",
+    );
+    assert!(by_id.body.contains(SEED_000_CALL_ID), "{}", by_id.body);
+    let other_id = ok(
+        console.get("/calls?call_id=5c4d030e", Some(&cookie)).await,
+        "search by another call id",
+    );
+    assert!(!other_id.body.contains(SEED_000_CALL_ID));
+    // The parked call never named its contact as synced, but its contact
+    // step did: searching by that contact finds it.
+    let contact: String = sqlx::query_scalar(
+        "SELECT crm_object_id FROM call_steps WHERE call_id = $1 AND step = 'contact'",
+    )
+    .bind(SEED_000_CALL_ID)
+    .fetch_one(&ledger(&app).await)
+    .await
+    .expect("the parked call's contact step");
+    let by_contact = ok(
+        console
+            .get(&format!("/calls?contact={contact}"), Some(&cookie))
+            .await,
+        "search by contact",
+    );
+    assert!(
+        by_contact.body.contains(SEED_000_CALL_ID),
+        "{}",
+        by_contact.body
+    );
+    let no_contact = ok(
+        console
+            .get("/calls?contact=no-such-contact", Some(&cookie))
+            .await,
+        "search by another contact",
+    );
+    assert!(!no_contact.body.contains(SEED_000_CALL_ID));
     let bad = console.get("/calls?status=lost", Some(&cookie)).await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
     let bad = console.get("/calls?from=friday", Some(&cookie)).await;

@@ -269,8 +269,16 @@ pub async fn search(
     let mut q: QueryBuilder<Postgres> =
         QueryBuilder::new(format!("SELECT {CALL_COLUMNS} FROM calls c WHERE true"));
     if !search.call_id.trim().is_empty() {
-        q.push(" AND starts_with(c.call_id, ")
-            .push_bind(search.call_id.trim().to_owned())
+        // The ids that start with it, as a range over the byte-ordered
+        // index (every such id sorts between the prefix and the prefix
+        // followed by the highest code point), then checked exactly.
+        let prefix = search.call_id.trim().to_owned();
+        q.push(" AND c.call_id COLLATE \"C\" >= ")
+            .push_bind(prefix.clone())
+            .push(" AND c.call_id COLLATE \"C\" < ")
+            .push_bind(format!("{prefix}\u{10FFFF}"))
+            .push(" AND starts_with(c.call_id, ")
+            .push_bind(prefix)
             .push(")");
     }
     if !search.source.is_empty() {
@@ -287,12 +295,13 @@ pub async fn search(
     }
     let by_contact = |q: &mut QueryBuilder<Postgres>, ids: Vec<String>| {
         // A synced call names its contact; one still pending or parked may
-        // have resolved it in its contact step.
-        q.push(" AND (c.contact_id = ANY(")
+        // have resolved it in its contact step. A union of the two index
+        // lookups, which an OR of them would turn into a scan of every call.
+        q.push(" AND (c.source, c.call_id) IN (SELECT source, call_id FROM calls WHERE contact_id = ANY(")
             .push_bind(ids.clone())
-            .push(") OR EXISTS (SELECT 1 FROM call_steps s WHERE s.source = c.source AND s.call_id = c.call_id AND s.step = 'contact' AND s.crm_object_id = ANY(")
+            .push(") UNION SELECT source, call_id FROM call_steps WHERE step = 'contact' AND crm_object_id = ANY(")
             .push_bind(ids)
-            .push(")))");
+            .push("))");
     };
     if let Some(ids) = contact_ids {
         by_contact(&mut q, ids);

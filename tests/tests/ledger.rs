@@ -743,6 +743,49 @@ async fn a_recorded_last_call_holds_no_lease_but_keeps_older_calls_out() -> Outc
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_calls_write_holds_the_contact_alone_until_released_or_lapsed() -> Outcome {
+    let (_env, ledger) = ledger_with_lease(SHORT).await;
+    let [recorded, first, second] = calls(Source::Voicedock, ["recorded", "first", "second"]);
+    let at = datetime!(2026-03-01 10:00 UTC);
+    let contact = ContactId::from("c1");
+    // A newer call is recorded: the two calls below are older and write
+    // only their if-empty and append fields, one at a time.
+    let newest = ledger
+        .lease(recorded, other())
+        .record_latest_call(&contact, at);
+    assert_eq!(newest.await?, LatestCall::Write);
+    let (a, b) = (other(), other());
+    let write = |call, owner| ledger.lease(call, owner).claim_contact_write(&contact);
+    assert!(write(first, a).await?, "nobody holds the contact");
+    assert!(!write(second, b).await?, "the first write holds it");
+    assert!(write(first, a).await?, "its holder may claim it again");
+    // Released, the next write is let in; a newer call's last-call
+    // update waits for it like any other write.
+    ledger.lease(first, a).release_latest_call(&contact).await?;
+    assert!(
+        write(second, b).await?,
+        "released, the second write is let in"
+    );
+    let newer = latest(&ledger, "c1", at + time::Duration::hours(1), first, other());
+    assert_eq!(newer.await, LatestCall::Busy);
+    // A holder that died lets go once its lease lapses, and not before.
+    let claimed = Instant::now();
+    eventually(
+        SHORT + Duration::from_millis(200),
+        "the dead writer's lease lapses",
+        || write(first, a),
+        |granted| matches!(granted, Ok(true)),
+    )
+    .await;
+    assert!(
+        claimed.elapsed() >= SHORT - Duration::from_millis(100),
+        "the lease held for its length: {:?}",
+        claimed.elapsed()
+    );
+    Ok(())
+}
+
 // Workers: each takes its share of the CRM's request budget.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -777,7 +777,7 @@ async fn an_older_calls_write_holds_the_contact_alone_until_released_or_lapsed()
         || write(first, a),
         |granted| matches!(granted, Ok(true)),
     )
-    .await;
+    .await?;
     assert!(
         claimed.elapsed() >= SHORT - Duration::from_millis(100),
         "the lease held for its length: {:?}",

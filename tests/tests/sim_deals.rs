@@ -174,6 +174,59 @@ async fn hubspot_searches_deals_by_a_property_and_needs_the_deals_scopes() {
     assert_eq!(sim.snapshot().deals.len(), 1);
 }
 
+/// A custom property on deals (callsync's marker) needs the deals schema
+/// scope, as one on contacts needs the contacts one; with it, a deal
+/// carries the property and is found by it.
+#[tokio::test]
+async fn hubspot_creates_a_deal_property_only_with_the_deals_schema_scope() {
+    let sim = SimClient::start().await;
+    let group = json!({ "name": "callsync", "label": "callsync" });
+    let property = json!({
+        "name": "callsync_marker", "label": "callsync marker", "type": "string",
+        "fieldType": "text", "groupName": "callsync"
+    });
+    let without: Vec<&str> = callsync_tests::sim::hubspot::ALL_SCOPES
+        .into_iter()
+        .chain(["crm.objects.deals.read", "crm.objects.deals.write"])
+        .collect();
+    sim.grant_hubspot_scopes(&without);
+    let refused = expect(
+        StatusCode::FORBIDDEN,
+        sim.hubspot(Method::POST, "/crm/v3/properties/deals/groups")
+            .json(&group),
+    )
+    .await;
+    assert_eq!(refused["category"], "MISSING_SCOPES");
+    assert_eq!(
+        refused["errors"][0]["context"]["requiredGranularScopes"][0],
+        "crm.schemas.deals.write"
+    );
+    let all: Vec<&str> = without
+        .into_iter()
+        .chain(["crm.schemas.deals.write"])
+        .collect();
+    sim.grant_hubspot_scopes(&all);
+    for (path, body) in [("groups", &group), ("", &property)] {
+        let path = format!("/crm/v3/properties/deals/{path}");
+        expect(
+            StatusCode::CREATED,
+            sim.hubspot(Method::POST, path.trim_end_matches('/'))
+                .json(body),
+        )
+        .await;
+    }
+    let contact = sim.seed_contact(properties(json!({ "phone": "+14155550101" })));
+    let mut deal = hubspot_deal("appointmentscheduled", Some("default"), &contact);
+    deal["properties"]["callsync_marker"] = json!("callsync:voicedock:c1:deal:0");
+    expect(
+        StatusCode::CREATED,
+        sim.hubspot(Method::POST, "/crm/v3/objects/deals")
+            .json(&deal),
+    )
+    .await;
+    assert_eq!(sim.snapshot().deals.len(), 1);
+}
+
 // Pipedrive
 
 #[tokio::test]

@@ -80,6 +80,7 @@ pub const SPEC: CrmSpec = CrmSpec {
     maps_fields: super::Mapped::ContactOnly(
         "GoHighLevel records the call as a note, which has no fields of its own",
     ),
+    writes_deals: false,
 };
 
 /// A token that lacks the scope a route needs is accepted as a token and
@@ -1049,6 +1050,11 @@ impl Crm for Gohighlevel {
                     )
                     .await?;
                 tasks.tasks
+            }
+            MarkedRecord::Deal(_) => {
+                return Err(CrmError::Request(
+                    "deals are not written to GoHighLevel".to_owned(),
+                ));
             }
         };
         Ok(records

@@ -7,7 +7,8 @@
 //! | record call | `POST /crm/v3/objects/calls`, associated to the contact (type 194) |
 //! | update contact | `PATCH /crm/v3/objects/contacts/{id}` (`callsync_last_*`) |
 //! | follow-up | `POST /crm/v3/objects/tasks`, associated to the contact (type 204) |
-//! | find by marker | `POST /crm/v3/objects/{calls,tasks}/search` on `callsync_marker` |
+//! | deal (`[[deal]]`) | `POST /crm/v3/objects/deals`, associated to the contact (type 3); see `deals.rs` |
+//! | find by marker | `POST /crm/v3/objects/{calls,tasks,deals}/search` on `callsync_marker` |
 //!
 //! The custom properties (and a `callsync` property group per object) are
 //! created by [`Crm::prepare`] when missing. The marker is stored in its own
@@ -36,6 +37,7 @@ use super::{
     NewContact, Operation, Permission, Refusal, Shared, Vars, configure,
 };
 use crate::mapping::apply;
+use crate::mapping::deal::{DealRule, check_placement};
 
 /// HubSpot's normalised copies of `phone` and `mobilephone`, made for search.
 const SEARCHABLE_PHONE: &str = "hs_searchable_calculated_phone_number";
@@ -46,6 +48,7 @@ const CALL_TO_CONTACT: u32 = 194;
 const TASK_TO_CONTACT: u32 = 204;
 
 mod credential;
+mod deals;
 mod mapped;
 
 pub use credential::Kind as CredentialKind;
@@ -101,6 +104,7 @@ pub const SPEC: CrmSpec = CrmSpec {
         it needs the scopes crm.objects.contacts.read, crm.objects.contacts.write and \
         crm.schemas.contacts.write (a private app's token changes when its scopes are edited)",
     maps_fields: super::Mapped::Full,
+    writes_deals: true,
 };
 
 /// HubSpot names a token that lacks a scope with `"category":
@@ -244,6 +248,19 @@ const PROPERTIES: &[Property] = &[
         field_type: "text",
     },
 ];
+
+/// The marker property on deals, created only for a mapping with
+/// `[[deal]]` rules (it needs the deals schema scope).
+const DEAL_MARKER: InGroup<'static> = InGroup {
+    property: &Property {
+        object: "deals",
+        name: "callsync_marker",
+        label: "callsync marker",
+        kind: "string",
+        field_type: "text",
+    },
+    group_name: GROUP.name,
+};
 
 /// A search: its filter groups are OR-ed, each group's filters AND-ed.
 /// https://developers.hubspot.com/docs/api-reference/search/guide
@@ -707,6 +724,36 @@ impl Hubspot {
             .await
     }
 
+    /// With `[[deal]]` rules: the marker property on deals, and each rule's
+    /// pipeline and stage checked against the account's (a set-up error
+    /// naming the rule's line when one is missing).
+    async fn prepare_deals(&self, mapping: &crate::mapping::Mapping) -> Result<(), CrmError> {
+        if mapping.deal.is_empty() {
+            return Ok(());
+        }
+        self.ensure("/crm/v3/properties/deals/groups".to_owned(), &GROUP)
+            .await?;
+        self.ensure("/crm/v3/properties/deals".to_owned(), &DEAL_MARKER)
+            .await?;
+        let listed: deals::Pipelines = self
+            .http
+            .json(
+                "read_pipelines",
+                self.request(Method::GET, "/crm/v3/pipelines/deals"),
+            )
+            .await?;
+        let pipelines = listed.into_pipelines();
+        for rule in &mapping.deal {
+            check_placement(rule, &pipelines, "HubSpot").map_err(|problem| CrmError::Setup {
+                detail: format!(
+                    "CALLSYNC_MAPPING ({}): {problem}",
+                    mapping.at_line(rule.line)
+                ),
+            })?;
+        }
+        Ok(())
+    }
+
     /// POSTs a definition and treats 409 (already exists) as success.
     async fn ensure(&self, path: String, body: &(impl Serialize + Sync)) -> Result<(), CrmError> {
         self.http
@@ -802,6 +849,7 @@ impl Crm for Hubspot {
             .await?;
         }
         if let Some(mapping) = &self.mapping {
+            self.prepare_deals(mapping).await?;
             let contacts = self.properties_of("contacts").await?;
             let calls = self.properties_of("calls").await?;
             let resolved = mapped::Resolved::check(mapping, &contacts, &calls)?;
@@ -965,6 +1013,29 @@ impl Crm for Hubspot {
         self.create_object("create_task", "tasks", &body).await
     }
 
+    fn deal_rules(&self) -> &[DealRule] {
+        self.mapping.as_ref().map_or(&[], |m| m.deal.as_slice())
+    }
+
+    async fn create_deal(
+        &self,
+        contact: &str,
+        report: &CallReport,
+        rule: &DealRule,
+    ) -> Result<CrmId, CrmError> {
+        let body = Record {
+            properties: deals::DealProperties {
+                dealname: rule.name(report, mapped::MAX_TEXT),
+                pipeline: rule.pipeline.clone(),
+                dealstage: rule.stage.clone(),
+                description: render::field_summary(report),
+                callsync_marker: rule.marker(report),
+            },
+            associations: association(contact, deals::DEAL_TO_CONTACT),
+        };
+        self.create_object("create_deal", "deals", &body).await
+    }
+
     async fn find_marked(
         &self,
         kind: MarkedRecord,
@@ -974,6 +1045,7 @@ impl Crm for Hubspot {
         let object = match kind {
             MarkedRecord::CallLog => "calls",
             MarkedRecord::FollowUp => "tasks",
+            MarkedRecord::Deal(_) => "deals",
         };
         let search = Search {
             filter_groups: vec![FilterGroup::of("callsync_marker", Operator::Eq, marker)],

@@ -118,6 +118,20 @@ pub struct NewContact<'a> {
 pub enum MarkedRecord {
     CallLog,
     FollowUp,
+    /// The deal of the `[[deal]]` rule of this index.
+    Deal(usize),
+}
+
+impl MarkedRecord {
+    /// The marker a record of this kind of `report` carries: the call's
+    /// own, and for a deal the call's with its rule (one call may have a
+    /// deal per rule).
+    pub fn marker(self, report: &CallReport) -> String {
+        match self {
+            MarkedRecord::CallLog | MarkedRecord::FollowUp => report.marker(),
+            MarkedRecord::Deal(index) => crate::mapping::deal::marker(report, index),
+        }
+    }
 }
 
 /// One permission an adapter needs, and whether the credential holds it.
@@ -283,6 +297,26 @@ pub trait Crm: Send + Sync + fmt::Debug {
         due: OffsetDateTime,
     ) -> Result<CrmId, CrmError>;
 
+    /// `CALLSYNC_MAPPING`'s `[[deal]]` rules, when the adapter writes them.
+    fn deal_rules(&self) -> &[crate::mapping::DealRule] {
+        &[]
+    }
+
+    /// Creates `rule`'s deal of the call on `contact`, in the rule's
+    /// pipeline and stage, carrying the rule's marker of the call
+    /// ([`MarkedRecord::marker`]) where [`Crm::find_marked`] finds it.
+    async fn create_deal(
+        &self,
+        _contact: &str,
+        _report: &CallReport,
+        _rule: &crate::mapping::DealRule,
+    ) -> Result<CrmId, CrmError> {
+        Err(CrmError::Request(format!(
+            "{} does not create deals",
+            self.name()
+        )))
+    }
+
     /// The record of `kind` carrying `marker` on `contact`, if the CRM has one.
     async fn find_marked(
         &self,
@@ -325,6 +359,8 @@ pub struct CrmSpec {
     /// Which of `CALLSYNC_MAPPING`'s rules its adapter writes; a mapping
     /// it cannot write is refused at start-up, never ignored.
     pub maps_fields: Mapped,
+    /// Whether its adapter creates the deals of `[[deal]]` rules.
+    pub writes_deals: bool,
 }
 
 /// Which mapping rules a CRM's adapter writes.

@@ -75,6 +75,7 @@ pub const SPEC: CrmSpec = CrmSpec {
     maps_fields: super::Mapped::ContactOnly(
         "Pipedrive records the call as a note, which has no fields of its own",
     ),
+    writes_deals: false,
 };
 
 /// Pipedrive refuses an OAuth app's request outside its granted scopes
@@ -812,6 +813,11 @@ impl Crm for Pipedrive {
         let (operation, path) = match kind {
             MarkedRecord::CallLog => ("list_notes", "/api/v1/notes"),
             MarkedRecord::FollowUp => ("list_activities", "/api/v2/activities"),
+            MarkedRecord::Deal(_) => {
+                return Err(CrmError::Request(
+                    "deals are not written to Pipedrive".to_owned(),
+                ));
+            }
         };
         // The marker is written HTML-escaped.
         let escaped = render::escape(marker);

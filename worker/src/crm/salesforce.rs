@@ -79,6 +79,7 @@ pub const SPEC: CrmSpec = CrmSpec {
         and CALLSYNC_SALESFORCE_REFRESH_TOKEN (or CALLSYNC_SALESFORCE_ACCESS_TOKEN): the connected \
         app must allow the api and refresh_token scopes, and its user needs API Enabled",
     maps_fields: super::Mapped::Full,
+    writes_deals: false,
 };
 
 /// Salesforce answers a list of `{errorCode, message}`. Its API limit is a
@@ -1102,6 +1103,9 @@ impl Crm for Salesforce {
         match kind {
             MarkedRecord::CallLog => self.task_by_marker(marker).await,
             MarkedRecord::FollowUp => self.task_by_marker(&follow_up_marker(marker)).await,
+            MarkedRecord::Deal(_) => Err(CrmError::Request(
+                "deals are not written to Salesforce".to_owned(),
+            )),
         }
     }
 }

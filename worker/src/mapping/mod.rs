@@ -6,6 +6,7 @@
 //! type from the CRM and converts the value into it ([`field`]).
 
 pub mod apply;
+pub mod deal;
 pub mod field;
 pub mod file;
 pub mod value;
@@ -15,6 +16,7 @@ use std::sync::Arc;
 
 use callsync_shared::config::{ConfigError, Env};
 
+pub use deal::DealRule;
 pub use field::{Conversion, FieldType, Skip};
 pub use file::MappingError;
 pub use value::{From, Value};
@@ -52,13 +54,15 @@ pub struct Rule {
 }
 
 /// The whole file, with where it came from.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Mapping {
     pub path: PathBuf,
     /// Written on the call's contact.
     pub contact: Vec<Rule>,
     /// Written on the call record.
     pub call: Vec<Rule>,
+    /// Outcome rules: a deal per matching call and rule.
+    pub deal: Vec<DealRule>,
 }
 
 impl Mapping {
@@ -87,10 +91,15 @@ impl Mapping {
 
     /// Where a rule is: `mapping.toml line 3`.
     pub fn at(&self, rule: &Rule) -> String {
-        format!("{} line {}", self.path.display(), rule.line)
+        self.at_line(rule.line)
+    }
+
+    /// Where line `line` of the file is: `mapping.toml line 3`.
+    pub fn at_line(&self, line: usize) -> String {
+        format!("{} line {line}", self.path.display())
     }
 
     pub fn is_empty(&self) -> bool {
-        self.contact.is_empty() && self.call.is_empty()
+        self.contact.is_empty() && self.call.is_empty() && self.deal.is_empty()
     }
 }

@@ -11,12 +11,11 @@ use std::time::Duration;
 
 use callsync_tests::app::TestApp;
 use callsync_tests::deals::{
-    deal_marker, deal_markers, deals_of_call, rule, two_rules, unresolved_sales,
+    deal_marker, deal_marker_of, deal_markers, deal_name, deals_of_call, rule, two_rules,
+    unresolved_sales,
 };
 use callsync_tests::harness::{run_check, worker_command};
-use callsync_tests::mapping::{
-    mapping_file, one_contact, paused_for_setup, ready_again, report, sync_call,
-};
+use callsync_tests::mapping::{mapping_file, paused_for_setup, ready_again, report, sync_call};
 use callsync_tests::sim::schema::{Pipeline, Vendor};
 use callsync_tests::sim::{Fault, Snapshot};
 use serde_json::json;
@@ -49,27 +48,69 @@ async fn app(
     app
 }
 
-/// Every deal of `s` is associated with `contact`.
-fn all_on(s: &Snapshot, contact: &str) {
-    for deal in &s.deals {
-        assert_eq!(deal.associations, [contact], "{deal:?}");
+/// A CRM's deal set-up in crm-sim: the pipeline and stage the rules
+/// name, and the simulator's operations of a deal create and of the
+/// request that finds a deal by its marker.
+struct Target {
+    crm: &'static str,
+    vendor: Vendor,
+    pipeline: &'static str,
+    stage: &'static str,
+    /// A stage id of the same pipeline that is not `stage`.
+    other_stage: &'static str,
+    create: &'static str,
+    find: &'static str,
+}
+
+const HUBSPOT: Target = Target {
+    crm: "hubspot",
+    vendor: Vendor::Hubspot,
+    pipeline: "default",
+    stage: "appointmentscheduled",
+    other_stage: "qualifiedtobuy",
+    create: "deals_create",
+    find: "deals_search",
+};
+
+const PIPEDRIVE: Target = Target {
+    crm: "pipedrive",
+    vendor: Vendor::Pipedrive,
+    pipeline: "1",
+    stage: "3",
+    other_stage: "9",
+    create: "create_deal",
+    find: "list_deals",
+};
+
+impl Target {
+    fn rules(&self) -> String {
+        two_rules(self.pipeline, self.stage)
+    }
+
+    /// The pipeline with `stage` as its one stage.
+    fn pipeline_with(&self, stage: &str) -> Vec<Pipeline> {
+        vec![Pipeline::new(self.pipeline, "Sales", &[(stage, "Stage")])]
     }
 }
 
-// HubSpot
-
-const HUBSPOT_PIPELINE: (&str, &str) = ("default", "appointmentscheduled");
-
-fn hubspot_rules() -> String {
-    two_rules(HUBSPOT_PIPELINE.0, HUBSPOT_PIPELINE.1)
+/// The one contact of `s`, with every deal of `s` associated with it.
+fn all_on_the_one_contact(s: &Snapshot) {
+    assert_eq!(s.contacts.len(), 1, "{:?}", s.contacts);
+    for deal in &s.deals {
+        assert_eq!(deal.associations, [s.contacts[0].id.clone()], "{deal:?}");
+    }
 }
 
-#[tokio::test]
-async fn hubspot_gives_a_call_one_deal_per_matching_rule_on_its_contact_however_often_delivered() {
-    let app = app("hubspot", "hs-match", &hubspot_rules(), false, |_| {}).await;
-    let phone = "+31612350001";
+/// A call matching both rules gets two deals, a second delivery none more;
+/// a call matching none gets none; a call whose `resolved` is the text
+/// "false" (not the boolean) matches rule 1 only. All on the caller's one
+/// contact, with the rule's name.
+async fn one_deal_per_matching_rule(target: &Target, phone: &str) {
+    let tag = format!("{}-match", target.crm);
+    let app = app(target.crm, &tag, &target.rules(), false, |_| {}).await;
+    let id = |what: &str| format!("{tag}-{what}");
     let both = report(
-        "hs-both",
+        &id("both"),
         phone,
         "2026-05-01T08:00:00Z",
         unresolved_sales("pricing"),
@@ -77,152 +118,192 @@ async fn hubspot_gives_a_call_one_deal_per_matching_rule_on_its_contact_however_
     app.post_voicedock(both.clone()).await;
     sync_call(
         &app,
-        "hs-support",
+        &id("support"),
         phone,
         "2026-05-01T09:00:00Z",
         json!({ "intent": "support", "resolved": false }),
     )
     .await;
-    // "false" as text is not the boolean false: rule 1 only.
     sync_call(
         &app,
-        "hs-text",
+        &id("text"),
         phone,
         "2026-05-01T10:00:00Z",
         json!({ "intent": "sales", "resolved": "false" }),
     )
     .await;
     app.post_voicedock(both).await;
-    let s = app.settle().await;
+    let s = settled_with(&app, 3).await;
     assert_eq!(
         deal_markers(&s),
         [
-            deal_marker("hs-both", 0),
-            deal_marker("hs-both", 1),
-            deal_marker("hs-text", 1)
+            deal_marker(&id("both"), 0),
+            deal_marker(&id("both"), 1),
+            deal_marker(&id("text"), 1)
         ]
     );
-    assert!(deals_of_call(&s, "hs-support").is_empty());
-    let contact = one_contact(&s, "phone", phone);
-    all_on(&s, &contact.id);
-    let first = deals_of_call(&s, "hs-both")
+    assert!(deals_of_call(&s, &id("support")).is_empty());
+    all_on_the_one_contact(&s);
+    let first = deals_of_call(&s, &id("both"))
         .into_iter()
-        .find(|d| d.marker() == Some(deal_marker("hs-both", 0)))
+        .find(|d| deal_marker_of(d) == Some(deal_marker(&id("both"), 0)))
         .unwrap();
-    assert_eq!(first.prop("dealname"), Some("AI call: pricing"));
-    assert_eq!(first.prop("pipeline"), Some(HUBSPOT_PIPELINE.0));
-    assert_eq!(first.prop("dealstage"), Some(HUBSPOT_PIPELINE.1));
+    assert_eq!(deal_name(first), Some("AI call: pricing"));
     app.assert_ledger(3, 0).await;
 }
 
-#[tokio::test]
-async fn a_deal_create_hubspot_applied_but_answered_with_a_5xx_gives_one_deal() {
-    let app = app("hubspot", "hs-applied", &hubspot_rules(), false, |app| {
+/// The first deal create is applied and answered with a 5xx: the worker
+/// finds the deal by its marker instead of creating it again.
+async fn applied_then_5xx(target: &Target, phone: &str) {
+    let tag = format!("{}-applied", target.crm);
+    let app = app(target.crm, &tag, &target.rules(), false, |app| {
         app.env
             .sim
-            .inject("deals_create", Fault::ApplyThenServerError, 1);
+            .inject(target.create, Fault::ApplyThenServerError, 1);
     })
     .await;
     sync_call(
         &app,
-        "hs-applied",
-        "+31612350002",
+        &tag,
+        phone,
         "2026-05-01T08:00:00Z",
         unresolved_sales("renewal"),
     )
     .await;
     let s = settled_with(&app, 2).await;
     assert!(s.stats.applied_server_errors >= 1, "{:?}", s.stats);
-    assert!(s.requests_of("deals_search") >= 1, "{:?}", s.stats);
+    assert!(s.requests_of(target.find) >= 1, "{:?}", s.stats);
     assert_eq!(
         deal_markers(&s),
-        [deal_marker("hs-applied", 0), deal_marker("hs-applied", 1)]
+        [deal_marker(&tag, 0), deal_marker(&tag, 1)]
     );
+    all_on_the_one_contact(&s);
     app.assert_ledger(1, 0).await;
 }
 
-#[tokio::test]
-async fn a_hubspot_call_with_one_matching_deal_rule_costs_one_deal_create() {
+/// One call matching one rule: one deal create, no marker search; prints
+/// every request the call and the worker's start cost.
+async fn one_rule_costs_one_create(target: &Target, phone: &str) {
+    let tag = format!("{}-cost", target.crm);
     let one_rule = rule(
         r#""analysis.intent" = "sales""#,
-        HUBSPOT_PIPELINE.0,
-        HUBSPOT_PIPELINE.1,
+        target.pipeline,
+        target.stage,
         "Lead",
     );
-    let app = app("hubspot", "hs-cost", &one_rule, false, |_| {}).await;
+    let app = app(target.crm, &tag, &one_rule, false, |_| {}).await;
     sync_call(
         &app,
-        "hs-cost",
-        "+31612350003",
+        &tag,
+        phone,
         "2026-05-01T08:00:00Z",
         json!({ "intent": "sales" }),
     )
     .await;
     let s = settled_with(&app, 1).await;
-    let per_call: Vec<(&String, &u64)> = s.stats.by_operation.iter().collect();
-    println!("hubspot requests, one call with one matching deal rule: {per_call:?}");
-    assert_eq!(s.requests_of("deals_create"), 1, "{per_call:?}");
-    assert_eq!(s.requests_of("deals_search"), 0, "{per_call:?}");
-    assert_eq!(s.requests_of("deals_pipelines"), 1, "read once, at start");
+    let requests: Vec<(&String, &u64)> = s.stats.by_operation.iter().collect();
+    println!(
+        "{} requests, the worker's start and one call with one matching deal rule: {requests:?}",
+        target.crm
+    );
+    assert_eq!(s.requests_of(target.create), 1, "{requests:?}");
+    assert_eq!(s.requests_of(target.find), 0, "{requests:?}");
 }
 
-#[tokio::test]
-async fn a_missing_hubspot_stage_pauses_the_worker_and_check_names_it_until_it_exists() {
-    let missing = |app: &TestApp| {
-        app.env.sim.set_pipelines(
-            Vendor::Hubspot,
-            vec![Pipeline::new(
-                "default",
-                "Sales Pipeline",
-                &[("qualifiedtobuy", "Qualified To Buy")],
-            )],
-        );
-    };
-    let app = app("hubspot", "hs-missing", &hubspot_rules(), true, missing).await;
+/// The rules' stage is missing from the pipeline: the worker pauses with
+/// the call held and nothing parked, `check` names the rule's line, and
+/// once the stage exists the call gets its deals.
+async fn missing_stage_pauses(target: &Target, phone: &str) {
+    let tag = format!("{}-missing", target.crm);
+    let app = app(target.crm, &tag, &target.rules(), true, |app| {
+        app.env
+            .sim
+            .set_pipelines(target.vendor, target.pipeline_with(target.other_stage));
+    })
+    .await;
     app.post_voicedock(report(
-        "hs-wait",
-        "+31612350004",
+        &tag,
+        phone,
         "2026-05-01T08:00:00Z",
         unresolved_sales("x"),
     ))
     .await;
     let detail = paused_for_setup(&app, 1).await;
+    let problem = format!("stage \"{}\" does not exist", target.stage);
     assert!(
-        detail.contains("stage \"appointmentscheduled\" does not exist")
-            && detail.contains("line 1"),
+        detail.contains(&problem) && detail.contains("line 1"),
         "{detail}"
     );
     let (ok, lines) = run_check(&app.worker_env()).await;
     assert!(!ok, "{lines:?}");
     assert!(
-        lines.iter().any(|l| l.starts_with('✗')
-            && l.contains("appointmentscheduled")
-            && l.contains("line 1")),
+        lines
+            .iter()
+            .any(|l| l.starts_with('✗') && l.contains(&problem) && l.contains("line 1")),
         "{lines:?}"
     );
     assert!(app.snapshot().deals.is_empty());
 
-    app.env.sim.set_pipelines(
-        Vendor::Hubspot,
-        vec![Pipeline::new(
-            "default",
-            "Sales Pipeline",
-            &[("appointmentscheduled", "Appointment Scheduled")],
-        )],
-    );
+    app.env
+        .sim
+        .set_pipelines(target.vendor, target.pipeline_with(target.stage));
     let s = settled_with(&app, 2).await;
-    assert_eq!(deals_of_call(&s, "hs-wait").len(), 2);
+    assert_eq!(deals_of_call(&s, &tag).len(), 2);
     app.assert_ledger(1, 0).await;
     ready_again(&app).await;
 }
 
-/// Waits until the app is at rest and holds `deals` deals.
+/// Waits until the app holds `deals` deals and is at rest; exactly those.
 async fn settled_with(app: &TestApp, deals: usize) -> Snapshot {
     app.wait_for_crm(&format!("{deals} deals"), |s| s.deals.len() >= deals)
         .await;
     let s = app.settle().await;
     assert_eq!(s.deals.len(), deals, "{:?}", deal_markers(&s));
     s
+}
+
+// HubSpot
+
+#[tokio::test]
+async fn hubspot_gives_a_call_one_deal_per_matching_rule_on_its_contact_however_often_delivered() {
+    one_deal_per_matching_rule(&HUBSPOT, "+31612350001").await;
+}
+
+#[tokio::test]
+async fn a_deal_create_hubspot_applied_but_answered_with_a_5xx_gives_one_deal() {
+    applied_then_5xx(&HUBSPOT, "+31612350002").await;
+}
+
+#[tokio::test]
+async fn a_hubspot_call_with_one_matching_deal_rule_costs_one_deal_create() {
+    one_rule_costs_one_create(&HUBSPOT, "+31612350003").await;
+}
+
+#[tokio::test]
+async fn a_missing_hubspot_stage_pauses_the_worker_and_check_names_it_until_it_exists() {
+    missing_stage_pauses(&HUBSPOT, "+31612350004").await;
+}
+
+// Pipedrive
+
+#[tokio::test]
+async fn pipedrive_gives_a_call_one_deal_per_matching_rule_on_its_person_however_often_delivered() {
+    one_deal_per_matching_rule(&PIPEDRIVE, "+31612350011").await;
+}
+
+#[tokio::test]
+async fn a_deal_create_pipedrive_applied_but_answered_with_a_5xx_gives_one_deal() {
+    applied_then_5xx(&PIPEDRIVE, "+31612350012").await;
+}
+
+#[tokio::test]
+async fn a_pipedrive_call_with_one_matching_deal_rule_costs_one_deal_create() {
+    one_rule_costs_one_create(&PIPEDRIVE, "+31612350013").await;
+}
+
+#[tokio::test]
+async fn a_missing_pipedrive_stage_pauses_the_worker_and_check_names_it_until_it_exists() {
+    missing_stage_pauses(&PIPEDRIVE, "+31612350014").await;
 }
 
 // Start-up

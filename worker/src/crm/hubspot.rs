@@ -36,8 +36,8 @@ use super::{
     Adapter, ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, CrmSpec, MarkedRecord,
     NewContact, Operation, Permission, Refusal, Shared, Vars, configure,
 };
+use crate::mapping::DealRule;
 use crate::mapping::apply;
-use crate::mapping::deal::{DealRule, check_placement};
 
 /// HubSpot's normalised copies of `phone` and `mobilephone`, made for search.
 const SEARCHABLE_PHONE: &str = "hs_searchable_calculated_phone_number";
@@ -742,16 +742,7 @@ impl Hubspot {
                 self.request(Method::GET, "/crm/v3/pipelines/deals"),
             )
             .await?;
-        let pipelines = listed.into_pipelines();
-        for rule in &mapping.deal {
-            check_placement(rule, &pipelines, "HubSpot").map_err(|problem| CrmError::Setup {
-                detail: format!(
-                    "CALLSYNC_MAPPING ({}): {problem}",
-                    mapping.at_line(rule.line)
-                ),
-            })?;
-        }
-        Ok(())
+        mapping.check_deals(&listed.into_pipelines(), "HubSpot")
     }
 
     /// POSTs a definition and treats 409 (already exists) as success.

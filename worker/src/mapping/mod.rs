@@ -99,6 +99,24 @@ impl Mapping {
         format!("{} line {line}", self.path.display())
     }
 
+    /// Checks every `[[deal]]` rule's pipeline and stage against the CRM's
+    /// `pipelines`: the first that is missing is a set-up error naming the
+    /// rule's line.
+    pub fn check_deals(
+        &self,
+        pipelines: &[deal::Pipeline],
+        crm: &str,
+    ) -> Result<(), crate::crm::CrmError> {
+        for rule in &self.deal {
+            deal::check_placement(rule, pipelines, crm).map_err(|problem| {
+                crate::crm::CrmError::Setup {
+                    detail: format!("CALLSYNC_MAPPING ({}): {problem}", self.at_line(rule.line)),
+                }
+            })?;
+        }
+        Ok(())
+    }
+
     pub fn is_empty(&self) -> bool {
         self.contact.is_empty() && self.call.is_empty() && self.deal.is_empty()
     }

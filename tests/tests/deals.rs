@@ -82,6 +82,19 @@ const PIPEDRIVE: Target = Target {
     find: "list_deals",
 };
 
+/// Salesforce names no pipeline: its stages are the org's `StageName`
+/// values, and the adoption of an unknown outcome is the upsert by marker
+/// sent again.
+const SALESFORCE: Target = Target {
+    crm: "salesforce",
+    vendor: Vendor::Salesforce,
+    pipeline: "default",
+    stage: "Qualification",
+    other_stage: "Prospecting",
+    create: "upsert_opportunity",
+    find: "upsert_opportunity",
+};
+
 impl Target {
     fn rules(&self) -> String {
         two_rules(self.pipeline, self.stage)
@@ -93,11 +106,24 @@ impl Target {
     }
 }
 
-/// The one contact of `s`, with every deal of `s` associated with it.
-fn all_on_the_one_contact(s: &Snapshot) {
+/// The one contact of `s`, with every deal of `s` associated with it; on
+/// Salesforce by exactly one OpportunityContactRole each.
+fn all_on_the_one_contact(app: &TestApp, target: &Target, s: &Snapshot) {
     assert_eq!(s.contacts.len(), 1, "{:?}", s.contacts);
+    let contact = &s.contacts[0].id;
     for deal in &s.deals {
-        assert_eq!(deal.associations, [s.contacts[0].id.clone()], "{deal:?}");
+        assert_eq!(deal.associations, std::slice::from_ref(contact), "{deal:?}");
+    }
+    if target.vendor == Vendor::Salesforce {
+        let mut roles = app.env.sim.opportunity_contact_roles();
+        roles.sort();
+        let mut expected: Vec<(String, String)> = s
+            .deals
+            .iter()
+            .map(|d| (d.id.clone(), contact.clone()))
+            .collect();
+        expected.sort();
+        assert_eq!(roles, expected, "one role per Opportunity");
     }
 }
 
@@ -143,7 +169,7 @@ async fn one_deal_per_matching_rule(target: &Target, phone: &str) {
         ]
     );
     assert!(deals_of_call(&s, &id("support")).is_empty());
-    all_on_the_one_contact(&s);
+    all_on_the_one_contact(&app, target, &s);
     let first = deals_of_call(&s, &id("both"))
         .into_iter()
         .find(|d| deal_marker_of(d) == Some(deal_marker(&id("both"), 0)))
@@ -177,7 +203,7 @@ async fn applied_then_5xx(target: &Target, phone: &str) {
         deal_markers(&s),
         [deal_marker(&tag, 0), deal_marker(&tag, 1)]
     );
-    all_on_the_one_contact(&s);
+    all_on_the_one_contact(&app, target, &s);
     app.assert_ledger(1, 0).await;
 }
 
@@ -207,7 +233,9 @@ async fn one_rule_costs_one_create(target: &Target, phone: &str) {
         target.crm
     );
     assert_eq!(s.requests_of(target.create), 1, "{requests:?}");
-    assert_eq!(s.requests_of(target.find), 0, "{requests:?}");
+    if target.find != target.create {
+        assert_eq!(s.requests_of(target.find), 0, "{requests:?}");
+    }
 }
 
 /// The rules' stage is missing from the pipeline: the worker pauses with
@@ -357,4 +385,52 @@ async fn a_malformed_deal_rule_stops_start_up_with_one_line_naming_file_and_line
             "{line}"
         );
     }
+}
+
+// Salesforce
+
+#[tokio::test]
+async fn salesforce_gives_a_call_one_opportunity_per_matching_rule_with_one_contact_role() {
+    one_deal_per_matching_rule(&SALESFORCE, "+31612350021").await;
+}
+
+#[tokio::test]
+async fn an_opportunity_upsert_salesforce_applied_but_answered_with_a_5xx_gives_one_opportunity() {
+    applied_then_5xx(&SALESFORCE, "+31612350022").await;
+}
+
+#[tokio::test]
+async fn a_contact_role_salesforce_applied_but_answered_with_a_5xx_is_created_once() {
+    let target = &SALESFORCE;
+    let tag = "salesforce-role";
+    let app = app(target.crm, tag, &target.rules(), false, |app| {
+        app.env.sim.inject(
+            "create_opportunity_contact_role",
+            Fault::ApplyThenServerError,
+            1,
+        );
+    })
+    .await;
+    sync_call(
+        &app,
+        tag,
+        "+31612350025",
+        "2026-05-01T08:00:00Z",
+        unresolved_sales("roles"),
+    )
+    .await;
+    let s = settled_with(&app, 2).await;
+    assert!(s.stats.applied_server_errors >= 1, "{:?}", s.stats);
+    all_on_the_one_contact(&app, target, &s);
+    app.assert_ledger(1, 0).await;
+}
+
+#[tokio::test]
+async fn a_salesforce_call_with_one_matching_deal_rule_costs_one_upsert_and_its_role() {
+    one_rule_costs_one_create(&SALESFORCE, "+31612350023").await;
+}
+
+#[tokio::test]
+async fn a_missing_salesforce_stage_pauses_the_worker_and_check_names_it_until_it_exists() {
+    missing_stage_pauses(&SALESFORCE, "+31612350024").await;
 }

@@ -433,10 +433,28 @@ async fn salesforce_creates_an_opportunity_with_a_contact_role_and_refuses_a_sta
     };
     let answer = expect(StatusCode::BAD_REQUEST, role("003000000000000404")).await;
     assert_eq!(answer[0]["errorCode"], "INVALID_CROSS_REFERENCE_KEY");
+    let roles = |id: &str| {
+        sim.salesforce(
+            Method::GET,
+            &format!("/sobjects/Opportunity/{id}/OpportunityContactRoles"),
+        )
+    };
+    let none = expect(StatusCode::OK, roles(opportunity)).await;
+    assert_eq!(none["totalSize"], 0);
     expect(StatusCode::CREATED, role(&contact)).await;
     let deals = sim.deals_of(&contact);
     assert_eq!(deals.len(), 1);
     assert_eq!(deals[0].prop("StageName"), Some("Prospecting"));
+    let listed = expect(StatusCode::OK, roles(opportunity)).await;
+    assert_eq!(listed["totalSize"], 1);
+    assert_eq!(listed["records"][0]["ContactId"], contact.as_str());
+    // A second role of the same Contact is not refused: it shows.
+    expect(StatusCode::CREATED, role(&contact)).await;
+    assert_eq!(
+        expect(StatusCode::OK, roles(opportunity)).await["totalSize"],
+        2
+    );
+    expect(StatusCode::NOT_FOUND, roles("006000000000000404")).await;
 }
 
 /// An Opportunity upserted by its marker is created once and updated

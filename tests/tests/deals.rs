@@ -95,6 +95,16 @@ const SALESFORCE: Target = Target {
     find: "upsert_opportunity",
 };
 
+const GOHIGHLEVEL: Target = Target {
+    crm: "gohighlevel",
+    vendor: Vendor::Gohighlevel,
+    pipeline: "VDm7RPYC2GLUvdpKmBfC",
+    stage: "3a1e7c52-6d0b-4c55-9a43-2f0c3e8b1d21",
+    other_stage: "7915dedc-8f18-44d5-8bc3-77c04e994a10",
+    create: "create_opportunity",
+    find: "search_opportunities",
+};
+
 impl Target {
     fn rules(&self) -> String {
         two_rules(self.pipeline, self.stage)
@@ -433,4 +443,26 @@ async fn a_salesforce_call_with_one_matching_deal_rule_costs_one_upsert_and_its_
 #[tokio::test]
 async fn a_missing_salesforce_stage_pauses_the_worker_and_check_names_it_until_it_exists() {
     missing_stage_pauses(&SALESFORCE, "+31612350024").await;
+}
+
+// GoHighLevel
+
+#[tokio::test]
+async fn gohighlevel_gives_a_call_one_opportunity_per_matching_rule_on_its_contact() {
+    one_deal_per_matching_rule(&GOHIGHLEVEL, "+31612350031").await;
+}
+
+#[tokio::test]
+async fn an_opportunity_gohighlevel_applied_but_answered_with_a_5xx_gives_one_opportunity() {
+    applied_then_5xx(&GOHIGHLEVEL, "+31612350032").await;
+}
+
+#[tokio::test]
+async fn a_gohighlevel_call_with_one_matching_deal_rule_costs_one_opportunity_create() {
+    one_rule_costs_one_create(&GOHIGHLEVEL, "+31612350033").await;
+}
+
+#[tokio::test]
+async fn a_missing_gohighlevel_stage_pauses_the_worker_and_check_names_it_until_it_exists() {
+    missing_stage_pauses(&GOHIGHLEVEL, "+31612350034").await;
 }

@@ -657,3 +657,74 @@ async fn gohighlevel_checks_an_opportunitys_custom_fields_against_the_opportunit
     .await;
     assert_eq!(created["opportunity"]["customFields"]["source"], "Phone");
 }
+
+/// The opportunity search needs `location_id`, pages by `limit` (2 by
+/// default, 100 at most) and `page`, filters by `contact_id`, and shows
+/// each opportunity's custom fields as `[{id, fieldValue}]`; without
+/// `opportunities.readonly` it is refused for the scope.
+#[tokio::test]
+async fn gohighlevel_searches_a_contacts_opportunities_page_by_page_with_their_custom_fields() {
+    let sim = SimClient::start().await;
+    let field = sim
+        .define_gohighlevel_field("opportunity", "callsync marker", "TEXT", &[])
+        .id;
+    let ann = sim.seed_contact(properties(json!({ "name": "Ann" })));
+    let bob = sim.seed_contact(properties(json!({ "name": "Bob" })));
+    let pipeline = sim.pipelines(Vendor::Gohighlevel)[0].id.clone();
+    for (contact, marker) in [(&ann, "m1"), (&ann, "m2"), (&ann, "m3"), (&bob, "m4")] {
+        let mut body = ghl_opportunity(&pipeline, None, contact);
+        body["customFields"] = json!([{ "id": field, "field_value": marker }]);
+        expect(
+            StatusCode::CREATED,
+            sim.gohighlevel(Method::POST, "/opportunities/").json(&body),
+        )
+        .await;
+    }
+    let search = |query: &[(&str, &str)]| {
+        sim.gohighlevel(Method::GET, "/opportunities/search")
+            .query(query)
+    };
+    let first = expect(
+        StatusCode::OK,
+        search(&[("location_id", "loc-1"), ("contact_id", &ann)]),
+    )
+    .await;
+    assert_eq!(
+        first["opportunities"].as_array().unwrap().len(),
+        2,
+        "{first}"
+    );
+    assert_eq!(first["meta"]["total"], 3);
+    assert_eq!(
+        first["opportunities"][0]["customFields"],
+        json!([{ "id": field, "fieldValue": "m1" }])
+    );
+    let last = expect(
+        StatusCode::OK,
+        search(&[
+            ("location_id", "loc-1"),
+            ("contact_id", &ann),
+            ("limit", "2"),
+            ("page", "2"),
+        ]),
+    )
+    .await;
+    assert_eq!(
+        last["opportunities"][0]["customFields"][0]["fieldValue"],
+        "m3"
+    );
+    assert_eq!(last["opportunities"].as_array().unwrap().len(), 1);
+    for refused in [
+        vec![("contact_id", ann.as_str())],
+        vec![("location_id", "loc-1"), ("limit", "101")],
+        vec![("location_id", "loc-1"), ("limit", "ten")],
+    ] {
+        expect(StatusCode::UNPROCESSABLE_ENTITY, search(&refused)).await;
+    }
+    sim.grant_gohighlevel_scopes(&["contacts.readonly", "contacts.write", "opportunities.write"]);
+    expect(
+        StatusCode::UNAUTHORIZED,
+        search(&[("location_id", "loc-1")]),
+    )
+    .await;
+}

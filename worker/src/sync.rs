@@ -22,12 +22,13 @@ use tokio::sync::OnceCell;
 use uuid::Uuid;
 
 use crate::crm::{
-    Applied, ContactLookup, Crm, CrmError, CrmId, MarkedRecord, NewContact, SEND_DEADLINE,
+    Applied, ContactLookup, Crm, CrmError, CrmId, MarkedRecord, NewContact, NewDeal, SEND_DEADLINE,
 };
 use crate::ledger::{
     CallKey, CallLease, Claim, ContactClaim, ContactId, LatestCall, Ledger, LedgerError, LookupKey,
     Receipt, SentCreate, Step, StepState,
 };
+use crate::mapping::DealRule;
 use crate::poll::Doubling;
 
 /// The longest in-process wait for a rate limit; longer waits go through a
@@ -178,6 +179,8 @@ pub struct Syncer {
     index_lag: Duration,
     /// How long after extending a lease a create may still be sent.
     send_window: Duration,
+    /// `CALLSYNC_MAPPING`'s `[[deal]]` rules.
+    deals: Vec<DealRule>,
 }
 
 impl Syncer {
@@ -189,6 +192,7 @@ impl Syncer {
         follow_up_due: Duration,
         index_lag: Duration,
         send_window: Duration,
+        deals: Vec<DealRule>,
     ) -> Self {
         Self {
             ledger,
@@ -197,6 +201,7 @@ impl Syncer {
             follow_up_due,
             index_lag,
             send_window,
+            deals,
         }
     }
 
@@ -398,7 +403,7 @@ impl Syncer {
     /// One deal per `[[deal]]` rule the call matches, each its own step
     /// carrying its own marker, so created exactly once like the task.
     async fn deal_steps(&self, call: &Call<'_>, contact: &ContactId) -> Result<(), SyncError> {
-        for rule in self.crm.deal_rules() {
+        for rule in &self.deals {
             let step = Step::Deal(rule.index);
             if call.done(step) || !rule.matches(call.report) {
                 continue;
@@ -408,10 +413,13 @@ impl Syncer {
                 kind: MarkedRecord::Deal(rule.index),
                 contact,
             };
-            self.create_marked(call, marked, || {
-                self.crm.create_deal(contact.as_str(), call.report, rule)
-            })
-            .await?;
+            let deal = NewDeal {
+                contact: contact.as_str(),
+                report: call.report,
+                rule,
+            };
+            self.create_marked(call, marked, || self.crm.create_deal(&deal))
+                .await?;
         }
         Ok(())
     }

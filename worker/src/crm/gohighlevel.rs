@@ -38,13 +38,13 @@ use time::format_description::well_known::Rfc3339;
 use super::oauth::{Credentials, Grant, OAuthClient};
 use super::render;
 use crate::mapping::apply::{self, Bound, Write};
-use crate::mapping::{DealRule, Mapping, Mode};
+use crate::mapping::{Mapping, Mode};
 
 mod deals;
 mod mapped;
 use super::{
     Adapter, ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, CrmSpec, MarkedRecord,
-    NewContact, Operation, Permission, Refusal, Shared, Vars, configure,
+    NewContact, NewDeal, Operation, Permission, Refusal, Shared, Vars, configure,
 };
 
 /// The API version this adapter speaks.
@@ -565,20 +565,28 @@ impl Gohighlevel {
         Ok(choose(caller, &candidates).map(|c| c.id.clone()))
     }
 
+    /// `/locations/{locationId}/customFields`.
+    fn fields_path(&self) -> Result<String, CrmError> {
+        Ok(format!(
+            "/locations/{}/customFields",
+            path_id(&self.config.location_id)?
+        ))
+    }
+
+    /// The location's custom fields of `model`.
+    async fn list_fields(&self, model: &str) -> Result<CustomFields, CrmError> {
+        self.json(
+            LIST_FIELDS,
+            self.request(Method::GET, &self.fields_path()?)
+                .query(&[("model", model)]),
+        )
+        .await
+    }
+
     async fn field_ids(&self) -> Result<&[String; 3], CrmError> {
         self.field_ids
             .get_or_try_init(|| async {
-                let path = format!(
-                    "/locations/{}/customFields",
-                    path_id(&self.config.location_id)?
-                );
-                let existing: CustomFields = self
-                    .json(
-                        LIST_FIELDS,
-                        self.request(Method::GET, &path)
-                            .query(&[("model", "contact")]),
-                    )
-                    .await?;
+                let existing = self.list_fields("contact").await?;
                 let mut ids: [String; 3] = Default::default();
                 for (slot, (key, name)) in ids.iter_mut().zip(FIELDS) {
                     let field = NewField {
@@ -610,12 +618,11 @@ impl Gohighlevel {
         if let Some(found) = found {
             return Ok(found.id.clone());
         }
-        let path = format!(
-            "/locations/{}/customFields",
-            path_id(&self.config.location_id)?
-        );
         let created: CreatedField = self
-            .json(CREATE_FIELD, self.request(Method::POST, &path).json(field))
+            .json(
+                CREATE_FIELD,
+                self.request(Method::POST, &self.fields_path()?).json(field),
+            )
             .await?;
         Ok(created.custom_field.id)
     }
@@ -624,17 +631,7 @@ impl Gohighlevel {
     async fn deal_marker_field(&self) -> Result<&str, CrmError> {
         self.deal_marker
             .get_or_try_init(|| async {
-                let path = format!(
-                    "/locations/{}/customFields",
-                    path_id(&self.config.location_id)?
-                );
-                let existing: CustomFields = self
-                    .json(
-                        LIST_FIELDS,
-                        self.request(Method::GET, &path)
-                            .query(&[("model", "opportunity")]),
-                    )
-                    .await?;
+                let existing = self.list_fields("opportunity").await?;
                 let field = NewField {
                     name: deals::MARKER_NAME,
                     data_type: "TEXT",
@@ -1144,26 +1141,17 @@ impl Crm for Gohighlevel {
         Ok(created.task.id)
     }
 
-    fn deal_rules(&self) -> &[DealRule] {
-        self.mapping.as_ref().map_or(&[], |m| m.deal.as_slice())
-    }
-
-    async fn create_deal(
-        &self,
-        contact: &str,
-        report: &CallReport,
-        rule: &DealRule,
-    ) -> Result<CrmId, CrmError> {
+    async fn create_deal(&self, deal: &NewDeal<'_>) -> Result<CrmId, CrmError> {
         let opportunity = deals::NewOpportunity {
-            pipeline_id: &rule.pipeline,
+            pipeline_id: &deal.rule.pipeline,
             location_id: &self.config.location_id,
-            name: rule.name(report, deals::MAX_NAME),
-            pipeline_stage_id: &rule.stage,
+            name: deal.rule.name(deal.report, deals::MAX_NAME),
+            pipeline_stage_id: &deal.rule.stage,
             status: "open",
-            contact_id: contact,
+            contact_id: deal.contact,
             custom_fields: [deals::MarkerValue {
                 id: self.deal_marker_field().await?.to_owned(),
-                field_value: rule.marker(report),
+                field_value: deal.rule.marker(deal.report),
             }],
         };
         let created: deals::Created = self

@@ -34,9 +34,8 @@ use super::oauth::Credentials;
 use super::render;
 use super::{
     Adapter, ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, CrmSpec, MarkedRecord,
-    NewContact, Operation, Permission, Refusal, Shared, Vars, configure,
+    NewContact, NewDeal, Operation, Permission, Refusal, Shared, Vars, configure,
 };
-use crate::mapping::DealRule;
 use crate::mapping::apply;
 
 /// HubSpot's normalised copies of `phone` and `mobilephone`, made for search.
@@ -1004,25 +1003,16 @@ impl Crm for Hubspot {
         self.create_object("create_task", "tasks", &body).await
     }
 
-    fn deal_rules(&self) -> &[DealRule] {
-        self.mapping.as_ref().map_or(&[], |m| m.deal.as_slice())
-    }
-
-    async fn create_deal(
-        &self,
-        contact: &str,
-        report: &CallReport,
-        rule: &DealRule,
-    ) -> Result<CrmId, CrmError> {
+    async fn create_deal(&self, deal: &NewDeal<'_>) -> Result<CrmId, CrmError> {
         let body = Record {
             properties: deals::DealProperties {
-                dealname: rule.name(report, mapped::MAX_TEXT),
-                pipeline: rule.pipeline.clone(),
-                dealstage: rule.stage.clone(),
-                description: render::field_summary(report),
-                callsync_marker: rule.marker(report),
+                dealname: deal.rule.name(deal.report, mapped::MAX_TEXT),
+                pipeline: deal.rule.pipeline.clone(),
+                dealstage: deal.rule.stage.clone(),
+                description: render::field_summary(deal.report),
+                callsync_marker: deal.rule.marker(deal.report),
             },
-            associations: association(contact, deals::DEAL_TO_CONTACT),
+            associations: association(deal.contact, deals::DEAL_TO_CONTACT),
         };
         self.create_object("create_deal", "deals", &body).await
     }

@@ -113,6 +113,14 @@ pub struct NewContact<'a> {
     pub report: &'a CallReport,
 }
 
+/// A deal to create: a `[[deal]]` rule's, for a call on its contact.
+#[derive(Debug, Clone, Copy)]
+pub struct NewDeal<'a> {
+    pub contact: &'a str,
+    pub report: &'a CallReport,
+    pub rule: &'a crate::mapping::DealRule,
+}
+
 /// The kinds of record created per call that carry the call's marker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MarkedRecord {
@@ -297,20 +305,10 @@ pub trait Crm: Send + Sync + fmt::Debug {
         due: OffsetDateTime,
     ) -> Result<CrmId, CrmError>;
 
-    /// `CALLSYNC_MAPPING`'s `[[deal]]` rules, when the adapter writes them.
-    fn deal_rules(&self) -> &[crate::mapping::DealRule] {
-        &[]
-    }
-
-    /// Creates `rule`'s deal of the call on `contact`, in the rule's
-    /// pipeline and stage, carrying the rule's marker of the call
-    /// ([`MarkedRecord::marker`]) where [`Crm::find_marked`] finds it.
-    async fn create_deal(
-        &self,
-        _contact: &str,
-        _report: &CallReport,
-        _rule: &crate::mapping::DealRule,
-    ) -> Result<CrmId, CrmError> {
+    /// Creates the deal of `deal.rule` for the call on `deal.contact`, in
+    /// the rule's pipeline and stage, carrying the rule's marker of the
+    /// call ([`MarkedRecord::marker`]) where [`Crm::find_marked`] finds it.
+    async fn create_deal(&self, _deal: &NewDeal<'_>) -> Result<CrmId, CrmError> {
         Err(CrmError::Request(format!(
             "{} does not create deals",
             self.name()

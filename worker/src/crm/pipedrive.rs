@@ -42,14 +42,13 @@ use time::macros::format_description;
 use tokio::sync::OnceCell;
 
 use super::render;
-use crate::mapping::DealRule;
 use crate::mapping::apply::{self, Bound, Write};
 
 mod deals;
 mod mapped;
 use super::{
     Adapter, ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, CrmSpec, MarkedRecord,
-    NewContact, Operation, Refusal, Shared, Vars, configure,
+    NewContact, NewDeal, Operation, Refusal, Shared, Vars, configure,
 };
 
 /// `CALLSYNC_PIPEDRIVE_*`.
@@ -893,16 +892,7 @@ impl Crm for Pipedrive {
             .await
     }
 
-    fn deal_rules(&self) -> &[DealRule] {
-        self.mapping.as_ref().map_or(&[], |m| m.deal.as_slice())
-    }
-
-    async fn create_deal(
-        &self,
-        contact: &str,
-        report: &CallReport,
-        rule: &DealRule,
-    ) -> Result<CrmId, CrmError> {
+    async fn create_deal(&self, deal: &NewDeal<'_>) -> Result<CrmId, CrmError> {
         // Checked at start against the company's pipelines: integers.
         let id = |text: &str| {
             text.parse::<i64>()
@@ -911,16 +901,16 @@ impl Crm for Pipedrive {
         let mut custom_fields = CustomFields::new();
         custom_fields.insert(
             self.deal_marker_key().await?.to_owned(),
-            Json::String(rule.marker(report)),
+            Json::String(deal.rule.marker(deal.report)),
         );
-        let deal = deals::NewDeal {
-            title: rule.name(report, deals::MAX_TITLE),
-            person_id: person_id(contact)?,
-            pipeline_id: id(&rule.pipeline)?,
-            stage_id: id(&rule.stage)?,
+        let body = deals::NewDeal {
+            title: deal.rule.name(deal.report, deals::MAX_TITLE),
+            person_id: person_id(deal.contact)?,
+            pipeline_id: id(&deal.rule.pipeline)?,
+            stage_id: id(&deal.rule.stage)?,
             custom_fields,
         };
-        self.create("create_deal", "/api/v2/deals", &deal).await
+        self.create("create_deal", "/api/v2/deals", &body).await
     }
 
     async fn find_marked(

@@ -47,9 +47,8 @@ use super::oauth::{Credentials, Grant, OAuthClient};
 use super::render;
 use super::{
     Adapter, ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, CrmSpec, MarkedRecord,
-    NewContact, Operation, Refusal, Shared, Vars, configure,
+    NewContact, NewDeal, Operation, Refusal, Shared, Vars, configure,
 };
-use crate::mapping::DealRule;
 use crate::mapping::apply::{self, Write};
 
 mod deals;
@@ -1201,34 +1200,25 @@ impl Crm for Salesforce {
         .await
     }
 
-    fn deal_rules(&self) -> &[DealRule] {
-        self.mapping.as_ref().map_or(&[], |m| m.deal.as_slice())
-    }
-
-    async fn create_deal(
-        &self,
-        contact: &str,
-        report: &CallReport,
-        rule: &DealRule,
-    ) -> Result<CrmId, CrmError> {
-        let contact = safe_id(contact)?;
-        let summary = report.summary.as_deref().unwrap_or("(no summary)");
+    async fn create_deal(&self, deal: &NewDeal<'_>) -> Result<CrmId, CrmError> {
+        let contact = safe_id(deal.contact)?;
+        let summary = deal.report.summary.as_deref().unwrap_or("(no summary)");
         let description = if sobject(contact) == "Lead" {
             format!("{summary}\nLead {contact}")
         } else {
             summary.to_owned()
         };
         let fields = deals::OpportunityFields {
-            name: rule.name(report, deals::MAX_NAME),
-            stage_name: rule.stage.clone(),
-            close_date: deals::close_date(report.ended_at),
+            name: deal.rule.name(deal.report, deals::MAX_NAME),
+            stage_name: deal.rule.stage.clone(),
+            close_date: deals::close_date(deal.report.ended_at),
             description,
         };
         let opportunity = self
             .upsert_marked(
                 "Opportunity",
                 "upsert_opportunity",
-                &rule.marker(report),
+                &deal.rule.marker(deal.report),
                 &fields,
             )
             .await?;

@@ -237,15 +237,8 @@ mod tests {
     use super::*;
 
     fn report(analysis: serde_json::Value) -> CallReport {
-        let mut report: CallReport = serde_json::from_value(serde_json::json!({
-            "source": "vapi", "call_id": "c-1", "caller": {"phone": null, "name": "Ada", "email": null},
-            "ended_at": "2026-05-01T10:00:00Z", "ended_at_is_receipt_time": false,
-            "duration": null, "summary": "Asked about pricing", "sentiment": null,
-            "analysis": {}, "recording_url": null, "transcript": null, "crm_id": null,
-            "called_number": null, "follow_up_needed": false, "extra": {}
-        }))
-        .unwrap();
-        report.analysis = analysis.as_object().cloned().unwrap().into();
+        let mut report = crate::mapping::test_report("c-1", analysis);
+        report.caller.name = Some("Ada".into());
         report
     }
 

@@ -11,6 +11,21 @@ pub mod field;
 pub mod file;
 pub mod value;
 
+/// A call report for the unit tests of the mapping and its adapters.
+#[cfg(test)]
+pub(crate) fn test_report(id: &str, analysis: serde_json::Value) -> callsync_shared::CallReport {
+    let mut report: callsync_shared::CallReport = serde_json::from_value(serde_json::json!({
+        "source": "vapi", "call_id": id, "caller": {"phone": null, "name": null, "email": null},
+        "ended_at": "2026-05-01T10:00:00Z", "ended_at_is_receipt_time": false,
+        "duration": null, "summary": "Asked about pricing", "sentiment": null,
+        "analysis": {}, "recording_url": null, "transcript": null, "crm_id": null,
+        "called_number": null, "follow_up_needed": false, "extra": {}
+    }))
+    .expect("a report");
+    report.analysis = analysis.as_object().cloned().unwrap_or_default().into();
+    report
+}
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 

@@ -322,6 +322,40 @@ async fn a_missing_hubspot_stage_pauses_the_worker_and_check_names_it_until_it_e
     missing_stage_pauses(&HUBSPOT, "+31612350004").await;
 }
 
+#[tokio::test]
+async fn a_hubspot_stage_deleted_while_running_pauses_the_worker_until_it_exists_again() {
+    let target = &HUBSPOT;
+    let tag = "hubspot-deleted";
+    let app = app(target.crm, tag, &target.rules(), true, |_| {}).await;
+    let phone = "+31612350005";
+    sync_call(
+        &app,
+        &format!("{tag}-1"),
+        phone,
+        "2026-05-01T08:00:00Z",
+        unresolved_sales("a"),
+    )
+    .await;
+    settled_with(&app, 2).await;
+    let before = app.env.sim.pipelines(target.vendor);
+    app.env
+        .sim
+        .set_pipelines(target.vendor, target.pipeline_with(target.other_stage));
+    app.post_voicedock(report(
+        &format!("{tag}-2"),
+        phone,
+        "2026-05-01T09:00:00Z",
+        unresolved_sales("b"),
+    ))
+    .await;
+    let detail = paused_for_setup(&app, 1).await;
+    assert!(detail.contains(target.stage), "{detail}");
+    app.env.sim.set_pipelines(target.vendor, before);
+    let s = settled_with(&app, 4).await;
+    assert_eq!(deals_of_call(&s, &format!("{tag}-2")).len(), 2);
+    app.assert_ledger(2, 0).await;
+}
+
 // Pipedrive
 
 #[tokio::test]

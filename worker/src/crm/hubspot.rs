@@ -113,6 +113,9 @@ pub const SPEC: CrmSpec = CrmSpec {
 /// `VALIDATION_ERROR` listing `PROPERTY_DOESNT_EXIST` (the shape of
 /// https://developers.hubspot.com/changelog/upcoming-property-validations-rules-will-be-enforced-for-apis-and-integrations):
 /// every call would get it, so it is a set-up to complete, not a call to park.
+/// So is a deal refused for its `pipeline` or `dealstage` (`INVALID_OPTION`
+/// naming either): a pipeline or stage a `[[deal]]` rule names was deleted
+/// since start-up, and every matching call would be refused the same way.
 fn read_refusal(body: &str) -> Option<Refusal> {
     #[derive(Deserialize)]
     struct Error {
@@ -125,6 +128,14 @@ fn read_refusal(body: &str) -> Option<Refusal> {
     match error.category.as_str() {
         "MISSING_SCOPES" => Some(Refusal::Credential),
         "VALIDATION_ERROR" if error.message.contains("PROPERTY_DOESNT_EXIST") => {
+            Some(Refusal::Setup)
+        }
+        "VALIDATION_ERROR"
+            if error.message.contains("INVALID_OPTION")
+                && ["\"name\":\"pipeline\"", "\"name\":\"dealstage\""]
+                    .iter()
+                    .any(|name| error.message.contains(name)) =>
+        {
             Some(Refusal::Setup)
         }
         _ => None,
@@ -1125,6 +1136,14 @@ mod tests {
     fn a_write_naming_a_property_the_account_lacks_is_a_set_up_to_complete() {
         let missing = r#"{"status":"error","message":"Property values were not valid: [{\"isValid\":false,\"message\":\"Property \\\"ai_intent\\\" does not exist\",\"error\":\"PROPERTY_DOESNT_EXIST\",\"name\":\"ai_intent\"}]","category":"VALIDATION_ERROR"}"#;
         assert_eq!(read_refusal(missing), Some(Refusal::Setup));
+        let stage = r#"{"status":"error","message":"Property values were not valid: [{\"isValid\":false,\"message\":\"x was not one of the allowed options\",\"error\":\"INVALID_OPTION\",\"name\":\"dealstage\"}]","category":"VALIDATION_ERROR"}"#;
+        assert_eq!(read_refusal(stage), Some(Refusal::Setup));
+        let option = stage.replace("dealstage", "ai_intent");
+        assert_eq!(
+            read_refusal(&option),
+            None,
+            "a mapped option is this call's"
+        );
         let option = r#"{"status":"error","message":"Property values were not valid: [{\"error\":\"INVALID_OPTION\"}]","category":"VALIDATION_ERROR"}"#;
         assert_eq!(read_refusal(option), None);
     }

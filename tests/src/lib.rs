@@ -10,6 +10,7 @@ pub mod app;
 pub mod bench;
 pub mod console;
 pub mod contacts;
+pub mod deals;
 pub mod harness;
 pub mod mapping;
 pub mod platforms;

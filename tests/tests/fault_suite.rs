@@ -22,6 +22,11 @@
 //! Everything is judged from the simulator's records alone: the worker's
 //! own ledger is never asked whether a missing call is excused.
 //!
+//! A third run adds a `CALLSYNC_MAPPING` with two `[[deal]]` rules (one
+//! for every call, one for Vapi's calls only) and counts the deals as the
+//! call records: exactly one per call and matching rule, on the caller's
+//! contact, none unexpected.
+//!
 //! Size: `CALLSYNC_FAULT_CALLS` (default 300); the simulated CRM's rolling
 //! limit: `CALLSYNC_FAULT_CRM_LIMIT` requests per second (default 80, low
 //! enough that 429s happen). The 10 000-call run:
@@ -36,6 +41,7 @@ use std::time::{Duration, Instant};
 
 use callsync_shared::Source;
 use callsync_shared::time::unix_ms;
+use callsync_tests::deals::deal_marker_of;
 use callsync_tests::harness::{AMQP_URL, Service, TcpProxy, TestEnv};
 use callsync_tests::sim::{FaultRates, RateLimit, Record, SimConfig, Snapshot};
 use callsync_tests::sources::{CREDENTIALS, signed_headers};
@@ -193,6 +199,37 @@ struct Run {
     sim_index_lag: Duration,
     /// What the workers are told the lag is (`CALLSYNC_CRM_INDEX_LAG`).
     worker_index_lag: Duration,
+    /// Whether the workers run [`DEAL_RULES`].
+    deals: bool,
+}
+
+/// Two `[[deal]]` rules in HubSpot's default pipeline: rule 0 for every
+/// call, rule 1 for Vapi's calls only (a value every source has, so that
+/// which calls match does not depend on each platform's analysis shape).
+const DEAL_RULES: &str = r#"
+[[deal]]
+when = {}
+pipeline = "default"
+stage = "appointmentscheduled"
+name = "AI call {call_id}"
+
+[[deal]]
+when = { "source" = "vapi" }
+pipeline = "default"
+stage = "qualifiedtobuy"
+name = "Vapi lead {caller.number}"
+"#;
+
+/// The deal markers a call gets under [`DEAL_RULES`].
+fn expected_deals(call: &Call) -> Vec<String> {
+    let mut rules = vec![0];
+    if call.source == Source::Vapi {
+        rules.push(1);
+    }
+    rules
+        .into_iter()
+        .map(|rule| format!("{}:deal:{rule}", call.marker()))
+        .collect()
 }
 
 /// What the CRM holds, judged against the calls that were sent.
@@ -225,7 +262,7 @@ fn by_marker(records: &[Record]) -> BTreeMap<String, Vec<&Record>> {
     map
 }
 
-fn judge(batch: &[Call], snapshot: &Snapshot, parked: usize) -> Verdict {
+fn judge(batch: &[Call], snapshot: &Snapshot, parked: usize, deals: bool) -> Verdict {
     let mut v = Verdict {
         parked,
         ..Verdict::default()
@@ -293,6 +330,9 @@ fn judge(batch: &[Call], snapshot: &Snapshot, parked: usize) -> Verdict {
             v.unexpected += flagged.len();
         }
     }
+    if deals {
+        judge_deals(batch, snapshot, &on_callers_contact, &mut v);
+    }
     let sent: BTreeSet<String> = batch.iter().map(Call::marker).collect();
     for records in [&calls, &tasks] {
         v.unexpected += records
@@ -327,6 +367,43 @@ fn judge(batch: &[Call], snapshot: &Snapshot, parked: usize) -> Verdict {
         }
     }
     v
+}
+
+/// Counts the deals as the call records are counted: each call's expected
+/// deals once, on the caller's contact; any other deal is unexpected.
+fn judge_deals(
+    batch: &[Call],
+    snapshot: &Snapshot,
+    on_callers_contact: &dyn Fn(&Record, &str) -> bool,
+    v: &mut Verdict,
+) {
+    let mut deals: BTreeMap<String, Vec<&Record>> = BTreeMap::new();
+    for deal in &snapshot.deals {
+        deals
+            .entry(deal_marker_of(deal).unwrap_or_default())
+            .or_default()
+            .push(deal);
+    }
+    let mut expected = BTreeSet::new();
+    for call in batch {
+        for marker in expected_deals(call) {
+            let found = deals.get(&marker).map(Vec::as_slice).unwrap_or_default();
+            if found.is_empty() {
+                v.lost += 1;
+            }
+            v.duplicated += found.len().saturating_sub(1);
+            v.misattributed += found
+                .iter()
+                .filter(|d| !on_callers_contact(d, &call.phone))
+                .count();
+            expected.insert(marker);
+        }
+    }
+    v.unexpected += deals
+        .iter()
+        .filter(|(m, _)| !expected.contains(*m))
+        .map(|(_, d)| d.len())
+        .sum::<usize>();
 }
 
 /// Runs the batch through ingest and three workers under every fault and
@@ -371,6 +448,14 @@ async fn run(settings: Run) -> (Verdict, Snapshot) {
     // No client-side budgets: the simulator's limit must be hit to test 429s.
     env.set("CALLSYNC_CRM_RATE", "off");
     env.set("CALLSYNC_CRM_SEARCH_RATE", "off");
+    let mapping = settings.deals.then(|| {
+        let path = std::env::temp_dir().join(format!("callsync-fault-deals-{}.toml", env.id));
+        std::fs::write(&path, DEAL_RULES).unwrap();
+        path
+    });
+    if let Some(path) = &mapping {
+        env.set("CALLSYNC_MAPPING", path.to_str().unwrap());
+    }
 
     // The rolling limit answers 429 only when the load reaches it, which a
     // small or slow run may not: three scripted ones make sure the suite
@@ -493,7 +578,7 @@ async fn run(settings: Run) -> (Verdict, Snapshot) {
     let ledger = env.ledger().await;
     let parked = ledger.counts().await.unwrap().parked as usize
         + env.queue_depth(&env.topology.parking_queue()).await as usize;
-    let verdict = judge(&batch, &snapshot, parked);
+    let verdict = judge(&batch, &snapshot, parked, settings.deals);
 
     let requests = snapshot.stats.requests as f64;
     println!(
@@ -510,12 +595,13 @@ async fn run(settings: Run) -> (Verdict, Snapshot) {
     );
     let s = &snapshot.stats;
     println!(
-        "calls={n} sim_index_lag={:?} worker_index_lag={:?} contacts={} call_records={} tasks={} injected: 5xx={} applied_then_5xx={} resets={} slow={} applied_after_client_left={} 429={} db_connections_terminated={terminated} elapsed={:.1}s",
+        "calls={n} sim_index_lag={:?} worker_index_lag={:?} contacts={} call_records={} tasks={} deals={} injected: 5xx={} applied_then_5xx={} resets={} slow={} applied_after_client_left={} 429={} db_connections_terminated={terminated} elapsed={:.1}s",
         settings.sim_index_lag,
         settings.worker_index_lag,
         snapshot.contacts.len(),
         snapshot.calls.len(),
         snapshot.tasks.len(),
+        snapshot.deals.len(),
         s.server_errors,
         s.applied_server_errors,
         s.resets,
@@ -533,6 +619,9 @@ async fn run(settings: Run) -> (Verdict, Snapshot) {
     }
     ingest.stop().await;
     let _ = std::fs::remove_dir_all(spool);
+    if let Some(path) = mapping {
+        let _ = std::fs::remove_file(path);
+    }
     (verdict, snapshot)
 }
 
@@ -573,6 +662,19 @@ async fn under_every_fault_at_once_no_call_is_lost_duplicated_misattributed_or_p
         sim_index_lag: Duration::ZERO,
         // Covers requests applied up to a second after the client gave up.
         worker_index_lag: Duration::from_secs(1),
+        deals: false,
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn under_every_fault_with_deal_rules_each_call_gets_each_matching_deal_once() {
+    assert_each_call_once_under_every_fault(Run {
+        calls: env_usize("CALLSYNC_FAULT_DEAL_CALLS", 150),
+        crm_limit: env_usize("CALLSYNC_FAULT_CRM_LIMIT", 80),
+        sim_index_lag: Duration::ZERO,
+        worker_index_lag: Duration::from_secs(1),
+        deals: true,
     })
     .await;
 }
@@ -584,6 +686,7 @@ async fn with_a_search_index_lagging_two_seconds_every_fault_still_gives_each_ca
         crm_limit: env_usize("CALLSYNC_FAULT_CRM_LIMIT", 80),
         sim_index_lag: Duration::from_secs(2),
         worker_index_lag: Duration::from_secs(3),
+        deals: false,
     })
     .await;
 }

@@ -395,6 +395,26 @@ async fn a_call_held_by_another_worker_is_not_marked_parked() -> Outcome {
 
 // Steps: what a call's attempts sent to the CRM.
 
+/// A deal step per `[[deal]]` rule, `deal:0` to `deal:15`, is recorded and
+/// read back as its rule's; the database refuses a name beyond them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_deal_rules_step_is_recorded_and_read_back_as_that_rules() -> Outcome {
+    let (_env, ledger, call) = ledger_and_call(Source::Voicedock, "deal-steps").await;
+    let lease = held(&ledger, call).await;
+    lease.start_step(Step::Deal(0)).await?;
+    lease.finish_step(Step::Deal(15), Some("deal-15")).await?;
+    let steps = steps(&ledger, call).await;
+    assert!(matches!(steps[&Step::Deal(0)], StepState::Started { .. }));
+    assert_eq!(steps[&Step::Deal(15)], done("deal-15"));
+    assert_eq!("deal:15".parse::<Step>(), Ok(Step::Deal(15)));
+    assert!("deal:16".parse::<Step>().is_err());
+    assert!(
+        lease.start_step(Step::Deal(16)).await.is_err(),
+        "no such step"
+    );
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_step_is_read_back_as_recorded_started_or_done_with_its_crm_object() -> Outcome {
     let (_env, ledger, call) = ledger_and_call(Source::Voicedock, "steps-1").await;

@@ -174,6 +174,59 @@ async fn hubspot_searches_deals_by_a_property_and_needs_the_deals_scopes() {
     assert_eq!(sim.snapshot().deals.len(), 1);
 }
 
+/// A custom property on deals (callsync's marker) needs the deals schema
+/// scope, as one on contacts needs the contacts one; with it, a deal
+/// carries the property and is found by it.
+#[tokio::test]
+async fn hubspot_creates_a_deal_property_only_with_the_deals_schema_scope() {
+    let sim = SimClient::start().await;
+    let group = json!({ "name": "callsync", "label": "callsync" });
+    let property = json!({
+        "name": "callsync_marker", "label": "callsync marker", "type": "string",
+        "fieldType": "text", "groupName": "callsync"
+    });
+    let without: Vec<&str> = callsync_tests::sim::hubspot::ALL_SCOPES
+        .into_iter()
+        .chain(["crm.objects.deals.read", "crm.objects.deals.write"])
+        .collect();
+    sim.grant_hubspot_scopes(&without);
+    let refused = expect(
+        StatusCode::FORBIDDEN,
+        sim.hubspot(Method::POST, "/crm/v3/properties/deals/groups")
+            .json(&group),
+    )
+    .await;
+    assert_eq!(refused["category"], "MISSING_SCOPES");
+    assert_eq!(
+        refused["errors"][0]["context"]["requiredGranularScopes"][0],
+        "crm.schemas.deals.write"
+    );
+    let all: Vec<&str> = without
+        .into_iter()
+        .chain(["crm.schemas.deals.write"])
+        .collect();
+    sim.grant_hubspot_scopes(&all);
+    for (path, body) in [("groups", &group), ("", &property)] {
+        let path = format!("/crm/v3/properties/deals/{path}");
+        expect(
+            StatusCode::CREATED,
+            sim.hubspot(Method::POST, path.trim_end_matches('/'))
+                .json(body),
+        )
+        .await;
+    }
+    let contact = sim.seed_contact(properties(json!({ "phone": "+14155550101" })));
+    let mut deal = hubspot_deal("appointmentscheduled", Some("default"), &contact);
+    deal["properties"]["callsync_marker"] = json!("callsync:voicedock:c1:deal:0");
+    expect(
+        StatusCode::CREATED,
+        sim.hubspot(Method::POST, "/crm/v3/objects/deals")
+            .json(&deal),
+    )
+    .await;
+    assert_eq!(sim.snapshot().deals.len(), 1);
+}
+
 // Pipedrive
 
 #[tokio::test]
@@ -380,10 +433,28 @@ async fn salesforce_creates_an_opportunity_with_a_contact_role_and_refuses_a_sta
     };
     let answer = expect(StatusCode::BAD_REQUEST, role("003000000000000404")).await;
     assert_eq!(answer[0]["errorCode"], "INVALID_CROSS_REFERENCE_KEY");
+    let roles = |id: &str| {
+        sim.salesforce(
+            Method::GET,
+            &format!("/sobjects/Opportunity/{id}/OpportunityContactRoles"),
+        )
+    };
+    let none = expect(StatusCode::OK, roles(opportunity)).await;
+    assert_eq!(none["totalSize"], 0);
     expect(StatusCode::CREATED, role(&contact)).await;
     let deals = sim.deals_of(&contact);
     assert_eq!(deals.len(), 1);
     assert_eq!(deals[0].prop("StageName"), Some("Prospecting"));
+    let listed = expect(StatusCode::OK, roles(opportunity)).await;
+    assert_eq!(listed["totalSize"], 1);
+    assert_eq!(listed["records"][0]["ContactId"], contact.as_str());
+    // A second role of the same Contact is not refused: it shows.
+    expect(StatusCode::CREATED, role(&contact)).await;
+    assert_eq!(
+        expect(StatusCode::OK, roles(opportunity)).await["totalSize"],
+        2
+    );
+    expect(StatusCode::NOT_FOUND, roles("006000000000000404")).await;
 }
 
 /// An Opportunity upserted by its marker is created once and updated
@@ -585,4 +656,75 @@ async fn gohighlevel_checks_an_opportunitys_custom_fields_against_the_opportunit
     )
     .await;
     assert_eq!(created["opportunity"]["customFields"]["source"], "Phone");
+}
+
+/// The opportunity search needs `location_id`, pages by `limit` (2 by
+/// default, 100 at most) and `page`, filters by `contact_id`, and shows
+/// each opportunity's custom fields as `[{id, fieldValue}]`; without
+/// `opportunities.readonly` it is refused for the scope.
+#[tokio::test]
+async fn gohighlevel_searches_a_contacts_opportunities_page_by_page_with_their_custom_fields() {
+    let sim = SimClient::start().await;
+    let field = sim
+        .define_gohighlevel_field("opportunity", "callsync marker", "TEXT", &[])
+        .id;
+    let ann = sim.seed_contact(properties(json!({ "name": "Ann" })));
+    let bob = sim.seed_contact(properties(json!({ "name": "Bob" })));
+    let pipeline = sim.pipelines(Vendor::Gohighlevel)[0].id.clone();
+    for (contact, marker) in [(&ann, "m1"), (&ann, "m2"), (&ann, "m3"), (&bob, "m4")] {
+        let mut body = ghl_opportunity(&pipeline, None, contact);
+        body["customFields"] = json!([{ "id": field, "field_value": marker }]);
+        expect(
+            StatusCode::CREATED,
+            sim.gohighlevel(Method::POST, "/opportunities/").json(&body),
+        )
+        .await;
+    }
+    let search = |query: &[(&str, &str)]| {
+        sim.gohighlevel(Method::GET, "/opportunities/search")
+            .query(query)
+    };
+    let first = expect(
+        StatusCode::OK,
+        search(&[("location_id", "loc-1"), ("contact_id", &ann)]),
+    )
+    .await;
+    assert_eq!(
+        first["opportunities"].as_array().unwrap().len(),
+        2,
+        "{first}"
+    );
+    assert_eq!(first["meta"]["total"], 3);
+    assert_eq!(
+        first["opportunities"][0]["customFields"],
+        json!([{ "id": field, "fieldValue": "m1" }])
+    );
+    let last = expect(
+        StatusCode::OK,
+        search(&[
+            ("location_id", "loc-1"),
+            ("contact_id", &ann),
+            ("limit", "2"),
+            ("page", "2"),
+        ]),
+    )
+    .await;
+    assert_eq!(
+        last["opportunities"][0]["customFields"][0]["fieldValue"],
+        "m3"
+    );
+    assert_eq!(last["opportunities"].as_array().unwrap().len(), 1);
+    for refused in [
+        vec![("contact_id", ann.as_str())],
+        vec![("location_id", "loc-1"), ("limit", "101")],
+        vec![("location_id", "loc-1"), ("limit", "ten")],
+    ] {
+        expect(StatusCode::UNPROCESSABLE_ENTITY, search(&refused)).await;
+    }
+    sim.grant_gohighlevel_scopes(&["contacts.readonly", "contacts.write", "opportunities.write"]);
+    expect(
+        StatusCode::UNAUTHORIZED,
+        search(&[("location_id", "loc-1")]),
+    )
+    .await;
 }

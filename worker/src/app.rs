@@ -103,6 +103,11 @@ impl Worker {
             config.follow_up_due,
             config.crm_index_lag,
             send_window,
+            config
+                .crm
+                .mapping()
+                .map(|m| m.deal.clone())
+                .unwrap_or_default(),
         );
         let platforms = config
             .reconcile

@@ -1,8 +1,9 @@
 //! The sync engine: one call report in, its CRM effects applied exactly once.
 //!
 //! Steps run in the contract's order (contact, call record, last-call
-//! fields, follow-up task). Each step is recorded in the ledger, so a
-//! redelivered call resumes at its first unfinished step. A create whose
+//! fields, follow-up task, then a deal per matching `[[deal]]` rule). Each
+//! step is recorded in the ledger, so a redelivered call resumes at its
+//! first unfinished step. A create whose
 //! outcome is unknown (timeout, reset, 5xx after sending) is left `started`;
 //! the next attempt first searches the CRM for the call's marker, once the
 //! CRM's search index has had time to show it, and adopts what it finds.
@@ -21,12 +22,13 @@ use tokio::sync::OnceCell;
 use uuid::Uuid;
 
 use crate::crm::{
-    Applied, ContactLookup, Crm, CrmError, CrmId, MarkedRecord, NewContact, SEND_DEADLINE,
+    Applied, ContactLookup, Crm, CrmError, CrmId, MarkedRecord, NewContact, NewDeal, SEND_DEADLINE,
 };
 use crate::ledger::{
     CallKey, CallLease, Claim, ContactClaim, ContactId, LatestCall, Ledger, LedgerError, LookupKey,
     Receipt, SentCreate, Step, StepState,
 };
+use crate::mapping::DealRule;
 use crate::poll::Doubling;
 
 /// The longest in-process wait for a rate limit; longer waits go through a
@@ -177,6 +179,8 @@ pub struct Syncer {
     index_lag: Duration,
     /// How long after extending a lease a create may still be sent.
     send_window: Duration,
+    /// `CALLSYNC_MAPPING`'s `[[deal]]` rules.
+    deals: Vec<DealRule>,
 }
 
 impl Syncer {
@@ -188,6 +192,7 @@ impl Syncer {
         follow_up_due: Duration,
         index_lag: Duration,
         send_window: Duration,
+        deals: Vec<DealRule>,
     ) -> Self {
         Self {
             ledger,
@@ -196,6 +201,7 @@ impl Syncer {
             follow_up_due,
             index_lag,
             send_window,
+            deals,
         }
     }
 
@@ -290,6 +296,7 @@ impl Syncer {
         self.call_log_step(&call, &contact.id).await?;
         self.last_call_step(&call, &contact).await?;
         self.follow_up_step(&call, &contact.id).await?;
+        self.deal_steps(&call, &contact.id).await?;
         Ok(contact.id)
     }
 
@@ -391,6 +398,30 @@ impl Syncer {
         })
         .await
         .map(drop)
+    }
+
+    /// One deal per `[[deal]]` rule the call matches, each its own step
+    /// carrying its own marker, so created exactly once like the task.
+    async fn deal_steps(&self, call: &Call<'_>, contact: &ContactId) -> Result<(), SyncError> {
+        for rule in &self.deals {
+            let step = Step::Deal(rule.index);
+            if call.done(step) || !rule.matches(call.report) {
+                continue;
+            }
+            let marked = Marked {
+                step,
+                kind: MarkedRecord::Deal(rule.index),
+                contact,
+            };
+            let deal = NewDeal {
+                contact: contact.as_str(),
+                report: call.report,
+                rule,
+            };
+            self.create_marked(call, marked, || self.crm.create_deal(&deal))
+                .await?;
+        }
+        Ok(())
     }
 
     fn follow_up_due(&self, report: &CallReport) -> Result<OffsetDateTime, SyncError> {
@@ -748,7 +779,7 @@ impl Syncer {
             });
         }
         call.lease.renew().await?;
-        let marker = call.report.marker();
+        let marker = marked.kind.marker(call.report);
         let found = idempotent(|| {
             self.crm
                 .find_marked(marked.kind, marked.contact.as_str(), &marker)

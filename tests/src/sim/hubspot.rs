@@ -339,11 +339,17 @@ fn missing_scope(scope: &str) -> Response {
         .into_response()
 }
 
-/// Properties and groups on contacts need the contacts schema scope.
+/// Properties and groups on contacts need the contacts schema scope, on
+/// deals the deals schema scope (`crm.schemas.<object>.write`, see
+/// `deals.rs`).
 fn schema_scope(state: &SimState, object: &str) -> Result<(), Response> {
-    const SCHEMA: &str = "crm.schemas.contacts.write";
-    if object == "contacts" && !state.hubspot_scopes.iter().any(|s| s == SCHEMA) {
-        return Err(missing_scope(SCHEMA));
+    let scope = match object {
+        "contacts" => "crm.schemas.contacts.write",
+        "deals" => "crm.schemas.deals.write",
+        _ => return Ok(()),
+    };
+    if !state.hubspot_scopes.iter().any(|s| s == scope) {
+        return Err(missing_scope(scope));
     }
     Ok(())
 }

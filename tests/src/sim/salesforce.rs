@@ -277,6 +277,8 @@ pub struct Org {
     /// e-mail, with the "Alert" action: the API refuses the save unless
     /// `Sforce-Duplicate-Rule-Header: allowSave=true` is sent.
     pub email_duplicate_rule: bool,
+    /// Every OpportunityContactRole: (its id, OpportunityId, ContactId).
+    pub contact_roles: Vec<(String, String, String)>,
 }
 
 impl Default for Org {
@@ -286,6 +288,7 @@ impl Default for Org {
             marker_external_id: true,
             marker_unique: true,
             email_duplicate_rule: false,
+            contact_roles: Vec::new(),
         }
     }
 }

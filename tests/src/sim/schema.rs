@@ -196,6 +196,18 @@ impl CrmSim {
         self.shared.lock().pipelines_of(vendor).to_vec()
     }
 
+    /// Salesforce's OpportunityContactRoles: (OpportunityId, ContactId),
+    /// one entry per role created.
+    pub fn opportunity_contact_roles(&self) -> Vec<(String, String)> {
+        self.shared
+            .lock()
+            .salesforce
+            .contact_roles
+            .iter()
+            .map(|(_, opportunity, contact)| (opportunity.clone(), contact.clone()))
+            .collect()
+    }
+
     /// The deals (opportunities) associated with the contact `contact`,
     /// oldest first.
     pub fn deals_of(&self, contact: &str) -> Vec<Record> {

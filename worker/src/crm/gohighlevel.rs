@@ -40,10 +40,11 @@ use super::render;
 use crate::mapping::apply::{self, Bound, Write};
 use crate::mapping::{Mapping, Mode};
 
+mod deals;
 mod mapped;
 use super::{
     Adapter, ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, CrmSpec, MarkedRecord,
-    NewContact, Operation, Permission, Refusal, Shared, Vars, configure,
+    NewContact, NewDeal, Operation, Permission, Refusal, Shared, Vars, configure,
 };
 
 /// The API version this adapter speaks.
@@ -80,6 +81,7 @@ pub const SPEC: CrmSpec = CrmSpec {
     maps_fields: super::Mapped::ContactOnly(
         "GoHighLevel records the call as a note, which has no fields of its own",
     ),
+    writes_deals: true,
 };
 
 /// A token that lacks the scope a route needs is accepted as a token and
@@ -127,6 +129,15 @@ const FIELDS_WRITE: Scope = Scope {
     needed_for: "creating the callsync custom fields",
 };
 
+const OPPORTUNITIES_READ: Scope = Scope {
+    name: "opportunities.readonly",
+    needed_for: "the pipelines [[deal]] rules name, and finding the opportunities callsync wrote",
+};
+const OPPORTUNITIES_WRITE: Scope = Scope {
+    name: "opportunities.write",
+    needed_for: "creating the opportunities of [[deal]] rules",
+};
+
 /// Every scope callsync needs, in the order `check` proves them.
 const SCOPES: [Scope; 4] = [CONTACTS_READ, CONTACTS_WRITE, FIELDS_READ, FIELDS_WRITE];
 
@@ -172,6 +183,20 @@ const CREATE_TASK: Endpoint = Endpoint::new(Operation::general("create_task"), C
 const LIST_FIELDS: Endpoint = Endpoint::new(Operation::general("list_fields"), FIELDS_READ);
 /// `POST /locations/{locationId}/customFields` (create-custom-field).
 const CREATE_FIELD: Endpoint = Endpoint::new(Operation::general("create_field"), FIELDS_WRITE);
+
+/// `GET /opportunities/pipelines` (get-pipelines).
+const LIST_PIPELINES: Endpoint =
+    Endpoint::new(Operation::general("list_pipelines"), OPPORTUNITIES_READ);
+/// `POST /opportunities/` (create-opportunity).
+const CREATE_OPPORTUNITY: Endpoint = Endpoint::new(
+    Operation::general("create_opportunity"),
+    OPPORTUNITIES_WRITE,
+);
+/// `GET /opportunities/search` (search-opportunity).
+const SEARCH_OPPORTUNITIES: Endpoint = Endpoint::new(
+    Operation::general("search_opportunities"),
+    OPPORTUNITIES_READ,
+);
 
 /// Names the scope of `endpoint` in a set-up refusal: GoHighLevel's answer
 /// does not say which scope is missing.
@@ -228,6 +253,7 @@ impl Adapter for Gohighlevel {
             http: http.authorized(&config.credentials, shared),
             config,
             field_ids: tokio::sync::OnceCell::new(),
+            deal_marker: tokio::sync::OnceCell::new(),
             mapping: shared.mapping.clone(),
             resolved: RwLock::default(),
         }
@@ -248,6 +274,8 @@ pub struct Gohighlevel {
     http: CrmHttp,
     /// The location's ids of [`FIELDS`], in the same order.
     field_ids: tokio::sync::OnceCell<[String; 3]>,
+    /// The id of the opportunity field holding deals' markers.
+    deal_marker: tokio::sync::OnceCell<String>,
     /// `CALLSYNC_MAPPING`, when set.
     mapping: Option<Arc<Mapping>>,
     /// Its `[[contact]]` rules checked against the contact fields by the
@@ -537,44 +565,133 @@ impl Gohighlevel {
         Ok(choose(caller, &candidates).map(|c| c.id.clone()))
     }
 
+    /// `/locations/{locationId}/customFields`.
+    fn fields_path(&self) -> Result<String, CrmError> {
+        Ok(format!(
+            "/locations/{}/customFields",
+            path_id(&self.config.location_id)?
+        ))
+    }
+
+    /// The location's custom fields of `model`.
+    async fn list_fields(&self, model: &str) -> Result<CustomFields, CrmError> {
+        self.json(
+            LIST_FIELDS,
+            self.request(Method::GET, &self.fields_path()?)
+                .query(&[("model", model)]),
+        )
+        .await
+    }
+
     async fn field_ids(&self) -> Result<&[String; 3], CrmError> {
         self.field_ids
             .get_or_try_init(|| async {
-                let path = format!(
-                    "/locations/{}/customFields",
-                    path_id(&self.config.location_id)?
-                );
-                let existing: CustomFields = self
-                    .json(
-                        LIST_FIELDS,
-                        self.request(Method::GET, &path)
-                            .query(&[("model", "contact")]),
-                    )
-                    .await?;
+                let existing = self.list_fields("contact").await?;
                 let mut ids: [String; 3] = Default::default();
                 for (slot, (key, name)) in ids.iter_mut().zip(FIELDS) {
-                    let found = existing
-                        .custom_fields
-                        .iter()
-                        .find(|f| f.field_key == format!("contact.{key}") || f.name == name);
-                    *slot = match found {
-                        Some(field) => field.id.clone(),
-                        None => {
-                            let field = NewField {
-                                name,
-                                data_type: "LARGE_TEXT",
-                                model: "contact",
-                            };
-                            let created: CreatedField = self
-                                .json(CREATE_FIELD, self.request(Method::POST, &path).json(&field))
-                                .await?;
-                            created.custom_field.id
-                        }
+                    let field = NewField {
+                        name,
+                        data_type: "LARGE_TEXT",
+                        model: "contact",
                     };
+                    *slot = self
+                        .own_field(&existing, &format!("contact.{key}"), &field)
+                        .await?;
                 }
                 Ok(ids)
             })
             .await
+    }
+
+    /// The id of the field keyed `key` (or named as `field`) among
+    /// `existing`, created as `field` when missing.
+    async fn own_field(
+        &self,
+        existing: &CustomFields,
+        key: &str,
+        field: &NewField<'_>,
+    ) -> Result<String, CrmError> {
+        let found = existing
+            .custom_fields
+            .iter()
+            .find(|f| f.field_key == key || f.name == field.name);
+        if let Some(found) = found {
+            return Ok(found.id.clone());
+        }
+        let created: CreatedField = self
+            .json(
+                CREATE_FIELD,
+                self.request(Method::POST, &self.fields_path()?).json(field),
+            )
+            .await?;
+        Ok(created.custom_field.id)
+    }
+
+    /// The id of the opportunity field holding deals' markers, created once.
+    async fn deal_marker_field(&self) -> Result<&str, CrmError> {
+        self.deal_marker
+            .get_or_try_init(|| async {
+                let existing = self.list_fields("opportunity").await?;
+                let field = NewField {
+                    name: deals::MARKER_NAME,
+                    data_type: "TEXT",
+                    model: "opportunity",
+                };
+                self.own_field(&existing, deals::MARKER_KEY, &field).await
+            })
+            .await
+            .map(String::as_str)
+    }
+
+    /// With `[[deal]]` rules: the marker field, and each rule's pipeline
+    /// and stage checked against the location's.
+    async fn prepare_deals(&self, mapping: &crate::mapping::Mapping) -> Result<(), CrmError> {
+        if mapping.deal.is_empty() {
+            return Ok(());
+        }
+        self.deal_marker_field().await?;
+        let listed: deals::Pipelines = self
+            .json(
+                LIST_PIPELINES,
+                self.request(Method::GET, "/opportunities/pipelines")
+                    .query(&[("locationId", self.config.location_id.as_str())]),
+            )
+            .await?;
+        mapping.check_deals(&listed.into_pipelines(), "GoHighLevel")
+    }
+
+    /// The contact's opportunity whose marker field holds `marker`, page
+    /// by page.
+    async fn opportunity_by_marker(
+        &self,
+        contact: &str,
+        marker: &str,
+    ) -> Result<Option<CrmId>, CrmError> {
+        let field = self.deal_marker_field().await?;
+        for page in 1.. {
+            let found: deals::Found = self
+                .json(
+                    SEARCH_OPPORTUNITIES,
+                    self.request(Method::GET, "/opportunities/search").query(&[
+                        ("location_id", self.config.location_id.as_str()),
+                        ("contact_id", contact),
+                        ("limit", &deals::PAGE.to_string()),
+                        ("page", &page.to_string()),
+                    ]),
+                )
+                .await?;
+            if let Some(hit) = found
+                .opportunities
+                .iter()
+                .find(|o| o.carries(field, marker))
+            {
+                return Ok(Some(hit.id.clone()));
+            }
+            if found.opportunities.len() < deals::PAGE {
+                break;
+            }
+        }
+        Ok(None)
     }
 
     async fn custom_fields(&self, report: &CallReport) -> Result<Vec<FieldValue>, CrmError> {
@@ -843,6 +960,7 @@ impl Crm for Gohighlevel {
     async fn prepare(&self) -> Result<(), CrmError> {
         let own = self.field_ids().await?;
         if let Some(mapping) = &self.mapping {
+            self.prepare_deals(mapping).await?;
             let path = format!(
                 "/locations/{}/customFields",
                 path_id(&self.config.location_id)?
@@ -1023,6 +1141,29 @@ impl Crm for Gohighlevel {
         Ok(created.task.id)
     }
 
+    async fn create_deal(&self, deal: &NewDeal<'_>) -> Result<CrmId, CrmError> {
+        let opportunity = deals::NewOpportunity {
+            pipeline_id: &deal.rule.pipeline,
+            location_id: &self.config.location_id,
+            name: deal.rule.name(deal.report, deals::MAX_NAME),
+            pipeline_stage_id: &deal.rule.stage,
+            status: "open",
+            contact_id: deal.contact,
+            custom_fields: [deals::MarkerValue {
+                id: self.deal_marker_field().await?.to_owned(),
+                field_value: deal.rule.marker(deal.report),
+            }],
+        };
+        let created: deals::Created = self
+            .json(
+                CREATE_OPPORTUNITY,
+                self.request(Method::POST, "/opportunities/")
+                    .json(&opportunity),
+            )
+            .await?;
+        Ok(created.opportunity.id)
+    }
+
     async fn find_marked(
         &self,
         kind: MarkedRecord,
@@ -1050,6 +1191,7 @@ impl Crm for Gohighlevel {
                     .await?;
                 tasks.tasks
             }
+            MarkedRecord::Deal(_) => return self.opportunity_by_marker(contact, marker).await,
         };
         Ok(records
             .into_iter()

@@ -7,7 +7,8 @@
 //! | record call | `POST /crm/v3/objects/calls`, associated to the contact (type 194) |
 //! | update contact | `PATCH /crm/v3/objects/contacts/{id}` (`callsync_last_*`) |
 //! | follow-up | `POST /crm/v3/objects/tasks`, associated to the contact (type 204) |
-//! | find by marker | `POST /crm/v3/objects/{calls,tasks}/search` on `callsync_marker` |
+//! | deal (`[[deal]]`) | `POST /crm/v3/objects/deals`, associated to the contact (type 3); see `deals.rs` |
+//! | find by marker | `POST /crm/v3/objects/{calls,tasks,deals}/search` on `callsync_marker` |
 //!
 //! The custom properties (and a `callsync` property group per object) are
 //! created by [`Crm::prepare`] when missing. The marker is stored in its own
@@ -33,7 +34,7 @@ use super::oauth::Credentials;
 use super::render;
 use super::{
     Adapter, ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, CrmSpec, MarkedRecord,
-    NewContact, Operation, Permission, Refusal, Shared, Vars, configure,
+    NewContact, NewDeal, Operation, Permission, Refusal, Shared, Vars, configure,
 };
 use crate::mapping::apply;
 
@@ -46,6 +47,7 @@ const CALL_TO_CONTACT: u32 = 194;
 const TASK_TO_CONTACT: u32 = 204;
 
 mod credential;
+mod deals;
 mod mapped;
 
 pub use credential::Kind as CredentialKind;
@@ -101,6 +103,7 @@ pub const SPEC: CrmSpec = CrmSpec {
         it needs the scopes crm.objects.contacts.read, crm.objects.contacts.write and \
         crm.schemas.contacts.write (a private app's token changes when its scopes are edited)",
     maps_fields: super::Mapped::Full,
+    writes_deals: true,
 };
 
 /// HubSpot names a token that lacks a scope with `"category":
@@ -110,6 +113,9 @@ pub const SPEC: CrmSpec = CrmSpec {
 /// `VALIDATION_ERROR` listing `PROPERTY_DOESNT_EXIST` (the shape of
 /// https://developers.hubspot.com/changelog/upcoming-property-validations-rules-will-be-enforced-for-apis-and-integrations):
 /// every call would get it, so it is a set-up to complete, not a call to park.
+/// So is a deal refused for its `pipeline` or `dealstage` (`INVALID_OPTION`
+/// naming either): a pipeline or stage a `[[deal]]` rule names was deleted
+/// since start-up, and every matching call would be refused the same way.
 fn read_refusal(body: &str) -> Option<Refusal> {
     #[derive(Deserialize)]
     struct Error {
@@ -122,6 +128,14 @@ fn read_refusal(body: &str) -> Option<Refusal> {
     match error.category.as_str() {
         "MISSING_SCOPES" => Some(Refusal::Credential),
         "VALIDATION_ERROR" if error.message.contains("PROPERTY_DOESNT_EXIST") => {
+            Some(Refusal::Setup)
+        }
+        "VALIDATION_ERROR"
+            if error.message.contains("INVALID_OPTION")
+                && ["\"name\":\"pipeline\"", "\"name\":\"dealstage\""]
+                    .iter()
+                    .any(|name| error.message.contains(name)) =>
+        {
             Some(Refusal::Setup)
         }
         _ => None,
@@ -244,6 +258,19 @@ const PROPERTIES: &[Property] = &[
         field_type: "text",
     },
 ];
+
+/// The marker property on deals, created only for a mapping with
+/// `[[deal]]` rules (it needs the deals schema scope).
+const DEAL_MARKER: InGroup<'static> = InGroup {
+    property: &Property {
+        object: "deals",
+        name: "callsync_marker",
+        label: "callsync marker",
+        kind: "string",
+        field_type: "text",
+    },
+    group_name: GROUP.name,
+};
 
 /// A search: its filter groups are OR-ed, each group's filters AND-ed.
 /// https://developers.hubspot.com/docs/api-reference/search/guide
@@ -707,6 +734,27 @@ impl Hubspot {
             .await
     }
 
+    /// With `[[deal]]` rules: the marker property on deals, and each rule's
+    /// pipeline and stage checked against the account's (a set-up error
+    /// naming the rule's line when one is missing).
+    async fn prepare_deals(&self, mapping: &crate::mapping::Mapping) -> Result<(), CrmError> {
+        if mapping.deal.is_empty() {
+            return Ok(());
+        }
+        self.ensure("/crm/v3/properties/deals/groups".to_owned(), &GROUP)
+            .await?;
+        self.ensure("/crm/v3/properties/deals".to_owned(), &DEAL_MARKER)
+            .await?;
+        let listed: deals::Pipelines = self
+            .http
+            .json(
+                "read_pipelines",
+                self.request(Method::GET, "/crm/v3/pipelines/deals"),
+            )
+            .await?;
+        mapping.check_deals(&listed.into_pipelines(), "HubSpot")
+    }
+
     /// POSTs a definition and treats 409 (already exists) as success.
     async fn ensure(&self, path: String, body: &(impl Serialize + Sync)) -> Result<(), CrmError> {
         self.http
@@ -802,6 +850,7 @@ impl Crm for Hubspot {
             .await?;
         }
         if let Some(mapping) = &self.mapping {
+            self.prepare_deals(mapping).await?;
             let contacts = self.properties_of("contacts").await?;
             let calls = self.properties_of("calls").await?;
             let resolved = mapped::Resolved::check(mapping, &contacts, &calls)?;
@@ -965,6 +1014,20 @@ impl Crm for Hubspot {
         self.create_object("create_task", "tasks", &body).await
     }
 
+    async fn create_deal(&self, deal: &NewDeal<'_>) -> Result<CrmId, CrmError> {
+        let body = Record {
+            properties: deals::DealProperties {
+                dealname: deal.rule.name(deal.report, mapped::MAX_TEXT),
+                pipeline: deal.rule.pipeline.clone(),
+                dealstage: deal.rule.stage.clone(),
+                description: render::field_summary(deal.report),
+                callsync_marker: deal.rule.marker(deal.report),
+            },
+            associations: association(deal.contact, deals::DEAL_TO_CONTACT),
+        };
+        self.create_object("create_deal", "deals", &body).await
+    }
+
     async fn find_marked(
         &self,
         kind: MarkedRecord,
@@ -974,6 +1037,7 @@ impl Crm for Hubspot {
         let object = match kind {
             MarkedRecord::CallLog => "calls",
             MarkedRecord::FollowUp => "tasks",
+            MarkedRecord::Deal(_) => "deals",
         };
         let search = Search {
             filter_groups: vec![FilterGroup::of("callsync_marker", Operator::Eq, marker)],
@@ -1072,6 +1136,14 @@ mod tests {
     fn a_write_naming_a_property_the_account_lacks_is_a_set_up_to_complete() {
         let missing = r#"{"status":"error","message":"Property values were not valid: [{\"isValid\":false,\"message\":\"Property \\\"ai_intent\\\" does not exist\",\"error\":\"PROPERTY_DOESNT_EXIST\",\"name\":\"ai_intent\"}]","category":"VALIDATION_ERROR"}"#;
         assert_eq!(read_refusal(missing), Some(Refusal::Setup));
+        let stage = r#"{"status":"error","message":"Property values were not valid: [{\"isValid\":false,\"message\":\"x was not one of the allowed options\",\"error\":\"INVALID_OPTION\",\"name\":\"dealstage\"}]","category":"VALIDATION_ERROR"}"#;
+        assert_eq!(read_refusal(stage), Some(Refusal::Setup));
+        let option = stage.replace("dealstage", "ai_intent");
+        assert_eq!(
+            read_refusal(&option),
+            None,
+            "a mapped option is this call's"
+        );
         let option = r#"{"status":"error","message":"Property values were not valid: [{\"error\":\"INVALID_OPTION\"}]","category":"VALIDATION_ERROR"}"#;
         assert_eq!(read_refusal(option), None);
     }

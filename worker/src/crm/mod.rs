@@ -115,11 +115,33 @@ pub struct NewContact<'a> {
     pub report: &'a CallReport,
 }
 
+/// A deal to create: a `[[deal]]` rule's, for a call on its contact.
+#[derive(Debug, Clone, Copy)]
+pub struct NewDeal<'a> {
+    pub contact: &'a str,
+    pub report: &'a CallReport,
+    pub rule: &'a crate::mapping::DealRule,
+}
+
 /// The kinds of record created per call that carry the call's marker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MarkedRecord {
     CallLog,
     FollowUp,
+    /// The deal of the `[[deal]]` rule of this index.
+    Deal(usize),
+}
+
+impl MarkedRecord {
+    /// The marker a record of this kind of `report` carries: the call's
+    /// own, and for a deal the call's with its rule (one call may have a
+    /// deal per rule).
+    pub fn marker(self, report: &CallReport) -> String {
+        match self {
+            MarkedRecord::CallLog | MarkedRecord::FollowUp => report.marker(),
+            MarkedRecord::Deal(index) => crate::mapping::deal::marker(report, index),
+        }
+    }
 }
 
 /// One permission an adapter needs, and whether the credential holds it.
@@ -285,6 +307,16 @@ pub trait Crm: Send + Sync + fmt::Debug {
         due: OffsetDateTime,
     ) -> Result<CrmId, CrmError>;
 
+    /// Creates the deal of `deal.rule` for the call on `deal.contact`, in
+    /// the rule's pipeline and stage, carrying the rule's marker of the
+    /// call ([`MarkedRecord::marker`]) where [`Crm::find_marked`] finds it.
+    async fn create_deal(&self, _deal: &NewDeal<'_>) -> Result<CrmId, CrmError> {
+        Err(CrmError::Request(format!(
+            "{} does not create deals",
+            self.name()
+        )))
+    }
+
     /// The record of `kind` carrying `marker` on `contact`, if the CRM has one.
     async fn find_marked(
         &self,
@@ -327,6 +359,8 @@ pub struct CrmSpec {
     /// Which of `CALLSYNC_MAPPING`'s rules its adapter writes; a mapping
     /// it cannot write is refused at start-up, never ignored.
     pub maps_fields: Mapped,
+    /// Whether its adapter creates the deals of `[[deal]]` rules.
+    pub writes_deals: bool,
 }
 
 /// Which mapping rules a CRM's adapter writes.

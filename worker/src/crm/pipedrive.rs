@@ -7,7 +7,8 @@
 //! | record call | `POST /api/v1/notes` on the person: summary, analysis, links, marker |
 //! | update contact | `PATCH /api/v2/persons/{id}` (`custom_fields`: last-call fields) |
 //! | follow-up | `POST /api/v2/activities` of type `call`, due date and time, person as participant |
-//! | find by marker | `GET /api/v1/notes?person_id=` / `GET /api/v2/activities?person_id=`, marker in the content, every page |
+//! | deal (`[[deal]]`) | `POST /api/v2/deals` on the person, marker in a deal field; see `deals.rs` |
+//! | find by marker | `GET /api/v1/notes?person_id=` / `GET /api/v2/activities?person_id=`, marker in the content / `GET /api/v2/deals?person_id=`, marker field; every page |
 //!
 //! The call is recorded as a note, not a call log: Pipedrive's call logs
 //! cannot be listed by person or searched, so after an unknown outcome there
@@ -43,10 +44,11 @@ use tokio::sync::OnceCell;
 use super::render;
 use crate::mapping::apply::{self, Bound, Write};
 
+mod deals;
 mod mapped;
 use super::{
     Adapter, ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, CrmSpec, MarkedRecord,
-    NewContact, Operation, Refusal, Shared, Vars, configure,
+    NewContact, NewDeal, Operation, Refusal, Shared, Vars, configure,
 };
 
 /// `CALLSYNC_PIPEDRIVE_*`.
@@ -75,6 +77,7 @@ pub const SPEC: CrmSpec = CrmSpec {
     maps_fields: super::Mapped::ContactOnly(
         "Pipedrive records the call as a note, which has no fields of its own",
     ),
+    writes_deals: true,
 };
 
 /// Pipedrive refuses an OAuth app's request outside its granted scopes
@@ -107,6 +110,7 @@ impl Adapter for Pipedrive {
             config,
             http,
             fields: OnceCell::new(),
+            deal_marker: OnceCell::new(),
             mapping: shared.mapping.clone(),
             resolved: RwLock::default(),
         }
@@ -129,6 +133,8 @@ pub struct Pipedrive {
     config: PipedriveConfig,
     http: CrmHttp,
     fields: OnceCell<FieldKeys>,
+    /// The generated key of the deal field holding a deal's marker.
+    deal_marker: OnceCell<String>,
     /// `CALLSYNC_MAPPING`, when set.
     mapping: Option<Arc<crate::mapping::Mapping>>,
     /// Its `[[contact]]` rules checked against the person fields by the
@@ -337,6 +343,31 @@ struct Content {
     content: Option<String>,
     #[serde(default)]
     note: Option<String>,
+    /// A deal's custom field values (v2), the marker's among them.
+    #[serde(default)]
+    custom_fields: Option<Map<String, Json>>,
+}
+
+impl Content {
+    /// Whether this note, activity or deal carries `marker`: in a note's
+    /// or activity's text (HTML-escaped), or exactly in a deal's field
+    /// `deal_key`.
+    fn carries(&self, marker: &str, deal_key: Option<&str>) -> bool {
+        match deal_key {
+            Some(key) => {
+                self.custom_fields
+                    .as_ref()
+                    .and_then(|fields| fields.get(key))
+                    .and_then(Json::as_str)
+                    == Some(marker)
+            }
+            None => self
+                .content
+                .as_deref()
+                .or(self.note.as_deref())
+                .is_some_and(|text| text.contains(&render::escape(marker))),
+        }
+    }
 }
 
 /// The largest page Pipedrive serves (v1 and v2 alike).
@@ -423,28 +454,86 @@ impl Pipedrive {
                 let existing = existing.data.unwrap_or_default();
                 let mut keys: [String; 3] = Default::default();
                 for (slot, (_, name)) in keys.iter_mut().zip(FIELDS) {
-                    *slot = match existing.iter().find(|f| f.name == name) {
-                        Some(field) => field.key.clone(),
-                        None => {
-                            let field = NewField {
-                                name,
-                                field_type: "text",
-                            };
-                            let created: Envelope<Field> = self
-                                .http
-                                .json(
-                                    "create_field",
-                                    self.request(Method::POST, "/api/v1/personFields")
-                                        .json(&field),
-                                )
-                                .await?;
-                            created.data.key
-                        }
-                    };
+                    *slot = self
+                        .own_field("/api/v1/personFields", &existing, name, "text")
+                        .await?;
                 }
                 Ok(FieldKeys(keys))
             })
             .await
+    }
+
+    /// The key of the field `name` among `existing` (listed at `path`),
+    /// created there as a `field_type` field when missing.
+    async fn own_field(
+        &self,
+        path: &str,
+        existing: &[Field],
+        name: &str,
+        field_type: &'static str,
+    ) -> Result<String, CrmError> {
+        if let Some(field) = existing.iter().find(|f| f.name == name) {
+            return Ok(field.key.clone());
+        }
+        let field = NewField { name, field_type };
+        let created: Envelope<Field> = self
+            .http
+            .json(
+                "create_field",
+                self.request(Method::POST, path).json(&field),
+            )
+            .await?;
+        Ok(created.data.key)
+    }
+
+    /// The key of the deal field holding deals' markers, created once.
+    async fn deal_marker_key(&self) -> Result<&str, CrmError> {
+        self.deal_marker
+            .get_or_try_init(|| async {
+                let existing: Envelope<Option<Vec<Field>>> = self
+                    .http
+                    .json(
+                        "list_deal_fields",
+                        self.request(Method::GET, "/api/v1/dealFields"),
+                    )
+                    .await?;
+                let existing = existing.data.unwrap_or_default();
+                self.own_field(
+                    "/api/v1/dealFields",
+                    &existing,
+                    deals::MARKER_FIELD,
+                    "varchar",
+                )
+                .await
+            })
+            .await
+            .map(String::as_str)
+    }
+
+    /// With `[[deal]]` rules: the marker field, and each rule's pipeline
+    /// and stage checked against the company's (a set-up error naming the
+    /// rule's line when one is missing).
+    async fn prepare_deals(&self, mapping: &crate::mapping::Mapping) -> Result<(), CrmError> {
+        if mapping.deal.is_empty() {
+            return Ok(());
+        }
+        self.deal_marker_key().await?;
+        let listed: Envelope<Option<Vec<deals::ListedPipeline>>> = self
+            .http
+            .json(
+                "list_pipelines",
+                self.request(Method::GET, "/api/v1/pipelines"),
+            )
+            .await?;
+        let stages: Envelope<Option<Vec<deals::ListedStage>>> = self
+            .http
+            .json("list_stages", self.request(Method::GET, "/api/v1/stages"))
+            .await?;
+        let pipelines = deals::pipelines(
+            listed.data.unwrap_or_default(),
+            &stages.data.unwrap_or_default(),
+        );
+        mapping.check_deals(&pipelines, "Pipedrive")
     }
 
     async fn patch_person(
@@ -664,6 +753,7 @@ impl Crm for Pipedrive {
     async fn prepare(&self) -> Result<(), CrmError> {
         let own = self.field_keys().await?;
         if let Some(mapping) = &self.mapping {
+            self.prepare_deals(mapping).await?;
             let listed: Envelope<Option<Vec<mapped::Definition>>> = self
                 .http
                 .json(
@@ -802,6 +892,27 @@ impl Crm for Pipedrive {
             .await
     }
 
+    async fn create_deal(&self, deal: &NewDeal<'_>) -> Result<CrmId, CrmError> {
+        // Checked at start against the company's pipelines: integers.
+        let id = |text: &str| {
+            text.parse::<i64>()
+                .map_err(|_| CrmError::not_an_id(text, "a Pipedrive pipeline or stage id"))
+        };
+        let mut custom_fields = CustomFields::new();
+        custom_fields.insert(
+            self.deal_marker_key().await?.to_owned(),
+            Json::String(deal.rule.marker(deal.report)),
+        );
+        let body = deals::NewDeal {
+            title: deal.rule.name(deal.report, deals::MAX_TITLE),
+            person_id: person_id(deal.contact)?,
+            pipeline_id: id(&deal.rule.pipeline)?,
+            stage_id: id(&deal.rule.stage)?,
+            custom_fields,
+        };
+        self.create("create_deal", "/api/v2/deals", &body).await
+    }
+
     async fn find_marked(
         &self,
         kind: MarkedRecord,
@@ -809,12 +920,15 @@ impl Crm for Pipedrive {
         marker: &str,
     ) -> Result<Option<CrmId>, CrmError> {
         let person = person_id(contact)?.to_string();
-        let (operation, path) = match kind {
-            MarkedRecord::CallLog => ("list_notes", "/api/v1/notes"),
-            MarkedRecord::FollowUp => ("list_activities", "/api/v2/activities"),
+        let (operation, path, deal_key) = match kind {
+            MarkedRecord::CallLog => ("list_notes", "/api/v1/notes", None),
+            MarkedRecord::FollowUp => ("list_activities", "/api/v2/activities", None),
+            MarkedRecord::Deal(_) => (
+                "list_deals",
+                "/api/v2/deals",
+                Some(self.deal_marker_key().await?),
+            ),
         };
-        // The marker is written HTML-escaped.
-        let escaped = render::escape(marker);
         // A person can have more records than one page holds: walk them all.
         let mut next = None;
         loop {
@@ -825,12 +939,11 @@ impl Crm for Pipedrive {
             let page = self
                 .list_page(operation, path, &person, next.as_ref())
                 .await?;
-            let found = page.data.iter().flatten().find(|c| {
-                c.content
-                    .as_deref()
-                    .or(c.note.as_deref())
-                    .is_some_and(|text| text.contains(&escaped))
-            });
+            let found = page
+                .data
+                .iter()
+                .flatten()
+                .find(|c| c.carries(marker, deal_key));
             if let Some(found) = found {
                 return Ok(Some(found.id.to_string()));
             }

@@ -7,6 +7,7 @@
 //! | record call | `POST /sobjects/Task` with the External ID field `Callsync_Marker__c` (`TaskSubtype = Call`, completed); when the marker exists, upsert by it without the create-only `TaskSubtype` |
 //! | update contact | `PATCH /sobjects/{Contact,Lead}/{id}` (`Callsync_Last_*__c`) |
 //! | follow-up | upsert `Task` by `Callsync_Marker__c` = `<marker>:follow-up`, with `ActivityDate` |
+//! | deal (`[[deal]]`) | upsert `Opportunity` by `Callsync_Marker__c`, then its `OpportunityContactRoles` read and a role created when missing; see `deals.rs` |
 //! | find by marker | `GET /sobjects/Task/Callsync_Marker__c/{marker}` |
 //!
 //! With `CALLSYNC_MAPPING`, the business's own fields ride in the same
@@ -46,10 +47,11 @@ use super::oauth::{Credentials, Grant, OAuthClient};
 use super::render;
 use super::{
     Adapter, ContactLookup, Created, Crm, CrmError, CrmHttp, CrmId, CrmSpec, MarkedRecord,
-    NewContact, Operation, Refusal, Shared, Vars, configure,
+    NewContact, NewDeal, Operation, Refusal, Shared, Vars, configure,
 };
 use crate::mapping::apply::{self, Write};
 
+mod deals;
 mod mapped;
 
 /// `CALLSYNC_SALESFORCE_*`.
@@ -79,6 +81,7 @@ pub const SPEC: CrmSpec = CrmSpec {
         and CALLSYNC_SALESFORCE_REFRESH_TOKEN (or CALLSYNC_SALESFORCE_ACCESS_TOKEN): the connected \
         app must allow the api and refresh_token scopes, and its user needs API Enabled",
     maps_fields: super::Mapped::Full,
+    writes_deals: true,
 };
 
 /// Salesforce answers a list of `{errorCode, message}`. Its API limit is a
@@ -215,8 +218,13 @@ const DATE_TIME: &[&str] = &["datetime", "string"];
 
 /// Every custom field callsync writes, as the set-up guide lists them
 /// (`docs/crm/salesforce.md`): the marker on Task (created on Activity) and
-/// the last-call fields on Contact and Lead.
-const CUSTOM_FIELDS: [CustomField; 7] = [
+/// the last-call fields on Contact and Lead; with `[[deal]]` rules, the
+/// marker on Opportunity too (described only then).
+const CUSTOM_FIELDS: [CustomField; 8] = [
+    CustomField {
+        external_id: true,
+        ..CustomField::new("Opportunity", MARKER_FIELD, TEXT)
+    },
     CustomField {
         external_id: true,
         ..CustomField::new("Task", MARKER_FIELD, TEXT)
@@ -433,7 +441,19 @@ impl Salesforce {
         external: &str,
         body: &(impl Serialize + Sync),
     ) -> Result<CrmId, CrmError> {
-        let path = format!("/sobjects/Task/{MARKER_FIELD}/{}", encode(external));
+        self.upsert_marked("Task", operation, external, body).await
+    }
+
+    /// Creates or updates the `sobject` record with external id `external`
+    /// (`PATCH /sobjects/{sobject}/Callsync_Marker__c/{external}`).
+    async fn upsert_marked(
+        &self,
+        sobject: &'static str,
+        operation: &'static str,
+        external: &str,
+        body: &(impl Serialize + Sync),
+    ) -> Result<CrmId, CrmError> {
+        let path = format!("/sobjects/{sobject}/{MARKER_FIELD}/{}", encode(external));
         let response = self
             .http
             .send(
@@ -448,20 +468,29 @@ impl Salesforce {
         if response.status() == StatusCode::NO_CONTENT {
             // Older API versions answer an update with no body: read the id.
             return self
-                .task_by_marker(external)
+                .by_marker(sobject, external)
                 .await?
-                .ok_or_else(|| CrmError::InvalidResponse("upserted Task not found".to_owned()));
+                .ok_or_else(|| CrmError::InvalidResponse(format!("upserted {sobject} not found")));
         }
         let saved: Saved = self.http.decode(operation, response).await?;
         Ok(saved.id)
     }
 
     async fn task_by_marker(&self, external: &str) -> Result<Option<CrmId>, CrmError> {
-        let path = format!("/sobjects/Task/{MARKER_FIELD}/{}", encode(external));
+        self.by_marker("Task", external).await
+    }
+
+    /// The `sobject` record with external id `external`, if there is one.
+    async fn by_marker(
+        &self,
+        sobject: &'static str,
+        external: &str,
+    ) -> Result<Option<CrmId>, CrmError> {
+        let path = format!("/sobjects/{sobject}/{MARKER_FIELD}/{}", encode(external));
         let response = self
             .http
             .send(
-                "get_task",
+                "get_by_marker",
                 self.request(Method::GET, &path),
                 &[StatusCode::NOT_FOUND, StatusCode::MULTIPLE_CHOICES],
             )
@@ -471,12 +500,85 @@ impl Salesforce {
         }
         if response.status() == StatusCode::MULTIPLE_CHOICES {
             return self
-                .one_of_several("get_task", external, response)
+                .one_of_several("get_by_marker", external, response)
                 .await
                 .map(Some);
         }
-        let fetched: Fetched = self.http.decode("get_task", response).await?;
+        let fetched: Fetched = self.http.decode("get_by_marker", response).await?;
         Ok(Some(fetched.id))
+    }
+}
+
+/// `[[deal]]` rules: the Opportunity's marker field and stages, and the
+/// contact role.
+impl Salesforce {
+    /// Describes Opportunity: its marker field's problems join `problems`;
+    /// each rule's stage must be an active `StageName` value.
+    async fn prepare_deals(
+        &self,
+        mapping: &crate::mapping::Mapping,
+        problems: &mut Vec<String>,
+    ) -> Result<(), CrmError> {
+        let described: Json = self
+            .http
+            .json(
+                "describe",
+                self.request(Method::GET, "/sobjects/Opportunity/describe"),
+            )
+            .await?;
+        let invalid =
+            |e: serde_json::Error| CrmError::InvalidResponse(format!("describe Opportunity: {e}"));
+        let own: Described = serde_json::from_value(described.clone()).map_err(invalid)?;
+        problems.extend(field_problems("Opportunity", &own));
+        let fields: MappedFields = serde_json::from_value(described).map_err(invalid)?;
+        let stages = fields
+            .fields
+            .into_iter()
+            .find(|f| f.name == "StageName")
+            .map(|f| {
+                f.picklist_values
+                    .into_iter()
+                    .filter(|v| v.active)
+                    .map(|v| {
+                        let label = v.label.unwrap_or_else(|| v.value.clone());
+                        (v.value, label)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        mapping.check_deals(&[deals::pipeline(stages)], "Salesforce")
+    }
+
+    /// Ties `contact` to `opportunity` by a role unless it holds one.
+    async fn ensure_role(&self, opportunity: &str, contact: &str) -> Result<(), CrmError> {
+        let opportunity = safe_id(opportunity)?;
+        let roles: deals::Roles = self
+            .http
+            .json(
+                "read_contact_roles",
+                self.request(
+                    Method::GET,
+                    &format!("/sobjects/Opportunity/{opportunity}/OpportunityContactRoles"),
+                ),
+            )
+            .await?;
+        if roles.holds(contact) {
+            return Ok(());
+        }
+        let role = deals::ContactRole {
+            opportunity_id: opportunity,
+            contact_id: contact,
+            is_primary: true,
+        };
+        let _: Saved = self
+            .http
+            .json(
+                "create_contact_role",
+                self.request(Method::POST, "/sobjects/OpportunityContactRole")
+                    .json(&role),
+            )
+            .await?;
+        Ok(())
     }
 }
 
@@ -871,6 +973,11 @@ impl Crm for Salesforce {
             let mapped: MappedFields = serde_json::from_value(described).map_err(invalid)?;
             fields.push(mapped.fields);
         }
+        if let Some(mapping) = &self.mapping
+            && !mapping.deal.is_empty()
+        {
+            self.prepare_deals(mapping, &mut problems).await?;
+        }
         if problems.is_empty() {
             if let Some(mapping) = &self.mapping {
                 let resolved =
@@ -1093,6 +1200,34 @@ impl Crm for Salesforce {
         .await
     }
 
+    async fn create_deal(&self, deal: &NewDeal<'_>) -> Result<CrmId, CrmError> {
+        let contact = safe_id(deal.contact)?;
+        let summary = deal.report.summary.as_deref().unwrap_or("(no summary)");
+        let description = if sobject(contact) == "Lead" {
+            format!("{summary}\nLead {contact}")
+        } else {
+            summary.to_owned()
+        };
+        let fields = deals::OpportunityFields {
+            name: deal.rule.name(deal.report, deals::MAX_NAME),
+            stage_name: deal.rule.stage.clone(),
+            close_date: deals::close_date(deal.report.ended_at),
+            description,
+        };
+        let opportunity = self
+            .upsert_marked(
+                "Opportunity",
+                "upsert_opportunity",
+                &deal.rule.marker(deal.report),
+                &fields,
+            )
+            .await?;
+        if sobject(contact) == "Contact" {
+            self.ensure_role(&opportunity, contact).await?;
+        }
+        Ok(opportunity)
+    }
+
     async fn find_marked(
         &self,
         kind: MarkedRecord,
@@ -1102,6 +1237,10 @@ impl Crm for Salesforce {
         match kind {
             MarkedRecord::CallLog => self.task_by_marker(marker).await,
             MarkedRecord::FollowUp => self.task_by_marker(&follow_up_marker(marker)).await,
+            // The deal's create is an upsert by its marker and a role read
+            // before it is created: repeating it is the search, and it
+            // completes a role an interrupted attempt did not create.
+            MarkedRecord::Deal(_) => Ok(None),
         }
     }
 }

@@ -249,6 +249,16 @@ fn writable(spec: &CrmSpec, mapping: &Mapping) -> Result<(), ConfigError> {
             message,
         })
     };
+    if let Some(rule) = mapping.deal.first()
+        && !spec.writes_deals
+        && spec.maps_fields != Mapped::No
+    {
+        return refuse(format!(
+            "{}: [[deal]] rules cannot be written to {} yet; remove them",
+            mapping.at_line(rule.line),
+            spec.name
+        ));
+    }
     match spec.maps_fields {
         Mapped::Full => Ok(()),
         Mapped::ContactOnly(why) => match mapping.call.first() {

@@ -50,6 +50,7 @@ pub const SPEC: CrmSpec = CrmSpec {
     credential_help: "the target refused callsync's requests: check CALLSYNC_WEBHOOK_URL \
         and that the receiver verifies with the same CALLSYNC_WEBHOOK_SECRET",
     maps_fields: super::Mapped::No,
+    writes_deals: false,
 };
 
 #[derive(Debug)]

@@ -9,6 +9,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{ContactId, Ledger, LedgerError, on_call};
+use crate::mapping::deal;
 
 /// One CRM effect of a call, in the order they are performed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -17,9 +18,13 @@ pub enum Step {
     CallLog,
     ContactUpdate,
     FollowUpTask,
+    /// The deal of `CALLSYNC_MAPPING`'s `[[deal]]` rule of this index.
+    Deal(usize),
 }
 
 impl Step {
+    /// The steps every call may have; a mapping adds one [`Step::Deal`]
+    /// per `[[deal]]` rule.
     pub const ALL: [Step; 4] = [
         Step::Contact,
         Step::CallLog,
@@ -33,6 +38,11 @@ impl Step {
             Step::CallLog => "call_log",
             Step::ContactUpdate => "contact_update",
             Step::FollowUpTask => "follow_up_task",
+            // A mapping holds at most `MAX_RULES` deal rules.
+            Step::Deal(index) => deal::STEP_NAMES
+                .get(index)
+                .copied()
+                .unwrap_or("deal:out_of_range"),
         }
     }
 }
@@ -44,6 +54,12 @@ impl FromStr for Step {
         Step::ALL
             .into_iter()
             .find(|step| step.as_str() == s)
+            .or_else(|| {
+                deal::STEP_NAMES
+                    .iter()
+                    .position(|n| *n == s)
+                    .map(Step::Deal)
+            })
             .ok_or_else(|| format!("unknown step {s:?}"))
     }
 }

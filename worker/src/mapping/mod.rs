@@ -6,15 +6,32 @@
 //! type from the CRM and converts the value into it ([`field`]).
 
 pub mod apply;
+pub mod deal;
 pub mod field;
 pub mod file;
 pub mod value;
+
+/// A call report for the unit tests of the mapping and its adapters.
+#[cfg(test)]
+pub(crate) fn test_report(id: &str, analysis: serde_json::Value) -> callsync_shared::CallReport {
+    let mut report: callsync_shared::CallReport = serde_json::from_value(serde_json::json!({
+        "source": "vapi", "call_id": id, "caller": {"phone": null, "name": null, "email": null},
+        "ended_at": "2026-05-01T10:00:00Z", "ended_at_is_receipt_time": false,
+        "duration": null, "summary": "Asked about pricing", "sentiment": null,
+        "analysis": {}, "recording_url": null, "transcript": null, "crm_id": null,
+        "called_number": null, "follow_up_needed": false, "extra": {}
+    }))
+    .expect("a report");
+    report.analysis = analysis.as_object().cloned().unwrap_or_default().into();
+    report
+}
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use callsync_shared::config::{ConfigError, Env};
 
+pub use deal::DealRule;
 pub use field::{Conversion, FieldType, Skip};
 pub use file::MappingError;
 pub use value::{From, Value};
@@ -52,13 +69,15 @@ pub struct Rule {
 }
 
 /// The whole file, with where it came from.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Mapping {
     pub path: PathBuf,
     /// Written on the call's contact.
     pub contact: Vec<Rule>,
     /// Written on the call record.
     pub call: Vec<Rule>,
+    /// Outcome rules: a deal per matching call and rule.
+    pub deal: Vec<DealRule>,
 }
 
 impl Mapping {
@@ -87,10 +106,33 @@ impl Mapping {
 
     /// Where a rule is: `mapping.toml line 3`.
     pub fn at(&self, rule: &Rule) -> String {
-        format!("{} line {}", self.path.display(), rule.line)
+        self.at_line(rule.line)
+    }
+
+    /// Where line `line` of the file is: `mapping.toml line 3`.
+    pub fn at_line(&self, line: usize) -> String {
+        format!("{} line {line}", self.path.display())
+    }
+
+    /// Checks every `[[deal]]` rule's pipeline and stage against the CRM's
+    /// `pipelines`: the first that is missing is a set-up error naming the
+    /// rule's line.
+    pub fn check_deals(
+        &self,
+        pipelines: &[deal::Pipeline],
+        crm: &str,
+    ) -> Result<(), crate::crm::CrmError> {
+        for rule in &self.deal {
+            deal::check_placement(rule, pipelines, crm).map_err(|problem| {
+                crate::crm::CrmError::Setup {
+                    detail: format!("CALLSYNC_MAPPING ({}): {problem}", self.at_line(rule.line)),
+                }
+            })?;
+        }
+        Ok(())
     }
 
     pub fn is_empty(&self) -> bool {
-        self.contact.is_empty() && self.call.is_empty()
+        self.contact.is_empty() && self.call.is_empty() && self.deal.is_empty()
     }
 }

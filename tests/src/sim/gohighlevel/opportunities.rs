@@ -14,6 +14,14 @@
 //! simulator refuses each (the strictest reading) with GoHighLevel's 400,
 //! and puts an opportunity created without a stage in its pipeline's
 //! first stage.
+//!
+//! `GET /opportunities/search` (search-opportunity, scope
+//! `opportunities.readonly`) needs `location_id`, filters by `contact_id`
+//! and pages by `limit` ("will allow maximum up to 100 and default will be
+//! 2") and `page`; each opportunity shows its custom field values as
+//! `customFields: [{id, fieldValue}]` (`SearchOpportunitiesResponseSchema`,
+//! `CustomFieldResponseSchema`). A `limit` beyond 100 or not a number is
+//! refused with the 422 of a bad query, the strictest reading.
 
 use axum::body::Bytes;
 use axum::extract::Query;
@@ -56,6 +64,70 @@ pub(super) fn routes() -> Router<Shared> {
     Router::new()
         .route("/opportunities/pipelines", get(pipelines))
         .route("/opportunities/", post(create))
+        .route("/opportunities/search", get(search))
+}
+
+/// `GET /opportunities/search`.
+async fn search(call: Call, Query(q): Query<HashMap<String, String>>) -> Response {
+    guard(
+        &call,
+        "search_opportunities",
+        "search-opportunity",
+        |state| {
+            if q.get("location_id").is_none_or(|l| l.is_empty()) {
+                return Err(super::unprocessable(vec![
+                    "location_id should not be empty".into(),
+                ]));
+            }
+            let number = |key: &str, default: usize, max: usize| match q.get(key) {
+                None => Ok(default),
+                Some(text) => text
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=max).contains(n))
+                    .ok_or_else(|| {
+                        super::unprocessable(vec![format!(
+                            "{key} must be a number from 1 to {max}"
+                        )])
+                    }),
+            };
+            let limit = number("limit", 2, 100)?;
+            let page = number("page", 1, usize::MAX)?;
+            let contact = q.get("contact_id");
+            let matching: Vec<Value> = state
+                .deals
+                .iter()
+                .filter(|d| d.properties.contains_key("pipelineStageId"))
+                .filter(|d| contact.is_none_or(|c| d.associations.contains(c)))
+                .map(|d| {
+                    let mut view = opportunity_view(d);
+                    let stored = d
+                        .properties
+                        .get("customFields")
+                        .and_then(Value::as_object)
+                        .cloned()
+                        .unwrap_or_default();
+                    let values = super::fields::values_of(state, "opportunity", &stored);
+                    let values: Vec<Value> = values
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|v| json!({ "id": v["id"], "fieldValue": v["value"] }))
+                        .collect();
+                    view.insert("customFields".into(), json!(values));
+                    Value::Object(view)
+                })
+                .collect();
+            let total = matching.len();
+            let shown: Vec<Value> = matching
+                .into_iter()
+                .skip(limit.saturating_mul(page - 1))
+                .take(limit)
+                .collect();
+            Ok(Json(json!({ "opportunities": shown, "meta": { "total": total } })).into_response())
+        },
+    )
+    .await
 }
 
 /// `GET /opportunities/pipelines?locationId=`: `{pipelines: [{id, name,
@@ -87,10 +159,10 @@ fn bad_request(message: String) -> Response {
     error(StatusCode::BAD_REQUEST, message)
 }
 
-fn opportunity_view(r: &Record) -> Value {
+fn opportunity_view(r: &Record) -> Map<String, Value> {
     let mut view = r.properties.clone();
     view.insert("id".into(), json!(r.id));
-    Value::Object(view)
+    view
 }
 
 /// `POST /opportunities/`.
@@ -144,7 +216,7 @@ async fn create(call: Call, body: Bytes) -> Response {
         let record = insert(state, Kind::Deals, properties, vec![contact_id]);
         Ok((
             StatusCode::CREATED,
-            Json(json!({ "opportunity": opportunity_view(&record) })),
+            Json(json!({ "opportunity": Value::Object(opportunity_view(&record)) })),
         )
             .into_response())
     })

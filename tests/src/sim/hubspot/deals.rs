@@ -35,7 +35,15 @@ use crate::sim::{Call, Kind, Limits, Shared, State as SimState};
 /// The scopes of the deal endpoints, which a new simulator's token holds
 /// too (https://developers.hubspot.com/docs/guides/api/crm/objects/deals,
 /// "Scope requirements").
-pub const DEAL_SCOPES: [&str; 2] = ["crm.objects.deals.read", "crm.objects.deals.write"];
+/// `crm.schemas.deals.write` is the properties API's scope for deal
+/// properties (the properties reference lists `crm.schemas.<object>.write`
+/// per object: https://developers.hubspot.com/docs/api-reference/crm-properties-v3/guide,
+/// "Scope requirements"), which a deal marker property needs.
+pub const DEAL_SCOPES: [&str; 3] = [
+    "crm.objects.deals.read",
+    "crm.objects.deals.write",
+    "crm.schemas.deals.write",
+];
 
 /// HubSpot's default deal properties a client writes.
 /// https://knowledge.hubspot.com/properties/hubspots-default-deal-properties

@@ -83,6 +83,36 @@ pub(super) fn routes() -> Router<Shared> {
             "/services/data/{version}/sobjects/OpportunityContactRole",
             post(create_role),
         )
+        .route(
+            "/services/data/{version}/sobjects/Opportunity/{id}/OpportunityContactRoles",
+            axum::routing::get(roles_of),
+        )
+}
+
+/// `GET /sobjects/Opportunity/{id}/OpportunityContactRoles`: the roles of
+/// an existing Opportunity (404 for another id).
+async fn roles_of(call: Call, Path((_, id)): Path<(String, String)>) -> Response {
+    guard(&call, "get_opportunity_contact_roles", |state| {
+        if state.find(Kind::Deals, &id).is_none() {
+            return Err(not_found("The requested resource does not exist"));
+        }
+        let records: Vec<Value> = state
+            .salesforce
+            .contact_roles
+            .iter()
+            .filter(|(_, opportunity, _)| *opportunity == id)
+            .map(|(role, opportunity, contact)| {
+                json!({
+                    "attributes": { "type": "OpportunityContactRole",
+                                    "url": format!("/services/data/v60.0/sobjects/OpportunityContactRole/{role}") },
+                    "Id": role, "OpportunityId": opportunity, "ContactId": contact,
+                })
+            })
+            .collect();
+        Ok(Json(json!({ "totalSize": records.len(), "done": true, "records": records }))
+            .into_response())
+    })
+    .await
 }
 
 /// Refuses an Opportunity without all of its required fields.
@@ -224,10 +254,14 @@ async fn create_role(call: Call, body: Bytes) -> Response {
             ));
         };
         if !deal.associations.contains(&contact) {
-            deal.associations.push(contact);
+            deal.associations.push(contact.clone());
         }
         let n = state.new_id();
         let role = sf_id("00K", &n);
+        state
+            .salesforce
+            .contact_roles
+            .push((role.clone(), opportunity, contact));
         Ok(created(&role, false))
     })
     .await

@@ -285,16 +285,7 @@ mod tests {
     }
 
     fn report(id: &str, analysis: serde_json::Value) -> CallReport {
-        let mut report: CallReport = serde_json::from_value(serde_json::json!({
-            "source": "vapi", "call_id": id, "caller": {"phone": null, "name": null, "email": null},
-            "ended_at": "2026-05-01T10:00:00Z", "ended_at_is_receipt_time": false,
-            "duration": null, "summary": "Asked about pricing", "sentiment": null,
-            "analysis": {}, "recording_url": null, "transcript": null, "crm_id": null,
-            "called_number": null, "follow_up_needed": false, "extra": {}
-        }))
-        .unwrap();
-        report.analysis = analysis.as_object().cloned().unwrap().into();
-        report
+        crate::mapping::test_report(id, analysis)
     }
 
     const RULES: &str = r#"

@@ -1171,7 +1171,6 @@ impl Crm for Gohighlevel {
         marker: &str,
     ) -> Result<Option<CrmId>, CrmError> {
         let contact = path_id(contact)?;
-        let escaped = render::escape(marker);
         let records = match kind {
             MarkedRecord::CallLog => {
                 let notes: Notes = self
@@ -1195,7 +1194,7 @@ impl Crm for Gohighlevel {
         };
         Ok(records
             .into_iter()
-            .find(|r| r.body.as_deref().unwrap_or_default().contains(&escaped))
+            .find(|r| render::holds_marker(r.body.as_deref().unwrap_or_default(), marker))
             .map(|r| r.id))
     }
 }

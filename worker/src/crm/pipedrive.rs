@@ -365,7 +365,7 @@ impl Content {
                 .content
                 .as_deref()
                 .or(self.note.as_deref())
-                .is_some_and(|text| text.contains(&render::escape(marker))),
+                .is_some_and(|text| render::holds_marker(text, marker)),
         }
     }
 }

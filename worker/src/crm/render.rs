@@ -71,6 +71,20 @@ pub fn call_body_html(report: &CallReport) -> String {
     parts.join("\n")
 }
 
+/// Whether a note's or task's text carries `marker` whole, as the bodies
+/// above write it: HTML-escaped, alone in its paragraph. A bare substring
+/// test would let `callsync:vapi:c1` find the record of call `c10`; the
+/// escaped marker must stand between a tag, a line break or the text's
+/// ends, none of which an escaped call id can hold (a printable id has no
+/// line breaks, and its `<` and `>` are escaped).
+pub fn holds_marker(text: &str, marker: &str) -> bool {
+    let escaped = escape(marker);
+    let edge = |c: Option<char>| matches!(c, None | Some('<' | '>' | '\n' | '\r'));
+    text.match_indices(&escaped).any(|(at, found)| {
+        edge(text[..at].chars().next_back()) && edge(text[at + found.len()..].chars().next())
+    })
+}
+
 /// What happened on the line, as labelled lines: the direction, and the
 /// outcome with the platform's own reason beside it (or the reason alone
 /// when callsync cannot map it). A direction or reason the platform did
@@ -147,6 +161,32 @@ pub fn split_name(name: &str) -> (String, Option<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_marker_is_found_whole_and_never_inside_a_longer_call_id_or_marker() {
+        let body = |id: &str| format!("<p>Summary</p>\n<p>callsync:vapi:{id}</p>");
+        assert!(holds_marker(&body("c1"), "callsync:vapi:c1"));
+        // The marker of call c1 is a prefix of c10's and a suffix of x-c1's.
+        assert!(!holds_marker(&body("c10"), "callsync:vapi:c1"));
+        assert!(!holds_marker(&body("c1 x"), "callsync:vapi:c1"));
+        assert!(!holds_marker(
+            "<p>xcallsync:vapi:c1</p>",
+            "callsync:vapi:c1"
+        ));
+        // Escaped as written, and whole when the CRM keeps the text only.
+        assert!(holds_marker(
+            "<p>callsync:vapi:a&amp;b</p>",
+            "callsync:vapi:a&b"
+        ));
+        assert!(holds_marker(
+            "Summary\ncallsync:vapi:c1",
+            "callsync:vapi:c1"
+        ));
+        assert!(holds_marker("callsync:vapi:c1", "callsync:vapi:c1"));
+        // Found at its second place when the first is another call's.
+        let both = format!("{}\n<p>callsync:vapi:c1</p>", body("c10"));
+        assert!(holds_marker(&both, "callsync:vapi:c1"));
+    }
 
     #[test]
     fn markup_in_a_summary_is_escaped() {

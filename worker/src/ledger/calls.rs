@@ -8,7 +8,7 @@ use sqlx::Row;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{ContactId, Ledger, LedgerError, on_call};
+use super::{ContactId, Ledger, LedgerError, Timed, on_call};
 
 /// One CRM effect of a call, in the order they are performed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -188,6 +188,7 @@ impl Ledger {
         .bind(receipt.published_by.as_deref())
         .bind(receipt.verified_by.as_deref())
         .fetch_optional(&self.pool)
+        .timed("claim")
         .await?;
         if let Some(row) = acquired {
             return Ok(Claim::Acquired {
@@ -200,6 +201,7 @@ impl Ledger {
             key,
         )
         .fetch_optional(&self.pool)
+        .timed("claim")
         .await?;
         let status: Option<String> = status.map(|row| row.try_get("status")).transpose()?;
         Ok(match status.as_deref() {
@@ -216,6 +218,7 @@ impl Ledger {
             key,
         )
         .fetch_all(&self.pool)
+        .timed("steps")
         .await?;
         let mut steps = Vec::with_capacity(rows.len());
         for row in rows {
@@ -282,6 +285,7 @@ impl CallLease<'_> {
         .bind(step.as_str())
         .bind(self.ledger.lease_secs)
         .fetch_optional(&self.ledger.pool)
+        .timed("start_step")
         .await?;
         row.map(drop)
             .ok_or_else(|| LedgerError::LeaseLost(self.key.to_string()))
@@ -299,6 +303,7 @@ impl CallLease<'_> {
         .bind(self.owner)
         .bind(self.ledger.lease_secs)
         .execute(&self.ledger.pool)
+        .timed("renew")
         .await?;
         if done.rows_affected() == 1 {
             Ok(())
@@ -320,6 +325,7 @@ impl CallLease<'_> {
         .bind(step.as_str())
         .bind(crm_id)
         .execute(&self.ledger.pool)
+        .timed("finish_step")
         .await?;
         Ok(())
     }
@@ -382,6 +388,7 @@ impl CallLease<'_> {
         )
         .bind(contact_id.as_str())
         .execute(&self.ledger.pool)
+        .timed("complete")
         .await?;
         Ok(())
     }

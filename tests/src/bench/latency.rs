@@ -20,9 +20,11 @@ use anyhow::Context;
 use callsync_shared::signature::sign_timestamped;
 use serde::Serialize;
 
-use super::batch::{Batch, CrmHeld, check_crm, marker};
+use super::batch::{Batch, check_crm, marker};
 use super::roles::Child;
-use super::{Budgets, Options, SECRET, WorkerEnv, in_worker_env, percentile, start_ingest};
+use super::{
+    Budgets, CrmLeft, Options, PerCrm, SECRET, WorkerEnv, per_crm, percentile, start_ingest,
+};
 use crate::sim::SimConfig;
 
 /// How long crm-sim takes to answer every request.
@@ -77,21 +79,8 @@ pub struct StageRow {
     pub p99_ms: f64,
 }
 
-/// What a latency run left in the CRM, per CRM.
-#[derive(Debug, Clone, Serialize)]
-pub struct LatencyCrm {
-    pub crm: &'static str,
-    #[serde(flatten)]
-    pub held: CrmHeld,
-    /// Messages left in the parking queue.
-    pub parked: u32,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct LatencyReport {
-    pub rows: Vec<LatencyRow>,
-    pub crms: Vec<LatencyCrm>,
-}
+/// The latency rows, and what each CRM held.
+pub type LatencyReport = PerCrm<LatencyRow, CrmLeft>;
 
 /// Who calls: warm-up callers first (a first call and a repeat each),
 /// then `calls` new callers, then each of them again.
@@ -127,23 +116,14 @@ impl Plan {
 }
 
 pub async fn run(options: &Options) -> anyhow::Result<LatencyReport> {
-    let mut report = LatencyReport {
-        rows: Vec::new(),
-        crms: Vec::new(),
+    let sim = SimConfig {
+        latency: CRM_LATENCY,
+        ..SimConfig::default()
     };
-    for crm in CRMS {
-        let sim = SimConfig {
-            latency: CRM_LATENCY,
-            ..SimConfig::default()
-        };
-        let calls = options.latency_calls.max(1);
-        let (rows, held) = in_worker_env(sim, async |env| measure(env, crm, calls).await)
-            .await
-            .with_context(|| format!("latency on {crm}"))?;
-        report.rows.extend(rows);
-        report.crms.push(held);
-    }
-    Ok(report)
+    let calls = options.latency_calls.max(1);
+    per_crm(&CRMS, &sim, async |env, crm| measure(env, crm, calls).await)
+        .await
+        .context("latency")
 }
 
 /// One call's measurement.
@@ -159,7 +139,7 @@ async fn measure(
     env: &WorkerEnv,
     crm: &'static str,
     calls: usize,
-) -> anyhow::Result<(Vec<LatencyRow>, LatencyCrm)> {
+) -> anyhow::Result<(Vec<LatencyRow>, CrmLeft)> {
     let plan = Plan { calls };
     // Every call asks for a follow-up, so that each step has its timing.
     let batch = Batch::new(plan.len(), |i| plan.phone(i), |_| true);
@@ -189,7 +169,7 @@ async fn measure(
         .into_iter()
         .map(|kind| row(crm, kind, timed.iter().filter(|t| t.kind == kind)))
         .collect();
-    Ok((rows, LatencyCrm { crm, held, parked }))
+    Ok((rows, CrmLeft { crm, held, parked }))
 }
 
 /// Posts call `i` to ingest, times it until its record exists in the CRM,

@@ -22,9 +22,9 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::backlog::since;
-use super::batch::{Batch, CrmHeld, call_id, check_crm, marker};
+use super::batch::{Batch, call_id, check_crm, marker};
 use super::roles::Child;
-use super::{Budgets, Options, SETUP_OPERATIONS, WorkerEnv, in_worker_env, wait_synced};
+use super::{Budgets, CrmLeft, Options, PerCrm, SETUP_OPERATIONS, WorkerEnv, per_crm, wait_synced};
 use crate::contacts::{Field, typed_contact};
 use crate::mapping::{line, mapping_file, report};
 use crate::sim::{CrmSim, Record, SimConfig, Snapshot};
@@ -51,39 +51,24 @@ pub struct MappingRow {
 /// What one CRM held after its three batches.
 #[derive(Debug, Clone, Serialize)]
 pub struct MappingCrm {
-    pub crm: &'static str,
+    #[serde(flatten)]
+    pub left: CrmLeft,
     /// The mapping's rules, by mode.
     pub rules: BTreeMap<String, usize>,
-    #[serde(flatten)]
-    pub held: CrmHeld,
     /// Mapped fields checked against what their mode says.
     pub fields_checked: usize,
-    /// Messages left in the parking queue.
-    pub parked: u32,
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct MappingReport {
-    pub rows: Vec<MappingRow>,
-    pub crms: Vec<MappingCrm>,
-}
+/// The rows of every CRM, and what each held.
+pub type MappingReport = PerCrm<MappingRow, MappingCrm>;
 
 pub async fn run(options: &Options) -> anyhow::Result<MappingReport> {
-    let mut report = MappingReport {
-        rows: Vec::new(),
-        crms: Vec::new(),
-    };
     let calls = options.mapping_calls.max(1);
-    for crm in CRMS {
-        let (rows, held) = in_worker_env(SimConfig::default(), async |env| {
-            measure(env, crm, calls).await
-        })
-        .await
-        .with_context(|| format!("mapping on {crm}"))?;
-        report.rows.extend(rows);
-        report.crms.push(held);
-    }
-    Ok(report)
+    per_crm(&CRMS, &SimConfig::default(), async |env, crm| {
+        measure(env, crm, calls).await
+    })
+    .await
+    .context("full mapping")
 }
 
 /// The mapped fields, as the CRM names them, and the values the two
@@ -298,11 +283,13 @@ async fn measure(
     Ok((
         rows,
         MappingCrm {
-            crm,
+            left: CrmLeft {
+                crm,
+                held,
+                parked: env.parked_messages().await?,
+            },
             rules: rules_by_mode(&fields.mapping),
-            held,
             fields_checked,
-            parked: env.parked_messages().await?,
         },
     ))
 }
@@ -401,13 +388,13 @@ pub fn render(report: &MappingReport) -> String {
         let rules: Vec<String> = c.rules.iter().map(|(m, n)| format!("{m} {n}")).collect();
         out.push_str(&format!(
             "| {} | {} | {} | {} / {} / {} | {} |\n",
-            c.crm,
+            c.left.crm,
             rules.join(", "),
             c.fields_checked,
-            c.held.crm_call_records,
-            c.held.crm_tasks,
-            c.held.crm_contacts,
-            c.parked
+            c.left.held.crm_call_records,
+            c.left.held.crm_tasks,
+            c.left.held.crm_contacts,
+            c.left.parked
         ));
     }
     out

@@ -1004,6 +1004,46 @@ async fn in_worker_env<T>(
     result
 }
 
+/// A scenario run on several CRMs: its rows, every CRM's in turn, and what
+/// each CRM held afterwards.
+#[derive(Debug, Clone, Serialize)]
+pub struct PerCrm<R, H> {
+    pub rows: Vec<R>,
+    pub crms: Vec<H>,
+}
+
+/// What a scenario left in one CRM: the records checked, and the parking
+/// queue.
+#[derive(Debug, Clone, Serialize)]
+pub struct CrmLeft {
+    pub crm: &'static str,
+    #[serde(flatten)]
+    pub held: CrmHeld,
+    /// Messages left in the parking queue.
+    pub parked: u32,
+}
+
+/// Runs `measure` once per CRM of `crms`, each in a [`WorkerEnv`] of its own
+/// on a simulator configured by `sim`.
+async fn per_crm<R, H>(
+    crms: &[&'static str],
+    sim: &SimConfig,
+    measure: impl AsyncFn(&WorkerEnv, &'static str) -> anyhow::Result<(Vec<R>, H)>,
+) -> anyhow::Result<PerCrm<R, H>> {
+    let mut report = PerCrm {
+        rows: Vec::new(),
+        crms: Vec::new(),
+    };
+    for &crm in crms {
+        let (rows, held) = in_worker_env(sim.clone(), async |env| measure(env, crm).await)
+            .await
+            .with_context(|| format!("on {crm}"))?;
+        report.rows.extend(rows);
+        report.crms.push(held);
+    }
+    Ok(report)
+}
+
 /// What a backlog drained on the CRM's limits left.
 struct Drained {
     /// The simulator's counters once the workers were up, before the backlog.

@@ -5,6 +5,7 @@
 //! cargo run --release -p callsync-tests --bin bench             # full run, a few minutes
 //! cargo run --release -p callsync-tests --bin bench -- --smoke  # tiny sizes
 //! cargo run --release -p callsync-tests --bin bench -- --scenario sources --scenario known-callers
+//! cargo run --release -p callsync-tests --bin bench -- --scenario latency --scenario worker-memory
 //! ```
 //!
 //! Prints Markdown tables and writes them as JSON (`--out`, default

@@ -448,36 +448,61 @@ fn check_backlog_memory(row: &Value) {
     assert!(row["worker_peak_rss_mib"].as_f64().unwrap() > 1.0, "{row}");
 }
 
-/// With every mode mapped: exactly the requests Mapping's table gives per
-/// call (a new caller 3; a caller the CRM has, first call, 4 with the read
-/// of the mapped fields; a repeat caller 3 with that read), each mapped
-/// field holding what its mode says (the benchmark fails otherwise), and
-/// nothing parked.
+/// With every mode mapped, on each CRM: exactly the requests Mapping's
+/// tables give per call (a new caller 3, or 4 on GoHighLevel, whose upsert
+/// never carries `if_empty` or `append` values; a caller the CRM has, first
+/// call, 4 with the read of the mapped fields; a repeat caller 3 with that
+/// read), each mapped field holding what its mode says (the benchmark fails
+/// otherwise), and nothing parked.
 fn check_mapping(mapping: &Value) {
     let rows = mapping["rows"].as_array().unwrap();
-    assert_eq!(rows.len(), 6, "{mapping}");
+    let crms: Vec<&str> = rows.iter().map(|r| r["crm"].as_str().unwrap()).collect();
+    assert_eq!(
+        crms,
+        ["hubspot", "pipedrive", "gohighlevel", "salesforce"]
+            .map(|c| [c; 3])
+            .concat()
+    );
     for row in rows {
         let calls = row["calls"].as_u64().unwrap();
-        let hubspot = row["crm"] == "hubspot";
-        let (search, create, record, update, read) = if hubspot {
-            (
+        // The contact's search, create, the call record, update and read.
+        let (search, create, record, update, read) = match row["crm"].as_str().unwrap() {
+            "hubspot" => (
                 "search_contacts",
                 "create_contact",
                 "create_call",
                 "update_contact",
                 "get_contact",
-            )
-        } else {
-            (
+            ),
+            "pipedrive" => (
                 "search_person",
                 "create_person",
                 "create_note",
                 "update_person",
                 "get_person",
-            )
+            ),
+            "gohighlevel" => (
+                "search_contacts",
+                "upsert_contact",
+                "create_note",
+                "update_contact",
+                "get_contact",
+            ),
+            _ => (
+                "search",
+                "create_contact",
+                "create_call_task",
+                "update_contact",
+                "get_contact",
+            ),
+        };
+        let new: &[&str] = if row["crm"] == "gohighlevel" {
+            &[search, create, record, update]
+        } else {
+            &[search, create, record]
         };
         let per_call: &[&str] = match row["caller"].as_str().unwrap() {
-            "new" => &[search, create, record],
+            "new" => new,
             "in the CRM, first call" => &[search, record, read, update],
             "repeat" => &[record, read, update],
             other => panic!("unknown caller {other}"),
@@ -496,18 +521,15 @@ fn check_mapping(mapping: &Value) {
     for crm in mapping["crms"].as_array().unwrap() {
         assert_eq!(crm["parked"].as_u64(), Some(0), "{crm}");
         let records = crm["crm_call_records"].as_u64().unwrap();
-        // Three mapped contact fields per caller, and HubSpot's call score.
-        let per_caller = 3 * records * 2 / 3;
-        let checked = if crm["crm"] == "hubspot" {
-            per_caller + records
-        } else {
-            per_caller
-        };
+        // Three mapped contact fields per caller (two callers per three
+        // calls), and the score of each call where a call rule is.
+        let call_rule = crm["crm"] == "hubspot" || crm["crm"] == "salesforce";
+        let checked = 2 * records + if call_rule { records } else { 0 };
         assert_eq!(crm["fields_checked"].as_u64(), Some(checked), "{crm}");
         let modes = crm["rules"].as_object().unwrap();
         for mode in ["overwrite", "if_empty", "append"] {
             assert!(modes.contains_key(mode), "{crm}");
         }
-        assert_eq!(modes.contains_key("call"), crm["crm"] == "hubspot", "{crm}");
+        assert_eq!(modes.contains_key("call"), call_rule, "{crm}");
     }
 }

@@ -1,7 +1,8 @@
 //! Scenario 10: CRM requests per call with a full `CALLSYNC_MAPPING`. One
-//! worker per CRM runs with a mapping that uses every mode on contact
-//! fields (`overwrite`, `if_empty`, `append`) and, on HubSpot, `[[call]]`
-//! rules, against crm-sim with those fields defined as a business would
+//! worker per CRM (HubSpot, Pipedrive, GoHighLevel, Salesforce) runs with
+//! a mapping that uses every mode on contact fields (`overwrite`,
+//! `if_empty`, `append`) and, on HubSpot and Salesforce, a `[[call]]` rule
+//! (Pipedrive's and GoHighLevel's call is a note, which takes none), against crm-sim with those fields defined as a business would
 //! have created them; crm-sim answers at once and limits nothing.
 //!
 //! Three batches, each synced before the next is queued: new callers, then
@@ -25,16 +26,25 @@ use super::backlog::since;
 use super::batch::{Batch, call_id, check_crm, marker};
 use super::roles::Child;
 use super::{Budgets, CrmLeft, Options, PerCrm, SETUP_OPERATIONS, WorkerEnv, per_crm, wait_synced};
-use crate::contacts::{Field, typed_contact};
+use crate::contacts::{Field, seed_in, typed_contact};
 use crate::mapping::{line, mapping_file, report};
+use crate::sim::schema::{CustomField, FieldOption, Vendor};
 use crate::sim::{CrmSim, Record, SimConfig, Snapshot};
 
 /// The CRMs measured.
-const CRMS: [&str; 2] = ["hubspot", "pipedrive"];
+const CRMS: [&str; 4] = ["hubspot", "pipedrive", "gohighlevel", "salesforce"];
 /// The kinds of caller, in the order their batches are synced.
 const CALLERS: [&str; 3] = ["new", "in the CRM, first call", "repeat"];
-/// Pipedrive's one-time set-up (HubSpot's is [`SETUP_OPERATIONS`]).
-const PIPEDRIVE_SETUP: [&str; 2] = ["list_fields", "create_field"];
+/// The other CRMs' one-time set-up (HubSpot's is [`SETUP_OPERATIONS`]):
+/// Pipedrive's and GoHighLevel's fields, Salesforce's descriptions and
+/// session.
+const OTHER_SETUP: [&str; 5] = [
+    "list_fields",
+    "create_field",
+    "describe",
+    "oauth_token",
+    "resources",
+];
 
 /// One CRM's requests for one kind of caller.
 #[derive(Debug, Clone, Serialize)]
@@ -77,8 +87,9 @@ struct Fields {
     intent: String,
     first_topic: String,
     call_log: String,
-    /// HubSpot's `[[call]]` rule for the agent's score.
-    call_score: Option<String>,
+    /// The `[[call]]` rule for the agent's score, and the first and the
+    /// repeat calls' scores as the call record holds them.
+    call_score: Option<(String, Value, Value)>,
     /// "Sales enquiry" and "support", as the field holds them.
     sales: Value,
     support: Value,
@@ -88,6 +99,44 @@ struct Fields {
 
 /// Defines the business's fields in crm-sim and writes the mapping.
 fn define(sim: &CrmSim, crm: &str) -> Fields {
+    if crm == "salesforce" {
+        return salesforce(sim);
+    }
+    if crm == "gohighlevel" {
+        let define = |name: &str, data_type: &str, options: &[&str]| {
+            sim.define_gohighlevel_field("contact", name, data_type, options);
+            format!("contact.{name}")
+        };
+        let rules = [
+            ("ai_intent", "SINGLE_OPTIONS", "analysis.intent", None),
+            ("ai_first_topic", "TEXT", "analysis.topic", Some("if_empty")),
+            ("ai_call_log", "LARGE_TEXT", "summary", Some("append")),
+            ("ai_score", "NUMERICAL", "analysis.score", None),
+        ];
+        let mapping = rules
+            .iter()
+            .map(|(name, data_type, from, mode)| {
+                let options: &[&str] = if *name == "ai_intent" {
+                    &["Sales enquiry", "Support"]
+                } else {
+                    &[]
+                };
+                rule("contact", &define(name, data_type, options), from, *mode)
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        // GoHighLevel's contact holds its custom fields by name, options
+        // by their label.
+        return Fields {
+            intent: "ai_intent".to_owned(),
+            first_topic: "ai_first_topic".to_owned(),
+            call_log: "ai_call_log".to_owned(),
+            call_score: None,
+            sales: json!("Sales enquiry"),
+            support: json!("Support"),
+            mapping,
+        };
+    }
     if crm == "pipedrive" {
         let (intent, ids) =
             sim.define_pipedrive_person_field("AI intent", "enum", &["Sales enquiry", "Support"]);
@@ -141,9 +190,56 @@ fn define(sim: &CrmSim, crm: &str) -> Fields {
         intent: "ai_intent".to_owned(),
         first_topic: "ai_first_topic".to_owned(),
         call_log: "ai_call_log".to_owned(),
-        call_score: Some("ai_score".to_owned()),
+        call_score: Some(("ai_score".to_owned(), json!("7"), json!("4.5"))),
         sales: json!("sales"),
         support: json!("support"),
+        mapping,
+    }
+}
+
+/// Salesforce's fields: the contact ones on Contact and Lead (a caller may
+/// be either), the score on Task, the call record.
+fn salesforce(sim: &CrmSim) -> Fields {
+    for object in ["Contact", "Lead"] {
+        let field =
+            |key: &str, kind: &str| CustomField::new(Vendor::Salesforce, object, key, key, kind);
+        sim.define_field(
+            field("AI_Intent__c", "picklist")
+                .with_options(vec![
+                    FieldOption::new(json!("Sales"), "Sales enquiry"),
+                    FieldOption::new(json!("Support"), "Support"),
+                ])
+                .restricted(),
+        );
+        sim.define_field(field("AI_First_Topic__c", "string"));
+        sim.define_field(field("AI_Call_Log__c", "textarea"));
+    }
+    sim.define_field(CustomField::new(
+        Vendor::Salesforce,
+        "Task",
+        "AI_Score__c",
+        "AI_Score__c",
+        "double",
+    ));
+    let mapping = [
+        rule("contact", "AI_Intent__c", "analysis.intent", None),
+        rule(
+            "contact",
+            "AI_First_Topic__c",
+            "analysis.topic",
+            Some("if_empty"),
+        ),
+        rule("contact", "AI_Call_Log__c", "summary", Some("append")),
+        rule("call", "AI_Score__c", "analysis.score", None),
+    ]
+    .join("\n");
+    Fields {
+        intent: "AI_Intent__c".to_owned(),
+        first_topic: "AI_First_Topic__c".to_owned(),
+        call_log: "AI_Call_Log__c".to_owned(),
+        call_score: Some(("AI_Score__c".to_owned(), json!(7.0), json!(4.5))),
+        sales: json!("Sales"),
+        support: json!("Support"),
         mapping,
     }
 }
@@ -239,7 +335,7 @@ async fn measure(
             Field::Main,
             "2026-01-01T00:00:00Z",
         );
-        env.sim.seed_contact(contact);
+        seed_in(&env.sim, crm, contact);
     }
     let (worker, _) = Child::start(
         "worker",
@@ -263,7 +359,7 @@ async fn measure(
         wait_synced(env, first + calls, Duration::from_secs(600)).await?;
         let mut cost = since(&before, &env.sim.snapshot().stats).by_operation;
         cost.retain(|op, _| {
-            !SETUP_OPERATIONS.contains(&op.as_str()) && !PIPEDRIVE_SETUP.contains(&op.as_str())
+            !SETUP_OPERATIONS.contains(&op.as_str()) && !OTHER_SETUP.contains(&op.as_str())
         });
         let requests: u64 = cost.values().sum();
         rows.push(MappingRow {
@@ -348,10 +444,10 @@ fn check_fields(s: &Snapshot, plan: &Plan, f: &Fields) -> anyhow::Result<usize> 
             checked += 1;
         }
     }
-    if let Some(score) = &f.call_score {
+    if let Some((score, first, repeat)) = &f.call_score {
         for i in 0..3 * calls {
-            let expected = if plan.batch(i) == 2 { "4.5" } else { "7" };
-            let held = record(i)?.prop(score);
+            let expected = if plan.batch(i) == 2 { repeat } else { first };
+            let held = record(i)?.properties.get(score.as_str());
             anyhow::ensure!(
                 held == Some(expected),
                 "call {i}: {score} holds {held:?}, {expected} expected"

@@ -732,24 +732,39 @@ impl WorkerEnv {
     }
 
     /// [`WorkerEnv::worker_vars`] pointed at crm-sim as `crm` (`hubspot`,
-    /// `pipedrive`) instead of HubSpot.
+    /// `pipedrive`, `gohighlevel`, `salesforce`) instead of HubSpot.
     fn worker_vars_for(
         &self,
         crm: &str,
         ops: SocketAddr,
         budgets: &Budgets,
     ) -> Vec<(String, String)> {
-        let prefix = format!("CALLSYNC_{}", crm.to_uppercase());
         let mut vars: Vec<(String, String)> = self
             .worker_vars(ops, budgets)
             .into_iter()
             .filter(|(k, _)| k != "CALLSYNC_CRM" && !k.starts_with("CALLSYNC_HUBSPOT_"))
             .collect();
-        vars.extend(pairs(&[
-            ("CALLSYNC_CRM", crm.to_owned()),
-            (&format!("{prefix}_TOKEN"), self.sim.token()),
-            (&format!("{prefix}_BASE_URL"), self.sim.base_url()),
-        ]));
+        let (token, base) = (self.sim.token(), self.sim.base_url());
+        let prefix = format!("CALLSYNC_{}", crm.to_uppercase());
+        let credentials = match crm {
+            "salesforce" => vec![
+                ("CALLSYNC_SALESFORCE_ACCESS_TOKEN".to_owned(), token),
+                ("CALLSYNC_SALESFORCE_INSTANCE_URL".to_owned(), base),
+            ],
+            _ => vec![
+                (format!("{prefix}_TOKEN"), token),
+                (format!("{prefix}_BASE_URL"), base),
+            ],
+        };
+        vars.push(("CALLSYNC_CRM".to_owned(), crm.to_owned()));
+        vars.extend(credentials);
+        if crm == "gohighlevel" {
+            // The one location crm-sim serves.
+            vars.extend(pairs(&[(
+                "CALLSYNC_GOHIGHLEVEL_LOCATION_ID",
+                "loc-callsync-test".to_owned(),
+            )]));
+        }
         vars
     }
 

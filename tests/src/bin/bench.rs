@@ -116,7 +116,7 @@ async fn main() -> ExitCode {
     let report = match bench::run(&options).await {
         Ok(report) => report,
         Err(e) => {
-            eprintln!("bench: {e}");
+            eprintln!("bench: {e:#}");
             return ExitCode::FAILURE;
         }
     };

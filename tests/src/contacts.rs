@@ -7,6 +7,7 @@
 use serde_json::{Map, Value, json};
 
 use crate::harness::TestEnv;
+use crate::sim::CrmSim;
 
 /// Where a number was typed: the record's main phone field, or its mobile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,15 +74,20 @@ fn salesforce_time(rfc3339: &str) -> String {
 /// Seeds a contact into the environment's CRM; returns its id (Salesforce
 /// ids carry the Contact key prefix `003`).
 pub fn seed(env: &TestEnv, contact: Map<String, Value>) -> String {
-    if env.crm == "gohighlevel" {
-        return env.sim.seed_gohighlevel_contact(contact);
+    seed_in(&env.sim, env.crm, contact)
+}
+
+/// [`seed`] into `sim` as `crm`.
+pub fn seed_in(sim: &CrmSim, crm: &str, contact: Map<String, Value>) -> String {
+    if crm == "gohighlevel" {
+        return sim.seed_gohighlevel_contact(contact);
     }
-    if env.crm != "salesforce" {
-        return env.sim.seed_contact(contact);
+    if crm != "salesforce" {
+        return sim.seed_contact(contact);
     }
-    let n = env.sim.snapshot().contacts.len();
+    let n = sim.snapshot().contacts.len();
     let id = format!("003{n:0>15}");
-    env.sim.seed_contact_with_id(&id, contact);
+    sim.seed_contact_with_id(&id, contact);
     id
 }
 

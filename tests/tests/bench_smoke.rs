@@ -31,7 +31,10 @@ async fn the_benchmark_at_smoke_size_loses_nothing_and_spends_the_designed_crm_r
             "rate-limit",
             "sources",
             "known-callers",
-            "new-callers"
+            "new-callers",
+            "latency",
+            "worker-memory",
+            "mapping"
         ])
     );
     check_ingest(&report);
@@ -40,12 +43,18 @@ async fn the_benchmark_at_smoke_size_loses_nothing_and_spends_the_designed_crm_r
     check_rate_limit(&report["rate_limit"]);
     check_known_callers(&report["known_callers"]);
     check_new_callers(&report["new_callers"]);
+    check_latency(&report["latency"]);
+    check_backlog_memory(&report["backlog_memory"]);
+    check_mapping(&report["mapping"]);
     assert!(stdout.contains("÷ voicedock"), "{stdout}");
     assert!(
         stdout.contains("| known callers in mixed formats |"),
         "{stdout}"
     );
     assert!(stdout.contains("| new callers, replica |"), "{stdout}");
+    assert!(stdout.contains("| latency, 202 → readable"), "{stdout}");
+    assert!(stdout.contains("| worker under a backlog |"), "{stdout}");
+    assert!(stdout.contains("| full mapping: CRM |"), "{stdout}");
     // Zero would mean the process was gone before it was measured.
     assert!(report["memory"]["ingest_peak_rss_mib"].as_f64().unwrap() > 1.0);
     assert!(report["memory"]["worker_peak_rss_mib"].as_f64().unwrap() > 1.0);
@@ -345,5 +354,182 @@ fn check_new_callers(row: &Value) {
     let f = |name: &str| row[name].as_f64().unwrap_or(f64::NAN);
     for name in ["seconds", "minimum_seconds", "time_over_minimum"] {
         assert!(f(name).is_finite() && f(name) > 0.0, "{name}: {row}");
+    }
+}
+
+/// Webhook → CRM latency, HubSpot and Pipedrive, new and known callers:
+/// every call readable (the benchmark fails otherwise) and nothing parked;
+/// the CRM requests in a row until the record exists are the design's (a
+/// new caller's search, contact and record, a known caller's record only);
+/// the latency is at least the CRM's own time for them (each answer takes
+/// 50 ms); and each stage the worker times is present in every call with
+/// a positive time.
+fn check_latency(latency: &Value) {
+    let rows = latency["rows"].as_array().unwrap();
+    let cells: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|r| (r["crm"].as_str().unwrap(), r["caller"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        cells,
+        [
+            ("hubspot", "new"),
+            ("hubspot", "known"),
+            ("pipedrive", "new"),
+            ("pipedrive", "known")
+        ]
+    );
+    for row in rows {
+        let calls = row["calls"].as_u64().unwrap();
+        assert!(calls > 0, "{row}");
+        let requests = if row["caller"] == "new" { 3 } else { 1 };
+        assert_eq!(
+            row["requests_until_readable"],
+            serde_json::json!([requests, requests]),
+            "{row}"
+        );
+        let f = |name: &str| row[name].as_f64().unwrap_or(f64::NAN);
+        assert_eq!(f("crm_ms"), requests as f64 * 50.0, "{row}");
+        // The CRM answers each request after 50 ms and the requests are
+        // sent one after another: no call is readable sooner.
+        assert!(f("readable_p50_ms") >= f("crm_ms"), "{row}");
+        assert!(f("readable_p99_ms") >= f("readable_p50_ms"), "{row}");
+        let stages = row["stages"].as_array().unwrap();
+        let names: Vec<&str> = stages
+            .iter()
+            .map(|s| s["stage"].as_str().unwrap())
+            .collect();
+        let (contact_ops, record, update, task) = if row["crm"] == "hubspot" {
+            (
+                ["CRM search_contact", "CRM create_contact"],
+                "CRM create_call",
+                "CRM update_contact",
+                "CRM create_task",
+            )
+        } else {
+            (
+                ["CRM search_person", "CRM create_person"],
+                "CRM create_note",
+                "CRM update_person",
+                "CRM create_activity",
+            )
+        };
+        let mut expected = vec!["queue wait (received → delivered)", "ledger statements"];
+        if row["caller"] == "new" {
+            expected.extend(contact_ops);
+            expected.push(record);
+        } else {
+            expected.extend([record, update]);
+        }
+        expected.extend([task, "sync (claim → synced)"]);
+        assert_eq!(names, expected, "{row}");
+        for stage in stages {
+            assert_eq!(stage["calls"].as_u64(), Some(calls), "{stage}");
+            assert!(stage["p50_ms"].as_f64().unwrap() > 0.0, "{stage}");
+        }
+    }
+    for crm in latency["crms"].as_array().unwrap() {
+        assert_eq!(crm["parked"].as_u64(), Some(0), "{crm}");
+        let records = crm["crm_call_records"].as_u64().unwrap();
+        assert_eq!(crm["crm_tasks"].as_u64(), Some(records), "{crm}");
+        assert_eq!(crm["crm_contacts"].as_u64(), Some(records / 2), "{crm}");
+    }
+}
+
+/// The worker drained the whole backlog into the CRM, nothing parked, and
+/// its peak memory was read while it lived.
+fn check_backlog_memory(row: &Value) {
+    let calls = row["calls"].as_u64().unwrap();
+    assert!(calls > 0, "{row}");
+    assert_eq!(row["crm_call_records"].as_u64(), Some(calls), "{row}");
+    assert_eq!(row["crm_tasks"].as_u64(), Some(calls.div_ceil(3)), "{row}");
+    assert_eq!(row["crm_contacts"].as_u64(), Some(calls), "{row}");
+    assert_eq!(row["parked"].as_u64(), Some(0), "{row}");
+    assert!(row["worker_peak_rss_mib"].as_f64().unwrap() > 1.0, "{row}");
+}
+
+/// With every mode mapped, on each CRM: exactly the requests Mapping's
+/// tables give per call (a new caller 3, or 4 on GoHighLevel, whose upsert
+/// never carries `if_empty` or `append` values; a caller the CRM has, first
+/// call, 4 with the read of the mapped fields; a repeat caller 3 with that
+/// read), each mapped field holding what its mode says (the benchmark fails
+/// otherwise), and nothing parked.
+fn check_mapping(mapping: &Value) {
+    let rows = mapping["rows"].as_array().unwrap();
+    let crms: Vec<&str> = rows.iter().map(|r| r["crm"].as_str().unwrap()).collect();
+    assert_eq!(
+        crms,
+        ["hubspot", "pipedrive", "gohighlevel", "salesforce"]
+            .map(|c| [c; 3])
+            .concat()
+    );
+    for row in rows {
+        let calls = row["calls"].as_u64().unwrap();
+        // The contact's search, create, the call record, update and read.
+        let (search, create, record, update, read) = match row["crm"].as_str().unwrap() {
+            "hubspot" => (
+                "search_contacts",
+                "create_contact",
+                "create_call",
+                "update_contact",
+                "get_contact",
+            ),
+            "pipedrive" => (
+                "search_person",
+                "create_person",
+                "create_note",
+                "update_person",
+                "get_person",
+            ),
+            "gohighlevel" => (
+                "search_contacts",
+                "upsert_contact",
+                "create_note",
+                "update_contact",
+                "get_contact",
+            ),
+            _ => (
+                "search",
+                "create_contact",
+                "create_call_task",
+                "update_contact",
+                "get_contact",
+            ),
+        };
+        let new: &[&str] = if row["crm"] == "gohighlevel" {
+            &[search, create, record, update]
+        } else {
+            &[search, create, record]
+        };
+        let per_call: &[&str] = match row["caller"].as_str().unwrap() {
+            "new" => new,
+            "in the CRM, first call" => &[search, record, read, update],
+            "repeat" => &[record, read, update],
+            other => panic!("unknown caller {other}"),
+        };
+        let expected: serde_json::Map<String, Value> = per_call
+            .iter()
+            .map(|op| ((*op).to_owned(), serde_json::json!(calls)))
+            .collect();
+        assert_eq!(row["by_operation"], Value::Object(expected), "{row}");
+        assert_eq!(
+            row["crm_requests"].as_u64(),
+            Some(calls * per_call.len() as u64),
+            "{row}"
+        );
+    }
+    for crm in mapping["crms"].as_array().unwrap() {
+        assert_eq!(crm["parked"].as_u64(), Some(0), "{crm}");
+        let records = crm["crm_call_records"].as_u64().unwrap();
+        // Three mapped contact fields per caller (two callers per three
+        // calls), and the score of each call where a call rule is.
+        let call_rule = crm["crm"] == "hubspot" || crm["crm"] == "salesforce";
+        let checked = 2 * records + if call_rule { records } else { 0 };
+        assert_eq!(crm["fields_checked"].as_u64(), Some(checked), "{crm}");
+        let modes = crm["rules"].as_object().unwrap();
+        for mode in ["overwrite", "if_empty", "append"] {
+            assert!(modes.contains_key(mode), "{crm}");
+        }
+        assert_eq!(modes.contains_key("call"), call_rule, "{crm}");
     }
 }

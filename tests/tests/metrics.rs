@@ -132,6 +132,22 @@ async fn the_metrics_of_both_services_count_what_happened() {
         1.0
     );
     assert_eq!(w("callsync_worker_sync_lag_seconds_count", &[]), 2.0);
+    assert_eq!(w("callsync_worker_sync_seconds_count", &[]), 2.0);
+    // Each report's first delivery waited in the queue once; the duplicate
+    // is a report of its own, delivered once.
+    assert_eq!(w("callsync_worker_queue_wait_seconds_count", &[]), 3.0);
+    let statements = |statement| {
+        w(
+            "callsync_worker_ledger_seconds_count",
+            &[("statement", statement)],
+        )
+    };
+    // Two claims taken; the duplicate's claim found none to take and read
+    // the call's status.
+    assert_eq!(statements("claim"), 4.0, "{worker_text}");
+    assert_eq!(statements("complete"), 2.0);
+    // Each record created: the two call records and the task.
+    assert_eq!(statements("start_step"), 3.0, "{worker_text}");
     assert_eq!(w("callsync_worker_in_flight", &[]), 0.0);
     assert!(!worker_text.contains("5c4d030f"), "no call ids in labels");
     assert_eq!(app.settle().await.call_markers(), s.call_markers());

@@ -523,6 +523,9 @@ impl Handler {
             call_id = %call_id,
             attempt = history.attempts + 1
         );
+        if history.attempts == 0 && !delivery.redelivered {
+            record_queue_wait(table);
+        }
         metrics::gauge!("callsync_worker_in_flight").increment(1.0);
         let fate = self
             .process(&delivery, &source_name, &history)
@@ -593,6 +596,8 @@ impl Handler {
                 let lag = OffsetDateTime::now_utc() - report.ended_at;
                 metrics::histogram!("callsync_worker_sync_lag_seconds")
                     .record(lag.as_seconds_f64().max(0.0));
+                metrics::histogram!("callsync_worker_sync_seconds")
+                    .record(started.elapsed().as_secs_f64());
                 tracing::info!(
                     %contact_id,
                     phone = %report.caller.phone.as_ref().map(|p| p.masked()).unwrap_or_default(),
@@ -815,6 +820,20 @@ impl Handler {
 /// How the delivery's report reached callsync, from the message's
 /// properties (ingest's and the reconciler's alike: see
 /// `callsync_shared::publish::report_properties`).
+/// Records how long a report waited between ingest's receipt (its
+/// `received_at` header) and its first delivery to a worker: a growing
+/// wait is a backlog, before any call is late. Wall clocks of two hosts,
+/// so a skew between them shows too; a wait below zero counts as none.
+fn record_queue_wait(table: Option<&FieldTable>) {
+    if let Some(received_at) =
+        headers::int(table, headers::RECEIVED_AT).and_then(callsync_shared::time::from_unix_ms)
+    {
+        let wait = OffsetDateTime::now_utc() - received_at;
+        metrics::histogram!("callsync_worker_queue_wait_seconds")
+            .record(wait.as_seconds_f64().max(0.0));
+    }
+}
+
 fn receipt(delivery: &Delivery) -> Receipt {
     let table = delivery.properties.headers().as_ref();
     Receipt {

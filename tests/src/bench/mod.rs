@@ -16,6 +16,9 @@
 //!    limits, 3 replicas (see `known_callers`).
 //! 7. A backlog of new callers on HubSpot's lowest general limit and its
 //!    search limit, 3 replicas (see `new_callers`).
+//! 8. Webhook → CRM latency on an idle system, per stage (see `latency`).
+//! 9. The worker's peak RSS under a backlog of 10 000 calls (see `memory`).
+//! 10. CRM requests per call with a mapping using every mode (see `mapping`).
 //!
 //! Every server under test runs in a child process (see `roles`). Any
 //! subset of the scenarios can be run ([`Scenario`]).
@@ -23,7 +26,10 @@
 mod backlog;
 pub mod batch;
 pub mod known_callers;
+pub mod latency;
 pub mod load;
+pub mod mapping;
+pub mod memory;
 pub mod new_callers;
 pub mod per_source;
 pub mod roles;
@@ -71,16 +77,25 @@ pub enum Scenario {
     KnownCallers,
     /// 7: a backlog of new callers on HubSpot's lowest limits.
     NewCallers,
+    /// 8: webhook → CRM latency on an idle system, per stage.
+    Latency,
+    /// 9: the worker's memory under a backlog queued before it starts.
+    WorkerMemory,
+    /// 10: CRM requests per call with a mapping using every mode.
+    Mapping,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 9] = [
         Scenario::Ingest,
         Scenario::Workers,
         Scenario::RateLimit,
         Scenario::Sources,
         Scenario::KnownCallers,
         Scenario::NewCallers,
+        Scenario::Latency,
+        Scenario::WorkerMemory,
+        Scenario::Mapping,
     ];
 }
 
@@ -110,6 +125,12 @@ pub struct Options {
     pub known_callers_calls: usize,
     /// Scenario 7: calls, each from a new caller.
     pub new_callers_calls: usize,
+    /// Scenario 8: measured calls of each kind of caller, per CRM.
+    pub latency_calls: usize,
+    /// Scenario 9: calls queued before the worker starts.
+    pub backlog_memory_calls: usize,
+    /// Scenario 10: calls of each kind of caller, per CRM.
+    pub mapping_calls: usize,
 }
 
 impl Options {
@@ -134,6 +155,9 @@ impl Options {
             source_connections: 16,
             known_callers_calls: 1_000,
             new_callers_calls: 300,
+            latency_calls: 50,
+            backlog_memory_calls: 10_000,
+            mapping_calls: 100,
         }
     }
 
@@ -154,6 +178,9 @@ impl Options {
             source_connections: 4,
             known_callers_calls: 40,
             new_callers_calls: 30,
+            latency_calls: 3,
+            backlog_memory_calls: 100,
+            mapping_calls: 3,
         }
     }
 }
@@ -268,6 +295,9 @@ pub struct Report {
     pub sources: Vec<per_source::SourceRow>,
     pub known_callers: Option<known_callers::KnownCallersRow>,
     pub new_callers: Option<new_callers::NewCallersRow>,
+    pub latency: Option<latency::LatencyReport>,
+    pub backlog_memory: Option<memory::BacklogMemoryRow>,
+    pub mapping: Option<mapping::MappingReport>,
     pub memory: Memory,
 }
 
@@ -336,6 +366,9 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
         sources: Vec::new(),
         known_callers: None,
         new_callers: None,
+        latency: None,
+        backlog_memory: None,
+        mapping: None,
         memory: Memory {
             ingest_peak_rss_mib: None,
             worker_peak_rss_mib: None,
@@ -362,6 +395,15 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
     }
     if chosen(Scenario::NewCallers) {
         report.new_callers = Some(new_callers::run(options).await?);
+    }
+    if chosen(Scenario::Latency) {
+        report.latency = Some(latency::run(options).await?);
+    }
+    if chosen(Scenario::WorkerMemory) {
+        report.backlog_memory = Some(memory::run(options).await?);
+    }
+    if chosen(Scenario::Mapping) {
+        report.mapping = Some(mapping::run(options).await?);
     }
     Ok(report)
 }
@@ -689,12 +731,55 @@ impl WorkerEnv {
         ])
     }
 
+    /// [`WorkerEnv::worker_vars`] pointed at crm-sim as `crm` (`hubspot`,
+    /// `pipedrive`, `gohighlevel`, `salesforce`) instead of HubSpot.
+    fn worker_vars_for(
+        &self,
+        crm: &str,
+        ops: SocketAddr,
+        budgets: &Budgets,
+    ) -> Vec<(String, String)> {
+        let mut vars: Vec<(String, String)> = self
+            .worker_vars(ops, budgets)
+            .into_iter()
+            .filter(|(k, _)| k != "CALLSYNC_CRM" && !k.starts_with("CALLSYNC_HUBSPOT_"))
+            .collect();
+        let (token, base) = (self.sim.token(), self.sim.base_url());
+        let prefix = format!("CALLSYNC_{}", crm.to_uppercase());
+        let credentials = match crm {
+            "salesforce" => vec![
+                ("CALLSYNC_SALESFORCE_ACCESS_TOKEN".to_owned(), token),
+                ("CALLSYNC_SALESFORCE_INSTANCE_URL".to_owned(), base),
+            ],
+            _ => vec![
+                (format!("{prefix}_TOKEN"), token),
+                (format!("{prefix}_BASE_URL"), base),
+            ],
+        };
+        vars.push(("CALLSYNC_CRM".to_owned(), crm.to_owned()));
+        vars.extend(credentials);
+        if crm == "gohighlevel" {
+            // The one location crm-sim serves.
+            vars.extend(pairs(&[(
+                "CALLSYNC_GOHIGHLEVEL_LOCATION_ID",
+                "loc-callsync-test".to_owned(),
+            )]));
+        }
+        vars
+    }
+
     /// Publishes `calls` reports as ingest would.
     async fn preload(&self, calls: &[Vec<u8>]) -> anyhow::Result<()> {
+        self.preload_from(0, calls).await
+    }
+
+    /// [`WorkerEnv::preload`] of a batch's calls from call `first` on (their
+    /// call id headers counting from there).
+    async fn preload_from(&self, first: usize, calls: &[Vec<u8>]) -> anyhow::Result<()> {
         let (connection, channel) = amqp().await?;
         self.topology.declare_core(&channel).await?;
         let mut pending = Vec::new();
-        for (i, body) in calls.iter().enumerate() {
+        for (i, body) in (first..).zip(calls) {
             let mut table = FieldTable::default();
             headers::set_text(&mut table, headers::SOURCE, "voicedock");
             headers::set_text(&mut table, headers::CALL_ID, &batch::call_id(i));
@@ -932,6 +1017,46 @@ async fn in_worker_env<T>(
     let result = measure(&env).await;
     env.cleanup().await;
     result
+}
+
+/// A scenario run on several CRMs: its rows, every CRM's in turn, and what
+/// each CRM held afterwards.
+#[derive(Debug, Clone, Serialize)]
+pub struct PerCrm<R, H> {
+    pub rows: Vec<R>,
+    pub crms: Vec<H>,
+}
+
+/// What a scenario left in one CRM: the records checked, and the parking
+/// queue.
+#[derive(Debug, Clone, Serialize)]
+pub struct CrmLeft {
+    pub crm: &'static str,
+    #[serde(flatten)]
+    pub held: CrmHeld,
+    /// Messages left in the parking queue.
+    pub parked: u32,
+}
+
+/// Runs `measure` once per CRM of `crms`, each in a [`WorkerEnv`] of its own
+/// on a simulator configured by `sim`.
+async fn per_crm<R, H>(
+    crms: &[&'static str],
+    sim: &SimConfig,
+    measure: impl AsyncFn(&WorkerEnv, &'static str) -> anyhow::Result<(Vec<R>, H)>,
+) -> anyhow::Result<PerCrm<R, H>> {
+    let mut report = PerCrm {
+        rows: Vec::new(),
+        crms: Vec::new(),
+    };
+    for &crm in crms {
+        let (rows, held) = in_worker_env(sim.clone(), async |env| measure(env, crm).await)
+            .await
+            .with_context(|| format!("on {crm}"))?;
+        report.rows.extend(rows);
+        report.crms.push(held);
+    }
+    Ok(report)
 }
 
 /// What a backlog drained on the CRM's limits left.
@@ -1172,6 +1297,15 @@ pub fn render(report: &Report) -> String {
     }
     if let Some(n) = &report.new_callers {
         out.push_str(&new_callers::render(n));
+    }
+    if let Some(l) = &report.latency {
+        out.push_str(&latency::render(l));
+    }
+    if let Some(m) = &report.backlog_memory {
+        out.push_str(&memory::render(m));
+    }
+    if let Some(m) = &report.mapping {
+        out.push_str(&mapping::render(m));
     }
     let rss =
         |mib: Option<f64>| mib.map_or_else(|| "not measured".to_owned(), |m| format!("{m:.1} MiB"));

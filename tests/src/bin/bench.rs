@@ -5,6 +5,7 @@
 //! cargo run --release -p callsync-tests --bin bench             # full run, a few minutes
 //! cargo run --release -p callsync-tests --bin bench -- --smoke  # tiny sizes
 //! cargo run --release -p callsync-tests --bin bench -- --scenario sources --scenario known-callers
+//! cargo run --release -p callsync-tests --bin bench -- --scenario latency --scenario worker-memory
 //! ```
 //!
 //! Prints Markdown tables and writes them as JSON (`--out`, default
@@ -19,7 +20,7 @@ use clap::Parser;
 #[derive(Debug, Parser)]
 #[command(
     name = "bench",
-    about = "callsync benchmark: ingest ceilings, worker throughput, rate limits, memory, signature schemes, known callers, new callers"
+    about = "callsync benchmark: ingest ceilings, worker throughput, rate limits, memory, signature schemes, known callers, new callers, latency, worker memory under a backlog, requests with a full mapping"
 )]
 struct Args {
     /// Tiny sizes, to check that the benchmark runs.
@@ -49,6 +50,15 @@ struct Args {
     /// Calls in the new-callers backlog (each from a new caller).
     #[arg(long)]
     new_callers_calls: Option<usize>,
+    /// Measured calls of each kind of caller per CRM in the latency scenario.
+    #[arg(long)]
+    latency_calls: Option<usize>,
+    /// Calls queued before the worker starts in the worker-memory scenario.
+    #[arg(long)]
+    backlog_memory_calls: Option<usize>,
+    /// Calls of each kind of caller per CRM in the mapping scenario.
+    #[arg(long)]
+    mapping_calls: Option<usize>,
     /// Internal: run one server under test (used by the benchmark itself).
     #[arg(long, hide = true)]
     role: Option<String>,
@@ -90,6 +100,15 @@ async fn main() -> ExitCode {
     if let Some(n) = args.new_callers_calls {
         options.new_callers_calls = n.max(1);
     }
+    if let Some(n) = args.latency_calls {
+        options.latency_calls = n.max(1);
+    }
+    if let Some(n) = args.backlog_memory_calls {
+        options.backlog_memory_calls = n.max(1);
+    }
+    if let Some(n) = args.mapping_calls {
+        options.mapping_calls = n.max(1);
+    }
     if !args.scenario.is_empty() {
         options.scenarios = args.scenario.clone();
     }
@@ -97,7 +116,7 @@ async fn main() -> ExitCode {
     let report = match bench::run(&options).await {
         Ok(report) => report,
         Err(e) => {
-            eprintln!("bench: {e}");
+            eprintln!("bench: {e:#}");
             return ExitCode::FAILURE;
         }
     };

@@ -8,7 +8,7 @@ use sqlx::Row;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{ContactId, Ledger, LedgerError, on_call};
+use super::{ContactId, Ledger, LedgerError, Timed, on_call};
 use crate::mapping::deal;
 
 /// One CRM effect of a call, in the order they are performed.
@@ -204,6 +204,7 @@ impl Ledger {
         .bind(receipt.published_by.as_deref())
         .bind(receipt.verified_by.as_deref())
         .fetch_optional(&self.pool)
+        .timed("claim")
         .await?;
         if let Some(row) = acquired {
             return Ok(Claim::Acquired {
@@ -216,6 +217,7 @@ impl Ledger {
             key,
         )
         .fetch_optional(&self.pool)
+        .timed("claim")
         .await?;
         let status: Option<String> = status.map(|row| row.try_get("status")).transpose()?;
         Ok(match status.as_deref() {
@@ -232,6 +234,7 @@ impl Ledger {
             key,
         )
         .fetch_all(&self.pool)
+        .timed("steps")
         .await?;
         let mut steps = Vec::with_capacity(rows.len());
         for row in rows {
@@ -298,6 +301,7 @@ impl CallLease<'_> {
         .bind(step.as_str())
         .bind(self.ledger.lease_secs)
         .fetch_optional(&self.ledger.pool)
+        .timed("start_step")
         .await?;
         row.map(drop)
             .ok_or_else(|| LedgerError::LeaseLost(self.key.to_string()))
@@ -315,6 +319,7 @@ impl CallLease<'_> {
         .bind(self.owner)
         .bind(self.ledger.lease_secs)
         .execute(&self.ledger.pool)
+        .timed("renew")
         .await?;
         if done.rows_affected() == 1 {
             Ok(())
@@ -336,6 +341,7 @@ impl CallLease<'_> {
         .bind(step.as_str())
         .bind(crm_id)
         .execute(&self.ledger.pool)
+        .timed("finish_step")
         .await?;
         Ok(())
     }
@@ -398,6 +404,7 @@ impl CallLease<'_> {
         )
         .bind(contact_id.as_str())
         .execute(&self.ledger.pool)
+        .timed("complete")
         .await?;
         Ok(())
     }

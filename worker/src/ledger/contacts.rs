@@ -8,7 +8,7 @@ use sqlx::Row;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{Ledger, LedgerError};
+use super::{Ledger, LedgerError, Timed};
 
 /// A contact's id in the CRM.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
@@ -145,6 +145,7 @@ impl Ledger {
             .bind(owner)
             .bind(self.lease_secs)
             .fetch_optional(&self.pool)
+            .timed("claim_contact")
             .await?;
         if let Some(row) = acquired {
             return Ok(ContactClaim::Acquired {
@@ -157,6 +158,7 @@ impl Ledger {
                 &column,
             )
             .fetch_optional(&self.pool)
+            .timed("claim_contact")
             .await?;
         let known: Option<Option<String>> = known.map(|row| row.try_get(0)).transpose()?;
         Ok(match known.flatten() {
@@ -177,6 +179,7 @@ impl Ledger {
             .bind(owner)
             .bind(self.lease_secs)
             .execute(&self.pool)
+            .timed("contact_pending")
             .await?;
         if done.rows_affected() == 1 {
             Ok(())
@@ -221,6 +224,7 @@ impl Ledger {
         )
         .bind(contact_id.as_str())
         .execute(&self.pool)
+        .timed("contact_resolved")
         .await?;
         Ok(())
     }

@@ -5,7 +5,7 @@ use sqlx::Row;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{CallLease, ContactId, LedgerError, Step, on_call};
+use super::{CallLease, ContactId, LedgerError, Step, Timed, on_call};
 
 /// Whether a call may write a contact's last-call fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +75,7 @@ impl CallLease<'_> {
             .bind(owner)
             .bind(ledger.lease_secs)
             .fetch_optional(&ledger.pool)
+            .timed("last_call")
             .await?;
         if granted.is_some() {
             return Ok(LatestCall::Write);
@@ -85,6 +86,7 @@ impl CallLease<'_> {
                 contact_id.as_str(),
             )
             .fetch_optional(&ledger.pool)
+            .timed("last_call")
             .await?;
         let newest: Option<OffsetDateTime> = newest.map(|row| row.try_get(0)).transpose()?;
         Ok(match newest {
@@ -114,6 +116,7 @@ impl CallLease<'_> {
             .bind(self.owner)
             .bind(self.ledger.lease_secs)
             .fetch_optional(&self.ledger.pool)
+            .timed("claim_contact_write")
             .await?;
         Ok(granted.is_some())
     }
@@ -145,6 +148,7 @@ impl CallLease<'_> {
         .bind(self.owner)
         .bind(release)
         .execute(&self.ledger.pool)
+        .timed("finish_update")
         .await?;
         Ok(())
     }

@@ -24,7 +24,8 @@ mod last_call;
 mod reads;
 mod workers;
 
-use std::time::Duration;
+use std::future::Future;
+use std::time::{Duration, Instant};
 
 use sqlx::migrate::MigrateDatabase;
 use sqlx::postgres::{PgArguments, PgConnectOptions, PgPoolOptions};
@@ -128,6 +129,22 @@ fn on_call(sql: &'static str, key: CallKey<'_>) -> Query<'static, Postgres, PgAr
         .bind(key.source.as_str())
         .bind(key.call_id.as_str())
 }
+
+/// A statement of a call's sync, timed: `.timed("claim")` before its
+/// `.await` records how long the database took under that name
+/// (`callsync_worker_ledger_seconds`), the ledger's share of a call's
+/// latency and the first sign of a slow database.
+trait Timed: Future + Sized {
+    async fn timed(self, statement: &'static str) -> Self::Output {
+        let started = Instant::now();
+        let result = self.await;
+        metrics::histogram!("callsync_worker_ledger_seconds", "statement" => statement)
+            .record(started.elapsed().as_secs_f64());
+        result
+    }
+}
+
+impl<F: Future> Timed for F {}
 
 /// Creates the database named in `url` if it does not exist yet. Several
 /// replicas may race here; losing the race (42P04, duplicate database) is fine.

@@ -23,9 +23,10 @@
 //! own ledger is never asked whether a missing call is excused.
 //!
 //! A third run adds a `CALLSYNC_MAPPING` with two `[[deal]]` rules (one
-//! for every call, one for Vapi's calls only) and counts the deals as the
-//! call records: exactly one per call and matching rule, on the caller's
-//! contact, none unexpected.
+//! for every call, one for Vapi's calls only) and an `append` rule (each
+//! call's id, as a line on its contact's `ai_call_log`), and counts the
+//! deals and the appended lines as the call records: exactly one per call
+//! and matching rule, on the caller's contact, none unexpected.
 //!
 //! Size: `CALLSYNC_FAULT_CALLS` (default 300); the simulated CRM's rolling
 //! limit: `CALLSYNC_FAULT_CRM_LIMIT` requests per second (default 80, low
@@ -199,14 +200,20 @@ struct Run {
     sim_index_lag: Duration,
     /// What the workers are told the lag is (`CALLSYNC_CRM_INDEX_LAG`).
     worker_index_lag: Duration,
-    /// Whether the workers run [`DEAL_RULES`].
+    /// Whether the workers run [`MAPPING`].
     deals: bool,
 }
 
 /// Two `[[deal]]` rules in HubSpot's default pipeline: rule 0 for every
 /// call, rule 1 for Vapi's calls only (a value every source has, so that
-/// which calls match does not depend on each platform's analysis shape).
-const DEAL_RULES: &str = r#"
+/// which calls match does not depend on each platform's analysis shape);
+/// and one `append` rule: a line per call on its contact, which must be
+/// there once however often the call is delivered or its write fails.
+const MAPPING: &str = r#"
+[[contact]]
+property = "ai_call_log"
+from = "call_id"
+mode = "append"
 [[deal]]
 when = {}
 pipeline = "default"
@@ -220,7 +227,7 @@ stage = "qualifiedtobuy"
 name = "Vapi lead {caller.number}"
 "#;
 
-/// The deal markers a call gets under [`DEAL_RULES`].
+/// The deal markers a call gets under [`MAPPING`].
 fn expected_deals(call: &Call) -> Vec<String> {
     let mut rules = vec![0];
     if call.source == Source::Vapi {
@@ -332,6 +339,7 @@ fn judge(batch: &[Call], snapshot: &Snapshot, parked: usize, deals: bool) -> Ver
     }
     if deals {
         judge_deals(batch, snapshot, &on_callers_contact, &mut v);
+        judge_appended_lines(batch, &contacts_by_phone, &mut v);
     }
     let sent: BTreeSet<String> = batch.iter().map(Call::marker).collect();
     for records in [&calls, &tasks] {
@@ -406,6 +414,50 @@ fn judge_deals(
         .sum::<usize>();
 }
 
+/// Counts the `append` rule's lines as the call records are counted: each
+/// call's line (`<call id> [<marker>]`) once on its caller's contact; a
+/// line on another contact is misattributed, any other line unexpected.
+fn judge_appended_lines(
+    batch: &[Call],
+    contacts_by_phone: &BTreeMap<&str, Vec<&Record>>,
+    v: &mut Verdict,
+) {
+    let lines_of = |c: &Record| -> Vec<String> {
+        c.prop("ai_call_log")
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    };
+    let mut seen = 0;
+    for call in batch {
+        let tail = format!(" [{}]", call.marker());
+        let count = |c: &Record| lines_of(c).iter().filter(|l| l.ends_with(&tail)).count();
+        let on_own: usize = contacts_by_phone
+            .get(call.phone.as_str())
+            .map(|cs| cs.iter().map(|c| count(c)).sum())
+            .unwrap_or_default();
+        if on_own == 0 {
+            v.lost += 1;
+        }
+        v.duplicated += on_own.saturating_sub(1);
+        let elsewhere: usize = contacts_by_phone
+            .iter()
+            .filter(|(phone, _)| **phone != call.phone.as_str())
+            .flat_map(|(_, cs)| cs.iter())
+            .map(|c| count(c))
+            .sum();
+        v.misattributed += elsewhere;
+        seen += on_own + elsewhere;
+    }
+    let all: usize = contacts_by_phone
+        .values()
+        .flatten()
+        .map(|c| lines_of(c).len())
+        .sum();
+    v.unexpected += all - seen;
+}
+
 /// Runs the batch through ingest and three workers under every fault and
 /// returns the verdict and the simulator's final state.
 async fn run(settings: Run) -> (Verdict, Snapshot) {
@@ -450,11 +502,14 @@ async fn run(settings: Run) -> (Verdict, Snapshot) {
     env.set("CALLSYNC_CRM_SEARCH_RATE", "off");
     let mapping = settings.deals.then(|| {
         let path = std::env::temp_dir().join(format!("callsync-fault-deals-{}.toml", env.id));
-        std::fs::write(&path, DEAL_RULES).unwrap();
+        std::fs::write(&path, MAPPING).unwrap();
         path
     });
     if let Some(path) = &mapping {
         env.set("CALLSYNC_MAPPING", path.to_str().unwrap());
+        // The business's own field, created before the workers start.
+        env.sim
+            .define_hubspot_property("contacts", "ai_call_log", "string", "textarea", &[]);
     }
 
     // The rolling limit answers 429 only when the load reaches it, which a

@@ -110,6 +110,9 @@ pub struct Options {
     pub known_callers_calls: usize,
     /// Scenario 7: calls, each from a new caller.
     pub new_callers_calls: usize,
+    /// Scenario 1: more variables for (d), `callsync-ingest` (to measure
+    /// it with other settings than its defaults).
+    pub ingest_vars: Vec<(String, String)>,
 }
 
 impl Options {
@@ -134,6 +137,7 @@ impl Options {
             source_connections: 16,
             known_callers_calls: 1_000,
             new_callers_calls: 300,
+            ingest_vars: Vec::new(),
         }
     }
 
@@ -154,6 +158,7 @@ impl Options {
             source_connections: 4,
             known_callers_calls: 40,
             new_callers_calls: 30,
+            ingest_vars: Vec::new(),
         }
     }
 }
@@ -550,7 +555,7 @@ async fn alternate_c_and_d(
 ) -> anyhow::Result<(IngestRow, IngestRow, Vec<Ratio>, f64)> {
     let (warmup, duration) = cell_times(options);
     let (confirm, confirm_addr) = start_bare_confirm(bare_queue).await?;
-    let (ingest, ingest_addr) = start_ingest(topology, &[]).await?;
+    let (ingest, ingest_addr) = start_ingest(topology, &options.ingest_vars).await?;
     let mut c_cells = Vec::new();
     let mut d_cells = Vec::new();
     let mut ratios = Vec::new();

@@ -116,9 +116,9 @@ impl App {
         background.close();
         let app = router(self.state).layer(
             // The span names method and path only: a `?token=` query must never reach the logs.
-            // At debug, not info: at the shipped level a span per request is the
-            // largest cost ingest adds to a webhook (docs/performance.md), and
-            // ingest's own lines name the source, call and message already.
+            // At debug, not info: at the shipped level a span per request was the
+            // one cost of ingest's that showed in the benchmark (docs/performance.md),
+            // and ingest's own lines name the source, call and message already.
             TraceLayer::new_for_http().make_span_with(|request: &Request| {
                 tracing::debug_span!("request", method = %request.method(), path = %request.uri().path())
             }),

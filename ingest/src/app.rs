@@ -59,6 +59,7 @@ impl App {
             config.topology.clone(),
             config.confirm_timeout,
             verified_by,
+            config.publish_connections,
         );
         let spool = match &config.spool_dir {
             None => None,
@@ -115,8 +116,11 @@ impl App {
         background.close();
         let app = router(self.state).layer(
             // The span names method and path only: a `?token=` query must never reach the logs.
+            // At debug, not info: at the shipped level a span per request was the
+            // one cost of ingest's that showed in the benchmark (docs/performance.md),
+            // and ingest's own lines name the source, call and message already.
             TraceLayer::new_for_http().make_span_with(|request: &Request| {
-                tracing::info_span!("request", method = %request.method(), path = %request.uri().path())
+                tracing::debug_span!("request", method = %request.method(), path = %request.uri().path())
             }),
         );
         tracing::info!(addr = %self.listener.local_addr()?, "ingest listening");

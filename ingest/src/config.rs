@@ -28,6 +28,9 @@ pub struct IngestConfig {
     /// How long a client may take to send a webhook's body: a slow (or
     /// malicious) sender must not hold a connection and a task forever.
     pub request_timeout: Duration,
+    /// How many broker connections (each with its confirm channel) the
+    /// webhooks' publishes are spread over.
+    pub publish_connections: usize,
     /// Every built-in source's credentials, in [`Source::ALL`] order.
     sources: Vec<SourceAuth>,
     pub log: LogConfig,
@@ -53,6 +56,7 @@ impl IngestConfig {
                 "a number of bytes",
             )?,
             request_timeout: env.duration("CALLSYNC_REQUEST_TIMEOUT", Duration::from_secs(10))?,
+            publish_connections: publish_connections(env)?,
             sources: Source::ALL
                 .into_iter()
                 .map(|source| SourceAuth::from_env(env, source))
@@ -66,6 +70,18 @@ impl IngestConfig {
         // `sources` holds one entry per source in `Source::ALL` order, which
         // is the enum's declaration order.
         &self.sources[source as usize]
+    }
+}
+
+/// `CALLSYNC_PUBLISH_CONNECTIONS`: at least one, or nothing could be published.
+fn publish_connections(env: &Env) -> Result<usize, ConfigError> {
+    const VAR: &str = "CALLSYNC_PUBLISH_CONNECTIONS";
+    match env.parse(VAR, 1, "a number of connections, at least 1")? {
+        0 => Err(ConfigError {
+            var: VAR.to_owned(),
+            message: "must be at least 1".to_owned(),
+        }),
+        n => Ok(n),
     }
 }
 
@@ -86,6 +102,16 @@ mod tests {
         }
         assert_eq!(config.auth(Source::Voicedock).tolerance_secs, Some(300));
         assert_eq!(config.topology.exchange(), "callsync");
+        assert_eq!(config.publish_connections, 1);
+    }
+
+    #[test]
+    fn ingest_refuses_to_publish_over_no_connection_at_all() {
+        let env = Env::default().with("CALLSYNC_PUBLISH_CONNECTIONS", "0");
+        let err = IngestConfig::from_env(&env).unwrap_err();
+        assert_eq!(err.var, "CALLSYNC_PUBLISH_CONNECTIONS");
+        let env = Env::default().with("CALLSYNC_PUBLISH_CONNECTIONS", "3");
+        assert_eq!(IngestConfig::from_env(&env).unwrap().publish_connections, 3);
     }
 
     #[test]

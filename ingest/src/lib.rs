@@ -5,6 +5,7 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod error;
+mod lane;
 pub mod publisher;
 pub mod routes;
 pub mod spool;

@@ -1,5 +1,6 @@
-//! Publishing call reports with publisher confirms, over a connection that
-//! is re-established whenever it drops.
+//! Publishing call reports with publisher confirms, spread over lanes
+//! (connections with their confirm channels, see [`crate::lane`]), each
+//! re-established whenever it drops while the others go on publishing.
 //!
 //! A webhook is answered 202 only after [`Publisher::publish`] returned `Ok`,
 //! which means the broker confirmed the message (persisted to a quorum of its
@@ -8,19 +9,21 @@
 //! and the webhook is answered 503, because the provider may retry but we
 //! would otherwise claim a call we do not have.
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use callsync_shared::broker;
 use callsync_shared::config::SecretUrl;
 use callsync_shared::publish::{self, Destination};
 use callsync_shared::topology::{CALL_REPORT_KEY, Topology};
 use callsync_shared::{CallId, Source};
-use lapin::{BasicProperties, Channel, Connection};
+use lapin::BasicProperties;
 use time::OffsetDateTime;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::lane::{Lane, LaneSettings, Live};
 
 /// One call report on its way to the broker.
 #[derive(Debug, Clone)]
@@ -42,7 +45,7 @@ pub enum PublishError {
     Broker(#[from] publish::PublishError),
 }
 
-/// A cheap-to-clone handle on the publishing connection.
+/// A cheap-to-clone handle on the publishing lanes.
 #[derive(Clone, Debug)]
 pub struct Publisher {
     inner: Arc<Inner>,
@@ -50,25 +53,27 @@ pub struct Publisher {
 
 #[derive(Debug)]
 struct Inner {
-    url: SecretUrl,
-    topology: Topology,
+    /// The exchange and routing key of every report, built once.
+    exchange: String,
+    routing_key: String,
     confirm_timeout: Duration,
     /// What each source's webhooks are verified by (the `verified_by`
     /// header), by `Source as usize`. A spooled report is published with
     /// the credentials configured when it is published.
     verified_by: Vec<String>,
-    /// The confirm-mode channel of the live connection, if any.
-    channel: RwLock<Option<Channel>>,
-    connection: RwLock<Option<Arc<Connection>>>,
-    /// Wakes the supervisor when a publish found the channel broken.
-    broken: Notify,
-    /// Cancelled by [`Publisher::close`]: the supervisor stops reconnecting.
+    lanes: Vec<Arc<Lane>>,
+    /// Round-robin position among `lanes`.
+    next: AtomicUsize,
+    /// The lanes' supervisors, waited for by [`Publisher::close`].
+    supervisors: TaskTracker,
+    /// Cancelled by [`Publisher::close`]: the supervisors close their
+    /// lanes and stop reconnecting.
     stop: CancellationToken,
 }
 
 impl Publisher {
-    /// Starts the connection supervisor in the background. The publisher is
-    /// not ready until the first connection is up; see [`Publisher::is_ready`].
+    /// Starts one supervisor per lane in the background. The publisher is
+    /// not ready until a lane is up; see [`Publisher::is_ready`].
     /// `verified_by` says, for each source in `Source::ALL` order, what its
     /// webhooks are verified by.
     pub fn start(
@@ -76,44 +81,73 @@ impl Publisher {
         topology: Topology,
         confirm_timeout: Duration,
         verified_by: Vec<String>,
+        connections: usize,
     ) -> Self {
-        let inner = Arc::new(Inner {
-            url,
-            topology,
-            confirm_timeout,
-            verified_by,
-            channel: RwLock::new(None),
-            connection: RwLock::new(None),
-            broken: Notify::new(),
-            stop: CancellationToken::new(),
-        });
-        tokio::spawn(supervise(Arc::clone(&inner)));
-        Self { inner }
+        let (exchange, routing_key) = (topology.exchange(), CALL_REPORT_KEY.to_owned());
+        // At least one lane (the configuration refuses 0).
+        let connections = connections.max(1);
+        let lanes: Vec<_> = (1..=connections)
+            .map(|i| Arc::new(Lane::new(format!("callsync-ingest {i}/{connections}"))))
+            .collect();
+        let settings = Arc::new(LaneSettings { url, topology });
+        let stop = CancellationToken::new();
+        let supervisors = TaskTracker::new();
+        for lane in &lanes {
+            supervisors.spawn(Arc::clone(lane).supervise(Arc::clone(&settings), stop.clone()));
+        }
+        supervisors.close();
+        Self {
+            inner: Arc::new(Inner {
+                exchange,
+                routing_key,
+                confirm_timeout,
+                verified_by,
+                lanes,
+                next: AtomicUsize::new(0),
+                supervisors,
+                stop,
+            }),
+        }
     }
 
-    /// True while a connection and a confirm channel are usable and the
-    /// broker has not blocked publishing (memory or disk alarm).
+    /// True while a lane is usable: its connection and confirm channel are
+    /// open and the broker has not blocked publishing (memory
+    /// or disk alarm). Publishes go to the usable lanes only.
     pub fn is_ready(&self) -> bool {
-        let channel_ok = read(&self.inner.channel)
-            .as_ref()
-            .is_some_and(|c| c.status().connected());
-        let connection_ok = read(&self.inner.connection)
-            .as_ref()
-            .is_some_and(|c| c.status().connected() && !c.status().blocked());
-        channel_ok && connection_ok
+        self.usable_lanes() > 0
     }
 
-    /// Publishes one report and waits for the broker's confirm.
+    /// How many lanes are usable now.
+    pub fn usable_lanes(&self) -> usize {
+        self.inner
+            .lanes
+            .iter()
+            .filter(|lane| lane.is_ready())
+            .count()
+    }
+
+    /// How many lanes (broker connections) publish.
+    pub fn lanes(&self) -> usize {
+        self.inner.lanes.len()
+    }
+
+    /// The next usable lane's connection after the last one used.
+    fn take(&self) -> Option<Arc<Live>> {
+        let lanes = &self.inner.lanes;
+        let first = self.inner.next.fetch_add(1, Ordering::Relaxed);
+        (0..lanes.len()).find_map(|i| lanes[(first + i) % lanes.len()].take())
+    }
+
+    /// Publishes one report on one lane and waits for the broker's confirm
+    /// of that message (confirms are per channel, by delivery tag).
     pub async fn publish(&self, report: &OutgoingReport) -> Result<(), PublishError> {
-        let channel = read(&self.inner.channel)
-            .clone()
-            .ok_or(PublishError::Unavailable)?;
+        let taken = self.take().ok_or(PublishError::Unavailable)?;
         let started = Instant::now();
         let result = publish::publish_confirmed(
-            &channel,
+            taken.channel(),
             Destination {
-                exchange: self.inner.topology.exchange().as_str(),
-                routing_key: CALL_REPORT_KEY,
+                exchange: &self.inner.exchange,
+                routing_key: &self.inner.routing_key,
             },
             &report.body,
             properties(report, self.inner.verified_by.get(report.source as usize)),
@@ -125,28 +159,20 @@ impl Publisher {
         if let Err(error) = &result
             && error.channel_is_broken()
         {
-            // No answer within the deadline, or an error on the channel: it
-            // is stuck or gone even if lapin has not noticed yet. Replace it
-            // rather than wait for a heartbeat.
-            self.inner.broken.notify_one();
+            // No answer within the deadline, or an error on the channel:
+            // replace this lane rather than wait for a heartbeat; the
+            // others go on publishing meanwhile.
+            taken.replace();
         }
         Ok(result?)
     }
 
-    /// Stops reconnecting and closes the connection. Publishes already
-    /// awaiting a confirm have been drained by the HTTP server's graceful
-    /// shutdown before this is called.
+    /// Stops reconnecting and closes every lane. Publishes already awaiting
+    /// a confirm have been drained by the HTTP server's graceful shutdown
+    /// before this is called.
     pub async fn close(&self) {
         self.inner.stop.cancel();
-        let channel = write(&self.inner.channel).take();
-        let connection = write(&self.inner.connection).take();
-        // The channel before its connection (see `broker::close_channel`).
-        if let Some(channel) = channel {
-            broker::close_channel(&channel, "callsync-ingest shutting down").await;
-        }
-        if let Some(connection) = connection {
-            broker::close(&connection, "callsync-ingest shutting down").await;
-        }
+        self.inner.supervisors.wait().await;
     }
 }
 
@@ -159,66 +185,4 @@ fn properties(report: &OutgoingReport, verified_by: Option<&String>) -> BasicPro
         "callsync-ingest",
         verified_by.map(String::as_str),
     )
-}
-
-/// Keeps one connection with a confirm channel alive until [`Publisher::close`].
-async fn supervise(inner: Arc<Inner>) {
-    let stop = &inner.stop;
-    let mut delays = broker::reconnect_delays();
-    while !stop.is_cancelled() {
-        match connect(&inner).await {
-            Ok((connection, channel)) => {
-                let connection = Arc::new(connection);
-                tracing::info!("connected to the broker; publishing with confirms");
-                delays = broker::reconnect_delays();
-                *write(&inner.channel) = Some(channel);
-                *write(&inner.connection) = Some(Arc::clone(&connection));
-                tokio::select! {
-                    () = broker::closed(&connection) => {}
-                    () = inner.broken.notified() => {}
-                    () = stop.cancelled() => {}
-                }
-                let channel = write(&inner.channel).take();
-                write(&inner.connection).take();
-                if let Some(channel) = channel {
-                    broker::close_channel(&channel, "reconnecting").await;
-                }
-                broker::close(&connection, "reconnecting").await;
-                if stop.is_cancelled() {
-                    break;
-                }
-                tracing::warn!("broker connection lost; reconnecting");
-            }
-            Err(error) => tracing::warn!(%error, "cannot connect to the broker; retrying"),
-        }
-        let delay = delays.next().unwrap_or(Duration::from_secs(5));
-        tokio::select! {
-            () = tokio::time::sleep(delay) => {}
-            () = stop.cancelled() => {}
-        }
-    }
-}
-
-async fn connect(inner: &Inner) -> Result<(Connection, Channel), lapin::Error> {
-    let connection = broker::connect(inner.url.expose(), "callsync-ingest").await?;
-    let setup = broker::confirm_channel(&connection, &inner.topology);
-    match broker::within("preparing the confirm channel", setup).await {
-        Ok(channel) => Ok((connection, channel)),
-        Err(error) => {
-            broker::close(&connection, "set-up failed").await;
-            Err(error)
-        }
-    }
-}
-
-// A poisoned lock only means another task panicked while holding it; the
-// Option inside is still a valid value, so recover it instead of propagating.
-fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    lock.read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    lock.write()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -221,8 +221,16 @@ async fn publish(state: &AppState, outgoing: OutgoingReport) -> Result<Answer, W
 }
 
 async fn ready(State(state): State<AppState>) -> Response {
-    if state.publisher.is_ready() {
-        (StatusCode::OK, "ready").into_response()
+    let publisher = &state.publisher;
+    if publisher.is_ready() {
+        // How many of the lanes are up: a lane that stays down while the
+        // others are up is a problem between this instance and the broker.
+        let body = format!(
+            "ready: {} of {} broker connections usable",
+            publisher.usable_lanes(),
+            publisher.lanes()
+        );
+        (StatusCode::OK, body).into_response()
     } else {
         error_response(
             StatusCode::SERVICE_UNAVAILABLE,

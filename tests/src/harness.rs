@@ -730,6 +730,27 @@ impl TcpProxy {
         }
     }
 
+    /// Drops the oldest open connection and refuses new ones until
+    /// [`TcpProxy::restore`]: one connection of several is lost and cannot
+    /// come back, while the others stay up.
+    pub fn cut_oldest(&self) {
+        self.state
+            .up
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        let mut connections = self.state.connections.lock().unwrap();
+        connections.retain(|c| !c.is_finished());
+        if !connections.is_empty() {
+            connections.remove(0).abort();
+        }
+    }
+
+    /// How many connections are open through the proxy.
+    pub fn open_connections(&self) -> usize {
+        let mut connections = self.state.connections.lock().unwrap();
+        connections.retain(|c| !c.is_finished());
+        connections.len()
+    }
+
     /// Accepts connections again.
     pub fn restore(&self) {
         self.state

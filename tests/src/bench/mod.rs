@@ -131,6 +131,9 @@ pub struct Options {
     pub backlog_memory_calls: usize,
     /// Scenario 10: calls of each kind of caller, per CRM.
     pub mapping_calls: usize,
+    /// Scenario 1: more variables for (d), `callsync-ingest` (to measure
+    /// it with other settings than its defaults).
+    pub ingest_vars: Vec<(String, String)>,
 }
 
 impl Options {
@@ -158,6 +161,7 @@ impl Options {
             latency_calls: 50,
             backlog_memory_calls: 10_000,
             mapping_calls: 100,
+            ingest_vars: Vec::new(),
         }
     }
 
@@ -181,6 +185,7 @@ impl Options {
             latency_calls: 3,
             backlog_memory_calls: 100,
             mapping_calls: 3,
+            ingest_vars: Vec::new(),
         }
     }
 }
@@ -592,7 +597,7 @@ async fn alternate_c_and_d(
 ) -> anyhow::Result<(IngestRow, IngestRow, Vec<Ratio>, f64)> {
     let (warmup, duration) = cell_times(options);
     let (confirm, confirm_addr) = start_bare_confirm(bare_queue).await?;
-    let (ingest, ingest_addr) = start_ingest(topology, &[]).await?;
+    let (ingest, ingest_addr) = start_ingest(topology, &options.ingest_vars).await?;
     let mut c_cells = Vec::new();
     let mut d_cells = Vec::new();
     let mut ratios = Vec::new();

@@ -59,6 +59,10 @@ struct Args {
     /// Calls of each kind of caller per CRM in the mapping scenario.
     #[arg(long)]
     mapping_calls: Option<usize>,
+    /// A variable for `callsync-ingest` in scenario 1, as NAME=VALUE
+    /// (repeat for several), to measure it with other settings.
+    #[arg(long, value_parser = name_value)]
+    ingest_var: Vec<(String, String)>,
     /// Internal: run one server under test (used by the benchmark itself).
     #[arg(long, hide = true)]
     role: Option<String>,
@@ -109,6 +113,7 @@ async fn main() -> ExitCode {
     if let Some(n) = args.mapping_calls {
         options.mapping_calls = n.max(1);
     }
+    options.ingest_vars.clone_from(&args.ingest_var);
     if !args.scenario.is_empty() {
         options.scenarios = args.scenario.clone();
     }
@@ -135,4 +140,10 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn name_value(arg: &str) -> Result<(String, String), String> {
+    arg.split_once('=')
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .ok_or_else(|| format!("{arg:?} is not NAME=VALUE"))
 }

@@ -35,11 +35,28 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::time::Instant;
 
-/// Added to the window: the CRM counts a request when it arrives, we when we
+/// Added to a window: the CRM counts a request when it arrives, we when we
 /// send it, and arrival delays vary (a new connection's handshake). Without
 /// a margin, a request sent just as our window frees a slot can land inside
 /// the CRM's window and be refused.
-const ARRIVAL_MARGIN: Duration = Duration::from_millis(250);
+///
+/// Why a fraction of the window and not one fixed margin: a budget kept
+/// busy sends `max` requests per window plus margin, so the margin costs
+/// the same share of the budget's rate as it is of the window. 250 ms is a
+/// fortieth of HubSpot's 10 s window but a quarter of its 1 s search
+/// window, which then gave 4 searches a second of the 5 allowed; a
+/// fortieth of every window costs each budget 2.5 %. The floor keeps a
+/// margin for delays that do not shrink with the window; the ceiling keeps
+/// long windows (`40000/1d`) from holding a slot minutes longer for a
+/// delay of milliseconds.
+fn arrival_margin(window: Duration) -> Duration {
+    (window / ARRIVAL_MARGIN_FRACTION).clamp(MIN_ARRIVAL_MARGIN, MAX_ARRIVAL_MARGIN)
+}
+
+/// The margin is this fraction of the window ([`arrival_margin`]).
+const ARRIVAL_MARGIN_FRACTION: u32 = 40;
+const MIN_ARRIVAL_MARGIN: Duration = Duration::from_millis(20);
+const MAX_ARRIVAL_MARGIN: Duration = Duration::from_millis(250);
 
 /// A request budget: `max` requests per `window`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +78,14 @@ impl FromStr for Rate {
             return Err(expected());
         }
         Ok(Self { max, window })
+    }
+}
+
+impl Rate {
+    /// The window as we count it: the CRM's, plus the margin for a
+    /// request's arrival ([`arrival_margin`]).
+    fn counted_window(self) -> Duration {
+        self.window + arrival_margin(self.window)
     }
 }
 
@@ -211,7 +236,7 @@ impl Budgets {
         let _turn = shared.turn.lock().await;
         loop {
             let counted = acquire_all(&[&self.general]).await;
-            let wait = match shared.window.take(rate, rate.window + ARRIVAL_MARGIN).await {
+            let wait = match shared.window.take(rate, rate.counted_window()).await {
                 Ok(None) => return,
                 Ok(Some(wait)) => wait,
                 Err(error) => {
@@ -297,7 +322,7 @@ impl Limiter {
             state.paused_until = None;
         }
         let rate = self.rate?;
-        let window = rate.window + ARRIVAL_MARGIN;
+        let window = rate.counted_window();
         while state
             .sent
             .front()
@@ -412,8 +437,40 @@ mod tests {
         limiter.acquire().await;
         assert_eq!(
             start.elapsed(),
-            Duration::from_secs(10) + ARRIVAL_MARGIN,
-            "the fourth waits for the window (and the arrival margin)"
+            Duration::from_millis(10_250),
+            "the fourth waits for the window and its margin, a fortieth of it"
+        );
+    }
+
+    #[test]
+    fn the_arrival_margin_is_a_fortieth_of_the_window_within_its_floor_and_ceiling() {
+        let margin = |ms| arrival_margin(Duration::from_millis(ms));
+        assert_eq!(margin(10_000), Duration::from_millis(250), "HubSpot's 10 s");
+        assert_eq!(margin(1_000), Duration::from_millis(25), "its 1 s searches");
+        assert_eq!(margin(100), Duration::from_millis(20), "the floor");
+        assert_eq!(
+            margin(86_400_000),
+            Duration::from_millis(250),
+            "a day's window keeps the ceiling"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_one_second_budget_sends_within_a_fortieth_of_its_rate() {
+        // HubSpot's five searches a second: a margin of a quarter of the
+        // window would let only 4 a second through.
+        let limiter = Limiter::new(Some(Rate {
+            max: 5,
+            window: Duration::from_secs(1),
+        }));
+        let start = Instant::now();
+        for _ in 0..50 {
+            limiter.acquire().await;
+        }
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_millis(1_025) * 9,
+            "fifty requests, five a window of 1.025 s: the tenth window's start"
         );
     }
 
@@ -431,7 +488,7 @@ mod tests {
         limiter.acquire().await;
         limiter.acquire().await;
         limiter.acquire().await;
-        assert_eq!(start.elapsed(), Duration::from_secs(10) + ARRIVAL_MARGIN);
+        assert_eq!(start.elapsed(), Duration::from_millis(10_250));
     }
 
     #[tokio::test(start_paused = true)]
@@ -469,7 +526,7 @@ mod tests {
         budgets.acquire(RequestKind::Search).await;
         assert_eq!(
             start.elapsed(),
-            Duration::from_secs(1) + ARRIVAL_MARGIN,
+            Duration::from_millis(1_025),
             "the sixth search waits for the search window"
         );
     }
@@ -492,7 +549,7 @@ mod tests {
         budgets.acquire(RequestKind::General).await;
         assert_eq!(
             start.elapsed(),
-            Duration::from_secs(10) + ARRIVAL_MARGIN,
+            Duration::from_millis(10_250),
             "two searches used the general budget up"
         );
     }
@@ -517,7 +574,7 @@ mod tests {
         budgets.acquire(RequestKind::Search).await;
         assert_eq!(
             start.elapsed(),
-            Duration::from_secs(1) + ARRIVAL_MARGIN,
+            Duration::from_millis(1_025),
             "the third worker's part of five is one search per second"
         );
     }
@@ -586,7 +643,7 @@ mod tests {
         third.acquire(RequestKind::Search).await;
         assert_eq!(
             start.elapsed(),
-            FIVE_A_SECOND.window + ARRIVAL_MARGIN,
+            Duration::from_millis(1_025),
             "the sixth waits for the shared window"
         );
     }
@@ -613,7 +670,7 @@ mod tests {
         }
         let mut sent = sent.lock().unwrap().clone();
         sent.sort();
-        let window = FIVE_A_SECOND.window + ARRIVAL_MARGIN;
+        let window = Duration::from_millis(1_025);
         for (i, (at, _)) in sent.iter().enumerate() {
             let within = sent[i..]
                 .iter()
@@ -655,7 +712,7 @@ mod tests {
         assert_eq!(start.elapsed(), Duration::from_millis(100));
         assert_eq!(
             waiting.await.unwrap(),
-            Duration::from_millis(100) + Duration::from_secs(10) + ARRIVAL_MARGIN,
+            Duration::from_millis(100 + 10_250),
             "then it waits for the general budget the two used"
         );
     }
@@ -673,7 +730,7 @@ mod tests {
         workers[2].acquire(RequestKind::Search).await;
         assert_eq!(
             start.elapsed(),
-            FIVE_A_SECOND.window + ARRIVAL_MARGIN,
+            Duration::from_millis(1_025),
             "the third worker's part of five is one search a window"
         );
     }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use serde_json::{Value, json};
 
 use crate::app::TestApp;
-use crate::harness::voicedock_marker;
+use crate::harness::{voicedock_marker, worker_command};
 use crate::sim::{Record, Snapshot};
 
 /// Writes `text` to a mapping file of its own (named after `tag`, the
@@ -136,4 +136,32 @@ pub async fn ready_again(app: &TestApp) {
     assert_eq!(status, reqwest::StatusCode::OK, "{body}");
     let (ok, lines) = crate::harness::run_check(&app.worker_env()).await;
     assert!(ok, "{lines:?}");
+}
+
+/// Starts a worker for `crm` with `mapping` (a file named after `tag`)
+/// and asserts it stops at start-up with exactly one line naming
+/// `CALLSYNC_MAPPING`, having queued nothing; returns that line and the
+/// file's path.
+pub async fn refused_at_start(crm: &'static str, tag: &str, mapping: &str) -> (String, String) {
+    let app = TestApp::builder().crm(crm).workers(0).start().await;
+    let path = mapping_file(tag, mapping);
+    let env = app
+        .worker_env()
+        .with("CALLSYNC_MAPPING", path.to_str().expect("a UTF-8 path"));
+    let output = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        worker_command(&env).output(),
+    )
+    .await
+    .expect("the worker stops at start-up")
+    .expect("the worker runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("CALLSYNC_MAPPING"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert_eq!(app.calls_waiting().await, 0);
+    (lines[0].to_owned(), path.display().to_string())
 }

@@ -7,15 +7,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::Duration;
-
 use callsync_tests::app::TestApp;
 use callsync_tests::deals::{
     deal_marker, deal_marker_of, deal_markers, deal_name, deals_of_call, rule, two_rules,
     unresolved_sales,
 };
-use callsync_tests::harness::{run_check, worker_command};
-use callsync_tests::mapping::{mapping_file, paused_for_setup, ready_again, report, sync_call};
+use callsync_tests::harness::run_check;
+use callsync_tests::mapping::{
+    mapping_file, paused_for_setup, ready_again, refused_at_start, report, sync_call,
+};
 use callsync_tests::sim::schema::{Pipeline, Vendor};
 use callsync_tests::sim::{Fault, Snapshot};
 use serde_json::json;
@@ -380,29 +380,6 @@ async fn a_missing_pipedrive_stage_pauses_the_worker_and_check_names_it_until_it
 
 // Start-up
 
-/// Runs the worker with `mapping` for `crm` until it stops by itself; its
-/// one stderr line naming `CALLSYNC_MAPPING`, and the file's path.
-async fn refused(crm: &'static str, tag: &str, mapping: &str) -> (String, String) {
-    let app = TestApp::builder().crm(crm).workers(0).start().await;
-    let path = mapping_file(tag, mapping);
-    let env = app
-        .worker_env()
-        .with("CALLSYNC_MAPPING", path.to_str().unwrap());
-    let output = tokio::time::timeout(Duration::from_secs(30), worker_command(&env).output())
-        .await
-        .expect("the worker stops at start-up")
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    let lines: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.contains("CALLSYNC_MAPPING"))
-        .collect();
-    assert_eq!(lines.len(), 1, "{stderr}");
-    assert_eq!(app.calls_waiting().await, 0);
-    (lines[0].to_owned(), path.display().to_string())
-}
-
 #[tokio::test]
 async fn a_malformed_deal_rule_stops_start_up_with_one_line_naming_file_and_line() {
     let cases = [
@@ -423,7 +400,7 @@ async fn a_malformed_deal_rule_stops_start_up_with_one_line_naming_file_and_line
         ),
     ];
     for (tag, mapping, expected) in cases {
-        let (line, path) = refused("hubspot", tag, mapping).await;
+        let (line, path) = refused_at_start("hubspot", tag, mapping).await;
         assert!(
             line.contains(&format!("CALLSYNC_MAPPING: {path} {expected}")),
             "{line}"

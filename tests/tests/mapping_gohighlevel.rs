@@ -15,10 +15,10 @@ use std::time::Duration;
 
 use callsync_shared::config::Env;
 use callsync_tests::app::TestApp;
-use callsync_tests::harness::{run_check, worker_command};
+use callsync_tests::harness::run_check;
 use callsync_tests::mapping::{
-    line, mapping_file, one_contact, paused_for_setup, report, requests_of_two_calls, skipped,
-    sync, synced,
+    line, mapping_file, one_contact, paused_for_setup, refused_at_start, report,
+    requests_of_two_calls, skipped, sync, synced,
 };
 use callsync_tests::sim::{Fault, Record, SimConfig, Snapshot};
 use serde_json::json;
@@ -368,31 +368,15 @@ async fn a_contact_the_upsert_matched_keeps_its_history_and_gets_the_calls_line_
 
 #[tokio::test]
 async fn call_rules_for_gohighlevel_stop_start_up_naming_their_line() {
-    let app = TestApp::builder()
-        .crm("gohighlevel")
-        .workers(0)
-        .start()
-        .await;
     let text = "[[contact]]\nproperty = \"contact.ai_intent\"\nfrom = \"analysis.intent\"\n\n\
                 [[call]]\nproperty = \"contact.ai_topic\"\nfrom = \"analysis.topic\"\n";
-    let path = mapping_file("call", text);
-    let env = app
-        .worker_env()
-        .with("CALLSYNC_MAPPING", path.to_str().unwrap());
-    let output = tokio::time::timeout(Duration::from_secs(30), worker_command(&env).output())
-        .await
-        .expect("the worker stops at start-up")
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success());
+    let (line, path) = refused_at_start("gohighlevel", "call", text).await;
     assert!(
-        stderr.contains(&format!(
-            "CALLSYNC_MAPPING: {} line 5: [[call]] rules cannot be written to gohighlevel",
-            path.display()
+        line.contains(&format!(
+            "CALLSYNC_MAPPING: {path} line 5: [[call]] rules cannot be written to gohighlevel"
         )),
-        "{stderr}"
+        "{line}"
     );
-    assert_eq!(app.calls_waiting().await, 0);
 }
 
 /// The GoHighLevel requests of a new caller's call and a repeat call with

@@ -13,7 +13,6 @@ use callsync_shared::Source;
 use callsync_shared::sources::{self, Envelope};
 use callsync_shared::telemetry::Chain;
 use metrics_exporter_prometheus::PrometheusHandle;
-use serde_json::json;
 use time::OffsetDateTime;
 
 use crate::auth::SourceAuth;
@@ -76,12 +75,35 @@ enum Answer {
     Ignored { event: String },
 }
 
+/// The 202's body: `{"accepted": true, "id": …}`, with `"spooled": true`
+/// when kept on disk, or `{"accepted": false, "ignored": <event>}`. Written
+/// straight from this struct: no JSON tree is built for each answer.
+#[derive(serde::Serialize)]
+struct AnswerBody<'a> {
+    accepted: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ignored: Option<&'a str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    spooled: bool,
+}
+
 impl IntoResponse for Answer {
     fn into_response(self) -> Response {
-        let body = match self {
-            Answer::Queued { id } => json!({ "accepted": true, "id": id }),
-            Answer::Spooled { id } => json!({ "accepted": true, "id": id, "spooled": true }),
-            Answer::Ignored { event } => json!({ "accepted": false, "ignored": event }),
+        let body = match &self {
+            Answer::Queued { id } | Answer::Spooled { id } => AnswerBody {
+                accepted: true,
+                id: Some(id),
+                ignored: None,
+                spooled: matches!(self, Answer::Spooled { .. }),
+            },
+            Answer::Ignored { event } => AnswerBody {
+                accepted: false,
+                id: None,
+                ignored: Some(event),
+                spooled: false,
+            },
         };
         (StatusCode::ACCEPTED, Json(body)).into_response()
     }

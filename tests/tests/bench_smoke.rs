@@ -34,7 +34,8 @@ async fn the_benchmark_at_smoke_size_loses_nothing_and_spends_the_designed_crm_r
             "new-callers",
             "latency",
             "worker-memory",
-            "mapping"
+            "mapping",
+            "inspect"
         ])
     );
     check_ingest(&report);
@@ -46,6 +47,12 @@ async fn the_benchmark_at_smoke_size_loses_nothing_and_spends_the_designed_crm_r
     check_latency(&report["latency"]);
     check_backlog_memory(&report["backlog_memory"]);
     check_mapping(&report["mapping"]);
+    check_inspect(&report["inspect"]);
+    assert!(
+        stdout.contains("| CPU per webhook, all cells |"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("| reading a body (ingest) |"), "{stdout}");
     assert!(stdout.contains("÷ voicedock"), "{stdout}");
     assert!(
         stdout.contains("| known callers in mixed formats |"),
@@ -80,6 +87,23 @@ async fn run_smoke() -> (String, Value) {
 
 /// Every variant accepted every request at every connection count, (c) and
 /// (d) over the alternated pairs, whose ratios are real and ordered.
+/// Each source's largest report measured, and with a transcript wherever
+/// its platform sends one (all but Postcall), both readings timed.
+fn check_inspect(rows: &Value) {
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 2 * Source::ALL.len() - 1, "{rows:?}");
+    for row in rows {
+        assert!(row["bytes"].as_u64().unwrap() > 100, "{row}");
+        for key in ["whole_micros", "skimmed_micros"] {
+            let micros = row[key].as_f64().unwrap();
+            assert!(micros.is_finite() && micros > 0.0, "{row}");
+        }
+        if row["body"].as_str().unwrap().ends_with("+ 120 turns") {
+            assert!(row["bytes"].as_u64().unwrap() > 20_000, "{row}");
+        }
+    }
+}
+
 fn check_ingest(report: &Value) {
     let ingest = report["ingest"].as_array().unwrap();
     let variants: Vec<&str> = ingest
@@ -87,6 +111,23 @@ fn check_ingest(report: &Value) {
         .map(|row| &row["variant"].as_str().unwrap()[..3])
         .collect();
     assert_eq!(variants, ["(a)", "(b)", "(c)", "(d)"]);
+    // Each server's CPU over the webhooks it put in its queue: every one
+    // the load generator saw accepted, and the warm-ups'.
+    let cpu = &report["ingest_cpu"];
+    for (variant, row) in [("c", &ingest[2]), ("d", &ingest[3])] {
+        let webhooks = cpu[format!("{variant}_webhooks")].as_u64().unwrap();
+        let accepted: u64 = row["cells"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|cell| cell["accepted"].as_u64().unwrap())
+            .sum();
+        assert!(webhooks >= accepted, "{cpu} {row}");
+        let micros = cpu[format!("{variant}_micros_per_webhook")]
+            .as_f64()
+            .unwrap();
+        assert!(micros.is_finite() && micros > 0.0, "{cpu}");
+    }
     let ratios = report["ratios"].as_array().unwrap();
     let pairs = ratios[0]["pairs"].as_u64().unwrap();
     assert!(

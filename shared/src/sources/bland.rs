@@ -48,6 +48,7 @@ pub(super) const PROVIDER: Provider = Provider {
     // Bland's signature has no timestamp, so there is no replay window.
     tolerance_secs: None,
     inspect,
+    reads: READS,
     parse,
 };
 
@@ -111,6 +112,25 @@ const CALL_FIELDS: &[&str] = &[
     "concatenated_transcript",
     "transcripts",
 ];
+
+/// What [`inspect`] reads: the event stream's `category`, `completed` and
+/// `call_id`; of the delayed POST's keys and [`CALL_FIELDS`] (transcripts
+/// among them) only whether they are there.
+const READS: super::skim::Reads = super::skim::Reads {
+    values: &[&["category"], &["completed"], &["call_id"]],
+    present: &[
+        &["corrected_transcript"],
+        &["citations"],
+        &["to"],
+        &["from"],
+        &["inbound"],
+        &["call_length"],
+        &["started_at"],
+        &["summary"],
+        &["concatenated_transcript"],
+        &["transcripts"],
+    ],
+};
 
 fn inspect(body: &Body) -> Result<Envelope, ParseError> {
     // The event stream's entries, `{level, message, category, call_id,

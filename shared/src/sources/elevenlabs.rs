@@ -41,6 +41,7 @@ pub(super) const PROVIDER: Provider = Provider {
     // The SDKs refuse a timestamp more than 30 minutes old.
     tolerance_secs: Some(1_800),
     inspect,
+    reads: super::skim::Reads::values(&[&["type"], &["data", "conversation_id"]]),
     parse,
 };
 

@@ -14,6 +14,7 @@
 //! absence is the only reason (besides invalid JSON) to refuse a body.
 
 mod outcome;
+mod skim;
 mod value;
 
 use std::fmt;
@@ -83,6 +84,12 @@ pub struct Provider {
     pub tolerance_secs: Option<u64>,
     /// Reads the event type and call id only: what ingest needs.
     pub inspect: fn(&Body) -> Result<Envelope, ParseError>,
+    /// Every value `inspect` reads, as a path of keys: ingest builds only
+    /// these of a body (see [`inspect`]). A value it reads and this omits
+    /// would look absent to ingest alone, and one listed as read for its
+    /// presence would look like `true`; `tests::inspect_reads_the_same_on_a_skimmed_body_as_on_the_whole`
+    /// holds every source to its list.
+    pub reads: skim::Reads,
     /// Reads a whole final report, whose call id `inspect` found: what the
     /// worker needs.
     pub parse: fn(Body, CallId, &ParseContext) -> Result<CallReport, ParseError>,
@@ -267,6 +274,10 @@ fn message<'a>(body: &'a Body, format: &'static str) -> Result<&'a Body, ParseEr
     value::envelope(body, "message", format, "\"message\"")
 }
 
+/// What [`message_envelope`] reads.
+const MESSAGE_READS: skim::Reads =
+    skim::Reads::values(&[&["message", "type"], &["message", "call", "id"]]);
+
 /// `inspect` of a server message, `{"message": {"type", "call": {"id"}}}`:
 /// unlike the other typed formats, even an ignored event needs `message`.
 fn message_envelope(
@@ -294,8 +305,12 @@ fn object(body: &[u8]) -> Result<Map<String, Value>, ParseError> {
 }
 
 /// Reads only what ingest needs; refuses exactly what [`parse`] refuses.
+/// The body is checked whole, but only the values the source's `inspect`
+/// reads are built: a long transcript costs a pass of the parser, not a
+/// tree of allocations.
 pub fn inspect(source: Source, body: &[u8]) -> Result<Envelope, ParseError> {
-    (source.provider().inspect)(&object(body)?)
+    let provider = source.provider();
+    (provider.inspect)(&skim::skim(body, provider.reads)?)
 }
 
 /// Parses a webhook body of the given source: what [`inspect`] refuses is
@@ -314,6 +329,7 @@ pub fn parse(source: Source, body: &[u8], ctx: &ParseContext) -> Result<Parsed, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn sources_round_trip_through_their_path_names() {
@@ -339,6 +355,56 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), Source::ALL.len());
         assert_eq!(Source::Postcall.var("TOKEN"), "CALLSYNC_POSTCALL_TOKEN");
+    }
+
+    /// Each documented body, and each with every value one of the paths
+    /// reads taken away, set to null or replaced by the wrong type, read by
+    /// every source: `inspect` answers on the skimmed body what it answers
+    /// on the whole one.
+    #[test]
+    fn inspect_reads_the_same_on_a_skimmed_body_as_on_the_whole() {
+        let dir = format!("{}/fixtures", env!("CARGO_MANIFEST_DIR"));
+        let mut bodies = Vec::new();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+            if let Ok(Value::Object(body)) = serde_json::from_slice::<Value>(&bytes) {
+                bodies.push(Value::Object(body));
+            }
+        }
+        assert!(bodies.len() >= 20, "the fixtures are read");
+        let mut variants = Vec::new();
+        for body in &bodies {
+            variants.push(body.clone());
+            for source in Source::ALL {
+                let reads = source.provider().reads;
+                for path in reads.values.iter().chain(reads.present) {
+                    let pointer: String = path.iter().map(|k| format!("/{k}")).collect();
+                    for replacement in [None, Some(Value::Null), Some(json!(7)), Some(json!(["x"]))]
+                    {
+                        let mut variant = body.clone();
+                        let (parent, key) = pointer.rsplit_once('/').unwrap();
+                        let Some(Value::Object(map)) = variant.pointer_mut(parent) else {
+                            continue;
+                        };
+                        match &replacement {
+                            None => map.remove(key),
+                            Some(value) => map.insert(key.to_owned(), value.clone()),
+                        };
+                        variants.push(variant);
+                    }
+                }
+            }
+        }
+        let mut compared = 0;
+        for body in &variants {
+            let bytes = serde_json::to_vec(body).unwrap();
+            for source in Source::ALL {
+                let whole = (source.provider().inspect)(&object(&bytes).unwrap());
+                assert_eq!(inspect(source, &bytes), whole, "{source}: {body}");
+                compared += 1;
+            }
+        }
+        assert!(compared > 1_000, "{compared} comparisons");
     }
 
     #[test]

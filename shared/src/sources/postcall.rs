@@ -24,6 +24,7 @@ pub(super) const PROVIDER: Provider = Provider {
     }],
     tolerance_secs: None,
     inspect,
+    reads: super::skim::Reads::values(&[&["callId"]]),
     parse,
 };
 

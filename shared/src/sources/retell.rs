@@ -41,6 +41,7 @@ pub(super) const PROVIDER: Provider = Provider {
     // The SDK's `verify` allows five minutes either way.
     tolerance_secs: Some(300),
     inspect,
+    reads: super::skim::Reads::values(&[&["event"], &["call", "call_id"]]),
     parse,
 };
 

@@ -47,6 +47,7 @@ pub(super) const PROVIDER: Provider = Provider {
     ],
     tolerance_secs: Some(300),
     inspect: |body| super::message_envelope(body, FINAL_EVENT, FORMAT),
+    reads: super::MESSAGE_READS,
     parse,
 };
 

@@ -37,6 +37,7 @@ pub(super) const PROVIDER: Provider = Provider {
     ],
     tolerance_secs: Some(300),
     inspect: |body| super::message_envelope(body, FINAL_EVENT, FORMAT),
+    reads: super::MESSAGE_READS,
     parse,
 };
 /// The only event type that is a final call report.

@@ -78,7 +78,10 @@ fn caller(k: usize) -> String {
 pub async fn run(options: &Options) -> anyhow::Result<KnownCallersRow> {
     let (sim, general) = hubspot_sim(LIMIT)?;
     let calls = options.known_callers_calls;
-    in_worker_env(sim, async |env| measure(env, calls, general).await).await
+    in_worker_env(sim, &options.worker_vars, async |env| {
+        measure(env, calls, general).await
+    })
+    .await
 }
 
 async fn measure(

@@ -121,9 +121,11 @@ pub async fn run(options: &Options) -> anyhow::Result<LatencyReport> {
         ..SimConfig::default()
     };
     let calls = options.latency_calls.max(1);
-    per_crm(&CRMS, &sim, async |env, crm| measure(env, crm, calls).await)
-        .await
-        .context("latency")
+    per_crm(&CRMS, &sim, &options.worker_vars, async |env, crm| {
+        measure(env, crm, calls).await
+    })
+    .await
+    .context("latency")
 }
 
 /// One call's measurement.

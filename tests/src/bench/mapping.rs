@@ -74,9 +74,12 @@ pub type MappingReport = PerCrm<MappingRow, MappingCrm>;
 
 pub async fn run(options: &Options) -> anyhow::Result<MappingReport> {
     let calls = options.mapping_calls.max(1);
-    per_crm(&CRMS, &SimConfig::default(), async |env, crm| {
-        measure(env, crm, calls).await
-    })
+    per_crm(
+        &CRMS,
+        &SimConfig::default(),
+        &options.worker_vars,
+        async |env, crm| measure(env, crm, calls).await,
+    )
     .await
     .context("full mapping")
 }

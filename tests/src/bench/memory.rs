@@ -40,7 +40,10 @@ fn caller(i: usize) -> String {
 
 pub async fn run(options: &Options) -> anyhow::Result<BacklogMemoryRow> {
     let calls = options.backlog_memory_calls.max(1);
-    in_worker_env(SimConfig::default(), async |env| measure(env, calls).await).await
+    in_worker_env(SimConfig::default(), &options.worker_vars, async |env| {
+        measure(env, calls).await
+    })
+    .await
 }
 
 async fn measure(env: &WorkerEnv, calls: usize) -> anyhow::Result<BacklogMemoryRow> {

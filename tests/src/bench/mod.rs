@@ -25,6 +25,7 @@
 
 mod backlog;
 pub mod batch;
+pub mod inspect;
 pub mod known_callers;
 pub mod latency;
 pub mod load;
@@ -83,10 +84,12 @@ pub enum Scenario {
     WorkerMemory,
     /// 10: CRM requests per call with a mapping using every mode.
     Mapping,
+    /// 11: the CPU cost of ingest's read of a body, whole tree against skimmed.
+    Inspect,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 9] = [
+    pub const ALL: [Scenario; 10] = [
         Scenario::Ingest,
         Scenario::Workers,
         Scenario::RateLimit,
@@ -96,6 +99,7 @@ impl Scenario {
         Scenario::Latency,
         Scenario::WorkerMemory,
         Scenario::Mapping,
+        Scenario::Inspect,
     ];
 }
 
@@ -134,6 +138,9 @@ pub struct Options {
     /// Scenario 1: more variables for (d), `callsync-ingest` (to measure
     /// it with other settings than its defaults).
     pub ingest_vars: Vec<(String, String)>,
+    /// More variables for every worker a scenario starts (to measure the
+    /// workers with other settings than the scenario's).
+    pub worker_vars: Vec<(String, String)>,
 }
 
 impl Options {
@@ -162,6 +169,7 @@ impl Options {
             backlog_memory_calls: 10_000,
             mapping_calls: 100,
             ingest_vars: Vec::new(),
+            worker_vars: Vec::new(),
         }
     }
 
@@ -186,6 +194,7 @@ impl Options {
             backlog_memory_calls: 100,
             mapping_calls: 3,
             ingest_vars: Vec::new(),
+            worker_vars: Vec::new(),
         }
     }
 }
@@ -288,12 +297,24 @@ pub struct Memory {
     pub worker_peak_rss_mib: Option<f64>,
 }
 
+/// CPU time per webhook of (c) and (d) over all their alternated cells,
+/// warm-ups included: each process's CPU time over the messages it put
+/// in its queue (every one a 202, none consumed until the purge counts it).
+#[derive(Debug, Clone, Serialize)]
+pub struct IngestCpu {
+    pub c_micros_per_webhook: f64,
+    pub d_micros_per_webhook: f64,
+    pub c_webhooks: u64,
+    pub d_webhooks: u64,
+}
+
 /// What a run measured; a scenario that did not run leaves its part empty.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub machine: Machine,
     pub scenarios: Vec<Scenario>,
     pub ingest: Vec<IngestRow>,
+    pub ingest_cpu: Option<IngestCpu>,
     pub ratios: Vec<Ratio>,
     pub workers: Vec<WorkerRow>,
     pub rate_limit: Option<RateLimitRow>,
@@ -303,6 +324,7 @@ pub struct Report {
     pub latency: Option<latency::LatencyReport>,
     pub backlog_memory: Option<memory::BacklogMemoryRow>,
     pub mapping: Option<mapping::MappingReport>,
+    pub inspect: Vec<inspect::InspectRow>,
     pub memory: Memory,
 }
 
@@ -346,10 +368,13 @@ async fn amqp() -> anyhow::Result<(lapin::Connection, lapin::Channel)> {
     Ok((connection, channel))
 }
 
-async fn purge(channel: &lapin::Channel, queue: &str) {
-    let _ = channel
+/// Empties `queue` and says how many messages it held (0 when the purge
+/// failed).
+async fn purge(channel: &lapin::Channel, queue: &str) -> u32 {
+    channel
         .queue_purge(queue.into(), QueuePurgeOptions::default())
-        .await;
+        .await
+        .unwrap_or(0)
 }
 
 fn pairs(list: &[(&str, String)]) -> Vec<(String, String)> {
@@ -365,6 +390,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
         machine: machine().await,
         scenarios: Scenario::ALL.into_iter().filter(|s| chosen(*s)).collect(),
         ingest: Vec::new(),
+        ingest_cpu: None,
         ratios: Vec::new(),
         workers: Vec::new(),
         rate_limit: None,
@@ -374,15 +400,17 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
         latency: None,
         backlog_memory: None,
         mapping: None,
+        inspect: Vec::new(),
         memory: Memory {
             ingest_peak_rss_mib: None,
             worker_peak_rss_mib: None,
         },
     };
     if chosen(Scenario::Ingest) {
-        let (ingest, ratios, rss) = ingest_scenario(options).await?;
-        (report.ingest, report.ratios) = (ingest, ratios);
-        report.memory.ingest_peak_rss_mib = Some(rss);
+        let measured = ingest_scenario(options).await?;
+        (report.ingest, report.ratios) = (measured.rows, measured.ratios);
+        report.ingest_cpu = Some(measured.cpu);
+        report.memory.ingest_peak_rss_mib = Some(measured.ingest_rss);
     }
     if chosen(Scenario::Sources) {
         report.sources = per_source::run(options).await?;
@@ -410,6 +438,9 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
     if chosen(Scenario::Mapping) {
         report.mapping = Some(mapping::run(options).await?);
     }
+    if chosen(Scenario::Inspect) {
+        report.inspect = inspect::run(options)?;
+    }
     Ok(report)
 }
 
@@ -434,7 +465,7 @@ async fn worker_scenarios(options: &Options) -> anyhow::Result<(Vec<WorkerRow>, 
             ..SimConfig::default()
         };
         let calls = options.worker_calls;
-        let (row, rss) = in_worker_env(sim, async |env| {
+        let (row, rss) = in_worker_env(sim, &options.worker_vars, async |env| {
             measure_workers(env, workload, calls, latency_ms, replicas, known_contacts).await
         })
         .await?;
@@ -474,7 +505,7 @@ async fn machine() -> Machine {
     }
 }
 
-async fn ingest_scenario(options: &Options) -> anyhow::Result<(Vec<IngestRow>, Vec<Ratio>, f64)> {
+async fn ingest_scenario(options: &Options) -> anyhow::Result<IngestMeasured> {
     with_topology(async |channel, topology| {
         let bare_queue = format!("{}.bare", topology.prefix());
         let mut args = FieldTable::default();
@@ -522,12 +553,21 @@ async fn measure_ingest(
     channel: &lapin::Channel,
     topology: &Topology,
     bare_queue: &str,
-) -> anyhow::Result<(Vec<IngestRow>, Vec<Ratio>, f64)> {
+) -> anyhow::Result<IngestMeasured> {
     let hmac = measure_hmac_only(options).await?;
     let bare = measure_bare_publish(options, channel, bare_queue).await;
-    let (confirm, ingest, ratios, rss) =
-        alternate_c_and_d(options, channel, topology, bare_queue, &bare).await?;
-    Ok((vec![hmac, bare, confirm, ingest], ratios, rss))
+    let mut measured = alternate_c_and_d(options, channel, topology, bare_queue, &bare).await?;
+    measured.rows.splice(0..0, [hmac, bare]);
+    Ok(measured)
+}
+
+/// Scenario 1's results: rows (a) to (d), (d)'s ratios, ingest's peak RSS
+/// and the CPU per webhook of (c) and (d).
+struct IngestMeasured {
+    rows: Vec<IngestRow>,
+    ratios: Vec<Ratio>,
+    ingest_rss: f64,
+    cpu: IngestCpu,
 }
 
 fn cell_times(options: &Options) -> (Duration, Duration) {
@@ -594,10 +634,13 @@ async fn alternate_c_and_d(
     topology: &Topology,
     bare_queue: &str,
     bare: &IngestRow,
-) -> anyhow::Result<(IngestRow, IngestRow, Vec<Ratio>, f64)> {
+) -> anyhow::Result<IngestMeasured> {
     let (warmup, duration) = cell_times(options);
     let (confirm, confirm_addr) = start_bare_confirm(bare_queue).await?;
     let (ingest, ingest_addr) = start_ingest(topology, &options.ingest_vars).await?;
+    // Both processes' CPU from here on counts, readiness checks excluded.
+    let cpu_before = (confirm.cpu_seconds(), ingest.cpu_seconds());
+    let (mut c_webhooks, mut d_webhooks) = (0u64, 0u64);
     let mut c_cells = Vec::new();
     let mut d_cells = Vec::new();
     let mut ratios = Vec::new();
@@ -606,30 +649,40 @@ async fn alternate_c_and_d(
         let mut d_runs = Vec::new();
         for _ in 0..options.pairs {
             c_runs.push(load::http(&signed_shot(confirm_addr), conc, warmup, duration).await);
-            purge(channel, bare_queue).await;
+            c_webhooks += u64::from(purge(channel, bare_queue).await);
             d_runs.push(load::http(&signed_shot(ingest_addr), conc, warmup, duration).await);
-            purge(channel, &topology.calls_queue()).await;
+            d_webhooks += u64::from(purge(channel, &topology.calls_queue()).await);
         }
         let b = bare.cells[i].accepted_per_sec;
         ratios.push(pair_ratios(conc, &c_runs, &d_runs, b));
         c_cells.push(Measured::pooled(&c_runs));
         d_cells.push(Measured::pooled(&d_runs));
     }
+    let per_webhook = |seconds: f64, webhooks: u64| seconds * 1e6 / webhooks.max(1) as f64;
+    let cpu = IngestCpu {
+        c_micros_per_webhook: per_webhook(confirm.cpu_seconds() - cpu_before.0, c_webhooks),
+        d_micros_per_webhook: per_webhook(ingest.cpu_seconds() - cpu_before.1, d_webhooks),
+        c_webhooks,
+        d_webhooks,
+    };
     let ingest_rss = ingest.peak_rss_mib();
     ingest.stop().await;
     confirm.stop().await;
-    Ok((
-        IngestRow {
-            variant: "(c) axum + HMAC + publish + confirm",
-            cells: c_cells,
-        },
-        IngestRow {
-            variant: "(d) callsync-ingest",
-            cells: d_cells,
-        },
+    Ok(IngestMeasured {
+        rows: vec![
+            IngestRow {
+                variant: "(c) axum + HMAC + publish + confirm",
+                cells: c_cells,
+            },
+            IngestRow {
+                variant: "(d) callsync-ingest",
+                cells: d_cells,
+            },
+        ],
         ratios,
         ingest_rss,
-    ))
+        cpu,
+    })
 }
 
 fn pair_ratios(concurrency: usize, c: &[load::Sample], d: &[load::Sample], b: f64) -> Ratio {
@@ -699,23 +752,26 @@ struct WorkerEnv {
     topology: Topology,
     database: String,
     sim: CrmSim,
+    /// `--worker-var`s, given to every worker after the scenario's own.
+    extra_vars: Vec<(String, String)>,
 }
 
 impl WorkerEnv {
-    async fn new(sim: SimConfig) -> anyhow::Result<Self> {
+    async fn new(sim: SimConfig, extra_vars: &[(String, String)]) -> anyhow::Result<Self> {
         let id = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
         let sim = CrmSim::start(SocketAddr::from(([127, 0, 0, 1], 0)), sim).await?;
         Ok(Self {
             topology: Topology::new(format!("bench-{id}")),
             database: format!("callsync_bench_{id}"),
             sim,
+            extra_vars: extra_vars.to_vec(),
         })
     }
 
     /// The variables of a worker whose operations listen on `ops`, with
     /// its CRM budgets (`off`, or a rate such as `190/10s`).
     fn worker_vars(&self, ops: SocketAddr, budgets: &Budgets) -> Vec<(String, String)> {
-        pairs(&[
+        let mut vars = pairs(&[
             ("CALLSYNC_AMQP_URL", AMQP_URL.to_owned()),
             ("CALLSYNC_AMQP_PREFIX", self.topology.prefix().to_owned()),
             (
@@ -733,7 +789,10 @@ impl WorkerEnv {
                 "CALLSYNC_RETRY_DELAYS",
                 RETRY_SECS.map(|s| format!("{s}s")).join(","),
             ),
-        ])
+        ]);
+        // Set after the scenario's, a variable given twice takes this value.
+        vars.extend(self.extra_vars.iter().cloned());
+        vars
     }
 
     /// [`WorkerEnv::worker_vars`] pointed at crm-sim as `crm` (`hubspot`,
@@ -1016,9 +1075,10 @@ async fn wait_synced(env: &WorkerEnv, calls: usize, limit: Duration) -> anyhow::
 /// leave queues and a database behind (its worker processes die with it).
 async fn in_worker_env<T>(
     sim: SimConfig,
+    extra_vars: &[(String, String)],
     measure: impl AsyncFnOnce(&WorkerEnv) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
-    let env = WorkerEnv::new(sim).await?;
+    let env = WorkerEnv::new(sim, extra_vars).await?;
     let result = measure(&env).await;
     env.cleanup().await;
     result
@@ -1048,6 +1108,7 @@ pub struct CrmLeft {
 async fn per_crm<R, H>(
     crms: &[&'static str],
     sim: &SimConfig,
+    extra_vars: &[(String, String)],
     measure: impl AsyncFn(&WorkerEnv, &'static str) -> anyhow::Result<(Vec<R>, H)>,
 ) -> anyhow::Result<PerCrm<R, H>> {
     let mut report = PerCrm {
@@ -1055,9 +1116,10 @@ async fn per_crm<R, H>(
         crms: Vec::new(),
     };
     for &crm in crms {
-        let (rows, held) = in_worker_env(sim.clone(), async |env| measure(env, crm).await)
-            .await
-            .with_context(|| format!("on {crm}"))?;
+        let (rows, held) =
+            in_worker_env(sim.clone(), extra_vars, async |env| measure(env, crm).await)
+                .await
+                .with_context(|| format!("on {crm}"))?;
         report.rows.extend(rows);
         report.crms.push(held);
     }
@@ -1228,7 +1290,7 @@ async fn rate_limit_scenario(options: &Options) -> anyhow::Result<RateLimitRow> 
         rate_limit: Some(limit),
         ..SimConfig::default()
     };
-    in_worker_env(sim, async |env| {
+    in_worker_env(sim, &options.worker_vars, async |env| {
         measure_rate_limit(env, options, window).await
     })
     .await
@@ -1312,6 +1374,7 @@ pub fn render(report: &Report) -> String {
     if let Some(m) = &report.mapping {
         out.push_str(&mapping::render(m));
     }
+    out.push_str(&inspect::render(&report.inspect));
     let rss =
         |mib: Option<f64>| mib.map_or_else(|| "not measured".to_owned(), |m| format!("{m:.1} MiB"));
     if report.memory.ingest_peak_rss_mib.is_some() || report.memory.worker_peak_rss_mib.is_some() {
@@ -1345,6 +1408,16 @@ fn render_ingest(report: &Report) -> String {
         out.push_str(&format!(
             "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |\n",
             r.concurrency, c.median, c.min, c.max, b.median, b.min, b.max
+        ));
+    }
+    if let Some(cpu) = &report.ingest_cpu {
+        out.push_str(&format!(
+            "\n| CPU per webhook, all cells | (c) | (d) | (d)/(c) |\n|---|---:|---:|---:|\n| µs (webhooks) | {:.1} ({}) | {:.1} ({}) | {:.2} |\n",
+            cpu.c_micros_per_webhook,
+            cpu.c_webhooks,
+            cpu.d_micros_per_webhook,
+            cpu.d_webhooks,
+            cpu.d_micros_per_webhook / cpu.c_micros_per_webhook.max(1e-9)
         ));
     }
     out

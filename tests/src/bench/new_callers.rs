@@ -71,7 +71,10 @@ fn caller(i: usize) -> String {
 pub async fn run(options: &Options) -> anyhow::Result<NewCallersRow> {
     let (sim, general) = hubspot_sim(LIMIT)?;
     let calls = options.new_callers_calls;
-    in_worker_env(sim, async |env| measure(env, calls, general).await).await
+    in_worker_env(sim, &options.worker_vars, async |env| {
+        measure(env, calls, general).await
+    })
+    .await
 }
 
 async fn measure(

@@ -220,6 +220,28 @@ impl Child {
             .map_or(0.0, |kb| kb / 1024.0)
     }
 
+    /// CPU time the process has used so far, user and system, all threads.
+    /// `/proc/<pid>/stat` counts it in clock ticks of `USER_HZ`, which the
+    /// kernel fixes at 100 a second for user space on every architecture
+    /// Linux runs callsync on.
+    pub fn cpu_seconds(&self) -> f64 {
+        const USER_HZ: f64 = 100.0;
+        let Some(pid) = self.child.id() else {
+            return 0.0;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // The command name (field 2) may hold spaces: count from after it.
+        let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let ticks: f64 = after_name
+            .split_whitespace()
+            // Fields 14 and 15 (utime, stime); field 3 is the first here.
+            .skip(11)
+            .take(2)
+            .filter_map(|t| t.parse::<f64>().ok())
+            .sum();
+        ticks / USER_HZ
+    }
+
     /// SIGTERM and wait, as an orchestrator stops a container.
     pub async fn stop(mut self) {
         if let Some(pid) = self.child.id() {

@@ -20,7 +20,7 @@ use clap::Parser;
 #[derive(Debug, Parser)]
 #[command(
     name = "bench",
-    about = "callsync benchmark: ingest ceilings, worker throughput, rate limits, memory, signature schemes, known callers, new callers, latency, worker memory under a backlog, requests with a full mapping"
+    about = "callsync benchmark: ingest ceilings, worker throughput, rate limits, memory, signature schemes, known callers, new callers, latency, worker memory under a backlog, requests with a full mapping, the cost of reading a body"
 )]
 struct Args {
     /// Tiny sizes, to check that the benchmark runs.
@@ -63,6 +63,10 @@ struct Args {
     /// (repeat for several), to measure it with other settings.
     #[arg(long, value_parser = name_value)]
     ingest_var: Vec<(String, String)>,
+    /// A variable for every worker the scenarios start, as NAME=VALUE
+    /// (repeat for several), set after the scenario's own.
+    #[arg(long, value_parser = name_value)]
+    worker_var: Vec<(String, String)>,
     /// Internal: run one server under test (used by the benchmark itself).
     #[arg(long, hide = true)]
     role: Option<String>,
@@ -114,6 +118,7 @@ async fn main() -> ExitCode {
         options.mapping_calls = n.max(1);
     }
     options.ingest_vars.clone_from(&args.ingest_var);
+    options.worker_vars.clone_from(&args.worker_var);
     if !args.scenario.is_empty() {
         options.scenarios = args.scenario.clone();
     }

@@ -233,6 +233,32 @@ impl<'de> Visitor<'de> for KeySeed {
     }
 }
 
+/// The scalar visits of a visitor that reads a value through and answers
+/// `$answer` for any of them (null apart: each visitor says what it is).
+macro_rules! read_through_scalars {
+    ($answer:expr) => {
+        fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Ok($answer)
+        }
+
+        fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            Ok($answer)
+        }
+
+        fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            Ok($answer)
+        }
+
+        fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Ok($answer)
+        }
+
+        fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Self::Value, E> {
+            Ok($answer)
+        }
+    };
+}
+
 /// A value read and dropped. Not `serde::de::IgnoredAny`: serde_json skips
 /// that without checking numbers' range or strings' UTF-8, and a body with
 /// `1e400` in a field nobody reads would then pass ingest and be refused by
@@ -266,25 +292,7 @@ impl<'de> Visitor<'de> for Skip {
         Ok(())
     }
 
-    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<(), E> {
-        Ok(())
-    }
-
-    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<(), E> {
-        Ok(())
-    }
-
-    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<(), E> {
-        Ok(())
-    }
-
-    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<(), E> {
-        Ok(())
-    }
-
-    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<(), E> {
-        Ok(())
-    }
+    read_through_scalars!(());
 
     fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
         Ok(())
@@ -322,25 +330,7 @@ impl<'de> Visitor<'de> for Presence {
         Skip.visit_seq(seq).map(|()| Value::Bool(true))
     }
 
-    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Value, E> {
-        Ok(Value::Bool(true))
-    }
-
-    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Value, E> {
-        Ok(Value::Bool(true))
-    }
-
-    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Value, E> {
-        Ok(Value::Bool(true))
-    }
-
-    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Value, E> {
-        Ok(Value::Bool(true))
-    }
-
-    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Value, E> {
-        Ok(Value::Bool(true))
-    }
+    read_through_scalars!(Value::Bool(true));
 
     fn visit_unit<E: serde::de::Error>(self) -> Result<Value, E> {
         Ok(Value::Null)

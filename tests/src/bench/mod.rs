@@ -109,8 +109,9 @@ pub struct Options {
     /// The scenarios to run, in [`Scenario::ALL`]'s order whatever this one.
     pub scenarios: Vec<Scenario>,
     pub seconds_per_cell: f64,
-    /// How many times (c) and (d) are measured, alternately, per
-    /// connection count: c, d, c, d, ...
+    /// How many times (b), (c) and (d) are measured, in turn, per
+    /// connection count: b, c, d, b, c, d, ... (the JSON keeps the name
+    /// `pairs` it had when (b) was measured once).
     pub pairs: usize,
     pub warmup_seconds: f64,
     pub concurrencies: Vec<usize>,
@@ -146,9 +147,9 @@ pub struct Options {
 impl Options {
     /// The full run (a few minutes on two cores).
     pub fn full() -> Self {
-        // Cells are 2 s (they were 5 s) so that five (c)/(d) pairs per
-        // connection count keep the full run near five minutes; pairs
-        // alternated in time say more than one long cell each.
+        // Cells are 2 s (they were 5 s) so that five rounds of (b), (c)
+        // and (d) per connection count keep scenario 1 near three minutes;
+        // rounds alternated in time say more than one long cell each.
         Self {
             scenarios: Scenario::ALL.to_vec(),
             seconds_per_cell: 2.0,
@@ -215,14 +216,13 @@ pub struct IngestRow {
 }
 
 /// (d) against its ceilings at one connection count, one value per
-/// alternated pair.
+/// round of (b), (c) and (d).
 #[derive(Debug, Clone, Serialize)]
 pub struct Ratio {
     pub concurrency: usize,
     pub pairs: usize,
     pub d_over_c: Spread,
-    /// (b) is measured once per connection count; each pair's (d) is set
-    /// against it.
+    /// Each round's (d) against the same round's (b).
     pub d_over_b: Spread,
 }
 
@@ -555,9 +555,8 @@ async fn measure_ingest(
     bare_queue: &str,
 ) -> anyhow::Result<IngestMeasured> {
     let hmac = measure_hmac_only(options).await?;
-    let bare = measure_bare_publish(options, channel, bare_queue).await;
-    let mut measured = alternate_c_and_d(options, channel, topology, bare_queue, &bare).await?;
-    measured.rows.splice(0..0, [hmac, bare]);
+    let mut measured = alternate_b_c_and_d(options, channel, topology, bare_queue).await?;
+    measured.rows.insert(0, hmac);
     Ok(measured)
 }
 
@@ -603,58 +602,40 @@ async fn measure_hmac_only(options: &Options) -> anyhow::Result<IngestRow> {
     })
 }
 
-/// (b) bare publishes with confirms.
-async fn measure_bare_publish(
-    options: &Options,
-    channel: &lapin::Channel,
-    bare_queue: &str,
-) -> IngestRow {
-    let (warmup, duration) = cell_times(options);
-    let body = body_2k("bench-call", "+31612345678", false);
-    let mut cells = Vec::new();
-    for &c in &options.concurrencies {
-        let sample = load::publish(channel, "", bare_queue, &body, c, warmup, duration).await;
-        cells.push(Measured::pooled(&[sample]));
-        purge(channel, bare_queue).await;
-    }
-    IngestRow {
-        variant: "(b) lapin publish + confirm, quorum queue",
-        cells,
-    }
-}
-
-/// (c) and (d), measured alternately (c, d, c, d, ...) at each connection
-/// count, so that whatever else the machine does in the meantime weighs on
-/// both alike. Both servers stay up throughout (the idle one only answers
+/// (b), (c) and (d), measured in turn (b, c, d, b, c, d, ...) at each
+/// connection count, so that whatever else the machine does in the meantime
+/// weighs on all three alike. (b) publishes from the benchmark's own
+/// connection; both servers stay up throughout (an idle one only answers
 /// broker heartbeats), so that no cell pays for a start. The table pools
-/// each variant's runs; the ratios are per pair.
-async fn alternate_c_and_d(
+/// each variant's runs; the ratios are per round of three.
+async fn alternate_b_c_and_d(
     options: &Options,
     channel: &lapin::Channel,
     topology: &Topology,
     bare_queue: &str,
-    bare: &IngestRow,
 ) -> anyhow::Result<IngestMeasured> {
     let (warmup, duration) = cell_times(options);
+    let body = body_2k("bench-call", "+31612345678", false);
     let (confirm, confirm_addr) = start_bare_confirm(bare_queue).await?;
     let (ingest, ingest_addr) = start_ingest(topology, &options.ingest_vars).await?;
     // Both processes' CPU from here on counts, readiness checks excluded.
     let cpu_before = (confirm.cpu_seconds(), ingest.cpu_seconds());
     let (mut c_webhooks, mut d_webhooks) = (0u64, 0u64);
-    let mut c_cells = Vec::new();
-    let mut d_cells = Vec::new();
+    let (mut b_cells, mut c_cells, mut d_cells) = (Vec::new(), Vec::new(), Vec::new());
     let mut ratios = Vec::new();
-    for (i, &conc) in options.concurrencies.iter().enumerate() {
-        let mut c_runs = Vec::new();
-        let mut d_runs = Vec::new();
+    for &conc in &options.concurrencies {
+        let (mut b_runs, mut c_runs, mut d_runs) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..options.pairs {
+            b_runs
+                .push(load::publish(channel, "", bare_queue, &body, conc, warmup, duration).await);
+            purge(channel, bare_queue).await;
             c_runs.push(load::http(&signed_shot(confirm_addr), conc, warmup, duration).await);
             c_webhooks += u64::from(purge(channel, bare_queue).await);
             d_runs.push(load::http(&signed_shot(ingest_addr), conc, warmup, duration).await);
             d_webhooks += u64::from(purge(channel, &topology.calls_queue()).await);
         }
-        let b = bare.cells[i].accepted_per_sec;
-        ratios.push(pair_ratios(conc, &c_runs, &d_runs, b));
+        ratios.push(pair_ratios(conc, &b_runs, &c_runs, &d_runs));
+        b_cells.push(Measured::pooled(&b_runs));
         c_cells.push(Measured::pooled(&c_runs));
         d_cells.push(Measured::pooled(&d_runs));
     }
@@ -671,6 +652,10 @@ async fn alternate_c_and_d(
     Ok(IngestMeasured {
         rows: vec![
             IngestRow {
+                variant: "(b) lapin publish + confirm, quorum queue",
+                cells: b_cells,
+            },
+            IngestRow {
                 variant: "(c) axum + HMAC + publish + confirm",
                 cells: c_cells,
             },
@@ -685,7 +670,13 @@ async fn alternate_c_and_d(
     })
 }
 
-fn pair_ratios(concurrency: usize, c: &[load::Sample], d: &[load::Sample], b: f64) -> Ratio {
+/// (d) over (c) and over (b), round by round.
+fn pair_ratios(
+    concurrency: usize,
+    b: &[load::Sample],
+    c: &[load::Sample],
+    d: &[load::Sample],
+) -> Ratio {
     let d_over = |base: &dyn Fn(usize) -> f64| -> Vec<f64> {
         d.iter()
             .enumerate()
@@ -696,7 +687,7 @@ fn pair_ratios(concurrency: usize, c: &[load::Sample], d: &[load::Sample], b: f6
         concurrency,
         pairs: d.len(),
         d_over_c: Spread::of(d_over(&|i| c[i].accepted_per_sec())),
-        d_over_b: Spread::of(d_over(&|_| b)),
+        d_over_b: Spread::of(d_over(&|i| b[i].accepted_per_sec())),
     }
 }
 
@@ -1399,7 +1390,7 @@ fn render_ingest(report: &Report) -> String {
         }
     }
     out.push_str(&format!(
-        "\n(c) and (d): {} runs each per connection count, alternated; the rows above pool them.\n",
+        "\n(b), (c) and (d): {} runs each per connection count, in turn; the rows above pool them.\n",
         report.ratios.first().map_or(0, |r| r.pairs)
     ));
     out.push_str("\n| connections | (d)/(c) median | min | max | (d)/(b) median | min | max |\n|---:|---:|---:|---:|---:|---:|---:|\n");

@@ -35,7 +35,7 @@ struct Args {
     /// Seconds measured per ingest cell.
     #[arg(long)]
     seconds: Option<f64>,
-    /// How many (c)/(d) pairs to alternate per connection count.
+    /// How many rounds of (b), (c) and (d) to alternate per connection count.
     #[arg(long)]
     pairs: Option<usize>,
     /// Calls per worker-throughput measurement.

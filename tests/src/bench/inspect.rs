@@ -5,7 +5,7 @@
 //! JSON tree, then the same reading of it.
 //!
 //! Each source is measured on its largest documented report, and on that
-//! report carrying a transcript of 120 turns (about 40 KiB, a ten-minute
+//! report carrying a transcript of 120 turns (about 24 KB, a ten-minute
 //! call) where its platform puts one. In-process, one thread, no I/O: this
 //! is the CPU cost alone, alternated in batches, the median batch kept.
 

@@ -17,8 +17,8 @@ use callsync_shared::sources::{Body, inspect};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::Options;
 use super::per_source::fixture_of;
+use super::{Options, Spread};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct InspectRow {
@@ -83,13 +83,6 @@ fn inspect_whole(source: Source, body: &[u8]) -> bool {
         .is_some_and(|tree| (source.provider().inspect)(&tree).is_ok())
 }
 
-/// The median of the batches' microseconds per body.
-fn median_micros(batches: &[f64]) -> f64 {
-    let mut sorted = batches.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    sorted.get(sorted.len() / 2).copied().unwrap_or(0.0)
-}
-
 /// Microseconds per call of `f`, over `iterations` calls.
 fn time(iterations: u64, mut f: impl FnMut() -> bool) -> f64 {
     let started = Instant::now();
@@ -128,8 +121,8 @@ pub fn run(options: &Options) -> anyhow::Result<Vec<InspectRow>> {
                 source,
                 body: name,
                 bytes: body.len(),
-                whole_micros: median_micros(&whole),
-                skimmed_micros: median_micros(&skimmed),
+                whole_micros: Spread::of(whole).median,
+                skimmed_micros: Spread::of(skimmed).median,
             });
         }
     }
